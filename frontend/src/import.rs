@@ -1,0 +1,378 @@
+//! ONNX `ModelProto` → xforge `Graph`.
+use crate::error::ImportError;
+use crate::tensor_proto::decode;
+use onnx_protobuf::{attribute_proto::AttributeType, AttributeProto, GraphProto, ModelProto, NodeProto, ValueInfoProto};
+use protobuf::Message;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use xforge_ir::dtype::onnx_type_name;
+use xforge_ir::infer::UNDECLARED;
+use xforge_ir::{Attr, DType, Dim, Graph, Node, Op, ValueId, ValueType};
+
+/// Default-domain opsets whose op semantics the interpreter implements.
+pub const MIN_OPSET: i64 = 7;
+pub const MAX_OPSET: i64 = 28;
+
+/// How to bind symbolic dims at import: an input name with a full shape, or a dim symbol with a size.
+#[derive(Clone, Debug, Default)]
+pub struct ImportOptions {
+    pub shapes: BTreeMap<String, Vec<usize>>,
+}
+
+/// An imported model.
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub graph: Graph,
+    pub ir_version: i64,
+    pub opset: i64,
+    pub producer: String,
+}
+
+/// Loads an ONNX file; external data is read relative to its folder.
+pub fn load(path: &Path, opts: &ImportOptions) -> Result<Model, ImportError> {
+    let bytes = std::fs::read(path).map_err(|source| ImportError::Io { path: path.to_path_buf(), source })?;
+    let base = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
+    parse(&bytes, base, opts).map_err(|e| match e {
+        ImportError::Decode { msg, .. } => ImportError::Decode { path: path.to_path_buf(), msg },
+        e => e,
+    })
+}
+
+/// Parses an ONNX model from bytes.
+pub fn parse(bytes: &[u8], base: Option<&Path>, opts: &ImportOptions) -> Result<Model, ImportError> {
+    let m = ModelProto::parse_from_bytes(bytes)
+        .map_err(|e| ImportError::Decode { path: "<bytes>".into(), msg: e.to_string() })?;
+    let opset = m
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version)
+        .ok_or(ImportError::NoDefaultOpset)?;
+    if !(MIN_OPSET..=MAX_OPSET).contains(&opset) {
+        return Err(ImportError::UnsupportedOpset { version: opset, min: MIN_OPSET, max: MAX_OPSET });
+    }
+    let gp = m.graph.as_ref().ok_or(ImportError::NoGraph)?;
+    if gp.node.is_empty() && gp.output.is_empty() {
+        return Err(ImportError::NoGraph);
+    }
+    let cx = Ctx { opset, base };
+    let mut graph = cx.graph(gp, &HashSet::new())?;
+    bind_shapes(&mut graph, &opts.shapes)?;
+    xforge_ir::infer::infer_graph(&mut graph)?;
+    Ok(Model { graph, ir_version: m.ir_version, opset, producer: format!("{} {}", m.producer_name, m.producer_version).trim().to_string() })
+}
+
+fn bind_shapes(g: &mut Graph, shapes: &BTreeMap<String, Vec<usize>>) -> Result<(), ImportError> {
+    let mut syms: HashMap<String, usize> = HashMap::new();
+    for (name, dims) in shapes {
+        match g.inputs.iter().find(|&&i| g.name_of(i) == name) {
+            Some(&id) => {
+                let ty = &mut g.values[id.index()].ty;
+                let declared = ty.shape.clone().unwrap_or_else(|| dims.iter().map(|_| Dim::Sym("?".into())).collect());
+                if declared.len() != dims.len() {
+                    return Err(ImportError::BadBinding(format!("{name}: the input has rank {}, the binding {}", declared.len(), dims.len())));
+                }
+                for (d, &v) in declared.iter().zip(dims) {
+                    match d {
+                        Dim::Known(k) if *k != v => {
+                            return Err(ImportError::BadBinding(format!("{name}: the model fixes {} but the binding says {dims:?}", xforge_ir::shape::shape_str(&Some(declared.clone())))))
+                        }
+                        Dim::Sym(s) => {
+                            if let Some(&prev) = syms.get(s) {
+                                if prev != v {
+                                    return Err(ImportError::BadBinding(format!("{name}: dim '{s}' is bound to both {prev} and {v}")));
+                                }
+                            }
+                            syms.insert(s.clone(), v);
+                        }
+                        _ => {}
+                    }
+                }
+                ty.shape = Some(dims.iter().map(|&v| Dim::Known(v)).collect());
+            }
+            None if dims.len() == 1 => {
+                syms.insert(name.clone(), dims[0]);
+            }
+            None => return Err(ImportError::BadBinding(format!("'{name}' is neither a graph input nor a dim symbol"))),
+        }
+    }
+    for &id in &g.inputs {
+        if let Some(shape) = &mut g.values[id.index()].ty.shape {
+            for d in shape.iter_mut() {
+                if let Dim::Sym(s) = d {
+                    if let Some(&v) = syms.get(s) {
+                        *d = Dim::Known(v);
+                    }
+                }
+            }
+        }
+    }
+    let unused: Vec<&String> = shapes
+        .iter()
+        .filter(|(k, v)| v.len() == 1 && !g.inputs.iter().any(|&i| g.name_of(i) == *k) && !syms.contains_key(*k))
+        .map(|(k, _)| k)
+        .collect();
+    if let Some(k) = unused.first() {
+        return Err(ImportError::BadBinding(format!("'{k}' is neither a graph input nor a dim symbol")));
+    }
+    Ok(())
+}
+
+struct Ctx<'a> {
+    opset: i64,
+    base: Option<&'a Path>,
+}
+
+/// Names a graph uses but does not define (what its subgraph nodes capture), recursively.
+fn free_names(g: &GraphProto) -> HashSet<String> {
+    let mut defined: HashSet<&str> = g.input.iter().map(|v| v.name.as_str()).collect();
+    defined.extend(g.initializer.iter().map(|t| t.name.as_str()));
+    for n in &g.node {
+        defined.extend(n.output.iter().map(|s| s.as_str()));
+    }
+    let mut free = HashSet::new();
+    for n in &g.node {
+        for i in n.input.iter().filter(|s| !s.is_empty()) {
+            if !defined.contains(i.as_str()) {
+                free.insert(i.clone());
+            }
+        }
+        for a in &n.attribute {
+            for sub in a.g.as_ref().into_iter().chain(a.graphs.iter()) {
+                free.extend(free_names(sub).into_iter().filter(|s| !defined.contains(s.as_str())));
+            }
+        }
+    }
+    for o in &g.output {
+        if !defined.contains(o.name.as_str()) {
+            free.insert(o.name.clone());
+        }
+    }
+    free
+}
+
+fn value_type(v: &ValueInfoProto, what: &'static str, fresh: &mut usize) -> Result<ValueType, ImportError> {
+    let Some(tp) = v.type_.as_ref() else { return Ok(ValueType::unranked(UNDECLARED)) };
+    use onnx_protobuf::type_proto::Value;
+    match &tp.value {
+        None => Ok(ValueType::unranked(UNDECLARED)),
+        Some(Value::TensorType(t)) => {
+            if t.elem_type == 0 {
+                return Ok(ValueType::unranked(UNDECLARED));
+            }
+            let dtype = DType::from_onnx_code(t.elem_type).ok_or_else(|| ImportError::UnsupportedDtype {
+                what,
+                name: v.name.clone(),
+                dtype: onnx_type_name(t.elem_type).to_string(),
+            })?;
+            let shape = t.shape.as_ref().map(|s| {
+                s.dim
+                    .iter()
+                    .map(|d| {
+                        use onnx_protobuf::tensor_shape_proto::dimension::Value as D;
+                        match &d.value {
+                            Some(D::DimValue(n)) if *n >= 0 => Dim::Known(*n as usize),
+                            Some(D::DimParam(p)) if !p.is_empty() => Dim::Sym(p.clone()),
+                            _ => {
+                                *fresh += 1;
+                                Dim::Sym(format!("?{}_{}", v.name, fresh))
+                            }
+                        }
+                    })
+                    .collect()
+            });
+            Ok(ValueType { dtype, shape })
+        }
+        Some(other) => Err(ImportError::UnsupportedDtype {
+            what,
+            name: v.name.clone(),
+            dtype: match other {
+                Value::SequenceType(_) => "sequence",
+                Value::MapType(_) => "map",
+                Value::OptionalType(_) => "optional",
+                _ => "non-tensor type",
+            }
+            .to_string(),
+        }),
+    }
+}
+
+impl Ctx<'_> {
+    /// Converts a graph; `outer` holds the names enclosing graphs define.
+    fn graph(&self, gp: &GraphProto, outer: &HashSet<String>) -> Result<Graph, ImportError> {
+        let mut g = Graph { name: gp.name.clone(), opset: self.opset, ..Graph::default() };
+        let mut ids: HashMap<String, ValueId> = HashMap::new();
+        let mut origin: HashMap<String, String> = HashMap::new();
+        let mut fresh = 0usize;
+        let mut define = |g: &mut Graph, ids: &mut HashMap<String, ValueId>, name: &str, ty: ValueType, by: String| {
+            if let Some(first) = origin.get(name) {
+                return Err(ImportError::Redefined { name: name.to_string(), first: first.clone(), second: by });
+            }
+            origin.insert(name.to_string(), by);
+            let id = g.add_value(name, ty);
+            ids.insert(name.to_string(), id);
+            Ok(id)
+        };
+        for t in &gp.initializer {
+            let tensor = decode(t, self.base)?;
+            let id = define(&mut g, &mut ids, &t.name, ValueType::known(tensor.dtype(), tensor.shape()), format!("initializer '{}'", t.name))?;
+            g.weights.insert(id, tensor);
+        }
+        if !gp.sparse_initializer.is_empty() {
+            return Err(ImportError::BadTensor { name: "<sparse initializer>".into(), msg: "sparse initializers are not supported".into() });
+        }
+        for v in &gp.input {
+            if let Some(&id) = ids.get(&v.name) {
+                // IR < 4 lists initializers as inputs too: the initializer is the value
+                if g.weights.contains_key(&id) {
+                    continue;
+                }
+            }
+            let ty = value_type(v, "input", &mut fresh)?;
+            let id = define(&mut g, &mut ids, &v.name, ty, format!("graph input '{}'", v.name))?;
+            g.inputs.push(id);
+        }
+        let declared: HashMap<&str, &ValueInfoProto> = gp.value_info.iter().chain(gp.output.iter()).map(|v| (v.name.as_str(), v)).collect();
+        // topological order: stable Kahn over data and capture dependencies
+        let producer: HashMap<&str, usize> =
+            gp.node.iter().enumerate().flat_map(|(i, n)| n.output.iter().filter(|o| !o.is_empty()).map(move |o| (o.as_str(), i))).collect();
+        let mut deps: Vec<Vec<usize>> = vec![vec![]; gp.node.len()];
+        let mut captures: Vec<String> = vec![];
+        for (i, n) in gp.node.iter().enumerate() {
+            let mut names: Vec<String> = n.input.iter().filter(|s| !s.is_empty()).cloned().collect();
+            for a in &n.attribute {
+                for sub in a.g.as_ref().into_iter().chain(a.graphs.iter()) {
+                    names.extend(free_names(sub));
+                }
+            }
+            for name in names {
+                if let Some(&p) = producer.get(name.as_str()) {
+                    deps[i].push(p);
+                } else if !ids.contains_key(&name) {
+                    if outer.contains(&name) {
+                        if !captures.contains(&name) {
+                            captures.push(name);
+                        }
+                    } else if n.input.contains(&name) {
+                        return Err(ImportError::Dangling { node: node_name(n, i), op: n.op_type.clone(), input: name });
+                    } else {
+                        return Err(ImportError::Dangling { node: node_name(n, i), op: format!("{} subgraph", n.op_type), input: name });
+                    }
+                }
+            }
+        }
+        for o in &gp.output {
+            if !producer.contains_key(o.name.as_str()) && !ids.contains_key(&o.name) && outer.contains(&o.name) && !captures.contains(&o.name) {
+                captures.push(o.name.clone());
+            }
+        }
+        for name in &captures {
+            let id = define(&mut g, &mut ids, name, ValueType::unranked(UNDECLARED), format!("enclosing graph's '{name}'"))?;
+            g.captures.push(id);
+        }
+        let order = topo_order(gp, &deps)?;
+        let mut visible: HashSet<String> = outer.clone();
+        visible.extend(ids.keys().cloned());
+        visible.extend(producer.keys().map(|s| s.to_string()));
+        for i in order {
+            let n = &gp.node[i];
+            let name = node_name(n, i);
+            if !(n.domain.is_empty() || n.domain == "ai.onnx") {
+                return Err(ImportError::UnsupportedOp { node: name, op: n.op_type.clone(), domain: format!(" of domain '{}'", n.domain) });
+            }
+            let op = Op::from_name(&n.op_type)
+                .ok_or_else(|| ImportError::UnsupportedOp { node: name.clone(), op: n.op_type.clone(), domain: String::new() })?;
+            let mut attrs = BTreeMap::new();
+            for a in &n.attribute {
+                attrs.insert(a.name.clone(), self.attr(a, n, &name, &visible)?);
+            }
+            let inputs = n.input.iter().map(|s| if s.is_empty() { None } else { Some(ids[s]) }).collect();
+            let mut outputs = vec![];
+            for o in &n.output {
+                if o.is_empty() {
+                    outputs.push(None);
+                    continue;
+                }
+                let ty = match declared.get(o.as_str()) {
+                    Some(v) => value_type(v, "value", &mut fresh)?,
+                    None => ValueType::unranked(UNDECLARED),
+                };
+                outputs.push(Some(define(&mut g, &mut ids, o, ty, format!("node '{name}'"))?));
+            }
+            g.nodes.push(Node { name, op, inputs, outputs, attrs });
+        }
+        for o in &gp.output {
+            let id = *ids.get(&o.name).ok_or_else(|| ImportError::DanglingOutput(o.name.clone()))?;
+            let ty = value_type(o, "output", &mut fresh)?;
+            if ty.dtype != UNDECLARED || ty.shape.is_some() {
+                let cur = g.ty(id).clone();
+                if cur.dtype == UNDECLARED && cur.shape.is_none() {
+                    g.values[id.index()].ty = ty;
+                } else if cur.dtype != ty.dtype {
+                    return Err(ImportError::BadType { name: o.name.clone(), msg: format!("declared as {} but defined as {}", ty.dtype, cur.dtype) });
+                }
+            }
+            g.outputs.push(id);
+        }
+        Ok(g)
+    }
+
+    fn attr(&self, a: &AttributeProto, n: &NodeProto, node: &str, visible: &HashSet<String>) -> Result<Attr, ImportError> {
+        let bad = |msg: String| ImportError::BadAttribute { node: node.to_string(), op: n.op_type.clone(), attr: a.name.clone(), msg };
+        if !a.ref_attr_name.is_empty() {
+            return Err(bad("attribute references are only valid inside functions".into()));
+        }
+        let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| bad("string is not UTF-8".into()));
+        Ok(match a.type_.enum_value() {
+            Ok(AttributeType::FLOAT) => Attr::Float(a.f),
+            Ok(AttributeType::INT) => Attr::Int(a.i),
+            Ok(AttributeType::STRING) => Attr::Str(text(&a.s)?),
+            Ok(AttributeType::FLOATS) => Attr::Floats(a.floats.clone()),
+            Ok(AttributeType::INTS) => Attr::Ints(a.ints.clone()),
+            Ok(AttributeType::STRINGS) => Attr::Strs(a.strings.iter().map(|s| text(s)).collect::<Result<_, _>>()?),
+            Ok(AttributeType::TENSOR) => Attr::Tensor(decode(a.t.as_ref().ok_or_else(|| bad("tensor attribute has no tensor".into()))?, self.base)?),
+            Ok(AttributeType::GRAPH) => {
+                let sub = a.g.as_ref().ok_or_else(|| bad("graph attribute has no graph".into()))?;
+                Attr::Graph(Arc::new(self.graph(sub, visible)?))
+            }
+            Ok(t) => return Err(bad(format!("attributes of type {t:?} are not supported"))),
+            Err(code) => return Err(bad(format!("unknown attribute type {code}"))),
+        })
+    }
+}
+
+fn node_name(n: &NodeProto, i: usize) -> String {
+    if n.name.is_empty() {
+        format!("{}_{i}", n.op_type)
+    } else {
+        n.name.clone()
+    }
+}
+
+fn topo_order(gp: &GraphProto, deps: &[Vec<usize>]) -> Result<Vec<usize>, ImportError> {
+    let n = deps.len();
+    let mut indeg: Vec<usize> = deps.iter().map(|d| d.len()).collect();
+    let mut users: Vec<Vec<usize>> = vec![vec![]; n];
+    for (i, d) in deps.iter().enumerate() {
+        for &p in d {
+            users[p].push(i);
+        }
+    }
+    let mut ready: std::collections::BTreeSet<usize> = (0..n).filter(|&i| indeg[i] == 0).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &u in &users[i] {
+            indeg[u] -= 1;
+            if indeg[u] == 0 {
+                ready.insert(u);
+            }
+        }
+    }
+    if order.len() < n {
+        let stuck = (0..n).find(|&i| indeg[i] > 0).unwrap();
+        return Err(ImportError::Cycle(node_name(&gp.node[stuck], stuck)));
+    }
+    Ok(order)
+}

@@ -1,0 +1,7 @@
+//! ONNX import: a model file becomes an xforge `Graph` with inferred types.
+mod error;
+mod import;
+mod tensor_proto;
+
+pub use error::ImportError;
+pub use import::{load, parse, ImportOptions, Model, MAX_OPSET, MIN_OPSET};

@@ -1,0 +1,669 @@
+//! Dtype and shape inference with symbolic dims. Small constant subgraphs (the
+//! `Shape → Gather → Concat → Reshape` chains of exporters) are evaluated by the interpreter, and
+//! 1-D shape vectors keep their symbolic entries so `batch` flows through Reshape.
+use crate::attr::Attr;
+use crate::dtype::DType;
+use crate::graph::{Graph, Node};
+use crate::interp::eval_node;
+use crate::op::Op;
+use crate::shape::{Dim, ValueType};
+use crate::tensor::{numel, Tensor};
+
+/// Constants up to this many elements are folded during inference.
+pub const FOLD_LIMIT: usize = 1 << 16;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("node '{node}' ({op}): {msg}")]
+pub struct InferError {
+    pub node: String,
+    pub op: Op,
+    pub msg: String,
+}
+
+/// What inference knows about a value.
+#[derive(Clone, Debug)]
+pub struct Fact {
+    pub ty: ValueType,
+    /// The value itself when it is a (small) constant.
+    pub konst: Option<Tensor>,
+    /// For 1-D integer values: each element as a dim, possibly symbolic.
+    pub dims: Option<Vec<Dim>>,
+}
+
+impl Fact {
+    fn of(ty: ValueType) -> Fact {
+        Fact { ty, konst: None, dims: None }
+    }
+
+    fn constant(t: Tensor) -> Fact {
+        let dims = (t.rank() <= 1 && t.dtype() == DType::I64)
+            .then(|| t.to_i64().iter().map(|&v| Dim::Known(v.max(0) as usize)).collect());
+        Fact { ty: ValueType::known(t.dtype(), t.shape()), konst: Some(t), dims }
+    }
+}
+
+/// Fresh names for dims that inference cannot know.
+pub struct Fresh(usize);
+
+impl Fresh {
+    fn dim(&mut self) -> Dim {
+        self.0 += 1;
+        Dim::Sym(format!("?{}", self.0))
+    }
+}
+
+/// Infers every node output type of `g` (and its subgraphs), merging with declared types;
+/// `outer` gives the facts of captured values. Returns the facts of all values.
+pub fn infer_graph(g: &mut Graph) -> Result<Vec<Fact>, InferError> {
+    infer_with(g, &|_| None, &mut Fresh(0))
+}
+
+pub fn infer_with(g: &mut Graph, outer: &dyn Fn(&str) -> Option<Fact>, fresh: &mut Fresh) -> Result<Vec<Fact>, InferError> {
+    let mut facts: Vec<Option<Fact>> = vec![None; g.values.len()];
+    for &i in &g.inputs {
+        facts[i.index()] = Some(Fact::of(g.ty(i).clone()));
+    }
+    for (&i, t) in &g.weights {
+        facts[i.index()] = Some(if t.len() <= FOLD_LIMIT { Fact::constant(t.clone()) } else { Fact::of(ValueType::known(t.dtype(), t.shape())) });
+    }
+    for &i in &g.captures {
+        facts[i.index()] = Some(outer(g.name_of(i)).unwrap_or_else(|| Fact::of(g.ty(i).clone())));
+    }
+    let opset = g.opset;
+    for ni in 0..g.nodes.len() {
+        let node = &g.nodes[ni];
+        let err = |msg: String| InferError { node: node.name.clone(), op: node.op, msg };
+        let ins: Vec<Option<Fact>> = node
+            .inputs
+            .iter()
+            .map(|i| match i {
+                None => Ok(None),
+                Some(id) => facts[id.index()].clone().map(Some).ok_or_else(|| err(format!("input '{}' is used before it is defined", g.name_of(*id)))),
+            })
+            .collect::<Result<_, _>>()?;
+        // subgraphs see this graph's facts
+        let mut node = node.clone();
+        for a in node.attrs.values_mut() {
+            if let Attr::Graph(sub) = a {
+                let mut s = (**sub).clone();
+                let lookup = |name: &str| g.find_value(name).and_then(|id| facts[id.index()].clone()).or_else(|| outer(name));
+                infer_with(&mut s, &lookup, fresh).map_err(|e| err(format!("in subgraph '{}': {e}", s.name)))?;
+                *sub = std::sync::Arc::new(s);
+            }
+        }
+        let out = infer_node(&node, &ins, opset, fresh).map_err(err)?;
+        for (k, o) in node.outputs.iter().enumerate() {
+            let Some(id) = o else { continue };
+            let Some(f) = out.get(k).cloned() else {
+                return Err(err(format!("op has no output {k}")));
+            };
+            let declared = g.ty(*id).clone();
+            let ty = merge(&declared, &f.ty).map_err(|m| err(format!("output '{}': {m}", g.name_of(*id))))?;
+            g.values[id.index()].ty = ty.clone();
+            facts[id.index()] = Some(Fact { ty, ..f });
+        }
+        g.nodes[ni] = node;
+    }
+    for &o in &g.outputs {
+        if facts[o.index()].is_none() {
+            return Err(InferError { node: "<graph outputs>".into(), op: Op::Identity, msg: format!("output '{}' is never defined", g.name_of(o)) });
+        }
+    }
+    Ok(facts.into_iter().map(|f| f.unwrap_or_else(|| Fact::of(ValueType::unranked(DType::F32)))).collect())
+}
+
+/// The more specific of a declared and an inferred type; errors where they disagree.
+/// A declared type of dtype `Bool` with unknown rank is the importer's "nothing declared".
+pub fn merge(declared: &ValueType, inferred: &ValueType) -> Result<ValueType, String> {
+    if declared.shape.is_none() && declared.dtype == UNDECLARED {
+        return Ok(inferred.clone());
+    }
+    if declared.dtype != inferred.dtype {
+        return Err(format!("declared {} but the op produces {}", declared.dtype, inferred.dtype));
+    }
+    let shape = match (&declared.shape, &inferred.shape) {
+        (None, s) | (s, None) => s.clone(),
+        (Some(d), Some(i)) => {
+            if d.len() != i.len() {
+                return Err(format!("declared rank {} but the op produces rank {}", d.len(), i.len()));
+            }
+            Some(
+                d.iter()
+                    .zip(i)
+                    .map(|(a, b)| match (a, b) {
+                        (Dim::Known(x), Dim::Known(y)) if x != y => Err(format!(
+                            "declared shape {} but the op produces {}",
+                            crate::shape::shape_str(&declared.shape),
+                            crate::shape::shape_str(&inferred.shape)
+                        )),
+                        (Dim::Known(_), _) => Ok(a.clone()),
+                        (_, Dim::Known(_)) => Ok(b.clone()),
+                        (Dim::Sym(s), _) if !s.starts_with('?') => Ok(a.clone()),
+                        _ => Ok(b.clone()),
+                    })
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+    };
+    Ok(ValueType { dtype: declared.dtype, shape })
+}
+
+/// Marker dtype for values whose type the model does not declare (paired with unknown rank).
+pub const UNDECLARED: DType = DType::Bool;
+
+fn known(d: usize) -> Dim {
+    Dim::Known(d)
+}
+
+fn ty(dtype: DType, shape: Option<Vec<Dim>>) -> Fact {
+    Fact::of(ValueType { dtype, shape })
+}
+
+/// Inputs whose values (not only shapes) decide the output shape.
+fn shape_inputs(op: Op) -> &'static [usize] {
+    use Op::*;
+    match op {
+        Reshape | Expand | Tile | OneHot | Split | Squeeze | Unsqueeze | TopK | CenterCropPad | Upsample => &[1],
+        ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceProd | ReduceL1 | ReduceL2 | ReduceLogSum
+        | ReduceLogSumExp | ReduceSumSquare => &[1],
+        Slice => &[1, 2, 3, 4],
+        Pad => &[1, 3],
+        Resize => &[1, 2, 3],
+        ConstantOfShape => &[0],
+        Range => &[0, 1, 2],
+        _ => &[],
+    }
+}
+
+fn data_dependent(op: Op) -> bool {
+    matches!(op, Op::NonZero | Op::NonMaxSuppression | Op::Compress | Op::If | Op::Loop | Op::Scan)
+}
+
+pub fn infer_node(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Result<Vec<Fact>, String> {
+    // 1. all inputs constant: evaluate
+    let present: Vec<&Fact> = ins.iter().flatten().collect();
+    if !data_dependent(node.op) && present.iter().all(|f| f.konst.is_some()) && node.op != Op::Dropout {
+        let vals: Vec<Option<Tensor>> = ins.iter().map(|f| f.as_ref().and_then(|f| f.konst.clone())).collect();
+        let outs = eval_node(node, &vals, opset).map_err(|e| match e {
+            crate::interp::InterpError::Node { msg, .. } => msg,
+            e => e.to_string(),
+        })?;
+        return Ok(outs
+            .into_iter()
+            .map(|t| if t.len() <= FOLD_LIMIT { Fact::constant(t) } else { Fact::of(ValueType::known(t.dtype(), t.shape())) })
+            .collect());
+    }
+    // 2. a rule
+    if let Some(r) = rule(node, ins, opset, fresh)? {
+        return Ok(r);
+    }
+    // 3. static shapes and constant shape-deciding inputs: probe with zeros
+    let static_ok = present.iter().all(|f| f.ty.static_shape().is_some());
+    let shape_known = shape_inputs(node.op).iter().all(|&i| ins.get(i).and_then(|f| f.as_ref()).is_none_or(|f| f.konst.is_some()));
+    let small = present.iter().all(|f| f.ty.static_shape().is_some_and(|s| numel(&s) <= FOLD_LIMIT));
+    if !data_dependent(node.op) && static_ok && shape_known && small {
+        let vals: Vec<Option<Tensor>> = ins
+            .iter()
+            .map(|f| f.as_ref().map(|f| f.konst.clone().unwrap_or_else(|| Tensor::zeros(f.ty.dtype, f.ty.static_shape().unwrap()))))
+            .collect();
+        if let Ok(outs) = eval_node(node, &vals, opset) {
+            return Ok(outs.into_iter().map(|t| Fact::of(ValueType::known(t.dtype(), t.shape()))).collect());
+        }
+    }
+    // 4. dtypes only
+    let dts = out_dtypes(node, ins)?;
+    Ok(dts.into_iter().map(|d| ty(d, None)).collect())
+}
+
+fn attr_i(n: &Node, k: &str, d: i64) -> i64 {
+    match n.attrs.get(k) {
+        Some(Attr::Int(v)) => *v,
+        _ => d,
+    }
+}
+
+fn attr_ints(n: &Node, k: &str) -> Option<Vec<i64>> {
+    match n.attrs.get(k) {
+        Some(Attr::Ints(v)) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+fn norm_axis(a: i64, r: usize) -> Result<usize, String> {
+    let ri = r as i64;
+    if a < -ri || a >= ri {
+        return Err(format!("axis {a} is out of range for rank {r}"));
+    }
+    Ok(if a < 0 { (a + ri) as usize } else { a as usize })
+}
+
+/// Output dtypes of an op from its input dtypes and attributes.
+fn out_dtypes(node: &Node, ins: &[Option<Fact>]) -> Result<Vec<DType>, String> {
+    use Op::*;
+    let d0 = ins.first().and_then(|f| f.as_ref()).map(|f| f.ty.dtype).unwrap_or(DType::F32);
+    let n = node.outputs.len().max(1);
+    Ok(match node.op {
+        Equal | Less | Greater | LessOrEqual | GreaterOrEqual | And | Or | Xor | Not | IsNaN | IsInf => vec![DType::Bool],
+        Shape | Size | ArgMax | ArgMin | NonZero | NonMaxSuppression => vec![DType::I64],
+        Cast => {
+            let c = attr_i(node, "to", 0) as i32;
+            vec![DType::from_onnx_code(c).ok_or_else(|| format!("Cast to {} is not supported", crate::dtype::onnx_type_name(c)))?]
+        }
+        CastLike => vec![ins.get(1).and_then(|f| f.as_ref()).map(|f| f.ty.dtype).ok_or("missing input 1")?],
+        TopK => vec![d0, DType::I64],
+        MaxPool => vec![d0, DType::I64],
+        Dropout => vec![d0, DType::Bool],
+        LayerNormalization => {
+            let s = if attr_i(node, "stash_type", 1) == 1 { DType::F32 } else { d0 };
+            vec![d0, s, s]
+        }
+        Where => vec![ins.get(1).and_then(|f| f.as_ref()).map(|f| f.ty.dtype).unwrap_or(d0)],
+        OneHot => vec![ins.get(2).and_then(|f| f.as_ref()).map(|f| f.ty.dtype).unwrap_or(d0)],
+        ConstantOfShape => vec![match node.attrs.get("value") {
+            Some(Attr::Tensor(t)) => t.dtype(),
+            _ => DType::F32,
+        }],
+        EyeLike => vec![match node.attrs.get("dtype") {
+            Some(Attr::Int(c)) => DType::from_onnx_code(*c as i32).ok_or("unsupported dtype")?,
+            _ => d0,
+        }],
+        If => match node.attrs.get("then_branch") {
+            Some(Attr::Graph(g)) => g.outputs.iter().map(|&o| g.ty(o).dtype).collect(),
+            _ => return Err("missing then_branch".into()),
+        },
+        Loop => match node.attrs.get("body") {
+            Some(Attr::Graph(g)) => g.outputs.iter().skip(1).map(|&o| g.ty(o).dtype).collect(),
+            _ => return Err("missing body".into()),
+        },
+        Scan => match node.attrs.get("body") {
+            Some(Attr::Graph(g)) => g.outputs.iter().map(|&o| g.ty(o).dtype).collect(),
+            _ => return Err("missing body".into()),
+        },
+        _ => vec![d0; n],
+    })
+}
+
+fn broadcast_dims(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, String> {
+    let r = a.len().max(b.len());
+    let mut out = Vec::with_capacity(r);
+    for i in 0..r {
+        let x = if i + a.len() >= r { Some(&a[i + a.len() - r]) } else { None };
+        let y = if i + b.len() >= r { Some(&b[i + b.len() - r]) } else { None };
+        out.push(match (x, y) {
+            (Some(x), None) => x.clone(),
+            (None, Some(y)) => y.clone(),
+            (Some(Dim::Known(1)), Some(y)) => y.clone(),
+            (Some(x), Some(Dim::Known(1))) => x.clone(),
+            (Some(Dim::Known(p)), Some(Dim::Known(q))) if p != q => {
+                return Err(format!("shapes {a:?} and {b:?} cannot be broadcast together"))
+            }
+            (Some(Dim::Known(p)), _) | (_, Some(Dim::Known(p))) => known(*p),
+            (Some(x), Some(_)) => x.clone(),
+            (None, None) => unreachable!(),
+        });
+    }
+    Ok(out)
+}
+
+/// Shape rules for ops whose inputs are not all constant. `None` defers to probing.
+fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Result<Option<Vec<Fact>>, String> {
+    use crate::op::OpKind;
+    use Op::*;
+    let dts = out_dtypes(node, ins)?;
+    let f = |i: usize| ins.get(i).and_then(|f| f.as_ref());
+    let shape = |i: usize| f(i).and_then(|f| f.ty.shape.clone());
+    let x = shape(0);
+    let same = |s: Option<Vec<Dim>>| Ok(Some(dts.iter().map(|&d| ty(d, s.clone())).collect()));
+    let op = node.op;
+    if op.kind() == OpKind::Elementwise || matches!(op, Clip | Softmax | LogSoftmax | Hardmax | CumSum | CumProd | BatchNormalization
+        | InstanceNormalization | GroupNormalization | RMSNormalization | LpNormalization | MeanVarianceNormalization | LRN | Trilu)
+    {
+        return same(x);
+    }
+    if op.kind() == OpKind::Broadcast {
+        let mut acc: Option<Vec<Dim>> = Some(vec![]);
+        for i in ins.iter().flatten() {
+            acc = match (acc, &i.ty.shape) {
+                (Some(a), Some(b)) => Some(broadcast_dims(&a, b)?),
+                _ => None,
+            };
+        }
+        return same(acc);
+    }
+    let Some(xs) = x.clone() else {
+        return same(None);
+    };
+    let r = xs.len();
+    let out = match op {
+        Shape => {
+            let ri = r as i64;
+            let cl = |v: i64| (if v < 0 { v + ri } else { v }).clamp(0, ri) as usize;
+            let (s, e) = (cl(attr_i(node, "start", 0)), cl(attr_i(node, "end", ri)));
+            let dims: Vec<Dim> = xs[s..e.max(s)].to_vec();
+            let mut fact = ty(DType::I64, Some(vec![known(dims.len())]));
+            if dims.iter().all(|d| d.known().is_some()) {
+                fact = Fact::constant(Tensor::from_i64(vec![dims.len()], dims.iter().map(|d| d.known().unwrap() as i64).collect()));
+            } else {
+                fact.dims = Some(dims);
+            }
+            return Ok(Some(vec![fact]));
+        }
+        Size => {
+            return Ok(Some(vec![match xs.iter().map(|d| d.known()).collect::<Option<Vec<_>>>() {
+                Some(k) => Fact::constant(Tensor::scalar_i64(numel(&k) as i64)),
+                None => ty(DType::I64, Some(vec![])),
+            }]))
+        }
+        Flatten => {
+            let a = attr_i(node, "axis", 1);
+            let a = if a < 0 { a + r as i64 } else { a } as usize;
+            let prod = |d: &[Dim]| d.iter().map(|x| x.known()).try_fold(1usize, |acc, v| v.map(|v| acc * v));
+            let lhs = prod(&xs[..a.min(r)]).map(known).unwrap_or_else(|| if a == 1 { xs[0].clone() } else { fresh.dim() });
+            let rhs = prod(&xs[a.min(r)..]).map(known).unwrap_or_else(|| fresh.dim());
+            vec![lhs, rhs]
+        }
+        Reshape => {
+            let Some(spec) = f(1).and_then(|f| f.dims.clone()) else {
+                let len = f(1).and_then(|f| f.ty.static_shape()).and_then(|s| s.first().copied());
+                return same(len.map(|n| (0..n).map(|_| fresh.dim()).collect()));
+            };
+            let allowzero = attr_i(node, "allowzero", 0) != 0;
+            let konst = f(1).and_then(|f| f.konst.clone()).map(|t| t.to_i64());
+            let mut dims: Vec<Dim> = vec![];
+            let mut infer_at = None;
+            for (i, d) in spec.iter().enumerate() {
+                let raw = konst.as_ref().map(|k| k[i]);
+                match (raw, d) {
+                    (Some(-1), _) => {
+                        infer_at = Some(i);
+                        dims.push(known(1));
+                    }
+                    (Some(0), _) if !allowzero => dims.push(xs.get(i).cloned().ok_or("0 in shape has no input dim")?),
+                    _ => dims.push(d.clone()),
+                }
+            }
+            if let Some(i) = infer_at {
+                let total = xs.iter().map(|d| d.known()).try_fold(1usize, |a, v| v.map(|v| a * v));
+                let rest = dims.iter().map(|d| d.known()).try_fold(1usize, |a, v| v.map(|v| a * v));
+                dims[i] = match (total, rest) {
+                    (Some(t), Some(r)) if r > 0 && t % r == 0 => known(t / r),
+                    (Some(t), Some(r)) => return Err(format!("cannot reshape {t} elements into {r}·k")),
+                    _ => {
+                        // a symbolic dim that appears in both and cancels, e.g. [batch,12,64] -> [batch,-1]
+                        let unmatched: Vec<&Dim> = xs.iter().filter(|d| d.known().is_none() && !dims.contains(d)).collect();
+                        let tk: usize = xs.iter().filter_map(|d| d.known()).product();
+                        let rk: usize = dims.iter().enumerate().filter(|(j, _)| *j != i).filter_map(|(_, d)| d.known()).product();
+                        if unmatched.is_empty() && rk > 0 && tk % rk == 0 && dims.iter().enumerate().filter(|(j, _)| *j != i).all(|(_, d)| d.known().is_some() || xs.contains(d)) {
+                            known(tk / rk)
+                        } else if unmatched.len() == 1 && rk == tk {
+                            unmatched[0].clone()
+                        } else {
+                            fresh.dim()
+                        }
+                    }
+                };
+            }
+            dims
+        }
+        Transpose => {
+            let perm: Vec<usize> = match attr_ints(node, "perm") {
+                Some(p) => p.iter().map(|&v| norm_axis(v, r)).collect::<Result<_, _>>()?,
+                None => (0..r).rev().collect(),
+            };
+            if perm.len() != r {
+                return Err(format!("perm {perm:?} does not fit rank {r}"));
+            }
+            perm.iter().map(|&p| xs[p].clone()).collect()
+        }
+        Squeeze | Unsqueeze => {
+            let axes = if opset >= 13 { f(1).and_then(|f| f.konst.clone()).map(|t| t.to_i64()) } else { attr_ints(node, "axes") };
+            match (op, axes) {
+                (Unsqueeze, Some(a)) => {
+                    let nr = r + a.len();
+                    let mut ax: Vec<usize> = a.iter().map(|&v| norm_axis(v, nr)).collect::<Result<_, _>>()?;
+                    ax.sort();
+                    let mut d = xs.clone();
+                    for a in ax {
+                        d.insert(a, known(1));
+                    }
+                    // a scalar shape value becomes a 1-D one
+                    if let Some(fd) = f(0).and_then(|f| f.dims.clone()) {
+                        if r == 0 && fd.len() == 1 {
+                            let mut fact = ty(dts[0], Some(d));
+                            fact.dims = Some(fd);
+                            return Ok(Some(vec![fact]));
+                        }
+                    }
+                    d
+                }
+                (Squeeze, Some(a)) => {
+                    let ax: Vec<usize> = a.iter().map(|&v| norm_axis(v, r)).collect::<Result<_, _>>()?;
+                    (0..r).filter(|i| !ax.contains(i)).map(|i| xs[i].clone()).collect()
+                }
+                (Squeeze, None) if f(1).is_none() => xs.iter().filter(|d| **d != known(1)).cloned().collect(),
+                _ => return same(None),
+            }
+        }
+        Gather => {
+            let ax = norm_axis(attr_i(node, "axis", 0), r)?;
+            let Some(is) = shape(1) else { return same(None) };
+            // gathering from a shape vector with constant indices keeps symbolic entries
+            if let (Some(d), Some(k)) = (f(0).and_then(|f| f.dims.clone()), f(1).and_then(|f| f.konst.clone())) {
+                let picked: Option<Vec<Dim>> =
+                    k.to_i64().iter().map(|&i| d.get(if i < 0 { (i + d.len() as i64) as usize } else { i as usize }).cloned()).collect();
+                if let Some(p) = picked {
+                    let mut fact = ty(DType::I64, Some(is.clone()));
+                    fact.dims = Some(p);
+                    return Ok(Some(vec![fact]));
+                }
+            }
+            let mut d = xs[..ax].to_vec();
+            d.extend(is);
+            d.extend_from_slice(&xs[ax + 1..]);
+            d
+        }
+        Concat => {
+            let ax = norm_axis(attr_i(node, "axis", 0), r)?;
+            let mut d = xs.clone();
+            let mut sum = Some(0usize);
+            let mut vec_dims: Option<Vec<Dim>> = Some(vec![]);
+            for i in ins.iter().flatten() {
+                let Some(s) = &i.ty.shape else { return same(None) };
+                if s.len() != r {
+                    return Err(format!("inputs of rank {} and {r} cannot be concatenated", s.len()));
+                }
+                sum = sum.zip(s[ax].known()).map(|(a, b)| a + b);
+                vec_dims = vec_dims.zip(i.dims.clone()).map(|(mut a, b)| {
+                    a.extend(b);
+                    a
+                });
+            }
+            d[ax] = sum.map(known).unwrap_or_else(|| fresh.dim());
+            if let Some(vd) = vec_dims.filter(|_| r == 1 && dts[0] == DType::I64) {
+                let mut fact = ty(DType::I64, Some(d));
+                fact.dims = Some(vd);
+                return Ok(Some(vec![fact]));
+            }
+            d
+        }
+        MatMul => {
+            let Some(ys) = shape(1) else { return same(None) };
+            if r == 0 || ys.is_empty() {
+                return Err("inputs must have rank at least 1".into());
+            }
+            let (a, b) = (if r == 1 { vec![known(1), xs[0].clone()] } else { xs.clone() }, if ys.len() == 1 { vec![ys[0].clone(), known(1)] } else { ys.clone() });
+            let (k1, k2) = (&a[a.len() - 1], &b[b.len() - 2]);
+            if let (Some(p), Some(q)) = (k1.known(), k2.known()) {
+                if p != q {
+                    return Err(format!("inner dimensions differ: {xs:?} · {ys:?}"));
+                }
+            }
+            let mut d = broadcast_dims(&a[..a.len() - 2], &b[..b.len() - 2])?;
+            if r > 1 {
+                d.push(a[a.len() - 2].clone());
+            }
+            if ys.len() > 1 {
+                d.push(b[b.len() - 1].clone());
+            }
+            d
+        }
+        Gemm => {
+            let Some(ys) = shape(1) else { return same(None) };
+            if r != 2 || ys.len() != 2 {
+                return Err("A and B must be 2-D".into());
+            }
+            let m = if attr_i(node, "transA", 0) != 0 { xs[1].clone() } else { xs[0].clone() };
+            let n = if attr_i(node, "transB", 0) != 0 { ys[0].clone() } else { ys[1].clone() };
+            vec![m, n]
+        }
+        Conv | MaxPool | AveragePool | LpPool | GlobalAveragePool | GlobalMaxPool => {
+            if r < 3 {
+                return Err(format!("input must be (N, C, spatial...), got rank {r}"));
+            }
+            let c = if op == Conv {
+                match shape(1) {
+                    Some(w) => w[0].clone(),
+                    None => fresh.dim(),
+                }
+            } else {
+                xs[1].clone()
+            };
+            let mut d = vec![xs[0].clone(), c];
+            if matches!(op, GlobalAveragePool | GlobalMaxPool) {
+                d.extend(std::iter::repeat_n(known(1), r - 2));
+            } else {
+                let kernel: Option<Vec<usize>> = match attr_ints(node, "kernel_shape") {
+                    Some(k) => Some(k.iter().map(|&v| v as usize).collect()),
+                    None if op == Conv => shape(1).and_then(|w| w[2..].iter().map(|d| d.known()).collect()),
+                    None => None,
+                };
+                let spatial: Option<Vec<usize>> = xs[2..].iter().map(|d| d.known()).collect();
+                match (kernel, spatial) {
+                    (Some(k), Some(s)) => {
+                        let a = crate::interp::window_out(node, &s, k, attr_i(node, "ceil_mode", 0) != 0)?;
+                        d.extend(a.into_iter().map(known));
+                    }
+                    _ => d.extend((2..r).map(|_| fresh.dim())),
+                }
+            }
+            if op == MaxPool {
+                return Ok(Some(vec![ty(dts[0], Some(d.clone())), ty(DType::I64, Some(d))]));
+            }
+            d
+        }
+        ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceProd | ReduceL1 | ReduceL2 | ReduceLogSum
+        | ReduceLogSumExp | ReduceSumSquare | ArgMax | ArgMin => {
+            let keep = attr_i(node, "keepdims", 1) != 0;
+            let axes: Option<Vec<i64>> = if matches!(op, ArgMax | ArgMin) {
+                Some(vec![attr_i(node, "axis", 0)])
+            } else if opset >= if op == ReduceSum { 13 } else { 18 } {
+                match f(1) {
+                    None => Some(vec![]),
+                    Some(a) => a.konst.clone().map(|t| t.to_i64()),
+                }
+            } else {
+                Some(attr_ints(node, "axes").unwrap_or_default())
+            };
+            let Some(axes) = axes else { return same(if keep { Some((0..r).map(|_| fresh.dim()).collect()) } else { None }) };
+            let ax: Vec<usize> = if axes.is_empty() {
+                if attr_i(node, "noop_with_empty_axes", 0) != 0 {
+                    return same(Some(xs));
+                }
+                (0..r).collect()
+            } else {
+                axes.iter().map(|&a| norm_axis(a, r)).collect::<Result<_, _>>()?
+            };
+            (0..r).filter_map(|i| if ax.contains(&i) { keep.then(|| known(1)) } else { Some(xs[i].clone()) }).collect()
+        }
+        LayerNormalization => {
+            let ax = norm_axis(attr_i(node, "axis", -1), r)?;
+            let mut st: Vec<Dim> = xs[..ax].to_vec();
+            st.resize(r, known(1));
+            return Ok(Some(vec![ty(dts[0], Some(xs)), ty(dts[1], Some(st.clone())), ty(dts[2], Some(st))]));
+        }
+        Split => {
+            let ax = norm_axis(attr_i(node, "axis", 0), r)?;
+            let sizes: Option<Vec<i64>> = if opset >= 13 {
+                match f(1) {
+                    Some(s) => s.konst.clone().map(|t| t.to_i64()),
+                    None => None,
+                }
+            } else {
+                attr_ints(node, "split")
+            };
+            let n = node.outputs.len();
+            let sizes = match (sizes, xs[ax].known()) {
+                (Some(s), _) => s.iter().map(|&v| Some(v as usize)).collect(),
+                (None, Some(d)) => {
+                    let parts = attr_i(node, "num_outputs", n as i64).max(1) as usize;
+                    let chunk = d.div_ceil(parts);
+                    (0..parts).map(|i| Some(chunk.min(d.saturating_sub(i * chunk)))).collect()
+                }
+                (None, None) => vec![None; n],
+            };
+            return Ok(Some(
+                sizes
+                    .into_iter()
+                    .map(|s: Option<usize>| {
+                        let mut d = xs.clone();
+                        d[ax] = s.map(known).unwrap_or_else(|| fresh.dim());
+                        ty(dts[0], Some(d))
+                    })
+                    .collect(),
+            ));
+        }
+        Slice if opset >= 10 => {
+            let consts: Option<Vec<Vec<i64>>> = (1..5).map(|i| f(i).map(|t| t.konst.clone().map(|k| k.to_i64())).unwrap_or(Some(vec![]))).collect();
+            let Some(c) = consts else { return same(Some((0..r).map(|_| fresh.dim()).collect())) };
+            let axes: Vec<usize> = if c[2].is_empty() { (0..c[0].len()).collect() } else { c[2].iter().map(|&a| norm_axis(a, r)).collect::<Result<_, _>>()? };
+            let mut d = xs.clone();
+            let mut vec_dims = f(0).and_then(|f| f.dims.clone());
+            for (i, &ax) in axes.iter().enumerate() {
+                let step = c[3].get(i).copied().unwrap_or(1);
+                if step == 0 {
+                    return Err("slice step cannot be 0".into());
+                }
+                if c[1].len() != c[0].len() || i >= c[0].len() {
+                    return Err("starts, ends and axes must have one length".into());
+                }
+                match xs[ax].known() {
+                    Some(n) => {
+                        let t = crate::interp::slice_len(n as i64, c[0][i], c[1][i], step);
+                        if let Some(vd) = vec_dims.as_mut().filter(|_| r == 1 && step == 1) {
+                            let n = n as i64;
+                            let s = (if c[0][i] < 0 { c[0][i] + n } else { c[0][i] }).clamp(0, n) as usize;
+                            *vd = vd[s..(s + t).min(vd.len())].to_vec();
+                        } else {
+                            vec_dims = None;
+                        }
+                        d[ax] = known(t);
+                    }
+                    None if c[0][i] == 0 && c[1][i] >= i32::MAX as i64 && step == 1 => {}
+                    None => d[ax] = fresh.dim(),
+                }
+            }
+            if let Some(vd) = vec_dims {
+                let mut fact = ty(dts[0], Some(d));
+                fact.dims = Some(vd);
+                return Ok(Some(vec![fact]));
+            }
+            d
+        }
+        Expand => {
+            let Some(t) = f(1).and_then(|f| f.dims.clone()) else { return same(None) };
+            broadcast_dims(&xs, &t)?
+        }
+        ConstantOfShape => match f(0).and_then(|f| f.dims.clone()) {
+            Some(d) => d,
+            None => return same(None),
+        },
+        Resize | Upsample | Pad | Tile | ConvTranspose | DepthToSpace | SpaceToDepth => return Ok(None),
+        Attention | Einsum | TopK | OneHot | RoiAlign | GatherElements | GatherND | ScatterElements | ScatterND
+        | Scatter | Range | EyeLike | ReverseSequence | CenterCropPad | SoftmaxCrossEntropyLoss | NegativeLogLikelihoodLoss => {
+            return Ok(None)
+        }
+        _ => return Ok(None),
+    };
+    // Cast of a shape vector keeps its symbolic entries
+    same(Some(out))
+}

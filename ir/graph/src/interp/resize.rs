@@ -1,0 +1,226 @@
+//! Resize (opset 10+) and Upsample: nearest, linear and cubic, every coordinate transform.
+use super::attrs::{axis, opt, req, NodeAttrs};
+use super::conv::each_index;
+use super::OpResult;
+use crate::tensor::{numel, strides, Tensor};
+
+struct Plan {
+    mode: String,
+    coord: String,
+    nearest: String,
+    cubic_a: f64,
+    exclude_outside: bool,
+    extrapolation: f64,
+}
+
+fn src_coord(p: &Plan, o: f64, scale: f64, in_len: usize, out_len: usize, roi: (f64, f64)) -> f64 {
+    let (i, on) = (in_len as f64, out_len as f64);
+    match p.coord.as_str() {
+        "asymmetric" => o / scale,
+        "pytorch_half_pixel" => if on > 1.0 { (o + 0.5) / scale - 0.5 } else { 0.0 },
+        "align_corners" => if on == 1.0 { 0.0 } else { o * (i - 1.0) / (on - 1.0) },
+        "tf_crop_and_resize" => {
+            if on > 1.0 {
+                roi.0 * (i - 1.0) + o * (roi.1 - roi.0) * (i - 1.0) / (on - 1.0)
+            } else {
+                0.5 * (roi.0 + roi.1) * (i - 1.0)
+            }
+        }
+        "half_pixel_symmetric" => {
+            let adj = on / (scale * i);
+            let center = i / 2.0;
+            let offset = center * (1.0 - adj);
+            offset + (o + 0.5) / scale - 0.5
+        }
+        _ => (o + 0.5) / scale - 0.5, // half_pixel
+    }
+}
+
+/// Weights of the taps around source coordinate `x` along one axis of length `n`.
+fn taps(p: &Plan, x: f64, n: usize, scale: f64, antialias: bool) -> Vec<(isize, f64)> {
+    match p.mode.as_str() {
+        "nearest" => {
+            let r = match p.nearest.as_str() {
+                "round_prefer_ceil" => (x + 0.5).floor(),
+                "floor" => x.floor(),
+                "ceil" => x.ceil(),
+                _ => {
+                    // round_prefer_floor
+                    if x.fract() == 0.5 || (x - x.floor()) == 0.5 {
+                        x.floor()
+                    } else {
+                        x.round()
+                    }
+                }
+            };
+            vec![((r as isize).clamp(0, n as isize - 1), 1.0)]
+        }
+        "linear" => {
+            if antialias && scale < 1.0 {
+                let support = 1.0 / scale;
+                let lo = (x - support).floor() as isize;
+                let hi = (x + support).ceil() as isize;
+                let mut w: Vec<(isize, f64)> = (lo..=hi)
+                    .map(|j| (j, (1.0 - ((j as f64 - x) * scale).abs()).max(0.0)))
+                    .filter(|(j, wt)| *wt > 0.0 && *j >= 0 && *j < n as isize)
+                    .collect();
+                let s: f64 = w.iter().map(|t| t.1).sum();
+                w.iter_mut().for_each(|t| t.1 /= s);
+                return w;
+            }
+            let x = x.clamp(0.0, (n - 1) as f64);
+            let f = x.floor();
+            let t = x - f;
+            let a = f as isize;
+            let b = (a + 1).min(n as isize - 1);
+            vec![(a, 1.0 - t), (b, t)]
+        }
+        _ => {
+            // cubic (Keys kernel with coefficient a)
+            let a = p.cubic_a;
+            let (sc, xs) = if antialias && scale < 1.0 { (scale, x) } else { (1.0, x) };
+            let kernel = |d: f64| {
+                let d = d.abs();
+                if d <= 1.0 {
+                    ((a + 2.0) * d - (a + 3.0)) * d * d + 1.0
+                } else if d < 2.0 {
+                    ((a * d - 5.0 * a) * d + 8.0 * a) * d - 4.0 * a
+                } else {
+                    0.0
+                }
+            };
+            let support = 2.0 / sc;
+            let lo = (xs - support).floor() as isize + 1;
+            let hi = (xs + support).ceil() as isize - 1;
+            let mut w: Vec<(isize, f64)> = (lo.min(xs.floor() as isize - 1)..=hi.max(xs.floor() as isize + 2))
+                .map(|j| (j, kernel((j as f64 - xs) * sc)))
+                .filter(|(_, wt)| *wt != 0.0)
+                .collect();
+            if p.exclude_outside || (antialias && scale < 1.0) {
+                w.retain(|(j, _)| *j >= 0 && *j < n as isize);
+                let s: f64 = w.iter().map(|t| t.1).sum();
+                w.iter_mut().for_each(|t| t.1 /= s);
+            } else {
+                w.iter_mut().for_each(|t| t.0 = t.0.clamp(0, n as isize - 1));
+            }
+            w
+        }
+    }
+}
+
+pub fn resize(a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>], upsample: bool) -> OpResult<Tensor> {
+    let x = req(ins, 0)?;
+    let r = x.rank();
+    let plan = Plan {
+        mode: a.string("mode", "nearest")?,
+        coord: if upsample || opset < 11 { "asymmetric".into() } else { a.string("coordinate_transformation_mode", "half_pixel")? },
+        nearest: if upsample || opset < 11 { "floor".into() } else { a.string("nearest_mode", "round_prefer_floor")? },
+        cubic_a: a.float("cubic_coeff_a", -0.75)? as f64,
+        exclude_outside: a.int("exclude_outside", 0)? != 0,
+        extrapolation: a.float("extrapolation_value", 0.0)? as f64,
+    };
+    let antialias = a.int("antialias", 0)? != 0;
+    let axes: Vec<usize> = match a.ints_opt("axes")? {
+        Some(v) => v.iter().map(|&v| axis(v, r)).collect::<OpResult<_>>()?,
+        None => (0..r).collect(),
+    };
+    let (roi_t, scales_t, sizes_t) = if upsample {
+        (None, Some(if opset < 9 { Tensor::from_f64(crate::dtype::DType::F32, vec![r], &a.floats_opt("scales")?.unwrap_or_default().iter().map(|&v| v as f64).collect::<Vec<_>>()) } else { req(ins, 1)?.clone() }), None)
+    } else if opset < 11 {
+        (None, Some(req(ins, 1)?.clone()), None)
+    } else {
+        (opt(ins, 1).filter(|t| !t.is_empty()).cloned(), opt(ins, 2).filter(|t| !t.is_empty()).cloned(), opt(ins, 3).filter(|t| !t.is_empty()).cloned())
+    };
+    let mut scales = vec![1.0f64; r];
+    let mut out_shape = x.shape().to_vec();
+    let policy = a.string("keep_aspect_ratio_policy", "stretch")?;
+    if let Some(s) = sizes_t {
+        let s = s.to_i64();
+        if s.len() != axes.len() {
+            return Err(format!("sizes {s:?} must have one entry per resized axis"));
+        }
+        let mut sc: Vec<f64> = axes.iter().zip(&s).map(|(&ax, &v)| v as f64 / x.shape()[ax] as f64).collect();
+        if policy != "stretch" {
+            let k = if policy == "not_larger" { sc.iter().cloned().fold(f64::INFINITY, f64::min) } else { sc.iter().cloned().fold(0.0, f64::max) };
+            sc = vec![k; sc.len()];
+            for (i, &ax) in axes.iter().enumerate() {
+                out_shape[ax] = (x.shape()[ax] as f64 * k).round() as usize;
+                scales[ax] = sc[i];
+            }
+        } else {
+            for (i, &ax) in axes.iter().enumerate() {
+                out_shape[ax] = s[i] as usize;
+                scales[ax] = sc[i];
+            }
+        }
+    } else if let Some(s) = scales_t {
+        let s = s.to_f64();
+        if s.len() != axes.len() {
+            return Err(format!("scales {s:?} must have one entry per resized axis"));
+        }
+        for (i, &ax) in axes.iter().enumerate() {
+            if s[i] <= 0.0 {
+                return Err(format!("scale {} must be positive", s[i]));
+            }
+            scales[ax] = s[i];
+            out_shape[ax] = (x.shape()[ax] as f64 * s[i]).floor() as usize;
+        }
+    } else {
+        return Err("one of scales and sizes is required".into());
+    }
+    let mut roi = vec![(0.0, 1.0); r];
+    if let Some(t) = roi_t {
+        let v = t.to_f64();
+        if v.len() == 2 * axes.len() {
+            for (i, &ax) in axes.iter().enumerate() {
+                roi[ax] = (v[i], v[axes.len() + i]);
+            }
+        }
+    }
+    // per axis and output coordinate: the taps, or None when outside (tf_crop_and_resize)
+    let per_axis: Vec<Vec<Option<Vec<(isize, f64)>>>> = (0..r)
+        .map(|d| {
+            (0..out_shape[d])
+                .map(|o| {
+                    if out_shape[d] == x.shape()[d] && scales[d] == 1.0 && plan.coord != "tf_crop_and_resize" {
+                        return Some(vec![(o as isize, 1.0)]);
+                    }
+                    let c = src_coord(&plan, o as f64, scales[d], x.shape()[d], out_shape[d], roi[d]);
+                    if plan.coord == "tf_crop_and_resize" && (c < 0.0 || c > (x.shape()[d] - 1) as f64) {
+                        return None;
+                    }
+                    Some(taps(&plan, c, x.shape()[d], scales[d], antialias))
+                })
+                .collect()
+        })
+        .collect();
+    let v = x.to_f64();
+    let st = strides(x.shape());
+    let mut out = Vec::with_capacity(numel(&out_shape));
+    each_index(&out_shape, |o| {
+        let lists: Vec<&Option<Vec<(isize, f64)>>> = (0..r).map(|d| &per_axis[d][o[d]]).collect();
+        if lists.iter().any(|l| l.is_none()) {
+            out.push(plan.extrapolation);
+            return;
+        }
+        let lists: Vec<&Vec<(isize, f64)>> = lists.into_iter().map(|l| l.as_ref().unwrap()).collect();
+        let counts: Vec<usize> = lists.iter().map(|l| l.len()).collect();
+        let mut acc = 0.0;
+        each_index(&counts, |k| {
+            let mut w = 1.0;
+            let mut off = 0usize;
+            for d in 0..r {
+                let (j, wt) = lists[d][k[d]];
+                w *= wt;
+                off += j as usize * st[d];
+            }
+            acc += w * v[off];
+        });
+        out.push(acc);
+    });
+    if x.dtype().is_float() {
+        Ok(Tensor::from_f64(x.dtype(), out_shape, &out))
+    } else {
+        Ok(Tensor::from_f64(x.dtype(), out_shape, &out.iter().map(|v| v.round()).collect::<Vec<_>>()))
+    }
+}

@@ -1,0 +1,20 @@
+//! xforge graph IR: a typed tensor dataflow graph, its verifier and printer, and the reference
+//! interpreter that defines what every op means.
+pub mod attr;
+pub mod builder;
+pub mod dtype;
+pub mod graph;
+pub mod infer;
+pub mod interp;
+pub mod npy;
+pub mod op;
+pub mod shape;
+pub mod tensor;
+
+pub use attr::{Attr, Attrs};
+pub use builder::GraphBuilder;
+pub use dtype::DType;
+pub use graph::{Graph, Node, Value, ValueId};
+pub use op::{Op, OpKind};
+pub use shape::{Dim, ValueType};
+pub use tensor::{Tensor, TensorData};

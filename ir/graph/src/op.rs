@@ -1,0 +1,103 @@
+//! The operator set. Every op listed here has an interpreter implementation (the match in
+//! `interp::eval` is exhaustive), so an op without one cannot exist.
+use std::fmt;
+
+/// How an op touches memory; fusion legality is decided on this.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OpKind {
+    /// One output element from the same element of each input of one shape.
+    Elementwise,
+    /// Elementwise with numpy broadcasting between inputs.
+    Broadcast,
+    /// Moves or selects elements without arithmetic (transpose, slice, gather, ...).
+    Injective,
+    /// Reduces along axes (reduce-*, softmax, normalizations, pooling, scans).
+    Reduction,
+    /// Matrix products and convolutions.
+    Contraction,
+    /// Data-dependent or otherwise unfusable (NonZero, NMS, control flow, ...).
+    Opaque,
+}
+
+macro_rules! ops {
+    ($($name:ident : $kind:ident),* $(,)?) => {
+        /// An operator of the default ONNX domain (the names are ONNX's).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Op { $($name),* }
+
+        impl Op {
+            pub const ALL: &'static [Op] = &[$(Op::$name),*];
+
+            pub fn name(self) -> &'static str {
+                match self { $(Op::$name => stringify!($name)),* }
+            }
+
+            pub fn kind(self) -> OpKind {
+                match self { $(Op::$name => OpKind::$kind),* }
+            }
+
+            pub fn from_name(s: &str) -> Option<Op> {
+                match s { $(stringify!($name) => Some(Op::$name),)* _ => None }
+            }
+        }
+    };
+}
+
+ops! {
+    // unary math and activations
+    Abs: Elementwise, Neg: Elementwise, Exp: Elementwise, Log: Elementwise, Sqrt: Elementwise,
+    Reciprocal: Elementwise, Sin: Elementwise, Cos: Elementwise, Tan: Elementwise,
+    Asin: Elementwise, Acos: Elementwise, Atan: Elementwise, Sinh: Elementwise, Cosh: Elementwise,
+    Asinh: Elementwise, Acosh: Elementwise, Atanh: Elementwise, Tanh: Elementwise,
+    Sigmoid: Elementwise, Relu: Elementwise, Erf: Elementwise, Floor: Elementwise,
+    Ceil: Elementwise, Round: Elementwise, Sign: Elementwise, Softplus: Elementwise,
+    Softsign: Elementwise, Elu: Elementwise, Selu: Elementwise, Celu: Elementwise,
+    LeakyRelu: Elementwise, HardSigmoid: Elementwise, HardSwish: Elementwise,
+    ThresholdedRelu: Elementwise, Shrink: Elementwise, Mish: Elementwise, Gelu: Elementwise,
+    Swish: Elementwise, IsNaN: Elementwise, IsInf: Elementwise, Not: Elementwise,
+    BitwiseNot: Elementwise, Identity: Elementwise, Cast: Elementwise, CastLike: Elementwise,
+    Clip: Broadcast, Dropout: Elementwise,
+    // binary and variadic with broadcasting
+    Add: Broadcast, Sub: Broadcast, Mul: Broadcast, Div: Broadcast, Pow: Broadcast,
+    Mod: Broadcast, Min: Broadcast, Max: Broadcast, Sum: Broadcast, Mean: Broadcast,
+    Equal: Broadcast, Less: Broadcast, Greater: Broadcast, LessOrEqual: Broadcast,
+    GreaterOrEqual: Broadcast, And: Broadcast, Or: Broadcast, Xor: Broadcast,
+    BitShift: Broadcast, BitwiseAnd: Broadcast, BitwiseOr: Broadcast, BitwiseXor: Broadcast,
+    PRelu: Broadcast, Where: Broadcast,
+    // reductions and normalizations
+    ReduceSum: Reduction, ReduceMean: Reduction, ReduceMax: Reduction, ReduceMin: Reduction,
+    ReduceProd: Reduction, ReduceL1: Reduction, ReduceL2: Reduction, ReduceLogSum: Reduction,
+    ReduceLogSumExp: Reduction, ReduceSumSquare: Reduction, ArgMax: Reduction, ArgMin: Reduction,
+    Softmax: Reduction, LogSoftmax: Reduction, Hardmax: Reduction, CumSum: Reduction,
+    CumProd: Reduction,
+    BatchNormalization: Broadcast, LayerNormalization: Reduction,
+    InstanceNormalization: Reduction, GroupNormalization: Reduction,
+    RMSNormalization: Reduction, LpNormalization: Reduction,
+    MeanVarianceNormalization: Reduction, LRN: Reduction,
+    MaxPool: Reduction, AveragePool: Reduction, GlobalAveragePool: Reduction,
+    GlobalMaxPool: Reduction, LpPool: Reduction,
+    // contractions
+    MatMul: Contraction, Gemm: Contraction, Einsum: Contraction, Conv: Contraction,
+    ConvTranspose: Contraction, Attention: Contraction,
+    // data movement and shapes
+    Shape: Opaque, Size: Opaque, Reshape: Injective, Flatten: Injective, Expand: Injective,
+    Gather: Injective, GatherElements: Injective, GatherND: Injective, Slice: Injective,
+    Concat: Injective, Split: Injective, Squeeze: Injective, Unsqueeze: Injective,
+    Transpose: Injective, Tile: Injective, Pad: Injective, DepthToSpace: Injective,
+    SpaceToDepth: Injective, Trilu: Injective, Resize: Injective, Upsample: Injective,
+    ReverseSequence: Injective, CenterCropPad: Injective,
+    ScatterElements: Opaque, ScatterND: Opaque, Scatter: Opaque,
+    Range: Opaque, ConstantOfShape: Opaque, Constant: Opaque, EyeLike: Opaque,
+    OneHot: Opaque, NonZero: Opaque, Compress: Opaque, TopK: Opaque,
+    NonMaxSuppression: Opaque, RoiAlign: Opaque,
+    // losses
+    SoftmaxCrossEntropyLoss: Opaque, NegativeLogLikelihoodLoss: Opaque,
+    // control flow
+    If: Opaque, Loop: Opaque, Scan: Opaque,
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}

@@ -1,0 +1,83 @@
+//! ONNX backend node tests through the importer and the reference interpreter.
+//!
+//!     cargo run --release -p xforge-testsuite --bin conformance [-- --cache DIR] [--floor FILE] [--verbose] [FILTER]
+//!
+//! The cache is written once by `testsuite/scripts/dump_node_tests.py` (run here if missing).
+//! Ends with the line `N passed, M failed, K skipped`. With `--floor FILE`, exits 1 when fewer
+//! cases pass than the number in FILE, or when fewer than 90% of the cases of supported ops pass.
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use xforge_testsuite::conformance::{manifest, run_all, Outcome};
+
+fn main() -> Result<()> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut cache = root.join("../target/onnx-node-tests");
+    let mut floor: Option<PathBuf> = None;
+    let mut verbose = false;
+    let mut filter: Option<String> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--cache" => cache = PathBuf::from(args.next().context("--cache needs a folder")?),
+            "--floor" => floor = Some(PathBuf::from(args.next().context("--floor needs a file")?)),
+            "--verbose" | "-v" => verbose = true,
+            f if !f.starts_with('-') => filter = Some(f.to_string()),
+            other => bail!("unknown argument '{other}'"),
+        }
+    }
+    if !cache.join("manifest.tsv").exists() {
+        let script = root.join("scripts/dump_node_tests.py");
+        eprintln!("writing the ONNX node test cases to {}", cache.display());
+        let st = std::process::Command::new("python3").arg(&script).arg(&cache).status().context("running python3")?;
+        if !st.success() {
+            bail!("{} failed (is the `onnx` Python package installed? scripts/setup installs it)", script.display());
+        }
+    }
+    let mut cases = manifest(&cache).map_err(anyhow::Error::msg)?;
+    if let Some(f) = &filter {
+        cases.retain(|(n, op)| n.contains(f.as_str()) || op == f);
+    }
+    let bar = ProgressBar::new(cases.len() as u64);
+    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}").unwrap());
+    let report = run_all(&cache, &cases, || bar.inc(1));
+    bar.finish_and_clear();
+
+    println!("{:<34} {:>6} {:>6} {:>7}", "op", "passed", "failed", "skipped");
+    for (op, t) in &report.by_op {
+        println!("{op:<34} {:>6} {:>6} {:>7}", t.passed, t.failed, t.skipped);
+    }
+    let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
+    for (name, _, o) in &report.results {
+        match o {
+            Outcome::Failed(why) if verbose => println!("FAIL {name}: {why}"),
+            Outcome::Skipped(why) => *reasons.entry(why.clone()).or_default() += 1,
+            _ => {}
+        }
+    }
+    println!("skipped, by reason:");
+    for (why, n) in &reasons {
+        println!("  {n:>4}  {why}");
+    }
+    let t = report.totals();
+    let ratio = t.passed as f64 / (t.passed + t.failed).max(1) as f64;
+    println!("supported-op pass rate: {:.1}%", 100.0 * ratio);
+    println!("{} passed, {} failed, {} skipped", t.passed, t.failed, t.skipped);
+    if let Some(f) = floor {
+        let want: usize = std::fs::read_to_string(&f)
+            .with_context(|| format!("reading {}", f.display()))?
+            .lines()
+            .find(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .context("floor file holds no number")?
+            .trim()
+            .parse()
+            .context("floor is not a number")?;
+        if t.passed < want {
+            bail!("conformance regressed: {} passed, the floor is {want}", t.passed);
+        }
+        if ratio < 0.9 {
+            bail!("only {:.1}% of the cases of supported ops pass (at least 90% required)", 100.0 * ratio);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! xforge's test suite: ONNX conformance, real-model checks and shared comparison helpers.
+pub mod compare;
+pub mod conformance;
