@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use xforge_ir::dtype::onnx_type_name;
-use xforge_ir::infer::UNDECLARED;
 use xforge_ir::{Attr, DType, Dim, Graph, Node, Op, ValueId, ValueType};
 
 /// Default-domain opsets whose op semantics the interpreter implements.
@@ -47,8 +46,15 @@ pub fn parse(bytes: &[u8], base: Option<&Path>, opts: &ImportOptions) -> Result<
         .opset_import
         .iter()
         .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        .map(|o| o.version)
-        .ok_or(ImportError::NoDefaultOpset)?;
+        .map(|o| o.version);
+    let Some(opset) = opset else {
+        // a model of other domains only: name its first op
+        let n = m.graph.as_ref().and_then(|g| g.node.first());
+        return Err(match n {
+            Some(n) => ImportError::UnsupportedOp { node: node_name(n, 0), op: n.op_type.clone(), domain: format!(" of domain '{}'", n.domain) },
+            None => ImportError::NoDefaultOpset,
+        });
+    };
     if !(MIN_OPSET..=MAX_OPSET).contains(&opset) {
         return Err(ImportError::UnsupportedOpset { version: opset, min: MIN_OPSET, max: MAX_OPSET });
     }
@@ -152,14 +158,18 @@ fn free_names(g: &GraphProto) -> HashSet<String> {
     free
 }
 
-fn value_type(v: &ValueInfoProto, what: &'static str, fresh: &mut usize) -> Result<ValueType, ImportError> {
-    let Some(tp) = v.type_.as_ref() else { return Ok(ValueType::unranked(UNDECLARED)) };
+/// Placeholder type of a value whose type is not declared (listed in `Graph::undeclared`).
+const OPEN: ValueType = ValueType { dtype: DType::F32, shape: None };
+
+/// The declared type of a value, `None` when the model leaves it open.
+fn value_type(v: &ValueInfoProto, what: &'static str, fresh: &mut usize) -> Result<Option<ValueType>, ImportError> {
+    let Some(tp) = v.type_.as_ref() else { return Ok(None) };
     use onnx_protobuf::type_proto::Value;
     match &tp.value {
-        None => Ok(ValueType::unranked(UNDECLARED)),
+        None => Ok(None),
         Some(Value::TensorType(t)) => {
             if t.elem_type == 0 {
-                return Ok(ValueType::unranked(UNDECLARED));
+                return Ok(None);
             }
             let dtype = DType::from_onnx_code(t.elem_type).ok_or_else(|| ImportError::UnsupportedDtype {
                 what,
@@ -182,7 +192,7 @@ fn value_type(v: &ValueInfoProto, what: &'static str, fresh: &mut usize) -> Resu
                     })
                     .collect()
             });
-            Ok(ValueType { dtype, shape })
+            Ok(Some(ValueType { dtype, shape }))
         }
         Some(other) => Err(ImportError::UnsupportedDtype {
             what,
@@ -230,7 +240,13 @@ impl Ctx<'_> {
                 }
             }
             let ty = value_type(v, "input", &mut fresh)?;
-            let id = define(&mut g, &mut ids, &v.name, ty, format!("graph input '{}'", v.name))?;
+            if ty.is_none() && outer.is_empty() {
+                return Err(ImportError::BadType { name: v.name.clone(), msg: "graph input has no tensor type".into() });
+            }
+            let id = define(&mut g, &mut ids, &v.name, ty.clone().unwrap_or(OPEN), format!("graph input '{}'", v.name))?;
+            if ty.is_none() {
+                g.undeclared.insert(id);
+            }
             g.inputs.push(id);
         }
         let declared: HashMap<&str, &ValueInfoProto> = gp.value_info.iter().chain(gp.output.iter()).map(|v| (v.name.as_str(), v)).collect();
@@ -268,7 +284,8 @@ impl Ctx<'_> {
             }
         }
         for name in &captures {
-            let id = define(&mut g, &mut ids, name, ValueType::unranked(UNDECLARED), format!("enclosing graph's '{name}'"))?;
+            let id = define(&mut g, &mut ids, name, OPEN, format!("enclosing graph's '{name}'"))?;
+            g.undeclared.insert(id);
             g.captures.push(id);
         }
         let order = topo_order(gp, &deps)?;
@@ -296,20 +313,24 @@ impl Ctx<'_> {
                 }
                 let ty = match declared.get(o.as_str()) {
                     Some(v) => value_type(v, "value", &mut fresh)?,
-                    None => ValueType::unranked(UNDECLARED),
+                    None => None,
                 };
-                outputs.push(Some(define(&mut g, &mut ids, o, ty, format!("node '{name}'"))?));
+                let id = define(&mut g, &mut ids, o, ty.clone().unwrap_or(OPEN), format!("node '{name}'"))?;
+                if ty.is_none() {
+                    g.undeclared.insert(id);
+                }
+                outputs.push(Some(id));
             }
             g.nodes.push(Node { name, op, inputs, outputs, attrs });
         }
         for o in &gp.output {
             let id = *ids.get(&o.name).ok_or_else(|| ImportError::DanglingOutput(o.name.clone()))?;
-            let ty = value_type(o, "output", &mut fresh)?;
-            if ty.dtype != UNDECLARED || ty.shape.is_some() {
+            if let Some(ty) = value_type(o, "output", &mut fresh)? {
                 let cur = g.ty(id).clone();
-                if cur.dtype == UNDECLARED && cur.shape.is_none() {
+                if g.undeclared.contains(&id) && !g.captures.contains(&id) {
                     g.values[id.index()].ty = ty;
-                } else if cur.dtype != ty.dtype {
+                    g.undeclared.remove(&id);
+                } else if cur.dtype != ty.dtype && !g.undeclared.contains(&id) {
                     return Err(ImportError::BadType { name: o.name.clone(), msg: format!("declared as {} but defined as {}", ty.dtype, cur.dtype) });
                 }
             }

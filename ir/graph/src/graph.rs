@@ -5,6 +5,8 @@ use crate::shape::ValueType;
 use crate::tensor::Tensor;
 use std::collections::BTreeMap;
 
+
+
 /// Index of a value in its graph. Each value has exactly one producer: a graph input, a weight,
 /// a capture from an enclosing graph, or one node output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -70,6 +72,8 @@ pub struct Graph {
     pub weights: BTreeMap<ValueId, Tensor>,
     /// Values that an enclosing graph defines, looked up by name when the graph runs.
     pub captures: Vec<ValueId>,
+    /// Values whose type nobody declared yet; inference fills them in and empties the set.
+    pub undeclared: std::collections::BTreeSet<ValueId>,
 }
 
 impl Graph {
@@ -117,6 +121,19 @@ impl Graph {
             c[o.index()] += 1;
         }
         c
+    }
+
+    /// Values each node reads, including those its subgraphs capture from this graph.
+    pub fn node_reads(&self, node: &Node) -> Vec<ValueId> {
+        let mut v: Vec<ValueId> = node.input_ids().collect();
+        for (_, s) in node.subgraphs() {
+            for &c in &s.captures {
+                if let Some(id) = self.find_value(s.name_of(c)) {
+                    v.push(id);
+                }
+            }
+        }
+        v
     }
 
     /// Parameters: elements and bytes over all weights.

@@ -67,7 +67,10 @@ pub fn infer_with(g: &mut Graph, outer: &dyn Fn(&str) -> Option<Fact>, fresh: &m
         facts[i.index()] = Some(if t.len() <= FOLD_LIMIT { Fact::constant(t.clone()) } else { Fact::of(ValueType::known(t.dtype(), t.shape())) });
     }
     for &i in &g.captures {
-        facts[i.index()] = Some(outer(g.name_of(i)).unwrap_or_else(|| Fact::of(g.ty(i).clone())));
+        let f = outer(g.name_of(i)).unwrap_or_else(|| Fact::of(g.ty(i).clone()));
+        g.values[i.index()].ty = f.ty.clone();
+        g.undeclared.remove(&i);
+        facts[i.index()] = Some(f);
     }
     let opset = g.opset;
     for ni in 0..g.nodes.len() {
@@ -83,9 +86,30 @@ pub fn infer_with(g: &mut Graph, outer: &dyn Fn(&str) -> Option<Fact>, fresh: &m
             .collect::<Result<_, _>>()?;
         // subgraphs see this graph's facts
         let mut node = node.clone();
+        let op = node.op;
+        let n_state = node.inputs.len().saturating_sub(attr_i(&node, "num_scan_inputs", 0) as usize);
         for a in node.attrs.values_mut() {
             if let Attr::Graph(sub) = a {
                 let mut s = (**sub).clone();
+                // body inputs the model leaves open take their types from the node
+                for (k, &id) in s.inputs.clone().iter().enumerate() {
+                    if !s.undeclared.contains(&id) {
+                        continue;
+                    }
+                    let from = |i: usize| ins.get(i).and_then(|f| f.as_ref()).map(|f| f.ty.clone());
+                    let t = match (op, k) {
+                        (Op::Loop, 0) => Some(ValueType::known(DType::I64, &[])),
+                        (Op::Loop, 1) => Some(ValueType::known(DType::Bool, &[])),
+                        (Op::Loop, k) => from(k),
+                        (Op::Scan, k) if k < n_state => from(k),
+                        (Op::Scan, k) => from(k).map(|t| ValueType { dtype: t.dtype, shape: None }),
+                        _ => None,
+                    };
+                    if let Some(t) = t {
+                        s.values[id.index()].ty = t;
+                        s.undeclared.remove(&id);
+                    }
+                }
                 let lookup = |name: &str| g.find_value(name).and_then(|id| facts[id.index()].clone()).or_else(|| outer(name));
                 infer_with(&mut s, &lookup, fresh).map_err(|e| err(format!("in subgraph '{}': {e}", s.name)))?;
                 *sub = std::sync::Arc::new(s);
@@ -97,8 +121,11 @@ pub fn infer_with(g: &mut Graph, outer: &dyn Fn(&str) -> Option<Fact>, fresh: &m
             let Some(f) = out.get(k).cloned() else {
                 return Err(err(format!("op has no output {k}")));
             };
-            let declared = g.ty(*id).clone();
-            let ty = merge(&declared, &f.ty).map_err(|m| err(format!("output '{}': {m}", g.name_of(*id))))?;
+            let ty = if g.undeclared.remove(id) {
+                f.ty.clone()
+            } else {
+                merge(g.ty(*id), &f.ty).map_err(|m| err(format!("output '{}': {m}", g.name_of(*id))))?
+            };
             g.values[id.index()].ty = ty.clone();
             facts[id.index()] = Some(Fact { ty, ..f });
         }
@@ -113,11 +140,7 @@ pub fn infer_with(g: &mut Graph, outer: &dyn Fn(&str) -> Option<Fact>, fresh: &m
 }
 
 /// The more specific of a declared and an inferred type; errors where they disagree.
-/// A declared type of dtype `Bool` with unknown rank is the importer's "nothing declared".
 pub fn merge(declared: &ValueType, inferred: &ValueType) -> Result<ValueType, String> {
-    if declared.shape.is_none() && declared.dtype == UNDECLARED {
-        return Ok(inferred.clone());
-    }
     if declared.dtype != inferred.dtype {
         return Err(format!("declared {} but the op produces {}", declared.dtype, inferred.dtype));
     }
@@ -147,9 +170,6 @@ pub fn merge(declared: &ValueType, inferred: &ValueType) -> Result<ValueType, St
     };
     Ok(ValueType { dtype: declared.dtype, shape })
 }
-
-/// Marker dtype for values whose type the model does not declare (paired with unknown rank).
-pub const UNDECLARED: DType = DType::Bool;
 
 fn known(d: usize) -> Dim {
     Dim::Known(d)
@@ -592,8 +612,10 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
                 attr_ints(node, "split")
             };
             let n = node.outputs.len();
+            let runtime_sizes = opset >= 13 && f(1).is_some_and(|s| s.konst.is_none());
             let sizes = match (sizes, xs[ax].known()) {
                 (Some(s), _) => s.iter().map(|&v| Some(v as usize)).collect(),
+                (None, _) if runtime_sizes => vec![None; n],
                 (None, Some(d)) => {
                     let parts = attr_i(node, "num_outputs", n as i64).max(1) as usize;
                     let chunk = d.div_ceil(parts);

@@ -324,8 +324,13 @@ pub fn binary(op: Op, a: &NodeAttrs, x: &Tensor, y: &Tensor) -> OpResult<Tensor>
                 }
             }
             Op::BitShift => {
-                if q as u32 >= bits {
-                    0
+                // shift amounts are unsigned: negative ones are huge and shift everything out
+                if q < 0 || q >= bits as i128 {
+                    if left || p >= 0 {
+                        0
+                    } else {
+                        -1
+                    }
                 } else if left {
                     p << q
                 } else {

@@ -115,7 +115,7 @@ pub(crate) fn execute(
     // free each intermediate after its last use
     let mut last_use: Vec<usize> = vec![usize::MAX; graph.values.len()];
     for (i, n) in graph.nodes.iter().enumerate() {
-        for v in n.input_ids() {
+        for v in graph.node_reads(n) {
             last_use[v.index()] = i;
         }
     }
@@ -147,7 +147,7 @@ pub(crate) fn execute(
             }
             env[id.index()] = Some(t);
         }
-        for v in node.input_ids() {
+        for v in graph.node_reads(node) {
             if last_use[v.index()] == i && !graph.weights.contains_key(&v) {
                 env[v.index()] = None;
             }

@@ -113,8 +113,11 @@ pub fn reduce(op: Op, a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>]) -> OpRe
                     (Some(a), _) => a.min(x),
                 });
             }
+            let bool_ = x.dtype() == crate::dtype::DType::Bool;
             let empty = match op {
                 Op::ReduceProd => 1,
+                Op::ReduceMax if bool_ => 0,
+                Op::ReduceMin if bool_ => 1,
                 Op::ReduceMax => i128::MIN,
                 Op::ReduceMin => i128::MAX,
                 _ => 0,
