@@ -35,4 +35,6 @@ pub enum ImportError {
     BadBinding(String),
     #[error(transparent)]
     Shape(#[from] xforge_ir::infer::InferError),
+    #[error("the imported graph is malformed: {0}")]
+    Verify(#[from] xforge_ir::verify::VerifyError),
 }

@@ -66,6 +66,7 @@ pub fn parse(bytes: &[u8], base: Option<&Path>, opts: &ImportOptions) -> Result<
     let mut graph = cx.graph(gp, &HashSet::new())?;
     bind_shapes(&mut graph, &opts.shapes)?;
     xforge_ir::infer::infer_graph(&mut graph)?;
+    xforge_ir::verify::verify(&graph)?;
     Ok(Model { graph, ir_version: m.ir_version, opset, producer: format!("{} {}", m.producer_name, m.producer_version).trim().to_string() })
 }
 

@@ -43,6 +43,7 @@ impl Fact {
 }
 
 /// Fresh names for dims that inference cannot know.
+#[derive(Default)]
 pub struct Fresh(usize);
 
 impl Fresh {
@@ -55,7 +56,7 @@ impl Fresh {
 /// Infers every node output type of `g` (and its subgraphs), merging with declared types;
 /// `outer` gives the facts of captured values. Returns the facts of all values.
 pub fn infer_graph(g: &mut Graph) -> Result<Vec<Fact>, InferError> {
-    infer_with(g, &|_| None, &mut Fresh(0))
+    infer_with(g, &|_| None, &mut Fresh::default())
 }
 
 pub fn infer_with(g: &mut Graph, outer: &dyn Fn(&str) -> Option<Fact>, fresh: &mut Fresh) -> Result<Vec<Fact>, InferError> {

@@ -8,8 +8,10 @@ pub mod infer;
 pub mod interp;
 pub mod npy;
 pub mod op;
+pub mod print;
 pub mod shape;
 pub mod tensor;
+pub mod verify;
 
 pub use attr::{Attr, Attrs};
 pub use builder::GraphBuilder;

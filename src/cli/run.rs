@@ -1,0 +1,155 @@
+//! `xforge run MODEL.onnx --backend interp --input NAME=FILE.npy … --output-dir DIR`
+use super::{load, BadInput, ShapeArgs};
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use xforge_ir::{npy, DType, Graph, Tensor};
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Backend {
+    /// The reference interpreter (CPU).
+    Interp,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The ONNX model.
+    model: PathBuf,
+    /// Where to run it.
+    #[arg(long, value_enum, default_value = "interp")]
+    backend: Backend,
+    /// NAME=FILE.npy, or NAME=random[:SEED] to draw the input; repeatable.
+    #[arg(long = "input", value_name = "NAME=SOURCE")]
+    inputs: Vec<String>,
+    /// Folder for the outputs, one `<output name>.npy` each.
+    #[arg(long)]
+    output_dir: PathBuf,
+    #[command(flatten)]
+    shapes: ShapeArgs,
+}
+
+/// splitmix64: a small, fixed generator so `random:SEED` inputs are reproducible everywhere.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Random values for an input: floats uniform in [-1, 1), integers in [0, 10), bools 50/50.
+pub fn random_tensor(dtype: DType, shape: Vec<usize>, seed: u64) -> Tensor {
+    let mut r = Rng(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n)
+        .map(|_| {
+            let u = r.unit();
+            if dtype.is_float() {
+                2.0 * u - 1.0
+            } else if dtype == DType::Bool {
+                (u < 0.5) as u8 as f64
+            } else {
+                (u * 10.0).floor()
+            }
+        })
+        .collect();
+    Tensor::from_f64(dtype, shape, &v)
+}
+
+fn read_input(g: &Graph, spec: &str) -> anyhow::Result<(String, Tensor)> {
+    let (name, src) = spec.split_once('=').ok_or_else(|| BadInput(format!("--input '{spec}' must be NAME=FILE.npy or NAME=random[:SEED]")))?;
+    let id = g
+        .inputs
+        .iter()
+        .copied()
+        .find(|&i| g.name_of(i) == name)
+        .ok_or_else(|| BadInput(format!("--input '{name}': the model has no such input (inputs: {})", g.inputs.iter().map(|&i| g.name_of(i)).collect::<Vec<_>>().join(", "))))?;
+    let ty = g.ty(id);
+    if let Some(seed) = src.strip_prefix("random") {
+        let seed = match seed.strip_prefix(':') {
+            Some(s) => s.parse().map_err(|_| BadInput(format!("--input '{spec}': seed must be a number")))?,
+            None if seed.is_empty() => 0,
+            None => return Err(BadInput(format!("--input '{spec}': write random or random:SEED")).into()),
+        };
+        let shape = ty.static_shape().ok_or_else(|| {
+            BadInput(format!("--input '{name}': shape {ty} has symbolic dims; bind them with --shape {name}=DIMS"))
+        })?;
+        return Ok((name.to_string(), random_tensor(ty.dtype, shape, seed)));
+    }
+    let bytes = std::fs::read(src).map_err(|e| BadInput(format!("--input '{name}': cannot read {src}: {e}")))?;
+    let mut t = npy::from_bytes(&bytes).with_context(|| format!("--input '{name}': {src}"))?;
+    // numpy has no bfloat16: accept f32 files for bf16 inputs
+    if ty.dtype == DType::BF16 && t.dtype() == DType::F32 {
+        t = t.cast(DType::BF16);
+    }
+    if t.dtype() != ty.dtype || !ty.admits(t.shape()) {
+        return Err(BadInput(format!("--input '{name}': {src} holds {}{:?} but the model expects {ty}", t.dtype(), t.shape())).into());
+    }
+    Ok((name.to_string(), t))
+}
+
+/// A file name for an output: characters other than letters, digits, '.', '_' and '-' become '_'.
+pub fn file_name(output: &str) -> String {
+    let s: String = output.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect();
+    if s.is_empty() || s.starts_with('.') {
+        format!("_{s}")
+    } else {
+        s
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so no reader sees half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension(format!("npy.tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display())).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let Backend::Interp = a.backend;
+    let m = load(&a.model, &a.shapes)?;
+    let g = &m.graph;
+    let mut feed: HashMap<String, Tensor> = HashMap::new();
+    for spec in &a.inputs {
+        let (name, t) = read_input(g, spec)?;
+        if feed.insert(name.clone(), t).is_some() {
+            return Err(BadInput(format!("--input '{name}' is given twice")).into());
+        }
+    }
+    let missing: Vec<&str> = g.inputs.iter().map(|&i| g.name_of(i)).filter(|n| !feed.contains_key(*n)).collect();
+    if !missing.is_empty() {
+        return Err(BadInput(format!("missing --input for {}", missing.join(", "))).into());
+    }
+    // plan the file names before computing, so a clash is reported before any work
+    let mut files: Vec<(String, PathBuf)> = vec![];
+    for &o in &g.outputs {
+        let f = a.output_dir.join(format!("{}.npy", file_name(g.name_of(o))));
+        if files.iter().any(|(_, p)| p == &f) {
+            return Err(BadInput(format!("outputs map to the same file {}", f.display())).into());
+        }
+        files.push((g.name_of(o).to_string(), f));
+    }
+    let bar = ProgressBar::new(g.nodes.len() as u64);
+    bar.set_style(ProgressStyle::with_template("interpreting {bar:40} {pos}/{len} nodes").unwrap());
+    let mut tick = |done: usize, _total: usize| bar.set_position(done as u64);
+    let outs = xforge_ir::interp::run_with_progress(g, &feed, Some(&mut tick))?;
+    bar.finish_and_clear();
+    std::fs::create_dir_all(&a.output_dir).with_context(|| format!("creating {}", a.output_dir.display()))?;
+    for ((name, path), t) in files.iter().zip(&outs) {
+        write_atomic(path, &npy::to_bytes(t))?;
+        println!("{name}: {}{:?} -> {}", t.dtype(), t.shape(), path.display());
+    }
+    Ok(())
+}
