@@ -98,7 +98,7 @@ fn bind_shapes(g: &mut Graph, shapes: &BTreeMap<String, Vec<usize>>) -> Result<(
                 }
                 ty.shape = Some(dims.iter().map(|&v| Dim::Known(v)).collect());
             }
-            None if dims.len() == 1 => {
+            None if dims.len() == 1 && mentions_symbol(g, name) => {
                 syms.insert(name.clone(), dims[0]);
             }
             None => return Err(ImportError::BadBinding(format!("'{name}' is neither a graph input nor a dim symbol"))),
@@ -115,15 +115,12 @@ fn bind_shapes(g: &mut Graph, shapes: &BTreeMap<String, Vec<usize>>) -> Result<(
             }
         }
     }
-    let unused: Vec<&String> = shapes
-        .iter()
-        .filter(|(k, v)| v.len() == 1 && !g.inputs.iter().any(|&i| g.name_of(i) == *k) && !syms.contains_key(*k))
-        .map(|(k, _)| k)
-        .collect();
-    if let Some(k) = unused.first() {
-        return Err(ImportError::BadBinding(format!("'{k}' is neither a graph input nor a dim symbol")));
-    }
     Ok(())
+}
+
+/// Whether any graph input has a dim named `sym`.
+fn mentions_symbol(g: &Graph, sym: &str) -> bool {
+    g.inputs.iter().any(|&i| g.ty(i).shape.as_ref().is_some_and(|s| s.iter().any(|d| matches!(d, Dim::Sym(x) if x == sym))))
 }
 
 struct Ctx<'a> {

@@ -36,8 +36,10 @@ impl Fact {
     }
 
     fn constant(t: Tensor) -> Fact {
-        let dims = (t.rank() <= 1 && t.dtype() == DType::I64)
-            .then(|| t.to_i64().iter().map(|&v| Dim::Known(v.max(0) as usize)).collect());
+        // negative entries (Reshape's -1) stay visible as symbols named by their value
+        let dims = (t.rank() <= 1 && t.dtype() == DType::I64).then(|| {
+            t.to_i64().iter().map(|&v| if v >= 0 { Dim::Known(v as usize) } else { Dim::Sym(v.to_string()) }).collect()
+        });
         Fact { ty: ValueType::known(t.dtype(), t.shape()), konst: Some(t), dims }
     }
 }
@@ -201,6 +203,7 @@ fn data_dependent(op: Op) -> bool {
 }
 
 pub fn infer_node(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Result<Vec<Fact>, String> {
+    check_attr_kinds(node)?;
     // 1. all inputs constant: evaluate
     let present: Vec<&Fact> = ins.iter().flatten().collect();
     if !data_dependent(node.op) && present.iter().all(|f| f.konst.is_some()) && node.op != Op::Dropout {
@@ -236,6 +239,7 @@ pub fn infer_node(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fre
     Ok(dts.into_iter().map(|d| ty(d, None)).collect())
 }
 
+/// An int attribute (`check_attr_kinds` has already rejected other kinds).
 fn attr_i(n: &Node, k: &str, d: i64) -> i64 {
     match n.attrs.get(k) {
         Some(Attr::Int(v)) => *v,
@@ -246,8 +250,23 @@ fn attr_i(n: &Node, k: &str, d: i64) -> i64 {
 fn attr_ints(n: &Node, k: &str) -> Option<Vec<i64>> {
     match n.attrs.get(k) {
         Some(Attr::Ints(v)) => Some(v.clone()),
+        Some(Attr::Int(v)) => Some(vec![*v]),
         _ => None,
     }
+}
+
+/// Attributes that are ints or lists of ints wherever ONNX defines them.
+const INT_ATTRS: &[&str] = &["axis", "keepdims", "perm", "axes", "kernel_shape", "strides", "pads", "dilations", "group",
+    "transA", "transB", "to", "split", "num_outputs", "start", "end", "allowzero", "ceil_mode", "blocksize", "num_scan_inputs"];
+
+/// Rejects attributes of the wrong kind before any rule reads them.
+fn check_attr_kinds(n: &Node) -> Result<(), String> {
+    for (k, a) in &n.attrs {
+        if INT_ATTRS.contains(&k.as_str()) && !matches!(a, Attr::Int(_) | Attr::Ints(_)) {
+            return Err(format!("attribute '{k}' must be an int or ints, got {}", a.kind()));
+        }
+    }
+    Ok(())
 }
 
 fn norm_axis(a: i64, r: usize) -> Result<usize, String> {
@@ -389,17 +408,16 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
                 return same(len.map(|n| (0..n).map(|_| fresh.dim()).collect()));
             };
             let allowzero = attr_i(node, "allowzero", 0) != 0;
-            let konst = f(1).and_then(|f| f.konst.clone()).map(|t| t.to_i64());
             let mut dims: Vec<Dim> = vec![];
             let mut infer_at = None;
             for (i, d) in spec.iter().enumerate() {
-                let raw = konst.as_ref().map(|k| k[i]);
-                match (raw, d) {
-                    (Some(-1), _) => {
+                match d {
+                    Dim::Sym(s) if s == "-1" && infer_at.is_none() => {
                         infer_at = Some(i);
                         dims.push(known(1));
                     }
-                    (Some(0), _) if !allowzero => dims.push(xs.get(i).cloned().ok_or("0 in shape has no input dim")?),
+                    Dim::Sym(s) if s.starts_with('-') => return Err(format!("invalid target shape entry {s}")),
+                    Dim::Known(0) if !allowzero => dims.push(xs.get(i).cloned().ok_or("0 in shape has no input dim")?),
                     _ => dims.push(d.clone()),
                 }
             }

@@ -1,0 +1,369 @@
+//! The importer on hand-built ONNX models: what it accepts, and a clear error naming the node or
+//! field for every kind of bad input (never a panic).
+use onnx_protobuf::attribute_proto::AttributeType;
+use onnx_protobuf::tensor_proto::DataLocation;
+use onnx_protobuf::tensor_shape_proto::{dimension, Dimension};
+use onnx_protobuf::{
+    type_proto, AttributeProto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
+};
+use std::collections::{BTreeMap, HashMap};
+use xforge_frontend::{parse, ImportError, ImportOptions};
+use xforge_ir::{interp, DType, Dim, Tensor};
+
+fn vi(name: &str, elem: i32, dims: &[&str]) -> ValueInfoProto {
+    let mut shape = TensorShapeProto::new();
+    for d in dims {
+        let mut dim = Dimension::new();
+        dim.value = Some(match d.parse::<i64>() {
+            Ok(n) => dimension::Value::DimValue(n),
+            Err(_) => dimension::Value::DimParam(d.to_string()),
+        });
+        shape.dim.push(dim);
+    }
+    let mut t = type_proto::Tensor::new();
+    t.elem_type = elem;
+    t.shape = Some(shape).into();
+    let mut tp = TypeProto::new();
+    tp.value = Some(type_proto::Value::TensorType(t));
+    let mut v = ValueInfoProto::new();
+    v.name = name.into();
+    v.type_ = Some(tp).into();
+    v
+}
+
+fn node(op: &str, name: &str, ins: &[&str], outs: &[&str]) -> NodeProto {
+    let mut n = NodeProto::new();
+    n.op_type = op.into();
+    n.name = name.into();
+    n.input = ins.iter().map(|s| s.to_string()).collect();
+    n.output = outs.iter().map(|s| s.to_string()).collect();
+    n
+}
+
+fn int_attr(name: &str, v: i64) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.into();
+    a.type_ = AttributeType::INT.into();
+    a.i = v;
+    a
+}
+
+fn f32_init(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
+    let mut t = TensorProto::new();
+    t.name = name.into();
+    t.dims = dims.to_vec();
+    t.data_type = 1;
+    t.raw_data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    t
+}
+
+fn model(g: GraphProto, opset: i64) -> ModelProto {
+    let mut m = ModelProto::new();
+    m.ir_version = 8;
+    let mut o = OperatorSetIdProto::new();
+    o.version = opset;
+    m.opset_import.push(o);
+    m.graph = Some(g).into();
+    m
+}
+
+/// y = Relu(x + b) with x: f32[batch, 3].
+fn add_relu() -> GraphProto {
+    let mut g = GraphProto::new();
+    g.name = "g".into();
+    g.input.push(vi("x", 1, &["batch", "3"]));
+    g.output.push(vi("y", 1, &["batch", "3"]));
+    g.initializer.push(f32_init("b", &[3], &[1.0, -2.0, 0.5]));
+    g.node.push(node("Add", "add", &["x", "b"], &["s"]));
+    g.node.push(node("Relu", "relu", &["s"], &["y"]));
+    g
+}
+
+fn bytes(m: &ModelProto) -> Vec<u8> {
+    m.write_to_bytes().unwrap()
+}
+
+fn import(m: &ModelProto) -> Result<xforge_frontend::Model, ImportError> {
+    parse(&bytes(m), None, &ImportOptions::default())
+}
+
+#[test]
+fn imports_and_runs_a_small_graph() {
+    let m = import(&model(add_relu(), 17)).unwrap();
+    let g = &m.graph;
+    assert_eq!(g.ty(g.outputs[0]).shape, Some(vec![Dim::Sym("batch".into()), Dim::Known(3)]));
+    let x = Tensor::from_f32(vec![2, 3], vec![0.0, 1.0, -1.0, -3.0, 4.0, 0.0]);
+    let out = interp::run(g, &HashMap::from([("x".to_string(), x)])).unwrap();
+    assert_eq!(out[0].as_f32().unwrap(), &[1.0, 0.0, 0.0, 0.0, 2.0, 0.5]);
+}
+
+#[test]
+fn shape_binding_fixes_symbolic_dims() {
+    let opts = ImportOptions { shapes: BTreeMap::from([("batch".to_string(), vec![4])]) };
+    let m = parse(&bytes(&model(add_relu(), 17)), None, &opts).unwrap();
+    assert_eq!(m.graph.ty(m.graph.outputs[0]).static_shape(), Some(vec![4, 3]));
+    let opts = ImportOptions { shapes: BTreeMap::from([("x".to_string(), vec![2, 3])]) };
+    let m = parse(&bytes(&model(add_relu(), 17)), None, &opts).unwrap();
+    assert_eq!(m.graph.ty(m.graph.outputs[0]).static_shape(), Some(vec![2, 3]));
+    for bad in [("x", vec![2, 4]), ("x", vec![2]), ("nosuch", vec![1])] {
+        let opts = ImportOptions { shapes: BTreeMap::from([(bad.0.to_string(), bad.1.clone())]) };
+        let e = parse(&bytes(&model(add_relu(), 17)), None, &opts).unwrap_err();
+        assert!(matches!(e, ImportError::BadBinding(_)), "{bad:?}: {e}");
+        assert!(e.to_string().contains(bad.0), "{e}");
+    }
+}
+
+#[test]
+fn truncated_and_garbage_files_are_decode_errors() {
+    let b = bytes(&model(add_relu(), 17));
+    for cut in [1, b.len() / 3, b.len() / 2, b.len() - 1] {
+        match parse(&b[..cut], None, &ImportOptions::default()) {
+            Err(ImportError::Decode { .. } | ImportError::NoGraph | ImportError::NoDefaultOpset | ImportError::BadTensor { .. } | ImportError::DanglingOutput(_) | ImportError::Dangling { .. }) => {}
+            Err(e) => panic!("cut at {cut}: unexpected error {e}"),
+            Ok(_) => panic!("cut at {cut}: a truncated model imported"),
+        }
+    }
+    let e = parse(b"this is not a protobuf at all \xff\xff\xff", None, &ImportOptions::default()).unwrap_err();
+    assert!(matches!(e, ImportError::Decode { .. }), "{e}");
+}
+
+#[test]
+fn wrong_sized_initializer_names_the_tensor() {
+    let mut g = add_relu();
+    g.initializer[0].raw_data.truncate(8);
+    let e = import(&model(g, 17)).unwrap_err();
+    assert!(matches!(&e, ImportError::BadTensor { name, .. } if name == "b"), "{e}");
+    assert!(e.to_string().contains("8 bytes"), "{e}");
+}
+
+#[test]
+fn dangling_input_names_node_and_value() {
+    let mut g = add_relu();
+    g.node[1].input[0] = "nowhere".into();
+    let e = import(&model(g, 17)).unwrap_err();
+    assert!(matches!(&e, ImportError::Dangling { node, input, .. } if node == "relu" && input == "nowhere"), "{e}");
+}
+
+#[test]
+fn missing_graph_output_is_reported() {
+    let mut g = add_relu();
+    g.output[0].name = "zzz".into();
+    let e = import(&model(g, 17)).unwrap_err();
+    assert!(matches!(&e, ImportError::DanglingOutput(n) if n == "zzz"), "{e}");
+}
+
+#[test]
+fn cycles_are_reported() {
+    let mut g = GraphProto::new();
+    g.input.push(vi("x", 1, &["2"]));
+    g.output.push(vi("y", 1, &["2"]));
+    g.node.push(node("Add", "a", &["x", "c"], &["b"]));
+    g.node.push(node("Relu", "r", &["b"], &["c"]));
+    g.node.push(node("Identity", "i", &["b"], &["y"]));
+    let e = import(&model(g, 17)).unwrap_err();
+    assert!(matches!(e, ImportError::Cycle(_)), "{e}");
+}
+
+#[test]
+fn unsorted_nodes_are_ordered() {
+    let mut g = add_relu();
+    g.node.reverse();
+    let m = import(&model(g, 17)).unwrap();
+    assert_eq!(m.graph.nodes[0].name, "add");
+}
+
+#[test]
+fn redefinition_is_reported() {
+    let mut g = add_relu();
+    g.node.push(node("Relu", "again", &["s"], &["y"]));
+    let e = import(&model(g, 17)).unwrap_err();
+    assert!(matches!(&e, ImportError::Redefined { name, .. } if name == "y"), "{e}");
+}
+
+#[test]
+fn unsupported_op_domain_and_opset() {
+    let mut g = add_relu();
+    g.node[1].op_type = "FancyOp".into();
+    let e = import(&model(g, 17)).unwrap_err();
+    assert!(matches!(&e, ImportError::UnsupportedOp { node, op, .. } if node == "relu" && op == "FancyOp"), "{e}");
+    let mut g = add_relu();
+    g.node[1].domain = "com.example".into();
+    let e = import(&model(g, 17)).unwrap_err();
+    assert!(e.to_string().contains("com.example"), "{e}");
+    for v in [3, 99] {
+        let e = import(&model(add_relu(), v)).unwrap_err();
+        assert!(matches!(e, ImportError::UnsupportedOpset { version, .. } if version == v), "{e}");
+    }
+}
+
+#[test]
+fn shape_conflicts_name_the_node() {
+    let mut g = add_relu();
+    g.initializer[0] = f32_init("b", &[4], &[1.0, 2.0, 3.0, 4.0]);
+    let e = import(&model(g, 17)).unwrap_err();
+    assert!(e.to_string().contains("add"), "{e}");
+    // a declared intermediate type that the op cannot produce
+    let mut g = add_relu();
+    g.value_info.push(vi("s", 1, &["batch", "5"]));
+    let e = import(&model(g, 17)).unwrap_err();
+    assert!(e.to_string().contains("'add'") && e.to_string().contains("declared"), "{e}");
+    let mut g = add_relu();
+    g.value_info.push(vi("s", 7, &["batch", "3"]));
+    let e = import(&model(g, 17)).unwrap_err();
+    assert!(e.to_string().contains("i64"), "{e}");
+}
+
+#[test]
+fn unsupported_dtypes_are_named() {
+    let mut g = add_relu();
+    g.input[0] = vi("x", 8, &["batch", "3"]); // STRING
+    let e = import(&model(g, 17)).unwrap_err();
+    assert!(matches!(&e, ImportError::UnsupportedDtype { name, dtype, .. } if name == "x" && dtype == "STRING"), "{e}");
+}
+
+#[test]
+fn bad_attribute_types_are_named() {
+    let mut g = GraphProto::new();
+    g.input.push(vi("x", 1, &["2", "3"]));
+    g.output.push(vi("y", 1, &["3", "2"]));
+    let mut n = node("Transpose", "t", &["x"], &["y"]);
+    let mut a = AttributeProto::new();
+    a.name = "perm".into();
+    a.type_ = AttributeType::STRING.into();
+    a.s = b"1,0".to_vec();
+    n.attribute.push(a);
+    g.node.push(n);
+    let e = import(&model(g, 17)).unwrap_err();
+    assert!(e.to_string().contains("'t'") && e.to_string().contains("perm"), "{e}");
+}
+
+#[test]
+fn external_data_is_read_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let vals = [1.0f32, -2.0, 0.5];
+    let mut blob = vec![0u8; 16];
+    blob.extend(vals.iter().flat_map(|v| v.to_le_bytes()));
+    std::fs::write(dir.path().join("w.bin"), &blob).unwrap();
+    let ext = |loc: &str, off: &str, len: &str| {
+        let mut g = add_relu();
+        let t = &mut g.initializer[0];
+        t.raw_data.clear();
+        t.data_location = DataLocation::EXTERNAL.into();
+        for (k, v) in [("location", loc), ("offset", off), ("length", len)] {
+            let mut e = StringStringEntryProto::new();
+            e.key = k.into();
+            e.value = v.into();
+            t.external_data.push(e);
+        }
+        bytes(&model(g, 17))
+    };
+    let m = parse(&ext("w.bin", "16", "12"), Some(dir.path()), &ImportOptions::default()).unwrap();
+    let b = m.graph.weights.values().next().unwrap();
+    assert_eq!(b.as_f32().unwrap(), &vals);
+    for (loc, off, len, want) in [
+        ("w.bin", "16", "24", "beyond the end"),
+        ("../w.bin", "0", "12", "inside the model's folder"),
+        ("/etc/passwd", "0", "12", "inside the model's folder"),
+        ("missing.bin", "0", "12", "cannot open"),
+        ("w.bin", "x", "12", "not a number"),
+    ] {
+        let e = parse(&ext(loc, off, len), Some(dir.path()), &ImportOptions::default()).unwrap_err();
+        assert!(matches!(&e, ImportError::BadTensor { name, .. } if name == "b"), "{e}");
+        assert!(e.to_string().contains(want), "{loc}: {e}");
+    }
+}
+
+#[test]
+fn typed_initializer_fields_decode() {
+    let mut g = add_relu();
+    let t = &mut g.initializer[0];
+    t.raw_data.clear();
+    t.float_data = vec![1.0, -2.0, 0.5];
+    let m = import(&model(g, 17)).unwrap();
+    assert_eq!(m.graph.weights.values().next().unwrap().to_f64(), vec![1.0, -2.0, 0.5]);
+    // f16 through int32_data bit patterns
+    let mut g = add_relu();
+    g.input[0] = vi("x", 10, &["batch", "3"]);
+    g.output[0] = vi("y", 10, &["batch", "3"]);
+    let t = &mut g.initializer[0];
+    t.raw_data.clear();
+    t.data_type = 10;
+    t.int32_data = [1.0f32, -2.0, 0.5].iter().map(|&v| half::f16::from_f32(v).to_bits() as i32).collect();
+    let m = import(&model(g, 17)).unwrap();
+    assert_eq!(m.graph.weights.values().next().unwrap().dtype(), DType::F16);
+}
+
+#[test]
+fn shape_subgraphs_fold_with_symbolic_batch() {
+    // y = Reshape(x, Concat(Gather(Shape(x), 0), [-1])) : [batch, 2, 3] -> [batch, 6]
+    let mut g = GraphProto::new();
+    g.input.push(vi("x", 1, &["batch", "2", "3"]));
+    g.output.push(vi("y", 1, &[]));
+    g.output[0].type_.as_mut().unwrap();
+    let mut idx = TensorProto::new();
+    idx.name = "zero".into();
+    idx.data_type = 7;
+    idx.int64_data = vec![0];
+    let mut minus = TensorProto::new();
+    minus.name = "minus1".into();
+    minus.data_type = 7;
+    minus.dims = vec![1];
+    minus.int64_data = vec![-1];
+    g.initializer.push(idx);
+    g.initializer.push(minus);
+    g.node.push(node("Shape", "shape", &["x"], &["s"]));
+    g.node.push(node("Gather", "gather", &["s", "zero"], &["b"]));
+    let mut u = node("Unsqueeze", "unsq", &["b", "axes"], &["b1"]);
+    u.input[1] = "axes".into();
+    let mut axes = TensorProto::new();
+    axes.name = "axes".into();
+    axes.data_type = 7;
+    axes.dims = vec![1];
+    axes.int64_data = vec![0];
+    g.initializer.push(axes);
+    g.node.push(u);
+    let mut c = node("Concat", "concat", &["b1", "minus1"], &["shape2"]);
+    c.attribute.push(int_attr("axis", 0));
+    g.node.push(c);
+    g.node.push(node("Reshape", "reshape", &["x", "shape2"], &["y"]));
+    g.output[0] = vi("y", 1, &["batch", "6"]);
+    let m = import(&model(g, 17)).unwrap();
+    let gr = &m.graph;
+    let ty = gr.ty(gr.outputs[0]);
+    assert_eq!(ty.shape, Some(vec![Dim::Sym("batch".into()), Dim::Known(6)]));
+    let x = Tensor::from_f32(vec![2, 2, 3], (0..12).map(|v| v as f32).collect());
+    let out = interp::run(gr, &HashMap::from([("x".to_string(), x)])).unwrap();
+    assert_eq!(out[0].shape(), &[2, 6]);
+}
+
+#[test]
+fn if_subgraph_captures_outer_values() {
+    let branch = |name: &str, op: &str| {
+        let mut b = GraphProto::new();
+        b.name = name.into();
+        b.output.push(vi(&format!("{name}_out"), 1, &["3"]));
+        b.node.push(node(op, &format!("{name}_op"), &["x"], &[&format!("{name}_out")]));
+        b
+    };
+    let mut g = GraphProto::new();
+    g.input.push(vi("c", 9, &[]));
+    g.input.push(vi("x", 1, &["3"]));
+    g.output.push(vi("y", 1, &["3"]));
+    let mut n = node("If", "if", &["c"], &["y"]);
+    for (attr, b) in [("then_branch", branch("then", "Relu")), ("else_branch", branch("else", "Neg"))] {
+        let mut a = AttributeProto::new();
+        a.name = attr.into();
+        a.type_ = AttributeType::GRAPH.into();
+        a.g = Some(b).into();
+        n.attribute.push(a);
+    }
+    g.node.push(n);
+    let m = import(&model(g, 17)).unwrap();
+    let x = Tensor::from_f32(vec![3], vec![-1.0, 0.0, 2.0]);
+    for (c, want) in [(true, [0.0, 0.0, 2.0]), (false, [1.0, -0.0, -2.0])] {
+        let feed = HashMap::from([("c".to_string(), Tensor::from_bool(vec![], vec![c])), ("x".to_string(), x.clone())]);
+        let out = interp::run(&m.graph, &feed).unwrap();
+        assert_eq!(out[0].as_f32().unwrap(), &want);
+    }
+}
