@@ -124,3 +124,52 @@ pub fn from_bytes(b: &[u8]) -> Result<Tensor, NpyError> {
     debug_assert_eq!(numel(&shape), td.len());
     Ok(Tensor::new(shape, td))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_every_dtype() {
+        for dt in DType::ALL {
+            let t = Tensor::from_f64(dt, vec![2, 3], &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+            let back = from_bytes(&to_bytes(&t)).unwrap();
+            if dt == DType::BF16 {
+                assert_eq!(back.dtype(), DType::F32);
+                assert_eq!(back.to_f64(), t.to_f64());
+            } else {
+                assert_eq!(back, t, "{dt}");
+            }
+        }
+        let s = Tensor::scalar_f32(2.5);
+        assert_eq!(from_bytes(&to_bytes(&s)).unwrap(), s);
+        let e = Tensor::zeros(DType::I64, vec![0, 4]);
+        assert_eq!(from_bytes(&to_bytes(&e)).unwrap(), e);
+    }
+
+    #[test]
+    fn header_is_aligned_and_numpy_shaped() {
+        let b = to_bytes(&Tensor::zeros(DType::F32, vec![7]));
+        let hlen = u16::from_le_bytes([b[8], b[9]]) as usize;
+        assert_eq!((10 + hlen) % 64, 0);
+        assert!(std::str::from_utf8(&b[10..10 + hlen]).unwrap().contains("'shape': (7,)"));
+    }
+
+    #[test]
+    fn malformed_files_are_errors() {
+        let good = to_bytes(&Tensor::from_f32(vec![2, 2], vec![1.0; 4]));
+        assert_eq!(from_bytes(b"hello world"), Err(NpyError::Magic));
+        for cut in [0, 5, 9, 11, 40, good.len() - 1] {
+            assert!(from_bytes(&good[..cut]).is_err(), "cut {cut}");
+        }
+        let fortran = String::from_utf8_lossy(&good).replace("'fortran_order': False", "'fortran_order': True ");
+        assert_eq!(from_bytes(fortran.as_bytes()), Err(NpyError::Fortran));
+        let strings = String::from_utf8_lossy(&good).replace("'<f4'", "'<U1'");
+        assert!(matches!(from_bytes(strings.as_bytes()), Err(NpyError::Dtype(_))));
+        let mut huge = good.clone();
+        let h = String::from_utf8_lossy(&huge).replace("(2, 2)", "(9999999999, 9999999999)").into_bytes();
+        huge.clear();
+        huge.extend(h);
+        assert!(from_bytes(&huge).is_err());
+    }
+}

@@ -177,6 +177,8 @@ fn all(ins: &[Option<Tensor>]) -> Vec<&Tensor> {
 fn axes_input(a: &NodeAttrs, opset: i64, from: i64, ins: &[Option<Tensor>], i: usize) -> OpResult<Option<Vec<i64>>> {
     if opset >= from {
         Ok(opt(ins, i).map(|t| t.to_i64()))
+    } else if opt(ins, i).is_some() {
+        Err(format!("axes as an input needs opset {from} (the model has opset {opset}); use the 'axes' attribute"))
     } else {
         a.ints_opt("axes")
     }

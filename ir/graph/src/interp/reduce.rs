@@ -36,6 +36,8 @@ fn axes_of(op: Op, a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>]) -> OpResul
     let input_from = if op == Op::ReduceSum { 13 } else { 18 };
     if opset >= input_from {
         Ok(opt(ins, 1).map(|t| t.to_i64()))
+    } else if opt(ins, 1).is_some() {
+        Err(format!("axes as an input needs opset {input_from} (the model has opset {opset}); use the 'axes' attribute"))
     } else {
         a.ints_opt("axes")
     }

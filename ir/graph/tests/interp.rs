@@ -1,0 +1,265 @@
+//! The reference interpreter against independent, naive implementations on random inputs.
+use half::{bf16, f16};
+use proptest::prelude::*;
+use std::collections::HashMap;
+use xforge_ir::interp::{run, InterpError};
+use xforge_ir::{Attr, DType, GraphBuilder, Op, Tensor, ValueType};
+
+fn feed(pairs: &[(&str, Tensor)]) -> HashMap<String, Tensor> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
+
+/// Deterministic pseudo-random floats in [-1, 1).
+fn randv(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn max_err(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
+
+/// Direct N-C-H-W convolution, f64, no tricks.
+#[allow(clippy::too_many_arguments)]
+fn naive_conv(x: &[f32], xs: [usize; 4], w: &[f32], ws: [usize; 4], stride: usize, pad: usize, dil: usize, group: usize) -> (Vec<f64>, [usize; 4]) {
+    let [n, c, h, wd] = xs;
+    let [m, cg, kh, kw] = ws;
+    let oh = (h + 2 * pad - dil * (kh - 1) - 1) / stride + 1;
+    let ow = (wd + 2 * pad - dil * (kw - 1) - 1) / stride + 1;
+    let mg = m / group;
+    let mut out = vec![0.0; n * m * oh * ow];
+    for b in 0..n {
+        for o in 0..m {
+            let g = o / mg;
+            for y in 0..oh {
+                for xx in 0..ow {
+                    let mut acc = 0.0;
+                    for ci in 0..cg {
+                        for i in 0..kh {
+                            for j in 0..kw {
+                                let iy = (y * stride + i * dil) as isize - pad as isize;
+                                let ix = (xx * stride + j * dil) as isize - pad as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                    continue;
+                                }
+                                let ch = g * cg + ci;
+                                acc += x[((b * c + ch) * h + iy as usize) * wd + ix as usize] as f64
+                                    * w[((o * cg + ci) * kh + i) * kw + j] as f64;
+                            }
+                        }
+                    }
+                    out[((b * m + o) * oh + y) * ow + xx] = acc;
+                }
+            }
+        }
+    }
+    (out, [n, m, oh, ow])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    #[test]
+    fn conv_matches_direct_convolution(
+        n in 1usize..3, group in 1usize..3, cg in 1usize..4, mg in 1usize..4,
+        h in 3usize..9, w in 3usize..9, k in 1usize..4, stride in 1usize..3, pad in 0usize..2,
+        dil in 1usize..3, seed in any::<u64>(),
+    ) {
+        prop_assume!(h + 2 * pad >= dil * (k - 1) + 1 && w + 2 * pad >= dil * (k - 1) + 1);
+        let (c, m) = (cg * group, mg * group);
+        let xs = [n, c, h, w];
+        let ws = [m, cg, k, k];
+        let xv = randv(n * c * h * w, seed);
+        let wv = randv(m * cg * k * k, seed ^ 1);
+        let (want, os) = naive_conv(&xv, xs, &wv, ws, stride, pad, dil, group);
+        let mut b = GraphBuilder::new("conv", 17);
+        let x = b.input("x", DType::F32, &xs);
+        let wt = b.weight("w", Tensor::from_f32(ws.to_vec(), wv));
+        let a = |v: usize| Attr::Ints(vec![v as i64; 2]);
+        let y = b.node(Op::Conv, &[x, wt], vec![
+            ("strides", a(stride)), ("pads", Attr::Ints(vec![pad as i64; 4])), ("dilations", a(dil)),
+            ("group", Attr::Int(group as i64)),
+        ], ValueType::known(DType::F32, &os));
+        b.output(y);
+        let g = b.finish();
+        xforge_ir::verify::verify(&g).unwrap();
+        let out = run(&g, &feed(&[("x", Tensor::from_f32(xs.to_vec(), xv))])).unwrap();
+        prop_assert_eq!(out[0].shape(), &os[..]);
+        prop_assert!(max_err(&out[0].to_f64(), &want) < 1e-4);
+    }
+
+    #[test]
+    fn matmul_broadcasts_like_numpy(b1 in 1usize..3, b2 in 1usize..3, m in 1usize..5, k in 1usize..6, n in 1usize..5, seed in any::<u64>()) {
+        // a: [b1, 1, m, k] · b: [b2, k, n] -> [b1, b2, m, n]
+        let av = randv(b1 * m * k, seed);
+        let bv = randv(b2 * k * n, seed ^ 7);
+        let mut g = GraphBuilder::new("mm", 17);
+        let a = g.input("a", DType::F32, &[b1, 1, m, k]);
+        let bb = g.input("b", DType::F32, &[b2, k, n]);
+        let y = g.node(Op::MatMul, &[a, bb], vec![], ValueType::known(DType::F32, &[b1, b2, m, n]));
+        g.output(y);
+        let g = g.finish();
+        xforge_ir::verify::verify(&g).unwrap();
+        let out = run(&g, &feed(&[("a", Tensor::from_f32(vec![b1, 1, m, k], av.clone())), ("b", Tensor::from_f32(vec![b2, k, n], bv.clone()))])).unwrap();
+        let mut want = vec![0.0f64; b1 * b2 * m * n];
+        for i in 0..b1 { for j in 0..b2 { for r in 0..m { for c in 0..n {
+            want[((i * b2 + j) * m + r) * n + c] = (0..k).map(|t| av[(i * m + r) * k + t] as f64 * bv[(j * k + t) * n + c] as f64).sum();
+        }}}}
+        prop_assert!(max_err(&out[0].to_f64(), &want) < 1e-5);
+    }
+
+    #[test]
+    fn elementwise_chains_match_scalar_math(ops in proptest::collection::vec(0u8..6, 1..8), rows in 1usize..4, cols in 1usize..5, seed in any::<u64>()) {
+        // x: [rows, cols], bias: [cols] broadcast; each step applies one op
+        let xv = randv(rows * cols, seed);
+        let bv = randv(cols, seed ^ 3);
+        let mut g = GraphBuilder::new("chain", 17);
+        let x = g.input("x", DType::F32, &[rows, cols]);
+        let bias = g.weight("bias", Tensor::from_f32(vec![cols], bv.clone()));
+        let t = ValueType::known(DType::F32, &[rows, cols]);
+        let mut cur = x;
+        let mut want: Vec<f64> = xv.iter().map(|&v| v as f64).collect();
+        for &o in &ops {
+            let (op, ins) = match o { 0 => (Op::Add, vec![cur, bias]), 1 => (Op::Mul, vec![cur, bias]), 2 => (Op::Relu, vec![cur]), 3 => (Op::Tanh, vec![cur]), 4 => (Op::Sigmoid, vec![cur]), _ => (Op::Sub, vec![bias, cur]) };
+            cur = g.node(op, &ins, vec![], t.clone());
+            for (i, w) in want.iter_mut().enumerate() {
+                let bb = bv[i % cols] as f64;
+                // each op rounds to f32, as the interpreter does
+                *w = (match o { 0 => *w + bb, 1 => *w * bb, 2 => w.max(0.0), 3 => w.tanh(), 4 => 1.0 / (1.0 + (-*w).exp()), _ => bb - *w }) as f32 as f64;
+            }
+        }
+        g.output(cur);
+        let g = g.finish();
+        let out = run(&g, &feed(&[("x", Tensor::from_f32(vec![rows, cols], xv))])).unwrap();
+        prop_assert!(max_err(&out[0].to_f64(), &want) < 1e-6);
+    }
+}
+
+#[test]
+fn f16_and_bf16_compute_in_f32_and_round_once() {
+    let a: Vec<f16> = [2048.0f32, 1.0, 0.1, 65504.0].iter().map(|&v| f16::from_f32(v)).collect();
+    let b: Vec<f16> = [1.0f32, 0.000_488_281_25, 0.2, 65504.0].iter().map(|&v| f16::from_f32(v)).collect();
+    let mut g = GraphBuilder::new("h", 17);
+    let x = g.input("a", DType::F16, &[4]);
+    let y = g.input("b", DType::F16, &[4]);
+    let s = g.node(Op::Add, &[x, y], vec![], ValueType::known(DType::F16, &[4]));
+    g.output(s);
+    let g = g.finish();
+    let fa = Tensor::new(vec![4], xforge_ir::TensorData::F16(a.clone()));
+    let fb = Tensor::new(vec![4], xforge_ir::TensorData::F16(b.clone()));
+    let out = run(&g, &feed(&[("a", fa), ("b", fb)])).unwrap();
+    let want: Vec<f64> = a.iter().zip(&b).map(|(p, q)| f16::from_f32(p.to_f32() + q.to_f32()).to_f64()).collect();
+    assert_eq!(out[0].to_f64(), want);
+    // 2048 + 1 is not representable: ties to even gives 2048; 65504 + 65504 overflows to inf
+    assert_eq!(out[0].to_f64()[0], 2048.0);
+    assert!(out[0].to_f64()[3].is_infinite());
+
+    let v: Vec<bf16> = [1.0f32, 1.0 / 3.0, -7.5].iter().map(|&x| bf16::from_f32(x)).collect();
+    let t = Tensor::new(vec![3], xforge_ir::TensorData::BF16(v.clone()));
+    let mut g = GraphBuilder::new("e", 17);
+    let x = g.input("x", DType::BF16, &[3]);
+    let e = g.node(Op::Exp, &[x], vec![], ValueType::known(DType::BF16, &[3]));
+    g.output(e);
+    let out = run(&g.finish(), &feed(&[("x", t)])).unwrap();
+    let want: Vec<f64> = v.iter().map(|x| bf16::from_f32(x.to_f32().exp()).to_f64()).collect();
+    assert_eq!(out[0].to_f64(), want);
+}
+
+#[test]
+fn softmax_layernorm_and_reductions_match_formulas() {
+    let xv = randv(2 * 5, 11);
+    let mut g = GraphBuilder::new("s", 18);
+    let x = g.input("x", DType::F32, &[2, 5]);
+    let t = ValueType::known(DType::F32, &[2, 5]);
+    let s = g.node(Op::Softmax, &[x], vec![("axis", Attr::Int(-1))], t.clone());
+    let scale = g.weight("scale", Tensor::from_f32(vec![5], vec![1.0, 2.0, 0.5, 1.0, -1.0]));
+    let ln = g.node(Op::LayerNormalization, &[x, scale], vec![("epsilon", Attr::Float(1e-5))], t.clone());
+    let axes = g.weight("axes", Tensor::from_i64(vec![1], vec![1]));
+    let r = g.node(Op::ReduceMean, &[x, axes], vec![("keepdims", Attr::Int(0))], ValueType::known(DType::F32, &[2]));
+    for v in [s, ln, r] {
+        g.output(v);
+    }
+    let out = run(&g.finish(), &feed(&[("x", Tensor::from_f32(vec![2, 5], xv.clone()))])).unwrap();
+    let sc = [1.0, 2.0, 0.5, 1.0, -1.0];
+    for row in 0..2 {
+        let r: Vec<f64> = xv[row * 5..row * 5 + 5].iter().map(|&v| v as f64).collect();
+        let m = r.iter().cloned().fold(f64::MIN, f64::max);
+        let z: f64 = r.iter().map(|v| (v - m).exp()).sum();
+        let mean = r.iter().sum::<f64>() / 5.0;
+        let var = r.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 5.0;
+        for k in 0..5 {
+            assert!((out[0].to_f64()[row * 5 + k] - (r[k] - m).exp() / z).abs() < 1e-6);
+            assert!((out[1].to_f64()[row * 5 + k] - (r[k] - mean) / (var + 1e-5).sqrt() * sc[k]).abs() < 1e-5);
+        }
+        assert!((out[2].to_f64()[row] - mean).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn errors_name_the_node_and_never_panic() {
+    let mut g = GraphBuilder::new("bad", 17);
+    let x = g.input_sym("x", DType::F32, &["n", "3"]);
+    let y = g.input_sym("y", DType::F32, &["m", "4"]);
+    let s = g.node(Op::Add, &[x, y], vec![], ValueType::unranked(DType::F32));
+    g.output(s);
+    let g = g.finish();
+    let e = run(&g, &feed(&[("x", Tensor::zeros(DType::F32, vec![2, 3])), ("y", Tensor::zeros(DType::F32, vec![2, 4]))])).unwrap_err();
+    assert!(matches!(&e, InterpError::Node { node, op: Op::Add, msg } if node == "add_1" && msg.contains("broadcast")), "{e}");
+    let e = run(&g, &feed(&[("x", Tensor::zeros(DType::F32, vec![2, 3]))])).unwrap_err();
+    assert_eq!(e, InterpError::MissingInput("y".into()));
+    let e = run(&g, &feed(&[("x", Tensor::zeros(DType::F32, vec![2, 5])), ("y", Tensor::zeros(DType::F32, vec![2, 4]))])).unwrap_err();
+    assert!(matches!(e, InterpError::InputMismatch { .. }), "{e}");
+    let e = run(&g, &feed(&[("x", Tensor::zeros(DType::I64, vec![2, 3])), ("y", Tensor::zeros(DType::F32, vec![2, 4]))])).unwrap_err();
+    assert!(matches!(e, InterpError::InputMismatch { .. }), "{e}");
+    let e = run(&g, &feed(&[("z", Tensor::zeros(DType::F32, vec![1]))])).unwrap_err();
+    assert_eq!(e, InterpError::UnknownInput("z".into()));
+}
+
+#[test]
+fn inputs_an_opset_does_not_define_are_errors() {
+    // ReduceMean takes axes as an input only from opset 18
+    let mut g = GraphBuilder::new("r", 17);
+    let x = g.input("x", DType::F32, &[2, 3]);
+    let axes = g.weight("axes", Tensor::from_i64(vec![1], vec![1]));
+    let r = g.node(Op::ReduceMean, &[x, axes], vec![], ValueType::unranked(DType::F32));
+    g.output(r);
+    let e = run(&g.finish(), &feed(&[("x", Tensor::zeros(DType::F32, vec![2, 3]))])).unwrap_err();
+    assert!(e.to_string().contains("opset 18"), "{e}");
+}
+
+#[test]
+fn gather_out_of_range_is_an_error() {
+    let mut g = GraphBuilder::new("g", 17);
+    let x = g.input("x", DType::F32, &[3, 2]);
+    let i = g.input("i", DType::I64, &[2]);
+    let o = g.node(Op::Gather, &[x, i], vec![], ValueType::known(DType::F32, &[2, 2]));
+    g.output(o);
+    let g = g.finish();
+    let e = run(&g, &feed(&[("x", Tensor::zeros(DType::F32, vec![3, 2])), ("i", Tensor::from_i64(vec![2], vec![0, 3]))])).unwrap_err();
+    assert!(e.to_string().contains("index 3 is out of bounds"), "{e}");
+    let out = run(&g, &feed(&[("x", Tensor::from_f32(vec![3, 2], vec![0., 1., 2., 3., 4., 5.])), ("i", Tensor::from_i64(vec![2], vec![-1, 0]))])).unwrap();
+    assert_eq!(out[0].as_f32().unwrap(), &[4., 5., 0., 1.]);
+}
+
+#[test]
+fn weights_are_shared_not_copied() {
+    let w = Tensor::from_f32(vec![1024], vec![0.5; 1024]);
+    let mut g = GraphBuilder::new("w", 17);
+    let x = g.input("x", DType::F32, &[1024]);
+    let wi = g.weight("w", w.clone());
+    let a = g.node(Op::Add, &[x, wi], vec![], ValueType::known(DType::F32, &[1024]));
+    let m = g.node(Op::Identity, &[wi], vec![], ValueType::known(DType::F32, &[1024]));
+    g.output(a);
+    g.output(m);
+    let g = g.finish();
+    let copy = g.clone();
+    assert!(copy.weights[&wi].shares_data(&w));
+    let out = run(&g, &feed(&[("x", Tensor::zeros(DType::F32, vec![1024]))])).unwrap();
+    assert!(out[1].shares_data(&w));
+}
