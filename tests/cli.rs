@@ -1,0 +1,115 @@
+//! The `xforge` command line: outputs, exit codes (0 ok, 2 bad input, 1 internal) and no
+//! partial output on failure.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use xforge_ir::{npy, DType, Tensor};
+
+fn xforge(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_xforge")).args(args).output().expect("run xforge");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn model(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(name).to_string_lossy().into()
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir).map(|r| r.flatten().map(|e| e.path()).collect()).unwrap_or_default()
+}
+
+#[test]
+fn inspect_reports_opset_io_parameters_and_ops() {
+    let (code, out, err) = xforge(&["inspect", &model("bert_tiny.onnx")]);
+    assert_eq!(code, 0, "{err}");
+    for want in ["opset: 17", "input: i64[1,32]", "output: f32[1,32,128]", "parameters: 971776", "MatMul", "LayerNormalization"] {
+        assert!(out.contains(want), "missing '{want}' in:\n{out}");
+    }
+    let (code, out, _) = xforge(&["inspect", &model("mnasnet0_5.onnx"), "--graph"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("= Conv(") && out.contains("output %output"), "{out}");
+}
+
+#[test]
+fn run_writes_the_interpreters_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<i64> = (0..32).map(|i| (i * 97 % 4000) as i64).collect();
+    let input = Tensor::from_i64(vec![1, 32], ids);
+    let in_path = dir.path().join("ids.npy");
+    std::fs::write(&in_path, npy::to_bytes(&input)).unwrap();
+    let out_dir = dir.path().join("out");
+    let (code, _, err) = xforge(&[
+        "run",
+        &model("bert_tiny.onnx"),
+        "--backend",
+        "interp",
+        "--input",
+        &format!("input={}", in_path.display()),
+        "--output-dir",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let got = npy::from_bytes(&std::fs::read(out_dir.join("output.npy")).unwrap()).unwrap();
+    let m = xforge_frontend::load(Path::new(&model("bert_tiny.onnx")), &Default::default()).unwrap();
+    let want = xforge_ir::interp::run(&m.graph, &HashMap::from([("input".to_string(), input)])).unwrap();
+    assert_eq!(got, want[0]);
+    assert_eq!(files(&out_dir).len(), 1, "only the output file, no temporaries");
+}
+
+#[test]
+fn random_inputs_are_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |seed: &str, sub: &str| {
+        let out = dir.path().join(sub);
+        let (code, _, err) = xforge(&["run", &model("mnasnet0_5.onnx"), "--input", &format!("input=random:{seed}"), "--output-dir", out.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        npy::from_bytes(&std::fs::read(out.join("output.npy")).unwrap()).unwrap()
+    };
+    let (a, b, c) = (run("7", "a"), run("7", "b"), run("8", "c"));
+    assert_eq!(a.shape(), &[1, 1000]);
+    assert_eq!(a.dtype(), DType::F32);
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+}
+
+/// Each case: arguments after the model, and text the error must contain.
+#[test]
+fn bad_input_exits_2_with_a_clear_error_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(model("bert_tiny.onnx")).unwrap();
+    let truncated = dir.path().join("truncated.onnx");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let garbage = dir.path().join("garbage.onnx");
+    std::fs::write(&garbage, b"\x08\x07garbage that is not a model\xff\xff").unwrap();
+    let wrong = dir.path().join("wrong.npy");
+    std::fs::write(&wrong, npy::to_bytes(&Tensor::zeros(DType::I64, vec![1, 31]))).unwrap();
+    let floats = dir.path().join("floats.npy");
+    std::fs::write(&floats, npy::to_bytes(&Tensor::zeros(DType::F32, vec![1, 32]))).unwrap();
+    let notnpy = dir.path().join("not.npy");
+    std::fs::write(&notnpy, b"plain text").unwrap();
+    let bert = model("bert_tiny.onnx");
+    let cases: Vec<(String, Vec<String>, &str)> = vec![
+        (truncated.display().to_string(), vec!["--input".into(), "input=random".into()], "not a valid ONNX model"),
+        (garbage.display().to_string(), vec!["--input".into(), "input=random".into()], "not a valid ONNX model"),
+        (dir.path().join("missing.onnx").display().to_string(), vec![], "cannot read"),
+        (bert.clone(), vec!["--input".into(), format!("input={}", wrong.display())], "expects i64[1,32]"),
+        (bert.clone(), vec!["--input".into(), format!("input={}", floats.display())], "expects i64[1,32]"),
+        (bert.clone(), vec!["--input".into(), format!("input={}", notnpy.display())], "not a .npy file"),
+        (bert.clone(), vec![], "missing --input for input"),
+        (bert.clone(), vec!["--input".into(), "ids=random".into()], "no such input"),
+        (bert.clone(), vec!["--input".into(), "input=random:x".into()], "seed must be a number"),
+        (bert.clone(), vec!["--input".into(), "input=random".into(), "--shape".into(), "input=1x64".into()], "--shape"),
+    ];
+    for (i, (m, extra, want)) in cases.iter().enumerate() {
+        let out = dir.path().join(format!("out{i}"));
+        let mut args: Vec<&str> = vec!["run", m, "--output-dir", out.to_str().unwrap()];
+        args.extend(extra.iter().map(|s| s.as_str()));
+        let (code, _, err) = xforge(&args);
+        assert_eq!(code, 2, "case {i} ({want}): {err}");
+        assert!(err.contains(want), "case {i}: expected '{want}' in: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(files(&out).is_empty(), "case {i} wrote {:?}", files(&out));
+    }
+    let (code, _, err) = xforge(&["inspect", truncated.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+}
