@@ -355,7 +355,13 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
     let x = shape(0);
     let same = |s: Option<Vec<Dim>>| Ok(Some(dts.iter().map(|&d| ty(d, s.clone())).collect()));
     let op = node.op;
-    if op.kind() == OpKind::Elementwise || matches!(op, Clip | Softmax | LogSoftmax | Hardmax | CumSum | CumProd | BatchNormalization
+    if op == BatchNormalization {
+        let c = x.as_ref().and_then(|s| s.get(1).cloned()).unwrap_or_else(|| fresh.dim());
+        let mut out = vec![ty(dts[0], x.clone())];
+        out.extend((1..node.outputs.len()).map(|_| ty(dts[0], Some(vec![c.clone()]))));
+        return Ok(Some(out));
+    }
+    if op.kind() == OpKind::Elementwise || matches!(op, Clip | Softmax | LogSoftmax | Hardmax | CumSum | CumProd
         | InstanceNormalization | GroupNormalization | RMSNormalization | LpNormalization | MeanVarianceNormalization | LRN | Trilu)
     {
         return same(x);

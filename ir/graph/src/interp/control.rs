@@ -71,6 +71,34 @@ pub fn loop_(a: &NodeAttrs, ins: &[Option<Tensor>], n_out: usize, scope: &Scope)
     Ok(res)
 }
 
+/// Scan-8: a leading batch axis on every state and sequence, an optional `sequence_lens` first;
+/// each batch entry runs as a Scan-9 over axis 0, and the results are stacked again.
+pub fn scan_batched(a: &NodeAttrs, ins: &[Option<Tensor>], n_out: usize, scope: &Scope) -> OpResult<Vec<Tensor>> {
+    if let Some(lens) = ins.first().and_then(|t| t.as_ref()) {
+        let l = lens.to_i64();
+        if l.windows(2).any(|w| w[0] != w[1]) {
+            return Err("different sequence_lens per batch entry are not supported".into());
+        }
+    }
+    let rest = &ins[1.min(ins.len())..];
+    let all: Vec<&Tensor> = rest.iter().map(|t| t.as_ref().ok_or_else(|| "scan input missing".to_string())).collect::<OpResult<_>>()?;
+    let batch = all.first().map(|t| t.shape().first().copied().unwrap_or(0)).unwrap_or(0);
+    if all.iter().any(|t| t.shape().first() != Some(&batch)) {
+        return Err("every Scan-8 input needs the same leading batch axis".into());
+    }
+    let entry = |t: &Tensor, b: usize| {
+        let inner = t.shape()[1..].to_vec();
+        let n = crate::tensor::numel(&inner);
+        t.take(&(b * n..(b + 1) * n).collect::<Vec<_>>(), inner)
+    };
+    let mut per: Vec<Vec<Tensor>> = vec![];
+    for b in 0..batch {
+        let sub: Vec<Option<Tensor>> = all.iter().map(|t| Some(entry(t, b))).collect();
+        per.push(scan(a, &sub, n_out, scope)?);
+    }
+    (0..n_out).map(|k| stack(&per.iter().map(|o| o[k].clone()).collect::<Vec<_>>())).collect()
+}
+
 pub fn scan(a: &NodeAttrs, ins: &[Option<Tensor>], n_out: usize, scope: &Scope) -> OpResult<Vec<Tensor>> {
     let body = a.graph("body")?;
     let m = a.int("num_scan_inputs", 0)? as usize;

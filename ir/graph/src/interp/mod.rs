@@ -296,6 +296,7 @@ fn eval(node: &Node, ins: &[Option<Tensor>], opset: i64, scope: &Scope) -> OpRes
         SoftmaxCrossEntropyLoss | NegativeLogLikelihoodLoss => loss::loss(node.op, &a, ins),
         If => control::if_(&a, ins, scope),
         Loop => control::loop_(&a, ins, n_out, scope),
+        Scan if opset < 9 => control::scan_batched(&a, ins, n_out, scope),
         Scan => control::scan(&a, ins, n_out, scope),
     }
 }

@@ -402,7 +402,8 @@ pub fn depth_space(to_space: bool, a: &NodeAttrs, x: &Tensor) -> OpResult<Tensor
             return Err(format!("spatial dims {h}x{w} not divisible by blocksize {b}"));
         }
         let t = x.reshape(vec![n, c, h / b, b, w / b, b]);
-        Ok(transpose(&t, Some(vec![0, 3, 5, 1, 2, 4]))?.reshape(vec![n, c * b * b, h / b, w / b]))
+        let perm = if a.string("mode", "DCR")? == "CRD" { vec![0, 1, 3, 5, 2, 4] } else { vec![0, 3, 5, 1, 2, 4] };
+        Ok(transpose(&t, Some(perm))?.reshape(vec![n, c * b * b, h / b, w / b]))
     }
 }
 

@@ -25,20 +25,35 @@ fn per_channel(t: &Tensor, c: usize, what: &str) -> OpResult<Vec<f64>> {
 
 pub fn batch_norm(a: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<Vec<Tensor>> {
     let x = req(ins, 0)?;
-    if a.int("training_mode", 0)? != 0 {
-        return Err("training_mode=1 is not supported (inference only)".into());
-    }
     if x.rank() < 2 {
         return Err(format!("input must be (N, C, ...), got {:?}", x.shape()));
     }
     let c = x.shape()[1];
     let eps = a.float("epsilon", 1e-5)? as f64;
+    let training = a.int("training_mode", 0)? != 0;
     let s = per_channel(req(ins, 1)?, c, "scale")?;
     let b = per_channel(req(ins, 2)?, c, "B")?;
-    let m = per_channel(req(ins, 3)?, c, "mean")?;
-    let var = per_channel(req(ins, 4)?, c, "var")?;
+    let running_mean = per_channel(req(ins, 3)?, c, "input_mean")?;
+    let running_var = per_channel(req(ins, 4)?, c, "input_var")?;
     let inner = numel(&x.shape()[2..]);
     let v = x.to_f64();
+    // training mode normalizes with the batch statistics (population variance)
+    let (m, var) = if training {
+        let n = (v.len() / c.max(1)) as f64;
+        let mut sum = vec![0.0; c];
+        for (i, &xv) in v.iter().enumerate() {
+            sum[(i / inner) % c] += xv;
+        }
+        let mean: Vec<f64> = sum.iter().map(|t| t / n).collect();
+        let mut sq = vec![0.0; c];
+        for (i, &xv) in v.iter().enumerate() {
+            let ch = (i / inner) % c;
+            sq[ch] += (xv - mean[ch]).powi(2);
+        }
+        (mean, sq.iter().map(|t| t / n).collect::<Vec<_>>())
+    } else {
+        (running_mean.clone(), running_var.clone())
+    };
     let out: Vec<f64> = v
         .iter()
         .enumerate()
@@ -47,7 +62,14 @@ pub fn batch_norm(a: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<Vec<Tensor>
             (x - m[ch]) / (var[ch] + eps).sqrt() * s[ch] + b[ch]
         })
         .collect();
-    Ok(vec![Tensor::from_f64(x.dtype(), x.shape().to_vec(), &out)])
+    let mut res = vec![Tensor::from_f64(x.dtype(), x.shape().to_vec(), &out)];
+    if training {
+        let mo = a.float("momentum", 0.9)? as f64;
+        let blend = |run: &[f64], cur: &[f64]| run.iter().zip(cur).map(|(r, c)| r * mo + c * (1.0 - mo)).collect::<Vec<_>>();
+        res.push(Tensor::from_f64(x.dtype(), vec![c], &blend(&running_mean, &m)));
+        res.push(Tensor::from_f64(x.dtype(), vec![c], &blend(&running_var, &var)));
+    }
+    Ok(res)
 }
 
 /// Mean and variance of each of `groups` contiguous runs of `len` values.

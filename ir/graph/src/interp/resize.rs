@@ -13,99 +13,104 @@ struct Plan {
     extrapolation: f64,
 }
 
-fn src_coord(p: &Plan, o: f64, scale: f64, in_len: usize, out_len: usize, roi: (f64, f64)) -> f64 {
-    let (i, on) = (in_len as f64, out_len as f64);
+/// Source coordinate of output coordinate `o`; `out_len` is the unrounded `scale · in_len`.
+fn src_coord(p: &Plan, o: f64, scale: f64, in_len: usize, out_int: usize, roi: (f64, f64)) -> f64 {
+    let i = in_len as f64;
+    let on = scale * i;
     match p.coord.as_str() {
         "asymmetric" => o / scale,
-        "pytorch_half_pixel" => if on > 1.0 { (o + 0.5) / scale - 0.5 } else { 0.0 },
-        "align_corners" => if on == 1.0 { 0.0 } else { o * (i - 1.0) / (on - 1.0) },
-        "tf_crop_and_resize" => {
-            if on > 1.0 {
-                roi.0 * (i - 1.0) + o * (roi.1 - roi.0) * (i - 1.0) / (on - 1.0)
+        "pytorch_half_pixel" => {
+            if on == 1.0 {
+                -0.5
             } else {
-                0.5 * (roi.0 + roi.1) * (i - 1.0)
+                (o + 0.5) / scale - 0.5
             }
         }
+        "align_corners" => {
+            if on == 1.0 {
+                0.0
+            } else {
+                o * (i - 1.0) / (on - 1.0)
+            }
+        }
+        "tf_crop_and_resize" => {
+            let x = if on == 1.0 { (roi.1 - roi.0) * (i - 1.0) / 2.0 } else { o * (roi.1 - roi.0) * (i - 1.0) / (on - 1.0) };
+            x + roi.0 * (i - 1.0)
+        }
         "half_pixel_symmetric" => {
-            let adj = on / (scale * i);
-            let center = i / 2.0;
-            let offset = center * (1.0 - adj);
+            let adj = out_int as f64 / on;
+            let offset = i / 2.0 * (1.0 - adj);
             offset + (o + 0.5) / scale - 0.5
         }
         _ => (o + 0.5) / scale - 0.5, // half_pixel
     }
 }
 
-/// Weights of the taps around source coordinate `x` along one axis of length `n`.
-fn taps(p: &Plan, x: f64, n: usize, scale: f64, antialias: bool) -> Vec<(isize, f64)> {
-    match p.mode.as_str() {
-        "nearest" => {
-            let r = match p.nearest.as_str() {
-                "round_prefer_ceil" => (x + 0.5).floor(),
-                "floor" => x.floor(),
-                "ceil" => x.ceil(),
-                _ => {
-                    // round_prefer_floor
-                    if x.fract() == 0.5 || (x - x.floor()) == 0.5 {
-                        x.floor()
-                    } else {
-                        x.round()
-                    }
-                }
-            };
-            vec![((r as isize).clamp(0, n as isize - 1), 1.0)]
+/// Keys cubic kernel with coefficient `a`.
+fn cubic(a: f64, x: f64) -> f64 {
+    let x = x.abs();
+    if x <= 1.0 {
+        ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
+    } else {
+        0.0
+    }
+}
+
+/// Interpolation weights for a source coordinate whose fractional part is `ratio` in (0, 1].
+fn coefficients(p: &Plan, ratio: f64, scale: f64, antialias: bool) -> Vec<f64> {
+    let normalize = |c: Vec<f64>| {
+        let s: f64 = c.iter().sum();
+        c.into_iter().map(|v| v / s).collect::<Vec<_>>()
+    };
+    match (p.mode.as_str(), antialias) {
+        ("linear", false) => vec![1.0 - ratio, ratio],
+        ("linear", true) => {
+            let s = scale.min(1.0);
+            let start = (-1.0 / s).floor() as i64 + 1;
+            let footprint = 2 - 2 * start;
+            normalize((start..start + footprint).map(|i| (1.0 - ((i as f64 - ratio) * s).abs()).clamp(0.0, 1.0)).collect())
         }
-        "linear" => {
-            if antialias && scale < 1.0 {
-                let support = 1.0 / scale;
-                let lo = (x - support).floor() as isize;
-                let hi = (x + support).ceil() as isize;
-                let mut w: Vec<(isize, f64)> = (lo..=hi)
-                    .map(|j| (j, (1.0 - ((j as f64 - x) * scale).abs()).max(0.0)))
-                    .filter(|(j, wt)| *wt > 0.0 && *j >= 0 && *j < n as isize)
-                    .collect();
-                let s: f64 = w.iter().map(|t| t.1).sum();
-                w.iter_mut().for_each(|t| t.1 /= s);
-                return w;
-            }
-            let x = x.clamp(0.0, (n - 1) as f64);
-            let f = x.floor();
-            let t = x - f;
-            let a = f as isize;
-            let b = (a + 1).min(n as isize - 1);
-            vec![(a, 1.0 - t), (b, t)]
-        }
-        _ => {
-            // cubic (Keys kernel with coefficient a)
-            let a = p.cubic_a;
-            let (sc, xs) = if antialias && scale < 1.0 { (scale, x) } else { (1.0, x) };
-            let kernel = |d: f64| {
-                let d = d.abs();
-                if d <= 1.0 {
-                    ((a + 2.0) * d - (a + 3.0)) * d * d + 1.0
-                } else if d < 2.0 {
-                    ((a * d - 5.0 * a) * d + 8.0 * a) * d - 4.0 * a
-                } else {
-                    0.0
-                }
-            };
-            let support = 2.0 / sc;
-            let lo = (xs - support).floor() as isize + 1;
-            let hi = (xs + support).ceil() as isize - 1;
-            let mut w: Vec<(isize, f64)> = (lo.min(xs.floor() as isize - 1)..=hi.max(xs.floor() as isize + 2))
-                .map(|j| (j, kernel((j as f64 - xs) * sc)))
-                .filter(|(_, wt)| *wt != 0.0)
-                .collect();
-            if p.exclude_outside || (antialias && scale < 1.0) {
-                w.retain(|(j, _)| *j >= 0 && *j < n as isize);
-                let s: f64 = w.iter().map(|t| t.1).sum();
-                w.iter_mut().for_each(|t| t.1 /= s);
-            } else {
-                w.iter_mut().for_each(|t| t.0 = t.0.clamp(0, n as isize - 1));
-            }
-            w
+        (_, false) => vec![cubic(p.cubic_a, ratio + 1.0), cubic(p.cubic_a, ratio), cubic(p.cubic_a, 1.0 - ratio), cubic(p.cubic_a, 2.0 - ratio)],
+        (_, true) => {
+            let s = scale.min(1.0);
+            let start = (-2.0 / s).floor() as i64 + 1;
+            normalize((start..2 - start).map(|i| cubic(p.cubic_a, s * (i as f64 - ratio))).collect())
         }
     }
+}
+
+/// Weights of the taps around source coordinate `x` along one axis of length `n`.
+fn taps(p: &Plan, x: f64, n: usize, scale: f64, antialias: bool) -> Vec<(isize, f64)> {
+    if p.mode == "nearest" {
+        let r = match p.nearest.as_str() {
+            "round_prefer_ceil" => (x + 0.5).floor(),
+            "floor" => x.floor(),
+            "ceil" => x.ceil(),
+            // round_prefer_floor
+            _ => (x - 0.5).ceil(),
+        };
+        return vec![((r as isize).clamp(0, n as isize - 1), 1.0)];
+    }
+    let ratio = if x.fract() == 0.0 { 1.0 } else { x - x.floor() };
+    let mut c = coefficients(p, ratio, scale, antialias);
+    let k = c.len();
+    // the k integers nearest to x (ties to the smaller), inside the edge-padded axis
+    let pad = k.div_ceil(2) as f64;
+    let limit = n as f64 + 2.0 * pad;
+    let first = ((x + pad - k as f64 / 2.0).ceil()).clamp(0.0, limit - k as f64) - pad;
+    let idx: Vec<isize> = (0..k).map(|j| first as isize + j as isize).collect();
+    if p.exclude_outside {
+        for (j, &i) in idx.iter().enumerate() {
+            if i < 0 || i >= n as isize {
+                c[j] = 0.0;
+            }
+        }
+        let s: f64 = c.iter().sum();
+        c.iter_mut().for_each(|v| *v /= s);
+    }
+    idx.into_iter().map(|i| i.clamp(0, n as isize - 1)).zip(c).collect()
 }
 
 pub fn resize(a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>], upsample: bool) -> OpResult<Tensor> {
