@@ -7,7 +7,11 @@ use xforge_ir::{npy, DType, Tensor};
 
 fn xforge(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_xforge")).args(args).output().expect("run xforge");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 fn model(name: &str) -> String {
@@ -22,7 +26,9 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 fn inspect_reports_opset_io_parameters_and_ops() {
     let (code, out, err) = xforge(&["inspect", &model("bert_tiny.onnx")]);
     assert_eq!(code, 0, "{err}");
-    for want in ["opset: 17", "input: i64[1,32]", "output: f32[1,32,128]", "parameters: 971776", "MatMul", "LayerNormalization"] {
+    for want in
+        ["opset: 17", "input: i64[1,32]", "output: f32[1,32,128]", "parameters: 971776", "MatMul", "LayerNormalization"]
+    {
         assert!(out.contains(want), "missing '{want}' in:\n{out}");
     }
     let (code, out, _) = xforge(&["inspect", &model("mnasnet0_5.onnx"), "--graph"]);
@@ -61,7 +67,14 @@ fn random_inputs_are_reproducible() {
     let dir = tempfile::tempdir().unwrap();
     let run = |seed: &str, sub: &str| {
         let out = dir.path().join(sub);
-        let (code, _, err) = xforge(&["run", &model("mnasnet0_5.onnx"), "--input", &format!("input=random:{seed}"), "--output-dir", out.to_str().unwrap()]);
+        let (code, _, err) = xforge(&[
+            "run",
+            &model("mnasnet0_5.onnx"),
+            "--input",
+            &format!("input=random:{seed}"),
+            "--output-dir",
+            out.to_str().unwrap(),
+        ]);
         assert_eq!(code, 0, "{err}");
         npy::from_bytes(&std::fs::read(out.join("output.npy")).unwrap()).unwrap()
     };

@@ -1,7 +1,9 @@
 //! ONNX `ModelProto` → xforge `Graph`.
 use crate::error::ImportError;
 use crate::tensor_proto::decode;
-use onnx_protobuf::{attribute_proto::AttributeType, AttributeProto, GraphProto, ModelProto, NodeProto, ValueInfoProto};
+use onnx_protobuf::{
+    attribute_proto::AttributeType, AttributeProto, GraphProto, ModelProto, NodeProto, ValueInfoProto,
+};
 use protobuf::Message;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -42,16 +44,16 @@ pub fn load(path: &Path, opts: &ImportOptions) -> Result<Model, ImportError> {
 pub fn parse(bytes: &[u8], base: Option<&Path>, opts: &ImportOptions) -> Result<Model, ImportError> {
     let m = ModelProto::parse_from_bytes(bytes)
         .map_err(|e| ImportError::Decode { path: "<bytes>".into(), msg: e.to_string() })?;
-    let opset = m
-        .opset_import
-        .iter()
-        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        .map(|o| o.version);
+    let opset = m.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map(|o| o.version);
     let Some(opset) = opset else {
         // a model of other domains only: name its first op
         let n = m.graph.as_ref().and_then(|g| g.node.first());
         return Err(match n {
-            Some(n) => ImportError::UnsupportedOp { node: node_name(n, 0), op: n.op_type.clone(), domain: format!(" of domain '{}'", n.domain) },
+            Some(n) => ImportError::UnsupportedOp {
+                node: node_name(n, 0),
+                op: n.op_type.clone(),
+                domain: format!(" of domain '{}'", n.domain),
+            },
             None => ImportError::NoDefaultOpset,
         });
     };
@@ -67,7 +69,12 @@ pub fn parse(bytes: &[u8], base: Option<&Path>, opts: &ImportOptions) -> Result<
     bind_shapes(&mut graph, &opts.shapes)?;
     xforge_ir::infer::infer_graph(&mut graph)?;
     xforge_ir::verify::verify(&graph)?;
-    Ok(Model { graph, ir_version: m.ir_version, opset, producer: format!("{} {}", m.producer_name, m.producer_version).trim().to_string() })
+    Ok(Model {
+        graph,
+        ir_version: m.ir_version,
+        opset,
+        producer: format!("{} {}", m.producer_name, m.producer_version).trim().to_string(),
+    })
 }
 
 fn bind_shapes(g: &mut Graph, shapes: &BTreeMap<String, Vec<usize>>) -> Result<(), ImportError> {
@@ -78,17 +85,26 @@ fn bind_shapes(g: &mut Graph, shapes: &BTreeMap<String, Vec<usize>>) -> Result<(
                 let ty = &mut g.values[id.index()].ty;
                 let declared = ty.shape.clone().unwrap_or_else(|| dims.iter().map(|_| Dim::Sym("?".into())).collect());
                 if declared.len() != dims.len() {
-                    return Err(ImportError::BadBinding(format!("{name}: the input has rank {}, the binding {}", declared.len(), dims.len())));
+                    return Err(ImportError::BadBinding(format!(
+                        "{name}: the input has rank {}, the binding {}",
+                        declared.len(),
+                        dims.len()
+                    )));
                 }
                 for (d, &v) in declared.iter().zip(dims) {
                     match d {
                         Dim::Known(k) if *k != v => {
-                            return Err(ImportError::BadBinding(format!("{name}: the model fixes {} but the binding says {dims:?}", xforge_ir::shape::shape_str(&Some(declared.clone())))))
+                            return Err(ImportError::BadBinding(format!(
+                                "{name}: the model fixes {} but the binding says {dims:?}",
+                                xforge_ir::shape::shape_str(&Some(declared.clone()))
+                            )))
                         }
                         Dim::Sym(s) => {
                             if let Some(&prev) = syms.get(s) {
                                 if prev != v {
-                                    return Err(ImportError::BadBinding(format!("{name}: dim '{s}' is bound to both {prev} and {v}")));
+                                    return Err(ImportError::BadBinding(format!(
+                                        "{name}: dim '{s}' is bound to both {prev} and {v}"
+                                    )));
                                 }
                             }
                             syms.insert(s.clone(), v);
@@ -120,7 +136,9 @@ fn bind_shapes(g: &mut Graph, shapes: &BTreeMap<String, Vec<usize>>) -> Result<(
 
 /// Whether any graph input has a dim named `sym`.
 fn mentions_symbol(g: &Graph, sym: &str) -> bool {
-    g.inputs.iter().any(|&i| g.ty(i).shape.as_ref().is_some_and(|s| s.iter().any(|d| matches!(d, Dim::Sym(x) if x == sym))))
+    g.inputs
+        .iter()
+        .any(|&i| g.ty(i).shape.as_ref().is_some_and(|s| s.iter().any(|d| matches!(d, Dim::Sym(x) if x == sym))))
 }
 
 struct Ctx<'a> {
@@ -224,11 +242,20 @@ impl Ctx<'_> {
         };
         for t in &gp.initializer {
             let tensor = decode(t, self.base)?;
-            let id = define(&mut g, &mut ids, &t.name, ValueType::known(tensor.dtype(), tensor.shape()), format!("initializer '{}'", t.name))?;
+            let id = define(
+                &mut g,
+                &mut ids,
+                &t.name,
+                ValueType::known(tensor.dtype(), tensor.shape()),
+                format!("initializer '{}'", t.name),
+            )?;
             g.weights.insert(id, tensor);
         }
         if !gp.sparse_initializer.is_empty() {
-            return Err(ImportError::BadTensor { name: "<sparse initializer>".into(), msg: "sparse initializers are not supported".into() });
+            return Err(ImportError::BadTensor {
+                name: "<sparse initializer>".into(),
+                msg: "sparse initializers are not supported".into(),
+            });
         }
         for v in &gp.input {
             if let Some(&id) = ids.get(&v.name) {
@@ -239,18 +266,27 @@ impl Ctx<'_> {
             }
             let ty = value_type(v, "input", &mut fresh)?;
             if ty.is_none() && outer.is_empty() {
-                return Err(ImportError::BadType { name: v.name.clone(), msg: "graph input has no tensor type".into() });
+                return Err(ImportError::BadType {
+                    name: v.name.clone(),
+                    msg: "graph input has no tensor type".into(),
+                });
             }
-            let id = define(&mut g, &mut ids, &v.name, ty.clone().unwrap_or(OPEN), format!("graph input '{}'", v.name))?;
+            let id =
+                define(&mut g, &mut ids, &v.name, ty.clone().unwrap_or(OPEN), format!("graph input '{}'", v.name))?;
             if ty.is_none() {
                 g.undeclared.insert(id);
             }
             g.inputs.push(id);
         }
-        let declared: HashMap<&str, &ValueInfoProto> = gp.value_info.iter().chain(gp.output.iter()).map(|v| (v.name.as_str(), v)).collect();
+        let declared: HashMap<&str, &ValueInfoProto> =
+            gp.value_info.iter().chain(gp.output.iter()).map(|v| (v.name.as_str(), v)).collect();
         // topological order: stable Kahn over data and capture dependencies
-        let producer: HashMap<&str, usize> =
-            gp.node.iter().enumerate().flat_map(|(i, n)| n.output.iter().filter(|o| !o.is_empty()).map(move |o| (o.as_str(), i))).collect();
+        let producer: HashMap<&str, usize> = gp
+            .node
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| n.output.iter().filter(|o| !o.is_empty()).map(move |o| (o.as_str(), i)))
+            .collect();
         let mut deps: Vec<Vec<usize>> = vec![vec![]; gp.node.len()];
         let mut captures: Vec<String> = vec![];
         for (i, n) in gp.node.iter().enumerate() {
@@ -269,15 +305,27 @@ impl Ctx<'_> {
                             captures.push(name);
                         }
                     } else if n.input.contains(&name) {
-                        return Err(ImportError::Dangling { node: node_name(n, i), op: n.op_type.clone(), input: name });
+                        return Err(ImportError::Dangling {
+                            node: node_name(n, i),
+                            op: n.op_type.clone(),
+                            input: name,
+                        });
                     } else {
-                        return Err(ImportError::Dangling { node: node_name(n, i), op: format!("{} subgraph", n.op_type), input: name });
+                        return Err(ImportError::Dangling {
+                            node: node_name(n, i),
+                            op: format!("{} subgraph", n.op_type),
+                            input: name,
+                        });
                     }
                 }
             }
         }
         for o in &gp.output {
-            if !producer.contains_key(o.name.as_str()) && !ids.contains_key(&o.name) && outer.contains(&o.name) && !captures.contains(&o.name) {
+            if !producer.contains_key(o.name.as_str())
+                && !ids.contains_key(&o.name)
+                && outer.contains(&o.name)
+                && !captures.contains(&o.name)
+            {
                 captures.push(o.name.clone());
             }
         }
@@ -294,10 +342,17 @@ impl Ctx<'_> {
             let n = &gp.node[i];
             let name = node_name(n, i);
             if !(n.domain.is_empty() || n.domain == "ai.onnx") {
-                return Err(ImportError::UnsupportedOp { node: name, op: n.op_type.clone(), domain: format!(" of domain '{}'", n.domain) });
+                return Err(ImportError::UnsupportedOp {
+                    node: name,
+                    op: n.op_type.clone(),
+                    domain: format!(" of domain '{}'", n.domain),
+                });
             }
-            let op = Op::from_name(&n.op_type)
-                .ok_or_else(|| ImportError::UnsupportedOp { node: name.clone(), op: n.op_type.clone(), domain: String::new() })?;
+            let op = Op::from_name(&n.op_type).ok_or_else(|| ImportError::UnsupportedOp {
+                node: name.clone(),
+                op: n.op_type.clone(),
+                domain: String::new(),
+            })?;
             let mut attrs = BTreeMap::new();
             for a in &n.attribute {
                 attrs.insert(a.name.clone(), self.attr(a, n, &name, &visible)?);
@@ -329,7 +384,10 @@ impl Ctx<'_> {
                     g.values[id.index()].ty = ty;
                     g.undeclared.remove(&id);
                 } else if cur.dtype != ty.dtype && !g.undeclared.contains(&id) {
-                    return Err(ImportError::BadType { name: o.name.clone(), msg: format!("declared as {} but defined as {}", ty.dtype, cur.dtype) });
+                    return Err(ImportError::BadType {
+                        name: o.name.clone(),
+                        msg: format!("declared as {} but defined as {}", ty.dtype, cur.dtype),
+                    });
                 }
             }
             g.outputs.push(id);
@@ -337,8 +395,19 @@ impl Ctx<'_> {
         Ok(g)
     }
 
-    fn attr(&self, a: &AttributeProto, n: &NodeProto, node: &str, visible: &HashSet<String>) -> Result<Attr, ImportError> {
-        let bad = |msg: String| ImportError::BadAttribute { node: node.to_string(), op: n.op_type.clone(), attr: a.name.clone(), msg };
+    fn attr(
+        &self,
+        a: &AttributeProto,
+        n: &NodeProto,
+        node: &str,
+        visible: &HashSet<String>,
+    ) -> Result<Attr, ImportError> {
+        let bad = |msg: String| ImportError::BadAttribute {
+            node: node.to_string(),
+            op: n.op_type.clone(),
+            attr: a.name.clone(),
+            msg,
+        };
         if !a.ref_attr_name.is_empty() {
             return Err(bad("attribute references are only valid inside functions".into()));
         }
@@ -350,7 +419,10 @@ impl Ctx<'_> {
             Ok(AttributeType::FLOATS) => Attr::Floats(a.floats.clone()),
             Ok(AttributeType::INTS) => Attr::Ints(a.ints.clone()),
             Ok(AttributeType::STRINGS) => Attr::Strs(a.strings.iter().map(|s| text(s)).collect::<Result<_, _>>()?),
-            Ok(AttributeType::TENSOR) => Attr::Tensor(decode(a.t.as_ref().ok_or_else(|| bad("tensor attribute has no tensor".into()))?, self.base)?),
+            Ok(AttributeType::TENSOR) => Attr::Tensor(decode(
+                a.t.as_ref().ok_or_else(|| bad("tensor attribute has no tensor".into()))?,
+                self.base,
+            )?),
             Ok(AttributeType::GRAPH) => {
                 let sub = a.g.as_ref().ok_or_else(|| bad("graph attribute has no graph".into()))?;
                 Attr::Graph(Arc::new(self.graph(sub, visible)?))

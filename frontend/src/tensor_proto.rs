@@ -17,24 +17,42 @@ fn external_bytes(t: &TensorProto, base: Option<&Path>) -> Result<Vec<u8>, Impor
     for kv in &t.external_data {
         match kv.key.as_str() {
             "location" => location = Some(kv.value.clone()),
-            "offset" => offset = kv.value.parse().map_err(|_| bad(name, format!("external data offset '{}' is not a number", kv.value)))?,
-            "length" => length = Some(kv.value.parse::<u64>().map_err(|_| bad(name, format!("external data length '{}' is not a number", kv.value)))?),
+            "offset" => {
+                offset = kv
+                    .value
+                    .parse()
+                    .map_err(|_| bad(name, format!("external data offset '{}' is not a number", kv.value)))?
+            }
+            "length" => {
+                length = Some(
+                    kv.value
+                        .parse::<u64>()
+                        .map_err(|_| bad(name, format!("external data length '{}' is not a number", kv.value)))?,
+                )
+            }
             _ => {}
         }
     }
     let loc = location.ok_or_else(|| bad(name, "external data has no location"))?;
     let rel = Path::new(&loc);
     if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-        return Err(bad(name, format!("external data location '{loc}' must be a relative path inside the model's folder")));
+        return Err(bad(
+            name,
+            format!("external data location '{loc}' must be a relative path inside the model's folder"),
+        ));
     }
     let base = base.ok_or_else(|| bad(name, "external data needs the model's folder (load the model from a file)"))?;
     let path = base.join(rel);
     use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(&path).map_err(|e| bad(name, format!("cannot open external data {}: {e}", path.display())))?;
+    let mut f = std::fs::File::open(&path)
+        .map_err(|e| bad(name, format!("cannot open external data {}: {e}", path.display())))?;
     let size = f.metadata().map(|m| m.len()).unwrap_or(0);
     let len = length.unwrap_or(size.saturating_sub(offset));
     if offset.checked_add(len).is_none_or(|end| end > size) {
-        return Err(bad(name, format!("external data [{offset}, +{len}) lies beyond the end of {} ({size} bytes)", path.display())));
+        return Err(bad(
+            name,
+            format!("external data [{offset}, +{len}) lies beyond the end of {} ({size} bytes)", path.display()),
+        ));
     }
     f.seek(SeekFrom::Start(offset)).map_err(|e| bad(name, e.to_string()))?;
     let mut buf = vec![0u8; len as usize];

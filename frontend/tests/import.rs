@@ -4,8 +4,8 @@ use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_proto::DataLocation;
 use onnx_protobuf::tensor_shape_proto::{dimension, Dimension};
 use onnx_protobuf::{
-    type_proto, AttributeProto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
+    type_proto, AttributeProto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
+    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use std::collections::{BTreeMap, HashMap};
 use xforge_frontend::{parse, ImportError, ImportOptions};
@@ -29,6 +29,15 @@ fn vi(name: &str, elem: i32, dims: &[&str]) -> ValueInfoProto {
     let mut v = ValueInfoProto::new();
     v.name = name.into();
     v.type_ = Some(tp).into();
+    v
+}
+
+/// A value of element type `elem` and unknown shape.
+fn vi_unshaped(name: &str, elem: i32) -> ValueInfoProto {
+    let mut v = vi(name, elem, &[]);
+    if let Some(type_proto::Value::TensorType(t)) = &mut v.type_.as_mut().unwrap().value {
+        t.shape = None.into();
+    }
     v
 }
 
@@ -119,7 +128,14 @@ fn truncated_and_garbage_files_are_decode_errors() {
     let b = bytes(&model(add_relu(), 17));
     for cut in [1, b.len() / 3, b.len() / 2, b.len() - 1] {
         match parse(&b[..cut], None, &ImportOptions::default()) {
-            Err(ImportError::Decode { .. } | ImportError::NoGraph | ImportError::NoDefaultOpset | ImportError::BadTensor { .. } | ImportError::DanglingOutput(_) | ImportError::Dangling { .. }) => {}
+            Err(
+                ImportError::Decode { .. }
+                | ImportError::NoGraph
+                | ImportError::NoDefaultOpset
+                | ImportError::BadTensor { .. }
+                | ImportError::DanglingOutput(_)
+                | ImportError::Dangling { .. },
+            ) => {}
             Err(e) => panic!("cut at {cut}: unexpected error {e}"),
             Ok(_) => panic!("cut at {cut}: a truncated model imported"),
         }
@@ -299,8 +315,7 @@ fn shape_subgraphs_fold_with_symbolic_batch() {
     // y = Reshape(x, Concat(Gather(Shape(x), 0), [-1])) : [batch, 2, 3] -> [batch, 6]
     let mut g = GraphProto::new();
     g.input.push(vi("x", 1, &["batch", "2", "3"]));
-    g.output.push(vi("y", 1, &[]));
-    g.output[0].type_.as_mut().unwrap();
+    g.output.push(vi_unshaped("y", 1));
     let mut idx = TensorProto::new();
     idx.name = "zero".into();
     idx.data_type = 7;
@@ -366,4 +381,104 @@ fn if_subgraph_captures_outer_values() {
         let out = interp::run(&m.graph, &feed).unwrap();
         assert_eq!(out[0].as_f32().unwrap(), &want);
     }
+}
+
+/// A model touching many code paths: Conv, Reshape from a constant, ConstantOfShape, Gather, Pad,
+/// Resize, a reduction and Softmax.
+fn busy_model() -> ModelProto {
+    let mut g = GraphProto::new();
+    g.name = "busy".into();
+    g.input.push(vi("x", 1, &["1", "2", "6", "6"]));
+    g.output.push(vi_unshaped("y", 1));
+    g.output.push(vi_unshaped("z", 1));
+    g.initializer.push(f32_init("w", &[3, 2, 3, 3], &[0.1; 54]));
+    let mut shape = TensorProto::new();
+    shape.name = "shape".into();
+    shape.data_type = 7;
+    shape.dims = vec![2];
+    shape.int64_data = vec![1, -1];
+    g.initializer.push(shape);
+    let mut idx = TensorProto::new();
+    idx.name = "idx".into();
+    idx.data_type = 7;
+    idx.dims = vec![2];
+    idx.int64_data = vec![0, 5];
+    g.initializer.push(idx);
+    let mut pads = TensorProto::new();
+    pads.name = "pads".into();
+    pads.data_type = 7;
+    pads.dims = vec![4];
+    pads.int64_data = vec![0, 1, 0, 1];
+    g.initializer.push(pads);
+    let mut scales = TensorProto::new();
+    scales.name = "scales".into();
+    scales.data_type = 1;
+    scales.dims = vec![4];
+    scales.float_data = vec![1.0, 1.0, 2.0, 2.0];
+    g.initializer.push(scales);
+    let mut n = node("Conv", "conv", &["x", "w"], &["c"]);
+    n.attribute.push(int_attr("group", 1));
+    g.node.push(n);
+    g.node.push(node("Reshape", "reshape", &["c", "shape"], &["r"]));
+    g.node.push(node("Gather", "gather", &["r", "idx"], &["gz"]));
+    let mut s = node("Softmax", "softmax", &["r"], &["y"]);
+    s.attribute.push(int_attr("axis", -1));
+    g.node.push(s);
+    g.node.push(node("Pad", "pad", &["c", "pads"], &["p"]));
+    g.node.push(node("Resize", "resize", &["p", "", "scales"], &["rs"]));
+    let mut red = node("ReduceMax", "reduce", &["rs"], &["z"]);
+    red.attribute.push(int_attr("keepdims", 0));
+    g.node.push(red);
+    model(g, 17)
+}
+
+#[test]
+fn mutated_models_never_panic() {
+    const ROUNDS: usize = 20_000;
+    let good = bytes(&busy_model());
+    let m = parse(&good, None, &ImportOptions::default()).expect("the unmutated model imports");
+    assert_eq!(m.graph.nodes.len(), 7);
+    let mut state = 0x5eed_u64;
+    let mut rnd = |n: usize| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) as usize % n
+    };
+    let (mut imported, mut ran) = (0, 0);
+    for round in 0..ROUNDS {
+        let mut b = good.clone();
+        for _ in 0..1 + rnd(4) {
+            let at = rnd(b.len());
+            match rnd(3) {
+                0 => b[at] = rnd(256) as u8,
+                1 => b[at] ^= 1 << rnd(8),
+                _ => b[at] = [0u8, 1, 0x7f, 0x80, 0xff][rnd(5)],
+            }
+        }
+        let result = std::panic::catch_unwind(|| {
+            let Ok(m) = parse(&b, None, &ImportOptions::default()) else { return (false, false) };
+            let g = &m.graph;
+            let mut feed = HashMap::new();
+            for &i in &g.inputs {
+                let ty = g.ty(i);
+                match ty.static_shape() {
+                    Some(s) if s.iter().product::<usize>() <= 1 << 16 => {
+                        feed.insert(g.name_of(i).to_string(), Tensor::zeros(ty.dtype, s));
+                    }
+                    _ => return (true, false),
+                }
+            }
+            let _ = xforge_ir::interp::with_element_limit(1 << 22, || interp::run(g, &feed));
+            (true, true)
+        });
+        match result {
+            Ok((i, r)) => {
+                imported += i as usize;
+                ran += r as usize;
+            }
+            Err(_) => panic!("mutation round {round} panicked"),
+        }
+    }
+    // the mutations must reach the interpreter often enough to mean something
+    eprintln!("{imported} mutants imported, {ran} ran");
+    assert!(ran > 100, "only {ran} of {imported} imported mutants ran");
 }

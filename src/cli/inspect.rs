@@ -33,7 +33,13 @@ pub fn summary(m: &xforge_frontend::Model) -> String {
     let g: &Graph = &m.graph;
     let mut s = String::new();
     use std::fmt::Write;
-    let _ = writeln!(s, "opset: {} (ir version {}{})", m.opset, m.ir_version, if m.producer.is_empty() { String::new() } else { format!(", produced by {}", m.producer) });
+    let _ = writeln!(
+        s,
+        "opset: {} (ir version {}{})",
+        m.opset,
+        m.ir_version,
+        if m.producer.is_empty() { String::new() } else { format!(", produced by {}", m.producer) }
+    );
     let _ = writeln!(s, "inputs:");
     for &i in &g.inputs {
         let _ = writeln!(s, "  {}: {}", g.name_of(i), g.ty(i));

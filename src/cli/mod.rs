@@ -4,7 +4,7 @@ mod run;
 
 use clap::{Parser, Subcommand};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::Path;
 
 #[derive(Parser)]
 #[command(name = "xforge", version, about = "A kernel-fusion compiler for ONNX models")]
@@ -75,7 +75,7 @@ impl ShapeArgs {
 }
 
 /// Loads a model, mapping errors to exit code 2.
-pub fn load(path: &PathBuf, shapes: &ShapeArgs) -> anyhow::Result<xforge_frontend::Model> {
+pub fn load(path: &Path, shapes: &ShapeArgs) -> anyhow::Result<xforge_frontend::Model> {
     let opts = shapes.options()?;
     Ok(xforge_frontend::load(path, &opts)?)
 }

@@ -67,13 +67,15 @@ pub fn random_tensor(dtype: DType, shape: Vec<usize>, seed: u64) -> Tensor {
 }
 
 fn read_input(g: &Graph, spec: &str) -> anyhow::Result<(String, Tensor)> {
-    let (name, src) = spec.split_once('=').ok_or_else(|| BadInput(format!("--input '{spec}' must be NAME=FILE.npy or NAME=random[:SEED]")))?;
-    let id = g
-        .inputs
-        .iter()
-        .copied()
-        .find(|&i| g.name_of(i) == name)
-        .ok_or_else(|| BadInput(format!("--input '{name}': the model has no such input (inputs: {})", g.inputs.iter().map(|&i| g.name_of(i)).collect::<Vec<_>>().join(", "))))?;
+    let (name, src) = spec
+        .split_once('=')
+        .ok_or_else(|| BadInput(format!("--input '{spec}' must be NAME=FILE.npy or NAME=random[:SEED]")))?;
+    let id = g.inputs.iter().copied().find(|&i| g.name_of(i) == name).ok_or_else(|| {
+        BadInput(format!(
+            "--input '{name}': the model has no such input (inputs: {})",
+            g.inputs.iter().map(|&i| g.name_of(i)).collect::<Vec<_>>().join(", ")
+        ))
+    })?;
     let ty = g.ty(id);
     if let Some(seed) = src.strip_prefix("random") {
         let seed = match seed.strip_prefix(':') {
@@ -93,14 +95,22 @@ fn read_input(g: &Graph, spec: &str) -> anyhow::Result<(String, Tensor)> {
         t = t.cast(DType::BF16);
     }
     if t.dtype() != ty.dtype || !ty.admits(t.shape()) {
-        return Err(BadInput(format!("--input '{name}': {src} holds {}{:?} but the model expects {ty}", t.dtype(), t.shape())).into());
+        return Err(BadInput(format!(
+            "--input '{name}': {src} holds {}{:?} but the model expects {ty}",
+            t.dtype(),
+            t.shape()
+        ))
+        .into());
     }
     Ok((name.to_string(), t))
 }
 
 /// A file name for an output: characters other than letters, digits, '.', '_' and '-' become '_'.
 pub fn file_name(output: &str) -> String {
-    let s: String = output.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect();
+    let s: String = output
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .collect();
     if s.is_empty() || s.starts_with('.') {
         format!("_{s}")
     } else {
@@ -112,9 +122,11 @@ pub fn file_name(output: &str) -> String {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension(format!("npy.tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display())).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {

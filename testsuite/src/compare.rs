@@ -46,6 +46,11 @@ pub fn allclose(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> Result<(),
     }
     match worst {
         None => Ok(()),
-        Some((i, e)) => Err(format!("{bad} of {} elements differ; worst at {i}: got {} expected {} (|diff| {e:.3e})", x.len(), x[i], y[i])),
+        Some((i, e)) => Err(format!(
+            "{bad} of {} elements differ; worst at {i}: got {} expected {} (|diff| {e:.3e})",
+            x.len(),
+            x[i],
+            y[i]
+        )),
     }
 }

@@ -61,7 +61,8 @@ pub fn run_case(dir: &Path) -> Outcome {
     if inputs.len() > g.inputs.len() {
         return Outcome::Failed(format!("{} inputs given, the graph has {}", inputs.len(), g.inputs.len()));
     }
-    let feed: HashMap<String, Tensor> = g.inputs.iter().zip(inputs).map(|(&id, t)| (g.name_of(id).to_string(), t)).collect();
+    let feed: HashMap<String, Tensor> =
+        g.inputs.iter().zip(inputs).map(|(&id, t)| (g.name_of(id).to_string(), t)).collect();
     let got = match interp::run(g, &feed) {
         Ok(o) => o,
         Err(e) => return Outcome::Failed(format!("run: {e}")),
@@ -81,11 +82,7 @@ pub fn run_case(dir: &Path) -> Outcome {
 /// One row of the manifest: case name and the op it tests.
 pub fn manifest(cache: &Path) -> Result<Vec<(String, String)>, String> {
     let text = std::fs::read_to_string(cache.join("manifest.tsv")).map_err(|e| format!("{}: {e}", cache.display()))?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.split_once('\t'))
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect())
+    Ok(text.lines().filter_map(|l| l.split_once('\t')).map(|(a, b)| (a.to_string(), b.to_string())).collect())
 }
 
 /// Per-op tallies.

@@ -29,10 +29,8 @@ impl GraphBuilder {
 
     /// An input with symbolic dimensions: a name such as "batch" or a number.
     pub fn input_sym(&mut self, name: &str, dtype: DType, dims: &[&str]) -> ValueId {
-        let shape = dims
-            .iter()
-            .map(|d| d.parse().map(Dim::Known).unwrap_or_else(|_| Dim::Sym(d.to_string())))
-            .collect();
+        let shape =
+            dims.iter().map(|d| d.parse().map(Dim::Known).unwrap_or_else(|_| Dim::Sym(d.to_string()))).collect();
         let id = self.graph.add_value(name, ValueType::new(dtype, shape));
         self.graph.inputs.push(id);
         id

@@ -5,8 +5,6 @@ use crate::shape::ValueType;
 use crate::tensor::Tensor;
 use std::collections::BTreeMap;
 
-
-
 /// Index of a value in its graph. Each value has exactly one producer: a graph input, a weight,
 /// a capture from an enclosing graph, or one node output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -4,7 +4,7 @@
 use crate::attr::Attr;
 use crate::dtype::DType;
 use crate::graph::{Graph, Node};
-use crate::interp::eval_node;
+use crate::interp::{eval_node, with_element_limit, TOO_LARGE};
 use crate::op::Op;
 use crate::shape::{Dim, ValueType};
 use crate::tensor::{numel, Tensor};
@@ -61,13 +61,21 @@ pub fn infer_graph(g: &mut Graph) -> Result<Vec<Fact>, InferError> {
     infer_with(g, &|_| None, &mut Fresh::default())
 }
 
-pub fn infer_with(g: &mut Graph, outer: &dyn Fn(&str) -> Option<Fact>, fresh: &mut Fresh) -> Result<Vec<Fact>, InferError> {
+pub fn infer_with(
+    g: &mut Graph,
+    outer: &dyn Fn(&str) -> Option<Fact>,
+    fresh: &mut Fresh,
+) -> Result<Vec<Fact>, InferError> {
     let mut facts: Vec<Option<Fact>> = vec![None; g.values.len()];
     for &i in &g.inputs {
         facts[i.index()] = Some(Fact::of(g.ty(i).clone()));
     }
     for (&i, t) in &g.weights {
-        facts[i.index()] = Some(if t.len() <= FOLD_LIMIT { Fact::constant(t.clone()) } else { Fact::of(ValueType::known(t.dtype(), t.shape())) });
+        facts[i.index()] = Some(if t.len() <= FOLD_LIMIT {
+            Fact::constant(t.clone())
+        } else {
+            Fact::of(ValueType::known(t.dtype(), t.shape()))
+        });
     }
     for &i in &g.captures {
         let f = outer(g.name_of(i)).unwrap_or_else(|| Fact::of(g.ty(i).clone()));
@@ -84,7 +92,10 @@ pub fn infer_with(g: &mut Graph, outer: &dyn Fn(&str) -> Option<Fact>, fresh: &m
             .iter()
             .map(|i| match i {
                 None => Ok(None),
-                Some(id) => facts[id.index()].clone().map(Some).ok_or_else(|| err(format!("input '{}' is used before it is defined", g.name_of(*id)))),
+                Some(id) => facts[id.index()]
+                    .clone()
+                    .map(Some)
+                    .ok_or_else(|| err(format!("input '{}' is used before it is defined", g.name_of(*id)))),
             })
             .collect::<Result<_, _>>()?;
         // subgraphs see this graph's facts
@@ -113,7 +124,8 @@ pub fn infer_with(g: &mut Graph, outer: &dyn Fn(&str) -> Option<Fact>, fresh: &m
                         s.undeclared.remove(&id);
                     }
                 }
-                let lookup = |name: &str| g.find_value(name).and_then(|id| facts[id.index()].clone()).or_else(|| outer(name));
+                let lookup =
+                    |name: &str| g.find_value(name).and_then(|id| facts[id.index()].clone()).or_else(|| outer(name));
                 infer_with(&mut s, &lookup, fresh).map_err(|e| err(format!("in subgraph '{}': {e}", s.name)))?;
                 *sub = std::sync::Arc::new(s);
             }
@@ -136,7 +148,11 @@ pub fn infer_with(g: &mut Graph, outer: &dyn Fn(&str) -> Option<Fact>, fresh: &m
     }
     for &o in &g.outputs {
         if facts[o.index()].is_none() {
-            return Err(InferError { node: "<graph outputs>".into(), op: Op::Identity, msg: format!("output '{}' is never defined", g.name_of(o)) });
+            return Err(InferError {
+                node: "<graph outputs>".into(),
+                op: Op::Identity,
+                msg: format!("output '{}' is never defined", g.name_of(o)),
+            });
         }
     }
     Ok(facts.into_iter().map(|f| f.unwrap_or_else(|| Fact::of(ValueType::unranked(DType::F32)))).collect())
@@ -208,14 +224,13 @@ pub fn infer_node(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fre
     let present: Vec<&Fact> = ins.iter().flatten().collect();
     if !data_dependent(node.op) && present.iter().all(|f| f.konst.is_some()) && node.op != Op::Dropout {
         let vals: Vec<Option<Tensor>> = ins.iter().map(|f| f.as_ref().and_then(|f| f.konst.clone())).collect();
-        let outs = eval_node(node, &vals, opset).map_err(|e| match e {
-            crate::interp::InterpError::Node { msg, .. } => msg,
-            e => e.to_string(),
-        })?;
-        return Ok(outs
-            .into_iter()
-            .map(|t| if t.len() <= FOLD_LIMIT { Fact::constant(t) } else { Fact::of(ValueType::known(t.dtype(), t.shape())) })
-            .collect());
+        match with_element_limit(FOLD_LIMIT, || eval_node(node, &vals, opset)) {
+            Ok(outs) => return Ok(outs.into_iter().map(Fact::constant).collect()),
+            // too large to fold: the rules below give its type
+            Err(crate::interp::InterpError::Node { msg, .. }) if msg.contains(TOO_LARGE) => {}
+            Err(crate::interp::InterpError::Node { msg, .. }) => return Err(msg),
+            Err(e) => return Err(e.to_string()),
+        }
     }
     // 2. a rule
     if let Some(r) = rule(node, ins, opset, fresh)? {
@@ -223,14 +238,18 @@ pub fn infer_node(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fre
     }
     // 3. static shapes and constant shape-deciding inputs: probe with zeros
     let static_ok = present.iter().all(|f| f.ty.static_shape().is_some());
-    let shape_known = shape_inputs(node.op).iter().all(|&i| ins.get(i).and_then(|f| f.as_ref()).is_none_or(|f| f.konst.is_some()));
+    let shape_known =
+        shape_inputs(node.op).iter().all(|&i| ins.get(i).and_then(|f| f.as_ref()).is_none_or(|f| f.konst.is_some()));
     let small = present.iter().all(|f| f.ty.static_shape().is_some_and(|s| numel(&s) <= FOLD_LIMIT));
     if !data_dependent(node.op) && static_ok && shape_known && small {
         let vals: Vec<Option<Tensor>> = ins
             .iter()
-            .map(|f| f.as_ref().map(|f| f.konst.clone().unwrap_or_else(|| Tensor::zeros(f.ty.dtype, f.ty.static_shape().unwrap()))))
+            .map(|f| {
+                f.as_ref()
+                    .map(|f| f.konst.clone().unwrap_or_else(|| Tensor::zeros(f.ty.dtype, f.ty.static_shape().unwrap())))
+            })
             .collect();
-        if let Ok(outs) = eval_node(node, &vals, opset) {
+        if let Ok(outs) = with_element_limit(FOLD_LIMIT, || eval_node(node, &vals, opset)) {
             return Ok(outs.into_iter().map(|t| Fact::of(ValueType::known(t.dtype(), t.shape()))).collect());
         }
     }
@@ -256,8 +275,28 @@ fn attr_ints(n: &Node, k: &str) -> Option<Vec<i64>> {
 }
 
 /// Attributes that are ints or lists of ints wherever ONNX defines them.
-const INT_ATTRS: &[&str] = &["axis", "keepdims", "perm", "axes", "kernel_shape", "strides", "pads", "dilations", "group",
-    "transA", "transB", "to", "split", "num_outputs", "start", "end", "allowzero", "ceil_mode", "blocksize", "num_scan_inputs"];
+const INT_ATTRS: &[&str] = &[
+    "axis",
+    "keepdims",
+    "perm",
+    "axes",
+    "kernel_shape",
+    "strides",
+    "pads",
+    "dilations",
+    "group",
+    "transA",
+    "transB",
+    "to",
+    "split",
+    "num_outputs",
+    "start",
+    "end",
+    "allowzero",
+    "ceil_mode",
+    "blocksize",
+    "num_scan_inputs",
+];
 
 /// Rejects attributes of the wrong kind before any rule reads them.
 fn check_attr_kinds(n: &Node) -> Result<(), String> {
@@ -283,11 +322,14 @@ fn out_dtypes(node: &Node, ins: &[Option<Fact>]) -> Result<Vec<DType>, String> {
     let d0 = ins.first().and_then(|f| f.as_ref()).map(|f| f.ty.dtype).unwrap_or(DType::F32);
     let n = node.outputs.len().max(1);
     Ok(match node.op {
-        Equal | Less | Greater | LessOrEqual | GreaterOrEqual | And | Or | Xor | Not | IsNaN | IsInf => vec![DType::Bool],
+        Equal | Less | Greater | LessOrEqual | GreaterOrEqual | And | Or | Xor | Not | IsNaN | IsInf => {
+            vec![DType::Bool]
+        }
         Shape | Size | ArgMax | ArgMin | NonZero | NonMaxSuppression => vec![DType::I64],
         Cast => {
             let c = attr_i(node, "to", 0) as i32;
-            vec![DType::from_onnx_code(c).ok_or_else(|| format!("Cast to {} is not supported", crate::dtype::onnx_type_name(c)))?]
+            vec![DType::from_onnx_code(c)
+                .ok_or_else(|| format!("Cast to {} is not supported", crate::dtype::onnx_type_name(c)))?]
         }
         CastLike => vec![ins.get(1).and_then(|f| f.as_ref()).map(|f| f.ty.dtype).ok_or("missing input 1")?],
         TopK => vec![d0, DType::I64],
@@ -361,8 +403,22 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
         out.extend((1..node.outputs.len()).map(|_| ty(dts[0], Some(vec![c.clone()]))));
         return Ok(Some(out));
     }
-    if op.kind() == OpKind::Elementwise || matches!(op, Clip | Softmax | LogSoftmax | Hardmax | CumSum | CumProd
-        | InstanceNormalization | GroupNormalization | RMSNormalization | LpNormalization | MeanVarianceNormalization | LRN | Trilu)
+    if op.kind() == OpKind::Elementwise
+        || matches!(
+            op,
+            Clip | Softmax
+                | LogSoftmax
+                | Hardmax
+                | CumSum
+                | CumProd
+                | InstanceNormalization
+                | GroupNormalization
+                | RMSNormalization
+                | LpNormalization
+                | MeanVarianceNormalization
+                | LRN
+                | Trilu
+        )
     {
         return same(x);
     }
@@ -388,7 +444,10 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
             let dims: Vec<Dim> = xs[s..e.max(s)].to_vec();
             let mut fact = ty(DType::I64, Some(vec![known(dims.len())]));
             if dims.iter().all(|d| d.known().is_some()) {
-                fact = Fact::constant(Tensor::from_i64(vec![dims.len()], dims.iter().map(|d| d.known().unwrap() as i64).collect()));
+                fact = Fact::constant(Tensor::from_i64(
+                    vec![dims.len()],
+                    dims.iter().map(|d| d.known().unwrap() as i64).collect(),
+                ));
             } else {
                 fact.dims = Some(dims);
             }
@@ -404,7 +463,8 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
             let a = attr_i(node, "axis", 1);
             let a = if a < 0 { a + r as i64 } else { a } as usize;
             let prod = |d: &[Dim]| d.iter().map(|x| x.known()).try_fold(1usize, |acc, v| v.map(|v| acc * v));
-            let lhs = prod(&xs[..a.min(r)]).map(known).unwrap_or_else(|| if a == 1 { xs[0].clone() } else { fresh.dim() });
+            let lhs =
+                prod(&xs[..a.min(r)]).map(known).unwrap_or_else(|| if a == 1 { xs[0].clone() } else { fresh.dim() });
             let rhs = prod(&xs[a.min(r)..]).map(known).unwrap_or_else(|| fresh.dim());
             vec![lhs, rhs]
         }
@@ -435,10 +495,20 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
                     (Some(t), Some(r)) => return Err(format!("cannot reshape {t} elements into {r}·k")),
                     _ => {
                         // a symbolic dim that appears in both and cancels, e.g. [batch,12,64] -> [batch,-1]
-                        let unmatched: Vec<&Dim> = xs.iter().filter(|d| d.known().is_none() && !dims.contains(d)).collect();
+                        let unmatched: Vec<&Dim> =
+                            xs.iter().filter(|d| d.known().is_none() && !dims.contains(d)).collect();
                         let tk: usize = xs.iter().filter_map(|d| d.known()).product();
-                        let rk: usize = dims.iter().enumerate().filter(|(j, _)| *j != i).filter_map(|(_, d)| d.known()).product();
-                        if unmatched.is_empty() && rk > 0 && tk % rk == 0 && dims.iter().enumerate().filter(|(j, _)| *j != i).all(|(_, d)| d.known().is_some() || xs.contains(d)) {
+                        let rk: usize =
+                            dims.iter().enumerate().filter(|(j, _)| *j != i).filter_map(|(_, d)| d.known()).product();
+                        if unmatched.is_empty()
+                            && rk > 0
+                            && tk.is_multiple_of(rk)
+                            && dims
+                                .iter()
+                                .enumerate()
+                                .filter(|(j, _)| *j != i)
+                                .all(|(_, d)| d.known().is_some() || xs.contains(d))
+                        {
                             known(tk / rk)
                         } else if unmatched.len() == 1 && rk == tk {
                             unmatched[0].clone()
@@ -461,7 +531,11 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
             perm.iter().map(|&p| xs[p].clone()).collect()
         }
         Squeeze | Unsqueeze => {
-            let axes = if opset >= 13 { f(1).and_then(|f| f.konst.clone()).map(|t| t.to_i64()) } else { attr_ints(node, "axes") };
+            let axes = if opset >= 13 {
+                f(1).and_then(|f| f.konst.clone()).map(|t| t.to_i64())
+            } else {
+                attr_ints(node, "axes")
+            };
             match (op, axes) {
                 (Unsqueeze, Some(a)) => {
                     let nr = r + a.len();
@@ -494,8 +568,11 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
             let Some(is) = shape(1) else { return same(None) };
             // gathering from a shape vector with constant indices keeps symbolic entries
             if let (Some(d), Some(k)) = (f(0).and_then(|f| f.dims.clone()), f(1).and_then(|f| f.konst.clone())) {
-                let picked: Option<Vec<Dim>> =
-                    k.to_i64().iter().map(|&i| d.get(if i < 0 { (i + d.len() as i64) as usize } else { i as usize }).cloned()).collect();
+                let picked: Option<Vec<Dim>> = k
+                    .to_i64()
+                    .iter()
+                    .map(|&i| d.get(if i < 0 { (i + d.len() as i64) as usize } else { i as usize }).cloned())
+                    .collect();
                 if let Some(p) = picked {
                     let mut fact = ty(DType::I64, Some(is.clone()));
                     fact.dims = Some(p);
@@ -536,7 +613,10 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
             if r == 0 || ys.is_empty() {
                 return Err("inputs must have rank at least 1".into());
             }
-            let (a, b) = (if r == 1 { vec![known(1), xs[0].clone()] } else { xs.clone() }, if ys.len() == 1 { vec![ys[0].clone(), known(1)] } else { ys.clone() });
+            let (a, b) = (
+                if r == 1 { vec![known(1), xs[0].clone()] } else { xs.clone() },
+                if ys.len() == 1 { vec![ys[0].clone(), known(1)] } else { ys.clone() },
+            );
             let (k1, k2) = (&a[a.len() - 1], &b[b.len() - 2]);
             if let (Some(p), Some(q)) = (k1.known(), k2.known()) {
                 if p != q {
@@ -609,7 +689,9 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
             } else {
                 Some(attr_ints(node, "axes").unwrap_or_default())
             };
-            let Some(axes) = axes else { return same(if keep { Some((0..r).map(|_| fresh.dim()).collect()) } else { None }) };
+            let Some(axes) = axes else {
+                return same(if keep { Some((0..r).map(|_| fresh.dim()).collect()) } else { None });
+            };
             let ax: Vec<usize> = if axes.is_empty() {
                 if attr_i(node, "noop_with_empty_axes", 0) != 0 {
                     return same(Some(xs));
@@ -660,9 +742,14 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
             ));
         }
         Slice if opset >= 10 => {
-            let consts: Option<Vec<Vec<i64>>> = (1..5).map(|i| f(i).map(|t| t.konst.clone().map(|k| k.to_i64())).unwrap_or(Some(vec![]))).collect();
+            let consts: Option<Vec<Vec<i64>>> =
+                (1..5).map(|i| f(i).map(|t| t.konst.clone().map(|k| k.to_i64())).unwrap_or(Some(vec![]))).collect();
             let Some(c) = consts else { return same(Some((0..r).map(|_| fresh.dim()).collect())) };
-            let axes: Vec<usize> = if c[2].is_empty() { (0..c[0].len()).collect() } else { c[2].iter().map(|&a| norm_axis(a, r)).collect::<Result<_, _>>()? };
+            let axes: Vec<usize> = if c[2].is_empty() {
+                (0..c[0].len()).collect()
+            } else {
+                c[2].iter().map(|&a| norm_axis(a, r)).collect::<Result<_, _>>()?
+            };
             let mut d = xs.clone();
             let mut vec_dims = f(0).and_then(|f| f.dims.clone());
             for (i, &ax) in axes.iter().enumerate() {
@@ -705,10 +792,22 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
             None => return same(None),
         },
         Resize | Upsample | Pad | Tile | ConvTranspose | DepthToSpace | SpaceToDepth => return Ok(None),
-        Attention | Einsum | TopK | OneHot | RoiAlign | GatherElements | GatherND | ScatterElements | ScatterND
-        | Scatter | Range | EyeLike | ReverseSequence | CenterCropPad | SoftmaxCrossEntropyLoss | NegativeLogLikelihoodLoss => {
-            return Ok(None)
-        }
+        Attention
+        | Einsum
+        | TopK
+        | OneHot
+        | RoiAlign
+        | GatherElements
+        | GatherND
+        | ScatterElements
+        | ScatterND
+        | Scatter
+        | Range
+        | EyeLike
+        | ReverseSequence
+        | CenterCropPad
+        | SoftmaxCrossEntropyLoss
+        | NegativeLogLikelihoodLoss => return Ok(None),
         _ => return Ok(None),
     };
     // Cast of a shape vector keeps its symbolic entries

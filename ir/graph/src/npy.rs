@@ -114,7 +114,10 @@ pub fn from_bytes(b: &[u8]) -> Result<Tensor, NpyError> {
         .filter(|x| !x.is_empty())
         .map(|x| x.trim_end_matches('L').parse().map_err(|_| NpyError::Header(format!("shape entry '{x}'"))))
         .collect::<Result<_, _>>()?;
-    let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| NpyError::Header("shape overflows".into()))?;
+    let n = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| NpyError::Header("shape overflows".into()))?;
     let want = n.checked_mul(dtype.size()).ok_or_else(|| NpyError::Header("shape overflows".into()))?;
     let data = &b[end..];
     if data.len() != want {
@@ -170,7 +173,10 @@ mod tests {
         for cut in [0, 5, 9, 11, 40, good.len() - 1] {
             assert!(from_bytes(&good[..cut]).is_err(), "cut {cut}");
         }
-        assert_eq!(from_bytes(&patch(&good, "'fortran_order': False", "'fortran_order': True ")), Err(NpyError::Fortran));
+        assert_eq!(
+            from_bytes(&patch(&good, "'fortran_order': False", "'fortran_order': True ")),
+            Err(NpyError::Fortran)
+        );
         assert!(matches!(from_bytes(&patch(&good, "'<f4'", "'<U1'")), Err(NpyError::Dtype(_))));
         assert!(matches!(from_bytes(&patch(&good, "(2, 2)", "(2, 3)")), Err(NpyError::Size { .. })));
         assert!(matches!(from_bytes(&patch(&good, "(2, 2)", "(x, 2)")), Err(NpyError::Header(_))));

@@ -44,12 +44,8 @@ fn write_graph(out: &mut String, g: &Graph, depth: usize) {
             })
             .collect();
         let ins: Vec<String> = n.inputs.iter().map(|i| i.map_or("_".into(), |id| v(g, id))).collect();
-        let attrs: Vec<String> = n
-            .attrs
-            .iter()
-            .filter(|(_, a)| !matches!(a, Attr::Graph(_)))
-            .map(|(k, a)| format!("{k}={a}"))
-            .collect();
+        let attrs: Vec<String> =
+            n.attrs.iter().filter(|(_, a)| !matches!(a, Attr::Graph(_))).map(|(k, a)| format!("{k}={a}")).collect();
         let attrs = if attrs.is_empty() { String::new() } else { format!(" {{{}}}", attrs.join(", ")) };
         let _ = writeln!(out, "{pad}  {} = {}({}){attrs}  # node {}", outs.join(", "), n.op, ins.join(", "), n.name);
         for (k, sub) in n.subgraphs() {

@@ -57,8 +57,7 @@ impl ValueType {
         match &self.shape {
             None => true,
             Some(dims) => {
-                dims.len() == shape.len()
-                    && dims.iter().zip(shape).all(|(d, &s)| d.known().is_none_or(|k| k == s))
+                dims.len() == shape.len() && dims.iter().zip(shape).all(|(d, &s)| d.known().is_none_or(|k| k == s))
             }
         }
     }

@@ -253,7 +253,7 @@ impl TensorData {
     /// Parses raw little-endian bytes; `None` if the length is not a multiple of the element size.
     pub fn from_le_bytes(dtype: DType, b: &[u8]) -> Option<TensorData> {
         let n = dtype.size();
-        if b.len() % n != 0 {
+        if !b.len().is_multiple_of(n) {
             return None;
         }
         macro_rules! parse {

@@ -30,8 +30,8 @@ pub fn input_arity(op: Op) -> (usize, usize) {
     match op {
         Constant => (0, 0),
         Sum | Mean | Min | Max | Concat => (1, V),
-        Add | Sub | Mul | Div | Pow | Mod | Equal | Less | Greater | LessOrEqual | GreaterOrEqual | And | Or
-        | Xor | BitShift | BitwiseAnd | BitwiseOr | BitwiseXor | PRelu | MatMul | CastLike | Expand | Gather
+        Add | Sub | Mul | Div | Pow | Mod | Equal | Less | Greater | LessOrEqual | GreaterOrEqual | And | Or | Xor
+        | BitShift | BitwiseAnd | BitwiseOr | BitwiseXor | PRelu | MatMul | CastLike | Expand | Gather
         | GatherElements | GatherND | Tile | Compress | CumSum | CumProd | ReverseSequence | CenterCropPad => (2, 2),
         Where | ScatterElements | ScatterND | Scatter | OneHot => (3, 3),
         Range => (3, 3),
@@ -101,7 +101,11 @@ fn verify_in(g: &Graph, outer_has: &dyn Fn(&str) -> bool) -> Result<(), VerifyEr
         for i in node.input_ids() {
             check(i)?;
             if !defined.contains(&i) {
-                return Err(VerifyError::UseBeforeDef { node: node.name.clone(), op: node.op, input: g.name_of(i).to_string() });
+                return Err(VerifyError::UseBeforeDef {
+                    node: node.name.clone(),
+                    op: node.op,
+                    input: g.name_of(i).to_string(),
+                });
             }
         }
         for (_, sub) in node.subgraphs() {
@@ -121,7 +125,11 @@ fn verify_in(g: &Graph, outer_has: &dyn Fn(&str) -> bool) -> Result<(), VerifyEr
     // types: what inference derives must agree with what the graph says
     let mut copy = g.clone();
     copy.undeclared.clear();
-    let facts = infer_with(&mut copy, &|_| None, &mut Fresh::default()).map_err(|e| VerifyError::Type { node: e.node, op: e.op, msg: e.msg })?;
+    let facts = infer_with(&mut copy, &|_| None, &mut Fresh::default()).map_err(|e| VerifyError::Type {
+        node: e.node,
+        op: e.op,
+        msg: e.msg,
+    })?;
     for node in &g.nodes {
         for o in node.output_ids() {
             merge(g.ty(o), &facts[o.index()].ty).map_err(|m| VerifyError::Type {

@@ -35,11 +35,20 @@ fn conv_and_pool_shapes_are_inferred() {
     let mut b = GraphBuilder::new("cnn", 17);
     let x = b.input_sym("x", DType::F32, &["n", "3", "224", "224"]);
     let w = b.weight("w", Tensor::zeros(DType::F32, vec![16, 3, 3, 3]));
-    let c = b.node(Op::Conv, &[x, w], vec![("strides", Attr::Ints(vec![2, 2])), ("pads", Attr::Ints(vec![1; 4]))], ValueType::unranked(DType::F32));
+    let c = b.node(
+        Op::Conv,
+        &[x, w],
+        vec![("strides", Attr::Ints(vec![2, 2])), ("pads", Attr::Ints(vec![1; 4]))],
+        ValueType::unranked(DType::F32),
+    );
     let p = b.node(
         Op::MaxPool,
         &[c],
-        vec![("kernel_shape", Attr::Ints(vec![3, 3])), ("strides", Attr::Ints(vec![2, 2])), ("ceil_mode", Attr::Int(1))],
+        vec![
+            ("kernel_shape", Attr::Ints(vec![3, 3])),
+            ("strides", Attr::Ints(vec![2, 2])),
+            ("ceil_mode", Attr::Int(1)),
+        ],
         ValueType::unranked(DType::F32),
     );
     let gp = b.node(Op::GlobalAveragePool, &[p], vec![], ValueType::unranked(DType::F32));

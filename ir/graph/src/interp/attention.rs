@@ -99,6 +99,7 @@ pub fn attention(a: &NodeAttrs, ins: &[Option<Tensor>], n_out: usize) -> OpResul
             _ => 0,
         }
     };
+    super::check_size(&[b, hq, sq, skv.max(dv)])?;
     let (qv, kv, vv) = (q.to_f64(), pk.to_f64(), pv.to_f64());
     let mut y = vec![0.0; b * hq * sq * dv];
     let mut qk_out = vec![0.0; b * hq * sq * skv];
@@ -137,7 +138,8 @@ pub fn attention(a: &NodeAttrs, ins: &[Option<Tensor>], n_out: usize) -> OpResul
                 let with_bias: Vec<f64> = logits.iter().zip(&bias).map(|(l, b)| l + b).collect();
                 let masked = bias.iter().all(|x| *x == f64::NEG_INFINITY);
                 let m = with_bias.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let e: Vec<f64> = with_bias.iter().map(|x| if m == f64::NEG_INFINITY { 0.0 } else { (x - m).exp() }).collect();
+                let e: Vec<f64> =
+                    with_bias.iter().map(|x| if m == f64::NEG_INFINITY { 0.0 } else { (x - m).exp() }).collect();
                 let s: f64 = e.iter().sum();
                 let p: Vec<f64> = e.iter().map(|x| if masked || s == 0.0 { 0.0 } else { x / s }).collect();
                 let row = ((bb * hq + h) * sq + i) * skv;

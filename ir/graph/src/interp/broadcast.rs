@@ -17,6 +17,7 @@ pub fn broadcast_shapes(shapes: &[&[usize]]) -> OpResult<Vec<usize>> {
             }
         }
     }
+    super::check_size(&out)?;
     Ok(out)
 }
 
@@ -31,9 +32,8 @@ pub fn broadcast_index(in_shape: &[usize], out_shape: &[usize]) -> Vec<usize> {
     let off = rank - in_shape.len();
     let in_str = strides(in_shape);
     // stride of each output axis in the input (0 where broadcast)
-    let st: Vec<usize> = (0..rank)
-        .map(|i| if i < off || in_shape[i - off] == 1 { 0 } else { in_str[i - off] })
-        .collect();
+    let st: Vec<usize> =
+        (0..rank).map(|i| if i < off || in_shape[i - off] == 1 { 0 } else { in_str[i - off] }).collect();
     let mut idx = Vec::with_capacity(n);
     let mut counter = vec![0usize; rank];
     let mut cur = 0usize;

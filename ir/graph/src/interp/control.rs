@@ -39,7 +39,10 @@ pub fn loop_(a: &NodeAttrs, ins: &[Option<Tensor>], n_out: usize, scope: &Scope)
     let body = a.graph("body")?;
     let max_trip = opt(ins, 0).map(|t| t.to_i64()[0]);
     let mut cond = opt(ins, 1).map(|t| t.to_f64()[0] != 0.0).unwrap_or(true);
-    let mut carried: Vec<Tensor> = ins[2.min(ins.len())..].iter().map(|t| t.clone().ok_or_else(|| "loop-carried input missing".to_string())).collect::<OpResult<_>>()?;
+    let mut carried: Vec<Tensor> = ins[2.min(ins.len())..]
+        .iter()
+        .map(|t| t.clone().ok_or_else(|| "loop-carried input missing".to_string()))
+        .collect::<OpResult<_>>()?;
     let n_carried = carried.len();
     let n_scan = n_out.saturating_sub(n_carried);
     let mut scans: Vec<Vec<Tensor>> = vec![vec![]; n_scan];
@@ -81,7 +84,8 @@ pub fn scan_batched(a: &NodeAttrs, ins: &[Option<Tensor>], n_out: usize, scope: 
         }
     }
     let rest = &ins[1.min(ins.len())..];
-    let all: Vec<&Tensor> = rest.iter().map(|t| t.as_ref().ok_or_else(|| "scan input missing".to_string())).collect::<OpResult<_>>()?;
+    let all: Vec<&Tensor> =
+        rest.iter().map(|t| t.as_ref().ok_or_else(|| "scan input missing".to_string())).collect::<OpResult<_>>()?;
     let batch = all.first().map(|t| t.shape().first().copied().unwrap_or(0)).unwrap_or(0);
     if all.iter().any(|t| t.shape().first() != Some(&batch)) {
         return Err("every Scan-8 input needs the same leading batch axis".into());
@@ -102,7 +106,8 @@ pub fn scan_batched(a: &NodeAttrs, ins: &[Option<Tensor>], n_out: usize, scope: 
 pub fn scan(a: &NodeAttrs, ins: &[Option<Tensor>], n_out: usize, scope: &Scope) -> OpResult<Vec<Tensor>> {
     let body = a.graph("body")?;
     let m = a.int("num_scan_inputs", 0)? as usize;
-    let all: Vec<Tensor> = ins.iter().map(|t| t.clone().ok_or_else(|| "scan input missing".to_string())).collect::<OpResult<_>>()?;
+    let all: Vec<Tensor> =
+        ins.iter().map(|t| t.clone().ok_or_else(|| "scan input missing".to_string())).collect::<OpResult<_>>()?;
     if m > all.len() {
         return Err("num_scan_inputs exceeds the inputs".into());
     }

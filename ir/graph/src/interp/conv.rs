@@ -76,6 +76,7 @@ impl Window {
             }
             out[i] = o;
         }
+        super::check_size(&out)?;
         Ok(Window { kernel, strides, dilations, pad_begin: pb, pad_end: pe, out })
     }
 }
@@ -226,7 +227,8 @@ pub fn conv_transpose(a: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<Tensor>
     let dil = list("dilations", 1)?;
     let outpad = list("output_padding", 0)?;
     let input = &x.shape()[2..];
-    let mut pads = a.ints_opt("pads")?.map(|p| p.iter().map(|&v| v as usize).collect::<Vec<_>>()).unwrap_or(vec![0; 2 * nsp]);
+    let mut pads =
+        a.ints_opt("pads")?.map(|p| p.iter().map(|&v| v as usize).collect::<Vec<_>>()).unwrap_or(vec![0; 2 * nsp]);
     if pads.len() != 2 * nsp || strides.len() != nsp || dil.len() != nsp || outpad.len() != nsp {
         return Err("strides, dilations, output_padding and pads must match the spatial rank".into());
     }
@@ -234,6 +236,9 @@ pub fn conv_transpose(a: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<Tensor>
     let full: Vec<usize> =
         (0..nsp).map(|i| strides[i] * (input[i] - 1) + outpad[i] + (kernel[i] - 1) * dil[i] + 1).collect();
     let out_shape: Vec<usize> = if let Some(os) = a.ints_opt("output_shape")? {
+        if os.len() < nsp || os.iter().any(|&v| v < 0) {
+            return Err(format!("output_shape {os:?} does not fit {nsp} spatial dims"));
+        }
         let os: Vec<usize> = os.iter().rev().take(nsp).rev().map(|&v| v as usize).collect();
         for i in 0..nsp {
             let total = full[i].saturating_sub(os[i]);
@@ -260,6 +265,9 @@ pub fn conv_transpose(a: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<Tensor>
     } else {
         (0..nsp).map(|i| full[i] - pads[i] - pads[nsp + i]).collect()
     };
+    let mut full_shape = vec![n, m];
+    full_shape.extend(&out_shape);
+    super::check_size(&full_shape)?;
     let xv = x.to_f64();
     let wv = w.to_f64();
     let in_n = numel(input);

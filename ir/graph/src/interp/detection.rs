@@ -112,9 +112,15 @@ pub fn roi_align(a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>]) -> OpResult<
     let nr = rois.shape()[0];
     let mut out = vec![0.0; nr * c * oh * ow];
     for r in 0..nr {
-        let b = bi.get(r).copied().filter(|&b| b >= 0 && (b as usize) < x.shape()[0]).ok_or("batch index out of range")? as usize;
-        let (x1, y1, x2, y2) =
-            (rv[r * 4] * scale - offset, rv[r * 4 + 1] * scale - offset, rv[r * 4 + 2] * scale - offset, rv[r * 4 + 3] * scale - offset);
+        let b =
+            bi.get(r).copied().filter(|&b| b >= 0 && (b as usize) < x.shape()[0]).ok_or("batch index out of range")?
+                as usize;
+        let (x1, y1, x2, y2) = (
+            rv[r * 4] * scale - offset,
+            rv[r * 4 + 1] * scale - offset,
+            rv[r * 4 + 2] * scale - offset,
+            rv[r * 4 + 3] * scale - offset,
+        );
         let (mut rw, mut rh) = (x2 - x1, y2 - y1);
         if offset == 0.0 {
             rw = rw.max(1.0);
@@ -144,7 +150,15 @@ pub fn roi_align(a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>]) -> OpResult<
                             }
                         }
                     }
-                    out[((r * c + ch) * oh + ph) * ow + pw] = if is_max { if any { acc } else { 0.0 } } else { acc / count };
+                    out[((r * c + ch) * oh + ph) * ow + pw] = if is_max {
+                        if any {
+                            acc
+                        } else {
+                            0.0
+                        }
+                    } else {
+                        acc / count
+                    };
                 }
             }
         }

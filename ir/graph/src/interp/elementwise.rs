@@ -51,7 +51,15 @@ fn unary_fn(op: Op, a: &NodeAttrs) -> OpResult<Box<dyn Fn(f64) -> f64>> {
         Op::Floor => Box::new(f64::floor),
         Op::Ceil => Box::new(f64::ceil),
         Op::Round => Box::new(f64::round_ties_even),
-        Op::Sign => Box::new(|x: f64| if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { x }),
+        Op::Sign => Box::new(|x: f64| {
+            if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                x
+            }
+        }),
         Op::Softplus => Box::new(softplus),
         Op::Softsign => Box::new(|x: f64| x / (1.0 + x.abs())),
         Op::Mish => Box::new(|x: f64| x * softplus(x).tanh()),
@@ -85,7 +93,15 @@ fn unary_fn(op: Op, a: &NodeAttrs) -> OpResult<Box<dyn Fn(f64) -> f64>> {
         Op::Shrink => {
             let l = a.float("lambd", 0.5)? as f64;
             let b = a.float("bias", 0.0)? as f64;
-            Box::new(move |x: f64| if x < -l { x + b } else if x > l { x - b } else { 0.0 })
+            Box::new(move |x: f64| {
+                if x < -l {
+                    x + b
+                } else if x > l {
+                    x - b
+                } else {
+                    0.0
+                }
+            })
         }
         Op::Gelu => {
             if a.string("approximate", "none")? == "tanh" {

@@ -9,14 +9,38 @@ use crate::tensor::{numel, Tensor, TensorData};
 /// in f32 like vendor BLAS, f64 in f64.
 pub trait Gemm: Copy + Default {
     #[allow(clippy::too_many_arguments)]
-    fn gemm(m: usize, k: usize, n: usize, a: &[Self], sa: (isize, isize), b: &[Self], sb: (isize, isize), c: &mut [Self]);
+    fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[Self],
+        sa: (isize, isize),
+        b: &[Self],
+        sb: (isize, isize),
+        c: &mut [Self],
+    );
 }
 
 impl Gemm for f32 {
     fn gemm(m: usize, k: usize, n: usize, a: &[f32], sa: (isize, isize), b: &[f32], sb: (isize, isize), c: &mut [f32]) {
         // SAFETY: the caller's strides stay inside `a` and `b`; `c` is m×n row-major.
         unsafe {
-            matrixmultiply::sgemm(m, k, n, 1.0, a.as_ptr(), sa.0, sa.1, b.as_ptr(), sb.0, sb.1, 0.0, c.as_mut_ptr(), n as isize, 1)
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr(),
+                sa.0,
+                sa.1,
+                b.as_ptr(),
+                sb.0,
+                sb.1,
+                0.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            )
         }
     }
 }
@@ -25,7 +49,22 @@ impl Gemm for f64 {
     fn gemm(m: usize, k: usize, n: usize, a: &[f64], sa: (isize, isize), b: &[f64], sb: (isize, isize), c: &mut [f64]) {
         // SAFETY: as for f32.
         unsafe {
-            matrixmultiply::dgemm(m, k, n, 1.0, a.as_ptr(), sa.0, sa.1, b.as_ptr(), sb.0, sb.1, 0.0, c.as_mut_ptr(), n as isize, 1)
+            matrixmultiply::dgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr(),
+                sa.0,
+                sa.1,
+                b.as_ptr(),
+                sb.0,
+                sb.1,
+                0.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            )
         }
     }
 }
@@ -94,6 +133,7 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
     if b.rank() > 1 {
         shape.push(n);
     }
+    super::check_size(&shape)?;
     let dt = a.dtype();
     if dt.is_float() {
         let data = match (FloatBuf::of(a), FloatBuf::of(b)) {
@@ -138,8 +178,13 @@ pub fn gemm(at: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<Tensor> {
     let (m, k) = if ta { (a.shape()[1], a.shape()[0]) } else { (a.shape()[0], a.shape()[1]) };
     let (k2, n) = if tb { (b.shape()[1], b.shape()[0]) } else { (b.shape()[0], b.shape()[1]) };
     if k != k2 {
-        return Err(format!("inner dimensions differ: A {:?} (transA={ta}) · B {:?} (transB={tb})", a.shape(), b.shape()));
+        return Err(format!(
+            "inner dimensions differ: A {:?} (transA={ta}) · B {:?} (transB={tb})",
+            a.shape(),
+            b.shape()
+        ));
     }
+    super::check_size(&[m, n])?;
     let sa = if ta { (1, m as isize) } else { (k as isize, 1) };
     let sb = if tb { (1, k as isize) } else { (n as isize, 1) };
     let mut prod: Vec<f64> = match (FloatBuf::of(a), FloatBuf::of(b)) {
@@ -254,6 +299,8 @@ pub fn einsum(at: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<Tensor> {
     };
     let sizes: Vec<usize> = all.iter().map(|c| dims[c]).collect();
     let out_shape: Vec<usize> = out.iter().map(|c| dims[c]).collect();
+    super::check_size(&out_shape)?;
+    super::check_size(&sizes)?;
     let out_n = numel(&out_shape);
     let inner_n = numel(&sizes[out.len()..]);
     let vals: Vec<Vec<f64>> = ops.iter().map(|o| o.to_f64()).collect();
@@ -265,7 +312,11 @@ pub fn einsum(at: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<Tensor> {
             let s = crate::tensor::strides(o.shape());
             all.iter()
                 .map(|c| {
-                    l.iter().enumerate().filter(|(_, x)| *x == c).map(|(i, _)| if o.shape()[i] == 1 { 0 } else { s[i] }).sum()
+                    l.iter()
+                        .enumerate()
+                        .filter(|(_, x)| *x == c)
+                        .map(|(i, _)| if o.shape()[i] == 1 { 0 } else { s[i] })
+                        .sum()
                 })
                 .collect()
         })

@@ -57,7 +57,9 @@ pub fn loss(op: Op, a: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<Vec<Tenso
     let out = match reduction.as_str() {
         "none" => Tensor::from_f64(x.dtype(), tshape, &losses),
         "sum" => Tensor::from_f64(x.dtype(), vec![], &[losses.iter().sum()]),
-        "mean" => Tensor::from_f64(x.dtype(), vec![], &[if wsum == 0.0 { 0.0 } else { losses.iter().sum::<f64>() / wsum }]),
+        "mean" => {
+            Tensor::from_f64(x.dtype(), vec![], &[if wsum == 0.0 { 0.0 } else { losses.iter().sum::<f64>() / wsum }])
+        }
         r => return Err(format!("unknown reduction '{r}'")),
     };
     let mut res = vec![out];

@@ -1,6 +1,7 @@
 //! The reference interpreter: the semantic oracle for every later stage (fusion soundness, GPU
 //! numerics). Each op is implemented directly from its ONNX definition, in f64 for floats (f32
 //! accumulation for matrix products, like vendor BLAS) and rounded once to the output dtype.
+mod attention;
 mod attrs;
 pub mod broadcast;
 mod control;
@@ -14,7 +15,6 @@ mod norm;
 mod pool;
 mod reduce;
 mod resize;
-mod attention;
 
 use crate::dtype::DType;
 use crate::graph::{Graph, Node};
@@ -24,6 +24,33 @@ use attrs::{opt, req, NodeAttrs};
 use std::collections::HashMap;
 
 pub(crate) type OpResult<T> = Result<T, String>;
+
+/// Largest tensor (in elements) the interpreter will create: 2^30, 4 GiB of f32.
+pub const MAX_ELEMENTS: usize = 1 << 30;
+
+/// Marks the error of an output over the size limit (inference folds no such constant).
+pub const TOO_LARGE: &str = "exceeds the interpreter's limit";
+
+thread_local! {
+    static ELEMENT_LIMIT: std::cell::Cell<usize> = const { std::cell::Cell::new(MAX_ELEMENTS) };
+}
+
+/// Runs `f` with a lower element limit on this thread (constant folding uses a small one).
+pub fn with_element_limit<R>(limit: usize, f: impl FnOnce() -> R) -> R {
+    let old = ELEMENT_LIMIT.with(|l| l.replace(limit));
+    let r = f();
+    ELEMENT_LIMIT.with(|l| l.set(old));
+    r
+}
+
+/// Checks, before allocating, that a tensor of `shape` stays within the element limit.
+pub(crate) fn check_size(shape: &[usize]) -> OpResult<()> {
+    let limit = ELEMENT_LIMIT.with(|l| l.get());
+    match shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) {
+        Some(n) if n <= limit => Ok(()),
+        _ => Err(format!("an output of shape {shape:?} {TOO_LARGE} of {limit} elements")),
+    }
+}
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum InterpError {
@@ -186,8 +213,9 @@ fn axes_input(a: &NodeAttrs, opset: i64, from: i64, ins: &[Option<Tensor>], i: u
 
 fn dtype_attr(a: &NodeAttrs, name: &str) -> OpResult<DType> {
     let code = a.int_opt(name)?.ok_or_else(|| format!("missing attribute '{name}'"))?;
-    DType::from_onnx_code(code as i32)
-        .ok_or_else(|| format!("attribute '{name}': dtype {} is not supported", crate::dtype::onnx_type_name(code as i32)))
+    DType::from_onnx_code(code as i32).ok_or_else(|| {
+        format!("attribute '{name}': dtype {} is not supported", crate::dtype::onnx_type_name(code as i32))
+    })
 }
 
 /// Evaluates one node.
@@ -280,9 +308,7 @@ fn eval(node: &Node, ins: &[Option<Tensor>], opset: i64, scope: &Scope) -> OpRes
         Upsample => one(resize::resize(&a, opset, ins, true)?),
         ReverseSequence => one(movement::reverse_sequence(&a, req(ins, 0)?, req(ins, 1)?)?),
         CenterCropPad => one(movement::center_crop_pad(&a, req(ins, 0)?, req(ins, 1)?)?),
-        ScatterElements | Scatter => {
-            one(movement::scatter_elements(&a, req(ins, 0)?, req(ins, 1)?, req(ins, 2)?)?)
-        }
+        ScatterElements | Scatter => one(movement::scatter_elements(&a, req(ins, 0)?, req(ins, 1)?, req(ins, 2)?)?),
         ScatterND => one(movement::scatter_nd(&a, req(ins, 0)?, req(ins, 1)?, req(ins, 2)?)?),
         Range => one(movement::range(req(ins, 0)?, req(ins, 1)?, req(ins, 2)?)?),
         ConstantOfShape => one(movement::constant_of_shape(&a, req(ins, 0)?)?),
@@ -333,6 +359,9 @@ pub fn slice_len(d: i64, start: i64, end: i64, step: i64) -> usize {
 
 /// Evaluates one node on concrete inputs (used by constant folding and tests).
 pub fn eval_node(node: &Node, ins: &[Option<Tensor>], opset: i64) -> Result<Vec<Tensor>, InterpError> {
-    eval(node, ins, opset, &Scope::root()).map_err(|msg| InterpError::Node { node: node.name.clone(), op: node.op, msg })
+    eval(node, ins, opset, &Scope::root()).map_err(|msg| InterpError::Node {
+        node: node.name.clone(),
+        op: node.op,
+        msg,
+    })
 }
-

@@ -26,7 +26,9 @@ pub fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> OpResul
                 infer = Some(i);
                 out.push(1);
             }
-            0 if !allowzero => out.push(*input.get(i).ok_or_else(|| format!("shape {spec:?}: 0 at {i} has no input dim"))?),
+            0 if !allowzero => {
+                out.push(*input.get(i).ok_or_else(|| format!("shape {spec:?}: 0 at {i} has no input dim"))?)
+            }
             s if s >= 0 => out.push(s as usize),
             _ => return Err(format!("invalid target shape {spec:?}")),
         }
@@ -34,7 +36,7 @@ pub fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> OpResul
     let n = numel(input);
     if let Some(i) = infer {
         let rest = numel(&out);
-        if rest == 0 || n % rest != 0 {
+        if rest == 0 || !n.is_multiple_of(rest) {
             return Err(format!("cannot reshape {input:?} to {spec:?}"));
         }
         out[i] = n / rest;
@@ -91,6 +93,7 @@ pub fn gather(a: &NodeAttrs, x: &Tensor, ind: &Tensor) -> OpResult<Tensor> {
     let ax = axis(a.int("axis", 0)?, x.rank())?;
     let (outer, len, inner) = super::reduce::around_axis(x.shape(), ax);
     let iv = ind.to_i64().iter().map(|&i| index_value(i, len)).collect::<OpResult<Vec<_>>>()?;
+    super::check_size(&[outer, iv.len(), inner])?;
     let mut idx = Vec::with_capacity(outer * iv.len() * inner);
     for o in 0..outer {
         for &k in &iv {
@@ -155,6 +158,7 @@ pub fn gather_nd(a: &NodeAttrs, x: &Tensor, ind: &Tensor) -> OpResult<Tensor> {
     let iv = ind.to_i64();
     let tuples = iv.len() / k.max(1);
     let tuples_per_batch = tuples / batch.max(1);
+    super::check_size(&[tuples, slice_n])?;
     let mut idx = Vec::new();
     for t in 0..tuples {
         let bi = t / tuples_per_batch.max(1);
@@ -182,7 +186,13 @@ pub fn slice_bounds(d: i64, start: i64, end: i64, s: i64) -> (i64, i64, usize) {
 }
 
 /// Slice with starts/ends/axes/steps already read.
-pub fn slice(x: &Tensor, starts: &[i64], ends: &[i64], axes: Option<Vec<i64>>, steps: Option<Vec<i64>>) -> OpResult<Tensor> {
+pub fn slice(
+    x: &Tensor,
+    starts: &[i64],
+    ends: &[i64],
+    axes: Option<Vec<i64>>,
+    steps: Option<Vec<i64>>,
+) -> OpResult<Tensor> {
     let r = x.rank();
     let axes: Vec<usize> = match axes {
         Some(a) => a.iter().map(|&v| axis(v, r)).collect::<OpResult<_>>()?,
@@ -298,7 +308,8 @@ pub fn tile(x: &Tensor, reps: &Tensor) -> OpResult<Tensor> {
     if r.len() != x.rank() || r.iter().any(|&v| v < 0) {
         return Err(format!("repeats {r:?} must have one non-negative entry per axis of {:?}", x.shape()));
     }
-    let shape: Vec<usize> = x.shape().iter().zip(&r).map(|(&d, &k)| d * k as usize).collect();
+    let shape: Vec<usize> = x.shape().iter().zip(&r).map(|(&d, &k)| d.saturating_mul(k as usize)).collect();
+    super::check_size(&shape)?;
     let st = strides(x.shape());
     let mut idx = Vec::with_capacity(numel(&shape));
     each_index(&shape, |o| idx.push(o.iter().enumerate().map(|(d, &i)| (i % x.shape()[d]) * st[d]).sum()));
@@ -329,8 +340,9 @@ pub fn pad(a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>]) -> OpResult<Tensor
         after[ax] = pads[axes.len() + i];
     }
     let shape: Vec<usize> = (0..r)
-        .map(|d| (x.shape()[d] as i64 + before[d] + after[d]).max(0) as usize)
+        .map(|d| (x.shape()[d] as i64).saturating_add(before[d]).saturating_add(after[d]).max(0) as usize)
         .collect();
+    super::check_size(&shape)?;
     let st = strides(x.shape());
     let mut idx = Vec::with_capacity(numel(&shape));
     let mut fill = Vec::new();
@@ -373,7 +385,8 @@ pub fn pad(a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>]) -> OpResult<Tensor
     if x.is_empty() && fill.iter().any(|f| !f) {
         return Err("cannot pad an empty tensor in this mode".into());
     }
-    let mut data = if x.is_empty() { TensorData::from_f64(x.dtype(), &vec![0.0; idx.len()]) } else { x.data().take(&idx) };
+    let mut data =
+        if x.is_empty() { TensorData::from_f64(x.dtype(), &vec![0.0; idx.len()]) } else { x.data().take(&idx) };
     let at: Vec<usize> = (0..fill.len()).filter(|&i| fill[i]).collect();
     data.put(&at, &TensorData::from_f64(x.dtype(), &vec![value; at.len()]));
     Ok(Tensor::new(shape, data))
@@ -390,11 +403,8 @@ pub fn depth_space(to_space: bool, a: &NodeAttrs, x: &Tensor) -> OpResult<Tensor
             return Err(format!("channels {c} not divisible by blocksize² {}", b * b));
         }
         let crd = a.string("mode", "DCR")? == "CRD";
-        let t = if crd {
-            x.reshape(vec![n, c / (b * b), b, b, h, w])
-        } else {
-            x.reshape(vec![n, b, b, c / (b * b), h, w])
-        };
+        let t =
+            if crd { x.reshape(vec![n, c / (b * b), b, b, h, w]) } else { x.reshape(vec![n, b, b, c / (b * b), h, w]) };
         let perm = if crd { vec![0, 1, 4, 2, 5, 3] } else { vec![0, 3, 4, 1, 5, 2] };
         Ok(transpose(&t, Some(perm))?.reshape(vec![n, c / (b * b), h * b, w * b]))
     } else {
@@ -515,7 +525,12 @@ pub fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> OpResult<Tensor>
     if d == 0.0 {
         return Err("delta cannot be 0".into());
     }
-    let n = ((l - s) / d).ceil().max(0.0) as usize;
+    let n = ((l - s) / d).ceil().max(0.0);
+    if !n.is_finite() {
+        return Err("start, limit and delta must be finite".into());
+    }
+    let n = n as usize;
+    super::check_size(&[n])?;
     if dt.is_float() {
         Ok(Tensor::from_f64(dt, vec![n], &(0..n).map(|i| s + i as f64 * d).collect::<Vec<_>>()))
     } else {
@@ -525,7 +540,12 @@ pub fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> OpResult<Tensor>
 }
 
 pub fn constant_of_shape(a: &NodeAttrs, shape: &Tensor) -> OpResult<Tensor> {
-    let dims: Vec<usize> = shape.to_i64().iter().map(|&d| d.max(0) as usize).collect();
+    let spec = shape.to_i64();
+    if spec.iter().any(|&d| d < 0) {
+        return Err(format!("shape {spec:?} has a negative dim"));
+    }
+    let dims: Vec<usize> = spec.iter().map(|&d| d as usize).collect();
+    super::check_size(&dims)?;
     let n = numel(&dims);
     Ok(match a.tensor_opt("value")? {
         Some(v) if v.len() == 1 => v.take(&vec![0; n], dims),
@@ -544,6 +564,7 @@ pub fn eye_like(a: &NodeAttrs, x: &Tensor) -> OpResult<Tensor> {
     };
     let k = a.int("k", 0)?;
     let (r, c) = (x.shape()[0], x.shape()[1]);
+    super::check_size(&[r, c])?;
     let v: Vec<f64> = (0..r * c).map(|i| ((i % c) as i64 - (i / c) as i64 == k) as u8 as f64).collect();
     Ok(Tensor::from_f64(dt, vec![r, c], &v))
 }
@@ -558,6 +579,7 @@ pub fn one_hot(a: &NodeAttrs, ind: &Tensor, depth: &Tensor, values: &Tensor) -> 
     let iv = ind.to_i64();
     let outer = numel(&ind.shape()[..ax]);
     let inner = numel(&ind.shape()[ax..]);
+    super::check_size(&[outer, depth as usize, inner])?;
     let mut src = vec![0usize; outer * depth as usize * inner];
     for o in 0..outer {
         for i in 0..inner {
@@ -652,12 +674,16 @@ pub fn center_crop_pad(a: &NodeAttrs, x: &Tensor, shape: &Tensor) -> OpResult<Te
     }
     let mut out_shape = x.shape().to_vec();
     let mut shift = vec![0i64; r];
+    if target.iter().any(|&t| t < 0) {
+        return Err(format!("shape {target:?} has a negative dim"));
+    }
     for (i, &ax) in axes.iter().enumerate() {
         let (d, t) = (x.shape()[ax] as i64, target[i]);
         out_shape[ax] = t as usize;
         // crop: take from (d-t)/2; pad: place at (t-d)/2
         shift[ax] = if t <= d { (d - t) / 2 } else { -((t - d) / 2) };
     }
+    super::check_size(&out_shape)?;
     let st = strides(x.shape());
     let mut idx = vec![];
     let mut fill = vec![];

@@ -7,7 +7,8 @@ use crate::tensor::{numel, Tensor};
 
 /// Values of `t` broadcast (unidirectionally) to `shape`.
 fn expand_to(t: &Tensor, shape: &[usize], what: &str) -> OpResult<Vec<f64>> {
-    let b = broadcast_shapes(&[t.shape(), shape]).map_err(|_| format!("{what} {:?} does not broadcast to {shape:?}", t.shape()))?;
+    let b = broadcast_shapes(&[t.shape(), shape])
+        .map_err(|_| format!("{what} {:?} does not broadcast to {shape:?}", t.shape()))?;
     if b != shape {
         return Err(format!("{what} {:?} does not broadcast to {shape:?}", t.shape()));
     }
@@ -65,7 +66,8 @@ pub fn batch_norm(a: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<Vec<Tensor>
     let mut res = vec![Tensor::from_f64(x.dtype(), x.shape().to_vec(), &out)];
     if training {
         let mo = a.float("momentum", 0.9)? as f64;
-        let blend = |run: &[f64], cur: &[f64]| run.iter().zip(cur).map(|(r, c)| r * mo + c * (1.0 - mo)).collect::<Vec<_>>();
+        let blend =
+            |run: &[f64], cur: &[f64]| run.iter().zip(cur).map(|(r, c)| r * mo + c * (1.0 - mo)).collect::<Vec<_>>();
         res.push(Tensor::from_f64(x.dtype(), vec![c], &blend(&running_mean, &m)));
         res.push(Tensor::from_f64(x.dtype(), vec![c], &blend(&running_var, &var)));
     }
@@ -87,7 +89,7 @@ fn moments(v: &[f64], groups: usize, len: usize) -> Vec<(f64, f64)> {
 pub fn layer_norm(op: Op, a: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<Vec<Tensor>> {
     let x = req(ins, 0)?;
     let ax = axis(a.int("axis", -1)?, x.rank())?;
-    let eps = a.float("epsilon", if op == Op::RMSNormalization { 1e-5 } else { 1e-5 })? as f64;
+    let eps = a.float("epsilon", 1e-5)? as f64;
     let outer = numel(&x.shape()[..ax]);
     let len = numel(&x.shape()[ax..]);
     let v = x.to_f64();
@@ -179,12 +181,8 @@ pub fn lp_norm(a: &NodeAttrs, x: &Tensor) -> OpResult<Tensor> {
 }
 
 pub fn mean_variance(a: &NodeAttrs, x: &Tensor) -> OpResult<Tensor> {
-    let axes: Vec<usize> = a
-        .ints_opt("axes")?
-        .unwrap_or(vec![0, 2, 3])
-        .iter()
-        .map(|&ax| axis(ax, x.rank()))
-        .collect::<OpResult<_>>()?;
+    let axes: Vec<usize> =
+        a.ints_opt("axes")?.unwrap_or(vec![0, 2, 3]).iter().map(|&ax| axis(ax, x.rank())).collect::<OpResult<_>>()?;
     let red: Vec<usize> = x.shape().iter().enumerate().map(|(i, &d)| if axes.contains(&i) { 1 } else { d }).collect();
     let map = broadcast_index(&red, x.shape());
     let v = x.to_f64();

@@ -81,7 +81,9 @@ pub fn pool(op: Op, a: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<Vec<Tenso
                 }
             });
             out.push(match op {
-                Op::AveragePool | Op::GlobalAveragePool => acc / (if include_pad { padded_cnt } else { cnt }).max(1) as f64,
+                Op::AveragePool | Op::GlobalAveragePool => {
+                    acc / (if include_pad { padded_cnt } else { cnt }).max(1) as f64
+                }
                 Op::LpPool => acc.powf(1.0 / p),
                 _ => acc,
             });

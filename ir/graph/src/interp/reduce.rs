@@ -37,7 +37,9 @@ fn axes_of(op: Op, a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>]) -> OpResul
     if opset >= input_from {
         Ok(opt(ins, 1).map(|t| t.to_i64()))
     } else if opt(ins, 1).is_some() {
-        Err(format!("axes as an input needs opset {input_from} (the model has opset {opset}); use the 'axes' attribute"))
+        Err(format!(
+            "axes as an input needs opset {input_from} (the model has opset {opset}); use the 'axes' attribute"
+        ))
     } else {
         a.ints_opt("axes")
     }
@@ -76,8 +78,20 @@ pub fn reduce(op: Op, a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>]) -> OpRe
         count[o] += 1;
         *a = match op {
             Op::ReduceSum | Op::ReduceMean => *a + x,
-            Op::ReduceMax => if x.is_nan() || a.is_nan() { f64::NAN } else { a.max(x) },
-            Op::ReduceMin => if x.is_nan() || a.is_nan() { f64::NAN } else { a.min(x) },
+            Op::ReduceMax => {
+                if x.is_nan() || a.is_nan() {
+                    f64::NAN
+                } else {
+                    a.max(x)
+                }
+            }
+            Op::ReduceMin => {
+                if x.is_nan() || a.is_nan() {
+                    f64::NAN
+                } else {
+                    a.min(x)
+                }
+            }
             Op::ReduceProd => *a * x,
             Op::ReduceL1 => *a + x.abs(),
             Op::ReduceL2 | Op::ReduceSumSquare => *a + x * x,
@@ -228,7 +242,11 @@ pub fn cumulative(op: Op, a: &NodeAttrs, x: &Tensor, ax: &Tensor) -> OpResult<Te
                 let k = if reverse { len - 1 - step } else { step };
                 let at = (o * len + k) * inner + i;
                 if exclusive {
-                    if float { fo[at] = fa } else { io[at] = ia }
+                    if float {
+                        fo[at] = fa
+                    } else {
+                        io[at] = ia
+                    }
                 }
                 if float {
                     fa = if prod { fa * fv[at] } else { fa + fv[at] };
@@ -236,7 +254,11 @@ pub fn cumulative(op: Op, a: &NodeAttrs, x: &Tensor, ax: &Tensor) -> OpResult<Te
                     ia = if prod { ia.wrapping_mul(iv[at]) } else { ia.wrapping_add(iv[at]) };
                 }
                 if !exclusive {
-                    if float { fo[at] = fa } else { io[at] = ia }
+                    if float {
+                        fo[at] = fa
+                    } else {
+                        io[at] = ia
+                    }
                 }
             }
         }
@@ -284,4 +306,3 @@ pub fn topk(a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>]) -> OpResult<Vec<T
     }
     Ok(vec![x.take(&src, shape.clone()), Tensor::from_i64(shape, idx_out)])
 }
-

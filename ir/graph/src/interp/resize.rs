@@ -34,7 +34,11 @@ fn src_coord(p: &Plan, o: f64, scale: f64, in_len: usize, out_int: usize, roi: (
             }
         }
         "tf_crop_and_resize" => {
-            let x = if on == 1.0 { (roi.1 - roi.0) * (i - 1.0) / 2.0 } else { o * (roi.1 - roi.0) * (i - 1.0) / (on - 1.0) };
+            let x = if on == 1.0 {
+                (roi.1 - roi.0) * (i - 1.0) / 2.0
+            } else {
+                o * (roi.1 - roi.0) * (i - 1.0) / (on - 1.0)
+            };
             x + roi.0 * (i - 1.0)
         }
         "half_pixel_symmetric" => {
@@ -70,9 +74,16 @@ fn coefficients(p: &Plan, ratio: f64, scale: f64, antialias: bool) -> Vec<f64> {
             let s = scale.min(1.0);
             let start = (-1.0 / s).floor() as i64 + 1;
             let footprint = 2 - 2 * start;
-            normalize((start..start + footprint).map(|i| (1.0 - ((i as f64 - ratio) * s).abs()).clamp(0.0, 1.0)).collect())
+            normalize(
+                (start..start + footprint).map(|i| (1.0 - ((i as f64 - ratio) * s).abs()).clamp(0.0, 1.0)).collect(),
+            )
         }
-        (_, false) => vec![cubic(p.cubic_a, ratio + 1.0), cubic(p.cubic_a, ratio), cubic(p.cubic_a, 1.0 - ratio), cubic(p.cubic_a, 2.0 - ratio)],
+        (_, false) => vec![
+            cubic(p.cubic_a, ratio + 1.0),
+            cubic(p.cubic_a, ratio),
+            cubic(p.cubic_a, 1.0 - ratio),
+            cubic(p.cubic_a, 2.0 - ratio),
+        ],
         (_, true) => {
             let s = scale.min(1.0);
             let start = (-2.0 / s).floor() as i64 + 1;
@@ -81,8 +92,11 @@ fn coefficients(p: &Plan, ratio: f64, scale: f64, antialias: bool) -> Vec<f64> {
     }
 }
 
+/// (input index, weight) pairs that make one output coordinate along an axis.
+type Taps = Vec<(isize, f64)>;
+
 /// Weights of the taps around source coordinate `x` along one axis of length `n`.
-fn taps(p: &Plan, x: f64, n: usize, scale: f64, antialias: bool) -> Vec<(isize, f64)> {
+fn taps(p: &Plan, x: f64, n: usize, scale: f64, antialias: bool) -> Taps {
     if p.mode == "nearest" {
         let r = match p.nearest.as_str() {
             "round_prefer_ceil" => (x + 0.5).floor(),
@@ -118,7 +132,11 @@ pub fn resize(a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>], upsample: bool)
     let r = x.rank();
     let plan = Plan {
         mode: a.string("mode", "nearest")?,
-        coord: if upsample || opset < 11 { "asymmetric".into() } else { a.string("coordinate_transformation_mode", "half_pixel")? },
+        coord: if upsample || opset < 11 {
+            "asymmetric".into()
+        } else {
+            a.string("coordinate_transformation_mode", "half_pixel")?
+        },
         nearest: if upsample || opset < 11 { "floor".into() } else { a.string("nearest_mode", "round_prefer_floor")? },
         cubic_a: a.float("cubic_coeff_a", -0.75)? as f64,
         exclude_outside: a.int("exclude_outside", 0)? != 0,
@@ -130,11 +148,27 @@ pub fn resize(a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>], upsample: bool)
         None => (0..r).collect(),
     };
     let (roi_t, scales_t, sizes_t) = if upsample {
-        (None, Some(if opset < 9 { Tensor::from_f64(crate::dtype::DType::F32, vec![r], &a.floats_opt("scales")?.unwrap_or_default().iter().map(|&v| v as f64).collect::<Vec<_>>()) } else { req(ins, 1)?.clone() }), None)
+        (
+            None,
+            Some(if opset < 9 {
+                Tensor::from_f64(
+                    crate::dtype::DType::F32,
+                    vec![r],
+                    &a.floats_opt("scales")?.unwrap_or_default().iter().map(|&v| v as f64).collect::<Vec<_>>(),
+                )
+            } else {
+                req(ins, 1)?.clone()
+            }),
+            None,
+        )
     } else if opset < 11 {
         (None, Some(req(ins, 1)?.clone()), None)
     } else {
-        (opt(ins, 1).filter(|t| !t.is_empty()).cloned(), opt(ins, 2).filter(|t| !t.is_empty()).cloned(), opt(ins, 3).filter(|t| !t.is_empty()).cloned())
+        (
+            opt(ins, 1).filter(|t| !t.is_empty()).cloned(),
+            opt(ins, 2).filter(|t| !t.is_empty()).cloned(),
+            opt(ins, 3).filter(|t| !t.is_empty()).cloned(),
+        )
     };
     let mut scales = vec![1.0f64; r];
     let mut out_shape = x.shape().to_vec();
@@ -146,7 +180,11 @@ pub fn resize(a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>], upsample: bool)
         }
         let mut sc: Vec<f64> = axes.iter().zip(&s).map(|(&ax, &v)| v as f64 / x.shape()[ax] as f64).collect();
         if policy != "stretch" {
-            let k = if policy == "not_larger" { sc.iter().cloned().fold(f64::INFINITY, f64::min) } else { sc.iter().cloned().fold(0.0, f64::max) };
+            let k = if policy == "not_larger" {
+                sc.iter().cloned().fold(f64::INFINITY, f64::min)
+            } else {
+                sc.iter().cloned().fold(0.0, f64::max)
+            };
             sc = vec![k; sc.len()];
             for (i, &ax) in axes.iter().enumerate() {
                 out_shape[ax] = (x.shape()[ax] as f64 * k).round() as usize;
@@ -167,12 +205,16 @@ pub fn resize(a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>], upsample: bool)
             if s[i] <= 0.0 {
                 return Err(format!("scale {} must be positive", s[i]));
             }
+            if !s[i].is_finite() {
+                return Err(format!("scale {} is not finite", s[i]));
+            }
             scales[ax] = s[i];
             out_shape[ax] = (x.shape()[ax] as f64 * s[i]).floor() as usize;
         }
     } else {
         return Err("one of scales and sizes is required".into());
     }
+    super::check_size(&out_shape)?;
     let mut roi = vec![(0.0, 1.0); r];
     if let Some(t) = roi_t {
         let v = t.to_f64();
@@ -183,7 +225,7 @@ pub fn resize(a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>], upsample: bool)
         }
     }
     // per axis and output coordinate: the taps, or None when outside (tf_crop_and_resize)
-    let per_axis: Vec<Vec<Option<Vec<(isize, f64)>>>> = (0..r)
+    let per_axis: Vec<Vec<Option<Taps>>> = (0..r)
         .map(|d| {
             (0..out_shape[d])
                 .map(|o| {
