@@ -156,7 +156,8 @@ def check(xforge, work, name):
     if isinstance(model, Det) and all(g.shape == w.shape for g, w in zip(gots, want)):
         # detections with near-equal scores may swap order: compare in a canonical order
         def canon(boxes, scores, labels):
-            o = np.lexsort((np.round(boxes[:, 0], 2), np.round(scores, 4), labels))
+            keys = [np.round(boxes[:, k], 2) for k in (3, 2, 1, 0)]
+            o = np.lexsort(keys + [np.round(scores, 4), labels])
             return boxes[o], scores[o], labels[o]
         gots, want = canon(*gots), canon(*want)
     for n, got, w in zip(names, gots, want):
