@@ -14,16 +14,6 @@ fn heads_first(t: &Tensor, heads: usize) -> OpResult<Tensor> {
     transpose(&t.reshape(vec![b, s, heads, hid / heads]), Some(vec![0, 2, 1, 3]))
 }
 
-fn axis2() -> crate::graph::Node {
-    crate::graph::Node {
-        name: String::new(),
-        op: crate::op::Op::Concat,
-        inputs: vec![],
-        outputs: vec![],
-        attrs: [("axis".to_string(), crate::attr::Attr::Int(2))].into_iter().collect(),
-    }
-}
-
 pub fn attention(a: &NodeAttrs, ins: &[Option<Tensor>], n_out: usize) -> OpResult<Vec<Tensor>> {
     let (q0, k0, v0) = (req(ins, 0)?, req(ins, 1)?, req(ins, 2)?);
     let rank = q0.rank();
@@ -44,7 +34,7 @@ pub fn attention(a: &NodeAttrs, ins: &[Option<Tensor>], n_out: usize) -> OpResul
     }
     let cat = |p: Option<&Tensor>, x: &Tensor| -> OpResult<Tensor> {
         match p {
-            Some(p) => concat(&NodeAttrs(&axis2()), &[p, x]),
+            Some(p) => concat(&[p, x], 2),
             None => Ok(x.clone()),
         }
     };

@@ -22,17 +22,7 @@ pub fn if_(a: &NodeAttrs, ins: &[Option<Tensor>], scope: &Scope) -> OpResult<Vec
 fn stack(parts: &[Tensor]) -> OpResult<Tensor> {
     let un: Vec<Tensor> = parts.iter().map(|p| unsqueeze(p, &[0])).collect::<OpResult<_>>()?;
     let refs: Vec<&Tensor> = un.iter().collect();
-    concat(&NodeAttrs(&axis0()), &refs)
-}
-
-fn axis0() -> crate::graph::Node {
-    crate::graph::Node {
-        name: String::new(),
-        op: crate::op::Op::Concat,
-        inputs: vec![],
-        outputs: vec![],
-        attrs: [("axis".to_string(), crate::attr::Attr::Int(0))].into_iter().collect(),
-    }
+    concat(&refs, 0)
 }
 
 pub fn loop_(a: &NodeAttrs, ins: &[Option<Tensor>], n_out: usize, scope: &Scope) -> OpResult<Vec<Tensor>> {

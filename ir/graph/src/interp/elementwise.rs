@@ -169,14 +169,15 @@ pub fn unary(op: Op, a: &NodeAttrs, x: &Tensor) -> OpResult<Tensor> {
     Ok(Tensor::from_i128(dt, shape, &x.to_i128().into_iter().map(f).collect::<Vec<_>>()))
 }
 
-/// Broadcasts `ins` to one shape and returns each input's f64 values laid out in that shape.
-fn broadcast_f64(ins: &[&Tensor]) -> OpResult<(Vec<usize>, Vec<Vec<f64>>)> {
+/// Broadcasts `ins` to one shape and returns each input's values (read by `values`) laid out
+/// in that shape.
+fn broadcast_as<T: Copy>(ins: &[&Tensor], values: impl Fn(&Tensor) -> Vec<T>) -> OpResult<(Vec<usize>, Vec<Vec<T>>)> {
     let shapes: Vec<&[usize]> = ins.iter().map(|t| t.shape()).collect();
     let out = broadcast_shapes(&shapes)?;
     let vals = ins
         .iter()
         .map(|t| {
-            let v = t.to_f64();
+            let v = values(t);
             if t.shape() == out.as_slice() {
                 v
             } else {
@@ -187,21 +188,12 @@ fn broadcast_f64(ins: &[&Tensor]) -> OpResult<(Vec<usize>, Vec<Vec<f64>>)> {
     Ok((out, vals))
 }
 
+fn broadcast_f64(ins: &[&Tensor]) -> OpResult<(Vec<usize>, Vec<Vec<f64>>)> {
+    broadcast_as(ins, Tensor::to_f64)
+}
+
 fn broadcast_i128(ins: &[&Tensor]) -> OpResult<(Vec<usize>, Vec<Vec<i128>>)> {
-    let shapes: Vec<&[usize]> = ins.iter().map(|t| t.shape()).collect();
-    let out = broadcast_shapes(&shapes)?;
-    let vals = ins
-        .iter()
-        .map(|t| {
-            let v = t.to_i128();
-            if t.shape() == out.as_slice() {
-                v
-            } else {
-                broadcast_index(t.shape(), &out).into_iter().map(|i| v[i]).collect()
-            }
-        })
-        .collect();
-    Ok((out, vals))
+    broadcast_as(ins, Tensor::to_i128)
 }
 
 fn same_dtype(a: &Tensor, b: &Tensor) -> OpResult<()> {

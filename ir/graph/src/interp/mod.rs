@@ -276,7 +276,7 @@ fn eval(node: &Node, ins: &[Option<Tensor>], opset: i64, scope: &Scope) -> OpRes
         }
         Flatten => one(movement::flatten(&a, req(ins, 0)?)?),
         Expand => one(movement::expand(req(ins, 0)?, req(ins, 1)?)?),
-        Gather => one(movement::gather(&a, req(ins, 0)?, req(ins, 1)?)?),
+        Gather => one(movement::gather(req(ins, 0)?, req(ins, 1)?, a.int("axis", 0)?)?),
         GatherElements => one(movement::gather_elements(&a, req(ins, 0)?, req(ins, 1)?)?),
         GatherND => one(movement::gather_nd(&a, req(ins, 0)?, req(ins, 1)?)?),
         Slice => {
@@ -291,7 +291,7 @@ fn eval(node: &Node, ins: &[Option<Tensor>], opset: i64, scope: &Scope) -> OpRes
                 one(movement::slice(x, &s, &e, opt(ins, 3).map(|t| t.to_i64()), opt(ins, 4).map(|t| t.to_i64()))?)
             }
         }
-        Concat => one(movement::concat(&a, &all(ins))?),
+        Concat => one(movement::concat(&all(ins), a.int("axis", 0)?)?),
         Split => movement::split(&a, opset, ins, n_out),
         Squeeze => one(movement::squeeze(req(ins, 0)?, axes_input(&a, opset, 13, ins, 1)?)?),
         Unsqueeze => {

@@ -89,8 +89,8 @@ fn index_value(i: i64, dim: usize) -> OpResult<usize> {
     Ok(j as usize)
 }
 
-pub fn gather(a: &NodeAttrs, x: &Tensor, ind: &Tensor) -> OpResult<Tensor> {
-    let ax = axis(a.int("axis", 0)?, x.rank())?;
+pub fn gather(x: &Tensor, ind: &Tensor, ax: i64) -> OpResult<Tensor> {
+    let ax = axis(ax, x.rank())?;
     let (outer, len, inner) = super::reduce::around_axis(x.shape(), ax);
     let iv = ind.to_i64().iter().map(|&i| index_value(i, len)).collect::<OpResult<Vec<_>>>()?;
     super::check_size(&[outer, iv.len(), inner])?;
@@ -108,8 +108,9 @@ pub fn gather(a: &NodeAttrs, x: &Tensor, ind: &Tensor) -> OpResult<Tensor> {
     Ok(x.take(&idx, shape))
 }
 
-pub fn gather_elements(a: &NodeAttrs, x: &Tensor, ind: &Tensor) -> OpResult<Tensor> {
-    let ax = axis(a.int("axis", 0)?, x.rank())?;
+/// Flat offsets into `x` of the elements that `ind` addresses along axis `ax` (each index
+/// replaces its own position's coordinate on that axis).
+fn element_offsets(x: &Tensor, ind: &Tensor, ax: usize) -> OpResult<Vec<usize>> {
     if ind.rank() != x.rank() {
         return Err("indices must have the rank of data".into());
     }
@@ -122,13 +123,10 @@ pub fn gather_elements(a: &NodeAttrs, x: &Tensor, ind: &Tensor) -> OpResult<Tens
         let mut off = 0;
         for d in 0..o.len() {
             let c = if d == ax {
-                match index_value(iv[n], x.shape()[ax]) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        err = Some(e);
-                        0
-                    }
-                }
+                index_value(iv[n], x.shape()[ax]).unwrap_or_else(|e| {
+                    err = Some(e);
+                    0
+                })
             } else {
                 o[d]
             };
@@ -137,10 +135,15 @@ pub fn gather_elements(a: &NodeAttrs, x: &Tensor, ind: &Tensor) -> OpResult<Tens
         idx.push(off);
         n += 1;
     });
-    if let Some(e) = err {
-        return Err(e);
+    match err {
+        Some(e) => Err(e),
+        None => Ok(idx),
     }
-    Ok(x.take(&idx, ind.shape().to_vec()))
+}
+
+pub fn gather_elements(a: &NodeAttrs, x: &Tensor, ind: &Tensor) -> OpResult<Tensor> {
+    let ax = axis(a.int("axis", 0)?, x.rank())?;
+    Ok(x.take(&element_offsets(x, ind, ax)?, ind.shape().to_vec()))
 }
 
 pub fn gather_nd(a: &NodeAttrs, x: &Tensor, ind: &Tensor) -> OpResult<Tensor> {
@@ -223,9 +226,9 @@ pub fn slice(
     Ok(x.take(&idx, shape))
 }
 
-pub fn concat(a: &NodeAttrs, ins: &[&Tensor]) -> OpResult<Tensor> {
+pub fn concat(ins: &[&Tensor], ax: i64) -> OpResult<Tensor> {
     let first = ins.first().ok_or("needs at least one input")?;
-    let ax = axis(a.int("axis", 0)?, first.rank())?;
+    let ax = axis(ax, first.rank())?;
     let mut shape = first.shape().to_vec();
     shape[ax] = 0;
     for t in ins {
@@ -441,34 +444,10 @@ pub fn trilu(a: &NodeAttrs, x: &Tensor, k: Option<&Tensor>) -> OpResult<Tensor> 
 
 pub fn scatter_elements(a: &NodeAttrs, x: &Tensor, ind: &Tensor, upd: &Tensor) -> OpResult<Tensor> {
     let ax = axis(a.int("axis", 0)?, x.rank())?;
-    if ind.shape() != upd.shape() || ind.rank() != x.rank() {
-        return Err("indices and updates must have one shape, of the rank of data".into());
+    if ind.shape() != upd.shape() {
+        return Err("indices and updates must have one shape".into());
     }
-    let st = strides(x.shape());
-    let iv = ind.to_i64();
-    let mut dst = Vec::with_capacity(ind.len());
-    let mut n = 0;
-    let mut err = None;
-    each_index(ind.shape(), |o| {
-        let mut off = 0;
-        for d in 0..o.len() {
-            let c = if d == ax {
-                index_value(iv[n], x.shape()[ax]).unwrap_or_else(|e| {
-                    err = Some(e);
-                    0
-                })
-            } else {
-                o[d]
-            };
-            off += c * st[d];
-        }
-        dst.push(off);
-        n += 1;
-    });
-    if let Some(e) = err {
-        return Err(e);
-    }
-    scatter_into(a, x, &dst, upd, 1)
+    scatter_into(a, x, &element_offsets(x, ind, ax)?, upd, 1)
 }
 
 /// Writes (or reduces) `upd`, in chunks of `chunk` elements, at `dst` offsets of a copy of `x`.
@@ -630,18 +609,8 @@ pub fn compress(a: &NodeAttrs, x: &Tensor, cond: &Tensor) -> OpResult<Tensor> {
             let keep: Vec<i64> = (0..x.shape()[ax].min(c.len())).filter(|&i| c[i] != 0.0).map(|i| i as i64).collect();
             let n = keep.len();
             let t = Tensor::from_i64(vec![n], keep);
-            gather(&NodeAttrs(&ax_node(ax)), x, &t)
+            gather(x, &t, ax as i64)
         }
-    }
-}
-
-fn ax_node(ax: usize) -> crate::graph::Node {
-    crate::graph::Node {
-        name: String::new(),
-        op: crate::op::Op::Gather,
-        inputs: vec![],
-        outputs: vec![],
-        attrs: [("axis".to_string(), crate::attr::Attr::Int(ax as i64))].into_iter().collect(),
     }
 }
 
