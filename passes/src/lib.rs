@@ -1,0 +1,38 @@
+//! Graph passes: canonicalization before fusion, then operator fusion with e-graphs.
+pub mod bn_fold;
+pub mod dce;
+pub mod fold;
+pub mod noop;
+pub mod rewrite;
+pub mod sibling_gemm;
+
+use xforge_ir::Graph;
+
+/// What the canonicalization pipeline changed.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct CanonStats {
+    pub folded: usize,
+    pub noops: usize,
+    pub batch_norms: usize,
+    pub merged_gemms: usize,
+    pub dead: usize,
+}
+
+/// The passes that run before fusion, to a fixed point: constant folding, no-op removal,
+/// BatchNorm folding, sibling-GEMM merging, dead-code elimination. Types are re-inferred.
+pub fn canonicalize(g: &mut Graph) -> Result<CanonStats, xforge_ir::infer::InferError> {
+    let mut st = CanonStats::default();
+    for _ in 0..8 {
+        let before = st.clone();
+        st.folded += fold::fold_constants(g);
+        st.noops += noop::remove_noops(g);
+        st.batch_norms += bn_fold::fold_batch_norms(g);
+        st.merged_gemms += sibling_gemm::merge_sibling_matmuls(g);
+        st.dead += dce::dce(g);
+        xforge_ir::infer::infer_graph(g)?;
+        if st == before {
+            break;
+        }
+    }
+    Ok(st)
+}

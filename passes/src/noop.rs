@@ -1,0 +1,93 @@
+//! Removes ops that do nothing: Identity, inference-mode Dropout, Cast to the same dtype,
+//! Reshape/Flatten/Squeeze/Unsqueeze/Expand to the same static shape, and Transpose pairs that
+//! compose to the identity (a pair that does not becomes one Transpose).
+use crate::rewrite::replace_uses;
+use xforge_ir::{Attr, Graph, Op, ValueId};
+
+fn perm(n: &xforge_ir::Node, rank: usize) -> Option<Vec<usize>> {
+    match n.attr("perm") {
+        Some(Attr::Ints(p)) => {
+            p.iter().map(|&v| usize::try_from(if v < 0 { v + rank as i64 } else { v }).ok()).collect()
+        }
+        None => Some((0..rank).rev().collect()),
+        _ => None,
+    }
+}
+
+/// Returns the number of nodes bypassed (run `dce` afterwards to drop them).
+pub fn remove_noops(g: &mut Graph) -> usize {
+    let mut removed = 0;
+    for i in 0..g.nodes.len() {
+        let n = g.nodes[i].clone();
+        let Some(out) = n.outputs.first().copied().flatten() else { continue };
+        let Some(x) = n.inputs.first().copied().flatten() else { continue };
+        let same_type = g.ty(x) == g.ty(out) && g.ty(out).static_shape().is_some();
+        let bypass: Option<ValueId> = match n.op {
+            Op::Identity => Some(x),
+            // inference Dropout: its mask output must be unused
+            Op::Dropout
+                if n.outputs.iter().skip(1).all(|o| o.is_none()) && n.inputs.get(2).copied().flatten().is_none() =>
+            {
+                Some(x)
+            }
+            Op::Cast | Op::Reshape | Op::Flatten | Op::Squeeze | Op::Unsqueeze | Op::Expand if same_type => Some(x),
+            Op::Transpose => {
+                let rank = g.ty(x).shape.as_ref().map(|s| s.len());
+                let p = rank.and_then(|r| perm(&n, r));
+                match p {
+                    Some(p) if p.iter().enumerate().all(|(i, &v)| i == v) => Some(x),
+                    Some(p2) => {
+                        // Transpose(Transpose(y, p1), p2) == Transpose(y, p1∘p2)
+                        let inner = g.nodes[..i].iter().position(|m| m.op == Op::Transpose && m.outputs[0] == Some(x));
+                        match inner.map(|j| (j, g.nodes[j].clone())) {
+                            Some((_, m)) => {
+                                let y = m.inputs[0].expect("transpose input");
+                                let p1 = perm(&m, p2.len());
+                                match p1 {
+                                    Some(p1) => {
+                                        let composed: Vec<usize> = p2.iter().map(|&k| p1[k]).collect();
+                                        if composed.iter().enumerate().all(|(i, &v)| i == v) {
+                                            Some(y)
+                                        } else {
+                                            g.nodes[i].inputs[0] = Some(y);
+                                            g.nodes[i].attrs.insert(
+                                                "perm".into(),
+                                                Attr::Ints(composed.iter().map(|&v| v as i64).collect()),
+                                            );
+                                            removed += 1;
+                                            None
+                                        }
+                                    }
+                                    None => None,
+                                }
+                            }
+                            None => None,
+                        }
+                    }
+                    None => None,
+                }
+            }
+            _ => None,
+        };
+        if let Some(src) = bypass {
+            if !g.outputs.contains(&out) {
+                replace_uses(g, out, src);
+                removed += 1;
+                continue;
+            }
+            // a graph output keeps its name: the source's producer writes it directly
+            let producer = g.nodes[..i].iter().position(|m| m.outputs.contains(&Some(src)));
+            if let (Some(p), false) = (producer, g.outputs.contains(&src)) {
+                for o in g.nodes[p].outputs.iter_mut() {
+                    if *o == Some(src) {
+                        *o = Some(out);
+                    }
+                }
+                g.nodes[i].outputs[0] = None;
+                replace_uses(g, src, out);
+                removed += 1;
+            }
+        }
+    }
+    removed
+}

@@ -1,0 +1,78 @@
+//! Small editing helpers shared by the passes.
+use xforge_ir::{Graph, ValueId};
+
+/// Makes every use of `old` (by nodes and graph outputs) use `new` instead.
+pub fn replace_uses(g: &mut Graph, old: ValueId, new: ValueId) {
+    for n in &mut g.nodes {
+        for i in n.inputs.iter_mut().flatten() {
+            if *i == old {
+                *i = new;
+            }
+        }
+    }
+    for o in &mut g.outputs {
+        if *o == old {
+            *o = new;
+        }
+    }
+}
+
+/// Consumers of each value: (node index, input position).
+pub fn consumers(g: &Graph) -> Vec<Vec<(usize, usize)>> {
+    let mut c = vec![vec![]; g.values.len()];
+    for (ni, n) in g.nodes.iter().enumerate() {
+        for (k, i) in n.inputs.iter().enumerate() {
+            if let Some(i) = i {
+                c[i.index()].push((ni, k));
+            }
+        }
+    }
+    c
+}
+
+/// The weight behind a value, if it is one.
+pub fn weight(g: &Graph, v: ValueId) -> Option<&xforge_ir::Tensor> {
+    g.weights.get(&v)
+}
+
+/// The single element of a one-element weight.
+pub fn scalar(g: &Graph, v: ValueId) -> Option<f64> {
+    weight(g, v).filter(|t| t.len() == 1).map(|t| t.to_f64()[0])
+}
+
+/// Reorders nodes topologically (stable: keeps the current order where dependencies allow).
+pub fn toposort(g: &mut Graph) {
+    let mut producer = vec![None; g.values.len()];
+    for (i, n) in g.nodes.iter().enumerate() {
+        for o in n.output_ids() {
+            producer[o.index()] = Some(i);
+        }
+    }
+    let n = g.nodes.len();
+    let mut users: Vec<Vec<usize>> = vec![vec![]; n];
+    let mut indeg = vec![0usize; n];
+    for (i, node) in g.nodes.iter().enumerate() {
+        for v in g.node_reads(node) {
+            if let Some(p) = producer[v.index()] {
+                if p != i {
+                    users[p].push(i);
+                    indeg[i] += 1;
+                }
+            }
+        }
+    }
+    let mut ready: std::collections::BTreeSet<usize> = (0..n).filter(|&i| indeg[i] == 0).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &u in &users[i] {
+            indeg[u] -= 1;
+            if indeg[u] == 0 {
+                ready.insert(u);
+            }
+        }
+    }
+    assert_eq!(order.len(), n, "a pass created a cycle");
+    let mut old: Vec<Option<xforge_ir::Node>> = std::mem::take(&mut g.nodes).into_iter().map(Some).collect();
+    g.nodes = order.into_iter().map(|i| old[i].take().unwrap()).collect();
+}

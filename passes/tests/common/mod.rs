@@ -1,0 +1,63 @@
+//! Shared by the pass tests: run two graphs on the same random inputs and compare.
+#![allow(dead_code)]
+use std::collections::HashMap;
+use xforge_ir::{interp, DType, Graph, Tensor};
+
+/// Random values for every graph input (floats in [-1, 1), integers in [0, 4)).
+pub fn random_inputs(g: &Graph, seed: u64) -> HashMap<String, Tensor> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 11) as f64 / (1u64 << 53) as f64
+    };
+    g.inputs
+        .iter()
+        .map(|&i| {
+            let ty = g.ty(i);
+            let shape = ty.static_shape().expect("test graphs have static inputs");
+            let n: usize = shape.iter().product();
+            let v: Vec<f64> = (0..n)
+                .map(|_| {
+                    if ty.dtype.is_float() {
+                        2.0 * next() - 1.0
+                    } else if ty.dtype == DType::Bool {
+                        (next() < 0.5) as u8 as f64
+                    } else {
+                        (next() * 4.0).floor()
+                    }
+                })
+                .collect();
+            (g.name_of(i).to_string(), Tensor::from_f64(ty.dtype, shape, &v))
+        })
+        .collect()
+}
+
+/// Relative L2 distance.
+pub fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
+    let (x, y) = (a.to_f64(), b.to_f64());
+    let num: f64 = x.iter().zip(&y).map(|(p, q)| (p - q) * (p - q)).sum();
+    let den: f64 = y.iter().map(|q| q * q).sum();
+    if den == 0.0 {
+        num.sqrt()
+    } else {
+        (num / den).sqrt()
+    }
+}
+
+/// Interprets both graphs on fresh random inputs and requires equal outputs within `tol`
+/// relative L2 (reassociation changes the last bits).
+pub fn assert_equivalent(before: &Graph, after: &Graph, tol: f64) {
+    for seed in 1..=3 {
+        let feed = random_inputs(before, seed);
+        let a = interp::run(before, &feed).expect("before runs");
+        let b = interp::run(after, &feed).expect("after runs");
+        assert_eq!(a.len(), b.len());
+        for (k, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert_eq!(x.shape(), y.shape(), "output {k}");
+            let e = rel_l2(y, x);
+            assert!(e <= tol, "output {k}: relative L2 {e:.3e} > {tol:.0e} (seed {seed})");
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! noop: Identity, Dropout, same-type Cast/Reshape, and Transpose pairs disappear.
+mod common;
+use common::assert_equivalent;
+use xforge_ir::{infer::infer_graph, print::print, Attr, DType, GraphBuilder, Op, Tensor, ValueType};
+use xforge_passes::{dce::dce, noop::remove_noops};
+
+#[test]
+fn removes_noops_and_cancels_transposes() {
+    let mut b = GraphBuilder::new("noop", 17);
+    let x = b.input("x", DType::F32, &[2, 3, 4]);
+    let u = ValueType::unranked(DType::F32);
+    let i = b.node(Op::Identity, &[x], vec![], u.clone());
+    let d = b.node(Op::Dropout, &[i], vec![], u.clone());
+    let c = b.node(Op::Cast, &[d], vec![("to", Attr::Int(1))], u.clone());
+    let shape = b.weight("shape", Tensor::from_i64(vec![3], vec![2, 3, 4]));
+    let r = b.node(Op::Reshape, &[c, shape], vec![], u.clone());
+    let t1 = b.node(Op::Transpose, &[r], vec![("perm", Attr::Ints(vec![1, 2, 0]))], u.clone());
+    let t2 = b.node(Op::Transpose, &[t1], vec![("perm", Attr::Ints(vec![2, 0, 1]))], u.clone());
+    let t3 = b.node(Op::Transpose, &[t2], vec![("perm", Attr::Ints(vec![0, 2, 1]))], u.clone());
+    let t4 = b.node(Op::Transpose, &[t3], vec![("perm", Attr::Ints(vec![1, 0, 2]))], u.clone());
+    let y = b.node(Op::Relu, &[t4], vec![], u);
+    b.output(y);
+    let mut g = b.finish();
+    infer_graph(&mut g).unwrap();
+    let before = g.clone();
+    assert!(remove_noops(&mut g) >= 6);
+    dce(&mut g);
+    infer_graph(&mut g).unwrap();
+    xforge_ir::verify::verify(&g).unwrap();
+    // two transposes compose into one ([0,2,1] then [1,0,2] is [2,0,1])
+    insta::assert_snapshot!(print(&g));
+    assert_equivalent(&before, &g, 0.0);
+}
+
+#[test]
+fn keeps_graph_output_names() {
+    let mut b = GraphBuilder::new("out", 17);
+    let x = b.input("x", DType::F32, &[4]);
+    let r = b.node(Op::Relu, &[x], vec![], ValueType::unranked(DType::F32));
+    let y = b.node(Op::Identity, &[r], vec![], ValueType::unranked(DType::F32));
+    b.output(y);
+    let mut g = b.finish();
+    infer_graph(&mut g).unwrap();
+    let name = g.name_of(y).to_string();
+    remove_noops(&mut g);
+    dce(&mut g);
+    assert_eq!(g.nodes.len(), 1);
+    assert_eq!(g.name_of(g.outputs[0]), name);
+    xforge_ir::verify::verify(&g).unwrap();
+}
