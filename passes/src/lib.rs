@@ -2,6 +2,8 @@
 pub mod bn_fold;
 pub mod dce;
 pub mod fold;
+pub mod fusion;
+pub mod knobs;
 pub mod noop;
 pub mod rewrite;
 pub mod sibling_gemm;

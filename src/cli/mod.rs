@@ -1,4 +1,5 @@
 //! Subcommands and the error policy of the command line.
+mod compile;
 mod inspect;
 mod run;
 
@@ -19,12 +20,15 @@ enum Command {
     Inspect(inspect::Args),
     /// Run a model and write its outputs as .npy files.
     Run(run::Args),
+    /// Optimize and fuse a model (`--emit fused` prints the kernels it becomes).
+    Compile(compile::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(a) => inspect::inspect(a),
         Command::Run(a) => run::run(a),
+        Command::Compile(a) => compile::compile(a),
     }
 }
 
@@ -39,6 +43,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             || c.is::<xforge_frontend::ImportError>()
             || c.is::<xforge_ir::interp::InterpError>()
             || c.is::<xforge_ir::npy::NpyError>()
+            || c.is::<xforge_passes::fusion::FusionError>()
     });
     if user {
         2

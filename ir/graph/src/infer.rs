@@ -45,7 +45,7 @@ impl Fact {
 }
 
 /// Fresh names for dims that inference cannot know.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Fresh(usize);
 
 impl Fresh {

@@ -1,0 +1,338 @@
+//! Partitioning the extracted graph into `FusionGroup`s: one kernel each (views are free).
+//! Anchors (contractions, reductions, attention, data movement, opaque ops) start groups;
+//! elementwise ops join the group of a producer whose value they alone consume (epilogues),
+//! a reduction takes in the elementwise group feeding only it (prologue), and whatever is left
+//! forms elementwise groups. A merge never makes two groups depend on each other.
+use super::cost::is_view;
+use crate::knobs::SMALL_CONTRACTION_ELEMENTS;
+use std::fmt;
+use xforge_ir::{Attr, Graph, Op, OpKind, ValueId};
+
+/// How a group's kernel is scheduled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Schedule {
+    /// One thread per vector of elements.
+    Elementwise,
+    /// Data movement (transpose, slice, concat, gather, pad, resize, ...).
+    Injective,
+    /// A reduction along the innermost axis with its prologue and epilogue.
+    RowReduction,
+    /// A reduction along outer axes.
+    ColumnReduction,
+    /// Windowed pooling.
+    Pooling,
+    /// A vendor-library GEMM (cuBLASLt) with a fused epilogue.
+    LibraryGemm,
+    /// A vendor-library convolution (cuDNN) with a fused epilogue.
+    LibraryConv,
+    /// Fused softmax(q·kᵀ)·v.
+    Attention,
+    /// A linear recurrence along one axis.
+    Scan,
+    /// Host-side or data-dependent work (shapes known only at run time, control flow).
+    Opaque,
+    /// Reinterprets a buffer: no kernel.
+    View,
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Schedule::Elementwise => "elementwise",
+            Schedule::Injective => "injective",
+            Schedule::RowReduction => "row-reduction",
+            Schedule::ColumnReduction => "column-reduction",
+            Schedule::Pooling => "pooling",
+            Schedule::LibraryGemm => "library-gemm",
+            Schedule::LibraryConv => "library-conv",
+            Schedule::Attention => "attention",
+            Schedule::Scan => "scan",
+            Schedule::Opaque => "opaque",
+            Schedule::View => "view",
+        })
+    }
+}
+
+/// A set of nodes that becomes one kernel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FusionGroup {
+    pub schedule: Schedule,
+    /// Node indices into the partitioned graph, in graph order.
+    pub nodes: Vec<usize>,
+    /// Values the kernel reads (weights included), in first-use order.
+    pub inputs: Vec<ValueId>,
+    /// Values it writes that something outside the group (or the caller) reads.
+    pub outputs: Vec<ValueId>,
+}
+
+fn reduces_last_axis(g: &Graph, n: &xforge_ir::Node) -> bool {
+    let Some(x) = n.inputs.first().copied().flatten() else { return true };
+    let Some(r) = g.ty(x).shape.as_ref().map(|s| s.len() as i64) else { return true };
+    let axes: Option<Vec<i64>> = match n.attr("axes") {
+        Some(Attr::Ints(a)) => Some(a.clone()),
+        _ => n.inputs.get(1).copied().flatten().and_then(|v| g.weights.get(&v)).map(|t| t.to_i64()),
+    };
+    match axes {
+        Some(a) => a.iter().all(|&x| x == -1 || x == r - 1),
+        None => true,
+    }
+}
+
+/// The schedule a node gets when it starts a group.
+pub fn anchor_schedule(g: &Graph, n: &xforge_ir::Node) -> Schedule {
+    use Op::*;
+    match n.op {
+        op if is_view(op) => Schedule::View,
+        Conv | ConvTranspose => Schedule::LibraryConv,
+        MatMul | Gemm | Einsum => Schedule::LibraryGemm,
+        Attention => Schedule::Attention,
+        MaxPool | AveragePool | LpPool => Schedule::Pooling,
+        GlobalAveragePool
+        | GlobalMaxPool
+        | Softmax
+        | LogSoftmax
+        | Hardmax
+        | LayerNormalization
+        | RMSNormalization
+        | LpNormalization
+        | InstanceNormalization
+        | GroupNormalization
+        | MeanVarianceNormalization
+        | LRN => Schedule::RowReduction,
+        ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceProd | ReduceL1 | ReduceL2 | ReduceLogSum
+        | ReduceLogSumExp | ReduceSumSquare | ArgMax | ArgMin => {
+            if reduces_last_axis(g, n) {
+                Schedule::RowReduction
+            } else {
+                Schedule::ColumnReduction
+            }
+        }
+        CumSum | CumProd | Scan => Schedule::Scan,
+        _ => match n.op.kind() {
+            OpKind::Elementwise | OpKind::Broadcast => Schedule::Elementwise,
+            OpKind::Injective => Schedule::Injective,
+            _ => Schedule::Opaque,
+        },
+    }
+}
+
+fn accepts_epilogue(s: Schedule) -> bool {
+    matches!(
+        s,
+        Schedule::Elementwise
+            | Schedule::Injective
+            | Schedule::RowReduction
+            | Schedule::ColumnReduction
+            | Schedule::Pooling
+            | Schedule::LibraryGemm
+            | Schedule::LibraryConv
+            | Schedule::Attention
+    )
+}
+
+/// A GEMV-sized contraction on 1×1 spatial data (the squeeze-excitation MLP).
+fn small_contraction(g: &Graph, n: &xforge_ir::Node) -> bool {
+    n.op.kind() == OpKind::Contraction
+        && n.output_ids().all(|o| {
+            g.ty(o).static_shape().is_some_and(|s| {
+                s.iter().product::<usize>() <= SMALL_CONTRACTION_ELEMENTS && s.iter().skip(2).all(|&d| d == 1)
+            })
+        })
+}
+
+pub struct Partition {
+    pub groups: Vec<FusionGroup>,
+    /// Group of each node.
+    pub group_of: Vec<usize>,
+}
+
+impl Partition {
+    /// Kernels launched: every group but views.
+    pub fn kernels(&self) -> usize {
+        self.groups.iter().filter(|g| g.schedule != Schedule::View).count()
+    }
+}
+
+pub fn partition(g: &Graph) -> Partition {
+    let n = g.nodes.len();
+    let mut producer: Vec<Option<usize>> = vec![None; g.values.len()];
+    for (i, node) in g.nodes.iter().enumerate() {
+        for o in node.output_ids() {
+            producer[o.index()] = Some(i);
+        }
+    }
+    let mut uses = vec![0usize; g.values.len()];
+    for node in &g.nodes {
+        for v in g.node_reads(node) {
+            uses[v.index()] += 1;
+        }
+    }
+    for o in &g.outputs {
+        uses[o.index()] += 1;
+    }
+    let mut group_of: Vec<usize> = vec![usize::MAX; n];
+    let mut schedule: Vec<Schedule> = vec![];
+    let mut members: Vec<Vec<usize>> = vec![];
+    // direct dependencies between groups
+    let mut deps: Vec<std::collections::BTreeSet<usize>> = vec![];
+    // the group that computes a value, looking through views
+    let source_group = |v: ValueId, group_of: &[usize]| -> Option<usize> {
+        let mut v = v;
+        loop {
+            let p = producer[v.index()]?;
+            let node = &g.nodes[p];
+            if is_view(node.op) {
+                v = node.inputs[0]?;
+                continue;
+            }
+            return Some(group_of[p]);
+        }
+    };
+    // whether `to` can reach `from` through group dependencies (so `from` may not read `to`)
+    fn reaches(deps: &[std::collections::BTreeSet<usize>], from: usize, to: usize) -> bool {
+        let mut stack = vec![from];
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(x) = stack.pop() {
+            if x == to {
+                return true;
+            }
+            if seen.insert(x) {
+                stack.extend(deps[x].iter().copied());
+            }
+        }
+        false
+    }
+    for i in 0..n {
+        let node = &g.nodes[i];
+        let own = anchor_schedule(g, node);
+        let inputs: Vec<ValueId> = g.node_reads(node).into_iter().filter(|v| !g.weights.contains_key(v)).collect();
+        let producers: Vec<usize> = inputs.iter().filter_map(|&v| source_group(v, &group_of)).collect();
+        let mut target: Option<usize> = None;
+        let elementwise = own == Schedule::Elementwise;
+        let joins_reduction = small_contraction(g, node);
+        // strided stores: a Split after a GEMM, a Transpose after attention
+        let movement_epilogue = matches!(node.op, Op::Split | Op::Transpose);
+        if elementwise || joins_reduction || movement_epilogue || own == Schedule::View {
+            for &v in &inputs {
+                let Some(p) = source_group(v, &group_of) else { continue };
+                if own == Schedule::View {
+                    break;
+                }
+                if joins_reduction && !matches!(schedule[p], Schedule::RowReduction | Schedule::Pooling) {
+                    continue;
+                }
+                if movement_epilogue && !matches!(schedule[p], Schedule::LibraryGemm | Schedule::Attention) {
+                    continue;
+                }
+                // the producer's value must be read by this node alone (views of it count once)
+                if uses[v.index()] != 1 || g.outputs.contains(&v) || !accepts_epilogue(schedule[p]) {
+                    continue;
+                }
+                let cyclic = producers.iter().any(|&q| q != p && reaches(&deps, q, p));
+                if !cyclic {
+                    target = Some(p);
+                    break;
+                }
+            }
+        }
+        // a reduction takes in the elementwise group that feeds only it
+        if target.is_none() && matches!(own, Schedule::RowReduction | Schedule::ColumnReduction) {
+            if let Some(&v) = inputs.first() {
+                if let Some(p) = source_group(v, &group_of) {
+                    let single_out =
+                        members[p].iter().all(|&m| g.nodes[m].output_ids().all(|o| o == v || uses[o.index()] == 1));
+                    let cyclic = producers.iter().any(|&q| q != p && reaches(&deps, q, p));
+                    if schedule[p] == Schedule::Elementwise
+                        && uses[v.index()] == 1
+                        && !g.outputs.contains(&v)
+                        && single_out
+                        && !cyclic
+                    {
+                        schedule[p] = own;
+                        target = Some(p);
+                    }
+                }
+            }
+        }
+        let gid = match target {
+            Some(t) => t,
+            None => {
+                schedule.push(own);
+                members.push(vec![]);
+                deps.push(Default::default());
+                schedule.len() - 1
+            }
+        };
+        // attention reads its operands through the transposes that feed only it
+        if own == Schedule::Attention && target.is_none() {
+            for &v in &inputs {
+                let Some(p) = source_group(v, &group_of) else { continue };
+                let lone_transpose = schedule[p] == Schedule::Injective
+                    && members[p].iter().all(|&m| g.nodes[m].op == Op::Transpose)
+                    && members[p].iter().all(|&m| g.nodes[m].output_ids().all(|o| uses[o.index()] == 1));
+                if lone_transpose && p != gid {
+                    for m in std::mem::take(&mut members[p]) {
+                        group_of[m] = gid;
+                        members[gid].push(m);
+                    }
+                    let inherited = std::mem::take(&mut deps[p]);
+                    deps[gid].extend(inherited);
+                    schedule[p] = Schedule::View;
+                    for d in deps.iter_mut() {
+                        if d.remove(&p) {
+                            d.insert(gid);
+                        }
+                    }
+                }
+            }
+        }
+        members[gid].push(i);
+        group_of[i] = gid;
+        for p in producers {
+            if p != gid {
+                deps[gid].insert(p);
+            }
+        }
+    }
+    // groups emptied by merges are dropped; node indices are renumbered
+    let keep: Vec<bool> = members.iter().map(|m| !m.is_empty()).collect();
+    let mut renumber = vec![usize::MAX; keep.len()];
+    let mut next = 0;
+    for (i, &k) in keep.iter().enumerate() {
+        if k {
+            renumber[i] = next;
+            next += 1;
+        }
+    }
+    for gid in group_of.iter_mut() {
+        *gid = renumber[*gid];
+    }
+    let groups = members
+        .into_iter()
+        .zip(schedule)
+        .filter(|(m, _)| !m.is_empty())
+        .map(|(mut nodes, schedule)| {
+            nodes.sort();
+            let inside: std::collections::BTreeSet<ValueId> =
+                nodes.iter().flat_map(|&m| g.nodes[m].output_ids()).collect();
+            let mut inputs = vec![];
+            for &m in &nodes {
+                for v in g.node_reads(&g.nodes[m]) {
+                    if !inside.contains(&v) && !inputs.contains(&v) {
+                        inputs.push(v);
+                    }
+                }
+            }
+            let outputs = nodes
+                .iter()
+                .flat_map(|&m| g.nodes[m].output_ids())
+                .filter(|&o| {
+                    g.outputs.contains(&o)
+                        || g.nodes.iter().enumerate().any(|(k, c)| !nodes.contains(&k) && g.node_reads(c).contains(&o))
+                })
+                .collect();
+            FusionGroup { schedule, nodes, inputs, outputs }
+        })
+        .collect();
+    Partition { groups, group_of }
+}

@@ -1,0 +1,297 @@
+//! Rewrite rules. Each adds a fused alternative (an IR op whose interpreter semantics equal the
+//! matched subgraph) to the matched e-class; nothing is deleted, extraction chooses. Every rule
+//! checks constants, attributes and shapes through the analysis before it builds anything.
+use super::analysis::{FusionAnalysis, FusionGraph};
+use super::language::{ENode, Head};
+use egg::{Applier, Id, Pattern, PatternAst, Rewrite, Subst, Symbol, Var};
+use xforge_ir::{Attr, Attrs, Op};
+
+/// Builds the alternative for one match of the rule's pattern rooted at an e-class; `None`
+/// refuses the match.
+type Build = fn(&mut FusionGraph, &Subst, Id) -> Option<Id>;
+
+/// A rule's builder plus the variables that must name the same e-class: egg turns a sub-term
+/// whose variables are already bound into a hash-cons lookup, which cannot see through the
+/// wildcard attributes of pattern e-nodes, so patterns are made linear and equality is checked
+/// here instead.
+struct Builder {
+    build: Build,
+    same: Vec<(Var, Var)>,
+}
+
+impl Applier<ENode, FusionAnalysis> for Builder {
+    fn apply_one(
+        &self,
+        eg: &mut FusionGraph,
+        eclass: Id,
+        subst: &Subst,
+        _: Option<&PatternAst<ENode>>,
+        _: Symbol,
+    ) -> Vec<Id> {
+        if self.same.iter().any(|(a, b)| eg.find(subst[*a]) != eg.find(subst[*b])) {
+            return vec![];
+        }
+        match (self.build)(eg, subst, eclass) {
+            Some(new) if eg.union(eclass, new) => vec![eclass],
+            _ => vec![],
+        }
+    }
+}
+
+/// Renames the second and later occurrences of each variable (`?x` → `?x__2`, ...) and returns
+/// the pairs that must be equal.
+fn linearize(pattern: &str) -> (String, Vec<(Var, Var)>) {
+    let mut out = String::new();
+    let mut seen: std::collections::HashMap<String, usize> = Default::default();
+    let mut same = vec![];
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '?' {
+            out.push(c);
+            continue;
+        }
+        let mut name = String::from("?");
+        while let Some(&d) = chars.peek() {
+            if d.is_whitespace() || d == '(' || d == ')' {
+                break;
+            }
+            name.push(d);
+            chars.next();
+        }
+        let n = seen.entry(name.clone()).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            out.push_str(&name);
+        } else {
+            let renamed = format!("{name}__{n}");
+            same.push((v(&name), v(&renamed)));
+            out.push_str(&renamed);
+        }
+    }
+    (out, same)
+}
+
+fn rule(name: &str, pattern: &str, build: Build) -> Rewrite<ENode, FusionAnalysis> {
+    let (linear, same) = linearize(pattern);
+    let p: Pattern<ENode> = linear.parse().unwrap_or_else(|e| panic!("rule {name}: bad pattern: {e}"));
+    Rewrite::new(name, p, Builder { build, same }).expect("rule vars")
+}
+
+fn v(s: &str) -> Var {
+    s.parse().expect("var")
+}
+
+/// The one-element constant bound to `var`.
+fn konst(eg: &FusionGraph, s: &Subst, var: &str) -> Option<f64> {
+    eg[s[v(var)]].data.scalar()
+}
+
+fn near(x: Option<f64>, want: f64) -> bool {
+    x.is_some_and(|x| (x - want).abs() <= 1e-3 * want.abs().max(1e-3))
+}
+
+fn rank(eg: &FusionGraph, id: Id) -> Option<usize> {
+    eg[id].data.ty().shape.as_ref().map(|s| s.len())
+}
+
+/// Attributes of an `op` e-node in class `id`.
+fn attrs_of(eg: &FusionGraph, id: Id, op: Op) -> Option<Attrs> {
+    eg[id].nodes.iter().find_map(|n| match n.head {
+        Head::Op { op: o, attrs } if o == op => Some(eg.analysis.table.attrs[attrs as usize].clone()),
+        _ => None,
+    })
+}
+
+fn int_attr(a: &Attrs, k: &str) -> Option<i64> {
+    match a.get(k) {
+        Some(Attr::Int(v)) => Some(*v),
+        _ => None,
+    }
+}
+
+/// Adds an op e-node with its own attribute entry.
+pub fn add_op(eg: &mut FusionGraph, op: Op, attrs: Vec<(&str, Attr)>, args: &[Id]) -> Id {
+    let attrs: Attrs = attrs.into_iter().map(|(k, a)| (k.to_string(), a)).collect();
+    let a = eg.analysis.table.intern(op, attrs);
+    eg.add(ENode { head: Head::Op { op, attrs: a }, args: args.to_vec() })
+}
+
+/// Softmax over the last axis of a value of rank `r`.
+fn last_axis_softmax(eg: &FusionGraph, id: Id) -> bool {
+    let (Some(a), Some(r)) = (attrs_of(eg, id, Op::Softmax), rank(eg, id)) else { return false };
+    let axis = int_attr(&a, "axis").unwrap_or(if eg.analysis.opset >= 13 { -1 } else { 1 });
+    axis == -1 || axis == r as i64 - 1
+}
+
+/// The classes of the Softmax feeding `MatMul(Softmax(..), v)` (or `MatMul(Where(IsNaN(p), 0,
+/// p), v)` with p a Softmax) nodes of class `root`.
+fn softmax_under(eg: &FusionGraph, root: Id, val: Id) -> Vec<Id> {
+    let val = eg.find(val);
+    let has_softmax = |c: Id| eg[c].nodes.iter().any(|m| matches!(m.head, Head::Op { op: Op::Softmax, .. }));
+    let mut out = vec![];
+    for n in
+        eg[root].nodes.iter().filter(|n| matches!(n.head, Head::Op { op: Op::MatMul, .. }) && eg.find(n.args[1]) == val)
+    {
+        let c = eg.find(n.args[0]);
+        if has_softmax(c) {
+            out.push(c);
+        }
+        for w in eg[c].nodes.iter().filter(|m| matches!(m.head, Head::Op { op: Op::Where, .. })) {
+            let p = eg.find(w.args[2]);
+            if has_softmax(p) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Attention(q, kᵀ → k, v, mask?) with `scale`, after the shapes check out.
+fn attention(eg: &mut FusionGraph, s: &Subst, root: Id, scale: f64, mask: Option<Id>) -> Option<Id> {
+    let (q, kt, val) = (s[v("?q")], s[v("?kt")], s[v("?v")]);
+    if [q, kt, val].iter().any(|&i| rank(eg, i) != Some(4)) {
+        return None;
+    }
+    let softmaxes = softmax_under(eg, root, val);
+    if softmaxes.is_empty() || !softmaxes.into_iter().all(|c| last_axis_softmax(eg, c)) {
+        return None;
+    }
+    let k = add_op(eg, Op::Transpose, vec![("perm", Attr::Ints(vec![0, 1, 3, 2]))], &[kt]);
+    let mut args = vec![q, k, val];
+    if let Some(m) = mask {
+        args.push(m);
+    }
+    Some(add_op(eg, Op::Attention, vec![("scale", Attr::Float(scale as f32))], &args))
+}
+
+pub fn rules() -> Vec<Rewrite<ENode, FusionAnalysis>> {
+    vec![
+        // x·σ(x) → Swish (SiLU)
+        rule("silu", "(Mul ?x (Sigmoid ?x))", |eg, s, _| Some(add_op(eg, Op::Swish, vec![], &[s[v("?x")]]))),
+        rule("silu-r", "(Mul (Sigmoid ?x) ?x)", |eg, s, _| Some(add_op(eg, Op::Swish, vec![], &[s[v("?x")]]))),
+        // x·½(1 + erf(x/√2)) → Gelu, in the orders exporters write it
+        rule("gelu-erf", "(Mul (Mul ?x (Add (Erf (Div ?x ?r2)) ?one)) ?half)", |eg, s, _| {
+            (near(konst(eg, s, "?r2"), std::f64::consts::SQRT_2) && near(konst(eg, s, "?one"), 1.0) && near(konst(eg, s, "?half"), 0.5))
+                .then(|| add_op(eg, Op::Gelu, vec![], &[s[v("?x")]]))
+        }),
+        rule("gelu-erf-2", "(Mul (Mul ?x ?half) (Add (Erf (Div ?x ?r2)) ?one))", |eg, s, _| {
+            (near(konst(eg, s, "?r2"), std::f64::consts::SQRT_2) && near(konst(eg, s, "?one"), 1.0) && near(konst(eg, s, "?half"), 0.5))
+                .then(|| add_op(eg, Op::Gelu, vec![], &[s[v("?x")]]))
+        }),
+        rule("gelu-erf-3", "(Mul (Mul ?x (Add (Erf (Mul ?x ?ir2)) ?one)) ?half)", |eg, s, _| {
+            (near(konst(eg, s, "?ir2"), std::f64::consts::FRAC_1_SQRT_2) && near(konst(eg, s, "?one"), 1.0) && near(konst(eg, s, "?half"), 0.5))
+                .then(|| add_op(eg, Op::Gelu, vec![], &[s[v("?x")]]))
+        }),
+        // ½x(1 + tanh(√(2/π)(x + 0.044715x³))) → Gelu(approximate=tanh)
+        rule("gelu-tanh", "(Mul (Mul ?x ?half) (Add (Tanh (Mul (Add ?x (Mul (Pow ?x ?three) ?c)) ?k)) ?one))", |eg, s, _| {
+            let ok = near(konst(eg, s, "?half"), 0.5)
+                && near(konst(eg, s, "?one"), 1.0)
+                && near(konst(eg, s, "?three"), 3.0)
+                && near(konst(eg, s, "?c"), 0.044715)
+                && near(konst(eg, s, "?k"), (2.0 / std::f64::consts::PI).sqrt());
+            ok.then(|| add_op(eg, Op::Gelu, vec![("approximate", Attr::Str("tanh".into()))], &[s[v("?x")]]))
+        }),
+        // x·HardSigmoid(x) with α = 1/6, β = ½ → HardSwish
+        rule("hardswish", "(Mul ?x (HardSigmoid ?x))", |eg, s, root| {
+            let x = eg.find(s[v("?x")]);
+            // the HardSigmoid of this match must have α = 1/6 and β = ½
+            let ok = eg[root].nodes.iter().filter(|n| matches!(n.head, Head::Op { op: Op::Mul, .. })).any(|n| {
+                n.args.iter().any(|&c| {
+                    eg[c].nodes.iter().any(|m| match m.head {
+                        Head::Op { op: Op::HardSigmoid, attrs } if eg.find(m.args[0]) == x => {
+                            let a = &eg.analysis.table.attrs[attrs as usize];
+                            let f = |k: &str, d: f64| match a.get(k) {
+                                Some(Attr::Float(v)) => *v as f64,
+                                _ => d,
+                            };
+                            near(Some(f("alpha", 0.2)), 1.0 / 6.0) && near(Some(f("beta", 0.5)), 0.5)
+                        }
+                        _ => false,
+                    })
+                })
+            });
+            ok.then(|| add_op(eg, Op::HardSwish, vec![], &[x]))
+        }),
+        // exp(x − max x) / Σ exp(x − max x) → Softmax
+        rule("softmax", "(Div (Exp (Sub ?x (ReduceMax ?x))) (ReduceSum (Exp (Sub ?x (ReduceMax ?x))) ?axes))", |eg, s, _| {
+            let r = rank(eg, s[v("?x")])? as i64;
+            let axes = eg[s[v("?axes")]].data.fact().konst.as_ref().map(|t| t.to_i64())?;
+            (axes == [-1] || axes == [r - 1]).then(|| add_op(eg, Op::Softmax, vec![("axis", Attr::Int(-1))], &[s[v("?x")]]))
+        }),
+        // torch's LayerNorm decomposition → LayerNormalization
+        rule(
+            "layernorm",
+            "(Add (Mul (Div (Sub ?x (ReduceMean ?x)) (Sqrt (Add (ReduceMean (Pow (Sub ?x (ReduceMean ?x)) ?two)) ?eps))) ?w) ?b)",
+            |eg, s, _| {
+                let eps = konst(eg, s, "?eps")?;
+                near(konst(eg, s, "?two"), 2.0).then_some(())?;
+                last_axis_means(eg, s[v("?x")])?;
+                Some(add_op(eg, Op::LayerNormalization, vec![("axis", Attr::Int(-1)), ("epsilon", Attr::Float(eps as f32))], &[s[v("?x")], s[v("?w")], s[v("?b")]]))
+            },
+        ),
+        // x / √(mean(x²) + ε) · w → RMSNormalization
+        rule("rmsnorm", "(Mul (Div ?x (Sqrt (Add (ReduceMean (Pow ?x ?two)) ?eps))) ?w)", |eg, s, _| {
+            let eps = konst(eg, s, "?eps")?;
+            near(konst(eg, s, "?two"), 2.0).then_some(())?;
+            last_axis_means(eg, s[v("?x")])?;
+            Some(add_op(eg, Op::RMSNormalization, vec![("axis", Attr::Int(-1)), ("epsilon", Attr::Float(eps as f32))], &[s[v("?x")], s[v("?w")]]))
+        }),
+        rule("rmsnorm-recip", "(Mul (Mul ?x (Reciprocal (Sqrt (Add (ReduceMean (Pow ?x ?two)) ?eps)))) ?w)", |eg, s, _| {
+            let eps = konst(eg, s, "?eps")?;
+            near(konst(eg, s, "?two"), 2.0).then_some(())?;
+            last_axis_means(eg, s[v("?x")])?;
+            Some(add_op(eg, Op::RMSNormalization, vec![("axis", Attr::Int(-1)), ("epsilon", Attr::Float(eps as f32))], &[s[v("?x")], s[v("?w")]]))
+        }),
+        // Softmax(q·kᵀ·scale + mask)·v → Attention (SDPA export: √scale on both sides)
+        rule("attention-sdpa", "(MatMul (Softmax (MatMul (Mul ?q ?sq) (Mul ?kt ?sk))) ?v)", |eg, s, root| {
+            let scale = konst(eg, s, "?sq")? * konst(eg, s, "?sk")?;
+            attention(eg, s, root, scale, None)
+        }),
+        rule("attention-sdpa-mask", "(MatMul (Softmax (Add (MatMul (Mul ?q ?sq) (Mul ?kt ?sk)) ?mask)) ?v)", |eg, s, root| {
+            let scale = konst(eg, s, "?sq")? * konst(eg, s, "?sk")?;
+            let m = s[v("?mask")];
+            attention(eg, s, root, scale, Some(m))
+        }),
+        // torch's guard for fully masked rows, Where(IsNaN(p), 0, p), is Attention's own rule
+        rule(
+            "attention-sdpa-mask-guarded",
+            "(MatMul (Where (IsNaN (Softmax (Add (MatMul (Mul ?q ?sq) (Mul ?kt ?sk)) ?mask))) ?zero (Softmax (Add (MatMul (Mul ?q ?sq) (Mul ?kt ?sk)) ?mask))) ?v)",
+            |eg, s, root| {
+                near(konst(eg, s, "?zero"), 0.0).then_some(())?;
+                let scale = konst(eg, s, "?sq")? * konst(eg, s, "?sk")?;
+                let m = s[v("?mask")];
+                attention(eg, s, root, scale, Some(m))
+            },
+        ),
+        rule("attention-div-mask", "(MatMul (Softmax (Add (Div (MatMul ?q ?kt) ?d) ?mask)) ?v)", |eg, s, root| {
+            let scale = 1.0 / konst(eg, s, "?d")?;
+            let m = s[v("?mask")];
+            attention(eg, s, root, scale, Some(m))
+        }),
+        rule("attention-div", "(MatMul (Softmax (Div (MatMul ?q ?kt) ?d)) ?v)", |eg, s, root| {
+            let scale = 1.0 / konst(eg, s, "?d")?;
+            attention(eg, s, root, scale, None)
+        }),
+        rule("attention-mul", "(MatMul (Softmax (Mul (MatMul ?q ?kt) ?c)) ?v)", |eg, s, root| {
+            let scale = konst(eg, s, "?c")?;
+            attention(eg, s, root, scale, None)
+        }),
+    ]
+}
+
+/// Every ReduceMean feeding the pattern reduces only the last axis with keepdims.
+fn last_axis_means(eg: &FusionGraph, x: Id) -> Option<()> {
+    let r = rank(eg, x)? as i64;
+    let ok = eg.classes().flat_map(|c| c.nodes.iter()).all(|n| match n.head {
+        Head::Op { op: Op::ReduceMean, attrs } if n.args.first().is_some_and(|&a| eg.find(a) == eg.find(x)) => {
+            let a = &eg.analysis.table.attrs[attrs as usize];
+            let axes = match a.get("axes") {
+                Some(Attr::Ints(v)) => Some(v.clone()),
+                _ => n.args.get(1).and_then(|&i| eg[i].data.fact().konst.as_ref().map(|t| t.to_i64())),
+            };
+            int_attr(a, "keepdims").unwrap_or(1) == 1 && axes.is_some_and(|ax| ax == [-1] || ax == [r - 1])
+        }
+        _ => true,
+    });
+    ok.then_some(())
+}

@@ -1,0 +1,15 @@
+//! Every tunable number of the passes, in one place.
+
+/// A kernel launch priced in bytes of device memory traffic (≈ 3 µs at 3 TB/s).
+pub const LAUNCH_BYTES: f64 = 8.0 * 1024.0 * 1024.0;
+/// Extra fixed cost of a vendor-library call (cuBLASLt/cuDNN descriptor and heuristics).
+pub const LIBRARY_CALL_BYTES: f64 = 2.0 * 1024.0 * 1024.0;
+/// Bytes assumed for a value whose shape is not static.
+pub const UNKNOWN_VALUE_BYTES: f64 = 1024.0 * 1024.0;
+/// Saturation caps: e-nodes, iterations, wall time.
+pub const EGRAPH_NODE_LIMIT: usize = 200_000;
+pub const EGRAPH_ITER_LIMIT: usize = 12;
+pub const EGRAPH_TIME_LIMIT_MS: u64 = 1500;
+/// A contraction whose output has at most this many elements and 1×1 spatial dims (the
+/// squeeze-excitation GEMVs) may join a reduction's epilogue.
+pub const SMALL_CONTRACTION_ELEMENTS: usize = 1 << 14;
