@@ -212,36 +212,29 @@ pub fn rules() -> Vec<Rewrite<ENode, FusionAnalysis>> {
             });
             ok.then(|| add_op(eg, Op::HardSwish, vec![], &[x]))
         }),
-        // exp(x − max x) / Σ exp(x − max x) → Softmax
-        rule("softmax", "(Div (Exp (Sub ?x (ReduceMax ?x))) (ReduceSum (Exp (Sub ?x (ReduceMax ?x))) ?axes))", |eg, s, _| {
-            let r = rank(eg, s[v("?x")])? as i64;
-            let axes = eg[s[v("?axes")]].data.fact().konst.as_ref().map(|t| t.to_i64())?;
-            (axes == [-1] || axes == [r - 1]).then(|| add_op(eg, Op::Softmax, vec![("axis", Attr::Int(-1))], &[s[v("?x")]]))
+        // exp(x − max x) / Σ exp(x − max x) → Softmax, whichever way the reductions get their axes
+        rule("softmax", "(Div (Exp (Sub ?x ?m)) ?z)", |eg, s, root| {
+            let (x, m, z) = (eg.find(s[v("?x")]), s[v("?m")], s[v("?z")]);
+            let e = eg[root].nodes.iter().find(|n| matches!(n.head, Head::Op { op: Op::Div, .. }) && eg.find(n.args[1]) == eg.find(z))?.args[0];
+            let e = eg.find(e);
+            (last_axis_reduce(eg, m, Op::ReduceMax, x) && last_axis_reduce(eg, z, Op::ReduceSum, e)).then_some(())?;
+            Some(add_op(eg, Op::Softmax, vec![("axis", Attr::Int(-1))], &[x]))
         }),
         // torch's LayerNorm decomposition → LayerNormalization
-        rule(
-            "layernorm",
-            "(Add (Mul (Div (Sub ?x (ReduceMean ?x)) (Sqrt (Add (ReduceMean (Pow (Sub ?x (ReduceMean ?x)) ?two)) ?eps))) ?w) ?b)",
-            |eg, s, _| {
-                let eps = konst(eg, s, "?eps")?;
-                near(konst(eg, s, "?two"), 2.0).then_some(())?;
-                last_axis_means(eg, s[v("?x")])?;
-                Some(add_op(eg, Op::LayerNormalization, vec![("axis", Attr::Int(-1)), ("epsilon", Attr::Float(eps as f32))], &[s[v("?x")], s[v("?w")], s[v("?b")]]))
-            },
-        ),
+        rule("layernorm", "(Add (Mul (Div (Sub ?x ?m) (Sqrt (Add ?var ?eps))) ?w) ?b)", |eg, s, _| {
+            let (x, m) = (eg.find(s[v("?x")]), eg.find(s[v("?m")]));
+            let eps = konst(eg, s, "?eps")?;
+            last_axis_reduce(eg, m, Op::ReduceMean, x).then_some(())?;
+            // var = mean((x − m)²) over the same axis
+            let sq = mean_of(eg, s[v("?var")])?;
+            let d = square_of(eg, sq)?;
+            eg[d].nodes.iter().any(|n| matches!(n.head, Head::Op { op: Op::Sub, .. }) && eg.find(n.args[0]) == x && eg.find(n.args[1]) == m).then_some(())?;
+            let args = [x, s[v("?w")], s[v("?b")]];
+            Some(add_op(eg, Op::LayerNormalization, vec![("axis", Attr::Int(-1)), ("epsilon", Attr::Float(eps as f32))], &args))
+        }),
         // x / √(mean(x²) + ε) · w → RMSNormalization
-        rule("rmsnorm", "(Mul (Div ?x (Sqrt (Add (ReduceMean (Pow ?x ?two)) ?eps))) ?w)", |eg, s, _| {
-            let eps = konst(eg, s, "?eps")?;
-            near(konst(eg, s, "?two"), 2.0).then_some(())?;
-            last_axis_means(eg, s[v("?x")])?;
-            Some(add_op(eg, Op::RMSNormalization, vec![("axis", Attr::Int(-1)), ("epsilon", Attr::Float(eps as f32))], &[s[v("?x")], s[v("?w")]]))
-        }),
-        rule("rmsnorm-recip", "(Mul (Mul ?x (Reciprocal (Sqrt (Add (ReduceMean (Pow ?x ?two)) ?eps)))) ?w)", |eg, s, _| {
-            let eps = konst(eg, s, "?eps")?;
-            near(konst(eg, s, "?two"), 2.0).then_some(())?;
-            last_axis_means(eg, s[v("?x")])?;
-            Some(add_op(eg, Op::RMSNormalization, vec![("axis", Attr::Int(-1)), ("epsilon", Attr::Float(eps as f32))], &[s[v("?x")], s[v("?w")]]))
-        }),
+        rule("rmsnorm", "(Mul (Div ?x (Sqrt (Add ?ms ?eps))) ?w)", |eg, s, _| rms(eg, s)),
+        rule("rmsnorm-recip", "(Mul (Mul ?x (Reciprocal (Sqrt (Add ?ms ?eps)))) ?w)", |eg, s, _| rms(eg, s)),
         // Softmax(q·kᵀ·scale + mask)·v → Attention (SDPA export: √scale on both sides)
         rule("attention-sdpa", "(MatMul (Softmax (MatMul (Mul ?q ?sq) (Mul ?kt ?sk))) ?v)", |eg, s, root| {
             let scale = konst(eg, s, "?sq")? * konst(eg, s, "?sk")?;
@@ -279,19 +272,48 @@ pub fn rules() -> Vec<Rewrite<ENode, FusionAnalysis>> {
     ]
 }
 
-/// Every ReduceMean feeding the pattern reduces only the last axis with keepdims.
-fn last_axis_means(eg: &FusionGraph, x: Id) -> Option<()> {
-    let r = rank(eg, x)? as i64;
-    let ok = eg.classes().flat_map(|c| c.nodes.iter()).all(|n| match n.head {
-        Head::Op { op: Op::ReduceMean, attrs } if n.args.first().is_some_and(|&a| eg.find(a) == eg.find(x)) => {
+/// Class `id` holds a keepdims `op` reduction of `of` over its last axis (axes from the
+/// attribute or, from opset 18 (13 for ReduceSum), the constant second input).
+fn last_axis_reduce(eg: &FusionGraph, id: Id, op: Op, of: Id) -> bool {
+    let Some(r) = rank(eg, of) else { return false };
+    eg[id].nodes.iter().any(|n| match n.head {
+        Head::Op { op: o, attrs } if o == op && eg.find(n.args[0]) == eg.find(of) => {
             let a = &eg.analysis.table.attrs[attrs as usize];
             let axes = match a.get("axes") {
                 Some(Attr::Ints(v)) => Some(v.clone()),
                 _ => n.args.get(1).and_then(|&i| eg[i].data.fact().konst.as_ref().map(|t| t.to_i64())),
             };
-            int_attr(a, "keepdims").unwrap_or(1) == 1 && axes.is_some_and(|ax| ax == [-1] || ax == [r - 1])
+            int_attr(a, "keepdims").unwrap_or(1) == 1 && axes.is_some_and(|ax| ax == [-1] || ax == [r as i64 - 1])
         }
-        _ => true,
-    });
-    ok.then_some(())
+        _ => false,
+    })
+}
+
+/// The class a last-axis keepdims ReduceMean in class `id` averages.
+fn mean_of(eg: &FusionGraph, id: Id) -> Option<Id> {
+    let id = eg.find(id);
+    let of = eg[id].nodes.iter().find(|n| matches!(n.head, Head::Op { op: Op::ReduceMean, .. }))?.args[0];
+    last_axis_reduce(eg, id, Op::ReduceMean, of).then(|| eg.find(of))
+}
+
+/// The class that class `id` squares (`Pow(d, 2)` or `Mul(d, d)`).
+fn square_of(eg: &FusionGraph, id: Id) -> Option<Id> {
+    eg[id].nodes.iter().find_map(|n| match n.head {
+        Head::Op { op: Op::Pow, .. } if near(eg[n.args[1]].data.scalar(), 2.0) => Some(eg.find(n.args[0])),
+        Head::Op { op: Op::Mul, .. } if eg.find(n.args[0]) == eg.find(n.args[1]) => Some(eg.find(n.args[0])),
+        _ => None,
+    })
+}
+
+fn rms(eg: &mut FusionGraph, s: &Subst) -> Option<Id> {
+    let x = eg.find(s[v("?x")]);
+    let eps = konst(eg, s, "?eps")?;
+    let sq = mean_of(eg, s[v("?ms")])?;
+    (square_of(eg, sq)? == x).then_some(())?;
+    Some(add_op(
+        eg,
+        Op::RMSNormalization,
+        vec![("axis", Attr::Int(-1)), ("epsilon", Attr::Float(eps as f32))],
+        &[x, s[v("?w")]],
+    ))
 }

@@ -61,3 +61,52 @@ pub fn assert_equivalent(before: &Graph, after: &Graph, tol: f64) {
         }
     }
 }
+
+/// Checks that a partition covers every node once, that groups only read values defined before
+/// them (an acyclic group graph), and that inputs and outputs are what the nodes say.
+pub fn assert_partition_sound(f: &xforge_passes::fusion::Fused) {
+    let g = &f.graph;
+    let p = &f.partition;
+    let mut seen = vec![0usize; g.nodes.len()];
+    for (gi, grp) in p.groups.iter().enumerate() {
+        for &n in &grp.nodes {
+            seen[n] += 1;
+            assert_eq!(p.group_of[n], gi);
+        }
+    }
+    assert!(seen.iter().all(|&c| c == 1), "every node in exactly one group");
+    // group dependency graph must be acyclic
+    let mut producer = vec![usize::MAX; g.values.len()];
+    for (i, n) in g.nodes.iter().enumerate() {
+        for o in n.output_ids() {
+            producer[o.index()] = p.group_of[i];
+        }
+    }
+    let k = p.groups.len();
+    let mut indeg = vec![0usize; k];
+    let mut edges: Vec<std::collections::BTreeSet<usize>> = vec![Default::default(); k];
+    for (gi, grp) in p.groups.iter().enumerate() {
+        for &v in &grp.inputs {
+            let src = producer[v.index()];
+            assert!(!grp.nodes.iter().any(|&n| g.nodes[n].output_ids().any(|o| o == v)), "an input is produced inside");
+            if src != usize::MAX && src != gi && edges[src].insert(gi) {
+                indeg[gi] += 1;
+            }
+        }
+        for &o in &grp.outputs {
+            assert!(grp.nodes.iter().any(|&n| g.nodes[n].output_ids().any(|x| x == o)), "an output is produced inside");
+        }
+    }
+    let mut ready: Vec<usize> = (0..k).filter(|&i| indeg[i] == 0).collect();
+    let mut done = 0;
+    while let Some(i) = ready.pop() {
+        done += 1;
+        for &j in &edges[i] {
+            indeg[j] -= 1;
+            if indeg[j] == 0 {
+                ready.push(j);
+            }
+        }
+    }
+    assert_eq!(done, k, "fusion groups depend on each other in a cycle");
+}
