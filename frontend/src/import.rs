@@ -348,10 +348,8 @@ impl Ctx<'_> {
                     domain: format!(" of domain '{}'", n.domain),
                 });
             }
-            let op = Op::from_name(&n.op_type).ok_or_else(|| ImportError::UnsupportedOp {
-                node: name.clone(),
-                op: n.op_type.clone(),
-                domain: String::new(),
+            let op = Op::from_name(&n.op_type).filter(|op| !op.is_internal()).ok_or_else(|| {
+                ImportError::UnsupportedOp { node: name.clone(), op: n.op_type.clone(), domain: String::new() }
             })?;
             let mut attrs = BTreeMap::new();
             for a in &n.attribute {

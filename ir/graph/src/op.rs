@@ -78,6 +78,8 @@ ops! {
     GlobalMaxPool: Reduction, LpPool: Reduction,
     // contractions
     MatMul: Contraction, Gemm: Contraction, Einsum: Contraction, Conv: Contraction,
+    // xforge's own: Conv on channels-last (N, H, W, C) data, weights as Conv's (M, C/g, kH, kW)
+    ConvNhwc: Contraction,
     ConvTranspose: Contraction, Attention: Contraction,
     // data movement and shapes
     Shape: Opaque, Size: Opaque, Reshape: Injective, Flatten: Injective, Expand: Injective,
@@ -94,6 +96,13 @@ ops! {
     SoftmaxCrossEntropyLoss: Opaque, NegativeLogLikelihoodLoss: Opaque,
     // control flow
     If: Opaque, Loop: Opaque, Scan: Opaque,
+}
+
+impl Op {
+    /// Ops xforge introduces itself; an ONNX file cannot name them.
+    pub fn is_internal(self) -> bool {
+        matches!(self, Op::ConvNhwc)
+    }
 }
 
 impl fmt::Display for Op {

@@ -35,7 +35,7 @@ pub fn input_arity(op: Op) -> (usize, usize) {
         | GatherElements | GatherND | Tile | Compress | CumSum | CumProd | ReverseSequence | CenterCropPad => (2, 2),
         Where | ScatterElements | ScatterND | Scatter | OneHot => (3, 3),
         Range => (3, 3),
-        Gemm | Conv | ConvTranspose => (2, 3),
+        Gemm | Conv | ConvNhwc | ConvTranspose => (2, 3),
         BatchNormalization => (5, 5),
         LayerNormalization => (2, 3),
         RMSNormalization | Reshape => (1, 2),

@@ -3,8 +3,8 @@
 use super::analysis::FusionGraph;
 use super::language::{ENode, Head};
 use crate::knobs::{LAUNCH_BYTES, LIBRARY_CALL_BYTES, UNKNOWN_VALUE_BYTES};
-use egg::{CostFunction, Id};
-use xforge_ir::{Op, OpKind, ValueType};
+use egg::Id;
+use xforge_ir::{DType, Op, OpKind, ValueType};
 
 /// Bytes of a value of type `ty`.
 pub fn value_bytes(ty: &ValueType) -> f64 {
@@ -28,29 +28,18 @@ pub fn node_cost(eg: &FusionGraph, node: &ENode, id: Id) -> f64 {
     let read: f64 = node.args.iter().map(|&a| value_bytes(eg[a].data.ty())).sum();
     let written: f64 = eg[id].data.facts.iter().map(|f| value_bytes(&f.ty)).sum();
     let library = if op.kind() == OpKind::Contraction && op != Op::Attention { LIBRARY_CALL_BYTES } else { 0.0 };
-    LAUNCH_BYTES + library + read + written
+    // tensor cores want channels-last: cuDNN rewrites NCHW half-precision data on the way in and out
+    let ty = eg[id].data.ty();
+    let layout = if op == Op::Conv
+        && matches!(ty.dtype, DType::F16 | DType::BF16)
+        && ty.shape.as_ref().is_some_and(|s| s.len() == 4)
+    {
+        read + written
+    } else {
+        0.0
+    };
+    LAUNCH_BYTES + library + read + written + layout
 }
 
-/// Tree cost for egg's extractor: a node plus its children.
-pub struct KernelCost<'a> {
-    pub egraph: &'a FusionGraph,
-}
-
-impl CostFunction<ENode> for KernelCost<'_> {
-    type Cost = f64;
-
-    fn cost<C: FnMut(Id) -> f64>(&mut self, enode: &ENode, mut costs: C) -> f64 {
-        // the class of this node is not known here: price its output by the first match
-        let own = match enode.head {
-            Head::Op { .. } => {
-                let id = self
-                    .egraph
-                    .lookup(enode.clone())
-                    .unwrap_or_else(|| enode.args.first().copied().unwrap_or(Id::from(0)));
-                node_cost(self.egraph, enode, id)
-            }
-            _ => 0.0,
-        };
-        own + enode.args.iter().map(|&c| costs(c)).sum::<f64>()
-    }
-}
+/// The price of one e-node (its e-class given): `node_cost` unless a caller supplies another.
+pub type NodeCost = dyn Fn(&FusionGraph, &ENode, Id) -> f64;

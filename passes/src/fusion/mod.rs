@@ -4,12 +4,14 @@
 pub mod analysis;
 pub mod cost;
 pub mod egraph;
+pub mod extract;
 pub mod language;
+pub mod layout;
 pub mod partition;
 pub mod rules;
 
-use crate::knobs::{EGRAPH_ITER_LIMIT, EGRAPH_NODE_LIMIT, EGRAPH_TIME_LIMIT_MS};
-use egg::{Extractor, Runner, StopReason};
+use crate::knobs::{EGRAPH_ITER_LIMIT, EGRAPH_NODE_LIMIT, EGRAPH_TIME_LIMIT_MS, EXTRACT_PASSES};
+use egg::{Runner, StopReason};
 use std::fmt::Write;
 use std::time::Duration;
 use xforge_ir::Graph;
@@ -45,6 +47,11 @@ pub struct Fused {
 
 /// Runs canonicalization, e-graph fusion and partitioning.
 pub fn fuse(source: &Graph) -> Result<Fused, FusionError> {
+    fuse_with(source, &cost::node_cost)
+}
+
+/// `fuse` with another price per e-node (tests force choices with it).
+pub fn fuse_with(source: &Graph, price: &cost::NodeCost) -> Result<Fused, FusionError> {
     let mut g = source.clone();
     let canon = crate::canonicalize(&mut g)?;
     let loaded = egraph::load(&g);
@@ -74,8 +81,8 @@ pub fn fuse(source: &Graph) -> Result<Fused, FusionError> {
         cap,
     };
     let loaded = egraph::Loaded { egraph: runner.egraph, roots: loaded.roots, names: loaded.names };
-    let extractor = Extractor::new(&loaded.egraph, cost::KernelCost { egraph: &loaded.egraph });
-    let choice = |id| extractor.find_best_node(id).clone();
+    let chosen = extract::extract(&loaded.egraph, price, EXTRACT_PASSES);
+    let choice = |id: egg::Id| chosen[&loaded.egraph.find(id)].clone();
     let mut fused = egraph::unload(&loaded, &choice, &g);
     // rules may leave transpose pairs and views of views behind
     crate::noop::remove_noops(&mut fused);

@@ -215,7 +215,9 @@ pub fn partition(g: &Graph) -> Partition {
         if elementwise || joins_reduction || movement_epilogue || own == Schedule::View {
             for &v in &inputs {
                 let Some(p) = source_group(v, &group_of) else { continue };
+                // a view costs nothing: it lives in the group that computes its buffer
                 if own == Schedule::View {
+                    target = Some(p);
                     break;
                 }
                 if joins_reduction && !matches!(schedule[p], Schedule::RowReduction | Schedule::Pooling) {

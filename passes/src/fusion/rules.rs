@@ -71,7 +71,7 @@ fn linearize(pattern: &str) -> (String, Vec<(Var, Var)>) {
     (out, same)
 }
 
-fn rule(name: &str, pattern: &str, build: Build) -> Rewrite<ENode, FusionAnalysis> {
+pub(crate) fn rule(name: &str, pattern: &str, build: Build) -> Rewrite<ENode, FusionAnalysis> {
     let (linear, same) = linearize(pattern);
     let p: Pattern<ENode> = linear.parse().unwrap_or_else(|e| panic!("rule {name}: bad pattern: {e}"));
     Rewrite::new(name, p, Builder { build, same }).expect("rule vars")
@@ -79,6 +79,11 @@ fn rule(name: &str, pattern: &str, build: Build) -> Rewrite<ENode, FusionAnalysi
 
 fn v(s: &str) -> Var {
     s.parse().expect("var")
+}
+
+/// Whether two ids name the same e-class.
+pub(crate) fn same_class(eg: &FusionGraph, a: Id, b: Id) -> bool {
+    eg.find(a) == eg.find(b)
 }
 
 /// The one-element constant bound to `var`.
@@ -164,7 +169,15 @@ fn attention(eg: &mut FusionGraph, s: &Subst, root: Id, scale: f64, mask: Option
     Some(add_op(eg, Op::Attention, vec![("scale", Attr::Float(scale as f32))], &args))
 }
 
+/// All rules: composite ops, then layout.
 pub fn rules() -> Vec<Rewrite<ENode, FusionAnalysis>> {
+    let mut r = composite_rules();
+    r.extend(super::layout::layout_rules());
+    r
+}
+
+/// Rules that recognise composite ops (GELU, SiLU, HardSwish, Softmax, norms, attention).
+pub fn composite_rules() -> Vec<Rewrite<ENode, FusionAnalysis>> {
     vec![
         // x·σ(x) → Swish (SiLU)
         rule("silu", "(Mul ?x (Sigmoid ?x))", |eg, s, _| Some(add_op(eg, Op::Swish, vec![], &[s[v("?x")]]))),

@@ -265,6 +265,12 @@ fn eval(node: &Node, ins: &[Option<Tensor>], opset: i64, scope: &Scope) -> OpRes
         Gemm => one(linalg::gemm(&a, ins)?),
         Einsum => one(linalg::einsum(&a, ins)?),
         Conv => one(conv::conv(&a, ins)?),
+        ConvNhwc => {
+            let x = movement::transpose(req(ins, 0)?, Some(vec![0, 3, 1, 2]))?;
+            let mut nchw = ins.to_vec();
+            nchw[0] = Some(x);
+            one(movement::transpose(&conv::conv(&a, &nchw)?, Some(vec![0, 2, 3, 1]))?)
+        }
         ConvTranspose => one(conv::conv_transpose(&a, ins)?),
         Attention => attention::attention(&a, ins, n_out),
         Shape => one(movement::shape_of(&a, req(ins, 0)?)?),

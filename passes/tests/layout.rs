@@ -1,0 +1,82 @@
+//! layout: half-precision convolution stacks switch to channels-last when the cost model says
+//! so, with the transposes inside the stack cancelled; fp32 stays NCHW; the rewrite is sound.
+mod common;
+use common::{assert_equivalent, assert_partition_sound};
+use xforge_ir::{infer::infer_graph, Attr, DType, Graph, GraphBuilder, Op, Tensor, ValueType};
+use xforge_passes::fusion::{cost::node_cost, fuse, fuse_with, language::Head};
+
+/// `blocks` residual blocks (conv → relu → conv → add → relu), then a conv: `c` channels,
+/// `s`×`s` images.
+fn stack(dtype: DType, n: usize, c: usize, s: usize, blocks: usize) -> Graph {
+    let mut b = GraphBuilder::new("stack", 17);
+    let x = b.input("x", dtype, &[n, c, s, s]);
+    let u = || ValueType::unranked(dtype);
+    let w = |b: &mut GraphBuilder, k: usize| {
+        let v: Vec<f64> = (0..c * c * 9).map(|i| (((i * 7919 + k * 31) % 97) as f64 - 48.0) / 400.0).collect();
+        b.weight(&format!("w{k}"), Tensor::from_f64(dtype, vec![c, c, 3, 3], &v))
+    };
+    let bias = |b: &mut GraphBuilder, k: usize| {
+        b.weight(&format!("b{k}"), Tensor::from_f64(dtype, vec![c], &vec![0.01 * k as f64; c]))
+    };
+    let pads = || vec![("pads", Attr::Ints(vec![1; 4]))];
+    let mut x = x;
+    for k in 0..blocks {
+        let (w0, b0, w1, b1) = (w(&mut b, 2 * k), bias(&mut b, 2 * k), w(&mut b, 2 * k + 1), bias(&mut b, 2 * k + 1));
+        let c0 = b.node(Op::Conv, &[x, w0, b0], pads(), u());
+        let r0 = b.node(Op::Relu, &[c0], vec![], u());
+        let c1 = b.node(Op::Conv, &[r0, w1, b1], pads(), u());
+        let a = b.node(Op::Add, &[c1, x], vec![], u());
+        x = b.node(Op::Relu, &[a], vec![], u());
+    }
+    let (wl, bl) = (w(&mut b, 99), bias(&mut b, 99));
+    let c2 = b.node(Op::Conv, &[x, wl, bl], pads(), u());
+    b.output(c2);
+    let mut g = b.finish();
+    infer_graph(&mut g).unwrap();
+    g
+}
+
+fn count(g: &Graph, op: Op) -> usize {
+    g.nodes.iter().filter(|n| n.op == op).count()
+}
+
+#[test]
+fn half_precision_stacks_switch_to_channels_last() {
+    for dt in [DType::F16, DType::BF16] {
+        let f = fuse(&stack(dt, 8, 64, 56, 3)).unwrap();
+        assert_eq!(count(&f.graph, Op::ConvNhwc), 7, "{dt}");
+        assert_eq!(count(&f.graph, Op::Conv), 0);
+        // one transpose into the stack, one out of it
+        assert_eq!(count(&f.graph, Op::Transpose), 2);
+        assert_partition_sound(&f);
+    }
+}
+
+#[test]
+fn fp32_and_small_stacks_stay_nchw() {
+    // fp32 has no layout penalty; one small block does not pay for two transposes
+    for g in [stack(DType::F32, 8, 64, 56, 3), stack(DType::F16, 8, 64, 56, 1), stack(DType::F16, 1, 4, 6, 3)] {
+        let f = fuse(&g).unwrap();
+        assert_eq!(count(&f.graph, Op::ConvNhwc), 0);
+        assert_eq!(count(&f.graph, Op::Transpose), 0);
+    }
+}
+
+#[test]
+fn channels_last_rewrite_is_sound() {
+    // force the choice on a graph small enough to interpret
+    let g = stack(DType::F16, 1, 4, 6, 2);
+    let prefer_nhwc = |eg: &_, n: &xforge_passes::fusion::language::ENode, id| {
+        let base = node_cost(eg, n, id);
+        if matches!(n.head, Head::Op { op: Op::Conv, .. }) {
+            base + 1e12
+        } else {
+            base
+        }
+    };
+    let f = fuse_with(&g, &prefer_nhwc).unwrap();
+    assert_eq!(count(&f.graph, Op::ConvNhwc), 5);
+    assert_eq!(count(&f.graph, Op::Transpose), 2);
+    assert_partition_sound(&f);
+    assert_equivalent(&g, &f.graph, 0.0);
+}
