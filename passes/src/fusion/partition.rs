@@ -21,10 +21,17 @@ pub enum Schedule {
     ColumnReduction,
     /// Windowed pooling.
     Pooling,
-    /// A vendor-library GEMM (cuBLASLt) with a fused epilogue.
+    /// A vendor-library GEMM (cuBLASLt) with an epilogue it accepts: bias, one residual
+    /// through C, then ReLU or tanh-GELU.
     LibraryGemm,
-    /// A vendor-library convolution (cuDNN) with a fused epilogue.
+    /// A vendor-library convolution (cuDNN conv-bias-activation): bias, one residual `z`, then
+    /// ReLU, sigmoid, tanh or clip.
     LibraryConv,
+    /// A generated GEMM kernel: epilogues the library cannot express (erf-GELU, strided
+    /// head-major stores, ...).
+    GeneratedGemm,
+    /// A generated convolution kernel, likewise.
+    GeneratedConv,
     /// Fused softmax(q·kᵀ)·v.
     Attention,
     /// A linear recurrence along one axis.
@@ -45,6 +52,8 @@ impl fmt::Display for Schedule {
             Schedule::Pooling => "pooling",
             Schedule::LibraryGemm => "library-gemm",
             Schedule::LibraryConv => "library-conv",
+            Schedule::GeneratedGemm => "generated-gemm",
+            Schedule::GeneratedConv => "generated-conv",
             Schedule::Attention => "attention",
             Schedule::Scan => "scan",
             Schedule::Opaque => "opaque",
@@ -72,8 +81,14 @@ fn reduces_last_axis(g: &Graph, n: &xforge_ir::Node) -> bool {
         Some(Attr::Ints(a)) => Some(a.clone()),
         _ => n.inputs.get(1).copied().flatten().and_then(|v| g.weights.get(&v)).map(|t| t.to_i64()),
     };
+    // the reduced axes must be the innermost ones (a contiguous run at the end of each row)
     match axes {
-        Some(a) => a.iter().all(|&x| x == -1 || x == r - 1),
+        Some(a) => {
+            let mut a: Vec<i64> = a.iter().map(|&x| if x < 0 { x + r } else { x }).collect();
+            a.sort();
+            a.dedup();
+            a.iter().enumerate().all(|(i, &x)| x == r - a.len() as i64 + i as i64)
+        }
         None => true,
     }
 }
@@ -83,7 +98,7 @@ pub fn anchor_schedule(g: &Graph, n: &xforge_ir::Node) -> Schedule {
     use Op::*;
     match n.op {
         op if is_view(op) => Schedule::View,
-        Conv | ConvTranspose => Schedule::LibraryConv,
+        Conv | ConvNhwc | ConvTranspose => Schedule::LibraryConv,
         MatMul | Gemm | Einsum => Schedule::LibraryGemm,
         Attention => Schedule::Attention,
         MaxPool | AveragePool | LpPool => Schedule::Pooling,
@@ -138,6 +153,42 @@ fn small_contraction(g: &Graph, n: &xforge_ir::Node) -> bool {
                 s.iter().product::<usize>() <= SMALL_CONTRACTION_ELEMENTS && s.iter().skip(2).all(|&d| d == 1)
             })
         })
+}
+
+/// Whether a vendor library runs a contraction group as one call: the epilogue, in order, is
+/// an optional bias (a weight), an optional residual, an optional activation the library knows.
+fn library_accepts(g: &Graph, nodes: &[usize], conv: bool) -> bool {
+    let Some((&anchor, epilogue)) = nodes.split_first() else { return false };
+    let out = |n: usize| g.nodes[n].outputs[0];
+    let mut stage = 0; // 0: bias allowed, 1: residual allowed, 2: activation allowed, 3: done
+    let mut cur = out(anchor);
+    for &n in epilogue {
+        let node = &g.nodes[n];
+        if is_view(node.op) {
+            cur = node.outputs[0];
+            continue;
+        }
+        let other = node.inputs.iter().flatten().copied().find(|&v| Some(v) != cur);
+        let from_cur = node.inputs.first().copied().flatten() == cur || node.inputs.get(1).copied().flatten() == cur;
+        if !from_cur {
+            return false;
+        }
+        let next = match node.op {
+            Op::Add if other.is_some_and(|v| g.weights.contains_key(&v)) && stage == 0 => 1,
+            Op::Add if other.is_some_and(|v| !g.weights.contains_key(&v)) && stage <= 1 => 2,
+            Op::Relu if stage <= 2 => 3,
+            Op::Gelu
+                if stage <= 2 && !conv && matches!(node.attr("approximate"), Some(Attr::Str(s)) if s == "tanh") =>
+            {
+                3
+            }
+            Op::Sigmoid | Op::Tanh | Op::Clip if stage <= 2 && conv => 3,
+            _ => return false,
+        };
+        stage = next;
+        cur = node.outputs[0];
+    }
+    true
 }
 
 pub struct Partition {
@@ -333,6 +384,11 @@ pub fn partition(g: &Graph) -> Partition {
                         || g.nodes.iter().enumerate().any(|(k, c)| !nodes.contains(&k) && g.node_reads(c).contains(&o))
                 })
                 .collect();
+            let schedule = match schedule {
+                Schedule::LibraryGemm if !library_accepts(g, &nodes, false) => Schedule::GeneratedGemm,
+                Schedule::LibraryConv if !library_accepts(g, &nodes, true) => Schedule::GeneratedConv,
+                s => s,
+            };
             FusionGroup { schedule, nodes, inputs, outputs }
         })
         .collect();
