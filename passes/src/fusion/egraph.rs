@@ -122,7 +122,9 @@ impl Builder<'_> {
                 let facts = eg[id].data.facts.clone();
                 let mut outputs = vec![];
                 if n_out == 1 {
-                    let name = self.names.fresh(self.class_names.get(&id).map(|s| s.as_str()));
+                    // a value the source graph named keeps its name; a rule-built one is named for its op
+                    let base = self.class_names.get(&id).cloned().unwrap_or_else(|| eg.analysis.table.names[a].clone());
+                    let name = self.names.fresh(Some(&base));
                     outputs.push(Some(self.g.add_value(name, facts[0].ty.clone())));
                 } else {
                     for k in 0..n_out {
