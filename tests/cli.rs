@@ -126,3 +126,19 @@ fn bad_input_exits_2_with_a_clear_error_and_writes_nothing() {
     let (code, _, err) = xforge(&["inspect", truncated.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
 }
+
+#[test]
+fn compile_emits_fusion_groups() {
+    let (code, out, err) = xforge(&["compile", &model("bert_tiny.onnx"), "--emit", "fused"]);
+    assert_eq!(code, 0, "{err}");
+    let last = out.lines().last().unwrap_or_default();
+    assert!(last.starts_with("kernels: ") && last.ends_with("(from 155 ops)"), "{last}");
+    assert!(out.contains("attention") && out.contains("Attention"), "{out}");
+    let (code, out, _) = xforge(&["compile", &model("mnasnet0_5.onnx"), "--emit", "graph"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("output %output"), "{out}");
+    // no code generator yet: a clear error, exit 2
+    let (code, _, err) = xforge(&["compile", &model("mnasnet0_5.onnx")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--emit fused"), "{err}");
+}

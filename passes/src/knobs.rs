@@ -2,8 +2,9 @@
 
 /// A kernel launch priced in bytes of device memory traffic (≈ 3 µs at 3 TB/s).
 pub const LAUNCH_BYTES: f64 = 8.0 * 1024.0 * 1024.0;
-/// Extra fixed cost of a vendor-library call (cuBLASLt/cuDNN descriptor and heuristics).
-pub const LIBRARY_CALL_BYTES: f64 = 2.0 * 1024.0 * 1024.0;
+/// Extra fixed cost of a vendor-library call (descriptors, heuristics), by library.
+pub const CUBLASLT_CALL_BYTES: f64 = 2.0 * 1024.0 * 1024.0;
+pub const CUDNN_CALL_BYTES: f64 = 4.0 * 1024.0 * 1024.0;
 /// Bytes assumed for a value whose shape is not static.
 pub const UNKNOWN_VALUE_BYTES: f64 = 1024.0 * 1024.0;
 /// Saturation caps: e-nodes, iterations, wall time.

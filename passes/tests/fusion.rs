@@ -128,3 +128,27 @@ fn bert_tiny_fused_form() {
     assert_eq!(f.graph.nodes.iter().filter(|n| n.op == Op::Attention).count(), 2);
     insta::assert_snapshot!(describe(&f));
 }
+
+#[test]
+fn elementwise_chains_keep_shared_values_as_extra_outputs() {
+    // a = relu(x); b = a·2; c = a + 1; d = sigmoid(b)·c: one kernel with a used twice inside
+    let mut bld = GraphBuilder::new("chain", 17);
+    let x = bld.input("x", DType::F32, &[4, 16]);
+    let t = || ValueType::unranked(DType::F32);
+    let two = bld.weight("two", Tensor::scalar_f32(2.0));
+    let one = bld.weight("one", Tensor::scalar_f32(1.0));
+    let a = bld.node(Op::Relu, &[x], vec![], t());
+    let b = bld.node(Op::Mul, &[a, two], vec![], t());
+    let c = bld.node(Op::Add, &[a, one], vec![], t());
+    let s = bld.node(Op::Sigmoid, &[b], vec![], t());
+    let d = bld.node(Op::Mul, &[s, c], vec![], t());
+    bld.output(d);
+    bld.output(b); // b is also wanted outside
+    let mut g = bld.finish();
+    infer_graph(&mut g).unwrap();
+    let f = fuse(&g).unwrap();
+    assert_partition_sound(&f);
+    assert_eq!(f.partition.kernels(), 1);
+    assert_eq!(f.partition.groups[0].outputs.len(), 2);
+    assert_equivalent(&g, &f.graph, 0.0);
+}

@@ -2,9 +2,9 @@
 //! free, vendor-library calls pay a fixed call cost on top.
 use super::analysis::FusionGraph;
 use super::language::{ENode, Head};
-use crate::knobs::{LAUNCH_BYTES, LIBRARY_CALL_BYTES, UNKNOWN_VALUE_BYTES};
+use crate::knobs::{CUBLASLT_CALL_BYTES, CUDNN_CALL_BYTES, LAUNCH_BYTES, UNKNOWN_VALUE_BYTES};
 use egg::Id;
-use xforge_ir::{DType, Op, OpKind, ValueType};
+use xforge_ir::{DType, Op, ValueType};
 
 /// Bytes of a value of type `ty`.
 pub fn value_bytes(ty: &ValueType) -> f64 {
@@ -19,6 +19,16 @@ pub fn is_view(op: Op) -> bool {
     matches!(op, Op::Reshape | Op::Flatten | Op::Squeeze | Op::Unsqueeze | Op::Identity)
 }
 
+/// The fixed price of the vendor-library call an op becomes (cuBLASLt GEMMs, cuDNN
+/// convolutions); 0 for ops that become generated kernels.
+pub fn library_call_bytes(op: Op) -> f64 {
+    match op {
+        Op::MatMul | Op::Gemm => CUBLASLT_CALL_BYTES,
+        Op::Conv | Op::ConvNhwc | Op::ConvTranspose => CUDNN_CALL_BYTES,
+        _ => 0.0,
+    }
+}
+
 /// What one e-node costs by itself, given its e-class `id`.
 pub fn node_cost(eg: &FusionGraph, node: &ENode, id: Id) -> f64 {
     let Head::Op { op, .. } = node.head else { return 0.0 };
@@ -27,7 +37,7 @@ pub fn node_cost(eg: &FusionGraph, node: &ENode, id: Id) -> f64 {
     }
     let read: f64 = node.args.iter().map(|&a| value_bytes(eg[a].data.ty())).sum();
     let written: f64 = eg[id].data.facts.iter().map(|f| value_bytes(&f.ty)).sum();
-    let library = if op.kind() == OpKind::Contraction && op != Op::Attention { LIBRARY_CALL_BYTES } else { 0.0 };
+    let library = library_call_bytes(op);
     // tensor cores want channels-last: cuDNN rewrites NCHW half-precision data on the way in and out
     let ty = eg[id].data.ty();
     let layout = if op == Op::Conv

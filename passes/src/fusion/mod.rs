@@ -43,6 +43,8 @@ pub struct Fused {
     pub canon: crate::CanonStats,
     /// Node count of the graph before any pass.
     pub source_ops: usize,
+    /// Wall time of each phase, in seconds.
+    pub phases: Vec<(&'static str, f64)>,
 }
 
 /// Runs canonicalization, e-graph fusion and partitioning.
@@ -52,8 +54,15 @@ pub fn fuse(source: &Graph) -> Result<Fused, FusionError> {
 
 /// `fuse` with another price per e-node (tests force choices with it).
 pub fn fuse_with(source: &Graph, price: &cost::NodeCost) -> Result<Fused, FusionError> {
+    let mut phases = vec![];
+    let mut clock = std::time::Instant::now();
+    let mut lap = |name: &'static str, phases: &mut Vec<(&'static str, f64)>| {
+        phases.push((name, clock.elapsed().as_secs_f64()));
+        clock = std::time::Instant::now();
+    };
     let mut g = source.clone();
     let canon = crate::canonicalize(&mut g)?;
+    lap("canonicalize", &mut phases);
     let loaded = egraph::load(&g);
     let runner = Runner::default()
         .with_egraph(loaded.egraph)
@@ -81,16 +90,20 @@ pub fn fuse_with(source: &Graph, price: &cost::NodeCost) -> Result<Fused, Fusion
         cap,
     };
     let loaded = egraph::Loaded { egraph: runner.egraph, roots: loaded.roots, names: loaded.names };
+    lap("saturate", &mut phases);
     let chosen = extract::extract(&loaded.egraph, price, EXTRACT_PASSES);
     let choice = |id: egg::Id| chosen[&loaded.egraph.find(id)].clone();
     let mut fused = egraph::unload(&loaded, &choice, &g);
+    lap("extract", &mut phases);
     // rules may leave transpose pairs and views of views behind
     crate::noop::remove_noops(&mut fused);
     crate::dce::dce(&mut fused);
     xforge_ir::infer::infer_graph(&mut fused)?;
     xforge_ir::verify::verify(&fused)?;
+    lap("clean up", &mut phases);
     let partition = partition::partition(&fused);
-    Ok(Fused { graph: fused, partition, saturation, canon, source_ops: source.nodes.len() })
+    lap("partition", &mut phases);
+    Ok(Fused { graph: fused, partition, saturation, canon, source_ops: source.nodes.len(), phases })
 }
 
 /// One line per kernel, then `kernels: N (from M ops)`.
