@@ -280,7 +280,10 @@ pub fn partition(g: &Graph) -> Partition {
                 // an elementwise group may keep a value it shares (it becomes one of several outputs);
                 // other kernels only write their result, so this node must be its only reader
                 let shared_ok = elementwise && schedule[p] == Schedule::Elementwise;
-                if (uses[v.index()] != 1 && !shared_ok) || (g.outputs.contains(&v) && !shared_ok) || !accepts_epilogue(schedule[p]) {
+                if (uses[v.index()] != 1 && !shared_ok)
+                    || (g.outputs.contains(&v) && !shared_ok)
+                    || !accepts_epilogue(schedule[p])
+                {
                     continue;
                 }
                 let cyclic = producers.iter().any(|&q| q != p && reaches(&deps, q, p));
@@ -318,6 +321,38 @@ pub fn partition(g: &Graph) -> Partition {
                 schedule.len() - 1
             }
         };
+        // an elementwise node also takes in the elementwise groups that only feed it (side branches
+        // such as sigmoid(x) in x·sigmoid(x) + clip(x)): nothing else reads them, so no cycle
+        if elementwise && target.is_some() {
+            for &v in &inputs {
+                let Some(q) = source_group(v, &group_of) else { continue };
+                if q == gid || schedule[q] != Schedule::Elementwise {
+                    continue;
+                }
+                let feeds_only_here = members[q].iter().all(|&m| {
+                    g.nodes[m].output_ids().all(|o| {
+                        !g.outputs.contains(&o)
+                            && g.nodes
+                                .iter()
+                                .enumerate()
+                                .all(|(k, c)| !g.node_reads(c).contains(&o) || k == i || group_of[k] == q)
+                    })
+                });
+                if feeds_only_here {
+                    for m in std::mem::take(&mut members[q]) {
+                        group_of[m] = gid;
+                        members[gid].push(m);
+                    }
+                    let inherited = std::mem::take(&mut deps[q]);
+                    deps[gid].extend(inherited.into_iter().filter(|&d| d != gid));
+                    for d in deps.iter_mut() {
+                        if d.remove(&q) {
+                            d.insert(gid);
+                        }
+                    }
+                }
+            }
+        }
         // attention reads its operands through the transposes that feed only it
         if own == Schedule::Attention && target.is_none() {
             for &v in &inputs {

@@ -1,0 +1,172 @@
+//! MLIR `gpu` modules → NVVM → LLVM bitcode (MLIR's pipeline) → inkwell: libdevice linked with
+//! its functions internalized, O3, and the NVPTX target machine writes PTX.
+pub mod toolchain;
+
+use inkwell::context::Context as LlvmContext;
+use inkwell::memory_buffer::MemoryBuffer;
+use inkwell::module::{Linkage, Module};
+use inkwell::passes::PassBuilderOptions;
+use inkwell::targets::{CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetMachine, TargetTriple};
+use inkwell::OptimizationLevel;
+use melior::pass::PassManager;
+use melior::utility::parse_pass_pipeline;
+use std::path::Path;
+use xforge_kernel::{mlir, Kernel};
+
+/// NVIDIA architectures the generator emits PTX for.
+pub const CHIPS: &[&str] = &["sm_80", "sm_86", "sm_89", "sm_90", "sm_90a"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodegenError {
+    #[error("unknown target '{0}' (known: sm_80, sm_86, sm_89, sm_90, sm_90a)")]
+    UnknownTarget(String),
+    #[error(transparent)]
+    Kernel(#[from] xforge_kernel::KernelError),
+    #[error("lowering to NVVM failed: {0}")]
+    Lowering(String),
+    #[error("LLVM: {0}")]
+    Llvm(String),
+    #[error("libdevice at {path}: {msg}")]
+    Libdevice { path: String, msg: String },
+}
+
+/// Decodes a string attribute as LLVM's `printEscapedString` writes it: `\\` for a backslash,
+/// `\XX` (hex) for a quote or an unprintable byte, everything else as is.
+fn unescape(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 1 < b.len() {
+            if b[i + 1] == b'\\' {
+                out.push(b'\\');
+                i += 2;
+                continue;
+            }
+            let hex = std::str::from_utf8(&b[i + 1..(i + 3).min(b.len())]).unwrap_or("");
+            if let Ok(v) = u8::from_str_radix(hex, 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+/// The bitcode in a printed `gpu.binary` (`offload = "..."`).
+fn offload_bytes(printed: &str) -> Option<Vec<u8>> {
+    let at = printed.find("offload = \"")? + "offload = \"".len();
+    let rest = &printed[at..];
+    // the string ends at the first unescaped quote (quotes inside are escaped as \22)
+    let end = rest.find('"')?;
+    Some(unescape(&rest[..end]))
+}
+
+/// MLIR part: the kernels' `gpu.module`s to LLVM bitcode for `chip`.
+pub fn to_bitcode(kernels: &[&Kernel], chip: &str) -> Result<Vec<Vec<u8>>, CodegenError> {
+    if !CHIPS.contains(&chip) {
+        return Err(CodegenError::UnknownTarget(chip.to_string()));
+    }
+    let ctx = mlir::context();
+    let text = mlir::container(&kernels.iter().map(|k| k.module.as_str()).collect::<String>());
+    let mut module = mlir::parse(&ctx, &text)?;
+    let pm = PassManager::new(&ctx);
+    let pipeline = format!(
+        "builtin.module(nvvm-attach-target{{chip={chip} features=+ptx80 O=3}},gpu.module(convert-scf-to-cf,convert-gpu-to-nvvm{{use-bare-ptr-memref-call-conv=true}},convert-math-to-llvm,reconcile-unrealized-casts),gpu-module-to-binary{{format=llvm}})"
+    );
+    parse_pass_pipeline(pm.as_operation_pass_manager(), &pipeline)
+        .map_err(|e| CodegenError::Lowering(e.to_string()))?;
+    pm.run(&mut module).map_err(|e| CodegenError::Lowering(format!("{e:?}")))?;
+    let printed = module.as_operation().to_string();
+    // one gpu.binary per gpu.module, in order
+    let mut out = vec![];
+    let mut rest = printed.as_str();
+    while let Some(at) = rest.find("gpu.binary") {
+        rest = &rest[at + 1..];
+        let end = rest.find("gpu.binary").unwrap_or(rest.len());
+        out.push(offload_bytes(&rest[..end]).ok_or_else(|| CodegenError::Lowering("no bitcode in gpu.binary".into()))?);
+    }
+    Ok(out)
+}
+
+fn machine(chip: &str) -> Result<TargetMachine, CodegenError> {
+    Target::initialize_nvptx(&InitializationConfig::default());
+    let triple = TargetTriple::create("nvptx64-nvidia-cuda");
+    let target = Target::from_triple(&triple).map_err(|e| CodegenError::Llvm(e.to_string()))?;
+    let (cpu, features) = (chip, "+ptx80");
+    target
+        .create_target_machine(
+            &triple,
+            cpu,
+            features,
+            OptimizationLevel::Aggressive,
+            RelocMode::Default,
+            CodeModel::Default,
+        )
+        .ok_or_else(|| CodegenError::Llvm(format!("no NVPTX target machine for {chip}")))
+}
+
+/// LLVM part: link libdevice (internalized), run O3, emit PTX.
+pub fn to_ptx(bitcode: &[Vec<u8>], chip: &str, libdevice: Option<&Path>) -> Result<String, CodegenError> {
+    let llvm = LlvmContext::create();
+    let tm = machine(chip)?;
+    let parse = |b: &[u8], name: &str| -> Result<Module<'_>, CodegenError> {
+        let buf = MemoryBuffer::create_from_memory_range_copy(b, name);
+        Module::parse_bitcode_from_buffer(&buf, &llvm).map_err(|e| CodegenError::Llvm(e.to_string()))
+    };
+    let module = parse(bitcode.first().ok_or_else(|| CodegenError::Llvm("nothing to compile".into()))?, "kernels")?;
+    for (i, b) in bitcode.iter().enumerate().skip(1) {
+        module.link_in_module(parse(b, &format!("kernel{i}"))?).map_err(|e| CodegenError::Llvm(e.to_string()))?;
+    }
+    let needs_libdevice =
+        module.get_functions().any(|f| f.get_name().to_bytes().starts_with(b"__nv_") && f.count_basic_blocks() == 0);
+    if needs_libdevice {
+        let path = libdevice.ok_or_else(|| CodegenError::Libdevice {
+            path: "(none)".into(),
+            msg: "the kernels call libdevice math; set XFORGE_LIBDEVICE (scripts/setup finds it)".into(),
+        })?;
+        let lib = Module::parse_bitcode_from_path(path, &llvm)
+            .map_err(|e| CodegenError::Libdevice { path: path.display().to_string(), msg: e.to_string() })?;
+        let ours: std::collections::HashSet<Vec<u8>> = module
+            .get_functions()
+            .filter(|f| f.count_basic_blocks() > 0)
+            .map(|f| f.get_name().to_bytes().to_vec())
+            .collect();
+        lib.set_triple(&module.get_triple());
+        module
+            .link_in_module(lib)
+            .map_err(|e| CodegenError::Libdevice { path: path.display().to_string(), msg: e.to_string() })?;
+        // internal linkage lets O3 drop every libdevice function the kernels do not call
+        for f in module.get_functions() {
+            if f.count_basic_blocks() > 0 && !ours.contains(f.get_name().to_bytes()) {
+                f.set_linkage(Linkage::Internal);
+            }
+        }
+    }
+    module.set_triple(&tm.get_triple());
+    module.set_data_layout(&tm.get_target_data().get_data_layout());
+    module
+        .run_passes("default<O3>", &tm, PassBuilderOptions::create())
+        .map_err(|e| CodegenError::Llvm(e.to_string()))?;
+    let buf = tm.write_to_memory_buffer(&module, FileType::Assembly).map_err(|e| CodegenError::Llvm(e.to_string()))?;
+    Ok(String::from_utf8_lossy(buf.as_slice()).into_owned())
+}
+
+/// Kernels to one PTX module for `chip` (identical kernels, by name, compile once).
+pub fn compile(kernels: &[Kernel], chip: &str) -> Result<String, CodegenError> {
+    let mut seen = std::collections::BTreeSet::new();
+    let unique: Vec<&Kernel> = kernels.iter().filter(|k| seen.insert(k.name.clone())).collect();
+    let bitcode = to_bitcode(&unique, chip)?;
+    to_ptx(&bitcode, chip, toolchain::libdevice().as_deref())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unescape_matches_llvm_printing() {
+        assert_eq!(super::unescape(r#"BC\C0\DE\\x\22y"#), vec![b'B', b'C', 0xC0, 0xDE, b'\\', b'x', b'"', b'y']);
+    }
+}

@@ -1,0 +1,96 @@
+//! PTX for generated kernels, assembled by ptxas (from `nvidia-cuda-nvcc`, found by
+//! scripts/setup) for sm_80 and sm_90. A kernel ptxas rejects fails the test.
+use std::process::Command;
+use xforge_codegen_ptx::{compile, toolchain};
+use xforge_ir::{infer::infer_graph, Attr, DType, Graph, GraphBuilder, Op, Tensor, ValueType};
+use xforge_kernel::{elementwise::elementwise, Kernel};
+use xforge_passes::fusion::{fuse, Schedule};
+
+fn ptxas(ptx: &str, arch: &str) {
+    let exe = toolchain::ptxas().expect("ptxas not found: run scripts/setup (or set XFORGE_PTXAS)");
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("k.ptx");
+    std::fs::write(&f, ptx).unwrap();
+    let out = Command::new(exe)
+        .arg(format!("-arch={arch}"))
+        .arg(&f)
+        .arg("-o")
+        .arg(dir.path().join("k.cubin"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ptxas -arch={arch} rejected the PTX:\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        &ptx[..ptx.len().min(4000)]
+    );
+}
+
+/// The kernels of a graph's elementwise groups.
+fn elementwise_kernels(g: &Graph) -> Vec<Kernel> {
+    let f = fuse(g).unwrap();
+    f.partition
+        .groups
+        .iter()
+        .enumerate()
+        .filter(|(_, grp)| grp.schedule == Schedule::Elementwise)
+        .map(|(i, grp)| elementwise(&f.graph, grp, i).unwrap())
+        .collect()
+}
+
+/// y = gelu(x + b) · sigmoid(x) − clip(x, −1, 1), with b broadcast along rows.
+fn activation_mix(dt: DType) -> Graph {
+    let mut b = GraphBuilder::new("mix", 17);
+    let x = b.input("x", dt, &[4, 8, 32]);
+    let u = || ValueType::unranked(dt);
+    let bias = b.weight("bias", Tensor::from_f64(dt, vec![32], &(0..32).map(|i| i as f64 / 32.0).collect::<Vec<_>>()));
+    let lo = b.weight("lo", Tensor::from_f64(dt, vec![], &[-1.0]));
+    let hi = b.weight("hi", Tensor::from_f64(dt, vec![], &[1.0]));
+    let a = b.node(Op::Add, &[x, bias], vec![], u());
+    let ge = b.node(Op::Gelu, &[a], vec![], u());
+    let s = b.node(Op::Sigmoid, &[x], vec![], u());
+    let m = b.node(Op::Mul, &[ge, s], vec![], u());
+    let c = b.node(Op::Clip, &[x, lo, hi], vec![], u());
+    let y = b.node(Op::Sub, &[m, c], vec![], u());
+    let z = b.node(Op::HardSwish, &[y], vec![("unused", Attr::Int(0))], u());
+    b.output(z);
+    let mut g = b.finish();
+    infer_graph(&mut g).unwrap();
+    g
+}
+
+#[test]
+fn elementwise_kernels_assemble_for_every_dtype_and_arch() {
+    for dt in [DType::F32, DType::F16, DType::BF16] {
+        let ks = elementwise_kernels(&activation_mix(dt));
+        assert_eq!(ks.len(), 1, "{dt}: one kernel");
+        for arch in ["sm_80", "sm_90"] {
+            let ptx = compile(&ks, arch).unwrap();
+            assert!(ptx.contains(&format!(".target {arch}")) && ptx.contains(&ks[0].name), "{ptx}");
+            // libdevice's erf was linked and inlined, nothing is left to resolve
+            assert!(!ptx.contains("__nv_erff"), "unresolved libdevice call");
+            ptxas(&ptx, arch);
+        }
+    }
+}
+
+#[test]
+fn identical_groups_compile_once() {
+    let ks = elementwise_kernels(&activation_mix(DType::F32));
+    let twice = vec![ks[0].clone(), ks[0].clone()];
+    let ptx = compile(&twice, "sm_90").unwrap();
+    assert_eq!(ptx.matches(".visible .entry").count(), 1);
+}
+
+#[test]
+fn elementwise_mlir_snapshot() {
+    let ks = elementwise_kernels(&activation_mix(DType::F16));
+    insta::assert_snapshot!(ks[0].module);
+}
+
+#[test]
+fn unknown_target_is_an_error() {
+    let ks = elementwise_kernels(&activation_mix(DType::F32));
+    let e = compile(&ks, "sm_75").unwrap_err();
+    assert!(e.to_string().contains("sm_75"), "{e}");
+}

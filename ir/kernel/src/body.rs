@@ -1,0 +1,55 @@
+//! Writing MLIR text: fresh SSA names, exact float constants, element types.
+use xforge_ir::DType;
+
+/// The lines of a function body under construction.
+#[derive(Default)]
+pub struct Body {
+    pub lines: Vec<String>,
+    next: usize,
+}
+
+impl Body {
+    /// Emits `%vN = <rhs>` and returns `%vN`.
+    pub fn emit(&mut self, rhs: impl AsRef<str>) -> String {
+        self.next += 1;
+        let v = format!("%v{}", self.next);
+        self.lines.push(format!("{v} = {}", rhs.as_ref()));
+        v
+    }
+
+    pub fn stmt(&mut self, line: impl Into<String>) {
+        self.lines.push(line.into());
+    }
+
+    /// A float constant of the compute type, written by its bits (exact).
+    pub fn float(&mut self, x: f64, ty: &str) -> String {
+        let lit =
+            if ty == "f64" { format!("0x{:016X}", x.to_bits()) } else { format!("0x{:08X}", (x as f32).to_bits()) };
+        self.emit(format!("arith.constant {lit} : {ty}"))
+    }
+
+    pub fn index(&mut self, n: usize) -> String {
+        self.emit(format!("arith.constant {n} : index"))
+    }
+}
+
+/// The MLIR element type a dtype is stored as (bool as one byte).
+pub fn storage_type(dt: DType) -> Option<&'static str> {
+    Some(match dt {
+        DType::F32 => "f32",
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        DType::F64 => "f64",
+        DType::Bool | DType::U8 | DType::I8 => "i8",
+        _ => return None,
+    })
+}
+
+/// The type floats of `dt` compute in: f32 for f16/bf16/f32, f64 for f64.
+pub fn compute_type(dt: DType) -> &'static str {
+    if dt == DType::F64 {
+        "f64"
+    } else {
+        "f32"
+    }
+}

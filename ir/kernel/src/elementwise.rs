@@ -1,0 +1,287 @@
+//! The elementwise/broadcast template: one thread per output element in a grid-stride loop;
+//! each input is read at its broadcast index, the group's ops run in registers (f16/bf16
+//! widened to f32), and every group output is stored.
+use crate::body::{compute_type, storage_type, Body};
+use crate::kernel::{content_name, Kernel, KernelError, Param};
+use std::collections::HashMap;
+use xforge_ir::tensor::{numel, strides};
+use xforge_ir::{Attr, DType, Graph, Node, Op, ValueId};
+use xforge_passes::fusion::FusionGroup;
+
+/// Threads per block.
+pub const BLOCK: u32 = 256;
+
+fn float_attr(n: &Node, k: &str, d: f64) -> f64 {
+    match n.attr(k) {
+        Some(Attr::Float(v)) => *v as f64,
+        _ => d,
+    }
+}
+
+/// Emits `op` on computed operands `a` (type `c`); `None` when the template lacks it.
+fn scalar_op(b: &mut Body, n: &Node, args: &[String], c: &str, scalars: &[Option<f64>]) -> Option<String> {
+    let x = args.first().cloned()?;
+    let bin = |b: &mut Body, op: &str, p: &str, q: &str| b.emit(format!("arith.{op} {p}, {q} : {c}"));
+    let sigmoid = |b: &mut Body, v: &str| {
+        let one = b.float(1.0, c);
+        let neg = b.emit(format!("arith.negf {v} : {c}"));
+        let e = b.emit(format!("math.exp {neg} : {c}"));
+        let d = bin(b, "addf", &one, &e);
+        bin(b, "divf", &one, &d)
+    };
+    Some(match n.op {
+        Op::Add | Op::Sub | Op::Mul | Op::Div => {
+            let op = match n.op {
+                Op::Add => "addf",
+                Op::Sub => "subf",
+                Op::Mul => "mulf",
+                _ => "divf",
+            };
+            bin(b, op, &x, args.get(1)?)
+        }
+        Op::Max | Op::Min | Op::Sum => {
+            let op = match n.op {
+                Op::Max => "maximumf",
+                Op::Min => "minimumf",
+                _ => "addf",
+            };
+            args[1..].iter().fold(x, |acc, y| bin(b, op, &acc, y))
+        }
+        Op::Pow => b.emit(format!("math.powf {x}, {} : {c}", args.get(1)?)),
+        Op::Neg => b.emit(format!("arith.negf {x} : {c}")),
+        Op::Abs => b.emit(format!("math.absf {x} : {c}")),
+        Op::Sqrt => b.emit(format!("math.sqrt {x} : {c}")),
+        Op::Exp => b.emit(format!("math.exp {x} : {c}")),
+        Op::Log => b.emit(format!("math.log {x} : {c}")),
+        Op::Tanh => b.emit(format!("math.tanh {x} : {c}")),
+        Op::Erf => b.emit(format!("math.erf {x} : {c}")),
+        Op::Sin => b.emit(format!("math.sin {x} : {c}")),
+        Op::Cos => b.emit(format!("math.cos {x} : {c}")),
+        Op::Floor => b.emit(format!("math.floor {x} : {c}")),
+        Op::Ceil => b.emit(format!("math.ceil {x} : {c}")),
+        Op::Reciprocal => {
+            let one = b.float(1.0, c);
+            bin(b, "divf", &one, &x)
+        }
+        Op::Identity | Op::Dropout => x,
+        Op::Relu => {
+            let z = b.float(0.0, c);
+            bin(b, "maximumf", &x, &z)
+        }
+        Op::Sigmoid => sigmoid(b, &x),
+        Op::Swish => {
+            let k = b.float(float_attr(n, "alpha", 1.0), c);
+            let ax = bin(b, "mulf", &k, &x);
+            let s = sigmoid(b, &ax);
+            bin(b, "mulf", &x, &s)
+        }
+        Op::HardSigmoid | Op::HardSwish => {
+            let (al, be) = if n.op == Op::HardSwish {
+                (1.0 / 6.0, 0.5)
+            } else {
+                (float_attr(n, "alpha", 0.2), float_attr(n, "beta", 0.5))
+            };
+            let (al, be, zero, one) = (b.float(al, c), b.float(be, c), b.float(0.0, c), b.float(1.0, c));
+            let t = bin(b, "mulf", &al, &x);
+            let t = bin(b, "addf", &t, &be);
+            let t = bin(b, "maximumf", &t, &zero);
+            let t = bin(b, "minimumf", &t, &one);
+            if n.op == Op::HardSwish {
+                bin(b, "mulf", &x, &t)
+            } else {
+                t
+            }
+        }
+        Op::LeakyRelu => {
+            let (z, al) = (b.float(0.0, c), b.float(float_attr(n, "alpha", 0.01), c));
+            let ge = b.emit(format!("arith.cmpf oge, {x}, {z} : {c}"));
+            let ax = bin(b, "mulf", &al, &x);
+            b.emit(format!("arith.select {ge}, {x}, {ax} : {c}"))
+        }
+        Op::Gelu => {
+            let half = b.float(0.5, c);
+            let one = b.float(1.0, c);
+            let inner = if matches!(n.attr("approximate"), Some(Attr::Str(s)) if s == "tanh") {
+                let (k, a) = (b.float((2.0 / std::f64::consts::PI).sqrt(), c), b.float(0.044715, c));
+                let x3 = bin(b, "mulf", &x, &x);
+                let x3 = bin(b, "mulf", &x3, &x);
+                let t = bin(b, "mulf", &a, &x3);
+                let t = bin(b, "addf", &x, &t);
+                let t = bin(b, "mulf", &k, &t);
+                b.emit(format!("math.tanh {t} : {c}"))
+            } else {
+                let r = b.float(std::f64::consts::FRAC_1_SQRT_2, c);
+                let t = bin(b, "mulf", &x, &r);
+                b.emit(format!("math.erf {t} : {c}"))
+            };
+            let t = bin(b, "addf", &one, &inner);
+            let t = bin(b, "mulf", &x, &t);
+            bin(b, "mulf", &half, &t)
+        }
+        Op::Clip => {
+            // bounds are inlined scalars (inputs 1 and 2)
+            let mut v = x;
+            if let Some(lo) = scalars.get(1).copied().flatten() {
+                let lo = b.float(lo, c);
+                v = bin(b, "maximumf", &v, &lo);
+            } else if n.inputs.get(1).copied().flatten().is_some() {
+                return None;
+            }
+            if let Some(hi) = scalars.get(2).copied().flatten() {
+                let hi = b.float(hi, c);
+                v = bin(b, "minimumf", &v, &hi);
+            } else if n.inputs.get(2).copied().flatten().is_some() {
+                return None;
+            }
+            v
+        }
+        _ => return None,
+    })
+}
+
+/// Builds the kernel of an elementwise group of `g` (group number `gi`, for errors).
+pub fn elementwise(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelError> {
+    let unsupported = |why: String| KernelError::Unsupported { group: gi, why };
+    let nodes: Vec<&Node> = grp.nodes.iter().map(|&n| &g.nodes[n]).collect();
+    // the iteration space: every node computes values of one static shape
+    let first_out = nodes.first().and_then(|n| n.outputs[0]).ok_or_else(|| unsupported("empty group".into()))?;
+    let space = g.ty(first_out).static_shape().ok_or_else(|| unsupported("shapes are not static".into()))?;
+    let n_elems = numel(&space);
+    let ostr = strides(&space);
+    let mut params: Vec<Param> = vec![];
+    let mut scalars: HashMap<ValueId, f64> = HashMap::new();
+    for &v in &grp.inputs {
+        let ty = g.ty(v);
+        let shape =
+            ty.static_shape().ok_or_else(|| unsupported(format!("input '{}' has no static shape", g.name_of(v))))?;
+        match g.weights.get(&v) {
+            // one-element float constants are folded into the code
+            Some(t) if t.len() == 1 && t.dtype().is_float() => {
+                scalars.insert(v, t.to_f64()[0]);
+            }
+            _ => {
+                storage_type(ty.dtype)
+                    .ok_or_else(|| unsupported(format!("input dtype {} is not supported", ty.dtype)))?;
+                params.push(Param { value: v, dtype: ty.dtype, elements: numel(&shape), output: false });
+            }
+        }
+    }
+    for &o in &grp.outputs {
+        let ty = g.ty(o);
+        if ty.static_shape().as_deref() != Some(space.as_slice()) {
+            return Err(unsupported(format!("output '{}' is not of the iteration shape {space:?}", g.name_of(o))));
+        }
+        storage_type(ty.dtype)
+            .filter(|_| ty.dtype.is_float())
+            .ok_or_else(|| unsupported(format!("output dtype {} is not supported", ty.dtype)))?;
+        params.push(Param { value: o, dtype: ty.dtype, elements: n_elems, output: true });
+    }
+    let dt = nodes.iter().find_map(|n| n.outputs[0].map(|o| g.ty(o).dtype)).unwrap_or(DType::F32);
+    let c = compute_type(dt);
+    let mut b = Body::default();
+    let memref = |p: &Param| format!("memref<{}x{}>", p.elements.max(1), storage_type(p.dtype).unwrap());
+    let (c0, n) = (b.index(0), b.index(n_elems));
+    let tid = b.emit("gpu.thread_id x");
+    let bid = b.emit("gpu.block_id x");
+    let bdim = b.emit("gpu.block_dim x");
+    let gdim = b.emit("gpu.grid_dim x");
+    let start = b.emit(format!("arith.muli {bid}, {bdim} : index"));
+    let start = b.emit(format!("arith.addi {start}, {tid} : index"));
+    let step = b.emit(format!("arith.muli {bdim}, {gdim} : index"));
+    let _ = c0;
+    b.stmt(format!("scf.for %i = {start} to {n} step {step} {{"));
+    // per input: the flat index it is read at, then its value in the compute type
+    let mut value: HashMap<ValueId, String> = HashMap::new();
+    for (k, p) in params.iter().enumerate().filter(|(_, p)| !p.output) {
+        let shape = g.ty(p.value).static_shape().unwrap();
+        let idx = if shape == space {
+            "%i".to_string()
+        } else {
+            let off = space.len() - shape.len();
+            let istr = strides(&shape);
+            let mut acc: Option<String> = None;
+            for d in 0..space.len() {
+                if d < off || shape[d - off] == 1 {
+                    continue;
+                }
+                let (os, od, is) = (b.index(ostr[d]), b.index(space[d]), b.index(istr[d - off]));
+                let q = b.emit(format!("arith.divui %i, {os} : index"));
+                let r = b.emit(format!("arith.remui {q}, {od} : index"));
+                let t = b.emit(format!("arith.muli {r}, {is} : index"));
+                acc = Some(match acc {
+                    None => t,
+                    Some(a) => b.emit(format!("arith.addi {a}, {t} : index")),
+                });
+            }
+            acc.unwrap_or_else(|| b.index(0))
+        };
+        let st = storage_type(p.dtype).unwrap();
+        let raw = b.emit(format!("memref.load %arg{k}[{idx}] : {}", memref(p)));
+        let v = match (p.dtype, st) {
+            (DType::F16 | DType::BF16, _) => b.emit(format!("arith.extf {raw} : {st} to {c}")),
+            (DType::F32 | DType::F64, _) => raw,
+            // bool and bytes: compare with 0 (an i1 for Where)
+            _ => {
+                let z = b.emit("arith.constant 0 : i8");
+                b.emit(format!("arith.cmpi ne, {raw}, {z} : i8"))
+            }
+        };
+        value.insert(p.value, v);
+    }
+    for n in &nodes {
+        let args: Vec<String> = n
+            .inputs
+            .iter()
+            .flatten()
+            .map(|v| {
+                value.get(v).cloned().or_else(|| scalars.get(v).map(|&x| format!("SCALAR:{x}"))).unwrap_or_default()
+            })
+            .collect();
+        // materialize inlined scalars as constants
+        let scalar_vals: Vec<Option<f64>> = n.inputs.iter().map(|v| v.and_then(|v| scalars.get(&v).copied())).collect();
+        let args: Vec<String> = args
+            .into_iter()
+            .map(|a| match a.strip_prefix("SCALAR:") {
+                Some(x) => b.float(x.parse().unwrap(), c),
+                None => a,
+            })
+            .collect();
+        if args.iter().any(|a| a.is_empty()) {
+            return Err(unsupported(format!("node '{}' reads a value the group cannot see", n.name)));
+        }
+        let out = if n.op == Op::Where {
+            b.emit(format!("arith.select {}, {}, {} : {c}", args[0], args[1], args[2]))
+        } else if n.op == Op::Cast {
+            // round through the target type
+            let to = n.outputs[0].map(|o| g.ty(o).dtype).unwrap_or(dt);
+            match storage_type(to).filter(|_| to.is_float()) {
+                Some(t) if t != c => {
+                    let r = b.emit(format!("arith.truncf {} : {c} to {t}", args[0]));
+                    b.emit(format!("arith.extf {r} : {t} to {c}"))
+                }
+                Some(_) => args[0].clone(),
+                None => return Err(unsupported(format!("Cast to {to} is not supported"))),
+            }
+        } else {
+            scalar_op(&mut b, n, &args, c, &scalar_vals)
+                .ok_or_else(|| unsupported(format!("op {} is not in the elementwise template", n.op)))?
+        };
+        if let Some(o) = n.outputs[0] {
+            value.insert(o, out);
+        }
+    }
+    for (k, p) in params.iter().enumerate().filter(|(_, p)| p.output) {
+        let v = value.get(&p.value).cloned().ok_or_else(|| unsupported("an output is not computed".into()))?;
+        let st = storage_type(p.dtype).unwrap();
+        let v = if st != c { b.emit(format!("arith.truncf {v} : {c} to {st}")) } else { v };
+        b.stmt(format!("memref.store {v}, %arg{k}[%i] : {}", memref(p)));
+    }
+    b.stmt("}");
+    let args: Vec<String> = params.iter().enumerate().map(|(k, p)| format!("%arg{k}: {}", memref(p))).collect();
+    let body: String = b.lines.iter().map(|l| format!("      {l}\n")).collect();
+    let func = format!("    gpu.func @KERNEL({}) kernel {{\n{body}      gpu.return\n    }}\n", args.join(", "));
+    let name = content_name(&func);
+    let module = format!("  gpu.module @{name} {{\n{}  }}\n", func.replace("@KERNEL", &format!("@{name}")));
+    let grid = (n_elems as u64).div_ceil(BLOCK as u64).clamp(1, 1 << 20) as u32;
+    Ok(Kernel { name, module, params, grid: [grid, 1, 1], block: [BLOCK, 1, 1] })
+}
