@@ -280,10 +280,8 @@ pub fn partition(g: &Graph) -> Partition {
                 // an elementwise group may keep a value it shares (it becomes one of several outputs);
                 // other kernels only write their result, so this node must be its only reader
                 let shared_ok = elementwise && schedule[p] == Schedule::Elementwise;
-                if (uses[v.index()] != 1 && !shared_ok)
-                    || (g.outputs.contains(&v) && !shared_ok)
-                    || !accepts_epilogue(schedule[p])
-                {
+                let sole_reader = uses[v.index()] == 1 && !g.outputs.contains(&v);
+                if !(sole_reader || shared_ok) || !accepts_epilogue(schedule[p]) {
                     continue;
                 }
                 let cyclic = producers.iter().any(|&q| q != p && reaches(&deps, q, p));
