@@ -139,6 +139,109 @@ fn scalar_op(b: &mut Body, n: &Node, args: &[String], c: &str, scalars: &[Option
     })
 }
 
+/// Vector-loaded operands (by parameter index), the lane to read and the vector length.
+type Lanes<'a> = Option<(&'a HashMap<usize, String>, usize, usize)>;
+
+/// Emits one element's computation at flat index `i`; returns (output parameter, stored value).
+#[allow(clippy::too_many_arguments)]
+fn element(
+    b: &mut Body,
+    g: &Graph,
+    nodes: &[&Node],
+    params: &[Param],
+    scalars: &HashMap<ValueId, f64>,
+    space: &[usize],
+    i: &str,
+    c: &str,
+    dt: DType,
+    lanes: Lanes,
+    unsupported: &dyn Fn(String) -> KernelError,
+) -> Result<Vec<(usize, String)>, KernelError> {
+    let ostr = strides(space);
+    let memref = |p: &Param| format!("memref<{}x{}>", p.elements.max(1), storage_type(p.dtype).unwrap());
+    let mut value: HashMap<ValueId, String> = HashMap::new();
+    for (k, p) in params.iter().enumerate().filter(|(_, p)| !p.output) {
+        let st = storage_type(p.dtype).unwrap();
+        let raw = match lanes.and_then(|(v, lane, n)| v.get(&k).map(|x| (x, lane, n))) {
+            Some((vec, lane, n)) => b.emit(format!("vector.extract {vec}[{lane}] : {st} from vector<{n}x{st}>")),
+            None => {
+                let shape = g.ty(p.value).static_shape().unwrap();
+                let idx = if shape == space {
+                    i.to_string()
+                } else {
+                    let off = space.len() - shape.len();
+                    let istr = strides(&shape);
+                    let mut acc: Option<String> = None;
+                    for d in 0..space.len() {
+                        if d < off || shape[d - off] == 1 {
+                            continue;
+                        }
+                        let (os, od, is) = (b.index(ostr[d]), b.index(space[d]), b.index(istr[d - off]));
+                        let q = b.emit(format!("arith.divui {i}, {os} : index"));
+                        let r = b.emit(format!("arith.remui {q}, {od} : index"));
+                        let t = b.emit(format!("arith.muli {r}, {is} : index"));
+                        acc = Some(match acc {
+                            None => t,
+                            Some(a) => b.emit(format!("arith.addi {a}, {t} : index")),
+                        });
+                    }
+                    acc.unwrap_or_else(|| b.index(0))
+                };
+                b.emit(format!("memref.load %arg{k}[{idx}] : {}", memref(p)))
+            }
+        };
+        let v = match p.dtype {
+            DType::F16 | DType::BF16 => b.emit(format!("arith.extf {raw} : {st} to {c}")),
+            DType::F32 | DType::F64 => raw,
+            // bool and bytes: compare with 0 (an i1 for Where)
+            _ => {
+                let z = b.emit("arith.constant 0 : i8");
+                b.emit(format!("arith.cmpi ne, {raw}, {z} : i8"))
+            }
+        };
+        value.insert(p.value, v);
+    }
+    for n in nodes {
+        let scalar_vals: Vec<Option<f64>> = n.inputs.iter().map(|v| v.and_then(|v| scalars.get(&v).copied())).collect();
+        let mut args = vec![];
+        for v in n.inputs.iter().flatten() {
+            let a = match (value.get(v), scalars.get(v)) {
+                (Some(x), _) => x.clone(),
+                (None, Some(&x)) => b.float(x, c),
+                _ => return Err(unsupported(format!("node '{}' reads a value the group cannot see", n.name))),
+            };
+            args.push(a);
+        }
+        let out = if n.op == Op::Where {
+            b.emit(format!("arith.select {}, {}, {} : {c}", args[0], args[1], args[2]))
+        } else if n.op == Op::Cast {
+            // round through the target type
+            let to = n.outputs[0].map(|o| g.ty(o).dtype).unwrap_or(dt);
+            match storage_type(to).filter(|_| to.is_float()) {
+                Some(t) if t != c => {
+                    let r = b.emit(format!("arith.truncf {} : {c} to {t}", args[0]));
+                    b.emit(format!("arith.extf {r} : {t} to {c}"))
+                }
+                Some(_) => args[0].clone(),
+                None => return Err(unsupported(format!("Cast to {to} is not supported"))),
+            }
+        } else {
+            scalar_op(b, n, &args, c, &scalar_vals)
+                .ok_or_else(|| unsupported(format!("op {} is not in the elementwise template", n.op)))?
+        };
+        if let Some(o) = n.outputs[0] {
+            value.insert(o, out);
+        }
+    }
+    let mut outs = vec![];
+    for (k, p) in params.iter().enumerate().filter(|(_, p)| p.output) {
+        let v = value.get(&p.value).cloned().ok_or_else(|| unsupported("an output is not computed".into()))?;
+        let st = storage_type(p.dtype).unwrap();
+        outs.push((k, if st != c { b.emit(format!("arith.truncf {v} : {c} to {st}")) } else { v }));
+    }
+    Ok(outs)
+}
+
 /// Builds the kernel of an elementwise group of `g` (group number `gi`, for errors).
 pub fn elementwise(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelError> {
     let unsupported = |why: String| KernelError::Unsupported { group: gi, why };
@@ -147,7 +250,6 @@ pub fn elementwise(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Ke
     let first_out = nodes.first().and_then(|n| n.outputs[0]).ok_or_else(|| unsupported("empty group".into()))?;
     let space = g.ty(first_out).static_shape().ok_or_else(|| unsupported("shapes are not static".into()))?;
     let n_elems = numel(&space);
-    let ostr = strides(&space);
     let mut params: Vec<Param> = vec![];
     let mut scalars: HashMap<ValueId, f64> = HashMap::new();
     for &v in &grp.inputs {
@@ -180,7 +282,16 @@ pub fn elementwise(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Ke
     let c = compute_type(dt);
     let mut b = Body::default();
     let memref = |p: &Param| format!("memref<{}x{}>", p.elements.max(1), storage_type(p.dtype).unwrap());
-    let (c0, n) = (b.index(0), b.index(n_elems));
+    // 16-byte accesses: V elements of the widest full-shape operand per vector (buffers are
+    // 256-byte aligned by the allocator and the memory plan, so vector starts are aligned)
+    let widest = params
+        .iter()
+        .filter(|p| p.output || g.ty(p.value).static_shape().as_deref() == Some(space.as_slice()))
+        .map(|p| p.dtype.size())
+        .max()
+        .unwrap_or(4);
+    let lanes = (16 / widest).max(1);
+    let n_vec = n_elems / lanes;
     let tid = b.emit("gpu.thread_id x");
     let bid = b.emit("gpu.block_id x");
     let bdim = b.emit("gpu.block_dim x");
@@ -188,100 +299,81 @@ pub fn elementwise(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Ke
     let start = b.emit(format!("arith.muli {bid}, {bdim} : index"));
     let start = b.emit(format!("arith.addi {start}, {tid} : index"));
     let step = b.emit(format!("arith.muli {bdim}, {gdim} : index"));
-    let _ = c0;
-    b.stmt(format!("scf.for %i = {start} to {n} step {step} {{"));
-    // per input: the flat index it is read at, then its value in the compute type
-    let mut value: HashMap<ValueId, String> = HashMap::new();
-    for (k, p) in params.iter().enumerate().filter(|(_, p)| !p.output) {
-        let shape = g.ty(p.value).static_shape().unwrap();
-        let idx = if shape == space {
-            "%i".to_string()
-        } else {
-            let off = space.len() - shape.len();
-            let istr = strides(&shape);
-            let mut acc: Option<String> = None;
-            for d in 0..space.len() {
-                if d < off || shape[d - off] == 1 {
-                    continue;
-                }
-                let (os, od, is) = (b.index(ostr[d]), b.index(space[d]), b.index(istr[d - off]));
-                let q = b.emit(format!("arith.divui %i, {os} : index"));
-                let r = b.emit(format!("arith.remui {q}, {od} : index"));
-                let t = b.emit(format!("arith.muli {r}, {is} : index"));
-                acc = Some(match acc {
-                    None => t,
-                    Some(a) => b.emit(format!("arith.addi {a}, {t} : index")),
-                });
+    if lanes > 1 && n_vec > 0 {
+        let nv = b.index(n_vec);
+        let vl = b.index(lanes);
+        b.stmt(format!("scf.for %j = {start} to {nv} step {step} {{"));
+        let base = b.emit(format!("arith.muli %j, {vl} : index"));
+        // full-shape operands: one vector load each; lanes are computed as scalars
+        let mut vecs: HashMap<usize, String> = HashMap::new();
+        for (k, p) in params.iter().enumerate().filter(|(_, p)| !p.output) {
+            if g.ty(p.value).static_shape().as_deref() == Some(space.as_slice()) && p.dtype.is_float() {
+                let st = storage_type(p.dtype).unwrap();
+                vecs.insert(
+                    k,
+                    b.emit(format!(
+                        "vector.load %arg{k}[{base}] {{alignment = {}}} : {}, vector<{lanes}x{st}>",
+                        lanes * p.dtype.size(),
+                        memref(p)
+                    )),
+                );
             }
-            acc.unwrap_or_else(|| b.index(0))
-        };
-        let st = storage_type(p.dtype).unwrap();
-        let raw = b.emit(format!("memref.load %arg{k}[{idx}] : {}", memref(p)));
-        let v = match (p.dtype, st) {
-            (DType::F16 | DType::BF16, _) => b.emit(format!("arith.extf {raw} : {st} to {c}")),
-            (DType::F32 | DType::F64, _) => raw,
-            // bool and bytes: compare with 0 (an i1 for Where)
-            _ => {
-                let z = b.emit("arith.constant 0 : i8");
-                b.emit(format!("arith.cmpi ne, {raw}, {z} : i8"))
-            }
-        };
-        value.insert(p.value, v);
-    }
-    for n in &nodes {
-        let args: Vec<String> = n
-            .inputs
-            .iter()
-            .flatten()
-            .map(|v| {
-                value.get(v).cloned().or_else(|| scalars.get(v).map(|&x| format!("SCALAR:{x}"))).unwrap_or_default()
-            })
-            .collect();
-        // materialize inlined scalars as constants
-        let scalar_vals: Vec<Option<f64>> = n.inputs.iter().map(|v| v.and_then(|v| scalars.get(&v).copied())).collect();
-        let args: Vec<String> = args
-            .into_iter()
-            .map(|a| match a.strip_prefix("SCALAR:") {
-                Some(x) => b.float(x.parse().unwrap(), c),
-                None => a,
-            })
-            .collect();
-        if args.iter().any(|a| a.is_empty()) {
-            return Err(unsupported(format!("node '{}' reads a value the group cannot see", n.name)));
         }
-        let out = if n.op == Op::Where {
-            b.emit(format!("arith.select {}, {}, {} : {c}", args[0], args[1], args[2]))
-        } else if n.op == Op::Cast {
-            // round through the target type
-            let to = n.outputs[0].map(|o| g.ty(o).dtype).unwrap_or(dt);
-            match storage_type(to).filter(|_| to.is_float()) {
-                Some(t) if t != c => {
-                    let r = b.emit(format!("arith.truncf {} : {c} to {t}", args[0]));
-                    b.emit(format!("arith.extf {r} : {t} to {c}"))
-                }
-                Some(_) => args[0].clone(),
-                None => return Err(unsupported(format!("Cast to {to} is not supported"))),
+        let mut outs: Vec<Vec<String>> = vec![vec![]; params.len()];
+        for lane in 0..lanes {
+            let off = b.index(lane);
+            let i = b.emit(format!("arith.addi {base}, {off} : index"));
+            let vals = element(
+                &mut b,
+                g,
+                &nodes,
+                &params,
+                &scalars,
+                &space,
+                &i,
+                c,
+                dt,
+                Some((&vecs, lane, lanes)),
+                &unsupported,
+            )?;
+            for (k, v) in vals {
+                outs[k].push(v);
             }
-        } else {
-            scalar_op(&mut b, n, &args, c, &scalar_vals)
-                .ok_or_else(|| unsupported(format!("op {} is not in the elementwise template", n.op)))?
-        };
-        if let Some(o) = n.outputs[0] {
-            value.insert(o, out);
         }
+        for (k, p) in params.iter().enumerate().filter(|(_, p)| p.output) {
+            let st = storage_type(p.dtype).unwrap();
+            let mut v = b.emit(format!("arith.constant dense<0.0> : vector<{lanes}x{st}>"));
+            for (lane, x) in outs[k].iter().enumerate() {
+                v = b.emit(format!("vector.insert {x}, {v} [{lane}] : {st} into vector<{lanes}x{st}>"));
+            }
+            b.stmt(format!(
+                "vector.store {v}, %arg{k}[{base}] {{alignment = {}}} : {}, vector<{lanes}x{st}>",
+                lanes * p.dtype.size(),
+                memref(p)
+            ));
+        }
+        b.stmt("}");
     }
-    for (k, p) in params.iter().enumerate().filter(|(_, p)| p.output) {
-        let v = value.get(&p.value).cloned().ok_or_else(|| unsupported("an output is not computed".into()))?;
-        let st = storage_type(p.dtype).unwrap();
-        let v = if st != c { b.emit(format!("arith.truncf {v} : {c} to {st}")) } else { v };
-        b.stmt(format!("memref.store {v}, %arg{k}[%i] : {}", memref(p)));
+    // the elements past the last whole vector (all of them when there are no vectors)
+    let tail_start = if lanes > 1 { n_vec * lanes } else { 0 };
+    if tail_start < n_elems {
+        let (t0, n) = (b.index(tail_start), b.index(n_elems));
+        let first = b.emit(format!("arith.addi {t0}, {start} : index"));
+        b.stmt(format!("scf.for %i = {first} to {n} step {step} {{"));
+        let vals = element(&mut b, g, &nodes, &params, &scalars, &space, "%i", c, dt, None, &unsupported)?;
+        for (k, v) in vals {
+            let p = &params[k];
+            b.stmt(format!("memref.store {v}, %arg{k}[%i] : {}", memref(p)));
+        }
+        b.stmt("}");
     }
-    b.stmt("}");
     let args: Vec<String> = params.iter().enumerate().map(|(k, p)| format!("%arg{k}: {}", memref(p))).collect();
     let body: String = b.lines.iter().map(|l| format!("      {l}\n")).collect();
     let func = format!("    gpu.func @KERNEL({}) kernel {{\n{body}      gpu.return\n    }}\n", args.join(", "));
     let name = content_name(&func);
     let module = format!("  gpu.module @{name} {{\n{}  }}\n", func.replace("@KERNEL", &format!("@{name}")));
-    let grid = (n_elems as u64).div_ceil(BLOCK as u64).clamp(1, 1 << 20) as u32;
+    // one vector (or tail element) per thread
+    let work = if lanes > 1 { n_vec.max(n_elems - tail_start) } else { n_elems };
+    let grid = (work as u64).div_ceil(BLOCK as u64).clamp(1, 1 << 20) as u32;
     Ok(Kernel { name, module, params, grid: [grid, 1, 1], block: [BLOCK, 1, 1] })
 }
