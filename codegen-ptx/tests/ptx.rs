@@ -94,3 +94,76 @@ fn unknown_target_is_an_error() {
     let e = compile(&ks, "sm_75").unwrap_err();
     assert!(e.to_string().contains("sm_75"), "{e}");
 }
+
+/// Kernels of every group a template covers.
+fn template_kernels(g: &Graph) -> Vec<Kernel> {
+    let f = fuse(g).unwrap();
+    f.partition
+        .groups
+        .iter()
+        .enumerate()
+        .filter(|(_, grp)| grp.schedule != Schedule::View)
+        .map(|(i, grp)| xforge_kernel::generate(&f.graph, grp, i).unwrap())
+        .collect()
+}
+
+/// softmax(x·2) over rows; LayerNorm(x) with scale and bias then ReLU; RMSNorm; mean over rows.
+fn reductions(dt: DType, rows: usize, len: usize) -> Vec<Graph> {
+    let u = || ValueType::unranked(dt);
+    let vals = |n: usize, k: f64| (0..n).map(|i| 0.5 + (i as f64 * k).sin() * 0.25).collect::<Vec<_>>();
+    let mut out = vec![];
+    let mut b = GraphBuilder::new("softmax", 17);
+    let x = b.input("x", dt, &[rows, len]);
+    let two = b.weight("two", Tensor::from_f64(dt, vec![], &[2.0]));
+    let m = b.node(Op::Mul, &[x, two], vec![], u());
+    let s = b.node(Op::Softmax, &[m], vec![("axis", Attr::Int(-1))], u());
+    b.output(s);
+    out.push(b.finish());
+    let mut b = GraphBuilder::new("layernorm", 17);
+    let x = b.input("x", dt, &[rows, len]);
+    let w = b.weight("w", Tensor::from_f64(dt, vec![len], &vals(len, 0.3)));
+    let bias = b.weight("b", Tensor::from_f64(dt, vec![len], &vals(len, 0.7)));
+    let l = b.node(Op::LayerNormalization, &[x, w, bias], vec![("axis", Attr::Int(-1))], u());
+    let r = b.node(Op::Relu, &[l], vec![], u());
+    b.output(r);
+    out.push(b.finish());
+    let mut b = GraphBuilder::new("rmsnorm", 23);
+    let x = b.input("x", dt, &[rows, len]);
+    let w = b.weight("w", Tensor::from_f64(dt, vec![len], &vals(len, 0.1)));
+    let n = b.node(Op::RMSNormalization, &[x, w], vec![("axis", Attr::Int(-1))], u());
+    b.output(n);
+    out.push(b.finish());
+    let mut b = GraphBuilder::new("mean", 17);
+    let x = b.input("x", dt, &[rows, len]);
+    let m = b.node(Op::ReduceMean, &[x], vec![("axes", Attr::Ints(vec![-1])), ("keepdims", Attr::Int(1))], u());
+    let t = b.node(Op::Tanh, &[m], vec![], u());
+    b.output(t);
+    out.push(b.finish());
+    out.into_iter()
+        .map(|mut g| {
+            infer_graph(&mut g).unwrap();
+            g
+        })
+        .collect()
+}
+
+#[test]
+fn row_reduction_kernels_assemble() {
+    for dt in [DType::F32, DType::F16, DType::BF16] {
+        for (rows, len) in [(4, 100), (3, 768), (2, 4096)] {
+            for g in reductions(dt, rows, len) {
+                let ks = template_kernels(&g);
+                assert_eq!(ks.len(), 1, "{}: one kernel", g.name);
+                for arch in ["sm_80", "sm_90"] {
+                    ptxas(&compile(&ks, arch).unwrap(), arch);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn row_reduction_mlir_snapshot() {
+    let g = reductions(DType::F16, 8, 256).remove(1);
+    insta::assert_snapshot!(template_kernels(&g)[0].module);
+}

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use xforge_codegen_ptx::compile;
 use xforge_ir::{infer::infer_graph, interp, npy, DType, Graph, GraphBuilder, Op, Tensor, ValueType};
-use xforge_kernel::{elementwise::elementwise, Kernel};
+use xforge_kernel::Kernel;
 use xforge_passes::fusion::{fuse, Schedule};
 
 fn random(dt: DType, shape: &[usize], seed: u64) -> Tensor {
@@ -61,6 +61,36 @@ fn copy_like(dt: DType, n: usize) -> Graph {
     g
 }
 
+/// A row-reduction graph: `kind` is softmax, layernorm (scale, bias, ReLU epilogue), rmsnorm
+/// or mean (keepdims, tanh epilogue).
+fn reduction(kind: &str, dt: DType, rows: usize, len: usize) -> Graph {
+    let u = || ValueType::unranked(dt);
+    let mut b = GraphBuilder::new(kind, 23);
+    let x = b.input("x", dt, &[rows, len]);
+    let y = match kind {
+        "softmax" => b.node(Op::Softmax, &[x], vec![("axis", xforge_ir::Attr::Int(-1))], u()),
+        "layernorm" => {
+            let w = b.weight("w", random(dt, &[len], 3));
+            let bias = b.weight("b", random(dt, &[len], 4));
+            let l = b.node(Op::LayerNormalization, &[x, w, bias], vec![], u());
+            b.node(Op::Relu, &[l], vec![], u())
+        }
+        "rmsnorm" => {
+            let w = b.weight("w", random(dt, &[len], 5));
+            b.node(Op::RMSNormalization, &[x, w], vec![], u())
+        }
+        _ => {
+            let axes = b.weight("axes", Tensor::from_i64(vec![1], vec![-1]));
+            let m = b.node(Op::ReduceMean, &[x, axes], vec![], u());
+            b.node(Op::Tanh, &[m], vec![], u())
+        }
+    };
+    b.output(y);
+    let mut g = b.finish();
+    infer_graph(&mut g).unwrap();
+    g
+}
+
 fn kernels(g: &Graph) -> Result<(Graph, Vec<Kernel>)> {
     let f = fuse(g)?;
     let ks = f
@@ -68,8 +98,8 @@ fn kernels(g: &Graph) -> Result<(Graph, Vec<Kernel>)> {
         .groups
         .iter()
         .enumerate()
-        .filter(|(_, grp)| grp.schedule == Schedule::Elementwise)
-        .map(|(i, grp)| elementwise(&f.graph, grp, i))
+        .filter(|(_, grp)| grp.schedule != Schedule::View)
+        .map(|(i, grp)| xforge_kernel::generate(&f.graph, grp, i))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((f.graph, ks))
 }
@@ -152,6 +182,15 @@ fn main() -> Result<()> {
     for (dt, tol) in [(DType::F32, 1e-5), (DType::F16, 1e-2), (DType::BF16, 1e-2)] {
         write_case(dir, &format!("elementwise_mix_{dt}"), &mix(dt, &[8, 33, 96]), chip, tol, false)?;
     }
+    for kind in ["softmax", "layernorm", "rmsnorm", "mean"] {
+        for (dt, tol) in [(DType::F32, 1e-5), (DType::F16, 1e-2), (DType::BF16, 1e-2)] {
+            write_case(dir, &format!("row_{kind}_{dt}"), &reduction(kind, dt, 37, 1000), chip, tol, false)?;
+        }
+    }
+    write_case(dir, "row_layernorm_wide_f32", &reduction("layernorm", DType::F32, 5, 12288), chip, 1e-5, false)?;
+    // softmax and LayerNorm over 4096×4096 f16: 32 MiB in, 32 MiB out
+    write_case(dir, "bench_softmax_f16", &reduction("softmax", DType::F16, 4096, 4096), chip, 0.0, true)?;
+    write_case(dir, "bench_layernorm_f16", &reduction("layernorm", DType::F16, 4096, 4096), chip, 0.0, true)?;
     // 256 MiB of f32 in, 256 MiB out; and the same bytes in f16
     write_case(dir, "bench_elementwise_f32", &copy_like(DType::F32, 64 << 20), chip, 0.0, true)?;
     write_case(dir, "bench_elementwise_f16", &copy_like(DType::F16, 128 << 20), chip, 0.0, true)?;

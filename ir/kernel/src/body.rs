@@ -17,6 +17,14 @@ impl Body {
         v
     }
 
+    /// Emits `%vN:k = <rhs>` for an op with `k` results and returns `%vN` (use `%vN#i`).
+    pub fn emit_multi(&mut self, k: usize, rhs: impl AsRef<str>) -> String {
+        self.next += 1;
+        let v = format!("%v{}", self.next);
+        self.lines.push(format!("{v}:{k} = {}", rhs.as_ref()));
+        v
+    }
+
     pub fn stmt(&mut self, line: impl Into<String>) {
         self.lines.push(line.into());
     }

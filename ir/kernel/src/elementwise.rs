@@ -140,11 +140,13 @@ fn scalar_op(b: &mut Body, n: &Node, args: &[String], c: &str, scalars: &[Option
 }
 
 /// Vector-loaded operands (by parameter index), the lane to read and the vector length.
-type Lanes<'a> = Option<(&'a HashMap<usize, String>, usize, usize)>;
+pub type Lanes<'a> = Option<(&'a HashMap<usize, String>, usize, usize)>;
 
-/// Emits one element's computation at flat index `i`; returns (output parameter, stored value).
+/// Emits one element's computation at flat index `i` of `space`: loads the input parameters
+/// that `nodes` read (and those in `also`; vector lanes when given), then runs `nodes` on top of
+/// `seed`; returns all values by id.
 #[allow(clippy::too_many_arguments)]
-fn element(
+pub fn compute(
     b: &mut Body,
     g: &Graph,
     nodes: &[&Node],
@@ -155,17 +157,27 @@ fn element(
     c: &str,
     dt: DType,
     lanes: Lanes,
+    seed: HashMap<ValueId, String>,
+    also: &[ValueId],
     unsupported: &dyn Fn(String) -> KernelError,
-) -> Result<Vec<(usize, String)>, KernelError> {
+) -> Result<HashMap<ValueId, String>, KernelError> {
     let ostr = strides(space);
     let memref = |p: &Param| format!("memref<{}x{}>", p.elements.max(1), storage_type(p.dtype).unwrap());
-    let mut value: HashMap<ValueId, String> = HashMap::new();
-    for (k, p) in params.iter().enumerate().filter(|(_, p)| !p.output) {
+    let mut value: HashMap<ValueId, String> = seed;
+    // inputs the nodes read, each loaded once
+    let read: std::collections::HashSet<ValueId> =
+        nodes.iter().flat_map(|n| n.inputs.iter().flatten().copied()).chain(also.iter().copied()).collect();
+    let seeded: std::collections::HashSet<ValueId> = value.keys().copied().collect();
+    for (k, p) in
+        params.iter().enumerate().filter(|(_, p)| !p.output && read.contains(&p.value) && !seeded.contains(&p.value))
+    {
+        let shape = g.ty(p.value).static_shape().unwrap();
+        // an input of fewer elements than the space broadcasts into it
+        let shape = if numel(&shape) == numel(space) { space.to_vec() } else { shape };
         let st = storage_type(p.dtype).unwrap();
         let raw = match lanes.and_then(|(v, lane, n)| v.get(&k).map(|x| (x, lane, n))) {
             Some((vec, lane, n)) => b.emit(format!("vector.extract {vec}[{lane}] : {st} from vector<{n}x{st}>")),
             None => {
-                let shape = g.ty(p.value).static_shape().unwrap();
                 let idx = if shape == space {
                     i.to_string()
                 } else {
@@ -233,11 +245,39 @@ fn element(
             value.insert(o, out);
         }
     }
+    Ok(value)
+}
+
+/// The value to store for output parameter `p`, converted to its storage type.
+pub fn stored(b: &mut Body, p: &Param, v: &str, c: &str) -> String {
+    let st = storage_type(p.dtype).unwrap();
+    if st != c {
+        b.emit(format!("arith.truncf {v} : {c} to {st}"))
+    } else {
+        v.to_string()
+    }
+}
+
+/// One element of an elementwise group: (output parameter, stored value) pairs.
+#[allow(clippy::too_many_arguments)]
+fn element(
+    b: &mut Body,
+    g: &Graph,
+    nodes: &[&Node],
+    params: &[Param],
+    scalars: &HashMap<ValueId, f64>,
+    space: &[usize],
+    i: &str,
+    c: &str,
+    dt: DType,
+    lanes: Lanes,
+    unsupported: &dyn Fn(String) -> KernelError,
+) -> Result<Vec<(usize, String)>, KernelError> {
+    let value = compute(b, g, nodes, params, scalars, space, i, c, dt, lanes, HashMap::new(), &[], unsupported)?;
     let mut outs = vec![];
     for (k, p) in params.iter().enumerate().filter(|(_, p)| p.output) {
         let v = value.get(&p.value).cloned().ok_or_else(|| unsupported("an output is not computed".into()))?;
-        let st = storage_type(p.dtype).unwrap();
-        outs.push((k, if st != c { b.emit(format!("arith.truncf {v} : {c} to {st}")) } else { v }));
+        outs.push((k, stored(b, p, &v, c)));
     }
     Ok(outs)
 }

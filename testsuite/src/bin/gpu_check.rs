@@ -137,7 +137,7 @@ fn run_case(ctx: &std::sync::Arc<CudaContext>, dir: &Path) -> Result<String> {
         let num: f64 = g.iter().zip(&w).map(|(a, b)| (a - b) * (a - b)).sum();
         let den: f64 = w.iter().map(|b| b * b).sum::<f64>().max(1e-30);
         let rel = (num / den).sqrt();
-        if !(rel <= m.tol) {
+        if rel.is_nan() || rel > m.tol {
             bail!("relative L2 {rel:.3e} exceeds {:.0e}", m.tol);
         }
         report.push(format!("rel L2 {rel:.2e}"));

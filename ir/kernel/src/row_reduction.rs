@@ -1,0 +1,554 @@
+//! The row-reduction template: one block per row of the innermost (reduced) axes. Pass 1 walks
+//! the row with the block's threads, computing the elementwise prologue and a one-pass statistic
+//! per thread (running max and rescaled sum for softmax, Welford mean/M2 for LayerNorm, sums for
+//! RMSNorm and reduce-*); warp shuffles and workgroup memory combine the threads. Pass 2 walks
+//! the row again (it is in cache), normalizes, runs the epilogue and stores.
+use crate::body::{compute_type, storage_type, Body};
+use crate::elementwise::{compute, stored};
+use crate::kernel::{content_name, Kernel, KernelError, Param};
+use std::collections::HashMap;
+use xforge_ir::tensor::numel;
+use xforge_ir::{Attr, Graph, Node, Op, ValueId};
+use xforge_passes::fusion::FusionGroup;
+
+/// The statistic a row needs.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Stat {
+    /// (max, Σ exp(x − max)) for Softmax and LogSoftmax.
+    Softmax,
+    /// Welford (count, mean, M2) for LayerNormalization.
+    Moments,
+    /// Σ x² (RMSNormalization, ReduceSumSquare, ReduceL2).
+    SumSquares,
+    Sum,
+    Max,
+    Min,
+}
+
+fn int_attr(n: &Node, k: &str) -> Option<i64> {
+    match n.attr(k) {
+        Some(Attr::Int(v)) => Some(*v),
+        _ => None,
+    }
+}
+
+fn float_attr(n: &Node, k: &str, d: f64) -> f64 {
+    match n.attr(k) {
+        Some(Attr::Float(v)) => *v as f64,
+        _ => d,
+    }
+}
+
+/// Threads per block for rows of `len` elements: a power of two in 32..=256.
+fn block_for(len: usize) -> usize {
+    len.next_power_of_two().clamp(32, 256)
+}
+
+/// Emits the combination of two partial statistics (`a`, `b`, of `arity` values each).
+fn combine(b: &mut Body, stat: Stat, a: &[String], o: &[String], c: &str) -> Vec<String> {
+    let bin = |b: &mut Body, op: &str, p: &str, q: &str| b.emit(format!("arith.{op} {p}, {q} : {c}"));
+    match stat {
+        Stat::Softmax => {
+            // (m, s) ⊕ (m', s') = (M, s·e^(m−M) + s'·e^(m'−M)), M = max(m, m')
+            let m = bin(b, "maximumf", &a[0], &o[0]);
+            // an empty partial (m = −∞) weighs 0, not exp(−∞ − (−∞)) = NaN
+            let ninf = b.float(f64::NEG_INFINITY, c);
+            let zero = b.float(0.0, c);
+            let weight = |b: &mut Body, mi: &str| {
+                let d = bin(b, "subf", mi, &m);
+                let e = b.emit(format!("math.exp {d} : {c}"));
+                let empty = b.emit(format!("arith.cmpf oeq, {mi}, {ninf} : {c}"));
+                b.emit(format!("arith.select {empty}, {zero}, {e} : {c}"))
+            };
+            let e1 = weight(b, &a[0]);
+            let e2 = weight(b, &o[0]);
+            let t1 = bin(b, "mulf", &a[1], &e1);
+            let t2 = bin(b, "mulf", &o[1], &e2);
+            vec![m.clone(), bin(b, "addf", &t1, &t2)]
+        }
+        Stat::Moments => {
+            // parallel Welford: n = na + nb, δ = μb − μa, μ = μa + δ·nb/n, M2 = M2a + M2b + δ²·na·nb/n
+            let n = bin(b, "addf", &a[0], &o[0]);
+            let zero = b.float(0.0, c);
+            let empty = b.emit(format!("arith.cmpf oeq, {n}, {zero} : {c}"));
+            let one = b.float(1.0, c);
+            let safe = b.emit(format!("arith.select {empty}, {one}, {n} : {c}"));
+            let delta = bin(b, "subf", &o[1], &a[1]);
+            let w = bin(b, "divf", &o[0], &safe);
+            let dw = bin(b, "mulf", &delta, &w);
+            let mean = bin(b, "addf", &a[1], &dw);
+            let m2 = bin(b, "addf", &a[2], &o[2]);
+            let dd = bin(b, "mulf", &delta, &delta);
+            let nn = bin(b, "mulf", &a[0], &o[0]);
+            let t = bin(b, "mulf", &dd, &nn);
+            let t = bin(b, "divf", &t, &safe);
+            let m2 = bin(b, "addf", &m2, &t);
+            vec![n, mean, m2]
+        }
+        Stat::SumSquares | Stat::Sum => vec![bin(b, "addf", &a[0], &o[0])],
+        Stat::Max => vec![bin(b, "maximumf", &a[0], &o[0])],
+        Stat::Min => vec![bin(b, "minimumf", &a[0], &o[0])],
+    }
+}
+
+fn arity(stat: Stat) -> usize {
+    match stat {
+        Stat::Softmax => 2,
+        Stat::Moments => 3,
+        _ => 1,
+    }
+}
+
+/// The identity of a statistic (what an empty partial holds).
+fn identity(b: &mut Body, stat: Stat, c: &str) -> Vec<String> {
+    match stat {
+        Stat::Softmax => vec![b.float(f64::NEG_INFINITY, c), b.float(0.0, c)],
+        Stat::Moments => vec![b.float(0.0, c), b.float(0.0, c), b.float(0.0, c)],
+        Stat::Max => vec![b.float(f64::NEG_INFINITY, c)],
+        Stat::Min => vec![b.float(f64::INFINITY, c)],
+        _ => vec![b.float(0.0, c)],
+    }
+}
+
+/// The partial statistic of one element `x`.
+fn single(b: &mut Body, stat: Stat, x: &str, c: &str) -> Vec<String> {
+    match stat {
+        Stat::Softmax => vec![x.to_string(), b.float(1.0, c)],
+        Stat::Moments => vec![b.float(1.0, c), x.to_string(), b.float(0.0, c)],
+        Stat::SumSquares => vec![b.emit(format!("arith.mulf {x}, {x} : {c}"))],
+        _ => vec![x.to_string()],
+    }
+}
+
+/// Whether every output has the reduction input's size (per-row ops) — vectors are stored then.
+fn outs_row_sized(params: &[Param], in_shape: &[usize], per_row: bool) -> bool {
+    !per_row || params.iter().filter(|p| p.output).all(|p| p.elements == numel(in_shape))
+}
+
+/// One aligned 16-byte vector load per row-shaped input parameter, at flat offset `at`.
+fn vector_loads(
+    b: &mut Body,
+    params: &[Param],
+    row_params: &[usize],
+    at: &str,
+    lanes: usize,
+) -> HashMap<usize, String> {
+    let mut vecs = HashMap::new();
+    if lanes == 1 {
+        return vecs;
+    }
+    for &pk in row_params {
+        let p = &params[pk];
+        if !p.dtype.is_float() {
+            continue;
+        }
+        let st = storage_type(p.dtype).unwrap();
+        vecs.insert(
+            pk,
+            b.emit(format!(
+                "vector.load %arg{pk}[{at}] {{alignment = 16}} : memref<{}x{st}>, vector<{lanes}x{st}>",
+                p.elements
+            )),
+        );
+    }
+    vecs
+}
+
+pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelError> {
+    let unsupported = |why: String| KernelError::Unsupported { group: gi, why };
+    let nodes: Vec<&Node> = grp.nodes.iter().map(|&n| &g.nodes[n]).collect();
+    let ai = nodes
+        .iter()
+        .position(|n| {
+            matches!(
+                n.op,
+                Op::Softmax
+                    | Op::LogSoftmax
+                    | Op::LayerNormalization
+                    | Op::RMSNormalization
+                    | Op::ReduceSum
+                    | Op::ReduceMean
+                    | Op::ReduceMax
+                    | Op::ReduceMin
+                    | Op::ReduceSumSquare
+                    | Op::ReduceL2
+            )
+        })
+        .ok_or_else(|| unsupported("no reduction this template knows".into()))?;
+    let anchor = nodes[ai];
+    let (prologue, epilogue) = (&nodes[..ai], &nodes[ai + 1..]);
+    if nodes.iter().any(|n| n.op.kind() == xforge_ir::OpKind::Reduction && !std::ptr::eq(*n, anchor)) {
+        return Err(unsupported("more than one reduction".into()));
+    }
+    let x = anchor.inputs[0].ok_or_else(|| unsupported("the reduction has no input".into()))?;
+    let in_shape = g.ty(x).static_shape().ok_or_else(|| unsupported("shapes are not static".into()))?;
+    let rank = in_shape.len();
+    // the reduced axes must be a suffix: rows of `len` contiguous elements
+    let axes: Vec<usize> = match anchor.op {
+        Op::Softmax | Op::LogSoftmax => {
+            let a = int_attr(anchor, "axis").unwrap_or(-1);
+            vec![if a < 0 { (a + rank as i64) as usize } else { a as usize }]
+        }
+        Op::LayerNormalization | Op::RMSNormalization => {
+            let a = int_attr(anchor, "axis").unwrap_or(-1);
+            let a = if a < 0 { (a + rank as i64) as usize } else { a as usize };
+            (a..rank).collect()
+        }
+        _ => {
+            let ax: Vec<i64> = match anchor.attr("axes") {
+                Some(Attr::Ints(v)) => v.clone(),
+                _ => anchor
+                    .inputs
+                    .get(1)
+                    .copied()
+                    .flatten()
+                    .and_then(|v| g.weights.get(&v))
+                    .map(|t| t.to_i64())
+                    .unwrap_or_default(),
+            };
+            if ax.is_empty() {
+                (0..rank).collect()
+            } else {
+                let mut v: Vec<usize> =
+                    ax.iter().map(|&a| if a < 0 { (a + rank as i64) as usize } else { a as usize }).collect();
+                v.sort();
+                v
+            }
+        }
+    };
+    if axes.is_empty() || axes.iter().enumerate().any(|(i, &a)| a != rank - axes.len() + i) {
+        return Err(unsupported(format!("reduced axes {axes:?} are not the innermost of rank {rank}")));
+    }
+    let len = numel(&in_shape[rank - axes.len()..]);
+    let rows = numel(&in_shape[..rank - axes.len()]);
+    let stat = match anchor.op {
+        Op::Softmax | Op::LogSoftmax => Stat::Softmax,
+        Op::LayerNormalization => Stat::Moments,
+        Op::RMSNormalization | Op::ReduceSumSquare | Op::ReduceL2 => Stat::SumSquares,
+        Op::ReduceSum | Op::ReduceMean => Stat::Sum,
+        Op::ReduceMax => Stat::Max,
+        _ => Stat::Min,
+    };
+    let per_row = matches!(anchor.op, Op::Softmax | Op::LogSoftmax | Op::LayerNormalization | Op::RMSNormalization);
+    if anchor.outputs.iter().skip(1).any(|o| o.is_some()) {
+        return Err(unsupported("LayerNormalization's mean and inverse-std outputs are not generated".into()));
+    }
+    let y = anchor.outputs[0].unwrap();
+    let out_space = g.ty(y).static_shape().ok_or_else(|| unsupported("shapes are not static".into()))?;
+    // parameters: every input except inlined scalars, then the outputs
+    let mut params: Vec<Param> = vec![];
+    let mut scalars: HashMap<ValueId, f64> = HashMap::new();
+    for &v in &grp.inputs {
+        let ty = g.ty(v);
+        let shape =
+            ty.static_shape().ok_or_else(|| unsupported(format!("input '{}' has no static shape", g.name_of(v))))?;
+        match g.weights.get(&v) {
+            Some(t) if t.len() == 1 && t.dtype().is_float() => {
+                scalars.insert(v, t.to_f64()[0]);
+            }
+            // the reduction's own axes input is compiled in
+            Some(_) if anchor.inputs.get(1) == Some(&Some(v)) && !per_row => {}
+            _ => {
+                storage_type(ty.dtype)
+                    .ok_or_else(|| unsupported(format!("input dtype {} is not supported", ty.dtype)))?;
+                params.push(Param { value: v, dtype: ty.dtype, elements: numel(&shape), output: false });
+            }
+        }
+    }
+    for &o in &grp.outputs {
+        let ty = g.ty(o);
+        let shape = ty.static_shape().ok_or_else(|| unsupported("output shape is not static".into()))?;
+        if numel(&shape) != numel(&out_space) {
+            return Err(unsupported(format!("output '{}' is not of the reduction's output size", g.name_of(o))));
+        }
+        storage_type(ty.dtype)
+            .filter(|_| ty.dtype.is_float())
+            .ok_or_else(|| unsupported(format!("output dtype {} is not supported", ty.dtype)))?;
+        params.push(Param { value: o, dtype: ty.dtype, elements: numel(&shape), output: true });
+    }
+    let dt = g.ty(x).dtype;
+    if !dt.is_float() {
+        return Err(unsupported(format!("reduction over {dt} is not supported")));
+    }
+    let c = compute_type(dt);
+    // rows of whole 16-byte vectors move as vectors: one per thread per step
+    let esize = dt.size();
+    let vectorizable = (len * esize) % 16 == 0
+        && params.iter().filter(|p| !p.output && p.elements == numel(&in_shape)).all(|p| p.dtype.size() == esize)
+        && outs_row_sized(&params, &in_shape, per_row);
+    let lanes = if vectorizable { 16 / esize } else { 1 };
+    let block = block_for(len.div_ceil(lanes));
+    let warps = block / 32;
+    let k = arity(stat);
+    let mut b = Body::default();
+    let tid = b.emit("gpu.thread_id x");
+    let row = b.emit("gpu.block_id x");
+    let bdim = b.emit("gpu.block_dim x");
+    let lenv = b.index(len);
+    let base = b.emit(format!("arith.muli {row}, {lenv} : index"));
+    // 16-byte vectors along the row when rows are whole, aligned vectors and every row-shaped
+    // operand has the input's element size; lanes are computed as scalars
+    let row_params: Vec<usize> =
+        (0..params.len()).filter(|&pk| params[pk].elements == numel(&in_shape) && !params[pk].output).collect();
+    let vl = b.index(lanes);
+    let stride = b.emit(format!("arith.muli {bdim}, {vl} : index"));
+    let start = b.emit(format!("arith.muli {tid}, {vl} : index"));
+    // pass 1: per-thread partials
+    let init = identity(&mut b, stat, c);
+    let types = vec![c; k].join(", ");
+    let accs: Vec<String> = (0..k).map(|j| format!("%acc{j}")).collect();
+    let iter_args = accs.iter().zip(&init).map(|(a, i)| format!("{a} = {i}")).collect::<Vec<_>>().join(", ");
+    let head = format!("scf.for %c1 = {start} to {lenv} step {stride} iter_args({iter_args}) -> ({types}) {{");
+    let res = if k == 1 { b.emit(head) } else { b.emit_multi(k, head) };
+    let at1 = b.emit(format!("arith.addi {base}, %c1 : index"));
+    let vecs = vector_loads(&mut b, &params, &row_params, &at1, lanes);
+    let mut acc = accs.clone();
+    for lane in 0..lanes {
+        let off = b.index(lane);
+        let i1 = b.emit(format!("arith.addi {at1}, {off} : index"));
+        let lanes_arg = (lanes > 1).then_some((&vecs, lane, lanes));
+        let vals = compute(
+            &mut b,
+            g,
+            prologue,
+            &params,
+            &scalars,
+            &in_shape,
+            &i1,
+            c,
+            dt,
+            lanes_arg,
+            HashMap::new(),
+            &[x],
+            &unsupported,
+        )?;
+        let xv = vals
+            .get(&x)
+            .cloned()
+            .ok_or_else(|| unsupported("the reduction's input is not computed in the group".into()))?;
+        let one = single(&mut b, stat, &xv, c);
+        acc = combine(&mut b, stat, &acc, &one, c);
+    }
+    b.stmt(format!("scf.yield {} : {types}", acc.join(", ")));
+    b.stmt("}");
+    let mut part: Vec<String> = (0..k).map(|j| format!("{res}#{j}")).collect();
+    if k == 1 {
+        part = vec![res.clone()];
+    }
+    // warp reduction with xor shuffles
+    let width = b.emit("arith.constant 32 : i32");
+    for off in [16, 8, 4, 2, 1] {
+        let o = b.emit(format!("arith.constant {off} : i32"));
+        let other: Vec<String> = part
+            .iter()
+            .map(|p| {
+                let s = b.emit_multi(2, format!("gpu.shuffle xor {p}, {o}, {width} : {c}"));
+                format!("{s}#0")
+            })
+            .collect();
+        part = combine(&mut b, stat, &part, &other, c);
+    }
+    // across warps: lane 0 of each warp writes, warp 0 combines, thread 0 publishes
+    let c32 = b.index(32);
+    let lane = b.emit(format!("arith.remui {tid}, {c32} : index"));
+    let warp = b.emit(format!("arith.divui {tid}, {c32} : index"));
+    let c0 = b.index(0);
+    let is_lane0 = b.emit(format!("arith.cmpi eq, {lane}, {c0} : index"));
+    let kk = b.index(k);
+    b.stmt(format!("scf.if {is_lane0} {{"));
+    for (j, p) in part.iter().enumerate() {
+        let jj = b.index(j);
+        let w = b.emit(format!("arith.muli {warp}, {kk} : index"));
+        let at = b.emit(format!("arith.addi {w}, {jj} : index"));
+        b.stmt(format!("memref.store {p}, %red[{at}] : memref<{}x{c}, #gpu.address_space<workgroup>>", warps * k + k));
+    }
+    b.stmt("}");
+    b.stmt("gpu.barrier");
+    let is_warp0 = b.emit(format!("arith.cmpi eq, {warp}, {c0} : index"));
+    let is_t0 = b.emit(format!("arith.cmpi eq, {tid}, {c0} : index"));
+    b.stmt(format!("scf.if {is_warp0} {{"));
+    let nw = b.index(warps);
+    let has = b.emit(format!("arith.cmpi ult, {lane}, {nw} : index"));
+    let ident = identity(&mut b, stat, c);
+    let mut wpart = vec![];
+    for (j, id) in ident.iter().enumerate() {
+        let jj = b.index(j);
+        let l = b.emit(format!("arith.minui {lane}, {nw} : index"));
+        let w = b.emit(format!("arith.muli {l}, {kk} : index"));
+        let at = b.emit(format!("arith.addi {w}, {jj} : index"));
+        let v =
+            b.emit(format!("memref.load %red[{at}] : memref<{}x{c}, #gpu.address_space<workgroup>>", warps * k + k));
+        wpart.push(b.emit(format!("arith.select {has}, {v}, {id} : {c}")));
+    }
+    for off in [16, 8, 4, 2, 1] {
+        let o = b.emit(format!("arith.constant {off} : i32"));
+        let other: Vec<String> = wpart
+            .iter()
+            .map(|p| {
+                let s = b.emit_multi(2, format!("gpu.shuffle xor {p}, {o}, {width} : {c}"));
+                format!("{s}#0")
+            })
+            .collect();
+        wpart = combine(&mut b, stat, &wpart, &other, c);
+    }
+    b.stmt(format!("scf.if {is_t0} {{"));
+    for (j, p) in wpart.iter().enumerate() {
+        let at = b.index(warps * k + j);
+        b.stmt(format!("memref.store {p}, %red[{at}] : memref<{}x{c}, #gpu.address_space<workgroup>>", warps * k + k));
+    }
+    b.stmt("}");
+    b.stmt("}");
+    b.stmt("gpu.barrier");
+    let total: Vec<String> = (0..k)
+        .map(|j| {
+            let at = b.index(warps * k + j);
+            b.emit(format!("memref.load %red[{at}] : memref<{}x{c}, #gpu.address_space<workgroup>>", warps * k + k))
+        })
+        .collect();
+    let lenf = b.float(len as f64, c);
+    let outs: Vec<(usize, &Param)> = params.iter().enumerate().filter(|(_, p)| p.output).collect();
+    if per_row {
+        // pass 2: normalize each element, run the epilogue, store
+        b.stmt(format!("scf.for %c2 = {start} to {lenv} step {stride} {{"));
+        let at2 = b.emit(format!("arith.addi {base}, %c2 : index"));
+        let vecs = vector_loads(&mut b, &params, &row_params, &at2, lanes);
+        let mut lane_outs: Vec<Vec<String>> = vec![vec![]; params.len()];
+        for lane in 0..lanes {
+            let off = b.index(lane);
+            let i2 = b.emit(format!("arith.addi {at2}, {off} : index"));
+            let col = b.emit(format!("arith.addi %c2, {off} : index"));
+            let lanes_arg = (lanes > 1).then_some((&vecs, lane, lanes));
+            let vals = compute(
+                &mut b,
+                g,
+                prologue,
+                &params,
+                &scalars,
+                &in_shape,
+                &i2,
+                c,
+                dt,
+                lanes_arg,
+                HashMap::new(),
+                &[x],
+                &unsupported,
+            )?;
+            let xv = vals[&x].clone();
+            let yv = match anchor.op {
+                Op::Softmax | Op::LogSoftmax => {
+                    let d = b.emit(format!("arith.subf {xv}, {} : {c}", total[0]));
+                    if anchor.op == Op::Softmax {
+                        let e = b.emit(format!("math.exp {d} : {c}"));
+                        b.emit(format!("arith.divf {e}, {} : {c}", total[1]))
+                    } else {
+                        let l = b.emit(format!("math.log {} : {c}", total[1]));
+                        b.emit(format!("arith.subf {d}, {l} : {c}"))
+                    }
+                }
+                _ => {
+                    let eps = b.float(float_attr(anchor, "epsilon", 1e-5), c);
+                    let (centered, var) = if anchor.op == Op::LayerNormalization {
+                        let v = b.emit(format!("arith.divf {}, {lenf} : {c}", total[2]));
+                        (b.emit(format!("arith.subf {xv}, {} : {c}", total[1])), v)
+                    } else {
+                        (xv.clone(), b.emit(format!("arith.divf {}, {lenf} : {c}", total[0])))
+                    };
+                    let ve = b.emit(format!("arith.addf {var}, {eps} : {c}"));
+                    let r = b.emit(format!("math.rsqrt {ve} : {c}"));
+                    let mut v = b.emit(format!("arith.mulf {centered}, {r} : {c}"));
+                    // scale (and bias) are indexed by the position in the row
+                    for (slot, op) in [(1usize, "mulf"), (2, "addf")] {
+                        let Some(w) = anchor.inputs.get(slot).copied().flatten() else { continue };
+                        if anchor.op == Op::RMSNormalization && slot == 2 {
+                            continue;
+                        }
+                        let wv = match (scalars.get(&w), params.iter().position(|p| p.value == w)) {
+                            (Some(&s), _) => b.float(s, c),
+                            (None, Some(pk)) => {
+                                let p = &params[pk];
+                                let st = storage_type(p.dtype).unwrap();
+                                let idx = if p.elements == len { col.clone() } else { i2.clone() };
+                                let raw = b.emit(format!("memref.load %arg{pk}[{idx}] : memref<{}x{st}>", p.elements));
+                                if st != c {
+                                    b.emit(format!("arith.extf {raw} : {st} to {c}"))
+                                } else {
+                                    raw
+                                }
+                            }
+                            _ => return Err(unsupported("a normalization parameter is not an input".into())),
+                        };
+                        v = b.emit(format!("arith.{op} {v}, {wv} : {c}"));
+                    }
+                    v
+                }
+            };
+            let mut seed: HashMap<ValueId, String> = HashMap::new();
+            seed.insert(y, yv);
+            let vals =
+                compute(&mut b, g, epilogue, &params, &scalars, &out_space, &i2, c, dt, None, seed, &[], &unsupported)?;
+            for (pk, p) in &outs {
+                let v = vals.get(&p.value).cloned().ok_or_else(|| unsupported("an output is not computed".into()))?;
+                let v = stored(&mut b, p, &v, c);
+                if lanes > 1 {
+                    lane_outs[*pk].push(v);
+                } else {
+                    b.stmt(format!(
+                        "memref.store {v}, %arg{pk}[{i2}] : memref<{}x{}>",
+                        p.elements,
+                        storage_type(p.dtype).unwrap()
+                    ));
+                }
+            }
+        }
+        if lanes > 1 {
+            for (pk, p) in &outs {
+                let st = storage_type(p.dtype).unwrap();
+                let mut v = b.emit(format!("arith.constant dense<0.0> : vector<{lanes}x{st}>"));
+                for (lane, x) in lane_outs[*pk].iter().enumerate() {
+                    v = b.emit(format!("vector.insert {x}, {v} [{lane}] : {st} into vector<{lanes}x{st}>"));
+                }
+                b.stmt(format!(
+                    "vector.store {v}, %arg{pk}[{at2}] {{alignment = 16}} : memref<{}x{st}>, vector<{lanes}x{st}>",
+                    p.elements
+                ));
+            }
+        }
+        b.stmt("}");
+    } else {
+        // one value per row: thread 0 finishes it, runs the epilogue and stores
+        b.stmt(format!("scf.if {is_t0} {{"));
+        let r = match anchor.op {
+            Op::ReduceMean => b.emit(format!("arith.divf {}, {lenf} : {c}", total[0])),
+            Op::ReduceL2 => b.emit(format!("math.sqrt {} : {c}", total[0])),
+            _ => total[0].clone(),
+        };
+        let mut seed: HashMap<ValueId, String> = HashMap::new();
+        seed.insert(y, r);
+        let vals =
+            compute(&mut b, g, epilogue, &params, &scalars, &out_space, &row, c, dt, None, seed, &[], &unsupported)?;
+        for (pk, p) in &outs {
+            let v = vals.get(&p.value).cloned().ok_or_else(|| unsupported("an output is not computed".into()))?;
+            let v = stored(&mut b, p, &v, c);
+            b.stmt(format!(
+                "memref.store {v}, %arg{pk}[{row}] : memref<{}x{}>",
+                p.elements,
+                storage_type(p.dtype).unwrap()
+            ));
+        }
+        b.stmt("}");
+    }
+    let args: Vec<String> = params
+        .iter()
+        .enumerate()
+        .map(|(k, p)| format!("%arg{k}: memref<{}x{}>", p.elements.max(1), storage_type(p.dtype).unwrap()))
+        .collect();
+    let body: String = b.lines.iter().map(|l| format!("      {l}\n")).collect();
+    let func = format!(
+        "    gpu.func @KERNEL({}) workgroup(%red : memref<{}x{c}, #gpu.address_space<workgroup>>) kernel {{\n{body}      gpu.return\n    }}\n",
+        args.join(", "),
+        warps * k + k
+    );
+    let name = content_name(&func);
+    let module = format!("  gpu.module @{name} {{\n{}  }}\n", func.replace("@KERNEL", &format!("@{name}")));
+    Ok(Kernel { name, module, params, grid: [rows as u32, 1, 1], block: [block as u32, 1, 1] })
+}
