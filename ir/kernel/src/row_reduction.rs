@@ -91,6 +91,50 @@ fn combine(b: &mut Body, stat: Stat, a: &[String], o: &[String], c: &str) -> Vec
     }
 }
 
+/// The statistic of a few values held in registers (a vector's lanes), computed directly:
+/// max and Σ exp(x − max) for softmax, mean and Σ (x − mean)² for moments.
+fn local(b: &mut Body, stat: Stat, xs: &[String], c: &str) -> Vec<String> {
+    if xs.len() == 1 {
+        return single(b, stat, &xs[0], c);
+    }
+    let fold = |b: &mut Body, op: &str, vals: &[String]| {
+        vals[1..].iter().fold(vals[0].clone(), |a, v| b.emit(format!("arith.{op} {a}, {v} : {c}")))
+    };
+    match stat {
+        Stat::Softmax => {
+            let m = fold(b, "maximumf", xs);
+            let es: Vec<String> = xs
+                .iter()
+                .map(|x| {
+                    let d = b.emit(format!("arith.subf {x}, {m} : {c}"));
+                    b.emit(format!("math.exp {d} : {c}"))
+                })
+                .collect();
+            vec![m.clone(), fold(b, "addf", &es)]
+        }
+        Stat::Moments => {
+            let n = b.float(xs.len() as f64, c);
+            let s = fold(b, "addf", xs);
+            let mean = b.emit(format!("arith.divf {s}, {n} : {c}"));
+            let sq: Vec<String> = xs
+                .iter()
+                .map(|x| {
+                    let d = b.emit(format!("arith.subf {x}, {mean} : {c}"));
+                    b.emit(format!("arith.mulf {d}, {d} : {c}"))
+                })
+                .collect();
+            vec![n, mean, fold(b, "addf", &sq)]
+        }
+        Stat::SumSquares => {
+            let sq: Vec<String> = xs.iter().map(|x| b.emit(format!("arith.mulf {x}, {x} : {c}"))).collect();
+            vec![fold(b, "addf", &sq)]
+        }
+        Stat::Sum => vec![fold(b, "addf", xs)],
+        Stat::Max => vec![fold(b, "maximumf", xs)],
+        Stat::Min => vec![fold(b, "minimumf", xs)],
+    }
+}
+
 fn arity(stat: Stat) -> usize {
     match stat {
         Stat::Softmax => 2,
@@ -273,7 +317,7 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
     let c = compute_type(dt);
     // rows of whole 16-byte vectors move as vectors: one per thread per step
     let esize = dt.size();
-    let vectorizable = (len * esize) % 16 == 0
+    let vectorizable = (len * esize).is_multiple_of(16)
         && params.iter().filter(|p| !p.output && p.elements == numel(&in_shape)).all(|p| p.dtype.size() == esize)
         && outs_row_sized(&params, &in_shape, per_row);
     let lanes = if vectorizable { 16 / esize } else { 1 };
@@ -302,7 +346,7 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
     let res = if k == 1 { b.emit(head) } else { b.emit_multi(k, head) };
     let at1 = b.emit(format!("arith.addi {base}, %c1 : index"));
     let vecs = vector_loads(&mut b, &params, &row_params, &at1, lanes);
-    let mut acc = accs.clone();
+    let mut xs = vec![];
     for lane in 0..lanes {
         let off = b.index(lane);
         let i1 = b.emit(format!("arith.addi {at1}, {off} : index"));
@@ -322,13 +366,15 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
             &[x],
             &unsupported,
         )?;
-        let xv = vals
-            .get(&x)
-            .cloned()
-            .ok_or_else(|| unsupported("the reduction's input is not computed in the group".into()))?;
-        let one = single(&mut b, stat, &xv, c);
-        acc = combine(&mut b, stat, &acc, &one, c);
+        xs.push(
+            vals.get(&x)
+                .cloned()
+                .ok_or_else(|| unsupported("the reduction's input is not computed in the group".into()))?,
+        );
     }
+    // the vector's own statistic, then one combination with the running one
+    let own = local(&mut b, stat, &xs, c);
+    let acc = combine(&mut b, stat, &accs, &own, c);
     b.stmt(format!("scf.yield {} : {types}", acc.join(", ")));
     b.stmt("}");
     let mut part: Vec<String> = (0..k).map(|j| format!("{res}#{j}")).collect();
