@@ -142,3 +142,21 @@ fn compile_emits_fusion_groups() {
     assert_eq!(code, 2);
     assert!(err.contains("--emit fused"), "{err}");
 }
+
+#[test]
+fn compile_emits_kernels_or_names_the_missing_templates() {
+    // bert_tiny has groups without a template yet: an error that names them, exit 2
+    let (code, out, err) = xforge(&["compile", &model("bert_tiny.onnx"), "--emit", "ptx"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("no template for attention groups"), "{err}");
+    let (code, out, err) =
+        xforge(&["compile", &model("bert_tiny.onnx"), "--emit", "ptx", "--allow-missing", "--target", "sm_80"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(".target sm_80") && out.contains(".visible .entry"), "{out}");
+    let (code, out, _) = xforge(&["compile", &model("bert_tiny.onnx"), "--emit", "mlir", "--allow-missing"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("gpu.module") && out.contains("gpu.shuffle"), "{out}");
+    let (code, _, err) = xforge(&["compile", &model("bert_tiny.onnx"), "--emit", "ptx", "--target", "sm_75"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("sm_75"), "{err}");
+}

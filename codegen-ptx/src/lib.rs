@@ -111,6 +111,21 @@ fn machine(chip: &str) -> Result<TargetMachine, CodegenError> {
 
 /// LLVM part: link libdevice (internalized), run O3, emit PTX.
 pub fn to_ptx(bitcode: &[Vec<u8>], chip: &str, libdevice: Option<&Path>) -> Result<String, CodegenError> {
+    llvm_stage(bitcode, chip, libdevice, FileType::Assembly)
+}
+
+/// The optimized LLVM IR (libdevice linked, O3) as text.
+pub fn to_llvm_ir(bitcode: &[Vec<u8>], chip: &str, libdevice: Option<&Path>) -> Result<String, CodegenError> {
+    llvm_stage(bitcode, chip, libdevice, FileType::Object)
+}
+
+/// `FileType::Assembly` gives PTX; `FileType::Object` stands for the IR text here.
+fn llvm_stage(
+    bitcode: &[Vec<u8>],
+    chip: &str,
+    libdevice: Option<&Path>,
+    out: FileType,
+) -> Result<String, CodegenError> {
     let llvm = LlvmContext::create();
     let tm = machine(chip)?;
     let parse = |b: &[u8], name: &str| -> Result<Module<'_>, CodegenError> {
@@ -151,22 +166,49 @@ pub fn to_ptx(bitcode: &[Vec<u8>], chip: &str, libdevice: Option<&Path>) -> Resu
     module
         .run_passes("default<O3>", &tm, PassBuilderOptions::create())
         .map_err(|e| CodegenError::Llvm(e.to_string()))?;
+    if out == FileType::Object {
+        return Ok(module.print_to_string().to_string());
+    }
     let buf = tm.write_to_memory_buffer(&module, FileType::Assembly).map_err(|e| CodegenError::Llvm(e.to_string()))?;
     Ok(String::from_utf8_lossy(buf.as_slice()).into_owned())
 }
 
-/// Kernels to one PTX module for `chip` (identical kernels, by name, compile once).
-pub fn compile(kernels: &[Kernel], chip: &str) -> Result<String, CodegenError> {
-    let mut seen = std::collections::BTreeSet::new();
-    let unique: Vec<&Kernel> = kernels.iter().filter(|k| seen.insert(k.name.clone())).collect();
-    let bitcode = to_bitcode(&unique, chip)?;
-    to_ptx(&bitcode, chip, toolchain::libdevice().as_deref())
+/// What `emit` returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The `gpu` dialect modules, as generated.
+    Mlir,
+    /// LLVM IR after libdevice linking and O3.
+    Llvm,
+    /// PTX for the target.
+    Ptx,
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn unescape_matches_llvm_printing() {
-        assert_eq!(super::unescape(r#"BC\C0\DE\\x\22y"#), vec![b'B', b'C', 0xC0, 0xDE, b'\\', b'x', b'"', b'y']);
+/// Identical kernels (by content-hash name) once each, in first-seen order.
+fn unique(kernels: &[Kernel]) -> Vec<&Kernel> {
+    let mut seen = std::collections::BTreeSet::new();
+    kernels.iter().filter(|k| seen.insert(k.name.clone())).collect()
+}
+
+/// All kernels as one module at `stage` for `chip`.
+pub fn emit(kernels: &[Kernel], chip: &str, stage: Stage) -> Result<String, CodegenError> {
+    let ks = unique(kernels);
+    match stage {
+        Stage::Mlir => {
+            if !CHIPS.contains(&chip) {
+                return Err(CodegenError::UnknownTarget(chip.to_string()));
+            }
+            let text = mlir::container(&ks.iter().map(|k| k.module.as_str()).collect::<String>());
+            // parse and verify before printing
+            mlir::parse(&mlir::context(), &text)?;
+            Ok(text)
+        }
+        Stage::Llvm => to_llvm_ir(&to_bitcode(&ks, chip)?, chip, toolchain::libdevice().as_deref()),
+        Stage::Ptx => to_ptx(&to_bitcode(&ks, chip)?, chip, toolchain::libdevice().as_deref()),
     }
+}
+
+/// Kernels to one PTX module for `chip` (identical kernels, by name, compile once).
+pub fn compile(kernels: &[Kernel], chip: &str) -> Result<String, CodegenError> {
+    emit(kernels, chip, Stage::Ptx)
 }

@@ -44,6 +44,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             || c.is::<xforge_ir::interp::InterpError>()
             || c.is::<xforge_ir::npy::NpyError>()
             || c.is::<xforge_passes::fusion::FusionError>()
+            || c.is::<xforge_kernel::KernelError>()
     });
     if user {
         2
