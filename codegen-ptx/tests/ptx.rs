@@ -222,3 +222,94 @@ fn node_test_kernels_assemble() {
         ptxas(&compile(&ks, arch).unwrap(), arch);
     }
 }
+
+/// Embedding lookup (Gather with i64 ids) plus a position table; a transposed input scaled.
+fn movement(dt: DType) -> Vec<Graph> {
+    let u = || ValueType::unranked(dt);
+    let mut b = GraphBuilder::new("embed", 17);
+    let ids = b.input("ids", DType::I64, &[2, 16]);
+    let table = b.weight(
+        "table",
+        Tensor::from_f64(dt, vec![50, 64], &(0..3200).map(|i| (i as f64 * 0.37).sin()).collect::<Vec<_>>()),
+    );
+    let pos = b.weight(
+        "pos",
+        Tensor::from_f64(dt, vec![16, 64], &(0..1024).map(|i| (i as f64 * 0.11).cos()).collect::<Vec<_>>()),
+    );
+    let e = b.node(Op::Gather, &[table, ids], vec![("axis", Attr::Int(0))], u());
+    let y = b.node(Op::Add, &[e, pos], vec![], u());
+    b.output(y);
+    let mut g1 = b.finish();
+    infer_graph(&mut g1).unwrap();
+    let mut b = GraphBuilder::new("transpose", 17);
+    let x = b.input("x", dt, &[4, 8, 16]);
+    let t = b.node(Op::Transpose, &[x], vec![("perm", Attr::Ints(vec![2, 0, 1]))], u());
+    let two = b.weight("two", Tensor::from_f64(dt, vec![], &[2.0]));
+    let y = b.node(Op::Mul, &[t, two], vec![], u());
+    b.output(y);
+    let mut g2 = b.finish();
+    infer_graph(&mut g2).unwrap();
+    vec![g1, g2]
+}
+
+#[test]
+fn movement_kernels_assemble() {
+    for dt in [DType::F32, DType::F16] {
+        for g in movement(dt) {
+            let ks = template_kernels(&g);
+            assert_eq!(ks.len(), 1, "{}", g.name);
+            for arch in ["sm_80", "sm_90"] {
+                ptxas(&compile(&ks, arch).unwrap(), arch);
+            }
+        }
+    }
+}
+
+/// MaxPool 3×3/2 with pads and ceil mode then ReLU; AveragePool 2×2 excluding pads; global mean.
+fn pools(dt: DType) -> Vec<Graph> {
+    let u = || ValueType::unranked(dt);
+    let mut out = vec![];
+    for (op, attrs) in [
+        (
+            Op::MaxPool,
+            vec![
+                ("kernel_shape", Attr::Ints(vec![3, 3])),
+                ("strides", Attr::Ints(vec![2, 2])),
+                ("pads", Attr::Ints(vec![1, 1, 1, 1])),
+                ("ceil_mode", Attr::Int(1)),
+            ],
+        ),
+        (
+            Op::AveragePool,
+            vec![
+                ("kernel_shape", Attr::Ints(vec![2, 2])),
+                ("strides", Attr::Ints(vec![2, 2])),
+                ("pads", Attr::Ints(vec![0, 0, 1, 1])),
+            ],
+        ),
+        (Op::GlobalAveragePool, vec![]),
+    ] {
+        let mut b = GraphBuilder::new("pool", 17);
+        let x = b.input("x", dt, &[2, 3, 11, 11]);
+        let p = b.node(op, &[x], attrs, u());
+        let y = b.node(Op::Relu, &[p], vec![], u());
+        b.output(y);
+        let mut g = b.finish();
+        infer_graph(&mut g).unwrap();
+        out.push(g);
+    }
+    out
+}
+
+#[test]
+fn pooling_kernels_assemble() {
+    for dt in [DType::F32, DType::F16] {
+        for g in pools(dt) {
+            let ks = template_kernels(&g);
+            assert_eq!(ks.len(), 1);
+            for arch in ["sm_80", "sm_90"] {
+                ptxas(&compile(&ks, arch).unwrap(), arch);
+            }
+        }
+    }
+}

@@ -91,6 +91,64 @@ fn reduction(kind: &str, dt: DType, rows: usize, len: usize) -> Graph {
     g
 }
 
+/// Embedding lookup (i64 ids, negative ones too) plus positions; a transpose scaled by 2; a
+/// padded ceil-mode 3×3/2 MaxPool and a 2×2 AveragePool, each followed by ReLU.
+fn movement_and_pools(dt: DType) -> Vec<(&'static str, Graph)> {
+    let u = || ValueType::unranked(dt);
+    let mut out = vec![];
+    let mut b = GraphBuilder::new("embed", 17);
+    let ids = b.input("ids", DType::I64, &[4, 64]);
+    let table = b.weight("table", random(dt, &[50, 96], 21));
+    let pos = b.weight("pos", random(dt, &[64, 96], 22));
+    let e = b.node(Op::Gather, &[table, ids], vec![], u());
+    let y = b.node(Op::Add, &[e, pos], vec![], u());
+    b.output(y);
+    out.push(("gather", b.finish()));
+    let mut b = GraphBuilder::new("transpose", 17);
+    let x = b.input("x", dt, &[6, 20, 33]);
+    let t = b.node(Op::Transpose, &[x], vec![("perm", xforge_ir::Attr::Ints(vec![2, 0, 1]))], u());
+    let two = b.weight("two", Tensor::from_f64(dt, vec![], &[2.0]));
+    let y = b.node(Op::Mul, &[t, two], vec![], u());
+    b.output(y);
+    out.push(("transpose", b.finish()));
+    use xforge_ir::Attr;
+    for (name, op, attrs) in [
+        (
+            "maxpool",
+            Op::MaxPool,
+            vec![
+                ("kernel_shape", Attr::Ints(vec![3, 3])),
+                ("strides", Attr::Ints(vec![2, 2])),
+                ("pads", Attr::Ints(vec![1, 1, 1, 1])),
+                ("ceil_mode", Attr::Int(1)),
+            ],
+        ),
+        (
+            "avgpool",
+            Op::AveragePool,
+            vec![
+                ("kernel_shape", Attr::Ints(vec![2, 2])),
+                ("strides", Attr::Ints(vec![2, 2])),
+                ("pads", Attr::Ints(vec![0, 0, 1, 1])),
+            ],
+        ),
+        ("globalavgpool", Op::GlobalAveragePool, vec![]),
+    ] {
+        let mut b = GraphBuilder::new(name, 17);
+        let x = b.input("x", dt, &[2, 16, 29, 29]);
+        let p = b.node(op, &[x], attrs, u());
+        let y = b.node(Op::Relu, &[p], vec![], u());
+        b.output(y);
+        out.push((name, b.finish()));
+    }
+    out.into_iter()
+        .map(|(n, mut g)| {
+            infer_graph(&mut g).unwrap();
+            (n, g)
+        })
+        .collect()
+}
+
 fn kernels(g: &Graph) -> Result<(Graph, Vec<Kernel>)> {
     let f = fuse(g)?;
     let ks = f
@@ -185,6 +243,11 @@ fn main() -> Result<()> {
     for kind in ["softmax", "layernorm", "rmsnorm", "mean"] {
         for (dt, tol) in [(DType::F32, 1e-5), (DType::F16, 1e-2), (DType::BF16, 1e-2)] {
             write_case(dir, &format!("row_{kind}_{dt}"), &reduction(kind, dt, 37, 1000), chip, tol, false)?;
+        }
+    }
+    for (dt, tol) in [(DType::F32, 1e-5), (DType::F16, 1e-2)] {
+        for (name, g) in movement_and_pools(dt) {
+            write_case(dir, &format!("{name}_{dt}"), &g, chip, tol, false)?;
         }
     }
     write_case(dir, "row_layernorm_wide_f32", &reduction("layernorm", DType::F32, 5, 12288), chip, 1e-5, false)?;

@@ -49,6 +49,9 @@ pub fn storage_type(dt: DType) -> Option<&'static str> {
         DType::BF16 => "bf16",
         DType::F64 => "f64",
         DType::Bool | DType::U8 | DType::I8 => "i8",
+        // index operands (Gather)
+        DType::I64 => "i64",
+        DType::I32 => "i32",
         _ => return None,
     })
 }

@@ -18,6 +18,159 @@ fn float_attr(n: &Node, k: &str, d: f64) -> f64 {
     }
 }
 
+/// Views: the same buffer read with another shape, so the same flat index.
+fn is_view(op: Op) -> bool {
+    matches!(op, Op::Reshape | Op::Flatten | Op::Squeeze | Op::Unsqueeze | Op::Identity)
+}
+
+/// Data movement that reads its (parameter) operand at a remapped index.
+fn is_remap(op: Op) -> bool {
+    matches!(op, Op::Transpose | Op::Gather | Op::Slice | Op::Expand)
+}
+
+/// Row-major coordinates of flat index `i` in `shape`, as index values.
+fn coords(b: &mut Body, i: &str, shape: &[usize]) -> Vec<String> {
+    let st = strides(shape);
+    (0..shape.len())
+        .map(|d| {
+            let (s, n) = (b.index(st[d]), b.index(shape[d]));
+            let q = b.emit(format!("arith.divui {i}, {s} : index"));
+            b.emit(format!("arith.remui {q}, {n} : index"))
+        })
+        .collect()
+}
+
+/// Flat index from coordinates in `shape`.
+fn flat(b: &mut Body, cs: &[String], shape: &[usize]) -> String {
+    let st = strides(shape);
+    let mut acc = b.index(0);
+    for (d, c) in cs.iter().enumerate() {
+        let s = b.index(st[d]);
+        let t = b.emit(format!("arith.muli {c}, {s} : index"));
+        acc = b.emit(format!("arith.addi {acc}, {t} : index"));
+    }
+    acc
+}
+
+/// Loads element `at` of parameter `v` in the compute type `c`.
+fn load_param(b: &mut Body, params: &[Param], v: ValueId, at: &str, c: &str) -> Option<String> {
+    let k = params.iter().position(|p| p.value == v && !p.output)?;
+    let p = &params[k];
+    let st = storage_type(p.dtype)?;
+    let raw = b.emit(format!("memref.load %arg{k}[{at}] : memref<{}x{st}>", p.elements.max(1)));
+    Some(match p.dtype {
+        DType::F16 | DType::BF16 => b.emit(format!("arith.extf {raw} : {st} to {c}")),
+        _ => raw,
+    })
+}
+
+/// The value of a data-movement node at flat output index `i`, read from its parameter operand.
+#[allow(clippy::too_many_arguments)]
+fn remapped(
+    b: &mut Body,
+    g: &Graph,
+    n: &Node,
+    params: &[Param],
+    _value: &HashMap<ValueId, String>,
+    i: &str,
+    c: &str,
+    unsupported: &dyn Fn(String) -> KernelError,
+) -> Result<String, KernelError> {
+    let bad = |why: &str| unsupported(format!("node '{}' ({}): {why}", n.name, n.op));
+    let data = n.inputs[0].ok_or_else(|| bad("no data input"))?;
+    let out_shape = n.outputs[0].and_then(|o| g.ty(o).static_shape()).ok_or_else(|| bad("shape is not static"))?;
+    let in_shape = g.ty(data).static_shape().ok_or_else(|| bad("shape is not static"))?;
+    if !params.iter().any(|p| p.value == data && !p.output) {
+        return Err(bad("its data is computed in the group (only group inputs can be remapped)"));
+    }
+    let oc = coords(b, i, &out_shape);
+    let src: Vec<String> = match n.op {
+        Op::Transpose => {
+            let r = in_shape.len();
+            let perm: Vec<usize> = match n.attr("perm") {
+                Some(Attr::Ints(p)) => {
+                    p.iter().map(|&v| if v < 0 { (v + r as i64) as usize } else { v as usize }).collect()
+                }
+                _ => (0..r).rev().collect(),
+            };
+            // output axis d is input axis perm[d]
+            let mut sc = vec![String::new(); r];
+            for (d, &pd) in perm.iter().enumerate() {
+                sc[pd] = oc[d].clone();
+            }
+            sc
+        }
+        Op::Expand => {
+            let off = out_shape.len() - in_shape.len();
+            (0..in_shape.len()).map(|d| if in_shape[d] == 1 { b.index(0) } else { oc[d + off].clone() }).collect()
+        }
+        Op::Slice => {
+            let konst =
+                |k: usize| n.inputs.get(k).copied().flatten().and_then(|v| g.weights.get(&v)).map(|t| t.to_i64());
+            let starts = konst(1).ok_or_else(|| bad("starts are not constant"))?;
+            let axes: Vec<usize> = konst(3)
+                .map(|a| {
+                    a.iter().map(|&x| if x < 0 { (x + in_shape.len() as i64) as usize } else { x as usize }).collect()
+                })
+                .unwrap_or_else(|| (0..starts.len()).collect());
+            let steps = konst(4).unwrap_or(vec![1; starts.len()]);
+            let mut sc = oc.clone();
+            for (k, &ax) in axes.iter().enumerate() {
+                let d = in_shape[ax] as i64;
+                let ends = konst(2).ok_or_else(|| bad("ends are not constant"))?;
+                let (begin, _, _) = xforge_ir::interp::slice_bounds_pub(d, starts[k], ends[k], steps[k]);
+                if steps[k] < 0 {
+                    return Err(bad("negative steps are not supported"));
+                }
+                let (s0, st) = (b.index(begin as usize), b.index(steps[k] as usize));
+                let t = b.emit(format!("arith.muli {}, {st} : index", oc[ax]));
+                sc[ax] = b.emit(format!("arith.addi {t}, {s0} : index"));
+            }
+            sc
+        }
+        Op::Gather => {
+            let r = in_shape.len() as i64;
+            let ax = match n.attr("axis") {
+                Some(Attr::Int(a)) => (if *a < 0 { a + r } else { *a }) as usize,
+                _ => 0,
+            };
+            let ind = n.inputs[1].ok_or_else(|| bad("no indices"))?;
+            let ind_shape = g.ty(ind).static_shape().ok_or_else(|| bad("index shape is not static"))?;
+            let q = ind_shape.len();
+            // output coordinates: data[..ax], indices, data[ax+1..]
+            let ic = &oc[ax..ax + q];
+            let at = flat(b, ic, &ind_shape);
+            let idx = match g.weights.get(&ind) {
+                Some(_) | None => {
+                    let k = params
+                        .iter()
+                        .position(|p| p.value == ind && !p.output)
+                        .ok_or_else(|| bad("indices are not an input"))?;
+                    let p = &params[k];
+                    let st = storage_type(p.dtype)
+                        .filter(|_| matches!(p.dtype, DType::I64 | DType::I32))
+                        .ok_or_else(|| bad("indices must be i64 or i32"))?;
+                    let raw = b.emit(format!("memref.load %arg{k}[{at}] : memref<{}x{st}>", p.elements.max(1)));
+                    // negative indices count from the end
+                    let dim = b.emit(format!("arith.constant {} : {st}", in_shape[ax]));
+                    let z = b.emit(format!("arith.constant 0 : {st}"));
+                    let neg = b.emit(format!("arith.cmpi slt, {raw}, {z} : {st}"));
+                    let wrapped = b.emit(format!("arith.addi {raw}, {dim} : {st}"));
+                    let v = b.emit(format!("arith.select {neg}, {wrapped}, {raw} : {st}"));
+                    b.emit(format!("arith.index_cast {v} : {st} to index"))
+                }
+            };
+            let mut sc: Vec<String> = oc[..ax].to_vec();
+            sc.push(idx);
+            sc.extend_from_slice(&oc[ax + q..]);
+            sc
+        }
+        _ => return Err(bad("not a data-movement op")),
+    };
+    let at = flat(b, &src, &in_shape);
+    load_param(b, params, data, &at, c).ok_or_else(|| bad("data dtype is not supported"))
+}
+
 /// Emits `op` on computed operands `a` (type `c`); `None` when the template lacks it.
 fn scalar_op(b: &mut Body, n: &Node, args: &[String], c: &str, scalars: &[Option<f64>]) -> Option<String> {
     let x = args.first().cloned()?;
@@ -165,8 +318,13 @@ pub fn compute(
     let memref = |p: &Param| format!("memref<{}x{}>", p.elements.max(1), storage_type(p.dtype).unwrap());
     let mut value: HashMap<ValueId, String> = seed;
     // inputs the nodes read, each loaded once
-    let read: std::collections::HashSet<ValueId> =
-        nodes.iter().flat_map(|n| n.inputs.iter().flatten().copied()).chain(also.iter().copied()).collect();
+    // operands of data-movement nodes are read at remapped indices by those nodes themselves
+    let read: std::collections::HashSet<ValueId> = nodes
+        .iter()
+        .filter(|n| !is_remap(n.op))
+        .flat_map(|n| n.inputs.iter().flatten().copied())
+        .chain(also.iter().copied())
+        .collect();
     let seeded: std::collections::HashSet<ValueId> = value.keys().copied().collect();
     for (k, p) in
         params.iter().enumerate().filter(|(_, p)| !p.output && read.contains(&p.value) && !seeded.contains(&p.value))
@@ -205,6 +363,9 @@ pub fn compute(
         let v = match p.dtype {
             DType::F16 | DType::BF16 => b.emit(format!("arith.extf {raw} : {st} to {c}")),
             DType::F32 | DType::F64 => raw,
+            DType::I64 | DType::I32 => {
+                return Err(unsupported(format!("integer arithmetic on '{}' is not generated yet", g.name_of(p.value))))
+            }
             // bool and bytes: compare with 0 (an i1 for Where)
             _ => {
                 let z = b.emit("arith.constant 0 : i8");
@@ -220,11 +381,17 @@ pub fn compute(
             let a = match (value.get(v), scalars.get(v)) {
                 (Some(x), _) => x.clone(),
                 (None, Some(&x)) => b.float(x, c),
+                // data-movement nodes load their own operands
+                _ if is_remap(n.op) => String::new(),
                 _ => return Err(unsupported(format!("node '{}' reads a value the group cannot see", n.name))),
             };
             args.push(a);
         }
-        let out = if n.op == Op::Where {
+        let out = if is_remap(n.op) {
+            remapped(b, g, n, params, &value, i, c, unsupported)?
+        } else if is_view(n.op) {
+            args[0].clone()
+        } else if n.op == Op::Where {
             b.emit(format!("arith.select {}, {}, {} : {c}", args[0], args[1], args[2]))
         } else if n.op == Op::Cast {
             // round through the target type

@@ -5,6 +5,7 @@ pub mod body;
 pub mod elementwise;
 pub mod kernel;
 pub mod mlir;
+pub mod pooling;
 pub mod row_reduction;
 
 pub use kernel::{Kernel, KernelError, Param};
@@ -14,8 +15,10 @@ use xforge_passes::fusion::{FusionGroup, Schedule};
 /// The kernel of group `gi` of a fused graph, by its schedule's template.
 pub fn generate(g: &xforge_ir::Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelError> {
     match grp.schedule {
-        Schedule::Elementwise => elementwise::elementwise(g, grp, gi),
+        // data movement feeding elementwise work shares the elementwise template
+        Schedule::Elementwise | Schedule::Injective => elementwise::elementwise(g, grp, gi),
         Schedule::RowReduction => row_reduction::row_reduction(g, grp, gi),
+        Schedule::Pooling => pooling::pooling(g, grp, gi),
         s => Err(KernelError::Unsupported { group: gi, why: format!("no template for {s} groups yet") }),
     }
 }

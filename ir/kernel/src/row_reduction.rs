@@ -216,6 +216,8 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
                     | Op::ReduceMin
                     | Op::ReduceSumSquare
                     | Op::ReduceL2
+                    | Op::GlobalAveragePool
+                    | Op::GlobalMaxPool
             )
         })
         .ok_or_else(|| unsupported("no reduction this template knows".into()))?;
@@ -238,6 +240,8 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
             let a = if a < 0 { (a + rank as i64) as usize } else { a as usize };
             (a..rank).collect()
         }
+        // the spatial axes of (N, C, spatial...)
+        Op::GlobalAveragePool | Op::GlobalMaxPool => (2..rank).collect(),
         _ => {
             let ax: Vec<i64> = match anchor.attr("axes") {
                 Some(Attr::Ints(v)) => v.clone(),
@@ -269,8 +273,8 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
         Op::Softmax | Op::LogSoftmax => Stat::Softmax,
         Op::LayerNormalization => Stat::Moments,
         Op::RMSNormalization | Op::ReduceSumSquare | Op::ReduceL2 => Stat::SumSquares,
-        Op::ReduceSum | Op::ReduceMean => Stat::Sum,
-        Op::ReduceMax => Stat::Max,
+        Op::ReduceSum | Op::ReduceMean | Op::GlobalAveragePool => Stat::Sum,
+        Op::ReduceMax | Op::GlobalMaxPool => Stat::Max,
         _ => Stat::Min,
     };
     let per_row = matches!(anchor.op, Op::Softmax | Op::LogSoftmax | Op::LayerNormalization | Op::RMSNormalization);
@@ -564,7 +568,7 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
         // one value per row: thread 0 finishes it, runs the epilogue and stores
         b.stmt(format!("scf.if {is_t0} {{"));
         let r = match anchor.op {
-            Op::ReduceMean => b.emit(format!("arith.divf {}, {lenf} : {c}", total[0])),
+            Op::ReduceMean | Op::GlobalAveragePool => b.emit(format!("arith.divf {}, {lenf} : {c}", total[0])),
             Op::ReduceL2 => b.emit(format!("math.sqrt {} : {c}", total[0])),
             _ => total[0].clone(),
         };

@@ -358,6 +358,11 @@ pub fn window_out(node: &Node, spatial: &[usize], kernel: Vec<usize>, ceil: bool
     conv::Window::new(&NodeAttrs(node), spatial, kernel, ceil).map(|w| w.out)
 }
 
+/// Clamped (begin, end, count) of a `Slice` of an axis of length `d`.
+pub fn slice_bounds_pub(d: i64, start: i64, end: i64, step: i64) -> (i64, i64, usize) {
+    movement::slice_bounds(d, start, end, step)
+}
+
 /// Number of elements `Slice` takes from an axis of length `d`.
 pub fn slice_len(d: i64, start: i64, end: i64, step: i64) -> usize {
     movement::slice_bounds(d, start, end, step).2

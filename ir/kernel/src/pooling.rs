@@ -1,0 +1,196 @@
+//! The pooling template: one thread per output element of a 2-D MaxPool or AveragePool (pads,
+//! strides, dilations, ceil mode, count_include_pad), the window unrolled, then the group's
+//! elementwise epilogue.
+use crate::body::{compute_type, storage_type, Body};
+use crate::elementwise::{compute, stored};
+use crate::kernel::{content_name, Kernel, KernelError, Param};
+use std::collections::HashMap;
+use xforge_ir::tensor::{numel, strides};
+use xforge_ir::{Attr, Graph, Node, Op, ValueId};
+use xforge_passes::fusion::FusionGroup;
+
+/// Largest window the template unrolls.
+const MAX_WINDOW: usize = 64;
+const BLOCK: u32 = 256;
+
+fn ints(n: &Node, k: &str, d: Vec<i64>) -> Vec<i64> {
+    match n.attr(k) {
+        Some(Attr::Ints(v)) => v.clone(),
+        _ => d,
+    }
+}
+
+pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelError> {
+    let unsupported = |why: String| KernelError::Unsupported { group: gi, why };
+    let nodes: Vec<&Node> = grp.nodes.iter().map(|&n| &g.nodes[n]).collect();
+    let pool = nodes[0];
+    if !matches!(pool.op, Op::MaxPool | Op::AveragePool) {
+        return Err(unsupported(format!("{} is not a windowed pool this template knows", pool.op)));
+    }
+    if pool.outputs.iter().skip(1).any(|o| o.is_some()) {
+        return Err(unsupported("MaxPool's indices output is not generated".into()));
+    }
+    if !matches!(pool.attr("auto_pad"), None | Some(Attr::Str(_)))
+        || matches!(pool.attr("auto_pad"), Some(Attr::Str(s)) if s.starts_with("SAME"))
+    {
+        return Err(unsupported("auto_pad SAME_* is not generated yet".into()));
+    }
+    let x = pool.inputs[0].ok_or_else(|| unsupported("no input".into()))?;
+    let y = pool.outputs[0].unwrap();
+    let xs = g.ty(x).static_shape().ok_or_else(|| unsupported("shapes are not static".into()))?;
+    let ys = g.ty(y).static_shape().ok_or_else(|| unsupported("shapes are not static".into()))?;
+    if xs.len() != 4 {
+        return Err(unsupported("only 2-D pooling (N, C, H, W) is generated".into()));
+    }
+    let k = ints(pool, "kernel_shape", vec![]);
+    let s = ints(pool, "strides", vec![1, 1]);
+    let d = ints(pool, "dilations", vec![1, 1]);
+    let p = ints(pool, "pads", vec![0; 4]);
+    if k.len() != 2 || (k[0] * k[1]) as usize > MAX_WINDOW {
+        return Err(unsupported(format!("window {k:?} is not unrolled")));
+    }
+    let include_pad = matches!(pool.attr("count_include_pad"), Some(Attr::Int(1)));
+    let is_max = pool.op == Op::MaxPool;
+    // parameters: the pooled input, the epilogue's other inputs, then outputs
+    let mut params: Vec<Param> = vec![];
+    let mut scalars: HashMap<ValueId, f64> = HashMap::new();
+    for &v in &grp.inputs {
+        let ty = g.ty(v);
+        let shape = ty.static_shape().ok_or_else(|| unsupported("input shape is not static".into()))?;
+        match g.weights.get(&v) {
+            Some(t) if t.len() == 1 && t.dtype().is_float() => {
+                scalars.insert(v, t.to_f64()[0]);
+            }
+            _ => {
+                storage_type(ty.dtype)
+                    .filter(|_| ty.dtype.is_float())
+                    .ok_or_else(|| unsupported(format!("input dtype {} is not supported", ty.dtype)))?;
+                params.push(Param { value: v, dtype: ty.dtype, elements: numel(&shape), output: false });
+            }
+        }
+    }
+    for &o in &grp.outputs {
+        let ty = g.ty(o);
+        if ty.static_shape().as_deref() != Some(ys.as_slice()) {
+            return Err(unsupported(format!("output '{}' is not of the pooled shape", g.name_of(o))));
+        }
+        storage_type(ty.dtype)
+            .filter(|_| ty.dtype.is_float())
+            .ok_or_else(|| unsupported("output dtype is not supported".into()))?;
+        params.push(Param { value: o, dtype: ty.dtype, elements: numel(&ys), output: true });
+    }
+    let xp = params
+        .iter()
+        .position(|q| q.value == x && !q.output)
+        .ok_or_else(|| unsupported("the pooled value is computed in the group".into()))?;
+    let dt = g.ty(x).dtype;
+    let c = compute_type(dt);
+    let st = storage_type(dt).unwrap();
+    let mut b = Body::default();
+    let tid = b.emit("gpu.thread_id x");
+    let bid = b.emit("gpu.block_id x");
+    let bdim = b.emit("gpu.block_dim x");
+    let gdim = b.emit("gpu.grid_dim x");
+    let start = b.emit(format!("arith.muli {bid}, {bdim} : index"));
+    let start = b.emit(format!("arith.addi {start}, {tid} : index"));
+    let step = b.emit(format!("arith.muli {bdim}, {gdim} : index"));
+    let total = b.index(numel(&ys));
+    b.stmt(format!("scf.for %i = {start} to {total} step {step} {{"));
+    let ystr = strides(&ys);
+    let co: Vec<String> = (0..4)
+        .map(|a| {
+            let (sv, nv) = (b.index(ystr[a]), b.index(ys[a]));
+            let q = b.emit(format!("arith.divui %i, {sv} : index"));
+            b.emit(format!("arith.remui {q}, {nv} : index"))
+        })
+        .collect();
+    let (h_in, w_in) = (xs[2] as i64, xs[3] as i64);
+    let plane = b.index(xs[2] * xs[3]);
+    let cdim = b.index(xs[1]);
+    let ncw = b.emit(format!("arith.muli {}, {cdim} : index", co[0]));
+    let nc = b.emit(format!("arith.addi {ncw}, {} : index", co[1]));
+    let base = b.emit(format!("arith.muli {nc}, {plane} : index"));
+    let (sh, sw) = (b.index(s[0] as usize), b.index(s[1] as usize));
+    let h0 = b.emit(format!("arith.muli {}, {sh} : index", co[2]));
+    let w0 = b.emit(format!("arith.muli {}, {sw} : index", co[3]));
+    let (pbh, pbw) = (b.index(p[0] as usize), b.index(p[1] as usize));
+    let h0 = b.emit(format!("arith.subi {h0}, {pbh} : index"));
+    let w0 = b.emit(format!("arith.subi {w0}, {pbw} : index"));
+    let mut acc = b.float(if is_max { f64::NEG_INFINITY } else { 0.0 }, c);
+    let mut count = b.float(0.0, c);
+    let one = b.float(1.0, c);
+    let zero_i = b.index(0);
+    let (hi, wi) = (b.index(h_in as usize), b.index(w_in as usize));
+    // the padded extent counts toward averages with count_include_pad
+    let (lo_h, lo_w) =
+        (b.emit(format!("arith.subi {zero_i}, {pbh} : index")), b.emit(format!("arith.subi {zero_i}, {pbw} : index")));
+    let (hip, wip) = (b.index((h_in + p[2]) as usize), b.index((w_in + p[3]) as usize));
+    let ident = b.float(if is_max { f64::NEG_INFINITY } else { 0.0 }, c);
+    for kh in 0..k[0] {
+        for kw in 0..k[1] {
+            let (oh, ow) = (b.index((kh * d[0]) as usize), b.index((kw * d[1]) as usize));
+            let h = b.emit(format!("arith.addi {h0}, {oh} : index"));
+            let w = b.emit(format!("arith.addi {w0}, {ow} : index"));
+            let c1 = b.emit(format!("arith.cmpi sge, {h}, {zero_i} : index"));
+            let c2 = b.emit(format!("arith.cmpi slt, {h}, {hi} : index"));
+            let c3 = b.emit(format!("arith.cmpi sge, {w}, {zero_i} : index"));
+            let c4 = b.emit(format!("arith.cmpi slt, {w}, {wi} : index"));
+            let a1 = b.emit(format!("arith.andi {c1}, {c2} : i1"));
+            let a2 = b.emit(format!("arith.andi {c3}, {c4} : i1"));
+            let inb = b.emit(format!("arith.andi {a1}, {a2} : i1"));
+            let v = b.emit(format!("scf.if {inb} -> ({c}) {{"));
+            let hw = b.emit(format!("arith.muli {h}, {wi} : index"));
+            let hw = b.emit(format!("arith.addi {hw}, {w} : index"));
+            let at = b.emit(format!("arith.addi {base}, {hw} : index"));
+            let raw = b.emit(format!("memref.load %arg{xp}[{at}] : memref<{}x{st}>", numel(&xs)));
+            let val = if st != c { b.emit(format!("arith.extf {raw} : {st} to {c}")) } else { raw };
+            b.stmt(format!("scf.yield {val} : {c}"));
+            b.stmt("} else {");
+            b.stmt(format!("scf.yield {ident} : {c}"));
+            b.stmt("}");
+            acc = b.emit(format!("arith.{} {acc}, {v} : {c}", if is_max { "maximumf" } else { "addf" }));
+            if !is_max {
+                let counted = if include_pad {
+                    let e1 = b.emit(format!("arith.cmpi sge, {h}, {lo_h} : index"));
+                    let e2 = b.emit(format!("arith.cmpi slt, {h}, {hip} : index"));
+                    let e3 = b.emit(format!("arith.cmpi sge, {w}, {lo_w} : index"));
+                    let e4 = b.emit(format!("arith.cmpi slt, {w}, {wip} : index"));
+                    let f1 = b.emit(format!("arith.andi {e1}, {e2} : i1"));
+                    let f2 = b.emit(format!("arith.andi {e3}, {e4} : i1"));
+                    b.emit(format!("arith.andi {f1}, {f2} : i1"))
+                } else {
+                    inb.clone()
+                };
+                let zf = b.float(0.0, c);
+                let inc = b.emit(format!("arith.select {counted}, {one}, {zf} : {c}"));
+                count = b.emit(format!("arith.addf {count}, {inc} : {c}"));
+            }
+        }
+    }
+    let pooled = if is_max {
+        acc
+    } else {
+        let safe = b.emit(format!("arith.maximumf {count}, {one} : {c}"));
+        b.emit(format!("arith.divf {acc}, {safe} : {c}"))
+    };
+    let mut seed = HashMap::new();
+    seed.insert(y, pooled);
+    let vals = compute(&mut b, g, &nodes[1..], &params, &scalars, &ys, "%i", c, dt, None, seed, &[], &unsupported)?;
+    for (pk, q) in params.iter().enumerate().filter(|(_, q)| q.output) {
+        let v = vals.get(&q.value).cloned().ok_or_else(|| unsupported("an output is not computed".into()))?;
+        let v = stored(&mut b, q, &v, c);
+        b.stmt(format!("memref.store {v}, %arg{pk}[%i] : memref<{}x{}>", q.elements, storage_type(q.dtype).unwrap()));
+    }
+    b.stmt("}");
+    let args: Vec<String> = params
+        .iter()
+        .enumerate()
+        .map(|(k, q)| format!("%arg{k}: memref<{}x{}>", q.elements.max(1), storage_type(q.dtype).unwrap()))
+        .collect();
+    let body: String = b.lines.iter().map(|l| format!("      {l}\n")).collect();
+    let func = format!("    gpu.func @KERNEL({}) kernel {{\n{body}      gpu.return\n    }}\n", args.join(", "));
+    let name = content_name(&func);
+    let module = format!("  gpu.module @{name} {{\n{}  }}\n", func.replace("@KERNEL", &format!("@{name}")));
+    let grid = (numel(&ys) as u64).div_ceil(BLOCK as u64).clamp(1, 1 << 20) as u32;
+    Ok(Kernel { name, module, params, grid: [grid, 1, 1], block: [BLOCK, 1, 1] })
+}
