@@ -184,6 +184,27 @@ pub enum Stage {
     Ptx,
 }
 
+/// `to_bitcode` on chunks of kernels, one MLIR context per worker thread; bitcode in order.
+pub fn parallel_bitcode(kernels: &[&Kernel], chip: &str) -> Result<Vec<Vec<u8>>, CodegenError> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    if workers < 2 || kernels.len() < 2 {
+        return to_bitcode(kernels, chip);
+    }
+    let chunk = kernels.len().div_ceil(workers);
+    let results: Vec<Result<Vec<Vec<u8>>, CodegenError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = kernels.chunks(chunk).map(|c| s.spawn(move || to_bitcode(c, chip))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(CodegenError::Lowering("a lowering thread panicked".into()))))
+            .collect()
+    });
+    let mut out = vec![];
+    for r in results {
+        out.extend(r?);
+    }
+    Ok(out)
+}
+
 /// Identical kernels (by content-hash name) once each, in first-seen order.
 fn unique(kernels: &[Kernel]) -> Vec<&Kernel> {
     let mut seen = std::collections::BTreeSet::new();
@@ -203,8 +224,8 @@ pub fn emit(kernels: &[Kernel], chip: &str, stage: Stage) -> Result<String, Code
             mlir::parse(&mlir::context(), &text)?;
             Ok(text)
         }
-        Stage::Llvm => to_llvm_ir(&to_bitcode(&ks, chip)?, chip, toolchain::libdevice().as_deref()),
-        Stage::Ptx => to_ptx(&to_bitcode(&ks, chip)?, chip, toolchain::libdevice().as_deref()),
+        Stage::Llvm => to_llvm_ir(&parallel_bitcode(&ks, chip)?, chip, toolchain::libdevice().as_deref()),
+        Stage::Ptx => to_ptx(&parallel_bitcode(&ks, chip)?, chip, toolchain::libdevice().as_deref()),
     }
 }
 

@@ -313,3 +313,26 @@ fn pooling_kernels_assemble() {
         }
     }
 }
+
+#[test]
+fn pooling_and_movement_mlir_snapshots() {
+    let pool = pools(DType::F16).remove(0);
+    insta::assert_snapshot!("maxpool", template_kernels(&pool)[0].module);
+    let gather = movement(DType::F32).remove(0);
+    insta::assert_snapshot!("gather", template_kernels(&gather)[0].module);
+}
+
+#[test]
+fn parallel_lowering_gives_the_serial_result() {
+    let mut ks = vec![];
+    for dt in [DType::F32, DType::F16, DType::BF16] {
+        for g in reductions(dt, 4, 100).into_iter().chain(pools(dt)) {
+            ks.extend(template_kernels(&g));
+        }
+    }
+    let refs: Vec<&Kernel> = ks.iter().collect();
+    let serial = xforge_codegen_ptx::to_bitcode(&refs, "sm_90").unwrap();
+    let parallel = xforge_codegen_ptx::parallel_bitcode(&refs, "sm_90").unwrap();
+    assert_eq!(serial.len(), ks.len());
+    assert_eq!(serial, parallel);
+}
