@@ -1,5 +1,6 @@
 //! MLIR `gpu` modules → NVVM → LLVM bitcode (MLIR's pipeline) → inkwell: libdevice linked with
 //! its functions internalized, O3, and the NVPTX target machine writes PTX.
+pub mod samples;
 pub mod toolchain;
 
 use inkwell::context::Context as LlvmContext;

@@ -25,7 +25,7 @@ fn is_view(op: Op) -> bool {
 
 /// Data movement that reads its (parameter) operand at a remapped index.
 fn is_remap(op: Op) -> bool {
-    matches!(op, Op::Transpose | Op::Gather | Op::Slice | Op::Expand)
+    matches!(op, Op::Transpose | Op::Gather | Op::Slice | Op::Expand | Op::Concat | Op::Pad)
 }
 
 /// Row-major coordinates of flat index `i` in `shape`, as index values.
@@ -84,6 +84,12 @@ fn remapped(
         return Err(bad("its data is computed in the group (only group inputs can be remapped)"));
     }
     let oc = coords(b, i, &out_shape);
+    if n.op == Op::Concat {
+        return concat_value(b, g, n, params, &oc, &out_shape, c, &bad);
+    }
+    if n.op == Op::Pad {
+        return pad_value(b, g, n, params, &oc, &in_shape, c, &bad);
+    }
     let src: Vec<String> = match n.op {
         Op::Transpose => {
             let r = in_shape.len();
@@ -169,6 +175,122 @@ fn remapped(
     };
     let at = flat(b, &src, &in_shape);
     load_param(b, params, data, &at, c).ok_or_else(|| bad("data dtype is not supported"))
+}
+
+/// Concat: the operand whose range along the axis holds the coordinate, by nested `scf.if`.
+#[allow(clippy::too_many_arguments)]
+fn concat_value(
+    b: &mut Body,
+    g: &Graph,
+    n: &Node,
+    params: &[Param],
+    oc: &[String],
+    out_shape: &[usize],
+    c: &str,
+    bad: &dyn Fn(&str) -> KernelError,
+) -> Result<String, KernelError> {
+    let r = out_shape.len() as i64;
+    let ax = match n.attr("axis") {
+        Some(Attr::Int(a)) => (if *a < 0 { a + r } else { *a }) as usize,
+        _ => 0,
+    };
+    let parts: Vec<(ValueId, Vec<usize>)> = n
+        .inputs
+        .iter()
+        .flatten()
+        .map(|&v| g.ty(v).static_shape().map(|s| (v, s)).ok_or_else(|| bad("shape is not static")))
+        .collect::<Result<_, _>>()?;
+    if parts.iter().any(|(v, _)| !params.iter().any(|p| p.value == *v && !p.output)) {
+        return Err(bad("its operands are computed in the group (only group inputs can be concatenated)"));
+    }
+    // the last operand needs no test; earlier ones nest
+    fn emit(
+        b: &mut Body,
+        parts: &[(ValueId, Vec<usize>)],
+        k: usize,
+        start: usize,
+        ax: usize,
+        oc: &[String],
+        params: &[Param],
+        c: &str,
+    ) -> Option<String> {
+        let (v, shape) = &parts[k];
+        let load = |b: &mut Body| {
+            let mut sc = oc.to_vec();
+            let s0 = b.index(start);
+            sc[ax] = b.emit(format!("arith.subi {}, {s0} : index", oc[ax]));
+            let at = flat(b, &sc, shape);
+            load_param(b, params, *v, &at, c)
+        };
+        if k + 1 == parts.len() {
+            return load(b);
+        }
+        let end = b.index(start + shape[ax]);
+        let inside = b.emit(format!("arith.cmpi ult, {}, {end} : index", oc[ax]));
+        let r = b.emit(format!("scf.if {inside} -> ({c}) {{"));
+        let here = load(b)?;
+        b.stmt(format!("scf.yield {here} : {c}"));
+        b.stmt("} else {");
+        let rest = emit(b, parts, k + 1, start + shape[ax], ax, oc, params, c)?;
+        b.stmt(format!("scf.yield {rest} : {c}"));
+        b.stmt("}");
+        Some(r)
+    }
+    emit(b, &parts, 0, 0, ax, oc, params, c).ok_or_else(|| bad("operand dtype is not supported"))
+}
+
+/// Constant Pad with constant pads: the operand where the coordinate falls inside it, else the
+/// pad value.
+#[allow(clippy::too_many_arguments)]
+fn pad_value(
+    b: &mut Body,
+    g: &Graph,
+    n: &Node,
+    params: &[Param],
+    oc: &[String],
+    in_shape: &[usize],
+    c: &str,
+    bad: &dyn Fn(&str) -> KernelError,
+) -> Result<String, KernelError> {
+    if !matches!(n.attr("mode"), None) && !matches!(n.attr("mode"), Some(Attr::Str(m)) if m == "constant") {
+        return Err(bad("only constant padding is generated"));
+    }
+    let konst = |k: usize| n.inputs.get(k).copied().flatten().and_then(|v| g.weights.get(&v));
+    let pads = konst(1).map(|t| t.to_i64()).ok_or_else(|| bad("pads are not constant"))?;
+    let r = in_shape.len();
+    if pads.len() != 2 * r || n.inputs.get(3).copied().flatten().is_some() {
+        return Err(bad("pads must cover every axis"));
+    }
+    let value = konst(2).filter(|t| !t.is_empty()).map(|t| t.to_f64()[0]).unwrap_or(0.0);
+    let data = n.inputs[0].unwrap();
+    let zero = b.index(0);
+    let mut inside: Option<String> = None;
+    let mut sc = vec![];
+    for d in 0..r {
+        let before = b.index(pads[d].max(0) as usize);
+        let p = b.emit(format!("arith.subi {}, {before} : index", oc[d]));
+        let lim = b.index(in_shape[d]);
+        let c1 = b.emit(format!("arith.cmpi sge, {p}, {zero} : index"));
+        let c2 = b.emit(format!("arith.cmpi slt, {p}, {lim} : index"));
+        let both = b.emit(format!("arith.andi {c1}, {c2} : i1"));
+        inside = Some(match inside {
+            None => both,
+            Some(a) => b.emit(format!("arith.andi {a}, {both} : i1")),
+        });
+        sc.push(p);
+    }
+    if pads.iter().any(|&p| p < 0) {
+        return Err(bad("negative pads (cropping) are not generated"));
+    }
+    let fill = b.float(value, c);
+    let v = b.emit(format!("scf.if {} -> ({c}) {{", inside.unwrap()));
+    let at = flat(b, &sc, in_shape);
+    let loaded = load_param(b, params, data, &at, c).ok_or_else(|| bad("data dtype is not supported"))?;
+    b.stmt(format!("scf.yield {loaded} : {c}"));
+    b.stmt("} else {");
+    b.stmt(format!("scf.yield {fill} : {c}"));
+    b.stmt("}");
+    Ok(v)
 }
 
 /// Emits `op` on computed operands `a` (type `c`); `None` when the template lacks it.

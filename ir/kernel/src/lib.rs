@@ -2,11 +2,13 @@
 //! `gpu`, `arith`, `math`, `memref` and `scf` dialects so the NVVM and ROCDL paths share them;
 //! `mlir::verify` parses and verifies every module with melior.
 pub mod body;
+pub mod column_reduction;
 pub mod elementwise;
 pub mod kernel;
 pub mod mlir;
 pub mod pooling;
 pub mod row_reduction;
+pub mod scan;
 
 pub use kernel::{Kernel, KernelError, Param};
 
@@ -19,6 +21,8 @@ pub fn generate(g: &xforge_ir::Graph, grp: &FusionGroup, gi: usize) -> Result<Ke
         Schedule::Elementwise | Schedule::Injective => elementwise::elementwise(g, grp, gi),
         Schedule::RowReduction => row_reduction::row_reduction(g, grp, gi),
         Schedule::Pooling => pooling::pooling(g, grp, gi),
+        Schedule::ColumnReduction => column_reduction::column_reduction(g, grp, gi),
+        Schedule::Scan => scan::scan(g, grp, gi),
         s => Err(KernelError::Unsupported { group: gi, why: format!("no template for {s} groups yet") }),
     }
 }

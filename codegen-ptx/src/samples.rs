@@ -1,0 +1,211 @@
+//! Sample graphs, one or more per kernel template: CI assembles their kernels with ptxas and
+//! `kernel_cases` turns them into GPU checks against the interpreter.
+use xforge_ir::{infer::infer_graph, Attr, DType, Graph, GraphBuilder, Op, Tensor, ValueType};
+
+/// A named graph and the relative-L2 tolerance its GPU result must meet.
+pub struct Sample {
+    pub name: String,
+    pub graph: Graph,
+    pub tol: f64,
+}
+
+/// Deterministic values in [−2, 2) (integers truncate toward zero, so ids include −1).
+pub fn random(dt: DType, shape: &[usize], seed: u64) -> Tensor {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 11) as f64 / (1u64 << 53) as f64) * 4.0 - 2.0
+        })
+        .collect();
+    Tensor::from_f64(dt, shape.to_vec(), &v)
+}
+
+fn finish(b: GraphBuilder) -> Graph {
+    let mut g = b.finish();
+    infer_graph(&mut g).expect("sample graphs are well typed");
+    g
+}
+
+/// gelu(x + b)·σ(x) − clip(x, −1, 1), then HardSwish; b broadcast along the last axis.
+pub fn activation_mix(dt: DType, shape: &[usize]) -> Graph {
+    let mut b = GraphBuilder::new("mix", 17);
+    let x = b.input("x", dt, shape);
+    let u = || ValueType::unranked(dt);
+    let bias = b.weight("bias", random(dt, &[*shape.last().unwrap()], 7));
+    let lo = b.weight("lo", Tensor::from_f64(dt, vec![], &[-1.0]));
+    let hi = b.weight("hi", Tensor::from_f64(dt, vec![], &[1.0]));
+    let a = b.node(Op::Add, &[x, bias], vec![], u());
+    let ge = b.node(Op::Gelu, &[a], vec![], u());
+    let s = b.node(Op::Sigmoid, &[x], vec![], u());
+    let m = b.node(Op::Mul, &[ge, s], vec![], u());
+    let c = b.node(Op::Clip, &[x, lo, hi], vec![], u());
+    let y = b.node(Op::Sub, &[m, c], vec![], u());
+    let z = b.node(Op::HardSwish, &[y], vec![], u());
+    b.output(z);
+    finish(b)
+}
+
+/// y = relu(x) over `n` elements: one read and one write each, for the bandwidth floor.
+pub fn relu(dt: DType, n: usize) -> Graph {
+    let mut b = GraphBuilder::new("relu", 17);
+    let x = b.input("x", dt, &[n]);
+    let y = b.node(Op::Relu, &[x], vec![], ValueType::unranked(dt));
+    b.output(y);
+    finish(b)
+}
+
+/// A row reduction over [rows, len]: softmax, layernorm (scale, bias, ReLU), rmsnorm, or mean
+/// (tanh epilogue).
+pub fn reduction(kind: &str, dt: DType, rows: usize, len: usize) -> Graph {
+    let u = || ValueType::unranked(dt);
+    let mut b = GraphBuilder::new(kind, 23);
+    let x = b.input("x", dt, &[rows, len]);
+    let y = match kind {
+        "softmax" => b.node(Op::Softmax, &[x], vec![("axis", Attr::Int(-1))], u()),
+        "layernorm" => {
+            let w = b.weight("w", random(dt, &[len], 3));
+            let bias = b.weight("b", random(dt, &[len], 4));
+            let l = b.node(Op::LayerNormalization, &[x, w, bias], vec![], u());
+            b.node(Op::Relu, &[l], vec![], u())
+        }
+        "rmsnorm" => {
+            let w = b.weight("w", random(dt, &[len], 5));
+            b.node(Op::RMSNormalization, &[x, w], vec![], u())
+        }
+        _ => {
+            let axes = b.weight("axes", Tensor::from_i64(vec![1], vec![-1]));
+            let m = b.node(Op::ReduceMean, &[x, axes], vec![], u());
+            b.node(Op::Tanh, &[m], vec![], u())
+        }
+    };
+    b.output(y);
+    finish(b)
+}
+
+/// Data movement feeding elementwise work: an embedding Gather (i64 ids), a transpose, a
+/// three-way Concat, a constant Pad.
+pub fn movement(dt: DType) -> Vec<(&'static str, Graph)> {
+    let u = || ValueType::unranked(dt);
+    let mut out = vec![];
+    let mut b = GraphBuilder::new("gather", 17);
+    let ids = b.input("ids", DType::I64, &[4, 64]);
+    let table = b.weight("table", random(dt, &[50, 96], 21));
+    let pos = b.weight("pos", random(dt, &[64, 96], 22));
+    let e = b.node(Op::Gather, &[table, ids], vec![], u());
+    let y = b.node(Op::Add, &[e, pos], vec![], u());
+    b.output(y);
+    out.push(("gather", finish(b)));
+    let mut b = GraphBuilder::new("transpose", 17);
+    let x = b.input("x", dt, &[6, 20, 33]);
+    let t = b.node(Op::Transpose, &[x], vec![("perm", Attr::Ints(vec![2, 0, 1]))], u());
+    let two = b.weight("two", Tensor::from_f64(dt, vec![], &[2.0]));
+    let y = b.node(Op::Mul, &[t, two], vec![], u());
+    b.output(y);
+    out.push(("transpose", finish(b)));
+    let mut b = GraphBuilder::new("concat", 17);
+    let xs: Vec<_> =
+        [3usize, 5, 2].iter().enumerate().map(|(k, &w)| b.input(&format!("x{k}"), dt, &[4, w, 6])).collect();
+    let cat = b.node(Op::Concat, &xs, vec![("axis", Attr::Int(1))], u());
+    let y = b.node(Op::Relu, &[cat], vec![], u());
+    b.output(y);
+    out.push(("concat", finish(b)));
+    let mut b = GraphBuilder::new("pad", 17);
+    let x = b.input("x", dt, &[2, 3, 5]);
+    let pads = b.weight("pads", Tensor::from_i64(vec![6], vec![0, 1, 2, 1, 0, 3]));
+    let v = b.weight("v", Tensor::from_f64(dt, vec![], &[0.5]));
+    let p = b.node(Op::Pad, &[x, pads, v], vec![], u());
+    let two = b.weight("two", Tensor::from_f64(dt, vec![], &[2.0]));
+    let y = b.node(Op::Mul, &[p, two], vec![], u());
+    b.output(y);
+    out.push(("pad", finish(b)));
+    out
+}
+
+/// Pools over [2, 16, 29, 29], each followed by ReLU.
+pub fn pools(dt: DType) -> Vec<(&'static str, Graph)> {
+    let u = || ValueType::unranked(dt);
+    let mut out = vec![];
+    for (name, op, attrs) in [
+        (
+            "maxpool",
+            Op::MaxPool,
+            vec![
+                ("kernel_shape", Attr::Ints(vec![3, 3])),
+                ("strides", Attr::Ints(vec![2, 2])),
+                ("pads", Attr::Ints(vec![1, 1, 1, 1])),
+                ("ceil_mode", Attr::Int(1)),
+            ],
+        ),
+        (
+            "avgpool",
+            Op::AveragePool,
+            vec![
+                ("kernel_shape", Attr::Ints(vec![2, 2])),
+                ("strides", Attr::Ints(vec![2, 2])),
+                ("pads", Attr::Ints(vec![0, 0, 1, 1])),
+            ],
+        ),
+        ("globalavgpool", Op::GlobalAveragePool, vec![]),
+    ] {
+        let mut b = GraphBuilder::new(name, 17);
+        let x = b.input("x", dt, &[2, 16, 29, 29]);
+        let p = b.node(op, &[x], attrs, u());
+        let y = b.node(Op::Relu, &[p], vec![], u());
+        b.output(y);
+        out.push((name, finish(b)));
+    }
+    out
+}
+
+/// Column reductions (sum over axis 0 then ×0.5; max over axes 0 and 2) and an exclusive
+/// reverse CumSum.
+pub fn columns_and_scans(dt: DType) -> Vec<(&'static str, Graph)> {
+    let u = || ValueType::unranked(dt);
+    let mut out = vec![];
+    let mut b = GraphBuilder::new("colsum", 18);
+    let x = b.input("x", dt, &[64, 48]);
+    let axes = b.weight("axes", Tensor::from_i64(vec![1], vec![0]));
+    let s = b.node(Op::ReduceSum, &[x, axes], vec![("keepdims", Attr::Int(0))], u());
+    let half = b.weight("half", Tensor::from_f64(dt, vec![], &[0.5]));
+    let y = b.node(Op::Mul, &[s, half], vec![], u());
+    b.output(y);
+    out.push(("colsum", finish(b)));
+    let mut b = GraphBuilder::new("colmax", 18);
+    let x = b.input("x", dt, &[5, 7, 9]);
+    let axes = b.weight("axes", Tensor::from_i64(vec![2], vec![0, 2]));
+    let y = b.node(Op::ReduceMax, &[x, axes], vec![], u());
+    b.output(y);
+    out.push(("colmax", finish(b)));
+    let mut b = GraphBuilder::new("cumsum", 17);
+    let x = b.input("x", dt, &[3, 50, 4]);
+    let ax = b.weight("ax", Tensor::from_i64(vec![], vec![1]));
+    let y = b.node(Op::CumSum, &[x, ax], vec![("exclusive", Attr::Int(1)), ("reverse", Attr::Int(1))], u());
+    b.output(y);
+    out.push(("cumsum", finish(b)));
+    out
+}
+
+/// Every sample, in f32, f16 and bf16 (tolerances: 1e-5 for f32, 1e-2 for the half types).
+pub fn all() -> Vec<Sample> {
+    let mut out = vec![];
+    for (dt, tol) in [(DType::F32, 1e-5), (DType::F16, 1e-2), (DType::BF16, 1e-2)] {
+        let mut push = |name: String, graph: Graph| out.push(Sample { name: format!("{name}_{dt}"), graph, tol });
+        push("elementwise_mix".into(), activation_mix(dt, &[8, 33, 96]));
+        for kind in ["softmax", "layernorm", "rmsnorm", "mean"] {
+            push(format!("row_{kind}"), reduction(kind, dt, 37, 1000));
+        }
+        for (name, g) in movement(dt).into_iter().chain(pools(dt)).chain(columns_and_scans(dt)) {
+            push(name.to_string(), g);
+        }
+    }
+    out.push(Sample {
+        name: "row_layernorm_wide_f32".into(),
+        graph: reduction("layernorm", DType::F32, 5, 12288),
+        tol: 1e-5,
+    });
+    out
+}

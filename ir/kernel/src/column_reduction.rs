@@ -1,0 +1,147 @@
+//! The column-reduction template: reductions over axes that are not innermost. One thread per
+//! output element walks the reduced axes; neighbouring threads read neighbouring elements of the
+//! kept inner axes, so loads coalesce. The group's elementwise epilogue follows.
+use crate::body::{compute_type, storage_type, Body};
+use crate::elementwise::{compute, stored};
+use crate::kernel::{content_name, Kernel, KernelError, Param};
+use std::collections::HashMap;
+use xforge_ir::tensor::{numel, strides};
+use xforge_ir::{Attr, Graph, Node, Op, ValueId};
+use xforge_passes::fusion::FusionGroup;
+
+const BLOCK: u32 = 256;
+
+pub fn column_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelError> {
+    let unsupported = |why: String| KernelError::Unsupported { group: gi, why };
+    let nodes: Vec<&Node> = grp.nodes.iter().map(|&n| &g.nodes[n]).collect();
+    let red = nodes[0];
+    let (init, op, finish_mean) = match red.op {
+        Op::ReduceSum => (0.0, "addf", false),
+        Op::ReduceMean => (0.0, "addf", true),
+        Op::ReduceMax => (f64::NEG_INFINITY, "maximumf", false),
+        Op::ReduceMin => (f64::INFINITY, "minimumf", false),
+        o => return Err(unsupported(format!("{o} is not a column reduction this template knows"))),
+    };
+    let x = red.inputs[0].ok_or_else(|| unsupported("no input".into()))?;
+    let y = red.outputs[0].unwrap();
+    let xs = g.ty(x).static_shape().ok_or_else(|| unsupported("shapes are not static".into()))?;
+    let ys = g.ty(y).static_shape().ok_or_else(|| unsupported("shapes are not static".into()))?;
+    let rank = xs.len();
+    let axes: Vec<i64> = match red.attr("axes") {
+        Some(Attr::Ints(v)) => v.clone(),
+        _ => {
+            red.inputs.get(1).copied().flatten().and_then(|v| g.weights.get(&v)).map(|t| t.to_i64()).unwrap_or_default()
+        }
+    };
+    let mut axes: Vec<usize> = if axes.is_empty() {
+        (0..rank).collect()
+    } else {
+        axes.iter().map(|&a| if a < 0 { (a + rank as i64) as usize } else { a as usize }).collect()
+    };
+    axes.sort();
+    axes.dedup();
+    let kept: Vec<usize> = (0..rank).filter(|a| !axes.contains(a)).collect();
+    let mut params: Vec<Param> = vec![];
+    let mut scalars: HashMap<ValueId, f64> = HashMap::new();
+    for &v in &grp.inputs {
+        let ty = g.ty(v);
+        let shape = ty.static_shape().ok_or_else(|| unsupported("input shape is not static".into()))?;
+        match g.weights.get(&v) {
+            Some(t) if t.len() == 1 && t.dtype().is_float() => {
+                scalars.insert(v, t.to_f64()[0]);
+            }
+            Some(_) if red.inputs.get(1) == Some(&Some(v)) => {}
+            _ => {
+                storage_type(ty.dtype)
+                    .filter(|_| ty.dtype.is_float())
+                    .ok_or_else(|| unsupported(format!("input dtype {} is not supported", ty.dtype)))?;
+                params.push(Param { value: v, dtype: ty.dtype, elements: numel(&shape), output: false });
+            }
+        }
+    }
+    for &o in &grp.outputs {
+        let ty = g.ty(o);
+        if ty.static_shape().map(|s| numel(&s)) != Some(numel(&ys)) {
+            return Err(unsupported(format!("output '{}' is not of the reduced size", g.name_of(o))));
+        }
+        storage_type(ty.dtype)
+            .filter(|_| ty.dtype.is_float())
+            .ok_or_else(|| unsupported("output dtype is not supported".into()))?;
+        params.push(Param { value: o, dtype: ty.dtype, elements: numel(&ys), output: true });
+    }
+    let xp = params
+        .iter()
+        .position(|p| p.value == x && !p.output)
+        .ok_or_else(|| unsupported("the reduced value is computed in the group".into()))?;
+    let dt = g.ty(x).dtype;
+    let c = compute_type(dt);
+    let st = storage_type(dt).unwrap();
+    let xstr = strides(&xs);
+    let kept_shape: Vec<usize> = kept.iter().map(|&a| xs[a]).collect();
+    let red_shape: Vec<usize> = axes.iter().map(|&a| xs[a]).collect();
+    let mut b = Body::default();
+    let tid = b.emit("gpu.thread_id x");
+    let bid = b.emit("gpu.block_id x");
+    let bdim = b.emit("gpu.block_dim x");
+    let gdim = b.emit("gpu.grid_dim x");
+    let start = b.emit(format!("arith.muli {bid}, {bdim} : index"));
+    let start = b.emit(format!("arith.addi {start}, {tid} : index"));
+    let step = b.emit(format!("arith.muli {bdim}, {gdim} : index"));
+    let total = b.index(numel(&ys));
+    let red_n = b.index(numel(&red_shape));
+    let one = b.index(1);
+    b.stmt(format!("scf.for %i = {start} to {total} step {step} {{"));
+    // offset of the kept coordinates in the input
+    let kstr = strides(&kept_shape);
+    let mut base = b.index(0);
+    for (j, &a) in kept.iter().enumerate() {
+        let (s, n, xsd) = (b.index(kstr[j]), b.index(kept_shape[j]), b.index(xstr[a]));
+        let q = b.emit(format!("arith.divui %i, {s} : index"));
+        let r = b.emit(format!("arith.remui {q}, {n} : index"));
+        let t = b.emit(format!("arith.muli {r}, {xsd} : index"));
+        base = b.emit(format!("arith.addi {base}, {t} : index"));
+    }
+    let init_v = b.float(init, c);
+    let zero = b.index(0);
+    let acc = b.emit(format!("scf.for %r = {zero} to {red_n} step {one} iter_args(%acc = {init_v}) -> ({c}) {{"));
+    let rstr = strides(&red_shape);
+    let mut off = base.clone();
+    for (j, &a) in axes.iter().enumerate() {
+        let (s, n, xsd) = (b.index(rstr[j]), b.index(red_shape[j]), b.index(xstr[a]));
+        let q = b.emit(format!("arith.divui %r, {s} : index"));
+        let r = b.emit(format!("arith.remui {q}, {n} : index"));
+        let t = b.emit(format!("arith.muli {r}, {xsd} : index"));
+        off = b.emit(format!("arith.addi {off}, {t} : index"));
+    }
+    let raw = b.emit(format!("memref.load %arg{xp}[{off}] : memref<{}x{st}>", numel(&xs)));
+    let v = if st != c { b.emit(format!("arith.extf {raw} : {st} to {c}")) } else { raw };
+    let nxt = b.emit(format!("arith.{op} %acc, {v} : {c}"));
+    b.stmt(format!("scf.yield {nxt} : {c}"));
+    b.stmt("}");
+    let result = if finish_mean {
+        let n = b.float(numel(&red_shape) as f64, c);
+        b.emit(format!("arith.divf {acc}, {n} : {c}"))
+    } else {
+        acc
+    };
+    let mut seed = HashMap::new();
+    seed.insert(y, result);
+    let vals = compute(&mut b, g, &nodes[1..], &params, &scalars, &ys, "%i", c, dt, None, seed, &[], &unsupported)?;
+    for (pk, p) in params.iter().enumerate().filter(|(_, p)| p.output) {
+        let v = vals.get(&p.value).cloned().ok_or_else(|| unsupported("an output is not computed".into()))?;
+        let v = stored(&mut b, p, &v, c);
+        b.stmt(format!("memref.store {v}, %arg{pk}[%i] : memref<{}x{}>", p.elements, storage_type(p.dtype).unwrap()));
+    }
+    b.stmt("}");
+    let args: Vec<String> = params
+        .iter()
+        .enumerate()
+        .map(|(k, p)| format!("%arg{k}: memref<{}x{}>", p.elements.max(1), storage_type(p.dtype).unwrap()))
+        .collect();
+    let body: String = b.lines.iter().map(|l| format!("      {l}\n")).collect();
+    let func = format!("    gpu.func @KERNEL({}) kernel {{\n{body}      gpu.return\n    }}\n", args.join(", "));
+    let name = content_name(&func);
+    let module = format!("  gpu.module @{name} {{\n{}  }}\n", func.replace("@KERNEL", &format!("@{name}")));
+    let grid = (numel(&ys) as u64).div_ceil(BLOCK as u64).clamp(1, 1 << 20) as u32;
+    Ok(Kernel { name, module, params, grid: [grid, 1, 1], block: [BLOCK, 1, 1] })
+}
