@@ -252,7 +252,7 @@ fn pad_value(
     c: &str,
     bad: &dyn Fn(&str) -> KernelError,
 ) -> Result<String, KernelError> {
-    if !matches!(n.attr("mode"), None) && !matches!(n.attr("mode"), Some(Attr::Str(m)) if m == "constant") {
+    if n.attr("mode").is_some() && !matches!(n.attr("mode"), Some(Attr::Str(m)) if m == "constant") {
         return Err(bad("only constant padding is generated"));
     }
     let konst = |k: usize| n.inputs.get(k).copied().flatten().and_then(|v| g.weights.get(&v));
