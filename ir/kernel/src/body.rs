@@ -36,6 +36,18 @@ impl Body {
         self.emit(format!("arith.constant {lit} : {ty}"))
     }
 
+    /// The grid-stride loop bounds: (block · block_dim + thread, block_dim · grid_dim).
+    pub fn grid_stride(&mut self) -> (String, String) {
+        let tid = self.emit("gpu.thread_id x");
+        let bid = self.emit("gpu.block_id x");
+        let bdim = self.emit("gpu.block_dim x");
+        let gdim = self.emit("gpu.grid_dim x");
+        let start = self.emit(format!("arith.muli {bid}, {bdim} : index"));
+        let start = self.emit(format!("arith.addi {start}, {tid} : index"));
+        let step = self.emit(format!("arith.muli {bdim}, {gdim} : index"));
+        (start, step)
+    }
+
     pub fn index(&mut self, n: usize) -> String {
         self.emit(format!("arith.constant {n} : index"))
     }

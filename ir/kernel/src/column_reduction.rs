@@ -3,7 +3,7 @@
 //! kept inner axes, so loads coalesce. The group's elementwise epilogue follows.
 use crate::body::{compute_type, storage_type, Body};
 use crate::elementwise::{compute, stored};
-use crate::kernel::{content_name, Kernel, KernelError, Param};
+use crate::kernel::{blocks, finish, Kernel, KernelError, Param};
 use std::collections::HashMap;
 use xforge_ir::tensor::{numel, strides};
 use xforge_ir::{Attr, Graph, Node, Op, ValueId};
@@ -80,13 +80,7 @@ pub fn column_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kerne
     let kept_shape: Vec<usize> = kept.iter().map(|&a| xs[a]).collect();
     let red_shape: Vec<usize> = axes.iter().map(|&a| xs[a]).collect();
     let mut b = Body::default();
-    let tid = b.emit("gpu.thread_id x");
-    let bid = b.emit("gpu.block_id x");
-    let bdim = b.emit("gpu.block_dim x");
-    let gdim = b.emit("gpu.grid_dim x");
-    let start = b.emit(format!("arith.muli {bid}, {bdim} : index"));
-    let start = b.emit(format!("arith.addi {start}, {tid} : index"));
-    let step = b.emit(format!("arith.muli {bdim}, {gdim} : index"));
+    let (start, step) = b.grid_stride();
     let total = b.index(numel(&ys));
     let red_n = b.index(numel(&red_shape));
     let one = b.index(1);
@@ -133,15 +127,5 @@ pub fn column_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kerne
         b.stmt(format!("memref.store {v}, %arg{pk}[%i] : memref<{}x{}>", p.elements, storage_type(p.dtype).unwrap()));
     }
     b.stmt("}");
-    let args: Vec<String> = params
-        .iter()
-        .enumerate()
-        .map(|(k, p)| format!("%arg{k}: memref<{}x{}>", p.elements.max(1), storage_type(p.dtype).unwrap()))
-        .collect();
-    let body: String = b.lines.iter().map(|l| format!("      {l}\n")).collect();
-    let func = format!("    gpu.func @KERNEL({}) kernel {{\n{body}      gpu.return\n    }}\n", args.join(", "));
-    let name = content_name(&func);
-    let module = format!("  gpu.module @{name} {{\n{}  }}\n", func.replace("@KERNEL", &format!("@{name}")));
-    let grid = (numel(&ys) as u64).div_ceil(BLOCK as u64).clamp(1, 1 << 20) as u32;
-    Ok(Kernel { name, module, params, grid: [grid, 1, 1], block: [BLOCK, 1, 1] })
+    Ok(finish(params, &b, None, [blocks(numel(&ys), BLOCK), 1, 1], [BLOCK, 1, 1]))
 }

@@ -2,7 +2,7 @@
 //! each input is read at its broadcast index, the group's ops run in registers (f16/bf16
 //! widened to f32), and every group output is stored.
 use crate::body::{compute_type, storage_type, Body};
-use crate::kernel::{content_name, Kernel, KernelError, Param};
+use crate::kernel::{blocks, finish, Kernel, KernelError, Param};
 use std::collections::HashMap;
 use xforge_ir::tensor::{numel, strides};
 use xforge_ir::{Attr, DType, Graph, Node, Op, ValueId};
@@ -621,13 +621,7 @@ pub fn elementwise(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Ke
         .unwrap_or(4);
     let lanes = (16 / widest).max(1);
     let n_vec = n_elems / lanes;
-    let tid = b.emit("gpu.thread_id x");
-    let bid = b.emit("gpu.block_id x");
-    let bdim = b.emit("gpu.block_dim x");
-    let gdim = b.emit("gpu.grid_dim x");
-    let start = b.emit(format!("arith.muli {bid}, {bdim} : index"));
-    let start = b.emit(format!("arith.addi {start}, {tid} : index"));
-    let step = b.emit(format!("arith.muli {bdim}, {gdim} : index"));
+    let (start, step) = b.grid_stride();
     if lanes > 1 && n_vec > 0 {
         let nv = b.index(n_vec);
         let vl = b.index(lanes);
@@ -696,13 +690,7 @@ pub fn elementwise(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Ke
         }
         b.stmt("}");
     }
-    let args: Vec<String> = params.iter().enumerate().map(|(k, p)| format!("%arg{k}: {}", memref(p))).collect();
-    let body: String = b.lines.iter().map(|l| format!("      {l}\n")).collect();
-    let func = format!("    gpu.func @KERNEL({}) kernel {{\n{body}      gpu.return\n    }}\n", args.join(", "));
-    let name = content_name(&func);
-    let module = format!("  gpu.module @{name} {{\n{}  }}\n", func.replace("@KERNEL", &format!("@{name}")));
     // one vector (or tail element) per thread
     let work = if lanes > 1 { n_vec.max(n_elems - tail_start) } else { n_elems };
-    let grid = (work as u64).div_ceil(BLOCK as u64).clamp(1, 1 << 20) as u32;
-    Ok(Kernel { name, module, params, grid: [grid, 1, 1], block: [BLOCK, 1, 1] })
+    Ok(finish(params, &b, None, [blocks(work, BLOCK), 1, 1], [BLOCK, 1, 1]))
 }

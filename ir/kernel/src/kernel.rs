@@ -1,4 +1,5 @@
 //! A generated kernel: its module text, parameters and launch shape.
+use crate::body::{storage_type, Body};
 use std::hash::{Hash, Hasher};
 use xforge_ir::{DType, ValueId};
 
@@ -35,4 +36,26 @@ pub fn content_name(body: &str) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     body.hash(&mut h);
     format!("k_{:016x}", h.finish())
+}
+
+/// `memref<N×T>` of a parameter (bool and bytes as i8).
+pub fn memref(p: &Param) -> String {
+    format!("memref<{}x{}>", p.elements.max(1), storage_type(p.dtype).expect("parameters have storage types"))
+}
+
+/// Wraps a finished body into a `gpu.module` holding one `gpu.func` named by its content;
+/// `workgroup` declares the function's workgroup memory.
+pub fn finish(params: Vec<Param>, body: &Body, workgroup: Option<&str>, grid: [u32; 3], block: [u32; 3]) -> Kernel {
+    let args: Vec<String> = params.iter().enumerate().map(|(k, p)| format!("%arg{k}: {}", memref(p))).collect();
+    let lines: String = body.lines.iter().map(|l| format!("      {l}\n")).collect();
+    let wg = workgroup.map(|w| format!(" workgroup({w})")).unwrap_or_default();
+    let func = format!("    gpu.func @KERNEL({}){wg} kernel {{\n{lines}      gpu.return\n    }}\n", args.join(", "));
+    let name = content_name(&func);
+    let module = format!("  gpu.module @{name} {{\n{}  }}\n", func.replace("@KERNEL", &format!("@{name}")));
+    Kernel { name, module, params, grid, block }
+}
+
+/// Blocks for `work` items of `block` threads each (at least one, at most 2^20).
+pub fn blocks(work: usize, block: u32) -> u32 {
+    (work as u64).div_ceil(block as u64).clamp(1, 1 << 20) as u32
 }

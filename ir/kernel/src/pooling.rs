@@ -3,7 +3,7 @@
 //! elementwise epilogue.
 use crate::body::{compute_type, storage_type, Body};
 use crate::elementwise::{compute, stored};
-use crate::kernel::{content_name, Kernel, KernelError, Param};
+use crate::kernel::{blocks, finish, Kernel, KernelError, Param};
 use std::collections::HashMap;
 use xforge_ir::tensor::{numel, strides};
 use xforge_ir::{Attr, Graph, Node, Op, ValueId};
@@ -87,13 +87,7 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
     let c = compute_type(dt);
     let st = storage_type(dt).unwrap();
     let mut b = Body::default();
-    let tid = b.emit("gpu.thread_id x");
-    let bid = b.emit("gpu.block_id x");
-    let bdim = b.emit("gpu.block_dim x");
-    let gdim = b.emit("gpu.grid_dim x");
-    let start = b.emit(format!("arith.muli {bid}, {bdim} : index"));
-    let start = b.emit(format!("arith.addi {start}, {tid} : index"));
-    let step = b.emit(format!("arith.muli {bdim}, {gdim} : index"));
+    let (start, step) = b.grid_stride();
     let total = b.index(numel(&ys));
     b.stmt(format!("scf.for %i = {start} to {total} step {step} {{"));
     let ystr = strides(&ys);
@@ -182,15 +176,5 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
         b.stmt(format!("memref.store {v}, %arg{pk}[%i] : memref<{}x{}>", q.elements, storage_type(q.dtype).unwrap()));
     }
     b.stmt("}");
-    let args: Vec<String> = params
-        .iter()
-        .enumerate()
-        .map(|(k, q)| format!("%arg{k}: memref<{}x{}>", q.elements.max(1), storage_type(q.dtype).unwrap()))
-        .collect();
-    let body: String = b.lines.iter().map(|l| format!("      {l}\n")).collect();
-    let func = format!("    gpu.func @KERNEL({}) kernel {{\n{body}      gpu.return\n    }}\n", args.join(", "));
-    let name = content_name(&func);
-    let module = format!("  gpu.module @{name} {{\n{}  }}\n", func.replace("@KERNEL", &format!("@{name}")));
-    let grid = (numel(&ys) as u64).div_ceil(BLOCK as u64).clamp(1, 1 << 20) as u32;
-    Ok(Kernel { name, module, params, grid: [grid, 1, 1], block: [BLOCK, 1, 1] })
+    Ok(finish(params, &b, None, [blocks(numel(&ys), BLOCK), 1, 1], [BLOCK, 1, 1]))
 }

@@ -5,7 +5,7 @@
 //! the row again (it is in cache), normalizes, runs the epilogue and stores.
 use crate::body::{compute_type, storage_type, Body};
 use crate::elementwise::{compute, stored};
-use crate::kernel::{content_name, Kernel, KernelError, Param};
+use crate::kernel::{finish, Kernel, KernelError, Param};
 use std::collections::HashMap;
 use xforge_ir::tensor::numel;
 use xforge_ir::{Attr, Graph, Node, Op, ValueId};
@@ -587,18 +587,6 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
         }
         b.stmt("}");
     }
-    let args: Vec<String> = params
-        .iter()
-        .enumerate()
-        .map(|(k, p)| format!("%arg{k}: memref<{}x{}>", p.elements.max(1), storage_type(p.dtype).unwrap()))
-        .collect();
-    let body: String = b.lines.iter().map(|l| format!("      {l}\n")).collect();
-    let func = format!(
-        "    gpu.func @KERNEL({}) workgroup(%red : memref<{}x{c}, #gpu.address_space<workgroup>>) kernel {{\n{body}      gpu.return\n    }}\n",
-        args.join(", "),
-        warps * k + k
-    );
-    let name = content_name(&func);
-    let module = format!("  gpu.module @{name} {{\n{}  }}\n", func.replace("@KERNEL", &format!("@{name}")));
-    Ok(Kernel { name, module, params, grid: [rows as u32, 1, 1], block: [block as u32, 1, 1] })
+    let workgroup = format!("%red : memref<{}x{c}, #gpu.address_space<workgroup>>", warps * k + k);
+    Ok(finish(params, &b, Some(&workgroup), [rows as u32, 1, 1], [block as u32, 1, 1]))
 }

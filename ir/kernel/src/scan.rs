@@ -2,7 +2,7 @@
 //! reverse). One thread per line of the axis walks it in order; neighbouring threads take
 //! neighbouring inner positions, so loads coalesce.
 use crate::body::{compute_type, storage_type, Body};
-use crate::kernel::{content_name, Kernel, KernelError, Param};
+use crate::kernel::{blocks, finish, Kernel, KernelError, Param};
 use xforge_ir::tensor::numel;
 use xforge_ir::{Attr, Graph, Node, Op};
 use xforge_passes::fusion::FusionGroup;
@@ -50,13 +50,7 @@ pub fn scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelErr
     ];
     let c = compute_type(dt);
     let mut b = Body::default();
-    let tid = b.emit("gpu.thread_id x");
-    let bid = b.emit("gpu.block_id x");
-    let bdim = b.emit("gpu.block_dim x");
-    let gdim = b.emit("gpu.grid_dim x");
-    let start = b.emit(format!("arith.muli {bid}, {bdim} : index"));
-    let start = b.emit(format!("arith.addi {start}, {tid} : index"));
-    let step = b.emit(format!("arith.muli {bdim}, {gdim} : index"));
+    let (start, step) = b.grid_stride();
     let lines = b.index(outer * inner);
     let (inner_v, len_v, one, zero) = (b.index(inner), b.index(len), b.index(1), b.index(0));
     let last = b.index(len.saturating_sub(1));
@@ -80,13 +74,5 @@ pub fn scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelErr
     b.stmt(format!("scf.yield {nxt} : {c}"));
     b.stmt("}");
     b.stmt("}");
-    let body: String = b.lines.iter().map(|l| format!("      {l}\n")).collect();
-    let func = format!(
-        "    gpu.func @KERNEL(%arg0: memref<{n}x{st}>, %arg1: memref<{n}x{st}>) kernel {{\n{body}      gpu.return\n    }}\n",
-        n = numel(&xs)
-    );
-    let name = content_name(&func);
-    let module = format!("  gpu.module @{name} {{\n{}  }}\n", func.replace("@KERNEL", &format!("@{name}")));
-    let grid = ((outer * inner) as u64).div_ceil(BLOCK as u64).clamp(1, 1 << 20) as u32;
-    Ok(Kernel { name, module, params, grid: [grid, 1, 1], block: [BLOCK, 1, 1] })
+    Ok(finish(params, &b, None, [blocks(outer * inner, BLOCK), 1, 1], [BLOCK, 1, 1]))
 }
