@@ -154,3 +154,19 @@ fn node_test_kernels_assemble() {
         ptxas(&compile(&ks, arch).unwrap(), arch);
     }
 }
+
+#[test]
+fn reductions_over_runtime_axes_are_refused() {
+    use xforge_ir::{infer::infer_graph, GraphBuilder, Op, ValueType};
+    let mut b = GraphBuilder::new("runtime_axes", 18);
+    let x = b.input("x", DType::F32, &[4, 6]);
+    let axes = b.input("axes", DType::I64, &[1]);
+    let y = b.node(Op::ReduceSum, &[x, axes], vec![], ValueType::unranked(DType::F32));
+    b.output(y);
+    let mut g = b.finish();
+    infer_graph(&mut g).unwrap();
+    let f = fuse(&g).unwrap();
+    let (i, grp) = f.partition.groups.iter().enumerate().find(|(_, grp)| grp.schedule != Schedule::View).unwrap();
+    let e = xforge_kernel::generate(&f.graph, grp, i).unwrap_err();
+    assert!(e.to_string().contains("not constant"), "{e}");
+}

@@ -3,7 +3,7 @@
 //! kept inner axes, so loads coalesce. The group's elementwise epilogue follows.
 use crate::body::{compute_type, storage_type, Body};
 use crate::elementwise::{compute, stored};
-use crate::kernel::{blocks, finish, Kernel, KernelError, Param};
+use crate::kernel::{blocks, finish, input_params, Kernel, KernelError, Param};
 use std::collections::HashMap;
 use xforge_ir::tensor::{numel, strides};
 use xforge_ir::{Attr, Graph, Node, Op, ValueId};
@@ -29,10 +29,19 @@ pub fn column_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kerne
     let rank = xs.len();
     let axes: Vec<i64> = match red.attr("axes") {
         Some(Attr::Ints(v)) => v.clone(),
-        _ => {
-            red.inputs.get(1).copied().flatten().and_then(|v| g.weights.get(&v)).map(|t| t.to_i64()).unwrap_or_default()
-        }
+        _ => match red.inputs.get(1).copied().flatten() {
+            None => vec![],
+            // axes known only at run time cannot be compiled in
+            Some(v) => g
+                .weights
+                .get(&v)
+                .map(|t| t.to_i64())
+                .ok_or_else(|| unsupported("the reduced axes are not constant".into()))?,
+        },
     };
+    if axes.is_empty() && matches!(red.attr("noop_with_empty_axes"), Some(Attr::Int(1))) {
+        return Err(unsupported("a reduction over no axes (noop_with_empty_axes) is not a kernel".into()));
+    }
     let mut axes: Vec<usize> = if axes.is_empty() {
         (0..rank).collect()
     } else {
@@ -41,24 +50,8 @@ pub fn column_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kerne
     axes.sort();
     axes.dedup();
     let kept: Vec<usize> = (0..rank).filter(|a| !axes.contains(a)).collect();
-    let mut params: Vec<Param> = vec![];
-    let mut scalars: HashMap<ValueId, f64> = HashMap::new();
-    for &v in &grp.inputs {
-        let ty = g.ty(v);
-        let shape = ty.static_shape().ok_or_else(|| unsupported("input shape is not static".into()))?;
-        match g.weights.get(&v) {
-            Some(t) if t.len() == 1 && t.dtype().is_float() => {
-                scalars.insert(v, t.to_f64()[0]);
-            }
-            Some(_) if red.inputs.get(1) == Some(&Some(v)) => {}
-            _ => {
-                storage_type(ty.dtype)
-                    .filter(|_| ty.dtype.is_float())
-                    .ok_or_else(|| unsupported(format!("input dtype {} is not supported", ty.dtype)))?;
-                params.push(Param { value: v, dtype: ty.dtype, elements: numel(&shape), output: false });
-            }
-        }
-    }
+    let axes_input: Vec<ValueId> = red.inputs.get(1).copied().flatten().into_iter().collect();
+    let (mut params, scalars) = input_params(g, &grp.inputs, &axes_input, true).map_err(unsupported)?;
     for &o in &grp.outputs {
         let ty = g.ty(o);
         if ty.static_shape().map(|s| numel(&s)) != Some(numel(&ys)) {

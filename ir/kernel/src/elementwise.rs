@@ -2,7 +2,7 @@
 //! each input is read at its broadcast index, the group's ops run in registers (f16/bf16
 //! widened to f32), and every group output is stored.
 use crate::body::{compute_type, storage_type, Body};
-use crate::kernel::{blocks, finish, Kernel, KernelError, Param};
+use crate::kernel::{blocks, finish, input_params, Kernel, KernelError, Param};
 use std::collections::HashMap;
 use xforge_ir::tensor::{numel, strides};
 use xforge_ir::{Attr, DType, Graph, Node, Op, ValueId};
@@ -579,24 +579,7 @@ pub fn elementwise(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Ke
     let first_out = nodes.first().and_then(|n| n.outputs[0]).ok_or_else(|| unsupported("empty group".into()))?;
     let space = g.ty(first_out).static_shape().ok_or_else(|| unsupported("shapes are not static".into()))?;
     let n_elems = numel(&space);
-    let mut params: Vec<Param> = vec![];
-    let mut scalars: HashMap<ValueId, f64> = HashMap::new();
-    for &v in &grp.inputs {
-        let ty = g.ty(v);
-        let shape =
-            ty.static_shape().ok_or_else(|| unsupported(format!("input '{}' has no static shape", g.name_of(v))))?;
-        match g.weights.get(&v) {
-            // one-element float constants are folded into the code
-            Some(t) if t.len() == 1 && t.dtype().is_float() => {
-                scalars.insert(v, t.to_f64()[0]);
-            }
-            _ => {
-                storage_type(ty.dtype)
-                    .ok_or_else(|| unsupported(format!("input dtype {} is not supported", ty.dtype)))?;
-                params.push(Param { value: v, dtype: ty.dtype, elements: numel(&shape), output: false });
-            }
-        }
-    }
+    let (mut params, scalars) = input_params(g, &grp.inputs, &[], false).map_err(unsupported)?;
     for &o in &grp.outputs {
         let ty = g.ty(o);
         if ty.static_shape().as_deref() != Some(space.as_slice()) {

@@ -59,3 +59,33 @@ pub fn finish(params: Vec<Param>, body: &Body, workgroup: Option<&str>, grid: [u
 pub fn blocks(work: usize, block: u32) -> u32 {
     (work as u64).div_ceil(block as u64).clamp(1, 1 << 20) as u32
 }
+
+/// A group's inputs as kernel parameters, except one-element float weights, which are returned
+/// as constants to fold into the code, and `skip` (values a template compiles in, such as a
+/// reduction's axes). With `floats_only`, integer inputs are refused.
+#[allow(clippy::type_complexity)]
+pub fn input_params(
+    g: &xforge_ir::Graph,
+    inputs: &[ValueId],
+    skip: &[ValueId],
+    floats_only: bool,
+) -> Result<(Vec<Param>, std::collections::HashMap<ValueId, f64>), String> {
+    let mut params = vec![];
+    let mut scalars = std::collections::HashMap::new();
+    for &v in inputs.iter().filter(|v| !skip.contains(v)) {
+        let ty = g.ty(v);
+        let shape = ty.static_shape().ok_or_else(|| format!("input '{}' has no static shape", g.name_of(v)))?;
+        match g.weights.get(&v) {
+            Some(t) if t.len() == 1 && t.dtype().is_float() => {
+                scalars.insert(v, t.to_f64()[0]);
+            }
+            _ => {
+                storage_type(ty.dtype)
+                    .filter(|_| ty.dtype.is_float() || !floats_only)
+                    .ok_or_else(|| format!("input dtype {} is not supported", ty.dtype))?;
+                params.push(Param { value: v, dtype: ty.dtype, elements: shape.iter().product(), output: false });
+            }
+        }
+    }
+    Ok((params, scalars))
+}

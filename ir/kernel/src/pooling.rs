@@ -3,10 +3,10 @@
 //! elementwise epilogue.
 use crate::body::{compute_type, storage_type, Body};
 use crate::elementwise::{compute, stored};
-use crate::kernel::{blocks, finish, Kernel, KernelError, Param};
+use crate::kernel::{blocks, finish, input_params, Kernel, KernelError, Param};
 use std::collections::HashMap;
 use xforge_ir::tensor::{numel, strides};
-use xforge_ir::{Attr, Graph, Node, Op, ValueId};
+use xforge_ir::{Attr, Graph, Node, Op};
 use xforge_passes::fusion::FusionGroup;
 
 /// Largest window the template unrolls.
@@ -52,23 +52,7 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
     let include_pad = matches!(pool.attr("count_include_pad"), Some(Attr::Int(1)));
     let is_max = pool.op == Op::MaxPool;
     // parameters: the pooled input, the epilogue's other inputs, then outputs
-    let mut params: Vec<Param> = vec![];
-    let mut scalars: HashMap<ValueId, f64> = HashMap::new();
-    for &v in &grp.inputs {
-        let ty = g.ty(v);
-        let shape = ty.static_shape().ok_or_else(|| unsupported("input shape is not static".into()))?;
-        match g.weights.get(&v) {
-            Some(t) if t.len() == 1 && t.dtype().is_float() => {
-                scalars.insert(v, t.to_f64()[0]);
-            }
-            _ => {
-                storage_type(ty.dtype)
-                    .filter(|_| ty.dtype.is_float())
-                    .ok_or_else(|| unsupported(format!("input dtype {} is not supported", ty.dtype)))?;
-                params.push(Param { value: v, dtype: ty.dtype, elements: numel(&shape), output: false });
-            }
-        }
-    }
+    let (mut params, scalars) = input_params(g, &grp.inputs, &[], true).map_err(unsupported)?;
     for &o in &grp.outputs {
         let ty = g.ty(o);
         if ty.static_shape().as_deref() != Some(ys.as_slice()) {

@@ -5,7 +5,7 @@
 //! the row again (it is in cache), normalizes, runs the epilogue and stores.
 use crate::body::{compute_type, storage_type, Body};
 use crate::elementwise::{compute, stored};
-use crate::kernel::{finish, Kernel, KernelError, Param};
+use crate::kernel::{finish, input_params, Kernel, KernelError, Param};
 use std::collections::HashMap;
 use xforge_ir::tensor::numel;
 use xforge_ir::{Attr, Graph, Node, Op, ValueId};
@@ -245,15 +245,19 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
         _ => {
             let ax: Vec<i64> = match anchor.attr("axes") {
                 Some(Attr::Ints(v)) => v.clone(),
-                _ => anchor
-                    .inputs
-                    .get(1)
-                    .copied()
-                    .flatten()
-                    .and_then(|v| g.weights.get(&v))
-                    .map(|t| t.to_i64())
-                    .unwrap_or_default(),
+                _ => match anchor.inputs.get(1).copied().flatten() {
+                    None => vec![],
+                    // axes known only at run time cannot be compiled in
+                    Some(v) => g
+                        .weights
+                        .get(&v)
+                        .map(|t| t.to_i64())
+                        .ok_or_else(|| unsupported("the reduced axes are not constant".into()))?,
+                },
             };
+            if ax.is_empty() && int_attr(anchor, "noop_with_empty_axes") == Some(1) {
+                return Err(unsupported("a reduction over no axes (noop_with_empty_axes) is not a kernel".into()));
+            }
             if ax.is_empty() {
                 (0..rank).collect()
             } else {
@@ -284,25 +288,9 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
     let y = anchor.outputs[0].unwrap();
     let out_space = g.ty(y).static_shape().ok_or_else(|| unsupported("shapes are not static".into()))?;
     // parameters: every input except inlined scalars, then the outputs
-    let mut params: Vec<Param> = vec![];
-    let mut scalars: HashMap<ValueId, f64> = HashMap::new();
-    for &v in &grp.inputs {
-        let ty = g.ty(v);
-        let shape =
-            ty.static_shape().ok_or_else(|| unsupported(format!("input '{}' has no static shape", g.name_of(v))))?;
-        match g.weights.get(&v) {
-            Some(t) if t.len() == 1 && t.dtype().is_float() => {
-                scalars.insert(v, t.to_f64()[0]);
-            }
-            // the reduction's own axes input is compiled in
-            Some(_) if anchor.inputs.get(1) == Some(&Some(v)) && !per_row => {}
-            _ => {
-                storage_type(ty.dtype)
-                    .ok_or_else(|| unsupported(format!("input dtype {} is not supported", ty.dtype)))?;
-                params.push(Param { value: v, dtype: ty.dtype, elements: numel(&shape), output: false });
-            }
-        }
-    }
+    // a reduce-* op's axes input is compiled in
+    let axes_input: Vec<ValueId> = anchor.inputs.get(1).copied().flatten().filter(|_| !per_row).into_iter().collect();
+    let (mut params, scalars) = input_params(g, &grp.inputs, &axes_input, false).map_err(unsupported)?;
     for &o in &grp.outputs {
         let ty = g.ty(o);
         let shape = ty.static_shape().ok_or_else(|| unsupported("output shape is not static".into()))?;
