@@ -329,50 +329,81 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
     let vl = b.index(lanes);
     let stride = b.emit(format!("arith.muli {bdim}, {vl} : index"));
     let start = b.emit(format!("arith.muli {tid}, {vl} : index"));
-    // pass 1: per-thread partials
-    let init = identity(&mut b, stat, c);
-    let types = vec![c; k].join(", ");
-    let accs: Vec<String> = (0..k).map(|j| format!("%acc{j}")).collect();
-    let iter_args = accs.iter().zip(&init).map(|(a, i)| format!("{a} = {i}")).collect::<Vec<_>>().join(", ");
-    let head = format!("scf.for %c1 = {start} to {lenv} step {stride} iter_args({iter_args}) -> ({types}) {{");
-    let res = if k == 1 { b.emit(head) } else { b.emit_multi(k, head) };
-    let at1 = b.emit(format!("arith.addi {base}, %c1 : index"));
-    let vecs = vector_loads(&mut b, &params, &row_params, &at1, lanes);
-    let mut xs = vec![];
-    for lane in 0..lanes {
-        let off = b.index(lane);
-        let i1 = b.emit(format!("arith.addi {at1}, {off} : index"));
-        let lanes_arg = (lanes > 1).then_some((&vecs, lane, lanes));
-        let vals = compute(
-            &mut b,
-            g,
-            prologue,
-            &params,
-            &scalars,
-            &in_shape,
-            &i1,
-            c,
-            dt,
-            lanes_arg,
-            HashMap::new(),
-            &[x],
-            &unsupported,
-        )?;
-        xs.push(
-            vals.get(&x)
-                .cloned()
-                .ok_or_else(|| unsupported("the reduction's input is not computed in the group".into()))?,
-        );
-    }
-    // the vector's own statistic, then one combination with the running one
-    let own = local(&mut b, stat, &xs, c);
-    let acc = combine(&mut b, stat, &accs, &own, c);
-    b.stmt(format!("scf.yield {} : {types}", acc.join(", ")));
-    b.stmt("}");
-    let mut part: Vec<String> = (0..k).map(|j| format!("{res}#{j}")).collect();
-    if k == 1 {
-        part = vec![res.clone()];
-    }
+    // a row of a few whole vectors per thread stays in registers between the passes
+    let per_thread = len / (lanes * block);
+    let resident = if per_row && lanes > 1 && len % (lanes * block) == 0 && (1..=4).contains(&per_thread) {
+        per_thread
+    } else {
+        0
+    };
+    // the reduction input at the `lanes` elements from flat offset `at`
+    let lane_values = |b: &mut Body, at: &str| -> Result<Vec<String>, KernelError> {
+        let vecs = vector_loads(b, &params, &row_params, at, lanes);
+        let mut xs = vec![];
+        for lane in 0..lanes {
+            let off = b.index(lane);
+            let i = b.emit(format!("arith.addi {at}, {off} : index"));
+            let lanes_arg = (lanes > 1).then_some((&vecs, lane, lanes));
+            let vals = compute(
+                b,
+                g,
+                prologue,
+                &params,
+                &scalars,
+                &in_shape,
+                &i,
+                c,
+                dt,
+                lanes_arg,
+                HashMap::new(),
+                &[x],
+                &unsupported,
+            )?;
+            xs.push(
+                vals.get(&x)
+                    .cloned()
+                    .ok_or_else(|| unsupported("the reduction's input is not computed in the group".into()))?,
+            );
+        }
+        Ok(xs)
+    };
+    // pass 1: per-thread partials (each vector's own statistic, then one combination)
+    let mut kept: Vec<Vec<String>> = vec![];
+    let mut part: Vec<String> = if resident > 0 {
+        let mut acc: Option<Vec<String>> = None;
+        for v in 0..resident {
+            let vv = b.index(v);
+            let off = b.emit(format!("arith.muli {stride}, {vv} : index"));
+            let c1 = b.emit(format!("arith.addi {start}, {off} : index"));
+            let at1 = b.emit(format!("arith.addi {base}, {c1} : index"));
+            let xs = lane_values(&mut b, &at1)?;
+            let own = local(&mut b, stat, &xs, c);
+            acc = Some(match acc {
+                None => own,
+                Some(a) => combine(&mut b, stat, &a, &own, c),
+            });
+            kept.push(xs);
+        }
+        acc.expect("at least one vector per thread")
+    } else {
+        let init = identity(&mut b, stat, c);
+        let types = vec![c; k].join(", ");
+        let accs: Vec<String> = (0..k).map(|j| format!("%acc{j}")).collect();
+        let iter_args = accs.iter().zip(&init).map(|(a, i)| format!("{a} = {i}")).collect::<Vec<_>>().join(", ");
+        let head = format!("scf.for %c1 = {start} to {lenv} step {stride} iter_args({iter_args}) -> ({types}) {{");
+        let res = if k == 1 { b.emit(head) } else { b.emit_multi(k, head) };
+        let at1 = b.emit(format!("arith.addi {base}, %c1 : index"));
+        let xs = lane_values(&mut b, &at1)?;
+        let own = local(&mut b, stat, &xs, c);
+        let acc = combine(&mut b, stat, &accs, &own, c);
+        b.stmt(format!("scf.yield {} : {types}", acc.join(", ")));
+        b.stmt("}");
+        if k == 1 {
+            vec![res]
+        } else {
+            (0..k).map(|j| format!("{res}#{j}")).collect()
+        }
+    };
     // warp reduction with xor shuffles
     let width = b.emit("arith.constant 32 : i32");
     for off in [16, 8, 4, 2, 1] {
@@ -446,112 +477,143 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
     let lenf = b.float(len as f64, c);
     let outs: Vec<(usize, &Param)> = params.iter().enumerate().filter(|(_, p)| p.output).collect();
     if per_row {
-        // pass 2: normalize each element, run the epilogue, store
-        b.stmt(format!("scf.for %c2 = {start} to {lenv} step {stride} {{"));
-        let at2 = b.emit(format!("arith.addi {base}, %c2 : index"));
-        let vecs = vector_loads(&mut b, &params, &row_params, &at2, lanes);
-        let mut lane_outs: Vec<Vec<String>> = vec![vec![]; params.len()];
-        for lane in 0..lanes {
-            let off = b.index(lane);
-            let i2 = b.emit(format!("arith.addi {at2}, {off} : index"));
-            let col = b.emit(format!("arith.addi %c2, {off} : index"));
-            let lanes_arg = (lanes > 1).then_some((&vecs, lane, lanes));
-            let vals = compute(
-                &mut b,
-                g,
-                prologue,
-                &params,
-                &scalars,
-                &in_shape,
-                &i2,
-                c,
-                dt,
-                lanes_arg,
-                HashMap::new(),
-                &[x],
-                &unsupported,
-            )?;
-            let xv = vals[&x].clone();
-            let yv = match anchor.op {
-                Op::Softmax | Op::LogSoftmax => {
-                    let d = b.emit(format!("arith.subf {xv}, {} : {c}", total[0]));
-                    if anchor.op == Op::Softmax {
-                        let e = b.emit(format!("math.exp {d} : {c}"));
-                        b.emit(format!("arith.divf {e}, {} : {c}", total[1]))
-                    } else {
-                        let l = b.emit(format!("math.log {} : {c}", total[1]));
-                        b.emit(format!("arith.subf {d}, {l} : {c}"))
-                    }
-                }
-                _ => {
-                    let eps = b.float(float_attr(anchor, "epsilon", 1e-5), c);
-                    let (centered, var) = if anchor.op == Op::LayerNormalization {
-                        let v = b.emit(format!("arith.divf {}, {lenf} : {c}", total[2]));
-                        (b.emit(format!("arith.subf {xv}, {} : {c}", total[1])), v)
-                    } else {
-                        (xv.clone(), b.emit(format!("arith.divf {}, {lenf} : {c}", total[0])))
-                    };
-                    let ve = b.emit(format!("arith.addf {var}, {eps} : {c}"));
-                    let r = b.emit(format!("math.rsqrt {ve} : {c}"));
-                    let mut v = b.emit(format!("arith.mulf {centered}, {r} : {c}"));
-                    // scale (and bias) are indexed by the position in the row
-                    for (slot, op) in [(1usize, "mulf"), (2, "addf")] {
-                        let Some(w) = anchor.inputs.get(slot).copied().flatten() else { continue };
-                        if anchor.op == Op::RMSNormalization && slot == 2 {
-                            continue;
-                        }
-                        let wv = match (scalars.get(&w), params.iter().position(|p| p.value == w)) {
-                            (Some(&s), _) => b.float(s, c),
-                            (None, Some(pk)) => {
-                                let p = &params[pk];
-                                let st = storage_type(p.dtype).unwrap();
-                                let idx = if p.elements == len { col.clone() } else { i2.clone() };
-                                let raw = b.emit(format!("memref.load %arg{pk}[{idx}] : memref<{}x{st}>", p.elements));
-                                if st != c {
-                                    b.emit(format!("arith.extf {raw} : {st} to {c}"))
-                                } else {
-                                    raw
-                                }
-                            }
-                            _ => return Err(unsupported("a normalization parameter is not an input".into())),
-                        };
-                        v = b.emit(format!("arith.{op} {v}, {wv} : {c}"));
-                    }
-                    v
-                }
+        // pass 2: normalize each element, run the epilogue, store (kept values, or read again)
+        let steps: Vec<(String, Option<usize>)> = if resident > 0 {
+            (0..resident)
+                .map(|v| {
+                    let vv = b.index(v);
+                    let off = b.emit(format!("arith.muli {stride}, {vv} : index"));
+                    (b.emit(format!("arith.addi {start}, {off} : index")), Some(v))
+                })
+                .collect()
+        } else {
+            b.stmt(format!("scf.for %c2 = {start} to {lenv} step {stride} {{"));
+            vec![("%c2".to_string(), None)]
+        };
+        for (c2, kept_at) in steps {
+            let at2 = b.emit(format!("arith.addi {base}, {c2} : index"));
+            let xs = match kept_at {
+                Some(v) => kept[v].clone(),
+                None => lane_values(&mut b, &at2)?,
             };
-            let mut seed: HashMap<ValueId, String> = HashMap::new();
-            seed.insert(y, yv);
-            let vals =
-                compute(&mut b, g, epilogue, &params, &scalars, &out_space, &i2, c, dt, None, seed, &[], &unsupported)?;
-            for (pk, p) in &outs {
-                let v = vals.get(&p.value).cloned().ok_or_else(|| unsupported("an output is not computed".into()))?;
-                let v = stored(&mut b, p, &v, c);
-                if lanes > 1 {
-                    lane_outs[*pk].push(v);
-                } else {
+            // scale and bias are read once per vector too, at the same column
+            let column_params: Vec<usize> = anchor.inputs[1..]
+                .iter()
+                .flatten()
+                .filter_map(|w| params.iter().position(|p| p.value == *w && !p.output))
+                .filter(|&pk| params[pk].elements == len && params[pk].dtype.size() == esize)
+                .collect();
+            let col_vecs = vector_loads(&mut b, &params, &column_params, &c2, lanes);
+            let mut lane_outs: Vec<Vec<String>> = vec![vec![]; params.len()];
+            for lane in 0..lanes {
+                let off = b.index(lane);
+                let i2 = b.emit(format!("arith.addi {at2}, {off} : index"));
+                let col = b.emit(format!("arith.addi {c2}, {off} : index"));
+                let xv = xs[lane].clone();
+                let yv = match anchor.op {
+                    Op::Softmax | Op::LogSoftmax => {
+                        let d = b.emit(format!("arith.subf {xv}, {} : {c}", total[0]));
+                        if anchor.op == Op::Softmax {
+                            let e = b.emit(format!("math.exp {d} : {c}"));
+                            b.emit(format!("arith.divf {e}, {} : {c}", total[1]))
+                        } else {
+                            let l = b.emit(format!("math.log {} : {c}", total[1]));
+                            b.emit(format!("arith.subf {d}, {l} : {c}"))
+                        }
+                    }
+                    _ => {
+                        let eps = b.float(float_attr(anchor, "epsilon", 1e-5), c);
+                        let (centered, var) = if anchor.op == Op::LayerNormalization {
+                            let v = b.emit(format!("arith.divf {}, {lenf} : {c}", total[2]));
+                            (b.emit(format!("arith.subf {xv}, {} : {c}", total[1])), v)
+                        } else {
+                            (xv.clone(), b.emit(format!("arith.divf {}, {lenf} : {c}", total[0])))
+                        };
+                        let ve = b.emit(format!("arith.addf {var}, {eps} : {c}"));
+                        let r = b.emit(format!("math.rsqrt {ve} : {c}"));
+                        let mut v = b.emit(format!("arith.mulf {centered}, {r} : {c}"));
+                        // scale (and bias) are indexed by the position in the row
+                        for (slot, op) in [(1usize, "mulf"), (2, "addf")] {
+                            let Some(w) = anchor.inputs.get(slot).copied().flatten() else { continue };
+                            if anchor.op == Op::RMSNormalization && slot == 2 {
+                                continue;
+                            }
+                            let wv = match (scalars.get(&w), params.iter().position(|p| p.value == w)) {
+                                (Some(&s), _) => b.float(s, c),
+                                (None, Some(pk)) => {
+                                    let p = &params[pk];
+                                    let st = storage_type(p.dtype).unwrap();
+                                    let idx = if p.elements == len { col.clone() } else { i2.clone() };
+                                    let raw = match col_vecs.get(&pk) {
+                                        Some(vec) => b.emit(format!(
+                                            "vector.extract {vec}[{lane}] : {st} from vector<{lanes}x{st}>"
+                                        )),
+                                        None => {
+                                            b.emit(format!("memref.load %arg{pk}[{idx}] : memref<{}x{st}>", p.elements))
+                                        }
+                                    };
+                                    if st != c {
+                                        b.emit(format!("arith.extf {raw} : {st} to {c}"))
+                                    } else {
+                                        raw
+                                    }
+                                }
+                                _ => return Err(unsupported("a normalization parameter is not an input".into())),
+                            };
+                            v = b.emit(format!("arith.{op} {v}, {wv} : {c}"));
+                        }
+                        v
+                    }
+                };
+                let mut seed: HashMap<ValueId, String> = HashMap::new();
+                seed.insert(y, yv);
+                let vals = compute(
+                    &mut b,
+                    g,
+                    epilogue,
+                    &params,
+                    &scalars,
+                    &out_space,
+                    &i2,
+                    c,
+                    dt,
+                    None,
+                    seed,
+                    &[],
+                    &unsupported,
+                )?;
+                for (pk, p) in &outs {
+                    let v =
+                        vals.get(&p.value).cloned().ok_or_else(|| unsupported("an output is not computed".into()))?;
+                    let v = stored(&mut b, p, &v, c);
+                    if lanes > 1 {
+                        lane_outs[*pk].push(v);
+                    } else {
+                        b.stmt(format!(
+                            "memref.store {v}, %arg{pk}[{i2}] : memref<{}x{}>",
+                            p.elements,
+                            storage_type(p.dtype).unwrap()
+                        ));
+                    }
+                }
+            }
+            if lanes > 1 {
+                for (pk, p) in &outs {
+                    let st = storage_type(p.dtype).unwrap();
+                    let mut v = b.emit(format!("arith.constant dense<0.0> : vector<{lanes}x{st}>"));
+                    for (lane, x) in lane_outs[*pk].iter().enumerate() {
+                        v = b.emit(format!("vector.insert {x}, {v} [{lane}] : {st} into vector<{lanes}x{st}>"));
+                    }
                     b.stmt(format!(
-                        "memref.store {v}, %arg{pk}[{i2}] : memref<{}x{}>",
-                        p.elements,
-                        storage_type(p.dtype).unwrap()
+                        "vector.store {v}, %arg{pk}[{at2}] {{alignment = 16}} : memref<{}x{st}>, vector<{lanes}x{st}>",
+                        p.elements
                     ));
                 }
             }
         }
-        if lanes > 1 {
-            for (pk, p) in &outs {
-                let st = storage_type(p.dtype).unwrap();
-                let mut v = b.emit(format!("arith.constant dense<0.0> : vector<{lanes}x{st}>"));
-                for (lane, x) in lane_outs[*pk].iter().enumerate() {
-                    v = b.emit(format!("vector.insert {x}, {v} [{lane}] : {st} into vector<{lanes}x{st}>"));
-                }
-                b.stmt(format!(
-                    "vector.store {v}, %arg{pk}[{at2}] {{alignment = 16}} : memref<{}x{st}>, vector<{lanes}x{st}>",
-                    p.elements
-                ));
-            }
+        if resident == 0 {
+            b.stmt("}");
         }
-        b.stmt("}");
     } else {
         // one value per row: thread 0 finishes it, runs the epilogue and stores
         b.stmt(format!("scf.if {is_t0} {{"));
