@@ -331,7 +331,7 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
     let start = b.emit(format!("arith.muli {tid}, {vl} : index"));
     // a row of a few whole vectors per thread stays in registers between the passes
     let per_thread = len / (lanes * block);
-    let resident = if per_row && lanes > 1 && len % (lanes * block) == 0 && (1..=4).contains(&per_thread) {
+    let resident = if per_row && lanes > 1 && len.is_multiple_of(lanes * block) && (1..=4).contains(&per_thread) {
         per_thread
     } else {
         0
@@ -505,11 +505,10 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
                 .collect();
             let col_vecs = vector_loads(&mut b, &params, &column_params, &c2, lanes);
             let mut lane_outs: Vec<Vec<String>> = vec![vec![]; params.len()];
-            for lane in 0..lanes {
+            for (lane, xv) in xs.iter().cloned().enumerate() {
                 let off = b.index(lane);
                 let i2 = b.emit(format!("arith.addi {at2}, {off} : index"));
                 let col = b.emit(format!("arith.addi {c2}, {off} : index"));
-                let xv = xs[lane].clone();
                 let yv = match anchor.op {
                     Op::Softmax | Op::LogSoftmax => {
                         let d = b.emit(format!("arith.subf {xv}, {} : {c}", total[0]));
