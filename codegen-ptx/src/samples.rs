@@ -209,3 +209,47 @@ pub fn all() -> Vec<Sample> {
     });
     out
 }
+
+/// A random graph for differential checks: a chain over `x: [rows, cols]` drawing from
+/// elementwise math, broadcast operands, a row reduction and a transpose, ending in one output.
+pub fn random_graph(seed: u64, dt: DType) -> Graph {
+    let mut s = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
+    let mut next = |n: u64| {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 11) % n
+    };
+    let (rows, cols) = (1 + next(40) as usize, 8 * (1 + next(40) as usize));
+    let u = || ValueType::unranked(dt);
+    let mut b = GraphBuilder::new(&format!("random{seed}"), 18);
+    let x = b.input("x", dt, &[rows, cols]);
+    let mut cur = x;
+    for step in 0..(2 + next(6)) {
+        cur = match next(9) {
+            0 => b.node(Op::Tanh, &[cur], vec![], u()),
+            1 => b.node(Op::Sigmoid, &[cur], vec![], u()),
+            2 => b.node(Op::Gelu, &[cur], vec![], u()),
+            3 => {
+                let w = b.weight(&format!("w{step}"), random(dt, &[cols], seed + step));
+                b.node(Op::Mul, &[cur, w], vec![], u())
+            }
+            4 => {
+                let w = b.weight(&format!("c{step}"), random(dt, &[rows, 1], seed + step));
+                b.node(Op::Add, &[cur, w], vec![], u())
+            }
+            5 => b.node(Op::Softmax, &[cur], vec![("axis", Attr::Int(-1))], u()),
+            6 => {
+                let w = b.weight(&format!("g{step}"), random(dt, &[cols], seed + step));
+                b.node(Op::RMSNormalization, &[cur, w], vec![], u())
+            }
+            7 => b.node(Op::Relu, &[cur], vec![], u()),
+            _ => {
+                let h = b.weight(&format!("h{step}"), Tensor::from_f64(dt, vec![], &[0.5]));
+                b.node(Op::Sub, &[cur, h], vec![], u())
+            }
+        };
+    }
+    b.output(cur);
+    finish(b)
+}

@@ -170,3 +170,18 @@ fn reductions_over_runtime_axes_are_refused() {
     let e = xforge_kernel::generate(&f.graph, grp, i).unwrap_err();
     assert!(e.to_string().contains("not constant"), "{e}");
 }
+
+#[test]
+fn random_graphs_generate_valid_kernels() {
+    // every group of 48 random graphs must have a template, verify as MLIR and assemble
+    let mut all = vec![];
+    for seed in 0..48 {
+        let dt = [DType::F32, DType::F16, DType::BF16][seed as usize % 3];
+        let g = samples::random_graph(seed, dt);
+        all.extend(template_kernels(&g));
+    }
+    assert!(all.len() >= 48);
+    for arch in ["sm_80", "sm_90"] {
+        ptxas(&compile(&all, arch).unwrap(), arch);
+    }
+}

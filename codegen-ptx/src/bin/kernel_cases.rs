@@ -29,6 +29,71 @@ fn kernels(g: &Graph) -> Result<(Graph, Vec<Kernel>)> {
     Ok((f.graph, ks))
 }
 
+/// One case per kernel of a graph, each checked against the interpreter on the fused graph
+/// (every kernel's inputs are graph inputs, weights or values the interpreter computes).
+fn write_graph_cases(dir: &Path, name: &str, g: &Graph, chip: &str, tol: f64) -> Result<()> {
+    let (fused, ks) = kernels(g)?;
+    let feed: HashMap<String, Tensor> = fused
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            (
+                fused.name_of(v).to_string(),
+                random(fused.ty(v).dtype, &fused.ty(v).static_shape().unwrap(), 31 + i as u64),
+            )
+        })
+        .collect();
+    // every intermediate value, so each kernel can be checked alone
+    let mut probe = fused.clone();
+    probe.outputs = probe.nodes.iter().flat_map(|n| n.output_ids()).collect();
+    let values = interp::run(&probe, &feed)?;
+    let value_of = |v: xforge_ir::ValueId| -> Option<Tensor> {
+        if let Some(t) = feed.get(fused.name_of(v)) {
+            return Some(t.clone());
+        }
+        if let Some(w) = fused.weights.get(&v) {
+            return Some(w.clone());
+        }
+        probe.outputs.iter().position(|&o| o == v).map(|k| values[k].clone())
+    };
+    for (ki, k) in ks.iter().enumerate() {
+        let d = dir.join(format!("{name}_k{ki}"));
+        std::fs::create_dir_all(&d)?;
+        std::fs::write(d.join("kernel.ptx"), compile(std::slice::from_ref(k), chip)?)?;
+        let mut meta = String::new();
+        writeln!(meta, "kernel\t{}", k.name)?;
+        writeln!(meta, "grid\t{} {} {}", k.grid[0], k.grid[1], k.grid[2])?;
+        writeln!(meta, "block\t{} {} {}", k.block[0], k.block[1], k.block[2])?;
+        writeln!(meta, "tol\t{tol}")?;
+        for (i, p) in k.params.iter().enumerate() {
+            let file = format!("{}{i}.npy", if p.output { "out" } else { "in" });
+            writeln!(
+                meta,
+                "param\t{i}\t{}\t{}\t{}\t{file}",
+                if p.output { "out" } else { "in" },
+                p.dtype.name(),
+                p.elements
+            )?;
+            let t = value_of(p.value).context("a kernel parameter has no value")?;
+            std::fs::write(d.join(file), npy::to_bytes(&raw_bf16(t)))?;
+        }
+        std::fs::write(d.join("meta.tsv"), meta)?;
+    }
+    println!("{name}: {} kernels", ks.len());
+    Ok(())
+}
+
+/// bf16 travels as its raw bits (u16) so the runner uploads it unchanged.
+fn raw_bf16(t: Tensor) -> Tensor {
+    match t.data() {
+        TensorData::BF16(v) => {
+            Tensor::new(t.shape().to_vec(), TensorData::U16(v.iter().map(|x| x.to_bits()).collect()))
+        }
+        _ => t,
+    }
+}
+
 fn write_case(dir: &Path, name: &str, g: &Graph, chip: &str, tol: f64, bench: bool) -> Result<()> {
     let (fused, ks) = kernels(g)?;
     anyhow::ensure!(ks.len() == 1, "{name}: expected one kernel, got {}", ks.len());
@@ -101,6 +166,12 @@ fn main() -> Result<()> {
     let chip = args.get(2).map(String::as_str).unwrap_or("sm_90");
     for s in samples::all() {
         write_case(dir, &s.name, &s.graph, chip, s.tol, false)?;
+    }
+    // random graphs: every kernel of each, differential against the interpreter
+    for seed in 0..24 {
+        let dt = [DType::F32, DType::F16, DType::BF16][seed as usize % 3];
+        let tol = if dt == DType::F32 { 1e-5 } else { 1e-2 };
+        write_graph_cases(dir, &format!("random{seed}_{dt}"), &samples::random_graph(seed, dt), chip, tol)?;
     }
     // softmax and LayerNorm over 4096×4096 f16: 32 MiB in, 32 MiB out
     write_case(dir, "bench_softmax_f16", &samples::reduction("softmax", DType::F16, 4096, 4096), chip, 0.0, true)?;
