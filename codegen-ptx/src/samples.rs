@@ -86,6 +86,22 @@ pub fn reduction(kind: &str, dt: DType, rows: usize, len: usize) -> Graph {
     finish(b)
 }
 
+/// softmax(x + mask) over [rows, len]: row r masks with −∞ the first (r mod 4)·256 columns of every
+/// 1024, so the threads that own those columns (a block strides 1024 elements in f32, f16 and
+/// bf16 at len 4096) hold only −∞ — empty partials — while the row keeps finite values.
+pub fn masked_softmax(dt: DType, rows: usize, len: usize) -> Graph {
+    let u = || ValueType::unranked(dt);
+    let mut b = GraphBuilder::new("masked_softmax", 17);
+    let x = b.input("x", dt, &[rows, len]);
+    let mask: Vec<f64> =
+        (0..rows * len).map(|i| if i % len % 1024 < (i / len % 4) * 256 { f64::NEG_INFINITY } else { 0.0 }).collect();
+    let m = b.weight("mask", Tensor::from_f64(dt, vec![rows, len], &mask));
+    let a = b.node(Op::Add, &[x, m], vec![], u());
+    let y = b.node(Op::Softmax, &[a], vec![("axis", Attr::Int(-1))], u());
+    b.output(y);
+    finish(b)
+}
+
 /// Data movement feeding elementwise work: an embedding Gather (i64 ids), a transpose, a
 /// three-way Concat, a constant Pad.
 pub fn movement(dt: DType) -> Vec<(&'static str, Graph)> {
@@ -197,7 +213,10 @@ pub fn all() -> Vec<Sample> {
         push("elementwise_mix".into(), activation_mix(dt, &[8, 33, 96]));
         for kind in ["softmax", "layernorm", "rmsnorm", "mean"] {
             push(format!("row_{kind}"), reduction(kind, dt, 37, 1000));
+            // rows of whole vectors, a few per thread: the register-resident path
+            push(format!("row_{kind}_resident"), reduction(kind, dt, 24, 4096));
         }
+        push("row_softmax_masked".into(), masked_softmax(dt, 24, 4096));
         for (name, g) in movement(dt).into_iter().chain(pools(dt)).chain(columns_and_scans(dt)) {
             push(name.to_string(), g);
         }

@@ -176,6 +176,10 @@ fn main() -> Result<()> {
     // softmax and LayerNorm over 4096×4096 f16: 32 MiB in, 32 MiB out
     write_case(dir, "bench_softmax_f16", &samples::reduction("softmax", DType::F16, 4096, 4096), chip, 0.0, true)?;
     write_case(dir, "bench_layernorm_f16", &samples::reduction("layernorm", DType::F16, 4096, 4096), chip, 0.0, true)?;
+    // the same rows, 16384 of them: 128 MiB in, 128 MiB out, where launch latency stops mattering
+    write_case(dir, "bench_softmax_f16_16k", &samples::reduction("softmax", DType::F16, 16384, 4096), chip, 0.0, true)?;
+    let ln = samples::reduction("layernorm", DType::F16, 16384, 4096);
+    write_case(dir, "bench_layernorm_f16_16k", &ln, chip, 0.0, true)?;
     // 256 MiB in, 256 MiB out, in f32 and f16
     write_case(dir, "bench_elementwise_f32", &samples::relu(DType::F32, 64 << 20), chip, 0.0, true)?;
     write_case(dir, "bench_elementwise_f16", &samples::relu(DType::F16, 128 << 20), chip, 0.0, true)?;

@@ -9,7 +9,7 @@ use xforge_ir::tensor::{numel, strides};
 use xforge_ir::{Attr, Graph, Node, Op, ValueId};
 use xforge_passes::fusion::FusionGroup;
 
-const BLOCK: u32 = 256;
+use crate::knobs::BLOCK;
 
 pub fn column_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelError> {
     let unsupported = |why: String| KernelError::Unsupported { group: gi, why };

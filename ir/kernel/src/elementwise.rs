@@ -9,7 +9,7 @@ use xforge_ir::{Attr, DType, Graph, Node, Op, ValueId};
 use xforge_passes::fusion::FusionGroup;
 
 /// Threads per block.
-pub const BLOCK: u32 = 256;
+pub use crate::knobs::BLOCK;
 
 fn float_attr(n: &Node, k: &str, d: f64) -> f64 {
     match n.attr(k) {

@@ -5,6 +5,7 @@ pub mod body;
 pub mod column_reduction;
 pub mod elementwise;
 pub mod kernel;
+pub mod knobs;
 pub mod mlir;
 pub mod pooling;
 pub mod row_reduction;

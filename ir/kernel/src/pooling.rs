@@ -11,7 +11,7 @@ use xforge_passes::fusion::FusionGroup;
 
 /// Largest window the template unrolls.
 const MAX_WINDOW: usize = 64;
-const BLOCK: u32 = 256;
+use crate::knobs::BLOCK;
 
 fn ints(n: &Node, k: &str, d: Vec<i64>) -> Vec<i64> {
     match n.attr(k) {

@@ -6,6 +6,7 @@
 use crate::body::{compute_type, storage_type, Body};
 use crate::elementwise::{compute, stored};
 use crate::kernel::{finish, input_params, Kernel, KernelError, Param};
+use crate::knobs;
 use std::collections::HashMap;
 use xforge_ir::tensor::numel;
 use xforge_ir::{Attr, Graph, Node, Op, ValueId};
@@ -39,9 +40,9 @@ fn float_attr(n: &Node, k: &str, d: f64) -> f64 {
     }
 }
 
-/// Threads per block for rows of `len` elements: a power of two in 32..=256.
+/// Threads per block for rows of `len` vectors: a power of two in 32..=ROW_BLOCK_MAX.
 fn block_for(len: usize) -> usize {
-    len.next_power_of_two().clamp(32, 256)
+    len.div_ceil(knobs::ROW_VECTORS_PER_THREAD).next_power_of_two().clamp(32, knobs::ROW_BLOCK_MAX)
 }
 
 /// Emits the combination of two partial statistics (`a`, `b`, of `arity` values each).
@@ -74,14 +75,15 @@ fn combine(b: &mut Body, stat: Stat, a: &[String], o: &[String], c: &str) -> Vec
             let one = b.float(1.0, c);
             let safe = b.emit(format!("arith.select {empty}, {one}, {n} : {c}"));
             let delta = bin(b, "subf", &o[1], &a[1]);
-            let w = bin(b, "divf", &o[0], &safe);
+            // one division per combination: 1/n
+            let inv = bin(b, "divf", &one, &safe);
+            let w = bin(b, "mulf", &o[0], &inv);
             let dw = bin(b, "mulf", &delta, &w);
             let mean = bin(b, "addf", &a[1], &dw);
             let m2 = bin(b, "addf", &a[2], &o[2]);
             let dd = bin(b, "mulf", &delta, &delta);
-            let nn = bin(b, "mulf", &a[0], &o[0]);
+            let nn = bin(b, "mulf", &a[0], &w);
             let t = bin(b, "mulf", &dd, &nn);
-            let t = bin(b, "divf", &t, &safe);
             let m2 = bin(b, "addf", &m2, &t);
             vec![n, mean, m2]
         }
@@ -331,7 +333,11 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
     let start = b.emit(format!("arith.muli {tid}, {vl} : index"));
     // a row of a few whole vectors per thread stays in registers between the passes
     let per_thread = len / (lanes * block);
-    let resident = if per_row && lanes > 1 && len.is_multiple_of(lanes * block) && (1..=4).contains(&per_thread) {
+    let resident = if per_row
+        && lanes > 1
+        && len.is_multiple_of(lanes * block)
+        && (1..=knobs::ROW_RESIDENT_VECTORS).contains(&per_thread)
+    {
         per_thread
     } else {
         0
@@ -369,22 +375,38 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
     };
     // pass 1: per-thread partials (each vector's own statistic, then one combination)
     let mut kept: Vec<Vec<String>> = vec![];
-    let mut part: Vec<String> = if resident > 0 {
-        let mut acc: Option<Vec<String>> = None;
-        for v in 0..resident {
-            let vv = b.index(v);
-            let off = b.emit(format!("arith.muli {stride}, {vv} : index"));
-            let c1 = b.emit(format!("arith.addi {start}, {off} : index"));
-            let at1 = b.emit(format!("arith.addi {base}, {c1} : index"));
-            let xs = lane_values(&mut b, &at1)?;
-            let own = local(&mut b, stat, &xs, c);
-            acc = Some(match acc {
-                None => own,
-                Some(a) => combine(&mut b, stat, &a, &own, c),
-            });
-            kept.push(xs);
+    // resident softmax keeps e^(x − m_thread) instead of x: one exp per element, not two
+    let kept_exps = resident > 0 && anchor.op == Op::Softmax;
+    let mut thread_max = String::new();
+    // a resident row: the thread's whole share is loaded once, its statistic taken directly
+    for v in 0..resident {
+        let vv = b.index(v);
+        let off = b.emit(format!("arith.muli {stride}, {vv} : index"));
+        let c1 = b.emit(format!("arith.addi {start}, {off} : index"));
+        let at1 = b.emit(format!("arith.addi {base}, {c1} : index"));
+        kept.push(lane_values(&mut b, &at1)?);
+    }
+    let mut part: Vec<String> = if kept_exps {
+        let all: Vec<String> = kept.iter().flatten().cloned().collect();
+        let m = all[1..].iter().fold(all[0].clone(), |a, v| b.emit(format!("arith.maximumf {a}, {v} : {c}")));
+        // a thread whose values are all −∞ holds exps of 0 (its partial is empty), not NaN
+        let ninf = b.float(f64::NEG_INFINITY, c);
+        let zero = b.float(0.0, c);
+        let empty = b.emit(format!("arith.cmpf oeq, {m}, {ninf} : {c}"));
+        let shift = b.emit(format!("arith.select {empty}, {zero}, {m} : {c}"));
+        for xs in kept.iter_mut() {
+            for x in xs.iter_mut() {
+                let d = b.emit(format!("arith.subf {x}, {shift} : {c}"));
+                *x = b.emit(format!("math.exp {d} : {c}"));
+            }
         }
-        acc.expect("at least one vector per thread")
+        let es: Vec<String> = kept.iter().flatten().cloned().collect();
+        let sum = es[1..].iter().fold(es[0].clone(), |a, v| b.emit(format!("arith.addf {a}, {v} : {c}")));
+        thread_max = m.clone();
+        vec![m, sum]
+    } else if resident > 0 {
+        let all: Vec<String> = kept.iter().flatten().cloned().collect();
+        local(&mut b, stat, &all, c)
     } else {
         let init = identity(&mut b, stat, c);
         let types = vec![c; k].join(", ");
@@ -475,6 +497,25 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
         })
         .collect();
     let lenf = b.float(len as f64, c);
+    // softmax multiplies by 1/Σ (and, with kept exps, by e^(m_thread − M)) instead of dividing
+    let softmax_scale = if anchor.op == Op::Softmax {
+        let one = b.float(1.0, c);
+        let inv = b.emit(format!("arith.divf {one}, {} : {c}", total[1]));
+        Some(if kept_exps {
+            let d = b.emit(format!("arith.subf {thread_max}, {} : {c}", total[0]));
+            let w = b.emit(format!("math.exp {d} : {c}"));
+            // an empty thread partial weighs 0, whatever the row's maximum
+            let ninf = b.float(f64::NEG_INFINITY, c);
+            let zero = b.float(0.0, c);
+            let empty = b.emit(format!("arith.cmpf oeq, {thread_max}, {ninf} : {c}"));
+            let w = b.emit(format!("arith.select {empty}, {zero}, {w} : {c}"));
+            b.emit(format!("arith.mulf {w}, {inv} : {c}"))
+        } else {
+            inv
+        })
+    } else {
+        None
+    };
     let outs: Vec<(usize, &Param)> = params.iter().enumerate().filter(|(_, p)| p.output).collect();
     if per_row {
         // pass 2: normalize each element, run the epilogue, store (kept values, or read again)
@@ -511,11 +552,15 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
                 let col = b.emit(format!("arith.addi {c2}, {off} : index"));
                 let yv = match anchor.op {
                     Op::Softmax | Op::LogSoftmax => {
-                        let d = b.emit(format!("arith.subf {xv}, {} : {c}", total[0]));
-                        if anchor.op == Op::Softmax {
+                        let scale = softmax_scale.as_deref().unwrap_or_default();
+                        if kept_exps {
+                            b.emit(format!("arith.mulf {xv}, {scale} : {c}"))
+                        } else if anchor.op == Op::Softmax {
+                            let d = b.emit(format!("arith.subf {xv}, {} : {c}", total[0]));
                             let e = b.emit(format!("math.exp {d} : {c}"));
-                            b.emit(format!("arith.divf {e}, {} : {c}", total[1]))
+                            b.emit(format!("arith.mulf {e}, {scale} : {c}"))
                         } else {
+                            let d = b.emit(format!("arith.subf {xv}, {} : {c}", total[0]));
                             let l = b.emit(format!("math.log {} : {c}", total[1]));
                             b.emit(format!("arith.subf {d}, {l} : {c}"))
                         }

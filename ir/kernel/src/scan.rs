@@ -7,7 +7,7 @@ use xforge_ir::tensor::numel;
 use xforge_ir::{Attr, Graph, Node, Op};
 use xforge_passes::fusion::FusionGroup;
 
-const BLOCK: u32 = 256;
+use crate::knobs::BLOCK;
 
 pub fn scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelError> {
     let unsupported = |why: String| KernelError::Unsupported { group: gi, why };

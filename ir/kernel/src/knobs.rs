@@ -1,0 +1,10 @@
+//! Every tunable number of the kernel templates, in one place.
+
+/// Threads per block of the elementwise, pooling, column-reduction and scan templates.
+pub const BLOCK: u32 = 256;
+/// Row reductions: threads per row lie in 32..=ROW_BLOCK_MAX (powers of two).
+pub const ROW_BLOCK_MAX: usize = 256;
+/// Row reductions aim for this many 16-byte vectors per thread (more loads in flight per thread).
+pub const ROW_VECTORS_PER_THREAD: usize = 4;
+/// Rows of at most this many vectors per thread stay in registers between the two passes.
+pub const ROW_RESIDENT_VECTORS: usize = 4;
