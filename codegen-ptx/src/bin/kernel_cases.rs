@@ -13,7 +13,7 @@ use std::path::Path;
 use xforge_codegen_ptx::compile;
 use xforge_codegen_ptx::samples::{self, random};
 use xforge_ir::{interp, npy, DType, Graph, Tensor, TensorData};
-use xforge_kernel::Kernel;
+use xforge_kernel::{Kernel, Param};
 use xforge_passes::fusion::{fuse, Schedule};
 
 fn kernels(g: &Graph) -> Result<(Graph, Vec<Kernel>)> {
@@ -61,20 +61,9 @@ fn write_graph_cases(dir: &Path, name: &str, g: &Graph, chip: &str, tol: f64) ->
         let d = dir.join(format!("{name}_k{ki}"));
         std::fs::create_dir_all(&d)?;
         std::fs::write(d.join("kernel.ptx"), compile(std::slice::from_ref(k), chip)?)?;
-        let mut meta = String::new();
-        writeln!(meta, "kernel\t{}", k.name)?;
-        writeln!(meta, "grid\t{} {} {}", k.grid[0], k.grid[1], k.grid[2])?;
-        writeln!(meta, "block\t{} {} {}", k.block[0], k.block[1], k.block[2])?;
-        writeln!(meta, "tol\t{tol}")?;
+        let mut meta = meta_header(k, tol);
         for (i, p) in k.params.iter().enumerate() {
-            let file = format!("{}{i}.npy", if p.output { "out" } else { "in" });
-            writeln!(
-                meta,
-                "param\t{i}\t{}\t{}\t{}\t{file}",
-                if p.output { "out" } else { "in" },
-                p.dtype.name(),
-                p.elements
-            )?;
+            let file = param_line(&mut meta, i, p);
             let t = value_of(p.value).context("a kernel parameter has no value")?;
             std::fs::write(d.join(file), npy::to_bytes(&raw_bf16(t)))?;
         }
@@ -82,6 +71,22 @@ fn write_graph_cases(dir: &Path, name: &str, g: &Graph, chip: &str, tol: f64) ->
     }
     println!("{name}: {} kernels", ks.len());
     Ok(())
+}
+
+/// The kernel, launch shape and tolerance lines of a case's `meta.tsv`.
+fn meta_header(k: &Kernel, tol: f64) -> String {
+    format!(
+        "kernel\t{}\ngrid\t{} {} {}\nblock\t{} {} {}\ntol\t{tol}\n",
+        k.name, k.grid[0], k.grid[1], k.grid[2], k.block[0], k.block[1], k.block[2]
+    )
+}
+
+/// Appends parameter `i`'s line to `meta`; returns the file that holds its values.
+fn param_line(meta: &mut String, i: usize, p: &Param) -> String {
+    let dir = if p.output { "out" } else { "in" };
+    let file = format!("{dir}{i}.npy");
+    meta.push_str(&format!("param\t{i}\t{dir}\t{}\t{}\t{file}\n", p.dtype.name(), p.elements));
+    file
 }
 
 /// bf16 travels as its raw bits (u16) so the runner uploads it unchanged.
@@ -101,11 +106,7 @@ fn write_case(dir: &Path, name: &str, g: &Graph, chip: &str, tol: f64, bench: bo
     let d = dir.join(name);
     std::fs::create_dir_all(&d)?;
     std::fs::write(d.join("kernel.ptx"), compile(&ks, chip)?)?;
-    let mut meta = String::new();
-    writeln!(meta, "kernel\t{}", k.name)?;
-    writeln!(meta, "grid\t{} {} {}", k.grid[0], k.grid[1], k.grid[2])?;
-    writeln!(meta, "block\t{} {} {}", k.block[0], k.block[1], k.block[2])?;
-    writeln!(meta, "tol\t{tol}")?;
+    let mut meta = meta_header(k, tol);
     if bench {
         writeln!(meta, "bench\t1")?;
     }
@@ -127,14 +128,7 @@ fn write_case(dir: &Path, name: &str, g: &Graph, chip: &str, tol: f64, bench: bo
     };
     let expected = if bench { vec![] } else { interp::run(&fused, &feed)? };
     for (i, p) in k.params.iter().enumerate() {
-        let file = format!("{}{i}.npy", if p.output { "out" } else { "in" });
-        writeln!(
-            meta,
-            "param\t{i}\t{}\t{}\t{}\t{file}",
-            if p.output { "out" } else { "in" },
-            p.dtype.name(),
-            p.elements
-        )?;
+        let file = param_line(&mut meta, i, p);
         if bench {
             continue;
         }
