@@ -143,6 +143,11 @@ pub fn movement(dt: DType) -> Vec<(&'static str, Graph)> {
 
 /// Pools over [2, 16, 29, 29], each followed by ReLU.
 pub fn pools(dt: DType) -> Vec<(&'static str, Graph)> {
+    pools_over(dt, &[2, 16, 29, 29])
+}
+
+/// The pools of `pools` over an input of `shape` (N, C, H, W).
+pub fn pools_over(dt: DType, shape: &[usize]) -> Vec<(&'static str, Graph)> {
     let u = || ValueType::unranked(dt);
     let mut out = vec![];
     for (name, op, attrs) in [
@@ -168,7 +173,7 @@ pub fn pools(dt: DType) -> Vec<(&'static str, Graph)> {
         ("globalavgpool", Op::GlobalAveragePool, vec![]),
     ] {
         let mut b = GraphBuilder::new(name, 17);
-        let x = b.input("x", dt, &[2, 16, 29, 29]);
+        let x = b.input("x", dt, shape);
         let p = b.node(op, &[x], attrs, u());
         let y = b.node(Op::Relu, &[p], vec![], u());
         b.output(y);
@@ -181,28 +186,45 @@ pub fn pools(dt: DType) -> Vec<(&'static str, Graph)> {
 /// reverse CumSum.
 pub fn columns_and_scans(dt: DType) -> Vec<(&'static str, Graph)> {
     let u = || ValueType::unranked(dt);
-    let mut out = vec![];
-    let mut b = GraphBuilder::new("colsum", 18);
-    let x = b.input("x", dt, &[64, 48]);
-    let axes = b.weight("axes", Tensor::from_i64(vec![1], vec![0]));
-    let s = b.node(Op::ReduceSum, &[x, axes], vec![("keepdims", Attr::Int(0))], u());
-    let half = b.weight("half", Tensor::from_f64(dt, vec![], &[0.5]));
-    let y = b.node(Op::Mul, &[s, half], vec![], u());
-    b.output(y);
-    out.push(("colsum", finish(b)));
     let mut b = GraphBuilder::new("colmax", 18);
     let x = b.input("x", dt, &[5, 7, 9]);
     let axes = b.weight("axes", Tensor::from_i64(vec![2], vec![0, 2]));
     let y = b.node(Op::ReduceMax, &[x, axes], vec![], u());
     b.output(y);
-    out.push(("colmax", finish(b)));
+    vec![("colsum", column_sum(dt, 64, 48)), ("colmax", finish(b)), ("cumsum", cumsum(dt, &[3, 50, 4]))]
+}
+
+/// ReduceSum over axis 0 of [rows, cols], then ×0.5.
+pub fn column_sum(dt: DType, rows: usize, cols: usize) -> Graph {
+    let u = || ValueType::unranked(dt);
+    let mut b = GraphBuilder::new("colsum", 18);
+    let x = b.input("x", dt, &[rows, cols]);
+    let axes = b.weight("axes", Tensor::from_i64(vec![1], vec![0]));
+    let s = b.node(Op::ReduceSum, &[x, axes], vec![("keepdims", Attr::Int(0))], u());
+    let half = b.weight("half", Tensor::from_f64(dt, vec![], &[0.5]));
+    let y = b.node(Op::Mul, &[s, half], vec![], u());
+    b.output(y);
+    finish(b)
+}
+
+/// An exclusive, reverse CumSum along axis 1 of `shape`.
+pub fn cumsum(dt: DType, shape: &[usize]) -> Graph {
+    let u = || ValueType::unranked(dt);
     let mut b = GraphBuilder::new("cumsum", 17);
-    let x = b.input("x", dt, &[3, 50, 4]);
+    let x = b.input("x", dt, shape);
     let ax = b.weight("ax", Tensor::from_i64(vec![], vec![1]));
     let y = b.node(Op::CumSum, &[x, ax], vec![("exclusive", Attr::Int(1)), ("reverse", Attr::Int(1))], u());
     b.output(y);
-    out.push(("cumsum", finish(b)));
-    out
+    finish(b)
+}
+
+/// y = Transpose(x, perm) of an input of `shape`.
+pub fn transpose(dt: DType, shape: &[usize], perm: &[i64]) -> Graph {
+    let mut b = GraphBuilder::new("transpose", 17);
+    let x = b.input("x", dt, shape);
+    let y = b.node(Op::Transpose, &[x], vec![("perm", Attr::Ints(perm.to_vec()))], ValueType::unranked(dt));
+    b.output(y);
+    finish(b)
 }
 
 /// Every sample, in f32, f16 and bf16 (tolerances: 1e-5 for f32, 1e-2 for the half types).
@@ -217,6 +239,10 @@ pub fn all() -> Vec<Sample> {
             push(format!("row_{kind}_resident"), reduction(kind, dt, 24, 4096));
         }
         push("row_softmax_masked".into(), masked_softmax(dt, 24, 4096));
+        // tiled transposes: ragged tiles, NCHW → NHWC, a rotation of three axes
+        push("tiled_transpose_2d".into(), transpose(dt, &[70, 45], &[1, 0]));
+        push("tiled_transpose_nhwc".into(), transpose(dt, &[2, 3, 33, 17], &[0, 2, 3, 1]));
+        push("tiled_transpose_rotate".into(), transpose(dt, &[4, 5, 40], &[2, 0, 1]));
         for (name, g) in movement(dt).into_iter().chain(pools(dt)).chain(columns_and_scans(dt)) {
             push(name.to_string(), g);
         }

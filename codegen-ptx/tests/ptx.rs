@@ -92,6 +92,26 @@ fn template_mlir_snapshots() {
     insta::assert_snapshot!("row_reduction", template_kernels(&reduction("layernorm", DType::F16, 8, 256))[0].module);
     insta::assert_snapshot!("maxpool", template_kernels(&pools(DType::F16).remove(0).1)[0].module);
     insta::assert_snapshot!("gather", template_kernels(&movement(DType::F32).remove(0).1)[0].module);
+    insta::assert_snapshot!("column_reduction", template_kernels(&samples::column_sum(DType::F32, 64, 48))[0].module);
+    insta::assert_snapshot!("scan", template_kernels(&samples::cumsum(DType::F32, &[3, 50, 4]))[0].module);
+    insta::assert_snapshot!("transpose", template_kernels(&samples::transpose(DType::F16, &[70, 45], &[1, 0]))[0].module);
+}
+
+#[test]
+fn tiled_transpose_takes_swaps_of_axis_runs_only() {
+    let tiled = |shape: &[usize], perm: &[i64]| {
+        let ks = template_kernels(&samples::transpose(DType::F32, shape, perm));
+        assert_eq!(ks.len(), 1);
+        ks[0].block == [32, 8, 1]
+    };
+    assert!(tiled(&[70, 45], &[1, 0]));
+    assert!(tiled(&[2, 3, 33, 17], &[0, 2, 3, 1]));
+    assert!(tiled(&[2, 3, 33, 17], &[0, 3, 1, 2]));
+    assert!(tiled(&[4, 5, 6], &[2, 0, 1]));
+    // the innermost axis stays: the elementwise template's coalesced copy
+    assert!(!tiled(&[4, 5, 6], &[1, 0, 2]));
+    // not a swap of two runs
+    assert!(!tiled(&[4, 5, 6, 7], &[3, 1, 2, 0]));
 }
 
 #[test]

@@ -39,3 +39,19 @@ for dt, n in ((torch.float32, 64 << 20), (torch.float16, 128 << 20)):
     moved = 2 * x.numel() * x.element_size()
     report(f"copy_ {n} {dt}", median_ms(lambda: y.copy_(x)), moved)
     report(f"relu {n} {dt}", median_ms(lambda: torch.relu(x)), moved)
+
+# the other templates' bench cases (kernel_cases' bench_* at the same shapes), bytes in + out
+x = torch.randn(64, 64, 112, 112, device="cuda", dtype=torch.float16)
+for name, fn in (
+    ("maxpool 3x3/2 pad 1 ceil + relu", lambda: F.relu(F.max_pool2d(x, 3, 2, 1, ceil_mode=True))),
+    ("avgpool 2x2/2 + relu", lambda: F.relu(F.avg_pool2d(F.pad(x, (0, 1, 0, 1)), 2, 2))),
+    ("global avgpool + relu", lambda: F.relu(x.mean((2, 3), keepdim=True))),
+):
+    out = fn()
+    report(f"{name} [64,64,112,112] f16", median_ms(fn), (x.numel() + out.numel()) * 2)
+x = torch.randn(16384, 8192, device="cuda", dtype=torch.float16)
+report("sum(0)*0.5 [16384,8192] f16", median_ms(lambda: x.sum(0) * 0.5), (x.numel() + 8192) * 2)
+x = torch.randn(8, 4096, 2048, device="cuda", dtype=torch.float16)
+report("cumsum axis 1 [8,4096,2048] f16", median_ms(lambda: torch.cumsum(x, 1)), 2 * x.numel() * 2)
+x = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
+report("transpose [8192,8192] f16", median_ms(lambda: x.t().contiguous()), 2 * x.numel() * 2)

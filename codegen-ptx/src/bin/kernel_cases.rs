@@ -174,6 +174,14 @@ fn main() -> Result<()> {
     write_case(dir, "bench_softmax_f16_16k", &samples::reduction("softmax", DType::F16, 16384, 4096), chip, 0.0, true)?;
     let ln = samples::reduction("layernorm", DType::F16, 16384, 4096);
     write_case(dir, "bench_layernorm_f16_16k", &ln, chip, 0.0, true)?;
+    // the other templates at memory-bound sizes
+    let f16 = DType::F16;
+    for (name, g) in samples::pools_over(f16, &[64, 64, 112, 112]) {
+        write_case(dir, &format!("bench_{name}_f16"), &g, chip, 0.0, true)?;
+    }
+    write_case(dir, "bench_colsum_f16", &samples::column_sum(f16, 16384, 8192), chip, 0.0, true)?;
+    write_case(dir, "bench_cumsum_f16", &samples::cumsum(f16, &[8, 4096, 2048]), chip, 0.0, true)?;
+    write_case(dir, "bench_transpose_f16", &samples::transpose(f16, &[8192, 8192], &[1, 0]), chip, 0.0, true)?;
     // 256 MiB in, 256 MiB out, in f32 and f16
     write_case(dir, "bench_elementwise_f32", &samples::relu(DType::F32, 64 << 20), chip, 0.0, true)?;
     write_case(dir, "bench_elementwise_f16", &samples::relu(DType::F16, 128 << 20), chip, 0.0, true)?;

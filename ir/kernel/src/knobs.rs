@@ -8,3 +8,6 @@ pub const ROW_BLOCK_MAX: usize = 256;
 pub const ROW_VECTORS_PER_THREAD: usize = 4;
 /// Rows of at most this many vectors per thread stay in registers between the two passes.
 pub const ROW_RESIDENT_VECTORS: usize = 4;
+/// Tiled transpose: TILE×TILE tiles moved by TILE×TILE_ROWS threads.
+pub const TILE: usize = 32;
+pub const TILE_ROWS: usize = 8;

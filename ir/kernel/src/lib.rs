@@ -10,6 +10,7 @@ pub mod mlir;
 pub mod pooling;
 pub mod row_reduction;
 pub mod scan;
+pub mod transpose;
 
 pub use kernel::{Kernel, KernelError, Param};
 
@@ -19,6 +20,8 @@ use xforge_passes::fusion::{FusionGroup, Schedule};
 pub fn generate(g: &xforge_ir::Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelError> {
     match grp.schedule {
         // data movement feeding elementwise work shares the elementwise template
+        // a lone transpose that swaps two runs of axes moves through workgroup-memory tiles
+        Schedule::Injective if transpose::batched_swap(g, grp).is_some() => transpose::transpose(g, grp, gi),
         Schedule::Elementwise | Schedule::Injective => elementwise::elementwise(g, grp, gi),
         Schedule::RowReduction => row_reduction::row_reduction(g, grp, gi),
         Schedule::Pooling => pooling::pooling(g, grp, gi),

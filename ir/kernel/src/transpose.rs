@@ -1,0 +1,105 @@
+//! The tiled-transpose template: a group that is one Transpose whose permutation swaps two
+//! contiguous runs of axes (after untouched leading axes) is a batch of 2-D transposes
+//! [batch, A, B] → [batch, B, A]. Each block stages a TILE×TILE tile in workgroup memory (one
+//! padding column against bank conflicts) so both the loads and the stores coalesce.
+use crate::body::{storage_type, Body};
+use crate::kernel::{finish, input_params, Kernel, KernelError, Param};
+use crate::knobs::{TILE, TILE_ROWS};
+use xforge_ir::tensor::numel;
+use xforge_ir::{Attr, Graph, Op};
+use xforge_passes::fusion::FusionGroup;
+
+/// (batch, A, B) of a batched 2-D transpose, when the group is exactly one such Transpose.
+pub fn batched_swap(g: &Graph, grp: &FusionGroup) -> Option<(usize, usize, usize)> {
+    let [n] = grp.nodes[..] else { return None };
+    let node = &g.nodes[n];
+    if node.op != Op::Transpose || grp.outputs.len() != 1 || node.outputs[0] != Some(grp.outputs[0]) {
+        return None;
+    }
+    let shape = g.ty(node.inputs[0]?).static_shape()?;
+    let rank = shape.len();
+    let perm: Vec<usize> = match node.attr("perm") {
+        Some(Attr::Ints(p)) => p.iter().map(|&a| usize::try_from(a).ok()).collect::<Option<_>>()?,
+        _ => (0..rank).rev().collect(),
+    };
+    // perm = [0..k) ++ [s..rank) ++ [k..s): untouched axes, then the two runs swapped
+    let k = (0..rank).find(|&i| perm[i] != i)?;
+    let s = perm[k];
+    let expect: Vec<usize> = (0..k).chain(s..rank).chain(k..s).collect();
+    (perm == expect).then(|| (numel(&shape[..k]), numel(&shape[k..s]), numel(&shape[s..])))
+}
+
+pub fn transpose(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelError> {
+    let unsupported = |why: String| KernelError::Unsupported { group: gi, why };
+    let (batch, a, b_len) = batched_swap(g, grp).ok_or_else(|| unsupported("not a batched 2-D transpose".into()))?;
+    if batch > 65535 || a.div_ceil(TILE) > 65535 {
+        return Err(unsupported(format!("a grid of {batch}×{} tiles is too tall", a.div_ceil(TILE))));
+    }
+    let y = grp.outputs[0];
+    let ty = g.ty(y);
+    let st = storage_type(ty.dtype).ok_or_else(|| unsupported(format!("dtype {} is not supported", ty.dtype)))?;
+    let (mut params, _) = input_params(g, &grp.inputs, &[], false).map_err(unsupported)?;
+    if params.len() != 1 {
+        return Err(unsupported("a one-element transpose input is not a kernel".into()));
+    }
+    let n = batch * a * b_len;
+    params.push(Param { value: y, dtype: ty.dtype, elements: n, output: true });
+    let tile_mem = format!("memref<{}x{st}, #gpu.address_space<workgroup>>", TILE * (TILE + 1));
+    let mut b = Body::default();
+    let tx = b.emit("gpu.thread_id x");
+    let ty_ = b.emit("gpu.thread_id y");
+    let bx = b.emit("gpu.block_id x");
+    let by = b.emit("gpu.block_id y");
+    let bz = b.emit("gpu.block_id z");
+    let tile = b.index(TILE);
+    let pitch = b.index(TILE + 1);
+    let (av, bv) = (b.index(a), b.index(b_len));
+    let ab = b.index(a * b_len);
+    let base = b.emit(format!("arith.muli {bz}, {ab} : index"));
+    let col0 = b.emit(format!("arith.muli {bx}, {tile} : index"));
+    let row0 = b.emit(format!("arith.muli {by}, {tile} : index"));
+    // every thread moves TILE / TILE_ROWS elements in and as many out
+    let steps: Vec<String> = (0..TILE / TILE_ROWS)
+        .map(|j| {
+            let off = b.index(j * TILE_ROWS);
+            b.emit(format!("arith.addi {ty_}, {off} : index"))
+        })
+        .collect();
+    for r in &steps {
+        // in[base + (row0 + r)·B + col0 + tx] → tile[r][tx]
+        let row = b.emit(format!("arith.addi {row0}, {r} : index"));
+        let col = b.emit(format!("arith.addi {col0}, {tx} : index"));
+        let in_r = b.emit(format!("arith.cmpi ult, {row}, {av} : index"));
+        let in_c = b.emit(format!("arith.cmpi ult, {col}, {bv} : index"));
+        let ok = b.emit(format!("arith.andi {in_r}, {in_c} : i1"));
+        b.stmt(format!("scf.if {ok} {{"));
+        let at = b.emit(format!("arith.muli {row}, {bv} : index"));
+        let at = b.emit(format!("arith.addi {at}, {col} : index"));
+        let at = b.emit(format!("arith.addi {at}, {base} : index"));
+        let v = b.emit(format!("memref.load %arg0[{at}] : memref<{n}x{st}>"));
+        let t = b.emit(format!("arith.muli {r}, {pitch} : index"));
+        let t = b.emit(format!("arith.addi {t}, {tx} : index"));
+        b.stmt(format!("memref.store {v}, %tile[{t}] : {tile_mem}"));
+        b.stmt("}");
+    }
+    b.stmt("gpu.barrier");
+    for r in &steps {
+        // tile[tx][r] → out[base + (col0 + r)·A + row0 + tx]
+        let orow = b.emit(format!("arith.addi {col0}, {r} : index"));
+        let ocol = b.emit(format!("arith.addi {row0}, {tx} : index"));
+        let in_r = b.emit(format!("arith.cmpi ult, {orow}, {bv} : index"));
+        let in_c = b.emit(format!("arith.cmpi ult, {ocol}, {av} : index"));
+        let ok = b.emit(format!("arith.andi {in_r}, {in_c} : i1"));
+        b.stmt(format!("scf.if {ok} {{"));
+        let t = b.emit(format!("arith.muli {tx}, {pitch} : index"));
+        let t = b.emit(format!("arith.addi {t}, {r} : index"));
+        let v = b.emit(format!("memref.load %tile[{t}] : {tile_mem}"));
+        let at = b.emit(format!("arith.muli {orow}, {av} : index"));
+        let at = b.emit(format!("arith.addi {at}, {ocol} : index"));
+        let at = b.emit(format!("arith.addi {at}, {base} : index"));
+        b.stmt(format!("memref.store {v}, %arg1[{at}] : memref<{n}x{st}>"));
+        b.stmt("}");
+    }
+    let grid = [b_len.div_ceil(TILE) as u32, a.div_ceil(TILE) as u32, batch as u32];
+    Ok(finish(params, &b, Some(&format!("%tile : {tile_mem}")), grid, [TILE as u32, TILE_ROWS as u32, 1]))
+}
