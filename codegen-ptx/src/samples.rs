@@ -191,7 +191,13 @@ pub fn columns_and_scans(dt: DType) -> Vec<(&'static str, Graph)> {
     let axes = b.weight("axes", Tensor::from_i64(vec![2], vec![0, 2]));
     let y = b.node(Op::ReduceMax, &[x, axes], vec![], u());
     b.output(y);
-    vec![("colsum", column_sum(dt, 64, 48)), ("colmax", finish(b)), ("cumsum", cumsum(dt, &[3, 50, 4]))]
+    vec![
+        ("colsum", column_sum(dt, 64, 48)),
+        // fewer reduced elements than slices, more outputs than one tile
+        ("colsum_short", column_sum(dt, 3, 100)),
+        ("colmax", finish(b)),
+        ("cumsum", cumsum(dt, &[3, 50, 4])),
+    ]
 }
 
 /// ReduceSum over axis 0 of [rows, cols], then ×0.5.

@@ -1,15 +1,16 @@
-//! The column-reduction template: reductions over axes that are not innermost. One thread per
-//! output element walks the reduced axes; neighbouring threads read neighbouring elements of the
-//! kept inner axes, so loads coalesce. The group's elementwise epilogue follows.
+//! The column-reduction template: reductions over axes that are not innermost. A block owns 32
+//! neighbouring outputs (threads x, whose loads coalesce along the kept inner axes) and splits
+//! their reduced elements among COLUMN_SLICES threads y; the partials meet in workgroup memory.
+//! The group's elementwise epilogue follows.
 use crate::body::{compute_type, storage_type, Body};
 use crate::elementwise::{compute, stored};
-use crate::kernel::{blocks, finish, input_params, Kernel, KernelError, Param};
+use crate::kernel::{finish, input_params, Kernel, KernelError, Param};
 use std::collections::HashMap;
 use xforge_ir::tensor::{numel, strides};
 use xforge_ir::{Attr, Graph, Node, Op, ValueId};
 use xforge_passes::fusion::FusionGroup;
 
-use crate::knobs::BLOCK;
+use crate::knobs::COLUMN_SLICES;
 
 pub fn column_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelError> {
     let unsupported = |why: String| KernelError::Unsupported { group: gi, why };
@@ -73,24 +74,39 @@ pub fn column_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kerne
     let kept_shape: Vec<usize> = kept.iter().map(|&a| xs[a]).collect();
     let red_shape: Vec<usize> = axes.iter().map(|&a| xs[a]).collect();
     let mut b = Body::default();
-    let (start, step) = b.grid_stride();
-    let total = b.index(numel(&ys));
+    // 32 neighbouring outputs per block (coalesced), SLICES threads sharing each one's reduced
+    // elements; the slices' partials meet in workgroup memory
+    let total_n = numel(&ys);
+    let slices = numel(&red_shape).next_power_of_two().clamp(1, COLUMN_SLICES);
+    let tx = b.emit("gpu.thread_id x");
+    let ty = b.emit("gpu.thread_id y");
+    let bx = b.emit("gpu.block_id x");
+    let gx = b.emit("gpu.grid_dim x");
+    let total = b.index(total_n);
+    let last = b.index(total_n - 1);
+    let ntiles = b.index(total_n.div_ceil(32));
+    let c32 = b.index(32);
+    let sl = b.index(slices);
     let red_n = b.index(numel(&red_shape));
-    let one = b.index(1);
-    b.stmt(format!("scf.for %i = {start} to {total} step {step} {{"));
+    let part_mem = format!("memref<{}x{c}, #gpu.address_space<workgroup>>", 32 * slices);
+    // the tile loop is uniform across the block, so every thread reaches the barriers
+    b.stmt(format!("scf.for %t = {bx} to {ntiles} step {gx} {{"));
+    let t32 = b.emit(format!("arith.muli %t, {c32} : index"));
+    let i0 = b.emit(format!("arith.addi {t32}, {tx} : index"));
+    let valid = b.emit(format!("arith.cmpi ult, {i0}, {total} : index"));
+    let i = b.emit(format!("arith.minui {i0}, {last} : index"));
     // offset of the kept coordinates in the input
     let kstr = strides(&kept_shape);
     let mut base = b.index(0);
     for (j, &a) in kept.iter().enumerate() {
         let (s, n, xsd) = (b.index(kstr[j]), b.index(kept_shape[j]), b.index(xstr[a]));
-        let q = b.emit(format!("arith.divui %i, {s} : index"));
+        let q = b.emit(format!("arith.divui {i}, {s} : index"));
         let r = b.emit(format!("arith.remui {q}, {n} : index"));
         let t = b.emit(format!("arith.muli {r}, {xsd} : index"));
         base = b.emit(format!("arith.addi {base}, {t} : index"));
     }
     let init_v = b.float(init, c);
-    let zero = b.index(0);
-    let acc = b.emit(format!("scf.for %r = {zero} to {red_n} step {one} iter_args(%acc = {init_v}) -> ({c}) {{"));
+    let acc = b.emit(format!("scf.for %r = {ty} to {red_n} step {sl} iter_args(%acc = {init_v}) -> ({c}) {{"));
     let rstr = strides(&red_shape);
     let mut off = base.clone();
     for (j, &a) in axes.iter().enumerate() {
@@ -105,6 +121,20 @@ pub fn column_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kerne
     let nxt = b.emit(format!("arith.{op} %acc, {v} : {c}"));
     b.stmt(format!("scf.yield {nxt} : {c}"));
     b.stmt("}");
+    let slot = b.emit(format!("arith.muli {ty}, {c32} : index"));
+    let slot = b.emit(format!("arith.addi {slot}, {tx} : index"));
+    b.stmt(format!("memref.store {acc}, %part[{slot}] : {part_mem}"));
+    b.stmt("gpu.barrier");
+    let zero = b.index(0);
+    let first = b.emit(format!("arith.cmpi eq, {ty}, {zero} : index"));
+    b.stmt(format!("scf.if {first} {{"));
+    let mut acc = init_v.clone();
+    for k in 0..slices {
+        let at = b.index(k * 32);
+        let at = b.emit(format!("arith.addi {at}, {tx} : index"));
+        let v = b.emit(format!("memref.load %part[{at}] : {part_mem}"));
+        acc = b.emit(format!("arith.{op} {acc}, {v} : {c}"));
+    }
     let result = if finish_mean {
         let n = b.float(numel(&red_shape) as f64, c);
         b.emit(format!("arith.divf {acc}, {n} : {c}"))
@@ -113,12 +143,18 @@ pub fn column_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kerne
     };
     let mut seed = HashMap::new();
     seed.insert(y, result);
-    let vals = compute(&mut b, g, &nodes[1..], &params, &scalars, &ys, "%i", c, dt, None, seed, &[], &unsupported)?;
+    let vals = compute(&mut b, g, &nodes[1..], &params, &scalars, &ys, &i, c, dt, None, seed, &[], &unsupported)?;
+    b.stmt(format!("scf.if {valid} {{"));
     for (pk, p) in params.iter().enumerate().filter(|(_, p)| p.output) {
         let v = vals.get(&p.value).cloned().ok_or_else(|| unsupported("an output is not computed".into()))?;
         let v = stored(&mut b, p, &v, c);
-        b.stmt(format!("memref.store {v}, %arg{pk}[%i] : memref<{}x{}>", p.elements, storage_type(p.dtype).unwrap()));
+        b.stmt(format!("memref.store {v}, %arg{pk}[{i}] : memref<{}x{}>", p.elements, storage_type(p.dtype).unwrap()));
     }
     b.stmt("}");
-    Ok(finish(params, &b, None, [blocks(numel(&ys), BLOCK), 1, 1], [BLOCK, 1, 1]))
+    b.stmt("}");
+    // the next tile reuses the partials' memory
+    b.stmt("gpu.barrier");
+    b.stmt("}");
+    let grid = total_n.div_ceil(32).clamp(1, 1 << 20) as u32;
+    Ok(finish(params, &b, Some(&format!("%part : {part_mem}")), [grid, 1, 1], [32, slices as u32, 1]))
 }

@@ -11,3 +11,5 @@ pub const ROW_RESIDENT_VECTORS: usize = 4;
 /// Tiled transpose: TILE×TILE tiles moved by TILE×TILE_ROWS threads.
 pub const TILE: usize = 32;
 pub const TILE_ROWS: usize = 8;
+/// Column reductions: threads sharing one output's reduced elements (at most).
+pub const COLUMN_SLICES: usize = 32;
