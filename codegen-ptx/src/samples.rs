@@ -197,6 +197,9 @@ pub fn columns_and_scans(dt: DType) -> Vec<(&'static str, Graph)> {
         ("colsum_short", column_sum(dt, 3, 100)),
         ("colmax", finish(b)),
         ("cumsum", cumsum(dt, &[3, 50, 4])),
+        // stretches of 32 with a short last one; the innermost axis
+        ("cumsum_forward", scan_along(dt, &[2, 1000, 3], 1, false)),
+        ("cumsum_inner", scan_along(dt, &[40, 77], -1, true)),
     ]
 }
 
@@ -215,11 +218,17 @@ pub fn column_sum(dt: DType, rows: usize, cols: usize) -> Graph {
 
 /// An exclusive, reverse CumSum along axis 1 of `shape`.
 pub fn cumsum(dt: DType, shape: &[usize]) -> Graph {
+    scan_along(dt, shape, 1, true)
+}
+
+/// An inclusive forward CumSum along `axis`, or an exclusive reverse one.
+pub fn scan_along(dt: DType, shape: &[usize], axis: i64, exclusive_reverse: bool) -> Graph {
     let u = || ValueType::unranked(dt);
     let mut b = GraphBuilder::new("cumsum", 17);
     let x = b.input("x", dt, shape);
-    let ax = b.weight("ax", Tensor::from_i64(vec![], vec![1]));
-    let y = b.node(Op::CumSum, &[x, ax], vec![("exclusive", Attr::Int(1)), ("reverse", Attr::Int(1))], u());
+    let ax = b.weight("ax", Tensor::from_i64(vec![], vec![axis]));
+    let flag = Attr::Int(exclusive_reverse as i64);
+    let y = b.node(Op::CumSum, &[x, ax], vec![("exclusive", flag.clone()), ("reverse", flag)], u());
     b.output(y);
     finish(b)
 }

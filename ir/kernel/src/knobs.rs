@@ -13,3 +13,5 @@ pub const TILE: usize = 32;
 pub const TILE_ROWS: usize = 8;
 /// Column reductions: threads sharing one output's reduced elements (at most).
 pub const COLUMN_SLICES: usize = 32;
+/// Scans: stretches each line is cut into (at most), one thread each.
+pub const SCAN_CHUNKS: usize = 32;

@@ -1,13 +1,14 @@
 //! The scan template: a linear recurrence along one axis (CumSum, CumProd; exclusive and
-//! reverse). One thread per line of the axis walks it in order; neighbouring threads take
-//! neighbouring inner positions, so loads coalesce.
+//! reverse). A block owns 32 neighbouring lines (threads x, whose loads coalesce) and cuts each
+//! line into SCAN_CHUNKS stretches (threads y): each thread totals its stretch, the totals meet in
+//! workgroup memory, and each thread walks its stretch again from the total of those before it.
 use crate::body::{compute_type, storage_type, Body};
-use crate::kernel::{blocks, finish, Kernel, KernelError, Param};
+use crate::kernel::{finish, Kernel, KernelError, Param};
 use xforge_ir::tensor::numel;
 use xforge_ir::{Attr, Graph, Node, Op};
 use xforge_passes::fusion::FusionGroup;
 
-use crate::knobs::BLOCK;
+use crate::knobs::SCAN_CHUNKS;
 
 pub fn scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelError> {
     let unsupported = |why: String| KernelError::Unsupported { group: gi, why };
@@ -49,30 +50,84 @@ pub fn scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelErr
         Param { value: y, dtype: g.ty(y).dtype, elements: numel(&xs), output: true },
     ];
     let c = compute_type(dt);
+    let n_el = numel(&xs);
+    let lines_n = outer * inner;
+    let chunks = len.next_power_of_two().clamp(1, SCAN_CHUNKS);
+    let chunk = len.div_ceil(chunks);
+    let part_mem = format!("memref<{}x{c}, #gpu.address_space<workgroup>>", 32 * chunks);
     let mut b = Body::default();
-    let (start, step) = b.grid_stride();
-    let lines = b.index(outer * inner);
-    let (inner_v, len_v, one, zero) = (b.index(inner), b.index(len), b.index(1), b.index(0));
+    let tx = b.emit("gpu.thread_id x");
+    let ty = b.emit("gpu.thread_id y");
+    let bx = b.emit("gpu.block_id x");
+    let gx = b.emit("gpu.grid_dim x");
+    let (lines, last_line, ntiles) = (b.index(lines_n), b.index(lines_n - 1), b.index(lines_n.div_ceil(32)));
+    let (inner_v, len_v, one, zero, c32) = (b.index(inner), b.index(len), b.index(1), b.index(0), b.index(32));
     let last = b.index(len.saturating_sub(1));
-    b.stmt(format!("scf.for %line = {start} to {lines} step {step} {{"));
-    let o = b.emit(format!("arith.divui %line, {inner_v} : index"));
-    let ii = b.emit(format!("arith.remui %line, {inner_v} : index"));
-    let ol = b.emit(format!("arith.muli {o}, {len_v} : index"));
+    let chunk_v = b.index(chunk);
+    // this thread's stretch of the walk: [lo, hi)
+    let lo = b.emit(format!("arith.muli {ty}, {chunk_v} : index"));
+    let lo = b.emit(format!("arith.minui {lo}, {len_v} : index"));
+    let hi = b.emit(format!("arith.addi {lo}, {chunk_v} : index"));
+    let hi = b.emit(format!("arith.minui {hi}, {len_v} : index"));
     let init_v = b.float(init, c);
-    b.emit(format!("scf.for %t = {zero} to {len_v} step {one} iter_args(%acc = {init_v}) -> ({c}) {{"));
-    // the position along the axis (walked backwards for reverse scans)
-    let k = if reverse { b.emit(format!("arith.subi {last}, %t : index")) } else { "%t".to_string() };
-    let row = b.emit(format!("arith.addi {ol}, {k} : index"));
-    let row = b.emit(format!("arith.muli {row}, {inner_v} : index"));
-    let at = b.emit(format!("arith.addi {row}, {ii} : index"));
-    let raw = b.emit(format!("memref.load %arg0[{at}] : memref<{}x{st}>", numel(&xs)));
-    let v = if st != c { b.emit(format!("arith.extf {raw} : {st} to {c}")) } else { raw };
+    // the tile loop is uniform across the block, so every thread reaches the barriers
+    b.stmt(format!("scf.for %tile = {bx} to {ntiles} step {gx} {{"));
+    let t32 = b.emit(format!("arith.muli %tile, {c32} : index"));
+    let line0 = b.emit(format!("arith.addi {t32}, {tx} : index"));
+    let valid = b.emit(format!("arith.cmpi ult, {line0}, {lines} : index"));
+    let line = b.emit(format!("arith.minui {line0}, {last_line} : index"));
+    let o = b.emit(format!("arith.divui {line}, {inner_v} : index"));
+    let ii = b.emit(format!("arith.remui {line}, {inner_v} : index"));
+    let ol = b.emit(format!("arith.muli {o}, {len_v} : index"));
+    // the flat offset of walk step `p` (walked backwards for reverse scans)
+    let offset_of = |b: &mut Body, p: &str| {
+        let k = if reverse { b.emit(format!("arith.subi {last}, {p} : index")) } else { p.to_string() };
+        let row = b.emit(format!("arith.addi {ol}, {k} : index"));
+        let row = b.emit(format!("arith.muli {row}, {inner_v} : index"));
+        b.emit(format!("arith.addi {row}, {ii} : index"))
+    };
+    let load = |b: &mut Body, at: &str| {
+        let raw = b.emit(format!("memref.load %arg0[{at}] : memref<{n_el}x{st}>"));
+        if st != c {
+            b.emit(format!("arith.extf {raw} : {st} to {c}"))
+        } else {
+            raw
+        }
+    };
+    // pass 1: the stretch's total
+    let total = b.emit(format!("scf.for %p = {lo} to {hi} step {one} iter_args(%acc = {init_v}) -> ({c}) {{"));
+    let at = offset_of(&mut b, "%p");
+    let v = load(&mut b, &at);
     let nxt = b.emit(format!("arith.{op} %acc, {v} : {c}"));
-    let out = if exclusive { "%acc".to_string() } else { nxt.clone() };
+    b.stmt(format!("scf.yield {nxt} : {c}"));
+    b.stmt("}");
+    let slot = b.emit(format!("arith.muli {ty}, {c32} : index"));
+    let slot = b.emit(format!("arith.addi {slot}, {tx} : index"));
+    b.stmt(format!("memref.store {total}, %part[{slot}] : {part_mem}"));
+    b.stmt("gpu.barrier");
+    // the totals of the stretches before this one
+    let carry = b.emit(format!("scf.for %j = {zero} to {ty} step {one} iter_args(%cin = {init_v}) -> ({c}) {{"));
+    let js = b.emit(format!("arith.muli %j, {c32} : index"));
+    let js = b.emit(format!("arith.addi {js}, {tx} : index"));
+    let pv = b.emit(format!("memref.load %part[{js}] : {part_mem}"));
+    let cn = b.emit(format!("arith.{op} %cin, {pv} : {c}"));
+    b.stmt(format!("scf.yield {cn} : {c}"));
+    b.stmt("}");
+    // pass 2: walk the stretch again from the carry, storing each running value
+    b.stmt(format!("scf.if {valid} {{"));
+    b.emit(format!("scf.for %q = {lo} to {hi} step {one} iter_args(%run = {carry}) -> ({c}) {{"));
+    let at = offset_of(&mut b, "%q");
+    let v = load(&mut b, &at);
+    let nxt = b.emit(format!("arith.{op} %run, {v} : {c}"));
+    let out = if exclusive { "%run".to_string() } else { nxt.clone() };
     let out = if st != c { b.emit(format!("arith.truncf {out} : {c} to {st}")) } else { out };
-    b.stmt(format!("memref.store {out}, %arg1[{at}] : memref<{}x{st}>", numel(&xs)));
+    b.stmt(format!("memref.store {out}, %arg1[{at}] : memref<{n_el}x{st}>"));
     b.stmt(format!("scf.yield {nxt} : {c}"));
     b.stmt("}");
     b.stmt("}");
-    Ok(finish(params, &b, None, [blocks(outer * inner, BLOCK), 1, 1], [BLOCK, 1, 1]))
+    // the next tile reuses the totals' memory
+    b.stmt("gpu.barrier");
+    b.stmt("}");
+    let grid = lines_n.div_ceil(32).clamp(1, 1 << 20) as u32;
+    Ok(finish(params, &b, Some(&format!("%part : {part_mem}")), [grid, 1, 1], [32, chunks as u32, 1]))
 }
