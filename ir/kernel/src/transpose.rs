@@ -32,6 +32,9 @@ pub fn batched_swap(g: &Graph, grp: &FusionGroup) -> Option<(usize, usize, usize
 pub fn transpose(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelError> {
     let unsupported = |why: String| KernelError::Unsupported { group: gi, why };
     let (batch, a, b_len) = batched_swap(g, grp).ok_or_else(|| unsupported("not a batched 2-D transpose".into()))?;
+    if batch * a * b_len == 0 {
+        return Err(unsupported("an empty transpose is not a kernel".into()));
+    }
     if batch > 65535 || a.div_ceil(TILE) > 65535 {
         return Err(unsupported(format!("a grid of {batch}×{} tiles is too tall", a.div_ceil(TILE))));
     }
@@ -65,22 +68,27 @@ pub fn transpose(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kern
             b.emit(format!("arith.addi {ty_}, {off} : index"))
         })
         .collect();
-    for r in &steps {
-        // in[base + (row0 + r)·B + col0 + tx] → tile[r][tx]
-        let row = b.emit(format!("arith.addi {row0}, {r} : index"));
-        let col = b.emit(format!("arith.addi {col0}, {tx} : index"));
-        let in_r = b.emit(format!("arith.cmpi ult, {row}, {av} : index"));
-        let in_c = b.emit(format!("arith.cmpi ult, {col}, {bv} : index"));
-        let ok = b.emit(format!("arith.andi {in_r}, {in_c} : i1"));
-        b.stmt(format!("scf.if {ok} {{"));
-        let at = b.emit(format!("arith.muli {row}, {bv} : index"));
-        let at = b.emit(format!("arith.addi {at}, {col} : index"));
-        let at = b.emit(format!("arith.addi {at}, {base} : index"));
-        let v = b.emit(format!("memref.load %arg0[{at}] : memref<{n}x{st}>"));
+    // in[base + (row0 + r)·B + col0 + tx] → tile[r][tx]; coordinates are clamped instead of
+    // guarded so every load is in flight before the first store (ragged edges load duplicates
+    // that are never written out)
+    let (a_last, b_last) = (b.index(a - 1), b.index(b_len - 1));
+    let col = b.emit(format!("arith.addi {col0}, {tx} : index"));
+    let col = b.emit(format!("arith.minui {col}, {b_last} : index"));
+    let loaded: Vec<String> = steps
+        .iter()
+        .map(|r| {
+            let row = b.emit(format!("arith.addi {row0}, {r} : index"));
+            let row = b.emit(format!("arith.minui {row}, {a_last} : index"));
+            let at = b.emit(format!("arith.muli {row}, {bv} : index"));
+            let at = b.emit(format!("arith.addi {at}, {col} : index"));
+            let at = b.emit(format!("arith.addi {at}, {base} : index"));
+            b.emit(format!("memref.load %arg0[{at}] : memref<{n}x{st}>"))
+        })
+        .collect();
+    for (r, v) in steps.iter().zip(&loaded) {
         let t = b.emit(format!("arith.muli {r}, {pitch} : index"));
         let t = b.emit(format!("arith.addi {t}, {tx} : index"));
         b.stmt(format!("memref.store {v}, %tile[{t}] : {tile_mem}"));
-        b.stmt("}");
     }
     b.stmt("gpu.barrier");
     for r in &steps {
