@@ -258,6 +258,8 @@ pub fn all() -> Vec<Sample> {
         push("tiled_transpose_2d".into(), transpose(dt, &[70, 45], &[1, 0]));
         push("tiled_transpose_nhwc".into(), transpose(dt, &[2, 3, 33, 17], &[0, 2, 3, 1]));
         push("tiled_transpose_rotate".into(), transpose(dt, &[4, 5, 40], &[2, 0, 1]));
+        // even extents: half types move in pairs through 64×64 tiles, ragged at both edges
+        push("tiled_transpose_packed".into(), transpose(dt, &[2, 66, 130], &[0, 2, 1]));
         for (name, g) in movement(dt).into_iter().chain(pools(dt)).chain(columns_and_scans(dt)) {
             push(name.to_string(), g);
         }

@@ -182,6 +182,8 @@ fn main() -> Result<()> {
     write_case(dir, "bench_colsum_f16", &samples::column_sum(f16, 16384, 8192), chip, 0.0, true)?;
     write_case(dir, "bench_cumsum_f16", &samples::cumsum(f16, &[8, 4096, 2048]), chip, 0.0, true)?;
     write_case(dir, "bench_transpose_f16", &samples::transpose(f16, &[8192, 8192], &[1, 0]), chip, 0.0, true)?;
+    let t32 = samples::transpose(DType::F32, &[8192, 4096], &[1, 0]);
+    write_case(dir, "bench_transpose_f32", &t32, chip, 0.0, true)?;
     // 256 MiB in, 256 MiB out, in f32 and f16
     write_case(dir, "bench_elementwise_f32", &samples::relu(DType::F32, 64 << 20), chip, 0.0, true)?;
     write_case(dir, "bench_elementwise_f16", &samples::relu(DType::F16, 128 << 20), chip, 0.0, true)?;
