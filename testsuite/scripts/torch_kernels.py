@@ -58,6 +58,6 @@ report("transpose [8192,8192] f16", median_ms(lambda: x.t().contiguous()), 2 * x
 x = torch.randn(8192, 4096, device="cuda", dtype=torch.float32)
 report("transpose [8192,4096] f32", median_ms(lambda: x.t().contiguous()), 2 * x.numel() * 4)
 for n in (98, 122):
-    x = torch.empty(n << 19, device="cuda", dtype=torch.float16)
+    x = torch.empty(n << 18, device="cuda", dtype=torch.float16)
     y = torch.empty_like(x)
     report(f"copy_ {n} MiB moved", median_ms(lambda: y.copy_(x)), 2 * x.numel() * 2)
