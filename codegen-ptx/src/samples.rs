@@ -263,6 +263,10 @@ pub fn all() -> Vec<Sample> {
         for (name, g) in movement(dt).into_iter().chain(pools(dt)).chain(columns_and_scans(dt)) {
             push(name.to_string(), g);
         }
+        // even widths: half types load window rows as aligned pairs
+        for (name, g) in pools_over(dt, &[2, 4, 30, 30]) {
+            push(format!("{name}_even"), g);
+        }
     }
     out.push(Sample {
         name: "row_layernorm_wide_f32".into(),

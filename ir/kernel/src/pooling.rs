@@ -72,12 +72,15 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
     let st = storage_type(dt).unwrap();
     let mut b = Body::default();
     let (start, step) = b.grid_stride();
-    let total = b.index(numel(&ys));
+    // each thread pools `per` neighbouring outputs of a row, sharing the index math
+    let per = [4, 3, 2, 1].into_iter().find(|q| ys[3] % q == 0).unwrap_or(1);
+    let groups = [ys[0], ys[1], ys[2], ys[3] / per];
+    let total = b.index(numel(&groups));
     b.stmt(format!("scf.for %i = {start} to {total} step {step} {{"));
-    let ystr = strides(&ys);
+    let ystr = strides(&groups);
     let co: Vec<String> = (0..4)
         .map(|a| {
-            let (sv, nv) = (b.index(ystr[a]), b.index(ys[a]));
+            let (sv, nv) = (b.index(ystr[a]), b.index(groups[a]));
             let q = b.emit(format!("arith.divui %i, {sv} : index"));
             b.emit(format!("arith.remui {q}, {nv} : index"))
         })
@@ -90,75 +93,89 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
     let base = b.emit(format!("arith.muli {nc}, {plane} : index"));
     let (sh, sw) = (b.index(s[0] as usize), b.index(s[1] as usize));
     let h0 = b.emit(format!("arith.muli {}, {sh} : index", co[2]));
-    let w0 = b.emit(format!("arith.muli {}, {sw} : index", co[3]));
     let (pbh, pbw) = (b.index(p[0] as usize), b.index(p[1] as usize));
     let h0 = b.emit(format!("arith.subi {h0}, {pbh} : index"));
-    let w0 = b.emit(format!("arith.subi {w0}, {pbw} : index"));
-    let mut acc = b.float(if is_max { f64::NEG_INFINITY } else { 0.0 }, c);
-    let mut count = b.float(0.0, c);
-    let one = b.float(1.0, c);
-    let zero_i = b.index(0);
-    let (hi, wi) = (b.index(h_in as usize), b.index(w_in as usize));
-    // the padded extent counts toward averages with count_include_pad
-    let (lo_h, lo_w) =
-        (b.emit(format!("arith.subi {zero_i}, {pbh} : index")), b.emit(format!("arith.subi {zero_i}, {pbw} : index")));
-    let (hip, wip) = (b.index((h_in + p[2]) as usize), b.index((w_in + p[3]) as usize));
-    let ident = b.float(if is_max { f64::NEG_INFINITY } else { 0.0 }, c);
-    for kh in 0..k[0] {
-        for kw in 0..k[1] {
-            let (oh, ow) = (b.index((kh * d[0]) as usize), b.index((kw * d[1]) as usize));
-            let h = b.emit(format!("arith.addi {h0}, {oh} : index"));
-            let w = b.emit(format!("arith.addi {w0}, {ow} : index"));
-            let c1 = b.emit(format!("arith.cmpi sge, {h}, {zero_i} : index"));
-            let c2 = b.emit(format!("arith.cmpi slt, {h}, {hi} : index"));
-            let c3 = b.emit(format!("arith.cmpi sge, {w}, {zero_i} : index"));
-            let c4 = b.emit(format!("arith.cmpi slt, {w}, {wi} : index"));
-            let a1 = b.emit(format!("arith.andi {c1}, {c2} : i1"));
-            let a2 = b.emit(format!("arith.andi {c3}, {c4} : i1"));
-            let inb = b.emit(format!("arith.andi {a1}, {a2} : i1"));
-            let v = b.emit(format!("scf.if {inb} -> ({c}) {{"));
-            let hw = b.emit(format!("arith.muli {h}, {wi} : index"));
-            let hw = b.emit(format!("arith.addi {hw}, {w} : index"));
-            let at = b.emit(format!("arith.addi {base}, {hw} : index"));
-            let raw = b.emit(format!("memref.load %arg{xp}[{at}] : memref<{}x{st}>", numel(&xs)));
-            let val = if st != c { b.emit(format!("arith.extf {raw} : {st} to {c}")) } else { raw };
-            b.stmt(format!("scf.yield {val} : {c}"));
-            b.stmt("} else {");
-            b.stmt(format!("scf.yield {ident} : {c}"));
-            b.stmt("}");
-            acc = b.emit(format!("arith.{} {acc}, {v} : {c}", if is_max { "maximumf" } else { "addf" }));
-            if !is_max {
-                let counted = if include_pad {
-                    let e1 = b.emit(format!("arith.cmpi sge, {h}, {lo_h} : index"));
-                    let e2 = b.emit(format!("arith.cmpi slt, {h}, {hip} : index"));
-                    let e3 = b.emit(format!("arith.cmpi sge, {w}, {lo_w} : index"));
-                    let e4 = b.emit(format!("arith.cmpi slt, {w}, {wip} : index"));
-                    let f1 = b.emit(format!("arith.andi {e1}, {e2} : i1"));
-                    let f2 = b.emit(format!("arith.andi {e3}, {e4} : i1"));
-                    b.emit(format!("arith.andi {f1}, {f2} : i1"))
-                } else {
-                    inb.clone()
-                };
-                let zf = b.float(0.0, c);
-                let inc = b.emit(format!("arith.select {counted}, {one}, {zf} : {c}"));
-                count = b.emit(format!("arith.addf {count}, {inc} : {c}"));
+    let per_v = b.index(per);
+    let ow0 = b.emit(format!("arith.muli {}, {per_v} : index", co[3]));
+    let i0 = b.emit(format!("arith.muli %i, {per_v} : index"));
+    for q in 0..per {
+        let qv = b.index(q);
+        let ow = b.emit(format!("arith.addi {ow0}, {qv} : index"));
+        let iq = b.emit(format!("arith.addi {i0}, {qv} : index"));
+        let w0 = b.emit(format!("arith.muli {ow}, {sw} : index"));
+        let w0 = b.emit(format!("arith.subi {w0}, {pbw} : index"));
+        let mut acc = b.float(if is_max { f64::NEG_INFINITY } else { 0.0 }, c);
+        let mut count = b.float(0.0, c);
+        let one = b.float(1.0, c);
+        let zero_i = b.index(0);
+        let (hi, wi) = (b.index(h_in as usize), b.index(w_in as usize));
+        // the padded extent counts toward averages with count_include_pad
+        let (lo_h, lo_w) = (
+            b.emit(format!("arith.subi {zero_i}, {pbh} : index")),
+            b.emit(format!("arith.subi {zero_i}, {pbw} : index")),
+        );
+        let (hip, wip) = (b.index((h_in + p[2]) as usize), b.index((w_in + p[3]) as usize));
+        let ident = b.float(if is_max { f64::NEG_INFINITY } else { 0.0 }, c);
+        for kh in 0..k[0] {
+            for kw in 0..k[1] {
+                let (oh, ow) = (b.index((kh * d[0]) as usize), b.index((kw * d[1]) as usize));
+                let h = b.emit(format!("arith.addi {h0}, {oh} : index"));
+                let w = b.emit(format!("arith.addi {w0}, {ow} : index"));
+                let c1 = b.emit(format!("arith.cmpi sge, {h}, {zero_i} : index"));
+                let c2 = b.emit(format!("arith.cmpi slt, {h}, {hi} : index"));
+                let c3 = b.emit(format!("arith.cmpi sge, {w}, {zero_i} : index"));
+                let c4 = b.emit(format!("arith.cmpi slt, {w}, {wi} : index"));
+                let a1 = b.emit(format!("arith.andi {c1}, {c2} : i1"));
+                let a2 = b.emit(format!("arith.andi {c3}, {c4} : i1"));
+                let inb = b.emit(format!("arith.andi {a1}, {a2} : i1"));
+                let v = b.emit(format!("scf.if {inb} -> ({c}) {{"));
+                let hw = b.emit(format!("arith.muli {h}, {wi} : index"));
+                let hw = b.emit(format!("arith.addi {hw}, {w} : index"));
+                let at = b.emit(format!("arith.addi {base}, {hw} : index"));
+                let raw = b.emit(format!("memref.load %arg{xp}[{at}] : memref<{}x{st}>", numel(&xs)));
+                let val = if st != c { b.emit(format!("arith.extf {raw} : {st} to {c}")) } else { raw };
+                b.stmt(format!("scf.yield {val} : {c}"));
+                b.stmt("} else {");
+                b.stmt(format!("scf.yield {ident} : {c}"));
+                b.stmt("}");
+                acc = b.emit(format!("arith.{} {acc}, {v} : {c}", if is_max { "maximumf" } else { "addf" }));
+                if !is_max {
+                    let counted = if include_pad {
+                        let e1 = b.emit(format!("arith.cmpi sge, {h}, {lo_h} : index"));
+                        let e2 = b.emit(format!("arith.cmpi slt, {h}, {hip} : index"));
+                        let e3 = b.emit(format!("arith.cmpi sge, {w}, {lo_w} : index"));
+                        let e4 = b.emit(format!("arith.cmpi slt, {w}, {wip} : index"));
+                        let f1 = b.emit(format!("arith.andi {e1}, {e2} : i1"));
+                        let f2 = b.emit(format!("arith.andi {e3}, {e4} : i1"));
+                        b.emit(format!("arith.andi {f1}, {f2} : i1"))
+                    } else {
+                        inb.clone()
+                    };
+                    let zf = b.float(0.0, c);
+                    let inc = b.emit(format!("arith.select {counted}, {one}, {zf} : {c}"));
+                    count = b.emit(format!("arith.addf {count}, {inc} : {c}"));
+                }
             }
         }
-    }
-    let pooled = if is_max {
-        acc
-    } else {
-        let safe = b.emit(format!("arith.maximumf {count}, {one} : {c}"));
-        b.emit(format!("arith.divf {acc}, {safe} : {c}"))
-    };
-    let mut seed = HashMap::new();
-    seed.insert(y, pooled);
-    let vals = compute(&mut b, g, &nodes[1..], &params, &scalars, &ys, "%i", c, dt, None, seed, &[], &unsupported)?;
-    for (pk, q) in params.iter().enumerate().filter(|(_, q)| q.output) {
-        let v = vals.get(&q.value).cloned().ok_or_else(|| unsupported("an output is not computed".into()))?;
-        let v = stored(&mut b, q, &v, c);
-        b.stmt(format!("memref.store {v}, %arg{pk}[%i] : memref<{}x{}>", q.elements, storage_type(q.dtype).unwrap()));
+        let pooled = if is_max {
+            acc
+        } else {
+            let safe = b.emit(format!("arith.maximumf {count}, {one} : {c}"));
+            b.emit(format!("arith.divf {acc}, {safe} : {c}"))
+        };
+        let mut seed = HashMap::new();
+        seed.insert(y, pooled);
+        let vals = compute(&mut b, g, &nodes[1..], &params, &scalars, &ys, &iq, c, dt, None, seed, &[], &unsupported)?;
+        for (pk, o) in params.iter().enumerate().filter(|(_, o)| o.output) {
+            let v = vals.get(&o.value).cloned().ok_or_else(|| unsupported("an output is not computed".into()))?;
+            let v = stored(&mut b, o, &v, c);
+            b.stmt(format!(
+                "memref.store {v}, %arg{pk}[{iq}] : memref<{}x{}>",
+                o.elements,
+                storage_type(o.dtype).unwrap()
+            ));
+        }
     }
     b.stmt("}");
-    Ok(finish(params, &b, None, [blocks(numel(&ys), BLOCK), 1, 1], [BLOCK, 1, 1]))
+    Ok(finish(params, &b, None, [blocks(numel(&groups), BLOCK), 1, 1], [BLOCK, 1, 1]))
 }
