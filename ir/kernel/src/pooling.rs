@@ -1,6 +1,7 @@
-//! The pooling template: one thread per output element of a 2-D MaxPool or AveragePool (pads,
-//! strides, dilations, ceil mode, count_include_pad), the window unrolled, then the group's
-//! elementwise epilogue.
+//! The pooling template: 2-D MaxPool or AveragePool (pads, strides, dilations, ceil mode,
+//! count_include_pad), the window unrolled, then the group's elementwise epilogue. Each thread
+//! pools up to four outputs of one column (overlapping windows load shared elements once);
+//! neighbouring threads take neighbouring columns.
 use crate::body::{compute_type, storage_type, Body};
 use crate::elementwise::{compute, stored};
 use crate::kernel::{blocks, finish, input_params, Kernel, KernelError, Param};
@@ -72,9 +73,10 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
     let st = storage_type(dt).unwrap();
     let mut b = Body::default();
     let (start, step) = b.grid_stride();
-    // each thread pools `per` neighbouring outputs of a row, sharing the index math
-    let per = [4, 3, 2, 1].into_iter().find(|q| ys[3] % q == 0).unwrap_or(1);
-    let groups = [ys[0], ys[1], ys[2], ys[3] / per];
+    // each thread pools `per` outputs of a column (rows oh·per ..), sharing the index math;
+    // neighbouring threads keep neighbouring columns, so loads stay coalesced
+    let per = [4, 3, 2, 1].into_iter().find(|q| ys[2] % q == 0).unwrap_or(1);
+    let groups = [ys[0], ys[1], ys[2] / per, ys[3]];
     let total = b.index(numel(&groups));
     b.stmt(format!("scf.for %i = {start} to {total} step {step} {{"));
     let ystr = strides(&groups);
@@ -92,18 +94,22 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
     let nc = b.emit(format!("arith.addi {ncw}, {} : index", co[1]));
     let base = b.emit(format!("arith.muli {nc}, {plane} : index"));
     let (sh, sw) = (b.index(s[0] as usize), b.index(s[1] as usize));
-    let h0 = b.emit(format!("arith.muli {}, {sh} : index", co[2]));
     let (pbh, pbw) = (b.index(p[0] as usize), b.index(p[1] as usize));
-    let h0 = b.emit(format!("arith.subi {h0}, {pbh} : index"));
+    let w0 = b.emit(format!("arith.muli {}, {sw} : index", co[3]));
+    let w0 = b.emit(format!("arith.subi {w0}, {pbw} : index"));
     let per_v = b.index(per);
-    let ow0 = b.emit(format!("arith.muli {}, {per_v} : index", co[3]));
-    let i0 = b.emit(format!("arith.muli %i, {per_v} : index"));
+    let oh0 = b.emit(format!("arith.muli {}, {per_v} : index", co[2]));
+    let (out_plane, w_out) = (b.index(ys[2] * ys[3]), b.index(ys[3]));
+    let out_base = b.emit(format!("arith.muli {nc}, {out_plane} : index"));
+    let out_base = b.emit(format!("arith.addi {out_base}, {} : index", co[3]));
+    let mut loaded: HashMap<(usize, i64), String> = HashMap::new();
     for q in 0..per {
         let qv = b.index(q);
-        let ow = b.emit(format!("arith.addi {ow0}, {qv} : index"));
-        let iq = b.emit(format!("arith.addi {i0}, {qv} : index"));
-        let w0 = b.emit(format!("arith.muli {ow}, {sw} : index"));
-        let w0 = b.emit(format!("arith.subi {w0}, {pbw} : index"));
+        let oh = b.emit(format!("arith.addi {oh0}, {qv} : index"));
+        let row = b.emit(format!("arith.muli {oh}, {w_out} : index"));
+        let iq = b.emit(format!("arith.addi {out_base}, {row} : index"));
+        let h0 = b.emit(format!("arith.muli {oh}, {sh} : index"));
+        let h0 = b.emit(format!("arith.subi {h0}, {pbh} : index"));
         let mut acc = b.float(if is_max { f64::NEG_INFINITY } else { 0.0 }, c);
         let mut count = b.float(0.0, c);
         let one = b.float(1.0, c);
@@ -128,16 +134,26 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
                 let a1 = b.emit(format!("arith.andi {c1}, {c2} : i1"));
                 let a2 = b.emit(format!("arith.andi {c3}, {c4} : i1"));
                 let inb = b.emit(format!("arith.andi {a1}, {a2} : i1"));
-                let v = b.emit(format!("scf.if {inb} -> ({c}) {{"));
-                let hw = b.emit(format!("arith.muli {h}, {wi} : index"));
-                let hw = b.emit(format!("arith.addi {hw}, {w} : index"));
-                let at = b.emit(format!("arith.addi {base}, {hw} : index"));
-                let raw = b.emit(format!("memref.load %arg{xp}[{at}] : memref<{}x{st}>", numel(&xs)));
-                let val = if st != c { b.emit(format!("arith.extf {raw} : {st} to {c}")) } else { raw };
-                b.stmt(format!("scf.yield {val} : {c}"));
-                b.stmt("} else {");
-                b.stmt(format!("scf.yield {ident} : {c}"));
-                b.stmt("}");
+                // windows of a thread's rows overlap when the stride is below the window: an
+                // input element is loaded once (the same row and column give the same value)
+                let key = (q * s[0] as usize + (kh * d[0]) as usize, kw);
+                let v = match loaded.get(&key) {
+                    Some(v) => v.clone(),
+                    None => {
+                        let v = b.emit(format!("scf.if {inb} -> ({c}) {{"));
+                        let hw = b.emit(format!("arith.muli {h}, {wi} : index"));
+                        let hw = b.emit(format!("arith.addi {hw}, {w} : index"));
+                        let at = b.emit(format!("arith.addi {base}, {hw} : index"));
+                        let raw = b.emit(format!("memref.load %arg{xp}[{at}] : memref<{}x{st}>", numel(&xs)));
+                        let val = if st != c { b.emit(format!("arith.extf {raw} : {st} to {c}")) } else { raw };
+                        b.stmt(format!("scf.yield {val} : {c}"));
+                        b.stmt("} else {");
+                        b.stmt(format!("scf.yield {ident} : {c}"));
+                        b.stmt("}");
+                        loaded.insert(key, v.clone());
+                        v
+                    }
+                };
                 acc = b.emit(format!("arith.{} {acc}, {v} : {c}", if is_max { "maximumf" } else { "addf" }));
                 if !is_max {
                     let counted = if include_pad {
