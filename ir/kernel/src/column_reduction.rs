@@ -4,10 +4,10 @@
 //! The group's elementwise epilogue follows.
 use crate::body::{compute_type, storage_type, Body};
 use crate::elementwise::{compute, stored};
-use crate::kernel::{finish, input_params, Kernel, KernelError, Param};
+use crate::kernel::{finish, input_params, output_params, reduce_axes, Kernel, KernelError};
 use std::collections::HashMap;
 use xforge_ir::tensor::{numel, strides};
-use xforge_ir::{Attr, Graph, Node, Op, ValueId};
+use xforge_ir::{Graph, Node, Op, ValueId};
 use xforge_passes::fusion::FusionGroup;
 
 use crate::knobs::COLUMN_SLICES;
@@ -28,21 +28,7 @@ pub fn column_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kerne
     let xs = g.ty(x).static_shape().ok_or_else(|| unsupported("shapes are not static".into()))?;
     let ys = g.ty(y).static_shape().ok_or_else(|| unsupported("shapes are not static".into()))?;
     let rank = xs.len();
-    let axes: Vec<i64> = match red.attr("axes") {
-        Some(Attr::Ints(v)) => v.clone(),
-        _ => match red.inputs.get(1).copied().flatten() {
-            None => vec![],
-            // axes known only at run time cannot be compiled in
-            Some(v) => g
-                .weights
-                .get(&v)
-                .map(|t| t.to_i64())
-                .ok_or_else(|| unsupported("the reduced axes are not constant".into()))?,
-        },
-    };
-    if axes.is_empty() && matches!(red.attr("noop_with_empty_axes"), Some(Attr::Int(1))) {
-        return Err(unsupported("a reduction over no axes (noop_with_empty_axes) is not a kernel".into()));
-    }
+    let axes = reduce_axes(g, red).map_err(unsupported)?;
     let mut axes: Vec<usize> = if axes.is_empty() {
         (0..rank).collect()
     } else {
@@ -53,16 +39,7 @@ pub fn column_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kerne
     let kept: Vec<usize> = (0..rank).filter(|a| !axes.contains(a)).collect();
     let axes_input: Vec<ValueId> = red.inputs.get(1).copied().flatten().into_iter().collect();
     let (mut params, scalars) = input_params(g, &grp.inputs, &axes_input, true).map_err(unsupported)?;
-    for &o in &grp.outputs {
-        let ty = g.ty(o);
-        if ty.static_shape().map(|s| numel(&s)) != Some(numel(&ys)) {
-            return Err(unsupported(format!("output '{}' is not of the reduced size", g.name_of(o))));
-        }
-        storage_type(ty.dtype)
-            .filter(|_| ty.dtype.is_float())
-            .ok_or_else(|| unsupported("output dtype is not supported".into()))?;
-        params.push(Param { value: o, dtype: ty.dtype, elements: numel(&ys), output: true });
-    }
+    params.extend(output_params(g, &grp.outputs, numel(&ys), "the reduced size").map_err(unsupported)?);
     let xp = params
         .iter()
         .position(|p| p.value == x && !p.output)

@@ -89,3 +89,43 @@ pub fn input_params(
     }
     Ok((params, scalars))
 }
+
+/// The group's outputs as kernel parameters, each of `elements` float elements (`what` names
+/// that size in the error).
+pub fn output_params(
+    g: &xforge_ir::Graph,
+    outputs: &[ValueId],
+    elements: usize,
+    what: &str,
+) -> Result<Vec<Param>, String> {
+    outputs
+        .iter()
+        .map(|&o| {
+            let ty = g.ty(o);
+            if ty.static_shape().map(|s| xforge_ir::tensor::numel(&s)) != Some(elements) {
+                return Err(format!("output '{}' is not of {what}", g.name_of(o)));
+            }
+            storage_type(ty.dtype)
+                .filter(|_| ty.dtype.is_float())
+                .ok_or_else(|| format!("output dtype {} is not supported", ty.dtype))?;
+            Ok(Param { value: o, dtype: ty.dtype, elements, output: true })
+        })
+        .collect()
+}
+
+/// A reduce-* node's axes (attribute or constant input; empty means all), refusing axes known
+/// only at run time and reductions over no axes.
+pub fn reduce_axes(g: &xforge_ir::Graph, node: &xforge_ir::Node) -> Result<Vec<i64>, String> {
+    let axes: Vec<i64> = match node.attr("axes") {
+        Some(xforge_ir::Attr::Ints(v)) => v.clone(),
+        _ => match node.inputs.get(1).copied().flatten() {
+            None => vec![],
+            // axes known only at run time cannot be compiled in
+            Some(v) => g.weights.get(&v).map(|t| t.to_i64()).ok_or("the reduced axes are not constant")?,
+        },
+    };
+    if axes.is_empty() && matches!(node.attr("noop_with_empty_axes"), Some(xforge_ir::Attr::Int(1))) {
+        return Err("a reduction over no axes (noop_with_empty_axes) is not a kernel".into());
+    }
+    Ok(axes)
+}

@@ -4,7 +4,7 @@
 //! neighbouring threads take neighbouring columns.
 use crate::body::{compute_type, storage_type, Body};
 use crate::elementwise::{compute, stored};
-use crate::kernel::{blocks, finish, input_params, Kernel, KernelError, Param};
+use crate::kernel::{blocks, finish, input_params, output_params, Kernel, KernelError};
 use std::collections::HashMap;
 use xforge_ir::tensor::{numel, strides};
 use xforge_ir::{Attr, Graph, Node, Op};
@@ -54,16 +54,7 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
     let is_max = pool.op == Op::MaxPool;
     // parameters: the pooled input, the epilogue's other inputs, then outputs
     let (mut params, scalars) = input_params(g, &grp.inputs, &[], true).map_err(unsupported)?;
-    for &o in &grp.outputs {
-        let ty = g.ty(o);
-        if ty.static_shape().as_deref() != Some(ys.as_slice()) {
-            return Err(unsupported(format!("output '{}' is not of the pooled shape", g.name_of(o))));
-        }
-        storage_type(ty.dtype)
-            .filter(|_| ty.dtype.is_float())
-            .ok_or_else(|| unsupported("output dtype is not supported".into()))?;
-        params.push(Param { value: o, dtype: ty.dtype, elements: numel(&ys), output: true });
-    }
+    params.extend(output_params(g, &grp.outputs, numel(&ys), "the pooled size").map_err(unsupported)?);
     let xp = params
         .iter()
         .position(|q| q.value == x && !q.output)

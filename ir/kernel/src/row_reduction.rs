@@ -5,7 +5,7 @@
 //! the row again (it is in cache), normalizes, runs the epilogue and stores.
 use crate::body::{compute_type, storage_type, Body};
 use crate::elementwise::{compute, stored};
-use crate::kernel::{finish, input_params, Kernel, KernelError, Param};
+use crate::kernel::{finish, input_params, output_params, reduce_axes, Kernel, KernelError, Param};
 use crate::knobs;
 use std::collections::HashMap;
 use xforge_ir::tensor::numel;
@@ -245,21 +245,7 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
         // the spatial axes of (N, C, spatial...)
         Op::GlobalAveragePool | Op::GlobalMaxPool => (2..rank).collect(),
         _ => {
-            let ax: Vec<i64> = match anchor.attr("axes") {
-                Some(Attr::Ints(v)) => v.clone(),
-                _ => match anchor.inputs.get(1).copied().flatten() {
-                    None => vec![],
-                    // axes known only at run time cannot be compiled in
-                    Some(v) => g
-                        .weights
-                        .get(&v)
-                        .map(|t| t.to_i64())
-                        .ok_or_else(|| unsupported("the reduced axes are not constant".into()))?,
-                },
-            };
-            if ax.is_empty() && int_attr(anchor, "noop_with_empty_axes") == Some(1) {
-                return Err(unsupported("a reduction over no axes (noop_with_empty_axes) is not a kernel".into()));
-            }
+            let ax = reduce_axes(g, anchor).map_err(unsupported)?;
             if ax.is_empty() {
                 (0..rank).collect()
             } else {
@@ -293,17 +279,8 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
     // a reduce-* op's axes input is compiled in
     let axes_input: Vec<ValueId> = anchor.inputs.get(1).copied().flatten().filter(|_| !per_row).into_iter().collect();
     let (mut params, scalars) = input_params(g, &grp.inputs, &axes_input, false).map_err(unsupported)?;
-    for &o in &grp.outputs {
-        let ty = g.ty(o);
-        let shape = ty.static_shape().ok_or_else(|| unsupported("output shape is not static".into()))?;
-        if numel(&shape) != numel(&out_space) {
-            return Err(unsupported(format!("output '{}' is not of the reduction's output size", g.name_of(o))));
-        }
-        storage_type(ty.dtype)
-            .filter(|_| ty.dtype.is_float())
-            .ok_or_else(|| unsupported(format!("output dtype {} is not supported", ty.dtype)))?;
-        params.push(Param { value: o, dtype: ty.dtype, elements: numel(&shape), output: true });
-    }
+    params
+        .extend(output_params(g, &grp.outputs, numel(&out_space), "the reduction's output size").map_err(unsupported)?);
     let dt = g.ty(x).dtype;
     if !dt.is_float() {
         return Err(unsupported(format!("reduction over {dt} is not supported")));
