@@ -3,7 +3,7 @@
 //! their reduced elements among COLUMN_SLICES threads y; the partials meet in workgroup memory.
 //! The group's elementwise epilogue follows.
 use crate::body::{compute_type, storage_type, Body};
-use crate::elementwise::{compute, stored};
+use crate::elementwise::{compute, store_outputs};
 use crate::kernel::{finish, input_params, output_params, reduce_axes, Kernel, KernelError};
 use std::collections::HashMap;
 use xforge_ir::tensor::{numel, strides};
@@ -122,11 +122,7 @@ pub fn column_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kerne
     seed.insert(y, result);
     let vals = compute(&mut b, g, &nodes[1..], &params, &scalars, &ys, &i, c, dt, None, seed, &[], &unsupported)?;
     b.stmt(format!("scf.if {valid} {{"));
-    for (pk, p) in params.iter().enumerate().filter(|(_, p)| p.output) {
-        let v = vals.get(&p.value).cloned().ok_or_else(|| unsupported("an output is not computed".into()))?;
-        let v = stored(&mut b, p, &v, c);
-        b.stmt(format!("memref.store {v}, %arg{pk}[{i}] : memref<{}x{}>", p.elements, storage_type(p.dtype).unwrap()));
-    }
+    store_outputs(&mut b, &params, &vals, &i, c).map_err(unsupported)?;
     b.stmt("}");
     b.stmt("}");
     // the next tile reuses the partials' memory

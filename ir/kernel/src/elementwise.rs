@@ -547,6 +547,22 @@ pub fn stored(b: &mut Body, p: &Param, v: &str, c: &str) -> String {
     }
 }
 
+/// Stores every output parameter's computed value (from `vals`) at flat index `at`.
+pub fn store_outputs(
+    b: &mut Body,
+    params: &[Param],
+    vals: &HashMap<ValueId, String>,
+    at: &str,
+    c: &str,
+) -> Result<(), String> {
+    for (pk, p) in params.iter().enumerate().filter(|(_, p)| p.output) {
+        let v = vals.get(&p.value).ok_or("an output is not computed")?;
+        let v = stored(b, p, v, c);
+        b.stmt(format!("memref.store {v}, %arg{pk}[{at}] : memref<{}x{}>", p.elements, storage_type(p.dtype).unwrap()));
+    }
+    Ok(())
+}
+
 /// One element of an elementwise group: (output parameter, stored value) pairs.
 #[allow(clippy::too_many_arguments)]
 fn element(

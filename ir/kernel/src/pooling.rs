@@ -3,7 +3,7 @@
 //! pools up to four outputs of one column (overlapping windows load shared elements once);
 //! neighbouring threads take neighbouring columns.
 use crate::body::{compute_type, storage_type, Body};
-use crate::elementwise::{compute, stored};
+use crate::elementwise::{compute, store_outputs};
 use crate::kernel::{blocks, finish, input_params, output_params, Kernel, KernelError};
 use std::collections::HashMap;
 use xforge_ir::tensor::{numel, strides};
@@ -173,15 +173,7 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
         let mut seed = HashMap::new();
         seed.insert(y, pooled);
         let vals = compute(&mut b, g, &nodes[1..], &params, &scalars, &ys, &iq, c, dt, None, seed, &[], &unsupported)?;
-        for (pk, o) in params.iter().enumerate().filter(|(_, o)| o.output) {
-            let v = vals.get(&o.value).cloned().ok_or_else(|| unsupported("an output is not computed".into()))?;
-            let v = stored(&mut b, o, &v, c);
-            b.stmt(format!(
-                "memref.store {v}, %arg{pk}[{iq}] : memref<{}x{}>",
-                o.elements,
-                storage_type(o.dtype).unwrap()
-            ));
-        }
+        store_outputs(&mut b, &params, &vals, &iq, c).map_err(unsupported)?;
     }
     b.stmt("}");
     Ok(finish(params, &b, None, [blocks(numel(&groups), BLOCK), 1, 1], [BLOCK, 1, 1]))

@@ -4,7 +4,7 @@
 //! RMSNorm and reduce-*); warp shuffles and workgroup memory combine the threads. Pass 2 walks
 //! the row again (it is in cache), normalizes, runs the epilogue and stores.
 use crate::body::{compute_type, storage_type, Body};
-use crate::elementwise::{compute, stored};
+use crate::elementwise::{compute, store_outputs, stored};
 use crate::kernel::{finish, input_params, output_params, reduce_axes, Kernel, KernelError, Param};
 use crate::knobs;
 use std::collections::HashMap;
@@ -135,6 +135,23 @@ fn local(b: &mut Body, stat: Stat, xs: &[String], c: &str) -> Vec<String> {
         Stat::Max => vec![fold(b, "maximumf", xs)],
         Stat::Min => vec![fold(b, "minimumf", xs)],
     }
+}
+
+/// Combines each lane's partial with its xor-shuffle partners at distances 16 … 1: afterwards
+/// every lane of the warp holds the warp's statistic.
+fn warp_combine(b: &mut Body, stat: Stat, mut part: Vec<String>, width: &str, c: &str) -> Vec<String> {
+    for off in [16, 8, 4, 2, 1] {
+        let o = b.emit(format!("arith.constant {off} : i32"));
+        let other: Vec<String> = part
+            .iter()
+            .map(|p| {
+                let s = b.emit_multi(2, format!("gpu.shuffle xor {p}, {o}, {width} : {c}"));
+                format!("{s}#0")
+            })
+            .collect();
+        part = combine(b, stat, &part, &other, c);
+    }
+    part
 }
 
 fn arity(stat: Stat) -> usize {
@@ -405,17 +422,8 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
     };
     // warp reduction with xor shuffles
     let width = b.emit("arith.constant 32 : i32");
-    for off in [16, 8, 4, 2, 1] {
-        let o = b.emit(format!("arith.constant {off} : i32"));
-        let other: Vec<String> = part
-            .iter()
-            .map(|p| {
-                let s = b.emit_multi(2, format!("gpu.shuffle xor {p}, {o}, {width} : {c}"));
-                format!("{s}#0")
-            })
-            .collect();
-        part = combine(&mut b, stat, &part, &other, c);
-    }
+    part = warp_combine(&mut b, stat, part, &width, c);
+    let red_mem = format!("memref<{}x{c}, #gpu.address_space<workgroup>>", warps * k + k);
     // across warps: lane 0 of each warp writes, warp 0 combines, thread 0 publishes
     let c32 = b.index(32);
     let lane = b.emit(format!("arith.remui {tid}, {c32} : index"));
@@ -428,7 +436,7 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
         let jj = b.index(j);
         let w = b.emit(format!("arith.muli {warp}, {kk} : index"));
         let at = b.emit(format!("arith.addi {w}, {jj} : index"));
-        b.stmt(format!("memref.store {p}, %red[{at}] : memref<{}x{c}, #gpu.address_space<workgroup>>", warps * k + k));
+        b.stmt(format!("memref.store {p}, %red[{at}] : {red_mem}"));
     }
     b.stmt("}");
     b.stmt("gpu.barrier");
@@ -444,25 +452,14 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
         let l = b.emit(format!("arith.minui {lane}, {nw} : index"));
         let w = b.emit(format!("arith.muli {l}, {kk} : index"));
         let at = b.emit(format!("arith.addi {w}, {jj} : index"));
-        let v =
-            b.emit(format!("memref.load %red[{at}] : memref<{}x{c}, #gpu.address_space<workgroup>>", warps * k + k));
+        let v = b.emit(format!("memref.load %red[{at}] : {red_mem}"));
         wpart.push(b.emit(format!("arith.select {has}, {v}, {id} : {c}")));
     }
-    for off in [16, 8, 4, 2, 1] {
-        let o = b.emit(format!("arith.constant {off} : i32"));
-        let other: Vec<String> = wpart
-            .iter()
-            .map(|p| {
-                let s = b.emit_multi(2, format!("gpu.shuffle xor {p}, {o}, {width} : {c}"));
-                format!("{s}#0")
-            })
-            .collect();
-        wpart = combine(&mut b, stat, &wpart, &other, c);
-    }
+    wpart = warp_combine(&mut b, stat, wpart, &width, c);
     b.stmt(format!("scf.if {is_t0} {{"));
     for (j, p) in wpart.iter().enumerate() {
         let at = b.index(warps * k + j);
-        b.stmt(format!("memref.store {p}, %red[{at}] : memref<{}x{c}, #gpu.address_space<workgroup>>", warps * k + k));
+        b.stmt(format!("memref.store {p}, %red[{at}] : {red_mem}"));
     }
     b.stmt("}");
     b.stmt("}");
@@ -470,7 +467,7 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
     let total: Vec<String> = (0..k)
         .map(|j| {
             let at = b.index(warps * k + j);
-            b.emit(format!("memref.load %red[{at}] : memref<{}x{c}, #gpu.address_space<workgroup>>", warps * k + k))
+            b.emit(format!("memref.load %red[{at}] : {red_mem}"))
         })
         .collect();
     let lenf = b.float(len as f64, c);
@@ -647,17 +644,9 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
         seed.insert(y, r);
         let vals =
             compute(&mut b, g, epilogue, &params, &scalars, &out_space, &row, c, dt, None, seed, &[], &unsupported)?;
-        for (pk, p) in &outs {
-            let v = vals.get(&p.value).cloned().ok_or_else(|| unsupported("an output is not computed".into()))?;
-            let v = stored(&mut b, p, &v, c);
-            b.stmt(format!(
-                "memref.store {v}, %arg{pk}[{row}] : memref<{}x{}>",
-                p.elements,
-                storage_type(p.dtype).unwrap()
-            ));
-        }
+        store_outputs(&mut b, &params, &vals, &row, c).map_err(unsupported)?;
         b.stmt("}");
     }
-    let workgroup = format!("%red : memref<{}x{c}, #gpu.address_space<workgroup>>", warps * k + k);
+    let workgroup = format!("%red : {red_mem}");
     Ok(finish(params, &b, Some(&workgroup), [rows as u32, 1, 1], [block as u32, 1, 1]))
 }
