@@ -1,17 +1,7 @@
 //! Comparing tensors against references.
 use xforge_ir::Tensor;
 
-/// `||a - b||₂ / ||b||₂` over all elements (0 when both are zero).
-pub fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
-    let (x, y) = (a.to_f64(), b.to_f64());
-    let num: f64 = x.iter().zip(&y).map(|(p, q)| (p - q) * (p - q)).sum();
-    let den: f64 = y.iter().map(|q| q * q).sum();
-    if den == 0.0 {
-        num.sqrt()
-    } else {
-        (num / den).sqrt()
-    }
-}
+pub use xforge_ir::tensor::rel_l2;
 
 /// numpy `assert_allclose` semantics: `|a - b| <= atol + rtol·|b|`, NaNs equal, infinities exact.
 /// Returns a description of the first mismatch.

@@ -286,6 +286,18 @@ pub struct Tensor {
     data: Arc<TensorData>,
 }
 
+/// `||a - b||₂ / ||b||₂` over all elements (the plain norm of a − b when b is zero).
+pub fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
+    let (x, y) = (a.to_f64(), b.to_f64());
+    let num: f64 = x.iter().zip(&y).map(|(p, q)| (p - q) * (p - q)).sum();
+    let den: f64 = y.iter().map(|q| q * q).sum();
+    if den == 0.0 {
+        num.sqrt()
+    } else {
+        (num / den).sqrt()
+    }
+}
+
 /// Number of elements of a shape.
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()

@@ -1,6 +1,7 @@
 //! Shared by the pass tests: run two graphs on the same random inputs and compare.
 #![allow(dead_code)]
 use std::collections::HashMap;
+use xforge_ir::tensor::rel_l2;
 use xforge_ir::{interp, DType, Graph, Tensor};
 
 /// Random values for every graph input (floats in [-1, 1), integers in [0, 4)).
@@ -32,18 +33,6 @@ pub fn random_inputs(g: &Graph, seed: u64) -> HashMap<String, Tensor> {
             (g.name_of(i).to_string(), Tensor::from_f64(ty.dtype, shape, &v))
         })
         .collect()
-}
-
-/// Relative L2 distance.
-pub fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
-    let (x, y) = (a.to_f64(), b.to_f64());
-    let num: f64 = x.iter().zip(&y).map(|(p, q)| (p - q) * (p - q)).sum();
-    let den: f64 = y.iter().map(|q| q * q).sum();
-    if den == 0.0 {
-        num.sqrt()
-    } else {
-        (num / den).sqrt()
-    }
 }
 
 /// Interprets both graphs on fresh random inputs and requires equal outputs within `tol`
