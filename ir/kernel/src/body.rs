@@ -48,6 +48,22 @@ impl Body {
         (start, step)
     }
 
+    /// Opens `scf.for %<var>` over tiles of 32 of `n` items, the block's tiles grid-strided: the
+    /// loop is uniform across the block, so every thread reaches barriers inside it. Thread x
+    /// takes item tile·32 + x; returns (whether that item exists, its index clamped to n − 1).
+    /// The caller closes the loop.
+    pub fn tile_loop(&mut self, var: &str, n: usize, tx: &str) -> (String, String) {
+        let bx = self.emit("gpu.block_id x");
+        let gx = self.emit("gpu.grid_dim x");
+        let (total, last, ntiles, c32) = (self.index(n), self.index(n - 1), self.index(n.div_ceil(32)), self.index(32));
+        self.stmt(format!("scf.for %{var} = {bx} to {ntiles} step {gx} {{"));
+        let t32 = self.emit(format!("arith.muli %{var}, {c32} : index"));
+        let i0 = self.emit(format!("arith.addi {t32}, {tx} : index"));
+        let valid = self.emit(format!("arith.cmpi ult, {i0}, {total} : index"));
+        let i = self.emit(format!("arith.minui {i0}, {last} : index"));
+        (valid, i)
+    }
+
     pub fn index(&mut self, n: usize) -> String {
         self.emit(format!("arith.constant {n} : index"))
     }

@@ -57,21 +57,11 @@ pub fn column_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kerne
     let slices = numel(&red_shape).next_power_of_two().clamp(1, COLUMN_SLICES);
     let tx = b.emit("gpu.thread_id x");
     let ty = b.emit("gpu.thread_id y");
-    let bx = b.emit("gpu.block_id x");
-    let gx = b.emit("gpu.grid_dim x");
-    let total = b.index(total_n);
-    let last = b.index(total_n - 1);
-    let ntiles = b.index(total_n.div_ceil(32));
     let c32 = b.index(32);
     let sl = b.index(slices);
     let red_n = b.index(numel(&red_shape));
     let part_mem = format!("memref<{}x{c}, #gpu.address_space<workgroup>>", 32 * slices);
-    // the tile loop is uniform across the block, so every thread reaches the barriers
-    b.stmt(format!("scf.for %t = {bx} to {ntiles} step {gx} {{"));
-    let t32 = b.emit(format!("arith.muli %t, {c32} : index"));
-    let i0 = b.emit(format!("arith.addi {t32}, {tx} : index"));
-    let valid = b.emit(format!("arith.cmpi ult, {i0}, {total} : index"));
-    let i = b.emit(format!("arith.minui {i0}, {last} : index"));
+    let (valid, i) = b.tile_loop("t", total_n, &tx);
     // offset of the kept coordinates in the input
     let kstr = strides(&kept_shape);
     let mut base = b.index(0);

@@ -58,9 +58,6 @@ pub fn scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelErr
     let mut b = Body::default();
     let tx = b.emit("gpu.thread_id x");
     let ty = b.emit("gpu.thread_id y");
-    let bx = b.emit("gpu.block_id x");
-    let gx = b.emit("gpu.grid_dim x");
-    let (lines, last_line, ntiles) = (b.index(lines_n), b.index(lines_n - 1), b.index(lines_n.div_ceil(32)));
     let (inner_v, len_v, one, zero, c32) = (b.index(inner), b.index(len), b.index(1), b.index(0), b.index(32));
     let last = b.index(len.saturating_sub(1));
     let chunk_v = b.index(chunk);
@@ -70,12 +67,7 @@ pub fn scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelErr
     let hi = b.emit(format!("arith.addi {lo}, {chunk_v} : index"));
     let hi = b.emit(format!("arith.minui {hi}, {len_v} : index"));
     let init_v = b.float(init, c);
-    // the tile loop is uniform across the block, so every thread reaches the barriers
-    b.stmt(format!("scf.for %tile = {bx} to {ntiles} step {gx} {{"));
-    let t32 = b.emit(format!("arith.muli %tile, {c32} : index"));
-    let line0 = b.emit(format!("arith.addi {t32}, {tx} : index"));
-    let valid = b.emit(format!("arith.cmpi ult, {line0}, {lines} : index"));
-    let line = b.emit(format!("arith.minui {line0}, {last_line} : index"));
+    let (valid, line) = b.tile_loop("tile", lines_n, &tx);
     let o = b.emit(format!("arith.divui {line}, {inner_v} : index"));
     let ii = b.emit(format!("arith.remui {line}, {inner_v} : index"));
     let ol = b.emit(format!("arith.muli {o}, {len_v} : index"));
