@@ -208,3 +208,15 @@ fn random_graphs_generate_valid_kernels() {
         ptxas(&compile(&all, arch).unwrap(), arch);
     }
 }
+
+#[test]
+fn empty_scans_and_column_reductions_are_refused_not_panics() {
+    for g in [samples::scan_along(DType::F32, &[2, 0, 3], 1, false), samples::column_sum(DType::F32, 0, 8)] {
+        let f = fuse(&g).unwrap();
+        let errors: Vec<String> = (f.partition.groups.iter().enumerate())
+            .filter(|(_, grp)| grp.schedule != Schedule::View)
+            .filter_map(|(i, grp)| xforge_kernel::generate(&f.graph, grp, i).err().map(|e| e.to_string()))
+            .collect();
+        assert!(!errors.is_empty() && errors.iter().all(|e| e.contains("empty")), "{}: {errors:?}", g.name);
+    }
+}

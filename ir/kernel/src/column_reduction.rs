@@ -54,6 +54,9 @@ pub fn column_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kerne
     // 32 neighbouring outputs per block (coalesced), SLICES threads sharing each one's reduced
     // elements; the slices' partials meet in workgroup memory
     let total_n = numel(&ys);
+    if total_n == 0 || numel(&xs) == 0 {
+        return Err(unsupported("an empty reduction is not a kernel".into()));
+    }
     let slices = numel(&red_shape).next_power_of_two().clamp(1, COLUMN_SLICES);
     let tx = b.emit("gpu.thread_id x");
     let ty = b.emit("gpu.thread_id y");

@@ -52,6 +52,9 @@ pub fn scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelErr
     let c = compute_type(dt);
     let n_el = numel(&xs);
     let lines_n = outer * inner;
+    if lines_n * len == 0 {
+        return Err(unsupported("an empty scan is not a kernel".into()));
+    }
     let chunks = len.next_power_of_two().clamp(1, SCAN_CHUNKS);
     let chunk = len.div_ceil(chunks);
     let part_mem = format!("memref<{}x{c}, #gpu.address_space<workgroup>>", 32 * chunks);
