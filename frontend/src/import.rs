@@ -440,28 +440,5 @@ fn node_name(n: &NodeProto, i: usize) -> String {
 }
 
 fn topo_order(gp: &GraphProto, deps: &[Vec<usize>]) -> Result<Vec<usize>, ImportError> {
-    let n = deps.len();
-    let mut indeg: Vec<usize> = deps.iter().map(|d| d.len()).collect();
-    let mut users: Vec<Vec<usize>> = vec![vec![]; n];
-    for (i, d) in deps.iter().enumerate() {
-        for &p in d {
-            users[p].push(i);
-        }
-    }
-    let mut ready: std::collections::BTreeSet<usize> = (0..n).filter(|&i| indeg[i] == 0).collect();
-    let mut order = Vec::with_capacity(n);
-    while let Some(i) = ready.pop_first() {
-        order.push(i);
-        for &u in &users[i] {
-            indeg[u] -= 1;
-            if indeg[u] == 0 {
-                ready.insert(u);
-            }
-        }
-    }
-    if order.len() < n {
-        let stuck = (0..n).find(|&i| indeg[i] > 0).unwrap();
-        return Err(ImportError::Cycle(node_name(&gp.node[stuck], stuck)));
-    }
-    Ok(order)
+    xforge_ir::graph::stable_topo_order(deps).map_err(|stuck| ImportError::Cycle(node_name(&gp.node[stuck], stuck)))
 }

@@ -48,31 +48,12 @@ pub fn toposort(g: &mut Graph) {
             producer[o.index()] = Some(i);
         }
     }
-    let n = g.nodes.len();
-    let mut users: Vec<Vec<usize>> = vec![vec![]; n];
-    let mut indeg = vec![0usize; n];
-    for (i, node) in g.nodes.iter().enumerate() {
-        for v in g.node_reads(node) {
-            if let Some(p) = producer[v.index()] {
-                if p != i {
-                    users[p].push(i);
-                    indeg[i] += 1;
-                }
-            }
-        }
-    }
-    let mut ready: std::collections::BTreeSet<usize> = (0..n).filter(|&i| indeg[i] == 0).collect();
-    let mut order = Vec::with_capacity(n);
-    while let Some(i) = ready.pop_first() {
-        order.push(i);
-        for &u in &users[i] {
-            indeg[u] -= 1;
-            if indeg[u] == 0 {
-                ready.insert(u);
-            }
-        }
-    }
-    assert_eq!(order.len(), n, "a pass created a cycle");
+    let deps: Vec<Vec<usize>> = (g.nodes.iter().enumerate())
+        .map(|(i, node)| {
+            g.node_reads(node).into_iter().filter_map(|v| producer[v.index()]).filter(|&p| p != i).collect()
+        })
+        .collect();
+    let order = xforge_ir::graph::stable_topo_order(&deps).expect("a pass created a cycle");
     let mut old: Vec<Option<xforge_ir::Node>> = std::mem::take(&mut g.nodes).into_iter().map(Some).collect();
     g.nodes = order.into_iter().map(|i| old[i].take().unwrap()).collect();
 }

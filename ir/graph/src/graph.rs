@@ -155,3 +155,32 @@ impl Graph {
         }
     }
 }
+
+/// Kahn's algorithm over `deps[i]`, the items item i waits for: the smallest ready index goes
+/// first, so the given order is kept wherever dependencies allow. `Err(i)` names an item that can
+/// never be ordered (it is on or behind a cycle).
+pub fn stable_topo_order(deps: &[Vec<usize>]) -> Result<Vec<usize>, usize> {
+    let n = deps.len();
+    let mut indeg: Vec<usize> = deps.iter().map(|d| d.len()).collect();
+    let mut users: Vec<Vec<usize>> = vec![vec![]; n];
+    for (i, d) in deps.iter().enumerate() {
+        for &p in d {
+            users[p].push(i);
+        }
+    }
+    let mut ready: std::collections::BTreeSet<usize> = (0..n).filter(|&i| indeg[i] == 0).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &u in &users[i] {
+            indeg[u] -= 1;
+            if indeg[u] == 0 {
+                ready.insert(u);
+            }
+        }
+    }
+    match (0..n).find(|&i| indeg[i] > 0) {
+        Some(stuck) => Err(stuck),
+        None => Ok(order),
+    }
+}
