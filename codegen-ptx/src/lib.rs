@@ -76,7 +76,7 @@ pub fn to_bitcode(kernels: &[&Kernel], chip: &str) -> Result<Vec<Vec<u8>>, Codeg
     let mut module = mlir::parse(&ctx, &text)?;
     let pm = PassManager::new(&ctx);
     let pipeline = format!(
-        "builtin.module(nvvm-attach-target{{chip={chip} features=+ptx80 O=3}},gpu.module(convert-scf-to-cf,convert-gpu-to-nvvm{{use-bare-ptr-memref-call-conv=true}},convert-math-to-llvm,reconcile-unrealized-casts),gpu-module-to-binary{{format=llvm}})"
+        "builtin.module(nvvm-attach-target{{chip={chip} features=+ptx80 O=3}},gpu.module(convert-scf-to-cf,convert-nvgpu-to-nvvm,convert-gpu-to-nvvm{{use-bare-ptr-memref-call-conv=true}},convert-math-to-llvm,reconcile-unrealized-casts),gpu-module-to-binary{{format=llvm}})"
     );
     parse_pass_pipeline(pm.as_operation_pass_manager(), &pipeline)
         .map_err(|e| CodegenError::Lowering(e.to_string()))?;

@@ -242,6 +242,121 @@ pub fn transpose(dt: DType, shape: &[usize], perm: &[i64]) -> Graph {
     finish(b)
 }
 
+/// Contractions with generated epilogues: a batched MatMul + bias + erf-GELU over ragged
+/// tiles; a fused QKV projection split into head-major Q, K (transposed) and V; a Gemm with
+/// both operands transposed, alpha, beta and C, then tanh; a MatMul whose batch dims broadcast.
+pub fn contractions(dt: DType) -> Vec<(&'static str, Graph)> {
+    let u = || ValueType::unranked(dt);
+    let mut out = vec![];
+    out.push(("gemm_gelu", gemm_bias_gelu(dt, &[2, 70], 96, 130)));
+    let mut b = GraphBuilder::new("gemm_qkv", 20);
+    let x = b.input("x", dt, &[2, 20, 48]);
+    let w = b.weight("w", random(dt, &[48, 144], 43));
+    let bias = b.weight("bias", random(dt, &[144], 44));
+    let m = b.node(Op::MatMul, &[x, w], vec![], u());
+    let a = b.node(Op::Add, &[m, bias], vec![], u());
+    let split = b.weight("split", Tensor::from_i64(vec![3], vec![48, 48, 48]));
+    let parts = b.node_multi(Op::Split, &[Some(a), Some(split)], vec![("axis", Attr::Int(2))], vec![u(), u(), u()]);
+    let heads = b.weight("heads", Tensor::from_i64(vec![4], vec![2, 20, 4, 12]));
+    for (k, perm) in [vec![0, 2, 1, 3], vec![0, 2, 3, 1], vec![0, 2, 1, 3]].into_iter().enumerate() {
+        let r = b.node(Op::Reshape, &[parts[k], heads], vec![], u());
+        let t = b.node(Op::Transpose, &[r], vec![("perm", Attr::Ints(perm))], u());
+        b.output(t);
+    }
+    out.push(("gemm_qkv", finish(b)));
+    let mut b = GraphBuilder::new("gemm_trans", 20);
+    let x = b.input("x", dt, &[50, 37]);
+    let w = b.weight("w", random(dt, &[45, 50], 45));
+    let c = b.weight("c", random(dt, &[45], 46));
+    let attrs = vec![
+        ("transA", Attr::Int(1)),
+        ("transB", Attr::Int(1)),
+        ("alpha", Attr::Float(0.5)),
+        ("beta", Attr::Float(2.0)),
+    ];
+    let m = b.node(Op::Gemm, &[x, w, c], attrs, u());
+    let y = b.node(Op::Tanh, &[m], vec![], u());
+    b.output(y);
+    out.push(("gemm_trans", finish(b)));
+    let mut b = GraphBuilder::new("gemm_broadcast", 20);
+    let x = b.input("x", dt, &[3, 1, 17, 40]);
+    let w = b.input("w", dt, &[2, 40, 33]);
+    let m = b.node(Op::MatMul, &[x, w], vec![], u());
+    let y = b.node(Op::Relu, &[m], vec![], u());
+    b.output(y);
+    out.push(("gemm_broadcast", finish(b)));
+    out
+}
+
+/// gelu(x·w + bias) (erf GELU, the BERT FFN) for x: [rows.., k], w: [k, n].
+pub fn gemm_bias_gelu(dt: DType, rows: &[usize], k: usize, n: usize) -> Graph {
+    let u = || ValueType::unranked(dt);
+    let mut b = GraphBuilder::new("gemm_gelu", 20);
+    let xs: Vec<usize> = rows.iter().copied().chain([k]).collect();
+    let x = b.input("x", dt, &xs);
+    let w = b.weight("w", random(dt, &[k, n], 41));
+    let bias = b.weight("bias", random(dt, &[n], 42));
+    let m = b.node(Op::MatMul, &[x, w], vec![], u());
+    let a = b.node(Op::Add, &[m, bias], vec![], u());
+    let y = b.node(Op::Gelu, &[a], vec![], u());
+    b.output(y);
+    finish(b)
+}
+
+/// Attention(q, k, v) over [batch, heads, len, head] without a mask.
+pub fn attention(dt: DType, shape: &[usize]) -> Graph {
+    let mut b = GraphBuilder::new("attention", 23);
+    let q = b.input("q", dt, shape);
+    let k = b.input("k", dt, shape);
+    let v = b.input("v", dt, shape);
+    let y = b.node(Op::Attention, &[q, k, v], vec![], ValueType::unranked(dt));
+    b.output(y);
+    finish(b)
+}
+
+/// Attention(q, k, v, mask?) [B, H, S, D]: an additive mask with merged heads after it
+/// (Transpose + Reshape), causal grouped-query heads, a boolean mask with a fully masked row
+/// (its output is 0), and a head of 40 (no tensor-core path).
+pub fn attentions(dt: DType) -> Vec<(&'static str, Graph)> {
+    let u = || ValueType::unranked(dt);
+    let mut out = vec![];
+    let mut b = GraphBuilder::new("attention_heads", 23);
+    let q = b.input("q", dt, &[2, 4, 70, 64]);
+    let k = b.input("k", dt, &[2, 4, 90, 64]);
+    let v = b.input("v", dt, &[2, 4, 90, 64]);
+    let mask = b.weight("mask", random(dt, &[1, 1, 70, 90], 51));
+    let y = b.node(Op::Attention, &[q, k, v, mask], vec![], u());
+    let t = b.node(Op::Transpose, &[y], vec![("perm", Attr::Ints(vec![0, 2, 1, 3]))], u());
+    let shape = b.weight("shape", Tensor::from_i64(vec![3], vec![2, 70, 256]));
+    let r = b.node(Op::Reshape, &[t, shape], vec![], u());
+    b.output(r);
+    out.push(("attention_heads", finish(b)));
+    let mut b = GraphBuilder::new("attention_causal_gqa", 23);
+    let q = b.input("q", dt, &[1, 8, 100, 32]);
+    let k = b.input("k", dt, &[1, 2, 100, 32]);
+    let v = b.input("v", dt, &[1, 2, 100, 32]);
+    let y = b.node(Op::Attention, &[q, k, v], vec![("is_causal", Attr::Int(1))], u());
+    b.output(y);
+    out.push(("attention_causal_gqa", finish(b)));
+    let mut b = GraphBuilder::new("attention_bool_mask", 23);
+    let q = b.input("q", dt, &[1, 2, 33, 48]);
+    let k = b.input("k", dt, &[1, 2, 33, 48]);
+    let v = b.input("v", dt, &[1, 2, 33, 48]);
+    let keep: Vec<f64> = (0..33 * 33).map(|e| ((e / 33 != 5) && (e * 7 % 5 != 0)) as u8 as f64).collect();
+    let mask = b.weight("mask", Tensor::from_f64(DType::Bool, vec![33, 33], &keep));
+    let y = b.node(Op::Attention, &[q, k, v, mask], vec![("scale", Attr::Float(0.3))], u());
+    b.output(y);
+    out.push(("attention_bool_mask", finish(b)));
+    let mut b = GraphBuilder::new("attention_odd_head", 23);
+    let q = b.input("q", dt, &[1, 3, 45, 40]);
+    let k = b.input("k", dt, &[1, 3, 45, 40]);
+    let v = b.input("v", dt, &[1, 3, 45, 40]);
+    let y = b.node(Op::Attention, &[q, k, v], vec![], u());
+    b.output(y);
+    out.push(("attention_odd_head", finish(b)));
+    out
+}
+
 /// Every sample, in f32, f16 and bf16 (tolerances: 1e-5 for f32, 1e-2 for the half types).
 pub fn all() -> Vec<Sample> {
     let mut out = vec![];
@@ -260,7 +375,13 @@ pub fn all() -> Vec<Sample> {
         push("tiled_transpose_rotate".into(), transpose(dt, &[4, 5, 40], &[2, 0, 1]));
         // even extents: half types move in pairs through 64×64 tiles, ragged at both edges
         push("tiled_transpose_packed".into(), transpose(dt, &[2, 66, 130], &[0, 2, 1]));
-        for (name, g) in movement(dt).into_iter().chain(pools(dt)).chain(columns_and_scans(dt)) {
+        for (name, g) in movement(dt)
+            .into_iter()
+            .chain(pools(dt))
+            .chain(columns_and_scans(dt))
+            .chain(contractions(dt))
+            .chain(attentions(dt))
+        {
             push(name.to_string(), g);
         }
         // even widths: half types load window rows as aligned pairs

@@ -11,8 +11,5 @@ pub const UNKNOWN_VALUE_BYTES: f64 = 1024.0 * 1024.0;
 pub const EGRAPH_NODE_LIMIT: usize = 200_000;
 pub const EGRAPH_ITER_LIMIT: usize = 64;
 pub const EGRAPH_TIME_LIMIT_MS: u64 = 1500;
-/// A contraction whose output has at most this many elements and 1×1 spatial dims (the
-/// squeeze-excitation GEMVs) may join a reduction's epilogue.
-pub const SMALL_CONTRACTION_ELEMENTS: usize = 1 << 14;
 /// Safety bound on the sweeps of the DAG-aware extractor (it stops when nothing changes).
 pub const EXTRACT_PASSES: usize = 1000;

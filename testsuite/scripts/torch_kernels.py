@@ -61,3 +61,18 @@ for n in (98, 122):
     x = torch.empty(n << 18, device="cuda", dtype=torch.float16)
     y = torch.empty_like(x)
     report(f"copy_ {n} MiB moved", median_ms(lambda: y.copy_(x)), 2 * x.numel() * 2)
+
+# contractions (kernel_cases' bench_gemm_gelu_* and bench_attention_*), as TFLOP/s; fp32 without TF32
+torch.backends.cuda.matmul.allow_tf32 = False
+for dt in (torch.float32, torch.float16):
+    x = torch.randn(4096, 4096, device="cuda", dtype=dt)
+    w = torch.randn(4096, 4096, device="cuda", dtype=dt)
+    b = torch.randn(4096, device="cuda", dtype=dt)
+    ms = median_ms(lambda: F.gelu(torch.addmm(b, x, w)))
+    print(f"gelu(x@w+b) 4096^3 {dt}: median {ms:.3f} ms, {2 * 4096**3 / ms / 1e9:.1f} TFLOP/s")
+    mm = median_ms(lambda: x @ w)
+    print(f"x@w 4096^3 {dt}: median {mm:.3f} ms, {2 * 4096**3 / mm / 1e9:.1f} TFLOP/s")
+for dt in (torch.float16, torch.bfloat16, torch.float32):
+    q, k, v = (torch.randn(8, 16, 2048, 64, device="cuda", dtype=dt) for _ in range(3))
+    ms = median_ms(lambda: F.scaled_dot_product_attention(q, k, v))
+    print(f"sdpa [8,16,2048,64] {dt}: median {ms:.3f} ms, {4 * 8 * 16 * 2048**2 * 64 / ms / 1e9:.1f} TFLOP/s")

@@ -154,6 +154,14 @@ fn write_case(dir: &Path, name: &str, g: &Graph, chip: &str, tol: f64, bench: bo
     Ok(())
 }
 
+/// Marks a bench case as a contraction of `flops` operations.
+fn add_flops(dir: &Path, name: &str, flops: f64) -> Result<()> {
+    let meta = dir.join(name).join("meta.tsv");
+    let text = std::fs::read_to_string(&meta)?;
+    std::fs::write(meta, format!("{text}flops\t{flops}\n"))?;
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let dir = Path::new(args.get(1).context("usage: kernel_cases OUTDIR [CHIP]")?);
@@ -187,5 +195,18 @@ fn main() -> Result<()> {
     // 256 MiB in, 256 MiB out, in f32 and f16
     write_case(dir, "bench_elementwise_f32", &samples::relu(DType::F32, 64 << 20), chip, 0.0, true)?;
     write_case(dir, "bench_elementwise_f16", &samples::relu(DType::F16, 128 << 20), chip, 0.0, true)?;
+    // contractions, timed as TFLOP/s: the BERT-FFN-like GEMM + bias + erf-GELU, flash attention
+    let (m, k, n) = (4096, 4096, 4096);
+    for dt in [DType::F32, DType::F16] {
+        let name = format!("bench_gemm_gelu_{dt}");
+        write_case(dir, &name, &samples::gemm_bias_gelu(dt, &[m], k, n), chip, 0.0, true)?;
+        add_flops(dir, &name, 2.0 * (m * k * n) as f64)?;
+    }
+    let shape = [8, 16, 2048, 64];
+    for dt in [DType::F16, DType::BF16, DType::F32] {
+        let name = format!("bench_attention_{dt}");
+        write_case(dir, &name, &samples::attention(dt, &shape), chip, 0.0, true)?;
+        add_flops(dir, &name, 4.0 * (shape[0] * shape[1] * shape[2] * shape[2] * shape[3]) as f64)?;
+    }
     Ok(())
 }

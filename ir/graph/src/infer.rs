@@ -403,6 +403,18 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
         out.extend((1..node.outputs.len()).map(|_| ty(dts[0], Some(vec![c.clone()]))));
         return Ok(Some(out));
     }
+    // 4-D attention: Y is [batch, q heads, q length, v head size]; the other outputs' shapes
+    // are left to the later steps
+    if op == Attention {
+        if let (Some(q), Some(v)) = (shape(0), shape(2)) {
+            if q.len() == 4 && v.len() == 4 {
+                let y = vec![q[0].clone(), q[1].clone(), q[2].clone(), v[3].clone()];
+                let mut out = vec![ty(dts[0], Some(y))];
+                out.extend((1..node.outputs.len()).map(|i| ty(dts.get(i).copied().unwrap_or(dts[0]), None)));
+                return Ok(Some(out));
+            }
+        }
+    }
     if op.kind() == OpKind::Elementwise
         || matches!(
             op,

@@ -11,7 +11,7 @@ use xforge_passes::fusion::FusionGroup;
 /// Threads per block.
 pub use crate::knobs::BLOCK;
 
-fn float_attr(n: &Node, k: &str, d: f64) -> f64 {
+pub(crate) fn float_attr(n: &Node, k: &str, d: f64) -> f64 {
     match n.attr(k) {
         Some(Attr::Float(v)) => *v as f64,
         _ => d,
@@ -19,7 +19,7 @@ fn float_attr(n: &Node, k: &str, d: f64) -> f64 {
 }
 
 /// Views: the same buffer read with another shape, so the same flat index.
-fn is_view(op: Op) -> bool {
+pub(crate) fn is_view(op: Op) -> bool {
     matches!(op, Op::Reshape | Op::Flatten | Op::Squeeze | Op::Unsqueeze | Op::Identity)
 }
 
@@ -29,7 +29,7 @@ fn is_remap(op: Op) -> bool {
 }
 
 /// Row-major coordinates of flat index `i` in `shape`, as index values.
-fn coords(b: &mut Body, i: &str, shape: &[usize]) -> Vec<String> {
+pub(crate) fn coords(b: &mut Body, i: &str, shape: &[usize]) -> Vec<String> {
     let st = strides(shape);
     (0..shape.len())
         .map(|d| {
@@ -41,7 +41,7 @@ fn coords(b: &mut Body, i: &str, shape: &[usize]) -> Vec<String> {
 }
 
 /// Flat index from coordinates in `shape`.
-fn flat(b: &mut Body, cs: &[String], shape: &[usize]) -> String {
+pub(crate) fn flat(b: &mut Body, cs: &[String], shape: &[usize]) -> String {
     let st = strides(shape);
     let mut acc = b.index(0);
     for (d, c) in cs.iter().enumerate() {
@@ -519,6 +519,8 @@ pub fn compute(
             // round through the target type
             let to = n.outputs[0].map(|o| g.ty(o).dtype).unwrap_or(dt);
             match storage_type(to).filter(|_| to.is_float()) {
+                // widening keeps every value
+                Some("f64") if c == "f32" => args[0].clone(),
                 Some(t) if t != c => {
                     let r = b.emit(format!("arith.truncf {} : {c} to {t}", args[0]));
                     b.emit(format!("arith.extf {r} : {t} to {c}"))
@@ -540,7 +542,10 @@ pub fn compute(
 /// The value to store for output parameter `p`, converted to its storage type.
 pub fn stored(b: &mut Body, p: &Param, v: &str, c: &str) -> String {
     let st = storage_type(p.dtype).unwrap();
-    if st != c {
+    if st == "f64" && c == "f32" {
+        // a Cast to double after f32 arithmetic
+        b.emit(format!("arith.extf {v} : {c} to {st}"))
+    } else if st != c {
         b.emit(format!("arith.truncf {v} : {c} to {st}"))
     } else {
         v.to_string()

@@ -15,3 +15,15 @@ pub const TILE_ROWS: usize = 8;
 pub const COLUMN_SLICES: usize = 32;
 /// Scans: stretches each line is cut into (at most), one thread each.
 pub const SCAN_CHUNKS: usize = 32;
+/// Generated GEMMs: GEMM_TILE² outputs per block of GEMM_THREADS² threads, K in steps of GEMM_K.
+pub const GEMM_TILE: usize = 64;
+pub const GEMM_THREADS: usize = 16;
+pub const GEMM_K: usize = 16;
+/// Attention without tensor cores: ATTN_ROWS query rows per block (one each), ATTN_KEYS keys
+/// per workgroup-memory tile.
+pub const ATTN_ROWS: usize = 64;
+pub const ATTN_KEYS: usize = 32;
+/// Tensor-core attention: 16 query rows per warp, ATTN_MMA_ROWS per block, ATTN_MMA_KEYS keys
+/// per tile.
+pub const ATTN_MMA_ROWS: usize = 64;
+pub const ATTN_MMA_KEYS: usize = 64;

@@ -1,13 +1,16 @@
 //! Kernels as MLIR `gpu` dialect modules, one per fusion group. Templates write the portable
 //! `gpu`, `arith`, `math`, `memref` and `scf` dialects so the NVVM and ROCDL paths share them;
 //! `mlir::verify` parses and verifies every module with melior.
+pub mod attention;
 pub mod body;
 pub mod column_reduction;
 pub mod elementwise;
+pub mod gemm;
 pub mod kernel;
 pub mod knobs;
 pub mod mlir;
 pub mod pooling;
+pub mod route;
 pub mod row_reduction;
 pub mod scan;
 pub mod transpose;
@@ -27,6 +30,9 @@ pub fn generate(g: &xforge_ir::Graph, grp: &FusionGroup, gi: usize) -> Result<Ke
         Schedule::Pooling => pooling::pooling(g, grp, gi),
         Schedule::ColumnReduction => column_reduction::column_reduction(g, grp, gi),
         Schedule::Scan => scan::scan(g, grp, gi),
+        // library GEMMs get the generated kernel too where no library runs them (checks, HIP)
+        Schedule::GeneratedGemm | Schedule::LibraryGemm => gemm::gemm(g, grp, gi),
+        Schedule::Attention => attention::attention(g, grp, gi),
         s => Err(KernelError::Unsupported { group: gi, why: format!("no template for {s} groups yet") }),
     }
 }

@@ -4,7 +4,6 @@
 //! a reduction takes in the elementwise group feeding only it (prologue), and whatever is left
 //! forms elementwise groups. A merge never makes two groups depend on each other.
 use super::cost::is_view;
-use crate::knobs::SMALL_CONTRACTION_ELEMENTS;
 use std::fmt;
 use xforge_ir::{Attr, Graph, Op, OpKind, ValueId};
 
@@ -145,16 +144,6 @@ fn accepts_epilogue(s: Schedule) -> bool {
     )
 }
 
-/// A GEMV-sized contraction on 1×1 spatial data (the squeeze-excitation MLP).
-fn small_contraction(g: &Graph, n: &xforge_ir::Node) -> bool {
-    n.op.kind() == OpKind::Contraction
-        && n.output_ids().all(|o| {
-            g.ty(o).static_shape().is_some_and(|s| {
-                s.iter().product::<usize>() <= SMALL_CONTRACTION_ELEMENTS && s.iter().skip(2).all(|&d| d == 1)
-            })
-        })
-}
-
 /// Whether a vendor library runs a contraction group as one call: the epilogue, in order, is
 /// an optional bias (a weight), an optional residual, an optional activation the library knows.
 fn library_accepts(g: &Graph, nodes: &[usize], conv: bool) -> bool {
@@ -260,19 +249,15 @@ pub fn partition(g: &Graph) -> Partition {
         let producers: Vec<usize> = inputs.iter().filter_map(|&v| source_group(v, &group_of)).collect();
         let mut target: Option<usize> = None;
         let elementwise = own == Schedule::Elementwise;
-        let joins_reduction = small_contraction(g, node);
         // strided stores: a Split after a GEMM, a Transpose after attention
         let movement_epilogue = matches!(node.op, Op::Split | Op::Transpose);
-        if elementwise || joins_reduction || movement_epilogue || own == Schedule::View {
+        if elementwise || movement_epilogue || own == Schedule::View {
             for &v in &inputs {
                 let Some(p) = source_group(v, &group_of) else { continue };
                 // a view costs nothing: it lives in the group that computes its buffer
                 if own == Schedule::View {
                     target = Some(p);
                     break;
-                }
-                if joins_reduction && !matches!(schedule[p], Schedule::RowReduction | Schedule::Pooling) {
-                    continue;
                 }
                 if movement_epilogue && !matches!(schedule[p], Schedule::LibraryGemm | Schedule::Attention) {
                     continue;

@@ -25,6 +25,8 @@ struct Meta {
     block: (u32, u32, u32),
     tol: f64,
     bench: bool,
+    /// Arithmetic of one launch (contractions report TFLOP/s).
+    flops: Option<f64>,
     params: Vec<Param>,
 }
 
@@ -35,8 +37,15 @@ fn triple(s: &str) -> Result<(u32, u32, u32)> {
 
 fn meta(dir: &Path) -> Result<Meta> {
     let text = std::fs::read_to_string(dir.join("meta.tsv"))?;
-    let mut m =
-        Meta { kernel: String::new(), grid: (1, 1, 1), block: (1, 1, 1), tol: 0.0, bench: false, params: vec![] };
+    let mut m = Meta {
+        kernel: String::new(),
+        grid: (1, 1, 1),
+        block: (1, 1, 1),
+        tol: 0.0,
+        bench: false,
+        flops: None,
+        params: vec![],
+    };
     for line in text.lines() {
         let f: Vec<&str> = line.split('\t').collect();
         match f[0] {
@@ -45,6 +54,7 @@ fn meta(dir: &Path) -> Result<Meta> {
             "block" => m.block = triple(f[1])?,
             "tol" => m.tol = f[1].parse()?,
             "bench" => m.bench = true,
+            "flops" => m.flops = f.get(1).and_then(|x| x.parse().ok()),
             "param" => m.params.push(Param {
                 output: f[2] == "out",
                 dtype: DType::from_name(f[3]).context("dtype")?,
@@ -117,6 +127,9 @@ fn run_case(ctx: &std::sync::Arc<CudaContext>, dir: &Path) -> Result<String> {
         ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let bytes: usize = m.params.iter().map(|p| p.elements * p.dtype.size()).sum();
         let med = ms[ms.len() / 2];
+        if let Some(fl) = m.flops {
+            return Ok(format!("median {med:.3} ms, {:.1} TFLOP/s", fl / med / 1e9));
+        }
         return Ok(format!("median {med:.3} ms, {:.0} GB/s moved ({} MiB)", bytes as f64 / med / 1e6, bytes >> 20));
     }
     launch(&bufs)?;
