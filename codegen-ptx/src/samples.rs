@@ -243,12 +243,14 @@ pub fn transpose(dt: DType, shape: &[usize], perm: &[i64]) -> Graph {
 }
 
 /// Contractions with generated epilogues: a batched MatMul + bias + erf-GELU over ragged
-/// tiles; a fused QKV projection split into head-major Q, K (transposed) and V; a Gemm with
-/// both operands transposed, alpha, beta and C, then tanh; a MatMul whose batch dims broadcast.
+/// tiles (rows of 130 and of 136 elements: the SIMT and tensor-core paths of half types); a fused QKV projection split into head-major Q, K (transposed) and V; a Gemm with
+/// both operands transposed, alpha, beta and C, then tanh (and one of 8-element rows); a MatMul whose batch dims broadcast.
 pub fn contractions(dt: DType) -> Vec<(&'static str, Graph)> {
     let u = || ValueType::unranked(dt);
     let mut out = vec![];
     out.push(("gemm_gelu", gemm_bias_gelu(dt, &[2, 70], 96, 130)));
+    // 16-byte rows: the tensor-core path for f16/bf16, ragged in M and N
+    out.push(("gemm_gelu_rows8", gemm_bias_gelu(dt, &[2, 70], 96, 136)));
     let mut b = GraphBuilder::new("gemm_qkv", 20);
     let x = b.input("x", dt, &[2, 20, 48]);
     let w = b.weight("w", random(dt, &[48, 144], 43));
@@ -278,6 +280,12 @@ pub fn contractions(dt: DType) -> Vec<(&'static str, Graph)> {
     let y = b.node(Op::Tanh, &[m], vec![], u());
     b.output(y);
     out.push(("gemm_trans", finish(b)));
+    let mut b = GraphBuilder::new("gemm_trans_rows8", 20);
+    let x = b.input("x", dt, &[72, 40]);
+    let w = b.weight("w", random(dt, &[56, 72], 47));
+    let m = b.node(Op::Gemm, &[x, w], vec![("transA", Attr::Int(1)), ("transB", Attr::Int(1))], u());
+    b.output(m);
+    out.push(("gemm_trans_rows8", finish(b)));
     let mut b = GraphBuilder::new("gemm_broadcast", 20);
     let x = b.input("x", dt, &[3, 1, 17, 40]);
     let w = b.input("w", dt, &[2, 40, 33]);

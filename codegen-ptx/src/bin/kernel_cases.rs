@@ -1,7 +1,10 @@
 //! Writes GPU check cases for the kernel templates: PTX, launch shape, inputs and the
 //! interpreter's outputs, for `gpu_check` (testsuite) to run on a GPU machine.
 //!
-//!     cargo run --release -p xforge-codegen-ptx --bin kernel_cases -- OUTDIR [sm_90]
+//!     cargo run --release -p xforge-codegen-ptx --bin kernel_cases -- OUTDIR [sm_90 [NODE_TESTS]]
+//!
+//! With NODE_TESTS (the conformance runner's cache, `target/onnx-node-tests`), the ONNX node
+//! tests of attention, Gemm and MatMul become cases too, on random inputs.
 //!
 //! Each case is OUTDIR/<name>/{kernel.ptx, meta.tsv, in<k>.npy, out<k>.npy}: one per sample
 //! graph (`samples::all`), plus bandwidth cases (`bench` in meta.tsv) that carry no data: the
@@ -154,6 +157,38 @@ fn write_case(dir: &Path, name: &str, g: &Graph, chip: &str, tol: f64, bench: bo
     Ok(())
 }
 
+/// The node tests of the contraction and attention templates: every kernel of each model whose
+/// groups all have templates (the others are listed as skipped).
+fn node_test_cases(dir: &Path, cache: &Path, chip: &str) -> Result<()> {
+    let manifest = std::fs::read_to_string(cache.join("manifest.tsv")).context("node test manifest")?;
+    let (mut written, mut skipped) = (0, vec![]);
+    for line in manifest.lines() {
+        let name = line.split('\t').next().unwrap_or_default();
+        let wanted = ["attention", "gemm", "matmul"].iter().any(|w| name.contains(w)) && !name.contains("integer");
+        if !wanted || cache.join(name).join("unsupported_io").exists() {
+            continue;
+        }
+        let Ok(m) = xforge_frontend::load(&cache.join(name).join("model.onnx"), &Default::default()) else {
+            skipped.push(name);
+            continue;
+        };
+        if m.graph.inputs.iter().any(|&v| !m.graph.ty(v).dtype.is_float() && m.graph.ty(v).dtype != DType::Bool) {
+            skipped.push(name);
+            continue;
+        }
+        let tol = if m.graph.inputs.iter().any(|&v| m.graph.ty(v).dtype == DType::F32) { 1e-5 } else { 1e-2 };
+        match kernels(&m.graph) {
+            Ok(_) => {
+                write_graph_cases(dir, name, &m.graph, chip, tol)?;
+                written += 1;
+            }
+            Err(_) => skipped.push(name),
+        }
+    }
+    println!("node tests: {written} written, {} skipped: {}", skipped.len(), skipped.join(" "));
+    Ok(())
+}
+
 /// Marks a bench case as a contraction of `flops` operations.
 fn add_flops(dir: &Path, name: &str, flops: f64) -> Result<()> {
     let meta = dir.join(name).join("meta.tsv");
@@ -195,6 +230,9 @@ fn main() -> Result<()> {
     // 256 MiB in, 256 MiB out, in f32 and f16
     write_case(dir, "bench_elementwise_f32", &samples::relu(DType::F32, 64 << 20), chip, 0.0, true)?;
     write_case(dir, "bench_elementwise_f16", &samples::relu(DType::F16, 128 << 20), chip, 0.0, true)?;
+    if let Some(cache) = args.get(3) {
+        node_test_cases(dir, Path::new(cache), chip)?;
+    }
     // contractions, timed as TFLOP/s: the BERT-FFN-like GEMM + bias + erf-GELU, flash attention
     let (m, k, n) = (4096, 4096, 4096);
     for dt in [DType::F32, DType::F16] {

@@ -10,6 +10,7 @@ use crate::elementwise::float_attr;
 use crate::kernel::{finish, input_params, Kernel, KernelError, Param};
 use crate::knobs::{ATTN_KEYS, ATTN_MMA_KEYS, ATTN_MMA_ROWS, ATTN_ROWS};
 use crate::route::{is_tail, routes, store_routed, OutputRoute};
+use crate::tensor_core::mma;
 use std::collections::HashMap;
 use xforge_ir::tensor::{numel, strides};
 use xforge_ir::{Attr, DType, Graph, Node, Op, ValueId};
@@ -344,44 +345,6 @@ fn row_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -
     let grid = [a.s.div_ceil(rows) as u32, (a.batch * a.hq) as u32, 1];
     let shared = format!("%ks : {kwg}, %vs : {vwg}");
     Ok(finish(params, &b, Some(&shared), grid, [rows as u32, 1, 1]))
-}
-
-/// One m16n8k16 tensor-core product c + a·b: `a` four and `bf` two registers of two
-/// elements (vector<2xT>), `c` four f32 (rows g, g, g+8, g+8 of the warp's 16).
-fn mma(b: &mut Body, t: &str, a: &[String], bf: &[String], c: &[String]) -> Vec<String> {
-    if t == "f16" {
-        let mut av = b.emit("arith.constant dense<0.0> : vector<4x2xf16>");
-        for (i, r) in a.iter().enumerate() {
-            av = b.emit(format!("vector.insert {r}, {av} [{i}] : vector<2xf16> into vector<4x2xf16>"));
-        }
-        let mut bv = b.emit("arith.constant dense<0.0> : vector<2x2xf16>");
-        for (i, r) in bf.iter().enumerate() {
-            bv = b.emit(format!("vector.insert {r}, {bv} [{i}] : vector<2xf16> into vector<2x2xf16>"));
-        }
-        let cv = b.emit(format!("vector.from_elements {} : vector<2x2xf32>", c.join(", ")));
-        let r = b.emit(format!(
-            "nvgpu.mma.sync ({av}, {bv}, {cv}) {{mmaShape = [16, 8, 16]}} : (vector<4x2xf16>, vector<2x2xf16>, vector<2x2xf32>) -> vector<2x2xf32>"
-        ));
-        [(0, 0), (0, 1), (1, 0), (1, 1)]
-            .iter()
-            .map(|(i, j)| b.emit(format!("vector.extract {r}[{i}, {j}] : f32 from vector<2x2xf32>")))
-            .collect()
-    } else {
-        let word = |b: &mut Body, r: &String| {
-            let w = b.emit(format!("vector.bitcast {r} : vector<2x{t}> to vector<1xi32>"));
-            b.emit(format!("vector.extract {w}[0] : i32 from vector<1xi32>"))
-        };
-        let aw: Vec<String> = a.iter().map(|r| word(b, r)).collect();
-        let bw: Vec<String> = bf.iter().map(|r| word(b, r)).collect();
-        let st = "!llvm.struct<(f32, f32, f32, f32)>";
-        let r = b.emit(format!(
-            "nvvm.mma.sync A[{}] B[{}] C[{}] {{layoutA = #nvvm.mma_layout<row>, layoutB = #nvvm.mma_layout<col>, multiplicandAPtxType = #nvvm.mma_type<{t}>, multiplicandBPtxType = #nvvm.mma_type<{t}>, shape = #nvvm.shape<m = 16, n = 8, k = 16>}} : (i32, i32, f32) -> {st}",
-            aw.join(", "),
-            bw.join(", "),
-            c.join(", ")
-        ));
-        (0..4).map(|i| b.emit(format!("llvm.extractvalue {r}[{i}] : {st}"))).collect()
-    }
 }
 
 /// The sum (or max) of a value over the four threads of a quad (they share a row).

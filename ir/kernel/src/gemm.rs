@@ -1,13 +1,18 @@
 //! The contraction template for generated GEMM groups: a MatMul (batched, broadcast) or Gemm
 //! whose epilogue a vendor library cannot run (erf-GELU, head-major stores through Split and
-//! Transpose). Blocks of GEMM_THREADS² threads own GEMM_TILE² outputs, GEMM_TILE/GEMM_THREADS
-//! squared per thread; K advances GEMM_K at a time through workgroup memory (f32); the
-//! accumulators stay f32. The epilogue runs on each output where it lies, then the store tail.
+//! Transpose). The epilogue runs on each output where the accumulator lies, then the store tail.
+//! - f16/bf16 with 8-element rows: tensor cores. GEMM_MMA_WARPS_M × GEMM_MMA_WARPS_N warps of
+//!   64×32 outputs; K advances GEMM_MMA_K at a time through workgroup memory (16-byte copies,
+//!   rows padded by 8 elements so fragment loads hit distinct banks).
+//! - otherwise: blocks of GEMM_THREADS² threads own GEMM_TILE² outputs, (GEMM_TILE /
+//!   GEMM_THREADS)² per thread, K in steps of GEMM_K through workgroup memory (f32).
+//! Accumulators are f32 in both.
 use crate::body::{compute_type, storage_type, Body};
 use crate::elementwise::{compute, float_attr};
 use crate::kernel::{finish, input_params, Kernel, KernelError, Param};
-use crate::knobs::{GEMM_K, GEMM_THREADS, GEMM_TILE};
-use crate::route::{is_tail, routes, store_routed};
+use crate::knobs::{GEMM_K, GEMM_MMA_K, GEMM_MMA_WARPS_M, GEMM_MMA_WARPS_N, GEMM_THREADS, GEMM_TILE};
+use crate::tensor_core::mma;
+use crate::route::{is_tail, routes, store_routed, OutputRoute};
 use std::collections::HashMap;
 use xforge_ir::tensor::{numel, strides};
 use xforge_ir::{Attr, Graph, Node, Op, ValueId};
@@ -70,8 +75,23 @@ fn batch_offset(b: &mut Body, coords: &[String], shape: &[usize]) -> String {
     off
 }
 
-pub fn gemm(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelError> {
-    let unsupported = |why: String| KernelError::Unsupported { group: gi, why };
+/// Everything both paths need about a GEMM group.
+struct Plan<'g> {
+    g: &'g Graph,
+    ct: Contraction,
+    y: ValueId,
+    ys: Vec<usize>,
+    dt: xforge_ir::DType,
+    epilogue: Vec<&'g Node>,
+    params: Vec<Param>,
+    scalars: HashMap<ValueId, f64>,
+    outs: Vec<OutputRoute>,
+    pa: usize,
+    pb: usize,
+    batch: Vec<usize>,
+}
+
+fn plan<'g>(g: &'g Graph, grp: &FusionGroup, unsupported: &dyn Fn(String) -> KernelError) -> Result<Plan<'g>, KernelError> {
     let nodes: Vec<&Node> = grp.nodes.iter().map(|&n| &g.nodes[n]).collect();
     let anchor = nodes[0];
     if !matches!(anchor.op, Op::MatMul | Op::Gemm) {
@@ -89,7 +109,7 @@ pub fn gemm(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelErr
     }
     // the epilogue: elementwise nodes on the contraction's space; then the store tail
     let split = nodes[1..].iter().position(|n| is_tail(n.op)).map_or(nodes.len(), |p| p + 1);
-    let (epilogue, tail) = (&nodes[1..split], &nodes[split..]);
+    let (epilogue, tail) = (nodes[1..split].to_vec(), &nodes[split..]);
     if let Some(n) = tail.iter().find(|n| !is_tail(n.op)) {
         return Err(unsupported(format!("node '{}' ({}) follows the store tail", n.name, n.op)));
     }
@@ -112,27 +132,127 @@ pub fn gemm(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelErr
     }
     let computed: Vec<ValueId> = std::iter::once(y).chain(epilogue.iter().filter_map(|n| n.outputs[0])).collect();
     let outs = routes(g, tail, &params, &computed).map_err(unsupported)?;
-    let c = compute_type(dt);
-    let st = storage_type(dt).unwrap();
-    let (m, n, k) = (ct.m, ct.n, ct.k);
     let batch: Vec<usize> = ys[..ys.len() - 2].to_vec();
+    if numel(&batch) > 65535 {
+        return Err(unsupported("more than 65535 batches in one launch".into()));
+    }
+    Ok(Plan { g, ct, y, ys, dt, epilogue, params, scalars, outs, pa, pb, batch })
+}
+
+/// A block's place: its batch coordinates, the operands' batch offsets, the first row and
+/// column of its tile and the batch's first output.
+struct Frame {
+    bcoords: Vec<String>,
+    a_off: String,
+    b_off: String,
+    m0: String,
+    n0: String,
+    zbase: String,
+}
+
+fn frame(b: &mut Body, p: &Plan, tile_m: usize, tile_n: usize) -> Frame {
+    let bx = b.emit("gpu.block_id x");
+    let by = b.emit("gpu.block_id y");
+    let bz = b.emit("gpu.block_id z");
+    let (ctm, ctn) = (b.index(tile_m), b.index(tile_n));
+    let n0 = b.emit(format!("arith.muli {bx}, {ctn} : index"));
+    let m0 = b.emit(format!("arith.muli {by}, {ctm} : index"));
+    let bcoords = crate::elementwise::coords(b, &bz, &p.batch);
+    let sa = p.g.ty(p.ct.a).static_shape().unwrap();
+    let sb = p.g.ty(p.ct.b).static_shape().unwrap();
+    let a_off = batch_offset(b, &bcoords, &sa);
+    let b_off = batch_offset(b, &bcoords, &sb);
+    let mn = b.index(p.ct.m * p.ct.n);
+    let zbase = b.emit(format!("arith.muli {bz}, {mn} : index"));
+    Frame { bcoords, a_off, b_off, m0, n0, zbase }
+}
+
+/// Output (mi, nj) of the frame's batch: alpha, beta·C, the epilogue and the routed stores,
+/// skipped past the edges.
+fn store_element(
+    b: &mut Body,
+    p: &Plan,
+    f: &Frame,
+    acc: &str,
+    mi: &str,
+    nj: &str,
+    unsupported: &dyn Fn(String) -> KernelError,
+) -> Result<(), KernelError> {
+    let c = compute_type(p.dt);
+    let (cm, cn) = (b.index(p.ct.m), b.index(p.ct.n));
+    let ok1 = b.emit(format!("arith.cmpi ult, {mi}, {cm} : index"));
+    let ok2 = b.emit(format!("arith.cmpi ult, {nj}, {cn} : index"));
+    let ok = b.emit(format!("arith.andi {ok1}, {ok2} : i1"));
+    b.stmt(format!("scf.if {ok} {{"));
+    let flat = b.emit(format!("arith.muli {mi}, {cn} : index"));
+    let flat = b.emit(format!("arith.addi {flat}, {nj} : index"));
+    let flat = b.emit(format!("arith.addi {flat}, {} : index", f.zbase));
+    let mut v = acc.to_string();
+    if p.ct.alpha != 1.0 {
+        let al = b.float(p.ct.alpha, c);
+        v = b.emit(format!("arith.mulf {v}, {al} : {c}"));
+    }
+    let (g, params, scalars, ys, dt) = (p.g, &p.params, &p.scalars, &p.ys, p.dt);
+    if let Some((cv, beta)) = p.ct.c {
+        let loaded = compute(b, g, &[], params, scalars, ys, &flat, c, dt, None, HashMap::new(), &[cv], unsupported)?;
+        let cval = match (loaded.get(&cv), scalars.get(&cv)) {
+            (Some(x), _) => x.clone(),
+            (None, Some(&s)) => b.float(s, c),
+            _ => return Err(unsupported("Gemm's C is not readable".into())),
+        };
+        let cval = if beta != 1.0 {
+            let bt = b.float(beta, c);
+            b.emit(format!("arith.mulf {cval}, {bt} : {c}"))
+        } else {
+            cval
+        };
+        v = b.emit(format!("arith.addf {v}, {cval} : {c}"));
+    }
+    let mut seed = HashMap::new();
+    seed.insert(p.y, v);
+    let vals = compute(b, g, &p.epilogue, params, scalars, ys, &flat, c, dt, None, seed, &[], unsupported)?;
+    let at: Vec<String> = f.bcoords.iter().cloned().chain([mi.to_string(), nj.to_string()]).collect();
+    store_routed(b, params, &p.outs, &vals, &at, ys, c).map_err(unsupported)?;
+    b.stmt("}");
+    Ok(())
+}
+
+pub fn gemm(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelError> {
+    let unsupported = |why: String| KernelError::Unsupported { group: gi, why };
+    let p = plan(g, grp, &unsupported)?;
+    let ct = &p.ct;
+    // tensor cores need 16-byte rows along each operand's contiguous axis
+    let a_rows = if ct.trans_a { ct.m } else { ct.k };
+    let b_rows = if ct.trans_b { ct.k } else { ct.n };
+    let half = matches!(p.dt, xforge_ir::DType::F16 | xforge_ir::DType::BF16);
+    if half && a_rows % 8 == 0 && b_rows % 8 == 0 {
+        tensor_core_gemm(&p, &unsupported)
+    } else {
+        simt_gemm(&p, &unsupported)
+    }
+}
+
+/// Grid of (column tiles, row tiles, batches), refusing launches past the limits.
+fn grid(p: &Plan, tile_m: usize, tile_n: usize) -> Result<[u32; 3], String> {
+    if p.ct.m.div_ceil(tile_m) > 65535 {
+        return Err("too many row tiles for one launch".into());
+    }
+    Ok([p.ct.n.div_ceil(tile_n).min(1 << 31) as u32, p.ct.m.div_ceil(tile_m) as u32, numel(&p.batch).max(1) as u32])
+}
+
+fn simt_gemm(p: &Plan, unsupported: &dyn Fn(String) -> KernelError) -> Result<Kernel, KernelError> {
+    let ct = &p.ct;
+    let c = compute_type(p.dt);
+    let st = storage_type(p.dt).unwrap();
+    let (m, n, k) = (ct.m, ct.n, ct.k);
     let (tile, threads, kstep) = (GEMM_TILE, GEMM_THREADS, GEMM_K);
     let per = tile / threads;
     let wg = format!("memref<{}x{c}, #gpu.address_space<workgroup>>", tile * kstep);
     let mut b = Body::default();
     let tx = b.emit("gpu.thread_id x");
     let ty = b.emit("gpu.thread_id y");
-    let bx = b.emit("gpu.block_id x");
-    let by = b.emit("gpu.block_id y");
-    let bz = b.emit("gpu.block_id z");
+    let f = frame(&mut b, p, tile, tile);
     let ctile = b.index(tile);
-    let n0 = b.emit(format!("arith.muli {bx}, {ctile} : index"));
-    let m0 = b.emit(format!("arith.muli {by}, {ctile} : index"));
-    let bcoords = crate::elementwise::coords(&mut b, &bz, &batch);
-    let sa = g.ty(ct.a).static_shape().unwrap();
-    let sb = g.ty(ct.b).static_shape().unwrap();
-    let a_off = batch_offset(&mut b, &bcoords, &sa);
-    let b_off = batch_offset(&mut b, &bcoords, &sb);
     let cthreads = b.index(threads);
     let lin = b.emit(format!("arith.muli {ty}, {cthreads} : index"));
     let lin = b.emit(format!("arith.addi {lin}, {tx} : index"));
@@ -166,10 +286,11 @@ pub fn gemm(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelErr
     // the previous step's tiles are read by every thread before they are overwritten
     b.stmt("gpu.barrier");
     let loads = tile * kstep / (threads * threads);
-    for (which, trans, p, off, outer) in
-        [("As", ct.trans_a, pa, &a_off, (&m0, &cm)), ("Bs", ct.trans_b, pb, &b_off, (&n0, &cn))]
+    let (pa, pb) = (p.pa, p.pb);
+    for (which, trans, pk, off, outer) in
+        [("As", ct.trans_a, pa, &f.a_off, (&f.m0, &cm)), ("Bs", ct.trans_b, pb, &f.b_off, (&f.n0, &cn))]
     {
-        let elems = params[p].elements;
+        let elems = p.params[pk].elements;
         for r in 0..loads {
             let e = b.index(threads * threads * r);
             let e = b.emit(format!("arith.addi {lin}, {e} : index"));
@@ -180,10 +301,7 @@ pub fn gemm(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelErr
                 let ckk = b.index(kstep);
                 (b.emit(format!("arith.divui {e}, {ckk} : index")), b.emit(format!("arith.remui {e}, {ckk} : index")))
             } else {
-                (
-                    b.emit(format!("arith.remui {e}, {ctile} : index")),
-                    b.emit(format!("arith.divui {e}, {ctile} : index")),
-                )
+                (b.emit(format!("arith.remui {e}, {ctile} : index")), b.emit(format!("arith.divui {e}, {ctile} : index")))
             };
             let o = b.emit(format!("arith.addi {}, {ol} : index", outer.0));
             let kk = b.emit(format!("arith.addi %kt, {kl} : index"));
@@ -197,7 +315,7 @@ pub fn gemm(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelErr
             let idx = b.emit(format!("arith.addi {idx}, {minor} : index"));
             let idx = b.emit(format!("arith.addi {idx}, {off} : index"));
             let idx = b.emit(format!("arith.select {ok}, {idx}, {zero_i} : index"));
-            let raw = b.emit(format!("memref.load %arg{p}[{idx}] : memref<{elems}x{st}>"));
+            let raw = b.emit(format!("memref.load %arg{pk}[{idx}] : memref<{elems}x{st}>"));
             let v = if st != c { b.emit(format!("arith.extf {raw} : {st} to {c}")) } else { raw };
             let v = b.emit(format!("arith.select {ok}, {v}, {zero_f} : {c}"));
             let slot = b.emit(format!("arith.muli {kl}, {ctile} : index"));
@@ -231,69 +349,188 @@ pub fn gemm(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelErr
     }
     b.stmt(format!("scf.yield {} : {}", accs.join(", "), vec![c; per * per].join(", ")));
     b.stmt("}");
-    let alpha = (ct.alpha != 1.0).then(|| b.float(ct.alpha, c));
-    let mn = b.index(m * n);
-    let zbase = b.emit(format!("arith.muli {bz}, {mn} : index"));
     for i in 0..per {
         for j in 0..per {
-            let mi = b.emit(format!("arith.addi {m0}, {} : index", rows[i]));
-            let nj = b.emit(format!("arith.addi {n0}, {} : index", cols[j]));
-            let ok1 = b.emit(format!("arith.cmpi ult, {mi}, {cm} : index"));
-            let ok2 = b.emit(format!("arith.cmpi ult, {nj}, {cn} : index"));
-            let ok = b.emit(format!("arith.andi {ok1}, {ok2} : i1"));
-            b.stmt(format!("scf.if {ok} {{"));
-            let flat = b.emit(format!("arith.muli {mi}, {cn} : index"));
-            let flat = b.emit(format!("arith.addi {flat}, {nj} : index"));
-            let flat = b.emit(format!("arith.addi {flat}, {zbase} : index"));
-            let mut v = format!("{acc}#{}", i * per + j);
-            if let Some(al) = &alpha {
-                v = b.emit(format!("arith.mulf {v}, {al} : {c}"));
-            }
-            if let Some((cv, beta)) = ct.c {
-                let loaded = compute(
-                    &mut b,
-                    g,
-                    &[],
-                    &params,
-                    &scalars,
-                    &ys,
-                    &flat,
-                    c,
-                    dt,
-                    None,
-                    HashMap::new(),
-                    &[cv],
-                    &unsupported,
-                )?;
-                let cval = match (loaded.get(&cv), scalars.get(&cv)) {
-                    (Some(x), _) => x.clone(),
-                    (None, Some(&s)) => b.float(s, c),
-                    _ => return Err(unsupported("Gemm's C is not readable".into())),
-                };
-                let cval = if beta != 1.0 {
-                    let bt = b.float(beta, c);
-                    b.emit(format!("arith.mulf {cval}, {bt} : {c}"))
-                } else {
-                    cval
-                };
-                v = b.emit(format!("arith.addf {v}, {cval} : {c}"));
-            }
-            let mut seed = HashMap::new();
-            seed.insert(y, v);
-            let vals =
-                compute(&mut b, g, epilogue, &params, &scalars, &ys, &flat, c, dt, None, seed, &[], &unsupported)?;
-            let at: Vec<String> = bcoords.iter().cloned().chain([mi, nj]).collect();
-            store_routed(&mut b, &params, &outs, &vals, &at, &ys, c).map_err(unsupported)?;
-            b.stmt("}");
+            let mi = b.emit(format!("arith.addi {}, {} : index", f.m0, rows[i]));
+            let nj = b.emit(format!("arith.addi {}, {} : index", f.n0, cols[j]));
+            store_element(&mut b, p, &f, &format!("{acc}#{}", i * per + j), &mi, &nj, unsupported)?;
         }
     }
-    let nb = numel(&batch);
-    if nb > 65535 || m.div_ceil(tile) > 65535 {
-        return Err(unsupported("too many batches or row tiles for one launch".into()));
-    }
-    let grid = [n.div_ceil(tile).min(1 << 31) as u32, m.div_ceil(tile) as u32, nb.max(1) as u32];
+    let grid = grid(p, tile, tile).map_err(unsupported)?;
     let shared = format!("%As : {wg}, %Bs : {wg}");
-    Ok(finish(params, &b, Some(&shared), grid, [threads as u32, threads as u32, 1]))
+    Ok(finish(p.params.clone(), &b, Some(&shared), grid, [threads as u32, threads as u32, 1]))
+}
+
+/// Tensor cores: warps of 64×32 outputs (4×4 m16n8 tiles, 64 f32 accumulators per thread).
+/// Tiles are kept [row][k] for A and [column][k] for B in workgroup memory, so every
+/// fragment register is one aligned 4-byte load.
+fn tensor_core_gemm(p: &Plan, unsupported: &dyn Fn(String) -> KernelError) -> Result<Kernel, KernelError> {
+    let ct = &p.ct;
+    let t = storage_type(p.dt).unwrap();
+    let (m, n, k) = (ct.m, ct.n, ct.k);
+    let (wm, wn, kstep) = (GEMM_MMA_WARPS_M, GEMM_MMA_WARPS_N, GEMM_MMA_K);
+    let (tile_m, tile_n) = (64 * wm, 32 * wn);
+    let threads = 32 * wm * wn;
+    let stride = kstep + 8;
+    let awg = format!("memref<{}x{t}, #gpu.address_space<workgroup>>", tile_m * stride);
+    let bwg = format!("memref<{}x{t}, #gpu.address_space<workgroup>>", tile_n * stride);
+    let mut b = Body::default();
+    let tid = b.emit("gpu.thread_id x");
+    let f = frame(&mut b, p, tile_m, tile_n);
+    let (c32, c4, c8) = (b.index(32), b.index(4), b.index(8));
+    let lane = b.emit(format!("arith.remui {tid}, {c32} : index"));
+    let warp = b.emit(format!("arith.divui {tid}, {c32} : index"));
+    let gq = b.emit(format!("arith.divui {lane}, {c4} : index"));
+    let tq = b.emit(format!("arith.remui {lane}, {c4} : index"));
+    let t2 = b.emit(format!("arith.addi {tq}, {tq} : index"));
+    let cwn = b.index(wn);
+    let wy = b.emit(format!("arith.divui {warp}, {cwn} : index"));
+    let wx = b.emit(format!("arith.remui {warp}, {cwn} : index"));
+    let (c64, c32i) = (b.index(64), b.index(32));
+    let wrow = b.emit(format!("arith.muli {wy}, {c64} : index"));
+    let wcol = b.emit(format!("arith.muli {wx}, {c32i} : index"));
+    // rows g (+ 8) of each 16-row tile, column g of each 8-column tile
+    let arow: Vec<(String, String)> = (0..4)
+        .map(|i| {
+            let o = b.index(16 * i);
+            let r = b.emit(format!("arith.addi {wrow}, {o} : index"));
+            let r = b.emit(format!("arith.addi {r}, {gq} : index"));
+            let r8 = b.emit(format!("arith.addi {r}, {c8} : index"));
+            (r, r8)
+        })
+        .collect();
+    let bcol: Vec<String> = (0..4)
+        .map(|j| {
+            let o = b.index(8 * j);
+            let r = b.emit(format!("arith.addi {wcol}, {o} : index"));
+            b.emit(format!("arith.addi {r}, {gq} : index"))
+        })
+        .collect();
+    let zero = b.float(0.0, "f32");
+    let zero_i = b.index(0);
+    let nacc = 4 * 4 * 4;
+    let types = vec!["f32"; nacc].join(", ");
+    let init: Vec<String> = (0..nacc).map(|q| format!("%acc{q} = {zero}")).collect();
+    let kpad = b.index(k.div_ceil(kstep) * kstep);
+    let ckstep = b.index(kstep);
+    let acc = b.emit_multi(
+        nacc,
+        format!("scf.for %kt = {zero_i} to {kpad} step {ckstep} iter_args({}) -> ({types}) {{", init.join(", ")),
+    );
+    b.stmt("gpu.barrier");
+    let cstride = b.index(stride);
+    // copies: 8 elements along the operand's contiguous axis; rows past the edge read zeros
+    for (pk, trans_k, rows_n, off, outer0, outer_n, mem, wg) in [
+        (p.pa, !ct.trans_a, tile_m, &f.a_off, &f.m0, m, "%As", &awg),
+        (p.pb, ct.trans_b, tile_n, &f.b_off, &f.n0, n, "%Bs", &bwg),
+    ] {
+        let elems = p.params[pk].elements;
+        let mref = format!("memref<{elems}x{t}>");
+        // vectors per tile: rows_n × kstep elements in runs of 8
+        let runs = rows_n * kstep / 8;
+        for r in 0..runs.div_ceil(threads) {
+            let e = b.index(threads * r);
+            let e = b.emit(format!("arith.addi {tid}, {e} : index"));
+            let (ol, kl) = if trans_k {
+                // contiguous along k: run e covers k = 8·(e % (kstep/8)) .. + 8 of row e / (kstep/8)
+                let cpr = b.index(kstep / 8);
+                let ol = b.emit(format!("arith.divui {e}, {cpr} : index"));
+                let kv = b.emit(format!("arith.remui {e}, {cpr} : index"));
+                (ol, b.emit(format!("arith.muli {kv}, {c8} : index")))
+            } else {
+                // contiguous along the outer axis: run e covers rows 8·(e % (rows/8)) .. + 8 at k = e / (rows/8)
+                let cpr = b.index(rows_n / 8);
+                let ov = b.emit(format!("arith.remui {e}, {cpr} : index"));
+                (b.emit(format!("arith.muli {ov}, {c8} : index")), b.emit(format!("arith.divui {e}, {cpr} : index")))
+            };
+            let o = b.emit(format!("arith.addi {outer0}, {ol} : index"));
+            let kk = b.emit(format!("arith.addi %kt, {kl} : index"));
+            let (co, ck) = (b.index(outer_n), b.index(k));
+            let ok1 = b.emit(format!("arith.cmpi ult, {o}, {co} : index"));
+            let ok2 = b.emit(format!("arith.cmpi ult, {kk}, {ck} : index"));
+            let ok = b.emit(format!("arith.andi {ok1}, {ok2} : i1"));
+            let (major, minor, minor_n) = if trans_k { (&o, &kk, k) } else { (&kk, &o, outer_n) };
+            let cmin = b.index(minor_n);
+            let idx = b.emit(format!("arith.muli {major}, {cmin} : index"));
+            let idx = b.emit(format!("arith.addi {idx}, {minor} : index"));
+            let idx = b.emit(format!("arith.addi {idx}, {off} : index"));
+            let idx = b.emit(format!("arith.select {ok}, {idx}, {zero_i} : index"));
+            let raw = b.emit(format!("vector.load %arg{pk}[{idx}] {{alignment = 16}} : {mref}, vector<8x{t}>"));
+            let zv = b.emit(format!("arith.constant dense<0.0> : vector<8x{t}>"));
+            let v = b.emit(format!("arith.select {ok}, {raw}, {zv} : vector<8x{t}>"));
+            if trans_k {
+                let slot = b.emit(format!("arith.muli {ol}, {cstride} : index"));
+                let slot = b.emit(format!("arith.addi {slot}, {kl} : index"));
+                b.stmt(format!("vector.store {v}, {mem}[{slot}] {{alignment = 16}} : {wg}, vector<8x{t}>"));
+            } else {
+                for i in 0..8 {
+                    let x = b.emit(format!("vector.extract {v}[{i}] : {t} from vector<8x{t}>"));
+                    let ci = b.index(i);
+                    let row = b.emit(format!("arith.addi {ol}, {ci} : index"));
+                    let slot = b.emit(format!("arith.muli {row}, {cstride} : index"));
+                    let slot = b.emit(format!("arith.addi {slot}, {kl} : index"));
+                    b.stmt(format!("memref.store {x}, {mem}[{slot}] : {wg}"));
+                }
+            }
+        }
+    }
+    b.stmt("gpu.barrier");
+    let pair = |b: &mut Body, mem: &str, wg: &str, row: &str, col: usize| {
+        let s = b.emit(format!("arith.muli {row}, {cstride} : index"));
+        let ci = b.index(col);
+        let s = b.emit(format!("arith.addi {s}, {ci} : index"));
+        let s = b.emit(format!("arith.addi {s}, {t2} : index"));
+        b.emit(format!("vector.load {mem}[{s}] {{alignment = 4}} : {wg}, vector<2x{t}>"))
+    };
+    let mut accs: Vec<String> = (0..nacc).map(|q| format!("%acc{q}")).collect();
+    for ks in 0..kstep / 16 {
+        let af: Vec<Vec<String>> = arow
+            .iter()
+            .map(|(r, r8)| {
+                vec![
+                    pair(&mut b, "%As", &awg, r, 16 * ks),
+                    pair(&mut b, "%As", &awg, r8, 16 * ks),
+                    pair(&mut b, "%As", &awg, r, 16 * ks + 8),
+                    pair(&mut b, "%As", &awg, r8, 16 * ks + 8),
+                ]
+            })
+            .collect();
+        let bf: Vec<Vec<String>> = bcol
+            .iter()
+            .map(|c| vec![pair(&mut b, "%Bs", &bwg, c, 16 * ks), pair(&mut b, "%Bs", &bwg, c, 16 * ks + 8)])
+            .collect();
+        for i in 0..4 {
+            for j in 0..4 {
+                let q = (i * 4 + j) * 4;
+                let out = mma(&mut b, t, &af[i], &bf[j], &accs[q..q + 4]);
+                accs[q..q + 4].clone_from_slice(&out);
+            }
+        }
+    }
+    b.stmt(format!("scf.yield {} : {types}", accs.join(", ")));
+    b.stmt("}");
+    for i in 0..4 {
+        for j in 0..4 {
+            for e in 0..4 {
+                let row = if e < 2 { &arow[i].0 } else { &arow[i].1 };
+                let mi = b.emit(format!("arith.addi {}, {row} : index", f.m0));
+                let col = b.emit(format!("arith.addi {}, {} : index", f.n0, bcol[j]));
+                // bcol holds column g; the accumulator's columns are 2t, 2t + 1
+                let col = b.emit(format!("arith.subi {col}, {gq} : index"));
+                let col = b.emit(format!("arith.addi {col}, {t2} : index"));
+                let col = if e % 2 == 1 {
+                    let one = b.index(1);
+                    b.emit(format!("arith.addi {col}, {one} : index"))
+                } else {
+                    col
+                };
+                store_element(&mut b, p, &f, &format!("{acc}#{}", (i * 4 + j) * 4 + e), &mi, &col, unsupported)?;
+            }
+        }
+    }
+    let grid = grid(p, tile_m, tile_n).map_err(unsupported)?;
+    let shared = format!("%As : {awg}, %Bs : {bwg}");
+    Ok(finish(p.params.clone(), &b, Some(&shared), grid, [threads as u32, 1, 1]))
 }
 
 /// The extent of a tile's outer index: M for A, N for B.

@@ -13,6 +13,7 @@ pub mod pooling;
 pub mod route;
 pub mod row_reduction;
 pub mod scan;
+pub mod tensor_core;
 pub mod transpose;
 
 pub use kernel::{Kernel, KernelError, Param};
