@@ -11,8 +11,8 @@ use crate::body::{compute_type, storage_type, Body};
 use crate::elementwise::{compute, float_attr};
 use crate::kernel::{finish, input_params, Kernel, KernelError, Param};
 use crate::knobs::{GEMM_K, GEMM_MMA_K, GEMM_MMA_WARPS_M, GEMM_MMA_WARPS_N, GEMM_THREADS, GEMM_TILE};
-use crate::tensor_core::mma;
 use crate::route::{is_tail, routes, store_routed, OutputRoute};
+use crate::tensor_core::mma;
 use std::collections::HashMap;
 use xforge_ir::tensor::{numel, strides};
 use xforge_ir::{Attr, Graph, Node, Op, ValueId};
@@ -91,7 +91,11 @@ struct Plan<'g> {
     batch: Vec<usize>,
 }
 
-fn plan<'g>(g: &'g Graph, grp: &FusionGroup, unsupported: &dyn Fn(String) -> KernelError) -> Result<Plan<'g>, KernelError> {
+fn plan<'g>(
+    g: &'g Graph,
+    grp: &FusionGroup,
+    unsupported: &dyn Fn(String) -> KernelError,
+) -> Result<Plan<'g>, KernelError> {
     let nodes: Vec<&Node> = grp.nodes.iter().map(|&n| &g.nodes[n]).collect();
     let anchor = nodes[0];
     if !matches!(anchor.op, Op::MatMul | Op::Gemm) {
@@ -301,7 +305,10 @@ fn simt_gemm(p: &Plan, unsupported: &dyn Fn(String) -> KernelError) -> Result<Ke
                 let ckk = b.index(kstep);
                 (b.emit(format!("arith.divui {e}, {ckk} : index")), b.emit(format!("arith.remui {e}, {ckk} : index")))
             } else {
-                (b.emit(format!("arith.remui {e}, {ctile} : index")), b.emit(format!("arith.divui {e}, {ctile} : index")))
+                (
+                    b.emit(format!("arith.remui {e}, {ctile} : index")),
+                    b.emit(format!("arith.divui {e}, {ctile} : index")),
+                )
             };
             let o = b.emit(format!("arith.addi {}, {ol} : index", outer.0));
             let kk = b.emit(format!("arith.addi %kt, {kl} : index"));

@@ -13,8 +13,9 @@ pub const TILE: usize = 32;
 pub const TILE_ROWS: usize = 8;
 /// Column reductions: threads sharing one output's reduced elements (at most).
 pub const COLUMN_SLICES: usize = 32;
-/// Scans: stretches each line is cut into (at most), one thread each.
-pub const SCAN_CHUNKS: usize = 32;
+/// Scans: threads sharing a line's round (at most), each holding SCAN_RUN consecutive steps.
+pub const SCAN_CHUNKS: usize = 8;
+pub const SCAN_RUN: usize = 32;
 /// Generated GEMMs: GEMM_TILE² outputs per block of GEMM_THREADS² threads, K in steps of GEMM_K.
 pub const GEMM_TILE: usize = 64;
 pub const GEMM_THREADS: usize = 16;

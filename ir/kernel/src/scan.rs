@@ -1,14 +1,16 @@
 //! The scan template: a linear recurrence along one axis (CumSum, CumProd; exclusive and
-//! reverse). A block owns 32 neighbouring lines (threads x, whose loads coalesce) and cuts each
-//! line into SCAN_CHUNKS stretches (threads y): each thread totals its stretch, the totals meet in
-//! workgroup memory, and each thread walks its stretch again from the total of those before it.
+//! reverse). A block owns 32 neighbouring lines (threads x, whose loads coalesce) and walks
+//! them in rounds of SCAN_CHUNKS × SCAN_RUN steps: thread y loads SCAN_RUN consecutive steps
+//! into registers (each element is read once), scans them, the threads' totals meet in
+//! workgroup memory, and each thread stores its steps from the line's running total plus the
+//! totals of the threads before it.
 use crate::body::{compute_type, storage_type, Body};
 use crate::kernel::{finish, Kernel, KernelError, Param};
 use xforge_ir::tensor::numel;
 use xforge_ir::{Attr, Graph, Node, Op};
 use xforge_passes::fusion::FusionGroup;
 
-use crate::knobs::SCAN_CHUNKS;
+use crate::knobs::{SCAN_CHUNKS, SCAN_RUN};
 
 pub fn scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelError> {
     let unsupported = |why: String| KernelError::Unsupported { group: gi, why };
@@ -55,20 +57,19 @@ pub fn scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelErr
     if lines_n * len == 0 {
         return Err(unsupported("an empty scan is not a kernel".into()));
     }
-    let chunks = len.next_power_of_two().clamp(1, SCAN_CHUNKS);
-    let chunk = len.div_ceil(chunks);
+    // rounds of SCAN_CHUNKS × SCAN_RUN steps: thread y holds SCAN_RUN consecutive steps
+    let chunks = len.div_ceil(SCAN_RUN).next_power_of_two().clamp(1, SCAN_CHUNKS);
+    let round = chunks * SCAN_RUN;
     let part_mem = format!("memref<{}x{c}, #gpu.address_space<workgroup>>", 32 * chunks);
     let mut b = Body::default();
     let tx = b.emit("gpu.thread_id x");
     let ty = b.emit("gpu.thread_id y");
     let (inner_v, len_v, one, zero, c32) = (b.index(inner), b.index(len), b.index(1), b.index(0), b.index(32));
-    let last = b.index(len.saturating_sub(1));
-    let chunk_v = b.index(chunk);
-    // this thread's stretch of the walk: [lo, hi)
-    let lo = b.emit(format!("arith.muli {ty}, {chunk_v} : index"));
-    let lo = b.emit(format!("arith.minui {lo}, {len_v} : index"));
-    let hi = b.emit(format!("arith.addi {lo}, {chunk_v} : index"));
-    let hi = b.emit(format!("arith.minui {hi}, {len_v} : index"));
+    let last = b.index(len - 1);
+    let (run_v, round_v, rounds_v) = (b.index(SCAN_RUN), b.index(round), b.index(len.div_ceil(round)));
+    let my_first = b.emit(format!("arith.muli {ty}, {run_v} : index"));
+    let slot = b.emit(format!("arith.muli {ty}, {c32} : index"));
+    let slot = b.emit(format!("arith.addi {slot}, {tx} : index"));
     let init_v = b.float(init, c);
     let (valid, line) = b.tile_loop("tile", lines_n, &tx);
     let o = b.emit(format!("arith.divui {line}, {inner_v} : index"));
@@ -81,47 +82,79 @@ pub fn scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelErr
         let row = b.emit(format!("arith.muli {row}, {inner_v} : index"));
         b.emit(format!("arith.addi {row}, {ii} : index"))
     };
-    let load = |b: &mut Body, at: &str| {
-        let raw = b.emit(format!("memref.load %arg0[{at}] : memref<{n_el}x{st}>"));
-        if st != c {
-            b.emit(format!("arith.extf {raw} : {st} to {c}"))
-        } else {
-            raw
-        }
+    let combine = |b: &mut Body, x: &str, y: &str| b.emit(format!("arith.{op} {x}, {y} : {c}"));
+    // the thread's steps of round `r`: (in the line, flat offset), clamped to the last step
+    let round_steps = |b: &mut Body, r: &str| -> Vec<(String, String)> {
+        let p0 = b.emit(format!("arith.muli {r}, {round_v} : index"));
+        let p0 = b.emit(format!("arith.addi {p0}, {my_first} : index"));
+        (0..SCAN_RUN)
+            .map(|e| {
+                let ce = b.index(e);
+                let p = b.emit(format!("arith.addi {p0}, {ce} : index"));
+                let inb = b.emit(format!("arith.cmpi ult, {p}, {len_v} : index"));
+                let pc = b.emit(format!("arith.minui {p}, {last} : index"));
+                (inb, offset_of(b, &pc))
+            })
+            .collect()
     };
-    // pass 1: the stretch's total
-    let total = b.emit(format!("scf.for %p = {lo} to {hi} step {one} iter_args(%acc = {init_v}) -> ({c}) {{"));
-    let at = offset_of(&mut b, "%p");
-    let v = load(&mut b, &at);
-    let nxt = b.emit(format!("arith.{op} %acc, {v} : {c}"));
-    b.stmt(format!("scf.yield {nxt} : {c}"));
-    b.stmt("}");
-    let slot = b.emit(format!("arith.muli {ty}, {c32} : index"));
-    let slot = b.emit(format!("arith.addi {slot}, {tx} : index"));
-    b.stmt(format!("memref.store {total}, %part[{slot}] : {part_mem}"));
+    let load = |b: &mut Body, at: &str| b.emit(format!("memref.load %arg0[{at}] : memref<{n_el}x{st}>"));
+    // round 0's loads; each round then issues the next round's loads before its own work, so
+    // the reads stay in flight through the barriers (each element is still read once)
+    let first: Vec<String> = round_steps(&mut b, &zero).iter().map(|(_, at)| load(&mut b, at)).collect();
+    let carried: Vec<String> = first.iter().enumerate().map(|(e, v)| format!("%raw{e} = {v}")).collect();
+    // every thread of a line carries the line's total so far (`base`)
+    b.emit_multi(
+        SCAN_RUN + 1,
+        format!(
+            "scf.for %r = {zero} to {rounds_v} step {one} iter_args(%base = {init_v}, {}) -> ({c}, {}) {{",
+            carried.join(", "),
+            vec![st; SCAN_RUN].join(", ")
+        ),
+    );
+    let r1 = b.emit(format!("arith.addi %r, {one} : index"));
+    let ahead: Vec<String> = round_steps(&mut b, &r1).iter().map(|(_, at)| load(&mut b, at)).collect();
+    let steps: Vec<(String, String, String)> =
+        round_steps(&mut b, "%r").into_iter().enumerate().map(|(e, (inb, at))| (inb, at, format!("%raw{e}"))).collect();
+    let mut incl = vec![];
+    let mut acc = init_v.clone();
+    for (inb, _, raw) in &steps {
+        let v = if st != c { b.emit(format!("arith.extf {raw} : {st} to {c}")) } else { raw.clone() };
+        let v = b.emit(format!("arith.select {inb}, {v}, {init_v} : {c}"));
+        acc = combine(&mut b, &acc, &v);
+        incl.push(acc.clone());
+    }
+    b.stmt(format!("memref.store {acc}, %part[{slot}] : {part_mem}"));
     b.stmt("gpu.barrier");
-    // the totals of the stretches before this one
-    let carry = b.emit(format!("scf.for %j = {zero} to {ty} step {one} iter_args(%cin = {init_v}) -> ({c}) {{"));
-    let js = b.emit(format!("arith.muli %j, {c32} : index"));
-    let js = b.emit(format!("arith.addi {js}, {tx} : index"));
-    let pv = b.emit(format!("memref.load %part[{js}] : {part_mem}"));
-    let cn = b.emit(format!("arith.{op} %cin, {pv} : {c}"));
-    b.stmt(format!("scf.yield {cn} : {c}"));
-    b.stmt("}");
-    // pass 2: walk the stretch again from the carry, storing each running value
-    b.stmt(format!("scf.if {valid} {{"));
-    b.emit(format!("scf.for %q = {lo} to {hi} step {one} iter_args(%run = {carry}) -> ({c}) {{"));
-    let at = offset_of(&mut b, "%q");
-    let v = load(&mut b, &at);
-    let nxt = b.emit(format!("arith.{op} %run, {v} : {c}"));
-    let out = if exclusive { "%run".to_string() } else { nxt.clone() };
-    let out = if st != c { b.emit(format!("arith.truncf {out} : {c} to {st}")) } else { out };
-    b.stmt(format!("memref.store {out}, %arg1[{at}] : memref<{n_el}x{st}>"));
-    b.stmt(format!("scf.yield {nxt} : {c}"));
-    b.stmt("}");
-    b.stmt("}");
-    // the next tile reuses the totals' memory
+    // the totals of the threads before this one, and of the whole round
+    let (mut before, mut all) = (init_v.clone(), init_v.clone());
+    for j in 0..chunks {
+        let at = b.index(j * 32);
+        let at = b.emit(format!("arith.addi {at}, {tx} : index"));
+        let pv = b.emit(format!("memref.load %part[{at}] : {part_mem}"));
+        let cj = b.index(j);
+        let earlier = b.emit(format!("arith.cmpi ult, {cj}, {ty} : index"));
+        let with = combine(&mut b, &before, &pv);
+        before = b.emit(format!("arith.select {earlier}, {with}, {before} : {c}"));
+        all = combine(&mut b, &all, &pv);
+    }
+    // the next round overwrites the totals
     b.stmt("gpu.barrier");
+    let start = combine(&mut b, "%base", &before);
+    for (e, (inb, at, _)) in steps.iter().enumerate() {
+        let out = match (exclusive, e) {
+            (true, 0) => start.clone(),
+            (true, _) => combine(&mut b, &start, &incl[e - 1]),
+            (false, _) => combine(&mut b, &start, &incl[e]),
+        };
+        let out = if st != c { b.emit(format!("arith.truncf {out} : {c} to {st}")) } else { out };
+        let ok = b.emit(format!("arith.andi {valid}, {inb} : i1"));
+        b.stmt(format!("scf.if {ok} {{"));
+        b.stmt(format!("memref.store {out}, %arg1[{at}] : memref<{n_el}x{st}>"));
+        b.stmt("}");
+    }
+    let next = combine(&mut b, "%base", &all);
+    b.stmt(format!("scf.yield {next}, {} : {c}, {}", ahead.join(", "), vec![st; SCAN_RUN].join(", ")));
+    b.stmt("}");
     b.stmt("}");
     let grid = lines_n.div_ceil(32).clamp(1, 1 << 20) as u32;
     Ok(finish(params, &b, Some(&format!("%part : {part_mem}")), [grid, 1, 1], [32, chunks as u32, 1]))

@@ -42,4 +42,3 @@ pub fn mma(b: &mut Body, t: &str, a: &[String], bf: &[String], c: &[String]) -> 
         (0..4).map(|i| b.emit(format!("llvm.extractvalue {r}[{i}] : {st}"))).collect()
     }
 }
-
