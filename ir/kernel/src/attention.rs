@@ -151,15 +151,16 @@ fn bias(b: &mut Body, a: &Heads, params: &[Param], at: [&str; 4]) -> String {
 }
 
 /// One online-softmax step for a row: the new max (m_new), the max to subtract (0 while the
-/// row is all −∞) and the old accumulators' correction exp(m − safe).
-fn online(b: &mut Body, m: &str, mx: &str) -> (String, String, String) {
+/// row is all −∞) and the old accumulators' correction exp(m − safe) (`exp` or `exp2`, the
+/// base the scores are in).
+fn online(b: &mut Body, m: &str, mx: &str, exp: &str) -> (String, String, String) {
     let m_new = b.emit(format!("arith.maximumf {m}, {mx} : f32"));
     let ninf = b.float(f64::NEG_INFINITY, "f32");
     let zero = b.float(0.0, "f32");
     let dead = b.emit(format!("arith.cmpf oeq, {m_new}, {ninf} : f32"));
     let safe = b.emit(format!("arith.select {dead}, {zero}, {m_new} : f32"));
     let dm = b.emit(format!("arith.subf {m}, {safe} : f32"));
-    let corr = b.emit(format!("math.exp {dm} : f32"));
+    let corr = b.emit(format!("math.{exp} {dm} : f32"));
     (m_new, safe, corr)
 }
 
@@ -310,7 +311,7 @@ fn row_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -
     let key = b.emit(format!("arith.addi %kt, %j : index"));
     let bias_v = bias(&mut b, a, &params, [&bb, &h, &row, &key]);
     let s = b.emit(format!("arith.addf {s}, {bias_v} : {c}"));
-    let (m_new, safe, corr) = online(&mut b, "%im", &s);
+    let (m_new, safe, corr) = online(&mut b, "%im", &s, "exp");
     let ds = b.emit(format!("arith.subf {s}, {safe} : {c}"));
     let p = b.emit(format!("math.exp {ds} : {c}"));
     let l = b.emit(format!("arith.mulf %il, {corr} : {c}"));
@@ -422,7 +423,9 @@ fn mma_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -
     let kvrow = b.emit(format!("arith.muli {kvrow}, {cl} : index"));
     let ninf = b.float(f64::NEG_INFINITY, "f32");
     let zero = b.float(0.0, "f32");
-    let scale = b.float(a.scale, "f32");
+    // scores in base 2: exp2 is one instruction
+    let scale = b.float(a.scale * std::f64::consts::LOG2_E, "f32");
+    let log2e = b.float(std::f64::consts::LOG2_E, "f32");
     let (c0, ckeys, lastl) = (b.index(0), b.index(keys), b.index(a.l - 1));
     let nacc = a.dv / 8 * 4;
     let types = vec!["f32"; 4 + nacc].join(", ");
@@ -487,6 +490,7 @@ fn mma_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -
             let row = if e < 2 { &r0 } else { &r1 };
             let bv = bias(&mut b, a, &params, [&bb, &h, row, &key]);
             let x = b.emit(format!("arith.mulf {s}, {scale} : f32"));
+            let bv = if a.mask.is_some() { b.emit(format!("arith.mulf {bv}, {log2e} : f32")) } else { bv };
             *s = b.emit(format!("arith.addf {x}, {bv} : f32"));
         }
         sc.push(acc);
@@ -504,12 +508,12 @@ fn mma_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -
             }
         }
         let mx = quad(&mut b, &mx, "maximumf");
-        let (m_new, safe, cr) = online(&mut b, &format!("%m{half}"), &mx);
+        let (m_new, safe, cr) = online(&mut b, &format!("%m{half}"), &mx, "exp2");
         let mut l = b.emit(format!("arith.mulf %l{half}, {cr} : f32"));
         for (n, s) in sc.iter().enumerate() {
             for e in [2 * half, 2 * half + 1] {
                 let d = b.emit(format!("arith.subf {}, {safe} : f32", s[e]));
-                let p = b.emit(format!("math.exp {d} : f32"));
+                let p = b.emit(format!("math.exp2 {d} : f32"));
                 l = b.emit(format!("arith.addf {l}, {p} : f32"));
                 ps[n][e] = p;
             }

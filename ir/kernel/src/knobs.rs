@@ -22,8 +22,8 @@ pub const GEMM_THREADS: usize = 16;
 pub const GEMM_K: usize = 16;
 /// Tensor-core GEMMs: warps of 64×32 outputs, GEMM_MMA_WARPS_M × GEMM_MMA_WARPS_N per block,
 /// K in steps of GEMM_MMA_K (a multiple of 16).
-pub const GEMM_MMA_WARPS_M: usize = 2;
-pub const GEMM_MMA_WARPS_N: usize = 4;
+pub const GEMM_MMA_WARPS_M: usize = 4;
+pub const GEMM_MMA_WARPS_N: usize = 2;
 pub const GEMM_MMA_K: usize = 32;
 /// Attention without tensor cores: ATTN_ROWS query rows per block (one each), ATTN_KEYS keys
 /// per workgroup-memory tile.
