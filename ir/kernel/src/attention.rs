@@ -360,7 +360,7 @@ fn quad(b: &mut Body, v: &str, op: &str) -> String {
     v
 }
 
-/// Four warps of 16 query rows; ATTN_MMA_KEYS keys and values per tile in workgroup memory
+/// Warps of 16 query rows, ATTN_MMA_ROWS per block; ATTN_MMA_KEYS keys and values per tile in workgroup memory
 /// (rows padded by 8 elements so the fragment loads hit distinct banks). Scores, the online
 /// softmax and the output accumulators stay in mma fragments: a thread holds rows g and g+8
 /// (g = lane/4) at columns 2·(lane%4) + {0, 1} of each 8-wide tile, and the probabilities of
@@ -368,6 +368,8 @@ fn quad(b: &mut Body, v: &str, op: &str) -> String {
 fn mma_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -> Result<Kernel, String> {
     let t = storage_type(a.dt).unwrap();
     let (rows, keys) = (ATTN_MMA_ROWS, ATTN_MMA_KEYS);
+    // one warp per 16 query rows
+    let threads = rows / 16 * 32;
     let (kstride, vstride) = (a.d + 8, a.dv + 8);
     let kwg = format!("memref<{}x{t}, #gpu.address_space<workgroup>>", keys * kstride);
     let vwg = format!("memref<{}x{t}, #gpu.address_space<workgroup>>", keys * vstride);
@@ -439,10 +441,10 @@ fn mma_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -
     );
     b.stmt("gpu.barrier");
     // 16-byte copies of the tile's key and value rows (rows past the end repeat the last key)
-    let threads = 4 * 32;
     for (p, width, stride, mem, wg) in [(a.k, a.d, kstride, "%ks", &kwg), (a.v, a.dv, vstride, "%vs", &vwg)] {
         let per_row = width / 8;
-        for r in 0..(keys * per_row).div_ceil(threads) {
+        let copies = keys * per_row;
+        for r in 0..copies.div_ceil(threads) {
             let e = b.index(threads * r);
             let e = b.emit(format!("arith.addi {tid}, {e} : index"));
             let cpr = b.index(per_row);
@@ -458,7 +460,17 @@ fn mma_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -
             let v = b.emit(format!("vector.load %arg{p}[{at}] {{alignment = 16}} : {}, vector<8x{t}>", mref(p)));
             let to = b.emit(format!("arith.muli {j}, {cst} : index"));
             let to = b.emit(format!("arith.addi {to}, {col} : index"));
+            // the last round of copies may have more threads than copies
+            let ragged = (r + 1) * threads > copies;
+            if ragged {
+                let cap = b.index(copies);
+                let inside = b.emit(format!("arith.cmpi ult, {e}, {cap} : index"));
+                b.stmt(format!("scf.if {inside} {{"));
+            }
             b.stmt(format!("vector.store {v}, {mem}[{to}] {{alignment = 16}} : {wg}, vector<8x{t}>"));
+            if ragged {
+                b.stmt("}");
+            }
         }
     }
     b.stmt("gpu.barrier");

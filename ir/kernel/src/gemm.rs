@@ -465,6 +465,13 @@ fn tensor_core_gemm(p: &Plan, unsupported: &dyn Fn(String) -> KernelError) -> Re
             let raw = b.emit(format!("vector.load %arg{pk}[{idx}] {{alignment = 16}} : {mref}, vector<8x{t}>"));
             let zv = b.emit(format!("arith.constant dense<0.0> : vector<8x{t}>"));
             let v = b.emit(format!("arith.select {ok}, {raw}, {zv} : vector<8x{t}>"));
+            // the last round of copies may have more threads than copies
+            let ragged = (r + 1) * threads > runs;
+            if ragged {
+                let cap = b.index(runs);
+                let inside = b.emit(format!("arith.cmpi ult, {e}, {cap} : index"));
+                b.stmt(format!("scf.if {inside} {{"));
+            }
             if trans_k {
                 let slot = b.emit(format!("arith.muli {ol}, {cstride} : index"));
                 let slot = b.emit(format!("arith.addi {slot}, {kl} : index"));
@@ -478,6 +485,9 @@ fn tensor_core_gemm(p: &Plan, unsupported: &dyn Fn(String) -> KernelError) -> Re
                     let slot = b.emit(format!("arith.addi {slot}, {kl} : index"));
                     b.stmt(format!("memref.store {x}, {mem}[{slot}] : {wg}"));
                 }
+            }
+            if ragged {
+                b.stmt("}");
             }
         }
     }
