@@ -98,6 +98,30 @@ fn template_mlir_snapshots() {
         "transpose",
         template_kernels(&samples::transpose(DType::F16, &[70, 45], &[1, 0]))[0].module
     );
+    // contractions: f32 (threads of 4×4 outputs) and f16 (tensor cores), bias + erf-GELU
+    insta::assert_snapshot!("gemm", template_kernels(&samples::gemm_bias_gelu(DType::F32, &[8], 16, 8))[0].module);
+    insta::assert_snapshot!(
+        "gemm_tensor_core",
+        template_kernels(&samples::gemm_bias_gelu(DType::F16, &[8], 16, 8))[0].module
+    );
+    insta::assert_snapshot!("attention", template_kernels(&samples::attention(DType::F32, &[1, 1, 8, 4]))[0].module);
+    insta::assert_snapshot!(
+        "attention_tensor_core",
+        template_kernels(&samples::attention(DType::F16, &[1, 1, 8, 16]))[0].module
+    );
+}
+
+#[test]
+fn contractions_pick_their_path() {
+    // tensor cores for half types whose rows are whole 16-byte vectors, threads otherwise
+    let mma = |g: &Graph| template_kernels(g)[0].module.contains("mma.sync");
+    assert!(mma(&samples::gemm_bias_gelu(DType::F16, &[5], 24, 40)));
+    assert!(mma(&samples::gemm_bias_gelu(DType::BF16, &[5], 24, 40)));
+    assert!(!mma(&samples::gemm_bias_gelu(DType::F16, &[5], 24, 41)));
+    assert!(!mma(&samples::gemm_bias_gelu(DType::F32, &[5], 24, 40)));
+    assert!(mma(&samples::attention(DType::F16, &[1, 2, 10, 32])));
+    assert!(!mma(&samples::attention(DType::F16, &[1, 2, 10, 40])));
+    assert!(!mma(&samples::attention(DType::F32, &[1, 2, 10, 32])));
 }
 
 #[test]
