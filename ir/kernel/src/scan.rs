@@ -1,5 +1,6 @@
 //! The scan template: a linear recurrence along one axis (CumSum, CumProd; exclusive and
-//! reverse). A block owns 32 neighbouring lines (threads x, whose loads coalesce) and walks
+//! reverse). A block owns 32 neighbouring lines (threads x, whose loads coalesce; pairs of
+//! lines for 2-byte elements, so a warp moves 128 bytes per step) and walks
 //! them in rounds of SCAN_CHUNKS × SCAN_RUN steps: thread y loads SCAN_RUN consecutive steps
 //! into registers (each element is read once), scans them, the threads' totals meet in
 //! workgroup memory, and each thread stores its steps from the line's running total plus the
@@ -60,7 +61,15 @@ pub fn scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelErr
     // rounds of SCAN_CHUNKS × SCAN_RUN steps: thread y holds SCAN_RUN consecutive steps
     let chunks = len.div_ceil(SCAN_RUN).next_power_of_two().clamp(1, SCAN_CHUNKS);
     let round = chunks * SCAN_RUN;
-    let part_mem = format!("memref<{}x{c}, #gpu.address_space<workgroup>>", 32 * chunks);
+    // 2-byte elements move in pairs of neighbouring lines, so a warp reads 128 bytes per step
+    let lanes = if st != c && inner % 2 == 0 { 2 } else { 1 };
+    // the scan's value type: one line, or a pair of lines in lock step
+    let (vt, vst) = if lanes == 1 {
+        (c.to_string(), st.to_string())
+    } else {
+        (format!("vector<2x{c}>"), format!("vector<2x{st}>"))
+    };
+    let part_mem = format!("memref<{}x{c}, #gpu.address_space<workgroup>>", 32 * chunks * lanes);
     let mut b = Body::default();
     let tx = b.emit("gpu.thread_id x");
     let ty = b.emit("gpu.thread_id y");
@@ -70,10 +79,13 @@ pub fn scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelErr
     let my_first = b.emit(format!("arith.muli {ty}, {run_v} : index"));
     let slot = b.emit(format!("arith.muli {ty}, {c32} : index"));
     let slot = b.emit(format!("arith.addi {slot}, {tx} : index"));
-    let init_v = b.float(init, c);
-    let (valid, line) = b.tile_loop("tile", lines_n, &tx);
-    let o = b.emit(format!("arith.divui {line}, {inner_v} : index"));
-    let ii = b.emit(format!("arith.remui {line}, {inner_v} : index"));
+    let (lanes_v, groups_v) = (b.index(lanes), b.index(inner / lanes));
+    let slot = b.emit(format!("arith.muli {slot}, {lanes_v} : index"));
+    let init_v = if lanes == 1 { b.float(init, c) } else { b.emit(format!("arith.constant dense<{init:?}> : {vt}")) };
+    let (valid, line) = b.tile_loop("tile", lines_n / lanes, &tx);
+    let o = b.emit(format!("arith.divui {line}, {groups_v} : index"));
+    let ii = b.emit(format!("arith.remui {line}, {groups_v} : index"));
+    let ii = b.emit(format!("arith.muli {ii}, {lanes_v} : index"));
     let ol = b.emit(format!("arith.muli {o}, {len_v} : index"));
     // the flat offset of walk step `p` (walked backwards for reverse scans)
     let offset_of = |b: &mut Body, p: &str| {
@@ -82,7 +94,7 @@ pub fn scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelErr
         let row = b.emit(format!("arith.muli {row}, {inner_v} : index"));
         b.emit(format!("arith.addi {row}, {ii} : index"))
     };
-    let combine = |b: &mut Body, x: &str, y: &str| b.emit(format!("arith.{op} {x}, {y} : {c}"));
+    let combine = |b: &mut Body, x: &str, y: &str| b.emit(format!("arith.{op} {x}, {y} : {vt}"));
     // the thread's steps of round `r`: (in the line, flat offset), clamped to the last step
     let round_steps = |b: &mut Body, r: &str| -> Vec<(String, String)> {
         let p0 = b.emit(format!("arith.muli {r}, {round_v} : index"));
@@ -97,7 +109,13 @@ pub fn scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelErr
             })
             .collect()
     };
-    let load = |b: &mut Body, at: &str| b.emit(format!("memref.load %arg0[{at}] : memref<{n_el}x{st}>"));
+    let load = |b: &mut Body, at: &str| {
+        if lanes == 1 {
+            b.emit(format!("memref.load %arg0[{at}] : memref<{n_el}x{st}>"))
+        } else {
+            b.emit(format!("vector.load %arg0[{at}] {{alignment = 4}} : memref<{n_el}x{st}>, {vst}"))
+        }
+    };
     // round 0's loads; each round then issues the next round's loads before its own work, so
     // the reads stay in flight through the barriers (each element is still read once)
     let first: Vec<String> = round_steps(&mut b, &zero).iter().map(|(_, at)| load(&mut b, at)).collect();
@@ -106,9 +124,9 @@ pub fn scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelErr
     b.emit_multi(
         SCAN_RUN + 1,
         format!(
-            "scf.for %r = {zero} to {rounds_v} step {one} iter_args(%base = {init_v}, {}) -> ({c}, {}) {{",
+            "scf.for %r = {zero} to {rounds_v} step {one} iter_args(%base = {init_v}, {}) -> ({vt}, {}) {{",
             carried.join(", "),
-            vec![st; SCAN_RUN].join(", ")
+            vec![vst.as_str(); SCAN_RUN].join(", ")
         ),
     );
     let r1 = b.emit(format!("arith.addi %r, {one} : index"));
@@ -118,23 +136,32 @@ pub fn scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelErr
     let mut incl = vec![];
     let mut acc = init_v.clone();
     for (inb, _, raw) in &steps {
-        let v = if st != c { b.emit(format!("arith.extf {raw} : {st} to {c}")) } else { raw.clone() };
-        let v = b.emit(format!("arith.select {inb}, {v}, {init_v} : {c}"));
+        let v = if st != c { b.emit(format!("arith.extf {raw} : {vst} to {vt}")) } else { raw.clone() };
+        let v = b.emit(format!("arith.select {inb}, {v}, {init_v} : {vt}"));
         acc = combine(&mut b, &acc, &v);
         incl.push(acc.clone());
     }
-    b.stmt(format!("memref.store {acc}, %part[{slot}] : {part_mem}"));
+    if lanes == 1 {
+        b.stmt(format!("memref.store {acc}, %part[{slot}] : {part_mem}"));
+    } else {
+        b.stmt(format!("vector.store {acc}, %part[{slot}] : {part_mem}, {vt}"));
+    }
     b.stmt("gpu.barrier");
     // the totals of the threads before this one, and of the whole round
     let (mut before, mut all) = (init_v.clone(), init_v.clone());
     for j in 0..chunks {
         let at = b.index(j * 32);
         let at = b.emit(format!("arith.addi {at}, {tx} : index"));
-        let pv = b.emit(format!("memref.load %part[{at}] : {part_mem}"));
+        let at = b.emit(format!("arith.muli {at}, {lanes_v} : index"));
+        let pv = if lanes == 1 {
+            b.emit(format!("memref.load %part[{at}] : {part_mem}"))
+        } else {
+            b.emit(format!("vector.load %part[{at}] : {part_mem}, {vt}"))
+        };
         let cj = b.index(j);
         let earlier = b.emit(format!("arith.cmpi ult, {cj}, {ty} : index"));
         let with = combine(&mut b, &before, &pv);
-        before = b.emit(format!("arith.select {earlier}, {with}, {before} : {c}"));
+        before = b.emit(format!("arith.select {earlier}, {with}, {before} : {vt}"));
         all = combine(&mut b, &all, &pv);
     }
     // the next round overwrites the totals
@@ -146,16 +173,20 @@ pub fn scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelErr
             (true, _) => combine(&mut b, &start, &incl[e - 1]),
             (false, _) => combine(&mut b, &start, &incl[e]),
         };
-        let out = if st != c { b.emit(format!("arith.truncf {out} : {c} to {st}")) } else { out };
+        let out = if st != c { b.emit(format!("arith.truncf {out} : {vt} to {vst}")) } else { out };
         let ok = b.emit(format!("arith.andi {valid}, {inb} : i1"));
         b.stmt(format!("scf.if {ok} {{"));
-        b.stmt(format!("memref.store {out}, %arg1[{at}] : memref<{n_el}x{st}>"));
+        if lanes == 1 {
+            b.stmt(format!("memref.store {out}, %arg1[{at}] : memref<{n_el}x{st}>"));
+        } else {
+            b.stmt(format!("vector.store {out}, %arg1[{at}] {{alignment = 4}} : memref<{n_el}x{st}>, {vst}"));
+        }
         b.stmt("}");
     }
     let next = combine(&mut b, "%base", &all);
-    b.stmt(format!("scf.yield {next}, {} : {c}, {}", ahead.join(", "), vec![st; SCAN_RUN].join(", ")));
+    b.stmt(format!("scf.yield {next}, {} : {vt}, {}", ahead.join(", "), vec![vst.as_str(); SCAN_RUN].join(", ")));
     b.stmt("}");
     b.stmt("}");
-    let grid = lines_n.div_ceil(32).clamp(1, 1 << 20) as u32;
+    let grid = (lines_n / lanes).div_ceil(32).clamp(1, 1 << 20) as u32;
     Ok(finish(params, &b, Some(&format!("%part : {part_mem}")), [grid, 1, 1], [32, chunks as u32, 1]))
 }
