@@ -33,3 +33,5 @@ pub const ATTN_KEYS: usize = 32;
 /// per tile.
 pub const ATTN_MMA_ROWS: usize = 64;
 pub const ATTN_MMA_KEYS: usize = 64;
+/// Pooling: outputs per thread (at most).
+pub const POOL_OUTPUTS: usize = 4;

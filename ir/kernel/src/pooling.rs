@@ -1,9 +1,10 @@
 //! The pooling template: 2-D MaxPool or AveragePool (pads, strides, dilations, ceil mode,
 //! count_include_pad), the window unrolled, then the group's elementwise epilogue. Each thread
-//! pools up to four outputs of one column (overlapping windows load shared elements once);
-//! neighbouring threads take neighbouring columns.
+//! pools a small block of neighbouring outputs (overlapping windows load shared elements once;
+//! halves of even-width planes load as aligned pairs; power-of-two column runs store as one
+//! vector); neighbouring threads take neighbouring columns.
 use crate::body::{compute_type, storage_type, Body};
-use crate::elementwise::{compute, store_outputs};
+use crate::elementwise::{compute, store_outputs, stored};
 use crate::kernel::{blocks, finish, input_params, output_params, Kernel, KernelError};
 use std::collections::HashMap;
 use xforge_ir::tensor::{numel, strides};
@@ -12,7 +13,7 @@ use xforge_passes::fusion::FusionGroup;
 
 /// Largest window the template unrolls.
 const MAX_WINDOW: usize = 64;
-use crate::knobs::BLOCK;
+use crate::knobs::{BLOCK, POOL_OUTPUTS};
 
 fn ints(n: &Node, k: &str, d: Vec<i64>) -> Vec<i64> {
     match n.attr(k) {
@@ -64,10 +65,13 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
     let st = storage_type(dt).unwrap();
     let mut b = Body::default();
     let (start, step) = b.grid_stride();
-    // each thread pools `per` outputs of a column (rows oh·per ..), sharing the index math;
-    // neighbouring threads keep neighbouring columns, so loads stay coalesced
-    let per = [4, 3, 2, 1].into_iter().find(|q| ys[2] % q == 0).unwrap_or(1);
-    let groups = [ys[0], ys[1], ys[2] / per, ys[3]];
+    // each thread pools up to POOL_OUTPUTS outputs: `cols` neighbouring columns (2, else 3;
+    // a warp then covers twice or three times the width) of `per` rows, sharing the index
+    // math and the loads of overlapping windows; neighbouring threads keep neighbouring
+    // columns, so loads stay coalesced
+    let cols = [2, 3, 1].into_iter().find(|q| ys[3] % q == 0 && *q <= POOL_OUTPUTS).unwrap_or(1);
+    let per = (1..=POOL_OUTPUTS / cols).rev().find(|q| ys[2] % q == 0).unwrap_or(1);
+    let groups = [ys[0], ys[1], ys[2] / per, ys[3] / cols];
     let total = b.index(numel(&groups));
     b.stmt(format!("scf.for %i = {start} to {total} step {step} {{"));
     let ystr = strides(&groups);
@@ -86,19 +90,30 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
     let base = b.emit(format!("arith.muli {nc}, {plane} : index"));
     let (sh, sw) = (b.index(s[0] as usize), b.index(s[1] as usize));
     let (pbh, pbw) = (b.index(p[0] as usize), b.index(p[1] as usize));
-    let w0 = b.emit(format!("arith.muli {}, {sw} : index", co[3]));
+    let cols_v = b.index(cols);
+    let ow0 = b.emit(format!("arith.muli {}, {cols_v} : index", co[3]));
+    let w0 = b.emit(format!("arith.muli {ow0}, {sw} : index"));
     let w0 = b.emit(format!("arith.subi {w0}, {pbw} : index"));
     let per_v = b.index(per);
     let oh0 = b.emit(format!("arith.muli {}, {per_v} : index", co[2]));
     let (out_plane, w_out) = (b.index(ys[2] * ys[3]), b.index(ys[3]));
     let out_base = b.emit(format!("arith.muli {nc}, {out_plane} : index"));
-    let out_base = b.emit(format!("arith.addi {out_base}, {} : index", co[3]));
+    let out_base = b.emit(format!("arith.addi {out_base}, {ow0} : index"));
     let mut loaded: HashMap<(usize, i64), String> = HashMap::new();
-    for q in 0..per {
+    // halves of an even-width plane load as aligned pairs when every thread's first window
+    // column has the same parity
+    let pairs = st != c && xs[3] % 2 == 0 && (cols as i64 * s[1]) % 2 == 0;
+    let mut pair_loaded: HashMap<(usize, i64), String> = HashMap::new();
+    let mut lanes: Vec<(String, HashMap<xforge_ir::ValueId, String>)> = vec![];
+    for (q, l) in (0..per).flat_map(|q| (0..cols).map(move |l| (q, l))) {
         let qv = b.index(q);
         let oh = b.emit(format!("arith.addi {oh0}, {qv} : index"));
         let row = b.emit(format!("arith.muli {oh}, {w_out} : index"));
         let iq = b.emit(format!("arith.addi {out_base}, {row} : index"));
+        let lv = b.index(l);
+        let iq = b.emit(format!("arith.addi {iq}, {lv} : index"));
+        let lw = b.index(l * s[1] as usize);
+        let w0 = b.emit(format!("arith.addi {w0}, {lw} : index"));
         let h0 = b.emit(format!("arith.muli {oh}, {sh} : index"));
         let h0 = b.emit(format!("arith.subi {h0}, {pbh} : index"));
         let mut acc = b.float(if is_max { f64::NEG_INFINITY } else { 0.0 }, c);
@@ -127,9 +142,41 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
                 let inb = b.emit(format!("arith.andi {a1}, {a2} : i1"));
                 // windows of a thread's rows overlap when the stride is below the window: an
                 // input element is loaded once (the same row and column give the same value)
-                let key = (q * s[0] as usize + (kh * d[0]) as usize, kw);
+                let key = (q * s[0] as usize + (kh * d[0]) as usize, l as i64 * s[1] + kw * d[1]);
+                let off = l as i64 * s[1] + kw * d[1];
+                let lane = (off + p[1]).rem_euclid(2);
                 let v = match loaded.get(&key) {
                     Some(v) => v.clone(),
+                    None if pairs => {
+                        // the aligned pair holding the element, loaded once for both
+                        let pkey = (key.0, off - lane);
+                        let pv = match pair_loaded.get(&pkey) {
+                            Some(v) => v.clone(),
+                            None => {
+                                let pv = b.emit(format!("scf.if {inb} -> (vector<2x{c}>) {{"));
+                                let hw = b.emit(format!("arith.muli {h}, {wi} : index"));
+                                let hw = b.emit(format!("arith.addi {hw}, {w} : index"));
+                                let lv = b.index(lane as usize);
+                                let hw = b.emit(format!("arith.subi {hw}, {lv} : index"));
+                                let at = b.emit(format!("arith.addi {base}, {hw} : index"));
+                                let raw = b.emit(format!(
+                                    "vector.load %arg{xp}[{at}] {{alignment = 4}} : memref<{}x{st}>, vector<2x{st}>",
+                                    numel(&xs)
+                                ));
+                                let val = b.emit(format!("arith.extf {raw} : vector<2x{st}> to vector<2x{c}>"));
+                                b.stmt(format!("scf.yield {val} : vector<2x{c}>"));
+                                b.stmt("} else {");
+                                let iv = b.emit(format!("vector.broadcast {ident} : {c} to vector<2x{c}>"));
+                                b.stmt(format!("scf.yield {iv} : vector<2x{c}>"));
+                                b.stmt("}");
+                                pair_loaded.insert(pkey, pv.clone());
+                                pv
+                            }
+                        };
+                        let v = b.emit(format!("vector.extract {pv}[{lane}] : {c} from vector<2x{c}>"));
+                        loaded.insert(key, v.clone());
+                        v
+                    }
                     None => {
                         let v = b.emit(format!("scf.if {inb} -> ({c}) {{"));
                         let hw = b.emit(format!("arith.muli {h}, {wi} : index"));
@@ -173,7 +220,31 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
         let mut seed = HashMap::new();
         seed.insert(y, pooled);
         let vals = compute(&mut b, g, &nodes[1..], &params, &scalars, &ys, &iq, c, dt, None, seed, &[], &unsupported)?;
-        store_outputs(&mut b, &params, &vals, &iq, c).map_err(unsupported)?;
+        if !cols.is_power_of_two() || cols == 1 {
+            store_outputs(&mut b, &params, &vals, &iq, c).map_err(unsupported)?;
+            continue;
+        }
+        // a row's neighbouring columns leave as one vector per output
+        lanes.push((iq, vals));
+        if l + 1 < cols {
+            continue;
+        }
+        for (pk, prm) in params.iter().enumerate().filter(|(_, prm)| prm.output) {
+            let vs: Vec<String> = lanes
+                .iter()
+                .map(|(_, vals)| vals.get(&prm.value).map(|v| stored(&mut b, prm, v, c)))
+                .collect::<Option<_>>()
+                .ok_or_else(|| unsupported("an output is not computed".into()))?;
+            let pst = storage_type(prm.dtype).unwrap();
+            let vec_ty = format!("vector<{cols}x{pst}>");
+            let v = b.emit(format!("vector.from_elements {} : {vec_ty}", vs.join(", ")));
+            let align = cols * prm.dtype.size();
+            b.stmt(format!(
+                "vector.store {v}, %arg{pk}[{}] {{alignment = {align}}} : memref<{}x{pst}>, {vec_ty}",
+                lanes[0].0, prm.elements
+            ));
+        }
+        lanes.clear();
     }
     b.stmt("}");
     Ok(finish(params, &b, None, [blocks(numel(&groups), BLOCK), 1, 1], [BLOCK, 1, 1]))
