@@ -103,7 +103,7 @@ pub fn masked_softmax(dt: DType, rows: usize, len: usize) -> Graph {
 }
 
 /// Data movement feeding elementwise work: an embedding Gather (i64 ids), a transpose, a
-/// three-way Concat, a constant Pad.
+/// three-way Concat, a constant Pad, a transpose leaving through a reshape.
 pub fn movement(dt: DType) -> Vec<(&'static str, Graph)> {
     let u = || ValueType::unranked(dt);
     let mut out = vec![];
@@ -138,6 +138,14 @@ pub fn movement(dt: DType) -> Vec<(&'static str, Graph)> {
     let y = b.node(Op::Mul, &[p, two], vec![], u());
     b.output(y);
     out.push(("pad", finish(b)));
+    // a transpose whose result leaves through a reshape (the merged heads of attention)
+    let mut b = GraphBuilder::new("transpose_reshape", 17);
+    let x = b.input("x", dt, &[6, 20, 33]);
+    let t = b.node(Op::Transpose, &[x], vec![("perm", Attr::Ints(vec![1, 0, 2]))], u());
+    let shape = b.weight("shape", Tensor::from_i64(vec![2], vec![20, 198]));
+    let y = b.node(Op::Reshape, &[t, shape], vec![], u());
+    b.output(y);
+    out.push(("transpose_reshape", finish(b)));
     out
 }
 

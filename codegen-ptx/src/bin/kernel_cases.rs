@@ -26,7 +26,8 @@ fn kernels(g: &Graph) -> Result<(Graph, Vec<Kernel>)> {
         .groups
         .iter()
         .enumerate()
-        .filter(|(_, grp)| grp.schedule != Schedule::View)
+        // views need no kernel; convolutions are cuDNN calls
+        .filter(|(_, grp)| !matches!(grp.schedule, Schedule::View | Schedule::LibraryConv))
         .map(|(i, grp)| xforge_kernel::generate(&f.graph, grp, i))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((f.graph, ks))
@@ -230,6 +231,12 @@ fn main() -> Result<()> {
     // 256 MiB in, 256 MiB out, in f32 and f16
     write_case(dir, "bench_elementwise_f32", &samples::relu(DType::F32, 64 << 20), chip, 0.0, true)?;
     write_case(dir, "bench_elementwise_f16", &samples::relu(DType::F16, 128 << 20), chip, 0.0, true)?;
+    // the shipped models: every generated kernel of each, on random inputs
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    for name in ["mnasnet0_5", "bert_tiny"] {
+        let m = xforge_frontend::load(&models.join(format!("{name}.onnx")), &Default::default())?;
+        write_graph_cases(dir, name, &m.graph, chip, 1e-5)?;
+    }
     if let Some(cache) = args.get(3) {
         node_test_cases(dir, Path::new(cache), chip)?;
     }

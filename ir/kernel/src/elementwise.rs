@@ -441,10 +441,11 @@ pub fn compute(
     let mut value: HashMap<ValueId, String> = seed;
     // inputs the nodes read, each loaded once
     // operands of data-movement nodes are read at remapped indices by those nodes themselves
+    // (a view reads only its data; its shape operand is compiled in)
     let read: std::collections::HashSet<ValueId> = nodes
         .iter()
         .filter(|n| !is_remap(n.op))
-        .flat_map(|n| n.inputs.iter().flatten().copied())
+        .flat_map(|n| n.inputs.iter().take(if is_view(n.op) { 1 } else { n.inputs.len() }).flatten().copied())
         .chain(also.iter().copied())
         .collect();
     let seeded: std::collections::HashSet<ValueId> = value.keys().copied().collect();
@@ -499,7 +500,8 @@ pub fn compute(
     for n in nodes {
         let scalar_vals: Vec<Option<f64>> = n.inputs.iter().map(|v| v.and_then(|v| scalars.get(&v).copied())).collect();
         let mut args = vec![];
-        for v in n.inputs.iter().flatten() {
+        let arity = if is_view(n.op) { 1 } else { n.inputs.len() };
+        for v in n.inputs.iter().take(arity).flatten() {
             let a = match (value.get(v), scalars.get(v)) {
                 (Some(x), _) => x.clone(),
                 (None, Some(&x)) => b.float(x, c),
@@ -600,10 +602,25 @@ pub fn elementwise(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Ke
     let first_out = nodes.first().and_then(|n| n.outputs[0]).ok_or_else(|| unsupported("empty group".into()))?;
     let space = g.ty(first_out).static_shape().ok_or_else(|| unsupported("shapes are not static".into()))?;
     let n_elems = numel(&space);
-    let (mut params, scalars) = input_params(g, &grp.inputs, &[], false).map_err(unsupported)?;
+    let shapes: Vec<ValueId> =
+        nodes.iter().filter(|n| is_view(n.op)).flat_map(|n| n.inputs.iter().skip(1).flatten().copied()).collect();
+    let (mut params, scalars) = input_params(g, &grp.inputs, &shapes, false).map_err(unsupported)?;
+    // a view to another shape keeps each element's flat index, so it may end the group; work
+    // after it would index the wrong shape
+    let reshaped: Vec<ValueId> = nodes
+        .iter()
+        .filter(|n| is_view(n.op))
+        .filter_map(|n| n.outputs[0])
+        .filter(|&o| g.ty(o).static_shape().as_deref() != Some(space.as_slice()))
+        .collect();
+    if let Some(n) = nodes.iter().find(|n| !is_view(n.op) && n.inputs.iter().flatten().any(|v| reshaped.contains(v))) {
+        return Err(unsupported(format!("node '{}' works on a reshaped value inside the group", n.name)));
+    }
     for &o in &grp.outputs {
         let ty = g.ty(o);
-        if ty.static_shape().as_deref() != Some(space.as_slice()) {
+        let same = ty.static_shape().as_deref() == Some(space.as_slice());
+        let view_of_space = reshaped.contains(&o) && ty.static_shape().is_some_and(|s| numel(&s) == n_elems);
+        if !(same || view_of_space) {
             return Err(unsupported(format!("output '{}' is not of the iteration shape {space:?}", g.name_of(o))));
         }
         storage_type(ty.dtype)

@@ -242,6 +242,21 @@ pub fn partition(g: &Graph) -> Partition {
         }
         false
     }
+    // whether a value comes out of a Transpose or Split (looking through views)
+    let after_movement = |v: ValueId| -> bool {
+        let mut v = v;
+        while let Some(p) = producer[v.index()] {
+            match g.nodes[p].op {
+                Op::Transpose | Op::Split => return true,
+                op if is_view(op) => match g.nodes[p].inputs[0] {
+                    Some(x) => v = x,
+                    None => return false,
+                },
+                _ => return false,
+            }
+        }
+        false
+    };
     for i in 0..n {
         let node = &g.nodes[i];
         let own = anchor_schedule(g, node);
@@ -260,6 +275,14 @@ pub fn partition(g: &Graph) -> Partition {
                     break;
                 }
                 if movement_epilogue && !matches!(schedule[p], Schedule::LibraryGemm | Schedule::Attention) {
+                    continue;
+                }
+                // a contraction's or attention's strided stores end its group: elementwise work
+                // after them would run in another iteration space
+                if elementwise
+                    && matches!(schedule[p], Schedule::LibraryGemm | Schedule::Attention)
+                    && after_movement(v)
+                {
                     continue;
                 }
                 // an elementwise group may keep a value it shares (it becomes one of several outputs);
