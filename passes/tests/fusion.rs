@@ -152,3 +152,28 @@ fn elementwise_chains_keep_shared_values_as_extra_outputs() {
     assert_eq!(f.partition.groups[0].outputs.len(), 2);
     assert_equivalent(&g, &f.graph, 0.0);
 }
+
+#[test]
+fn strided_stores_end_a_contraction_group() {
+    // y = transpose(x·w) + r: the transpose is the GEMM's store tail; the residual Add runs in
+    // the transposed space, so it starts its own kernel
+    let mut bld = GraphBuilder::new("tail", 17);
+    let t = || ValueType::unranked(DType::F32);
+    let x = bld.input("x", DType::F32, &[6, 8]);
+    let r = bld.input("r", DType::F32, &[4, 6]);
+    let w =
+        bld.weight("w", Tensor::from_f64(DType::F32, vec![8, 4], &(0..32).map(|i| i as f64 * 0.1).collect::<Vec<_>>()));
+    let m = bld.node(Op::MatMul, &[x, w], vec![], t());
+    let tr = bld.node(Op::Transpose, &[m], vec![("perm", Attr::Ints(vec![1, 0]))], t());
+    let y = bld.node(Op::Add, &[tr, r], vec![], t());
+    bld.output(y);
+    let mut g = bld.finish();
+    infer_graph(&mut g).unwrap();
+    let f = fuse(&g).unwrap();
+    assert_partition_sound(&f);
+    let schedules: Vec<Schedule> = f.partition.groups.iter().map(|grp| grp.schedule).collect();
+    assert_eq!(schedules, vec![Schedule::GeneratedGemm, Schedule::Elementwise], "{}", describe(&f));
+    let gemm = &f.partition.groups[0];
+    assert!(gemm.nodes.iter().any(|&n| f.graph.nodes[n].op == Op::Transpose));
+    assert_equivalent(&g, &f.graph, 0.0);
+}
