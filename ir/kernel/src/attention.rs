@@ -308,7 +308,7 @@ fn row_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -
         s = b.emit(format!("math.fma {qd}, {kv}, {s} : {c}"));
     }
     let s = b.emit(format!("arith.mulf {s}, {scale} : {c}"));
-    let key = b.emit(format!("arith.addi %kt, %j : index"));
+    let key = b.emit("arith.addi %kt, %j : index");
     let bias_v = bias(&mut b, a, &params, [&bb, &h, &row, &key]);
     let s = b.emit(format!("arith.addf {s}, {bias_v} : {c}"));
     let (m_new, safe, corr) = online(&mut b, "%im", &s, "exp");

@@ -6,6 +6,7 @@
 //!   rows padded by 8 elements so fragment loads hit distinct banks).
 //! - otherwise: blocks of GEMM_THREADS² threads own GEMM_TILE² outputs, (GEMM_TILE /
 //!   GEMM_THREADS)² per thread, K in steps of GEMM_K through workgroup memory (f32).
+//!
 //! Accumulators are f32 in both.
 use crate::body::{compute_type, storage_type, Body};
 use crate::elementwise::{compute, float_attr};
@@ -356,10 +357,10 @@ fn simt_gemm(p: &Plan, unsupported: &dyn Fn(String) -> KernelError) -> Result<Ke
     }
     b.stmt(format!("scf.yield {} : {}", accs.join(", "), vec![c; per * per].join(", ")));
     b.stmt("}");
-    for i in 0..per {
-        for j in 0..per {
-            let mi = b.emit(format!("arith.addi {}, {} : index", f.m0, rows[i]));
-            let nj = b.emit(format!("arith.addi {}, {} : index", f.n0, cols[j]));
+    for (i, row) in rows.iter().enumerate() {
+        for (j, col) in cols.iter().enumerate() {
+            let mi = b.emit(format!("arith.addi {}, {row} : index", f.m0));
+            let nj = b.emit(format!("arith.addi {}, {col} : index", f.n0));
             store_element(&mut b, p, &f, &format!("{acc}#{}", i * per + j), &mi, &nj, unsupported)?;
         }
     }
@@ -516,22 +517,22 @@ fn tensor_core_gemm(p: &Plan, unsupported: &dyn Fn(String) -> KernelError) -> Re
             .iter()
             .map(|c| vec![pair(&mut b, "%Bs", &bwg, c, 16 * ks), pair(&mut b, "%Bs", &bwg, c, 16 * ks + 8)])
             .collect();
-        for i in 0..4 {
-            for j in 0..4 {
+        for (i, a_frag) in af.iter().enumerate() {
+            for (j, b_frag) in bf.iter().enumerate() {
                 let q = (i * 4 + j) * 4;
-                let out = mma(&mut b, t, &af[i], &bf[j], &accs[q..q + 4]);
+                let out = mma(&mut b, t, a_frag, b_frag, &accs[q..q + 4]);
                 accs[q..q + 4].clone_from_slice(&out);
             }
         }
     }
     b.stmt(format!("scf.yield {} : {types}", accs.join(", ")));
     b.stmt("}");
-    for i in 0..4 {
-        for j in 0..4 {
+    for (i, (r, r8)) in arow.iter().enumerate() {
+        for (j, bc) in bcol.iter().enumerate() {
             for e in 0..4 {
-                let row = if e < 2 { &arow[i].0 } else { &arow[i].1 };
+                let row = if e < 2 { r } else { r8 };
                 let mi = b.emit(format!("arith.addi {}, {row} : index", f.m0));
-                let col = b.emit(format!("arith.addi {}, {} : index", f.n0, bcol[j]));
+                let col = b.emit(format!("arith.addi {}, {bc} : index", f.n0));
                 // bcol holds column g; the accumulator's columns are 2t, 2t + 1
                 let col = b.emit(format!("arith.subi {col}, {gq} : index"));
                 let col = b.emit(format!("arith.addi {col}, {t2} : index"));
