@@ -9,10 +9,10 @@ use crate::body::{compute_type, storage_type, Body};
 use crate::elementwise::float_attr;
 use crate::kernel::{finish, input_params, Kernel, KernelError, Param};
 use crate::knobs::{ATTN_KEYS, ATTN_MMA_KEYS, ATTN_MMA_ROWS, ATTN_ROWS};
-use crate::route::{is_tail, routes, store_routed, OutputRoute};
-use crate::tensor_core::mma;
+use crate::route::{is_tail, routed_outputs, routes, store_routed, tail_sizes, OutputRoute};
+use crate::tensor_core::{lane, mma, Lane};
 use std::collections::HashMap;
-use xforge_ir::tensor::{numel, strides};
+use xforge_ir::tensor::strides;
 use xforge_ir::{Attr, DType, Graph, Node, Op, ValueId};
 use xforge_passes::fusion::FusionGroup;
 
@@ -188,17 +188,9 @@ pub fn attention(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kern
     if anchor.outputs.iter().skip(1).flatten().any(|o| grp.outputs.contains(o)) {
         return Err(unsupported("attention's present key/value and score outputs are not generated".into()));
     }
-    let sizes: Vec<ValueId> = tail.iter().flat_map(|n| n.inputs.iter().skip(1).flatten().copied()).collect();
+    let sizes = tail_sizes(tail);
     let (mut params, _) = input_params(g, &grp.inputs, &sizes, false).map_err(unsupported)?;
-    for &o in &grp.outputs {
-        let ty = g.ty(o);
-        let s =
-            ty.static_shape().ok_or_else(|| unsupported(format!("output '{}' has no static shape", g.name_of(o))))?;
-        storage_type(ty.dtype)
-            .filter(|_| ty.dtype.is_float())
-            .ok_or_else(|| unsupported(format!("output dtype {} is not supported", ty.dtype)))?;
-        params.push(Param { value: o, dtype: ty.dtype, elements: numel(&s), output: true });
-    }
+    params.extend(routed_outputs(g, &grp.outputs).map_err(unsupported)?);
     let a = heads(g, anchor, &params).map_err(unsupported)?;
     let outs = routes(g, tail, &params, &[y]).map_err(unsupported)?;
     if a.batch * a.hq > 65535 {
@@ -378,12 +370,8 @@ fn mma_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -
     let tid = b.emit("gpu.thread_id x");
     let bx = b.emit("gpu.block_id x");
     let (bb, h, kh) = block_heads(&mut b, a);
-    let (c32, c4, c16) = (b.index(32), b.index(4), b.index(16));
-    let lane = b.emit(format!("arith.remui {tid}, {c32} : index"));
-    let warp = b.emit(format!("arith.divui {tid}, {c32} : index"));
-    let gq = b.emit(format!("arith.divui {lane}, {c4} : index"));
-    let tq = b.emit(format!("arith.remui {lane}, {c4} : index"));
-    let t2 = b.emit(format!("arith.addi {tq}, {tq} : index"));
+    let Lane { warp, g: gq, t2 } = lane(&mut b, &tid);
+    let c16 = b.index(16);
     let crows = b.index(rows);
     let r0 = b.emit(format!("arith.muli {bx}, {crows} : index"));
     let w16 = b.emit(format!("arith.muli {warp}, {c16} : index"));

@@ -12,8 +12,8 @@ use crate::body::{compute_type, storage_type, Body};
 use crate::elementwise::{compute, float_attr};
 use crate::kernel::{finish, input_params, Kernel, KernelError, Param};
 use crate::knobs::{GEMM_K, GEMM_MMA_K, GEMM_MMA_WARPS_M, GEMM_MMA_WARPS_N, GEMM_THREADS, GEMM_TILE};
-use crate::route::{is_tail, routes, store_routed, OutputRoute};
-use crate::tensor_core::mma;
+use crate::route::{is_tail, routed_outputs, routes, store_routed, tail_sizes, OutputRoute};
+use crate::tensor_core::{lane, mma, Lane};
 use std::collections::HashMap;
 use xforge_ir::tensor::{numel, strides};
 use xforge_ir::{Attr, Graph, Node, Op, ValueId};
@@ -119,22 +119,14 @@ fn plan<'g>(
         return Err(unsupported(format!("node '{}' ({}) follows the store tail", n.name, n.op)));
     }
     // the tail's sizes and shapes are compiled in
-    let sizes: Vec<ValueId> = tail.iter().flat_map(|n| n.inputs.iter().skip(1).flatten().copied()).collect();
+    let sizes = tail_sizes(tail);
     let (mut params, scalars) = input_params(g, &grp.inputs, &sizes, true).map_err(unsupported)?;
     let at = |v: ValueId| params.iter().position(|p| p.value == v && !p.output);
     let (pa, pb) = match (at(ct.a), at(ct.b)) {
         (Some(x), Some(z)) => (x, z),
         _ => return Err(unsupported("the operands must be buffers".into())),
     };
-    for &o in &grp.outputs {
-        let ty = g.ty(o);
-        let s =
-            ty.static_shape().ok_or_else(|| unsupported(format!("output '{}' has no static shape", g.name_of(o))))?;
-        storage_type(ty.dtype)
-            .filter(|_| ty.dtype.is_float())
-            .ok_or_else(|| unsupported(format!("output dtype {} is not supported", ty.dtype)))?;
-        params.push(Param { value: o, dtype: ty.dtype, elements: numel(&s), output: true });
-    }
+    params.extend(routed_outputs(g, &grp.outputs).map_err(unsupported)?);
     let computed: Vec<ValueId> = std::iter::once(y).chain(epilogue.iter().filter_map(|n| n.outputs[0])).collect();
     let outs = routes(g, tail, &params, &computed).map_err(unsupported)?;
     let batch: Vec<usize> = ys[..ys.len() - 2].to_vec();
@@ -385,12 +377,8 @@ fn tensor_core_gemm(p: &Plan, unsupported: &dyn Fn(String) -> KernelError) -> Re
     let mut b = Body::default();
     let tid = b.emit("gpu.thread_id x");
     let f = frame(&mut b, p, tile_m, tile_n);
-    let (c32, c4, c8) = (b.index(32), b.index(4), b.index(8));
-    let lane = b.emit(format!("arith.remui {tid}, {c32} : index"));
-    let warp = b.emit(format!("arith.divui {tid}, {c32} : index"));
-    let gq = b.emit(format!("arith.divui {lane}, {c4} : index"));
-    let tq = b.emit(format!("arith.remui {lane}, {c4} : index"));
-    let t2 = b.emit(format!("arith.addi {tq}, {tq} : index"));
+    let Lane { warp, g: gq, t2 } = lane(&mut b, &tid);
+    let c8 = b.index(8);
     let cwn = b.index(wn);
     let wy = b.emit(format!("arith.divui {warp}, {cwn} : index"));
     let wx = b.emit(format!("arith.remui {warp}, {cwn} : index"));

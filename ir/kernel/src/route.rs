@@ -145,3 +145,24 @@ pub fn store_routed(
     }
     Ok(())
 }
+
+/// The tail's compiled-in operands (Split sizes, Reshape shapes): not kernel parameters.
+pub fn tail_sizes(tail: &[&Node]) -> Vec<ValueId> {
+    tail.iter().flat_map(|n| n.inputs.iter().skip(1).flatten().copied()).collect()
+}
+
+/// The group's outputs as parameters of their own sizes (the tail decides where each element
+/// of the anchor's space lands).
+pub fn routed_outputs(g: &Graph, outputs: &[ValueId]) -> Result<Vec<Param>, String> {
+    outputs
+        .iter()
+        .map(|&o| {
+            let ty = g.ty(o);
+            let s = ty.static_shape().ok_or_else(|| format!("output '{}' has no static shape", g.name_of(o)))?;
+            storage_type(ty.dtype)
+                .filter(|_| ty.dtype.is_float())
+                .ok_or_else(|| format!("output dtype {} is not supported", ty.dtype))?;
+            Ok(Param { value: o, dtype: ty.dtype, elements: xforge_ir::tensor::numel(&s), output: true })
+        })
+        .collect()
+}

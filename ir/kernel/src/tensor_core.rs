@@ -42,3 +42,20 @@ pub fn mma(b: &mut Body, t: &str, a: &[String], bf: &[String], c: &[String]) -> 
         (0..4).map(|i| b.emit(format!("llvm.extractvalue {r}[{i}] : {st}"))).collect()
     }
 }
+
+/// A thread's place in its warp for the fragment layout: the warp, g = lane/4 and 2t.
+pub struct Lane {
+    pub warp: String,
+    pub g: String,
+    pub t2: String,
+}
+
+pub fn lane(b: &mut Body, tid: &str) -> Lane {
+    let (c32, c4) = (b.index(32), b.index(4));
+    let lane = b.emit(format!("arith.remui {tid}, {c32} : index"));
+    let warp = b.emit(format!("arith.divui {tid}, {c32} : index"));
+    let g = b.emit(format!("arith.divui {lane}, {c4} : index"));
+    let t = b.emit(format!("arith.remui {lane}, {c4} : index"));
+    let t2 = b.emit(format!("arith.addi {t}, {t} : index"));
+    Lane { warp, g, t2 }
+}
