@@ -143,19 +143,85 @@ fn compile_emits_fusion_groups() {
     assert!(err.contains("--emit fused"), "{err}");
 }
 
+/// y = exp(conv(x, w)), z = sigmoid(x): a convolution whose epilogue no library runs (a
+/// generated convolution, which has no template yet) beside an elementwise kernel.
+fn conv_exp_model(path: &Path) {
+    use onnx_protobuf::tensor_shape_proto::{dimension, Dimension};
+    use onnx_protobuf::{
+        type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
+        ValueInfoProto,
+    };
+    use protobuf::Message;
+    let vi = |name: &str, dims: &[i64]| {
+        let mut shape = TensorShapeProto::new();
+        for &d in dims {
+            let mut dim = Dimension::new();
+            dim.value = Some(dimension::Value::DimValue(d));
+            shape.dim.push(dim);
+        }
+        let mut t = type_proto::Tensor::new();
+        t.elem_type = 1;
+        t.shape = Some(shape).into();
+        let mut tp = TypeProto::new();
+        tp.value = Some(type_proto::Value::TensorType(t));
+        let mut v = ValueInfoProto::new();
+        v.name = name.into();
+        v.type_ = Some(tp).into();
+        v
+    };
+    let node = |op: &str, ins: &[&str], out: &str| {
+        let mut n = NodeProto::new();
+        n.op_type = op.into();
+        n.name = op.to_lowercase();
+        n.input = ins.iter().map(|s| s.to_string()).collect();
+        n.output = vec![out.to_string()];
+        n
+    };
+    let mut w = TensorProto::new();
+    w.name = "w".into();
+    w.dims = vec![2, 2, 3, 3];
+    w.data_type = 1;
+    w.raw_data = (0..36).flat_map(|i| (i as f32 * 0.01).to_le_bytes()).collect();
+    let mut g = GraphProto::new();
+    g.name = "conv_exp".into();
+    g.input.push(vi("x", &[1, 2, 5, 5]));
+    g.output.push(vi("y", &[1, 2, 3, 3]));
+    g.initializer.push(w);
+    g.node.push(node("Conv", &["x", "w"], "c"));
+    g.node.push(node("Exp", &["c"], "y"));
+    g.output.push(vi("z", &[1, 2, 5, 5]));
+    g.node.push(node("Sigmoid", &["x"], "z"));
+    let mut m = ModelProto::new();
+    m.ir_version = 8;
+    let mut o = OperatorSetIdProto::new();
+    o.version = 17;
+    m.opset_import.push(o);
+    m.graph = Some(g).into();
+    std::fs::write(path, m.write_to_bytes().unwrap()).unwrap();
+}
+
 #[test]
 fn compile_emits_kernels_or_names_the_missing_templates() {
-    // bert_tiny has groups without a template yet: an error that names them, exit 2
-    let (code, out, err) = xforge(&["compile", &model("bert_tiny.onnx"), "--emit", "ptx"]);
-    assert_eq!(code, 2, "{out}{err}");
-    assert!(err.contains("no template for attention groups"), "{err}");
-    let (code, out, err) =
-        xforge(&["compile", &model("bert_tiny.onnx"), "--emit", "ptx", "--allow-missing", "--target", "sm_80"]);
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains(".target sm_80") && out.contains(".visible .entry"), "{out}");
-    let (code, out, _) = xforge(&["compile", &model("bert_tiny.onnx"), "--emit", "mlir", "--allow-missing"]);
+    // every group of the shipped models has a template (or is a library call)
+    for m in ["bert_tiny.onnx", "mnasnet0_5.onnx"] {
+        let (code, out, err) = xforge(&["compile", &model(m), "--emit", "ptx", "--target", "sm_80"]);
+        assert_eq!(code, 0, "{m}: {err}");
+        assert!(out.contains(".target sm_80") && out.contains(".visible .entry"), "{out}");
+    }
+    let (code, out, _) = xforge(&["compile", &model("bert_tiny.onnx"), "--emit", "mlir"]);
     assert_eq!(code, 0);
-    assert!(out.contains("gpu.module") && out.contains("gpu.shuffle"), "{out}");
+    // the generated GEMMs run on tensor cores only for half types; bert_tiny is f32
+    assert!(out.contains("gpu.module") && out.contains("gpu.shuffle") && out.contains("math.fma"), "{out}");
+    // a group without a template: an error that names it, exit 2; --allow-missing prints the rest
+    let dir = tempfile::tempdir().unwrap();
+    let conv = dir.path().join("conv_exp.onnx");
+    conv_exp_model(&conv);
+    let (code, out, err) = xforge(&["compile", conv.to_str().unwrap(), "--emit", "ptx"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("no template for generated-conv groups"), "{err}");
+    let (code, out, err) = xforge(&["compile", conv.to_str().unwrap(), "--emit", "ptx", "--allow-missing"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches(".visible .entry").count(), 1, "{out}");
     let (code, _, err) = xforge(&["compile", &model("bert_tiny.onnx"), "--emit", "ptx", "--target", "sm_75"]);
     assert_eq!(code, 2);
     assert!(err.contains("sm_75"), "{err}");
