@@ -1,0 +1,204 @@
+//! What an artifact asks the runtime to do: its kernels, where every buffer lives in the one
+//! arena, and the steps of a run (kernel launches and vendor-library calls) in order.
+use crate::codec::{ReadError, Reader, Writer};
+
+/// The kernels of an artifact: one PTX module and the entry names the plan launches by index.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelImage {
+    pub ptx: String,
+    pub names: Vec<String>,
+}
+
+/// A graph input or output: its name, dtype name (`f32`, `i64`, ...), shape and place in the
+/// arena.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Binding {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<u64>,
+    pub offset: u64,
+}
+
+/// One arena for every intermediate, input and output; offsets are multiples of `alignment`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemoryPlan {
+    pub arena_bytes: u64,
+    pub alignment: u64,
+    pub inputs: Vec<Binding>,
+    pub outputs: Vec<Binding>,
+}
+
+/// A kernel or library argument: a buffer at an offset in the arena or in the weights.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Arg {
+    Arena(u64),
+    Weight(u64),
+}
+
+/// A vendor-library call (cuBLASLt GEMM, cuDNN convolution) with its descriptor: the fusion
+/// group it runs, named integer parameters (sizes, transposes, epilogue) and its buffers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LibraryCall {
+    pub kind: String,
+    pub group: u32,
+    pub params: Vec<(String, i64)>,
+    pub args: Vec<Arg>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    Launch { kernel: u32, grid: [u32; 3], block: [u32; 3], args: Vec<Arg> },
+    Library(LibraryCall),
+}
+
+fn write_args(w: &mut Writer, args: &[Arg]) {
+    w.u64(args.len() as u64);
+    for a in args {
+        let (tag, off) = match a {
+            Arg::Arena(o) => (0, *o),
+            Arg::Weight(o) => (1, *o),
+        };
+        w.u32(tag);
+        w.u64(off);
+    }
+}
+
+fn read_args(r: &mut Reader) -> Result<Vec<Arg>, ReadError> {
+    let n = r.len("argument count")?;
+    (0..n)
+        .map(|_| match r.u32("argument kind")? {
+            0 => Ok(Arg::Arena(r.u64("arena offset")?)),
+            1 => Ok(Arg::Weight(r.u64("weight offset")?)),
+            k => Err(ReadError(format!("argument kind {k} is unknown"))),
+        })
+        .collect()
+}
+
+impl KernelImage {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.str(&self.ptx);
+        w.u64(self.names.len() as u64);
+        for n in &self.names {
+            w.str(n);
+        }
+        w.bytes
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Self, ReadError> {
+        let mut r = Reader::new(bytes);
+        let ptx = r.str("PTX")?;
+        let n = r.len("kernel count")?;
+        let names = (0..n).map(|_| r.str("kernel name")).collect::<Result<_, _>>()?;
+        r.done("the kernel section")?;
+        Ok(KernelImage { ptx, names })
+    }
+}
+
+fn write_binding(w: &mut Writer, b: &Binding) {
+    w.str(&b.name);
+    w.str(&b.dtype);
+    w.u64(b.shape.len() as u64);
+    for &d in &b.shape {
+        w.u64(d);
+    }
+    w.u64(b.offset);
+}
+
+fn read_binding(r: &mut Reader) -> Result<Binding, ReadError> {
+    let name = r.str("binding name")?;
+    let dtype = r.str("binding dtype")?;
+    let rank = r.len("binding rank")?;
+    let shape = (0..rank).map(|_| r.u64("binding dim")).collect::<Result<_, _>>()?;
+    let offset = r.u64("binding offset")?;
+    Ok(Binding { name, dtype, shape, offset })
+}
+
+impl MemoryPlan {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u64(self.arena_bytes);
+        w.u64(self.alignment);
+        for list in [&self.inputs, &self.outputs] {
+            w.u64(list.len() as u64);
+            for b in list {
+                write_binding(&mut w, b);
+            }
+        }
+        w.bytes
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Self, ReadError> {
+        let mut r = Reader::new(bytes);
+        let arena_bytes = r.u64("arena size")?;
+        let alignment = r.u64("arena alignment")?;
+        let mut lists = vec![];
+        for what in ["input count", "output count"] {
+            let n = r.len(what)?;
+            lists.push((0..n).map(|_| read_binding(&mut r)).collect::<Result<Vec<_>, _>>()?);
+        }
+        r.done("the memory section")?;
+        let outputs = lists.pop().unwrap();
+        let inputs = lists.pop().unwrap();
+        Ok(MemoryPlan { arena_bytes, alignment, inputs, outputs })
+    }
+}
+
+pub fn encode_steps(steps: &[Step]) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u64(steps.len() as u64);
+    for s in steps {
+        match s {
+            Step::Launch { kernel, grid, block, args } => {
+                w.u32(0);
+                w.u32(*kernel);
+                for v in grid.iter().chain(block) {
+                    w.u32(*v);
+                }
+                write_args(&mut w, args);
+            }
+            Step::Library(c) => {
+                w.u32(1);
+                w.str(&c.kind);
+                w.u32(c.group);
+                w.u64(c.params.len() as u64);
+                for (k, v) in &c.params {
+                    w.str(k);
+                    w.u64(*v as u64);
+                }
+                write_args(&mut w, &c.args);
+            }
+        }
+    }
+    w.bytes
+}
+
+pub fn decode_steps(bytes: &[u8]) -> Result<Vec<Step>, ReadError> {
+    let mut r = Reader::new(bytes);
+    let n = r.len("step count")?;
+    let mut steps = Vec::with_capacity(n.min(1 << 16));
+    for _ in 0..n {
+        steps.push(match r.u32("step kind")? {
+            0 => {
+                let kernel = r.u32("kernel index")?;
+                let mut dims = [0u32; 6];
+                for d in dims.iter_mut() {
+                    *d = r.u32("launch dimension")?;
+                }
+                let args = read_args(&mut r)?;
+                Step::Launch { kernel, grid: [dims[0], dims[1], dims[2]], block: [dims[3], dims[4], dims[5]], args }
+            }
+            1 => {
+                let kind = r.str("library call kind")?;
+                let group = r.u32("library call group")?;
+                let np = r.len("library parameter count")?;
+                let params = (0..np)
+                    .map(|_| Ok((r.str("library parameter name")?, r.u64("library parameter")? as i64)))
+                    .collect::<Result<_, ReadError>>()?;
+                let args = read_args(&mut r)?;
+                Step::Library(LibraryCall { kind, group, params, args })
+            }
+            k => return Err(ReadError(format!("step kind {k} is unknown"))),
+        });
+    }
+    r.done("the plan section")?;
+    Ok(steps)
+}
