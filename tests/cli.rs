@@ -137,10 +137,47 @@ fn compile_emits_fusion_groups() {
     let (code, out, _) = xforge(&["compile", &model("mnasnet0_5.onnx"), "--emit", "graph"]);
     assert_eq!(code, 0);
     assert!(out.contains("output %output"), "{out}");
-    // no code generator yet: a clear error, exit 2
-    let (code, _, err) = xforge(&["compile", &model("mnasnet0_5.onnx")]);
-    assert_eq!(code, 2);
-    assert!(err.contains("--emit fused"), "{err}");
+}
+
+#[test]
+fn compile_writes_an_artifact_the_runtime_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bert_tiny.xfa");
+    let (code, stdout, err) =
+        xforge(&["compile", &model("bert_tiny.onnx"), "--target", "sm_80", "-o", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("wrote") && stdout.contains("library calls"), "{stdout}");
+    let a = xforge_runtime::Artifact::read(&out).unwrap();
+    assert_eq!(a.header.target, "sm_80");
+    assert!(a.kernels.ptx.contains(".target sm_80"));
+    assert_eq!(a.memory.inputs.len(), 1);
+    assert_eq!((a.memory.inputs[0].name.as_str(), a.memory.inputs[0].dtype.as_str()), ("input", "i64"));
+    assert_eq!(a.memory.outputs[0].shape, vec![1, 32, 128]);
+    // one step per kernel or library group: 16 (the fused form's kernel count)
+    assert_eq!(a.steps.len(), 16);
+    for s in &a.steps {
+        if let xforge_runtime::Step::Launch { kernel, .. } = s {
+            assert!(a.kernels.ptx.contains(&a.kernels.names[*kernel as usize]));
+        }
+    }
+    // the same model twice: the same bytes
+    let again = dir.path().join("again.xfa");
+    assert_eq!(xforge(&["compile", &model("bert_tiny.onnx"), "--target", "sm_80", "-o", again.to_str().unwrap()]).0, 0);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
+    // a folder that does not exist: exit 2, nothing written
+    let bad = dir.path().join("no").join("m.xfa");
+    let (code, _, err) = xforge(&["compile", &model("bert_tiny.onnx"), "-o", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot write"), "{err}");
+    // a group without a template: exit 2 naming it, nothing written
+    let conv = dir.path().join("conv_exp.onnx");
+    conv_exp_model(&conv);
+    let target = dir.path().join("conv.xfa");
+    let (code, _, err) = xforge(&["compile", conv.to_str().unwrap(), "-o", target.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("generated-conv"), "{err}");
+    assert!(!target.exists());
+    assert_eq!(files(dir.path()).len(), 3, "{:?}", files(dir.path()));
 }
 
 /// y = exp(conv(x, w)), z = sigmoid(x): a convolution whose epilogue no library runs (a

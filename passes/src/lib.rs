@@ -4,6 +4,7 @@ pub mod dce;
 pub mod fold;
 pub mod fusion;
 pub mod knobs;
+pub mod memory;
 pub mod noop;
 pub mod rewrite;
 pub mod sibling_gemm;

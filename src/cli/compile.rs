@@ -1,4 +1,5 @@
-//! `xforge compile MODEL.onnx --emit fused|graph`
+//! `xforge compile MODEL.onnx --target sm_90 [-o MODEL.xfa]` writes the artifact;
+//! `--emit fused|graph|mlir|llvm|ptx` prints a stage instead.
 use super::{load, BadInput, ShapeArgs};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -23,9 +24,12 @@ enum Emit {
 pub struct Args {
     /// The ONNX model.
     model: PathBuf,
-    /// What to print.
+    /// Print this stage instead of writing the artifact.
     #[arg(long, value_enum)]
     emit: Option<Emit>,
+    /// The artifact to write (default: the model's path with the extension .xfa).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
     /// NVIDIA architecture: sm_80, sm_86, sm_89, sm_90, sm_90a.
     #[arg(long, default_value = "sm_90")]
     target: String,
@@ -38,12 +42,6 @@ pub struct Args {
 }
 
 pub fn compile(a: Args) -> anyhow::Result<()> {
-    let Some(emit) = a.emit else {
-        return Err(BadInput(
-            "code generation is not available yet: use --emit fused or --emit graph to see the fusion result".into(),
-        )
-        .into());
-    };
     let m = load(&a.model, &a.shapes)?;
     let t = Instant::now();
     let fused = xforge_passes::fusion::fuse(&m.graph)?;
@@ -53,6 +51,37 @@ pub fn compile(a: Args) -> anyhow::Result<()> {
         fused.saturation.iterations,
         fused.saturation.enodes
     );
+    let check_target = |t: &str| -> anyhow::Result<()> {
+        if !xforge_codegen_ptx::CHIPS.contains(&t) {
+            return Err(
+                BadInput(format!("--target {t}: known targets are {}", xforge_codegen_ptx::CHIPS.join(", "))).into()
+            );
+        }
+        Ok(())
+    };
+    let Some(emit) = a.emit else {
+        check_target(&a.target)?;
+        let out = a.output.clone().unwrap_or_else(|| a.model.with_extension("xfa"));
+        let bytes = std::fs::read(&a.model).map_err(|e| BadInput(format!("cannot read {}: {e}", a.model.display())))?;
+        let artifact = crate::build::build(&fused, &a.target, crate::build::digest(&bytes)).map_err(|e| match e {
+            crate::build::BuildError::Codegen(c) => anyhow::Error::from(c),
+            e => BadInput(e.to_string()).into(),
+        })?;
+        artifact.write(&out)?;
+        let library = artifact.steps.iter().filter(|s| matches!(s, xforge_runtime::Step::Library(_))).count();
+        println!(
+            "wrote {}: {} steps ({} kernel launches of {} distinct kernels, {} library calls), arena {:.1} MiB, weights {:.1} MiB, target {}",
+            out.display(),
+            artifact.steps.len(),
+            artifact.steps.len() - library,
+            artifact.kernels.names.len(),
+            library,
+            artifact.memory.arena_bytes as f64 / (1 << 20) as f64,
+            artifact.weights.len() as f64 / (1 << 20) as f64,
+            artifact.header.target
+        );
+        return Ok(());
+    };
     let stage = match emit {
         Emit::Fused => {
             print!("{}", xforge_passes::fusion::describe(&fused));
@@ -66,14 +95,7 @@ pub fn compile(a: Args) -> anyhow::Result<()> {
         Emit::Llvm => Stage::Llvm,
         Emit::Ptx => Stage::Ptx,
     };
-    if !xforge_codegen_ptx::CHIPS.contains(&a.target.as_str()) {
-        return Err(BadInput(format!(
-            "--target {}: known targets are {}",
-            a.target,
-            xforge_codegen_ptx::CHIPS.join(", ")
-        ))
-        .into());
-    }
+    check_target(&a.target)?;
     // library calls (cuBLASLt, cuDNN) and views need no generated kernel
     let mut kernels = vec![];
     let mut missing = vec![];

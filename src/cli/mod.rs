@@ -45,6 +45,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             || c.is::<xforge_ir::npy::NpyError>()
             || c.is::<xforge_passes::fusion::FusionError>()
             || c.is::<xforge_kernel::KernelError>()
+            || c.is::<xforge_runtime::ArtifactError>()
     });
     if user {
         2

@@ -1,0 +1,218 @@
+//! The compiler's last step: a fused graph → an artifact (`.xfa`). Kernels for every group that
+//! is not a library call, one PTX module for them, the weights they read, one arena for every
+//! other buffer (placed by liveness over the groups in order) and the steps of a run.
+use std::collections::HashMap;
+use xforge_ir::{Graph, ValueId};
+use xforge_passes::fusion::{Fused, Schedule};
+use xforge_passes::memory::{place, Lifetime};
+use xforge_runtime::{Arg, Artifact, ArtifactHeader, Binding, KernelImage, LibraryCall, MemoryPlan, Step};
+
+/// Buffers start on this boundary in the arena and in the weights.
+pub const ALIGN: u64 = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{0} of the model's groups have no kernel template yet:\n  {1}")]
+    Missing(usize, String),
+    #[error("value '{0}' has no static shape (give --shape for the symbolic dims)")]
+    Symbolic(String),
+    #[error(transparent)]
+    Codegen(#[from] xforge_codegen_ptx::CodegenError),
+}
+
+/// FNV-1a (64-bit) of the model's bytes, as hex: the artifact's record of its source.
+pub fn digest(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The buffer a value lives in: views (free groups) share their source's buffer.
+fn root(g: &Graph, fused: &Fused, producer: &HashMap<ValueId, usize>, v: ValueId) -> ValueId {
+    let mut v = v;
+    while let Some(&n) = producer.get(&v) {
+        let node = &g.nodes[n];
+        let in_view_group = fused.partition.groups[fused.partition.group_of[n]].schedule == Schedule::View;
+        match node.inputs.first().copied().flatten() {
+            Some(x) if in_view_group => v = x,
+            _ => break,
+        }
+    }
+    v
+}
+
+fn bytes_of(g: &Graph, v: ValueId) -> Result<u64, BuildError> {
+    let ty = g.ty(v);
+    let s = ty.static_shape().ok_or_else(|| BuildError::Symbolic(g.name_of(v).to_string()))?;
+    Ok(xforge_ir::tensor::numel(&s) as u64 * ty.dtype.size() as u64)
+}
+
+/// Integer parameters describing a library call's anchor (sizes, layout) and its epilogue ops.
+fn descriptor(g: &Graph, nodes: &[usize]) -> Vec<(String, i64)> {
+    let mut p = vec![];
+    let anchor = &g.nodes[nodes[0]];
+    let shape = |k: usize| anchor.inputs.get(k).copied().flatten().and_then(|v| g.ty(v).static_shape());
+    for (k, name) in [(0, "a"), (1, "b")] {
+        for (d, n) in shape(k).unwrap_or_default().iter().enumerate() {
+            p.push((format!("{name}.dim{d}"), *n as i64));
+        }
+    }
+    for (k, v) in &anchor.attrs {
+        if let xforge_ir::Attr::Int(i) = v {
+            p.push((k.clone(), *i));
+        }
+        if let xforge_ir::Attr::Ints(is) = v {
+            for (d, i) in is.iter().enumerate() {
+                p.push((format!("{k}.{d}"), *i));
+            }
+        }
+    }
+    for (i, &n) in nodes.iter().enumerate().skip(1) {
+        p.push((format!("epilogue.{i}.{}", g.nodes[n].op), 1));
+    }
+    p
+}
+
+pub fn build(fused: &Fused, target: &str, model_digest: String) -> Result<Artifact, BuildError> {
+    let g = &fused.graph;
+    let groups = &fused.partition.groups;
+    // kernels, in group order; identical groups share one entry
+    let mut kernels = vec![];
+    let mut missing = vec![];
+    let mut kernel_of: HashMap<usize, usize> = HashMap::new();
+    for (i, grp) in groups.iter().enumerate() {
+        if matches!(grp.schedule, Schedule::View | Schedule::LibraryGemm | Schedule::LibraryConv) {
+            continue;
+        }
+        match xforge_kernel::generate(g, grp, i) {
+            Ok(k) => {
+                kernel_of.insert(i, kernels.len());
+                kernels.push(k);
+            }
+            Err(e) => missing.push(e.to_string()),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(BuildError::Missing(missing.len(), missing.join("\n  ")));
+    }
+    let ptx = if kernels.is_empty() { String::new() } else { xforge_codegen_ptx::compile(&kernels, target)? };
+    let mut names: Vec<String> = vec![];
+    for k in &kernels {
+        if !names.contains(&k.name) {
+            names.push(k.name.clone());
+        }
+    }
+    // buffers and their lifetimes over the groups
+    let mut producer: HashMap<ValueId, usize> = HashMap::new();
+    for (n, node) in g.nodes.iter().enumerate() {
+        for o in node.output_ids() {
+            producer.insert(o, n);
+        }
+    }
+    let last_step = groups.len();
+    let mut life: HashMap<ValueId, (usize, usize)> = HashMap::new();
+    let touch = |v: ValueId, step: usize, life: &mut HashMap<ValueId, (usize, usize)>| {
+        let e = life.entry(v).or_insert((step, step));
+        e.0 = e.0.min(step);
+        e.1 = e.1.max(step);
+    };
+    for &v in &g.inputs {
+        touch(root(g, fused, &producer, v), 0, &mut life);
+    }
+    for (i, grp) in groups.iter().enumerate() {
+        if grp.schedule == Schedule::View {
+            continue;
+        }
+        for &v in grp.inputs.iter().chain(&grp.outputs) {
+            if !g.weights.contains_key(&v) {
+                touch(root(g, fused, &producer, v), i, &mut life);
+            }
+        }
+    }
+    for &v in &g.outputs {
+        touch(root(g, fused, &producer, v), last_step, &mut life);
+    }
+    let mut order: Vec<ValueId> = life.keys().copied().collect();
+    order.sort_by_key(|v| v.index());
+    let lifetimes: Vec<Lifetime> = order
+        .iter()
+        .map(|&v| Ok(Lifetime { bytes: bytes_of(g, v)?.max(1), first: life[&v].0, last: life[&v].1 }))
+        .collect::<Result<_, BuildError>>()?;
+    let (offsets, arena_bytes) = place(&lifetimes, ALIGN);
+    let offset: HashMap<ValueId, u64> = order.iter().copied().zip(offsets).collect();
+    // weights, each once, aligned
+    let mut weights: Vec<u8> = vec![];
+    let mut weight_at: HashMap<ValueId, u64> = HashMap::new();
+    let mut arg = |v: ValueId, weights: &mut Vec<u8>| -> Arg {
+        if let Some(t) = g.weights.get(&v) {
+            let at = *weight_at.entry(v).or_insert_with(|| {
+                weights.resize((weights.len() as u64).div_ceil(ALIGN) as usize * ALIGN as usize, 0);
+                let at = weights.len() as u64;
+                weights.extend_from_slice(&t.data().to_le_bytes());
+                at
+            });
+            Arg::Weight(at)
+        } else {
+            Arg::Arena(offset[&root(g, fused, &producer, v)])
+        }
+    };
+    let mut steps = vec![];
+    for (i, grp) in groups.iter().enumerate() {
+        match grp.schedule {
+            Schedule::View => {}
+            Schedule::LibraryGemm | Schedule::LibraryConv => {
+                let args = grp.inputs.iter().chain(&grp.outputs).map(|&v| arg(v, &mut weights)).collect();
+                let kind = if grp.schedule == Schedule::LibraryGemm { "gemm" } else { "conv" };
+                steps.push(Step::Library(LibraryCall {
+                    kind: kind.into(),
+                    group: i as u32,
+                    params: descriptor(g, &grp.nodes),
+                    args,
+                }));
+            }
+            _ => {
+                let k = &kernels[kernel_of[&i]];
+                let args = k.params.iter().map(|p| arg(p.value, &mut weights)).collect();
+                let kernel = names.iter().position(|n| *n == k.name).unwrap() as u32;
+                steps.push(Step::Launch { kernel, grid: k.grid, block: k.block, args });
+            }
+        }
+    }
+    let binding = |v: ValueId| -> Result<Binding, BuildError> {
+        let ty = g.ty(v);
+        let shape = ty.static_shape().ok_or_else(|| BuildError::Symbolic(g.name_of(v).to_string()))?;
+        Ok(Binding {
+            name: g.name_of(v).to_string(),
+            dtype: ty.dtype.name().to_string(),
+            shape: shape.iter().map(|&d| d as u64).collect(),
+            offset: offset[&root(g, fused, &producer, v)],
+        })
+    };
+    let inputs = g.inputs.iter().map(|&v| binding(v)).collect::<Result<_, _>>()?;
+    let outputs = g.outputs.iter().map(|&v| binding(v)).collect::<Result<_, _>>()?;
+    // the model's own float precision: no conversion pass yet
+    let precision = g
+        .inputs
+        .iter()
+        .chain(&g.outputs)
+        .map(|&v| g.ty(v).dtype)
+        .find(|d| d.is_float())
+        .map_or("f32", |d| d.name())
+        .to_string();
+    Ok(Artifact {
+        header: ArtifactHeader {
+            compiler_version: env!("CARGO_PKG_VERSION").into(),
+            target: target.into(),
+            precision,
+            options: vec![("tf32".into(), "off".into())],
+            model_digest,
+        },
+        kernels: KernelImage { ptx, names },
+        weights,
+        memory: MemoryPlan { arena_bytes: arena_bytes.max(ALIGN), alignment: ALIGN, inputs, outputs },
+        steps,
+    })
+}
