@@ -76,7 +76,9 @@ fn descriptor(g: &Graph, nodes: &[usize]) -> Vec<(String, i64)> {
     p
 }
 
-pub fn build(fused: &Fused, target: &str, model_digest: String) -> Result<Artifact, BuildError> {
+/// With `generated_gemm`, GEMM groups a vendor library would run get generated kernels too.
+pub fn build(fused: &Fused, target: &str, model_digest: String, generated_gemm: bool) -> Result<Artifact, BuildError> {
+    let library = |s: Schedule| s == Schedule::LibraryConv || (s == Schedule::LibraryGemm && !generated_gemm);
     let g = &fused.graph;
     let groups = &fused.partition.groups;
     // kernels, in group order; identical groups share one entry
@@ -84,7 +86,7 @@ pub fn build(fused: &Fused, target: &str, model_digest: String) -> Result<Artifa
     let mut missing = vec![];
     let mut kernel_of: HashMap<usize, usize> = HashMap::new();
     for (i, grp) in groups.iter().enumerate() {
-        if matches!(grp.schedule, Schedule::View | Schedule::LibraryGemm | Schedule::LibraryConv) {
+        if grp.schedule == Schedule::View || library(grp.schedule) {
             continue;
         }
         match xforge_kernel::generate(g, grp, i) {
@@ -163,7 +165,7 @@ pub fn build(fused: &Fused, target: &str, model_digest: String) -> Result<Artifa
     for (i, grp) in groups.iter().enumerate() {
         match grp.schedule {
             Schedule::View => {}
-            Schedule::LibraryGemm | Schedule::LibraryConv => {
+            s if library(s) => {
                 let args = grp.inputs.iter().chain(&grp.outputs).map(|&v| arg(v, &mut weights)).collect();
                 let kind = if grp.schedule == Schedule::LibraryGemm { "gemm" } else { "conv" };
                 steps.push(Step::Library(LibraryCall {
@@ -207,7 +209,10 @@ pub fn build(fused: &Fused, target: &str, model_digest: String) -> Result<Artifa
             compiler_version: env!("CARGO_PKG_VERSION").into(),
             target: target.into(),
             precision,
-            options: vec![("tf32".into(), "off".into())],
+            options: vec![
+                ("tf32".into(), "off".into()),
+                ("generated_gemm".into(), if generated_gemm { "on" } else { "off" }.into()),
+            ],
             model_digest,
         },
         kernels: KernelImage { ptx, names },

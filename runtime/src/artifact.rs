@@ -241,7 +241,8 @@ impl Artifact {
             }
         }
         for b in self.memory.inputs.iter().chain(&self.memory.outputs) {
-            if b.offset >= self.memory.arena_bytes.max(1) {
+            let end = crate::plan::binding_bytes(b).and_then(|n| n.checked_add(b.offset));
+            if end.is_none_or(|e| e > self.memory.arena_bytes) {
                 return Err(ArtifactError::Malformed {
                     section: "memory".into(),
                     why: format!("'{}' lies outside the arena", b.name),

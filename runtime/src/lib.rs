@@ -5,6 +5,8 @@ pub mod artifact;
 pub mod checksum;
 pub mod codec;
 pub mod plan;
+pub mod session;
 
 pub use artifact::{Artifact, ArtifactError, ArtifactHeader, FORMAT_VERSION, MAGIC};
-pub use plan::{Arg, Binding, KernelImage, LibraryCall, MemoryPlan, Step};
+pub use plan::{binding_bytes, Arg, Binding, KernelImage, LibraryCall, MemoryPlan, Step};
+pub use session::{RuntimeError, Session};

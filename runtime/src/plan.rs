@@ -19,6 +19,19 @@ pub struct Binding {
     pub offset: u64,
 }
 
+/// Bytes of a binding: its elements times its dtype's size (None for an unknown dtype or an
+/// overflow).
+pub fn binding_bytes(b: &Binding) -> Option<u64> {
+    let size = match b.dtype.as_str() {
+        "bool" | "u8" | "i8" => 1,
+        "f16" | "bf16" | "i16" | "u16" => 2,
+        "f32" | "i32" | "u32" => 4,
+        "f64" | "i64" | "u64" => 8,
+        _ => return None,
+    };
+    b.shape.iter().try_fold(size, |acc: u64, &d| acc.checked_mul(d))
+}
+
 /// One arena for every intermediate, input and output; offsets are multiples of `alignment`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MemoryPlan {

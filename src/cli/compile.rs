@@ -30,6 +30,9 @@ pub struct Args {
     /// The artifact to write (default: the model's path with the extension .xfa).
     #[arg(short, long)]
     output: Option<PathBuf>,
+    /// Generate kernels for the GEMMs a vendor library (cuBLASLt) would run.
+    #[arg(long)]
+    generated_gemm: bool,
     /// NVIDIA architecture: sm_80, sm_86, sm_89, sm_90, sm_90a.
     #[arg(long, default_value = "sm_90")]
     target: String,
@@ -63,10 +66,12 @@ pub fn compile(a: Args) -> anyhow::Result<()> {
         check_target(&a.target)?;
         let out = a.output.clone().unwrap_or_else(|| a.model.with_extension("xfa"));
         let bytes = std::fs::read(&a.model).map_err(|e| BadInput(format!("cannot read {}: {e}", a.model.display())))?;
-        let artifact = crate::build::build(&fused, &a.target, crate::build::digest(&bytes)).map_err(|e| match e {
-            crate::build::BuildError::Codegen(c) => anyhow::Error::from(c),
-            e => BadInput(e.to_string()).into(),
-        })?;
+        let artifact = crate::build::build(&fused, &a.target, crate::build::digest(&bytes), a.generated_gemm).map_err(
+            |e| match e {
+                crate::build::BuildError::Codegen(c) => anyhow::Error::from(c),
+                e => BadInput(e.to_string()).into(),
+            },
+        )?;
         artifact.write(&out)?;
         let library = artifact.steps.iter().filter(|s| matches!(s, xforge_runtime::Step::Library(_))).count();
         println!(

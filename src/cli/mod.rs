@@ -46,6 +46,8 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             || c.is::<xforge_passes::fusion::FusionError>()
             || c.is::<xforge_kernel::KernelError>()
             || c.is::<xforge_runtime::ArtifactError>()
+            || c.downcast_ref::<xforge_runtime::RuntimeError>()
+                .is_some_and(|r| !matches!(r, xforge_runtime::RuntimeError::Cuda(_)))
     });
     if user {
         2

@@ -1,4 +1,5 @@
-//! `xforge run MODEL.onnx --backend interp --input NAME=FILE.npy … --output-dir DIR`
+//! `xforge run MODEL.onnx --backend interp --input NAME=FILE.npy … --output-dir DIR`, or
+//! `xforge run MODEL.xfa …` on the GPU through the runtime.
 use super::{load, BadInput, ShapeArgs};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -14,9 +15,9 @@ enum Backend {
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The ONNX model.
+    /// The ONNX model (interpreter) or a compiled artifact, `.xfa` (GPU).
     model: PathBuf,
-    /// Where to run it.
+    /// Where to run an ONNX model.
     #[arg(long, value_enum, default_value = "interp")]
     backend: Backend,
     /// NAME=FILE.npy, or NAME=random[:SEED] to draw the input; repeatable.
@@ -129,7 +130,49 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         })
 }
 
+/// The inputs and outputs of an artifact as a graph without nodes, so inputs are read and
+/// checked the same way for both backends.
+fn signature(a: &xforge_runtime::Artifact) -> anyhow::Result<Graph> {
+    let mut b = xforge_ir::GraphBuilder::new("artifact", 17);
+    let dt = |d: &str| DType::from_name(d).ok_or_else(|| BadInput(format!("the artifact has a binding of dtype {d}")));
+    for i in &a.memory.inputs {
+        let shape: Vec<usize> = i.shape.iter().map(|&d| d as usize).collect();
+        b.input(&i.name, dt(&i.dtype)?, &shape);
+    }
+    Ok(b.finish())
+}
+
+fn run_artifact(a: &Args) -> anyhow::Result<()> {
+    let mut session = xforge_runtime::Session::load(&a.model, 0)?;
+    let g = signature(&session.artifact)?;
+    let mut feed: HashMap<String, Tensor> = HashMap::new();
+    for spec in &a.inputs {
+        let (name, t) = read_input(&g, spec)?;
+        feed.insert(name, t);
+    }
+    let mut inputs = vec![];
+    for b in &session.artifact.memory.inputs {
+        let t = feed.get(&b.name).ok_or_else(|| BadInput(format!("missing --input for {}", b.name)))?;
+        inputs.push(t.data().to_le_bytes());
+    }
+    let outs = session.run(&inputs)?;
+    std::fs::create_dir_all(&a.output_dir).with_context(|| format!("creating {}", a.output_dir.display()))?;
+    for (b, bytes) in session.artifact.memory.outputs.iter().zip(outs) {
+        let dt = DType::from_name(&b.dtype).ok_or_else(|| BadInput(format!("output dtype {}", b.dtype)))?;
+        let shape: Vec<usize> = b.shape.iter().map(|&d| d as usize).collect();
+        let data = xforge_ir::tensor::TensorData::from_le_bytes(dt, &bytes).context("output bytes")?;
+        let t = Tensor::new(shape, data);
+        let path = a.output_dir.join(format!("{}.npy", file_name(&b.name)));
+        write_atomic(&path, &npy::to_bytes(&t))?;
+        println!("{}: {}{:?} -> {}", b.name, t.dtype(), t.shape(), path.display());
+    }
+    Ok(())
+}
+
 pub fn run(a: Args) -> anyhow::Result<()> {
+    if a.model.extension().is_some_and(|e| e == "xfa") {
+        return run_artifact(&a);
+    }
     let Backend::Interp = a.backend;
     let m = load(&a.model, &a.shapes)?;
     let g = &m.graph;
