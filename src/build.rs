@@ -121,8 +121,10 @@ pub fn build(fused: &Fused, target: &str, model_digest: String, generated_gemm: 
         e.0 = e.0.min(step);
         e.1 = e.1.max(step);
     };
+    // inputs stay intact for the whole run, so a plan can be replayed on the same inputs
     for &v in &g.inputs {
         touch(root(g, fused, &producer, v), 0, &mut life);
+        touch(root(g, fused, &producer, v), last_step, &mut life);
     }
     for (i, grp) in groups.iter().enumerate() {
         if grp.schedule == Schedule::View {

@@ -1,10 +1,12 @@
 //! A loaded artifact on one GPU: the kernels loaded once, the weights uploaded once, one arena;
-//! `run` copies the inputs in, executes the plan's steps on the session's stream and copies the
-//! outputs out. Vendor-library steps (cuBLASLt, cuDNN) are not executed yet: an artifact that
+//! `run` copies the inputs in, replays the plan (captured once as a CUDA graph on the session's
+//! own stream) and copies the outputs out. Vendor-library steps (cuBLASLt, cuDNN) are not executed yet: an artifact that
 //! has them is refused at load, before anything runs.
 use crate::artifact::{Artifact, ArtifactError};
 use crate::plan::{binding_bytes, Arg, Step};
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    sys, CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+};
 use cudarc::nvrtc::Ptx;
 use std::path::Path;
 use std::sync::Arc;
@@ -30,7 +32,12 @@ pub struct Session {
     stream: Arc<CudaStream>,
     functions: Vec<CudaFunction>,
     arena: CudaSlice<u8>,
-    weights: CudaSlice<u8>,
+    /// Owned for the session's life: the kernels read it through `bases`.
+    _weights: CudaSlice<u8>,
+    /// Device addresses of the arena and the weights (fixed for the session's life).
+    bases: (u64, u64),
+    /// The plan as a CUDA graph, captured on the first run.
+    graph: Option<CudaGraph>,
 }
 
 impl Session {
@@ -48,7 +55,8 @@ impl Session {
         let ctx = CudaContext::new(device).map_err(cuda)?;
         let (major, minor) = ctx.compute_capability().map_err(cuda)?;
         artifact.header.runs_on(major as u32, minor as u32)?;
-        let stream = ctx.default_stream();
+        // a stream of its own: the legacy default stream cannot be captured into a graph
+        let stream = ctx.new_stream().map_err(cuda)?;
         let functions = if artifact.kernels.names.is_empty() {
             vec![]
         } else {
@@ -61,7 +69,12 @@ impl Session {
         } else {
             stream.clone_htod(&artifact.weights).map_err(cuda)?
         };
-        Ok(Session { artifact, stream, functions, arena, weights })
+        let bases = {
+            let (a, _ga) = arena.device_ptr(&stream);
+            let (w, _gw) = weights.device_ptr(&stream);
+            (a, w)
+        };
+        Ok(Session { artifact, stream, functions, arena, _weights: weights, bases, graph: None })
     }
 
     /// Runs the plan on raw little-endian input bytes (in the artifact's input order); returns
@@ -89,11 +102,23 @@ impl Session {
             let mut view = self.arena.slice_mut(at..at + bytes.len());
             self.stream.memcpy_htod(bytes, &mut view).map_err(cuda)?;
         }
-        let (arena_base, weight_base) = {
-            let (a, _ga) = self.arena.device_ptr(&self.stream);
-            let (w, _gw) = self.weights.device_ptr(&self.stream);
-            (a, w)
-        };
+        self.replay()?;
+        let mut outs = vec![];
+        for b in &self.artifact.memory.outputs {
+            let n = binding_bytes(b).unwrap_or(0) as usize;
+            let mut host = vec![0u8; n];
+            let at = b.offset as usize;
+            let view = self.arena.slice(at..at + n);
+            self.stream.memcpy_dtoh(&view, &mut host).map_err(cuda)?;
+            outs.push(host);
+        }
+        self.stream.synchronize().map_err(cuda)?;
+        Ok(outs)
+    }
+
+    /// Launches every step on the stream (recorded into the graph while capturing).
+    fn launch_steps(&self) -> Result<(), RuntimeError> {
+        let (arena_base, weight_base) = self.bases;
         for step in &self.artifact.steps {
             let Step::Launch { kernel, grid, block, args } = step else { unreachable!("refused at load") };
             let ptrs: Vec<u64> = args
@@ -116,16 +141,44 @@ impl Session {
             // artifact was read) and the kernel takes one pointer per argument
             unsafe { b.launch(cfg) }.map_err(cuda)?;
         }
-        let mut outs = vec![];
-        for b in &mem.outputs {
-            let n = binding_bytes(b).unwrap_or(0) as usize;
-            let mut host = vec![0u8; n];
-            let at = b.offset as usize;
-            let view = self.arena.slice(at..at + n);
-            self.stream.memcpy_dtoh(&view, &mut host).map_err(cuda)?;
-            outs.push(host);
+        Ok(())
+    }
+
+    /// One execution of the plan: the captured graph (captured on first use).
+    pub fn replay(&mut self) -> Result<(), RuntimeError> {
+        if std::env::var_os("XFORGE_NO_GRAPH").is_some() {
+            return self.launch_steps();
+        }
+        if self.graph.is_none() {
+            self.stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(cuda)?;
+            let launched = self.launch_steps();
+            let graph = self.stream.end_capture(sys::CUgraphInstantiate_flags(0)).map_err(cuda)?;
+            launched?;
+            self.graph = graph;
+        }
+        match &self.graph {
+            Some(g) => g.launch().map_err(cuda),
+            // an empty plan captures no graph
+            None => Ok(()),
+        }
+    }
+
+    /// Milliseconds of `runs` replays, each timed with CUDA events on the stream (after
+    /// `warmup` untimed ones); the inputs are whatever the arena holds.
+    pub fn time(&mut self, warmup: usize, runs: usize) -> Result<Vec<f64>, RuntimeError> {
+        for _ in 0..warmup {
+            self.replay()?;
         }
         self.stream.synchronize().map_err(cuda)?;
-        Ok(outs)
+        let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let mut ms = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let t0 = self.stream.record_event(flags).map_err(cuda)?;
+            self.replay()?;
+            let t1 = self.stream.record_event(flags).map_err(cuda)?;
+            t1.synchronize().map_err(cuda)?;
+            ms.push(t0.elapsed_ms(&t1).map_err(cuda)? as f64);
+        }
+        Ok(ms)
     }
 }

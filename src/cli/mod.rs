@@ -1,4 +1,5 @@
 //! Subcommands and the error policy of the command line.
+mod bench;
 mod compile;
 mod inspect;
 mod run;
@@ -20,8 +21,10 @@ enum Command {
     Inspect(inspect::Args),
     /// Run a model and write its outputs as .npy files.
     Run(run::Args),
-    /// Optimize and fuse a model (`--emit fused` prints the kernels it becomes).
+    /// Compile a model into an artifact (.xfa), or print a stage with --emit.
     Compile(compile::Args),
+    /// Time a compiled artifact on the GPU: median and p99 latency, throughput.
+    Bench(bench::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -29,6 +32,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::inspect(a),
         Command::Run(a) => run::run(a),
         Command::Compile(a) => compile::compile(a),
+        Command::Bench(a) => bench::bench(a),
     }
 }
 
