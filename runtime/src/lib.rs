@@ -2,6 +2,7 @@
 //! the memory plan and the execution plan of a compiled model. This crate stays small (no
 //! MLIR, LLVM or egg): programs link it to load and run artifacts.
 pub mod artifact;
+pub mod c_api;
 pub mod checksum;
 pub mod codec;
 pub mod plan;

@@ -1,0 +1,37 @@
+/* xforge runtime C API: load a compiled artifact (.xfa), run it, free it.
+ * Link with -lxforge_runtime (target/release/libxforge_runtime.so).
+ * Every call that can fail returns NULL or -1; xforge_last_error() then says why (per thread). */
+#ifndef XFORGE_H
+#define XFORGE_H
+#include <stddef.h>
+#include <stdint.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct XforgeSession XforgeSession;
+
+/* The calling thread's last error message ("" if none). */
+const char *xforge_last_error(void);
+
+/* Loads an artifact onto GPU `device`: checks the file and the target, uploads the weights. */
+XforgeSession *xforge_session_load(const char *path, int device);
+
+/* Number of inputs (outputs == 0) or outputs (outputs != 0). */
+size_t xforge_session_count(const XforgeSession *s, int outputs);
+
+/* Bytes of input or output i (raw little-endian elements, row-major). */
+size_t xforge_session_bytes(const XforgeSession *s, int outputs, size_t i);
+
+/* Runs the model; inputs[k] and outputs[k] point at buffers of xforge_session_bytes bytes.
+ * Returns 0, or -1 (see xforge_last_error). */
+int xforge_session_run(XforgeSession *s, const uint8_t *const *inputs, size_t n_inputs,
+                       uint8_t *const *outputs, size_t n_outputs);
+
+/* Frees a session (NULL is ignored). */
+void xforge_session_free(XforgeSession *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
