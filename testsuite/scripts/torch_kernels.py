@@ -4,20 +4,7 @@ Medians of 20 CUDA-event-timed calls after a warm-up, like gpu_check. Prints one
 """
 import torch
 import torch.nn.functional as F
-
-
-def median_ms(fn, runs=20):
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(runs):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return sorted(times)[len(times) // 2]
+from cuda_timing import median_ms
 
 
 def report(name, ms, moved):

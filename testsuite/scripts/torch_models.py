@@ -9,28 +9,13 @@ import importlib.util
 import sys
 
 import torch
+from cuda_timing import median_ms
 
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
 spec = importlib.util.spec_from_file_location("export_models", f"{sys.argv[1]}/export_models.py")
 em = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(em)
-
-
-def median_ms(fn, warmup=20, runs=200):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(runs):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    times.sort()
-    return times[len(times) // 2]
 
 
 torch.manual_seed(0)
@@ -43,7 +28,7 @@ for name in sys.argv[2:]:
         model = model.half()
         x = x.half() if x.is_floating_point() else x
     with torch.inference_mode():
-        eager = median_ms(lambda: model(x))
+        eager = median_ms(lambda: model(x), runs=200, warmup=20)
         compiled = torch.compile(model, mode="reduce-overhead")
-        fast = median_ms(lambda: compiled(x))
+        fast = median_ms(lambda: compiled(x), runs=200, warmup=20)
     print(f"{name} batch {x.shape[0]}: eager {eager:.3f} ms, torch.compile {fast:.3f} ms", flush=True)
