@@ -77,7 +77,13 @@ fn descriptor(g: &Graph, nodes: &[usize]) -> Vec<(String, i64)> {
 }
 
 /// With `generated_gemm`, GEMM groups a vendor library would run get generated kernels too.
-pub fn build(fused: &Fused, target: &str, model_digest: String, generated_gemm: bool) -> Result<Artifact, BuildError> {
+pub fn build(
+    fused: &Fused,
+    target: &str,
+    model_digest: String,
+    generated_gemm: bool,
+    precision: &str,
+) -> Result<Artifact, BuildError> {
     let library = |s: Schedule| s == Schedule::LibraryConv || (s == Schedule::LibraryGemm && !generated_gemm);
     let g = &fused.graph;
     let groups = &fused.partition.groups;
@@ -197,20 +203,11 @@ pub fn build(fused: &Fused, target: &str, model_digest: String, generated_gemm: 
     };
     let inputs = g.inputs.iter().map(|&v| binding(v)).collect::<Result<_, _>>()?;
     let outputs = g.outputs.iter().map(|&v| binding(v)).collect::<Result<_, _>>()?;
-    // the model's own float precision: no conversion pass yet
-    let precision = g
-        .inputs
-        .iter()
-        .chain(&g.outputs)
-        .map(|&v| g.ty(v).dtype)
-        .find(|d| d.is_float())
-        .map_or("f32", |d| d.name())
-        .to_string();
     Ok(Artifact {
         header: ArtifactHeader {
             compiler_version: env!("CARGO_PKG_VERSION").into(),
             target: target.into(),
-            precision,
+            precision: precision.into(),
             options: vec![
                 ("tf32".into(), "off".into()),
                 ("generated_gemm".into(), if generated_gemm { "on" } else { "off" }.into()),

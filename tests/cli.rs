@@ -160,6 +160,19 @@ fn compile_writes_an_artifact_the_runtime_reads() {
             assert!(a.kernels.ptx.contains(&a.kernels.names[*kernel as usize]));
         }
     }
+    assert_eq!(a.header.precision, "fp32");
+    // half storage: the interface keeps its types; the GEMMs and attention use tensor cores
+    let half = dir.path().join("half.xfa");
+    let args =
+        ["compile", &model("bert_tiny.onnx"), "--precision", "fp16", "--generated-gemm", "-o", half.to_str().unwrap()];
+    let (code, _, err) = xforge(&args);
+    assert_eq!(code, 0, "{err}");
+    let h = xforge_runtime::Artifact::read(&half).unwrap();
+    assert_eq!(h.header.precision, "fp16");
+    assert_eq!(h.memory.outputs[0].dtype, "f32");
+    assert!(h.kernels.ptx.contains("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"));
+    assert!(h.weights.len() < a.weights.len() * 6 / 10, "{} vs {}", h.weights.len(), a.weights.len());
+    std::fs::remove_file(&half).unwrap();
     // the same model twice: the same bytes
     let again = dir.path().join("again.xfa");
     assert_eq!(xforge(&["compile", &model("bert_tiny.onnx"), "--target", "sm_80", "-o", again.to_str().unwrap()]).0, 0);

@@ -6,6 +6,7 @@ pub mod fusion;
 pub mod knobs;
 pub mod memory;
 pub mod noop;
+pub mod precision;
 pub mod rewrite;
 pub mod sibling_gemm;
 

@@ -20,6 +20,13 @@ enum Emit {
     Ptx,
 }
 
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum Precision {
+    Fp32,
+    Fp16,
+    Bf16,
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     /// The ONNX model.
@@ -33,6 +40,10 @@ pub struct Args {
     /// Generate kernels for the GEMMs a vendor library (cuBLASLt) would run.
     #[arg(long)]
     generated_gemm: bool,
+    /// Storage precision of weights and activations (arithmetic stays f32 in the kernels;
+    /// inputs and outputs keep their types). fp32 uses no TF32.
+    #[arg(long, value_enum, default_value = "fp32")]
+    precision: Precision,
     /// NVIDIA architecture: sm_80, sm_86, sm_89, sm_90, sm_90a.
     #[arg(long, default_value = "sm_90")]
     target: String,
@@ -45,7 +56,17 @@ pub struct Args {
 }
 
 pub fn compile(a: Args) -> anyhow::Result<()> {
-    let m = load(&a.model, &a.shapes)?;
+    let mut m = load(&a.model, &a.shapes)?;
+    let half = match a.precision {
+        Precision::Fp32 => None,
+        Precision::Fp16 => Some(xforge_ir::DType::F16),
+        Precision::Bf16 => Some(xforge_ir::DType::BF16),
+    };
+    if let Some(dt) = half {
+        let n =
+            xforge_passes::precision::convert(&mut m.graph, dt).map_err(|e| BadInput(format!("--precision: {e}")))?;
+        tracing::info!("{n} weights converted to {dt}");
+    }
     let t = Instant::now();
     let fused = xforge_passes::fusion::fuse(&m.graph)?;
     tracing::info!(
@@ -66,12 +87,13 @@ pub fn compile(a: Args) -> anyhow::Result<()> {
         check_target(&a.target)?;
         let out = a.output.clone().unwrap_or_else(|| a.model.with_extension("xfa"));
         let bytes = std::fs::read(&a.model).map_err(|e| BadInput(format!("cannot read {}: {e}", a.model.display())))?;
-        let artifact = crate::build::build(&fused, &a.target, crate::build::digest(&bytes), a.generated_gemm).map_err(
-            |e| match e {
+        let precision = ["fp32", "fp16", "bf16"][a.precision as usize];
+        let digest = crate::build::digest(&bytes);
+        let artifact =
+            crate::build::build(&fused, &a.target, digest, a.generated_gemm, precision).map_err(|e| match e {
                 crate::build::BuildError::Codegen(c) => anyhow::Error::from(c),
                 e => BadInput(e.to_string()).into(),
-            },
-        )?;
+            })?;
         artifact.write(&out)?;
         let library = artifact.steps.iter().filter(|s| matches!(s, xforge_runtime::Step::Library(_))).count();
         println!(
