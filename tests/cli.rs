@@ -173,6 +173,12 @@ fn compile_writes_an_artifact_the_runtime_reads() {
     assert!(h.kernels.ptx.contains("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"));
     assert!(h.weights.len() < a.weights.len() * 6 / 10, "{} vs {}", h.weights.len(), a.weights.len());
     std::fs::remove_file(&half).unwrap();
+    let (code, info, _) = xforge(&["inspect", out.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(
+        info.contains("for sm_80") && info.contains("input: input i64[1, 32]") && info.contains("16 steps"),
+        "{info}"
+    );
     // the same model twice: the same bytes
     let again = dir.path().join("again.xfa");
     assert_eq!(xforge(&["compile", &model("bert_tiny.onnx"), "--target", "sm_80", "-o", again.to_str().unwrap()]).0, 0);

@@ -1,11 +1,11 @@
-//! `xforge inspect MODEL.onnx`
+//! `xforge inspect MODEL.onnx` or `xforge inspect MODEL.xfa` (a compiled artifact)
 use super::{load, ShapeArgs};
 use std::path::PathBuf;
 use xforge_ir::Graph;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The ONNX model.
+    /// The ONNX model, or a compiled artifact (.xfa).
     model: PathBuf,
     #[command(flatten)]
     shapes: ShapeArgs,
@@ -61,7 +61,44 @@ pub fn summary(m: &xforge_frontend::Model) -> String {
     s
 }
 
+/// An artifact's header, interface and plan in a few lines.
+pub fn artifact_summary(a: &xforge_runtime::Artifact) -> String {
+    use std::fmt::Write;
+    let h = &a.header;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "artifact: xforge {} for {}, precision {}, model digest {}",
+        h.compiler_version, h.target, h.precision, h.model_digest
+    );
+    if !h.options.is_empty() {
+        let o: Vec<String> = h.options.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(s, "options: {}", o.join(" "));
+    }
+    for (what, list) in [("input", &a.memory.inputs), ("output", &a.memory.outputs)] {
+        for b in list {
+            let _ = writeln!(s, "{what}: {} {}{:?}", b.name, b.dtype, b.shape);
+        }
+    }
+    let library = a.steps.iter().filter(|st| matches!(st, xforge_runtime::Step::Library(_))).count();
+    let _ = writeln!(
+        s,
+        "plan: {} steps ({} kernel launches of {} kernels, {} library calls); arena {}; weights {}",
+        a.steps.len(),
+        a.steps.len() - library,
+        a.kernels.names.len(),
+        library,
+        human_bytes(a.memory.arena_bytes as usize),
+        human_bytes(a.weights.len())
+    );
+    s
+}
+
 pub fn inspect(a: Args) -> anyhow::Result<()> {
+    if a.model.extension().is_some_and(|e| e == "xfa") {
+        print!("{}", artifact_summary(&xforge_runtime::Artifact::read(&a.model)?));
+        return Ok(());
+    }
     let m = load(&a.model, &a.shapes)?;
     print!("{}", summary(&m));
     if a.graph {
