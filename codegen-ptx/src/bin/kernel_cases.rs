@@ -144,14 +144,7 @@ fn write_case(dir: &Path, name: &str, g: &Graph, chip: &str, tol: f64, bench: bo
         } else {
             feed[fused.name_of(p.value)].clone()
         };
-        // bf16 travels as its raw bits (u16) so the runner uploads it unchanged
-        let t = match t.data() {
-            TensorData::BF16(v) => {
-                Tensor::new(t.shape().to_vec(), TensorData::U16(v.iter().map(|x| x.to_bits()).collect()))
-            }
-            _ => t,
-        };
-        std::fs::write(d.join(file), npy::to_bytes(&t))?;
+        std::fs::write(d.join(file), npy::to_bytes(&raw_bf16(t)))?;
     }
     std::fs::write(d.join("meta.tsv"), meta)?;
     println!("{name}: {} ({} params)", k.name, k.params.len());

@@ -284,8 +284,9 @@ fn simt_gemm(p: &Plan, unsupported: &dyn Fn(String) -> KernelError) -> Result<Ke
     b.stmt("gpu.barrier");
     let loads = tile * kstep / (threads * threads);
     let (pa, pb) = (p.pa, p.pb);
+    // (tile, transposed, parameter, batch offset, (first outer index, its extent value, extent))
     for (which, trans, pk, off, outer) in
-        [("As", ct.trans_a, pa, &f.a_off, (&f.m0, &cm)), ("Bs", ct.trans_b, pb, &f.b_off, (&f.n0, &cn))]
+        [("As", ct.trans_a, pa, &f.a_off, (&f.m0, &cm, m)), ("Bs", ct.trans_b, pb, &f.b_off, (&f.n0, &cn, n))]
     {
         let elems = p.params[pk].elements;
         for r in 0..loads {
@@ -309,7 +310,7 @@ fn simt_gemm(p: &Plan, unsupported: &dyn Fn(String) -> KernelError) -> Result<Ke
             let ok2 = b.emit(format!("arith.cmpi ult, {kk}, {ck} : index"));
             let ok = b.emit(format!("arith.andi {ok1}, {ok2} : i1"));
             // element (o, k): A is [M, K] (or [K, M] transposed), B is [K, N] (or [N, K])
-            let (major, minor, minor_n) = if along_k { (&o, &kk, k) } else { (&kk, &o, outer_len(which, m, n)) };
+            let (major, minor, minor_n) = if along_k { (&o, &kk, k) } else { (&kk, &o, outer.2) };
             let cmin = b.index(minor_n);
             let idx = b.emit(format!("arith.muli {major}, {cmin} : index"));
             let idx = b.emit(format!("arith.addi {idx}, {minor} : index"));
@@ -537,13 +538,4 @@ fn tensor_core_gemm(p: &Plan, unsupported: &dyn Fn(String) -> KernelError) -> Re
     let grid = grid(p, tile_m, tile_n).map_err(unsupported)?;
     let shared = format!("%As : {awg}, %Bs : {bwg}");
     Ok(finish(p.params.clone(), &b, Some(&shared), grid, [threads as u32, 1, 1]))
-}
-
-/// The extent of a tile's outer index: M for A, N for B.
-fn outer_len(which: &str, m: usize, n: usize) -> usize {
-    if which == "As" {
-        m
-    } else {
-        n
-    }
 }
