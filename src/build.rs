@@ -3,6 +3,7 @@
 //! other buffer (placed by liveness over the groups in order) and the steps of a run.
 use std::collections::HashMap;
 use xforge_ir::{Graph, ValueId};
+use xforge_kernel::Kernel;
 use xforge_passes::fusion::{Fused, Schedule};
 use xforge_passes::memory::{place, Lifetime};
 use xforge_runtime::{Arg, Artifact, ArtifactHeader, Binding, KernelImage, LibraryCall, MemoryPlan, Step};
@@ -76,6 +77,28 @@ fn descriptor(g: &Graph, nodes: &[usize]) -> Vec<(String, i64)> {
     p
 }
 
+/// The generated kernels of a fused graph, by group index, and the errors of the groups that
+/// have no template; views and library calls (with `generated_gemm`, convolutions only) need no
+/// kernel.
+pub fn generate_kernels(fused: &Fused, generated_gemm: bool) -> (Vec<(usize, Kernel)>, Vec<String>) {
+    let mut kernels = vec![];
+    let mut missing = vec![];
+    for (i, grp) in fused.partition.groups.iter().enumerate() {
+        if grp.schedule == Schedule::View || is_library(grp.schedule, generated_gemm) {
+            continue;
+        }
+        match xforge_kernel::generate(&fused.graph, grp, i) {
+            Ok(k) => kernels.push((i, k)),
+            Err(e) => missing.push(e.to_string()),
+        }
+    }
+    (kernels, missing)
+}
+
+fn is_library(s: Schedule, generated_gemm: bool) -> bool {
+    s == Schedule::LibraryConv || (s == Schedule::LibraryGemm && !generated_gemm)
+}
+
 /// With `generated_gemm`, GEMM groups a vendor library would run get generated kernels too.
 pub fn build(
     fused: &Fused,
@@ -84,28 +107,15 @@ pub fn build(
     generated_gemm: bool,
     precision: &str,
 ) -> Result<Artifact, BuildError> {
-    let library = |s: Schedule| s == Schedule::LibraryConv || (s == Schedule::LibraryGemm && !generated_gemm);
     let g = &fused.graph;
     let groups = &fused.partition.groups;
     // kernels, in group order; identical groups share one entry
-    let mut kernels = vec![];
-    let mut missing = vec![];
-    let mut kernel_of: HashMap<usize, usize> = HashMap::new();
-    for (i, grp) in groups.iter().enumerate() {
-        if grp.schedule == Schedule::View || library(grp.schedule) {
-            continue;
-        }
-        match xforge_kernel::generate(g, grp, i) {
-            Ok(k) => {
-                kernel_of.insert(i, kernels.len());
-                kernels.push(k);
-            }
-            Err(e) => missing.push(e.to_string()),
-        }
-    }
+    let (generated, missing) = generate_kernels(fused, generated_gemm);
     if !missing.is_empty() {
         return Err(BuildError::Missing(missing.len(), missing.join("\n  ")));
     }
+    let kernel_of: HashMap<usize, usize> = generated.iter().enumerate().map(|(k, (i, _))| (*i, k)).collect();
+    let kernels: Vec<Kernel> = generated.into_iter().map(|(_, k)| k).collect();
     let ptx = if kernels.is_empty() { String::new() } else { xforge_codegen_ptx::compile(&kernels, target)? };
     let mut names: Vec<String> = vec![];
     for k in &kernels {
@@ -173,7 +183,7 @@ pub fn build(
     for (i, grp) in groups.iter().enumerate() {
         match grp.schedule {
             Schedule::View => {}
-            s if library(s) => {
+            s if is_library(s, generated_gemm) => {
                 let args = grp.inputs.iter().chain(&grp.outputs).map(|&v| arg(v, &mut weights)).collect();
                 let kind = if grp.schedule == Schedule::LibraryGemm { "gemm" } else { "conv" };
                 steps.push(Step::Library(LibraryCall {

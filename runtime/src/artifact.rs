@@ -119,13 +119,10 @@ impl ArtifactHeader {
 impl Artifact {
     /// The file's bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let bodies = [
-            self.header.encode(),
-            self.kernels.encode(),
-            self.weights.clone(),
-            self.memory.encode(),
-            encode_steps(&self.steps),
-        ];
+        let (header, kernels, memory, steps) =
+            (self.header.encode(), self.kernels.encode(), self.memory.encode(), encode_steps(&self.steps));
+        // the weights are written from where they are (they can be most of the file)
+        let bodies: [&[u8]; 5] = [&header, &kernels, &self.weights, &memory, &steps];
         let table_len = 16 + 24 * bodies.len() as u64 + 4;
         let mut offsets = vec![];
         let mut at = table_len;

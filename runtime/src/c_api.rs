@@ -112,7 +112,7 @@ pub unsafe extern "C" fn xforge_session_run(
             if p.is_null() {
                 return Err(format!("input {k} ('{}') is NULL", b.name));
             }
-            bufs.push(unsafe { std::slice::from_raw_parts(p, n) }.to_vec());
+            bufs.push(unsafe { std::slice::from_raw_parts(p, n) });
         }
         let outs = s.run(&bufs).map_err(|e| e.to_string())?;
         for (k, o) in outs.iter().enumerate() {

@@ -79,7 +79,7 @@ impl Session {
 
     /// Runs the plan on raw little-endian input bytes (in the artifact's input order); returns
     /// the outputs' bytes in output order.
-    pub fn run(&mut self, inputs: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, RuntimeError> {
+    pub fn run(&mut self, inputs: &[&[u8]]) -> Result<Vec<Vec<u8>>, RuntimeError> {
         let mem = &self.artifact.memory;
         if inputs.len() != mem.inputs.len() {
             return Err(RuntimeError::Input {
@@ -100,7 +100,7 @@ impl Session {
             }
             let at = b.offset as usize;
             let mut view = self.arena.slice_mut(at..at + bytes.len());
-            self.stream.memcpy_htod(bytes, &mut view).map_err(cuda)?;
+            self.stream.memcpy_htod(*bytes, &mut view).map_err(cuda)?;
         }
         self.replay()?;
         let mut outs = vec![];

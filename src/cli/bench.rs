@@ -27,7 +27,7 @@ pub fn bench(a: Args) -> anyhow::Result<()> {
         let shape: Vec<usize> = b.shape.iter().map(|&d| d as usize).collect();
         inputs.push(random_tensor(dt, shape, k as u64).data().to_le_bytes());
     }
-    s.run(&inputs)?;
+    s.run(&inputs.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
     let mut ms = s.time(a.warmup, a.runs)?;
     ms.sort_by(|x, y| x.total_cmp(y));
     let median = ms[ms.len() / 2];

@@ -4,7 +4,6 @@ use super::{load, BadInput, ShapeArgs};
 use std::path::PathBuf;
 use std::time::Instant;
 use xforge_codegen_ptx::Stage;
-use xforge_passes::fusion::Schedule;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Emit {
@@ -124,17 +123,8 @@ pub fn compile(a: Args) -> anyhow::Result<()> {
     };
     check_target(&a.target)?;
     // library calls (cuBLASLt, cuDNN) and views need no generated kernel
-    let mut kernels = vec![];
-    let mut missing = vec![];
-    for (i, grp) in fused.partition.groups.iter().enumerate() {
-        if matches!(grp.schedule, Schedule::View | Schedule::LibraryGemm | Schedule::LibraryConv) {
-            continue;
-        }
-        match xforge_kernel::generate(&fused.graph, grp, i) {
-            Ok(k) => kernels.push(k),
-            Err(e) => missing.push(e.to_string()),
-        }
-    }
+    let (generated, missing) = crate::build::generate_kernels(&fused, false);
+    let kernels: Vec<xforge_kernel::Kernel> = generated.into_iter().map(|(_, k)| k).collect();
     if !missing.is_empty() && !a.allow_missing {
         return Err(BadInput(format!(
             "{} of {} generated kernels have no template yet (--allow-missing prints the others):\n  {}",

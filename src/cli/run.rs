@@ -155,7 +155,7 @@ fn run_artifact(a: &Args) -> anyhow::Result<()> {
         let t = feed.get(&b.name).ok_or_else(|| BadInput(format!("missing --input for {}", b.name)))?;
         inputs.push(t.data().to_le_bytes());
     }
-    let outs = session.run(&inputs)?;
+    let outs = session.run(&inputs.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
     std::fs::create_dir_all(&a.output_dir).with_context(|| format!("creating {}", a.output_dir.display()))?;
     for (b, bytes) in session.artifact.memory.outputs.iter().zip(outs) {
         let dt = DType::from_name(&b.dtype).ok_or_else(|| BadInput(format!("output dtype {}", b.dtype)))?;
