@@ -1,6 +1,7 @@
 //! The compiler's last step: a fused graph → an artifact (`.xfa`). Kernels for every group that
 //! is not a library call, one PTX module for them, the weights they read, one arena for every
 //! other buffer (placed by liveness over the groups in order) and the steps of a run.
+use crate::library::{self, LibraryPlan};
 use std::collections::HashMap;
 use xforge_ir::{Graph, ValueId};
 use xforge_kernel::Kernel;
@@ -51,41 +52,78 @@ fn bytes_of(g: &Graph, v: ValueId) -> Result<u64, BuildError> {
     Ok(xforge_ir::tensor::numel(&s) as u64 * ty.dtype.size() as u64)
 }
 
-/// Integer parameters describing a library call's anchor (sizes, layout) and its epilogue ops.
-fn descriptor(g: &Graph, nodes: &[usize]) -> Vec<(String, i64)> {
-    let mut p = vec![];
-    let anchor = &g.nodes[nodes[0]];
-    let shape = |k: usize| anchor.inputs.get(k).copied().flatten().and_then(|v| g.ty(v).static_shape());
-    for (k, name) in [(0, "a"), (1, "b")] {
-        for (d, n) in shape(k).unwrap_or_default().iter().enumerate() {
-            p.push((format!("{name}.dim{d}"), *n as i64));
-        }
-    }
-    for (k, v) in &anchor.attrs {
-        if let xforge_ir::Attr::Int(i) = v {
-            p.push((k.clone(), *i));
-        }
-        if let xforge_ir::Attr::Ints(is) = v {
-            for (d, i) in is.iter().enumerate() {
-                p.push((format!("{k}.{d}"), *i));
+/// The groups in an order that runs every producer before its readers: group numbers follow
+/// the nodes that started them, and a later node may have joined an earlier group. Among the
+/// groups that are ready, the lowest number runs first.
+pub fn run_order(fused: &Fused, producer: &HashMap<ValueId, usize>) -> Vec<usize> {
+    let groups = &fused.partition.groups;
+    let group_of = &fused.partition.group_of;
+    let mut waits_on: Vec<std::collections::BTreeSet<usize>> = vec![Default::default(); groups.len()];
+    for (i, grp) in groups.iter().enumerate() {
+        for &n in &grp.nodes {
+            for v in fused.graph.node_reads(&fused.graph.nodes[n]) {
+                if let Some(&p) = producer.get(&v) {
+                    if group_of[p] != i {
+                        waits_on[i].insert(group_of[p]);
+                    }
+                }
             }
         }
     }
-    for (i, &n) in nodes.iter().enumerate().skip(1) {
-        p.push((format!("epilogue.{i}.{}", g.nodes[n].op), 1));
+    let mut done = vec![false; groups.len()];
+    let mut order = Vec::with_capacity(groups.len());
+    // the partition never makes two groups depend on each other, so each sweep adds one
+    while order.len() < groups.len() {
+        let next = (0..groups.len()).find(|&i| !done[i] && waits_on[i].iter().all(|&d| done[d]));
+        let Some(i) = next else { unreachable!("the partition's groups form a cycle") };
+        done[i] = true;
+        order.push(i);
     }
-    p
+    order
+}
+
+/// The groups that run as vendor-library calls, by group index, and the errors of the library
+/// groups that neither a library nor a template can run. A GEMM the library cannot express
+/// exactly (or every GEMM, with `generated_gemm`) runs as a generated kernel instead.
+pub fn library_plans(fused: &Fused, generated_gemm: bool) -> (HashMap<usize, LibraryPlan>, Vec<String>) {
+    let g = &fused.graph;
+    let mut plans = HashMap::new();
+    let mut missing = vec![];
+    for (i, grp) in fused.partition.groups.iter().enumerate() {
+        let anchor = &g.nodes[grp.nodes[0]];
+        match grp.schedule {
+            Schedule::LibraryGemm if !generated_gemm => match library::gemm(g, grp) {
+                Ok(p) => {
+                    plans.insert(i, p);
+                }
+                Err(why) => tracing::info!("group {i} ({} '{}'): generated GEMM: {why}", anchor.op, anchor.name),
+            },
+            Schedule::LibraryConv => match library::conv(g, grp) {
+                Ok(p) => {
+                    plans.insert(i, p);
+                }
+                Err(why) => missing.push(format!(
+                    "group {i} ({} '{}'): cuDNN cannot run it ({why}) and there is no generated convolution template",
+                    anchor.op, anchor.name
+                )),
+            },
+            _ => {}
+        }
+    }
+    (plans, missing)
 }
 
 /// The generated kernels of a fused graph, by group index, and the errors of the groups that
-/// have no template; views and library calls (with `generated_gemm`, convolutions only) need no
-/// kernel.
-pub fn generate_kernels(fused: &Fused, generated_gemm: bool) -> (Vec<(usize, Kernel)>, Vec<String>) {
+/// have no template; views and library calls need no kernel.
+pub fn generate_kernels(fused: &Fused, library: &HashMap<usize, LibraryPlan>) -> (Vec<(usize, Kernel)>, Vec<String>) {
     let mut kernels = vec![];
     let mut missing = vec![];
     for (i, grp) in fused.partition.groups.iter().enumerate() {
-        if grp.schedule == Schedule::View || is_library(grp.schedule, generated_gemm) {
+        if grp.schedule == Schedule::View || library.contains_key(&i) {
             continue;
+        }
+        if grp.schedule == Schedule::LibraryConv {
+            continue; // reported by `library_plans`
         }
         match xforge_kernel::generate(&fused.graph, grp, i) {
             Ok(k) => kernels.push((i, k)),
@@ -93,10 +131,6 @@ pub fn generate_kernels(fused: &Fused, generated_gemm: bool) -> (Vec<(usize, Ker
         }
     }
     (kernels, missing)
-}
-
-fn is_library(s: Schedule, generated_gemm: bool) -> bool {
-    s == Schedule::LibraryConv || (s == Schedule::LibraryGemm && !generated_gemm)
 }
 
 /// With `generated_gemm`, GEMM groups a vendor library would run get generated kernels too.
@@ -110,7 +144,9 @@ pub fn build(
     let g = &fused.graph;
     let groups = &fused.partition.groups;
     // kernels, in group order; identical groups share one entry
-    let (generated, missing) = generate_kernels(fused, generated_gemm);
+    let (library, mut missing) = library_plans(fused, generated_gemm);
+    let (generated, missing_kernels) = generate_kernels(fused, &library);
+    missing.extend(missing_kernels);
     if !missing.is_empty() {
         return Err(BuildError::Missing(missing.len(), missing.join("\n  ")));
     }
@@ -130,6 +166,7 @@ pub fn build(
             producer.insert(o, n);
         }
     }
+    let order = run_order(fused, &producer);
     let last_step = groups.len();
     let mut life: HashMap<ValueId, (usize, usize)> = HashMap::new();
     let touch = |v: ValueId, step: usize, life: &mut HashMap<ValueId, (usize, usize)>| {
@@ -142,27 +179,28 @@ pub fn build(
         touch(root(g, fused, &producer, v), 0, &mut life);
         touch(root(g, fused, &producer, v), last_step, &mut life);
     }
-    for (i, grp) in groups.iter().enumerate() {
+    for (step, &i) in order.iter().enumerate() {
+        let grp = &groups[i];
         if grp.schedule == Schedule::View {
             continue;
         }
         for &v in grp.inputs.iter().chain(&grp.outputs) {
             if !g.weights.contains_key(&v) {
-                touch(root(g, fused, &producer, v), i, &mut life);
+                touch(root(g, fused, &producer, v), step, &mut life);
             }
         }
     }
     for &v in &g.outputs {
         touch(root(g, fused, &producer, v), last_step, &mut life);
     }
-    let mut order: Vec<ValueId> = life.keys().copied().collect();
-    order.sort_by_key(|v| v.index());
-    let lifetimes: Vec<Lifetime> = order
+    let mut buffers: Vec<ValueId> = life.keys().copied().collect();
+    buffers.sort_by_key(|v| v.index());
+    let lifetimes: Vec<Lifetime> = buffers
         .iter()
         .map(|&v| Ok(Lifetime { bytes: bytes_of(g, v)?.max(1), first: life[&v].0, last: life[&v].1 }))
         .collect::<Result<_, BuildError>>()?;
     let (offsets, arena_bytes) = place(&lifetimes, ALIGN);
-    let offset: HashMap<ValueId, u64> = order.iter().copied().zip(offsets).collect();
+    let offset: HashMap<ValueId, u64> = buffers.iter().copied().zip(offsets).collect();
     // weights, each once, aligned
     let mut weights: Vec<u8> = vec![];
     let mut weight_at: HashMap<ValueId, u64> = HashMap::new();
@@ -180,16 +218,29 @@ pub fn build(
         }
     };
     let mut steps = vec![];
-    for (i, grp) in groups.iter().enumerate() {
+    for &i in &order {
+        let grp = &groups[i];
         match grp.schedule {
             Schedule::View => {}
-            s if is_library(s, generated_gemm) => {
-                let args = grp.inputs.iter().chain(&grp.outputs).map(|&v| arg(v, &mut weights)).collect();
-                let kind = if grp.schedule == Schedule::LibraryGemm { "gemm" } else { "conv" };
+            _ if library.contains_key(&i) => {
+                let plan = &library[&i];
+                let mut args = vec![];
+                for (k, &v) in plan.buffers.iter().enumerate() {
+                    args.push(match &plan.relaid {
+                        // a weight in the library's layout: its own copy
+                        Some((r, bytes)) if *r == k => {
+                            weights.resize((weights.len() as u64).div_ceil(ALIGN) as usize * ALIGN as usize, 0);
+                            let at = weights.len() as u64;
+                            weights.extend_from_slice(bytes);
+                            Arg::Weight(at)
+                        }
+                        _ => arg(v, &mut weights),
+                    });
+                }
                 steps.push(Step::Library(LibraryCall {
-                    kind: kind.into(),
+                    kind: plan.desc.kind().into(),
                     group: i as u32,
-                    params: descriptor(g, &grp.nodes),
+                    params: plan.desc.to_params(),
                     args,
                 }));
             }

@@ -188,20 +188,43 @@ fn compile_writes_an_artifact_the_runtime_reads() {
     let (code, _, err) = xforge(&["compile", &model("bert_tiny.onnx"), "-o", bad.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("cannot write"), "{err}");
-    // a group without a template: exit 2 naming it, nothing written
+    // a conv cuDNN runs, its Exp a kernel of its own: one library call, two launches
     let conv = dir.path().join("conv_exp.onnx");
-    conv_exp_model(&conv);
+    conv_exp_model(&conv, false);
     let target = dir.path().join("conv.xfa");
-    let (code, _, err) = xforge(&["compile", conv.to_str().unwrap(), "-o", target.to_str().unwrap()]);
+    let (code, info, err) = xforge(&["compile", conv.to_str().unwrap(), "-o", target.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(info.contains("3 steps (2 kernel launches") && info.contains("1 library calls"), "{info}");
+    let c = xforge_runtime::Artifact::read(&target).unwrap();
+    let Some(xforge_runtime::Step::Library(call)) =
+        c.steps.iter().find(|s| matches!(s, xforge_runtime::Step::Library(_)))
+    else {
+        panic!("no library step")
+    };
+    let xforge_runtime::LibraryDesc::Conv(d) = xforge_runtime::LibraryDesc::of_call(call, u64::MAX, u64::MAX).unwrap()
+    else {
+        panic!("not a convolution")
+    };
+    assert_eq!((d.input, d.out_channels, d.kernel, d.pad, d.bias), ([1, 2, 5, 5], 2, [3, 3], [0, 0], false));
+    std::fs::remove_file(&target).unwrap();
+    // a group neither cuDNN nor a template runs: exit 2 naming it, nothing written
+    let lopsided = dir.path().join("conv_pad.onnx");
+    conv_exp_model(&lopsided, true);
+    let (code, _, err) = xforge(&["compile", lopsided.to_str().unwrap(), "-o", target.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("generated-conv"), "{err}");
+    assert!(
+        err.contains("Conv 'conv'") && err.contains("not symmetric") && err.contains("no generated convolution"),
+        "{err}"
+    );
     assert!(!target.exists());
-    assert_eq!(files(dir.path()).len(), 3, "{:?}", files(dir.path()));
+    assert_eq!(files(dir.path()).len(), 4, "{:?}", files(dir.path()));
 }
 
 /// y = exp(conv(x, w)), z = sigmoid(x): a convolution whose epilogue no library runs (a
 /// generated convolution, which has no template yet) beside an elementwise kernel.
-fn conv_exp_model(path: &Path) {
+/// y = exp(conv(x, w)), z = sigmoid(x); with `asymmetric`, the conv pads one row and column
+/// before only (which cuDNN cannot express).
+fn conv_exp_model(path: &Path, asymmetric: bool) {
     use onnx_protobuf::tensor_shape_proto::{dimension, Dimension};
     use onnx_protobuf::{
         type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
@@ -241,9 +264,18 @@ fn conv_exp_model(path: &Path) {
     let mut g = GraphProto::new();
     g.name = "conv_exp".into();
     g.input.push(vi("x", &[1, 2, 5, 5]));
-    g.output.push(vi("y", &[1, 2, 3, 3]));
+    let side = if asymmetric { 4 } else { 3 };
+    g.output.push(vi("y", &[1, 2, side, side]));
     g.initializer.push(w);
-    g.node.push(node("Conv", &["x", "w"], "c"));
+    let mut conv = node("Conv", &["x", "w"], "c");
+    if asymmetric {
+        let mut pads = onnx_protobuf::AttributeProto::new();
+        pads.name = "pads".into();
+        pads.type_ = onnx_protobuf::attribute_proto::AttributeType::INTS.into();
+        pads.ints = vec![1, 1, 0, 0];
+        conv.attribute.push(pads);
+    }
+    g.node.push(conv);
     g.node.push(node("Exp", &["c"], "y"));
     g.output.push(vi("z", &[1, 2, 5, 5]));
     g.node.push(node("Sigmoid", &["x"], "z"));
@@ -271,14 +303,103 @@ fn compile_emits_kernels_or_names_the_missing_templates() {
     // a group without a template: an error that names it, exit 2; --allow-missing prints the rest
     let dir = tempfile::tempdir().unwrap();
     let conv = dir.path().join("conv_exp.onnx");
-    conv_exp_model(&conv);
+    conv_exp_model(&conv, true);
     let (code, out, err) = xforge(&["compile", conv.to_str().unwrap(), "--emit", "ptx"]);
     assert_eq!(code, 2, "{out}{err}");
-    assert!(err.contains("no template for generated-conv groups"), "{err}");
+    assert!(err.contains("cuDNN cannot run it"), "{err}");
     let (code, out, err) = xforge(&["compile", conv.to_str().unwrap(), "--emit", "ptx", "--allow-missing"]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out.matches(".visible .entry").count(), 1, "{out}");
+    // exp (apart from the conv cuDNN cannot run) and sigmoid
+    assert_eq!(out.matches(".visible .entry").count(), 2, "{out}");
     let (code, _, err) = xforge(&["compile", &model("bert_tiny.onnx"), "--emit", "ptx", "--target", "sm_75"]);
     assert_eq!(code, 2);
     assert!(err.contains("sm_75"), "{err}");
+}
+
+/// y = relu(conv_b(relu(conv_a(x))) + conv_d(x)): the shortcut conv comes last in the file, so
+/// its group is numbered after the group that adds it.
+fn shortcut_block_model(path: &Path) {
+    use onnx_protobuf::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto};
+    use protobuf::Message;
+    let node = |op: &str, ins: &[&str], out: &str| {
+        let mut n = NodeProto::new();
+        n.op_type = op.into();
+        n.name = out.into();
+        n.input = ins.iter().map(|s| s.to_string()).collect();
+        n.output = vec![out.to_string()];
+        n
+    };
+    let mut g = GraphProto::new();
+    g.name = "shortcut".into();
+    for (i, name) in ["wa", "wb", "wd"].iter().enumerate() {
+        let mut w = TensorProto::new();
+        w.name = name.to_string();
+        w.dims = vec![2, 2, 1, 1];
+        w.data_type = 1;
+        w.raw_data = (0..4).flat_map(|k| ((k + i) as f32 * 0.25 - 0.3).to_le_bytes()).collect();
+        g.initializer.push(w);
+    }
+    let mut x = onnx_protobuf::ValueInfoProto::new();
+    x.name = "x".into();
+    let mut t = onnx_protobuf::type_proto::Tensor::new();
+    t.elem_type = 1;
+    let mut shape = onnx_protobuf::TensorShapeProto::new();
+    for d in [1, 2, 4, 4] {
+        let mut dim = onnx_protobuf::tensor_shape_proto::Dimension::new();
+        dim.value = Some(onnx_protobuf::tensor_shape_proto::dimension::Value::DimValue(d));
+        shape.dim.push(dim);
+    }
+    t.shape = Some(shape).into();
+    let mut tp = onnx_protobuf::TypeProto::new();
+    tp.value = Some(onnx_protobuf::type_proto::Value::TensorType(t));
+    x.type_ = Some(tp).into();
+    g.input.push(x);
+    g.node.push(node("Conv", &["x", "wa"], "a"));
+    g.node.push(node("Relu", &["a"], "ra"));
+    g.node.push(node("Conv", &["ra", "wb"], "b"));
+    g.node.push(node("Conv", &["x", "wd"], "d"));
+    g.node.push(node("Add", &["b", "d"], "s"));
+    g.node.push(node("Relu", &["s"], "y"));
+    let mut y = onnx_protobuf::ValueInfoProto::new();
+    y.name = "y".into();
+    g.output.push(y);
+    let mut m = ModelProto::new();
+    m.ir_version = 8;
+    let mut o = OperatorSetIdProto::new();
+    o.version = 17;
+    m.opset_import.push(o);
+    m.graph = Some(g).into();
+    std::fs::write(path, m.write_to_bytes().unwrap()).unwrap();
+}
+
+#[test]
+fn every_step_runs_after_the_steps_it_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("shortcut.onnx");
+    shortcut_block_model(&model);
+    let out = dir.path().join("shortcut.xfa");
+    let (code, _, err) = xforge(&["compile", model.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let a = xforge_runtime::Artifact::read(&out).unwrap();
+    // three cuDNN calls; each reads (x, or a residual z) only what an earlier step wrote
+    let mut written = vec![a.memory.inputs[0].offset];
+    let mut residuals = 0;
+    for s in &a.steps {
+        let xforge_runtime::Step::Library(c) = s else { panic!("a kernel launch: {s:?}") };
+        let xforge_runtime::LibraryDesc::Conv(d) = xforge_runtime::LibraryDesc::of_call(c, u64::MAX, u64::MAX).unwrap()
+        else {
+            panic!("not a convolution")
+        };
+        let offset = |k: usize| match c.args[k] {
+            xforge_runtime::Arg::Arena(o) => o,
+            xforge_runtime::Arg::Weight(_) => panic!("an activation in the weights"),
+        };
+        assert!(written.contains(&offset(0)), "group {} reads x before it is written", c.group);
+        if d.residual {
+            residuals += 1;
+            assert!(written.contains(&offset(3)), "group {} reads its residual before it is written", c.group);
+        }
+        written.push(offset(2));
+    }
+    assert_eq!((a.steps.len(), residuals), (3, 1));
 }

@@ -18,7 +18,8 @@ use std::path::Path;
 
 pub const MAGIC: [u8; 8] = *b"XFORGEA\0";
 /// Bumped whenever the layout or a section's encoding changes.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: library calls carry typed GEMM/convolution descriptors (`library.rs`).
+pub const FORMAT_VERSION: u32 = 2;
 /// File alignment of the weights section.
 pub const WEIGHT_ALIGN: u64 = 4096;
 
@@ -231,7 +232,11 @@ impl Artifact {
                     }
                     args
                 }
-                Step::Library(c) => &c.args,
+                Step::Library(c) => {
+                    crate::library::LibraryDesc::of_call(c, self.memory.arena_bytes, self.weights.len() as u64)
+                        .map_err(|why| bad(format!("step {i} ({} call of group {}): {why}", c.kind, c.group)))?;
+                    &c.args
+                }
             };
             if let Some(a) = args.iter().find(|a| !in_bounds(a)) {
                 return Err(bad(format!("step {i} has an argument outside its buffer: {a:?}")));

@@ -5,9 +5,13 @@ pub mod artifact;
 pub mod c_api;
 pub mod checksum;
 pub mod codec;
+mod conv;
+mod gemm;
+pub mod library;
 pub mod plan;
 pub mod session;
 
 pub use artifact::{Artifact, ArtifactError, ArtifactHeader, FORMAT_VERSION, MAGIC};
+pub use library::{Activation, ConvDesc, GemmDesc, LibDtype, LibraryDesc};
 pub use plan::{binding_bytes, Arg, Binding, KernelImage, LibraryCall, MemoryPlan, Step};
 pub use session::{RuntimeError, Session};

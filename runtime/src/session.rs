@@ -1,8 +1,11 @@
 //! A loaded artifact on one GPU: the kernels loaded once, the weights uploaded once, one arena;
 //! `run` copies the inputs in, replays the plan (captured once as a CUDA graph on the session's
-//! own stream) and copies the outputs out. Vendor-library steps (cuBLASLt, cuDNN) are not executed yet: an artifact that
-//! has them is refused at load, before anything runs.
+//! own stream) and copies the outputs out. GEMM steps run through cuBLASLt and convolutions
+//! through cuDNN, their descriptors and algorithms chosen once at load.
 use crate::artifact::{Artifact, ArtifactError};
+use crate::conv::{ConvStep, Dnn};
+use crate::gemm::{Blas, GemmStep};
+use crate::library::LibraryDesc;
 use crate::plan::{binding_bytes, Arg, Step};
 use cudarc::driver::{
     sys, CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
@@ -17,8 +20,8 @@ pub enum RuntimeError {
     Artifact(#[from] ArtifactError),
     #[error("CUDA: {0}")]
     Cuda(String),
-    #[error("{0} of the plan's steps are vendor-library calls, which this runtime does not execute yet (compile with --generated-gemm for GEMMs)")]
-    LibraryCalls(usize),
+    #[error("step {step} ({kind} call of group {group}): {why}")]
+    Library { step: usize, kind: String, group: u32, why: String },
     #[error("input '{name}': {why}")]
     Input { name: String, why: String },
 }
@@ -27,8 +30,19 @@ fn cuda(e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Cuda(e.to_string())
 }
 
+/// A library step, ready to enqueue.
+enum LibraryStep {
+    Gemm(GemmStep),
+    Conv(ConvStep),
+}
+
 pub struct Session {
     pub artifact: Artifact,
+    /// Per step: its library call, prepared (None for kernel launches). Dropped before the
+    /// handles below.
+    library: Vec<Option<LibraryStep>>,
+    blas: Option<Blas>,
+    dnn: Option<Dnn>,
     stream: Arc<CudaStream>,
     functions: Vec<CudaFunction>,
     arena: CudaSlice<u8>,
@@ -44,10 +58,6 @@ impl Session {
     /// Loads an artifact onto GPU `device`: checks the file and the target first.
     pub fn load(path: &Path, device: usize) -> Result<Session, RuntimeError> {
         let artifact = Artifact::read(path)?;
-        let library = artifact.steps.iter().filter(|s| matches!(s, Step::Library(_))).count();
-        if library > 0 {
-            return Err(RuntimeError::LibraryCalls(library));
-        }
         // SAFETY: only probes whether the driver library can be opened
         if !unsafe { cudarc::driver::sys::is_culib_present() } {
             return Err(RuntimeError::Cuda("no CUDA driver (libcuda.so) on this machine".into()));
@@ -74,7 +84,71 @@ impl Session {
             let (w, _gw) = weights.device_ptr(&stream);
             (a, w)
         };
-        Ok(Session { artifact, stream, functions, arena, _weights: weights, bases, graph: None })
+        let mut session = Session {
+            artifact,
+            library: vec![],
+            blas: None,
+            dnn: None,
+            stream,
+            functions,
+            arena,
+            _weights: weights,
+            bases,
+            graph: None,
+        };
+        session.prepare_library_steps()?;
+        Ok(session)
+    }
+
+    /// Descriptors, algorithms and handles for the library steps (cuBLASLt and cuDNN are opened
+    /// only when the plan has such steps).
+    fn prepare_library_steps(&mut self) -> Result<(), RuntimeError> {
+        let (arena_base, weight_base) = self.bases;
+        let a = &self.artifact;
+        let mut descs = vec![];
+        for (i, s) in a.steps.iter().enumerate() {
+            if let Step::Library(c) = s {
+                let err = |why: String| RuntimeError::Library { step: i, kind: c.kind.clone(), group: c.group, why };
+                let d = LibraryDesc::of_call(c, a.memory.arena_bytes, a.weights.len() as u64).map_err(err)?;
+                descs.push((i, d));
+            }
+        }
+        let err = |i: usize, why: String| {
+            let Step::Library(c) = &self.artifact.steps[i] else { unreachable!() };
+            RuntimeError::Library { step: i, kind: c.kind.clone(), group: c.group, why }
+        };
+        if let Some((i, _)) = descs.iter().find(|(_, d)| matches!(d, LibraryDesc::Gemm(_))) {
+            self.blas = Some(Blas::new(&self.stream).map_err(|e| err(*i, e))?);
+        }
+        let max_channels = descs
+            .iter()
+            .filter_map(|(_, d)| if let LibraryDesc::Conv(c) = d { Some(c.out_channels) } else { None })
+            .max();
+        if let (Some(m), Some((i, _))) = (max_channels, descs.iter().find(|(_, d)| matches!(d, LibraryDesc::Conv(_)))) {
+            self.dnn = Some(Dnn::new(&self.stream, m).map_err(|e| err(*i, e))?);
+        }
+        let mut library: Vec<Option<LibraryStep>> = (0..self.artifact.steps.len()).map(|_| None).collect();
+        for (i, d) in descs {
+            let Step::Library(c) = &self.artifact.steps[i] else { unreachable!() };
+            let ptrs: Vec<u64> = c
+                .args
+                .iter()
+                .map(|a| match a {
+                    Arg::Arena(o) => arena_base + o,
+                    Arg::Weight(o) => weight_base + o,
+                })
+                .collect();
+            let prepared = match &d {
+                LibraryDesc::Gemm(g) => GemmStep::new(self.blas.as_ref().unwrap(), g, &ptrs).map(LibraryStep::Gemm),
+                LibraryDesc::Conv(cv) => {
+                    ConvStep::new(self.dnn.as_ref().unwrap(), &self.stream, cv, &ptrs).map(LibraryStep::Conv)
+                }
+            };
+            library[i] = Some(prepared.map_err(|e| err(i, e))?);
+        }
+        self.stream.synchronize().map_err(cuda)?;
+        self.library = library;
+        Ok(())
     }
 
     /// Runs the plan on raw little-endian input bytes (in the artifact's input order); returns
@@ -119,8 +193,17 @@ impl Session {
     /// Launches every step on the stream (recorded into the graph while capturing).
     fn launch_steps(&self) -> Result<(), RuntimeError> {
         let (arena_base, weight_base) = self.bases;
-        for step in &self.artifact.steps {
-            let Step::Launch { kernel, grid, block, args } = step else { unreachable!("refused at load") };
+        for (i, step) in self.artifact.steps.iter().enumerate() {
+            let Step::Launch { kernel, grid, block, args } = step else {
+                let launched = match &self.library[i] {
+                    Some(LibraryStep::Gemm(g)) => g.launch(self.blas.as_ref().unwrap(), &self.stream),
+                    Some(LibraryStep::Conv(c)) => c.launch(self.dnn.as_ref().unwrap(), &self.stream),
+                    None => unreachable!("every library step is prepared at load"),
+                };
+                let Step::Library(c) = step else { unreachable!() };
+                launched.map_err(|why| RuntimeError::Library { step: i, kind: c.kind.clone(), group: c.group, why })?;
+                continue;
+            };
             let ptrs: Vec<u64> = args
                 .iter()
                 .map(|a| match a {

@@ -2,8 +2,29 @@
 //! never a panic.
 use xforge_runtime::artifact::WEIGHT_ALIGN;
 use xforge_runtime::{
-    Arg, Artifact, ArtifactError, ArtifactHeader, Binding, KernelImage, LibraryCall, MemoryPlan, Step,
+    Activation, Arg, Artifact, ArtifactError, ArtifactHeader, Binding, GemmDesc, KernelImage, LibDtype, LibraryCall,
+    MemoryPlan, Step, FORMAT_VERSION,
 };
+
+/// D[8,16] = A[8,16]·B[16,16] in f16: A 256 bytes, B 512, D 256.
+fn gemm() -> GemmDesc {
+    GemmDesc {
+        dtype: LibDtype::F16,
+        batch: 1,
+        m: 8,
+        n: 16,
+        k: 16,
+        stride_a: 0,
+        stride_b: 0,
+        trans_a: false,
+        trans_b: false,
+        alpha: 1.0,
+        beta: 1.0,
+        bias: false,
+        residual: false,
+        act: Activation::None,
+    }
+}
 
 fn sample() -> Artifact {
     Artifact {
@@ -32,7 +53,7 @@ fn sample() -> Artifact {
             Step::Library(LibraryCall {
                 kind: "gemm".into(),
                 group: 3,
-                params: vec![("m".into(), 32), ("n".into(), 64), ("k".into(), -1)],
+                params: gemm().to_params(),
                 args: vec![Arg::Arena(512), Arg::Weight(0), Arg::Arena(256)],
             }),
         ],
@@ -95,7 +116,7 @@ fn foreign_and_newer_files_are_refused() {
     let mut bytes = sample().to_bytes();
     bytes[8..12].copy_from_slice(&7u32.to_le_bytes());
     let e = Artifact::from_bytes(&bytes).unwrap_err();
-    assert_eq!(e, ArtifactError::NewerFormat { found: 7, supported: 1 });
+    assert_eq!(e, ArtifactError::NewerFormat { found: 7, supported: FORMAT_VERSION });
     assert!(e.to_string().contains("newer"), "{e}");
 }
 
@@ -112,6 +133,16 @@ fn plans_that_reach_outside_their_buffers_are_refused() {
     let mut a = sample();
     a.steps.push(Step::Launch { kernel: 0, grid: [1, 1, 1], block: [32, 1, 1], args: vec![Arg::Weight(5000)] });
     assert!(matches!(Artifact::from_bytes(&a.to_bytes()).unwrap_err(), ArtifactError::Malformed { .. }));
+    // a library call whose matrices run past the weights (B: 512 bytes from 600 of 1000)
+    let mut a = sample();
+    a.steps.push(Step::Library(LibraryCall {
+        kind: "gemm".into(),
+        group: 9,
+        params: gemm().to_params(),
+        args: vec![Arg::Arena(0), Arg::Weight(600), Arg::Arena(1024)],
+    }));
+    let e = Artifact::from_bytes(&a.to_bytes()).unwrap_err().to_string();
+    assert!(e.contains("step 2 (gemm call of group 9)") && e.contains("buffer 1"), "{e}");
 }
 
 #[test]

@@ -123,7 +123,9 @@ pub fn compile(a: Args) -> anyhow::Result<()> {
     };
     check_target(&a.target)?;
     // library calls (cuBLASLt, cuDNN) and views need no generated kernel
-    let (generated, missing) = crate::build::generate_kernels(&fused, false);
+    let (library, mut missing) = crate::build::library_plans(&fused, false);
+    let (generated, missing_kernels) = crate::build::generate_kernels(&fused, &library);
+    missing.extend(missing_kernels);
     let kernels: Vec<xforge_kernel::Kernel> = generated.into_iter().map(|(_, k)| k).collect();
     if !missing.is_empty() && !a.allow_missing {
         return Err(BadInput(format!(

@@ -292,6 +292,14 @@ pub fn partition(g: &Graph) -> Partition {
                 if !(sole_reader || shared_ok) || !accepts_epilogue(schedule[p]) {
                     continue;
                 }
+                // no template generates convolutions: a conv group takes only what cuDNN fuses
+                if schedule[p] == Schedule::LibraryConv {
+                    let mut nodes = members[p].clone();
+                    nodes.push(i);
+                    if !library_accepts(g, &nodes, true) {
+                        continue;
+                    }
+                }
                 let cyclic = producers.iter().any(|&q| q != p && reaches(&deps, q, p));
                 if !cyclic {
                     target = Some(p);

@@ -1,0 +1,345 @@
+//! Library groups → the descriptors the runtime hands to cuBLASLt and cuDNN, with the values
+//! of their buffers in the descriptor's order. A group the library cannot express exactly gets
+//! an error naming why (a GEMM then runs as a generated kernel).
+use xforge_ir::{Attr, Graph, Op, ValueId};
+use xforge_passes::fusion::FusionGroup;
+use xforge_runtime::{Activation, ConvDesc, GemmDesc, LibDtype, LibraryDesc};
+
+/// A library call's descriptor and its buffers (in the descriptor's argument order).
+pub struct LibraryPlan {
+    pub desc: LibraryDesc,
+    pub buffers: Vec<ValueId>,
+    /// The weight buffer the library reads in another layout: which buffer, and its bytes.
+    pub relaid: Option<(usize, Vec<u8>)>,
+}
+
+/// A 4-D weight `[o, i, h, w]` as `[o, h, w, i]` (cuDNN's channels-last filters).
+fn ohwi(t: &xforge_ir::tensor::Tensor) -> Vec<u8> {
+    let s = t.shape();
+    let bytes = t.data().to_le_bytes();
+    let e = t.dtype().size();
+    let (o, i, h, w) = (s[0], s[1], s[2], s[3]);
+    let mut out = vec![0u8; bytes.len()];
+    for a in 0..o {
+        for b in 0..i {
+            for y in 0..h {
+                for x in 0..w {
+                    let src = ((a * i + b) * h + y) * w + x;
+                    let dst = ((a * h + y) * w + x) * i + b;
+                    out[dst * e..dst * e + e].copy_from_slice(&bytes[src * e..src * e + e]);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn shape(g: &Graph, v: ValueId) -> Result<Vec<u64>, String> {
+    g.ty(v)
+        .static_shape()
+        .map(|s| s.iter().map(|&d| d as u64).collect())
+        .ok_or_else(|| format!("'{}' has no static shape", g.name_of(v)))
+}
+
+fn int_attr(node: &xforge_ir::Node, name: &str, default: i64) -> i64 {
+    match node.attr(name) {
+        Some(Attr::Int(i)) => *i,
+        _ => default,
+    }
+}
+
+fn float_attr(node: &xforge_ir::Node, name: &str, default: f32) -> f32 {
+    match node.attr(name) {
+        Some(Attr::Float(f)) => *f,
+        _ => default,
+    }
+}
+
+fn ints_attr(node: &xforge_ir::Node, name: &str) -> Option<Vec<i64>> {
+    match node.attr(name) {
+        Some(Attr::Ints(v)) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+/// The epilogue after a contraction, in the library's order: bias (a weight along the output
+/// channels), residual (a value of the output's size), activation.
+struct Epilogue {
+    bias: Option<ValueId>,
+    residual: Option<ValueId>,
+    act: Activation,
+    out: ValueId,
+}
+
+/// Reads the epilogue nodes; `channels` is the bias length the library broadcasts and
+/// `elements` the output's element count.
+fn epilogue(
+    g: &Graph,
+    nodes: &[usize],
+    conv: bool,
+    nhwc: bool,
+    channels: u64,
+    elements: u64,
+) -> Result<Epilogue, String> {
+    let anchor = &g.nodes[nodes[0]];
+    let mut cur = anchor.outputs.first().copied().flatten().ok_or("the contraction has no output")?;
+    let mut e = Epilogue { bias: None, residual: None, act: Activation::None, out: cur };
+    for &n in &nodes[1..] {
+        let node = &g.nodes[n];
+        let ins: Vec<ValueId> = node.input_ids().collect();
+        let out = node.outputs.first().copied().flatten().ok_or_else(|| format!("'{}' has no output", node.name))?;
+        if !ins.contains(&cur) {
+            return Err(format!("'{}' does not read the running result", node.name));
+        }
+        if e.act != Activation::None {
+            return Err(format!("'{}' ({}) follows the activation", node.name, node.op));
+        }
+        match node.op {
+            op if xforge_passes::fusion::cost::is_view(op) => {}
+            Op::Add => {
+                let other = ins.iter().copied().find(|&v| v != cur).unwrap_or(cur);
+                let n_other: u64 = shape(g, other)?.iter().product();
+                if let Some(w) = g.weights.get(&other) {
+                    let last = w.shape().last().copied().unwrap_or(1) as u64;
+                    // a bias runs along the output channels: [.., c] for a GEMM or NHWC, [c, 1, 1] for NCHW
+                    let along = if conv && !nhwc {
+                        let s = w.shape();
+                        s.len() >= 3 && s[s.len() - 3] as u64 == channels && s[s.len() - 2..].iter().all(|&d| d == 1)
+                    } else {
+                        last == channels
+                    };
+                    if e.bias.is_some() || e.residual.is_some() || n_other != channels || !along {
+                        return Err(format!(
+                            "'{}' adds a weight that is not a bias along the output channels",
+                            node.name
+                        ));
+                    }
+                    e.bias = Some(other);
+                } else {
+                    if e.residual.is_some() || n_other != elements || other == cur {
+                        return Err(format!(
+                            "'{}' adds a value that is not a residual of the output's size",
+                            node.name
+                        ));
+                    }
+                    e.residual = Some(other);
+                }
+            }
+            Op::Relu => e.act = Activation::Relu,
+            Op::Gelu if !conv && matches!(node.attr("approximate"), Some(Attr::Str(s)) if s == "tanh") => {
+                e.act = Activation::GeluTanh
+            }
+            Op::Sigmoid if conv => e.act = Activation::Sigmoid,
+            Op::Tanh if conv => e.act = Activation::Tanh,
+            Op::Clip if conv => {
+                let bound = |k: usize, attr: &str| -> Option<f64> {
+                    match node.inputs.get(k).copied().flatten() {
+                        Some(v) => g.weights.get(&v).and_then(|t| t.to_f64().first().copied()),
+                        None => match node.attr(attr) {
+                            Some(Attr::Float(f)) => Some(*f as f64),
+                            _ => None,
+                        },
+                    }
+                };
+                match (bound(1, "min"), bound(2, "max")) {
+                    (Some(lo), Some(hi)) if lo == 0.0 && hi > 0.0 => e.act = Activation::ClipZero(hi as f32),
+                    _ => return Err(format!("'{}' is a Clip without a zero lower bound", node.name)),
+                }
+            }
+            op => return Err(format!("'{}' ({op}) has no library epilogue", node.name)),
+        }
+        // every epilogue value but the last stays inside the group
+        cur = out;
+        e.out = out;
+    }
+    Ok(e)
+}
+
+fn dtype_of(g: &Graph, v: ValueId) -> Result<LibDtype, String> {
+    let name = g.ty(v).dtype.name();
+    LibDtype::from_name(name)
+        .ok_or_else(|| format!("'{}' is {name}; the libraries take f32, f16 and bf16", g.name_of(v)))
+}
+
+/// A MatMul or Gemm group as one cuBLASLt call.
+pub fn gemm(g: &Graph, grp: &FusionGroup) -> Result<LibraryPlan, String> {
+    let node = &g.nodes[grp.nodes[0]];
+    let input = |k: usize| node.inputs.get(k).copied().flatten();
+    let (a, b) = (input(0).ok_or("no A")?, input(1).ok_or("no B")?);
+    let (sa, sb) = (shape(g, a)?, shape(g, b)?);
+    let dtype = dtype_of(g, a)?;
+    if dtype_of(g, b)? != dtype {
+        return Err("A and B differ in dtype".into());
+    }
+    let (bias, alpha, trans_a, trans_b, batch, m, n, k, stride_a, stride_b);
+    match node.op {
+        Op::Gemm => {
+            (trans_a, trans_b) = (int_attr(node, "transA", 0) != 0, int_attr(node, "transB", 0) != 0);
+            if sa.len() != 2 || sb.len() != 2 {
+                return Err("Gemm operands are not matrices".into());
+            }
+            (m, k) = if trans_a { (sa[1], sa[0]) } else { (sa[0], sa[1]) };
+            n = if trans_b { sb[0] } else { sb[1] };
+            (batch, stride_a, stride_b) = (1, 0, 0);
+            alpha = float_attr(node, "alpha", 1.0);
+            bias = match input(2) {
+                None => None,
+                Some(c) => {
+                    let sc = shape(g, c)?;
+                    let along = sc.iter().product::<u64>() == n && sc.last().copied().unwrap_or(1) == n;
+                    if !g.weights.contains_key(&c) || !along || float_attr(node, "beta", 1.0) != 1.0 {
+                        return Err("Gemm's C is not a bias along N with beta 1".into());
+                    }
+                    Some(c)
+                }
+            };
+        }
+        Op::MatMul => {
+            (trans_a, trans_b, alpha, bias) = (false, false, 1.0, None);
+            if sa.len() < 2 || sb.len() < 2 {
+                return Err("a MatMul of vectors".into());
+            }
+            let (ra, rb) = (sa.len(), sb.len());
+            (k, n) = (sa[ra - 1], sb[rb - 1]);
+            if sb[rb - 2] != k {
+                return Err("inner dimensions differ".into());
+            }
+            let (ba, bb): (u64, u64) = (sa[..ra - 2].iter().product(), sb[..rb - 2].iter().product());
+            let rows = sa[ra - 2];
+            // B shared: A's batch folds into its rows
+            (batch, m, stride_a, stride_b) = if bb == 1 {
+                (1, rows * ba, 0, 0)
+            } else if sa[..ra - 2] == sb[..rb - 2] {
+                (ba, rows, rows * k, k * n)
+            } else if ba == 1 {
+                (bb, rows, 0, k * n)
+            } else {
+                return Err("batch dimensions broadcast".into());
+            };
+        }
+        op => return Err(format!("{op} is not a GEMM")),
+    }
+    finish(g, grp, dtype, [a, b], (batch, m, n, k), (stride_a, stride_b), (trans_a, trans_b), alpha, bias)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    g: &Graph,
+    grp: &FusionGroup,
+    dtype: LibDtype,
+    [a, b]: [ValueId; 2],
+    (batch, m, n, k): (u64, u64, u64, u64),
+    (stride_a, stride_b): (u64, u64),
+    (trans_a, trans_b): (bool, bool),
+    alpha: f32,
+    anchor_bias: Option<ValueId>,
+) -> Result<LibraryPlan, String> {
+    let e = epilogue(g, &grp.nodes, false, false, n, batch * m * n)?;
+    if anchor_bias.is_some() && e.bias.is_some() {
+        return Err("two biases".into());
+    }
+    let bias = anchor_bias.or(e.bias);
+    if grp.outputs != [e.out] {
+        return Err("the group's outputs are not its last value".into());
+    }
+    for v in bias.iter().chain(&e.residual).chain([&e.out]) {
+        if dtype_of(g, *v)? != dtype {
+            return Err(format!("'{}' differs in dtype from the operands", g.name_of(*v)));
+        }
+    }
+    let desc = GemmDesc {
+        dtype,
+        batch,
+        m,
+        n,
+        k,
+        stride_a,
+        stride_b,
+        trans_a,
+        trans_b,
+        alpha,
+        beta: 1.0,
+        bias: bias.is_some(),
+        residual: e.residual.is_some(),
+        act: e.act,
+    };
+    let buffers = [a, b, e.out].into_iter().chain(bias).chain(e.residual).collect();
+    Ok(LibraryPlan { desc: LibraryDesc::Gemm(desc), buffers, relaid: None })
+}
+
+/// A 2-D Conv (NCHW) or ConvNhwc group as one cuDNN call.
+pub fn conv(g: &Graph, grp: &FusionGroup) -> Result<LibraryPlan, String> {
+    let node = &g.nodes[grp.nodes[0]];
+    let nhwc = match node.op {
+        Op::Conv => false,
+        Op::ConvNhwc => true,
+        op => return Err(format!("{op} is not a forward convolution")),
+    };
+    let input = |k: usize| node.inputs.get(k).copied().flatten();
+    let (x, w) = (input(0).ok_or("no X")?, input(1).ok_or("no W")?);
+    let (mut sx, sw) = (shape(g, x)?, shape(g, w)?);
+    if nhwc && sx.len() == 4 {
+        sx = vec![sx[0], sx[3], sx[1], sx[2]];
+    }
+    if sx.len() != 4 || sw.len() != 4 {
+        return Err(format!("a {}-D convolution (cuDNN calls are 2-D here)", sx.len().saturating_sub(2)));
+    }
+    match node.attr("auto_pad") {
+        None => {}
+        Some(Attr::Str(s)) if s == "NOTSET" || s == "VALID" => {}
+        Some(a) => return Err(format!("auto_pad {a}")),
+    }
+    let pads = ints_attr(node, "pads").unwrap_or(vec![0; 4]);
+    if pads.len() != 4 || pads[0] != pads[2] || pads[1] != pads[3] || pads.iter().any(|&p| p < 0) {
+        return Err(format!("pads {pads:?} are not symmetric"));
+    }
+    let two = |name: &str| -> Result<[u64; 2], String> {
+        let v = ints_attr(node, name).unwrap_or(vec![1, 1]);
+        match v[..] {
+            [a, b] if a >= 1 && b >= 1 => Ok([a as u64, b as u64]),
+            _ => Err(format!("{name} {v:?}")),
+        }
+    };
+    let dtype = dtype_of(g, x)?;
+    let out_channels = sw[0];
+    let y_elems: u64 = shape(g, grp.outputs.first().copied().ok_or("no output")?)?.iter().product();
+    let e = epilogue(g, &grp.nodes, true, nhwc, out_channels, y_elems)?;
+    let bias = match (input(2), e.bias) {
+        (Some(_), Some(_)) => return Err("two biases".into()),
+        (b, None) => b,
+        (None, b) => b,
+    };
+    if grp.outputs != [e.out] {
+        return Err("the group's outputs are not its last value".into());
+    }
+    for v in [w, e.out].iter().chain(&bias).chain(&e.residual) {
+        if dtype_of(g, *v)? != dtype {
+            return Err(format!("'{}' differs in dtype from the input", g.name_of(*v)));
+        }
+    }
+    let desc = ConvDesc {
+        dtype,
+        nhwc,
+        input: [sx[0], sx[1], sx[2], sx[3]],
+        out_channels,
+        kernel: [sw[2], sw[3]],
+        group: int_attr(node, "group", 1).max(1) as u64,
+        pad: [pads[0] as u64, pads[1] as u64],
+        stride: two("strides")?,
+        dilation: two("dilations")?,
+        bias: bias.is_some(),
+        residual: e.residual.is_some(),
+        act: e.act,
+    };
+    let [oh, ow] = desc.output().ok_or("the window is larger than the padded input")?;
+    if y_elems != sx[0] * out_channels * oh * ow {
+        return Err("the output's size does not match the convolution's".into());
+    }
+    let buffers = [x, w, e.out].into_iter().chain(bias).chain(e.residual).collect();
+    let relaid = match (nhwc, g.weights.get(&w)) {
+        (false, _) => None,
+        (true, Some(t)) => Some((1, ohwi(t))),
+        (true, None) => return Err("a channels-last convolution of a computed filter".into()),
+    };
+    Ok(LibraryPlan { desc: LibraryDesc::Conv(desc), buffers, relaid })
+}
