@@ -82,6 +82,29 @@ pub fn run_order(fused: &Fused, producer: &HashMap<ValueId, usize>) -> Vec<usize
     order
 }
 
+/// Cuts every generated GEMM whose epilogue cuBLASLt runs in part: the GEMM with that part as
+/// a library call, the rest a kernel of its own (cuBLASLt's GEMM plus one elementwise pass beats
+/// the generated GEMM). A cut is made only when both halves have a runner. Returns the count.
+pub fn split_library_epilogues(fused: &mut Fused) -> usize {
+    let mut n = 0;
+    for i in (0..fused.partition.groups.len()).rev() {
+        let Some((head, tail)) = xforge_passes::fusion::partition::split_library_epilogue(
+            &fused.graph,
+            &fused.partition.groups[i],
+        ) else {
+            continue;
+        };
+        let lib = library::gemm(&fused.graph, &head);
+        let kernel = xforge_kernel::generate(&fused.graph, &tail, i + 1);
+        tracing::debug!("group {i}: library {:?}, tail kernel {:?}", lib.as_ref().err(), kernel.as_ref().err().map(|e| e.to_string()));
+        if lib.is_ok() && kernel.is_ok() {
+            fused.partition.split(i, head, tail);
+            n += 1;
+        }
+    }
+    n
+}
+
 /// The groups that run as vendor-library calls, by group index, and the errors of the library
 /// groups that neither a library nor a template can run. A GEMM the library cannot express
 /// exactly (or every GEMM, with `generated_gemm`) runs as a generated kernel instead.

@@ -244,3 +244,27 @@ fn empty_scans_and_column_reductions_are_refused_not_panics() {
         assert!(!errors.is_empty() && errors.iter().all(|e| e.contains("empty")), "{}: {errors:?}", g.name);
     }
 }
+
+#[test]
+fn a_library_gemms_head_split_is_one_routed_copy() {
+    use xforge_passes::fusion::partition::split_library_epilogue;
+    let (_, g) = samples::contractions(DType::F16).into_iter().find(|(n, _)| *n == "gemm_qkv").unwrap();
+    let f = fuse(&g).unwrap();
+    let grp = f.partition.groups.iter().find(|g| g.schedule == Schedule::GeneratedGemm).unwrap();
+    let (head, tail) = split_library_epilogue(&f.graph, grp).unwrap();
+    // MatMul + bias for the library; Split, three reshapes and three transposes after it
+    assert_eq!((head.schedule, head.nodes.len()), (Schedule::LibraryGemm, 2));
+    assert_eq!((tail.schedule, tail.nodes.len(), tail.outputs.len()), (Schedule::Injective, 7, 3));
+    assert_eq!(head.outputs, tail.inputs.iter().filter(|v| !f.graph.weights.contains_key(v)).copied().collect::<Vec<_>>());
+    let k = xforge_kernel::generate(&f.graph, &tail, 1).unwrap();
+    // the GEMM's result in, Q, K and V out
+    assert_eq!(k.params.iter().map(|p| p.output).collect::<Vec<_>>(), [false, true, true, true]);
+    insta::assert_snapshot!("routed_copy", k.module);
+    for arch in ["sm_80", "sm_90"] {
+        ptxas(&compile(std::slice::from_ref(&k), arch).unwrap(), arch);
+    }
+    // an epilogue the library runs whole is not cut
+    let (_, g) = samples::contractions(DType::F16).into_iter().find(|(n, _)| *n == "gemm_broadcast").unwrap();
+    let f = fuse(&g).unwrap();
+    assert!(f.partition.groups.iter().all(|grp| split_library_epilogue(&f.graph, grp).is_none()));
+}

@@ -1,12 +1,27 @@
 //! Convolution steps through cuDNN: `cudnnConvolutionBiasActivationForward` computes
-//! `act(conv(x, w) + z + bias)` in one call. cuDNN fuses only ReLU with its fastest algorithms
-//! (chosen by timing them at load); without ReLU it runs the implicit precomputed GEMM with an
-//! identity activation, then sigmoid, tanh or clipped ReLU in place when the step has one.
+//! `act(conv(x, w) + z + bias)` in one call. With ReLU every algorithm may run it (the fastest
+//! fused call, timed at load, is kept); without, cuDNN allows only the implicit precomputed
+//! GEMM with an identity activation, then sigmoid, tanh or clipped ReLU run in place.
 use crate::library::{Activation, ConvDesc, LibDtype};
 use cudarc::cudnn::sys;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 use std::ffi::c_void;
 use std::sync::Arc;
+
+/// cuDNN's forward algorithms, all tried (timed) for a convolution with a fused ReLU.
+const FORWARD_ALGORITHMS: [sys::cudnnConvolutionFwdAlgo_t; 8] = {
+    use sys::cudnnConvolutionFwdAlgo_t as A;
+    [
+        A::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
+        A::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM,
+        A::CUDNN_CONVOLUTION_FWD_ALGO_GEMM,
+        A::CUDNN_CONVOLUTION_FWD_ALGO_DIRECT,
+        A::CUDNN_CONVOLUTION_FWD_ALGO_FFT,
+        A::CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING,
+        A::CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD,
+        A::CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED,
+    ]
+};
 
 /// Scratch for cuDNN's algorithms (an algorithm needing more is not considered).
 pub(crate) const WORKSPACE_BYTES: usize = 64 << 20;
@@ -154,7 +169,7 @@ pub(crate) struct ConvStep {
 
 impl ConvStep {
     /// `ptrs`: the call's buffers in descriptor order (x, w, y, bias?, z?).
-    pub(crate) fn new(dnn: &Dnn, stream: &CudaStream, d: &ConvDesc, ptrs: &[u64]) -> Result<ConvStep, String> {
+    pub(crate) fn new(dnn: &Dnn, stream: &Arc<CudaStream>, d: &ConvDesc, ptrs: &[u64]) -> Result<ConvStep, String> {
         use sys::cudnnActivationMode_t as M;
         let [oh, ow] = d.output().ok_or("no output")?;
         let x = Tensor::new(d.dtype, d.input, d.nhwc)?;
@@ -220,28 +235,62 @@ impl ConvStep {
             ptrs: [ptrs[0], ptrs[1], ptrs[2], bias_ptr, z],
             alpha2: if d.residual { 1.0 } else { 0.0 },
         };
-        // candidates: with ReLU every algorithm cuDNN times fastest first, else the one it allows
-        // XFORGE_CUDNN_ALGO=precomp: the implicit precomputed GEMM everywhere (to bisect)
-        let timed = std::env::var("XFORGE_CUDNN_ALGO").map_or(true, |v| v != "precomp");
-        let candidates: Vec<(sys::cudnnConvolutionFwdAlgo_t, usize)> = if d.act == Activation::Relu && timed {
-            step.timed_algorithms(dnn, stream)?
-        } else {
-            vec![(step.algo, step.workspace_for(dnn, step.algo)?)]
-        };
-        // the first that runs (at load, outside any capture: y is scratch until the first run)
+        // candidates: with ReLU every forward algorithm (cuDNN fuses ReLU into any), else the
+        // implicit precomputed GEMM, the one it allows with an identity activation
+        // (XFORGE_CUDNN_ALGO=precomp: that one everywhere, to bisect)
+        let all = std::env::var("XFORGE_CUDNN_ALGO").map_or(true, |v| v != "precomp");
+        let candidates: Vec<sys::cudnnConvolutionFwdAlgo_t> =
+            if d.act == Activation::Relu && all { FORWARD_ALGORITHMS.to_vec() } else { vec![step.algo] };
+        // the fastest of those that run, each timed as the fused call it will be, replayed from
+        // a graph (cuDNN's own search times the bare convolution). At load, outside the plan's
+        // capture: y is scratch until the first run.
+        let mut best: Option<(f32, sys::cudnnConvolutionFwdAlgo_t, usize)> = None;
         let mut last = String::from("no algorithm fits the workspace");
-        for (algo, bytes) in candidates {
-            step.algo = algo;
-            step.workspace = bytes;
-            match step.launch(dnn, stream) {
-                Ok(()) => {
-                    tracing::debug!("conv {d:?}: {algo:?}, {bytes} bytes of workspace");
-                    return Ok(step);
+        for algo in candidates {
+            let bytes = match step.workspace_for(dnn, algo) {
+                Ok(b) => b,
+                Err(e) => {
+                    last = e;
+                    continue;
                 }
+            };
+            (step.algo, step.workspace) = (algo, bytes);
+            match step.time(dnn, stream) {
+                Ok(ms) if best.is_none_or(|(t, _, _)| ms < t) => best = Some((ms, algo, bytes)),
+                Ok(_) => {}
                 Err(e) => last = format!("{algo:?}: {e}"),
             }
         }
-        Err(last)
+        let (ms, algo, bytes) = best.ok_or(last)?;
+        tracing::debug!("conv {d:?}: {algo:?}, {bytes} bytes of workspace, {:.1} us", ms * 1000.0);
+        (step.algo, step.workspace) = (algo, bytes);
+        Ok(step)
+    }
+
+    /// GPU milliseconds of the step's call (the best of a few), or its error. Timed as a
+    /// replayed CUDA graph, as plans run: a cuDNN call's host-side cost (which differs by
+    /// algorithm and dwarfs small convolutions) is not the GPU's.
+    fn time(&self, dnn: &Dnn, stream: &Arc<CudaStream>) -> Result<f32, String> {
+        use cudarc::driver::sys as cu;
+        let e = |e: cudarc::driver::DriverError| e.to_string();
+        self.launch(dnn, stream)?;
+        stream.synchronize().map_err(e)?;
+        stream.begin_capture(cu::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(e)?;
+        let launched = self.launch(dnn, stream);
+        let graph = stream.end_capture(cu::CUgraphInstantiate_flags(0)).map_err(e)?;
+        launched?;
+        let graph = graph.ok_or("the call captured nothing")?;
+        graph.launch().map_err(e)?;
+        let flags = Some(cu::CUevent_flags::CU_EVENT_DEFAULT);
+        let mut best = f32::MAX;
+        for _ in 0..3 {
+            let t0 = stream.record_event(flags).map_err(e)?;
+            graph.launch().map_err(e)?;
+            let t1 = stream.record_event(flags).map_err(e)?;
+            t1.synchronize().map_err(e)?;
+            best = best.min(t0.elapsed_ms(&t1).map_err(e)?);
+        }
+        Ok(best)
     }
 
     fn workspace_for(&self, dnn: &Dnn, algo: sys::cudnnConvolutionFwdAlgo_t) -> Result<usize, String> {
@@ -262,42 +311,6 @@ impl ConvStep {
             return Err(format!("{algo:?} needs {bytes} bytes of workspace"));
         }
         Ok(bytes)
-    }
-
-    /// Algorithms cuDNN times on the step's own buffers, fastest first, that fit the workspace.
-    fn timed_algorithms(
-        &self,
-        dnn: &Dnn,
-        stream: &CudaStream,
-    ) -> Result<Vec<(sys::cudnnConvolutionFwdAlgo_t, usize)>, String> {
-        const MAX: usize = 16;
-        // SAFETY: plain-old-data results, filled by cuDNN up to `count`
-        let mut perf: [sys::cudnnConvolutionFwdAlgoPerf_t; MAX] = unsafe { std::mem::zeroed() };
-        let mut count = 0;
-        let (ws, _g) = dnn.workspace.device_ptr(stream);
-        // SAFETY: x, w and y are the step's buffers (bounds checked at read); y is scratch at load
-        check(unsafe {
-            sys::cudnnFindConvolutionForwardAlgorithmEx(
-                dnn.handle,
-                self.x.0,
-                self.ptrs[0] as *const c_void,
-                self.w.0,
-                self.ptrs[1] as *const c_void,
-                self.conv.0,
-                self.y.0,
-                self.ptrs[2] as *mut c_void,
-                MAX as i32,
-                &mut count,
-                perf.as_mut_ptr(),
-                ws as *mut c_void,
-                WORKSPACE_BYTES,
-            )
-        })?;
-        Ok(perf[..count.max(0) as usize]
-            .iter()
-            .filter(|p| p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS && p.memory <= WORKSPACE_BYTES)
-            .map(|p| (p.algo, p.memory))
-            .collect())
     }
 
     pub(crate) fn launch(&self, dnn: &Dnn, stream: &CudaStream) -> Result<(), String> {

@@ -192,39 +192,67 @@ impl Session {
 
     /// Launches every step on the stream (recorded into the graph while capturing).
     fn launch_steps(&self) -> Result<(), RuntimeError> {
+        (0..self.artifact.steps.len()).try_for_each(|i| self.launch_step(i))
+    }
+
+    /// Enqueues step `i`: a kernel launch or a prepared library call.
+    fn launch_step(&self, i: usize) -> Result<(), RuntimeError> {
         let (arena_base, weight_base) = self.bases;
-        for (i, step) in self.artifact.steps.iter().enumerate() {
-            let Step::Launch { kernel, grid, block, args } = step else {
-                let launched = match &self.library[i] {
-                    Some(LibraryStep::Gemm(g)) => g.launch(self.blas.as_ref().unwrap(), &self.stream),
-                    Some(LibraryStep::Conv(c)) => c.launch(self.dnn.as_ref().unwrap(), &self.stream),
-                    None => unreachable!("every library step is prepared at load"),
-                };
-                let Step::Library(c) = step else { unreachable!() };
-                launched.map_err(|why| RuntimeError::Library { step: i, kind: c.kind.clone(), group: c.group, why })?;
-                continue;
+        let step = &self.artifact.steps[i];
+        let Step::Launch { kernel, grid, block, args } = step else {
+            let launched = match &self.library[i] {
+                Some(LibraryStep::Gemm(g)) => g.launch(self.blas.as_ref().unwrap(), &self.stream),
+                Some(LibraryStep::Conv(c)) => c.launch(self.dnn.as_ref().unwrap(), &self.stream),
+                None => unreachable!("every library step is prepared at load"),
             };
-            let ptrs: Vec<u64> = args
-                .iter()
-                .map(|a| match a {
-                    Arg::Arena(o) => arena_base + o,
-                    Arg::Weight(o) => weight_base + o,
-                })
-                .collect();
-            let cfg = LaunchConfig {
-                grid_dim: (grid[0], grid[1], grid[2]),
-                block_dim: (block[0], block[1], block[2]),
-                shared_mem_bytes: 0,
-            };
-            let mut b = self.stream.launch_builder(&self.functions[*kernel as usize]);
-            for p in &ptrs {
-                b.arg(p);
-            }
-            // SAFETY: each pointer lies inside the arena or the weights (checked when the
-            // artifact was read) and the kernel takes one pointer per argument
-            unsafe { b.launch(cfg) }.map_err(cuda)?;
+            let Step::Library(c) = step else { unreachable!() };
+            return launched.map_err(|why| RuntimeError::Library { step: i, kind: c.kind.clone(), group: c.group, why });
+        };
+        let ptrs: Vec<u64> = args
+            .iter()
+            .map(|a| match a {
+                Arg::Arena(o) => arena_base + o,
+                Arg::Weight(o) => weight_base + o,
+            })
+            .collect();
+        let cfg = LaunchConfig {
+            grid_dim: (grid[0], grid[1], grid[2]),
+            block_dim: (block[0], block[1], block[2]),
+            shared_mem_bytes: 0,
+        };
+        let mut b = self.stream.launch_builder(&self.functions[*kernel as usize]);
+        for p in &ptrs {
+            b.arg(p);
         }
+        // SAFETY: each pointer lies inside the arena or the weights (checked when the
+        // artifact was read) and the kernel takes one pointer per argument
+        unsafe { b.launch(cfg) }.map_err(cuda)?;
         Ok(())
+    }
+
+    /// Median milliseconds of each step over `runs` step-by-step executions of the plan (no
+    /// graph: each step between two CUDA events), after one untimed execution.
+    pub fn time_steps(&mut self, runs: usize) -> Result<Vec<f64>, RuntimeError> {
+        self.launch_steps()?;
+        let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let n = self.artifact.steps.len();
+        let mut ms = vec![Vec::with_capacity(runs); n];
+        for _ in 0..runs {
+            for (i, m) in ms.iter_mut().enumerate() {
+                let t0 = self.stream.record_event(flags).map_err(cuda)?;
+                self.launch_step(i)?;
+                let t1 = self.stream.record_event(flags).map_err(cuda)?;
+                t1.synchronize().map_err(cuda)?;
+                m.push(t0.elapsed_ms(&t1).map_err(cuda)? as f64);
+            }
+        }
+        Ok(ms
+            .into_iter()
+            .map(|mut v| {
+                v.sort_by(|a, b| a.total_cmp(b));
+                v[v.len() / 2]
+            })
+            .collect())
     }
 
     /// One execution of the plan: the captured graph (captured on first use).

@@ -14,6 +14,9 @@ pub struct Args {
     /// Timed replays.
     #[arg(long, default_value_t = 200)]
     runs: usize,
+    /// Also time each step on its own (no graph) and print the slowest ones.
+    #[arg(long)]
+    steps: bool,
 }
 
 pub fn bench(a: Args) -> anyhow::Result<()> {
@@ -41,5 +44,43 @@ pub fn bench(a: Args) -> anyhow::Result<()> {
         ms[0],
         batch as f64 * 1000.0 / median
     );
+    if a.steps {
+        print_steps(&mut s, a.runs.min(50))?;
+    }
+    Ok(())
+}
+
+/// The slowest steps, timed one by one, and the total by kind of step.
+fn print_steps(s: &mut xforge_runtime::Session, runs: usize) -> anyhow::Result<()> {
+    use xforge_runtime::Step;
+    let ms = s.time_steps(runs)?;
+    let a = &s.artifact;
+    let what = |i: usize| match &a.steps[i] {
+        Step::Launch { kernel, grid, block, .. } => {
+            (format!("kernel {}", a.kernels.names[*kernel as usize]), format!("grid {grid:?} block {block:?}"))
+        }
+        Step::Library(c) => (format!("{} (group {})", c.kind, c.group), String::new()),
+    };
+    let total: f64 = ms.iter().sum();
+    println!("steps one by one: {total:.3} ms in all ({} steps, median of {runs} runs each)", ms.len());
+    let mut by_kind: std::collections::BTreeMap<&str, (usize, f64)> = Default::default();
+    for (i, t) in ms.iter().enumerate() {
+        let kind = match &a.steps[i] {
+            Step::Launch { .. } => "generated kernels",
+            Step::Library(c) => c.kind.as_str(),
+        };
+        let e = by_kind.entry(kind).or_default();
+        e.0 += 1;
+        e.1 += t;
+    }
+    for (k, (n, t)) in by_kind {
+        println!("  {k}: {n} steps, {t:.3} ms ({:.0}%)", 100.0 * t / total);
+    }
+    let mut order: Vec<usize> = (0..ms.len()).collect();
+    order.sort_by(|&x, &y| ms[y].total_cmp(&ms[x]));
+    for &i in order.iter().take(15) {
+        let (name, launch) = what(i);
+        println!("  step {i:4}: {:8.1} us  {name} {launch}", ms[i] * 1000.0);
+    }
     Ok(())
 }

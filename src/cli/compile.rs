@@ -67,7 +67,11 @@ pub fn compile(a: Args) -> anyhow::Result<()> {
         tracing::info!("{n} weights converted to {dt}");
     }
     let t = Instant::now();
-    let fused = xforge_passes::fusion::fuse(&m.graph)?;
+    let mut fused = xforge_passes::fusion::fuse(&m.graph)?;
+    if !a.generated_gemm {
+        let n = crate::build::split_library_epilogues(&mut fused);
+        tracing::info!("{n} GEMM epilogues moved after a cuBLASLt call");
+    }
     tracing::info!(
         "fused in {:.3} s: {} e-graph iterations, {} e-nodes",
         t.elapsed().as_secs_f64(),

@@ -17,10 +17,20 @@ use xforge_codegen_ptx::compile;
 use xforge_codegen_ptx::samples::{self, random};
 use xforge_ir::{interp, npy, DType, Graph, Tensor, TensorData};
 use xforge_kernel::{Kernel, Param};
+use xforge_passes::fusion::partition::split_library_epilogue;
 use xforge_passes::fusion::{fuse, Schedule};
 
-fn kernels(g: &Graph) -> Result<(Graph, Vec<Kernel>)> {
-    let f = fuse(g)?;
+/// The kernels of a graph's groups; with `split`, each generated GEMM is cut where a library
+/// would run its head (as the artifact builder does) and both halves get kernels.
+fn kernels(g: &Graph, split: bool) -> Result<(Graph, Vec<Kernel>)> {
+    let mut f = fuse(g)?;
+    if split {
+        for i in (0..f.partition.groups.len()).rev() {
+            if let Some((head, tail)) = split_library_epilogue(&f.graph, &f.partition.groups[i]) {
+                f.partition.split(i, head, tail);
+            }
+        }
+    }
     let ks = f
         .partition
         .groups
@@ -35,8 +45,8 @@ fn kernels(g: &Graph) -> Result<(Graph, Vec<Kernel>)> {
 
 /// One case per kernel of a graph, each checked against the interpreter on the fused graph
 /// (every kernel's inputs are graph inputs, weights or values the interpreter computes).
-fn write_graph_cases(dir: &Path, name: &str, g: &Graph, chip: &str, tol: f64) -> Result<()> {
-    let (fused, ks) = kernels(g)?;
+fn write_graph_cases(dir: &Path, name: &str, g: &Graph, chip: &str, tol: f64, split: bool) -> Result<()> {
+    let (fused, ks) = kernels(g, split)?;
     let feed: HashMap<String, Tensor> = fused
         .inputs
         .iter()
@@ -104,7 +114,7 @@ fn raw_bf16(t: Tensor) -> Tensor {
 }
 
 fn write_case(dir: &Path, name: &str, g: &Graph, chip: &str, tol: f64, bench: bool) -> Result<()> {
-    let (fused, ks) = kernels(g)?;
+    let (fused, ks) = kernels(g, false)?;
     anyhow::ensure!(ks.len() == 1, "{name}: expected one kernel, got {}", ks.len());
     let k = &ks[0];
     let d = dir.join(name);
@@ -171,9 +181,9 @@ fn node_test_cases(dir: &Path, cache: &Path, chip: &str) -> Result<()> {
             continue;
         }
         let tol = if m.graph.inputs.iter().any(|&v| m.graph.ty(v).dtype == DType::F32) { 1e-5 } else { 1e-2 };
-        match kernels(&m.graph) {
+        match kernels(&m.graph, false) {
             Ok(_) => {
-                write_graph_cases(dir, name, &m.graph, chip, tol)?;
+                write_graph_cases(dir, name, &m.graph, chip, tol, false)?;
                 written += 1;
             }
             Err(_) => skipped.push(name),
@@ -202,7 +212,15 @@ fn main() -> Result<()> {
     for seed in 0..24 {
         let dt = [DType::F32, DType::F16, DType::BF16][seed as usize % 3];
         let tol = if dt == DType::F32 { 1e-5 } else { 1e-2 };
-        write_graph_cases(dir, &format!("random{seed}_{dt}"), &samples::random_graph(seed, dt), chip, tol)?;
+        write_graph_cases(dir, &format!("random{seed}_{dt}"), &samples::random_graph(seed, dt), chip, tol, false)?;
+    }
+    // contractions whose epilogue moves after a library GEMM: the tails' kernels (head splits,
+    // erf-GELU) against the interpreter
+    for dt in [DType::F32, DType::F16, DType::BF16] {
+        let tol = if dt == DType::F32 { 1e-5 } else { 1e-2 };
+        for (name, g) in samples::contractions(dt) {
+            write_graph_cases(dir, &format!("{name}_split_{dt}"), &g, chip, tol, true)?;
+        }
     }
     // softmax and LayerNorm over 4096×4096 f16: 32 MiB in, 32 MiB out
     write_case(dir, "bench_softmax_f16", &samples::reduction("softmax", DType::F16, 4096, 4096), chip, 0.0, true)?;
@@ -228,7 +246,7 @@ fn main() -> Result<()> {
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
     for name in ["mnasnet0_5", "bert_tiny"] {
         let m = xforge_frontend::load(&models.join(format!("{name}.onnx")), &Default::default())?;
-        write_graph_cases(dir, name, &m.graph, chip, 1e-5)?;
+        write_graph_cases(dir, name, &m.graph, chip, 1e-5, false)?;
     }
     if let Some(cache) = args.get(3) {
         node_test_cases(dir, Path::new(cache), chip)?;

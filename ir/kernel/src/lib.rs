@@ -11,6 +11,7 @@ pub mod knobs;
 pub mod mlir;
 pub mod pooling;
 pub mod route;
+pub mod routed_copy;
 pub mod row_reduction;
 pub mod scan;
 pub mod tensor_core;
@@ -26,6 +27,8 @@ pub fn generate(g: &xforge_ir::Graph, grp: &FusionGroup, gi: usize) -> Result<Ke
         // data movement feeding elementwise work shares the elementwise template
         // a lone transpose that swaps two runs of axes moves through workgroup-memory tiles
         Schedule::Injective if transpose::batched_swap(g, grp).is_some() => transpose::transpose(g, grp, gi),
+        // a store tail alone (a library GEMM's head split): read once, write where it goes
+        Schedule::Injective if routed_copy::applies(g, grp) => routed_copy::routed_copy(g, grp, gi),
         Schedule::Elementwise | Schedule::Injective => elementwise::elementwise(g, grp, gi),
         Schedule::RowReduction => row_reduction::row_reduction(g, grp, gi),
         Schedule::Pooling => pooling::pooling(g, grp, gi),

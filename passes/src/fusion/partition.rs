@@ -193,6 +193,75 @@ impl Partition {
     }
 }
 
+/// The values a group of `nodes` (sorted) reads from outside, in first-use order, and those it
+/// writes that something outside it (or the caller) reads.
+fn group_io(g: &Graph, nodes: &[usize]) -> (Vec<ValueId>, Vec<ValueId>) {
+    let inside: std::collections::BTreeSet<ValueId> = nodes.iter().flat_map(|&m| g.nodes[m].output_ids()).collect();
+    let mut inputs = vec![];
+    for &m in nodes {
+        for v in g.node_reads(&g.nodes[m]) {
+            if !inside.contains(&v) && !inputs.contains(&v) {
+                inputs.push(v);
+            }
+        }
+    }
+    let outputs = nodes
+        .iter()
+        .flat_map(|&m| g.nodes[m].output_ids())
+        .filter(|&o| {
+            g.outputs.contains(&o)
+                || g.nodes.iter().enumerate().any(|(k, c)| !nodes.contains(&k) && g.node_reads(c).contains(&o))
+        })
+        .collect();
+    (inputs, outputs)
+}
+
+/// A generated GEMM group cut in two: the contraction with the longest epilogue prefix the
+/// library runs (a `LibraryGemm` group), and the rest (elementwise, or injective when it moves
+/// data). None when nothing is left to cut or the rest is not a chain on the cut value.
+pub fn split_library_epilogue(g: &Graph, grp: &FusionGroup) -> Option<(FusionGroup, FusionGroup)> {
+    if grp.schedule != Schedule::GeneratedGemm {
+        return None;
+    }
+    let k = (1..grp.nodes.len()).rev().find(|&k| library_accepts(g, &grp.nodes[..k], false))?;
+    let (head, tail) = (grp.nodes[..k].to_vec(), grp.nodes[k..].to_vec());
+    let (head_in, head_out) = group_io(g, &head);
+    // the head hands the tail one value
+    if head_out.len() != 1 {
+        return None;
+    }
+    let moves = tail.iter().any(|&n| matches!(g.nodes[n].op, Op::Split | Op::Transpose));
+    let elementwise_or_view = |n: usize| {
+        let op = g.nodes[n].op;
+        is_view(op) || matches!(op.kind(), OpKind::Elementwise) || matches!(op, Op::Split | Op::Transpose)
+    };
+    if !tail.iter().all(|&n| elementwise_or_view(n)) {
+        return None;
+    }
+    let (tail_in, tail_out) = group_io(g, &tail);
+    let schedule = if moves { Schedule::Injective } else { Schedule::Elementwise };
+    Some((
+        FusionGroup { schedule: Schedule::LibraryGemm, nodes: head, inputs: head_in, outputs: head_out },
+        FusionGroup { schedule, nodes: tail, inputs: tail_in, outputs: tail_out },
+    ))
+}
+
+impl Partition {
+    /// Replaces group `i` by `head` and `tail` (numbered `i` and `i + 1`).
+    pub fn split(&mut self, i: usize, head: FusionGroup, tail: FusionGroup) {
+        for gid in self.group_of.iter_mut() {
+            if *gid > i {
+                *gid += 1;
+            }
+        }
+        for &n in &tail.nodes {
+            self.group_of[n] = i + 1;
+        }
+        self.groups[i] = head;
+        self.groups.insert(i + 1, tail);
+    }
+}
+
 pub fn partition(g: &Graph) -> Partition {
     let n = g.nodes.len();
     let mut producer: Vec<Option<usize>> = vec![None; g.values.len()];
@@ -417,24 +486,7 @@ pub fn partition(g: &Graph) -> Partition {
         .filter(|(m, _)| !m.is_empty())
         .map(|(mut nodes, schedule)| {
             nodes.sort();
-            let inside: std::collections::BTreeSet<ValueId> =
-                nodes.iter().flat_map(|&m| g.nodes[m].output_ids()).collect();
-            let mut inputs = vec![];
-            for &m in &nodes {
-                for v in g.node_reads(&g.nodes[m]) {
-                    if !inside.contains(&v) && !inputs.contains(&v) {
-                        inputs.push(v);
-                    }
-                }
-            }
-            let outputs = nodes
-                .iter()
-                .flat_map(|&m| g.nodes[m].output_ids())
-                .filter(|&o| {
-                    g.outputs.contains(&o)
-                        || g.nodes.iter().enumerate().any(|(k, c)| !nodes.contains(&k) && g.node_reads(c).contains(&o))
-                })
-                .collect();
+            let (inputs, outputs) = group_io(g, &nodes);
             let schedule = match schedule {
                 Schedule::LibraryGemm if !library_accepts(g, &nodes, false) => Schedule::GeneratedGemm,
                 Schedule::LibraryConv if !library_accepts(g, &nodes, true) => Schedule::GeneratedConv,

@@ -1,0 +1,52 @@
+//! Data movement made only of a store tail (views, Transposes, Splits of one buffer): each
+//! element is read once, in order, and written where the tail sends it. This is a library
+//! GEMM's head split (Q, K and V in head-major order) when the GEMM itself runs in cuBLASLt.
+use crate::body::{compute_type, storage_type, Body};
+use crate::elementwise::coords;
+use crate::kernel::{blocks, finish, input_params, Kernel, KernelError};
+use crate::knobs::BLOCK;
+use crate::route::{is_tail, routed_outputs, routes, store_routed, tail_sizes};
+use std::collections::HashMap;
+use xforge_ir::tensor::numel;
+use xforge_ir::{DType, Graph, Node};
+use xforge_passes::fusion::FusionGroup;
+
+/// Whether a group is a store tail with at least one Split or Transpose.
+pub fn applies(g: &Graph, grp: &FusionGroup) -> bool {
+    let nodes: Vec<&Node> = grp.nodes.iter().map(|&n| &g.nodes[n]).collect();
+    nodes.iter().all(|n| is_tail(n.op)) && nodes.iter().any(|n| !crate::elementwise::is_view(n.op))
+}
+
+pub fn routed_copy(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelError> {
+    let unsupported = |why: String| KernelError::Unsupported { group: gi, why };
+    let tail: Vec<&Node> = grp.nodes.iter().map(|&n| &g.nodes[n]).collect();
+    let sizes = tail_sizes(&tail);
+    let (mut params, scalars) = input_params(g, &grp.inputs, &sizes, true).map_err(unsupported)?;
+    // one buffer moves: its elements are the iteration space
+    let [source] = params.as_slice() else {
+        return Err(unsupported(format!("{} buffers move (one is copied through a tail)", params.len())));
+    };
+    if !scalars.is_empty() {
+        return Err(unsupported("a one-element weight moves".into()));
+    }
+    let (x, dt) = (source.value, source.dtype);
+    let xs = g.ty(x).static_shape().ok_or_else(|| unsupported("shapes are not static".into()))?;
+    params.extend(routed_outputs(g, &grp.outputs).map_err(unsupported)?);
+    let outs = routes(g, &tail, &params, &[x]).map_err(unsupported)?;
+    let (c, st) = (compute_type(dt), storage_type(dt).unwrap());
+    let n = numel(&xs);
+    let mut b = Body::default();
+    let (start, step) = b.grid_stride();
+    let end = b.index(n);
+    b.stmt(format!("scf.for %i = {start} to {end} step {step} {{"));
+    let raw = b.emit(format!("memref.load %arg0[%i] : memref<{}x{st}>", n.max(1)));
+    let v = match dt {
+        DType::F16 | DType::BF16 => b.emit(format!("arith.extf {raw} : {st} to {c}")),
+        _ => raw,
+    };
+    let at = coords(&mut b, "%i", &xs);
+    let vals: HashMap<_, _> = [(x, v)].into_iter().collect();
+    store_routed(&mut b, &params, &outs, &vals, &at, &xs, c).map_err(unsupported)?;
+    b.stmt("}");
+    Ok(finish(params, &b, None, [blocks(n, BLOCK), 1, 1], [BLOCK, 1, 1]))
+}
