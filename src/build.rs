@@ -88,15 +88,18 @@ pub fn run_order(fused: &Fused, producer: &HashMap<ValueId, usize>) -> Vec<usize
 pub fn split_library_epilogues(fused: &mut Fused) -> usize {
     let mut n = 0;
     for i in (0..fused.partition.groups.len()).rev() {
-        let Some((head, tail)) = xforge_passes::fusion::partition::split_library_epilogue(
-            &fused.graph,
-            &fused.partition.groups[i],
-        ) else {
+        let Some((head, tail)) =
+            xforge_passes::fusion::partition::split_library_epilogue(&fused.graph, &fused.partition.groups[i])
+        else {
             continue;
         };
         let lib = library::gemm(&fused.graph, &head);
         let kernel = xforge_kernel::generate(&fused.graph, &tail, i + 1);
-        tracing::debug!("group {i}: library {:?}, tail kernel {:?}", lib.as_ref().err(), kernel.as_ref().err().map(|e| e.to_string()));
+        tracing::debug!(
+            "group {i}: library {:?}, tail kernel {:?}",
+            lib.as_ref().err(),
+            kernel.as_ref().err().map(|e| e.to_string())
+        );
         if lib.is_ok() && kernel.is_ok() {
             fused.partition.split(i, head, tail);
             n += 1;

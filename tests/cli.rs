@@ -153,8 +153,11 @@ fn compile_writes_an_artifact_the_runtime_reads() {
     assert_eq!(a.memory.inputs.len(), 1);
     assert_eq!((a.memory.inputs[0].name.as_str(), a.memory.inputs[0].dtype.as_str()), ("input", "i64"));
     assert_eq!(a.memory.outputs[0].shape, vec![1, 32, 128]);
-    // one step per kernel or library group: 16 (the fused form's kernel count)
-    assert_eq!(a.steps.len(), 16);
+    // one step per kernel or library group: the fused form's 16, and per layer the erf-GELU and
+    // the head split cut from their GEMMs (which cuBLASLt runs): 20
+    assert_eq!(a.steps.len(), 20);
+    let library = a.steps.iter().filter(|s| matches!(s, xforge_runtime::Step::Library(_))).count();
+    assert_eq!(library, 8, "four GEMMs per layer");
     for s in &a.steps {
         if let xforge_runtime::Step::Launch { kernel, .. } = s {
             assert!(a.kernels.ptx.contains(&a.kernels.names[*kernel as usize]));
@@ -176,7 +179,7 @@ fn compile_writes_an_artifact_the_runtime_reads() {
     let (code, info, _) = xforge(&["inspect", out.to_str().unwrap()]);
     assert_eq!(code, 0);
     assert!(
-        info.contains("for sm_80") && info.contains("input: input i64[1, 32]") && info.contains("16 steps"),
+        info.contains("for sm_80") && info.contains("input: input i64[1, 32]") && info.contains("20 steps"),
         "{info}"
     );
     // the same model twice: the same bytes

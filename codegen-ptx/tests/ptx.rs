@@ -255,7 +255,10 @@ fn a_library_gemms_head_split_is_one_routed_copy() {
     // MatMul + bias for the library; Split, three reshapes and three transposes after it
     assert_eq!((head.schedule, head.nodes.len()), (Schedule::LibraryGemm, 2));
     assert_eq!((tail.schedule, tail.nodes.len(), tail.outputs.len()), (Schedule::Injective, 7, 3));
-    assert_eq!(head.outputs, tail.inputs.iter().filter(|v| !f.graph.weights.contains_key(v)).copied().collect::<Vec<_>>());
+    assert_eq!(
+        head.outputs,
+        tail.inputs.iter().filter(|v| !f.graph.weights.contains_key(v)).copied().collect::<Vec<_>>()
+    );
     let k = xforge_kernel::generate(&f.graph, &tail, 1).unwrap();
     // the GEMM's result in, Q, K and V out
     assert_eq!(k.params.iter().map(|p| p.output).collect::<Vec<_>>(), [false, true, true, true]);

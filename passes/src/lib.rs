@@ -3,6 +3,7 @@ pub mod bn_fold;
 pub mod dce;
 pub mod fold;
 pub mod fusion;
+pub mod gather_split;
 pub mod knobs;
 pub mod memory;
 pub mod noop;

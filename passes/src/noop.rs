@@ -1,8 +1,9 @@
 //! Removes ops that do nothing: Identity, inference-mode Dropout, Cast to the same dtype,
 //! Reshape/Flatten/Squeeze/Unsqueeze/Expand to the same static shape, and Transpose pairs that
-//! compose to the identity (a pair that does not becomes one Transpose).
+//! compose to the identity (a pair that does not becomes one Transpose). A Transpose that moves
+//! only axes of size 1 becomes the Reshape it is.
 use crate::rewrite::replace_uses;
-use xforge_ir::{Attr, Graph, Op, ValueId};
+use xforge_ir::{Attr, DType, Graph, Op, ValueId, ValueType};
 
 fn perm(n: &xforge_ir::Node, rank: usize) -> Option<Vec<usize>> {
     match n.attr("perm") {
@@ -12,6 +13,13 @@ fn perm(n: &xforge_ir::Node, rank: usize) -> Option<Vec<usize>> {
         None => Some((0..rank).rev().collect()),
         _ => None,
     }
+}
+
+/// Whether a permutation of `x` keeps the order of its axes longer than 1 (static shapes).
+fn moves_only_unit_axes(g: &Graph, x: ValueId, p: &[usize]) -> bool {
+    let Some(s) = g.ty(x).static_shape() else { return false };
+    let kept: Vec<usize> = p.iter().copied().filter(|&k| s.get(k).is_some_and(|&d| d != 1)).collect();
+    kept.windows(2).all(|w| w[0] < w[1])
 }
 
 /// Returns the number of nodes bypassed (run `dce` afterwards to drop them).
@@ -36,6 +44,19 @@ pub fn remove_noops(g: &mut Graph) -> usize {
                 let p = rank.and_then(|r| perm(&n, r));
                 match p {
                     Some(p) if p.iter().enumerate().all(|(i, &v)| i == v) => Some(x),
+                    // moving only axes of size 1 keeps every element's place: a view
+                    Some(p) if moves_only_unit_axes(g, x, &p) => {
+                        let dims: Vec<i64> = g.ty(out).static_shape().unwrap().iter().map(|&d| d as i64).collect();
+                        let shape =
+                            g.add_value(format!("{}_shape", n.name), ValueType::known(DType::I64, &[dims.len()]));
+                        g.weights.insert(shape, xforge_ir::Tensor::from_i64(vec![dims.len()], dims));
+                        let node = &mut g.nodes[i];
+                        node.op = Op::Reshape;
+                        node.attrs.clear();
+                        node.inputs = vec![Some(x), Some(shape)];
+                        removed += 1;
+                        None
+                    }
                     Some(p2) => {
                         // Transpose(Transpose(y, p1), p2) == Transpose(y, p1∘p2)
                         let inner = g.nodes[..i].iter().position(|m| m.op == Op::Transpose && m.outputs[0] == Some(x));

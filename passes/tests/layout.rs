@@ -8,7 +8,21 @@ use xforge_passes::fusion::{cost::node_cost, fuse, fuse_with, language::Head};
 /// `blocks` residual blocks (conv → relu → conv → add → relu), then a conv: `c` channels,
 /// `s`×`s` images.
 fn stack(dtype: DType, n: usize, c: usize, s: usize, blocks: usize) -> Graph {
+    stack_with(dtype, n, c, s, blocks, false)
+}
+
+/// `stack` with ReLU6 (Clip to [0, 6], bounds as inputs) in place of each ReLU when `relu6`.
+fn stack_with(dtype: DType, n: usize, c: usize, s: usize, blocks: usize, relu6: bool) -> Graph {
     let mut b = GraphBuilder::new("stack", 17);
+    let lo = b.weight("lo", Tensor::from_f64(dtype, vec![], &[0.0]));
+    let hi = b.weight("hi", Tensor::from_f64(dtype, vec![], &[6.0]));
+    let act = |b: &mut GraphBuilder, x| {
+        if relu6 {
+            b.node(Op::Clip, &[x, lo, hi], vec![], ValueType::unranked(dtype))
+        } else {
+            b.node(Op::Relu, &[x], vec![], ValueType::unranked(dtype))
+        }
+    };
     let x = b.input("x", dtype, &[n, c, s, s]);
     let u = || ValueType::unranked(dtype);
     let w = |b: &mut GraphBuilder, k: usize| {
@@ -23,10 +37,10 @@ fn stack(dtype: DType, n: usize, c: usize, s: usize, blocks: usize) -> Graph {
     for k in 0..blocks {
         let (w0, b0, w1, b1) = (w(&mut b, 2 * k), bias(&mut b, 2 * k), w(&mut b, 2 * k + 1), bias(&mut b, 2 * k + 1));
         let c0 = b.node(Op::Conv, &[x, w0, b0], pads(), u());
-        let r0 = b.node(Op::Relu, &[c0], vec![], u());
+        let r0 = act(&mut b, c0);
         let c1 = b.node(Op::Conv, &[r0, w1, b1], pads(), u());
         let a = b.node(Op::Add, &[c1, x], vec![], u());
-        x = b.node(Op::Relu, &[a], vec![], u());
+        x = act(&mut b, a);
     }
     let (wl, bl) = (w(&mut b, 99), bias(&mut b, 99));
     let c2 = b.node(Op::Conv, &[x, wl, bl], pads(), u());
@@ -50,6 +64,16 @@ fn half_precision_stacks_switch_to_channels_last() {
         assert_eq!(count(&f.graph, Op::Transpose), 2);
         assert_partition_sound(&f);
     }
+}
+
+#[test]
+fn relu6_stacks_switch_too() {
+    // Clip with constant bounds sinks through the transposes like ReLU (MobileNet's ReLU6)
+    let g = stack_with(DType::F16, 8, 64, 56, 3, true);
+    let f = fuse(&g).unwrap();
+    assert_eq!((count(&f.graph, Op::ConvNhwc), count(&f.graph, Op::Transpose)), (7, 2));
+    assert_partition_sound(&f);
+    assert_equivalent(&g, &f.graph, 1e-2);
 }
 
 #[test]

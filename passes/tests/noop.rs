@@ -48,3 +48,28 @@ fn keeps_graph_output_names() {
     assert_eq!(g.name_of(g.outputs[0]), name);
     xforge_ir::verify::verify(&g).unwrap();
 }
+
+#[test]
+fn a_transpose_of_unit_axes_is_a_reshape() {
+    // [5, 1, 4] → [1, 5, 4] moves no element (ViT's sequence-first attention at batch 1);
+    // [5, 2, 4] → [2, 5, 4] does
+    let mut b = GraphBuilder::new("unit", 17);
+    let u = ValueType::unranked(DType::F32);
+    let x = b.input("x", DType::F32, &[5, 1, 4]);
+    let t = b.node(Op::Transpose, &[x], vec![("perm", Attr::Ints(vec![1, 0, 2]))], u.clone());
+    let y = b.node(Op::Relu, &[t], vec![], u.clone());
+    b.output(y);
+    let z = b.input("z", DType::F32, &[5, 2, 4]);
+    let tz = b.node(Op::Transpose, &[z], vec![("perm", Attr::Ints(vec![1, 0, 2]))], u.clone());
+    let yz = b.node(Op::Relu, &[tz], vec![], u);
+    b.output(yz);
+    let mut g = b.finish();
+    infer_graph(&mut g).unwrap();
+    let before = g.clone();
+    assert_eq!(remove_noops(&mut g), 1);
+    infer_graph(&mut g).unwrap();
+    xforge_ir::verify::verify(&g).unwrap();
+    let ops: Vec<Op> = g.nodes.iter().map(|n| n.op).collect();
+    assert_eq!(ops, [Op::Reshape, Op::Relu, Op::Transpose, Op::Relu]);
+    assert_equivalent(&before, &g, 0.0);
+}

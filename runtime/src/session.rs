@@ -206,7 +206,12 @@ impl Session {
                 None => unreachable!("every library step is prepared at load"),
             };
             let Step::Library(c) = step else { unreachable!() };
-            return launched.map_err(|why| RuntimeError::Library { step: i, kind: c.kind.clone(), group: c.group, why });
+            return launched.map_err(|why| RuntimeError::Library {
+                step: i,
+                kind: c.kind.clone(),
+                group: c.group,
+                why,
+            });
         };
         let ptrs: Vec<u64> = args
             .iter()

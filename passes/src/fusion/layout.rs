@@ -79,6 +79,19 @@ fn sink_unary(eg: &mut FusionGraph, s: &Subst, root: Id, op: Op) -> Option<Id> {
     Some(transpose(eg, inner, &perm))
 }
 
+/// `Clip(Transpose(y, p), lo, hi)` → `Transpose(Clip(y, lo, hi), p)` (bounds are scalars).
+fn sink_clip(eg: &mut FusionGraph, s: &Subst, root: Id) -> Option<Id> {
+    let (y, lo, hi) = (s[var("?y")], s[var("?lo")], s[var("?hi")]);
+    let n =
+        eg[root].nodes.iter().find(|n| matches!(n.head, Head::Op { op: Op::Clip, .. }) && n.args.len() == 3)?.clone();
+    let t = n.args[0];
+    let perm = perm_in(eg, t, y)?;
+    let attrs = attrs_with_args(eg, root, Op::Clip, &[t, lo, hi])?;
+    let a = eg.analysis.table.intern(Op::Clip, attrs);
+    let inner = eg.add(ENode { head: Head::Op { op: Op::Clip, attrs: a }, args: vec![y, lo, hi] });
+    Some(transpose(eg, inner, &perm))
+}
+
 /// `op(Transpose(a, p), Transpose(b, p))` → `Transpose(op(a, b), p)` for same-shape operands.
 fn sink_binary(eg: &mut FusionGraph, s: &Subst, root: Id, op: Op) -> Option<Id> {
     let (a, b) = (s[var("?a")], s[var("?b")]);
@@ -128,6 +141,7 @@ pub fn layout_rules() -> Vec<Rewrite<ENode, FusionAnalysis>> {
         rule("transpose-pair", "(Transpose (Transpose ?x))", transpose_pair),
         rule("sink-add", "(Add (Transpose ?a) (Transpose ?b))", |eg, s, root| sink_binary(eg, s, root, Op::Add)),
         rule("sink-mul", "(Mul (Transpose ?a) (Transpose ?b))", |eg, s, root| sink_binary(eg, s, root, Op::Mul)),
+        rule("sink-clip", "(Clip (Transpose ?y) ?lo ?hi)", sink_clip),
     ];
     macro_rules! sink {
         ($($op:ident),*) => {

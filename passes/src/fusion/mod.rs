@@ -99,6 +99,11 @@ pub fn fuse_with(source: &Graph, price: &cost::NodeCost) -> Result<Fused, Fusion
     crate::noop::remove_noops(&mut fused);
     crate::dce::dce(&mut fused);
     xforge_ir::infer::infer_graph(&mut fused)?;
+    // on inferred shapes: q, k and v taken by Gathers become one Split
+    if crate::gather_split::gathers_to_split(&mut fused) > 0 {
+        crate::dce::dce(&mut fused);
+        xforge_ir::infer::infer_graph(&mut fused)?;
+    }
     xforge_ir::verify::verify(&fused)?;
     lap("clean up", &mut phases);
     let partition = partition::partition(&fused);
