@@ -1,7 +1,9 @@
 //! Convolution steps through cuDNN: `cudnnConvolutionBiasActivationForward` computes
-//! `act(conv(x, w) + z + bias)` in one call. With ReLU every algorithm may run it (the fastest
-//! fused call, timed at load, is kept); without, cuDNN allows only the implicit precomputed
-//! GEMM with an identity activation, then sigmoid, tanh or clipped ReLU run in place.
+//! `act(conv(x, w) + z + bias)` in one call. With ReLU every algorithm may run it; without,
+//! cuDNN allows only the implicit precomputed GEMM (identity, or an activation it fuses, else
+//! one run in place after). Where that algorithm is poor, the bare convolution with any
+//! algorithm and bias/residual/activation passes after it win. Every way is timed at load, as a
+//! replayed graph, and the fastest kept.
 use crate::library::{Activation, ConvDesc, LibDtype};
 use cudarc::cudnn::sys;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
@@ -148,6 +150,17 @@ impl Drop for ActivationDesc {
     }
 }
 
+/// A way to run a convolution step: the activation fused into cuDNN's call (identity for none),
+/// the one run in place after it, whether the convolution runs bare (bias, residual and
+/// activation as passes after it), and the algorithms to time.
+#[derive(Debug)]
+struct Way {
+    fused: (sys::cudnnActivationMode_t, f64),
+    after: Option<(sys::cudnnActivationMode_t, f64)>,
+    separate: bool,
+    algos: Vec<sys::cudnnConvolutionFwdAlgo_t>,
+}
+
 /// A convolution step, ready to enqueue: descriptors, algorithm and device addresses fixed at
 /// load.
 pub(crate) struct ConvStep {
@@ -159,6 +172,9 @@ pub(crate) struct ConvStep {
     bias: Tensor,
     fused: ActivationDesc,
     after: Option<ActivationDesc>,
+    /// the bare convolution, then bias, residual and `after` as passes (`fused` unused)
+    separate: bool,
+    has_bias: bool,
     algo: sys::cudnnConvolutionFwdAlgo_t,
     workspace: usize,
     /// x, w, y, bias, z (y when there is no residual)
@@ -206,23 +222,6 @@ impl ConvStep {
             check(sys::cudnnSetConvolutionMathType(c, math))?;
             (w, conv)
         };
-        // (fused activation, activation run after) to try, in order: sigmoid, tanh and clipped
-        // ReLU fused when cuDNN runs them so, else an identity call and an in-place pass
-        let identity = || ActivationDesc::new(M::CUDNN_ACTIVATION_IDENTITY, 0.0);
-        let mut configs: Vec<(ActivationDesc, Option<ActivationDesc>)> = match d.act {
-            Activation::Relu => vec![(ActivationDesc::new(M::CUDNN_ACTIVATION_RELU, 0.0)?, None)],
-            Activation::None => vec![(identity()?, None)],
-            a => {
-                let (mode, coef) = match a {
-                    Activation::Sigmoid => (M::CUDNN_ACTIVATION_SIGMOID, 0.0),
-                    Activation::Tanh => (M::CUDNN_ACTIVATION_TANH, 0.0),
-                    Activation::ClipZero(m) => (M::CUDNN_ACTIVATION_CLIPPED_RELU, m as f64),
-                    _ => return Err(format!("activation {a:?} has no cuDNN mode")),
-                };
-                vec![(ActivationDesc::new(mode, coef)?, None), (identity()?, Some(ActivationDesc::new(mode, coef)?))]
-            }
-        };
-        let (fused, after) = configs.remove(0);
         let (zeros, _g) = dnn.zeros.device_ptr(stream);
         let bias_ptr = if d.bias { ptrs[3] } else { zeros };
         let z = if d.residual { ptrs[if d.bias { 4 } else { 3 }] } else { ptrs[2] };
@@ -232,26 +231,53 @@ impl ConvStep {
             conv,
             y,
             bias,
-            fused,
-            after,
+            fused: ActivationDesc::new(M::CUDNN_ACTIVATION_IDENTITY, 0.0)?,
+            after: None,
+            separate: false,
+            has_bias: d.bias,
             algo: sys::cudnnConvolutionFwdAlgo_t::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM,
             workspace: 0,
             ptrs: [ptrs[0], ptrs[1], ptrs[2], bias_ptr, z],
             alpha2: if d.residual { 1.0 } else { 0.0 },
         };
-        // candidates: with ReLU every forward algorithm (cuDNN fuses ReLU into any), else the
-        // implicit precomputed GEMM, the one it allows with an identity activation
-        // (XFORGE_CUDNN_ALGO=precomp: that one everywhere, to bisect)
-        let all = std::env::var("XFORGE_CUDNN_ALGO").map_or(true, |v| v != "precomp");
-        let candidates: Vec<sys::cudnnConvolutionFwdAlgo_t> =
-            if d.act == Activation::Relu && all { FORWARD_ALGORITHMS.to_vec() } else { vec![step.algo] };
-        // the fastest of those that run, each timed as the fused call it will be, replayed from
-        // a graph (cuDNN's own search times the bare convolution). At load, outside the plan's
-        // capture: y is scratch until the first run.
-        let mut best: Option<(f32, sys::cudnnConvolutionFwdAlgo_t, usize)> = None;
+        // the ways to run it, all timed, the fastest kept
+        let precomp = vec![step.algo];
+        // XFORGE_CUDNN_ALGO=precomp: only the implicit precomputed GEMM, fused (to bisect)
+        let all_algos = std::env::var("XFORGE_CUDNN_ALGO").map_or(true, |v| v != "precomp");
+        let every = if all_algos { FORWARD_ALGORITHMS.to_vec() } else { precomp.clone() };
+        let act = match d.act {
+            Activation::None => None,
+            Activation::Relu => Some((M::CUDNN_ACTIVATION_RELU, 0.0)),
+            Activation::Sigmoid => Some((M::CUDNN_ACTIVATION_SIGMOID, 0.0)),
+            Activation::Tanh => Some((M::CUDNN_ACTIVATION_TANH, 0.0)),
+            Activation::ClipZero(m) => Some((M::CUDNN_ACTIVATION_CLIPPED_RELU, m as f64)),
+            a => return Err(format!("activation {a:?} has no cuDNN mode")),
+        };
+        let identity = (M::CUDNN_ACTIVATION_IDENTITY, 0.0);
+        let mut ways: Vec<Way> = vec![];
+        match act {
+            // cuDNN fuses ReLU with every algorithm
+            Some(relu) if relu.0 == M::CUDNN_ACTIVATION_RELU => {
+                ways.push(Way { fused: relu, after: None, separate: false, algos: every.clone() })
+            }
+            // an identity activation only with the implicit precomputed GEMM
+            None => ways.push(Way { fused: identity, after: None, separate: false, algos: precomp.clone() }),
+            // others fused where cuDNN takes them, else an in-place pass after the identity call
+            Some(a) => {
+                ways.push(Way { fused: a, after: None, separate: false, algos: precomp.clone() });
+                ways.push(Way { fused: identity, after: Some(a), separate: false, algos: precomp.clone() });
+            }
+        }
+        // and the bare convolution with any algorithm, then bias, residual and activation passes
+        // (slower at small sizes, much faster where the precomputed GEMM is a poor algorithm)
+        if all_algos && act.is_none_or(|a| a.0 != M::CUDNN_ACTIVATION_RELU) {
+            ways.push(Way { fused: identity, after: act, separate: true, algos: every });
+        }
+        let mut best: Option<(f32, usize, sys::cudnnConvolutionFwdAlgo_t, usize)> = None;
         let mut last = String::from("no algorithm fits the workspace");
-        loop {
-            for &algo in &candidates {
+        for (k, way) in ways.iter().enumerate() {
+            step.take(way)?;
+            for &algo in &way.algos {
                 let bytes = match step.workspace_for(dnn, algo) {
                     Ok(b) => b,
                     Err(e) => {
@@ -261,22 +287,25 @@ impl ConvStep {
                 };
                 (step.algo, step.workspace) = (algo, bytes);
                 match step.time(dnn, stream) {
-                    Ok(ms) if best.is_none_or(|(t, _, _)| ms < t) => best = Some((ms, algo, bytes)),
+                    Ok(ms) if best.is_none_or(|(t, ..)| ms < t) => best = Some((ms, k, algo, bytes)),
                     Ok(_) => {}
                     Err(e) => last = format!("{algo:?}: {e}"),
                 }
             }
-            if best.is_some() || configs.is_empty() {
-                break;
-            }
-            // the activation cannot be fused: the next way to run it
-            (step.fused, step.after) = configs.remove(0);
         }
-        let (ms, algo, bytes) = best.ok_or(last)?;
-        let after = if step.after.is_some() { " then an activation pass" } else { "" };
-        tracing::debug!("conv {d:?}: {algo:?}{after}, {bytes} bytes of workspace, {:.1} us", ms * 1000.0);
+        let (ms, k, algo, bytes) = best.ok_or(last)?;
+        step.take(&ways[k])?;
         (step.algo, step.workspace) = (algo, bytes);
+        tracing::debug!("conv {d:?}: {:?}, {algo:?}, {bytes} bytes of workspace, {:.1} us", ways[k], ms * 1000.0);
         Ok(step)
+    }
+
+    /// Switches the step to a way of running it (its algorithm is set apart).
+    fn take(&mut self, way: &Way) -> Result<(), String> {
+        self.fused = ActivationDesc::new(way.fused.0, way.fused.1)?;
+        self.after = way.after.map(|(m, c)| ActivationDesc::new(m, c)).transpose()?;
+        self.separate = way.separate;
+        Ok(())
     }
 
     /// GPU milliseconds of the step's call (the best of a few), or its error. Timed as a
@@ -333,26 +362,59 @@ impl ConvStep {
         // SAFETY: buffers checked against the arena and the weights at read; descriptors live as
         // long as `self`; alpha/beta are f32 (cuDNN's scaling type for every data type here)
         unsafe {
-            check(sys::cudnnConvolutionBiasActivationForward(
-                dnn.handle,
-                &one as *const f32 as *const c_void,
-                self.x.0,
-                x as *const c_void,
-                self.w.0,
-                w as *const c_void,
-                self.conv.0,
-                self.algo,
-                ws as *mut c_void,
-                self.workspace,
-                &self.alpha2 as *const f32 as *const c_void,
-                self.y.0,
-                z as *const c_void,
-                self.bias.0,
-                bias as *const c_void,
-                self.fused.0,
-                self.y.0,
-                y as *mut c_void,
-            ))?;
+            if self.separate {
+                let one_ptr = &one as *const f32 as *const c_void;
+                check(sys::cudnnConvolutionForward(
+                    dnn.handle,
+                    one_ptr,
+                    self.x.0,
+                    x as *const c_void,
+                    self.w.0,
+                    w as *const c_void,
+                    self.conv.0,
+                    self.algo,
+                    ws as *mut c_void,
+                    self.workspace,
+                    &zero as *const f32 as *const c_void,
+                    self.y.0,
+                    y as *mut c_void,
+                ))?;
+                if self.alpha2 != 0.0 {
+                    check(sys::cudnnAddTensor(dnn.handle, one_ptr, self.y.0, z as *const c_void, one_ptr, self.y.0, y as *mut c_void))?;
+                }
+                if self.has_bias {
+                    check(sys::cudnnAddTensor(
+                        dnn.handle,
+                        one_ptr,
+                        self.bias.0,
+                        bias as *const c_void,
+                        one_ptr,
+                        self.y.0,
+                        y as *mut c_void,
+                    ))?;
+                }
+            } else {
+                check(sys::cudnnConvolutionBiasActivationForward(
+                    dnn.handle,
+                    &one as *const f32 as *const c_void,
+                    self.x.0,
+                    x as *const c_void,
+                    self.w.0,
+                    w as *const c_void,
+                    self.conv.0,
+                    self.algo,
+                    ws as *mut c_void,
+                    self.workspace,
+                    &self.alpha2 as *const f32 as *const c_void,
+                    self.y.0,
+                    z as *const c_void,
+                    self.bias.0,
+                    bias as *const c_void,
+                    self.fused.0,
+                    self.y.0,
+                    y as *mut c_void,
+                ))?;
+            }
             if let Some(a) = &self.after {
                 check(sys::cudnnActivationForward(
                     dnn.handle,
