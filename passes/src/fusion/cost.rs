@@ -41,7 +41,6 @@ pub fn node_cost(eg: &FusionGraph, node: &ENode, id: Id) -> f64 {
     // tensor cores want channels-last: cuDNN rewrites NCHW half-precision data on the way in and out
     let ty = eg[id].data.ty();
     let layout = if op == Op::Conv
-        && std::env::var_os("XFORGE_EXPERIMENT_NCHW").is_none()
         && matches!(ty.dtype, DType::F16 | DType::BF16)
         && ty.shape.as_ref().is_some_and(|s| s.len() == 4)
     {
