@@ -223,54 +223,70 @@ fn compile_writes_an_artifact_the_runtime_reads() {
     assert_eq!(files(dir.path()).len(), 4, "{:?}", files(dir.path()));
 }
 
-/// y = exp(conv(x, w)), z = sigmoid(x): a convolution whose epilogue no library runs (a
-/// generated convolution, which has no template yet) beside an elementwise kernel.
-/// y = exp(conv(x, w)), z = sigmoid(x); with `asymmetric`, the conv pads one row and column
-/// before only (which cuDNN cannot express).
-fn conv_exp_model(path: &Path, asymmetric: bool) {
+/// An f32 value of static shape `dims` (no shape: `dims` empty).
+fn onnx_value(name: &str, dims: &[i64]) -> onnx_protobuf::ValueInfoProto {
     use onnx_protobuf::tensor_shape_proto::{dimension, Dimension};
-    use onnx_protobuf::{
-        type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
-        ValueInfoProto,
-    };
-    use protobuf::Message;
-    let vi = |name: &str, dims: &[i64]| {
-        let mut shape = TensorShapeProto::new();
+    let mut t = onnx_protobuf::type_proto::Tensor::new();
+    t.elem_type = 1;
+    if !dims.is_empty() {
+        let mut shape = onnx_protobuf::TensorShapeProto::new();
         for &d in dims {
             let mut dim = Dimension::new();
             dim.value = Some(dimension::Value::DimValue(d));
             shape.dim.push(dim);
         }
-        let mut t = type_proto::Tensor::new();
-        t.elem_type = 1;
         t.shape = Some(shape).into();
-        let mut tp = TypeProto::new();
-        tp.value = Some(type_proto::Value::TensorType(t));
-        let mut v = ValueInfoProto::new();
-        v.name = name.into();
-        v.type_ = Some(tp).into();
-        v
-    };
-    let node = |op: &str, ins: &[&str], out: &str| {
-        let mut n = NodeProto::new();
-        n.op_type = op.into();
-        n.name = op.to_lowercase();
-        n.input = ins.iter().map(|s| s.to_string()).collect();
-        n.output = vec![out.to_string()];
-        n
-    };
-    let mut w = TensorProto::new();
-    w.name = "w".into();
-    w.dims = vec![2, 2, 3, 3];
+    }
+    let mut tp = onnx_protobuf::TypeProto::new();
+    tp.value = Some(onnx_protobuf::type_proto::Value::TensorType(t));
+    let mut v = onnx_protobuf::ValueInfoProto::new();
+    v.name = name.into();
+    v.type_ = Some(tp).into();
+    v
+}
+
+/// A node named `name` (its op in lower case when empty) with one output.
+fn onnx_node(op: &str, ins: &[&str], out: &str, name: &str) -> onnx_protobuf::NodeProto {
+    let mut n = onnx_protobuf::NodeProto::new();
+    n.op_type = op.into();
+    n.name = if name.is_empty() { op.to_lowercase() } else { name.into() };
+    n.input = ins.iter().map(|s| s.to_string()).collect();
+    n.output = vec![out.to_string()];
+    n
+}
+
+/// An f32 initializer `name` of shape `dims`.
+fn onnx_weight(name: &str, dims: &[i64], values: impl Iterator<Item = f32>) -> onnx_protobuf::TensorProto {
+    let mut w = onnx_protobuf::TensorProto::new();
+    w.name = name.into();
+    w.dims = dims.to_vec();
     w.data_type = 1;
-    w.raw_data = (0..36).flat_map(|i| (i as f32 * 0.01).to_le_bytes()).collect();
-    let mut g = GraphProto::new();
+    w.raw_data = values.flat_map(f32::to_le_bytes).collect();
+    w
+}
+
+/// Writes `g` as an opset-17 model.
+fn write_onnx(path: &Path, g: onnx_protobuf::GraphProto) {
+    use protobuf::Message;
+    let mut m = onnx_protobuf::ModelProto::new();
+    m.ir_version = 8;
+    let mut o = onnx_protobuf::OperatorSetIdProto::new();
+    o.version = 17;
+    m.opset_import.push(o);
+    m.graph = Some(g).into();
+    std::fs::write(path, m.write_to_bytes().unwrap()).unwrap();
+}
+
+/// y = exp(conv(x, w)), z = sigmoid(x); with `asymmetric`, the conv pads one row and column
+/// before only (which cuDNN cannot express).
+fn conv_exp_model(path: &Path, asymmetric: bool) {
+    let mut g = onnx_protobuf::GraphProto::new();
     g.name = "conv_exp".into();
-    g.input.push(vi("x", &[1, 2, 5, 5]));
+    g.input.push(onnx_value("x", &[1, 2, 5, 5]));
     let side = if asymmetric { 4 } else { 3 };
-    g.output.push(vi("y", &[1, 2, side, side]));
-    g.initializer.push(w);
-    let mut conv = node("Conv", &["x", "w"], "c");
+    g.output.push(onnx_value("y", &[1, 2, side, side]));
+    g.initializer.push(onnx_weight("w", &[2, 2, 3, 3], (0..36).map(|i| i as f32 * 0.01)));
+    let mut conv = onnx_node("Conv", &["x", "w"], "c", "");
     if asymmetric {
         let mut pads = onnx_protobuf::AttributeProto::new();
         pads.name = "pads".into();
@@ -279,16 +295,10 @@ fn conv_exp_model(path: &Path, asymmetric: bool) {
         conv.attribute.push(pads);
     }
     g.node.push(conv);
-    g.node.push(node("Exp", &["c"], "y"));
-    g.output.push(vi("z", &[1, 2, 5, 5]));
-    g.node.push(node("Sigmoid", &["x"], "z"));
-    let mut m = ModelProto::new();
-    m.ir_version = 8;
-    let mut o = OperatorSetIdProto::new();
-    o.version = 17;
-    m.opset_import.push(o);
-    m.graph = Some(g).into();
-    std::fs::write(path, m.write_to_bytes().unwrap()).unwrap();
+    g.node.push(onnx_node("Exp", &["c"], "y", ""));
+    g.output.push(onnx_value("z", &[1, 2, 5, 5]));
+    g.node.push(onnx_node("Sigmoid", &["x"], "z", ""));
+    write_onnx(path, g);
 }
 
 #[test]
@@ -322,57 +332,24 @@ fn compile_emits_kernels_or_names_the_missing_templates() {
 /// y = relu(conv_b(relu(conv_a(x))) + conv_d(x)): the shortcut conv comes last in the file, so
 /// its group is numbered after the group that adds it.
 fn shortcut_block_model(path: &Path) {
-    use onnx_protobuf::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto};
-    use protobuf::Message;
-    let node = |op: &str, ins: &[&str], out: &str| {
-        let mut n = NodeProto::new();
-        n.op_type = op.into();
-        n.name = out.into();
-        n.input = ins.iter().map(|s| s.to_string()).collect();
-        n.output = vec![out.to_string()];
-        n
-    };
-    let mut g = GraphProto::new();
+    let mut g = onnx_protobuf::GraphProto::new();
     g.name = "shortcut".into();
     for (i, name) in ["wa", "wb", "wd"].iter().enumerate() {
-        let mut w = TensorProto::new();
-        w.name = name.to_string();
-        w.dims = vec![2, 2, 1, 1];
-        w.data_type = 1;
-        w.raw_data = (0..4).flat_map(|k| ((k + i) as f32 * 0.25 - 0.3).to_le_bytes()).collect();
-        g.initializer.push(w);
+        g.initializer.push(onnx_weight(name, &[2, 2, 1, 1], (0..4).map(|k| (k + i) as f32 * 0.25 - 0.3)));
     }
-    let mut x = onnx_protobuf::ValueInfoProto::new();
-    x.name = "x".into();
-    let mut t = onnx_protobuf::type_proto::Tensor::new();
-    t.elem_type = 1;
-    let mut shape = onnx_protobuf::TensorShapeProto::new();
-    for d in [1, 2, 4, 4] {
-        let mut dim = onnx_protobuf::tensor_shape_proto::Dimension::new();
-        dim.value = Some(onnx_protobuf::tensor_shape_proto::dimension::Value::DimValue(d));
-        shape.dim.push(dim);
+    g.input.push(onnx_value("x", &[1, 2, 4, 4]));
+    for (op, ins, out) in [
+        ("Conv", &["x", "wa"][..], "a"),
+        ("Relu", &["a"], "ra"),
+        ("Conv", &["ra", "wb"], "b"),
+        ("Conv", &["x", "wd"], "d"),
+        ("Add", &["b", "d"], "s"),
+        ("Relu", &["s"], "y"),
+    ] {
+        g.node.push(onnx_node(op, ins, out, out));
     }
-    t.shape = Some(shape).into();
-    let mut tp = onnx_protobuf::TypeProto::new();
-    tp.value = Some(onnx_protobuf::type_proto::Value::TensorType(t));
-    x.type_ = Some(tp).into();
-    g.input.push(x);
-    g.node.push(node("Conv", &["x", "wa"], "a"));
-    g.node.push(node("Relu", &["a"], "ra"));
-    g.node.push(node("Conv", &["ra", "wb"], "b"));
-    g.node.push(node("Conv", &["x", "wd"], "d"));
-    g.node.push(node("Add", &["b", "d"], "s"));
-    g.node.push(node("Relu", &["s"], "y"));
-    let mut y = onnx_protobuf::ValueInfoProto::new();
-    y.name = "y".into();
-    g.output.push(y);
-    let mut m = ModelProto::new();
-    m.ir_version = 8;
-    let mut o = OperatorSetIdProto::new();
-    o.version = 17;
-    m.opset_import.push(o);
-    m.graph = Some(g).into();
-    std::fs::write(path, m.write_to_bytes().unwrap()).unwrap();
+    g.output.push(onnx_value("y", &[]));
+    write_onnx(path, g);
 }
 
 #[test]

@@ -380,7 +380,15 @@ impl ConvStep {
                     y as *mut c_void,
                 ))?;
                 if self.alpha2 != 0.0 {
-                    check(sys::cudnnAddTensor(dnn.handle, one_ptr, self.y.0, z as *const c_void, one_ptr, self.y.0, y as *mut c_void))?;
+                    check(sys::cudnnAddTensor(
+                        dnn.handle,
+                        one_ptr,
+                        self.y.0,
+                        z as *const c_void,
+                        one_ptr,
+                        self.y.0,
+                        y as *mut c_void,
+                    ))?;
                 }
                 if self.has_bias {
                     check(sys::cudnnAddTensor(

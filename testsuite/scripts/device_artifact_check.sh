@@ -1,7 +1,5 @@
 set -e
-python3 -c "import lzma,shutil;shutil.copyfileobj(lzma.open('.device-carry/xforge.xz'),open('/tmp/xforge','wb'))" && chmod +x /tmp/xforge
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-X=/tmp/xforge
+. testsuite/scripts/device_env.sh
 $X compile models/bert_tiny.onnx --generated-gemm -o /tmp/bt.xfa
 $X run /tmp/bt.xfa --input input=random:7 --output-dir /tmp/gpu_bt
 $X run models/bert_tiny.onnx --input input=random:7 --output-dir /tmp/cpu_bt > /dev/null

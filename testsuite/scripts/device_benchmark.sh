@@ -4,11 +4,7 @@
 # Carry: .device-carry/xforge.xz (release build) and .device-carry/bench (export_models.py).
 #   MODELS="resnet50 mobilenet_v2 vit_b_16 bert_base" BATCHES="1 32" bash testsuite/scripts/device_benchmark.sh
 set -e
-python3 -c "import lzma,shutil;shutil.copyfileobj(lzma.open('.device-carry/xforge.xz'),open('/tmp/xforge','wb'))" && chmod +x /tmp/xforge
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-NV=$(python3 -c "import nvidia,os;print(os.path.dirname(nvidia.__path__[0]+'/x'))")
-export LD_LIBRARY_PATH=$(ls -d $NV/*/lib | tr '\n' ':')/usr/local/cuda/lib64:$LD_LIBRARY_PATH
-X=/tmp/xforge
+. testsuite/scripts/device_env.sh
 MODELS=${MODELS:-"resnet50 mobilenet_v2 vit_b_16 bert_base"}
 BATCHES=${BATCHES:-"1 32"}
 LOG=/tmp/bench.log

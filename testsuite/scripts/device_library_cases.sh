@@ -4,10 +4,7 @@
 # ways cuDNN steps may run are checked. One device call; exits 1 on any miss.
 # Carry: .device-carry/xforge.xz (release build) and .device-carry/bench (export_models.py).
 set +e
-python3 -c "import lzma,shutil;shutil.copyfileobj(lzma.open('.device-carry/xforge.xz'),open('/tmp/xforge','wb'))" && chmod +x /tmp/xforge
-NV=$(python3 -c "import nvidia,os;print(os.path.dirname(nvidia.__path__[0]+'/x'))")
-export LD_LIBRARY_PATH=$(ls -d $NV/*/lib | tr '\n' ':')/usr/local/cuda/lib64:$LD_LIBRARY_PATH
-X=/tmp/xforge
+. testsuite/scripts/device_env.sh
 M=${M:-"conv conv_relu conv_add_relu conv_relu6 dwconv_relu6 conv_stride2_nobias maxpool stem basic_block basic_down linear_gelu resnet18 mobilenet_v2"}
 python3 testsuite/scripts/torch_reference.py .device-carry/bench /tmp/r $M 2>&1 | grep -v "Warn\|^ "
 fail=0

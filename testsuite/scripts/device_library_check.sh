@@ -2,11 +2,7 @@
 # fp16 1e-2 relative L2), then their latency. One device call.
 # Carry: .device-carry/xforge.xz (release build) and .device-carry/bench (export_models.py).
 set -e
-python3 -c "import lzma,shutil;shutil.copyfileobj(lzma.open('.device-carry/xforge.xz'),open('/tmp/xforge','wb'))" && chmod +x /tmp/xforge
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-NV=$(python3 -c "import nvidia,os;print(os.path.dirname(nvidia.__path__[0]+'/x'))")
-export LD_LIBRARY_PATH=$(ls -d $NV/*/lib | tr '\n' ':')/usr/local/cuda/lib64:$LD_LIBRARY_PATH
-X=/tmp/xforge
+. testsuite/scripts/device_env.sh
 MODELS=${MODELS:-"mobilenet_v2 resnet50 bert_base vit_b_16"}
 python3 testsuite/scripts/torch_reference.py .device-carry/bench /tmp/r $MODELS 2>&1 | grep -v Warn
 fail=0
