@@ -383,3 +383,48 @@ fn every_step_runs_after_the_steps_it_reads() {
     }
     assert_eq!((a.steps.len(), residuals), (3, 1));
 }
+
+#[test]
+fn selective_scan_models_from_pytorch_match_its_outputs() {
+    // python/selective_scan_fixtures.py: one com.xforge SelectiveScan node each, emitted by
+    // python/xforge_ops.py, with PyTorch's outputs (every option; and D and z absent)
+    for case in ["full", "bias_only"] {
+        let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/selective_scan").join(case);
+        let out = tempfile::tempdir().unwrap();
+        let mut args: Vec<String> = vec!["run".into(), d.join("model.onnx").to_string_lossy().into()];
+        args.extend(["--backend", "interp", "--output-dir"].map(String::from));
+        args.push(out.path().to_string_lossy().into());
+        for input in ["u", "delta", "B", "C", "z"] {
+            let f = d.join(format!("{input}.npy"));
+            if f.exists() {
+                args.extend(["--input".into(), format!("{input}={}", f.display())]);
+            }
+        }
+        let (code, _, err) = xforge(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(code, 0, "{case}: {err}");
+        let refs = files(&d.join("ref"));
+        assert!(!refs.is_empty());
+        for r in refs {
+            let want = xforge_ir::npy::from_bytes(&std::fs::read(&r).unwrap()).unwrap();
+            let name = r.file_name().unwrap();
+            let got = xforge_ir::npy::from_bytes(&std::fs::read(out.path().join(name)).unwrap()).unwrap();
+            assert_eq!(got.shape(), want.shape(), "{case} {name:?}");
+            let (g, w) = (got.to_f64(), want.to_f64());
+            let err: f64 = g.iter().zip(&w).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt();
+            let norm: f64 = w.iter().map(|b| b * b).sum::<f64>().sqrt();
+            assert!(err <= 1e-6 * norm, "{case} {name:?}: relative L2 {:.2e}", err / norm);
+        }
+    }
+    // the op belongs to its domain: under the default domain's name it is unknown
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("wrong_domain.onnx");
+    let mut g = onnx_protobuf::GraphProto::new();
+    g.name = "wrong_domain".into();
+    g.input.push(onnx_value("u", &[1, 2, 3]));
+    g.node.push(onnx_node("SelectiveScan", &["u", "u", "u", "u", "u"], "y", "ssm"));
+    g.output.push(onnx_value("y", &[]));
+    write_onnx(&m, g);
+    let (code, _, err) = xforge(&["inspect", m.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("node 'ssm': op 'SelectiveScan' is not supported"), "{err}");
+}

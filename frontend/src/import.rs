@@ -341,16 +341,16 @@ impl Ctx<'_> {
         for i in order {
             let n = &gp.node[i];
             let name = node_name(n, i);
-            if !(n.domain.is_empty() || n.domain == "ai.onnx") {
-                return Err(ImportError::UnsupportedOp {
-                    node: name,
-                    op: n.op_type.clone(),
-                    domain: format!(" of domain '{}'", n.domain),
-                });
-            }
-            let op = Op::from_name(&n.op_type).filter(|op| !op.is_internal()).ok_or_else(|| {
-                ImportError::UnsupportedOp { node: name.clone(), op: n.op_type.clone(), domain: String::new() }
-            })?;
+            // default-domain ops by their ONNX names; xforge's own (com.xforge) in their domain
+            let domain = if n.domain == "ai.onnx" { "" } else { n.domain.as_str() };
+            let op =
+                Op::from_name(&n.op_type).filter(|op| !op.is_internal() && op.domain() == domain).ok_or_else(|| {
+                    ImportError::UnsupportedOp {
+                        node: name.clone(),
+                        op: n.op_type.clone(),
+                        domain: if domain.is_empty() { String::new() } else { format!(" of domain '{domain}'") },
+                    }
+                })?;
             let mut attrs = BTreeMap::new();
             for a in &n.attribute {
                 attrs.insert(a.name.clone(), self.attr(a, n, &name, &visible)?);

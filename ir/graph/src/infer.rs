@@ -333,6 +333,7 @@ fn out_dtypes(node: &Node, ins: &[Option<Fact>]) -> Result<Vec<DType>, String> {
         }
         CastLike => vec![ins.get(1).and_then(|f| f.as_ref()).map(|f| f.ty.dtype).ok_or("missing input 1")?],
         TopK => vec![d0, DType::I64],
+        SelectiveScan => vec![d0, DType::F32],
         MaxPool => vec![d0, DType::I64],
         Dropout => vec![d0, DType::Bool],
         LayerNormalization => {
@@ -401,6 +402,20 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
         let c = x.as_ref().and_then(|s| s.get(1).cloned()).unwrap_or_else(|| fresh.dim());
         let mut out = vec![ty(dts[0], x.clone())];
         out.extend((1..node.outputs.len()).map(|_| ty(dts[0], Some(vec![c.clone()]))));
+        return Ok(Some(out));
+    }
+    // the selective scan: out is u's shape, the last state (batch, dim, A's state size)
+    if op == SelectiveScan {
+        let mut out = vec![ty(dts[0], x.clone())];
+        if node.outputs.len() > 1 {
+            let last = match (&x, shape(2)) {
+                (Some(u), Some(a)) if u.len() == 3 && a.len() == 2 => {
+                    Some(vec![u[0].clone(), u[1].clone(), a[1].clone()])
+                }
+                _ => None,
+            };
+            out.push(ty(DType::F32, last));
+        }
         return Ok(Some(out));
     }
     // 4-D attention: Y is [batch, q heads, q length, v head size]; the other outputs' shapes

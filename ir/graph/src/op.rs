@@ -80,6 +80,8 @@ ops! {
     MatMul: Contraction, Gemm: Contraction, Einsum: Contraction, Conv: Contraction,
     // xforge's own: Conv on channels-last (N, H, W, C) data, weights as Conv's (M, C/g, kH, kW)
     ConvNhwc: Contraction,
+    // domain com.xforge: Mamba's selective scan (interp/selective_scan.rs)
+    SelectiveScan: Opaque,
     ConvTranspose: Contraction, Attention: Contraction,
     // data movement and shapes
     Shape: Opaque, Size: Opaque, Reshape: Injective, Flatten: Injective, Expand: Injective,
@@ -103,7 +105,18 @@ impl Op {
     pub fn is_internal(self) -> bool {
         matches!(self, Op::ConvNhwc)
     }
+
+    /// The ONNX domain an op is imported from ("" for the default domain).
+    pub fn domain(self) -> &'static str {
+        match self {
+            Op::SelectiveScan => XFORGE_DOMAIN,
+            _ => "",
+        }
+    }
 }
+
+/// The domain of xforge's own ONNX ops.
+pub const XFORGE_DOMAIN: &str = "com.xforge";
 
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -50,6 +50,7 @@ pub fn input_arity(op: Op) -> (usize, usize) {
         RoiAlign => (3, 3),
         SoftmaxCrossEntropyLoss | NegativeLogLikelihoodLoss => (2, 3),
         Attention => (3, 7),
+        SelectiveScan => (5, 8),
         Einsum => (1, V),
         If => (1, 1),
         Loop => (2, V),

@@ -15,6 +15,7 @@ mod norm;
 mod pool;
 mod reduce;
 mod resize;
+mod selective_scan;
 
 use crate::dtype::DType;
 use crate::graph::{Graph, Node};
@@ -273,6 +274,7 @@ fn eval(node: &Node, ins: &[Option<Tensor>], opset: i64, scope: &Scope) -> OpRes
         }
         ConvTranspose => one(conv::conv_transpose(&a, ins)?),
         Attention => attention::attention(&a, ins, n_out),
+        SelectiveScan => selective_scan::selective_scan(&a, ins, n_out),
         Shape => one(movement::shape_of(&a, req(ins, 0)?)?),
         Size => one(Tensor::scalar_i64(req(ins, 0)?.len() as i64)),
         Reshape => {
