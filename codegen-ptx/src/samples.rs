@@ -374,6 +374,42 @@ pub fn attentions(dt: DType) -> Vec<(&'static str, Graph)> {
 }
 
 /// Every sample, in f32, f16 and bf16 (tolerances: 1e-5 for f32, 1e-2 for the half types).
+/// Mamba's selective scan (com.xforge SelectiveScan) with softplus Δ: u, delta, B, C (and z)
+/// inputs of `dt`; A (negative), D and delta_bias f32 weights; `groups` of B/C rows (None:
+/// (batch, state, len)); `full` adds D, z and delta_bias and asks for the last state.
+pub fn selective_scan(
+    dt: DType,
+    (b, d, l, n): (usize, usize, usize, usize),
+    groups: Option<usize>,
+    full: bool,
+) -> Graph {
+    let u = || ValueType::unranked(dt);
+    let mut g = GraphBuilder::new("selective_scan", 17);
+    let x = g.input("u", dt, &[b, d, l]);
+    let delta = g.input("delta", dt, &[b, d, l]);
+    let a_vals: Vec<f64> = random(DType::F32, &[d, n], 61).to_f64().iter().map(|v| -v.abs() - 0.1).collect();
+    let a = g.weight("A", Tensor::from_f64(DType::F32, vec![d, n], &a_vals));
+    let proj = match groups {
+        None => vec![b, n, l],
+        Some(k) => vec![b, k, n, l],
+    };
+    let bb = g.input("B", dt, &proj);
+    let cc = g.input("C", dt, &proj);
+    let mut ins = vec![Some(x), Some(delta), Some(a), Some(bb), Some(cc)];
+    if full {
+        let dd = g.weight("D", random(DType::F32, &[d], 62));
+        let z = g.input("z", dt, &[b, d, l]);
+        let bias = g.weight("delta_bias", random(DType::F32, &[d], 63));
+        ins.extend([Some(dd), Some(z), Some(bias)]);
+    }
+    let outs = if full { vec![u(), ValueType::unranked(DType::F32)] } else { vec![u()] };
+    let ys = g.node_multi(Op::SelectiveScan, &ins, vec![("delta_softplus", Attr::Int(1))], outs);
+    for y in ys {
+        g.output(y);
+    }
+    finish(g)
+}
+
 pub fn all() -> Vec<Sample> {
     let mut out = vec![];
     for (dt, tol) in [(DType::F32, 1e-5), (DType::F16, 1e-2), (DType::BF16, 1e-2)] {
@@ -400,6 +436,9 @@ pub fn all() -> Vec<Sample> {
         {
             push(name.to_string(), g);
         }
+        // selective scans: every option with 2 groups, and the bare form over a longer sequence
+        push("selective_scan_full".into(), selective_scan(dt, (2, 8, 37, 16), Some(2), true));
+        push("selective_scan_bare".into(), selective_scan(dt, (1, 6, 300, 4), None, false));
         // even widths: half types load window rows as aligned pairs
         for (name, g) in pools_over(dt, &[2, 4, 30, 30]) {
             push(format!("{name}_even"), g);

@@ -35,3 +35,5 @@ pub const ATTN_MMA_ROWS: usize = 64;
 pub const ATTN_MMA_KEYS: usize = 64;
 /// Pooling: outputs per thread (at most).
 pub const POOL_OUTPUTS: usize = 4;
+/// Selective scans: the largest state held in one thread's registers.
+pub const SSM_MAX_STATE: usize = 64;

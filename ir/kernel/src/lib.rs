@@ -14,6 +14,7 @@ pub mod route;
 pub mod routed_copy;
 pub mod row_reduction;
 pub mod scan;
+pub mod selective_scan;
 pub mod tensor_core;
 pub mod transpose;
 
@@ -33,6 +34,9 @@ pub fn generate(g: &xforge_ir::Graph, grp: &FusionGroup, gi: usize) -> Result<Ke
         Schedule::RowReduction => row_reduction::row_reduction(g, grp, gi),
         Schedule::Pooling => pooling::pooling(g, grp, gi),
         Schedule::ColumnReduction => column_reduction::column_reduction(g, grp, gi),
+        Schedule::Scan if g.nodes[grp.nodes[0]].op == xforge_ir::Op::SelectiveScan => {
+            selective_scan::selective_scan(g, grp, gi)
+        }
         Schedule::Scan => scan::scan(g, grp, gi),
         // library GEMMs get the generated kernel too where no library runs them (checks, HIP)
         Schedule::GeneratedGemm | Schedule::LibraryGemm => gemm::gemm(g, grp, gi),

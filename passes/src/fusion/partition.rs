@@ -121,7 +121,7 @@ pub fn anchor_schedule(g: &Graph, n: &xforge_ir::Node) -> Schedule {
                 Schedule::ColumnReduction
             }
         }
-        CumSum | CumProd | Scan => Schedule::Scan,
+        CumSum | CumProd | Scan | SelectiveScan => Schedule::Scan,
         _ => match n.op.kind() {
             OpKind::Elementwise | OpKind::Broadcast => Schedule::Elementwise,
             OpKind::Injective => Schedule::Injective,

@@ -32,14 +32,15 @@ struct Projection {
 impl Projection {
     fn new(t: &Tensor, name: &str, (b, d, l): (usize, usize, usize)) -> OpResult<Projection> {
         let s = t.shape();
-        let (groups, n) =
-            match *s {
-                [bb, n, ll] if bb == b && ll == l => (1, n),
-                [bb, g, n, ll] if bb == b && ll == l && g > 0 && d % g == 0 => (g, n),
-                _ => return Err(format!(
+        let (groups, n) = match *s {
+            [bb, n, ll] if bb == b && ll == l => (1, n),
+            [bb, g, n, ll] if bb == b && ll == l && g > 0 && d % g == 0 => (g, n),
+            _ => {
+                return Err(format!(
                     "{name} is {s:?}; expected ({b}, state, {l}) or ({b}, groups, state, {l}) with groups dividing {d}"
-                )),
-            };
+                ))
+            }
+        };
         Ok(Projection { v: t.to_f64(), groups, per_group: d / groups, n, l })
     }
     fn at(&self, b: usize, c: usize, s: usize, t: usize) -> f64 {
