@@ -267,7 +267,7 @@ fn finish(
     Ok(LibraryPlan { desc: LibraryDesc::Gemm(desc), buffers, relaid: None })
 }
 
-/// A 2-D Conv (NCHW) or ConvNhwc group as one cuDNN call.
+/// A 2-D Conv (NCHW, or 1-D as height 1) or ConvNhwc group as one cuDNN call.
 pub fn conv(g: &Graph, grp: &FusionGroup) -> Result<LibraryPlan, String> {
     let node = &g.nodes[grp.nodes[0]];
     let nhwc = match node.op {
@@ -277,24 +277,36 @@ pub fn conv(g: &Graph, grp: &FusionGroup) -> Result<LibraryPlan, String> {
     };
     let input = |k: usize| node.inputs.get(k).copied().flatten();
     let (x, w) = (input(0).ok_or("no X")?, input(1).ok_or("no W")?);
-    let (mut sx, sw) = (shape(g, x)?, shape(g, w)?);
+    let (mut sx, mut sw) = (shape(g, x)?, shape(g, w)?);
     if nhwc && sx.len() == 4 {
         sx = vec![sx[0], sx[3], sx[1], sx[2]];
     }
+    // a 1-D convolution (Mamba's causal conv1d) is a 2-D one of height 1: the same bytes
+    let one_d = !nhwc && sx.len() == 3 && sw.len() == 3;
+    if one_d {
+        sx.insert(2, 1);
+        sw.insert(2, 1);
+    }
     if sx.len() != 4 || sw.len() != 4 {
-        return Err(format!("a {}-D convolution (cuDNN calls are 2-D here)", sx.len().saturating_sub(2)));
+        return Err(format!("a {}-D convolution (cuDNN calls are 1-D or 2-D here)", sx.len().saturating_sub(2)));
     }
     match node.attr("auto_pad") {
         None => {}
         Some(Attr::Str(s)) if s == "NOTSET" || s == "VALID" => {}
         Some(a) => return Err(format!("auto_pad {a}")),
     }
-    let pads = ints_attr(node, "pads").unwrap_or(vec![0; 4]);
+    let mut pads = ints_attr(node, "pads").unwrap_or(vec![0; if one_d { 2 } else { 4 }]);
+    if one_d && pads.len() == 2 {
+        pads = vec![0, pads[0], 0, pads[1]];
+    }
     if pads.len() != 4 || pads[0] != pads[2] || pads[1] != pads[3] || pads.iter().any(|&p| p < 0) {
         return Err(format!("pads {pads:?} are not symmetric"));
     }
     let two = |name: &str| -> Result<[u64; 2], String> {
-        let v = ints_attr(node, name).unwrap_or(vec![1, 1]);
+        let mut v = ints_attr(node, name).unwrap_or(vec![1; if one_d { 1 } else { 2 }]);
+        if one_d && v.len() == 1 {
+            v.insert(0, 1);
+        }
         match v[..] {
             [a, b] if a >= 1 && b >= 1 => Ok([a as u64, b as u64]),
             _ => Err(format!("{name} {v:?}")),

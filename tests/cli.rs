@@ -384,36 +384,43 @@ fn every_step_runs_after_the_steps_it_reads() {
     assert_eq!((a.steps.len(), residuals), (3, 1));
 }
 
+/// Runs `dir/model.onnx` on the interpreter with the inputs present among `inputs`
+/// (`dir/<name>.npy`) and checks every `dir/ref/*.npy` (PyTorch's outputs) within `tol`
+/// relative L2.
+fn assert_fixture_matches_pytorch(dir: &Path, inputs: &[&str], tol: f64) {
+    let out = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> = vec!["run".into(), dir.join("model.onnx").to_string_lossy().into()];
+    args.extend(["--backend", "interp", "--output-dir"].map(String::from));
+    args.push(out.path().to_string_lossy().into());
+    for input in inputs {
+        let f = dir.join(format!("{input}.npy"));
+        if f.exists() {
+            args.extend(["--input".into(), format!("{input}={}", f.display())]);
+        }
+    }
+    let (code, _, err) = xforge(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{}: {err}", dir.display());
+    let refs = files(&dir.join("ref"));
+    assert!(!refs.is_empty());
+    for r in refs {
+        let want = xforge_ir::npy::from_bytes(&std::fs::read(&r).unwrap()).unwrap();
+        let name = r.file_name().unwrap();
+        let got = xforge_ir::npy::from_bytes(&std::fs::read(out.path().join(name)).unwrap()).unwrap();
+        assert_eq!(got.shape(), want.shape(), "{} {name:?}", dir.display());
+        let (g, w) = (got.to_f64(), want.to_f64());
+        let err: f64 = g.iter().zip(&w).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt();
+        let norm: f64 = w.iter().map(|b| b * b).sum::<f64>().sqrt();
+        assert!(err <= tol * norm, "{} {name:?}: relative L2 {:.2e}", dir.display(), err / norm);
+    }
+}
+
 #[test]
 fn selective_scan_models_from_pytorch_match_its_outputs() {
     // python/selective_scan_fixtures.py: one com.xforge SelectiveScan node each, emitted by
     // python/xforge_ops.py, with PyTorch's outputs (every option; and D and z absent)
     for case in ["full", "bias_only"] {
         let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/selective_scan").join(case);
-        let out = tempfile::tempdir().unwrap();
-        let mut args: Vec<String> = vec!["run".into(), d.join("model.onnx").to_string_lossy().into()];
-        args.extend(["--backend", "interp", "--output-dir"].map(String::from));
-        args.push(out.path().to_string_lossy().into());
-        for input in ["u", "delta", "B", "C", "z"] {
-            let f = d.join(format!("{input}.npy"));
-            if f.exists() {
-                args.extend(["--input".into(), format!("{input}={}", f.display())]);
-            }
-        }
-        let (code, _, err) = xforge(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        assert_eq!(code, 0, "{case}: {err}");
-        let refs = files(&d.join("ref"));
-        assert!(!refs.is_empty());
-        for r in refs {
-            let want = xforge_ir::npy::from_bytes(&std::fs::read(&r).unwrap()).unwrap();
-            let name = r.file_name().unwrap();
-            let got = xforge_ir::npy::from_bytes(&std::fs::read(out.path().join(name)).unwrap()).unwrap();
-            assert_eq!(got.shape(), want.shape(), "{case} {name:?}");
-            let (g, w) = (got.to_f64(), want.to_f64());
-            let err: f64 = g.iter().zip(&w).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt();
-            let norm: f64 = w.iter().map(|b| b * b).sum::<f64>().sqrt();
-            assert!(err <= 1e-6 * norm, "{case} {name:?}: relative L2 {:.2e}", err / norm);
-        }
+        assert_fixture_matches_pytorch(&d, &["u", "delta", "B", "C", "z"], 1e-6);
     }
     // the op belongs to its domain: under the default domain's name it is unknown
     let dir = tempfile::tempdir().unwrap();
@@ -427,4 +434,33 @@ fn selective_scan_models_from_pytorch_match_its_outputs() {
     let (code, _, err) = xforge(&["inspect", m.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("node 'ssm': op 'SelectiveScan' is not supported"), "{err}");
+}
+
+#[test]
+fn a_mamba_block_matches_pytorch_and_compiles() {
+    // python/mamba_block_fixture.py: in-projection, causal depthwise conv1d, SiLU, x/dt
+    // projections, the selective scan, gating, out-projection, exported from PyTorch
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mamba_block");
+    assert_fixture_matches_pytorch(&d, &["hidden"], 1e-5);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mamba.xfa");
+    let (code, info, err) = xforge(&["compile", d.join("model.onnx").to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    // four cuBLASLt projections and the conv1d through cuDNN; the scan one generated kernel
+    assert!(info.contains("5 library calls"), "{info}");
+    let a = xforge_runtime::Artifact::read(&out).unwrap();
+    let conv = a
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            xforge_runtime::Step::Library(c) if c.kind == "conv" => {
+                xforge_runtime::LibraryDesc::of_call(c, u64::MAX, u64::MAX).ok()
+            }
+            _ => None,
+        })
+        .next()
+        .expect("a conv step");
+    let xforge_runtime::LibraryDesc::Conv(c) = conv else { unreachable!() };
+    // 64 channels of 12 steps as a height-1 image, 4 taps padded by 3 on both sides, depthwise
+    assert_eq!((c.input, c.kernel, c.pad, c.group), ([2, 64, 1, 12], [1, 4], [0, 3], 64));
 }

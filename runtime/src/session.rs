@@ -192,6 +192,8 @@ impl Session {
 
     /// Launches every step on the stream (recorded into the graph while capturing).
     fn launch_steps(&self) -> Result<(), RuntimeError> {
+        // library calls do not bind the context themselves (the session may have moved threads)
+        self.stream.context().bind_to_thread().map_err(cuda)?;
         (0..self.artifact.steps.len()).try_for_each(|i| self.launch_step(i))
     }
 
@@ -296,5 +298,19 @@ impl Session {
             ms.push(t0.elapsed_ms(&t1).map_err(cuda)? as f64);
         }
         Ok(ms)
+    }
+}
+
+// SAFETY: a session owns its stream, buffers and library handles outright and is used through
+// `&mut self` (one thread at a time); cuBLASLt and cuDNN handles may move between threads as
+// long as two threads never use one at once, which `&mut self` guarantees.
+unsafe impl Send for Session {}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sessions_move_between_threads() {
+        fn send<T: Send>() {}
+        send::<super::Session>();
     }
 }

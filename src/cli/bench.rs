@@ -17,6 +17,10 @@ pub struct Args {
     /// Also time each step on its own (no graph) and print the slowest ones.
     #[arg(long)]
     steps: bool,
+    /// Then run N sessions of the artifact at once, one per thread, each replaying the plan
+    /// `--runs` times on the same inputs; their outputs must match the first session's.
+    #[arg(long, default_value_t = 1)]
+    sessions: usize,
 }
 
 pub fn bench(a: Args) -> anyhow::Result<()> {
@@ -30,7 +34,7 @@ pub fn bench(a: Args) -> anyhow::Result<()> {
         let shape: Vec<usize> = b.shape.iter().map(|&d| d as usize).collect();
         inputs.push(random_tensor(dt, shape, k as u64).data().to_le_bytes());
     }
-    s.run(&inputs.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
+    let reference = s.run(&inputs.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
     let mut ms = s.time(a.warmup, a.runs)?;
     ms.sort_by(|x, y| x.total_cmp(y));
     let median = ms[ms.len() / 2];
@@ -47,7 +51,62 @@ pub fn bench(a: Args) -> anyhow::Result<()> {
     if a.steps {
         print_steps(&mut s, a.runs.min(50))?;
     }
+    if a.sessions > 1 {
+        concurrent(&a, &inputs, &reference)?;
+    }
     Ok(())
+}
+
+/// `--sessions N`: N sessions in N threads at once; every output within 1e-3 relative L2 of the
+/// first session's (sessions may time different library algorithms, so not bit for bit).
+fn concurrent(a: &Args, inputs: &[Vec<u8>], reference: &[Vec<u8>]) -> anyhow::Result<()> {
+    let dtypes: Vec<DType> = {
+        let s = xforge_runtime::Artifact::read(&a.artifact)?;
+        s.memory.outputs.iter().map(|b| DType::from_name(&b.dtype).unwrap_or(DType::U8)).collect()
+    };
+    let t0 = std::time::Instant::now();
+    let results: Vec<anyhow::Result<Vec<Vec<u8>>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..a.sessions)
+            .map(|_| {
+                scope.spawn(|| -> anyhow::Result<Vec<Vec<u8>>> {
+                    let mut s = xforge_runtime::Session::load(&a.artifact, 0)?;
+                    let ins: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+                    let mut outs = s.run(&ins)?;
+                    for _ in 1..a.runs {
+                        outs = s.run(&ins)?;
+                    }
+                    Ok(outs)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a session thread panicked"))))
+            .collect()
+    });
+    let secs = t0.elapsed().as_secs_f64();
+    let mut worst = 0.0f64;
+    for (k, r) in results.into_iter().enumerate() {
+        let outs = r.map_err(|e| anyhow::anyhow!("session {k}: {e:#}"))?;
+        for ((got, want), &dt) in outs.iter().zip(reference).zip(&dtypes) {
+            let (g, w) = (bytes_to_f64(got, dt), bytes_to_f64(want, dt));
+            let err: f64 = g.iter().zip(&w).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt();
+            let norm: f64 = w.iter().map(|y| y * y).sum::<f64>().sqrt().max(1e-30);
+            worst = worst.max(err / norm);
+        }
+    }
+    println!(
+        "{} sessions in {} threads, {} runs each (loads included): {secs:.2} s; outputs within {worst:.1e} of the first session's",
+        a.sessions, a.sessions, a.runs
+    );
+    if !(worst <= 1e-3) {
+        anyhow::bail!("concurrent sessions disagree: relative L2 {worst:.2e}");
+    }
+    Ok(())
+}
+
+fn bytes_to_f64(bytes: &[u8], dt: DType) -> Vec<f64> {
+    xforge_ir::tensor::TensorData::from_le_bytes(dt, bytes).map(|d| d.to_f64()).unwrap_or_default()
 }
 
 /// The slowest steps, timed one by one, and the total by kind of step.

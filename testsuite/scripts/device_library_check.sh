@@ -14,6 +14,7 @@ for m in $MODELS; do
     $X run /tmp/r/$m.$p.xfa --input input=/tmp/r/$m.input.npy --output-dir /tmp/r/$m.$p.out || { fail=1; continue; }
     python3 testsuite/scripts/compare_npy.py /tmp/r/$m.$p.out /tmp/r/$m.ref $bound || fail=1
     $X bench /tmp/r/$m.$p.xfa --runs 100 $([ $p = fp16 ] && echo --steps) || fail=1
+    $X bench /tmp/r/$m.$p.xfa --runs 20 --warmup 2 --sessions 4 | tail -1 || fail=1
   done
 done
 exit $fail
