@@ -355,3 +355,118 @@ pub fn conv(g: &Graph, grp: &FusionGroup) -> Result<LibraryPlan, String> {
     };
     Ok(LibraryPlan { desc: LibraryDesc::Conv(desc), buffers, relaid })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xforge_ir::{DType, GraphBuilder, Tensor, ValueType};
+    use xforge_passes::fusion::{fuse, Schedule};
+
+    fn w(b: &mut GraphBuilder, name: &str, shape: &[usize]) -> ValueId {
+        let n: usize = shape.iter().product();
+        b.weight(name, Tensor::from_f64(DType::F32, shape.to_vec(), &vec![0.5; n]))
+    }
+
+    /// The descriptor (or why not) of the first library group of `g`.
+    fn plan_of(g: xforge_ir::Graph) -> Result<LibraryDesc, String> {
+        let f = fuse(&g).unwrap();
+        let grp = f
+            .partition
+            .groups
+            .iter()
+            .find(|grp| matches!(grp.schedule, Schedule::LibraryGemm | Schedule::LibraryConv))
+            .expect("a library group");
+        let p = if grp.schedule == Schedule::LibraryConv { conv(&f.graph, grp) } else { gemm(&f.graph, grp) }?;
+        assert_eq!(p.buffers.len(), LibraryDesc::of_call(&call(&p), u64::MAX, u64::MAX).map(|_| p.buffers.len())?);
+        Ok(p.desc)
+    }
+
+    fn call(p: &LibraryPlan) -> xforge_runtime::LibraryCall {
+        xforge_runtime::LibraryCall {
+            kind: p.desc.kind().into(),
+            group: 0,
+            params: p.desc.to_params(),
+            args: p.buffers.iter().map(|_| xforge_runtime::Arg::Arena(0)).collect(),
+        }
+    }
+
+    #[test]
+    fn matmuls_fold_shared_weights_into_rows_and_keep_their_epilogue() {
+        // [2, 5, 8]·[8, 6] + bias + residual, ReLU: one GEMM of 10 rows
+        let mut b = GraphBuilder::new("mm", 17);
+        let u = || ValueType::unranked(DType::F32);
+        let x = b.input("x", DType::F32, &[2, 5, 8]);
+        let r = b.input("r", DType::F32, &[2, 5, 6]);
+        let wt = w(&mut b, "w", &[8, 6]);
+        let bias = w(&mut b, "b", &[6]);
+        let m = b.node(Op::MatMul, &[x, wt], vec![], u());
+        let a = b.node(Op::Add, &[m, bias], vec![], u());
+        let s = b.node(Op::Add, &[a, r], vec![], u());
+        let y = b.node(Op::Relu, &[s], vec![], u());
+        b.output(y);
+        let LibraryDesc::Gemm(d) = plan_of(b.finish()).unwrap() else { panic!("not a GEMM") };
+        assert_eq!((d.batch, d.m, d.n, d.k, d.bias, d.residual, d.act), (1, 10, 6, 8, true, true, Activation::Relu));
+    }
+
+    #[test]
+    fn batched_and_transposed_gemms() {
+        // activations on both sides: a strided batch
+        let mut b = GraphBuilder::new("bmm", 17);
+        let x = b.input("x", DType::F32, &[3, 4, 7]);
+        let z = b.input("z", DType::F32, &[3, 7, 5]);
+        let m = b.node(Op::MatMul, &[x, z], vec![], ValueType::unranked(DType::F32));
+        b.output(m);
+        let LibraryDesc::Gemm(d) = plan_of(b.finish()).unwrap() else { panic!() };
+        assert_eq!((d.batch, d.m, d.n, d.k, d.stride_a, d.stride_b), (3, 4, 5, 7, 28, 35));
+        // Gemm with transB and C as a bias
+        let mut b = GraphBuilder::new("gemm", 17);
+        let x = b.input("x", DType::F32, &[2, 9]);
+        let (wt, c) = (w(&mut b, "w", &[4, 9]), w(&mut b, "c", &[4]));
+        let attrs = vec![("transB", Attr::Int(1)), ("alpha", Attr::Float(0.5))];
+        let m = b.node(Op::Gemm, &[x, wt, c], attrs, ValueType::unranked(DType::F32));
+        b.output(m);
+        let LibraryDesc::Gemm(d) = plan_of(b.finish()).unwrap() else { panic!() };
+        assert_eq!((d.m, d.n, d.k, d.trans_a, d.trans_b, d.alpha, d.bias), (2, 4, 9, false, true, 0.5, true));
+    }
+
+    #[test]
+    fn what_the_libraries_cannot_express_is_named() {
+        // C scaled by beta ≠ 1
+        let mut b = GraphBuilder::new("beta", 17);
+        let x = b.input("x", DType::F32, &[2, 9]);
+        let (wt, c) = (w(&mut b, "w", &[9, 4]), w(&mut b, "c", &[4]));
+        let m = b.node(Op::Gemm, &[x, wt, c], vec![("beta", Attr::Float(2.0))], ValueType::unranked(DType::F32));
+        b.output(m);
+        assert!(plan_of(b.finish()).unwrap_err().contains("beta 1"));
+        // batch dims that broadcast on both sides
+        let mut b = GraphBuilder::new("bcast", 17);
+        let x = b.input("x", DType::F32, &[3, 1, 4, 7]);
+        let z = b.input("z", DType::F32, &[1, 2, 7, 5]);
+        let m = b.node(Op::MatMul, &[x, z], vec![], ValueType::unranked(DType::F32));
+        b.output(m);
+        assert!(plan_of(b.finish()).unwrap_err().contains("broadcast"));
+        // a Clip whose lower bound is not 0 (here [0.5, 0.5])
+        let mut b = GraphBuilder::new("clip", 17);
+        let x = b.input("x", DType::F32, &[1, 2, 6, 6]);
+        let wt = w(&mut b, "w", &[4, 2, 3, 3]);
+        let (lo, hi) = (w(&mut b, "lo", &[]), w(&mut b, "hi", &[]));
+        let cv = b.node(Op::Conv, &[x, wt], vec![("pads", Attr::Ints(vec![1; 4]))], ValueType::unranked(DType::F32));
+        let y = b.node(Op::Clip, &[cv, lo, hi], vec![], ValueType::unranked(DType::F32));
+        b.output(y);
+        let f = fuse(&b.finish()).unwrap();
+        // the partition keeps the Clip out of the conv group (cuDNN does not fuse it): the conv
+        // alone is a library call
+        let grp = f.partition.groups.iter().find(|g| g.schedule == Schedule::LibraryConv).unwrap();
+        assert_eq!(grp.nodes.len(), 1);
+        let LibraryDesc::Conv(d) = conv(&f.graph, grp).unwrap().desc else { panic!() };
+        assert_eq!((d.pad, d.act), ([1, 1], Activation::None));
+    }
+
+    #[test]
+    fn channels_last_convolutions_relay_their_filters() {
+        // [o, i, h, w] → [o, h, w, i]
+        let t = Tensor::from_f64(DType::F32, vec![2, 3, 1, 2], &(0..12).map(f64::from).collect::<Vec<_>>());
+        let got: Vec<f32> = ohwi(&t).chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        assert_eq!(got, [0.0, 2.0, 4.0, 1.0, 3.0, 5.0, 6.0, 8.0, 10.0, 7.0, 9.0, 11.0]);
+    }
+}

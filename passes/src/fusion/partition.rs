@@ -171,13 +171,29 @@ fn library_accepts(g: &Graph, nodes: &[usize], conv: bool) -> bool {
             {
                 3
             }
-            Op::Sigmoid | Op::Tanh | Op::Clip if stage <= 2 && conv => 3,
+            Op::Sigmoid | Op::Tanh if stage <= 2 && conv => 3,
+            // cuDNN's clipped ReLU: a lower bound of 0 and a positive upper one, both constant
+            Op::Clip if stage <= 2 && conv && clips_from_zero(g, node) => 3,
             _ => return false,
         };
         stage = next;
         cur = node.outputs[0];
     }
     true
+}
+
+/// Whether a Clip is min(max(x, 0), hi) with a constant hi > 0 (ReLU6 and kin).
+fn clips_from_zero(g: &Graph, n: &xforge_ir::Node) -> bool {
+    let bound = |k: usize, attr: &str| -> Option<f64> {
+        match n.inputs.get(k).copied().flatten() {
+            Some(v) => g.weights.get(&v).and_then(|t| t.to_f64().first().copied()),
+            None => match n.attr(attr) {
+                Some(Attr::Float(f)) => Some(*f as f64),
+                _ => None,
+            },
+        }
+    };
+    matches!((bound(1, "min"), bound(2, "max")), (Some(lo), Some(hi)) if lo == 0.0 && hi > 0.0)
 }
 
 pub struct Partition {
