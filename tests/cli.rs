@@ -209,6 +209,12 @@ fn compile_writes_an_artifact_the_runtime_reads() {
         panic!("not a convolution")
     };
     assert_eq!((d.input, d.out_channels, d.kernel, d.pad, d.bias), ([1, 2, 5, 5], 2, [3, 3], [0, 0], false));
+    // inspect --steps: one line per step, the library call by its descriptor
+    let (code, info, _) = xforge(&["inspect", target.to_str().unwrap(), "--steps"]);
+    assert_eq!(code, 0);
+    assert_eq!(info.matches("  step ").count(), 3, "{info}");
+    assert!(info.contains("conv (group") && info.contains("x [1, 2, 5, 5] → 2 channels, kernel [3, 3]"), "{info}");
+    assert_eq!(info.matches(": kernel k_").count(), 2, "{info}");
     std::fs::remove_file(&target).unwrap();
     // a group neither cuDNN nor a template runs: exit 2 naming it, nothing written
     let lopsided = dir.path().join("conv_pad.onnx");

@@ -12,6 +12,10 @@ pub struct Args {
     /// Also print the whole graph in xforge's IR text form.
     #[arg(long)]
     graph: bool,
+    /// For an artifact: also one line per step (kernel and launch shape, or the library call's
+    /// descriptor).
+    #[arg(long)]
+    steps: bool,
 }
 
 fn human_bytes(b: usize) -> String {
@@ -94,9 +98,64 @@ pub fn artifact_summary(a: &xforge_runtime::Artifact) -> String {
     s
 }
 
+/// One line per step: the kernel and its launch, or the library call's descriptor.
+pub fn step_lines(a: &xforge_runtime::Artifact) -> String {
+    use xforge_runtime::{LibraryDesc, Step};
+    let mut s = String::new();
+    for (i, st) in a.steps.iter().enumerate() {
+        let line = match st {
+            Step::Launch { kernel, grid, block, args } => format!(
+                "kernel {} grid {grid:?} block {block:?}, {} buffers",
+                a.kernels.names[*kernel as usize],
+                args.len()
+            ),
+            Step::Library(c) => match LibraryDesc::of_call(c, a.memory.arena_bytes, a.weights.len() as u64) {
+                Ok(LibraryDesc::Gemm(d)) => format!(
+                    "gemm (group {}) {:?} batch {} × [{}×{}]·[{}×{}]{}{}{}{} act {:?}",
+                    c.group,
+                    d.dtype,
+                    d.batch,
+                    d.m,
+                    d.k,
+                    d.k,
+                    d.n,
+                    if d.trans_a { " transA" } else { "" },
+                    if d.trans_b { " transB" } else { "" },
+                    if d.bias { " +bias" } else { "" },
+                    if d.residual { " +residual" } else { "" },
+                    d.act
+                ),
+                Ok(LibraryDesc::Conv(d)) => format!(
+                    "conv (group {}) {:?}{} x {:?} → {} channels, kernel {:?} pad {:?} stride {:?} dilation {:?} group {}{}{} act {:?}",
+                    c.group,
+                    d.dtype,
+                    if d.nhwc { " NHWC" } else { "" },
+                    d.input,
+                    d.out_channels,
+                    d.kernel,
+                    d.pad,
+                    d.stride,
+                    d.dilation,
+                    d.group,
+                    if d.bias { " +bias" } else { "" },
+                    if d.residual { " +residual" } else { "" },
+                    d.act
+                ),
+                Err(e) => format!("{} (group {}): {e}", c.kind, c.group),
+            },
+        };
+        s += &format!("  step {i:4}: {line}\n");
+    }
+    s
+}
+
 pub fn inspect(a: Args) -> anyhow::Result<()> {
     if a.model.extension().is_some_and(|e| e == "xfa") {
-        print!("{}", artifact_summary(&xforge_runtime::Artifact::read(&a.model)?));
+        let art = xforge_runtime::Artifact::read(&a.model)?;
+        print!("{}", artifact_summary(&art));
+        if a.steps {
+            print!("{}", step_lines(&art));
+        }
         return Ok(());
     }
     let m = load(&a.model, &a.shapes)?;
