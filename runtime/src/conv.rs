@@ -64,7 +64,7 @@ impl Dnn {
     pub(crate) fn new(stream: &Arc<CudaStream>, max_channels: u64) -> Result<Dnn, String> {
         // SAFETY: only probes whether the library can be opened
         if !unsafe { sys::is_culib_present() } {
-            return Err("the artifact has convolution steps and cuDNN (libcudnn.so) cannot be opened".into());
+            return Err("the artifact has convolution steps and cuDNN cannot be opened: put the folder holding libcudnn.so.9 on LD_LIBRARY_PATH".into());
         }
         let mut handle = std::ptr::null_mut();
         // SAFETY: plain handle creation; the stream outlives the handle (both owned by the session)

@@ -34,7 +34,7 @@ impl Blas {
     pub(crate) fn new(stream: &Arc<CudaStream>) -> Result<Blas, String> {
         // SAFETY: only probes whether the library can be opened
         if !unsafe { sys::is_culib_present() } {
-            return Err("the artifact has GEMM steps and cuBLASLt (libcublasLt.so) cannot be opened".into());
+            return Err("the artifact has GEMM steps and cuBLASLt cannot be opened: put the folder holding libcublasLt.so.13 (or .12) on LD_LIBRARY_PATH, or compile with --generated-gemm".into());
         }
         let handle = result::create_handle().map_err(lt)?;
         // SAFETY: the workspace is scratch: cuBLASLt writes before it reads
