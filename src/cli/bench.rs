@@ -89,10 +89,14 @@ fn concurrent(a: &Args, inputs: &[Vec<u8>], reference: &[Vec<u8>]) -> anyhow::Re
     for (k, r) in results.into_iter().enumerate() {
         let outs = r.map_err(|e| anyhow::anyhow!("session {k}: {e:#}"))?;
         for ((got, want), &dt) in outs.iter().zip(reference).zip(&dtypes) {
-            let (g, w) = (bytes_to_f64(got, dt), bytes_to_f64(want, dt));
-            let err: f64 = g.iter().zip(&w).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt();
-            let norm: f64 = w.iter().map(|y| y * y).sum::<f64>().sqrt().max(1e-30);
-            worst = worst.max(err / norm);
+            let e = match (tensor_of(got, dt), tensor_of(want, dt)) {
+                (Some(g), Some(w)) => xforge_ir::tensor::rel_l2(&g, &w),
+                _ => f64::NAN,
+            };
+            // a NaN sticks (f64::max would drop it)
+            if e.is_nan() || e > worst {
+                worst = e;
+            }
         }
     }
     println!(
@@ -105,8 +109,10 @@ fn concurrent(a: &Args, inputs: &[Vec<u8>], reference: &[Vec<u8>]) -> anyhow::Re
     Ok(())
 }
 
-fn bytes_to_f64(bytes: &[u8], dt: DType) -> Vec<f64> {
-    xforge_ir::tensor::TensorData::from_le_bytes(dt, bytes).map(|d| d.to_f64()).unwrap_or_default()
+/// An output's bytes as a flat tensor (None for a length that is not whole elements).
+fn tensor_of(bytes: &[u8], dt: DType) -> Option<xforge_ir::Tensor> {
+    let data = xforge_ir::tensor::TensorData::from_le_bytes(dt, bytes)?;
+    Some(xforge_ir::Tensor::new(vec![bytes.len() / dt.size()], data))
 }
 
 /// The slowest steps, timed one by one, and the total by kind of step.
