@@ -52,18 +52,16 @@ pub fn bench(a: Args) -> anyhow::Result<()> {
         print_steps(&mut s, a.runs.min(50))?;
     }
     if a.sessions > 1 {
-        concurrent(&a, &inputs, &reference)?;
+        let dtypes: Vec<DType> =
+            s.artifact.memory.outputs.iter().map(|b| DType::from_name(&b.dtype).unwrap_or(DType::U8)).collect();
+        concurrent(&a, &inputs, &reference, &dtypes)?;
     }
     Ok(())
 }
 
 /// `--sessions N`: N sessions in N threads at once; every output within 1e-3 relative L2 of the
 /// first session's (sessions may time different library algorithms, so not bit for bit).
-fn concurrent(a: &Args, inputs: &[Vec<u8>], reference: &[Vec<u8>]) -> anyhow::Result<()> {
-    let dtypes: Vec<DType> = {
-        let s = xforge_runtime::Artifact::read(&a.artifact)?;
-        s.memory.outputs.iter().map(|b| DType::from_name(&b.dtype).unwrap_or(DType::U8)).collect()
-    };
+fn concurrent(a: &Args, inputs: &[Vec<u8>], reference: &[Vec<u8>], dtypes: &[DType]) -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
     let results: Vec<anyhow::Result<Vec<Vec<u8>>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..a.sessions)
@@ -88,7 +86,7 @@ fn concurrent(a: &Args, inputs: &[Vec<u8>], reference: &[Vec<u8>]) -> anyhow::Re
     let mut worst = 0.0f64;
     for (k, r) in results.into_iter().enumerate() {
         let outs = r.map_err(|e| anyhow::anyhow!("session {k}: {e:#}"))?;
-        for ((got, want), &dt) in outs.iter().zip(reference).zip(&dtypes) {
+        for ((got, want), &dt) in outs.iter().zip(reference).zip(dtypes) {
             let e = match (tensor_of(got, dt), tensor_of(want, dt)) {
                 (Some(g), Some(w)) => xforge_ir::tensor::rel_l2(&g, &w),
                 _ => f64::NAN,
