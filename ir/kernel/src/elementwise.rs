@@ -52,14 +52,14 @@ pub(crate) fn flat(b: &mut Body, cs: &[String], shape: &[usize]) -> String {
     acc
 }
 
-/// Loads element `at` of parameter `v` in the compute type `c`.
-fn load_param(b: &mut Body, params: &[Param], v: ValueId, at: &str, c: &str) -> Option<String> {
+/// Loads element `at` of parameter `v` in the compute type `c` (narrower floats widened).
+pub(crate) fn load_param(b: &mut Body, params: &[Param], v: ValueId, at: &str, c: &str) -> Option<String> {
     let k = params.iter().position(|p| p.value == v && !p.output)?;
     let p = &params[k];
     let st = storage_type(p.dtype)?;
     let raw = b.emit(format!("memref.load %arg{k}[{at}] : memref<{}x{st}>", p.elements.max(1)));
-    Some(match p.dtype {
-        DType::F16 | DType::BF16 => b.emit(format!("arith.extf {raw} : {st} to {c}")),
+    Some(match (p.dtype, c) {
+        (DType::F16 | DType::BF16, _) | (DType::F32, "f64") => b.emit(format!("arith.extf {raw} : {st} to {c}")),
         _ => raw,
     })
 }

@@ -1,14 +1,14 @@
 //! Data movement made only of a store tail (views, Transposes, Splits of one buffer): each
 //! element is read once, in order, and written where the tail sends it. This is a library
 //! GEMM's head split (Q, K and V in head-major order) when the GEMM itself runs in cuBLASLt.
-use crate::body::{compute_type, storage_type, Body};
-use crate::elementwise::coords;
+use crate::body::{compute_type, Body};
+use crate::elementwise::{coords, load_param};
 use crate::kernel::{blocks, finish, input_params, Kernel, KernelError};
 use crate::knobs::BLOCK;
 use crate::route::{is_tail, routed_outputs, routes, store_routed, tail_sizes};
 use std::collections::HashMap;
 use xforge_ir::tensor::numel;
-use xforge_ir::{DType, Graph, Node};
+use xforge_ir::{Graph, Node};
 use xforge_passes::fusion::FusionGroup;
 
 /// Whether a group is a store tail with at least one Split or Transpose.
@@ -33,17 +33,13 @@ pub fn routed_copy(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Ke
     let xs = g.ty(x).static_shape().ok_or_else(|| unsupported("shapes are not static".into()))?;
     params.extend(routed_outputs(g, &grp.outputs).map_err(unsupported)?);
     let outs = routes(g, &tail, &params, &[x]).map_err(unsupported)?;
-    let (c, st) = (compute_type(dt), storage_type(dt).unwrap());
+    let c = compute_type(dt);
     let n = numel(&xs);
     let mut b = Body::default();
     let (start, step) = b.grid_stride();
     let end = b.index(n);
     b.stmt(format!("scf.for %i = {start} to {end} step {step} {{"));
-    let raw = b.emit(format!("memref.load %arg0[%i] : memref<{}x{st}>", n.max(1)));
-    let v = match dt {
-        DType::F16 | DType::BF16 => b.emit(format!("arith.extf {raw} : {st} to {c}")),
-        _ => raw,
-    };
+    let v = load_param(&mut b, &params, x, "%i", c).unwrap();
     let at = coords(&mut b, "%i", &xs);
     let vals: HashMap<_, _> = [(x, v)].into_iter().collect();
     store_routed(&mut b, &params, &outs, &vals, &at, &xs, c).map_err(unsupported)?;

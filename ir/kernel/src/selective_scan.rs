@@ -5,7 +5,8 @@
 //! warp-wide load of them is one transaction. Not yet chunked over the sequence: at batch 1 a
 //! 1536-channel model fills 6 blocks of 256 threads.
 use crate::body::{compute_type, storage_type, Body};
-use crate::kernel::{blocks, finish, Kernel, KernelError, Param};
+use crate::elementwise::{load_param, stored};
+use crate::kernel::{blocks, finish, memref, Kernel, KernelError, Param};
 use crate::knobs::{BLOCK, SSM_MAX_STATE};
 use xforge_ir::tensor::numel;
 use xforge_ir::{Attr, Graph, Op, ValueId};
@@ -58,23 +59,11 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
     let c = compute_type(g.ty(u).dtype);
     let softplus = matches!(node.attr("delta_softplus"), Some(Attr::Int(v)) if *v != 0);
     let mut b = Body::default();
-    let memref = |p: &Param| format!("memref<{}x{}>", p.elements.max(1), storage_type(p.dtype).unwrap());
-    // a value of parameter `k` at `i`, widened to the compute type
-    let load = |b: &mut Body, k: usize, i: &str| -> String {
-        let p = &params[k];
-        let st = storage_type(p.dtype).unwrap();
-        let raw = b.emit(format!("memref.load %arg{k}[{i}] : {}", memref(p)));
-        if st == c {
-            raw
-        } else {
-            b.emit(format!("arith.extf {raw} : {st} to {c}"))
-        }
-    };
+    // input k's value at `i`, widened to the compute type
+    let load = |b: &mut Body, k: usize, i: &str| load_param(b, &params, input(k).unwrap(), i, c).unwrap();
     let store = |b: &mut Body, k: usize, i: &str, v: &str| {
-        let p = &params[k];
-        let st = storage_type(p.dtype).unwrap();
-        let v = if st == c { v.to_string() } else { b.emit(format!("arith.truncf {v} : {c} to {st}")) };
-        b.stmt(format!("memref.store {v}, %arg{k}[{i}] : {}", memref(p)));
+        let sv = stored(b, &params[k], v, c);
+        b.stmt(format!("memref.store {sv}, %arg{k}[{i}] : {}", memref(&params[k])));
     };
     let tid = b.emit("gpu.thread_id x");
     let bid = b.emit("gpu.block_id x");
@@ -103,11 +92,11 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
         .map(|s| {
             let off = b.index(s);
             let i = b.emit(format!("arith.addi {a_base}, {off} : index"));
-            load(&mut b, slot[2].unwrap(), &i)
+            load(&mut b, 2, &i)
         })
         .collect();
-    let d_val = slot[5].map(|k| load(&mut b, k, &ch));
-    let bias = slot[7].map(|k| load(&mut b, k, &ch));
+    let d_val = slot[5].map(|_| load(&mut b, 5, &ch));
+    let bias = slot[7].map(|_| load(&mut b, 7, &ch));
     let zero = b.float(0.0, c);
     let one = b.float(1.0, c);
     let twenty = b.float(20.0, c);
@@ -116,8 +105,8 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
     let carried =
         b.emit_multi(n, format!("scf.for %t = {zero_i} to {lv} step {one_i} iter_args({inits}) -> ({types}) {{"));
     let i = b.emit(format!("arith.addi {row_base}, %t : index"));
-    let uval = load(&mut b, slot[0].unwrap(), &i);
-    let mut dt = load(&mut b, slot[1].unwrap(), &i);
+    let uval = load(&mut b, 0, &i);
+    let mut dt = load(&mut b, 1, &i);
     if let Some(bias) = &bias {
         dt = b.emit(format!("arith.addf {dt}, {bias} : {c}"));
     }
@@ -136,8 +125,8 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
         let pi = b.emit(format!("arith.muli {so}, {lv} : index"));
         let pi = b.emit(format!("arith.addi {pi}, %t : index"));
         let pi = b.emit(format!("arith.addi {pi}, {proj_base} : index"));
-        let bval = load(&mut b, slot[3].unwrap(), &pi);
-        let cval = load(&mut b, slot[4].unwrap(), &pi);
+        let bval = load(&mut b, 3, &pi);
+        let cval = load(&mut b, 4, &pi);
         let x = b.emit(format!("arith.mulf {dt}, {a_s} : {c}"));
         let decay = b.emit(format!("math.exp {x} : {c}"));
         let kept = b.emit(format!("arith.mulf {decay}, %h{s} : {c}"));
@@ -148,8 +137,8 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
     if let Some(dv) = &d_val {
         y = b.emit(format!("math.fma {dv}, {uval}, {y} : {c}"));
     }
-    if let Some(k) = slot[6] {
-        let z = load(&mut b, k, &i);
+    if slot[6].is_some() {
+        let z = load(&mut b, 6, &i);
         let nz = b.emit(format!("arith.negf {z} : {c}"));
         let e = b.emit(format!("math.exp {nz} : {c}"));
         let den = b.emit(format!("arith.addf {one}, {e} : {c}"));
