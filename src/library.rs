@@ -131,21 +131,10 @@ fn epilogue(
             }
             Op::Sigmoid if conv => e.act = Activation::Sigmoid,
             Op::Tanh if conv => e.act = Activation::Tanh,
-            Op::Clip if conv => {
-                let bound = |k: usize, attr: &str| -> Option<f64> {
-                    match node.inputs.get(k).copied().flatten() {
-                        Some(v) => g.weights.get(&v).and_then(|t| t.to_f64().first().copied()),
-                        None => match node.attr(attr) {
-                            Some(Attr::Float(f)) => Some(*f as f64),
-                            _ => None,
-                        },
-                    }
-                };
-                match (bound(1, "min"), bound(2, "max")) {
-                    (Some(lo), Some(hi)) if lo == 0.0 && hi > 0.0 => e.act = Activation::ClipZero(hi as f32),
-                    _ => return Err(format!("'{}' is a Clip without a zero lower bound", node.name)),
-                }
-            }
+            Op::Clip if conv => match xforge_passes::fusion::partition::clip_from_zero(g, node) {
+                Some(hi) => e.act = Activation::ClipZero(hi as f32),
+                None => return Err(format!("'{}' is a Clip without a zero lower bound", node.name)),
+            },
             op => return Err(format!("'{}' ({op}) has no library epilogue", node.name)),
         }
         // every epilogue value but the last stays inside the group

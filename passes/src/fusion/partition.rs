@@ -173,7 +173,7 @@ fn library_accepts(g: &Graph, nodes: &[usize], conv: bool) -> bool {
             }
             Op::Sigmoid | Op::Tanh if stage <= 2 && conv => 3,
             // cuDNN's clipped ReLU: a lower bound of 0 and a positive upper one, both constant
-            Op::Clip if stage <= 2 && conv && clips_from_zero(g, node) => 3,
+            Op::Clip if stage <= 2 && conv && clip_from_zero(g, node).is_some() => 3,
             _ => return false,
         };
         stage = next;
@@ -182,8 +182,9 @@ fn library_accepts(g: &Graph, nodes: &[usize], conv: bool) -> bool {
     true
 }
 
-/// Whether a Clip is min(max(x, 0), hi) with a constant hi > 0 (ReLU6 and kin).
-fn clips_from_zero(g: &Graph, n: &xforge_ir::Node) -> bool {
+/// The upper bound of a Clip that is min(max(x, 0), hi) with a constant hi > 0 (ReLU6 and kin):
+/// what cuDNN runs as a clipped ReLU.
+pub fn clip_from_zero(g: &Graph, n: &xforge_ir::Node) -> Option<f64> {
     let bound = |k: usize, attr: &str| -> Option<f64> {
         match n.inputs.get(k).copied().flatten() {
             Some(v) => g.weights.get(&v).and_then(|t| t.to_f64().first().copied()),
@@ -193,7 +194,10 @@ fn clips_from_zero(g: &Graph, n: &xforge_ir::Node) -> bool {
             },
         }
     };
-    matches!((bound(1, "min"), bound(2, "max")), (Some(lo), Some(hi)) if lo == 0.0 && hi > 0.0)
+    match (bound(1, "min"), bound(2, "max")) {
+        (Some(lo), Some(hi)) if lo == 0.0 && hi > 0.0 => Some(hi),
+        _ => None,
+    }
 }
 
 pub struct Partition {
