@@ -29,20 +29,20 @@ fn scalar_gather(g: &Graph, n: &Node) -> Option<(ValueId, usize, usize)> {
 
 /// Returns the number of Gathers replaced (run `infer_graph` afterwards).
 pub fn gathers_to_split(g: &mut Graph) -> usize {
-    // (data, axis) → the Gather node of each index
-    let mut sets: BTreeMap<(ValueId, usize), BTreeMap<usize, usize>> = BTreeMap::new();
+    // (data, axis) → the Gather node of each index, and how many Gathers there are
+    let mut sets: BTreeMap<(ValueId, usize), (BTreeMap<usize, usize>, usize)> = BTreeMap::new();
     for (i, n) in g.nodes.iter().enumerate() {
         if let Some((x, axis, k)) = scalar_gather(g, n) {
-            sets.entry((x, axis)).or_default().insert(k, i);
+            let (by_index, count) = sets.entry((x, axis)).or_default();
+            by_index.insert(k, i);
+            *count += 1;
         }
     }
     let mut replaced = 0;
     let mut inserts: Vec<(usize, Node)> = vec![];
-    for ((x, axis), by_index) in sets {
+    for ((x, axis), (by_index, count)) in sets {
         let d = g.ty(x).static_shape().unwrap()[axis];
-        tracing::debug!("gathers of {} axis {axis}: {:?} of {d}", g.name_of(x), by_index.keys().collect::<Vec<_>>());
         // every index once, and no other Gather of the same index
-        let count = g.nodes.iter().filter(|n| scalar_gather(g, n).is_some_and(|(y, a, _)| y == x && a == axis)).count();
         if by_index.len() != d || count != d || d < 2 {
             continue;
         }
