@@ -30,6 +30,12 @@ fn cuda(e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Cuda(e.to_string())
 }
 
+/// The error of library step `i` (a `Step::Library`), naming its kind and group.
+fn library_error(steps: &[Step], i: usize, why: String) -> RuntimeError {
+    let Step::Library(c) = &steps[i] else { unreachable!("step {i} is a library call") };
+    RuntimeError::Library { step: i, kind: c.kind.clone(), group: c.group, why }
+}
+
 /// A library step, ready to enqueue.
 enum LibraryStep {
     Gemm(GemmStep),
@@ -103,20 +109,16 @@ impl Session {
     /// Descriptors, algorithms and handles for the library steps (cuBLASLt and cuDNN are opened
     /// only when the plan has such steps).
     fn prepare_library_steps(&mut self) -> Result<(), RuntimeError> {
-        let (arena_base, weight_base) = self.bases;
         let a = &self.artifact;
         let mut descs = vec![];
         for (i, s) in a.steps.iter().enumerate() {
             if let Step::Library(c) = s {
-                let err = |why: String| RuntimeError::Library { step: i, kind: c.kind.clone(), group: c.group, why };
-                let d = LibraryDesc::of_call(c, a.memory.arena_bytes, a.weights.len() as u64).map_err(err)?;
+                let d = LibraryDesc::of_call(c, a.memory.arena_bytes, a.weights.len() as u64)
+                    .map_err(|why| library_error(&a.steps, i, why))?;
                 descs.push((i, d));
             }
         }
-        let err = |i: usize, why: String| {
-            let Step::Library(c) = &self.artifact.steps[i] else { unreachable!() };
-            RuntimeError::Library { step: i, kind: c.kind.clone(), group: c.group, why }
-        };
+        let err = |i: usize, why: String| library_error(&self.artifact.steps, i, why);
         if let Some((i, _)) = descs.iter().find(|(_, d)| matches!(d, LibraryDesc::Gemm(_))) {
             self.blas = Some(Blas::new(&self.stream).map_err(|e| err(*i, e))?);
         }
@@ -130,14 +132,7 @@ impl Session {
         let mut library: Vec<Option<LibraryStep>> = (0..self.artifact.steps.len()).map(|_| None).collect();
         for (i, d) in descs {
             let Step::Library(c) = &self.artifact.steps[i] else { unreachable!() };
-            let ptrs: Vec<u64> = c
-                .args
-                .iter()
-                .map(|a| match a {
-                    Arg::Arena(o) => arena_base + o,
-                    Arg::Weight(o) => weight_base + o,
-                })
-                .collect();
+            let ptrs = self.pointers(&c.args);
             let prepared = match &d {
                 LibraryDesc::Gemm(g) => GemmStep::new(self.blas.as_ref().unwrap(), g, &ptrs).map(LibraryStep::Gemm),
                 LibraryDesc::Conv(cv) => {
@@ -197,9 +192,19 @@ impl Session {
         (0..self.artifact.steps.len()).try_for_each(|i| self.launch_step(i))
     }
 
+    /// Device addresses of a step's buffers (fixed for the session's life).
+    fn pointers(&self, args: &[Arg]) -> Vec<u64> {
+        let (arena_base, weight_base) = self.bases;
+        args.iter()
+            .map(|a| match a {
+                Arg::Arena(o) => arena_base + o,
+                Arg::Weight(o) => weight_base + o,
+            })
+            .collect()
+    }
+
     /// Enqueues step `i`: a kernel launch or a prepared library call.
     fn launch_step(&self, i: usize) -> Result<(), RuntimeError> {
-        let (arena_base, weight_base) = self.bases;
         let step = &self.artifact.steps[i];
         let Step::Launch { kernel, grid, block, args } = step else {
             let launched = match &self.library[i] {
@@ -207,21 +212,9 @@ impl Session {
                 Some(LibraryStep::Conv(c)) => c.launch(self.dnn.as_ref().unwrap(), &self.stream),
                 None => unreachable!("every library step is prepared at load"),
             };
-            let Step::Library(c) = step else { unreachable!() };
-            return launched.map_err(|why| RuntimeError::Library {
-                step: i,
-                kind: c.kind.clone(),
-                group: c.group,
-                why,
-            });
+            return launched.map_err(|why| library_error(&self.artifact.steps, i, why));
         };
-        let ptrs: Vec<u64> = args
-            .iter()
-            .map(|a| match a {
-                Arg::Arena(o) => arena_base + o,
-                Arg::Weight(o) => weight_base + o,
-            })
-            .collect();
+        let ptrs = self.pointers(args);
         let cfg = LaunchConfig {
             grid_dim: (grid[0], grid[1], grid[2]),
             block_dim: (block[0], block[1], block[2]),
