@@ -24,12 +24,20 @@ fn wide(dt: DType) -> bool {
 /// Converts `g` to `target` storage (F16 or BF16); returns the number of weights converted.
 pub fn convert(g: &mut Graph, target: DType) -> Result<usize, InferError> {
     assert!(matches!(target, DType::F16 | DType::BF16), "half-precision targets only");
-    // operands the ONNX spec types as f32 whatever the data's type (Resize/Upsample scales)
+    // operands the ONNX spec types as f32 whatever the data's type (Resize/Upsample scales), and
+    // the selective scan's A, D and delta_bias, which its definition keeps in f32 (exp(Δ·A) over
+    // thousands of steps amplifies A's rounding)
     let keep: HashSet<ValueId> = g
         .nodes
         .iter()
-        .filter(|n| matches!(n.op, Op::Resize | Op::Upsample))
-        .flat_map(|n| n.inputs.iter().skip(1).flatten().copied())
+        .flat_map(|n| {
+            let kept: &[usize] = match n.op {
+                Op::Resize | Op::Upsample => &[1, 2, 3],
+                Op::SelectiveScan => &[2, 5, 7],
+                _ => &[],
+            };
+            kept.iter().filter_map(|&k| n.inputs.get(k).copied().flatten())
+        })
         .collect();
     let mut converted = 0;
     let ids: Vec<ValueId> = g.weights.keys().copied().collect();

@@ -33,6 +33,10 @@ GRID = [
     (1, 48, 300, 8, None, False, "f32"),
     (2, 64, 1000, 16, None, True, "bf16"),
     (2, 64, 777, 16, 2, False, "bf16"),
+    # larger states: 64 (two lanes a line) and 256 (eight), one sequence in several chunks
+    (1, 32, 1500, 64, None, True, "f32"),
+    (2, 16, 513, 256, 2, True, "bf16"),
+    (1, 8, 4099, 256, None, False, "f32"),
 ]
 # the benchmark shapes, f32 and bf16
 BENCH = [(b, d, 2048, 16, None, True, dt) for (b, d) in [(1, 1536), (16, 1536), (8, 5120)] for dt in ("f32", "bf16")]
@@ -85,14 +89,13 @@ def export_all(out):
         os.makedirs(os.path.join(d, "ref"), exist_ok=True)
         t, A, D, bias = tensors(c, device)
         m = Scan(A.cpu(), D.cpu(), bias.cpu(), c[5])
-        # exported at the real shapes (static) with f32 interfaces (bf16 cases: `--precision bf16`
-        # stores them in bf16); tracing runs the reference once, on zeros
-        shapes = {k: tuple(v.shape) for k, v in t.items()}
-        export(m, tuple(torch.zeros(s) for s in shapes.values()), os.path.join(d, "model.onnx"),
+        # exported at the real shapes (static) with the case's dtype for u, delta, B, C and z (A, D
+        # and delta_bias f32, as in mamba_ssm); tracing runs the reference once, on zeros
+        export(m, tuple(torch.zeros(v.shape, dtype=v.dtype) for v in t.values()), os.path.join(d, "model.onnx"),
                input_names=list(t), output_names=["out"])
-        for k, v in t.items():
-            np.save(os.path.join(d, f"{k}.npy"), v.float().cpu().numpy())
         if c in GRID:
+            for k, v in t.items():
+                np.save(os.path.join(d, f"{k}.npy"), v.float().cpu().numpy())
             with torch.no_grad():
                 np.save(os.path.join(d, "ref", "out.npy"), reference(c, t, A, D, bias).float().cpu().numpy())
         with open(os.path.join(d, "case.json"), "w") as f:

@@ -35,5 +35,22 @@ pub const ATTN_MMA_ROWS: usize = 64;
 pub const ATTN_MMA_KEYS: usize = 64;
 /// Pooling: outputs per thread (at most).
 pub const POOL_OUTPUTS: usize = 4;
-/// Selective scans: the largest state held in one thread's registers.
-pub const SSM_MAX_STATE: usize = 64;
+/// Selective scans: the largest state size; states are held in registers, at most
+/// SSM_STATES_PER_THREAD per thread (larger states are split over neighbouring lanes).
+pub const SSM_MAX_STATE: usize = 256;
+pub const SSM_STATES_PER_THREAD: usize = 32;
+/// Selective scans are chunked over the sequence until their threads reach SSM_FILL_THREADS,
+/// with chunks of at least SSM_MIN_CHUNK steps, in blocks of about SSM_BLOCK threads.
+pub const SSM_FILL_THREADS: usize = 32768;
+pub const SSM_MIN_CHUNK: usize = 32;
+pub const SSM_BLOCK: usize = 256;
+/// Selective scans: steps per loop iteration (loads in flight) are SSM_UNROLL_STATES over the
+/// states per thread, between 1 and 4.
+pub const SSM_UNROLL_STATES: usize = 32;
+
+/// A selective-scan knob, unless a tuning sweep overrides it through the environment
+/// (XFORGE_SSM_FILL_THREADS, XFORGE_SSM_UNROLL_STATES: for benchmark sweeps only, the artifact
+/// does not record them).
+pub fn ssm_knob(var: &str, default: usize) -> usize {
+    std::env::var(var).ok().and_then(|v| v.parse().ok()).filter(|&v| v > 0).unwrap_or(default)
+}

@@ -1,16 +1,65 @@
-//! The selective-scan template (com.xforge `SelectiveScan`, docs/ops/selective_scan.md), first
-//! form: one thread per (batch, channel) walks the sequence with its whole state in registers
-//! (the state never reaches device memory), reads u, delta and z once, and reads B and C at the
-//! same address as its neighbours in the warp (consecutive channels share a group), so each
-//! warp-wide load of them is one transaction. Not yet chunked over the sequence: at batch 1 a
-//! 1536-channel model fills 6 blocks of 256 threads.
+//! The selective-scan template (com.xforge `SelectiveScan`, docs/ops/selective_scan.md): one
+//! kernel, the state in registers (it never reaches device memory).
+//!
+//! Threads: a line is one (batch, channel) row. Each line's sequence is cut into `chunks`
+//! consecutive chunks (a power of two, more while the lines alone leave the GPU idle) and each
+//! line's state into `parts` slices of at most SSM_STATES_PER_THREAD states on neighbouring
+//! lanes (their partial outputs meet by shuffles). A thread is (part, line, chunk), the part
+//! fastest, then the block's `lines`: lanes of one chunk read the same B and C (one transaction
+//! for the warp where they share a group), and u, delta, z once each.
+//!
+//! With one chunk, one pass. With several: pass 1 runs each chunk from a zero state and leaves
+//! its end state and its summed Δ in workgroup memory; one thread per (line, state) then turns
+//! those into each chunk's incoming state (h ← exp(A·ΣΔ)·h + end, in chunk order); pass 2 reruns
+//! each chunk from its incoming state and writes the outputs. Steps past the sequence's end take
+//! Δ = 0, which leaves the state unchanged (exp(0·A) = 1, 0·B·u = 0), and store nothing.
 use crate::body::{compute_type, storage_type, Body};
 use crate::elementwise::{load_param, stored};
-use crate::kernel::{blocks, finish, memref, Kernel, KernelError, Param};
-use crate::knobs::{BLOCK, SSM_MAX_STATE};
+use crate::kernel::{finish, memref, Kernel, KernelError, Param};
+use crate::knobs::{
+    ssm_knob, SSM_BLOCK, SSM_FILL_THREADS, SSM_MAX_STATE, SSM_MIN_CHUNK, SSM_STATES_PER_THREAD, SSM_UNROLL_STATES,
+};
 use xforge_ir::tensor::numel;
 use xforge_ir::{Attr, Graph, Op, ValueId};
 use xforge_passes::fusion::FusionGroup;
+
+/// How a selective scan of `lines` rows of `len` steps and `state` states maps onto threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScanLayout {
+    /// lanes sharing one line's state (a power of two), each holding `state / parts` states
+    pub parts: usize,
+    /// chunks of one line's sequence (a power of two), `chunk` steps each
+    pub chunks: usize,
+    pub chunk: usize,
+    /// lines per block
+    pub lines: usize,
+    /// steps per loop iteration
+    pub unroll: usize,
+}
+
+impl ScanLayout {
+    /// None where no split of `state` over at most 32 lanes has SSM_STATES_PER_THREAD or fewer.
+    pub fn new(lines: usize, len: usize, state: usize) -> Option<ScanLayout> {
+        let parts = (0..=5).map(|k| 1 << k).find(|p| state % p == 0 && state / p <= SSM_STATES_PER_THREAD)?;
+        let fill = ssm_knob("XFORGE_SSM_FILL_THREADS", SSM_FILL_THREADS);
+        let mut chunks = 1;
+        // invariant: every chunk keeps at least SSM_MIN_CHUNK steps, and a block holds all the chunks
+        while lines * parts * chunks < fill
+            && len >= 2 * chunks * SSM_MIN_CHUNK
+            && parts * chunks * 2 <= SSM_BLOCK
+        {
+            chunks *= 2;
+        }
+        let unroll = (ssm_knob("XFORGE_SSM_UNROLL_STATES", SSM_UNROLL_STATES) / (state / parts)).clamp(1, 4);
+        let chunk = len.div_ceil(chunks).div_ceil(unroll) * unroll;
+        let block_lines = (SSM_BLOCK / (parts * chunks)).clamp(1, lines.next_power_of_two());
+        Some(ScanLayout { parts, chunks, chunk, lines: block_lines, unroll })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.parts * self.lines * self.chunks
+    }
+}
 
 pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelError> {
     let unsupported = |why: String| KernelError::Unsupported { group: gi, why };
@@ -29,11 +78,13 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
     let n = shape(a)?[1];
     let bs = shape(input(3).unwrap())?;
     let groups = if bs.len() == 4 { bs[1] } else { 1 };
-    if n > SSM_MAX_STATE || n == 0 || groups == 0 || nd % groups != 0 || nb * nd * nl == 0 {
+    let layout = ScanLayout::new(nb * nd, nl, n).filter(|_| n <= SSM_MAX_STATE);
+    let (Some(lay), true) = (layout, n > 0 && groups > 0 && nd % groups == 0 && nb * nd * nl > 0) else {
         return Err(unsupported(format!(
-            "state size {n} (at most {SSM_MAX_STATE} held in registers), {groups} groups"
+            "state size {n} (at most {SSM_MAX_STATE}, split over at most 32 lanes of \
+             {SSM_STATES_PER_THREAD}), {groups} groups"
         )));
-    }
+    };
     // parameters: the present inputs in order, then out and (when asked) the last state
     let mut params = vec![];
     let mut slot = [None; 8];
@@ -58,6 +109,7 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
     let last_param = (params.len() > out_param + 1).then_some(out_param + 1);
     let c = compute_type(g.ty(u).dtype);
     let softplus = matches!(node.attr("delta_softplus"), Some(Attr::Int(v)) if *v != 0);
+    let ns = n / lay.parts;
     let mut b = Body::default();
     // input k's value at `i`, widened to the compute type
     let load = |b: &mut Body, k: usize, i: &str| load_param(b, &params, input(k).unwrap(), i, c).unwrap();
@@ -65,34 +117,57 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
         let sv = stored(b, &params[k], v, c);
         b.stmt(format!("memref.store {sv}, %arg{k}[{i}] : {}", memref(&params[k])));
     };
+    let ix = |b: &mut Body, op: &str, x: &str, y: &str| b.emit(format!("arith.{op} {x}, {y} : index"));
+    let fl = |b: &mut Body, op: &str, x: &str, y: &str| b.emit(format!("arith.{op} {x}, {y} : {c}"));
+
+    // thread → (part, line, chunk)
     let tid = b.emit("gpu.thread_id x");
     let bid = b.emit("gpu.block_id x");
-    let bdim = b.emit("gpu.block_dim x");
-    let line = b.emit(format!("arith.muli {bid}, {bdim} : index"));
-    let line = b.emit(format!("arith.addi {line}, {tid} : index"));
-    let lines = b.index(nb * nd);
-    let inside = b.emit(format!("arith.cmpi ult, {line}, {lines} : index"));
-    b.stmt(format!("scf.if {inside} {{"));
-    let (dv, lv, nv, zero_i) = (b.index(nd), b.index(nl), b.index(n), b.index(0));
-    let one_i = b.index(1);
-    let bi = b.emit(format!("arith.divui {line}, {dv} : index"));
-    let ch = b.emit(format!("arith.remui {line}, {dv} : index"));
+    let (cparts, cblines) = (b.index(lay.parts), b.index(lay.lines));
+    let part = ix(&mut b, "remui", &tid, &cparts);
+    let rest = ix(&mut b, "divui", &tid, &cparts);
+    let bline = ix(&mut b, "remui", &rest, &cblines);
+    let chunk = ix(&mut b, "divui", &rest, &cblines);
+    let first = ix(&mut b, "muli", &bid, &cblines);
+    let line = ix(&mut b, "addi", &first, &bline);
+    let (lines_v, last_line) = (b.index(nb * nd), b.index(nb * nd - 1));
+    let line_ok = b.emit(format!("arith.cmpi ult, {line}, {lines_v} : index"));
+    // lines past the end compute on the last line (every thread reaches the barriers) and store nothing
+    let line = ix(&mut b, "minui", &line, &last_line);
+    let (dv, lv, nv) = (b.index(nd), b.index(nl), b.index(n));
+    let (zero_i, last_t) = (b.index(0), b.index(nl - 1));
+    let ch = ix(&mut b, "remui", &line, &dv);
+    // B/C row base of (batch, group): ((batch·G + group)·n)·L
     let per_group = b.index(nd / groups);
-    let grp_i = b.emit(format!("arith.divui {ch}, {per_group} : index"));
+    let bi = ix(&mut b, "divui", &line, &dv);
+    let grp_i = ix(&mut b, "divui", &ch, &per_group);
     let gv = b.index(groups);
-    // B/C row base of (batch, group): ((bi·G + g)·n)·L
-    let bg = b.emit(format!("arith.muli {bi}, {gv} : index"));
-    let bg = b.emit(format!("arith.addi {bg}, {grp_i} : index"));
-    let bg = b.emit(format!("arith.muli {bg}, {nv} : index"));
-    let proj_base = b.emit(format!("arith.muli {bg}, {lv} : index"));
-    let row_base = b.emit(format!("arith.muli {line}, {lv} : index"));
-    // per channel: A's row, D, delta_bias
-    let a_base = b.emit(format!("arith.muli {ch}, {nv} : index"));
-    let av: Vec<String> = (0..n)
+    let bg = ix(&mut b, "muli", &bi, &gv);
+    let bg = ix(&mut b, "addi", &bg, &grp_i);
+    let bg = ix(&mut b, "muli", &bg, &nv);
+    let proj_base = ix(&mut b, "muli", &bg, &lv);
+    let row_base = ix(&mut b, "muli", &line, &lv);
+    // this thread's states: A·log2(e) (the decays are exp2), D, delta_bias
+    let log2e = b.float(std::f64::consts::LOG2_E, c);
+    let cns = b.index(ns);
+    let my_first = ix(&mut b, "muli", &part, &cns);
+    let a_base = ix(&mut b, "muli", &ch, &nv);
+    let a_base = ix(&mut b, "addi", &a_base, &my_first);
+    let a2: Vec<String> = (0..ns)
         .map(|s| {
             let off = b.index(s);
-            let i = b.emit(format!("arith.addi {a_base}, {off} : index"));
-            load(&mut b, 2, &i)
+            let i = ix(&mut b, "addi", &a_base, &off);
+            let av = load(&mut b, 2, &i);
+            fl(&mut b, "mulf", &av, &log2e)
+        })
+        .collect();
+    // B and C of state s at step t: proj_base + (first + s)·L + t
+    let proj_rows: Vec<String> = (0..ns)
+        .map(|s| {
+            let off = b.index(s);
+            let st = ix(&mut b, "addi", &my_first, &off);
+            let r = ix(&mut b, "muli", &st, &lv);
+            ix(&mut b, "addi", &r, &proj_base)
         })
         .collect();
     let d_val = slot[5].map(|_| load(&mut b, 5, &ch));
@@ -100,62 +175,235 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
     let zero = b.float(0.0, c);
     let one = b.float(1.0, c);
     let twenty = b.float(20.0, c);
-    let inits = (0..n).map(|s| format!("%h{s} = {zero}")).collect::<Vec<_>>().join(", ");
-    let types = vec![c; n].join(", ");
-    let carried =
-        b.emit_multi(n, format!("scf.for %t = {zero_i} to {lv} step {one_i} iter_args({inits}) -> ({types}) {{"));
-    let i = b.emit(format!("arith.addi {row_base}, %t : index"));
-    let uval = load(&mut b, 0, &i);
-    let mut dt = load(&mut b, 1, &i);
-    if let Some(bias) = &bias {
-        dt = b.emit(format!("arith.addf {dt}, {bias} : {c}"));
+    let clen = b.index(lay.chunk);
+    let t0 = ix(&mut b, "muli", &chunk, &clen);
+    let t1 = ix(&mut b, "addi", &t0, &clen);
+    let cunroll = b.index(lay.unroll);
+
+    // one step's Δ (0 past the end), u, its step clamped into the sequence, the element index it
+    // reads and whether it is inside
+    let step_in = |b: &mut Body, t: &str| -> (String, String, String, String, String) {
+        let inside = b.emit(format!("arith.cmpi ult, {t}, {lv} : index"));
+        let tc = b.emit(format!("arith.minui {t}, {last_t} : index"));
+        let i = b.emit(format!("arith.addi {row_base}, {tc} : index"));
+        let uval = load(b, 0, &i);
+        let mut dt = load(b, 1, &i);
+        if let Some(bias) = &bias {
+            dt = b.emit(format!("arith.addf {dt}, {bias} : {c}"));
+        }
+        if softplus {
+            // PyTorch's softplus: x above 20 is kept, else log(1 + exp(x))
+            let e = b.emit(format!("math.exp {dt} : {c}"));
+            let l1p = b.emit(format!("math.log1p {e} : {c}"));
+            let big = b.emit(format!("arith.cmpf ogt, {dt}, {twenty} : {c}"));
+            dt = b.emit(format!("arith.select {big}, {dt}, {l1p} : {c}"));
+        }
+        let dt = b.emit(format!("arith.select {inside}, {dt}, {zero} : {c}"));
+        (dt, uval, tc, i, inside)
+    };
+    // h ← exp2(Δ·A2)·h + Δ·u·B, for this thread's states; returns the new states
+    let advance = |b: &mut Body, h: &[String], dt: &str, uval: &str, tc: &str| -> Vec<String> {
+        let du = b.emit(format!("arith.mulf {dt}, {uval} : {c}"));
+        (0..ns)
+            .map(|s| {
+                let pi = b.emit(format!("arith.addi {}, {tc} : index", proj_rows[s]));
+                let bval = load(b, 3, &pi);
+                let x = b.emit(format!("arith.mulf {dt}, {} : {c}", a2[s]));
+                let decay = b.emit(format!("math.exp2 {x} : {c}"));
+                let kept = b.emit(format!("arith.mulf {decay}, {} : {c}", h[s]));
+                b.emit(format!("math.fma {du}, {bval}, {kept} : {c}"))
+            })
+            .collect()
+    };
+    let types = vec![c; ns].join(", ");
+    let names = |pfx: &str, k: usize| (0..k).map(|s| format!("%{pfx}{s}")).collect::<Vec<_>>();
+
+    // the incoming state of this thread's chunk
+    let h_in: Vec<String> = if lay.chunks == 1 {
+        vec![zero.clone(); ns]
+    } else {
+        // pass 1: each chunk from a zero state; its end state and ΣΔ
+        let inits: Vec<String> =
+            names("p", ns + 1).iter().map(|v| format!("{v} = {zero}")).collect::<Vec<_>>();
+        let ends = b.emit_multi(
+            ns + 1,
+            format!(
+                "scf.for %t1 = {t0} to {t1} step {cunroll} iter_args({}) -> ({types}, {c}) {{",
+                inits.join(", ")
+            ),
+        );
+        let mut h = names("p", ns);
+        let mut sum = format!("%p{ns}");
+        for j in 0..lay.unroll {
+            let off = b.index(j);
+            let t = ix(&mut b, "addi", "%t1", &off);
+            let (dt, uval, tc, _, _) = step_in(&mut b, &t);
+            sum = fl(&mut b, "addf", &sum, &dt);
+            h = advance(&mut b, &h, &dt, &uval, &tc);
+        }
+        b.stmt(format!("scf.yield {}, {sum} : {types}, {c}", h.join(", ")));
+        b.stmt("}");
+        // workgroup memory: per (chunk, line) n states then ΣΔ
+        let wg = wg_type(lay, n, c);
+        let stride = b.index(n + 1);
+        let slot_of = |b: &mut Body, k: &str, l: &str| {
+            let s = b.emit(format!("arith.muli {k}, {cblines} : index"));
+            let s = b.emit(format!("arith.addi {s}, {l} : index"));
+            b.emit(format!("arith.muli {s}, {stride} : index"))
+        };
+        let base = slot_of(&mut b, &chunk, &bline);
+        let mine = ix(&mut b, "addi", &base, &my_first);
+        for s in 0..ns {
+            let off = b.index(s);
+            let at = ix(&mut b, "addi", &mine, &off);
+            b.stmt(format!("memref.store {ends}#{s}, %ws[{at}] : {wg}"));
+        }
+        // every part holds the same ΣΔ
+        let sum_at = ix(&mut b, "addi", &base, &nv);
+        b.stmt(format!("memref.store {ends}#{ns}, %ws[{sum_at}] : {wg}"));
+        b.stmt("gpu.barrier");
+        // one thread per (line, state) carries the state across the chunks in order
+        let (work, threads) = (b.index(lay.lines * n), b.index(lay.threads()));
+        b.stmt(format!("scf.for %j = {tid} to {work} step {threads} {{"));
+        let jl = ix(&mut b, "divui", "%j", &nv);
+        let js = ix(&mut b, "remui", "%j", &nv);
+        let jline = ix(&mut b, "addi", &first, &jl);
+        let jline = ix(&mut b, "minui", &jline, &last_line);
+        let jch = ix(&mut b, "remui", &jline, &dv);
+        let ja = ix(&mut b, "muli", &jch, &nv);
+        let ja = ix(&mut b, "addi", &ja, &js);
+        let av = load(&mut b, 2, &ja);
+        let av = fl(&mut b, "mulf", &av, &log2e);
+        let (cchunks, one_i) = (b.index(lay.chunks), b.index(1));
+        b.stmt(format!("%carried = scf.for %k = {zero_i} to {cchunks} step {one_i} iter_args(%carry = {zero}) -> ({c}) {{"));
+        let kb = slot_of(&mut b, "%k", &jl);
+        let at = ix(&mut b, "addi", &kb, &js);
+        let end = b.emit(format!("memref.load %ws[{at}] : {wg}"));
+        let sat = ix(&mut b, "addi", &kb, &nv);
+        let sum = b.emit(format!("memref.load %ws[{sat}] : {wg}"));
+        b.stmt(format!("memref.store %carry, %ws[{at}] : {wg}"));
+        let x = fl(&mut b, "mulf", &sum, &av);
+        let decay = b.emit(format!("math.exp2 {x} : {c}"));
+        let next = b.emit(format!("math.fma {decay}, %carry, {end} : {c}"));
+        b.stmt(format!("scf.yield {next} : {c}"));
+        b.stmt("}");
+        b.stmt("}");
+        b.stmt("gpu.barrier");
+        (0..ns)
+            .map(|s| {
+                let off = b.index(s);
+                let at = ix(&mut b, "addi", &mine, &off);
+                b.emit(format!("memref.load %ws[{at}] : {wg}"))
+            })
+            .collect()
+    };
+
+    // pass 2 (the only pass with one chunk): from the incoming state, writing the outputs
+    let inits: Vec<String> = names("h", ns).iter().zip(&h_in).map(|(v, i)| format!("{v} = {i}")).collect();
+    let finals = b.emit_multi(
+        ns,
+        format!("scf.for %t2 = {t0} to {t1} step {cunroll} iter_args({}) -> ({types}) {{", inits.join(", ")),
+    );
+    let is_first_part = b.emit(format!("arith.cmpi eq, {part}, {zero_i} : index"));
+    let writer = b.emit(format!("arith.andi {line_ok}, {is_first_part} : i1"));
+    let width = b.emit("arith.constant 32 : i32");
+    let mut h = names("h", ns);
+    for j in 0..lay.unroll {
+        let off = b.index(j);
+        let t = ix(&mut b, "addi", "%t2", &off);
+        let (dt, uval, tc, i, inside) = step_in(&mut b, &t);
+        h = advance(&mut b, &h, &dt, &uval, &tc);
+        let mut y = zero.clone();
+        for (s, hs) in h.iter().enumerate() {
+            let pi = b.emit(format!("arith.addi {}, {tc} : index", proj_rows[s]));
+            let cval = load(&mut b, 4, &pi);
+            y = b.emit(format!("math.fma {hs}, {cval}, {y} : {c}"));
+        }
+        // the parts' partial sums meet on every lane of the line
+        let mut off = 1;
+        while off < lay.parts {
+            let o = b.emit(format!("arith.constant {off} : i32"));
+            let other = b.emit_multi(2, format!("gpu.shuffle xor {y}, {o}, {width} : {c}"));
+            y = fl(&mut b, "addf", &y, &format!("{other}#0"));
+            off *= 2;
+        }
+        if let Some(dv) = &d_val {
+            y = b.emit(format!("math.fma {dv}, {uval}, {y} : {c}"));
+        }
+        if slot[6].is_some() {
+            let z = load(&mut b, 6, &i);
+            let nz = b.emit(format!("arith.negf {z} : {c}"));
+            let e = b.emit(format!("math.exp {nz} : {c}"));
+            let den = fl(&mut b, "addf", &one, &e);
+            let silu = fl(&mut b, "divf", &z, &den);
+            y = fl(&mut b, "mulf", &y, &silu);
+        }
+        let write = b.emit(format!("arith.andi {writer}, {inside} : i1"));
+        b.stmt(format!("scf.if {write} {{"));
+        store(&mut b, out_param, &i, &y);
+        b.stmt("}");
     }
-    if softplus {
-        // PyTorch's softplus: x above 20 is kept, else log(1 + exp(x))
-        let e = b.emit(format!("math.exp {dt} : {c}"));
-        let l1p = b.emit(format!("math.log1p {e} : {c}"));
-        let big = b.emit(format!("arith.cmpf ogt, {dt}, {twenty} : {c}"));
-        dt = b.emit(format!("arith.select {big}, {dt}, {l1p} : {c}"));
-    }
-    let du = b.emit(format!("arith.mulf {dt}, {uval} : {c}"));
-    let mut y = zero.clone();
-    let mut next = vec![];
-    for (s, a_s) in av.iter().enumerate() {
-        let so = b.index(s);
-        let pi = b.emit(format!("arith.muli {so}, {lv} : index"));
-        let pi = b.emit(format!("arith.addi {pi}, %t : index"));
-        let pi = b.emit(format!("arith.addi {pi}, {proj_base} : index"));
-        let bval = load(&mut b, 3, &pi);
-        let cval = load(&mut b, 4, &pi);
-        let x = b.emit(format!("arith.mulf {dt}, {a_s} : {c}"));
-        let decay = b.emit(format!("math.exp {x} : {c}"));
-        let kept = b.emit(format!("arith.mulf {decay}, %h{s} : {c}"));
-        let h = b.emit(format!("math.fma {du}, {bval}, {kept} : {c}"));
-        y = b.emit(format!("math.fma {h}, {cval}, {y} : {c}"));
-        next.push(h);
-    }
-    if let Some(dv) = &d_val {
-        y = b.emit(format!("math.fma {dv}, {uval}, {y} : {c}"));
-    }
-    if slot[6].is_some() {
-        let z = load(&mut b, 6, &i);
-        let nz = b.emit(format!("arith.negf {z} : {c}"));
-        let e = b.emit(format!("math.exp {nz} : {c}"));
-        let den = b.emit(format!("arith.addf {one}, {e} : {c}"));
-        let silu = b.emit(format!("arith.divf {z}, {den} : {c}"));
-        y = b.emit(format!("arith.mulf {y}, {silu} : {c}"));
-    }
-    store(&mut b, out_param, &i, &y);
-    b.stmt(format!("scf.yield {} : {types}", next.join(", ")));
+    b.stmt(format!("scf.yield {} : {types}", h.join(", ")));
     b.stmt("}");
     if let Some(k) = last_param {
-        let base = b.emit(format!("arith.muli {line}, {nv} : index"));
-        for s in 0..n {
+        // the last chunk's end state is the line's
+        let last_chunk = b.index(lay.chunks - 1);
+        let is_last = b.emit(format!("arith.cmpi eq, {chunk}, {last_chunk} : index"));
+        let write = b.emit(format!("arith.andi {line_ok}, {is_last} : i1"));
+        b.stmt(format!("scf.if {write} {{"));
+        let base = ix(&mut b, "muli", &line, &nv);
+        let base = ix(&mut b, "addi", &base, &my_first);
+        for s in 0..ns {
             let off = b.index(s);
-            let at = b.emit(format!("arith.addi {base}, {off} : index"));
-            store(&mut b, k, &at, &format!("{carried}#{s}"));
+            let at = ix(&mut b, "addi", &base, &off);
+            store(&mut b, k, &at, &format!("{finals}#{s}"));
+        }
+        b.stmt("}");
+    }
+    let shared = (lay.chunks > 1).then(|| format!("%ws : {}", wg_type(lay, n, c)));
+    let grid = [(nb * nd).div_ceil(lay.lines) as u32, 1, 1];
+    Ok(finish(params, &b, shared.as_deref(), grid, [lay.threads() as u32, 1, 1]))
+}
+
+/// The workgroup memory of a chunked scan: per (chunk, line), n end states and ΣΔ.
+fn wg_type(lay: ScanLayout, n: usize, c: &str) -> String {
+    format!("memref<{}x{c}, #gpu.address_space<workgroup>>", lay.chunks * lay.lines * (n + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ScanLayout;
+    use crate::knobs::{SSM_BLOCK, SSM_FILL_THREADS, SSM_MIN_CHUNK};
+
+    #[test]
+    fn few_lines_are_chunked_over_the_sequence_until_the_gpu_fills() {
+        // Mamba-1.4B at batch 1: 1536 lines need 32 chunks of 64 steps, 8 lines a block
+        let l = ScanLayout::new(1536, 2048, 16).unwrap();
+        assert_eq!(l, ScanLayout { parts: 1, chunks: 32, chunk: 64, lines: 8, unroll: 2 });
+        assert_eq!(l.threads(), SSM_BLOCK);
+        // batch 16: two chunks; batch 8 of 5120 channels: the lines alone fill it, one pass
+        assert_eq!(ScanLayout::new(16 * 1536, 2048, 16).unwrap().chunks, 2);
+        let big = ScanLayout::new(8 * 5120, 2048, 16).unwrap();
+        assert_eq!((big.chunks, big.chunk, big.lines), (1, 2048, SSM_BLOCK));
+        for (lines, len) in [(1, 100_000), (7, 777), (1536, 2048), (40960, 2048), (3, 31)] {
+            let l = ScanLayout::new(lines, len, 16).unwrap();
+            // chunks cover the sequence with SSM_MIN_CHUNK steps or more each, and stop
+            // doubling once the threads fill the GPU
+            assert!(l.chunks * l.chunk >= len && l.chunk % l.unroll == 0, "{l:?}");
+            assert!(l.chunks == 1 || l.chunk >= SSM_MIN_CHUNK, "{l:?}");
+            assert!(l.chunks == 1 || lines * l.chunks / 2 < SSM_FILL_THREADS, "{l:?}");
+            assert!(l.threads() <= SSM_BLOCK, "{l:?}");
         }
     }
-    b.stmt("}");
-    Ok(finish(params, &b, None, [blocks(nb * nd, BLOCK), 1, 1], [BLOCK, 1, 1]))
+
+    #[test]
+    fn large_states_split_over_lanes_and_odd_ones_are_refused() {
+        let l = ScanLayout::new(4, 64, 256).unwrap();
+        assert_eq!((l.parts, l.unroll), (8, 1));
+        assert_eq!(ScanLayout::new(4, 64, 64).unwrap().parts, 2);
+        assert_eq!(ScanLayout::new(4, 64, 48).unwrap().parts, 2);
+        assert_eq!(ScanLayout::new(4, 64, 5).unwrap().parts, 1);
+        // 33 states cannot be cut into equal slices of at most 32
+        assert_eq!(ScanLayout::new(4, 64, 33), None);
+    }
 }
