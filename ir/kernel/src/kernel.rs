@@ -46,10 +46,30 @@ pub fn memref(p: &Param) -> String {
 /// Wraps a finished body into a `gpu.module` holding one `gpu.func` named by its content;
 /// `workgroup` declares the function's workgroup memory.
 pub fn finish(params: Vec<Param>, body: &Body, workgroup: Option<&str>, grid: [u32; 3], block: [u32; 3]) -> Kernel {
+    finish_bounded(params, body, workgroup, grid, block, None)
+}
+
+/// `finish`, and with `min_blocks` the launch bounds: the block's thread count and at least that
+/// many resident blocks per multiprocessor (ptxas caps the registers to fit).
+pub fn finish_bounded(
+    params: Vec<Param>,
+    body: &Body,
+    workgroup: Option<&str>,
+    grid: [u32; 3],
+    block: [u32; 3],
+    min_blocks: Option<u32>,
+) -> Kernel {
     let args: Vec<String> = params.iter().enumerate().map(|(k, p)| format!("%arg{k}: {}", memref(p))).collect();
     let lines: String = body.lines.iter().map(|l| format!("      {l}\n")).collect();
     let wg = workgroup.map(|w| format!(" workgroup({w})")).unwrap_or_default();
-    let func = format!("    gpu.func @KERNEL({}){wg} kernel {{\n{lines}      gpu.return\n    }}\n", args.join(", "));
+    let bounds = min_blocks
+        .map(|m| {
+            let [x, y, z] = block;
+            format!(" attributes {{nvvm.maxntid = array<i32: {x}, {y}, {z}>, nvvm.minctasm = {m} : i32}}")
+        })
+        .unwrap_or_default();
+    let func =
+        format!("    gpu.func @KERNEL({}){wg} kernel{bounds} {{\n{lines}      gpu.return\n    }}\n", args.join(", "));
     let name = content_name(&func);
     let module = format!("  gpu.module @{name} {{\n{}  }}\n", func.replace("@KERNEL", &format!("@{name}")));
     Kernel { name, module, params, grid, block }

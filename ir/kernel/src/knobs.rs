@@ -47,9 +47,17 @@ pub const SSM_BLOCK: usize = 256;
 /// Selective scans: steps per loop iteration (loads in flight) are SSM_UNROLL_STATES over the
 /// states per thread, between 1 and 4.
 pub const SSM_UNROLL_STATES: usize = 32;
+/// Selective scans over a length that is a multiple of SSM_VECTOR_STEPS move u, delta, z and the
+/// output that many steps per vector (8 f32 fill a 32-byte sector) and take that many per iteration.
+pub const SSM_VECTOR_STEPS: usize = 8;
+
+/// Selective scans: blocks kept resident per multiprocessor (the registers per thread are capped
+/// to fit them).
+pub const SSM_MIN_BLOCKS: usize = 2;
 
 /// A selective-scan knob, unless a tuning sweep overrides it through the environment
-/// (XFORGE_SSM_FILL_THREADS, XFORGE_SSM_UNROLL_STATES: for benchmark sweeps only, the artifact
+/// (XFORGE_SSM_FILL_THREADS, XFORGE_SSM_UNROLL_STATES, XFORGE_SSM_MIN_BLOCKS,
+/// XFORGE_SSM_VECTOR_STEPS: for benchmark sweeps only, the artifact
 /// does not record them).
 pub fn ssm_knob(var: &str, default: usize) -> usize {
     std::env::var(var).ok().and_then(|v| v.parse().ok()).filter(|&v| v > 0).unwrap_or(default)

@@ -15,9 +15,10 @@
 //! Δ = 0, which leaves the state unchanged (exp(0·A) = 1, 0·B·u = 0), and store nothing.
 use crate::body::{compute_type, storage_type, Body};
 use crate::elementwise::{load_param, stored};
-use crate::kernel::{finish, memref, Kernel, KernelError, Param};
+use crate::kernel::{finish_bounded, memref, Kernel, KernelError, Param};
 use crate::knobs::{
     ssm_knob, SSM_BLOCK, SSM_FILL_THREADS, SSM_MAX_STATE, SSM_MIN_CHUNK, SSM_STATES_PER_THREAD, SSM_UNROLL_STATES,
+    SSM_MIN_BLOCKS, SSM_VECTOR_STEPS,
 };
 use xforge_ir::tensor::numel;
 use xforge_ir::{Attr, Graph, Op, ValueId};
@@ -35,6 +36,8 @@ pub struct ScanLayout {
     pub lines: usize,
     /// steps per loop iteration
     pub unroll: usize,
+    /// u, delta, z and out move SSM_VECTOR_STEPS steps per vector (the length is a multiple)
+    pub vector: bool,
 }
 
 impl ScanLayout {
@@ -50,10 +53,16 @@ impl ScanLayout {
         {
             chunks *= 2;
         }
-        let unroll = (ssm_knob("XFORGE_SSM_UNROLL_STATES", SSM_UNROLL_STATES) / (state / parts)).clamp(1, 4);
+        let vec = ssm_knob("XFORGE_SSM_VECTOR_STEPS", SSM_VECTOR_STEPS);
+        let vector = len % vec == 0;
+        let unroll = if vector {
+            vec
+        } else {
+            (ssm_knob("XFORGE_SSM_UNROLL_STATES", SSM_UNROLL_STATES) / (state / parts)).clamp(1, 4)
+        };
         let chunk = len.div_ceil(chunks).div_ceil(unroll) * unroll;
         let block_lines = (SSM_BLOCK / (parts * chunks)).clamp(1, lines.next_power_of_two());
-        Some(ScanLayout { parts, chunks, chunk, lines: block_lines, unroll })
+        Some(ScanLayout { parts, chunks, chunk, lines: block_lines, unroll, vector })
     }
 
     pub fn threads(&self) -> usize {
@@ -180,26 +189,78 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
     let t1 = ix(&mut b, "addi", &t0, &clen);
     let cunroll = b.index(lay.unroll);
 
-    // one step's Δ (0 past the end), u, its step clamped into the sequence, the element index it
-    // reads and whether it is inside
-    let step_in = |b: &mut Body, t: &str| -> (String, String, String, String, String) {
-        let inside = b.emit(format!("arith.cmpi ult, {t}, {lv} : index"));
-        let tc = b.emit(format!("arith.minui {t}, {last_t} : index"));
-        let i = b.emit(format!("arith.addi {row_base}, {tc} : index"));
-        let uval = load(b, 0, &i);
-        let mut dt = load(b, 1, &i);
-        if let Some(bias) = &bias {
-            dt = b.emit(format!("arith.addf {dt}, {bias} : {c}"));
+    // A group of `unroll` steps from `t`: per step, Δ (0 past the end), u, z (when asked), the
+    // step clamped into the sequence, and whether it is inside. With vectors (the length a
+    // multiple of the group), a group lies wholly inside or wholly past the end, and u, delta
+    // and z arrive in one vector load each.
+    struct Step {
+        dt: String,
+        u: String,
+        z: Option<String>,
+        tc: String,
+        inside: String,
+    }
+    let group_in = |b: &mut Body, t: &str, with_z: bool| -> Vec<Step> {
+        let mut raw: Vec<(String, String, Option<String>, String, String)> = vec![];
+        if lay.vector {
+            let inside = b.emit(format!("arith.cmpi ult, {t}, {lv} : index"));
+            let last_group = b.index(nl - lay.unroll);
+            let tb = b.emit(format!("arith.minui {t}, {last_group} : index"));
+            let i = b.emit(format!("arith.addi {row_base}, {tb} : index"));
+            let run = |b: &mut Body, k: usize| -> Vec<String> {
+                let p = &params[slot[k].unwrap()];
+                let st = storage_type(p.dtype).unwrap();
+                let w = lay.unroll;
+                let v = b.emit(format!(
+                    "vector.load %arg{}[{i}] {{alignment = {}}} : {}, vector<{w}x{st}>",
+                    slot[k].unwrap(),
+                    w * p.dtype.size(),
+                    memref(p)
+                ));
+                (0..w)
+                    .map(|j| {
+                        let x = b.emit(format!("vector.extract {v}[{j}] : {st} from vector<{w}x{st}>"));
+                        if st == c { x } else { b.emit(format!("arith.extf {x} : {st} to {c}")) }
+                    })
+                    .collect()
+            };
+            let us = run(b, 0);
+            let ds = run(b, 1);
+            let zs = with_z.then(|| run(b, 6));
+            for j in 0..lay.unroll {
+                let off = b.index(j);
+                let tc = b.emit(format!("arith.addi {tb}, {off} : index"));
+                raw.push((ds[j].clone(), us[j].clone(), zs.as_ref().map(|z| z[j].clone()), tc, inside.clone()));
+            }
+        } else {
+            for j in 0..lay.unroll {
+                let off = b.index(j);
+                let tj = b.emit(format!("arith.addi {t}, {off} : index"));
+                let inside = b.emit(format!("arith.cmpi ult, {tj}, {lv} : index"));
+                let tc = b.emit(format!("arith.minui {tj}, {last_t} : index"));
+                let i = b.emit(format!("arith.addi {row_base}, {tc} : index"));
+                let uval = load(b, 0, &i);
+                let dt = load(b, 1, &i);
+                let z = with_z.then(|| load(b, 6, &i));
+                raw.push((dt, uval, z, tc, inside));
+            }
         }
-        if softplus {
-            // PyTorch's softplus: x above 20 is kept, else log(1 + exp(x))
-            let e = b.emit(format!("math.exp {dt} : {c}"));
-            let l1p = b.emit(format!("math.log1p {e} : {c}"));
-            let big = b.emit(format!("arith.cmpf ogt, {dt}, {twenty} : {c}"));
-            dt = b.emit(format!("arith.select {big}, {dt}, {l1p} : {c}"));
-        }
-        let dt = b.emit(format!("arith.select {inside}, {dt}, {zero} : {c}"));
-        (dt, uval, tc, i, inside)
+        raw.into_iter()
+            .map(|(mut dt, u, z, tc, inside)| {
+                if let Some(bias) = &bias {
+                    dt = b.emit(format!("arith.addf {dt}, {bias} : {c}"));
+                }
+                if softplus {
+                    // PyTorch's softplus: x above 20 is kept, else log(1 + exp(x))
+                    let e = b.emit(format!("math.exp {dt} : {c}"));
+                    let l1p = b.emit(format!("math.log1p {e} : {c}"));
+                    let big = b.emit(format!("arith.cmpf ogt, {dt}, {twenty} : {c}"));
+                    dt = b.emit(format!("arith.select {big}, {dt}, {l1p} : {c}"));
+                }
+                let dt = b.emit(format!("arith.select {inside}, {dt}, {zero} : {c}"));
+                Step { dt, u, z, tc, inside }
+            })
+            .collect()
     };
     // h ← exp2(Δ·A2)·h + Δ·u·B, for this thread's states; returns the new states
     let advance = |b: &mut Body, h: &[String], dt: &str, uval: &str, tc: &str| -> Vec<String> {
@@ -234,12 +295,9 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
         );
         let mut h = names("p", ns);
         let mut sum = format!("%p{ns}");
-        for j in 0..lay.unroll {
-            let off = b.index(j);
-            let t = ix(&mut b, "addi", "%t1", &off);
-            let (dt, uval, tc, _, _) = step_in(&mut b, &t);
-            sum = fl(&mut b, "addf", &sum, &dt);
-            h = advance(&mut b, &h, &dt, &uval, &tc);
+        for st in group_in(&mut b, "%t1", false) {
+            sum = fl(&mut b, "addf", &sum, &st.dt);
+            h = advance(&mut b, &h, &st.dt, &st.u, &st.tc);
         }
         b.stmt(format!("scf.yield {}, {sum} : {types}, {c}", h.join(", ")));
         b.stmt("}");
@@ -308,14 +366,13 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
     let writer = b.emit(format!("arith.andi {line_ok}, {is_first_part} : i1"));
     let width = b.emit("arith.constant 32 : i32");
     let mut h = names("h", ns);
-    for j in 0..lay.unroll {
-        let off = b.index(j);
-        let t = ix(&mut b, "addi", "%t2", &off);
-        let (dt, uval, tc, i, inside) = step_in(&mut b, &t);
-        h = advance(&mut b, &h, &dt, &uval, &tc);
+    let mut ys = vec![];
+    let steps = group_in(&mut b, "%t2", slot[6].is_some());
+    for st in &steps {
+        h = advance(&mut b, &h, &st.dt, &st.u, &st.tc);
         let mut y = zero.clone();
         for (s, hs) in h.iter().enumerate() {
-            let pi = b.emit(format!("arith.addi {}, {tc} : index", proj_rows[s]));
+            let pi = b.emit(format!("arith.addi {}, {} : index", proj_rows[s], st.tc));
             let cval = load(&mut b, 4, &pi);
             y = b.emit(format!("math.fma {hs}, {cval}, {y} : {c}"));
         }
@@ -328,20 +385,44 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
             off *= 2;
         }
         if let Some(dv) = &d_val {
-            y = b.emit(format!("math.fma {dv}, {uval}, {y} : {c}"));
+            y = b.emit(format!("math.fma {dv}, {}, {y} : {c}", st.u));
         }
-        if slot[6].is_some() {
-            let z = load(&mut b, 6, &i);
+        if let Some(z) = &st.z {
             let nz = b.emit(format!("arith.negf {z} : {c}"));
             let e = b.emit(format!("math.exp {nz} : {c}"));
             let den = fl(&mut b, "addf", &one, &e);
-            let silu = fl(&mut b, "divf", &z, &den);
+            let silu = fl(&mut b, "divf", z, &den);
             y = fl(&mut b, "mulf", &y, &silu);
         }
-        let write = b.emit(format!("arith.andi {writer}, {inside} : i1"));
+        ys.push(y);
+    }
+    let op = &params[out_param];
+    if lay.vector {
+        // one vector store of the group, which lies wholly inside or wholly past the end
+        let write = b.emit(format!("arith.andi {writer}, {} : i1", steps[0].inside));
         b.stmt(format!("scf.if {write} {{"));
-        store(&mut b, out_param, &i, &y);
+        let st = storage_type(op.dtype).unwrap();
+        let w = lay.unroll;
+        let mut v = b.emit(format!("arith.constant dense<0.0> : vector<{w}x{st}>"));
+        for (j, y) in ys.iter().enumerate() {
+            let x = stored(&mut b, op, y, c);
+            v = b.emit(format!("vector.insert {x}, {v} [{j}] : {st} into vector<{w}x{st}>"));
+        }
+        let i = ix(&mut b, "addi", &row_base, &steps[0].tc);
+        b.stmt(format!(
+            "vector.store {v}, %arg{out_param}[{i}] {{alignment = {}}} : {}, vector<{w}x{st}>",
+            w * op.dtype.size(),
+            memref(op)
+        ));
         b.stmt("}");
+    } else {
+        for (st, y) in steps.iter().zip(&ys) {
+            let write = b.emit(format!("arith.andi {writer}, {} : i1", st.inside));
+            b.stmt(format!("scf.if {write} {{"));
+            let i = ix(&mut b, "addi", &row_base, &st.tc);
+            store(&mut b, out_param, &i, y);
+            b.stmt("}");
+        }
     }
     b.stmt(format!("scf.yield {} : {types}", h.join(", ")));
     b.stmt("}");
@@ -362,7 +443,8 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
     }
     let shared = (lay.chunks > 1).then(|| format!("%ws : {}", wg_type(lay, n, c)));
     let grid = [(nb * nd).div_ceil(lay.lines) as u32, 1, 1];
-    Ok(finish(params, &b, shared.as_deref(), grid, [lay.threads() as u32, 1, 1]))
+    let min_blocks = ssm_knob("XFORGE_SSM_MIN_BLOCKS", SSM_MIN_BLOCKS) as u32;
+    Ok(finish_bounded(params, &b, shared.as_deref(), grid, [lay.threads() as u32, 1, 1], Some(min_blocks)))
 }
 
 /// The workgroup memory of a chunked scan: per (chunk, line), n end states and ΣΔ.
@@ -379,7 +461,7 @@ mod tests {
     fn few_lines_are_chunked_over_the_sequence_until_the_gpu_fills() {
         // Mamba-1.4B at batch 1: 1536 lines need 32 chunks of 64 steps, 8 lines a block
         let l = ScanLayout::new(1536, 2048, 16).unwrap();
-        assert_eq!(l, ScanLayout { parts: 1, chunks: 32, chunk: 64, lines: 8, unroll: 2 });
+        assert_eq!(l, ScanLayout { parts: 1, chunks: 32, chunk: 64, lines: 8, unroll: 8, vector: true });
         assert_eq!(l.threads(), SSM_BLOCK);
         // batch 16: two chunks; batch 8 of 5120 channels: the lines alone fill it, one pass
         assert_eq!(ScanLayout::new(16 * 1536, 2048, 16).unwrap().chunks, 2);
@@ -398,8 +480,8 @@ mod tests {
 
     #[test]
     fn large_states_split_over_lanes_and_odd_ones_are_refused() {
-        let l = ScanLayout::new(4, 64, 256).unwrap();
-        assert_eq!((l.parts, l.unroll), (8, 1));
+        let l = ScanLayout::new(4, 66, 256).unwrap();
+        assert_eq!((l.parts, l.unroll, l.vector), (8, 1, false));
         assert_eq!(ScanLayout::new(4, 64, 64).unwrap().parts, 2);
         assert_eq!(ScanLayout::new(4, 64, 48).unwrap().parts, 2);
         assert_eq!(ScanLayout::new(4, 64, 5).unwrap().parts, 1);
