@@ -44,6 +44,9 @@ pub const SSM_STATES_PER_THREAD: usize = 32;
 pub const SSM_FILL_THREADS: usize = 32768;
 pub const SSM_MIN_CHUNK: usize = 32;
 pub const SSM_BLOCK: usize = 256;
+/// Selective scans take fewer lines per block (down to a warp) while their grid would have fewer
+/// than SSM_GRID_BLOCKS blocks (about two per multiprocessor of an H100).
+pub const SSM_GRID_BLOCKS: usize = 264;
 /// Selective scans: steps per loop iteration (loads in flight) are SSM_UNROLL_STATES over the
 /// states per thread, between 1 and 4.
 pub const SSM_UNROLL_STATES: usize = 32;
@@ -51,12 +54,12 @@ pub const SSM_UNROLL_STATES: usize = 32;
 /// output that many steps per vector (8 f32 fill a 32-byte sector) and take that many per iteration.
 pub const SSM_VECTOR_STEPS: usize = 8;
 
-/// Selective scans: blocks kept resident per multiprocessor (the registers per thread are capped
-/// to fit them).
-pub const SSM_MIN_BLOCKS: usize = 2;
+/// Selective scans: threads kept resident per multiprocessor (the launch bounds ask for that many
+/// threads' blocks; ptxas caps the registers per thread to fit them).
+pub const SSM_MIN_THREADS: usize = 512;
 
 /// A selective-scan knob, unless a tuning sweep overrides it through the environment
-/// (XFORGE_SSM_FILL_THREADS, XFORGE_SSM_UNROLL_STATES, XFORGE_SSM_MIN_BLOCKS,
+/// (XFORGE_SSM_FILL_THREADS, XFORGE_SSM_UNROLL_STATES, XFORGE_SSM_MIN_THREADS,
 /// XFORGE_SSM_VECTOR_STEPS: for benchmark sweeps only, the artifact
 /// does not record them).
 pub fn ssm_knob(var: &str, default: usize) -> usize {

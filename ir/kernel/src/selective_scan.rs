@@ -18,7 +18,7 @@ use crate::elementwise::{load_param, stored};
 use crate::kernel::{finish_bounded, memref, Kernel, KernelError, Param};
 use crate::knobs::{
     ssm_knob, SSM_BLOCK, SSM_FILL_THREADS, SSM_MAX_STATE, SSM_MIN_CHUNK, SSM_STATES_PER_THREAD, SSM_UNROLL_STATES,
-    SSM_MIN_BLOCKS, SSM_VECTOR_STEPS,
+    SSM_GRID_BLOCKS, SSM_MIN_THREADS, SSM_VECTOR_STEPS,
 };
 use xforge_ir::tensor::numel;
 use xforge_ir::{Attr, Graph, Op, ValueId};
@@ -61,7 +61,11 @@ impl ScanLayout {
             (ssm_knob("XFORGE_SSM_UNROLL_STATES", SSM_UNROLL_STATES) / (state / parts)).clamp(1, 4)
         };
         let chunk = len.div_ceil(chunks).div_ceil(unroll) * unroll;
-        let block_lines = (SSM_BLOCK / (parts * chunks)).clamp(1, lines.next_power_of_two());
+        // fewer lines per block (down to a warp) while the blocks alone would leave multiprocessors idle
+        let spread = (lines / SSM_GRID_BLOCKS).max(1);
+        let spread = 1 << spread.ilog2();
+        let warp = 32usize.div_ceil(parts * chunks);
+        let block_lines = (SSM_BLOCK / (parts * chunks)).min(spread.max(warp)).clamp(1, lines.next_power_of_two());
         Some(ScanLayout { parts, chunks, chunk, lines: block_lines, unroll, vector })
     }
 
@@ -443,7 +447,8 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
     }
     let shared = (lay.chunks > 1).then(|| format!("%ws : {}", wg_type(lay, n, c)));
     let grid = [(nb * nd).div_ceil(lay.lines) as u32, 1, 1];
-    let min_blocks = ssm_knob("XFORGE_SSM_MIN_BLOCKS", SSM_MIN_BLOCKS) as u32;
+    let min_threads = ssm_knob("XFORGE_SSM_MIN_THREADS", SSM_MIN_THREADS);
+    let min_blocks = (min_threads / lay.threads()).max(1) as u32;
     Ok(finish_bounded(params, &b, shared.as_deref(), grid, [lay.threads() as u32, 1, 1], Some(min_blocks)))
 }
 
@@ -459,14 +464,17 @@ mod tests {
 
     #[test]
     fn few_lines_are_chunked_over_the_sequence_until_the_gpu_fills() {
-        // Mamba-1.4B at batch 1: 1536 lines need 32 chunks of 64 steps, 8 lines a block
+        // Mamba-1.4B at batch 1: 1536 lines need 32 chunks of 64 steps, 4 lines a block (384
+        // blocks)
         let l = ScanLayout::new(1536, 2048, 16).unwrap();
-        assert_eq!(l, ScanLayout { parts: 1, chunks: 32, chunk: 64, lines: 8, unroll: 8, vector: true });
-        assert_eq!(l.threads(), SSM_BLOCK);
+        assert_eq!(l, ScanLayout { parts: 1, chunks: 32, chunk: 64, lines: 4, unroll: 8, vector: true });
+        assert_eq!(l.threads(), 128);
         // batch 16: two chunks; batch 8 of 5120 channels: the lines alone fill it, one pass
         assert_eq!(ScanLayout::new(16 * 1536, 2048, 16).unwrap().chunks, 2);
         let big = ScanLayout::new(8 * 5120, 2048, 16).unwrap();
-        assert_eq!((big.chunks, big.chunk, big.lines), (1, 2048, SSM_BLOCK));
+        assert_eq!((big.chunks, big.chunk), (1, 2048));
+        // blocks of 128 lines, 320 of them (256 would leave a 132-multiprocessor GPU a third idle)
+        assert_eq!(big.lines, 128);
         for (lines, len) in [(1, 100_000), (7, 777), (1536, 2048), (40960, 2048), (3, 31)] {
             let l = ScanLayout::new(lines, len, 16).unwrap();
             // chunks cover the sequence with SSM_MIN_CHUNK steps or more each, and stop
