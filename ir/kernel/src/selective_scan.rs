@@ -130,6 +130,14 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
         let sv = stored(b, &params[k], v, c);
         b.stmt(format!("memref.store {sv}, %arg{k}[{i}] : {}", memref(&params[k])));
     };
+    // 2^x: the hardware's approximation, subnormal results flushed to 0 (x ≤ 0 here: decays)
+    let exp2 = |b: &mut Body, x: &str| -> String {
+        if c == "f32" {
+            b.emit(format!("llvm.call_intrinsic \"llvm.nvvm.ex2.approx.ftz.f\"({x}) : (f32) -> f32"))
+        } else {
+            b.emit(format!("math.exp2 {x} : {c}"))
+        }
+    };
     let ix = |b: &mut Body, op: &str, x: &str, y: &str| b.emit(format!("arith.{op} {x}, {y} : index"));
     let fl = |b: &mut Body, op: &str, x: &str, y: &str| b.emit(format!("arith.{op} {x}, {y} : {c}"));
 
@@ -267,18 +275,59 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
             .collect()
     };
     // h ← exp2(Δ·A2)·h + Δ·u·B, for this thread's states; returns the new states
-    let advance = |b: &mut Body, h: &[String], dt: &str, uval: &str, tc: &str| -> Vec<String> {
-        let du = b.emit(format!("arith.mulf {dt}, {uval} : {c}"));
-        (0..ns)
-            .map(|s| {
-                let pi = b.emit(format!("arith.addi {}, {tc} : index", proj_rows[s]));
-                let bval = load(b, 3, &pi);
-                let x = b.emit(format!("arith.mulf {dt}, {} : {c}", a2[s]));
-                let decay = b.emit(format!("math.exp2 {x} : {c}"));
-                let kept = b.emit(format!("arith.mulf {decay}, {} : {c}", h[s]));
-                b.emit(format!("math.fma {du}, {bval}, {kept} : {c}"))
-            })
-            .collect()
+    // input k (B or C) of state s over the group's steps: one vector load (broadcast to the lanes
+    // of a chunk) or one load per step
+    let proj_run = |b: &mut Body, k: usize, s: usize, steps: &[Step]| -> Vec<String> {
+        if lay.vector {
+            let p = &params[slot[k].unwrap()];
+            let st = storage_type(p.dtype).unwrap();
+            let w = lay.unroll;
+            let at = b.emit(format!("arith.addi {}, {} : index", proj_rows[s], steps[0].tc));
+            let v = b.emit(format!(
+                "vector.load %arg{}[{at}] {{alignment = {}}} : {}, vector<{w}x{st}>",
+                slot[k].unwrap(),
+                w * p.dtype.size(),
+                memref(p)
+            ));
+            (0..w)
+                .map(|j| {
+                    let x = b.emit(format!("vector.extract {v}[{j}] : {st} from vector<{w}x{st}>"));
+                    if st == c { x } else { b.emit(format!("arith.extf {x} : {st} to {c}")) }
+                })
+                .collect()
+        } else {
+            steps
+                .iter()
+                .map(|st| {
+                    let pi = b.emit(format!("arith.addi {}, {} : index", proj_rows[s], st.tc));
+                    load(b, k, &pi)
+                })
+                .collect()
+        }
+    };
+    // the group's steps, one state at a time (the state's B and C for the whole group, then its
+    // recurrence): h ← exp2(Δ·A2)·h + Δ·u·B, and with `with_y` each step's Σ C·h over this
+    // thread's states. Returns the new states and the partial outputs.
+    let advance = |b: &mut Body, h: &[String], steps: &[Step], with_y: bool| -> (Vec<String>, Vec<String>) {
+        let du: Vec<String> = steps.iter().map(|st| b.emit(format!("arith.mulf {}, {} : {c}", st.dt, st.u))).collect();
+        let mut ys = vec![zero.clone(); if with_y { steps.len() } else { 0 }];
+        let mut next = vec![];
+        for s in 0..ns {
+            let bs = proj_run(b, 3, s, steps);
+            let cs = if with_y { proj_run(b, 4, s, steps) } else { vec![] };
+            let mut hs = h[s].clone();
+            for (j, st) in steps.iter().enumerate() {
+                let x = b.emit(format!("arith.mulf {}, {} : {c}", st.dt, a2[s]));
+                let decay = exp2(b, &x);
+                let kept = b.emit(format!("arith.mulf {decay}, {hs} : {c}"));
+                hs = b.emit(format!("math.fma {}, {}, {kept} : {c}", du[j], bs[j]));
+                if with_y {
+                    ys[j] = b.emit(format!("math.fma {hs}, {}, {} : {c}", cs[j], ys[j]));
+                }
+            }
+            next.push(hs);
+        }
+        (next, ys)
     };
     let types = vec![c; ns].join(", ");
     let names = |pfx: &str, k: usize| (0..k).map(|s| format!("%{pfx}{s}")).collect::<Vec<_>>();
@@ -299,10 +348,11 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
         );
         let mut h = names("p", ns);
         let mut sum = format!("%p{ns}");
-        for st in group_in(&mut b, "%t1", false) {
+        let steps = group_in(&mut b, "%t1", false);
+        for st in &steps {
             sum = fl(&mut b, "addf", &sum, &st.dt);
-            h = advance(&mut b, &h, &st.dt, &st.u, &st.tc);
         }
+        h = advance(&mut b, &h, &steps, false).0;
         b.stmt(format!("scf.yield {}, {sum} : {types}, {c}", h.join(", ")));
         b.stmt("}");
         // workgroup memory: per (chunk, line) n states then ΣΔ
@@ -345,7 +395,7 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
         let sum = b.emit(format!("memref.load %ws[{sat}] : {wg}"));
         b.stmt(format!("memref.store %carry, %ws[{at}] : {wg}"));
         let x = fl(&mut b, "mulf", &sum, &av);
-        let decay = b.emit(format!("math.exp2 {x} : {c}"));
+        let decay = exp2(&mut b, &x);
         let next = b.emit(format!("math.fma {decay}, %carry, {end} : {c}"));
         b.stmt(format!("scf.yield {next} : {c}"));
         b.stmt("}");
@@ -372,14 +422,9 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
     let mut h = names("h", ns);
     let mut ys = vec![];
     let steps = group_in(&mut b, "%t2", slot[6].is_some());
-    for st in &steps {
-        h = advance(&mut b, &h, &st.dt, &st.u, &st.tc);
-        let mut y = zero.clone();
-        for (s, hs) in h.iter().enumerate() {
-            let pi = b.emit(format!("arith.addi {}, {} : index", proj_rows[s], st.tc));
-            let cval = load(&mut b, 4, &pi);
-            y = b.emit(format!("math.fma {hs}, {cval}, {y} : {c}"));
-        }
+    let (next, partial) = advance(&mut b, &h, &steps, true);
+    h = next;
+    for (st, mut y) in steps.iter().zip(partial) {
         // the parts' partial sums meet on every lane of the line
         let mut off = 1;
         while off < lay.parts {
