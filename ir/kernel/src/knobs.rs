@@ -39,8 +39,11 @@ pub const POOL_OUTPUTS: usize = 4;
 /// SSM_STATES_PER_THREAD per thread (larger states are split over neighbouring lanes).
 pub const SSM_MAX_STATE: usize = 256;
 pub const SSM_STATES_PER_THREAD: usize = 32;
-/// Selective scans are chunked over the sequence until their threads reach SSM_FILL_THREADS,
-/// with chunks of at least SSM_MIN_CHUNK steps, in blocks of about SSM_BLOCK threads.
+/// Selective scans of SSM_ONE_PASS_THREADS threads or more run in one pass; fewer are chunked
+/// over the sequence (two passes) until their threads reach SSM_FILL_THREADS, with chunks of at
+/// least SSM_MIN_CHUNK steps, in blocks of about SSM_BLOCK threads. (Measured on an H100: batch 16
+/// of 1536 channels is faster in one pass of 24576 threads than in two of twice as many.)
+pub const SSM_ONE_PASS_THREADS: usize = 16384;
 pub const SSM_FILL_THREADS: usize = 32768;
 pub const SSM_MIN_CHUNK: usize = 32;
 pub const SSM_BLOCK: usize = 256;
@@ -50,13 +53,15 @@ pub const SSM_GRID_BLOCKS: usize = 264;
 /// Selective scans: steps per loop iteration (loads in flight) are SSM_UNROLL_STATES over the
 /// states per thread, between 1 and 4.
 pub const SSM_UNROLL_STATES: usize = 32;
-/// Selective scans over a length that is a multiple of SSM_VECTOR_STEPS move u, delta, z and the
-/// output that many steps per vector (8 f32 fill a 32-byte sector) and take that many per iteration.
-pub const SSM_VECTOR_STEPS: usize = 8;
+/// Selective scans over a length that is a multiple of the vector's steps move u, delta, z, the
+/// output, B and C that many steps per vector and take that many per iteration: 8 for f32 (a
+/// 32-byte sector), 4 for 16-bit types (fewer registers: measured faster on an H100).
+pub const SSM_VECTOR_STEPS_F32: usize = 8;
+pub const SSM_VECTOR_STEPS_HALF: usize = 4;
 
 /// Selective scans: threads kept resident per multiprocessor (the launch bounds ask for that many
 /// threads' blocks; ptxas caps the registers per thread to fit them).
-pub const SSM_MIN_THREADS: usize = 512;
+pub const SSM_MIN_THREADS: usize = 256;
 
 /// A selective-scan knob, unless a tuning sweep overrides it through the environment
 /// (XFORGE_SSM_FILL_THREADS, XFORGE_SSM_UNROLL_STATES, XFORGE_SSM_MIN_THREADS,

@@ -18,7 +18,8 @@ use crate::elementwise::{load_param, stored};
 use crate::kernel::{finish_bounded, memref, Kernel, KernelError, Param};
 use crate::knobs::{
     ssm_knob, SSM_BLOCK, SSM_FILL_THREADS, SSM_MAX_STATE, SSM_MIN_CHUNK, SSM_STATES_PER_THREAD, SSM_UNROLL_STATES,
-    SSM_GRID_BLOCKS, SSM_MIN_THREADS, SSM_VECTOR_STEPS,
+    SSM_GRID_BLOCKS, SSM_MIN_THREADS, SSM_ONE_PASS_THREADS, SSM_VECTOR_STEPS_F32,
+    SSM_VECTOR_STEPS_HALF,
 };
 use xforge_ir::tensor::numel;
 use xforge_ir::{Attr, Graph, Op, ValueId};
@@ -42,18 +43,22 @@ pub struct ScanLayout {
 
 impl ScanLayout {
     /// None where no split of `state` over at most 32 lanes has SSM_STATES_PER_THREAD or fewer.
-    pub fn new(lines: usize, len: usize, state: usize) -> Option<ScanLayout> {
+    /// `elem`: the size of u's elements in bytes.
+    pub fn new(lines: usize, len: usize, state: usize, elem: usize) -> Option<ScanLayout> {
         let parts = (0..=5).map(|k| 1 << k).find(|p| state % p == 0 && state / p <= SSM_STATES_PER_THREAD)?;
         let fill = ssm_knob("XFORGE_SSM_FILL_THREADS", SSM_FILL_THREADS);
+        let one_pass = lines * parts >= ssm_knob("XFORGE_SSM_ONE_PASS_THREADS", SSM_ONE_PASS_THREADS);
         let mut chunks = 1;
         // invariant: every chunk keeps at least SSM_MIN_CHUNK steps, and a block holds all the chunks
-        while lines * parts * chunks < fill
+        while !one_pass
+            && lines * parts * chunks < fill
             && len >= 2 * chunks * SSM_MIN_CHUNK
             && parts * chunks * 2 <= SSM_BLOCK
         {
             chunks *= 2;
         }
-        let vec = ssm_knob("XFORGE_SSM_VECTOR_STEPS", SSM_VECTOR_STEPS);
+        let vec = if elem >= 4 { SSM_VECTOR_STEPS_F32 } else { SSM_VECTOR_STEPS_HALF };
+        let vec = ssm_knob("XFORGE_SSM_VECTOR_STEPS", vec);
         let vector = len % vec == 0;
         let unroll = if vector {
             vec
@@ -91,7 +96,7 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
     let n = shape(a)?[1];
     let bs = shape(input(3).unwrap())?;
     let groups = if bs.len() == 4 { bs[1] } else { 1 };
-    let layout = ScanLayout::new(nb * nd, nl, n).filter(|_| n <= SSM_MAX_STATE);
+    let layout = ScanLayout::new(nb * nd, nl, n, g.ty(u).dtype.size()).filter(|_| n <= SSM_MAX_STATE);
     let (Some(lay), true) = (layout, n > 0 && groups > 0 && nd % groups == 0 && nb * nd * nl > 0) else {
         return Err(unsupported(format!(
             "state size {n} (at most {SSM_MAX_STATE}, split over at most 32 lanes of \
@@ -212,23 +217,42 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
         tc: String,
         inside: String,
     }
-    let group_in = |b: &mut Body, t: &str, with_z: bool| -> Vec<Step> {
+    // vector mode: the raw vectors of u, delta (and z) of the group from `t` (clamped into the
+    // sequence), with their types
+    let vk = |with_z: bool| if with_z { vec![0, 1, 6] } else { vec![0, 1] };
+    let vec_ty = |k: usize| {
+        let p = &params[slot[k].unwrap()];
+        format!("vector<{}x{}>", lay.unroll, storage_type(p.dtype).unwrap())
+    };
+    let row_vecs = |b: &mut Body, t: &str, with_z: bool| -> Vec<String> {
+        let last_group = b.index(nl - lay.unroll);
+        let tb = b.emit(format!("arith.minui {t}, {last_group} : index"));
+        let i = b.emit(format!("arith.addi {row_base}, {tb} : index"));
+        vk(with_z)
+            .into_iter()
+            .map(|k| {
+                let p = &params[slot[k].unwrap()];
+                b.emit(format!(
+                    "vector.load %arg{}[{i}] {{alignment = {}}} : {}, {}",
+                    slot[k].unwrap(),
+                    lay.unroll * p.dtype.size(),
+                    memref(p),
+                    vec_ty(k)
+                ))
+            })
+            .collect()
+    };
+    // `pre`: the group's vectors, loaded one iteration ahead (vector mode)
+    let group_in = |b: &mut Body, t: &str, with_z: bool, pre: &[String]| -> Vec<Step> {
         let mut raw: Vec<(String, String, Option<String>, String, String)> = vec![];
         if lay.vector {
             let inside = b.emit(format!("arith.cmpi ult, {t}, {lv} : index"));
             let last_group = b.index(nl - lay.unroll);
             let tb = b.emit(format!("arith.minui {t}, {last_group} : index"));
-            let i = b.emit(format!("arith.addi {row_base}, {tb} : index"));
-            let run = |b: &mut Body, k: usize| -> Vec<String> {
+            let run = |b: &mut Body, k: usize, v: &str| -> Vec<String> {
                 let p = &params[slot[k].unwrap()];
                 let st = storage_type(p.dtype).unwrap();
                 let w = lay.unroll;
-                let v = b.emit(format!(
-                    "vector.load %arg{}[{i}] {{alignment = {}}} : {}, vector<{w}x{st}>",
-                    slot[k].unwrap(),
-                    w * p.dtype.size(),
-                    memref(p)
-                ));
                 (0..w)
                     .map(|j| {
                         let x = b.emit(format!("vector.extract {v}[{j}] : {st} from vector<{w}x{st}>"));
@@ -236,9 +260,9 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
                     })
                     .collect()
             };
-            let us = run(b, 0);
-            let ds = run(b, 1);
-            let zs = with_z.then(|| run(b, 6));
+            let us = run(b, 0, &pre[0]);
+            let ds = run(b, 1, &pre[1]);
+            let zs = with_z.then(|| run(b, 6, &pre[2]));
             for j in 0..lay.unroll {
                 let off = b.index(j);
                 let tc = b.emit(format!("arith.addi {tb}, {off} : index"));
@@ -339,21 +363,34 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
         // pass 1: each chunk from a zero state; its end state and ΣΔ
         let inits: Vec<String> =
             names("p", ns + 1).iter().map(|v| format!("{v} = {zero}")).collect::<Vec<_>>();
+        let mut inits = inits;
+        let mut carried_ty = format!("{types}, {c}");
+        if lay.vector {
+            for (j, (v, k)) in row_vecs(&mut b, &t0, false).iter().zip(vk(false)).enumerate() {
+                inits.push(format!("%qv{j} = {v}"));
+                carried_ty += &format!(", {}", vec_ty(k));
+            }
+        }
         let ends = b.emit_multi(
-            ns + 1,
-            format!(
-                "scf.for %t1 = {t0} to {t1} step {cunroll} iter_args({}) -> ({types}, {c}) {{",
-                inits.join(", ")
-            ),
+            inits.len(),
+            format!("scf.for %t1 = {t0} to {t1} step {cunroll} iter_args({}) -> ({carried_ty}) {{", inits.join(", ")),
         );
+        // the next group's vectors are on their way while this one computes
+        let (pre, ahead) = if lay.vector {
+            let next_t = ix(&mut b, "addi", "%t1", &cunroll);
+            (names("qv", vk(false).len()), row_vecs(&mut b, &next_t, false))
+        } else {
+            (vec![], vec![])
+        };
         let mut h = names("p", ns);
         let mut sum = format!("%p{ns}");
-        let steps = group_in(&mut b, "%t1", false);
+        let steps = group_in(&mut b, "%t1", false, &pre);
         for st in &steps {
             sum = fl(&mut b, "addf", &sum, &st.dt);
         }
         h = advance(&mut b, &h, &steps, false).0;
-        b.stmt(format!("scf.yield {}, {sum} : {types}, {c}", h.join(", ")));
+        let yielded: Vec<String> = h.iter().cloned().chain([sum]).chain(ahead).collect();
+        b.stmt(format!("scf.yield {} : {carried_ty}", yielded.join(", ")));
         b.stmt("}");
         // workgroup memory: per (chunk, line) n states then ΣΔ
         let wg = wg_type(lay, n, c);
@@ -412,16 +449,31 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
 
     // pass 2 (the only pass with one chunk): from the incoming state, writing the outputs
     let inits: Vec<String> = names("h", ns).iter().zip(&h_in).map(|(v, i)| format!("{v} = {i}")).collect();
+    let with_z = slot[6].is_some();
+    let mut inits = inits;
+    let mut carried_ty = types.clone();
+    if lay.vector {
+        for (j, (v, k)) in row_vecs(&mut b, &t0, with_z).iter().zip(vk(with_z)).enumerate() {
+            inits.push(format!("%rv{j} = {v}"));
+            carried_ty += &format!(", {}", vec_ty(k));
+        }
+    }
     let finals = b.emit_multi(
-        ns,
-        format!("scf.for %t2 = {t0} to {t1} step {cunroll} iter_args({}) -> ({types}) {{", inits.join(", ")),
+        inits.len(),
+        format!("scf.for %t2 = {t0} to {t1} step {cunroll} iter_args({}) -> ({carried_ty}) {{", inits.join(", ")),
     );
+    let (pre, ahead) = if lay.vector {
+        let next_t = ix(&mut b, "addi", "%t2", &cunroll);
+        (names("rv", vk(with_z).len()), row_vecs(&mut b, &next_t, with_z))
+    } else {
+        (vec![], vec![])
+    };
     let is_first_part = b.emit(format!("arith.cmpi eq, {part}, {zero_i} : index"));
     let writer = b.emit(format!("arith.andi {line_ok}, {is_first_part} : i1"));
     let width = b.emit("arith.constant 32 : i32");
     let mut h = names("h", ns);
     let mut ys = vec![];
-    let steps = group_in(&mut b, "%t2", slot[6].is_some());
+    let steps = group_in(&mut b, "%t2", with_z, &pre);
     let (next, partial) = advance(&mut b, &h, &steps, true);
     h = next;
     for (st, mut y) in steps.iter().zip(partial) {
@@ -473,7 +525,8 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
             b.stmt("}");
         }
     }
-    b.stmt(format!("scf.yield {} : {types}", h.join(", ")));
+    let yielded: Vec<String> = h.iter().cloned().chain(ahead).collect();
+    b.stmt(format!("scf.yield {} : {carried_ty}", yielded.join(", ")));
     b.stmt("}");
     if let Some(k) = last_param {
         // the last chunk's end state is the line's
@@ -505,40 +558,43 @@ fn wg_type(lay: ScanLayout, n: usize, c: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::ScanLayout;
-    use crate::knobs::{SSM_BLOCK, SSM_FILL_THREADS, SSM_MIN_CHUNK};
+    use crate::knobs::{SSM_BLOCK, SSM_FILL_THREADS, SSM_MIN_CHUNK, SSM_ONE_PASS_THREADS};
 
     #[test]
     fn few_lines_are_chunked_over_the_sequence_until_the_gpu_fills() {
         // Mamba-1.4B at batch 1: 1536 lines need 32 chunks of 64 steps, 4 lines a block (384
         // blocks)
-        let l = ScanLayout::new(1536, 2048, 16).unwrap();
+        let l = ScanLayout::new(1536, 2048, 16, 4).unwrap();
         assert_eq!(l, ScanLayout { parts: 1, chunks: 32, chunk: 64, lines: 4, unroll: 8, vector: true });
         assert_eq!(l.threads(), 128);
-        // batch 16: two chunks; batch 8 of 5120 channels: the lines alone fill it, one pass
-        assert_eq!(ScanLayout::new(16 * 1536, 2048, 16).unwrap().chunks, 2);
-        let big = ScanLayout::new(8 * 5120, 2048, 16).unwrap();
+        // 16-bit types take 4 steps per vector
+        assert_eq!(ScanLayout::new(1536, 2048, 16, 2).unwrap().unroll, 4);
+        // batch 16 (24576 lines) and batch 8 of 5120 channels: one pass
+        assert_eq!(ScanLayout::new(16 * 1536, 2048, 16, 4).unwrap().chunks, 1);
+        let big = ScanLayout::new(8 * 5120, 2048, 16, 4).unwrap();
         assert_eq!((big.chunks, big.chunk), (1, 2048));
         // blocks of 128 lines, 320 of them (256 would leave a 132-multiprocessor GPU a third idle)
         assert_eq!(big.lines, 128);
         for (lines, len) in [(1, 100_000), (7, 777), (1536, 2048), (40960, 2048), (3, 31)] {
-            let l = ScanLayout::new(lines, len, 16).unwrap();
+            let l = ScanLayout::new(lines, len, 16, 4).unwrap();
             // chunks cover the sequence with SSM_MIN_CHUNK steps or more each, and stop
             // doubling once the threads fill the GPU
             assert!(l.chunks * l.chunk >= len && l.chunk % l.unroll == 0, "{l:?}");
             assert!(l.chunks == 1 || l.chunk >= SSM_MIN_CHUNK, "{l:?}");
             assert!(l.chunks == 1 || lines * l.chunks / 2 < SSM_FILL_THREADS, "{l:?}");
+            assert!(l.chunks == 1 || lines < SSM_ONE_PASS_THREADS, "{l:?}");
             assert!(l.threads() <= SSM_BLOCK, "{l:?}");
         }
     }
 
     #[test]
     fn large_states_split_over_lanes_and_odd_ones_are_refused() {
-        let l = ScanLayout::new(4, 66, 256).unwrap();
+        let l = ScanLayout::new(4, 66, 256, 4).unwrap();
         assert_eq!((l.parts, l.unroll, l.vector), (8, 1, false));
-        assert_eq!(ScanLayout::new(4, 64, 64).unwrap().parts, 2);
-        assert_eq!(ScanLayout::new(4, 64, 48).unwrap().parts, 2);
-        assert_eq!(ScanLayout::new(4, 64, 5).unwrap().parts, 1);
+        assert_eq!(ScanLayout::new(4, 64, 64, 4).unwrap().parts, 2);
+        assert_eq!(ScanLayout::new(4, 64, 48, 4).unwrap().parts, 2);
+        assert_eq!(ScanLayout::new(4, 64, 5, 4).unwrap().parts, 1);
         // 33 states cannot be cut into equal slices of at most 32
-        assert_eq!(ScanLayout::new(4, 64, 33), None);
+        assert_eq!(ScanLayout::new(4, 64, 33, 4), None);
     }
 }
