@@ -25,4 +25,12 @@ for d in /tmp/ssm/*/; do
   fi
 done
 python3 testsuite/scripts/ssm_check.py compare /tmp/ssm
-cd testsuite/scripts && python3 ssm_check.py time /tmp/ssm
+(cd testsuite/scripts && python3 ssm_check.py time /tmp/ssm)
+# the Mamba block fixture (models/mamba_block: in-projection, causal conv1d, SiLU, x/dt
+# projections, the scan, gating, out-projection) against PyTorch's output
+for p in fp32 fp16 bf16; do
+  bound=1e-3; [ $p = fp16 ] && bound=1e-2; [ $p = bf16 ] && bound=3e-2
+  echo "== mamba_block $p: $($X compile models/mamba_block/model.onnx --precision $p -o /tmp/mb.$p.xfa | tail -1)"
+  $X run /tmp/mb.$p.xfa --input hidden=models/mamba_block/hidden.npy --output-dir /tmp/mb.$p > /dev/null
+  python3 testsuite/scripts/compare_npy.py /tmp/mb.$p models/mamba_block/ref $bound
+done

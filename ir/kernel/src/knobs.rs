@@ -65,7 +65,7 @@ pub const SSM_MIN_THREADS: usize = 256;
 
 /// A selective-scan knob, unless a tuning sweep overrides it through the environment
 /// (XFORGE_SSM_FILL_THREADS, XFORGE_SSM_UNROLL_STATES, XFORGE_SSM_MIN_THREADS,
-/// XFORGE_SSM_VECTOR_STEPS: for benchmark sweeps only, the artifact
+/// XFORGE_SSM_VECTOR_STEPS, XFORGE_SSM_ONE_PASS_THREADS, XFORGE_SSM_STATES_PER_THREAD: for benchmark sweeps only, the artifact
 /// does not record them).
 pub fn ssm_knob(var: &str, default: usize) -> usize {
     std::env::var(var).ok().and_then(|v| v.parse().ok()).filter(|&v| v > 0).unwrap_or(default)

@@ -45,7 +45,8 @@ impl ScanLayout {
     /// None where no split of `state` over at most 32 lanes has SSM_STATES_PER_THREAD or fewer.
     /// `elem`: the size of u's elements in bytes.
     pub fn new(lines: usize, len: usize, state: usize, elem: usize) -> Option<ScanLayout> {
-        let parts = (0..=5).map(|k| 1 << k).find(|p| state % p == 0 && state / p <= SSM_STATES_PER_THREAD)?;
+        let per_thread = ssm_knob("XFORGE_SSM_STATES_PER_THREAD", SSM_STATES_PER_THREAD);
+        let parts = (0..=5).map(|k| 1 << k).find(|p| state % p == 0 && state / p <= per_thread)?;
         let fill = ssm_knob("XFORGE_SSM_FILL_THREADS", SSM_FILL_THREADS);
         let one_pass = lines * parts >= ssm_knob("XFORGE_SSM_ONE_PASS_THREADS", SSM_ONE_PASS_THREADS);
         let mut chunks = 1;
