@@ -102,7 +102,10 @@ impl Session {
             bases,
             graph: None,
         };
-        session.prepare_library_steps()?;
+        {
+            let _setup = setup_lock();
+            session.prepare_library_steps()?;
+        }
         Ok(session)
     }
 
@@ -261,6 +264,7 @@ impl Session {
             return self.launch_steps();
         }
         if self.graph.is_none() {
+            let _setup = setup_lock();
             self.stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(cuda)?;
             let launched = self.launch_steps();
             let graph = self.stream.end_capture(sys::CUgraphInstantiate_flags(0)).map_err(cuda)?;
@@ -306,4 +310,13 @@ mod tests {
         fn send<T: Send>() {}
         send::<super::Session>();
     }
+}
+
+/// Library setup (cuDNN timing, which launches eagerly and captures one-call graphs) and plan
+/// captures take this process-wide lock: with several sessions in threads, a capture failed
+/// (CUDA_ERROR_STREAM_CAPTURE_INVALIDATED, seen on an H100) when another session's eager library
+/// work ran during it.
+fn setup_lock() -> std::sync::MutexGuard<'static, ()> {
+    static SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SETUP.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -69,13 +69,7 @@ pub fn bench(a: Args) -> anyhow::Result<()> {
 /// `--sessions N`: N sessions in N threads at once. Each session's runs are bit for bit its first
 /// run (a race between the threads would break that), and every output lies within `bound`
 /// relative L2 of the first session's.
-fn concurrent(
-    a: &Args,
-    inputs: &[Vec<u8>],
-    reference: &[Vec<u8>],
-    dtypes: &[DType],
-    bound: f64,
-) -> anyhow::Result<()> {
+fn concurrent(a: &Args, inputs: &[Vec<u8>], reference: &[Vec<u8>], dtypes: &[DType], bound: f64) -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
     let results: Vec<anyhow::Result<Vec<Vec<u8>>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..a.sessions)

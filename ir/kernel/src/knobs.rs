@@ -39,23 +39,30 @@ pub const POOL_OUTPUTS: usize = 4;
 /// SSM_STATES_PER_THREAD per thread (larger states are split over neighbouring lanes).
 pub const SSM_MAX_STATE: usize = 256;
 pub const SSM_STATES_PER_THREAD: usize = 32;
+/// Selective scans of 16-bit types split the state further (down to SSM_STATES_PER_THREAD_MIN a
+/// lane) while lines × lanes stay under SSM_SPLIT_THREADS (an H100 sweep: batch 16 of 1536
+/// channels in bf16 runs 17% faster on two lanes a line; f32 does not gain).
+pub const SSM_STATES_PER_THREAD_MIN: usize = 8;
+pub const SSM_SPLIT_THREADS: usize = 32768;
 /// Selective scans of SSM_ONE_PASS_THREADS threads or more run in one pass; fewer are chunked
 /// over the sequence (two passes) until their threads reach SSM_FILL_THREADS, with chunks of at
 /// least SSM_MIN_CHUNK steps, in blocks of about SSM_BLOCK threads. (Measured on an H100: batch 16
 /// of 1536 channels is faster in one pass of 24576 threads than in two of twice as many.)
 pub const SSM_ONE_PASS_THREADS: usize = 16384;
-pub const SSM_FILL_THREADS: usize = 32768;
+pub const SSM_FILL_THREADS: usize = 65536;
 pub const SSM_MIN_CHUNK: usize = 32;
 pub const SSM_BLOCK: usize = 256;
 /// Selective scans take fewer lines per block (down to a warp) while their grid would have fewer
-/// than SSM_GRID_BLOCKS blocks (about two per multiprocessor of an H100).
-pub const SSM_GRID_BLOCKS: usize = 264;
+/// than SSM_GRID_BLOCKS blocks (about eight per multiprocessor of an H100: few blocks per
+/// multiprocessor leave some with one block more than others).
+pub const SSM_GRID_BLOCKS: usize = 1024;
 /// Selective scans: steps per loop iteration (loads in flight) are SSM_UNROLL_STATES over the
 /// states per thread, between 1 and 4.
 pub const SSM_UNROLL_STATES: usize = 32;
 /// Selective scans over a length that is a multiple of the vector's steps move u, delta, z, the
 /// output, B and C that many steps per vector and take that many per iteration: 8 for f32 (a
-/// 32-byte sector), 4 for 16-bit types (fewer registers: measured faster on an H100).
+/// 32-byte sector) and for 16-bit types, except 4 where a thread holds a whole state for a whole
+/// line (fewer registers: measured faster on an H100).
 pub const SSM_VECTOR_STEPS_F32: usize = 8;
 pub const SSM_VECTOR_STEPS_HALF: usize = 4;
 
@@ -65,7 +72,8 @@ pub const SSM_MIN_THREADS: usize = 256;
 
 /// A selective-scan knob, unless a tuning sweep overrides it through the environment
 /// (XFORGE_SSM_FILL_THREADS, XFORGE_SSM_UNROLL_STATES, XFORGE_SSM_MIN_THREADS,
-/// XFORGE_SSM_VECTOR_STEPS, XFORGE_SSM_ONE_PASS_THREADS, XFORGE_SSM_STATES_PER_THREAD: for benchmark sweeps only, the artifact
+/// XFORGE_SSM_VECTOR_STEPS, XFORGE_SSM_ONE_PASS_THREADS, XFORGE_SSM_STATES_PER_THREAD,
+/// XFORGE_SSM_SPLIT_THREADS, XFORGE_SSM_GRID_BLOCKS: for benchmark sweeps only, the artifact
 /// does not record them).
 pub fn ssm_knob(var: &str, default: usize) -> usize {
     std::env::var(var).ok().and_then(|v| v.parse().ok()).filter(|&v| v > 0).unwrap_or(default)

@@ -17,9 +17,9 @@ use crate::body::{compute_type, storage_type, Body};
 use crate::elementwise::{load_param, stored};
 use crate::kernel::{finish_bounded, memref, Kernel, KernelError, Param};
 use crate::knobs::{
-    ssm_knob, SSM_BLOCK, SSM_FILL_THREADS, SSM_MAX_STATE, SSM_MIN_CHUNK, SSM_STATES_PER_THREAD, SSM_UNROLL_STATES,
-    SSM_GRID_BLOCKS, SSM_MIN_THREADS, SSM_ONE_PASS_THREADS, SSM_VECTOR_STEPS_F32,
-    SSM_VECTOR_STEPS_HALF,
+    ssm_knob, SSM_BLOCK, SSM_FILL_THREADS, SSM_GRID_BLOCKS, SSM_MAX_STATE, SSM_MIN_CHUNK, SSM_MIN_THREADS,
+    SSM_ONE_PASS_THREADS, SSM_SPLIT_THREADS, SSM_STATES_PER_THREAD, SSM_STATES_PER_THREAD_MIN, SSM_UNROLL_STATES,
+    SSM_VECTOR_STEPS_F32, SSM_VECTOR_STEPS_HALF,
 };
 use xforge_ir::tensor::numel;
 use xforge_ir::{Attr, Graph, Op, ValueId};
@@ -46,9 +46,21 @@ impl ScanLayout {
     /// `elem`: the size of u's elements in bytes.
     pub fn new(lines: usize, len: usize, state: usize, elem: usize) -> Option<ScanLayout> {
         let per_thread = ssm_knob("XFORGE_SSM_STATES_PER_THREAD", SSM_STATES_PER_THREAD);
-        let parts = (0..=5).map(|k| 1 << k).find(|p| state % p == 0 && state / p <= per_thread)?;
-        let fill = ssm_knob("XFORGE_SSM_FILL_THREADS", SSM_FILL_THREADS);
+        let mut parts = (0..=5).map(|k| 1 << k).find(|p| state % p == 0 && state / p <= per_thread)?;
         let one_pass = lines * parts >= ssm_knob("XFORGE_SSM_ONE_PASS_THREADS", SSM_ONE_PASS_THREADS);
+        // 16-bit types in one pass: the state spreads over more lanes (down to
+        // SSM_STATES_PER_THREAD_MIN states each) while the lines are too few to fill the GPU
+        let split_fill = ssm_knob("XFORGE_SSM_SPLIT_THREADS", SSM_SPLIT_THREADS);
+        while one_pass
+            && elem < 4
+            && lines * parts < split_fill
+            && state % (parts * 2) == 0
+            && state / (parts * 2) >= SSM_STATES_PER_THREAD_MIN
+            && parts < 32
+        {
+            parts *= 2;
+        }
+        let fill = ssm_knob("XFORGE_SSM_FILL_THREADS", SSM_FILL_THREADS);
         let mut chunks = 1;
         // invariant: every chunk keeps at least SSM_MIN_CHUNK steps, and a block holds all the chunks
         while !one_pass
@@ -58,7 +70,10 @@ impl ScanLayout {
         {
             chunks *= 2;
         }
-        let vec = if elem >= 4 { SSM_VECTOR_STEPS_F32 } else { SSM_VECTOR_STEPS_HALF };
+        // 16-bit types: shorter vectors where a thread holds a whole state for a whole line (its
+        // registers are the scarcest there)
+        let whole = parts == 1 && chunks == 1;
+        let vec = if elem >= 4 || !whole { SSM_VECTOR_STEPS_F32 } else { SSM_VECTOR_STEPS_HALF };
         let vec = ssm_knob("XFORGE_SSM_VECTOR_STEPS", vec);
         let vector = len % vec == 0;
         let unroll = if vector {
@@ -68,7 +83,7 @@ impl ScanLayout {
         };
         let chunk = len.div_ceil(chunks).div_ceil(unroll) * unroll;
         // fewer lines per block (down to a warp) while the blocks alone would leave multiprocessors idle
-        let spread = (lines / SSM_GRID_BLOCKS).max(1);
+        let spread = (lines / ssm_knob("XFORGE_SSM_GRID_BLOCKS", SSM_GRID_BLOCKS)).max(1);
         let spread = 1 << spread.ilog2();
         let warp = 32usize.div_ceil(parts * chunks);
         let block_lines = (SSM_BLOCK / (parts * chunks)).min(spread.max(warp)).clamp(1, lines.next_power_of_two());
@@ -257,7 +272,11 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
                 (0..w)
                     .map(|j| {
                         let x = b.emit(format!("vector.extract {v}[{j}] : {st} from vector<{w}x{st}>"));
-                        if st == c { x } else { b.emit(format!("arith.extf {x} : {st} to {c}")) }
+                        if st == c {
+                            x
+                        } else {
+                            b.emit(format!("arith.extf {x} : {st} to {c}"))
+                        }
                     })
                     .collect()
             };
@@ -317,7 +336,11 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
             (0..w)
                 .map(|j| {
                     let x = b.emit(format!("vector.extract {v}[{j}] : {st} from vector<{w}x{st}>"));
-                    if st == c { x } else { b.emit(format!("arith.extf {x} : {st} to {c}")) }
+                    if st == c {
+                        x
+                    } else {
+                        b.emit(format!("arith.extf {x} : {st} to {c}"))
+                    }
                 })
                 .collect()
         } else {
@@ -362,8 +385,7 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
         vec![zero.clone(); ns]
     } else {
         // pass 1: each chunk from a zero state; its end state and ΣΔ
-        let inits: Vec<String> =
-            names("p", ns + 1).iter().map(|v| format!("{v} = {zero}")).collect::<Vec<_>>();
+        let inits: Vec<String> = names("p", ns + 1).iter().map(|v| format!("{v} = {zero}")).collect::<Vec<_>>();
         let mut inits = inits;
         let mut carried_ty = format!("{types}, {c}");
         if lay.vector {
@@ -425,7 +447,9 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
         let av = load(&mut b, 2, &ja);
         let av = fl(&mut b, "mulf", &av, &log2e);
         let (cchunks, one_i) = (b.index(lay.chunks), b.index(1));
-        b.stmt(format!("%carried = scf.for %k = {zero_i} to {cchunks} step {one_i} iter_args(%carry = {zero}) -> ({c}) {{"));
+        b.stmt(format!(
+            "%carried = scf.for %k = {zero_i} to {cchunks} step {one_i} iter_args(%carry = {zero}) -> ({c}) {{"
+        ));
         let kb = slot_of(&mut b, "%k", &jl);
         let at = ix(&mut b, "addi", &kb, &js);
         let end = b.emit(format!("memref.load %ws[{at}] : {wg}"));
@@ -563,19 +587,21 @@ mod tests {
 
     #[test]
     fn few_lines_are_chunked_over_the_sequence_until_the_gpu_fills() {
-        // Mamba-1.4B at batch 1: 1536 lines need 32 chunks of 64 steps, 4 lines a block (384
-        // blocks)
+        // Mamba-1.4B at batch 1: 1536 lines need 64 chunks of 32 steps, one line a block (1536
+        // blocks of 64 threads)
         let l = ScanLayout::new(1536, 2048, 16, 4).unwrap();
-        assert_eq!(l, ScanLayout { parts: 1, chunks: 32, chunk: 64, lines: 4, unroll: 8, vector: true });
-        assert_eq!(l.threads(), 128);
-        // 16-bit types take 4 steps per vector
-        assert_eq!(ScanLayout::new(1536, 2048, 16, 2).unwrap().unroll, 4);
-        // batch 16 (24576 lines) and batch 8 of 5120 channels: one pass
-        assert_eq!(ScanLayout::new(16 * 1536, 2048, 16, 4).unwrap().chunks, 1);
-        let big = ScanLayout::new(8 * 5120, 2048, 16, 4).unwrap();
-        assert_eq!((big.chunks, big.chunk), (1, 2048));
-        // blocks of 128 lines, 320 of them (256 would leave a 132-multiprocessor GPU a third idle)
-        assert_eq!(big.lines, 128);
+        assert_eq!(l, ScanLayout { parts: 1, chunks: 64, chunk: 32, lines: 1, unroll: 8, vector: true });
+        assert_eq!(ScanLayout::new(1536, 2048, 16, 2).unwrap(), l);
+        // batch 16 (24576 lines) and batch 8 of 5120 channels: one pass; batch 16 in bf16 on two
+        // lanes a line, 8 steps a vector; batch 8 in bf16 whole states, 4 steps a vector
+        let b16 = ScanLayout::new(16 * 1536, 2048, 16, 4).unwrap();
+        assert_eq!((b16.parts, b16.chunks, b16.unroll), (1, 1, 8));
+        let b16 = ScanLayout::new(16 * 1536, 2048, 16, 2).unwrap();
+        assert_eq!((b16.parts, b16.chunks, b16.unroll), (2, 1, 8));
+        let big = ScanLayout::new(8 * 5120, 2048, 16, 2).unwrap();
+        assert_eq!((big.parts, big.chunks, big.chunk, big.unroll), (1, 1, 2048, 4));
+        // blocks of 32 lines, 1280 of them (few blocks per multiprocessor leave some with one more)
+        assert_eq!(big.lines, 32);
         for (lines, len) in [(1, 100_000), (7, 777), (1536, 2048), (40960, 2048), (3, 31)] {
             let l = ScanLayout::new(lines, len, 16, 4).unwrap();
             // chunks cover the sequence with SSM_MIN_CHUNK steps or more each, and stop
