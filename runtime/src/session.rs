@@ -68,6 +68,8 @@ impl Session {
         if !unsafe { cudarc::driver::sys::is_culib_present() } {
             return Err(RuntimeError::Cuda("no CUDA driver (libcuda.so) on this machine".into()));
         }
+        // the whole load (allocations, module loading, library setup) holds the setup lock
+        let _setup = setup_lock();
         let ctx = CudaContext::new(device).map_err(cuda)?;
         let (major, minor) = ctx.compute_capability().map_err(cuda)?;
         artifact.header.runs_on(major as u32, minor as u32)?;
@@ -102,10 +104,7 @@ impl Session {
             bases,
             graph: None,
         };
-        {
-            let _setup = setup_lock();
-            session.prepare_library_steps()?;
-        }
+        session.prepare_library_steps()?;
         Ok(session)
     }
 
@@ -312,10 +311,10 @@ mod tests {
     }
 }
 
-/// Library setup (cuDNN timing, which launches eagerly and captures one-call graphs) and plan
-/// captures take this process-wide lock: with several sessions in threads, a capture failed
-/// (CUDA_ERROR_STREAM_CAPTURE_INVALIDATED, seen on an H100) when another session's eager library
-/// work ran during it.
+/// Loading a session (allocations, module loading, cuDNN timing with its one-call graph captures)
+/// and capturing a plan take this process-wide lock: with several sessions in threads, a capture
+/// was invalidated (CUDA_ERROR_STREAM_CAPTURE_INVALIDATED, seen on an H100) by another thread's
+/// load work, whose calls may synchronize the device.
 fn setup_lock() -> std::sync::MutexGuard<'static, ()> {
     static SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
     SETUP.lock().unwrap_or_else(|poisoned| poisoned.into_inner())

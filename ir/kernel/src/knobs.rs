@@ -53,9 +53,9 @@ pub const SSM_FILL_THREADS: usize = 65536;
 pub const SSM_MIN_CHUNK: usize = 32;
 pub const SSM_BLOCK: usize = 256;
 /// Selective scans take fewer lines per block (down to a warp) while their grid would have fewer
-/// than SSM_GRID_BLOCKS blocks (about eight per multiprocessor of an H100: few blocks per
-/// multiprocessor leave some with one block more than others).
-pub const SSM_GRID_BLOCKS: usize = 1024;
+/// than SSM_GRID_BLOCKS blocks (about two per multiprocessor of an H100; 1024 was 2.2× slower
+/// for f32 at batch 1, as one-line blocks of 64 chunks).
+pub const SSM_GRID_BLOCKS: usize = 264;
 /// Selective scans: steps per loop iteration (loads in flight) are SSM_UNROLL_STATES over the
 /// states per thread, between 1 and 4.
 pub const SSM_UNROLL_STATES: usize = 32;

@@ -152,13 +152,23 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
         b.stmt(format!("memref.store {sv}, %arg{k}[{i}] : {}", memref(&params[k])));
     };
     // 2^x: the hardware's approximation, subnormal results flushed to 0 (x ≤ 0 here: decays)
-    let exp2 = |b: &mut Body, x: &str| -> String {
+    // f32 math through the hardware's approximations (as mamba_ssm's kernel, built with fast
+    // math): 2^x, log2(x) and 1/x, subnormals flushed to 0; exact forms for other types
+    let approx = |b: &mut Body, op: &str, x: &str| -> String {
         if c == "f32" {
-            b.emit(format!("llvm.call_intrinsic \"llvm.nvvm.ex2.approx.ftz.f\"({x}) : (f32) -> f32"))
+            b.emit(format!("llvm.call_intrinsic \"llvm.nvvm.{op}.approx.ftz.f\"({x}) : (f32) -> f32"))
         } else {
-            b.emit(format!("math.exp2 {x} : {c}"))
+            match op {
+                "ex2" => b.emit(format!("math.exp2 {x} : {c}")),
+                "lg2" => b.emit(format!("math.log2 {x} : {c}")),
+                _ => {
+                    let one = b.float(1.0, c);
+                    b.emit(format!("arith.divf {one}, {x} : {c}"))
+                }
+            }
         }
     };
+    let exp2 = |b: &mut Body, x: &str| approx(b, "ex2", x);
     let ix = |b: &mut Body, op: &str, x: &str, y: &str| b.emit(format!("arith.{op} {x}, {y} : index"));
     let fl = |b: &mut Body, op: &str, x: &str, y: &str| b.emit(format!("arith.{op} {x}, {y} : {c}"));
 
@@ -217,6 +227,8 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
     let zero = b.float(0.0, c);
     let one = b.float(1.0, c);
     let twenty = b.float(20.0, c);
+    let ln2 = b.float(std::f64::consts::LN_2, c);
+    let neg_log2e = b.float(-std::f64::consts::LOG2_E, c);
     let clen = b.index(lay.chunk);
     let t0 = ix(&mut b, "muli", &chunk, &clen);
     let t1 = ix(&mut b, "addi", &t0, &clen);
@@ -307,9 +319,13 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
                     dt = b.emit(format!("arith.addf {dt}, {bias} : {c}"));
                 }
                 if softplus {
-                    // PyTorch's softplus: x above 20 is kept, else log(1 + exp(x))
-                    let e = b.emit(format!("math.exp {dt} : {c}"));
-                    let l1p = b.emit(format!("math.log1p {e} : {c}"));
+                    // PyTorch's softplus: x above 20 is kept, else log(1 + exp(x)) = ln 2 ·
+                    // log2(1 + 2^(x·log2 e))
+                    let x2 = b.emit(format!("arith.mulf {dt}, {log2e} : {c}"));
+                    let e = approx(b, "ex2", &x2);
+                    let e1 = b.emit(format!("arith.addf {one}, {e} : {c}"));
+                    let l2 = approx(b, "lg2", &e1);
+                    let l1p = b.emit(format!("arith.mulf {l2}, {ln2} : {c}"));
                     let big = b.emit(format!("arith.cmpf ogt, {dt}, {twenty} : {c}"));
                     dt = b.emit(format!("arith.select {big}, {dt}, {l1p} : {c}"));
                 }
@@ -514,10 +530,12 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
             y = b.emit(format!("math.fma {dv}, {}, {y} : {c}", st.u));
         }
         if let Some(z) = &st.z {
-            let nz = b.emit(format!("arith.negf {z} : {c}"));
-            let e = b.emit(format!("math.exp {nz} : {c}"));
+            // silu(z) = z / (1 + 2^(−z·log2 e))
+            let nz = b.emit(format!("arith.mulf {z}, {neg_log2e} : {c}"));
+            let e = exp2(&mut b, &nz);
             let den = fl(&mut b, "addf", &one, &e);
-            let silu = fl(&mut b, "divf", z, &den);
+            let inv = approx(&mut b, "rcp", &den);
+            let silu = fl(&mut b, "mulf", z, &inv);
             y = fl(&mut b, "mulf", &y, &silu);
         }
         ys.push(y);
