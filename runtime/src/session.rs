@@ -271,7 +271,13 @@ impl Session {
             self.graph = graph;
         }
         match &self.graph {
-            Some(g) => g.launch().map_err(cuda),
+            // launches too: with cuDNN steps, concurrent sessions' captures were invalidated on
+            // an H100 even with loads and captures under the lock; whether a graph launched
+            // during a capture is the cause is NOT yet verified on a GPU
+            Some(g) => {
+                let _setup = setup_lock();
+                g.launch().map_err(cuda)
+            }
             // an empty plan captures no graph
             None => Ok(()),
         }
@@ -311,10 +317,11 @@ mod tests {
     }
 }
 
-/// Loading a session (allocations, module loading, cuDNN timing with its one-call graph captures)
-/// and capturing a plan take this process-wide lock: with several sessions in threads, a capture
-/// was invalidated (CUDA_ERROR_STREAM_CAPTURE_INVALIDATED, seen on an H100) by another thread's
-/// load work, whose calls may synchronize the device.
+/// Loading a session (allocations, module loading, cuDNN timing with its one-call graph captures),
+/// capturing a plan and launching it take this process-wide lock. With several sessions in
+/// threads, plans with cuDNN steps failed to capture (CUDA_ERROR_STREAM_CAPTURE_INVALIDATED, on
+/// an H100; cuBLASLt-only plans did not), also with loads and captures under this lock; the
+/// launches were added after the last GPU run (see BENCH.md).
 fn setup_lock() -> std::sync::MutexGuard<'static, ()> {
     static SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
     SETUP.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
