@@ -441,6 +441,26 @@ fn selective_scan_models_from_pytorch_match_its_outputs() {
 }
 
 #[test]
+fn the_unfused_selective_scan_matches_pytorch_and_compiles_to_one_kernel() {
+    // python/selective_scan_unfused.py: softplus, exp, products, an ONNX Scan with a linear
+    // body and the contraction with C; the interpreter runs that form, and the compiler's rule
+    // (passes/src/selective_scan_rule.rs) turns it into the one scan kernel
+    for case in ["unfused_full", "unfused_bare"] {
+        let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/selective_scan").join(case);
+        assert_fixture_matches_pytorch(&d, &["u", "delta", "B", "C", "z"], 1e-6);
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("scan.xfa");
+        let (code, info, err) =
+            xforge(&["compile", d.join("model.onnx").to_str().unwrap(), "-o", out.to_str().unwrap()]);
+        assert_eq!(code, 0, "{case}: {err}");
+        assert!(info.contains("1 steps (1 kernel launches"), "{case}: {info}");
+        let (code, graph, err) = xforge(&["compile", d.join("model.onnx").to_str().unwrap(), "--emit", "graph"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(graph.contains("SelectiveScan(") && !graph.contains(" Scan("), "{case}: {graph}");
+    }
+}
+
+#[test]
 fn a_mamba_block_matches_pytorch_and_compiles() {
     // python/mamba_block_fixture.py: in-projection, causal depthwise conv1d, SiLU, x/dt
     // projections, the selective scan, gating, out-projection, exported from PyTorch
