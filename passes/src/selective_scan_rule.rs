@@ -140,7 +140,10 @@ fn linear_body(body: &Graph) -> bool {
     let Some(add) = by_output(state).filter(|n| n.op == Op::Add) else { return false };
     let Some((p, q)) = inputs(add) else { return false };
     let product = |v: ValueId| {
-        by_output(v).filter(|n| n.op == Op::Mul).and_then(inputs).is_some_and(|(m, k)| (m, k) == (a, h) || (m, k) == (h, a))
+        by_output(v)
+            .filter(|n| n.op == Op::Mul)
+            .and_then(inputs)
+            .is_some_and(|(m, k)| (m, k) == (a, h) || (m, k) == (h, a))
     };
     let recurrence = (product(p) && q == x) || (product(q) && p == x);
     let emits = emitted == state

@@ -308,15 +308,6 @@ impl Session {
 // long as two threads never use one at once, which `&mut self` guarantees.
 unsafe impl Send for Session {}
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sessions_move_between_threads() {
-        fn send<T: Send>() {}
-        send::<super::Session>();
-    }
-}
-
 /// Loading a session (allocations, module loading, cuDNN timing with its one-call graph captures),
 /// capturing a plan and launching it take this process-wide lock. With several sessions in
 /// threads, plans with cuDNN steps failed to capture (CUDA_ERROR_STREAM_CAPTURE_INVALIDATED, on
@@ -325,4 +316,13 @@ mod tests {
 fn setup_lock() -> std::sync::MutexGuard<'static, ()> {
     static SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
     SETUP.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sessions_move_between_threads() {
+        fn send<T: Send>() {}
+        send::<super::Session>();
+    }
 }

@@ -46,7 +46,7 @@ impl ScanLayout {
     /// `elem`: the size of u's elements in bytes.
     pub fn new(lines: usize, len: usize, state: usize, elem: usize) -> Option<ScanLayout> {
         let per_thread = ssm_knob("XFORGE_SSM_STATES_PER_THREAD", SSM_STATES_PER_THREAD);
-        let mut parts = (0..=5).map(|k| 1 << k).find(|p| state % p == 0 && state / p <= per_thread)?;
+        let mut parts = (0..=5).map(|k| 1 << k).find(|p| state.is_multiple_of(*p) && state / p <= per_thread)?;
         let one_pass = lines * parts >= ssm_knob("XFORGE_SSM_ONE_PASS_THREADS", SSM_ONE_PASS_THREADS);
         // 16-bit types in one pass: the state spreads over more lanes (down to
         // SSM_STATES_PER_THREAD_MIN states each) while the lines are too few to fill the GPU
@@ -54,7 +54,7 @@ impl ScanLayout {
         while one_pass
             && elem < 4
             && lines * parts < split_fill
-            && state % (parts * 2) == 0
+            && state.is_multiple_of(parts * 2)
             && state / (parts * 2) >= SSM_STATES_PER_THREAD_MIN
             && parts < 32
         {
@@ -75,7 +75,7 @@ impl ScanLayout {
         let whole = parts == 1 && chunks == 1;
         let vec = if elem >= 4 || !whole { SSM_VECTOR_STEPS_F32 } else { SSM_VECTOR_STEPS_HALF };
         let vec = ssm_knob("XFORGE_SSM_VECTOR_STEPS", vec);
-        let vector = len % vec == 0;
+        let vector = len.is_multiple_of(vec);
         let unroll = if vector {
             vec
         } else {
@@ -624,7 +624,7 @@ mod tests {
             let l = ScanLayout::new(lines, len, 16, 4).unwrap();
             // chunks cover the sequence with SSM_MIN_CHUNK steps or more each, and stop
             // doubling once the threads fill the GPU
-            assert!(l.chunks * l.chunk >= len && l.chunk % l.unroll == 0, "{l:?}");
+            assert!(l.chunks * l.chunk >= len && l.chunk.is_multiple_of(l.unroll), "{l:?}");
             assert!(l.chunks == 1 || l.chunk >= SSM_MIN_CHUNK, "{l:?}");
             assert!(l.chunks == 1 || lines * l.chunks / 2 < SSM_FILL_THREADS, "{l:?}");
             assert!(l.chunks == 1 || lines < SSM_ONE_PASS_THREADS, "{l:?}");
