@@ -605,10 +605,10 @@ mod tests {
 
     #[test]
     fn few_lines_are_chunked_over_the_sequence_until_the_gpu_fills() {
-        // Mamba-1.4B at batch 1: 1536 lines need 64 chunks of 32 steps, one line a block (1536
-        // blocks of 64 threads)
+        // Mamba-1.4B at batch 1: 1536 lines need 64 chunks of 32 steps, four lines a block (384
+        // blocks of 256 threads)
         let l = ScanLayout::new(1536, 2048, 16, 4).unwrap();
-        assert_eq!(l, ScanLayout { parts: 1, chunks: 64, chunk: 32, lines: 1, unroll: 8, vector: true });
+        assert_eq!(l, ScanLayout { parts: 1, chunks: 64, chunk: 32, lines: 4, unroll: 8, vector: true });
         assert_eq!(ScanLayout::new(1536, 2048, 16, 2).unwrap(), l);
         // batch 16 (24576 lines) and batch 8 of 5120 channels: one pass; batch 16 in bf16 on two
         // lanes a line, 8 steps a vector; batch 8 in bf16 whole states, 4 steps a vector
@@ -618,8 +618,9 @@ mod tests {
         assert_eq!((b16.parts, b16.chunks, b16.unroll), (2, 1, 8));
         let big = ScanLayout::new(8 * 5120, 2048, 16, 2).unwrap();
         assert_eq!((big.parts, big.chunks, big.chunk, big.unroll), (1, 1, 2048, 4));
-        // blocks of 32 lines, 1280 of them (few blocks per multiprocessor leave some with one more)
-        assert_eq!(big.lines, 32);
+        // blocks of 128 lines, 320 of them (256 lines would leave a 132-multiprocessor GPU
+        // with 160 blocks)
+        assert_eq!(big.lines, 128);
         for (lines, len) in [(1, 100_000), (7, 777), (1536, 2048), (40960, 2048), (3, 31)] {
             let l = ScanLayout::new(lines, len, 16, 4).unwrap();
             // chunks cover the sequence with SSM_MIN_CHUNK steps or more each, and stop
