@@ -396,31 +396,37 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
     let types = vec![c; ns].join(", ");
     let names = |pfx: &str, k: usize| (0..k).map(|s| format!("%{pfx}{s}")).collect::<Vec<_>>();
 
+    // Opens a pass's loop over the thread's chunk (`%var`) carrying `inits` (of types `ty`) and,
+    // with vectors, the group's u/delta(/z) vectors loaded one group ahead (`%{tag}vJ`): the
+    // next group's vectors are on their way while this one computes. Returns the loop's results,
+    // this group's vectors, the next group's, and the carried types.
+    let open_pass = |b: &mut Body, var: &str, tag: &str, mut inits: Vec<String>, mut ty: String, with_z: bool| {
+        if lay.vector {
+            for (j, (v, k)) in row_vecs(b, &t0, with_z).iter().zip(vk(with_z)).enumerate() {
+                inits.push(format!("%{tag}v{j} = {v}"));
+                ty += &format!(", {}", vec_ty(k));
+            }
+        }
+        let res = b.emit_multi(
+            inits.len(),
+            format!("scf.for %{var} = {t0} to {t1} step {cunroll} iter_args({}) -> ({ty}) {{", inits.join(", ")),
+        );
+        let (pre, ahead) = if lay.vector {
+            let next_t = b.emit(format!("arith.addi %{var}, {cunroll} : index"));
+            (names(&format!("{tag}v"), vk(with_z).len()), row_vecs(b, &next_t, with_z))
+        } else {
+            (vec![], vec![])
+        };
+        (res, pre, ahead, ty)
+    };
+
     // the incoming state of this thread's chunk
     let h_in: Vec<String> = if lay.chunks == 1 {
         vec![zero.clone(); ns]
     } else {
         // pass 1: each chunk from a zero state; its end state and ΣΔ
-        let inits: Vec<String> = names("p", ns + 1).iter().map(|v| format!("{v} = {zero}")).collect::<Vec<_>>();
-        let mut inits = inits;
-        let mut carried_ty = format!("{types}, {c}");
-        if lay.vector {
-            for (j, (v, k)) in row_vecs(&mut b, &t0, false).iter().zip(vk(false)).enumerate() {
-                inits.push(format!("%qv{j} = {v}"));
-                carried_ty += &format!(", {}", vec_ty(k));
-            }
-        }
-        let ends = b.emit_multi(
-            inits.len(),
-            format!("scf.for %t1 = {t0} to {t1} step {cunroll} iter_args({}) -> ({carried_ty}) {{", inits.join(", ")),
-        );
-        // the next group's vectors are on their way while this one computes
-        let (pre, ahead) = if lay.vector {
-            let next_t = ix(&mut b, "addi", "%t1", &cunroll);
-            (names("qv", vk(false).len()), row_vecs(&mut b, &next_t, false))
-        } else {
-            (vec![], vec![])
-        };
+        let inits: Vec<String> = names("p", ns + 1).iter().map(|v| format!("{v} = {zero}")).collect();
+        let (ends, pre, ahead, carried_ty) = open_pass(&mut b, "t1", "q", inits, format!("{types}, {c}"), false);
         let mut h = names("p", ns);
         let mut sum = format!("%p{ns}");
         let steps = group_in(&mut b, "%t1", false, &pre);
@@ -491,24 +497,7 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
     // pass 2 (the only pass with one chunk): from the incoming state, writing the outputs
     let inits: Vec<String> = names("h", ns).iter().zip(&h_in).map(|(v, i)| format!("{v} = {i}")).collect();
     let with_z = slot[6].is_some();
-    let mut inits = inits;
-    let mut carried_ty = types.clone();
-    if lay.vector {
-        for (j, (v, k)) in row_vecs(&mut b, &t0, with_z).iter().zip(vk(with_z)).enumerate() {
-            inits.push(format!("%rv{j} = {v}"));
-            carried_ty += &format!(", {}", vec_ty(k));
-        }
-    }
-    let finals = b.emit_multi(
-        inits.len(),
-        format!("scf.for %t2 = {t0} to {t1} step {cunroll} iter_args({}) -> ({carried_ty}) {{", inits.join(", ")),
-    );
-    let (pre, ahead) = if lay.vector {
-        let next_t = ix(&mut b, "addi", "%t2", &cunroll);
-        (names("rv", vk(with_z).len()), row_vecs(&mut b, &next_t, with_z))
-    } else {
-        (vec![], vec![])
-    };
+    let (finals, pre, ahead, carried_ty) = open_pass(&mut b, "t2", "r", inits, types.clone(), with_z);
     let is_first_part = b.emit(format!("arith.cmpi eq, {part}, {zero_i} : index"));
     let writer = b.emit(format!("arith.andi {line_ok}, {is_first_part} : i1"));
     let width = b.emit("arith.constant 32 : i32");
