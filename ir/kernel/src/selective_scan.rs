@@ -245,6 +245,20 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
         tc: String,
         inside: String,
     }
+    // the lanes of a vector of `unroll` steps stored as `st`, widened to the compute type
+    let lanes = |b: &mut Body, v: &str, st: &str| -> Vec<String> {
+        let w = lay.unroll;
+        (0..w)
+            .map(|j| {
+                let x = b.emit(format!("vector.extract {v}[{j}] : {st} from vector<{w}x{st}>"));
+                if st == c {
+                    x
+                } else {
+                    b.emit(format!("arith.extf {x} : {st} to {c}"))
+                }
+            })
+            .collect()
+    };
     // vector mode: the raw vectors of u, delta (and z) of the group from `t` (clamped into the
     // sequence), with their types
     let vk = |with_z: bool| if with_z { vec![0, 1, 6] } else { vec![0, 1] };
@@ -278,19 +292,8 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
             let last_group = b.index(nl - lay.unroll);
             let tb = b.emit(format!("arith.minui {t}, {last_group} : index"));
             let run = |b: &mut Body, k: usize, v: &str| -> Vec<String> {
-                let p = &params[slot[k].unwrap()];
-                let st = storage_type(p.dtype).unwrap();
-                let w = lay.unroll;
-                (0..w)
-                    .map(|j| {
-                        let x = b.emit(format!("vector.extract {v}[{j}] : {st} from vector<{w}x{st}>"));
-                        if st == c {
-                            x
-                        } else {
-                            b.emit(format!("arith.extf {x} : {st} to {c}"))
-                        }
-                    })
-                    .collect()
+                let st = storage_type(params[slot[k].unwrap()].dtype).unwrap();
+                lanes(b, v, st)
             };
             let us = run(b, 0, &pre[0]);
             let ds = run(b, 1, &pre[1]);
@@ -349,16 +352,7 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
                 w * p.dtype.size(),
                 memref(p)
             ));
-            (0..w)
-                .map(|j| {
-                    let x = b.emit(format!("vector.extract {v}[{j}] : {st} from vector<{w}x{st}>"));
-                    if st == c {
-                        x
-                    } else {
-                        b.emit(format!("arith.extf {x} : {st} to {c}"))
-                    }
-                })
-                .collect()
+            lanes(b, &v, st)
         } else {
             steps
                 .iter()
