@@ -69,7 +69,7 @@ impl Session {
             return Err(RuntimeError::Cuda("no CUDA driver (libcuda.so) on this machine".into()));
         }
         // the whole load (allocations, module loading, library setup) holds the setup lock
-        let _setup = setup_lock();
+        let setup = setup_lock();
         let ctx = CudaContext::new(device).map_err(cuda)?;
         let (major, minor) = ctx.compute_capability().map_err(cuda)?;
         artifact.header.runs_on(major as u32, minor as u32)?;
@@ -104,7 +104,10 @@ impl Session {
             bases,
             graph: None,
         };
-        session.prepare_library_steps()?;
+        let prepared = session.prepare_library_steps();
+        // a session that failed here drops (and takes the lock in `drop`) after the guard
+        drop(setup);
+        prepared?;
         Ok(session)
     }
 
@@ -308,8 +311,22 @@ impl Session {
 // long as two threads never use one at once, which `&mut self` guarantees.
 unsafe impl Send for Session {}
 
+impl Drop for Session {
+    /// The graph and the library handles go under the setup lock: cuDNN's handle destruction
+    /// synchronizes the device, which invalidates another thread's capture. (A hypothesis for
+    /// the concurrent-session failures in BENCH.md: sessions that finished early were dropped
+    /// while others captured; not yet run on a GPU.)
+    fn drop(&mut self) {
+        let _setup = setup_lock();
+        self.graph = None;
+        self.library.clear();
+        self.dnn = None;
+        self.blas = None;
+    }
+}
+
 /// Loading a session (allocations, module loading, cuDNN timing with its one-call graph captures),
-/// capturing a plan and launching it take this process-wide lock. With several sessions in
+/// capturing a plan, launching it and dropping its handles take this process-wide lock. With several sessions in
 /// threads, plans with cuDNN steps failed to capture (CUDA_ERROR_STREAM_CAPTURE_INVALIDATED, on
 /// an H100; cuBLASLt-only plans did not), also with loads and captures under this lock; the
 /// launches were added after the last GPU run (see BENCH.md).
