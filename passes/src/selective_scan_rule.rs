@@ -11,9 +11,10 @@
 //! ```
 //!
 //! Broadcast operands may be Unsqueezes or the weights constant folding makes of them; the
-//! products and sums in either operand order; z·sigmoid(z) as Swish. Every structural fact the
+//! products and sums in either operand order; z·sigmoid(z) as Swish; a transpose of a unit axis
+//! as the Reshape canonicalization makes of it. Every structural fact the
 //! rewrite relies on is checked (zero initial state, the body's exact recurrence, axes,
-//! directions, shapes, f32), and D and z are absorbed only where their intermediate value has no
+//! directions, shapes, one float storage type for the data), and D and z are absorbed only where their intermediate value has no
 //! other reader; anything else leaves the graph as it is. A graph pass, not an egg rule: the
 //! e-graph language has no term for a Scan's body.
 use crate::rewrite::{consumers, replace_uses};
@@ -55,6 +56,7 @@ struct Match {
     out: ValueId,
     last: Option<ValueId>,
     dims: [usize; 4],
+    dtype: DType,
 }
 
 struct View<'a> {
@@ -68,8 +70,9 @@ impl View<'_> {
         self.producer.get(&v).map(|&i| &self.g.nodes[i])
     }
 
+    /// A float value's static shape (f32, or f16/bf16 where `--precision` stored the model so).
     fn shape(&self, v: ValueId) -> Option<Vec<usize>> {
-        self.g.ty(v).static_shape().filter(|_| self.g.ty(v).dtype == DType::F32)
+        self.g.ty(v).static_shape().filter(|_| matches!(self.g.ty(v).dtype, DType::F32 | DType::F16 | DType::BF16))
     }
 
     /// The value's only reader (not a graph output either).
@@ -113,10 +116,20 @@ impl View<'_> {
         Some(Operand::Weight(Tensor::from_f64(DType::F32, inner.to_vec(), &w.to_f64())))
     }
 
-    /// Transpose(x, [0, 2, 1]) producing `v`: x.
+    /// Transpose(x, [0, 2, 1]) producing `v`: x. Also the Reshape canonicalization makes of it
+    /// when one of the swapped axes has size 1 (the swap then only relabels them).
     fn swapped(&self, v: ValueId) -> Option<ValueId> {
-        let n = self.node(v).filter(|n| n.op == Op::Transpose)?;
-        matches!(n.attr("perm"), Some(Attr::Ints(p)) if p == &[0, 2, 1]).then_some(n.inputs[0]?)
+        let n = self.node(v)?;
+        let x = n.inputs.first().copied().flatten()?;
+        match n.op {
+            Op::Transpose => matches!(n.attr("perm"), Some(Attr::Ints(p)) if p == &[0, 2, 1]).then_some(x),
+            Op::Reshape => {
+                let (from, to) = (self.shape(x)?, self.shape(v)?);
+                let [b, p, q] = from[..] else { return None };
+                (to == [b, q, p] && (p == 1 || q == 1)).then_some(x)
+            }
+            _ => None,
+        }
     }
 
     fn ints(n: &Node, k: &str) -> Option<Vec<i64>> {
@@ -263,7 +276,11 @@ fn matched(v: &View, scan: &Node) -> Option<Match> {
     // shapes: u, delta, z (b, d, l); B, C (b, n, l)
     let bdl = vec![nb, nd, nl];
     let bnl = vec![nb, nn, nl];
-    let shapes_ok = v.shape(u)? == bdl
+    // one storage type for the data operands
+    let dt_u = g.ty(u).dtype;
+    let same_type = [delta, b, c].into_iter().chain(z).all(|x| g.ty(x).dtype == dt_u);
+    let shapes_ok = same_type
+        && v.shape(u)? == bdl
         && v.shape(delta)? == bdl
         && v.shape(b)? == bnl
         && v.shape(c)? == bnl
@@ -287,6 +304,7 @@ fn matched(v: &View, scan: &Node) -> Option<Match> {
         out,
         last,
         dims: [nb, nd, nl, nn],
+        dtype: dt_u,
     })
 }
 
@@ -303,7 +321,7 @@ fn apply(g: &mut Graph, m: Match) {
     let a = value(g, m.a, "A");
     let d = m.d.map(|o| value(g, o, "D"));
     let bias = m.bias.map(|o| value(g, o, "delta_bias"));
-    let out = g.add_value(format!("{}.out", m.scan), ValueType::known(DType::F32, &[nb, nd, nl]));
+    let out = g.add_value(format!("{}.out", m.scan), ValueType::known(m.dtype, &[nb, nd, nl]));
     let mut outputs = vec![Some(out)];
     let last = m.last.map(|l| {
         let id = g.add_value(format!("{}.last_state", m.scan), ValueType::known(DType::F32, &[nb, nd, nn]));

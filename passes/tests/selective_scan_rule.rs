@@ -31,6 +31,14 @@ fn the_unfused_form_becomes_one_selective_scan() {
         assert_eq!(n.inputs.len(), inputs, "{case}");
         assert!(matches!(n.attr("delta_softplus"), Some(Attr::Int(v)) if *v == softplus), "{case}");
         assert_equivalent(&before, &after, 1e-6);
+        // in half-precision storage (`--precision`, which runs first) too
+        for half in [xforge_ir::DType::F16, xforge_ir::DType::BF16] {
+            let mut h = before.clone();
+            xforge_passes::precision::convert(&mut h, half).unwrap();
+            xforge_passes::canonicalize(&mut h).unwrap();
+            assert_eq!((count(&h, Op::SelectiveScan), count(&h, Op::Scan)), (1, 0), "{case} {half}");
+            assert_equivalent(&before, &h, 2e-2);
+        }
     }
 }
 
@@ -79,5 +87,152 @@ fn other_forms_stay_as_they_are() {
         assert_eq!(fuse_selective_scans(&mut after), 0, "{what}");
         assert_eq!(count(&after, Op::Scan), 1, "{what}");
         assert_equivalent(&before, &after, 0.0);
+    }
+}
+
+/// How a generated unfused scan is spelled.
+#[derive(Clone, Copy, Debug)]
+struct Spelling {
+    softplus: bool,
+    bias: bool,
+    d: bool,
+    /// 0: no gate; 1: z·sigmoid(z); 2: sigmoid(z)·z
+    gate: u8,
+    /// every product and sum with its operands swapped
+    flip: bool,
+    /// A's broadcast as an Unsqueeze node (else a (1, d, 1, n) weight)
+    unsqueeze_a: bool,
+}
+
+/// The unfused form of python/selective_scan_unfused.py, built here in any spelling.
+fn unfused(dims: [usize; 4], sp: Spelling, seed: u64) -> Graph {
+    use xforge_ir::{DType, GraphBuilder, Tensor, ValueType};
+    let [b, d, l, n] = dims;
+    let f = DType::F32;
+    let any = || ValueType::unranked(DType::F32);
+    let vals = |k: usize, s: u64, lo: f64, hi: f64| -> Vec<f64> {
+        let mut x = s.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..k)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                lo + (hi - lo) * ((x >> 11) as f64 / (1u64 << 53) as f64)
+            })
+            .collect()
+    };
+    let mut g = GraphBuilder::new("unfused", 17);
+    let ints = |g: &mut GraphBuilder, v: &[i64]| {
+        g.weight("axes", Tensor::from_f64(DType::I64, vec![v.len()], &v.iter().map(|&x| x as f64).collect::<Vec<_>>()))
+    };
+    let pair = |g: &mut GraphBuilder, op: Op, x, y| {
+        let (p, q) = if sp.flip { (y, x) } else { (x, y) };
+        g.node(op, &[p, q], vec![], any())
+    };
+    let u = g.input("u", f, &[b, d, l]);
+    let delta = g.input("delta", f, &[b, d, l]);
+    let bb = g.input("B", f, &[b, n, l]);
+    let cc = g.input("C", f, &[b, n, l]);
+    let z = (sp.gate > 0).then(|| g.input("z", f, &[b, d, l]));
+    let a_vals = vals(d * n, seed, -1.0, -0.1);
+    let (ax1, ax3, ax02) = (ints(&mut g, &[1]), ints(&mut g, &[3]), ints(&mut g, &[0, 2]));
+    let mut dt = delta;
+    if sp.bias {
+        let bias = g.weight("delta_bias", Tensor::from_f64(f, vec![d, 1], &vals(d, seed + 1, -0.3, 0.3)));
+        dt = pair(&mut g, Op::Add, dt, bias);
+    }
+    if sp.softplus {
+        dt = g.node(Op::Softplus, &[dt], vec![], any());
+    }
+    let a4 = if sp.unsqueeze_a {
+        let a = g.weight("A", Tensor::from_f64(f, vec![d, n], &a_vals));
+        g.node(Op::Unsqueeze, &[a, ax02], vec![], any())
+    } else {
+        g.weight("A4", Tensor::from_f64(f, vec![1, d, 1, n], &a_vals))
+    };
+    let dt4 = g.node(Op::Unsqueeze, &[dt, ax3], vec![], any());
+    let dal = pair(&mut g, Op::Mul, dt4, a4);
+    let da = g.node(Op::Exp, &[dal], vec![], any());
+    let du = pair(&mut g, Op::Mul, dt, u);
+    let du4 = g.node(Op::Unsqueeze, &[du, ax3], vec![], any());
+    let bt = g.node(Op::Transpose, &[bb], vec![("perm", Attr::Ints(vec![0, 2, 1]))], any());
+    let bt4 = g.node(Op::Unsqueeze, &[bt, ax1], vec![], any());
+    let dbu = pair(&mut g, Op::Mul, du4, bt4);
+    let h0 = g.weight("h0", Tensor::from_f64(f, vec![b, d, n], &vec![0.0; b * d * n]));
+    let body = {
+        let mut s = GraphBuilder::new("step", 17);
+        let h = s.input("h", f, &[b, d, n]);
+        let a = s.input("a_t", f, &[b, d, n]);
+        let x = s.input("x_t", f, &[b, d, n]);
+        let (p, q) = if sp.flip { (h, a) } else { (a, h) };
+        let ah = s.node(Op::Mul, &[p, q], vec![], any());
+        let (p, q) = if sp.flip { (x, ah) } else { (ah, x) };
+        let next = s.node(Op::Add, &[p, q], vec![], any());
+        let out = s.node(Op::Identity, &[next], vec![], any());
+        s.output(next);
+        s.output(out);
+        s.finish()
+    };
+    let outs = g.node_multi(
+        Op::Scan,
+        &[Some(h0), Some(da), Some(dbu)],
+        vec![
+            ("body", Attr::Graph(Arc::new(body))),
+            ("num_scan_inputs", Attr::Int(2)),
+            ("scan_input_axes", Attr::Ints(vec![2, 2])),
+            ("scan_output_axes", Attr::Ints(vec![2])),
+        ],
+        vec![any(), any()],
+    );
+    let ct = g.node(Op::Transpose, &[cc], vec![("perm", Attr::Ints(vec![0, 2, 1]))], any());
+    let ct4 = g.node(Op::Unsqueeze, &[ct, ax1], vec![], any());
+    let hc = pair(&mut g, Op::Mul, outs[1], ct4);
+    let mut out = g.node(Op::ReduceSum, &[hc, ax3], vec![("keepdims", Attr::Int(0))], any());
+    if sp.d {
+        let dcol = g.weight("D", Tensor::from_f64(f, vec![d, 1], &vals(d, seed + 2, -1.0, 1.0)));
+        let du = pair(&mut g, Op::Mul, u, dcol);
+        out = pair(&mut g, Op::Add, out, du);
+    }
+    if let Some(z) = z {
+        let sig = g.node(Op::Sigmoid, &[z], vec![], any());
+        let silu = if sp.gate == 1 {
+            g.node(Op::Mul, &[z, sig], vec![], any())
+        } else {
+            g.node(Op::Mul, &[sig, z], vec![], any())
+        };
+        out = pair(&mut g, Op::Mul, out, silu);
+    }
+    g.output(out);
+    let mut g = g.finish();
+    xforge_ir::infer::infer_graph(&mut g).unwrap();
+    g
+}
+
+#[test]
+fn every_spelling_becomes_one_scan_with_the_same_outputs() {
+    let mut k = 0u64;
+    for flip in [false, true] {
+        for (softplus, bias, d, gate) in
+            [(true, true, true, 1), (true, false, false, 2), (false, true, true, 0), (false, false, false, 1)]
+        {
+            for unsqueeze_a in [false, true] {
+                k += 1;
+                let sp = Spelling { softplus, bias, d, gate, flip, unsqueeze_a };
+                let dims = [1 + (k as usize % 2), 3 + (k as usize % 4), 7 + 5 * (k as usize % 5), 1 + (k as usize % 6)];
+                let before = unfused(dims, sp, k);
+                let mut after = before.clone();
+                xforge_passes::canonicalize(&mut after).unwrap();
+                assert_eq!(
+                    count(&after, Op::Scan),
+                    0,
+                    "{sp:?} {dims:?}: {:?}",
+                    after.nodes.iter().map(|n| n.op).collect::<Vec<_>>()
+                );
+                // the scan, and nothing else: D and the gate went into it
+                assert_eq!(after.nodes.len(), 1, "{sp:?}: {:?}", after.nodes.iter().map(|n| n.op).collect::<Vec<_>>());
+                assert!(matches!(after.nodes[0].attr("delta_softplus"), Some(Attr::Int(v)) if (*v != 0) == softplus));
+                assert_equivalent(&before, &after, 1e-6);
+            }
+        }
     }
 }
