@@ -295,10 +295,13 @@ pub fn build(
             compiler_version: env!("CARGO_PKG_VERSION").into(),
             target: target.into(),
             precision: precision.into(),
-            options: vec![
-                ("tf32".into(), "off".into()),
+            options: [
+                ("tf32".to_string(), "off".to_string()),
                 ("generated_gemm".into(), if generated_gemm { "on" } else { "off" }.into()),
-            ],
+            ]
+            .into_iter()
+            .chain(knob_overrides())
+            .collect(),
             model_digest,
         },
         kernels: KernelImage { ptx, names },
@@ -306,4 +309,14 @@ pub fn build(
         memory: MemoryPlan { arena_bytes: arena_bytes.max(ALIGN), alignment: ALIGN, inputs, outputs },
         steps,
     })
+}
+
+/// The kernel-knob overrides a tuning sweep set in the environment (`XFORGE_SSM_*`, see
+/// ir/kernel/src/knobs.rs), recorded among the artifact's options so an artifact built under them
+/// says so.
+fn knob_overrides() -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> =
+        std::env::vars().filter(|(k, _)| k.starts_with("XFORGE_SSM_")).map(|(k, x)| (k.to_lowercase(), x)).collect();
+    v.sort();
+    v
 }

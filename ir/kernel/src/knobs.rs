@@ -73,8 +73,8 @@ pub const SSM_MIN_THREADS: usize = 256;
 /// A selective-scan knob, unless a tuning sweep overrides it through the environment
 /// (XFORGE_SSM_FILL_THREADS, XFORGE_SSM_UNROLL_STATES, XFORGE_SSM_MIN_THREADS,
 /// XFORGE_SSM_VECTOR_STEPS, XFORGE_SSM_ONE_PASS_THREADS, XFORGE_SSM_STATES_PER_THREAD,
-/// XFORGE_SSM_SPLIT_THREADS, XFORGE_SSM_GRID_BLOCKS: for benchmark sweeps only, the artifact
-/// does not record them).
+/// XFORGE_SSM_SPLIT_THREADS, XFORGE_SSM_GRID_BLOCKS: for benchmark sweeps; the artifact
+/// records them among its options).
 pub fn ssm_knob(var: &str, default: usize) -> usize {
     std::env::var(var).ok().and_then(|v| v.parse().ok()).filter(|&v| v > 0).unwrap_or(default)
 }
