@@ -37,7 +37,7 @@ pub struct ScanLayout {
     pub lines: usize,
     /// steps per loop iteration
     pub unroll: usize,
-    /// u, delta, z and out move SSM_VECTOR_STEPS steps per vector (the length is a multiple)
+    /// u, delta, z, out, B and C move `unroll` steps per vector (the length is a multiple)
     pub vector: bool,
 }
 
