@@ -9,8 +9,8 @@ for m in mnasnet0_5 bert_tiny; do
   for p in fp32 fp16; do
     $X compile models/$m.onnx --precision $p -o /tmp/$m.$p.xfa > /dev/null
     for n in 2 4; do
-      echo "$m $p, $n sessions: $(timeout 120 $X bench /tmp/$m.$p.xfa --runs 20 --warmup 2 --sessions $n 2>&1 | tail -1)" 
-      timeout 120 $X bench /tmp/$m.$p.xfa --runs 20 --warmup 2 --sessions $n > /dev/null 2>&1 || fail=1
+      out=$(timeout 120 $X bench /tmp/$m.$p.xfa --runs 20 --warmup 2 --sessions $n 2>&1) || fail=1
+      echo "$m $p, $n sessions: $(echo "$out" | tail -1)"
     done
   done
 done
