@@ -102,6 +102,24 @@ struct Spelling {
     flip: bool,
     /// A's broadcast as an Unsqueeze node (else a (1, d, 1, n) weight)
     unsqueeze_a: bool,
+    /// a change that makes some part not the selective scan's
+    change: Change,
+}
+
+/// Edits that keep the graph valid but change what it computes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Change {
+    None,
+    /// Sigmoid where the decays take Exp
+    DecayNotExp,
+    /// the Scan's two sequences swapped (the decays become the inputs)
+    SequencesSwapped,
+    /// ReLU where softplus was
+    ReluForSoftplus,
+    /// the skip term reads delta instead of u
+    SkipReadsDelta,
+    /// the gate is z·sigmoid(u)
+    GateOfU,
 }
 
 /// The unfused form of python/selective_scan_unfused.py, built here in any spelling.
@@ -142,7 +160,8 @@ fn unfused(dims: [usize; 4], sp: Spelling, seed: u64) -> Graph {
         dt = pair(&mut g, Op::Add, dt, bias);
     }
     if sp.softplus {
-        dt = g.node(Op::Softplus, &[dt], vec![], any());
+        let op = if sp.change == Change::ReluForSoftplus { Op::Relu } else { Op::Softplus };
+        dt = g.node(op, &[dt], vec![], any());
     }
     let a4 = if sp.unsqueeze_a {
         let a = g.weight("A", Tensor::from_f64(f, vec![d, n], &a_vals));
@@ -152,7 +171,8 @@ fn unfused(dims: [usize; 4], sp: Spelling, seed: u64) -> Graph {
     };
     let dt4 = g.node(Op::Unsqueeze, &[dt, ax3], vec![], any());
     let dal = pair(&mut g, Op::Mul, dt4, a4);
-    let da = g.node(Op::Exp, &[dal], vec![], any());
+    let decay_op = if sp.change == Change::DecayNotExp { Op::Sigmoid } else { Op::Exp };
+    let da = g.node(decay_op, &[dal], vec![], any());
     let du = pair(&mut g, Op::Mul, dt, u);
     let du4 = g.node(Op::Unsqueeze, &[du, ax3], vec![], any());
     let bt = g.node(Op::Transpose, &[bb], vec![("perm", Attr::Ints(vec![0, 2, 1]))], any());
@@ -175,7 +195,11 @@ fn unfused(dims: [usize; 4], sp: Spelling, seed: u64) -> Graph {
     };
     let outs = g.node_multi(
         Op::Scan,
-        &[Some(h0), Some(da), Some(dbu)],
+        &if sp.change == Change::SequencesSwapped {
+            [Some(h0), Some(dbu), Some(da)]
+        } else {
+            [Some(h0), Some(da), Some(dbu)]
+        },
         vec![
             ("body", Attr::Graph(Arc::new(body))),
             ("num_scan_inputs", Attr::Int(2)),
@@ -190,11 +214,12 @@ fn unfused(dims: [usize; 4], sp: Spelling, seed: u64) -> Graph {
     let mut out = g.node(Op::ReduceSum, &[hc, ax3], vec![("keepdims", Attr::Int(0))], any());
     if sp.d {
         let dcol = g.weight("D", Tensor::from_f64(f, vec![d, 1], &vals(d, seed + 2, -1.0, 1.0)));
-        let du = pair(&mut g, Op::Mul, u, dcol);
+        let skip = if sp.change == Change::SkipReadsDelta { delta } else { u };
+        let du = pair(&mut g, Op::Mul, skip, dcol);
         out = pair(&mut g, Op::Add, out, du);
     }
     if let Some(z) = z {
-        let sig = g.node(Op::Sigmoid, &[z], vec![], any());
+        let sig = g.node(Op::Sigmoid, &[if sp.change == Change::GateOfU { u } else { z }], vec![], any());
         let silu = if sp.gate == 1 {
             g.node(Op::Mul, &[z, sig], vec![], any())
         } else {
@@ -217,7 +242,7 @@ fn every_spelling_becomes_one_scan_with_the_same_outputs() {
         {
             for unsqueeze_a in [false, true] {
                 k += 1;
-                let sp = Spelling { softplus, bias, d, gate, flip, unsqueeze_a };
+                let sp = Spelling { softplus, bias, d, gate, flip, unsqueeze_a, change: Change::None };
                 let dims = [1 + (k as usize % 2), 3 + (k as usize % 4), 7 + 5 * (k as usize % 5), 1 + (k as usize % 6)];
                 let before = unfused(dims, sp, k);
                 let mut after = before.clone();
@@ -233,6 +258,37 @@ fn every_spelling_becomes_one_scan_with_the_same_outputs() {
                 assert!(matches!(after.nodes[0].attr("delta_softplus"), Some(Attr::Int(v)) if (*v != 0) == softplus));
                 assert_equivalent(&before, &after, 1e-6);
             }
+        }
+    }
+}
+
+#[test]
+fn changed_forms_are_left_or_rewritten_only_where_it_is_sound() {
+    let full =
+        Spelling { softplus: true, bias: true, d: true, gate: 1, flip: false, unsqueeze_a: true, change: Change::None };
+    // (change, the scan is formed, nodes left beside it)
+    let cases = [
+        (Change::DecayNotExp, false, 0),
+        (Change::SequencesSwapped, false, 0),
+        // ReLU(delta + bias) is just another delta: a scan without softplus
+        (Change::ReluForSoftplus, true, 2),
+        // a skip term that does not fit stays outside, and the gate after it; a gate that does
+        // not fit stays outside
+        (Change::SkipReadsDelta, true, 5),
+        (Change::GateOfU, true, 3),
+    ];
+    for (k, (change, formed, beside)) in cases.into_iter().enumerate() {
+        for flip in [false, true] {
+            let before = unfused([2, 3, 9, 4], Spelling { change, flip, ..full }, 40 + k as u64);
+            let mut after = before.clone();
+            xforge_passes::canonicalize(&mut after).unwrap();
+            let ops: Vec<Op> = after.nodes.iter().map(|n| n.op).collect();
+            assert_eq!(count(&after, Op::SelectiveScan), formed as usize, "{change:?}: {ops:?}");
+            assert_eq!(count(&after, Op::Scan), !formed as usize, "{change:?}: {ops:?}");
+            if formed {
+                assert_eq!(after.nodes.len(), 1 + beside, "{change:?}: {ops:?}");
+            }
+            assert_equivalent(&before, &after, 1e-6);
         }
     }
 }
