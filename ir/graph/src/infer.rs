@@ -406,6 +406,7 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
     }
     // the selective scan: out is u's shape, the last state (batch, dim, A's state size)
     if op == SelectiveScan {
+        selective_scan_shapes(&|i| shape(i))?;
         let mut out = vec![ty(dts[0], x.clone())];
         if node.outputs.len() > 1 {
             let last = match (&x, shape(2)) {
@@ -856,4 +857,47 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
     };
     // Cast of a shape vector keeps its symbolic entries
     same(Some(out))
+}
+
+/// The selective scan's operands agree (docs/ops/selective_scan.md), where their shapes are
+/// known: a kernel would read past a mismatched operand. Same messages as the interpreter's.
+fn selective_scan_shapes(shape: &dyn Fn(usize) -> Option<Vec<Dim>>) -> Result<(), String> {
+    let known = |i: usize| shape(i).and_then(|s| s.iter().map(Dim::known).collect::<Option<Vec<usize>>>());
+    let (Some(u), Some(a)) = (known(0), known(2)) else { return Ok(()) };
+    let [b, d, l] = u[..] else { return Err(format!("u is {u:?}; expected (batch, dim, len)")) };
+    let [ad, n] = a[..] else { return Err(format!("A is {a:?}; expected (dim, state)")) };
+    if ad != d {
+        return Err(format!("A has {ad} channels, u has {d}"));
+    }
+    for (i, name) in [(1, "delta"), (6, "z")] {
+        match known(i) {
+            Some(s) if s != u => return Err(format!("{name} is {s:?}, u is {u:?}")),
+            _ => {}
+        }
+    }
+    for (i, name) in [(3, "B"), (4, "C")] {
+        let Some(p) = known(i) else { continue };
+        let fits = match p[..] {
+            [pb, pn, pl] => (pb, pn, pl) == (b, n, l),
+            [pb, g, pn, pl] => (pb, pn, pl) == (b, n, l) && g > 0 && d % g == 0,
+            _ => false,
+        };
+        if !fits {
+            return Err(format!(
+                "{name} is {p:?}; expected ({b}, {n}, {l}) or ({b}, groups, {n}, {l}) with groups dividing {d}"
+            ));
+        }
+    }
+    if let (Some(p), Some(q)) = (known(3), known(4)) {
+        if p != q {
+            return Err(format!("B is {p:?}, C is {q:?}"));
+        }
+    }
+    for (i, name) in [(5, "D"), (7, "delta_bias")] {
+        match known(i) {
+            Some(s) if s != [d] => return Err(format!("{name} is {s:?}; expected ({d})")),
+            _ => {}
+        }
+    }
+    Ok(())
 }

@@ -28,6 +28,13 @@ struct Case {
 }
 
 fn graph(c: &Case) -> Graph {
+    let mut g = unchecked_graph(c);
+    infer_graph(&mut g).unwrap();
+    g
+}
+
+/// The scan's graph before its shapes are checked.
+fn unchecked_graph(c: &Case) -> Graph {
     let f = DType::F32;
     let mut b = GraphBuilder::new("ssm", 17);
     let u = b.input("u", f, &[c.b, c.d, c.l]);
@@ -51,9 +58,7 @@ fn graph(c: &Case) -> Graph {
     );
     b.output(outs[0]);
     b.output(outs[1]);
-    let mut g = b.finish();
-    infer_graph(&mut g).unwrap();
-    g
+    b.finish()
 }
 
 fn scan(c: &Case, vals: &HashMap<&str, Vec<f64>>) -> (Vec<f64>, Vec<f64>) {
@@ -200,9 +205,12 @@ fn groups_share_b_and_c_among_consecutive_channels() {
 
 #[test]
 fn groups_that_do_not_divide_the_channels_are_named() {
-    // B and C in 3 groups for 4 channels
+    // B and C in 3 groups for 4 channels: shape inference (what the compiler runs) and the
+    // interpreter both name it
     let c = Case { b: 1, d: 4, l: 5, n: 2, groups: Some(3), softplus: false, with: [false; 3] };
-    let g = graph(&c);
+    let g = unchecked_graph(&c);
+    let e = infer_graph(&mut g.clone()).unwrap_err().to_string();
+    assert!(e.contains("B is [1, 3, 2, 5]") && e.contains("groups dividing 4"), "{e}");
     let feed: HashMap<String, Tensor> = g
         .inputs
         .iter()
@@ -210,4 +218,26 @@ fn groups_that_do_not_divide_the_channels_are_named() {
         .collect();
     let e = run(&g, &feed).unwrap_err().to_string();
     assert!(e.contains("B is [1, 3, 2, 5]") && e.contains("groups dividing 4"), "{e}");
+}
+
+#[test]
+fn mismatched_operands_are_refused_before_any_kernel() {
+    // each operand one channel, state or step off: inference names the operand
+    let c = Case { b: 2, d: 4, l: 5, n: 3, groups: None, softplus: true, with: [true; 3] };
+    let cases: [(&str, usize, Vec<usize>, &str); 6] = [
+        ("A", 2, vec![5, 3], "A has 5 channels, u has 4"),
+        ("B", 3, vec![2, 4, 5], "B is [2, 4, 5]"),
+        ("C", 4, vec![2, 3, 6], "C is [2, 3, 6]"),
+        ("D", 5, vec![3], "D is [3]"),
+        ("z", 6, vec![2, 4, 4], "z is [2, 4, 4]"),
+        ("delta_bias", 7, vec![5], "delta_bias is [5]"),
+    ];
+    for (name, k, bad, want) in cases {
+        let mut g = unchecked_graph(&c);
+        let v = g.nodes[0].inputs[k].unwrap();
+        assert_eq!(g.name_of(v), name);
+        g.values[v.index()].ty = ValueType::known(DType::F32, &bad);
+        let e = infer_graph(&mut g).unwrap_err().to_string();
+        assert!(e.contains(want) && e.contains("SelectiveScan"), "{name}: {e}");
+    }
 }
