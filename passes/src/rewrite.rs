@@ -30,6 +30,15 @@ pub fn consumers(g: &Graph) -> Vec<Vec<(usize, usize)>> {
     c
 }
 
+/// The axes a node takes as its `axes` attribute or as a constant second input (Unsqueeze,
+/// reductions), as written (negative axes not normalized).
+pub fn const_axes(g: &Graph, n: &xforge_ir::Node) -> Option<Vec<i64>> {
+    match n.attr("axes") {
+        Some(xforge_ir::Attr::Ints(a)) => Some(a.clone()),
+        _ => n.inputs.get(1).copied().flatten().and_then(|v| g.weights.get(&v)).map(|t| t.to_i64()),
+    }
+}
+
 /// The weight behind a value, if it is one.
 pub fn weight(g: &Graph, v: ValueId) -> Option<&xforge_ir::Tensor> {
     g.weights.get(&v)

@@ -17,8 +17,7 @@
 //! directions, shapes, one float storage type for the data), and D and z are absorbed only where their intermediate value has no
 //! other reader; anything else leaves the graph as it is. A graph pass, not an egg rule: the
 //! e-graph language has no term for a Scan's body.
-use crate::rewrite::{consumers, replace_uses};
-use std::collections::HashMap;
+use crate::rewrite::{const_axes, consumers, replace_uses};
 use xforge_ir::{Attr, DType, Graph, Node, Op, Tensor, ValueId, ValueType};
 
 /// Returns the number of selective scans formed.
@@ -61,13 +60,13 @@ struct Match {
 
 struct View<'a> {
     g: &'a Graph,
-    producer: HashMap<ValueId, usize>,
+    producer: Vec<Option<usize>>,
     uses: Vec<Vec<(usize, usize)>>,
 }
 
 impl View<'_> {
     fn node(&self, v: ValueId) -> Option<&Node> {
-        self.producer.get(&v).map(|&i| &self.g.nodes[i])
+        self.producer[v.index()].map(|i| &self.g.nodes[i])
     }
 
     /// A float value's static shape (f32, or f16/bf16 where `--precision` stored the model so).
@@ -94,12 +93,7 @@ impl View<'_> {
     /// `Unsqueeze(x, axes)` producing `v` (axes as given for a result of rank `rank`): x.
     fn unsqueezed(&self, v: ValueId, axes: &[i64], rank: i64) -> Option<ValueId> {
         let n = self.node(v).filter(|n| n.op == Op::Unsqueeze)?;
-        let given: Vec<i64> = match (n.inputs.get(1).copied().flatten(), n.attr("axes")) {
-            (Some(a), _) => self.g.weights.get(&a)?.to_f64().iter().map(|&x| x as i64).collect(),
-            (None, Some(Attr::Ints(a))) => a.clone(),
-            _ => return None,
-        };
-        let mut given: Vec<i64> = given.iter().map(|&a| if a < 0 { a + rank } else { a }).collect();
+        let mut given: Vec<i64> = const_axes(self.g, n)?.iter().map(|&a| if a < 0 { a + rank } else { a }).collect();
         given.sort_unstable();
         (given == axes).then_some(n.inputs[0]?)
     }
@@ -165,13 +159,11 @@ fn linear_body(body: &Graph) -> bool {
 }
 
 fn find(g: &Graph) -> Option<Match> {
-    let mut producer = HashMap::new();
-    for (i, n) in g.nodes.iter().enumerate() {
-        for o in n.output_ids() {
-            producer.insert(o, i);
-        }
+    // most graphs have no Scan: no maps to build for them
+    if !g.nodes.iter().any(|n| n.op == Op::Scan) {
+        return None;
     }
-    let v = View { g, producer, uses: consumers(g) };
+    let v = View { g, producer: g.producers(), uses: consumers(g) };
     g.nodes.iter().find_map(|n| matched(&v, n))
 }
 
@@ -223,11 +215,7 @@ fn matched(v: &View, scan: &Node) -> Option<Match> {
     let c = v.swapped(v.unsqueezed(ct4, &[1], 4)?)?;
     let ri = v.only_reader(hc)?;
     let red = &g.nodes[ri];
-    let axes: Vec<i64> = match (red.inputs.get(1).copied().flatten(), red.attr("axes")) {
-        (Some(ax), _) => g.weights.get(&ax)?.to_f64().iter().map(|&x| x as i64).collect(),
-        (None, Some(Attr::Ints(ax))) => ax.clone(),
-        _ => return None,
-    };
+    let axes = const_axes(g, red)?;
     let keep = matches!(red.attr("keepdims"), Some(Attr::Int(0)));
     if red.op != Op::ReduceSum || !(axes == [3] || axes == [-1]) || !keep {
         return None;

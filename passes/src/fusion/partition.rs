@@ -76,10 +76,7 @@ pub struct FusionGroup {
 fn reduces_last_axis(g: &Graph, n: &xforge_ir::Node) -> bool {
     let Some(x) = n.inputs.first().copied().flatten() else { return true };
     let Some(r) = g.ty(x).shape.as_ref().map(|s| s.len() as i64) else { return true };
-    let axes: Option<Vec<i64>> = match n.attr("axes") {
-        Some(Attr::Ints(a)) => Some(a.clone()),
-        _ => n.inputs.get(1).copied().flatten().and_then(|v| g.weights.get(&v)).map(|t| t.to_i64()),
-    };
+    let axes = crate::rewrite::const_axes(g, n);
     // the reduced axes must be the innermost ones (a contiguous run at the end of each row)
     match axes {
         Some(a) => {
