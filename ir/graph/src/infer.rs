@@ -860,8 +860,9 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
 }
 
 /// The selective scan's operands agree (docs/ops/selective_scan.md), where their shapes are
-/// known: a kernel would read past a mismatched operand. Same messages as the interpreter's.
-fn selective_scan_shapes(shape: &dyn Fn(usize) -> Option<Vec<Dim>>) -> Result<(), String> {
+/// known: a kernel would read past a mismatched operand. The interpreter checks its tensors
+/// with it too.
+pub(crate) fn selective_scan_shapes(shape: &dyn Fn(usize) -> Option<Vec<Dim>>) -> Result<(), String> {
     let known = |i: usize| shape(i).and_then(|s| s.iter().map(Dim::known).collect::<Option<Vec<usize>>>());
     let (Some(u), Some(a)) = (known(0), known(2)) else { return Ok(()) };
     let [b, d, l] = u[..] else { return Err(format!("u is {u:?}; expected (batch, dim, len)")) };

@@ -8,6 +8,8 @@
 use super::attrs::{opt, req, NodeAttrs};
 use super::OpResult;
 use crate::dtype::DType;
+use crate::infer::selective_scan_shapes;
+use crate::shape::Dim;
 use crate::tensor::Tensor;
 
 /// mamba_ssm's softplus (PyTorch's, threshold 20).
@@ -30,18 +32,14 @@ struct Projection {
 }
 
 impl Projection {
-    fn new(t: &Tensor, name: &str, (b, d, l): (usize, usize, usize)) -> OpResult<Projection> {
-        let s = t.shape();
-        let (groups, n) = match *s {
-            [bb, n, ll] if bb == b && ll == l => (1, n),
-            [bb, g, n, ll] if bb == b && ll == l && g > 0 && d % g == 0 => (g, n),
-            _ => {
-                return Err(format!(
-                    "{name} is {s:?}; expected ({b}, state, {l}) or ({b}, groups, state, {l}) with groups dividing {d}"
-                ))
-            }
+    /// `t` is (b, n, l) or (b, groups, n, l), as the shape check leaves it.
+    fn new(t: &Tensor, d: usize) -> Projection {
+        let (groups, n, l) = match *t.shape() {
+            [_, g, n, l] => (g, n, l),
+            [_, n, l] => (1, n, l),
+            _ => unreachable!("checked by selective_scan_shapes"),
         };
-        Ok(Projection { v: t.to_f64(), groups, per_group: d / groups, n, l })
+        Projection { v: t.to_f64(), groups, per_group: d / groups, n, l }
     }
     fn at(&self, b: usize, c: usize, s: usize, t: usize) -> f64 {
         let g = c / self.per_group;
@@ -51,33 +49,17 @@ impl Projection {
 
 pub fn selective_scan(a: &NodeAttrs, ins: &[Option<Tensor>], n_out: usize) -> OpResult<Vec<Tensor>> {
     let (u, delta, at) = (req(ins, 0)?, req(ins, 1)?, req(ins, 2)?);
-    let [b, d, l] = *u.shape() else { return Err(format!("u is {:?}; expected (batch, dim, len)", u.shape())) };
-    if delta.shape() != u.shape() {
-        return Err(format!("delta is {:?}, u is {:?}", delta.shape(), u.shape()));
-    }
-    let [ad, n] = *at.shape() else { return Err(format!("A is {:?}; expected (dim, state)", at.shape())) };
-    if ad != d {
-        return Err(format!("A has {ad} channels, u has {d}"));
-    }
-    let bp = Projection::new(req(ins, 3)?, "B", (b, d, l))?;
-    let cp = Projection::new(req(ins, 4)?, "C", (b, d, l))?;
-    if bp.n != n || cp.n != n {
-        return Err(format!("B and C have {} and {} states, A has {n}", bp.n, cp.n));
-    }
-    let per_channel = |i: usize, name: &str| -> OpResult<Option<Vec<f64>>> {
-        match opt(ins, i) {
-            None => Ok(None),
-            Some(t) if t.shape() == [d] => Ok(Some(t.to_f64())),
-            Some(t) => Err(format!("{name} is {:?}; expected ({d})", t.shape())),
-        }
-    };
-    let dv = per_channel(5, "D")?;
-    let z = match opt(ins, 6) {
-        None => None,
-        Some(t) if t.shape() == u.shape() => Some(t.to_f64()),
-        Some(t) => Err(format!("z is {:?}, u is {:?}", t.shape(), u.shape()))?,
-    };
-    let bias = per_channel(7, "delta_bias")?;
+    // the operands agree, as shape inference checks them
+    let known = |i: usize| opt(ins, i).map(|t| t.shape().iter().map(|&x| Dim::Known(x)).collect());
+    selective_scan_shapes(&known)?;
+    let [b, d, l] = *u.shape() else { unreachable!("checked by selective_scan_shapes") };
+    let n = at.shape()[1];
+    let bp = Projection::new(req(ins, 3)?, d);
+    let cp = Projection::new(req(ins, 4)?, d);
+    let per_channel = |i: usize| opt(ins, i).map(|t| t.to_f64());
+    let dv = per_channel(5);
+    let z = opt(ins, 6).map(|t| t.to_f64());
+    let bias = per_channel(7);
     let softplus_on = a.int("delta_softplus", 0)? != 0;
     let (uv, dl, av) = (u.to_f64(), delta.to_f64(), at.to_f64());
     let mut out = vec![0.0; b * d * l];
