@@ -379,27 +379,23 @@ impl ConvStep {
                     self.y.0,
                     y as *mut c_void,
                 ))?;
-                if self.alpha2 != 0.0 {
+                // y += the residual, then the bias (broadcast over its channels)
+                let add = |desc, src: u64| {
                     check(sys::cudnnAddTensor(
                         dnn.handle,
                         one_ptr,
-                        self.y.0,
-                        z as *const c_void,
+                        desc,
+                        src as *const c_void,
                         one_ptr,
                         self.y.0,
                         y as *mut c_void,
-                    ))?;
+                    ))
+                };
+                if self.alpha2 != 0.0 {
+                    add(self.y.0, z)?;
                 }
                 if self.has_bias {
-                    check(sys::cudnnAddTensor(
-                        dnn.handle,
-                        one_ptr,
-                        self.bias.0,
-                        bias as *const c_void,
-                        one_ptr,
-                        self.y.0,
-                        y as *mut c_void,
-                    ))?;
+                    add(self.bias.0, bias)?;
                 }
             } else {
                 check(sys::cudnnConvolutionBiasActivationForward(
