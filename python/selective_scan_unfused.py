@@ -88,7 +88,7 @@ def main(out):
         A = (-r.random((d, n)) - 0.1).astype(np.float32)
         D = r.standard_normal(d).astype(np.float32)
         bias = (0.3 * r.standard_normal(d)).astype(np.float32)
-        t = dict(u=r.standard_normal((b, d, l)), delta=0.5 * r.random((b, d, l)) - (0 if full else -0.05),
+        t = dict(u=r.standard_normal((b, d, l)), delta=0.5 * r.random((b, d, l)) + (0.0 if full else 0.05),
                  B=r.standard_normal((b, n, l)), C=r.standard_normal((b, n, l)))
         if full:
             t["z"] = r.standard_normal((b, d, l))
