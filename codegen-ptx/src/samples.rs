@@ -436,14 +436,17 @@ pub fn all() -> Vec<Sample> {
         {
             push(name.to_string(), g);
         }
-        // selective scans: every option with 2 groups (one chunk), the bare form over a longer
-        // sequence (4 chunks of 76 steps, the last one short), 8 chunks of 126 steps, states of
-        // 64 (2 lanes a line) and 256 (8 lanes a line) in 2 chunks
+        // selective scans: every option with 2 groups (one pass), the bare form over a longer
+        // sequence (8 chunks of 40 steps, the last one short), 16 chunks of 64 steps, states of
+        // 64 (2 lanes a line) and 256 (8 lanes a line) in 4 chunks: all with pass 1's Δ and u
+        // kept for pass 2; and one line of 9001 steps, whose 256 chunks of 36 steps overflow the
+        // stash (pass 2 reads u and delta again)
         push("selective_scan_full".into(), selective_scan(dt, (2, 8, 37, 16), Some(2), true));
         push("selective_scan_bare".into(), selective_scan(dt, (1, 6, 300, 4), None, false));
         push("selective_scan_chunked".into(), selective_scan(dt, (1, 4, 1000, 16), None, true));
         push("selective_scan_state64".into(), selective_scan(dt, (1, 3, 200, 64), Some(1), true));
         push("selective_scan_state256".into(), selective_scan(dt, (1, 2, 130, 256), None, true));
+        push("selective_scan_long".into(), selective_scan(dt, (1, 1, 9001, 16), Some(1), true));
         // even widths: half types load window rows as aligned pairs
         for (name, g) in pools_over(dt, &[2, 4, 30, 30]) {
             push(format!("{name}_even"), g);

@@ -66,6 +66,13 @@ pub const SSM_UNROLL_STATES: usize = 32;
 pub const SSM_VECTOR_STEPS_F32: usize = 8;
 pub const SSM_VECTOR_STEPS_HALF: usize = 4;
 
+/// Chunked selective scans keep pass 1's Δ and u in workgroup memory for pass 2 where a block's
+/// share (with the carry across chunks) fits SSM_WORKGROUP_BYTES (a block's static workgroup
+/// memory on NVIDIA GPUs), on fewer lines a block if need be, down to SSM_STASH_MIN_THREADS
+/// threads; else pass 2 reads u and delta again.
+pub const SSM_WORKGROUP_BYTES: usize = 48 * 1024;
+pub const SSM_STASH_MIN_THREADS: usize = 64;
+
 /// Selective scans: threads kept resident per multiprocessor (the launch bounds ask for that many
 /// threads' blocks; ptxas caps the registers per thread to fit them).
 pub const SSM_MIN_THREADS: usize = 256;
@@ -73,8 +80,8 @@ pub const SSM_MIN_THREADS: usize = 256;
 /// A selective-scan knob, unless a tuning sweep overrides it through the environment
 /// (XFORGE_SSM_FILL_THREADS, XFORGE_SSM_UNROLL_STATES, XFORGE_SSM_MIN_THREADS,
 /// XFORGE_SSM_VECTOR_STEPS, XFORGE_SSM_ONE_PASS_THREADS, XFORGE_SSM_STATES_PER_THREAD,
-/// XFORGE_SSM_SPLIT_THREADS, XFORGE_SSM_GRID_BLOCKS: for benchmark sweeps; the artifact
-/// records them among its options).
+/// XFORGE_SSM_SPLIT_THREADS, XFORGE_SSM_GRID_BLOCKS, XFORGE_SSM_WORKGROUP_BYTES (1: no stash):
+/// for benchmark sweeps; the artifact records them among its options).
 pub fn ssm_knob(var: &str, default: usize) -> usize {
     std::env::var(var).ok().and_then(|v| v.parse().ok()).filter(|&v| v > 0).unwrap_or(default)
 }

@@ -18,8 +18,8 @@ use crate::elementwise::{load_param, stored};
 use crate::kernel::{finish_bounded, memref, Kernel, KernelError, Param};
 use crate::knobs::{
     ssm_knob, SSM_BLOCK, SSM_FILL_THREADS, SSM_GRID_BLOCKS, SSM_MAX_STATE, SSM_MIN_CHUNK, SSM_MIN_THREADS,
-    SSM_ONE_PASS_THREADS, SSM_SPLIT_THREADS, SSM_STATES_PER_THREAD, SSM_STATES_PER_THREAD_MIN, SSM_UNROLL_STATES,
-    SSM_VECTOR_STEPS_F32, SSM_VECTOR_STEPS_HALF,
+    SSM_ONE_PASS_THREADS, SSM_SPLIT_THREADS, SSM_STASH_MIN_THREADS, SSM_STATES_PER_THREAD, SSM_STATES_PER_THREAD_MIN,
+    SSM_UNROLL_STATES, SSM_VECTOR_STEPS_F32, SSM_VECTOR_STEPS_HALF, SSM_WORKGROUP_BYTES,
 };
 use xforge_ir::tensor::numel;
 use xforge_ir::{Attr, Graph, Op, ValueId};
@@ -39,6 +39,9 @@ pub struct ScanLayout {
     pub unroll: usize,
     /// u, delta, z, out, B and C move `unroll` steps per vector (the length is a multiple)
     pub vector: bool,
+    /// chunked: pass 1 keeps each step's Δ and u in workgroup memory and pass 2 takes them from
+    /// there (u and delta are read once)
+    pub stash: bool,
 }
 
 impl ScanLayout {
@@ -86,12 +89,47 @@ impl ScanLayout {
         let spread = (lines / ssm_knob("XFORGE_SSM_GRID_BLOCKS", SSM_GRID_BLOCKS)).max(1);
         let spread = 1 << spread.ilog2();
         let warp = 32usize.div_ceil(parts * chunks);
-        let block_lines = (SSM_BLOCK / (parts * chunks)).min(spread.max(warp)).clamp(1, lines.next_power_of_two());
-        Some(ScanLayout { parts, chunks, chunk, lines: block_lines, unroll, vector })
+        let mut block_lines =
+            (SSM_BLOCK / (parts * chunks)).min(spread.max(warp)).clamp(1, lines.next_power_of_two());
+        // chunked: the stash, on fewer lines a block where it must (down to SSM_STASH_MIN_THREADS
+        // threads); else none, and pass 2 reads u and delta again
+        let mut stash = chunks > 1;
+        let fits = |lines: usize| {
+            let l = ScanLayout { parts, chunks, chunk, lines, unroll, vector, stash: true };
+            l.workgroup_bytes(state, elem.max(4)) <= ssm_knob("XFORGE_SSM_WORKGROUP_BYTES", SSM_WORKGROUP_BYTES)
+        };
+        let mut stash_lines = block_lines;
+        while stash && !fits(stash_lines) {
+            if stash_lines == 1 || parts * chunks * stash_lines / 2 < SSM_STASH_MIN_THREADS {
+                stash = false;
+            } else {
+                stash_lines /= 2;
+            }
+        }
+        if stash {
+            block_lines = stash_lines;
+        }
+        Some(ScanLayout { parts, chunks, chunk, lines: block_lines, unroll, vector, stash })
     }
 
     pub fn threads(&self) -> usize {
         self.parts * self.lines * self.chunks
+    }
+
+    /// Steps of Δ (or of u) a block's stash holds: every (line, chunk)'s chunk.
+    fn stash_steps(&self) -> usize {
+        if self.stash {
+            self.lines * self.chunks * self.chunk
+        } else {
+            0
+        }
+    }
+
+    /// A block's workgroup memory in bytes for `state` states of `celem`-byte compute elements:
+    /// the carry across chunks (n end states and ΣΔ per (chunk, line)) and the stash (Δ and u).
+    pub fn workgroup_bytes(&self, state: usize, celem: usize) -> usize {
+        let carry = if self.chunks > 1 { self.chunks * self.lines * (state + 1) } else { 0 };
+        (carry + 2 * self.stash_steps()) * celem
     }
 }
 
@@ -259,20 +297,25 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
             })
             .collect()
     };
-    // vector mode: the raw vectors of u, delta (and z) of the group from `t` (clamped into the
-    // sequence), with their types
-    let vk = |with_z: bool| if with_z { vec![0, 1, 6] } else { vec![0, 1] };
+    // the inputs a pass loads from device memory: u and delta (unless the stash holds them), z
+    // when asked
+    let vk = |with_z: bool, stashed: bool| {
+        let mut ks = if stashed { vec![] } else { vec![0, 1] };
+        ks.extend(with_z.then_some(6));
+        ks
+    };
+    // vector mode: the raw vectors of inputs `ks` of the group from `t` (clamped into the
+    // sequence)
     let vec_ty = |k: usize| {
         let p = &params[slot[k].unwrap()];
         format!("vector<{}x{}>", lay.unroll, storage_type(p.dtype).unwrap())
     };
-    let row_vecs = |b: &mut Body, t: &str, with_z: bool| -> Vec<String> {
+    let row_vecs = |b: &mut Body, t: &str, ks: &[usize]| -> Vec<String> {
         let last_group = b.index(nl - lay.unroll);
         let tb = b.emit(format!("arith.minui {t}, {last_group} : index"));
         let i = b.emit(format!("arith.addi {row_base}, {tb} : index"));
-        vk(with_z)
-            .into_iter()
-            .map(|k| {
+        ks.iter()
+            .map(|&k| {
                 let p = &params[slot[k].unwrap()];
                 b.emit(format!(
                     "vector.load %arg{}[{i}] {{alignment = {}}} : {}, {}",
@@ -284,57 +327,120 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
             })
             .collect()
     };
-    // `pre`: the group's vectors, loaded one iteration ahead (vector mode)
-    let group_in = |b: &mut Body, t: &str, with_z: bool, pre: &[String]| -> Vec<Step> {
-        let mut raw: Vec<(String, String, Option<String>, String, String)> = vec![];
-        if lay.vector {
+    // The stash (workgroup memory `%wt`): Δ in [0, S), u in [S, 2S), S = lines·chunks·chunk.
+    // A (line, chunk) `rest`'s group from `t` lies in sub-vectors of `sv` steps at
+    // base + h·R·sv (h < unroll/sv, R = lines·chunks), base = (t − t0)·R + rest·sv: a warp's
+    // sub-vectors are contiguous (no bank conflicts). Every part of a line shares its slots.
+    let sv = [4, 2, 1].into_iter().find(|v| lay.unroll.is_multiple_of(*v)).unwrap();
+    let (stash_rows, stash_half) = (lay.lines * lay.chunks, lay.lines * lay.chunks * lay.chunk);
+    let stash_ty = format!("memref<{}x{c}, #gpu.address_space<workgroup>>", 2 * stash_half);
+    let stash_base = |b: &mut Body, t: &str| -> String {
+        let off = b.emit(format!("arith.subi {t}, {t0} : index"));
+        let rows = b.index(stash_rows);
+        let off = b.emit(format!("arith.muli {off}, {rows} : index"));
+        let svi = b.index(sv);
+        let mine = b.emit(format!("arith.muli {rest}, {svi} : index"));
+        b.emit(format!("arith.addi {off}, {mine} : index"))
+    };
+    // the stash's sub-vector h of array `which` (0: Δ, 1: u) at `base`
+    let stash_at = |b: &mut Body, base: &str, which: usize, h: usize| -> String {
+        let off = b.index(which * stash_half + h * stash_rows * sv);
+        b.emit(format!("arith.addi {base}, {off} : index"))
+    };
+    let stash_vec = format!("vector<{sv}x{c}>");
+    let stash_align = sv * if c == "f64" { 8 } else { 4 };
+    let stash_write = |b: &mut Body, base: &str, which: usize, vals: &[String]| {
+        for (h, part) in vals.chunks(sv).enumerate() {
+            let mut v = b.emit(format!("arith.constant dense<0.0> : {stash_vec}"));
+            for (j, x) in part.iter().enumerate() {
+                v = b.emit(format!("vector.insert {x}, {v} [{j}] : {c} into {stash_vec}"));
+            }
+            let at = stash_at(b, base, which, h);
+            b.stmt(format!("vector.store {v}, %wt[{at}] {{alignment = {stash_align}}} : {stash_ty}, {stash_vec}"));
+        }
+    };
+    let stash_read = |b: &mut Body, base: &str, which: usize| -> Vec<String> {
+        (0..lay.unroll / sv)
+            .flat_map(|h| {
+                let at = stash_at(b, base, which, h);
+                let v = b.emit(format!("vector.load %wt[{at}] {{alignment = {stash_align}}} : {stash_ty}, {stash_vec}"));
+                (0..sv)
+                    .map(|j| b.emit(format!("vector.extract {v}[{j}] : {c} from {stash_vec}")))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    // `pre`: the group's vectors of `vk(with_z, stashed)`, loaded one iteration ahead (vector
+    // mode); `stashed`: the stash's base for the group, whose Δ (final) and u come from there
+    let group_in = |b: &mut Body, t: &str, with_z: bool, pre: &[String], stashed: Option<&str>| -> Vec<Step> {
+        let ks = vk(with_z, stashed.is_some());
+        // per step: the step clamped into the sequence and whether it is inside
+        let at: Vec<(String, String)> = if lay.vector {
             let inside = b.emit(format!("arith.cmpi ult, {t}, {lv} : index"));
             let last_group = b.index(nl - lay.unroll);
             let tb = b.emit(format!("arith.minui {t}, {last_group} : index"));
-            let run = |b: &mut Body, k: usize, v: &str| -> Vec<String> {
-                let st = storage_type(params[slot[k].unwrap()].dtype).unwrap();
-                lanes(b, v, st)
-            };
-            let us = run(b, 0, &pre[0]);
-            let ds = run(b, 1, &pre[1]);
-            let zs = with_z.then(|| run(b, 6, &pre[2]));
-            for j in 0..lay.unroll {
-                let off = b.index(j);
-                let tc = b.emit(format!("arith.addi {tb}, {off} : index"));
-                raw.push((ds[j].clone(), us[j].clone(), zs.as_ref().map(|z| z[j].clone()), tc, inside.clone()));
-            }
+            (0..lay.unroll)
+                .map(|j| {
+                    let off = b.index(j);
+                    (b.emit(format!("arith.addi {tb}, {off} : index")), inside.clone())
+                })
+                .collect()
         } else {
-            for j in 0..lay.unroll {
-                let off = b.index(j);
-                let tj = b.emit(format!("arith.addi {t}, {off} : index"));
-                let inside = b.emit(format!("arith.cmpi ult, {tj}, {lv} : index"));
-                let tc = b.emit(format!("arith.minui {tj}, {last_t} : index"));
-                let i = b.emit(format!("arith.addi {row_base}, {tc} : index"));
-                let uval = load(b, 0, &i);
-                let dt = load(b, 1, &i);
-                let z = with_z.then(|| load(b, 6, &i));
-                raw.push((dt, uval, z, tc, inside));
+            (0..lay.unroll)
+                .map(|j| {
+                    let off = b.index(j);
+                    let tj = b.emit(format!("arith.addi {t}, {off} : index"));
+                    let inside = b.emit(format!("arith.cmpi ult, {tj}, {lv} : index"));
+                    (b.emit(format!("arith.minui {tj}, {last_t} : index")), inside)
+                })
+                .collect()
+        };
+        // input k's values over the group, from its vector or one load a step
+        let values = |b: &mut Body, k: usize| -> Vec<String> {
+            match ks.iter().position(|&x| x == k) {
+                Some(pos) if lay.vector => lanes(b, &pre[pos], storage_type(params[slot[k].unwrap()].dtype).unwrap()),
+                _ => at
+                    .iter()
+                    .map(|(tc, _)| {
+                        let i = b.emit(format!("arith.addi {row_base}, {tc} : index"));
+                        load(b, k, &i)
+                    })
+                    .collect(),
             }
-        }
-        raw.into_iter()
-            .map(|(mut dt, u, z, tc, inside)| {
-                if let Some(bias) = &bias {
-                    dt = b.emit(format!("arith.addf {dt}, {bias} : {c}"));
-                }
-                if softplus {
-                    // PyTorch's softplus: x above 20 is kept, else log(1 + exp(x)) = ln 2 ·
-                    // log2(1 + 2^(x·log2 e))
-                    let x2 = b.emit(format!("arith.mulf {dt}, {log2e} : {c}"));
-                    let e = approx(b, "ex2", &x2);
-                    let e1 = b.emit(format!("arith.addf {one}, {e} : {c}"));
-                    let l2 = approx(b, "lg2", &e1);
-                    let l1p = b.emit(format!("arith.mulf {l2}, {ln2} : {c}"));
-                    let big = b.emit(format!("arith.cmpf ogt, {dt}, {twenty} : {c}"));
-                    dt = b.emit(format!("arith.select {big}, {dt}, {l1p} : {c}"));
-                }
-                let dt = b.emit(format!("arith.select {inside}, {dt}, {zero} : {c}"));
-                Step { dt, u, z, tc, inside }
-            })
+        };
+        let (dts, us) = match stashed {
+            Some(base) => (stash_read(b, base, 0), stash_read(b, base, 1)),
+            None => {
+                let us = values(b, 0);
+                let dts = values(b, 1)
+                    .into_iter()
+                    .zip(&at)
+                    .map(|(mut dt, (_, inside))| {
+                        if let Some(bias) = &bias {
+                            dt = b.emit(format!("arith.addf {dt}, {bias} : {c}"));
+                        }
+                        if softplus {
+                            // PyTorch's softplus: x above 20 is kept, else log(1 + exp(x)) = ln 2 ·
+                            // log2(1 + 2^(x·log2 e))
+                            let x2 = b.emit(format!("arith.mulf {dt}, {log2e} : {c}"));
+                            let e = approx(b, "ex2", &x2);
+                            let e1 = b.emit(format!("arith.addf {one}, {e} : {c}"));
+                            let l2 = approx(b, "lg2", &e1);
+                            let l1p = b.emit(format!("arith.mulf {l2}, {ln2} : {c}"));
+                            let big = b.emit(format!("arith.cmpf ogt, {dt}, {twenty} : {c}"));
+                            dt = b.emit(format!("arith.select {big}, {dt}, {l1p} : {c}"));
+                        }
+                        b.emit(format!("arith.select {inside}, {dt}, {zero} : {c}"))
+                    })
+                    .collect();
+                (dts, us)
+            }
+        };
+        let zs = with_z.then(|| values(b, 6));
+        at.into_iter()
+            .enumerate()
+            .zip(dts.into_iter().zip(us))
+            .map(|((j, (tc, inside)), (dt, u))| Step { dt, u, z: zs.as_ref().map(|z| z[j].clone()), tc, inside })
             .collect()
     };
     // h ← exp2(Δ·A2)·h + Δ·u·B, for this thread's states; returns the new states
@@ -394,9 +500,9 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
     // with vectors, the group's u/delta(/z) vectors loaded one group ahead (`%{tag}vJ`): the
     // next group's vectors are on their way while this one computes. Returns the loop's results,
     // this group's vectors, the next group's, and the carried types.
-    let open_pass = |b: &mut Body, var: &str, tag: &str, mut inits: Vec<String>, mut ty: String, with_z: bool| {
+    let open_pass = |b: &mut Body, var: &str, tag: &str, mut inits: Vec<String>, mut ty: String, ks: &[usize]| {
         if lay.vector {
-            for (j, (v, k)) in row_vecs(b, &t0, with_z).iter().zip(vk(with_z)).enumerate() {
+            for (j, (v, &k)) in row_vecs(b, &t0, ks).iter().zip(ks).enumerate() {
                 inits.push(format!("%{tag}v{j} = {v}"));
                 ty += &format!(", {}", vec_ty(k));
             }
@@ -407,7 +513,7 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
         );
         let (pre, ahead) = if lay.vector {
             let next_t = b.emit(format!("arith.addi %{var}, {cunroll} : index"));
-            (names(&format!("{tag}v"), vk(with_z).len()), row_vecs(b, &next_t, with_z))
+            (names(&format!("{tag}v"), ks.len()), row_vecs(b, &next_t, ks))
         } else {
             (vec![], vec![])
         };
@@ -420,10 +526,16 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
     } else {
         // pass 1: each chunk from a zero state; its end state and ΣΔ
         let inits: Vec<String> = names("p", ns + 1).iter().map(|v| format!("{v} = {zero}")).collect();
-        let (ends, pre, ahead, carried_ty) = open_pass(&mut b, "t1", "q", inits, format!("{types}, {c}"), false);
+        let (ends, pre, ahead, carried_ty) = open_pass(&mut b, "t1", "q", inits, format!("{types}, {c}"), &vk(false, false));
         let mut h = names("p", ns);
         let mut sum = format!("%p{ns}");
-        let steps = group_in(&mut b, "%t1", false, &pre);
+        let steps = group_in(&mut b, "%t1", false, &pre, None);
+        if lay.stash {
+            // Δ and u for pass 2
+            let base = stash_base(&mut b, "%t1");
+            stash_write(&mut b, &base, 0, &steps.iter().map(|st| st.dt.clone()).collect::<Vec<_>>());
+            stash_write(&mut b, &base, 1, &steps.iter().map(|st| st.u.clone()).collect::<Vec<_>>());
+        }
         for st in &steps {
             sum = fl(&mut b, "addf", &sum, &st.dt);
         }
@@ -491,13 +603,14 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
     // pass 2 (the only pass with one chunk): from the incoming state, writing the outputs
     let inits: Vec<String> = names("h", ns).iter().zip(&h_in).map(|(v, i)| format!("{v} = {i}")).collect();
     let with_z = slot[6].is_some();
-    let (finals, pre, ahead, carried_ty) = open_pass(&mut b, "t2", "r", inits, types.clone(), with_z);
+    let (finals, pre, ahead, carried_ty) = open_pass(&mut b, "t2", "r", inits, types.clone(), &vk(with_z, lay.stash));
     let is_first_part = b.emit(format!("arith.cmpi eq, {part}, {zero_i} : index"));
     let writer = b.emit(format!("arith.andi {line_ok}, {is_first_part} : i1"));
     let width = b.emit("arith.constant 32 : i32");
     let mut h = names("h", ns);
     let mut ys = vec![];
-    let steps = group_in(&mut b, "%t2", with_z, &pre);
+    let stashed = lay.stash.then(|| stash_base(&mut b, "%t2"));
+    let steps = group_in(&mut b, "%t2", with_z, &pre, stashed.as_deref());
     let (next, partial) = advance(&mut b, &h, &steps, true);
     h = next;
     for (st, mut y) in steps.iter().zip(partial) {
@@ -569,7 +682,14 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
         }
         b.stmt("}");
     }
-    let shared = (lay.chunks > 1).then(|| format!("%ws : {}", wg_type(lay, n, c)));
+    let shared = (lay.chunks > 1).then(|| {
+        let carry = format!("%ws : {}", wg_type(lay, n, c));
+        if lay.stash {
+            format!("{carry}, %wt : {stash_ty}")
+        } else {
+            carry
+        }
+    });
     let grid = [(nb * nd).div_ceil(lay.lines) as u32, 1, 1];
     let min_threads = ssm_knob("XFORGE_SSM_MIN_THREADS", SSM_MIN_THREADS);
     let min_blocks = (min_threads / lay.threads()).max(1) as u32;
@@ -584,14 +704,15 @@ fn wg_type(lay: ScanLayout, n: usize, c: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::ScanLayout;
-    use crate::knobs::{SSM_BLOCK, SSM_FILL_THREADS, SSM_MIN_CHUNK, SSM_ONE_PASS_THREADS};
+    use crate::knobs::{SSM_BLOCK, SSM_FILL_THREADS, SSM_MIN_CHUNK, SSM_ONE_PASS_THREADS, SSM_WORKGROUP_BYTES};
 
     #[test]
     fn few_lines_are_chunked_over_the_sequence_until_the_gpu_fills() {
-        // Mamba-1.4B at batch 1: 1536 lines need 64 chunks of 32 steps, four lines a block (384
-        // blocks of 256 threads)
+        // Mamba-1.4B at batch 1: 1536 lines need 64 chunks of 32 steps; two lines a block (768
+        // blocks of 128 threads) so that the stash (32 KiB) and the carry (8.5 KiB) fit
         let l = ScanLayout::new(1536, 2048, 16, 4).unwrap();
-        assert_eq!(l, ScanLayout { parts: 1, chunks: 64, chunk: 32, lines: 4, unroll: 8, vector: true });
+        assert_eq!(l, ScanLayout { parts: 1, chunks: 64, chunk: 32, lines: 2, unroll: 8, vector: true, stash: true });
+        assert_eq!(l.workgroup_bytes(16, 4), (64 * 2 * 17 + 2 * 2 * 64 * 32) * 4);
         assert_eq!(ScanLayout::new(1536, 2048, 16, 2).unwrap(), l);
         // batch 16 (24576 lines) and batch 8 of 5120 channels: one pass; batch 16 in bf16 on two
         // lanes a line, 8 steps a vector; batch 8 in bf16 whole states, 4 steps a vector
@@ -613,7 +734,13 @@ mod tests {
             assert!(l.chunks == 1 || lines * l.chunks / 2 < SSM_FILL_THREADS, "{l:?}");
             assert!(l.chunks == 1 || lines < SSM_ONE_PASS_THREADS, "{l:?}");
             assert!(l.threads() <= SSM_BLOCK, "{l:?}");
+            // chunked layouts stash pass 1's Δ and u where a block's share fits
+            assert!(l.workgroup_bytes(16, 4) <= SSM_WORKGROUP_BYTES || !l.stash, "{l:?}");
+            assert_eq!(l.stash, l.chunks > 1 && l.chunk <= 128, "{l:?}");
         }
+        // one line of 100000 steps: 256 chunks of 392 steps, whose stash (800 KiB) does not fit
+        let long = ScanLayout::new(1, 100_000, 16, 4).unwrap();
+        assert_eq!((long.chunks, long.chunk, long.stash), (256, 392, false));
     }
 
     #[test]
