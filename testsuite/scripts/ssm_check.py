@@ -40,6 +40,9 @@ GRID = [
 ]
 # the benchmark shapes, f32 and bf16
 BENCH = [(b, d, 2048, 16, None, True, dt) for (b, d) in [(1, 1536), (16, 1536), (8, 5120)] for dt in ("f32", "bf16")]
+# timed by xforge only (device_ssm_traffic.sh): batch 1 of 768 channels, whose chunked layout
+# keeps pass 1's Δ and u in workgroup memory (1536 channels' blocks do not fit them)
+STASHED = [(1, 768, 2048, 16, None, True, dt) for dt in ("f32", "bf16")]
 # mamba_ssm's test tolerances
 TOL = {"f32": (6e-4, 2e-3), "bf16": (3e-2, 5e-2)}
 
@@ -84,7 +87,7 @@ def reference(c, t, A, D, bias):
 
 def export_all(out):
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    for c in GRID + BENCH:
+    for c in GRID + BENCH + STASHED:
         d = os.path.join(out, name(c))
         os.makedirs(os.path.join(d, "ref"), exist_ok=True)
         t, A, D, bias = tensors(c, device)
@@ -99,7 +102,7 @@ def export_all(out):
             with torch.no_grad():
                 np.save(os.path.join(d, "ref", "out.npy"), reference(c, t, A, D, bias).float().cpu().numpy())
         with open(os.path.join(d, "case.json"), "w") as f:
-            json.dump(dict(case=list(c), bench=c in BENCH), f)
+            json.dump(dict(case=list(c), bench=c not in GRID), f)
         print(name(c), flush=True)
 
 

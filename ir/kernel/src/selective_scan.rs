@@ -18,8 +18,8 @@ use crate::elementwise::{load_param, stored};
 use crate::kernel::{finish_bounded, memref, Kernel, KernelError, Param};
 use crate::knobs::{
     ssm_knob, SSM_BLOCK, SSM_FILL_THREADS, SSM_GRID_BLOCKS, SSM_MAX_STATE, SSM_MIN_CHUNK, SSM_MIN_THREADS,
-    SSM_ONE_PASS_THREADS, SSM_SPLIT_THREADS, SSM_STASH_MIN_THREADS, SSM_STATES_PER_THREAD, SSM_STATES_PER_THREAD_MIN,
-    SSM_UNROLL_STATES, SSM_VECTOR_STEPS_F32, SSM_VECTOR_STEPS_HALF, SSM_WORKGROUP_BYTES,
+    SSM_ONE_PASS_THREADS, SSM_SPLIT_THREADS, SSM_STATES_PER_THREAD, SSM_STATES_PER_THREAD_MIN, SSM_UNROLL_STATES,
+    SSM_VECTOR_STEPS_F32, SSM_VECTOR_STEPS_HALF, SSM_WORKGROUP_BYTES,
 };
 use xforge_ir::tensor::numel;
 use xforge_ir::{Attr, Graph, Op, ValueId};
@@ -89,26 +89,12 @@ impl ScanLayout {
         let spread = (lines / ssm_knob("XFORGE_SSM_GRID_BLOCKS", SSM_GRID_BLOCKS)).max(1);
         let spread = 1 << spread.ilog2();
         let warp = 32usize.div_ceil(parts * chunks);
-        let mut block_lines =
-            (SSM_BLOCK / (parts * chunks)).min(spread.max(warp)).clamp(1, lines.next_power_of_two());
-        // chunked: the stash, on fewer lines a block where it must (down to SSM_STASH_MIN_THREADS
-        // threads); else none, and pass 2 reads u and delta again
-        let mut stash = chunks > 1;
-        let fits = |lines: usize| {
-            let l = ScanLayout { parts, chunks, chunk, lines, unroll, vector, stash: true };
-            l.workgroup_bytes(state, elem.max(4)) <= ssm_knob("XFORGE_SSM_WORKGROUP_BYTES", SSM_WORKGROUP_BYTES)
-        };
-        let mut stash_lines = block_lines;
-        while stash && !fits(stash_lines) {
-            if stash_lines == 1 || parts * chunks * stash_lines / 2 < SSM_STASH_MIN_THREADS {
-                stash = false;
-            } else {
-                stash_lines /= 2;
-            }
-        }
-        if stash {
-            block_lines = stash_lines;
-        }
+        let block_lines = (SSM_BLOCK / (parts * chunks)).min(spread.max(warp)).clamp(1, lines.next_power_of_two());
+        // chunked: the stash where it fits these blocks (fewer lines a block would multiply the
+        // B and C reads, which cost more than pass 2's second reads of u and delta from L2)
+        let l = ScanLayout { parts, chunks, chunk, lines: block_lines, unroll, vector, stash: chunks > 1 };
+        let limit = ssm_knob("XFORGE_SSM_WORKGROUP_BYTES", SSM_WORKGROUP_BYTES);
+        let stash = l.stash && l.workgroup_bytes(state, elem.max(4)) <= limit;
         Some(ScanLayout { parts, chunks, chunk, lines: block_lines, unroll, vector, stash })
     }
 
@@ -363,10 +349,9 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
         (0..lay.unroll / sv)
             .flat_map(|h| {
                 let at = stash_at(b, base, which, h);
-                let v = b.emit(format!("vector.load %wt[{at}] {{alignment = {stash_align}}} : {stash_ty}, {stash_vec}"));
-                (0..sv)
-                    .map(|j| b.emit(format!("vector.extract {v}[{j}] : {c} from {stash_vec}")))
-                    .collect::<Vec<_>>()
+                let v =
+                    b.emit(format!("vector.load %wt[{at}] {{alignment = {stash_align}}} : {stash_ty}, {stash_vec}"));
+                (0..sv).map(|j| b.emit(format!("vector.extract {v}[{j}] : {c} from {stash_vec}"))).collect::<Vec<_>>()
             })
             .collect()
     };
@@ -526,7 +511,8 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
     } else {
         // pass 1: each chunk from a zero state; its end state and ΣΔ
         let inits: Vec<String> = names("p", ns + 1).iter().map(|v| format!("{v} = {zero}")).collect();
-        let (ends, pre, ahead, carried_ty) = open_pass(&mut b, "t1", "q", inits, format!("{types}, {c}"), &vk(false, false));
+        let (ends, pre, ahead, carried_ty) =
+            open_pass(&mut b, "t1", "q", inits, format!("{types}, {c}"), &vk(false, false));
         let mut h = names("p", ns);
         let mut sum = format!("%p{ns}");
         let steps = group_in(&mut b, "%t1", false, &pre, None);
@@ -708,11 +694,15 @@ mod tests {
 
     #[test]
     fn few_lines_are_chunked_over_the_sequence_until_the_gpu_fills() {
-        // Mamba-1.4B at batch 1: 1536 lines need 64 chunks of 32 steps; two lines a block (768
-        // blocks of 128 threads) so that the stash (32 KiB) and the carry (8.5 KiB) fit
+        // Mamba-1.4B at batch 1: 1536 lines need 64 chunks of 32 steps, four lines a block (384
+        // blocks of 256 threads), whose Δ and u (64 KiB) do not fit the stash
         let l = ScanLayout::new(1536, 2048, 16, 4).unwrap();
-        assert_eq!(l, ScanLayout { parts: 1, chunks: 64, chunk: 32, lines: 2, unroll: 8, vector: true, stash: true });
-        assert_eq!(l.workgroup_bytes(16, 4), (64 * 2 * 17 + 2 * 2 * 64 * 32) * 4);
+        assert_eq!(l, ScanLayout { parts: 1, chunks: 64, chunk: 32, lines: 4, unroll: 8, vector: true, stash: false });
+        assert_eq!(l.workgroup_bytes(16, 4), 64 * 4 * 17 * 4);
+        // 768 lines: two lines a block, whose stash (32 KiB) and carry (8.5 KiB) fit
+        let half = ScanLayout::new(768, 2048, 16, 4).unwrap();
+        assert_eq!((half.chunks, half.lines, half.stash), (64, 2, true));
+        assert_eq!(half.workgroup_bytes(16, 4), (64 * 2 * 17 + 2 * 2 * 64 * 32) * 4);
         assert_eq!(ScanLayout::new(1536, 2048, 16, 2).unwrap(), l);
         // batch 16 (24576 lines) and batch 8 of 5120 channels: one pass; batch 16 in bf16 on two
         // lanes a line, 8 steps a vector; batch 8 in bf16 whole states, 4 steps a vector
@@ -734,10 +724,12 @@ mod tests {
             assert!(l.chunks == 1 || lines * l.chunks / 2 < SSM_FILL_THREADS, "{l:?}");
             assert!(l.chunks == 1 || lines < SSM_ONE_PASS_THREADS, "{l:?}");
             assert!(l.threads() <= SSM_BLOCK, "{l:?}");
-            // chunked layouts stash pass 1's Δ and u where a block's share fits
-            assert!(l.workgroup_bytes(16, 4) <= SSM_WORKGROUP_BYTES || !l.stash, "{l:?}");
-            assert_eq!(l.stash, l.chunks > 1 && l.chunk <= 128, "{l:?}");
+            // a stash only in chunked layouts, and only where it fits
+            assert!(!l.stash || (l.chunks > 1 && l.workgroup_bytes(16, 4) <= SSM_WORKGROUP_BYTES), "{l:?}");
         }
+        // 7 lines of 777 steps: 16 chunks of 50 steps, two lines a block, stashed (12.5 KiB)
+        let short = ScanLayout::new(7, 777, 16, 4).unwrap();
+        assert_eq!((short.chunks, short.chunk, short.lines, short.stash), (16, 50, 2, true));
         // one line of 100000 steps: 256 chunks of 392 steps, whose stash (800 KiB) does not fit
         let long = ScanLayout::new(1, 100_000, 16, 4).unwrap();
         assert_eq!((long.chunks, long.chunk, long.stash), (256, 392, false));
