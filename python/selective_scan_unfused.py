@@ -1,7 +1,7 @@
 """The selective scan in its unfused ONNX form (standard ops only): softplus, exp, products, the
 linear recurrence as an ONNX `Scan` whose body is h <- a*h + x, and the contraction with C.
-xforge's rule (passes/src/selective_scan_rule.rs) recognises it and puts one com.xforge
-SelectiveScan in its place.
+xforge's e-graph rules (passes/src/fusion/selective_scan.rs) recognise it and put one
+com.xforge SelectiveScan in its place.
 
     python3 python/selective_scan_unfused.py OUTDIR      # OUTDIR/{full,bare}: model.onnx, inputs, ref/
 

@@ -443,8 +443,8 @@ fn selective_scan_models_from_pytorch_match_its_outputs() {
 #[test]
 fn the_unfused_selective_scan_matches_pytorch_and_compiles_to_one_kernel() {
     // python/selective_scan_unfused.py: softplus, exp, products, an ONNX Scan with a linear
-    // body and the contraction with C; the interpreter runs that form, and the compiler's rule
-    // (passes/src/selective_scan_rule.rs) turns it into the one scan kernel
+    // body and the contraction with C; the interpreter runs that form, and the compiler's e-graph
+    // rules (passes/src/fusion/selective_scan.rs) turn it into the one scan kernel
     for case in ["unfused_full", "unfused_bare"] {
         let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/selective_scan").join(case);
         assert_fixture_matches_pytorch(&d, &["u", "delta", "B", "C", "z"], 1e-6);

@@ -9,7 +9,6 @@ pub mod memory;
 pub mod noop;
 pub mod precision;
 pub mod rewrite;
-pub mod selective_scan_rule;
 pub mod sibling_gemm;
 
 use xforge_ir::Graph;
@@ -22,12 +21,10 @@ pub struct CanonStats {
     pub batch_norms: usize,
     pub merged_gemms: usize,
     pub dead: usize,
-    pub selective_scans: usize,
 }
 
 /// The passes that run before fusion, to a fixed point: constant folding, no-op removal,
-/// BatchNorm folding, sibling-GEMM merging, the selective scan's unfused form recognised,
-/// dead-code elimination. Types are re-inferred.
+/// BatchNorm folding, sibling-GEMM merging, dead-code elimination. Types are re-inferred.
 pub fn canonicalize(g: &mut Graph) -> Result<CanonStats, xforge_ir::infer::InferError> {
     let mut st = CanonStats::default();
     for _ in 0..8 {
@@ -36,7 +33,6 @@ pub fn canonicalize(g: &mut Graph) -> Result<CanonStats, xforge_ir::infer::Infer
         st.noops += noop::remove_noops(g);
         st.batch_norms += bn_fold::fold_batch_norms(g);
         st.merged_gemms += sibling_gemm::merge_sibling_matmuls(g);
-        st.selective_scans += selective_scan_rule::fuse_selective_scans(g);
         st.dead += dce::dce(g);
         xforge_ir::infer::infer_graph(g)?;
         if st == before {

@@ -35,7 +35,8 @@ impl Fact {
         Fact { ty, konst: None, dims: None }
     }
 
-    fn constant(t: Tensor) -> Fact {
+    /// The fact of a known tensor (a 1-D i64 one is also a shape: its dims).
+    pub fn constant(t: Tensor) -> Fact {
         // negative entries (Reshape's -1) stay visible as symbols named by their value
         let dims = (t.rank() <= 1 && t.dtype() == DType::I64).then(|| {
             t.to_i64().iter().map(|&v| if v >= 0 { Dim::Known(v as usize) } else { Dim::Sym(v.to_string()) }).collect()

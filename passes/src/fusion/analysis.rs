@@ -1,6 +1,6 @@
 //! The e-graph analysis: each e-class carries what inference knows of its value (dtype, shape,
 //! small constants) and the kind of op that computes it, so rules can refuse illegal matches.
-use super::language::{ENode, Head, NodeTable};
+use super::language::{ENode, Head, NodeTable, RULE_WEIGHTS};
 use egg::{Analysis, DidMerge, EGraph, Id};
 use std::collections::HashMap;
 use xforge_ir::infer::{infer_node, Fact, Fresh};
@@ -38,11 +38,31 @@ pub struct FusionAnalysis {
     pub weights: HashMap<u32, Tensor>,
     pub opset: i64,
     pub fresh: Fresh,
+    /// Weights rules made, by the key the rule gave (so a rule applied again finds its own), and
+    /// their names
+    pub rule_weights: HashMap<String, u32>,
+    pub rule_weight_names: HashMap<u32, String>,
+}
+
+impl FusionAnalysis {
+    /// The weight key of `tensor`, made by a rule under `key` (what it is made from) and named
+    /// `name`: the same key gives the same weight.
+    pub fn rule_weight(&mut self, key: String, name: &str, tensor: impl FnOnce() -> Tensor) -> u32 {
+        if let Some(&w) = self.rule_weights.get(&key) {
+            return w;
+        }
+        let w = RULE_WEIGHTS + self.rule_weights.len() as u32;
+        self.weights.insert(w, tensor());
+        self.rule_weights.insert(key, w);
+        self.rule_weight_names.insert(w, name.to_string());
+        w
+    }
 }
 
 fn fact_of_weight(t: &Tensor) -> Fact {
     if t.len() <= xforge_ir::infer::FOLD_LIMIT {
-        Fact { ty: ValueType::known(t.dtype(), t.shape()), konst: Some(t.clone()), dims: None }
+        // as the graph's inference knows it (a shape tensor's dims included)
+        Fact::constant(t.clone())
     } else {
         Fact { ty: ValueType::known(t.dtype(), t.shape()), konst: None, dims: None }
     }
@@ -101,7 +121,10 @@ impl Analysis<ENode> for FusionAnalysis {
             to.facts[0].konst = from.facts[0].konst.clone();
             changed = true;
         }
-        if to.facts[0].ty.shape.is_none() && from.facts[0].ty.shape.is_some() {
+        // a shape with more known dims (a rule's inference may have had only symbols)
+        let known =
+            |t: &ValueType| t.shape.as_ref().map_or(0, |s| 1 + s.iter().filter(|d| d.known().is_some()).count());
+        if known(&from.facts[0].ty) > known(&to.facts[0].ty) {
             to.facts[0].ty = from.facts[0].ty.clone();
             changed = true;
         }

@@ -1,7 +1,7 @@
 //! Between graphs and e-graphs: every value becomes an e-class, every node an e-node; after
 //! saturation, the chosen e-nodes become a graph again (original names kept where they exist).
 use super::analysis::{FusionAnalysis, FusionGraph};
-use super::language::{ENode, Head};
+use super::language::{ENode, Head, RULE_WEIGHTS};
 use egg::Id;
 use std::collections::{HashMap, HashSet};
 use xforge_ir::{Graph, Node, Op, ValueId, ValueType};
@@ -102,6 +102,14 @@ impl Builder<'_> {
         let v = match &node.head {
             Head::Absent => None,
             Head::Input(_) => unreachable!("inputs are bound first"),
+            Head::Weight(w) if *w >= RULE_WEIGHTS => {
+                let a = &eg.analysis;
+                let t = a.weights[w].clone();
+                let name = self.names.fresh(Some(&a.rule_weight_names[w]));
+                let v = self.g.add_value(name, ValueType::known(t.dtype(), t.shape()));
+                self.g.weights.insert(v, t);
+                Some(v)
+            }
             Head::Weight(w) => {
                 let src = ValueId(*w);
                 let name = self.names.fresh(Some(self.template.name_of(src)));

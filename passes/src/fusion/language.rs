@@ -9,7 +9,7 @@ use xforge_ir::{Attrs, Op};
 pub enum Head {
     /// Graph input, by position.
     Input(u32),
-    /// A weight, by value index in the source graph.
+    /// A weight, by value index in the source graph (from `RULE_WEIGHTS` up: one a rule made).
     Weight(u32),
     /// An omitted optional input.
     Absent,
@@ -18,6 +18,9 @@ pub enum Head {
     /// Output `k` of a multi-output op.
     Out(u32),
 }
+
+/// Keys of the weights rules make (`FusionAnalysis::rule_weight`), above any source value index.
+pub const RULE_WEIGHTS: u32 = 1 << 31;
 
 /// Patterns match ops whatever their attributes; appliers check those they care about.
 pub const ANY_ATTRS: u32 = u32::MAX;
@@ -98,13 +101,18 @@ pub struct NodeTable {
 }
 
 impl NodeTable {
-    /// The entry for a rule-built node: one per distinct (op, attributes).
+    /// The entry for a rule-built node of one output: one per distinct (op, attributes).
     pub fn intern(&mut self, op: Op, attrs: Attrs) -> u32 {
-        let key = format!("{op}{attrs:?}");
+        self.intern_outputs(op, attrs, 1)
+    }
+
+    /// The entry for a rule-built node of `outputs` outputs (projected with `Out`).
+    pub fn intern_outputs(&mut self, op: Op, attrs: Attrs, outputs: usize) -> u32 {
+        let key = format!("{op}{attrs:?}/{outputs}");
         if let Some(&i) = self.interned.get(&key) {
             return i;
         }
-        let i = self.add(format!("fused_{}", op.name().to_lowercase()), attrs, 1);
+        let i = self.add(format!("fused_{}", op.name().to_lowercase()), attrs, outputs);
         self.interned.insert(key, i);
         i
     }

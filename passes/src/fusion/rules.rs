@@ -169,9 +169,10 @@ fn attention(eg: &mut FusionGraph, s: &Subst, root: Id, scale: f64, mask: Option
     Some(add_op(eg, Op::Attention, vec![("scale", Attr::Float(scale as f32))], &args))
 }
 
-/// All rules: composite ops, then layout.
+/// All rules: composite ops, the selective scan's unfused form, then layout.
 pub fn rules() -> Vec<Rewrite<ENode, FusionAnalysis>> {
     let mut r = composite_rules();
+    r.extend(super::selective_scan::selective_scan_rules());
     r.extend(super::layout::layout_rules());
     r
 }
