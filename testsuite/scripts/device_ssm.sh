@@ -34,3 +34,5 @@ for p in fp32 fp16 bf16; do
   $X run /tmp/mb.$p.xfa --input hidden=models/mamba_block/hidden.npy --output-dir /tmp/mb.$p > /dev/null
   python3 testsuite/scripts/compare_npy.py /tmp/mb.$p models/mamba_block/ref $bound
 done
+# the unfused form, recognised by the e-graph, against PyTorch's output
+. testsuite/scripts/device_ssm_unfused.sh
