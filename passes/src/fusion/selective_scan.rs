@@ -27,8 +27,8 @@ use xforge_ir::{Attr, Attrs, DType, Graph, Node, Op, Tensor, ValueId};
 
 pub fn selective_scan_rules() -> Vec<Rewrite<ENode, FusionAnalysis>> {
     vec![
-        rule("selective-scan", "(ReduceSum ?m ?axes)", |eg, s, root| scan(eg, s, root)),
-        rule("selective-scan-attr-axes", "(ReduceSum ?m)", |eg, s, root| scan(eg, s, root)),
+        rule("selective-scan", "(ReduceSum ?m ?axes)", scan),
+        rule("selective-scan-attr-axes", "(ReduceSum ?m)", scan),
         rule("selective-scan-skip", "(Add ?y ?t)", |eg, s, _| skip(eg, var(s, "?y"), var(s, "?t"))),
         rule("selective-scan-skip-r", "(Add ?t ?y)", |eg, s, _| skip(eg, var(s, "?y"), var(s, "?t"))),
         rule("selective-scan-gate", "(Mul ?y ?g)", |eg, s, _| gate(eg, var(s, "?y"), var(s, "?g"))),
