@@ -7,6 +7,7 @@ pub mod gather_split;
 pub mod knobs;
 pub mod memory;
 pub mod noop;
+pub mod patch_conv;
 pub mod precision;
 pub mod rewrite;
 pub mod sibling_gemm;
@@ -20,11 +21,12 @@ pub struct CanonStats {
     pub noops: usize,
     pub batch_norms: usize,
     pub merged_gemms: usize,
+    pub patch_convs: usize,
     pub dead: usize,
 }
 
 /// The passes that run before fusion, to a fixed point: constant folding, no-op removal,
-/// BatchNorm folding, sibling-GEMM merging, dead-code elimination. Types are re-inferred.
+/// BatchNorm folding, sibling-GEMM merging, patch convolutions as GEMMs, dead-code elimination. Types are re-inferred.
 pub fn canonicalize(g: &mut Graph) -> Result<CanonStats, xforge_ir::infer::InferError> {
     let mut st = CanonStats::default();
     for _ in 0..8 {
@@ -33,6 +35,7 @@ pub fn canonicalize(g: &mut Graph) -> Result<CanonStats, xforge_ir::infer::Infer
         st.noops += noop::remove_noops(g);
         st.batch_norms += bn_fold::fold_batch_norms(g);
         st.merged_gemms += sibling_gemm::merge_sibling_matmuls(g);
+        st.patch_convs += patch_conv::patch_convs_to_gemms(g);
         st.dead += dce::dce(g);
         xforge_ir::infer::infer_graph(g)?;
         if st == before {
