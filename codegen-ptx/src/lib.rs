@@ -66,17 +66,35 @@ fn offload_bytes(printed: &str) -> Option<Vec<u8>> {
     Some(unescape(&rest[..end]))
 }
 
-/// MLIR part: the kernels' `gpu.module`s to LLVM bitcode for `chip`.
+/// MLIR part: the kernels' `gpu.module`s to LLVM bitcode for `chip`, in order. Kernels that fit
+/// (`Kernel::fits_narrow_index`) are lowered with 32-bit indices, the others with 64-bit ones.
 pub fn to_bitcode(kernels: &[&Kernel], chip: &str) -> Result<Vec<Vec<u8>>, CodegenError> {
     if !CHIPS.contains(&chip) {
         return Err(CodegenError::UnknownTarget(chip.to_string()));
     }
+    let (narrow, wide): (Vec<(usize, &Kernel)>, Vec<(usize, &Kernel)>) =
+        kernels.iter().copied().enumerate().partition(|(_, k)| k.fits_narrow_index());
+    let mut out: Vec<Option<Vec<u8>>> = vec![None; kernels.len()];
+    for (part, bits) in [(narrow, 32), (wide, 64)] {
+        if part.is_empty() {
+            continue;
+        }
+        let ks: Vec<&Kernel> = part.iter().map(|(_, k)| *k).collect();
+        for ((i, _), b) in part.iter().zip(lower(&ks, chip, bits)?) {
+            out[*i] = Some(b);
+        }
+    }
+    Ok(out.into_iter().map(|b| b.expect("every kernel lowered")).collect())
+}
+
+/// `to_bitcode` for kernels lowered with `bits`-bit indices.
+fn lower(kernels: &[&Kernel], chip: &str, bits: u32) -> Result<Vec<Vec<u8>>, CodegenError> {
     let ctx = mlir::context();
     let text = mlir::container(&kernels.iter().map(|k| k.module.as_str()).collect::<String>());
     let mut module = mlir::parse(&ctx, &text)?;
     let pm = PassManager::new(&ctx);
     let pipeline = format!(
-        "builtin.module(nvvm-attach-target{{chip={chip} features=+ptx80 O=3}},gpu.module(convert-scf-to-cf,convert-nvgpu-to-nvvm,convert-gpu-to-nvvm{{use-bare-ptr-memref-call-conv=true}},convert-math-to-llvm,reconcile-unrealized-casts),gpu-module-to-binary{{format=llvm}})"
+        "builtin.module(nvvm-attach-target{{chip={chip} features=+ptx80 O=3}},gpu.module(convert-scf-to-cf,convert-nvgpu-to-nvvm,convert-gpu-to-nvvm{{use-bare-ptr-memref-call-conv=true index-bitwidth={bits}}},convert-math-to-llvm,reconcile-unrealized-casts),gpu-module-to-binary{{format=llvm}})"
     );
     parse_pass_pipeline(pm.as_operation_pass_manager(), &pipeline)
         .map_err(|e| CodegenError::Lowering(e.to_string()))?;

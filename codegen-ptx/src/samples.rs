@@ -146,6 +146,15 @@ pub fn movement(dt: DType) -> Vec<(&'static str, Graph)> {
     let y = b.node(Op::Reshape, &[t, shape], vec![], u());
     b.output(y);
     out.push(("transpose_reshape", finish(b)));
+    // the same with whole vectors in a row (attention's merged heads of 32): runs of 16 bytes
+    // move as one vector
+    let mut b = GraphBuilder::new("transpose_reshape_runs", 17);
+    let x = b.input("x", dt, &[6, 20, 32]);
+    let t = b.node(Op::Transpose, &[x], vec![("perm", Attr::Ints(vec![1, 0, 2]))], u());
+    let shape = b.weight("shape", Tensor::from_i64(vec![2], vec![20, 192]));
+    let y = b.node(Op::Reshape, &[t, shape], vec![], u());
+    b.output(y);
+    out.push(("transpose_reshape_runs", finish(b)));
     out
 }
 

@@ -100,6 +100,11 @@ fn template_mlir_snapshots() {
         "transpose",
         template_kernels(&samples::transpose(DType::F16, &[70, 45], &[1, 0]))[0].module
     );
+    // merged heads of 32: one routed copy, runs of 8 halves moved as vectors
+    let runs = movement(DType::F16).into_iter().find(|(n, _)| *n == "transpose_reshape_runs").unwrap().1;
+    let k = template_kernels(&runs);
+    assert_eq!(k[0].module.matches("vector.store").count(), 1, "{}", k[0].module);
+    insta::assert_snapshot!("routed_copy_runs", k[0].module);
     // contractions: f32 (threads of 4×4 outputs) and f16 (tensor cores), bias + erf-GELU
     insta::assert_snapshot!("gemm", template_kernels(&samples::gemm_bias_gelu(DType::F32, &[8], 16, 8))[0].module);
     insta::assert_snapshot!(

@@ -23,6 +23,18 @@ pub struct Kernel {
     pub block: [u32; 3],
 }
 
+impl Kernel {
+    /// Whether its index arithmetic fits 32 bits: every buffer and the launch's threads stay
+    /// within NARROW_INDEX_MAX (sums of an index and a stride then stay below 2^31).
+    /// XFORGE_WIDE_INDEX=1 keeps 64-bit indices everywhere (to bisect).
+    pub fn fits_narrow_index(&self) -> bool {
+        let threads = self.grid.iter().chain(&self.block).map(|&d| d as u64).product::<u64>();
+        std::env::var("XFORGE_WIDE_INDEX").map_or(true, |v| v != "1")
+            && threads <= crate::knobs::NARROW_INDEX_MAX
+            && self.params.iter().all(|p| p.elements as u64 <= crate::knobs::NARROW_INDEX_MAX)
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum KernelError {
     #[error("fusion group {group}: {why}")]

@@ -100,6 +100,52 @@ pub fn store_routed(
     shape: &[usize],
     c: &str,
 ) -> Result<(), String> {
+    store_routed_runs(b, params, routes, vals, at, shape, c, 1)
+}
+
+/// Whether every route sends each aligned run of `width` consecutive source elements (along the
+/// source's last axis) to `width` consecutive, equally aligned elements of one output: every
+/// Transpose keeps the last axis last and every Split of the last axis cuts at multiples of
+/// `width`, with the runs inside one row of the last axis wherever either happens.
+pub fn moves_runs(routes: &[OutputRoute], shape: &[usize], width: usize) -> bool {
+    let fits = |sh: &[usize]| sh.last().is_some_and(|&l| l.is_multiple_of(width));
+    fits(shape)
+        && routes.iter().all(|r| {
+            let mut sh = shape.to_vec();
+            r.steps.iter().all(|s| match s {
+                Step::View(to) => {
+                    sh = to.clone();
+                    true
+                }
+                Step::Transpose(perm) => {
+                    let ok = fits(&sh) && perm.last() == Some(&(sh.len() - 1));
+                    sh = perm.iter().map(|&d| sh[d]).collect();
+                    ok
+                }
+                Step::Split { axis, start, len } => {
+                    let last = *axis == sh.len() - 1;
+                    let ok = fits(&sh) && (!last || (start.is_multiple_of(width) && len.is_multiple_of(width)));
+                    sh[*axis] = *len;
+                    ok
+                }
+            })
+        })
+}
+
+/// `store_routed` for runs of `width` elements (`moves_runs`): with `width` > 1, `vals` hold
+/// vectors of the outputs' storage type, `at` is the run's first element, and each route
+/// stores one vector.
+#[allow(clippy::too_many_arguments)]
+pub fn store_routed_runs(
+    b: &mut Body,
+    params: &[Param],
+    routes: &[OutputRoute],
+    vals: &HashMap<ValueId, String>,
+    at: &[String],
+    shape: &[usize],
+    c: &str,
+    width: usize,
+) -> Result<(), String> {
     for r in routes {
         let p = &params[r.param];
         let v = vals.get(&r.source).ok_or("a stored value is not computed")?;
@@ -136,9 +182,18 @@ pub fn store_routed(
         if let Some(c0) = &cond {
             b.stmt(format!("scf.if {c0} {{"));
         }
-        let sv = stored(b, p, v, c);
         let st = storage_type(p.dtype).unwrap();
-        b.stmt(format!("memref.store {sv}, %arg{}[{i}] : memref<{}x{st}>", r.param, p.elements.max(1)));
+        if width > 1 {
+            b.stmt(format!(
+                "vector.store {v}, %arg{}[{i}] {{alignment = {}}} : memref<{}x{st}>, vector<{width}x{st}>",
+                r.param,
+                width * p.dtype.size(),
+                p.elements.max(1)
+            ));
+        } else {
+            let sv = stored(b, p, v, c);
+            b.stmt(format!("memref.store {sv}, %arg{}[{i}] : memref<{}x{st}>", r.param, p.elements.max(1)));
+        }
         if cond.is_some() {
             b.stmt("}");
         }

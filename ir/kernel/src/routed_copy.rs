@@ -1,11 +1,11 @@
 //! Data movement made only of a store tail (views, Transposes, Splits of one buffer): each
 //! element is read once, in order, and written where the tail sends it. This is a library
 //! GEMM's head split (Q, K and V in head-major order) when the GEMM itself runs in cuBLASLt.
-use crate::body::{compute_type, Body};
+use crate::body::{compute_type, storage_type, Body};
 use crate::elementwise::{coords, load_param};
 use crate::kernel::{blocks, finish, input_params, Kernel, KernelError};
 use crate::knobs::BLOCK;
-use crate::route::{is_tail, routed_outputs, routes, store_routed, tail_sizes};
+use crate::route::{is_tail, moves_runs, routed_outputs, routes, store_routed_runs, tail_sizes};
 use std::collections::HashMap;
 use xforge_ir::tensor::numel;
 use xforge_ir::{Graph, Node};
@@ -35,14 +35,39 @@ pub fn routed_copy(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Ke
     let outs = routes(g, &tail, &params, &[x]).map_err(unsupported)?;
     let c = compute_type(dt);
     let n = numel(&xs);
+    // runs of up to 16 bytes move as one vector where every route keeps them together (the
+    // index arithmetic, not the bytes, bounds an element-wise copy)
+    let same_type = params.iter().all(|p| p.dtype == dt);
+    let width = [16 / dt.size().max(1), 4, 2]
+        .into_iter()
+        .filter(|&w| w > 1 && w * dt.size() <= 16)
+        .find(|&w| same_type && moves_runs(&outs, &xs, w))
+        .unwrap_or(1);
     let mut b = Body::default();
     let (start, step) = b.grid_stride();
-    let end = b.index(n);
-    b.stmt(format!("scf.for %i = {start} to {end} step {step} {{"));
-    let v = load_param(&mut b, &params, x, "%i", c).unwrap();
-    let at = coords(&mut b, "%i", &xs);
+    let end = b.index(n / width);
+    // %i: the element (one a thread), or %g: the run, from element %g·width
+    let i = if width > 1 {
+        b.stmt(format!("scf.for %g = {start} to {end} step {step} {{"));
+        let w = b.index(width);
+        b.emit(format!("arith.muli %g, {w} : index"))
+    } else {
+        b.stmt(format!("scf.for %i = {start} to {end} step {step} {{"));
+        "%i".to_string()
+    };
+    let v = if width > 1 {
+        let st = storage_type(dt).unwrap();
+        b.emit(format!(
+            "vector.load %arg0[{i}] {{alignment = {}}} : memref<{}x{st}>, vector<{width}x{st}>",
+            width * dt.size(),
+            n.max(1)
+        ))
+    } else {
+        load_param(&mut b, &params, x, &i, c).unwrap()
+    };
+    let at = coords(&mut b, &i, &xs);
     let vals: HashMap<_, _> = [(x, v)].into_iter().collect();
-    store_routed(&mut b, &params, &outs, &vals, &at, &xs, c).map_err(unsupported)?;
+    store_routed_runs(&mut b, &params, &outs, &vals, &at, &xs, c, width).map_err(unsupported)?;
     b.stmt("}");
-    Ok(finish(params, &b, None, [blocks(n, BLOCK), 1, 1], [BLOCK, 1, 1]))
+    Ok(finish(params, &b, None, [blocks(n / width, BLOCK), 1, 1], [BLOCK, 1, 1]))
 }
