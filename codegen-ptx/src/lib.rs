@@ -72,7 +72,8 @@ pub fn to_bitcode(kernels: &[&Kernel], chip: &str) -> Result<Vec<Vec<u8>>, Codeg
     if !CHIPS.contains(&chip) {
         return Err(CodegenError::UnknownTarget(chip.to_string()));
     }
-    let (narrow, wide): (Vec<(usize, &Kernel)>, Vec<(usize, &Kernel)>) =
+    type Indexed<'a> = Vec<(usize, &'a Kernel)>;
+    let (narrow, wide): (Indexed, Indexed) =
         kernels.iter().copied().enumerate().partition(|(_, k)| k.fits_narrow_index());
     let mut out: Vec<Option<Vec<u8>>> = vec![None; kernels.len()];
     for (part, bits) in [(narrow, 32), (wide, 64)] {
