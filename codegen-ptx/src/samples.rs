@@ -138,23 +138,17 @@ pub fn movement(dt: DType) -> Vec<(&'static str, Graph)> {
     let y = b.node(Op::Mul, &[p, two], vec![], u());
     b.output(y);
     out.push(("pad", finish(b)));
-    // a transpose whose result leaves through a reshape (the merged heads of attention)
-    let mut b = GraphBuilder::new("transpose_reshape", 17);
-    let x = b.input("x", dt, &[6, 20, 33]);
-    let t = b.node(Op::Transpose, &[x], vec![("perm", Attr::Ints(vec![1, 0, 2]))], u());
-    let shape = b.weight("shape", Tensor::from_i64(vec![2], vec![20, 198]));
-    let y = b.node(Op::Reshape, &[t, shape], vec![], u());
-    b.output(y);
-    out.push(("transpose_reshape", finish(b)));
-    // the same with whole vectors in a row (attention's merged heads of 32): runs of 16 bytes
-    // move as one vector
-    let mut b = GraphBuilder::new("transpose_reshape_runs", 17);
-    let x = b.input("x", dt, &[6, 20, 32]);
-    let t = b.node(Op::Transpose, &[x], vec![("perm", Attr::Ints(vec![1, 0, 2]))], u());
-    let shape = b.weight("shape", Tensor::from_i64(vec![2], vec![20, 192]));
-    let y = b.node(Op::Reshape, &[t, shape], vec![], u());
-    b.output(y);
-    out.push(("transpose_reshape_runs", finish(b)));
+    // a transpose whose result leaves through a reshape (the merged heads of attention); with
+    // heads of 32, runs of 16 bytes move as one vector
+    for (name, d) in [("transpose_reshape", 33), ("transpose_reshape_runs", 32)] {
+        let mut b = GraphBuilder::new(name, 17);
+        let x = b.input("x", dt, &[6, 20, d]);
+        let t = b.node(Op::Transpose, &[x], vec![("perm", Attr::Ints(vec![1, 0, 2]))], u());
+        let shape = b.weight("shape", Tensor::from_i64(vec![2], vec![20, 6 * d as i64]));
+        let y = b.node(Op::Reshape, &[t, shape], vec![], u());
+        b.output(y);
+        out.push((name, finish(b)));
+    }
     out
 }
 

@@ -332,7 +332,7 @@ fn row_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -
         let mut vals = HashMap::new();
         vals.insert(y, v);
         let col = b.index(d);
-        store_routed(&mut b, &params, outs, &vals, &[bb.clone(), h.clone(), row.clone(), col], &space, c)?;
+        store_routed(&mut b, &params, outs, &vals, &[bb.clone(), h.clone(), row.clone(), col], &space, c, 1)?;
     }
     b.stmt("}");
     let grid = [a.s.div_ceil(rows) as u32, (a.batch * a.hq) as u32, 1];
@@ -588,7 +588,7 @@ fn mma_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -
             let col = b.emit(format!("arith.addi {col}, {t2} : index"));
             let mut vals = HashMap::new();
             vals.insert(y, v);
-            store_routed(&mut b, &params, outs, &vals, &[bb.clone(), h.clone(), row.clone(), col], &space, "f32")?;
+            store_routed(&mut b, &params, outs, &vals, &[bb.clone(), h.clone(), row.clone(), col], &space, "f32", 1)?;
             b.stmt("}");
         }
     }

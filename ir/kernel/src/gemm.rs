@@ -209,7 +209,7 @@ fn store_element(
     seed.insert(p.y, v);
     let vals = compute(b, g, &p.epilogue, params, scalars, ys, &flat, c, dt, None, seed, &[], unsupported)?;
     let at: Vec<String> = f.bcoords.iter().cloned().chain([mi.to_string(), nj.to_string()]).collect();
-    store_routed(b, params, &p.outs, &vals, &at, ys, c).map_err(unsupported)?;
+    store_routed(b, params, &p.outs, &vals, &at, ys, c, 1).map_err(unsupported)?;
     b.stmt("}");
     Ok(())
 }

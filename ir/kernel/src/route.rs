@@ -88,21 +88,6 @@ pub fn routes(g: &Graph, tail: &[&Node], params: &[Param], computed: &[ValueId])
     Ok(out)
 }
 
-/// Stores the value of each route's source (in the compute type `c`, from `vals`), given the
-/// element's coordinates `at` in `shape` (the source space); skips elements a Split sends to
-/// another output.
-pub fn store_routed(
-    b: &mut Body,
-    params: &[Param],
-    routes: &[OutputRoute],
-    vals: &HashMap<ValueId, String>,
-    at: &[String],
-    shape: &[usize],
-    c: &str,
-) -> Result<(), String> {
-    store_routed_runs(b, params, routes, vals, at, shape, c, 1)
-}
-
 /// Whether every route sends each aligned run of `width` consecutive source elements (along the
 /// source's last axis) to `width` consecutive, equally aligned elements of one output: every
 /// Transpose keeps the last axis last and every Split of the last axis cuts at multiples of
@@ -132,11 +117,12 @@ pub fn moves_runs(routes: &[OutputRoute], shape: &[usize], width: usize) -> bool
         })
 }
 
-/// `store_routed` for runs of `width` elements (`moves_runs`): with `width` > 1, `vals` hold
-/// vectors of the outputs' storage type, `at` is the run's first element, and each route
-/// stores one vector.
+/// Stores the value of each route's source (in the compute type `c`, from `vals`), given the
+/// element's coordinates `at` in `shape` (the source space); skips elements a Split sends to
+/// another output. For runs of `width` > 1 elements (`moves_runs`), `vals` hold vectors of the
+/// outputs' storage type, `at` is the run's first element, and each route stores one vector.
 #[allow(clippy::too_many_arguments)]
-pub fn store_routed_runs(
+pub fn store_routed(
     b: &mut Body,
     params: &[Param],
     routes: &[OutputRoute],

@@ -5,7 +5,7 @@ use crate::body::{compute_type, storage_type, Body};
 use crate::elementwise::{coords, load_param};
 use crate::kernel::{blocks, finish, input_params, Kernel, KernelError};
 use crate::knobs::BLOCK;
-use crate::route::{is_tail, moves_runs, routed_outputs, routes, store_routed_runs, tail_sizes};
+use crate::route::{is_tail, moves_runs, routed_outputs, routes, store_routed, tail_sizes};
 use std::collections::HashMap;
 use xforge_ir::tensor::numel;
 use xforge_ir::{Graph, Node};
@@ -67,7 +67,7 @@ pub fn routed_copy(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Ke
     };
     let at = coords(&mut b, &i, &xs);
     let vals: HashMap<_, _> = [(x, v)].into_iter().collect();
-    store_routed_runs(&mut b, &params, &outs, &vals, &at, &xs, c, width).map_err(unsupported)?;
+    store_routed(&mut b, &params, &outs, &vals, &at, &xs, c, width).map_err(unsupported)?;
     b.stmt("}");
     Ok(finish(params, &b, None, [blocks(n / width, BLOCK), 1, 1], [BLOCK, 1, 1]))
 }
