@@ -3,8 +3,10 @@
 //! cuDNN allows only the implicit precomputed GEMM (identity, or an activation it fuses, else
 //! one run in place after). Where that algorithm is poor, the bare convolution with any
 //! algorithm and bias/residual/activation passes after it win. Every way is timed at load, as a
-//! replayed graph, and the fastest kept.
+//! replayed graph, and the fastest kept, and remembered (`timing_cache`: in the process and in
+//! a per-user file) so later loads take it without timing.
 use crate::library::{Activation, ConvDesc, LibDtype};
+use crate::timing_cache;
 use cudarc::cudnn::sys;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 use std::ffi::c_void;
@@ -24,12 +26,6 @@ const FORWARD_ALGORITHMS: [sys::cudnnConvolutionFwdAlgo_t; 8] = {
         A::CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED,
     ]
 };
-
-/// The way (index into the ways a step builds), algorithm and workspace bytes timed fastest,
-/// per (device, algorithm set, convolution): timed once a process.
-type Choice = (usize, sys::cudnnConvolutionFwdAlgo_t, usize);
-static CHOSEN: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, Choice>>> =
-    std::sync::OnceLock::new();
 
 /// Scratch for cuDNN's algorithms (an algorithm needing more is not considered).
 pub(crate) const WORKSPACE_BYTES: usize = 64 << 20;
@@ -279,14 +275,22 @@ impl ConvStep {
         if all_algos && act.is_none_or(|a| a.0 != M::CUDNN_ACTIVATION_RELU) {
             ways.push(Way { fused: identity, after: act, separate: true, algos: every });
         }
-        // a convolution already timed in this process (by any session, on this device) takes the
-        // same way: sessions of one artifact compute bit-identical outputs, and load once timed
-        let key = format!("{}/{all_algos}/{d:?}", stream.context().ordinal());
-        let chosen = CHOSEN.get_or_init(Default::default);
-        if let Some(&(k, algo, bytes)) = chosen.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            step.take(&ways[k])?;
-            (step.algo, step.workspace) = (algo, bytes);
-            return Ok(step);
+        // a convolution timed before (by this process or an earlier one, on this GPU and cuDNN)
+        // takes the same way where it is still one of this step's: sessions of one artifact
+        // compute bit-identical outputs, and loads after the first do not time
+        let gpu = stream.context().name().unwrap_or_default();
+        // SAFETY: a plain query of the loaded library's version
+        let version = unsafe { sys::cudnnGetVersion() };
+        let key = format!("{gpu}/cudnn{version}/{all_algos}/{d:?}");
+        if let Some(c) = timing_cache::get(&key) {
+            let algo = FORWARD_ALGORITHMS.get(c.algo).copied();
+            if let Some((way, algo)) = ways.get(c.way).zip(algo).filter(|(w, a)| w.algos.contains(a)) {
+                if let Ok(bytes) = step.workspace_for(dnn, algo) {
+                    step.take(way)?;
+                    (step.algo, step.workspace) = (algo, bytes);
+                    return Ok(step);
+                }
+            }
         }
         let mut best: Option<(f32, usize, sys::cudnnConvolutionFwdAlgo_t, usize)> = None;
         let mut last = String::from("no algorithm fits the workspace");
@@ -311,7 +315,9 @@ impl ConvStep {
         let (ms, k, algo, bytes) = best.ok_or(last)?;
         step.take(&ways[k])?;
         (step.algo, step.workspace) = (algo, bytes);
-        chosen.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (k, algo, bytes));
+        if let Some(i) = FORWARD_ALGORITHMS.iter().position(|&a| a == algo) {
+            timing_cache::put(&key, timing_cache::Choice { way: k, algo: i });
+        }
         tracing::debug!("conv {d:?}: {:?}, {algo:?}, {bytes} bytes of workspace, {:.1} us", ways[k], ms * 1000.0);
         Ok(step)
     }

@@ -10,6 +10,7 @@ mod gemm;
 pub mod library;
 pub mod plan;
 pub mod session;
+mod timing_cache;
 
 pub use artifact::{Artifact, ArtifactError, ArtifactHeader, FORMAT_VERSION, MAGIC};
 pub use library::{Activation, ConvDesc, GemmDesc, LibDtype, LibraryDesc};
