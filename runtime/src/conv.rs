@@ -268,6 +268,12 @@ impl ConvStep {
             Some(a) => {
                 ways.push(Way { fused: a, after: None, separate: false, algos: precomp.clone() });
                 ways.push(Way { fused: identity, after: Some(a), separate: false, algos: precomp.clone() });
+                // clip(x, 0, m) = clip(relu(x), 0, m): ReLU fused with every algorithm (bias
+                // included), the clip in place after it
+                if a.0 == M::CUDNN_ACTIVATION_CLIPPED_RELU && a.1 >= 0.0 {
+                    let relu = (M::CUDNN_ACTIVATION_RELU, 0.0);
+                    ways.push(Way { fused: relu, after: Some(a), separate: false, algos: every.clone() });
+                }
             }
         }
         // and the bare convolution with any algorithm, then bias, residual and activation passes
@@ -281,7 +287,12 @@ impl ConvStep {
         let gpu = stream.context().name().unwrap_or_default();
         // SAFETY: a plain query of the loaded library's version
         let version = unsafe { sys::cudnnGetVersion() };
-        let key = format!("{gpu}/cudnn{version}/{all_algos}/{d:?}");
+        // the ways in the key: a choice names a way by its place in this list
+        let list: Vec<String> = ways
+            .iter()
+            .map(|w| format!("{}.{:?}.{}.{}", w.fused.0 as i32, w.after.map(|a| a.0 as i32), w.separate, w.algos.len()))
+            .collect();
+        let key = format!("{gpu}/cudnn{version}/{}/{d:?}", list.join(","));
         if let Some(c) = timing_cache::get(&key) {
             let algo = FORWARD_ALGORITHMS.get(c.algo).copied();
             if let Some((way, algo)) = ways.get(c.way).zip(algo).filter(|(w, a)| w.algos.contains(a)) {
