@@ -268,12 +268,6 @@ impl ConvStep {
             Some(a) => {
                 ways.push(Way { fused: a, after: None, separate: false, algos: precomp.clone() });
                 ways.push(Way { fused: identity, after: Some(a), separate: false, algos: precomp.clone() });
-                // clip(x, 0, m) = clip(relu(x), 0, m): ReLU fused with every algorithm (bias
-                // included), the clip in place after it
-                if a.0 == M::CUDNN_ACTIVATION_CLIPPED_RELU && a.1 >= 0.0 {
-                    let relu = (M::CUDNN_ACTIVATION_RELU, 0.0);
-                    ways.push(Way { fused: relu, after: Some(a), separate: false, algos: every.clone() });
-                }
             }
         }
         // and the bare convolution with any algorithm, then bias, residual and activation passes
