@@ -177,7 +177,26 @@ pub fn build(
         return Err(BuildError::Missing(missing.len(), missing.join("\n  ")));
     }
     let kernel_of: HashMap<usize, usize> = generated.iter().enumerate().map(|(k, (i, _))| (*i, k)).collect();
-    let kernels: Vec<Kernel> = generated.into_iter().map(|(_, k)| k).collect();
+    let mut kernels: Vec<Kernel> = generated.into_iter().map(|(_, k)| k).collect();
+    // per convolution group: its bare convolution's epilogue (a kernel after the groups' ones,
+    // and the call's buffer each kernel parameter takes)
+    let mut epilogue_of: HashMap<usize, (usize, Vec<i64>)> = HashMap::new();
+    let mut convs: Vec<_> = library
+        .iter()
+        .filter_map(|(i, p)| match &p.desc {
+            xforge_runtime::LibraryDesc::Conv(d) => Some((*i, d)),
+            _ => None,
+        })
+        .collect();
+    convs.sort_by_key(|(i, _)| *i);
+    for (i, d) in convs {
+        let e = library::conv_epilogue(d)
+            .map_err(|why| BuildError::Missing(1, format!("group {i}'s convolution epilogue: {why}")))?;
+        if let Some((k, roles)) = e {
+            epilogue_of.insert(i, (kernels.len(), roles));
+            kernels.push(k);
+        }
+    }
     let ptx = if kernels.is_empty() { String::new() } else { xforge_codegen_ptx::compile(&kernels, target)? };
     let mut names: Vec<String> = vec![];
     for k in &kernels {
@@ -263,12 +282,11 @@ pub fn build(
                         _ => arg(v, &mut weights),
                     });
                 }
-                steps.push(Step::Library(LibraryCall {
-                    kind: plan.desc.kind().into(),
-                    group: i as u32,
-                    params: plan.desc.to_params(),
-                    args,
-                }));
+                let mut params = plan.desc.to_params();
+                if let Some((k, roles)) = epilogue_of.get(&i) {
+                    params.extend(epilogue_params(&kernels[*k], &names, roles));
+                }
+                steps.push(Step::Library(LibraryCall { kind: plan.desc.kind().into(), group: i as u32, params, args }));
             }
             _ => {
                 let k = &kernels[kernel_of[&i]];
@@ -314,6 +332,20 @@ pub fn build(
 /// The kernel-knob overrides a tuning sweep set in the environment (`XFORGE_SSM_*`, see
 /// ir/kernel/src/knobs.rs), recorded among the artifact's options so an artifact built under them
 /// says so.
+/// A library call's parameters naming its epilogue kernel: `epilogue` (the kernel's entry),
+/// `epilogue_grid.0..2`, `epilogue_block.0..2`, `epilogue_params` and `epilogue_param.K` (the
+/// call's buffer parameter K takes: 0 y, 1 bias, 2 the residual).
+fn epilogue_params(k: &Kernel, names: &[String], roles: &[i64]) -> Vec<(String, i64)> {
+    let mut p = vec![("epilogue".to_string(), names.iter().position(|n| *n == k.name).unwrap() as i64)];
+    for (d, (g, b)) in k.grid.iter().zip(&k.block).enumerate() {
+        p.push((format!("epilogue_grid.{d}"), *g as i64));
+        p.push((format!("epilogue_block.{d}"), *b as i64));
+    }
+    p.push(("epilogue_params".into(), roles.len() as i64));
+    p.extend(roles.iter().enumerate().map(|(j, r)| (format!("epilogue_param.{j}"), *r)));
+    p
+}
+
 fn knob_overrides() -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> =
         std::env::vars().filter(|(k, _)| k.starts_with("XFORGE_SSM_")).map(|(k, x)| (k.to_lowercase(), x)).collect();

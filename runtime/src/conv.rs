@@ -6,9 +6,10 @@
 //! replayed graph, and the fastest kept, and remembered (`timing_cache`: in the process and in
 //! a per-user file) so later loads take it without timing.
 use crate::library::{Activation, ConvDesc, LibDtype};
+use crate::plan::LibraryCall;
 use crate::timing_cache;
 use cudarc::cudnn::sys;
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 use std::ffi::c_void;
 use std::sync::Arc;
 
@@ -163,6 +164,75 @@ struct Way {
     algos: Vec<sys::cudnnConvolutionFwdAlgo_t>,
 }
 
+/// A bare convolution's generated epilogue (act(y + z + bias) in place over y, compiled into the
+/// artifact), ready to launch.
+pub(crate) struct Epilogue {
+    func: CudaFunction,
+    cfg: LaunchConfig,
+    ptrs: Vec<u64>,
+}
+
+impl Epilogue {
+    /// From a call's `epilogue*` parameters (None without them); `ptrs`: the call's buffers in
+    /// descriptor order (x, w, y, bias?, z?).
+    pub(crate) fn of_call(
+        c: &LibraryCall,
+        d: &ConvDesc,
+        functions: &[CudaFunction],
+        ptrs: &[u64],
+    ) -> Result<Option<Epilogue>, String> {
+        let get = |k: &str| c.params.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+        let Some(kernel) = get("epilogue") else { return Ok(None) };
+        let need = |k: &str| get(k).ok_or_else(|| format!("parameter '{k}' is missing"));
+        let func = usize::try_from(kernel)
+            .ok()
+            .and_then(|k| functions.get(k))
+            .ok_or_else(|| format!("parameter 'epilogue' = {kernel} names no kernel"))?
+            .clone();
+        let dim = |k: String, max: i64| -> Result<u32, String> {
+            let v = need(&k)?;
+            (1..=max).contains(&v).then_some(v as u32).ok_or_else(|| format!("parameter '{k}' = {v} is out of range"))
+        };
+        let grid = (
+            dim("epilogue_grid.0".into(), i32::MAX as i64)?,
+            dim("epilogue_grid.1".into(), 65535)?,
+            dim("epilogue_grid.2".into(), 65535)?,
+        );
+        let block = (
+            dim("epilogue_block.0".into(), 1024)?,
+            dim("epilogue_block.1".into(), 1024)?,
+            dim("epilogue_block.2".into(), 64)?,
+        );
+        if block.0 * block.1 * block.2 > 1024 {
+            return Err("the epilogue's block has more than 1024 threads".into());
+        }
+        let z = if d.bias { 4 } else { 3 };
+        let n = need("epilogue_params")?;
+        let ptrs = (0..n.clamp(0, 16))
+            .map(|j| match need(&format!("epilogue_param.{j}"))? {
+                0 => Ok(ptrs[2]),
+                1 if d.bias => Ok(ptrs[3]),
+                2 if d.residual => Ok(ptrs[z]),
+                r => Err(format!("parameter 'epilogue_param.{j}' = {r} names no buffer of this call")),
+            })
+            .collect::<Result<Vec<u64>, String>>()?;
+        if n as usize != ptrs.len() || ptrs.is_empty() {
+            return Err(format!("parameter 'epilogue_params' = {n} is out of range"));
+        }
+        Ok(Some(Epilogue { func, cfg: LaunchConfig { grid_dim: grid, block_dim: block, shared_mem_bytes: 0 }, ptrs }))
+    }
+
+    fn launch(&self, stream: &CudaStream) -> Result<(), String> {
+        let mut b = stream.launch_builder(&self.func);
+        for p in &self.ptrs {
+            b.arg(p);
+        }
+        // SAFETY: the kernel takes one pointer per parameter, each a buffer of this call
+        // (checked against the arena and the weights when the artifact was read)
+        unsafe { b.launch(self.cfg) }.map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
 /// A convolution step, ready to enqueue: descriptors, algorithm and device addresses fixed at
 /// load.
 pub(crate) struct ConvStep {
@@ -183,11 +253,20 @@ pub(crate) struct ConvStep {
     ptrs: [u64; 5],
     /// alpha2: 1 with a residual z, else 0 (z = y is then not read)
     alpha2: f32,
+    /// the bare convolution's bias, residual and activation in one generated pass (else cuDNN's
+    /// passes)
+    epilogue: Option<Epilogue>,
 }
 
 impl ConvStep {
     /// `ptrs`: the call's buffers in descriptor order (x, w, y, bias?, z?).
-    pub(crate) fn new(dnn: &Dnn, stream: &Arc<CudaStream>, d: &ConvDesc, ptrs: &[u64]) -> Result<ConvStep, String> {
+    pub(crate) fn new(
+        dnn: &Dnn,
+        stream: &Arc<CudaStream>,
+        d: &ConvDesc,
+        ptrs: &[u64],
+        epilogue: Option<Epilogue>,
+    ) -> Result<ConvStep, String> {
         use sys::cudnnActivationMode_t as M;
         let [oh, ow] = d.output().ok_or("no output")?;
         let x = Tensor::new(d.dtype, d.input, d.nhwc)?;
@@ -241,6 +320,7 @@ impl ConvStep {
             workspace: 0,
             ptrs: [ptrs[0], ptrs[1], ptrs[2], bias_ptr, z],
             alpha2: if d.residual { 1.0 } else { 0.0 },
+            epilogue,
         };
         // the ways to run it, all timed, the fastest kept
         let precomp = vec![step.algo];
@@ -286,7 +366,7 @@ impl ConvStep {
             .iter()
             .map(|w| format!("{}.{:?}.{}.{}", w.fused.0 as i32, w.after.map(|a| a.0 as i32), w.separate, w.algos.len()))
             .collect();
-        let key = format!("{gpu}/cudnn{version}/{}/{d:?}", list.join(","));
+        let key = format!("{gpu}/cudnn{version}/{}/{}/{d:?}", list.join(","), step.epilogue.is_some());
         if let Some(c) = timing_cache::get(&key) {
             let algo = FORWARD_ALGORITHMS.get(c.algo).copied();
             if let Some((way, algo)) = ways.get(c.way).zip(algo).filter(|(w, a)| w.algos.contains(a)) {
@@ -406,6 +486,10 @@ impl ConvStep {
                     self.y.0,
                     y as *mut c_void,
                 ))?;
+                if let Some(e) = &self.epilogue {
+                    // the residual, the bias and the activation in one generated pass
+                    return e.launch(stream);
+                }
                 // y += the residual, then the bias (broadcast over its channels)
                 let add = |desc, src: u64| {
                     check(sys::cudnnAddTensor(

@@ -3,7 +3,7 @@
 //! own stream) and copies the outputs out. GEMM steps run through cuBLASLt and convolutions
 //! through cuDNN, their descriptors and algorithms chosen once at load.
 use crate::artifact::{Artifact, ArtifactError};
-use crate::conv::{ConvStep, Dnn};
+use crate::conv::{ConvStep, Dnn, Epilogue};
 use crate::gemm::{Blas, GemmStep};
 use crate::library::LibraryDesc;
 use crate::plan::{binding_bytes, Arg, Step};
@@ -140,9 +140,9 @@ impl Session {
             let ptrs = self.pointers(&c.args);
             let prepared = match &d {
                 LibraryDesc::Gemm(g) => GemmStep::new(self.blas.as_ref().unwrap(), g, &ptrs).map(LibraryStep::Gemm),
-                LibraryDesc::Conv(cv) => {
-                    ConvStep::new(self.dnn.as_ref().unwrap(), &self.stream, cv, &ptrs).map(LibraryStep::Conv)
-                }
+                LibraryDesc::Conv(cv) => Epilogue::of_call(c, cv, &self.functions, &ptrs).and_then(|e| {
+                    ConvStep::new(self.dnn.as_ref().unwrap(), &self.stream, cv, &ptrs, e).map(LibraryStep::Conv)
+                }),
             };
             library[i] = Some(prepared.map_err(|e| err(i, e))?);
         }
