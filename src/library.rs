@@ -346,11 +346,112 @@ pub fn conv(g: &Graph, grp: &FusionGroup) -> Result<LibraryPlan, String> {
     Ok(LibraryPlan { desc: LibraryDesc::Conv(desc), buffers, relaid })
 }
 
+/// The generated pass a bare convolution needs after it: act(y + bias + z) in place over its
+/// output y (the runtime runs it where its timing prefers the bare convolution with any
+/// algorithm to cuDNN's fused call). The kernel and, per kernel parameter, which of the call's
+/// buffers it takes (0: y, 1: the bias, 2: the residual z); None when there is nothing to add.
+pub fn conv_epilogue(d: &ConvDesc) -> Result<Option<(Kernel, Vec<i64>)>, String> {
+    use xforge_ir::{DType, GraphBuilder, Tensor, ValueType};
+    let dt = match d.dtype {
+        LibDtype::F32 => DType::F32,
+        LibDtype::F16 => DType::F16,
+        LibDtype::Bf16 => DType::BF16,
+    };
+    let [oh, ow] = d.output().ok_or("the convolution has no output")?.map(|v| v as usize);
+    let (n, c) = (d.input[0] as usize, d.out_channels as usize);
+    let shape = if d.nhwc { vec![n, oh, ow, c] } else { vec![n, c, oh, ow] };
+    let mut b = GraphBuilder::new("conv_epilogue", 17);
+    let u = || ValueType::unranked(dt);
+    let y = b.input("y", dt, &shape);
+    let mut v = y;
+    if d.residual {
+        let z = b.input("z", dt, &shape);
+        v = b.node(Op::Add, &[v, z], vec![], u());
+    }
+    if d.bias {
+        let bshape = if d.nhwc { vec![c] } else { vec![c, 1, 1] };
+        let bias = b.input("bias", dt, &bshape);
+        v = b.node(Op::Add, &[v, bias], vec![], u());
+    }
+    v = match d.act {
+        Activation::None => v,
+        Activation::Relu => b.node(Op::Relu, &[v], vec![], u()),
+        Activation::Sigmoid => b.node(Op::Sigmoid, &[v], vec![], u()),
+        Activation::Tanh => b.node(Op::Tanh, &[v], vec![], u()),
+        Activation::ClipZero(m) => {
+            let lo = b.weight("lo", Tensor::from_f64(dt, vec![], &[0.0]));
+            let hi = b.weight("hi", Tensor::from_f64(dt, vec![], &[m as f64]));
+            b.node(Op::Clip, &[v, lo, hi], vec![], u())
+        }
+        a => return Err(format!("activation {a:?} has no epilogue")),
+    };
+    if v == y {
+        return Ok(None);
+    }
+    b.output(v);
+    let mut g = b.finish();
+    xforge_ir::infer::infer_graph(&mut g).map_err(|e| e.to_string())?;
+    let f = xforge_passes::fusion::fuse(&g).map_err(|e| e.to_string())?;
+    let groups: Vec<(usize, &FusionGroup)> =
+        f.partition.groups.iter().enumerate().filter(|(_, grp)| grp.schedule != Schedule::View).collect();
+    let [(i, grp)] = groups[..] else { return Err(format!("the epilogue is {} kernels", groups.len())) };
+    let k = xforge_kernel::generate(&f.graph, grp, i).map_err(|e| e.to_string())?;
+    let roles = k
+        .params
+        .iter()
+        .map(|p| match f.graph.name_of(p.value) {
+            _ if p.output => Ok(0),
+            "y" => Ok(0),
+            "bias" => Ok(1),
+            "z" => Ok(2),
+            other => Err(format!("the epilogue reads '{other}'")),
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(Some((k, roles)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use xforge_ir::{DType, GraphBuilder, Tensor, ValueType};
     use xforge_passes::fusion::{fuse, Schedule};
+
+    #[test]
+    fn bare_convolution_epilogues_take_the_calls_buffers() {
+        let base = ConvDesc {
+            dtype: LibDtype::F16,
+            nhwc: true,
+            input: [2, 8, 6, 6],
+            out_channels: 16,
+            kernel: [3, 3],
+            group: 1,
+            pad: [1, 1],
+            stride: [1, 1],
+            dilation: [1, 1],
+            bias: true,
+            residual: false,
+            act: Activation::ClipZero(6.0),
+        };
+        // (the change, the buffers the kernel's parameters take, sorted)
+        let cases = [
+            (ConvDesc { ..base.clone() }, vec![0, 0, 1]),
+            (ConvDesc { residual: true, act: Activation::None, ..base.clone() }, vec![0, 0, 1, 2]),
+            (ConvDesc { bias: false, act: Activation::Relu, nhwc: false, ..base.clone() }, vec![0, 0]),
+            (ConvDesc { dtype: LibDtype::F32, nhwc: false, ..base.clone() }, vec![0, 0, 1]),
+        ];
+        for (d, want) in cases {
+            let (k, mut roles) = conv_epilogue(&d).unwrap().unwrap();
+            roles.sort();
+            assert_eq!(roles, want, "{d:?}");
+            // in place: the output is y's size, and the kernel writes it once
+            let out: Vec<_> = k.params.iter().filter(|p| p.output).collect();
+            assert_eq!(out.len(), 1);
+            assert_eq!(out[0].elements, 2 * 16 * 6 * 6);
+        }
+        // nothing to do after a bare convolution without bias, residual or activation
+        let plain = ConvDesc { bias: false, act: Activation::None, ..base };
+        assert!(conv_epilogue(&plain).unwrap().is_none());
+    }
 
     fn w(b: &mut GraphBuilder, name: &str, shape: &[usize]) -> ValueId {
         let n: usize = shape.iter().product();
@@ -459,68 +560,4 @@ mod tests {
         let got: Vec<f32> = ohwi(&t).chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
         assert_eq!(got, [0.0, 2.0, 4.0, 1.0, 3.0, 5.0, 6.0, 8.0, 10.0, 7.0, 9.0, 11.0]);
     }
-}
-
-/// The generated pass a bare convolution needs after it: act(y + bias + z) in place over its
-/// output y (the runtime runs it where its timing prefers the bare convolution with any
-/// algorithm to cuDNN's fused call). The kernel and, per kernel parameter, which of the call's
-/// buffers it takes (0: y, 1: the bias, 2: the residual z); None when there is nothing to add.
-pub fn conv_epilogue(d: &ConvDesc) -> Result<Option<(Kernel, Vec<i64>)>, String> {
-    use xforge_ir::{DType, GraphBuilder, Tensor, ValueType};
-    let dt = match d.dtype {
-        LibDtype::F32 => DType::F32,
-        LibDtype::F16 => DType::F16,
-        LibDtype::Bf16 => DType::BF16,
-    };
-    let [oh, ow] = d.output().ok_or("the convolution has no output")?.map(|v| v as usize);
-    let (n, c) = (d.input[0] as usize, d.out_channels as usize);
-    let shape = if d.nhwc { vec![n, oh, ow, c] } else { vec![n, c, oh, ow] };
-    let mut b = GraphBuilder::new("conv_epilogue", 17);
-    let u = || ValueType::unranked(dt);
-    let y = b.input("y", dt, &shape);
-    let mut v = y;
-    if d.residual {
-        let z = b.input("z", dt, &shape);
-        v = b.node(Op::Add, &[v, z], vec![], u());
-    }
-    if d.bias {
-        let bshape = if d.nhwc { vec![c] } else { vec![c, 1, 1] };
-        let bias = b.input("bias", dt, &bshape);
-        v = b.node(Op::Add, &[v, bias], vec![], u());
-    }
-    v = match d.act {
-        Activation::None => v,
-        Activation::Relu => b.node(Op::Relu, &[v], vec![], u()),
-        Activation::Sigmoid => b.node(Op::Sigmoid, &[v], vec![], u()),
-        Activation::Tanh => b.node(Op::Tanh, &[v], vec![], u()),
-        Activation::ClipZero(m) => {
-            let lo = b.weight("lo", Tensor::from_f64(dt, vec![], &[0.0]));
-            let hi = b.weight("hi", Tensor::from_f64(dt, vec![], &[m as f64]));
-            b.node(Op::Clip, &[v, lo, hi], vec![], u())
-        }
-        a => return Err(format!("activation {a:?} has no epilogue")),
-    };
-    if v == y {
-        return Ok(None);
-    }
-    b.output(v);
-    let mut g = b.finish();
-    xforge_ir::infer::infer_graph(&mut g).map_err(|e| e.to_string())?;
-    let f = xforge_passes::fusion::fuse(&g).map_err(|e| e.to_string())?;
-    let groups: Vec<(usize, &FusionGroup)> =
-        f.partition.groups.iter().enumerate().filter(|(_, grp)| grp.schedule != Schedule::View).collect();
-    let [(i, grp)] = groups[..] else { return Err(format!("the epilogue is {} kernels", groups.len())) };
-    let k = xforge_kernel::generate(&f.graph, grp, i).map_err(|e| e.to_string())?;
-    let roles = k
-        .params
-        .iter()
-        .map(|p| match f.graph.name_of(p.value) {
-            _ if p.output => Ok(0),
-            "y" => Ok(0),
-            "bias" => Ok(1),
-            "z" => Ok(2),
-            other => Err(format!("the epilogue reads '{other}'")),
-        })
-        .collect::<Result<_, String>>()?;
-    Ok(Some((k, roles)))
 }

@@ -99,12 +99,26 @@ pub fn compile(a: Args) -> anyhow::Result<()> {
             })?;
         artifact.write(&out)?;
         let library = artifact.steps.iter().filter(|s| matches!(s, xforge_runtime::Step::Library(_))).count();
+        // distinct kernels the launches name (bare convolutions' epilogues are counted apart)
+        let mut launched: Vec<u32> = artifact
+            .steps
+            .iter()
+            .filter_map(|s| if let xforge_runtime::Step::Launch { kernel, .. } = s { Some(*kernel) } else { None })
+            .collect();
+        launched.sort_unstable();
+        launched.dedup();
+        let epilogues = artifact
+            .steps
+            .iter()
+            .filter(|s| matches!(s, xforge_runtime::Step::Library(c) if c.params.iter().any(|(n, _)| n == "epilogue")))
+            .count();
+        let with = if epilogues > 0 { format!(", {epilogues} with a generated epilogue") } else { String::new() };
         println!(
-            "wrote {}: {} steps ({} kernel launches of {} distinct kernels, {} library calls), arena {:.1} MiB, weights {:.1} MiB, target {}",
+            "wrote {}: {} steps ({} kernel launches of {} distinct kernels, {} library calls{with}), arena {:.1} MiB, weights {:.1} MiB, target {}",
             out.display(),
             artifact.steps.len(),
             artifact.steps.len() - library,
-            artifact.kernels.names.len(),
+            launched.len(),
             library,
             artifact.memory.arena_bytes as f64 / (1 << 20) as f64,
             artifact.weights.len() as f64 / (1 << 20) as f64,
