@@ -189,12 +189,23 @@ pub fn build(
         })
         .collect();
     convs.sort_by_key(|(i, _)| *i);
+    // convolutions with one descriptor share one epilogue (generated once)
+    let mut made: HashMap<String, Option<(usize, Vec<i64>)>> = HashMap::new();
     for (i, d) in convs {
-        let e = library::conv_epilogue(d)
-            .map_err(|why| BuildError::Missing(1, format!("group {i}'s convolution epilogue: {why}")))?;
-        if let Some((k, roles)) = e {
-            epilogue_of.insert(i, (kernels.len(), roles));
-            kernels.push(k);
+        let key = format!("{d:?}");
+        if !made.contains_key(&key) {
+            let e = library::conv_epilogue(d)
+                .map_err(|why| BuildError::Missing(1, format!("group {i}'s convolution epilogue: {why}")))?;
+            made.insert(
+                key.clone(),
+                e.map(|(k, roles)| {
+                    kernels.push(k);
+                    (kernels.len() - 1, roles)
+                }),
+            );
+        }
+        if let Some(e) = &made[&key] {
+            epilogue_of.insert(i, e.clone());
         }
     }
     let ptx = if kernels.is_empty() { String::new() } else { xforge_codegen_ptx::compile(&kernels, target)? };
@@ -329,9 +340,6 @@ pub fn build(
     })
 }
 
-/// The kernel-knob overrides a tuning sweep set in the environment (`XFORGE_SSM_*`, see
-/// ir/kernel/src/knobs.rs), recorded among the artifact's options so an artifact built under them
-/// says so.
 /// A library call's parameters naming its epilogue kernel: `epilogue` (the kernel's entry),
 /// `epilogue_grid.0..2`, `epilogue_block.0..2`, `epilogue_params` and `epilogue_param.K` (the
 /// call's buffer parameter K takes: 0 y, 1 bias, 2 the residual).
@@ -346,6 +354,9 @@ fn epilogue_params(k: &Kernel, names: &[String], roles: &[i64]) -> Vec<(String, 
     p
 }
 
+/// The kernel-knob overrides a tuning sweep set in the environment (`XFORGE_SSM_*`, see
+/// ir/kernel/src/knobs.rs), recorded among the artifact's options so an artifact built under them
+/// says so.
 fn knob_overrides() -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> =
         std::env::vars().filter(|(k, _)| k.starts_with("XFORGE_SSM_")).map(|(k, x)| (k.to_lowercase(), x)).collect();

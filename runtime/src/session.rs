@@ -275,8 +275,7 @@ impl Session {
         }
         match &self.graph {
             // launches too: with cuDNN steps, concurrent sessions' captures were invalidated on
-            // an H100 even with loads and captures under the lock; whether a graph launched
-            // during a capture is the cause is NOT yet verified on a GPU
+            // an H100 while loads and captures alone were under the lock (BENCH.md)
             Some(g) => {
                 let _setup = setup_lock();
                 g.launch().map_err(cuda)
@@ -313,9 +312,9 @@ unsafe impl Send for Session {}
 
 impl Drop for Session {
     /// The graph and the library handles go under the setup lock: cuDNN's handle destruction
-    /// synchronizes the device, which invalidates another thread's capture. (A hypothesis for
-    /// the concurrent-session failures in BENCH.md: sessions that finished early were dropped
-    /// while others captured; not yet run on a GPU.)
+    /// synchronizes the device, which invalidates another thread's capture (sessions that
+    /// finished early were dropped while others captured; with this lock, `device_sessions.sh`
+    /// passes on an H100).
     fn drop(&mut self) {
         let _setup = setup_lock();
         self.graph = None;
@@ -328,8 +327,7 @@ impl Drop for Session {
 /// Loading a session (allocations, module loading, cuDNN timing with its one-call graph captures),
 /// capturing a plan, launching it and dropping its handles take this process-wide lock. With several sessions in
 /// threads, plans with cuDNN steps failed to capture (CUDA_ERROR_STREAM_CAPTURE_INVALIDATED, on
-/// an H100; cuBLASLt-only plans did not), also with loads and captures under this lock; the
-/// launches were added after the last GPU run (see BENCH.md).
+/// an H100) while only loads and captures took it (see BENCH.md).
 fn setup_lock() -> std::sync::MutexGuard<'static, ()> {
     static SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
     SETUP.lock().unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -38,10 +38,10 @@ pub fn routed_copy(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Ke
     // runs of up to 16 bytes move as one vector where every route keeps them together (the
     // index arithmetic, not the bytes, bounds an element-wise copy)
     let same_type = params.iter().all(|p| p.dtype == dt);
-    let width = [16 / dt.size().max(1), 4, 2]
-        .into_iter()
-        .filter(|&w| w > 1 && w * dt.size() <= 16)
-        .find(|&w| same_type && moves_runs(&outs, &xs, w))
+    let widest = 16 / dt.size().max(1);
+    let width = std::iter::successors(Some(widest), |w| Some(w / 2))
+        .take_while(|&w| w > 1 && same_type)
+        .find(|&w| moves_runs(&outs, &xs, w))
         .unwrap_or(1);
     let mut b = Body::default();
     let (start, step) = b.grid_stride();
