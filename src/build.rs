@@ -7,7 +7,9 @@ use xforge_ir::{Graph, ValueId};
 use xforge_kernel::Kernel;
 use xforge_passes::fusion::{Fused, Schedule};
 use xforge_passes::memory::{place, Lifetime};
-use xforge_runtime::{Arg, Artifact, ArtifactHeader, Binding, KernelImage, LibraryCall, MemoryPlan, Step};
+use xforge_runtime::{
+    Arg, Artifact, ArtifactHeader, BatchDim, Binding, KernelImage, LibraryCall, MemoryPlan, Plan, Step,
+};
 
 /// Buffers start on this boundary in the arena and in the weights.
 pub const ALIGN: u64 = 256;
@@ -159,27 +161,138 @@ pub fn generate_kernels(fused: &Fused, library: &HashMap<usize, LibraryPlan>) ->
     (kernels, missing)
 }
 
-/// With `generated_gemm`, GEMM groups a vendor library would run get generated kernels too.
+/// The kernels of an artifact, each once (by name: identical groups give identical kernels).
+#[derive(Default)]
+struct KernelSet {
+    kernels: Vec<Kernel>,
+}
+
+impl KernelSet {
+    /// The kernel's index in the artifact, adding it if it is new.
+    fn add(&mut self, k: Kernel) -> usize {
+        match self.kernels.iter().position(|x| x.name == k.name) {
+            Some(i) => i,
+            None => {
+                self.kernels.push(k);
+                self.kernels.len() - 1
+            }
+        }
+    }
+}
+
+/// The weights section: each distinct byte string once, on ALIGN boundaries (buckets and
+/// equal constants share their bytes).
+#[derive(Default)]
+struct WeightPool {
+    bytes: Vec<u8>,
+    /// (length, digest of the ends) → offsets of the strings with that key.
+    seen: HashMap<(usize, u64), Vec<u64>>,
+}
+
+impl WeightPool {
+    fn put(&mut self, data: &[u8]) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        data[..data.len().min(256)].hash(&mut h);
+        data[data.len().saturating_sub(256)..].hash(&mut h);
+        let key = (data.len(), h.finish());
+        let found = self
+            .seen
+            .get(&key)
+            .and_then(|offs| offs.iter().copied().find(|&o| &self.bytes[o as usize..o as usize + data.len()] == data));
+        if let Some(o) = found {
+            return o;
+        }
+        self.bytes.resize((self.bytes.len() as u64).div_ceil(ALIGN) as usize * ALIGN as usize, 0);
+        let at = self.bytes.len() as u64;
+        self.bytes.extend_from_slice(data);
+        self.seen.entry(key).or_default().push(at);
+        at
+    }
+}
+
+/// A symbolic batch dim compiled for several sizes: its name, the axis of each graph input
+/// that holds it, and the outputs' batch axes where every node keeps rows apart (else why not).
+pub struct BatchSpec {
+    pub symbol: String,
+    pub input_axes: Vec<Option<usize>>,
+    pub output_axes: Result<Vec<Option<usize>>, String>,
+}
+
+/// Builds an artifact from one fused graph per batch-size bucket (`buckets`: batch, graph; a
+/// single bucket of batch 0 and no `batch` for a static model). The buckets share the kernels
+/// and the weights. With `generated_gemm`, GEMM groups a vendor library would run get generated
+/// kernels too.
 pub fn build(
-    fused: &Fused,
+    buckets: &[(u64, &Fused)],
+    batch: Option<&BatchSpec>,
     target: &str,
     model_digest: String,
     generated_gemm: bool,
     precision: &str,
 ) -> Result<Artifact, BuildError> {
+    let mut kernels = KernelSet::default();
+    let mut weights = WeightPool::default();
+    let mut plans = vec![];
+    for &(b, fused) in buckets {
+        let (memory, steps) = plan(fused, generated_gemm, &mut kernels, &mut weights)?;
+        let mut memory = MemoryPlan { batch: b, ..memory };
+        if let Some(spec) = batch {
+            for (bd, a) in memory.inputs.iter_mut().zip(&spec.input_axes) {
+                bd.batch_axis = a.map(|a| a as u32);
+            }
+            if let Ok(axes) = &spec.output_axes {
+                for (bd, a) in memory.outputs.iter_mut().zip(axes) {
+                    bd.batch_axis = a.map(|a| a as u32);
+                }
+            }
+        }
+        plans.push(Plan { memory, steps });
+    }
+    let kernels = kernels.kernels;
+    let ptx = if kernels.is_empty() { String::new() } else { xforge_codegen_ptx::compile(&kernels, target)? };
+    let names = kernels.iter().map(|k| k.name.clone()).collect();
+    Ok(Artifact {
+        header: ArtifactHeader {
+            compiler_version: env!("CARGO_PKG_VERSION").into(),
+            target: target.into(),
+            precision: precision.into(),
+            options: [
+                ("tf32".to_string(), "off".to_string()),
+                ("generated_gemm".into(), if generated_gemm { "on" } else { "off" }.into()),
+            ]
+            .into_iter()
+            .chain(knob_overrides())
+            .collect(),
+            model_digest,
+            batch: batch.map(|s| BatchDim { symbol: s.symbol.clone(), padding: s.output_axes.clone().map(|_| ()) }),
+        },
+        kernels: KernelImage { ptx, names },
+        weights: weights.bytes,
+        plans,
+    })
+}
+
+/// One bucket's memory plan (batch 0, no batch axes yet) and steps; its kernels and weights go
+/// to the artifact's shared sets.
+fn plan(
+    fused: &Fused,
+    generated_gemm: bool,
+    kernels: &mut KernelSet,
+    weights: &mut WeightPool,
+) -> Result<(MemoryPlan, Vec<Step>), BuildError> {
     let g = &fused.graph;
     let groups = &fused.partition.groups;
-    // kernels, in group order; identical groups share one entry
     let (library, mut missing) = library_plans(fused, generated_gemm);
     let (generated, missing_kernels) = generate_kernels(fused, &library);
     missing.extend(missing_kernels);
     if !missing.is_empty() {
         return Err(BuildError::Missing(missing.len(), missing.join("\n  ")));
     }
-    let kernel_of: HashMap<usize, usize> = generated.iter().enumerate().map(|(k, (i, _))| (*i, k)).collect();
-    let mut kernels: Vec<Kernel> = generated.into_iter().map(|(_, k)| k).collect();
-    // per convolution group: its bare convolution's epilogue (a kernel after the groups' ones,
-    // and the call's buffer each kernel parameter takes)
+    // per generated group: its kernel's index in the artifact
+    let kernel_of: HashMap<usize, usize> = generated.into_iter().map(|(i, k)| (i, kernels.add(k))).collect();
+    // per convolution group: its bare convolution's epilogue (a kernel, and the call's buffer
+    // each kernel parameter takes)
     let mut epilogue_of: HashMap<usize, (usize, Vec<i64>)> = HashMap::new();
     let mut convs: Vec<_> = library
         .iter()
@@ -196,23 +309,10 @@ pub fn build(
         if !made.contains_key(&key) {
             let e = library::conv_epilogue(d)
                 .map_err(|why| BuildError::Missing(1, format!("group {i}'s convolution epilogue: {why}")))?;
-            made.insert(
-                key.clone(),
-                e.map(|(k, roles)| {
-                    kernels.push(k);
-                    (kernels.len() - 1, roles)
-                }),
-            );
+            made.insert(key.clone(), e.map(|(k, roles)| (kernels.add(k), roles)));
         }
         if let Some(e) = &made[&key] {
             epilogue_of.insert(i, e.clone());
-        }
-    }
-    let ptx = if kernels.is_empty() { String::new() } else { xforge_codegen_ptx::compile(&kernels, target)? };
-    let mut names: Vec<String> = vec![];
-    for k in &kernels {
-        if !names.contains(&k.name) {
-            names.push(k.name.clone());
         }
     }
     // buffers and their lifetimes over the groups
@@ -257,18 +357,10 @@ pub fn build(
         .collect::<Result<_, BuildError>>()?;
     let (offsets, arena_bytes) = place(&lifetimes, ALIGN);
     let offset: HashMap<ValueId, u64> = buffers.iter().copied().zip(offsets).collect();
-    // weights, each once, aligned
-    let mut weights: Vec<u8> = vec![];
     let mut weight_at: HashMap<ValueId, u64> = HashMap::new();
-    let mut arg = |v: ValueId, weights: &mut Vec<u8>| -> Arg {
+    let mut arg = |v: ValueId, weights: &mut WeightPool| -> Arg {
         if let Some(t) = g.weights.get(&v) {
-            let at = *weight_at.entry(v).or_insert_with(|| {
-                weights.resize((weights.len() as u64).div_ceil(ALIGN) as usize * ALIGN as usize, 0);
-                let at = weights.len() as u64;
-                weights.extend_from_slice(&t.data().to_le_bytes());
-                at
-            });
-            Arg::Weight(at)
+            Arg::Weight(*weight_at.entry(v).or_insert_with(|| weights.put(&t.data().to_le_bytes())))
         } else {
             Arg::Arena(offset[&root(g, fused, &producer, v)])
         }
@@ -284,26 +376,21 @@ pub fn build(
                 for (k, &v) in plan.buffers.iter().enumerate() {
                     args.push(match &plan.relaid {
                         // a weight in the library's layout: its own copy
-                        Some((r, bytes)) if *r == k => {
-                            weights.resize((weights.len() as u64).div_ceil(ALIGN) as usize * ALIGN as usize, 0);
-                            let at = weights.len() as u64;
-                            weights.extend_from_slice(bytes);
-                            Arg::Weight(at)
-                        }
-                        _ => arg(v, &mut weights),
+                        Some((r, bytes)) if *r == k => Arg::Weight(weights.put(bytes)),
+                        _ => arg(v, weights),
                     });
                 }
                 let mut params = plan.desc.to_params();
                 if let Some((k, roles)) = epilogue_of.get(&i) {
-                    params.extend(epilogue_params(&kernels[*k], &names, roles));
+                    params.extend(epilogue_params(&kernels.kernels[*k], *k, roles));
                 }
                 steps.push(Step::Library(LibraryCall { kind: plan.desc.kind().into(), group: i as u32, params, args }));
             }
             _ => {
-                let k = &kernels[kernel_of[&i]];
-                let args = k.params.iter().map(|p| arg(p.value, &mut weights)).collect();
-                let kernel = names.iter().position(|n| *n == k.name).unwrap() as u32;
-                steps.push(Step::Launch { kernel, grid: k.grid, block: k.block, args });
+                let kernel = kernel_of[&i];
+                let k = &kernels.kernels[kernel];
+                let args = k.params.iter().map(|p| arg(p.value, weights)).collect();
+                steps.push(Step::Launch { kernel: kernel as u32, grid: k.grid, block: k.block, args });
             }
         }
     }
@@ -315,36 +402,20 @@ pub fn build(
             dtype: ty.dtype.name().to_string(),
             shape: shape.iter().map(|&d| d as u64).collect(),
             offset: offset[&root(g, fused, &producer, v)],
+            batch_axis: None,
         })
     };
     let inputs = g.inputs.iter().map(|&v| binding(v)).collect::<Result<_, _>>()?;
     let outputs = g.outputs.iter().map(|&v| binding(v)).collect::<Result<_, _>>()?;
-    Ok(Artifact {
-        header: ArtifactHeader {
-            compiler_version: env!("CARGO_PKG_VERSION").into(),
-            target: target.into(),
-            precision: precision.into(),
-            options: [
-                ("tf32".to_string(), "off".to_string()),
-                ("generated_gemm".into(), if generated_gemm { "on" } else { "off" }.into()),
-            ]
-            .into_iter()
-            .chain(knob_overrides())
-            .collect(),
-            model_digest,
-        },
-        kernels: KernelImage { ptx, names },
-        weights,
-        memory: MemoryPlan { arena_bytes: arena_bytes.max(ALIGN), alignment: ALIGN, inputs, outputs },
-        steps,
-    })
+    let memory = MemoryPlan { batch: 0, arena_bytes: arena_bytes.max(ALIGN), alignment: ALIGN, inputs, outputs };
+    Ok((memory, steps))
 }
 
 /// A library call's parameters naming its epilogue kernel: `epilogue` (the kernel's entry),
 /// `epilogue_grid.0..2`, `epilogue_block.0..2`, `epilogue_params` and `epilogue_param.K` (the
 /// call's buffer parameter K takes: 0 y, 1 bias, 2 the residual).
-fn epilogue_params(k: &Kernel, names: &[String], roles: &[i64]) -> Vec<(String, i64)> {
-    let mut p = vec![("epilogue".to_string(), names.iter().position(|n| *n == k.name).unwrap() as i64)];
+fn epilogue_params(k: &Kernel, index: usize, roles: &[i64]) -> Vec<(String, i64)> {
+    let mut p = vec![("epilogue".to_string(), index as i64)];
     for (d, (g, b)) in k.grid.iter().zip(&k.block).enumerate() {
         p.push((format!("epilogue_grid.{d}"), *g as i64));
         p.push((format!("epilogue_block.{d}"), *b as i64));

@@ -150,15 +150,15 @@ fn compile_writes_an_artifact_the_runtime_reads() {
     let a = xforge_runtime::Artifact::read(&out).unwrap();
     assert_eq!(a.header.target, "sm_80");
     assert!(a.kernels.ptx.contains(".target sm_80"));
-    assert_eq!(a.memory.inputs.len(), 1);
-    assert_eq!((a.memory.inputs[0].name.as_str(), a.memory.inputs[0].dtype.as_str()), ("input", "i64"));
-    assert_eq!(a.memory.outputs[0].shape, vec![1, 32, 128]);
+    assert_eq!(a.plans[0].memory.inputs.len(), 1);
+    assert_eq!((a.plans[0].memory.inputs[0].name.as_str(), a.plans[0].memory.inputs[0].dtype.as_str()), ("input", "i64"));
+    assert_eq!(a.plans[0].memory.outputs[0].shape, vec![1, 32, 128]);
     // one step per kernel or library group: the fused form's 16, and per layer the erf-GELU and
     // the head split cut from their GEMMs (which cuBLASLt runs): 20
-    assert_eq!(a.steps.len(), 20);
-    let library = a.steps.iter().filter(|s| matches!(s, xforge_runtime::Step::Library(_))).count();
+    assert_eq!(a.plans[0].steps.len(), 20);
+    let library = a.plans[0].steps.iter().filter(|s| matches!(s, xforge_runtime::Step::Library(_))).count();
     assert_eq!(library, 8, "four GEMMs per layer");
-    for s in &a.steps {
+    for s in &a.plans[0].steps {
         if let xforge_runtime::Step::Launch { kernel, .. } = s {
             assert!(a.kernels.ptx.contains(&a.kernels.names[*kernel as usize]));
         }
@@ -172,7 +172,7 @@ fn compile_writes_an_artifact_the_runtime_reads() {
     assert_eq!(code, 0, "{err}");
     let h = xforge_runtime::Artifact::read(&half).unwrap();
     assert_eq!(h.header.precision, "fp16");
-    assert_eq!(h.memory.outputs[0].dtype, "f32");
+    assert_eq!(h.plans[0].memory.outputs[0].dtype, "f32");
     assert!(h.kernels.ptx.contains("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"));
     assert!(h.weights.len() < a.weights.len() * 6 / 10, "{} vs {}", h.weights.len(), a.weights.len());
     std::fs::remove_file(&half).unwrap();
@@ -200,7 +200,7 @@ fn compile_writes_an_artifact_the_runtime_reads() {
     assert!(info.contains("3 steps (2 kernel launches") && info.contains("1 library calls"), "{info}");
     let c = xforge_runtime::Artifact::read(&target).unwrap();
     let Some(xforge_runtime::Step::Library(call)) =
-        c.steps.iter().find(|s| matches!(s, xforge_runtime::Step::Library(_)))
+        c.plans[0].steps.iter().find(|s| matches!(s, xforge_runtime::Step::Library(_)))
     else {
         panic!("no library step")
     };
@@ -368,9 +368,9 @@ fn every_step_runs_after_the_steps_it_reads() {
     assert_eq!(code, 0, "{err}");
     let a = xforge_runtime::Artifact::read(&out).unwrap();
     // three cuDNN calls; each reads (x, or a residual z) only what an earlier step wrote
-    let mut written = vec![a.memory.inputs[0].offset];
+    let mut written = vec![a.plans[0].memory.inputs[0].offset];
     let mut residuals = 0;
-    for s in &a.steps {
+    for s in &a.plans[0].steps {
         let xforge_runtime::Step::Library(c) = s else { panic!("a kernel launch: {s:?}") };
         let xforge_runtime::LibraryDesc::Conv(d) = xforge_runtime::LibraryDesc::of_call(c, u64::MAX, u64::MAX).unwrap()
         else {
@@ -387,7 +387,7 @@ fn every_step_runs_after_the_steps_it_reads() {
         }
         written.push(offset(2));
     }
-    assert_eq!((a.steps.len(), residuals), (3, 1));
+    assert_eq!((a.plans[0].steps.len(), residuals), (3, 1));
 }
 
 /// Runs `dir/model.onnx` on the interpreter with the inputs present among `inputs`
@@ -474,7 +474,7 @@ fn a_mamba_block_matches_pytorch_and_compiles() {
     assert!(info.contains("5 library calls"), "{info}");
     let a = xforge_runtime::Artifact::read(&out).unwrap();
     let conv = a
-        .steps
+        .plans[0].steps
         .iter()
         .filter_map(|s| match s {
             xforge_runtime::Step::Library(c) if c.kind == "conv" => {

@@ -1,4 +1,5 @@
 //! Graph passes: canonicalization before fusion, then operator fusion with e-graphs.
+pub mod batch_rows;
 pub mod bn_fold;
 pub mod dce;
 pub mod fold;

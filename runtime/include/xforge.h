@@ -20,13 +20,26 @@ XforgeSession *xforge_session_load(const char *path, int device);
 /* Number of inputs (outputs == 0) or outputs (outputs != 0). */
 size_t xforge_session_count(const XforgeSession *s, int outputs);
 
-/* Bytes of input or output i (raw little-endian elements, row-major). */
+/* The batch-size buckets the model was compiled for, smallest first: writes up to cap of them
+ * to sizes (NULL when cap is 0) and returns their count; 0 for a model without a batch dim. */
+size_t xforge_session_buckets(const XforgeSession *s, size_t *sizes, size_t cap);
+
+/* Bytes of input or output i at the largest batch (raw little-endian elements, row-major). */
 size_t xforge_session_bytes(const XforgeSession *s, int outputs, size_t i);
 
-/* Runs the model; inputs[k] and outputs[k] point at buffers of xforge_session_bytes bytes.
- * Returns 0, or -1 (see xforge_last_error). */
+/* Bytes of input or output i at batch `batch` (ignored without a batch dim); 0 if the session
+ * cannot run that batch. */
+size_t xforge_session_batch_bytes(const XforgeSession *s, int outputs, size_t i, size_t batch);
+
+/* Runs the model at its largest batch; inputs[k] and outputs[k] point at buffers of
+ * xforge_session_bytes bytes. Returns 0, or -1 (see xforge_last_error). */
 int xforge_session_run(XforgeSession *s, const uint8_t *const *inputs, size_t n_inputs,
                        uint8_t *const *outputs, size_t n_outputs);
+
+/* Runs batch `batch`; the buffers hold xforge_session_batch_bytes bytes at that batch. A batch
+ * between two buckets runs padded to the larger one where the model keeps batch rows apart. */
+int xforge_session_run_batch(XforgeSession *s, size_t batch, const uint8_t *const *inputs,
+                             size_t n_inputs, uint8_t *const *outputs, size_t n_outputs);
 
 /* Frees a session (NULL is ignored). */
 void xforge_session_free(XforgeSession *s);

@@ -7,24 +7,51 @@
 //! sections (the weights start on a WEIGHT_ALIGN boundary, so they can be memory-mapped)
 //! ```
 //!
-//! Sections: header (compiler version, target, precision, options, model digest), kernels
-//! (PTX), weights (raw bytes), memory (arena size, inputs, outputs), plan (steps). Every
-//! section is checksummed; a file is rejected before anything runs if it is truncated,
-//! corrupted, foreign, of a newer format, or inconsistent (an argument outside the arena).
+//! Sections: header (compiler version, target, precision, options, model digest, the batch
+//! dim), kernels (PTX), weights (raw bytes), then per batch-size bucket, smallest first, a
+//! memory section (batch, arena size, inputs, outputs) and a plan section (steps). The buckets
+//! share the kernels and the weights. Every section is checksummed; a file is rejected before
+//! anything runs if it is truncated, corrupted, foreign, of another format, or inconsistent (an
+//! argument outside the arena, buckets that disagree on the model's interface).
 use crate::checksum::crc32;
 use crate::codec::{ReadError, Reader, Writer};
-use crate::plan::{decode_steps, encode_steps, Arg, KernelImage, MemoryPlan, Step};
+use crate::plan::{decode_steps, encode_steps, Arg, KernelImage, MemoryPlan, Plan, Step};
 use std::path::Path;
 
 pub const MAGIC: [u8; 8] = *b"XFORGEA\0";
 /// Bumped whenever the layout or a section's encoding changes.
 /// 2: library calls carry typed GEMM/convolution descriptors (`library.rs`).
-pub const FORMAT_VERSION: u32 = 2;
+/// 3: batch-size buckets (a memory and a plan section per bucket, bindings' batch axes).
+pub const FORMAT_VERSION: u32 = 3;
 /// File alignment of the weights section.
 pub const WEIGHT_ALIGN: u64 = 4096;
+/// The most batch-size buckets an artifact holds.
+pub const MAX_BUCKETS: usize = 64;
 
-const SECTIONS: [(u32, &str); 5] = [(1, "header"), (2, "kernels"), (3, "weights"), (4, "memory"), (5, "plan")];
+/// Section kinds: the three shared sections, then a memory and a plan section per bucket.
+const SHARED: [(u32, &str); 3] = [(1, "header"), (2, "kernels"), (3, "weights")];
+const PER_BUCKET: [(u32, &str); 2] = [(4, "memory"), (5, "plan")];
 
+/// Kind and name of section `i`: buckets' sections are named with their index (`memory 1`).
+fn section(i: usize) -> (u32, String) {
+    match SHARED.get(i) {
+        Some((k, n)) => (*k, n.to_string()),
+        None => {
+            let (k, n) = PER_BUCKET[(i - SHARED.len()) % 2];
+            (k, format!("{n} {}", (i - SHARED.len()) / 2))
+        }
+    }
+}
+
+/// A symbolic batch dim compiled for several sizes (buckets).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchDim {
+    /// The dim's name in the model (`batch`).
+    pub symbol: String,
+    /// Whether a batch between buckets may run padded to the next bucket: Ok when every node
+    /// keeps batch rows apart, otherwise why not (the node that mixes them).
+    pub padding: Result<(), String>,
+}
 #[derive(Clone, Debug, PartialEq)]
 pub struct ArtifactHeader {
     pub compiler_version: String,
@@ -35,6 +62,8 @@ pub struct ArtifactHeader {
     pub options: Vec<(String, String)>,
     /// A digest of the source model's bytes (hex).
     pub model_digest: String,
+    /// The bucketed batch dim; None for a model compiled for one static shape.
+    pub batch: Option<BatchDim>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -42,8 +71,8 @@ pub struct Artifact {
     pub header: ArtifactHeader,
     pub kernels: KernelImage,
     pub weights: Vec<u8>,
-    pub memory: MemoryPlan,
-    pub steps: Vec<Step>,
+    /// One per batch-size bucket, by increasing batch (one plan of batch 0 without a batch dim).
+    pub plans: Vec<Plan>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -54,8 +83,8 @@ pub enum ArtifactError {
         "artifact format {found} is newer than this runtime's ({supported}): recompile the model or update xforge"
     )]
     NewerFormat { found: u32, supported: u32 },
-    #[error("artifact format {0} is not supported")]
-    UnknownFormat(u32),
+    #[error("artifact format {found} is older than this runtime's ({supported}): recompile the model")]
+    OlderFormat { found: u32, supported: u32 },
     #[error("the artifact is truncated: {0}")]
     Truncated(String),
     #[error("the artifact is corrupted: the {0} section's checksum does not match")]
@@ -84,6 +113,14 @@ impl ArtifactHeader {
             w.str(v);
         }
         w.str(&self.model_digest);
+        match &self.batch {
+            None => w.u32(0),
+            Some(b) => {
+                w.u32(1);
+                w.str(&b.symbol);
+                w.str(b.padding.as_ref().err().map_or("", String::as_str));
+            }
+        }
         w.bytes
     }
 
@@ -95,8 +132,17 @@ impl ArtifactHeader {
         let n = r.len("option count")?;
         let options = (0..n).map(|_| Ok((r.str("option name")?, r.str("option value")?))).collect::<Result<_, _>>()?;
         let model_digest = r.str("model digest")?;
+        let batch = match r.u32("batch flag")? {
+            0 => None,
+            1 => {
+                let symbol = r.str("batch symbol")?;
+                let why = r.str("batch padding")?;
+                Some(BatchDim { symbol, padding: if why.is_empty() { Ok(()) } else { Err(why) } })
+            }
+            f => return Err(ReadError(format!("batch flag {f} is neither 0 nor 1"))),
+        };
         r.done("the header section")?;
-        Ok(ArtifactHeader { compiler_version, target, precision, options, model_digest })
+        Ok(ArtifactHeader { compiler_version, target, precision, options, model_digest, batch })
     }
 
     /// Whether a GPU of compute capability `major.minor` runs this target's PTX: the driver
@@ -120,15 +166,17 @@ impl ArtifactHeader {
 impl Artifact {
     /// The file's bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let (header, kernels, memory, steps) =
-            (self.header.encode(), self.kernels.encode(), self.memory.encode(), encode_steps(&self.steps));
+        let (header, kernels) = (self.header.encode(), self.kernels.encode());
+        let per_bucket: Vec<Vec<u8>> =
+            self.plans.iter().flat_map(|p| [p.memory.encode(), encode_steps(&p.steps)]).collect();
         // the weights are written from where they are (they can be most of the file)
-        let bodies: [&[u8]; 5] = [&header, &kernels, &self.weights, &memory, &steps];
+        let mut bodies: Vec<&[u8]> = vec![&header, &kernels, &self.weights];
+        bodies.extend(per_bucket.iter().map(Vec::as_slice));
         let table_len = 16 + 24 * bodies.len() as u64 + 4;
         let mut offsets = vec![];
         let mut at = table_len;
         for (i, b) in bodies.iter().enumerate() {
-            if SECTIONS[i].0 == 3 {
+            if section(i).0 == 3 {
                 at = at.div_ceil(WEIGHT_ALIGN) * WEIGHT_ALIGN;
             }
             offsets.push(at);
@@ -139,7 +187,7 @@ impl Artifact {
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         out.extend_from_slice(&(bodies.len() as u32).to_le_bytes());
         for (i, b) in bodies.iter().enumerate() {
-            out.extend_from_slice(&SECTIONS[i].0.to_le_bytes());
+            out.extend_from_slice(&section(i).0.to_le_bytes());
             out.extend_from_slice(&crc32(b).to_le_bytes());
             out.extend_from_slice(&offsets[i].to_le_bytes());
             out.extend_from_slice(&(b.len() as u64).to_le_bytes());
@@ -154,7 +202,7 @@ impl Artifact {
     }
 
     /// Parses and checks an artifact: preamble, table, every checksum, then the consistency of
-    /// the plan with the arena and the weights.
+    /// each plan with the arena and the weights, and of the buckets with each other.
     pub fn from_bytes(bytes: &[u8]) -> Result<Artifact, ArtifactError> {
         if bytes.len() < 8 || bytes[..8] != MAGIC {
             return Err(ArtifactError::Foreign);
@@ -169,13 +217,17 @@ impl Artifact {
             return Err(ArtifactError::NewerFormat { found: version, supported: FORMAT_VERSION });
         }
         if version != FORMAT_VERSION {
-            return Err(ArtifactError::UnknownFormat(version));
+            return Err(ArtifactError::OlderFormat { found: version, supported: FORMAT_VERSION });
         }
         let count = u32_at(12).ok_or_else(|| short("preamble"))? as usize;
-        if count != SECTIONS.len() {
+        let buckets = count.saturating_sub(SHARED.len()) / 2;
+        if count < SHARED.len() + 2 || (count - SHARED.len()) % 2 != 0 || buckets > MAX_BUCKETS {
             return Err(ArtifactError::Malformed {
                 section: "table".into(),
-                why: format!("{count} sections, expected {}", SECTIONS.len()),
+                why: format!(
+                    "{count} sections: expected {} plus two per batch-size bucket (1 to {MAX_BUCKETS})",
+                    SHARED.len()
+                ),
             });
         }
         let table_end = 16 + 24 * count;
@@ -184,11 +236,12 @@ impl Artifact {
             return Err(ArtifactError::Corrupted("table".into()));
         }
         let mut bodies: Vec<&[u8]> = vec![];
-        for (i, (kind, name)) in SECTIONS.iter().enumerate() {
+        for i in 0..count {
+            let (kind, name) = section(i);
             let e = 16 + 24 * i;
             let (k, crc, off, len) =
                 (u32_at(e).unwrap(), u32_at(e + 4).unwrap(), u64_at(e + 8).unwrap(), u64_at(e + 16).unwrap());
-            if k != *kind {
+            if k != kind {
                 return Err(ArtifactError::Malformed {
                     section: "table".into(),
                     why: format!("entry {i} is kind {k}, expected the {name} section"),
@@ -203,28 +256,38 @@ impl Artifact {
             })?;
             let body = &bytes[off as usize..end as usize];
             if crc32(body) != crc {
-                return Err(ArtifactError::Corrupted((*name).into()));
+                return Err(ArtifactError::Corrupted(name));
             }
             bodies.push(body);
         }
         let header = ArtifactHeader::decode(bodies[0]).map_err(malformed("header"))?;
         let kernels = KernelImage::decode(bodies[1]).map_err(malformed("kernels"))?;
         let weights = bodies[2].to_vec();
-        let memory = MemoryPlan::decode(bodies[3]).map_err(malformed("memory"))?;
-        let steps = decode_steps(bodies[4]).map_err(malformed("plan"))?;
-        let a = Artifact { header, kernels, weights, memory, steps };
-        a.check_plan()?;
+        let mut plans = vec![];
+        for b in 0..buckets {
+            let (m, p) = (SHARED.len() + 2 * b, SHARED.len() + 2 * b + 1);
+            let memory = MemoryPlan::decode(bodies[m]).map_err(|e| malformed(&section(m).1)(e))?;
+            let steps = decode_steps(bodies[p]).map_err(|e| malformed(&section(p).1)(e))?;
+            plans.push(Plan { memory, steps });
+        }
+        let a = Artifact { header, kernels, weights, plans };
+        for b in 0..buckets {
+            a.check_plan(b)?;
+        }
+        a.check_buckets()?;
         Ok(a)
     }
 
-    /// Every launch names a kernel and every buffer lies inside the arena or the weights.
-    fn check_plan(&self) -> Result<(), ArtifactError> {
-        let bad = |why: String| ArtifactError::Malformed { section: "plan".into(), why };
+    /// Every launch of plan `b` names a kernel and every buffer lies inside the arena or the
+    /// weights.
+    fn check_plan(&self, b: usize) -> Result<(), ArtifactError> {
+        let Plan { memory, steps } = &self.plans[b];
+        let bad = |why: String| ArtifactError::Malformed { section: section(SHARED.len() + 2 * b + 1).1, why };
         let in_bounds = |a: &Arg| match a {
-            Arg::Arena(o) => *o < self.memory.arena_bytes.max(1),
+            Arg::Arena(o) => *o < memory.arena_bytes.max(1),
             Arg::Weight(o) => *o < (self.weights.len() as u64).max(1),
         };
-        for (i, s) in self.steps.iter().enumerate() {
+        for (i, s) in steps.iter().enumerate() {
             let args = match s {
                 Step::Launch { kernel, args, .. } => {
                     if *kernel as usize >= self.kernels.names.len() {
@@ -233,7 +296,7 @@ impl Artifact {
                     args
                 }
                 Step::Library(c) => {
-                    crate::library::LibraryDesc::of_call(c, self.memory.arena_bytes, self.weights.len() as u64)
+                    crate::library::LibraryDesc::of_call(c, memory.arena_bytes, self.weights.len() as u64)
                         .map_err(|why| bad(format!("step {i} ({} call of group {}): {why}", c.kind, c.group)))?;
                     &c.args
                 }
@@ -242,16 +305,90 @@ impl Artifact {
                 return Err(bad(format!("step {i} has an argument outside its buffer: {a:?}")));
             }
         }
-        for b in self.memory.inputs.iter().chain(&self.memory.outputs) {
-            let end = crate::plan::binding_bytes(b).and_then(|n| n.checked_add(b.offset));
-            if end.is_none_or(|e| e > self.memory.arena_bytes) {
+        for bd in memory.inputs.iter().chain(&memory.outputs) {
+            let end = crate::plan::binding_bytes(bd).and_then(|n| n.checked_add(bd.offset));
+            if end.is_none_or(|e| e > memory.arena_bytes) {
                 return Err(ArtifactError::Malformed {
-                    section: "memory".into(),
-                    why: format!("'{}' lies outside the arena", b.name),
+                    section: section(SHARED.len() + 2 * b).1,
+                    why: format!("'{}' lies outside the arena", bd.name),
                 });
             }
         }
         Ok(())
+    }
+
+    /// The buckets grow strictly, match the header's batch dim, and agree on the interface:
+    /// the same bindings, whose shapes differ only on the batch axis, where they are the
+    /// bucket's batch times one factor.
+    fn check_buckets(&self) -> Result<(), ArtifactError> {
+        let bad = |b: usize, why: String| ArtifactError::Malformed { section: section(SHARED.len() + 2 * b).1, why };
+        let first = &self.plans[0].memory;
+        for (b, p) in self.plans.iter().enumerate() {
+            let m = &p.memory;
+            match &self.header.batch {
+                None if self.plans.len() > 1 || m.batch != 0 => {
+                    return Err(bad(b, format!("batch {} in an artifact without a batch dim", m.batch)))
+                }
+                Some(_) if m.batch == 0 || (b > 0 && m.batch <= self.plans[b - 1].memory.batch) => {
+                    return Err(bad(b, format!("bucket {b} has batch {}: buckets grow from 1", m.batch)))
+                }
+                _ => {}
+            }
+            if m.inputs.len() != first.inputs.len() || m.outputs.len() != first.outputs.len() {
+                return Err(bad(b, "its inputs or outputs differ from the first bucket's".into()));
+            }
+            // outputs' batch axes are known only where padding is (a node that mixes rows
+            // may change their shapes in any way)
+            let unknown_outputs = self.header.batch.as_ref().is_some_and(|h| h.padding.is_err());
+            let pairs = m.inputs.iter().zip(&first.inputs).map(|p| (p, false));
+            for ((x, y), output) in pairs.chain(m.outputs.iter().zip(&first.outputs).map(|p| (p, true))) {
+                let same_rank = x.shape.len() == y.shape.len();
+                if x.name != y.name || x.dtype != y.dtype || x.batch_axis != y.batch_axis || !same_rank {
+                    return Err(bad(b, format!("binding '{}' differs from the first bucket's '{}'", x.name, y.name)));
+                }
+                if x.batch_axis.is_some() && (self.header.batch.is_none() || (output && unknown_outputs)) {
+                    return Err(bad(b, format!("binding '{}' has a batch axis the header rules out", x.name)));
+                }
+                let agrees = x.shape.iter().zip(&y.shape).enumerate().all(|(d, (&u, &v))| {
+                    if x.batch_axis == Some(d as u32) {
+                        u % m.batch == 0 && v % first.batch == 0 && u / m.batch == v / first.batch
+                    } else {
+                        u == v || (output && unknown_outputs)
+                    }
+                });
+                if !agrees {
+                    return Err(bad(
+                        b,
+                        format!(
+                            "binding '{}' has shape {:?} at batch {} but {:?} at batch {}",
+                            x.name, x.shape, m.batch, y.shape, first.batch
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The plan that runs batch `n`: the bucket of that size, or with padding the smallest
+    /// bucket above it. The error names the buckets.
+    pub fn plan_for(&self, n: u64) -> Result<usize, String> {
+        let sizes: Vec<String> = self.plans.iter().map(|p| p.memory.batch.to_string()).collect();
+        let Some(h) = &self.header.batch else {
+            return Ok(0);
+        };
+        if let Some(i) = self.plans.iter().position(|p| p.memory.batch == n) {
+            return Ok(i);
+        }
+        let above = self.plans.iter().position(|p| p.memory.batch > n);
+        match (&h.padding, above) {
+            _ if n == 0 => Err("batch 0: the batch is empty".into()),
+            (_, None) => Err(format!("batch {n} is larger than the largest bucket ({})", sizes.join(", "))),
+            (Err(why), _) => {
+                Err(format!("batch {n} is not one of the buckets ({}) and cannot be padded: {why}", sizes.join(", ")))
+            }
+            (Ok(()), Some(i)) => Ok(i),
+        }
     }
 
     pub fn read(path: &Path) -> Result<Artifact, ArtifactError> {

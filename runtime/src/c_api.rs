@@ -62,7 +62,7 @@ pub unsafe extern "C" fn xforge_session_load(path: *const c_char, device: c_int)
 pub unsafe extern "C" fn xforge_session_count(s: *const Session, outputs: c_int) -> usize {
     // SAFETY: the caller passes a live session
     let Some(s) = (unsafe { s.as_ref() }) else { return 0 };
-    let m = &s.artifact.memory;
+    let m = &s.artifact.plans[0].memory;
     if outputs != 0 {
         m.outputs.len()
     } else {
@@ -70,7 +70,43 @@ pub unsafe extern "C" fn xforge_session_count(s: *const Session, outputs: c_int)
     }
 }
 
-/// Bytes of input (`outputs` = 0) or output `i`; 0 if there is none.
+/// The batch-size buckets, smallest first: writes up to `cap` of them to `sizes` (which may be
+/// NULL when `cap` is 0) and returns how many there are (0 for a model without a batch dim).
+///
+/// # Safety
+/// `s` comes from `xforge_session_load`; `sizes` holds `cap` elements.
+#[no_mangle]
+pub unsafe extern "C" fn xforge_session_buckets(s: *const Session, sizes: *mut usize, cap: usize) -> usize {
+    // SAFETY: the caller passes a live session
+    let Some(s) = (unsafe { s.as_ref() }) else { return 0 };
+    if s.artifact.header.batch.is_none() {
+        return 0;
+    }
+    for (k, p) in s.artifact.plans.iter().enumerate().take(if sizes.is_null() { 0 } else { cap }) {
+        // SAFETY: k < cap, the length of `sizes`
+        unsafe { *sizes.add(k) = p.memory.batch as usize };
+    }
+    s.artifact.plans.len()
+}
+
+/// The largest batch the session runs (0 for a model without a batch dim).
+fn largest(s: &Session) -> u64 {
+    s.artifact.plans.last().map_or(0, |p| p.memory.batch)
+}
+
+/// Bytes of input (`outputs` = 0) or output `i` at batch `batch` (ignored without a batch dim);
+/// 0 if there is no such binding or the batch cannot run.
+fn bytes_at(s: &Session, outputs: bool, i: usize, batch: u64) -> usize {
+    let Ok(p) = s.artifact.plan_for(batch) else { return 0 };
+    let m = &s.artifact.plans[p].memory;
+    let Some(b) = (if outputs { &m.outputs } else { &m.inputs }).get(i) else { return 0 };
+    match b.rows(m.batch) {
+        Some((outer, row)) => (outer * row * batch) as usize,
+        None => binding_bytes(b).unwrap_or(0) as usize,
+    }
+}
+
+/// Bytes of input (`outputs` = 0) or output `i` at the largest batch; 0 if there is none.
 ///
 /// # Safety
 /// `s` comes from `xforge_session_load`.
@@ -78,13 +114,30 @@ pub unsafe extern "C" fn xforge_session_count(s: *const Session, outputs: c_int)
 pub unsafe extern "C" fn xforge_session_bytes(s: *const Session, outputs: c_int, i: usize) -> usize {
     // SAFETY: the caller passes a live session
     let Some(s) = (unsafe { s.as_ref() }) else { return 0 };
-    let m = &s.artifact.memory;
-    let list = if outputs != 0 { &m.outputs } else { &m.inputs };
-    list.get(i).and_then(binding_bytes).unwrap_or(0) as usize
+    bytes_at(s, outputs != 0, i, largest(s))
 }
 
-/// Runs the model: `inputs[k]` holds input k's bytes (exactly `xforge_session_bytes`), each
-/// `outputs[k]` receives output k's. Returns 0, or -1 with `xforge_last_error` set.
+/// Bytes of input (`outputs` = 0) or output `i` at batch `batch`; 0 if there is none or the
+/// session cannot run that batch.
+///
+/// # Safety
+/// `s` comes from `xforge_session_load`.
+#[no_mangle]
+pub unsafe extern "C" fn xforge_session_batch_bytes(
+    s: *const Session,
+    outputs: c_int,
+    i: usize,
+    batch: usize,
+) -> usize {
+    // SAFETY: the caller passes a live session
+    let Some(s) = (unsafe { s.as_ref() }) else { return 0 };
+    let batch = if s.artifact.header.batch.is_none() { 0 } else { batch as u64 };
+    bytes_at(s, outputs != 0, i, batch)
+}
+
+/// Runs the model at its largest batch: `inputs[k]` holds input k's bytes (exactly
+/// `xforge_session_bytes`), each `outputs[k]` receives output k's. Returns 0, or -1 with
+/// `xforge_last_error` set.
 ///
 /// # Safety
 /// `s` comes from `xforge_session_load`; `inputs` and `outputs` hold the session's counts of
@@ -97,24 +150,49 @@ pub unsafe extern "C" fn xforge_session_run(
     outputs: *const *mut u8,
     n_outputs: usize,
 ) -> c_int {
+    // SAFETY: the caller passes a live session (or NULL, refused below)
+    let batch = unsafe { s.as_ref() }.map_or(0, largest);
+    // SAFETY: as the caller promises, with the sizes at the largest batch
+    unsafe { xforge_session_run_batch(s, batch as usize, inputs, n_inputs, outputs, n_outputs) }
+}
+
+/// Runs batch `batch` (ignored without a batch dim): the buffers hold
+/// `xforge_session_batch_bytes` bytes at that batch. A batch between buckets runs padded to the
+/// next bucket where the model allows it. Returns 0, or -1 with `xforge_last_error` set.
+///
+/// # Safety
+/// `s` comes from `xforge_session_load`; `inputs` and `outputs` hold the session's counts of
+/// pointers to buffers of the sizes `xforge_session_batch_bytes` gives at `batch`.
+#[no_mangle]
+pub unsafe extern "C" fn xforge_session_run_batch(
+    s: *mut Session,
+    batch: usize,
+    inputs: *const *const u8,
+    n_inputs: usize,
+    outputs: *const *mut u8,
+    n_outputs: usize,
+) -> c_int {
     guarded(-1, || {
         // SAFETY: the caller passes a live session
         let s = unsafe { s.as_mut() }.ok_or("xforge_session_run: the session is NULL")?;
-        let (ni, no) = (s.artifact.memory.inputs.len(), s.artifact.memory.outputs.len());
+        let batch = if s.artifact.header.batch.is_none() { 0 } else { batch as u64 };
+        s.artifact.plan_for(batch)?;
+        let m = &s.artifact.plans[0].memory;
+        let (ni, no) = (m.inputs.len(), m.outputs.len());
         if n_inputs != ni || n_outputs != no || (ni > 0 && inputs.is_null()) || (no > 0 && outputs.is_null()) {
             return Err(format!("xforge_session_run: the model takes {ni} inputs and {no} outputs"));
         }
         let mut bufs = vec![];
-        for (k, b) in s.artifact.memory.inputs.iter().enumerate() {
-            let n = binding_bytes(b).unwrap_or(0) as usize;
+        for k in 0..ni {
+            let n = bytes_at(s, false, k, batch);
             // SAFETY: the caller passes n_inputs pointers, each to the binding's bytes
             let p = unsafe { *inputs.add(k) };
             if p.is_null() {
-                return Err(format!("input {k} ('{}') is NULL", b.name));
+                return Err(format!("input {k} ('{}') is NULL", s.artifact.plans[0].memory.inputs[k].name));
             }
             bufs.push(unsafe { std::slice::from_raw_parts(p, n) });
         }
-        let outs = s.run(&bufs).map_err(|e| e.to_string())?;
+        let outs = s.run_batch(batch, &bufs).map_err(|e| e.to_string())?;
         for (k, o) in outs.iter().enumerate() {
             // SAFETY: as above, for the outputs
             let p = unsafe { *outputs.add(k) };

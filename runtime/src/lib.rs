@@ -12,7 +12,7 @@ pub mod plan;
 pub mod session;
 mod timing_cache;
 
-pub use artifact::{Artifact, ArtifactError, ArtifactHeader, FORMAT_VERSION, MAGIC};
+pub use artifact::{Artifact, ArtifactError, ArtifactHeader, BatchDim, FORMAT_VERSION, MAGIC};
 pub use library::{Activation, ConvDesc, GemmDesc, LibDtype, LibraryDesc};
-pub use plan::{binding_bytes, Arg, Binding, KernelImage, LibraryCall, MemoryPlan, Step};
+pub use plan::{binding_bytes, Arg, Binding, KernelImage, LibraryCall, MemoryPlan, Plan, Step};
 pub use session::{RuntimeError, Session};

@@ -10,13 +10,36 @@ pub struct KernelImage {
 }
 
 /// A graph input or output: its name, dtype name (`f32`, `i64`, ...), shape and place in the
-/// arena.
+/// arena; `batch_axis` is the axis that grows with the batch (its size is the plan's batch
+/// times a fixed factor), None where the shape does not depend on it or where it is not known.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Binding {
     pub name: String,
     pub dtype: String,
     pub shape: Vec<u64>,
     pub offset: u64,
+    pub batch_axis: Option<u32>,
+}
+
+impl Binding {
+    /// Its shape at batch `n` in a plan of batch `plan_batch` (the batch axis scaled).
+    pub fn shape_at(&self, plan_batch: u64, n: u64) -> Vec<u64> {
+        let mut s = self.shape.clone();
+        if let Some(a) = self.batch_axis {
+            let a = a as usize;
+            s[a] = s[a] / plan_batch.max(1) * n;
+        }
+        s
+    }
+
+    /// The row-major layout around the batch axis: (outer elements before it, bytes of one
+    /// batch row after it, including the axis' own factor). None without a batch axis.
+    pub fn rows(&self, plan_batch: u64) -> Option<(u64, u64)> {
+        let a = self.batch_axis? as usize;
+        let outer: u64 = self.shape[..a].iter().product();
+        let bytes = binding_bytes(self)?;
+        Some((outer, bytes / outer.max(1) / plan_batch.max(1)))
+    }
 }
 
 /// Bytes of a binding: its elements times its dtype's size (None for an unknown dtype or an
@@ -33,8 +56,10 @@ pub fn binding_bytes(b: &Binding) -> Option<u64> {
 }
 
 /// One arena for every intermediate, input and output; offsets are multiples of `alignment`.
+/// `batch` is the batch size the plan was built for (0 for a model without a batch dim).
 #[derive(Clone, Debug, PartialEq)]
 pub struct MemoryPlan {
+    pub batch: u64,
     pub arena_bytes: u64,
     pub alignment: u64,
     pub inputs: Vec<Binding>,
@@ -56,6 +81,13 @@ pub struct LibraryCall {
     pub group: u32,
     pub params: Vec<(String, i64)>,
     pub args: Vec<Arg>,
+}
+
+/// What runs one batch size: its memory and its steps.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub memory: MemoryPlan,
+    pub steps: Vec<Step>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -115,6 +147,7 @@ fn write_binding(w: &mut Writer, b: &Binding) {
         w.u64(d);
     }
     w.u64(b.offset);
+    w.u64(b.batch_axis.map_or(u64::MAX, u64::from));
 }
 
 fn read_binding(r: &mut Reader) -> Result<Binding, ReadError> {
@@ -123,12 +156,18 @@ fn read_binding(r: &mut Reader) -> Result<Binding, ReadError> {
     let rank = r.len("binding rank")?;
     let shape = (0..rank).map(|_| r.u64("binding dim")).collect::<Result<_, _>>()?;
     let offset = r.u64("binding offset")?;
-    Ok(Binding { name, dtype, shape, offset })
+    let batch_axis = match r.u64("binding batch axis")? {
+        u64::MAX => None,
+        a if a < rank as u64 => Some(a as u32),
+        a => return Err(ReadError(format!("binding '{name}' has batch axis {a} of rank {rank}"))),
+    };
+    Ok(Binding { name, dtype, shape, offset, batch_axis })
 }
 
 impl MemoryPlan {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
+        w.u64(self.batch);
         w.u64(self.arena_bytes);
         w.u64(self.alignment);
         for list in [&self.inputs, &self.outputs] {
@@ -141,6 +180,7 @@ impl MemoryPlan {
     }
     pub fn decode(bytes: &[u8]) -> Result<Self, ReadError> {
         let mut r = Reader::new(bytes);
+        let batch = r.u64("plan batch")?;
         let arena_bytes = r.u64("arena size")?;
         let alignment = r.u64("arena alignment")?;
         let mut lists = vec![];
@@ -151,7 +191,7 @@ impl MemoryPlan {
         r.done("the memory section")?;
         let outputs = lists.pop().unwrap();
         let inputs = lists.pop().unwrap();
-        Ok(MemoryPlan { arena_bytes, alignment, inputs, outputs })
+        Ok(MemoryPlan { batch, arena_bytes, alignment, inputs, outputs })
     }
 }
 

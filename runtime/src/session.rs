@@ -1,12 +1,14 @@
-//! A loaded artifact on one GPU: the kernels loaded once, the weights uploaded once, one arena;
-//! `run` copies the inputs in, replays the plan (captured once as a CUDA graph on the session's
-//! own stream) and copies the outputs out. GEMM steps run through cuBLASLt and convolutions
-//! through cuDNN, their descriptors and algorithms chosen once at load.
+//! A loaded artifact on one GPU: the kernels loaded once, the weights uploaded once, one arena
+//! (as large as the largest bucket's); `run` picks the plan for the inputs' batch, copies the
+//! inputs in (padded to the bucket's batch), replays the plan (captured once per bucket as a
+//! CUDA graph on the session's own stream) and copies the outputs' rows out. GEMM steps run
+//! through cuBLASLt and convolutions through cuDNN, their descriptors and algorithms chosen
+//! once at load for every bucket.
 use crate::artifact::{Artifact, ArtifactError};
 use crate::conv::{ConvStep, Dnn, Epilogue};
 use crate::gemm::{Blas, GemmStep};
 use crate::library::LibraryDesc;
-use crate::plan::{binding_bytes, Arg, Step};
+use crate::plan::{binding_bytes, Arg, Binding, Step};
 use cudarc::driver::{
     sys, CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
 };
@@ -20,20 +22,34 @@ pub enum RuntimeError {
     Artifact(#[from] ArtifactError),
     #[error("CUDA: {0}")]
     Cuda(String),
-    #[error("step {step} ({kind} call of group {group}): {why}")]
-    Library { step: usize, kind: String, group: u32, why: String },
+    #[error("step {step} ({kind} call of group {group}{bucket}): {why}")]
+    Library { step: usize, kind: String, group: u32, bucket: String, why: String },
     #[error("input '{name}': {why}")]
     Input { name: String, why: String },
+    #[error("{0}")]
+    Batch(String),
 }
 
 fn cuda(e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Cuda(e.to_string())
 }
 
-/// The error of library step `i` (a `Step::Library`), naming its kind and group.
-fn library_error(steps: &[Step], i: usize, why: String) -> RuntimeError {
-    let Step::Library(c) = &steps[i] else { unreachable!("step {i} is a library call") };
-    RuntimeError::Library { step: i, kind: c.kind.clone(), group: c.group, why }
+/// The error of library step `i` (a `Step::Library`) of plan `p`, naming its kind, group and
+/// bucket.
+fn library_error(a: &Artifact, p: usize, i: usize, why: String) -> RuntimeError {
+    let plan = &a.plans[p];
+    let Step::Library(c) = &plan.steps[i] else { unreachable!("step {i} is a library call") };
+    let bucket = if a.header.batch.is_some() { format!(", batch {}", plan.memory.batch) } else { String::new() };
+    RuntimeError::Library { step: i, kind: c.kind.clone(), group: c.group, bucket, why }
+}
+
+/// A plan's state in a session: its library calls, prepared, and its CUDA graph.
+#[derive(Default)]
+struct PlanState {
+    /// Per step: its library call, prepared (None for kernel launches).
+    library: Vec<Option<LibraryStep>>,
+    /// The plan as a CUDA graph, captured on its first run.
+    graph: Option<CudaGraph>,
 }
 
 /// A library step, ready to enqueue.
@@ -44,9 +60,8 @@ enum LibraryStep {
 
 pub struct Session {
     pub artifact: Artifact,
-    /// Per step: its library call, prepared (None for kernel launches). Dropped before the
-    /// handles below.
-    library: Vec<Option<LibraryStep>>,
+    /// Per plan (bucket): its prepared library calls and graph. Dropped before the handles below.
+    plans: Vec<PlanState>,
     blas: Option<Blas>,
     dnn: Option<Dnn>,
     stream: Arc<CudaStream>,
@@ -56,8 +71,6 @@ pub struct Session {
     _weights: CudaSlice<u8>,
     /// Device addresses of the arena and the weights (fixed for the session's life).
     bases: (u64, u64),
-    /// The plan as a CUDA graph, captured on the first run.
-    graph: Option<CudaGraph>,
 }
 
 impl Session {
@@ -81,7 +94,8 @@ impl Session {
             let module = ctx.load_module(Ptx::from_src(artifact.kernels.ptx.clone())).map_err(cuda)?;
             artifact.kernels.names.iter().map(|n| module.load_function(n).map_err(cuda)).collect::<Result<_, _>>()?
         };
-        let arena = stream.alloc_zeros::<u8>(artifact.memory.arena_bytes.max(1) as usize).map_err(cuda)?;
+        let arena_bytes = artifact.plans.iter().map(|p| p.memory.arena_bytes).max().unwrap_or(0);
+        let arena = stream.alloc_zeros::<u8>(arena_bytes.max(1) as usize).map_err(cuda)?;
         let weights = if artifact.weights.is_empty() {
             stream.alloc_zeros::<u8>(1).map_err(cuda)?
         } else {
@@ -94,7 +108,7 @@ impl Session {
         };
         let mut session = Session {
             artifact,
-            library: vec![],
+            plans: vec![],
             blas: None,
             dnn: None,
             stream,
@@ -102,7 +116,6 @@ impl Session {
             arena,
             _weights: weights,
             bases,
-            graph: None,
         };
         let prepared = session.prepare_library_steps();
         // a session that failed here drops (and takes the lock in `drop`) after the guard
@@ -111,32 +124,40 @@ impl Session {
         Ok(session)
     }
 
-    /// Descriptors, algorithms and handles for the library steps (cuBLASLt and cuDNN are opened
-    /// only when the plan has such steps).
+    /// Descriptors, algorithms and handles for every plan's library steps (cuBLASLt and cuDNN
+    /// are opened only when a plan has such steps).
     fn prepare_library_steps(&mut self) -> Result<(), RuntimeError> {
         let a = &self.artifact;
         let mut descs = vec![];
-        for (i, s) in a.steps.iter().enumerate() {
-            if let Step::Library(c) = s {
-                let d = LibraryDesc::of_call(c, a.memory.arena_bytes, a.weights.len() as u64)
-                    .map_err(|why| library_error(&a.steps, i, why))?;
-                descs.push((i, d));
+        for (p, plan) in a.plans.iter().enumerate() {
+            for (i, s) in plan.steps.iter().enumerate() {
+                if let Step::Library(c) = s {
+                    let d = LibraryDesc::of_call(c, plan.memory.arena_bytes, a.weights.len() as u64)
+                        .map_err(|why| library_error(a, p, i, why))?;
+                    descs.push((p, i, d));
+                }
             }
         }
-        let err = |i: usize, why: String| library_error(&self.artifact.steps, i, why);
-        if let Some((i, _)) = descs.iter().find(|(_, d)| matches!(d, LibraryDesc::Gemm(_))) {
-            self.blas = Some(Blas::new(&self.stream).map_err(|e| err(*i, e))?);
+        let err = |p: usize, i: usize, why: String| library_error(&self.artifact, p, i, why);
+        if let Some((p, i, _)) = descs.iter().find(|(_, _, d)| matches!(d, LibraryDesc::Gemm(_))) {
+            self.blas = Some(Blas::new(&self.stream).map_err(|e| err(*p, *i, e))?);
         }
         let max_channels = descs
             .iter()
-            .filter_map(|(_, d)| if let LibraryDesc::Conv(c) = d { Some(c.out_channels) } else { None })
+            .filter_map(|(_, _, d)| if let LibraryDesc::Conv(c) = d { Some(c.out_channels) } else { None })
             .max();
-        if let (Some(m), Some((i, _))) = (max_channels, descs.iter().find(|(_, d)| matches!(d, LibraryDesc::Conv(_)))) {
-            self.dnn = Some(Dnn::new(&self.stream, m).map_err(|e| err(*i, e))?);
+        let first_conv = descs.iter().find(|(_, _, d)| matches!(d, LibraryDesc::Conv(_)));
+        if let (Some(m), Some((p, i, _))) = (max_channels, first_conv) {
+            self.dnn = Some(Dnn::new(&self.stream, m).map_err(|e| err(*p, *i, e))?);
         }
-        let mut library: Vec<Option<LibraryStep>> = (0..self.artifact.steps.len()).map(|_| None).collect();
-        for (i, d) in descs {
-            let Step::Library(c) = &self.artifact.steps[i] else { unreachable!() };
+        let mut plans: Vec<PlanState> = self
+            .artifact
+            .plans
+            .iter()
+            .map(|p| PlanState { library: (0..p.steps.len()).map(|_| None).collect(), graph: None })
+            .collect();
+        for (p, i, d) in descs {
+            let Step::Library(c) = &self.artifact.plans[p].steps[i] else { unreachable!() };
             let ptrs = self.pointers(&c.args);
             let prepared = match &d {
                 LibraryDesc::Gemm(g) => GemmStep::new(self.blas.as_ref().unwrap(), g, &ptrs).map(LibraryStep::Gemm),
@@ -144,17 +165,64 @@ impl Session {
                     ConvStep::new(self.dnn.as_ref().unwrap(), &self.stream, cv, &ptrs, e).map(LibraryStep::Conv)
                 }),
             };
-            library[i] = Some(prepared.map_err(|e| err(i, e))?);
+            plans[p].library[i] = Some(prepared.map_err(|e| err(p, i, e))?);
         }
         self.stream.synchronize().map_err(cuda)?;
-        self.library = library;
+        self.plans = plans;
         Ok(())
     }
 
-    /// Runs the plan on raw little-endian input bytes (in the artifact's input order); returns
-    /// the outputs' bytes in output order.
+    /// The batch of a set of inputs (raw little-endian bytes in the artifact's input order):
+    /// from the byte lengths of the inputs with a batch axis, which must agree; 0 for an
+    /// artifact without a batch dim.
+    pub fn batch_of(&self, inputs: &[&[u8]]) -> Result<u64, RuntimeError> {
+        let first = &self.artifact.plans[0].memory;
+        if inputs.len() != first.inputs.len() {
+            return Err(RuntimeError::Input {
+                name: "*".into(),
+                why: format!("{} inputs given, the model takes {}", inputs.len(), first.inputs.len()),
+            });
+        }
+        if self.artifact.header.batch.is_none() {
+            return Ok(0);
+        }
+        let mut batch: Option<(u64, &str)> = None;
+        for (b, bytes) in first.inputs.iter().zip(inputs) {
+            let Some((outer, row)) = b.rows(first.batch) else { continue };
+            let per_item = outer * row;
+            let len = bytes.len() as u64;
+            if per_item == 0 || len % per_item != 0 {
+                return Err(RuntimeError::Input {
+                    name: b.name.clone(),
+                    why: format!("{len} bytes given, a multiple of {per_item} (one batch item) expected"),
+                });
+            }
+            let n = len / per_item;
+            match batch {
+                Some((m, other)) if m != n => {
+                    return Err(RuntimeError::Input {
+                        name: b.name.clone(),
+                        why: format!("batch {n}, but input '{other}' has batch {m}"),
+                    })
+                }
+                _ => batch = Some((n, &b.name)),
+            }
+        }
+        batch.map(|(n, _)| n).ok_or_else(|| RuntimeError::Batch("no input has the batch dim".into()))
+    }
+
+    /// Runs the model on raw little-endian input bytes (in the artifact's input order); the
+    /// batch comes from their lengths. Returns the outputs' bytes in output order.
     pub fn run(&mut self, inputs: &[&[u8]]) -> Result<Vec<Vec<u8>>, RuntimeError> {
-        let mem = &self.artifact.memory;
+        let n = self.batch_of(inputs)?;
+        self.run_batch(n, inputs)
+    }
+
+    /// Runs batch `n` (0 without a batch dim): the bucket of that batch, or the next larger one
+    /// with the inputs padded by zero rows and only the first `n` rows of each output returned.
+    pub fn run_batch(&mut self, n: u64, inputs: &[&[u8]]) -> Result<Vec<Vec<u8>>, RuntimeError> {
+        let p = self.artifact.plan_for(n).map_err(RuntimeError::Batch)?;
+        let mem = &self.artifact.plans[p].memory;
         if inputs.len() != mem.inputs.len() {
             return Err(RuntimeError::Input {
                 name: "*".into(),
@@ -162,39 +230,50 @@ impl Session {
             });
         }
         for (b, bytes) in mem.inputs.iter().zip(inputs) {
-            let want = binding_bytes(b).ok_or_else(|| RuntimeError::Input {
+            let full = binding_bytes(b).ok_or_else(|| RuntimeError::Input {
                 name: b.name.clone(),
                 why: format!("dtype {} is not known", b.dtype),
             })?;
+            let rows = b.rows(mem.batch).filter(|_| mem.batch != n);
+            let want = rows.map_or(full, |(outer, row)| outer * row * n);
             if bytes.len() as u64 != want {
                 return Err(RuntimeError::Input {
                     name: b.name.clone(),
                     why: format!("{} bytes given, {want} expected", bytes.len()),
                 });
             }
+            let padded;
+            let host: &[u8] = match rows {
+                None => bytes,
+                Some((outer, row)) => {
+                    padded = spread_rows(bytes, outer, row * n, row * mem.batch);
+                    &padded
+                }
+            };
             let at = b.offset as usize;
-            let mut view = self.arena.slice_mut(at..at + bytes.len());
-            self.stream.memcpy_htod(*bytes, &mut view).map_err(cuda)?;
+            let mut view = self.arena.slice_mut(at..at + host.len());
+            self.stream.memcpy_htod(host, &mut view).map_err(cuda)?;
         }
-        self.replay()?;
+        self.replay(p)?;
+        let mem = &self.artifact.plans[p].memory;
         let mut outs = vec![];
-        for b in &self.artifact.memory.outputs {
-            let n = binding_bytes(b).unwrap_or(0) as usize;
-            let mut host = vec![0u8; n];
+        for b in &mem.outputs {
+            let len = binding_bytes(b).unwrap_or(0) as usize;
+            let mut host = vec![0u8; len];
             let at = b.offset as usize;
-            let view = self.arena.slice(at..at + n);
+            let view = self.arena.slice(at..at + len);
             self.stream.memcpy_dtoh(&view, &mut host).map_err(cuda)?;
-            outs.push(host);
+            outs.push((host, b));
         }
         self.stream.synchronize().map_err(cuda)?;
-        Ok(outs)
+        Ok(outs.into_iter().map(|(host, b)| first_rows(host, b, mem.batch, n)).collect())
     }
 
-    /// Launches every step on the stream (recorded into the graph while capturing).
-    fn launch_steps(&self) -> Result<(), RuntimeError> {
+    /// Launches every step of plan `p` on the stream (recorded into the graph while capturing).
+    fn launch_steps(&self, p: usize) -> Result<(), RuntimeError> {
         // library calls do not bind the context themselves (the session may have moved threads)
         self.stream.context().bind_to_thread().map_err(cuda)?;
-        (0..self.artifact.steps.len()).try_for_each(|i| self.launch_step(i))
+        (0..self.artifact.plans[p].steps.len()).try_for_each(|i| self.launch_step(p, i))
     }
 
     /// Device addresses of a step's buffers (fixed for the session's life).
@@ -208,16 +287,16 @@ impl Session {
             .collect()
     }
 
-    /// Enqueues step `i`: a kernel launch or a prepared library call.
-    fn launch_step(&self, i: usize) -> Result<(), RuntimeError> {
-        let step = &self.artifact.steps[i];
+    /// Enqueues step `i` of plan `p`: a kernel launch or a prepared library call.
+    fn launch_step(&self, p: usize, i: usize) -> Result<(), RuntimeError> {
+        let step = &self.artifact.plans[p].steps[i];
         let Step::Launch { kernel, grid, block, args } = step else {
-            let launched = match &self.library[i] {
+            let launched = match &self.plans[p].library[i] {
                 Some(LibraryStep::Gemm(g)) => g.launch(self.blas.as_ref().unwrap(), &self.stream),
                 Some(LibraryStep::Conv(c)) => c.launch(self.dnn.as_ref().unwrap(), &self.stream),
                 None => unreachable!("every library step is prepared at load"),
             };
-            return launched.map_err(|why| library_error(&self.artifact.steps, i, why));
+            return launched.map_err(|why| library_error(&self.artifact, p, i, why));
         };
         let ptrs = self.pointers(args);
         let cfg = LaunchConfig {
@@ -235,17 +314,17 @@ impl Session {
         Ok(())
     }
 
-    /// Median milliseconds of each step over `runs` step-by-step executions of the plan (no
+    /// Median milliseconds of each step over `runs` step-by-step executions of plan `p` (no
     /// graph: each step between two CUDA events), after one untimed execution.
-    pub fn time_steps(&mut self, runs: usize) -> Result<Vec<f64>, RuntimeError> {
-        self.launch_steps()?;
+    pub fn time_steps(&mut self, p: usize, runs: usize) -> Result<Vec<f64>, RuntimeError> {
+        self.launch_steps(p)?;
         let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
-        let n = self.artifact.steps.len();
+        let n = self.artifact.plans[p].steps.len();
         let mut ms = vec![Vec::with_capacity(runs); n];
         for _ in 0..runs {
             for (i, m) in ms.iter_mut().enumerate() {
                 let t0 = self.stream.record_event(flags).map_err(cuda)?;
-                self.launch_step(i)?;
+                self.launch_step(p, i)?;
                 let t1 = self.stream.record_event(flags).map_err(cuda)?;
                 t1.synchronize().map_err(cuda)?;
                 m.push(t0.elapsed_ms(&t1).map_err(cuda)? as f64);
@@ -260,20 +339,20 @@ impl Session {
             .collect())
     }
 
-    /// One execution of the plan: the captured graph (captured on first use).
-    pub fn replay(&mut self) -> Result<(), RuntimeError> {
+    /// One execution of plan `p`: its captured graph (captured on first use).
+    pub fn replay(&mut self, p: usize) -> Result<(), RuntimeError> {
         if std::env::var_os("XFORGE_NO_GRAPH").is_some() {
-            return self.launch_steps();
+            return self.launch_steps(p);
         }
-        if self.graph.is_none() {
+        if self.plans[p].graph.is_none() {
             let _setup = setup_lock();
             self.stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(cuda)?;
-            let launched = self.launch_steps();
+            let launched = self.launch_steps(p);
             let graph = self.stream.end_capture(sys::CUgraphInstantiate_flags(0)).map_err(cuda)?;
             launched?;
-            self.graph = graph;
+            self.plans[p].graph = graph;
         }
-        match &self.graph {
+        match &self.plans[p].graph {
             // launches too: with cuDNN steps, concurrent sessions' captures were invalidated on
             // an H100 while loads and captures alone were under the lock (BENCH.md)
             Some(g) => {
@@ -285,18 +364,18 @@ impl Session {
         }
     }
 
-    /// Milliseconds of `runs` replays, each timed with CUDA events on the stream (after
-    /// `warmup` untimed ones); the inputs are whatever the arena holds.
-    pub fn time(&mut self, warmup: usize, runs: usize) -> Result<Vec<f64>, RuntimeError> {
+    /// Milliseconds of `runs` replays of plan `p`, each timed with CUDA events on the stream
+    /// (after `warmup` untimed ones); the inputs are whatever the arena holds.
+    pub fn time(&mut self, p: usize, warmup: usize, runs: usize) -> Result<Vec<f64>, RuntimeError> {
         for _ in 0..warmup {
-            self.replay()?;
+            self.replay(p)?;
         }
         self.stream.synchronize().map_err(cuda)?;
         let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
         let mut ms = Vec::with_capacity(runs);
         for _ in 0..runs {
             let t0 = self.stream.record_event(flags).map_err(cuda)?;
-            self.replay()?;
+            self.replay(p)?;
             let t1 = self.stream.record_event(flags).map_err(cuda)?;
             t1.synchronize().map_err(cuda)?;
             ms.push(t0.elapsed_ms(&t1).map_err(cuda)? as f64);
@@ -317,8 +396,7 @@ impl Drop for Session {
     /// passes on an H100).
     fn drop(&mut self) {
         let _setup = setup_lock();
-        self.graph = None;
-        self.library.clear();
+        self.plans.clear();
         self.dnn = None;
         self.blas = None;
     }
@@ -333,11 +411,47 @@ fn setup_lock() -> std::sync::MutexGuard<'static, ()> {
     SETUP.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// `n` rows of `row` bytes in each of `outer` blocks, laid out with `stride` bytes per block
+/// (the rest zero): a batch padded to its bucket.
+fn spread_rows(bytes: &[u8], outer: u64, row: u64, stride: u64) -> Vec<u8> {
+    let (row, stride) = (row as usize, stride as usize);
+    let mut out = vec![0u8; outer as usize * stride];
+    for o in 0..outer as usize {
+        out[o * stride..o * stride + row].copy_from_slice(&bytes[o * row..(o + 1) * row]);
+    }
+    out
+}
+
+/// Output `b` of a plan of batch `plan_batch`, cut to its first `n` batch rows.
+fn first_rows(host: Vec<u8>, b: &Binding, plan_batch: u64, n: u64) -> Vec<u8> {
+    match b.rows(plan_batch) {
+        Some((outer, row)) if plan_batch != n => {
+            let (keep, stride) = ((row * n) as usize, (row * plan_batch) as usize);
+            (0..outer as usize).flat_map(|o| host[o * stride..o * stride + keep].iter().copied()).collect()
+        }
+        _ => host,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn sessions_move_between_threads() {
         fn send<T: Send>() {}
-        send::<super::Session>();
+        send::<Session>();
+    }
+
+    #[test]
+    fn padding_spreads_rows_and_cutting_takes_them_back() {
+        // [2 outer, batch axis, 3 bytes]: 2 rows given, a bucket of 4
+        let given: Vec<u8> = (1..=12).collect();
+        let padded = spread_rows(&given, 2, 6, 12);
+        assert_eq!(padded, [1, 2, 3, 4, 5, 6, 0, 0, 0, 0, 0, 0, 7, 8, 9, 10, 11, 12, 0, 0, 0, 0, 0, 0]);
+        let b = Binding { name: "y".into(), dtype: "u8".into(), shape: vec![2, 4, 3], offset: 0, batch_axis: Some(1) };
+        assert_eq!(b.rows(4), Some((2, 3)));
+        assert_eq!(first_rows(padded, &b, 4, 2), given);
+        assert_eq!(b.shape_at(4, 2), [2, 2, 3]);
     }
 }

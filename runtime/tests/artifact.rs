@@ -2,8 +2,8 @@
 //! never a panic.
 use xforge_runtime::artifact::WEIGHT_ALIGN;
 use xforge_runtime::{
-    Activation, Arg, Artifact, ArtifactError, ArtifactHeader, Binding, GemmDesc, KernelImage, LibDtype, LibraryCall,
-    MemoryPlan, Step, FORMAT_VERSION,
+    Activation, Arg, Artifact, ArtifactError, ArtifactHeader, BatchDim, Binding, GemmDesc, KernelImage, LibDtype,
+    LibraryCall, MemoryPlan, Plan, Step, FORMAT_VERSION,
 };
 
 /// D[8,16] = A[8,16]·B[16,16] in f16: A 256 bytes, B 512, D 256.
@@ -34,30 +34,55 @@ fn sample() -> Artifact {
             precision: "fp16".into(),
             options: vec![("tf32".into(), "off".into())],
             model_digest: "0123456789abcdef".into(),
+            batch: None,
         },
         kernels: KernelImage { ptx: ".version 8.0\n.target sm_90\n".into(), names: vec!["k_a".into(), "k_b".into()] },
         weights: (0..1000u32).map(|i| (i % 251) as u8).collect(),
-        memory: MemoryPlan {
-            arena_bytes: 4096,
-            alignment: 256,
-            inputs: vec![Binding { name: "x".into(), dtype: "f16".into(), shape: vec![1, 32], offset: 0 }],
-            outputs: vec![Binding { name: "y".into(), dtype: "f16".into(), shape: vec![1, 32], offset: 256 }],
-        },
-        steps: vec![
-            Step::Launch {
-                kernel: 1,
-                grid: [4, 1, 1],
-                block: [256, 1, 1],
-                args: vec![Arg::Arena(0), Arg::Weight(64), Arg::Arena(512)],
-            },
-            Step::Library(LibraryCall {
-                kind: "gemm".into(),
-                group: 3,
-                params: gemm().to_params(),
-                args: vec![Arg::Arena(512), Arg::Weight(0), Arg::Arena(256)],
-            }),
-        ],
+        plans: vec![Plan { memory: memory(0, None), steps: steps() }],
     }
+}
+
+/// x[1,32] → y[1,32] in f16 (the leading dim the batch's when `axis` is given).
+fn memory(batch: u64, axis: Option<u32>) -> MemoryPlan {
+    let rows = batch.max(1);
+    let bind = |name: &str, offset| Binding {
+        name: name.into(),
+        dtype: "f16".into(),
+        shape: vec![rows, 32],
+        offset,
+        batch_axis: axis,
+    };
+    MemoryPlan { batch, arena_bytes: 4096, alignment: 256, inputs: vec![bind("x", 0)], outputs: vec![bind("y", 256)] }
+}
+
+fn steps() -> Vec<Step> {
+    vec![
+        Step::Launch {
+            kernel: 1,
+            grid: [4, 1, 1],
+            block: [256, 1, 1],
+            args: vec![Arg::Arena(0), Arg::Weight(64), Arg::Arena(512)],
+        },
+        Step::Library(LibraryCall {
+            kind: "gemm".into(),
+            group: 3,
+            params: gemm().to_params(),
+            args: vec![Arg::Arena(512), Arg::Weight(0), Arg::Arena(256)],
+        }),
+    ]
+}
+
+/// `sample` compiled for batches 1, 2 and 4 (the steps are the same: the test reads no sizes).
+fn bucketed(padding: Result<(), String>) -> Artifact {
+    let mut a = sample();
+    // without padding the outputs' batch axes are not known
+    let pads = padding.is_ok();
+    a.header.batch = Some(BatchDim { symbol: "batch".into(), padding });
+    a.plans = [1, 2, 4].iter().map(|&b| Plan { memory: memory(b, Some(0)), steps: steps() }).collect();
+    for p in a.plans.iter_mut().filter(|_| !pads) {
+        p.memory.outputs[0].batch_axis = None;
+    }
+    a
 }
 
 #[test]
@@ -90,7 +115,7 @@ fn a_flipped_byte_names_its_section() {
         let len = u64::from_le_bytes(bytes[e + 16..e + 24].try_into().unwrap()) as usize;
         (off, len)
     };
-    for (i, name) in ["header", "kernels", "weights", "memory", "plan"].iter().enumerate() {
+    for (i, name) in ["header", "kernels", "weights", "memory 0", "plan 0"].iter().enumerate() {
         let (off, len) = table(i);
         for at in [off, off + len / 2, off + len - 1] {
             let mut bad = bytes.clone();
@@ -123,19 +148,24 @@ fn foreign_and_newer_files_are_refused() {
 #[test]
 fn plans_that_reach_outside_their_buffers_are_refused() {
     let mut a = sample();
-    a.steps.push(Step::Launch { kernel: 0, grid: [1, 1, 1], block: [32, 1, 1], args: vec![Arg::Arena(4096)] });
+    a.plans[0].steps.push(Step::Launch { kernel: 0, grid: [1, 1, 1], block: [32, 1, 1], args: vec![Arg::Arena(4096)] });
     let e = Artifact::from_bytes(&a.to_bytes()).unwrap_err();
     assert!(e.to_string().contains("outside"), "{e}");
     let mut a = sample();
-    a.steps.push(Step::Launch { kernel: 2, grid: [1, 1, 1], block: [32, 1, 1], args: vec![] });
+    a.plans[0].steps.push(Step::Launch { kernel: 2, grid: [1, 1, 1], block: [32, 1, 1], args: vec![] });
     let e = Artifact::from_bytes(&a.to_bytes()).unwrap_err();
     assert!(e.to_string().contains("kernel 2"), "{e}");
     let mut a = sample();
-    a.steps.push(Step::Launch { kernel: 0, grid: [1, 1, 1], block: [32, 1, 1], args: vec![Arg::Weight(5000)] });
+    a.plans[0].steps.push(Step::Launch {
+        kernel: 0,
+        grid: [1, 1, 1],
+        block: [32, 1, 1],
+        args: vec![Arg::Weight(5000)],
+    });
     assert!(matches!(Artifact::from_bytes(&a.to_bytes()).unwrap_err(), ArtifactError::Malformed { .. }));
     // a library call whose matrices run past the weights (B: 512 bytes from 600 of 1000)
     let mut a = sample();
-    a.steps.push(Step::Library(LibraryCall {
+    a.plans[0].steps.push(Step::Library(LibraryCall {
         kind: "gemm".into(),
         group: 9,
         params: gemm().to_params(),
@@ -174,21 +204,28 @@ fn writing_is_all_or_nothing() {
 /// the damage).
 fn resign(bytes: &mut [u8]) {
     use xforge_runtime::checksum::crc32;
-    for i in 0..5 {
+    let count = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    for i in 0..count {
         let e = 16 + 24 * i;
         let off = u64::from_le_bytes(bytes[e + 8..e + 16].try_into().unwrap()) as usize;
         let len = u64::from_le_bytes(bytes[e + 16..e + 24].try_into().unwrap()) as usize;
         let c = crc32(&bytes[off..off + len]);
         bytes[e + 4..e + 8].copy_from_slice(&c.to_le_bytes());
     }
-    let end = 16 + 24 * 5;
+    let end = 16 + 24 * count;
     let c = crc32(&bytes[..end]);
     bytes[end..end + 4].copy_from_slice(&c.to_le_bytes());
 }
 
 #[test]
 fn forged_sections_are_malformed_never_a_panic() {
-    let bytes = sample().to_bytes();
+    forge(&sample().to_bytes());
+    forge(&bucketed(Ok(())).to_bytes());
+}
+
+fn forge(bytes: &[u8]) {
+    let count = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let body = 16 + 24 * count + 4;
     let mut s = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = |n: usize| {
         s ^= s << 13;
@@ -198,10 +235,10 @@ fn forged_sections_are_malformed_never_a_panic() {
     };
     let mut rejected = 0;
     for _ in 0..5000 {
-        let mut bad = bytes.clone();
+        let mut bad = bytes.to_vec();
         // damage a section body (past the table), then make the checksums agree
         for _ in 0..1 + next(4) {
-            let at = 16 + 24 * 5 + 4 + next(bytes.len() - (16 + 24 * 5 + 4));
+            let at = body + next(bytes.len() - body);
             bad[at] = next(256) as u8;
         }
         resign(&mut bad);
@@ -211,4 +248,79 @@ fn forged_sections_are_malformed_never_a_panic() {
     }
     // most edits hit structure; the rest land in data (PTX text, weights) and decode fine
     assert!(rejected > 100, "{rejected}");
+}
+
+#[test]
+fn buckets_round_trip_and_their_sections_are_named() {
+    let a = bucketed(Err("node 'n' (CumSum) runs along the batch axis".into()));
+    let bytes = a.to_bytes();
+    assert_eq!(Artifact::from_bytes(&bytes).unwrap(), a);
+    assert_eq!(u32::from_le_bytes(bytes[12..16].try_into().unwrap()), 3 + 2 * 3);
+    // a flipped byte in the second bucket's plan names that section
+    let e = 16 + 24 * 6;
+    let off = u64::from_le_bytes(bytes[e + 8..e + 16].try_into().unwrap()) as usize;
+    let mut bad = bytes.clone();
+    bad[off + 3] ^= 1;
+    assert_eq!(Artifact::from_bytes(&bad).unwrap_err(), ArtifactError::Corrupted("plan 1".into()));
+}
+
+#[test]
+fn buckets_that_disagree_are_refused() {
+    let refused = |a: Artifact, needle: &str| {
+        let e = Artifact::from_bytes(&a.to_bytes()).unwrap_err();
+        assert!(matches!(e, ArtifactError::Malformed { .. }) && e.to_string().contains(needle), "{e}");
+    };
+    let mut a = bucketed(Ok(()));
+    a.plans.swap(1, 2);
+    refused(a, "buckets grow");
+    let mut a = bucketed(Ok(()));
+    a.plans[2].memory.inputs[0].shape[1] = 16;
+    refused(a, "binding 'x' has shape [4, 16] at batch 4");
+    let mut a = bucketed(Ok(()));
+    a.plans[1].memory.outputs[0].name = "z".into();
+    refused(a, "differs from the first bucket's");
+    let mut a = bucketed(Ok(()));
+    a.plans[1].memory.inputs[0].shape[0] = 3;
+    refused(a, "at batch 2");
+    // a batch axis in an artifact without a batch dim, and several plans without one
+    let mut a = sample();
+    a.plans[0].memory.inputs[0].batch_axis = Some(0);
+    refused(a, "batch axis");
+    let mut a = bucketed(Ok(()));
+    a.header.batch = None;
+    refused(a, "without a batch dim");
+    // a batch axis past the binding's rank
+    let mut a = bucketed(Ok(()));
+    for p in &mut a.plans {
+        p.memory.inputs[0].batch_axis = Some(2);
+    }
+    refused(a, "batch axis 2 of rank 2");
+}
+
+#[test]
+fn a_batch_runs_on_its_bucket_or_padded_to_the_next() {
+    let a = bucketed(Ok(()));
+    assert_eq!(a.plan_for(1), Ok(0));
+    assert_eq!(a.plan_for(2), Ok(1));
+    assert_eq!(a.plan_for(3), Ok(2));
+    assert_eq!(a.plan_for(4), Ok(2));
+    assert!(a.plan_for(5).unwrap_err().contains("larger than the largest bucket (1, 2, 4)"));
+    assert!(a.plan_for(0).unwrap_err().contains("empty"));
+    let a = bucketed(Err("node 'c' (CumSum) runs along the batch axis".into()));
+    assert_eq!(a.plan_for(2), Ok(1));
+    let e = a.plan_for(3).unwrap_err();
+    assert!(e.contains("not one of the buckets (1, 2, 4)") && e.contains("node 'c' (CumSum)"), "{e}");
+    // the row layout the session pads and cuts by
+    let x = &a.plans[2].memory.inputs[0];
+    assert_eq!((x.rows(4), x.shape_at(4, 3)), (Some((1, 64)), vec![3, 32]));
+    assert_eq!(sample().plan_for(0), Ok(0));
+}
+
+#[test]
+fn older_formats_are_refused_with_a_way_out() {
+    let mut bytes = sample().to_bytes();
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let e = Artifact::from_bytes(&bytes).unwrap_err();
+    assert_eq!(e, ArtifactError::OlderFormat { found: 2, supported: FORMAT_VERSION });
+    assert!(e.to_string().contains("recompile"), "{e}");
 }

@@ -3,7 +3,7 @@
 //! machine without a GPU — unrunnable artifact) with the runtime's message and exit code 2.
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use xforge_runtime::{Artifact, ArtifactHeader, Binding, KernelImage, MemoryPlan};
+use xforge_runtime::{Artifact, ArtifactHeader, Binding, KernelImage, MemoryPlan, Plan};
 
 /// target/<profile>, where cargo put libxforge_runtime.so.
 fn lib_dir() -> PathBuf {
@@ -50,16 +50,32 @@ fn the_c_example_reports_the_runtimes_refusals() {
             precision: "f32".into(),
             options: vec![],
             model_digest: "0".into(),
+            batch: None,
         },
         kernels: KernelImage { ptx: String::new(), names: vec![] },
         weights: vec![],
-        memory: MemoryPlan {
-            arena_bytes: 256,
-            alignment: 256,
-            inputs: vec![Binding { name: "x".into(), dtype: "f32".into(), shape: vec![4], offset: 0 }],
-            outputs: vec![Binding { name: "x".into(), dtype: "f32".into(), shape: vec![4], offset: 0 }],
-        },
-        steps: vec![],
+        plans: vec![Plan {
+            memory: MemoryPlan {
+                batch: 0,
+                arena_bytes: 256,
+                alignment: 256,
+                inputs: vec![Binding {
+                    name: "x".into(),
+                    dtype: "f32".into(),
+                    shape: vec![4],
+                    offset: 0,
+                    batch_axis: None,
+                }],
+                outputs: vec![Binding {
+                    name: "x".into(),
+                    dtype: "f32".into(),
+                    shape: vec![4],
+                    offset: 0,
+                    batch_axis: None,
+                }],
+            },
+            steps: vec![],
+        }],
     };
     let good = dir.path().join("identity.xfa");
     a.write(&good).unwrap();

@@ -21,6 +21,10 @@ pub struct Args {
     /// `--runs` times on the same inputs; their outputs must match the first session's.
     #[arg(long, default_value_t = 1)]
     sessions: usize,
+    /// For an artifact with batch-size buckets: time this batch (padded to its bucket) instead
+    /// of every bucket.
+    #[arg(long)]
+    batch: Option<u64>,
 }
 
 pub fn bench(a: Args) -> anyhow::Result<()> {
@@ -28,32 +32,49 @@ pub fn bench(a: Args) -> anyhow::Result<()> {
         return Err(super::BadInput("--runs must be at least 1".into()).into());
     }
     let mut s = xforge_runtime::Session::load(&a.artifact, 0)?;
-    let mut inputs = vec![];
-    for (k, b) in s.artifact.memory.inputs.iter().enumerate() {
-        let dt = DType::from_name(&b.dtype).ok_or_else(|| super::BadInput(format!("input dtype {}", b.dtype)))?;
-        let shape: Vec<usize> = b.shape.iter().map(|&d| d as usize).collect();
-        inputs.push(random_tensor(dt, shape, k as u64).data().to_le_bytes());
+    let bucketed = s.artifact.header.batch.is_some();
+    let batches: Vec<u64> = match a.batch {
+        Some(n) if bucketed => vec![n],
+        Some(_) => return Err(super::BadInput("--batch: the artifact has no batch-size buckets".into()).into()),
+        None => s.artifact.plans.iter().map(|p| p.memory.batch).collect(),
+    };
+    let (mut inputs, mut reference, mut plan) = (vec![], vec![], 0);
+    for &n in &batches {
+        plan = s.artifact.plan_for(n).map_err(super::BadInput)?;
+        let mem = s.artifact.plans[plan].memory.clone();
+        inputs.clear();
+        for (k, b) in mem.inputs.iter().enumerate() {
+            let dt = DType::from_name(&b.dtype).ok_or_else(|| super::BadInput(format!("input dtype {}", b.dtype)))?;
+            let shape: Vec<usize> = b.shape_at(mem.batch, n).iter().map(|&d| d as usize).collect();
+            inputs.push(random_tensor(dt, shape, k as u64).data().to_le_bytes());
+        }
+        reference = s.run_batch(n, &inputs.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
+        let mut ms = s.time(plan, a.warmup, a.runs)?;
+        ms.sort_by(|x, y| x.total_cmp(y));
+        let median = ms[ms.len() / 2];
+        let p99 = ms[((ms.len() as f64 * 0.99).ceil() as usize).clamp(1, ms.len()) - 1];
+        // a static model's batch: its first input's leading dim
+        let items = if bucketed { n } else { mem.inputs.first().and_then(|b| b.shape.first().copied()).unwrap_or(1) };
+        let bucket = if bucketed && mem.batch != n { format!(", bucket {}", mem.batch) } else { String::new() };
+        println!(
+            "{}: {} runs after {} warm-up: median {median:.3} ms, p99 {p99:.3} ms, min {:.3} ms, {:.1} inferences/s (batch {items}{bucket})",
+            a.artifact.display(),
+            a.runs,
+            a.warmup,
+            ms[0],
+            items as f64 * 1000.0 / median
+        );
     }
-    let reference = s.run(&inputs.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
-    let mut ms = s.time(a.warmup, a.runs)?;
-    ms.sort_by(|x, y| x.total_cmp(y));
-    let median = ms[ms.len() / 2];
-    let p99 = ms[((ms.len() as f64 * 0.99).ceil() as usize).clamp(1, ms.len()) - 1];
-    let batch = s.artifact.memory.inputs.first().and_then(|b| b.shape.first().copied()).unwrap_or(1);
-    println!(
-        "{}: {} runs after {} warm-up: median {median:.3} ms, p99 {p99:.3} ms, min {:.3} ms, {:.1} inferences/s (batch {batch})",
-        a.artifact.display(),
-        a.runs,
-        a.warmup,
-        ms[0],
-        batch as f64 * 1000.0 / median
-    );
     if a.steps {
-        print_steps(&mut s, a.runs.min(50))?;
+        print_steps(&mut s, plan, a.runs.min(50))?;
     }
     if a.sessions > 1 {
-        let dtypes: Vec<DType> =
-            s.artifact.memory.outputs.iter().map(|b| DType::from_name(&b.dtype).unwrap_or(DType::U8)).collect();
+        let dtypes: Vec<DType> = s.artifact.plans[plan]
+            .memory
+            .outputs
+            .iter()
+            .map(|b| DType::from_name(&b.dtype).unwrap_or(DType::U8))
+            .collect();
         // sessions may time different library algorithms: their outputs agree within the
         // precision's correctness bound, not bit for bit
         let bound = match s.artifact.header.precision.as_str() {
@@ -123,12 +144,13 @@ fn tensor_of(bytes: &[u8], dt: DType) -> Option<xforge_ir::Tensor> {
     Some(xforge_ir::Tensor::new(vec![bytes.len() / dt.size()], data))
 }
 
-/// The slowest steps, timed one by one, and the total by kind of step.
-fn print_steps(s: &mut xforge_runtime::Session, runs: usize) -> anyhow::Result<()> {
+/// The slowest steps of plan `p`, timed one by one, and the total by kind of step.
+fn print_steps(s: &mut xforge_runtime::Session, p: usize, runs: usize) -> anyhow::Result<()> {
     use xforge_runtime::Step;
-    let ms = s.time_steps(runs)?;
+    let ms = s.time_steps(p, runs)?;
     let a = &s.artifact;
-    let what = |i: usize| match &a.steps[i] {
+    let steps = &a.plans[p].steps;
+    let what = |i: usize| match &steps[i] {
         Step::Launch { kernel, grid, block, .. } => {
             (format!("kernel {}", a.kernels.names[*kernel as usize]), format!("grid {grid:?} block {block:?}"))
         }
@@ -138,7 +160,7 @@ fn print_steps(s: &mut xforge_runtime::Session, runs: usize) -> anyhow::Result<(
     println!("steps one by one: {total:.3} ms in all ({} steps, median of {runs} runs each)", ms.len());
     let mut by_kind: std::collections::BTreeMap<&str, (usize, f64)> = Default::default();
     for (i, t) in ms.iter().enumerate() {
-        let kind = match &a.steps[i] {
+        let kind = match &steps[i] {
             Step::Launch { .. } => "generated kernels",
             Step::Library(c) => c.kind.as_str(),
         };

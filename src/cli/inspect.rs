@@ -79,37 +79,77 @@ pub fn artifact_summary(a: &xforge_runtime::Artifact) -> String {
         let o: Vec<String> = h.options.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(s, "options: {}", o.join(" "));
     }
-    for (what, list) in [("input", &a.memory.inputs), ("output", &a.memory.outputs)] {
+    let largest = &a.plans[a.plans.len() - 1].memory;
+    if let Some(b) = &h.batch {
+        let sizes: Vec<String> = a.plans.iter().map(|p| p.memory.batch.to_string()).collect();
+        let padding = match &b.padding {
+            Ok(()) => "on".to_string(),
+            Err(why) => format!("off ({why})"),
+        };
+        let _ = writeln!(s, "batch '{}': buckets {}; padding {padding}", b.symbol, sizes.join(", "));
+    }
+    for (what, list) in [("input", &largest.inputs), ("output", &largest.outputs)] {
         for b in list {
-            let _ = writeln!(s, "{what}: {} {}{:?}", b.name, b.dtype, b.shape);
+            // the batch axis shows as the symbol (the shapes are the largest bucket's)
+            let dims: Vec<String> = b
+                .shape
+                .iter()
+                .enumerate()
+                .map(|(d, n)| match (&h.batch, b.batch_axis) {
+                    (Some(bd), Some(x)) if x as usize == d => {
+                        let f = n / largest.batch.max(1);
+                        if f == 1 {
+                            bd.symbol.clone()
+                        } else {
+                            format!("{}*{f}", bd.symbol)
+                        }
+                    }
+                    _ => n.to_string(),
+                })
+                .collect();
+            let _ = writeln!(s, "{what}: {} {}[{}]", b.name, b.dtype, dims.join(", "));
         }
     }
-    let library = a.steps.iter().filter(|st| matches!(st, xforge_runtime::Step::Library(_))).count();
-    let _ = writeln!(
-        s,
-        "plan: {} steps ({} kernel launches of {} kernels, {} library calls); arena {}; weights {}",
-        a.steps.len(),
-        a.steps.len() - library,
-        a.kernels.names.len(),
-        library,
-        human_bytes(a.memory.arena_bytes as usize),
-        human_bytes(a.weights.len())
-    );
+    for p in &a.plans {
+        let library = p.steps.iter().filter(|st| matches!(st, xforge_runtime::Step::Library(_))).count();
+        let bucket = if h.batch.is_some() { format!(" (batch {})", p.memory.batch) } else { String::new() };
+        let _ = writeln!(
+            s,
+            "plan{bucket}: {} steps ({} kernel launches of {} kernels, {} library calls); arena {}; weights {}",
+            p.steps.len(),
+            p.steps.len() - library,
+            a.kernels.names.len(),
+            library,
+            human_bytes(p.memory.arena_bytes as usize),
+            human_bytes(a.weights.len())
+        );
+    }
     s
 }
 
-/// One line per step: the kernel and its launch, or the library call's descriptor.
+/// One line per step of each plan: the kernel and its launch, or the library call's descriptor.
 pub fn step_lines(a: &xforge_runtime::Artifact) -> String {
+    let mut s = String::new();
+    for p in &a.plans {
+        if a.header.batch.is_some() {
+            s.push_str(&format!("batch {}:\n", p.memory.batch));
+        }
+        s.push_str(&plan_lines(a, p));
+    }
+    s
+}
+
+fn plan_lines(a: &xforge_runtime::Artifact, p: &xforge_runtime::Plan) -> String {
     use xforge_runtime::{LibraryDesc, Step};
     let mut s = String::new();
-    for (i, st) in a.steps.iter().enumerate() {
+    for (i, st) in p.steps.iter().enumerate() {
         let line = match st {
             Step::Launch { kernel, grid, block, args } => format!(
                 "kernel {} grid {grid:?} block {block:?}, {} buffers",
                 a.kernels.names[*kernel as usize],
                 args.len()
             ),
-            Step::Library(c) => match LibraryDesc::of_call(c, a.memory.arena_bytes, a.weights.len() as u64) {
+            Step::Library(c) => match LibraryDesc::of_call(c, p.memory.arena_bytes, a.weights.len() as u64) {
                 Ok(LibraryDesc::Gemm(d)) => format!(
                     "gemm (group {}) {:?} batch {} × [{}×{}]·[{}×{}]{}{}{}{} act {:?}",
                     c.group,

@@ -130,36 +130,68 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         })
 }
 
-/// The inputs and outputs of an artifact as a graph without nodes, so inputs are read and
-/// checked the same way for both backends.
-fn signature(a: &xforge_runtime::Artifact) -> anyhow::Result<Graph> {
+/// The inputs of an artifact as a graph without nodes, so inputs are read and checked the
+/// same way for both backends: at batch `n` where given, else with the batch axis symbolic.
+fn signature(a: &xforge_runtime::Artifact, n: Option<u64>) -> anyhow::Result<Graph> {
     let mut b = xforge_ir::GraphBuilder::new("artifact", 17);
     let dt = |d: &str| DType::from_name(d).ok_or_else(|| BadInput(format!("the artifact has a binding of dtype {d}")));
-    for i in &a.memory.inputs {
-        let shape: Vec<usize> = i.shape.iter().map(|&d| d as usize).collect();
-        b.input(&i.name, dt(&i.dtype)?, &shape);
+    let first = &a.plans[0].memory;
+    let symbol = a.header.batch.as_ref().map_or("batch", |b| b.symbol.as_str());
+    for i in &first.inputs {
+        let dims: Vec<String> = match n {
+            Some(n) => i.shape_at(first.batch, n).iter().map(u64::to_string).collect(),
+            None => i
+                .shape
+                .iter()
+                .enumerate()
+                .map(|(d, s)| if i.batch_axis == Some(d as u32) { symbol.to_string() } else { s.to_string() })
+                .collect(),
+        };
+        b.input_sym(&i.name, dt(&i.dtype)?, &dims.iter().map(String::as_str).collect::<Vec<_>>());
     }
     Ok(b.finish())
 }
 
 fn run_artifact(a: &Args) -> anyhow::Result<()> {
     let mut session = xforge_runtime::Session::load(&a.model, 0)?;
-    let g = signature(&session.artifact)?;
+    let art = &session.artifact;
+    // the batch: bound with --shape SYMBOL=N, else read from the inputs (random ones are drawn
+    // at the largest bucket)
+    let mut n = None;
+    for (name, dims) in a.shapes.options()?.shapes {
+        match &art.header.batch {
+            Some(b) if b.symbol == name && dims.len() == 1 => n = Some(dims[0] as u64),
+            _ => {
+                return Err(BadInput(format!(
+                    "--shape {name}: an artifact binds only its batch dim ({})",
+                    art.header.batch.as_ref().map_or("it has none".to_string(), |b| format!("--shape {}=N", b.symbol))
+                ))
+                .into())
+            }
+        }
+    }
+    if n.is_none() && art.header.batch.is_some() && a.inputs.iter().any(|s| s.contains("=random")) {
+        n = art.plans.last().map(|p| p.memory.batch);
+    }
+    let g = signature(art, n)?;
     let mut feed: HashMap<String, Tensor> = HashMap::new();
     for spec in &a.inputs {
         let (name, t) = read_input(&g, spec)?;
         feed.insert(name, t);
     }
     let mut inputs = vec![];
-    for b in &session.artifact.memory.inputs {
+    for b in &session.artifact.plans[0].memory.inputs {
         let t = feed.get(&b.name).ok_or_else(|| BadInput(format!("missing --input for {}", b.name)))?;
         inputs.push(t.data().to_le_bytes());
     }
-    let outs = session.run(&inputs.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
+    let inputs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+    let n = session.batch_of(&inputs)?;
+    let outs = session.run_batch(n, &inputs)?;
+    let plan = &session.artifact.plans[session.artifact.plan_for(n).map_err(BadInput)?].memory;
     std::fs::create_dir_all(&a.output_dir).with_context(|| format!("creating {}", a.output_dir.display()))?;
-    for (b, bytes) in session.artifact.memory.outputs.iter().zip(outs) {
+    for (b, bytes) in plan.outputs.iter().zip(outs) {
         let dt = DType::from_name(&b.dtype).ok_or_else(|| BadInput(format!("output dtype {}", b.dtype)))?;
-        let shape: Vec<usize> = b.shape.iter().map(|&d| d as usize).collect();
+        let shape: Vec<usize> = b.shape_at(plan.batch, n).iter().map(|&d| d as usize).collect();
         let data = xforge_ir::tensor::TensorData::from_le_bytes(dt, &bytes).context("output bytes")?;
         let t = Tensor::new(shape, data);
         let path = a.output_dir.join(format!("{}.npy", file_name(&b.name)));
