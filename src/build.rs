@@ -289,8 +289,10 @@ fn plan(
     if !missing.is_empty() {
         return Err(BuildError::Missing(missing.len(), missing.join("\n  ")));
     }
-    // per generated group: its kernel's index in the artifact
-    let kernel_of: HashMap<usize, usize> = generated.into_iter().map(|(i, k)| (i, kernels.add(k))).collect();
+    // per generated group: its kernel (whose parameters are the group's own values: identical
+    // groups share the code, not the buffers) and the kernel's index in the artifact
+    let kernel_of: HashMap<usize, (usize, Kernel)> =
+        generated.into_iter().map(|(i, k)| (i, (kernels.add(k.clone()), k))).collect();
     // per convolution group: its bare convolution's epilogue (a kernel, and the call's buffer
     // each kernel parameter takes)
     let mut epilogue_of: HashMap<usize, (usize, Vec<i64>)> = HashMap::new();
@@ -387,10 +389,9 @@ fn plan(
                 steps.push(Step::Library(LibraryCall { kind: plan.desc.kind().into(), group: i as u32, params, args }));
             }
             _ => {
-                let kernel = kernel_of[&i];
-                let k = &kernels.kernels[kernel];
+                let (kernel, k) = &kernel_of[&i];
                 let args = k.params.iter().map(|p| arg(p.value, weights)).collect();
-                steps.push(Step::Launch { kernel: kernel as u32, grid: k.grid, block: k.block, args });
+                steps.push(Step::Launch { kernel: *kernel as u32, grid: k.grid, block: k.block, args });
             }
         }
     }

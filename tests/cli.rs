@@ -151,18 +151,30 @@ fn compile_writes_an_artifact_the_runtime_reads() {
     assert_eq!(a.header.target, "sm_80");
     assert!(a.kernels.ptx.contains(".target sm_80"));
     assert_eq!(a.plans[0].memory.inputs.len(), 1);
-    assert_eq!((a.plans[0].memory.inputs[0].name.as_str(), a.plans[0].memory.inputs[0].dtype.as_str()), ("input", "i64"));
+    assert_eq!(
+        (a.plans[0].memory.inputs[0].name.as_str(), a.plans[0].memory.inputs[0].dtype.as_str()),
+        ("input", "i64")
+    );
     assert_eq!(a.plans[0].memory.outputs[0].shape, vec![1, 32, 128]);
     // one step per kernel or library group: the fused form's 16, and per layer the erf-GELU and
     // the head split cut from their GEMMs (which cuBLASLt runs): 20
     assert_eq!(a.plans[0].steps.len(), 20);
     let library = a.plans[0].steps.iter().filter(|s| matches!(s, xforge_runtime::Step::Library(_))).count();
     assert_eq!(library, 8, "four GEMMs per layer");
+    let mut launches: Vec<(u32, &Vec<xforge_runtime::Arg>)> = vec![];
     for s in &a.plans[0].steps {
-        if let xforge_runtime::Step::Launch { kernel, .. } = s {
+        if let xforge_runtime::Step::Launch { kernel, args, .. } = s {
             assert!(a.kernels.ptx.contains(&a.kernels.names[*kernel as usize]));
+            launches.push((*kernel, args));
         }
     }
+    // identical groups share a kernel, each launched on its own buffers: the layer norms' five
+    // launches (equal weights and reused arena space may make two coincide, not all five)
+    let count = |k: u32| launches.iter().filter(|(j, _)| *j == k).count();
+    let most = launches.iter().map(|(k, _)| *k).max_by_key(|&k| count(k)).unwrap();
+    let mut on: Vec<_> = launches.iter().filter(|(j, _)| *j == most).map(|(_, a)| *a).collect();
+    on.dedup();
+    assert_eq!((count(most), on.len() > 2), (5, true), "{on:?}");
     assert_eq!(a.header.precision, "fp32");
     // half storage: the interface keeps its types; the GEMMs and attention use tensor cores
     let half = dir.path().join("half.xfa");
@@ -473,8 +485,8 @@ fn a_mamba_block_matches_pytorch_and_compiles() {
     // four cuBLASLt projections and the conv1d through cuDNN; the scan one generated kernel
     assert!(info.contains("5 library calls"), "{info}");
     let a = xforge_runtime::Artifact::read(&out).unwrap();
-    let conv = a
-        .plans[0].steps
+    let conv = a.plans[0]
+        .steps
         .iter()
         .filter_map(|s| match s {
             xforge_runtime::Step::Library(c) if c.kind == "conv" => {
@@ -487,4 +499,97 @@ fn a_mamba_block_matches_pytorch_and_compiles() {
     let xforge_runtime::LibraryDesc::Conv(c) = conv else { unreachable!() };
     // 64 channels of 12 steps as a height-1 image, 4 taps padded by 3 on both sides, depthwise
     assert_eq!((c.input, c.kernel, c.pad, c.group), ([2, 64, 1, 12], [1, 4], [0, 3], 64));
+}
+
+/// A plan's steps by what they run (kernel names, library descriptors) and how they launch,
+/// so plans of two artifacts compare.
+fn plan_shape(a: &xforge_runtime::Artifact, p: usize) -> Vec<String> {
+    a.plans[p]
+        .steps
+        .iter()
+        .map(|s| match s {
+            xforge_runtime::Step::Launch { kernel, grid, block, .. } => {
+                format!("{} {grid:?} {block:?}", a.kernels.names[*kernel as usize])
+            }
+            xforge_runtime::Step::Library(c) => {
+                // the epilogue's kernel by name (its index is the artifact's own)
+                let params: Vec<String> = c
+                    .params
+                    .iter()
+                    .map(
+                        |(k, v)| {
+                            if k == "epilogue" {
+                                a.kernels.names[*v as usize].clone()
+                            } else {
+                                format!("{k}={v}")
+                            }
+                        },
+                    )
+                    .collect();
+                format!("{} {}", c.kind, params.join(" "))
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn batch_buckets_share_kernels_and_weights_and_say_whether_they_pad() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("classifier.xfa");
+    let classifier = model("batch/classifier.onnx");
+    let (code, info, err) = xforge(&["compile", &classifier, "--batch", "8,1,4", "-o", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(info.contains("buckets 1, 4, 8; a batch between buckets runs padded"), "{info}");
+    let a = xforge_runtime::Artifact::read(&out).unwrap();
+    let h = a.header.batch.as_ref().unwrap();
+    assert_eq!((h.symbol.as_str(), &h.padding), ("batch", &Ok(())));
+    assert_eq!(a.plans.iter().map(|p| p.memory.batch).collect::<Vec<_>>(), [1, 4, 8]);
+    for p in &a.plans {
+        let (x, y) = (&p.memory.inputs[0], &p.memory.outputs[0]);
+        assert_eq!((x.shape.clone(), x.batch_axis), (vec![p.memory.batch, 3, 16, 16], Some(0)));
+        assert_eq!((y.shape.clone(), y.batch_axis), (vec![p.memory.batch, 10], Some(0)));
+    }
+    // each plan is what compiling that one shape gives; the buckets store shared weights once
+    let mut separate = vec![];
+    for (p, n) in [(0, 1), (1, 4), (2, 8)] {
+        let one = dir.path().join(format!("b{n}.xfa"));
+        let args = ["compile", &classifier, "--shape", &format!("batch={n}"), "-o", one.to_str().unwrap()];
+        assert_eq!(xforge(&args).0, 0);
+        let s = xforge_runtime::Artifact::read(&one).unwrap();
+        assert!(s.header.batch.is_none());
+        assert_eq!(plan_shape(&a, p), plan_shape(&s, 0), "batch {n}");
+        separate.push(s.weights.len());
+    }
+    let (sum, max) = (separate.iter().sum::<usize>(), *separate.iter().max().unwrap());
+    assert!(a.weights.len() >= max && a.weights.len() < sum * 2 / 3, "{} of {separate:?}", a.weights.len());
+    let (code, info, _) = xforge(&["inspect", out.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    for want in ["batch 'batch': buckets 1, 4, 8; padding on", "input: x f32[batch, 3, 16, 16]", "plan (batch 4)"] {
+        assert!(info.contains(want), "missing '{want}' in {info}");
+    }
+    // rows that mix: exact buckets only, the node named, the outputs' batch axes unknown
+    let mixed = dir.path().join("mixed.xfa");
+    let (code, _, err) =
+        xforge(&["compile", &model("batch/rows_mixed.onnx"), "--batch", "2,4", "-o", mixed.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let m = xforge_runtime::Artifact::read(&mixed).unwrap();
+    let why = m.header.batch.as_ref().unwrap().padding.clone().unwrap_err();
+    assert!(why.contains("node 'batch_softmax' (Softmax) normalizes along the batch axis"), "{why}");
+    assert_eq!(m.plans[1].memory.outputs[0].batch_axis, None);
+    assert_eq!(m.plan_for(4), Ok(1));
+    assert!(m.plan_for(3).unwrap_err().contains("cannot be padded"));
+    // bad requests: exit 2, nothing written
+    let none = dir.path().join("none.xfa");
+    let o = none.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["compile", &model("bert_tiny.onnx"), "--batch", "1,8", "-o", o], "no symbolic dim"),
+        (vec!["compile", &classifier, "--batch", "0,8", "-o", o], "at least 1"),
+        (vec!["compile", &classifier, "--batch", "4", "--emit", "ptx"], "--emit prints one shape"),
+        (vec!["compile", &classifier, "--batch", "4", "--batch-dim", "seq", "-o", o], "no such dim"),
+    ] {
+        let (code, _, err) = xforge(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!none.exists());
+    }
 }

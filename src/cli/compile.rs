@@ -249,7 +249,8 @@ pub fn compile(a: Args) -> anyhow::Result<()> {
                 e => BadInput(e.to_string()).into(),
             })?;
         artifact.write(&out)?;
-        print!("{}", summary(&artifact, &out));
+        // the artifact is written: a closed stdout (`| head -1`) is no reason to fail
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), summary(&artifact, &out).as_bytes());
         return Ok(());
     };
     let stage = match emit {

@@ -5,6 +5,9 @@ random input, so xforge's artifacts can be checked against PyTorch itself.
 
 For each NAME (BATCH=N in the environment, default 1): OUTDIR/NAME.onnx, OUTDIR/NAME.input.npy
 and OUTDIR/NAME.ref/output.npy (fp32 on the GPU, no TF32; on the CPU where there is none).
+With BATCHES="1 5 8" (each at most BATCH) the model is exported with a symbolic leading dim
+`batch` on its input and output, and each batch n gets OUTDIR/NAME.input.bN.npy (the first n
+rows of the drawn input) and OUTDIR/NAME.ref.bN/output.npy.
 """
 import importlib.util
 import os
@@ -78,13 +81,19 @@ for name in sys.argv[3:]:
                 m.weight.data.normal_(1, 0.1)
                 m.bias.data.normal_(0, 0.1)
     path = os.path.join(out, name)
+    batches = [int(b) for b in os.environ.get("BATCHES", "").split()]
+    dynamic = {"input": {0: "batch"}, "output": {0: "batch"}} if batches else None
     # no torch.no_grad() for the export (see export_models.py)
-    torch.onnx.export(model, (x,), path + ".onnx", opset_version=17, dynamo=False,
+    torch.onnx.export(model, (x,), path + ".onnx", opset_version=17, dynamo=False, dynamic_axes=dynamic,
                       input_names=["input"], output_names=["output"], do_constant_folding=True)
-    np.save(path + ".input.npy", x.numpy())
-    with torch.inference_mode():
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
-        y = model.to(dev)(x.to(dev)).float().cpu().numpy()
-    os.makedirs(path + ".ref", exist_ok=True)
-    np.save(path + ".ref/output.npy", y)
-    print(f"{name}: input {tuple(x.shape)}, output {y.shape}", flush=True)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model.to(dev)
+    for n in batches or [None]:
+        xs = x if n is None else x[:n]
+        tag = "" if n is None else f".b{n}"
+        np.save(path + f".input{tag}.npy", xs.numpy())
+        with torch.inference_mode():
+            y = model(xs.to(dev)).float().cpu().numpy()
+        os.makedirs(path + f".ref{tag}", exist_ok=True)
+        np.save(path + f".ref{tag}/output.npy", y)
+        print(f"{name}: input {tuple(xs.shape)}, output {y.shape}", flush=True)
