@@ -11,35 +11,57 @@ use xforge_ir::{Attr, Graph, Node, Op, OpKind, ValueId};
 /// The batch axis of each graph output (None: it does not depend on the batch rows), given
 /// the batch axis of each graph input in a graph whose shapes are all known, bound at `batch`
 /// (which must exceed 1, so that the batch axis is visible in every shape). The error names the
-/// first node that mixes rows or that the analysis does not know.
+/// first node that mixes rows or that the analysis does not know, or an output whose rows are
+/// not one block per batch item.
 pub fn batch_rows(g: &Graph, batch: usize, inputs: &[Option<usize>]) -> Result<Vec<Option<usize>>, String> {
     assert!(batch > 1, "batch rows are read at a batch above 1");
-    let mut axis: HashMap<ValueId, usize> = HashMap::new();
+    // (axis, step) per value that holds batch rows
+    let mut rows: HashMap<ValueId, (usize, usize)> = HashMap::new();
     for (&v, &a) in g.inputs.iter().zip(inputs) {
         if let Some(a) = a {
             let s = shape(g, v)?;
-            if s.get(a).is_none_or(|&d| d % batch != 0) {
+            if s.get(a) != Some(&batch) {
                 return Err(format!("input '{}' has shape {s:?}: axis {a} is not the batch {batch}", g.name_of(v)));
             }
-            axis.insert(v, a);
+            rows.insert(v, (a, 1));
         }
     }
     for node in &g.nodes {
-        let carried: Vec<Option<usize>> = node.inputs.iter().map(|i| i.and_then(|v| axis.get(&v).copied())).collect();
-        if carried.iter().all(Option::is_none) {
-            continue;
-        }
-        let out =
-            node_rows(g, node, &carried, batch).map_err(|why| format!("node '{}' ({}) {why}", node.name, node.op))?;
+        let held: Vec<Option<(usize, usize)>> =
+            node.inputs.iter().map(|i| i.and_then(|v| rows.get(&v).copied())).collect();
+        let Some(step) = held.iter().flatten().map(|r| r.1).next() else { continue };
+        let named = |why: String| format!("node '{}' ({}) {why}", node.name, node.op);
+        let out = if matches!(node.op, Op::Reshape | Op::Flatten | Op::Squeeze | Op::Unsqueeze) {
+            let (a, step) = held[0].ok_or_else(|| named("takes the batch rows as its shape".into()))?;
+            let out_value = node.output_ids().next().ok_or_else(|| named("has no output".into()))?;
+            let (input, out) = (shape(g, node.inputs[0].unwrap())?, shape(g, out_value)?);
+            view_rows(&input, a, step, &out, batch)
+                .ok_or_else(|| named(format!("regroups the batch rows ({input:?} → {out:?})")))?
+        } else {
+            if held.iter().flatten().any(|r| r.1 != step) {
+                return Err(named("combines inputs whose batch rows are laid out differently".into()));
+            }
+            let axes: Vec<Option<usize>> = held.iter().map(|r| r.map(|r| r.0)).collect();
+            (node_rows(g, node, &axes).map_err(named)?, step)
+        };
         for o in node.output_ids() {
             let s = shape(g, o)?;
-            if s.get(out).is_none_or(|&d| d % batch != 0) {
-                return Err(format!("node '{}' ({}): output shape {s:?} has no batch axis", node.name, node.op));
+            if s.get(out.0).is_none_or(|&d| d % (batch * out.1) != 0) {
+                return Err(named(format!("gives output shape {s:?} with no batch axis")));
             }
-            axis.insert(o, out);
+            rows.insert(o, out);
         }
     }
-    Ok(g.outputs.iter().map(|o| axis.get(o).copied()).collect())
+    let mut axes = vec![];
+    for &o in &g.outputs {
+        axes.push(match rows.get(&o) {
+            None => None,
+            // the runtime copies one block per batch item out of each block of the outer axes
+            Some(&(a, step)) if shape(g, o)?[a] == batch * step => Some(a),
+            Some(_) => return Err(format!("output '{}' interleaves the batch rows", g.name_of(o))),
+        });
+    }
+    Ok(axes)
 }
 
 fn shape(g: &Graph, v: ValueId) -> Result<Vec<usize>, String> {
@@ -74,7 +96,7 @@ fn norm(a: i64, rank: usize) -> usize {
 }
 
 /// The batch axis of a node's outputs from its inputs' (`carried`); Err says how it mixes rows.
-fn node_rows(g: &Graph, n: &Node, carried: &[Option<usize>], batch: usize) -> Result<usize, String> {
+fn node_rows(g: &Graph, n: &Node, carried: &[Option<usize>]) -> Result<usize, String> {
     use Op::*;
     let ins: Vec<Vec<usize>> =
         n.inputs.iter().map(|i| i.map_or(Ok(vec![]), |v| shape(g, v))).collect::<Result<_, _>>()?;
@@ -235,11 +257,6 @@ fn node_rows(g: &Graph, n: &Node, carried: &[Option<usize>], batch: usize) -> Re
             let perm = ints_attr(n, "perm").unwrap_or_else(|| (0..r as i64).rev().collect());
             perm.iter().position(|&p| p as usize == a).ok_or_else(|| "has a permutation without the batch axis".into())
         }
-        Reshape | Flatten | Squeeze | Unsqueeze => {
-            let a = data_only()?;
-            view_axis(&ins[0], a, &out, batch)
-                .ok_or_else(|| format!("regroups the batch rows ({:?} → {out:?})", ins[0]))
-        }
         Expand => {
             let a = data_only()?;
             aligned(0, a)
@@ -319,18 +336,14 @@ fn node_rows(g: &Graph, n: &Node, carried: &[Option<usize>], batch: usize) -> Re
     }
 }
 
-/// Where a reshape puts the batch rows: the input is [outer][batch × f][inner]; the output
-/// axis with `outer` elements before it and batch × f' elements, where f' × (elements after
-/// it) = f × inner, holds them (one such axis at most, as the batch exceeds 1).
-pub fn view_axis(input: &[usize], a: usize, out: &[usize], batch: usize) -> Option<usize> {
-    let outer: usize = input[..a].iter().product();
-    let row: usize = input[a..].iter().product::<usize>() / batch;
-    let mut prefix = 1;
-    for (k, &d) in out.iter().enumerate() {
-        if prefix == outer && d > 0 && d % batch == 0 && d / batch * out[k + 1..].iter().product::<usize>() == row {
-            return Some(k);
-        }
-        prefix *= d;
-    }
-    None
+/// Where a reshape puts batch rows held on `input`'s axis `a` with `step`: the flat element e
+/// belongs to row (e / S) % batch with S = step × (elements after `a`). The output axis k with
+/// I elements after it holds them when S is a multiple of I and out[k] × I a multiple of
+/// S × batch; its step is S / I. (One axis at most qualifies, as the batch exceeds 1.)
+pub fn view_rows(input: &[usize], a: usize, step: usize, out: &[usize], batch: usize) -> Option<(usize, usize)> {
+    let s = step * input[a + 1..].iter().product::<usize>();
+    (0..out.len()).find_map(|k| {
+        let inner: usize = out[k + 1..].iter().product();
+        (inner > 0 && s.is_multiple_of(inner) && (out[k] * inner).is_multiple_of(s * batch)).then(|| (k, s / inner))
+    })
 }

@@ -4,7 +4,7 @@
 mod common;
 use common::random_inputs;
 use xforge_ir::{infer::infer_graph, interp, Attr, DType, Graph, GraphBuilder, Op, Tensor, ValueType};
-use xforge_passes::batch_rows::{batch_rows, view_axis};
+use xforge_passes::batch_rows::{batch_rows, view_rows};
 
 const BATCH: usize = 4;
 /// Rows kept; the rest are padding.
@@ -102,6 +102,20 @@ fn sequence_first() -> Graph {
     finish(b, &[r, t])
 }
 
+/// x [S=3, B, 8] → [S·B, 8] (rows interleaved: index s·B + b) → MatMul → back to [3, B, 8]:
+/// sequence-first attention's output projection.
+fn interleaved() -> Graph {
+    let mut b = GraphBuilder::new("interleaved", 17);
+    let x = b.input("x", DType::F32, &[3, BATCH, 8]);
+    let flat = b.weight("flat", Tensor::from_i64(vec![2], vec![(3 * BATCH) as i64, 8]));
+    let back = b.weight("back", Tensor::from_i64(vec![3], vec![3, BATCH as i64, 8]));
+    let w = b.weight("w", Tensor::from_f32(vec![8, 8], vals(64, 0.6)));
+    let f = b.node(Op::Reshape, &[x, flat], vec![], u());
+    let m = b.node(Op::MatMul, &[f, w], vec![], u());
+    let y = b.node(Op::Reshape, &[m, back], vec![], u());
+    finish(b, &[y])
+}
+
 /// Embedding ids [B, 5] → Gather from a table → LayerNormalization → Concat with a constant
 /// row expanded to the batch (a class token), along the sequence.
 fn embedding() -> Graph {
@@ -124,6 +138,7 @@ fn row_keeping_graphs_get_their_output_axes_and_the_interpreter_agrees() {
         ("classifier", classifier(), vec![Some(0)], vec![Some(0)]),
         ("sequence first", sequence_first(), vec![Some(1)], vec![Some(0), Some(0)]),
         ("embedding", embedding(), vec![Some(0)], vec![Some(0)]),
+        ("interleaved", interleaved(), vec![Some(1)], vec![Some(1)]),
     ] {
         let got = batch_rows(&g, BATCH, &ins).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(got, want, "{name}");
@@ -186,12 +201,14 @@ fn row_mixing_graphs_are_refused_naming_the_node() {
 
 #[test]
 fn reshapes_follow_the_rows_through_the_layout() {
-    // [B, 197, 768] ↔ [B·197, 768]; sequence-first [S, B, D] → [S, B·H, d]
-    assert_eq!(view_axis(&[4, 197, 768], 0, &[4 * 197, 768], 4), Some(0));
-    assert_eq!(view_axis(&[4 * 197, 768], 0, &[4, 197, 768], 4), Some(0));
-    assert_eq!(view_axis(&[3, 4, 8], 1, &[3, 8, 4], 4), Some(1));
-    assert_eq!(view_axis(&[4, 3, 8], 0, &[1, 4, 24], 4), Some(1));
-    // a reshape that moves the batch behind another axis: the rows are interleaved
-    assert_eq!(view_axis(&[4, 6], 0, &[6, 4], 4), None);
-    assert_eq!(view_axis(&[3, 4, 8], 1, &[12, 8], 4), None);
+    // [B, 197, 768] ↔ [B·197, 768]: one block per row, then 197 entries per row
+    assert_eq!(view_rows(&[4, 197, 768], 0, 1, &[4 * 197, 768], 4), Some((0, 197)));
+    assert_eq!(view_rows(&[4 * 197, 768], 0, 197, &[4, 197, 768], 4), Some((0, 1)));
+    assert_eq!(view_rows(&[4, 3, 8], 0, 1, &[1, 4, 24], 4), Some((1, 1)));
+    // sequence first: [S, B, H·d] → [S, B·H, d] and [S, B, H, d] → [S·B, H·d] (the rows interleave)
+    assert_eq!(view_rows(&[3, 4, 8], 1, 1, &[3, 8, 4], 4), Some((1, 2)));
+    assert_eq!(view_rows(&[197, 4, 12, 64], 1, 1, &[197 * 4, 768], 4), Some((0, 1)));
+    // a reshape that cuts through the rows: [B, 6] → [6, B] puts parts of two rows in one index
+    assert_eq!(view_rows(&[4, 6], 0, 1, &[6, 4], 4), None);
+    assert_eq!(view_rows(&[4, 6], 0, 1, &[3, 8], 4), None);
 }

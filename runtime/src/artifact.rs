@@ -221,7 +221,7 @@ impl Artifact {
         }
         let count = u32_at(12).ok_or_else(|| short("preamble"))? as usize;
         let buckets = count.saturating_sub(SHARED.len()) / 2;
-        if count < SHARED.len() + 2 || (count - SHARED.len()) % 2 != 0 || buckets > MAX_BUCKETS {
+        if count < SHARED.len() + 2 || !(count - SHARED.len()).is_multiple_of(2) || buckets > MAX_BUCKETS {
             return Err(ArtifactError::Malformed {
                 section: "table".into(),
                 why: format!(

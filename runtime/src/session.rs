@@ -191,7 +191,7 @@ impl Session {
             let Some((outer, row)) = b.rows(first.batch) else { continue };
             let per_item = outer * row;
             let len = bytes.len() as u64;
-            if per_item == 0 || len % per_item != 0 {
+            if per_item == 0 || !len.is_multiple_of(per_item) {
                 return Err(RuntimeError::Input {
                     name: b.name.clone(),
                     why: format!("{len} bytes given, a multiple of {per_item} (one batch item) expected"),

@@ -255,7 +255,7 @@ pub fn compile(a: Args) -> anyhow::Result<()> {
     };
     let stage = match emit {
         Emit::Fused => {
-            print!("{}", xforge_passes::fusion::describe(&fused));
+            print!("{}", xforge_passes::fusion::describe(fused));
             return Ok(());
         }
         Emit::Graph => {
@@ -268,8 +268,8 @@ pub fn compile(a: Args) -> anyhow::Result<()> {
     };
     check_target(&a.target)?;
     // library calls (cuBLASLt, cuDNN) and views need no generated kernel
-    let (library, mut missing) = crate::build::library_plans(&fused, false);
-    let (generated, missing_kernels) = crate::build::generate_kernels(&fused, &library);
+    let (library, mut missing) = crate::build::library_plans(fused, false);
+    let (generated, missing_kernels) = crate::build::generate_kernels(fused, &library);
     missing.extend(missing_kernels);
     let kernels: Vec<xforge_kernel::Kernel> = generated.into_iter().map(|(_, k)| k).collect();
     if !missing.is_empty() && !a.allow_missing {
