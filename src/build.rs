@@ -426,12 +426,15 @@ fn epilogue_params(k: &Kernel, index: usize, roles: &[i64]) -> Vec<(String, i64)
     p
 }
 
-/// The kernel-knob overrides a tuning sweep set in the environment (`XFORGE_SSM_*`, see
+/// The kernel-knob overrides a tuning sweep set in the environment (`XFORGE_SSM_*`,
+/// `XFORGE_ATTN_*`, see
 /// ir/kernel/src/knobs.rs), recorded among the artifact's options so an artifact built under them
 /// says so.
 fn knob_overrides() -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> =
-        std::env::vars().filter(|(k, _)| k.starts_with("XFORGE_SSM_")).map(|(k, x)| (k.to_lowercase(), x)).collect();
+    let mut v: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("XFORGE_SSM_") || k.starts_with("XFORGE_ATTN_"))
+        .map(|(k, x)| (k.to_lowercase(), x))
+        .collect();
     v.sort();
     v
 }

@@ -8,7 +8,7 @@
 use crate::body::{compute_type, storage_type, Body};
 use crate::elementwise::float_attr;
 use crate::kernel::{finish, input_params, Kernel, KernelError, Param};
-use crate::knobs::{ATTN_KEYS, ATTN_MMA_KEYS, ATTN_MMA_ROWS, ATTN_ROWS};
+use crate::knobs::{attn_knob, ATTN_KEYS, ATTN_MMA_KEYS, ATTN_MMA_ROWS, ATTN_ROWS};
 use crate::route::{is_tail, routed_outputs, routes, store_routed, tail_sizes, OutputRoute};
 use crate::tensor_core::{lane, mma, Lane};
 use std::collections::HashMap;
@@ -359,7 +359,8 @@ fn quad(b: &mut Body, v: &str, op: &str) -> String {
 /// two neighbouring score tiles are exactly the A fragment of the P·V product.
 fn mma_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -> Result<Kernel, String> {
     let t = storage_type(a.dt).unwrap();
-    let (rows, keys) = (ATTN_MMA_ROWS, ATTN_MMA_KEYS);
+    let (rows, keys) =
+        (attn_knob("XFORGE_ATTN_MMA_ROWS", ATTN_MMA_ROWS), attn_knob("XFORGE_ATTN_MMA_KEYS", ATTN_MMA_KEYS));
     // one warp per 16 query rows
     let threads = rows / 16 * 32;
     let (kstride, vstride) = (a.d + 8, a.dv + 8);
