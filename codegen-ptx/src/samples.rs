@@ -58,6 +58,26 @@ pub fn relu(dt: DType, n: usize) -> Graph {
     finish(b)
 }
 
+/// Relu(CastLike(x · 1.5, like)) over [8, 33]: rounded through `like`'s dtype (f16 for f32 x,
+/// bf16 for f16, f32 for bf16), `like` a [2, 3, 5] weight of more axes than the space (only its
+/// dtype is read).
+pub fn castlike(dt: DType) -> Graph {
+    let to = match dt {
+        DType::F32 => DType::F16,
+        DType::F16 => DType::BF16,
+        _ => DType::F32,
+    };
+    let mut b = GraphBuilder::new("castlike", 21);
+    let x = b.input("x", dt, &[8, 33]);
+    let k = b.weight("k", Tensor::from_f64(dt, vec![], &[1.5]));
+    let like = b.weight("like", random(to, &[2, 3, 5], 9));
+    let m = b.node(Op::Mul, &[x, k], vec![], ValueType::unranked(dt));
+    let c = b.node(Op::CastLike, &[m, like], vec![], ValueType::unranked(to));
+    let y = b.node(Op::Relu, &[c], vec![], ValueType::unranked(to));
+    b.output(y);
+    finish(b)
+}
+
 /// A row reduction over [rows, len]: softmax, layernorm (scale, bias, ReLU), rmsnorm, or mean
 /// (tanh epilogue).
 pub fn reduction(kind: &str, dt: DType, rows: usize, len: usize) -> Graph {
@@ -418,6 +438,7 @@ pub fn all() -> Vec<Sample> {
     for (dt, tol) in [(DType::F32, 1e-5), (DType::F16, 1e-2), (DType::BF16, 1e-2)] {
         let mut push = |name: String, graph: Graph| out.push(Sample { name: format!("{name}_{dt}"), graph, tol });
         push("elementwise_mix".into(), activation_mix(dt, &[8, 33, 96]));
+        push("castlike".into(), castlike(dt));
         for kind in ["softmax", "layernorm", "rmsnorm", "mean"] {
             push(format!("row_{kind}"), reduction(kind, dt, 37, 1000));
             // rows of whole vectors, a few per thread: the register-resident path

@@ -23,6 +23,16 @@ pub(crate) fn is_view(op: Op) -> bool {
     matches!(op, Op::Reshape | Op::Flatten | Op::Squeeze | Op::Unsqueeze | Op::Identity)
 }
 
+/// How many of a node's inputs the template reads as values: a view reads its data (its shape
+/// is compiled in), CastLike its input (the other operand gives only the dtype).
+fn arity(n: &Node) -> usize {
+    if is_view(n.op) || n.op == Op::CastLike {
+        1
+    } else {
+        n.inputs.len()
+    }
+}
+
 /// Data movement that reads its (parameter) operand at a remapped index.
 fn is_remap(op: Op) -> bool {
     matches!(op, Op::Transpose | Op::Gather | Op::Slice | Op::Expand | Op::Concat | Op::Pad)
@@ -445,7 +455,7 @@ pub fn compute(
     let read: std::collections::HashSet<ValueId> = nodes
         .iter()
         .filter(|n| !is_remap(n.op))
-        .flat_map(|n| n.inputs.iter().take(if is_view(n.op) { 1 } else { n.inputs.len() }).flatten().copied())
+        .flat_map(|n| n.inputs.iter().take(arity(n)).flatten().copied())
         .chain(also.iter().copied())
         .collect();
     let seeded: std::collections::HashSet<ValueId> = value.keys().copied().collect();
@@ -462,7 +472,10 @@ pub fn compute(
                 let idx = if shape == space {
                     i.to_string()
                 } else {
-                    let off = space.len() - shape.len();
+                    // numpy broadcasting: an operand's rank never exceeds its group's space
+                    let off = space.len().checked_sub(shape.len()).ok_or_else(|| {
+                        unsupported(format!("'{}' has more axes than the group's space {space:?}", g.name_of(p.value)))
+                    })?;
                     let istr = strides(&shape);
                     let mut acc: Option<String> = None;
                     for d in 0..space.len() {
@@ -500,8 +513,7 @@ pub fn compute(
     for n in nodes {
         let scalar_vals: Vec<Option<f64>> = n.inputs.iter().map(|v| v.and_then(|v| scalars.get(&v).copied())).collect();
         let mut args = vec![];
-        let arity = if is_view(n.op) { 1 } else { n.inputs.len() };
-        for v in n.inputs.iter().take(arity).flatten() {
+        for v in n.inputs.iter().take(arity(n)).flatten() {
             let a = match (value.get(v), scalars.get(v)) {
                 (Some(x), _) => x.clone(),
                 (None, Some(&x)) => b.float(x, c),
@@ -517,7 +529,7 @@ pub fn compute(
             args[0].clone()
         } else if n.op == Op::Where {
             b.emit(format!("arith.select {}, {}, {} : {c}", args[0], args[1], args[2]))
-        } else if n.op == Op::Cast {
+        } else if matches!(n.op, Op::Cast | Op::CastLike) {
             // round through the target type
             let to = n.outputs[0].map(|o| g.ty(o).dtype).unwrap_or(dt);
             match storage_type(to).filter(|_| to.is_float()) {
