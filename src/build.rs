@@ -169,11 +169,11 @@ struct KernelSet {
 
 impl KernelSet {
     /// The kernel's index in the artifact, adding it if it is new.
-    fn add(&mut self, k: Kernel) -> usize {
+    fn add(&mut self, k: &Kernel) -> usize {
         match self.kernels.iter().position(|x| x.name == k.name) {
             Some(i) => i,
             None => {
-                self.kernels.push(k);
+                self.kernels.push(k.clone());
                 self.kernels.len() - 1
             }
         }
@@ -292,7 +292,7 @@ fn plan(
     // per generated group: its kernel (whose parameters are the group's own values: identical
     // groups share the code, not the buffers) and the kernel's index in the artifact
     let kernel_of: HashMap<usize, (usize, Kernel)> =
-        generated.into_iter().map(|(i, k)| (i, (kernels.add(k.clone()), k))).collect();
+        generated.into_iter().map(|(i, k)| (i, (kernels.add(&k), k))).collect();
     // per convolution group: its bare convolution's epilogue (a kernel, and the call's buffer
     // each kernel parameter takes)
     let mut epilogue_of: HashMap<usize, (usize, Vec<i64>)> = HashMap::new();
@@ -311,7 +311,7 @@ fn plan(
         if !made.contains_key(&key) {
             let e = library::conv_epilogue(d)
                 .map_err(|why| BuildError::Missing(1, format!("group {i}'s convolution epilogue: {why}")))?;
-            made.insert(key.clone(), e.map(|(k, roles)| (kernels.add(k), roles)));
+            made.insert(key.clone(), e.map(|(k, roles)| (kernels.add(&k), roles)));
         }
         if let Some(e) = &made[&key] {
             epilogue_of.insert(i, e.clone());

@@ -323,6 +323,9 @@ impl Artifact {
     fn check_buckets(&self) -> Result<(), ArtifactError> {
         let bad = |b: usize, why: String| ArtifactError::Malformed { section: section(SHARED.len() + 2 * b).1, why };
         let first = &self.plans[0].memory;
+        // outputs' batch axes are known only where padding is (a node that mixes rows may
+        // change their shapes in any way)
+        let unknown_outputs = self.header.batch.as_ref().is_some_and(|h| h.padding.is_err());
         for (b, p) in self.plans.iter().enumerate() {
             let m = &p.memory;
             match &self.header.batch {
@@ -337,9 +340,6 @@ impl Artifact {
             if m.inputs.len() != first.inputs.len() || m.outputs.len() != first.outputs.len() {
                 return Err(bad(b, "its inputs or outputs differ from the first bucket's".into()));
             }
-            // outputs' batch axes are known only where padding is (a node that mixes rows
-            // may change their shapes in any way)
-            let unknown_outputs = self.header.batch.as_ref().is_some_and(|h| h.padding.is_err());
             let pairs = m.inputs.iter().zip(&first.inputs).map(|p| (p, false));
             for ((x, y), output) in pairs.chain(m.outputs.iter().zip(&first.outputs).map(|p| (p, true))) {
                 let same_rank = x.shape.len() == y.shape.len();
@@ -370,10 +370,14 @@ impl Artifact {
         Ok(())
     }
 
+    /// The buckets' batch sizes as text: `1, 8, 32`.
+    pub fn bucket_list(&self) -> String {
+        self.plans.iter().map(|p| p.memory.batch.to_string()).collect::<Vec<_>>().join(", ")
+    }
+
     /// The plan that runs batch `n`: the bucket of that size, or with padding the smallest
     /// bucket above it. The error names the buckets.
     pub fn plan_for(&self, n: u64) -> Result<usize, String> {
-        let sizes: Vec<String> = self.plans.iter().map(|p| p.memory.batch.to_string()).collect();
         let Some(h) = &self.header.batch else {
             return Ok(0);
         };
@@ -383,9 +387,9 @@ impl Artifact {
         let above = self.plans.iter().position(|p| p.memory.batch > n);
         match (&h.padding, above) {
             _ if n == 0 => Err("batch 0: the batch is empty".into()),
-            (_, None) => Err(format!("batch {n} is larger than the largest bucket ({})", sizes.join(", "))),
+            (_, None) => Err(format!("batch {n} is larger than the largest bucket ({})", self.bucket_list())),
             (Err(why), _) => {
-                Err(format!("batch {n} is not one of the buckets ({}) and cannot be padded: {why}", sizes.join(", ")))
+                Err(format!("batch {n} is not one of the buckets ({}) and cannot be padded: {why}", self.bucket_list()))
             }
             (Ok(()), Some(i)) => Ok(i),
         }

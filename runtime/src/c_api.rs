@@ -1,6 +1,5 @@
 //! The C API (`include/xforge.h`): load an artifact, run it on raw buffers, free it; errors as
 //! a return value plus a thread-local message. No panic crosses the boundary.
-use crate::plan::binding_bytes;
 use crate::session::Session;
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, CStr, CString};
@@ -94,16 +93,22 @@ fn largest(s: &Session) -> u64 {
     s.artifact.plans.last().map_or(0, |p| p.memory.batch)
 }
 
-/// Bytes of input (`outputs` = 0) or output `i` at batch `batch` (ignored without a batch dim);
-/// 0 if there is no such binding or the batch cannot run.
+/// A caller's batch as the session takes it: 0 for a model without a batch dim.
+fn batch_arg(s: &Session, batch: usize) -> u64 {
+    if s.artifact.header.batch.is_none() {
+        0
+    } else {
+        batch as u64
+    }
+}
+
+/// Bytes of input (`outputs` = 0) or output `i` at batch `batch` (0 without a batch dim); 0 if
+/// there is no such binding or the batch cannot run.
 fn bytes_at(s: &Session, outputs: bool, i: usize, batch: u64) -> usize {
     let Ok(p) = s.artifact.plan_for(batch) else { return 0 };
     let m = &s.artifact.plans[p].memory;
-    let Some(b) = (if outputs { &m.outputs } else { &m.inputs }).get(i) else { return 0 };
-    match b.rows(m.batch) {
-        Some((outer, row)) => (outer * row * batch) as usize,
-        None => binding_bytes(b).unwrap_or(0) as usize,
-    }
+    let b = (if outputs { &m.outputs } else { &m.inputs }).get(i);
+    b.and_then(|b| b.bytes_at(m.batch, batch)).unwrap_or(0) as usize
 }
 
 /// Bytes of input (`outputs` = 0) or output `i` at the largest batch; 0 if there is none.
@@ -131,8 +136,7 @@ pub unsafe extern "C" fn xforge_session_batch_bytes(
 ) -> usize {
     // SAFETY: the caller passes a live session
     let Some(s) = (unsafe { s.as_ref() }) else { return 0 };
-    let batch = if s.artifact.header.batch.is_none() { 0 } else { batch as u64 };
-    bytes_at(s, outputs != 0, i, batch)
+    bytes_at(s, outputs != 0, i, batch_arg(s, batch))
 }
 
 /// Runs the model at its largest batch: `inputs[k]` holds input k's bytes (exactly
@@ -175,7 +179,7 @@ pub unsafe extern "C" fn xforge_session_run_batch(
     guarded(-1, || {
         // SAFETY: the caller passes a live session
         let s = unsafe { s.as_mut() }.ok_or("xforge_session_run: the session is NULL")?;
-        let batch = if s.artifact.header.batch.is_none() { 0 } else { batch as u64 };
+        let batch = batch_arg(s, batch);
         s.artifact.plan_for(batch)?;
         let m = &s.artifact.plans[0].memory;
         let (ni, no) = (m.inputs.len(), m.outputs.len());

@@ -32,6 +32,14 @@ impl Binding {
         s
     }
 
+    /// Its bytes at batch `n` in a plan of batch `plan_batch` (None for an unknown dtype).
+    pub fn bytes_at(&self, plan_batch: u64, n: u64) -> Option<u64> {
+        match self.rows(plan_batch) {
+            Some((outer, row)) => Some(outer * row * n),
+            None => binding_bytes(self),
+        }
+    }
+
     /// The row-major layout around the batch axis: (outer elements before it, bytes of one
     /// batch row after it, including the axis' own factor). None without a batch axis.
     pub fn rows(&self, plan_batch: u64) -> Option<(u64, u64)> {

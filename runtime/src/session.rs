@@ -44,7 +44,6 @@ fn library_error(a: &Artifact, p: usize, i: usize, why: String) -> RuntimeError 
 }
 
 /// A plan's state in a session: its library calls, prepared, and its CUDA graph.
-#[derive(Default)]
 struct PlanState {
     /// Per step: its library call, prepared (None for kernel launches).
     library: Vec<Option<LibraryStep>>,
@@ -230,12 +229,10 @@ impl Session {
             });
         }
         for (b, bytes) in mem.inputs.iter().zip(inputs) {
-            let full = binding_bytes(b).ok_or_else(|| RuntimeError::Input {
+            let want = b.bytes_at(mem.batch, n).ok_or_else(|| RuntimeError::Input {
                 name: b.name.clone(),
                 why: format!("dtype {} is not known", b.dtype),
             })?;
-            let rows = b.rows(mem.batch).filter(|_| mem.batch != n);
-            let want = rows.map_or(full, |(outer, row)| outer * row * n);
             if bytes.len() as u64 != want {
                 return Err(RuntimeError::Input {
                     name: b.name.clone(),
@@ -243,7 +240,7 @@ impl Session {
                 });
             }
             let padded;
-            let host: &[u8] = match rows {
+            let host: &[u8] = match b.rows(mem.batch).filter(|_| mem.batch != n) {
                 None => bytes,
                 Some((outer, row)) => {
                     padded = spread_rows(bytes, outer, row * n, row * mem.batch);

@@ -296,12 +296,11 @@ fn summary(artifact: &xforge_runtime::Artifact, out: &std::path::Path) -> String
     use xforge_runtime::Step;
     let mut s = String::new();
     if let Some(b) = &artifact.header.batch {
-        let sizes: Vec<String> = artifact.plans.iter().map(|p| p.memory.batch.to_string()).collect();
         let padding = match &b.padding {
             Ok(()) => "a batch between buckets runs padded".to_string(),
             Err(why) => format!("no padding, a batch must equal a bucket: {why}"),
         };
-        s += &format!("batch '{}' in buckets {}; {padding}\n", b.symbol, sizes.join(", "));
+        s += &format!("batch '{}' in buckets {}; {padding}\n", b.symbol, artifact.bucket_list());
     }
     for p in &artifact.plans {
         let library = p.steps.iter().filter(|s| matches!(s, Step::Library(_))).count();

@@ -81,12 +81,11 @@ pub fn artifact_summary(a: &xforge_runtime::Artifact) -> String {
     }
     let largest = &a.plans[a.plans.len() - 1].memory;
     if let Some(b) = &h.batch {
-        let sizes: Vec<String> = a.plans.iter().map(|p| p.memory.batch.to_string()).collect();
         let padding = match &b.padding {
             Ok(()) => "on".to_string(),
             Err(why) => format!("off ({why})"),
         };
-        let _ = writeln!(s, "batch '{}': buckets {}; padding {padding}", b.symbol, sizes.join(", "));
+        let _ = writeln!(s, "batch '{}': buckets {}; padding {padding}", b.symbol, a.bucket_list());
     }
     for (what, list) in [("input", &largest.inputs), ("output", &largest.outputs)] {
         for b in list {
