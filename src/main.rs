@@ -1,7 +1,5 @@
 //! The `xforge` command line. Exit codes: 0 ok, 2 bad input or unsupported, 1 internal error.
-mod build;
 mod cli;
-mod library;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -331,17 +331,16 @@ fn compile_emits_kernels_or_names_the_missing_templates() {
     assert_eq!(code, 0);
     // the generated GEMMs run on tensor cores only for half types; bert_tiny is f32
     assert!(out.contains("gpu.module") && out.contains("gpu.shuffle") && out.contains("math.fma"), "{out}");
-    // a group without a template: an error that names it, exit 2; --allow-missing prints the rest
+    // a convolution cuDNN cannot run (asymmetric pads) gets the generic convolution kernel
     let dir = tempfile::tempdir().unwrap();
     let conv = dir.path().join("conv_exp.onnx");
     conv_exp_model(&conv, true);
+    let (code, out, err) = xforge(&["compile", conv.to_str().unwrap(), "--emit", "fused"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("generic"), "{out}");
     let (code, out, err) = xforge(&["compile", conv.to_str().unwrap(), "--emit", "ptx"]);
-    assert_eq!(code, 2, "{out}{err}");
-    assert!(err.contains("cuDNN cannot run it"), "{err}");
-    let (code, out, err) = xforge(&["compile", conv.to_str().unwrap(), "--emit", "ptx", "--allow-missing"]);
     assert_eq!(code, 0, "{err}");
-    // exp (apart from the conv cuDNN cannot run) and sigmoid
-    assert_eq!(out.matches(".visible .entry").count(), 2, "{out}");
+    assert!(out.matches(".visible .entry").count() >= 2, "{out}");
     let (code, _, err) = xforge(&["compile", &model("bert_tiny.onnx"), "--emit", "ptx", "--target", "sm_75"]);
     assert_eq!(code, 2);
     assert!(err.contains("sm_75"), "{err}");

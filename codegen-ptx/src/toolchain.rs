@@ -32,3 +32,25 @@ pub fn libdevice() -> Option<PathBuf> {
 pub fn ptxas() -> Option<PathBuf> {
     find("XFORGE_PTXAS")
 }
+
+/// Assembles PTX for `arch` with ptxas (found as `ptxas()` says): Ok, or ptxas's complaint.
+pub fn assemble(ptx: &str, arch: &str) -> Result<(), String> {
+    let exe = ptxas().ok_or("ptxas not found: run scripts/setup (or set XFORGE_PTXAS)")?;
+    let dir = std::env::temp_dir().join(format!("xforge-ptxas-{}-{:?}", std::process::id(), std::thread::current().id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let (src, bin) = (dir.join("k.ptx"), dir.join("k.cubin"));
+    std::fs::write(&src, ptx).map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(exe)
+        .arg(format!("-arch={arch}"))
+        .arg(&src)
+        .arg("-o")
+        .arg(&bin)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(&dir);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).lines().take(8).collect::<Vec<_>>().join("\n"))
+    }
+}

@@ -19,6 +19,9 @@ pub const MAX_OPSET: i64 = 28;
 #[derive(Clone, Debug, Default)]
 pub struct ImportOptions {
     pub shapes: BTreeMap<String, Vec<usize>>,
+    /// Inputs whose values are given at compile time: they become constants (initializers),
+    /// so what depends only on them folds (shape operands, axes, pads, ...).
+    pub constants: BTreeMap<String, xforge_ir::Tensor>,
 }
 
 /// An imported model.
@@ -66,6 +69,7 @@ pub fn parse(bytes: &[u8], base: Option<&Path>, opts: &ImportOptions) -> Result<
     }
     let cx = Ctx { opset, base };
     let mut graph = cx.graph(gp, &HashSet::new())?;
+    bind_constants(&mut graph, &opts.constants)?;
     bind_shapes(&mut graph, &opts.shapes)?;
     xforge_ir::infer::infer_graph(&mut graph)?;
     xforge_ir::verify::verify(&graph)?;
@@ -75,6 +79,28 @@ pub fn parse(bytes: &[u8], base: Option<&Path>, opts: &ImportOptions) -> Result<
         opset,
         producer: format!("{} {}", m.producer_name, m.producer_version).trim().to_string(),
     })
+}
+
+/// Turns the named inputs into constants holding the given values.
+fn bind_constants(g: &mut Graph, constants: &BTreeMap<String, xforge_ir::Tensor>) -> Result<(), ImportError> {
+    for (name, t) in constants {
+        let Some(at) = g.inputs.iter().position(|&i| g.name_of(i) == name) else {
+            return Err(ImportError::BadBinding(format!("'{name}' is not a graph input (only inputs can be made constant)")));
+        };
+        let id = g.inputs[at];
+        let ty = g.ty(id);
+        if ty.dtype != t.dtype() || !ty.admits(t.shape()) {
+            return Err(ImportError::BadBinding(format!(
+                "{name}: the input is {ty}, the constant {} {:?}",
+                t.dtype(),
+                t.shape()
+            )));
+        }
+        g.inputs.remove(at);
+        g.values[id.index()].ty = ValueType::known(t.dtype(), t.shape());
+        g.weights.insert(id, t.clone());
+    }
+    Ok(())
 }
 
 fn bind_shapes(g: &mut Graph, shapes: &BTreeMap<String, Vec<usize>>) -> Result<(), ImportError> {

@@ -109,14 +109,14 @@ fn imports_and_runs_a_small_graph() {
 
 #[test]
 fn shape_binding_fixes_symbolic_dims() {
-    let opts = ImportOptions { shapes: BTreeMap::from([("batch".to_string(), vec![4])]) };
+    let opts = ImportOptions { shapes: BTreeMap::from([("batch".to_string(), vec![4])]), ..Default::default() };
     let m = parse(&bytes(&model(add_relu(), 17)), None, &opts).unwrap();
     assert_eq!(m.graph.ty(m.graph.outputs[0]).static_shape(), Some(vec![4, 3]));
-    let opts = ImportOptions { shapes: BTreeMap::from([("x".to_string(), vec![2, 3])]) };
+    let opts = ImportOptions { shapes: BTreeMap::from([("x".to_string(), vec![2, 3])]), ..Default::default() };
     let m = parse(&bytes(&model(add_relu(), 17)), None, &opts).unwrap();
     assert_eq!(m.graph.ty(m.graph.outputs[0]).static_shape(), Some(vec![2, 3]));
     for bad in [("x", vec![2, 4]), ("x", vec![2]), ("nosuch", vec![1])] {
-        let opts = ImportOptions { shapes: BTreeMap::from([(bad.0.to_string(), bad.1.clone())]) };
+        let opts = ImportOptions { shapes: BTreeMap::from([(bad.0.to_string(), bad.1.clone())]), ..Default::default() };
         let e = parse(&bytes(&model(add_relu(), 17)), None, &opts).unwrap_err();
         assert!(matches!(e, ImportError::BadBinding(_)), "{bad:?}: {e}");
         assert!(e.to_string().contains(bad.0), "{e}");

@@ -83,7 +83,7 @@ impl ShapeArgs {
             };
             shapes.insert(name.to_string(), dims);
         }
-        Ok(xforge_frontend::ImportOptions { shapes })
+        Ok(xforge_frontend::ImportOptions { shapes, ..Default::default() })
     }
 }
 

@@ -134,3 +134,170 @@ pub fn run_all(cache: &Path, cases: &[(String, String)], mut tick: impl FnMut())
     std::panic::set_hook(hook);
     Report { by_op, results }
 }
+
+/// Where `--compile` cases run after compiling.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Backend {
+    /// Generated kernels without barriers on the host (the rest through the interpreter).
+    Host,
+    /// The artifact on the GPU through the runtime.
+    Gpu,
+}
+
+/// What `--compile` found for one case beyond pass/fail.
+#[derive(Clone, Debug, Default)]
+pub struct CompileNotes {
+    /// Inputs compiled in as constants (they feed shape operands).
+    pub constants: Vec<String>,
+    /// Groups run as host kernels / through the interpreter (host backend).
+    pub stats: crate::host_kernels::PlanStats,
+}
+
+/// The inputs of a model whose values reach a shape operand (through any chain of nodes):
+/// compiling needs them known.
+pub fn shape_inputs(g: &xforge_ir::Graph) -> Vec<xforge_ir::ValueId> {
+    let producers = g.producers();
+    let mut todo: Vec<xforge_ir::ValueId> = vec![];
+    for n in &g.nodes {
+        for (k, i) in n.inputs.iter().enumerate() {
+            if let Some(i) = i {
+                if n.op.shape_operand(k) {
+                    todo.push(*i);
+                }
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut found = vec![];
+    while let Some(v) = todo.pop() {
+        if !seen.insert(v) {
+            continue;
+        }
+        if g.inputs.contains(&v) {
+            found.push(v);
+        }
+        if let Some(p) = producers[v.index()] {
+            todo.extend(g.node_reads(&g.nodes[p]));
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Compiles one case (a case the interpreter passes) into an artifact for `target` — every
+/// kernel's PTX through ptxas when `assemble` — and runs it on `backend` against the expected
+/// outputs.
+pub fn compile_case(dir: &Path, target: &str, assemble: bool, backend: Backend) -> (Outcome, CompileNotes) {
+    let mut notes = CompileNotes::default();
+    match run_case(dir) {
+        Outcome::Passed => {}
+        Outcome::Failed(why) => return (Outcome::Skipped(format!("interpreter fails: {why}")), notes),
+        Outcome::Skipped(why) => return (Outcome::Skipped(why), notes),
+    }
+    let path = dir.join("model.onnx");
+    let model = match xforge_frontend::load(&path, &ImportOptions::default()) {
+        Ok(m) => m,
+        Err(e) => return (Outcome::Failed(format!("import: {e}")), notes),
+    };
+    let (inputs, expected) = match (arrays(dir, "input"), arrays(dir, "output")) {
+        (Ok(i), Ok(o)) => (i, o),
+        (Err(e), _) | (_, Err(e)) => return (Outcome::Skipped(format!("io: {e}")), notes),
+    };
+    let g = &model.graph;
+    let feed: HashMap<String, Tensor> =
+        g.inputs.iter().zip(inputs).map(|(&id, t)| (g.name_of(id).to_string(), t)).collect();
+    let mut compiler = xforge_compiler::Compiler::new(target);
+    for v in shape_inputs(g) {
+        let name = g.name_of(v).to_string();
+        if let Some(t) = feed.get(&name) {
+            compiler = compiler.constant(&name, t.clone());
+            notes.constants.push(name);
+        }
+    }
+    let outcome = (|| -> Result<(), String> {
+        let m = compiler.load(&path, &[]).map_err(|e| format!("import: {e}"))?;
+        let fused = compiler.fuse(&m.graph).map_err(|e| format!("compile: {e}"))?;
+        let artifact = xforge_compiler::build::build(&[(0, &fused)], None, target, String::new(), false, "fp32")
+            .map_err(|e| format!("compile: {e}"))?;
+        if assemble && !artifact.kernels.ptx.is_empty() {
+            xforge_codegen_ptx::toolchain::assemble(&artifact.kernels.ptx, target).map_err(|e| format!("ptxas: {e}"))?;
+        }
+        let g = &m.graph;
+        let feed: HashMap<String, Tensor> =
+            feed.iter().filter(|(k, _)| g.inputs.iter().any(|&i| g.name_of(i) == *k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let got = match backend {
+            Backend::Host => {
+                let (library, _) = xforge_compiler::build::library_plans(&fused, false);
+                let (kernels, missing) = xforge_compiler::build::generate_kernels(&fused, &library);
+                if !missing.is_empty() {
+                    return Err(format!("no kernel: {}", missing.join("; ")));
+                }
+                let kernels: HashMap<usize, xforge_kernel::Kernel> = kernels.into_iter().collect();
+                let (outs, stats) = crate::host_kernels::run_plan(&fused, &kernels, &feed)?;
+                notes.stats = stats;
+                outs
+            }
+            Backend::Gpu => crate::gpu::run_artifact(&artifact, g, &feed)?,
+        };
+        if got.len() != expected.len() {
+            return Err(format!("{} outputs, expected {}", got.len(), expected.len()));
+        }
+        for (k, (a, b)) in got.iter().zip(&expected).enumerate() {
+            let (rtol, atol) = tolerance(b.dtype());
+            allclose(a, b, rtol, atol).map_err(|e| format!("output {k}: {e}"))?;
+        }
+        Ok(())
+    })();
+    (
+        match outcome {
+            Ok(()) => Outcome::Passed,
+            Err(e) => Outcome::Failed(e),
+        },
+        notes,
+    )
+}
+
+/// `compile_case` over `cases` on `jobs` threads, catching panics as failures.
+pub fn compile_all(
+    cache: &Path,
+    cases: &[(String, String)],
+    backend: Backend,
+    assemble: bool,
+    jobs: usize,
+    tick: impl Fn() + Sync,
+) -> Report {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut results: Vec<Option<(String, String, Outcome)>> = vec![None; cases.len()];
+    let slots = std::sync::Mutex::new(&mut results);
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((name, op)) = cases.get(i) else { break };
+                let dir: PathBuf = cache.join(name);
+                let outcome = std::panic::catch_unwind(|| compile_case(&dir, "sm_90", assemble, backend).0)
+                    .unwrap_or_else(|p| {
+                        let msg =
+                            p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+                        Outcome::Failed(format!("panic: {}", msg.unwrap_or_default()))
+                    });
+                slots.lock().unwrap()[i] = Some((name.clone(), op.clone(), outcome));
+                tick();
+            });
+        }
+    });
+    std::panic::set_hook(hook);
+    let mut by_op: BTreeMap<String, Tally> = BTreeMap::new();
+    let results: Vec<(String, String, Outcome)> = results.into_iter().flatten().collect();
+    for (_, op, outcome) in &results {
+        let t = by_op.entry(op.clone()).or_default();
+        match outcome {
+            Outcome::Passed => t.passed += 1,
+            Outcome::Failed(_) => t.failed += 1,
+            Outcome::Skipped(_) => t.skipped += 1,
+        }
+    }
+    Report { by_op, results }
+}

@@ -106,6 +106,29 @@ impl Op {
         matches!(self, Op::ConvNhwc)
     }
 
+    /// Whether input `k` is a shape operand: its values decide the output's shape or the
+    /// kernel's form (shapes, axes, pads, sizes, K, ...), so compiling needs them constant.
+    pub fn shape_operand(self, k: usize) -> bool {
+        use Op::*;
+        match self {
+            Reshape | Expand | Tile | Upsample | Squeeze | Unsqueeze | Split | TopK | CumSum | CumProd | Trilu | Compress => {
+                k == 1
+            }
+            ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceProd | ReduceL1 | ReduceL2 | ReduceLogSum
+            | ReduceLogSumExp | ReduceSumSquare => k == 1,
+            Slice => (1..=4).contains(&k),
+            Pad => k == 1 || k == 3,
+            Resize => (1..=3).contains(&k),
+            Range => k <= 2,
+            ConstantOfShape => k == 0,
+            OneHot => k == 1,
+            CenterCropPad => k == 1,
+            Dropout => k == 1 || k == 2,
+            ReverseSequence => k == 1,
+            _ => false,
+        }
+    }
+
     /// The ONNX domain an op is imported from ("" for the default domain).
     pub fn domain(self) -> &'static str {
         match self {

@@ -25,6 +25,13 @@ impl Body {
         v
     }
 
+    /// A fresh SSA name `%<prefix>N` for a name the caller binds (loop variables, block
+    /// arguments).
+    pub fn fresh(&mut self, prefix: &str) -> String {
+        self.next += 1;
+        format!("%{prefix}{}", self.next)
+    }
+
     pub fn stmt(&mut self, line: impl Into<String>) {
         self.lines.push(line.into());
     }
@@ -77,10 +84,10 @@ pub fn storage_type(dt: DType) -> Option<&'static str> {
         DType::BF16 => "bf16",
         DType::F64 => "f64",
         DType::Bool | DType::U8 | DType::I8 => "i8",
-        // index operands (Gather)
-        DType::I64 => "i64",
-        DType::I32 => "i32",
-        _ => return None,
+        // index operands (Gather), and what generic kernels move
+        DType::I64 | DType::U64 => "i64",
+        DType::I32 | DType::U32 => "i32",
+        DType::I16 | DType::U16 => "i16",
     })
 }
 

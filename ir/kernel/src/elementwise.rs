@@ -271,6 +271,10 @@ fn pad_value(
     if pads.len() != 2 * r || n.inputs.get(3).copied().flatten().is_some() {
         return Err(bad("pads must cover every axis"));
     }
+    // a fill known only at run time is the generic kernel's (this template compiles it in)
+    if n.inputs.get(2).copied().flatten().is_some_and(|v| !g.weights.contains_key(&v)) {
+        return Err(bad("the pad value is known only at run time"));
+    }
     let value = konst(2).filter(|t| !t.is_empty()).map(|t| t.to_f64()[0]).unwrap_or(0.0);
     let data = n.inputs[0].unwrap();
     let zero = b.index(0);
@@ -499,13 +503,12 @@ pub fn compute(
         let v = match p.dtype {
             DType::F16 | DType::BF16 => b.emit(format!("arith.extf {raw} : {st} to {c}")),
             DType::F32 | DType::F64 => raw,
-            DType::I64 | DType::I32 => {
-                return Err(unsupported(format!("integer arithmetic on '{}' is not generated yet", g.name_of(p.value))))
-            }
-            // bool and bytes: compare with 0 (an i1 for Where)
-            _ => {
+            DType::Bool | DType::U8 | DType::I8 => {
                 let z = b.emit("arith.constant 0 : i8");
                 b.emit(format!("arith.cmpi ne, {raw}, {z} : i8"))
+            }
+            _ => {
+                return Err(unsupported(format!("integer arithmetic on '{}' is not generated yet", g.name_of(p.value))))
             }
         };
         value.insert(p.value, v);

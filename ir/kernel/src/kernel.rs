@@ -21,9 +21,17 @@ pub struct Kernel {
     pub params: Vec<Param>,
     pub grid: [u32; 3],
     pub block: [u32; 3],
+    /// Parameters whose bytes are compiled in (generic kernels' tables), by parameter index;
+    /// their `value` names no graph value.
+    pub constants: Vec<(usize, std::sync::Arc<[u8]>)>,
 }
 
 impl Kernel {
+    /// The compiled-in bytes of parameter `k`, if it is a table.
+    pub fn constant(&self, k: usize) -> Option<&[u8]> {
+        self.constants.iter().find(|(i, _)| *i == k).map(|(_, b)| &b[..])
+    }
+
     /// Whether its index arithmetic fits 32 bits: every buffer and the launch's threads stay
     /// within NARROW_INDEX_MAX (sums of an index and a stride then stay below 2^31).
     /// XFORGE_WIDE_INDEX=1 keeps 64-bit indices everywhere (to bisect).
@@ -84,7 +92,7 @@ pub fn finish_bounded(
         format!("    gpu.func @KERNEL({}){wg} kernel{bounds} {{\n{lines}      gpu.return\n    }}\n", args.join(", "));
     let name = content_name(&func);
     let module = format!("  gpu.module @{name} {{\n{}  }}\n", func.replace("@KERNEL", &format!("@{name}")));
-    Kernel { name, module, params, grid, block }
+    Kernel { name, module, params, grid, block, constants: vec![] }
 }
 
 /// Blocks for `work` items of `block` threads each (at least one, at most 2^20).

@@ -6,6 +6,7 @@ pub mod body;
 pub mod column_reduction;
 pub mod elementwise;
 pub mod gemm;
+pub mod generic;
 pub mod kernel;
 pub mod knobs;
 pub mod mlir;
@@ -41,6 +42,7 @@ pub fn generate(g: &xforge_ir::Graph, grp: &FusionGroup, gi: usize) -> Result<Ke
         // library GEMMs get the generated kernel too where no library runs them (checks, HIP)
         Schedule::GeneratedGemm | Schedule::LibraryGemm => gemm::gemm(g, grp, gi),
         Schedule::Attention => attention::attention(g, grp, gi),
+        Schedule::Generic => generic::generic(g, grp, gi),
         s => Err(KernelError::Unsupported { group: gi, why: format!("no template for {s} groups yet") }),
     }
 }

@@ -39,6 +39,9 @@ pub enum Schedule {
     Opaque,
     /// Reinterprets a buffer: no kernel.
     View,
+    /// One op by its generic kernel (any dtype, shape and attribute the interpreter takes):
+    /// what a group falls back to, node by node, where no fused template runs it.
+    Generic,
 }
 
 impl fmt::Display for Schedule {
@@ -57,6 +60,7 @@ impl fmt::Display for Schedule {
             Schedule::Scan => "scan",
             Schedule::Opaque => "opaque",
             Schedule::View => "view",
+            Schedule::Generic => "generic",
         })
     }
 }
@@ -143,7 +147,7 @@ fn accepts_epilogue(s: Schedule) -> bool {
 
 /// Whether a vendor library runs a contraction group as one call: the epilogue, in order, is
 /// an optional bias (a weight), an optional residual, an optional activation the library knows.
-fn library_accepts(g: &Graph, nodes: &[usize], conv: bool) -> bool {
+pub fn library_accepts(g: &Graph, nodes: &[usize], conv: bool) -> bool {
     let Some((&anchor, epilogue)) = nodes.split_first() else { return false };
     let out = |n: usize| g.nodes[n].outputs[0];
     let mut stage = 0; // 0: bias allowed, 1: residual allowed, 2: activation allowed, 3: done
@@ -266,17 +270,32 @@ pub fn split_library_epilogue(g: &Graph, grp: &FusionGroup) -> Option<(FusionGro
 impl Partition {
     /// Replaces group `i` by `head` and `tail` (numbered `i` and `i + 1`).
     pub fn split(&mut self, i: usize, head: FusionGroup, tail: FusionGroup) {
+        self.replace(i, vec![head, tail]);
+    }
+
+    /// Replaces group `i` by `parts` (numbered `i`, `i + 1`, ...), which must hold its nodes
+    /// and be ordered so that no part reads a later one.
+    pub fn replace(&mut self, i: usize, parts: Vec<FusionGroup>) {
+        debug_assert!(!parts.is_empty());
+        let extra = parts.len() - 1;
         for gid in self.group_of.iter_mut() {
             if *gid > i {
-                *gid += 1;
+                *gid += extra;
             }
         }
-        for &n in &tail.nodes {
-            self.group_of[n] = i + 1;
+        for (k, p) in parts.iter().enumerate() {
+            for &n in &p.nodes {
+                self.group_of[n] = i + k;
+            }
         }
-        self.groups[i] = head;
-        self.groups.insert(i + 1, tail);
+        self.groups.splice(i..=i, parts);
     }
+}
+
+/// A group of `nodes` (sorted) of `g` with its inputs and outputs worked out.
+pub fn group_of_nodes(g: &Graph, schedule: Schedule, nodes: Vec<usize>) -> FusionGroup {
+    let (inputs, outputs) = group_io(g, &nodes);
+    FusionGroup { schedule, nodes, inputs, outputs }
 }
 
 pub fn partition(g: &Graph) -> Partition {

@@ -4,7 +4,7 @@ use crate::attr::Attr;
 use crate::graph::{Graph, Node};
 use crate::tensor::Tensor;
 
-pub(crate) struct NodeAttrs<'a>(pub &'a Node);
+pub struct NodeAttrs<'a>(pub &'a Node);
 
 impl<'a> NodeAttrs<'a> {
     fn get(&self, name: &str) -> Option<&'a Attr> {

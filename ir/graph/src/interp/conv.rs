@@ -205,20 +205,37 @@ pub fn conv(a: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<Tensor> {
 }
 
 /// `ConvTranspose(X, W, B?)`: scatters each input element through the kernel.
-pub fn conv_transpose(a: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<Tensor> {
-    let (x, w) = (req(ins, 0)?, req(ins, 1)?);
+/// Where a ConvTranspose puts its input: group, strides, dilations, the padding before each
+/// spatial axis and the output's spatial dims (from output_shape, auto_pad or pads).
+pub struct TransposedWindow {
+    pub group: usize,
+    pub strides: Vec<usize>,
+    pub dilations: Vec<usize>,
+    pub pad_begin: Vec<usize>,
+    pub out: Vec<usize>,
+}
+
+/// The geometry of a ConvTranspose of X of `xs` by W of `ws`.
+pub fn transposed_window(a: &NodeAttrs, xs: &[usize], ws: &[usize]) -> OpResult<TransposedWindow> {
+    struct S<'a>(&'a [usize]);
+    impl S<'_> {
+        fn rank(&self) -> usize {
+            self.0.len()
+        }
+        fn shape(&self) -> &[usize] {
+            self.0
+        }
+    }
+    let (x, w) = (S(xs), S(ws));
     if x.rank() < 3 || w.rank() != x.rank() {
         return Err(format!("X {:?} and W {:?} must both be (N, C, spatial...)", x.shape(), w.shape()));
     }
     let nsp = x.rank() - 2;
     let group = a.int("group", 1)?.max(1) as usize;
-    let (n, c) = (x.shape()[0], x.shape()[1]);
+    let c = x.shape()[1];
     if w.shape()[0] != c || c % group != 0 {
         return Err(format!("W {:?} does not match {c} input channels with group {group}", w.shape()));
     }
-    let mg = w.shape()[1];
-    let m = mg * group;
-    let cg = c / group;
     let kernel: Vec<usize> = w.shape()[2..].to_vec();
     let list = |name: &str, d: i64| -> OpResult<Vec<usize>> {
         Ok(a.ints_opt(name)?.unwrap_or_else(|| vec![d; nsp]).iter().map(|&v| v as usize).collect())
@@ -265,6 +282,20 @@ pub fn conv_transpose(a: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<Tensor>
     } else {
         (0..nsp).map(|i| full[i] - pads[i] - pads[nsp + i]).collect()
     };
+    Ok(TransposedWindow { group, strides, dilations: dil, pad_begin: pads[..nsp].to_vec(), out: out_shape })
+}
+
+pub fn conv_transpose(a: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<Tensor> {
+    let (x, w) = (req(ins, 0)?, req(ins, 1)?);
+    let TransposedWindow { group, strides, dilations: dil, pad_begin: pads, out: out_shape } =
+        transposed_window(a, x.shape(), w.shape())?;
+    let nsp = x.rank() - 2;
+    let (n, c) = (x.shape()[0], x.shape()[1]);
+    let mg = w.shape()[1];
+    let m = mg * group;
+    let cg = c / group;
+    let kernel: Vec<usize> = w.shape()[2..].to_vec();
+    let input = &x.shape()[2..];
     let mut full_shape = vec![n, m];
     full_shape.extend(&out_shape);
     super::check_size(&full_shape)?;

@@ -216,8 +216,57 @@ pub fn gemm(at: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<Tensor> {
 
 /// Einsum over explicit or implicit output, with `...` broadcasting.
 pub fn einsum(at: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<Tensor> {
-    let eq: String = at.string("equation", "")?.chars().filter(|c| !c.is_whitespace()).collect();
     let ops: Vec<&Tensor> = ins.iter().flatten().collect();
+    let shapes: Vec<&[usize]> = ops.iter().map(|o| o.shape()).collect();
+    let EinsumPlan { out_shape, sizes, outputs, strides: st } = einsum_plan(&at.string("equation", "")?, &shapes)?;
+    let out_n = numel(&out_shape);
+    let inner_n = numel(&sizes[outputs..]);
+    let vals: Vec<Vec<f64>> = ops.iter().map(|o| o.to_f64()).collect();
+    let mut res = vec![0.0; out_n];
+    let mut idx = vec![0usize; sizes.len()];
+    for (o, r) in res.iter_mut().enumerate() {
+        let mut rem = o;
+        for ax in (0..outputs).rev() {
+            idx[ax] = rem % sizes[ax];
+            rem /= sizes[ax];
+        }
+        let mut acc = 0.0;
+        for inner in 0..inner_n {
+            let mut rem = inner;
+            for ax in (outputs..sizes.len()).rev() {
+                idx[ax] = rem % sizes[ax];
+                rem /= sizes[ax];
+            }
+            let mut p = 1.0;
+            for (v, s) in vals.iter().zip(&st) {
+                p *= v[idx.iter().zip(s).map(|(i, s)| i * s).sum::<usize>()];
+            }
+            acc += p;
+        }
+        *r = acc;
+    }
+    let dt = ops[0].dtype();
+    Ok(if dt.is_float() {
+        Tensor::from_f64(dt, out_shape, &res)
+    } else {
+        Tensor::from_i128(dt, out_shape, &res.iter().map(|&v| v as i128).collect::<Vec<_>>())
+    })
+}
+
+/// An einsum as loops: the labels of the output first (`outputs` of them), then the summed
+/// ones, each of `sizes[i]`; `strides[k][i]` steps operand k along label i (0 where absent or
+/// broadcast).
+pub struct EinsumPlan {
+    pub out_shape: Vec<usize>,
+    pub sizes: Vec<usize>,
+    pub outputs: usize,
+    pub strides: Vec<Vec<usize>>,
+}
+
+/// The loops of `equation` over operands of `shapes`.
+pub fn einsum_plan(equation: &str, shapes: &[&[usize]]) -> OpResult<EinsumPlan> {
+    let eq: String = equation.chars().filter(|c| !c.is_whitespace()).collect();
+    let ops = shapes;
     let (lhs, rhs) = match eq.split_once("->") {
         Some((l, r)) => (l.to_string(), Some(r.to_string())),
         None => (eq.clone(), None),
@@ -229,21 +278,21 @@ pub fn einsum(at: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<Tensor> {
     // '...' expands into private labels U+0100.. that no equation letter can collide with
     let ell_rank = terms
         .iter()
-        .zip(&ops)
+        .zip(ops.iter())
         .filter(|(t, _)| t.contains("..."))
-        .map(|(t, o)| o.rank() + 3 - t.len())
+        .map(|(t, o)| o.len() + 3 - t.len())
         .max()
         .unwrap_or(0);
     let ell: Vec<char> = (0..ell_rank).map(|i| char::from_u32(0x100 + i as u32).unwrap()).collect();
     let mut dims: std::collections::BTreeMap<char, usize> = Default::default();
     let mut labels: Vec<Vec<char>> = vec![];
-    for (t, o) in terms.iter().zip(&ops) {
+    for (t, o) in terms.iter().zip(ops.iter()) {
         let mut l: Vec<char> = vec![];
         let chars: Vec<char> = t.chars().collect();
         let mut i = 0;
         while i < chars.len() {
             if chars[i] == '.' {
-                let here = o.rank() + 3 - chars.len();
+                let here = o.len() + 3 - chars.len();
                 l.extend(&ell[ell.len() - here..]);
                 i += 3;
             } else {
@@ -251,10 +300,10 @@ pub fn einsum(at: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<Tensor> {
                 i += 1;
             }
         }
-        if l.len() != o.rank() {
-            return Err(format!("term '{t}' does not match operand of rank {}", o.rank()));
+        if l.len() != o.len() {
+            return Err(format!("term '{t}' does not match operand of rank {}", o.len()));
         }
-        for (c, &d) in l.iter().zip(o.shape()) {
+        for (c, &d) in l.iter().zip(o.iter()) {
             let e = dims.entry(*c).or_insert(d);
             if *e == 1 {
                 *e = d;
@@ -301,53 +350,22 @@ pub fn einsum(at: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<Tensor> {
     let out_shape: Vec<usize> = out.iter().map(|c| dims[c]).collect();
     super::check_size(&out_shape)?;
     super::check_size(&sizes)?;
-    let out_n = numel(&out_shape);
-    let inner_n = numel(&sizes[out.len()..]);
-    let vals: Vec<Vec<f64>> = ops.iter().map(|o| o.to_f64()).collect();
     // per operand: stride of each label in `all` (0 where absent or broadcast)
     let st: Vec<Vec<usize>> = labels
         .iter()
-        .zip(&ops)
+        .zip(ops)
         .map(|(l, o)| {
-            let s = crate::tensor::strides(o.shape());
+            let s = crate::tensor::strides(o);
             all.iter()
                 .map(|c| {
                     l.iter()
                         .enumerate()
                         .filter(|(_, x)| *x == c)
-                        .map(|(i, _)| if o.shape()[i] == 1 { 0 } else { s[i] })
+                        .map(|(i, _)| if o[i] == 1 { 0 } else { s[i] })
                         .sum()
                 })
                 .collect()
         })
         .collect();
-    let mut res = vec![0.0; out_n];
-    let mut idx = vec![0usize; all.len()];
-    for (o, r) in res.iter_mut().enumerate() {
-        let mut rem = o;
-        for ax in (0..out.len()).rev() {
-            idx[ax] = rem % sizes[ax];
-            rem /= sizes[ax];
-        }
-        let mut acc = 0.0;
-        for inner in 0..inner_n {
-            let mut rem = inner;
-            for ax in (out.len()..all.len()).rev() {
-                idx[ax] = rem % sizes[ax];
-                rem /= sizes[ax];
-            }
-            let mut p = 1.0;
-            for (v, s) in vals.iter().zip(&st) {
-                p *= v[idx.iter().zip(s).map(|(i, s)| i * s).sum::<usize>()];
-            }
-            acc += p;
-        }
-        *r = acc;
-    }
-    let dt = ops[0].dtype();
-    Ok(if dt.is_float() {
-        Tensor::from_f64(dt, out_shape, &res)
-    } else {
-        Tensor::from_i128(dt, out_shape, &res.iter().map(|&v| v as i128).collect::<Vec<_>>())
-    })
+    Ok(EinsumPlan { out_shape, sizes, outputs: out.len(), strides: st })
 }

@@ -21,10 +21,14 @@ use crate::dtype::DType;
 use crate::graph::{Graph, Node};
 use crate::op::Op;
 use crate::tensor::Tensor;
-use attrs::{opt, req, NodeAttrs};
+use attrs::{opt, req};
+pub use attrs::NodeAttrs;
+pub use conv::{each_index, transposed_window, TransposedWindow, Window};
+pub use linalg::{einsum_plan, EinsumPlan};
+pub use resize::{resize_plan, ResizePlan, Taps};
 use std::collections::HashMap;
 
-pub(crate) type OpResult<T> = Result<T, String>;
+pub type OpResult<T> = Result<T, String>;
 
 /// Largest tensor (in elements) the interpreter will create: 2^30, 4 GiB of f32.
 pub const MAX_ELEMENTS: usize = 1 << 30;

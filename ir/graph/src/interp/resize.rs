@@ -93,7 +93,7 @@ fn coefficients(p: &Plan, ratio: f64, scale: f64, antialias: bool) -> Vec<f64> {
 }
 
 /// (input index, weight) pairs that make one output coordinate along an axis.
-type Taps = Vec<(isize, f64)>;
+pub type Taps = Vec<(isize, f64)>;
 
 /// Weights of the taps around source coordinate `x` along one axis of length `n`.
 fn taps(p: &Plan, x: f64, n: usize, scale: f64, antialias: bool) -> Taps {
@@ -127,9 +127,19 @@ fn taps(p: &Plan, x: f64, n: usize, scale: f64, antialias: bool) -> Taps {
     idx.into_iter().map(|i| i.clamp(0, n as isize - 1)).zip(c).collect()
 }
 
-pub fn resize(a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>], upsample: bool) -> OpResult<Tensor> {
-    let x = req(ins, 0)?;
-    let r = x.rank();
+/// Resize as separable taps: per axis and output coordinate, the (input index, weight) pairs
+/// whose product over the axes weights each input element, or None where the coordinate falls
+/// outside (tf_crop_and_resize: the output is `extrapolation` there).
+pub struct ResizePlan {
+    pub out_shape: Vec<usize>,
+    pub per_axis: Vec<Vec<Option<Taps>>>,
+    pub extrapolation: f64,
+}
+
+/// The taps of a Resize/Upsample of an input of `in_shape`; `ins` holds its constant operands
+/// (the data slot may be empty).
+pub fn resize_plan(a: &NodeAttrs, opset: i64, in_shape: &[usize], ins: &[Option<Tensor>], upsample: bool) -> OpResult<ResizePlan> {
+    let r = in_shape.len();
     let plan = Plan {
         mode: a.string("mode", "nearest")?,
         coord: if upsample || opset < 11 {
@@ -171,14 +181,14 @@ pub fn resize(a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>], upsample: bool)
         )
     };
     let mut scales = vec![1.0f64; r];
-    let mut out_shape = x.shape().to_vec();
+    let mut out_shape = in_shape.to_vec();
     let policy = a.string("keep_aspect_ratio_policy", "stretch")?;
     if let Some(s) = sizes_t {
         let s = s.to_i64();
         if s.len() != axes.len() {
             return Err(format!("sizes {s:?} must have one entry per resized axis"));
         }
-        let mut sc: Vec<f64> = axes.iter().zip(&s).map(|(&ax, &v)| v as f64 / x.shape()[ax] as f64).collect();
+        let mut sc: Vec<f64> = axes.iter().zip(&s).map(|(&ax, &v)| v as f64 / in_shape[ax] as f64).collect();
         if policy != "stretch" {
             let k = if policy == "not_larger" {
                 sc.iter().cloned().fold(f64::INFINITY, f64::min)
@@ -187,7 +197,7 @@ pub fn resize(a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>], upsample: bool)
             };
             sc = vec![k; sc.len()];
             for (i, &ax) in axes.iter().enumerate() {
-                out_shape[ax] = (x.shape()[ax] as f64 * k).round() as usize;
+                out_shape[ax] = (in_shape[ax] as f64 * k).round() as usize;
                 scales[ax] = sc[i];
             }
         } else {
@@ -209,7 +219,7 @@ pub fn resize(a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>], upsample: bool)
                 return Err(format!("scale {} is not finite", s[i]));
             }
             scales[ax] = s[i];
-            out_shape[ax] = (x.shape()[ax] as f64 * s[i]).floor() as usize;
+            out_shape[ax] = (in_shape[ax] as f64 * s[i]).floor() as usize;
         }
     } else {
         return Err("one of scales and sizes is required".into());
@@ -229,25 +239,32 @@ pub fn resize(a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>], upsample: bool)
         .map(|d| {
             (0..out_shape[d])
                 .map(|o| {
-                    if out_shape[d] == x.shape()[d] && scales[d] == 1.0 && plan.coord != "tf_crop_and_resize" {
+                    if out_shape[d] == in_shape[d] && scales[d] == 1.0 && plan.coord != "tf_crop_and_resize" {
                         return Some(vec![(o as isize, 1.0)]);
                     }
-                    let c = src_coord(&plan, o as f64, scales[d], x.shape()[d], out_shape[d], roi[d]);
-                    if plan.coord == "tf_crop_and_resize" && (c < 0.0 || c > (x.shape()[d] - 1) as f64) {
+                    let c = src_coord(&plan, o as f64, scales[d], in_shape[d], out_shape[d], roi[d]);
+                    if plan.coord == "tf_crop_and_resize" && (c < 0.0 || c > (in_shape[d] - 1) as f64) {
                         return None;
                     }
-                    Some(taps(&plan, c, x.shape()[d], scales[d], antialias))
+                    Some(taps(&plan, c, in_shape[d], scales[d], antialias))
                 })
                 .collect()
         })
         .collect();
+    Ok(ResizePlan { out_shape, per_axis, extrapolation: plan.extrapolation })
+}
+
+pub fn resize(a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>], upsample: bool) -> OpResult<Tensor> {
+    let x = req(ins, 0)?;
+    let r = x.rank();
+    let ResizePlan { out_shape, per_axis, extrapolation } = resize_plan(a, opset, x.shape(), ins, upsample)?;
     let v = x.to_f64();
     let st = strides(x.shape());
     let mut out = Vec::with_capacity(numel(&out_shape));
     each_index(&out_shape, |o| {
         let lists: Vec<&Option<Vec<(isize, f64)>>> = (0..r).map(|d| &per_axis[d][o[d]]).collect();
         if lists.iter().any(|l| l.is_none()) {
-            out.push(plan.extrapolation);
+            out.push(extrapolation);
             return;
         }
         let lists: Vec<&Vec<(isize, f64)>> = lists.into_iter().map(|l| l.as_ref().unwrap()).collect();

@@ -390,7 +390,16 @@ fn plan(
             }
             _ => {
                 let (kernel, k) = &kernel_of[&i];
-                let args = k.params.iter().map(|p| arg(p.value, weights)).collect();
+                let args = k
+                    .params
+                    .iter()
+                    .enumerate()
+                    .map(|(pi, p)| match k.constant(pi) {
+                        // a generic kernel's table: bytes that travel with the kernel
+                        Some(bytes) => Arg::Weight(weights.put(bytes)),
+                        None => arg(p.value, weights),
+                    })
+                    .collect();
                 steps.push(Step::Launch { kernel: *kernel as u32, grid: k.grid, block: k.block, args });
             }
         }

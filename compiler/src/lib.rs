@@ -1,0 +1,348 @@
+//! The xforge compiler as a library: an ONNX model (or a graph) in, an `Artifact` out. The CLI,
+//! the test suite and every other front end call it the same way:
+//!
+//! ```no_run
+//! use xforge_compiler::{Compiler, Precision};
+//! let artifact = Compiler::new("sm_90").precision(Precision::Fp16).compile_onnx("model.onnx".as_ref())?;
+//! artifact.write("model.xfa".as_ref())?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Stages: import (frontend) → storage precision → fusion (passes) → GEMM epilogues split after
+//! library calls → completion (every group gets a runner, `complete.rs`) → kernels, library
+//! calls and the memory plan (`build.rs`).
+pub mod build;
+pub mod complete;
+pub mod library;
+
+pub use build::{digest, BatchSpec, BuildError};
+use std::collections::BTreeMap;
+use std::path::Path;
+use xforge_ir::{DType, Dim, Graph};
+use xforge_passes::fusion::Fused;
+use xforge_runtime::Artifact;
+
+/// Storage precision of weights and activations (kernels compute in f32; inputs and outputs
+/// keep their types).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Fp16,
+    Bf16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    fn half(self) -> Option<DType> {
+        match self {
+            Precision::Fp32 => None,
+            Precision::Fp16 => Some(DType::F16),
+            Precision::Bf16 => Some(DType::BF16),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error(transparent)]
+    Import(#[from] xforge_frontend::ImportError),
+    #[error("precision {0}")]
+    Precision(String),
+    #[error(transparent)]
+    Fusion(#[from] xforge_passes::fusion::FusionError),
+    /// A node no runner takes (named, with the reason).
+    #[error(transparent)]
+    Unsupported(#[from] complete::Unrunnable),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// An option that does not fit the model or the compiler (target, batch buckets, ...).
+    #[error("{0}")]
+    Option(String),
+    #[error("cannot read {path}: {why}")]
+    Read { path: String, why: String },
+}
+
+impl CompileError {
+    /// Whether the input (model, option) is at fault rather than the compiler: the CLI's exit 2.
+    pub fn is_input_error(&self) -> bool {
+        !matches!(self, CompileError::Build(BuildError::Codegen(_)))
+    }
+}
+
+/// What the compiler reports while it works: a phase name, and steps done of steps in all.
+pub type Progress = dyn Fn(&str, usize, usize) + Send + Sync;
+
+/// The compiler's options; `compile_onnx`/`compile_graph` run the pipeline.
+#[derive(Clone)]
+pub struct Compiler {
+    target: String,
+    precision: Precision,
+    generated_gemm: bool,
+    batch: Vec<u64>,
+    batch_dim: Option<String>,
+    shapes: BTreeMap<String, Vec<usize>>,
+    constants: BTreeMap<String, xforge_ir::Tensor>,
+    progress: Option<std::sync::Arc<Progress>>,
+}
+
+impl Compiler {
+    /// A compiler for an NVIDIA architecture (`xforge_codegen_ptx::CHIPS`).
+    pub fn new(target: &str) -> Compiler {
+        Compiler {
+            target: target.to_string(),
+            precision: Precision::Fp32,
+            generated_gemm: false,
+            batch: vec![],
+            batch_dim: None,
+            shapes: BTreeMap::new(),
+            constants: BTreeMap::new(),
+            progress: None,
+        }
+    }
+
+    pub fn precision(mut self, p: Precision) -> Compiler {
+        self.precision = p;
+        self
+    }
+
+    /// Every GEMM as a generated kernel (no cuBLASLt call).
+    pub fn generated_gemm(mut self, on: bool) -> Compiler {
+        self.generated_gemm = on;
+        self
+    }
+
+    /// Batch-size buckets for the model's symbolic batch dim (`dim`, or the inputs' only symbol).
+    pub fn batch(mut self, sizes: &[u64], dim: Option<&str>) -> Compiler {
+        self.batch = sizes.to_vec();
+        self.batch_dim = dim.map(str::to_string);
+        self
+    }
+
+    /// Binds an input's shape or a symbolic dim (`batch` → `[8]`).
+    pub fn shape(mut self, name: &str, dims: &[usize]) -> Compiler {
+        self.shapes.insert(name.to_string(), dims.to_vec());
+        self
+    }
+
+    /// Gives an input's value at compile time: it becomes a constant, and what depends only
+    /// on it folds (an input that feeds a shape operand must be given this way).
+    pub fn constant(mut self, name: &str, value: xforge_ir::Tensor) -> Compiler {
+        self.constants.insert(name.to_string(), value);
+        self
+    }
+
+    pub fn on_progress(mut self, f: impl Fn(&str, usize, usize) + Send + Sync + 'static) -> Compiler {
+        self.progress = Some(std::sync::Arc::new(f));
+        self
+    }
+
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    fn report(&self, phase: &str, done: usize, all: usize) {
+        if let Some(p) = &self.progress {
+            p(phase, done, all);
+        }
+    }
+
+    fn check_target(&self) -> Result<(), CompileError> {
+        if xforge_codegen_ptx::CHIPS.contains(&self.target.as_str()) {
+            Ok(())
+        } else {
+            Err(CompileError::Option(format!(
+                "target {}: known targets are {}",
+                self.target,
+                xforge_codegen_ptx::CHIPS.join(", ")
+            )))
+        }
+    }
+
+    /// Imports a model with this compiler's shape bindings (and `extra` ones).
+    pub fn load(&self, path: &Path, extra: &[(String, usize)]) -> Result<xforge_frontend::Model, CompileError> {
+        let mut shapes = self.shapes.clone();
+        for (k, v) in extra {
+            shapes.insert(k.clone(), vec![*v]);
+        }
+        let opts = xforge_frontend::ImportOptions { shapes, constants: self.constants.clone() };
+        Ok(xforge_frontend::load(path, &opts)?)
+    }
+
+    /// A graph at this compiler's precision, fused, with every group given a runner.
+    pub fn fuse(&self, graph: &Graph) -> Result<Fused, CompileError> {
+        let mut g = graph.clone();
+        if let Some(dt) = self.precision.half() {
+            let n = xforge_passes::precision::convert(&mut g, dt).map_err(|e| CompileError::Precision(e.to_string()))?;
+            tracing::info!("{n} weights converted to {dt}");
+        }
+        let t = std::time::Instant::now();
+        let mut fused = xforge_passes::fusion::fuse(&g)?;
+        if !self.generated_gemm {
+            let n = build::split_library_epilogues(&mut fused);
+            tracing::info!("{n} GEMM epilogues moved after a cuBLASLt call");
+        }
+        let cut = complete::complete(&mut fused, self.generated_gemm)?;
+        if cut > 0 {
+            tracing::info!("{cut} fused groups without a template were cut into groups that have one");
+        }
+        tracing::info!(
+            "fused in {:.3} s: {} e-graph iterations, {} e-nodes",
+            t.elapsed().as_secs_f64(),
+            fused.saturation.iterations,
+            fused.saturation.enodes
+        );
+        Ok(fused)
+    }
+
+    /// Compiles a graph with static shapes into an artifact (`digest` records its source).
+    pub fn compile_graph(&self, graph: &Graph, digest: String) -> Result<Artifact, CompileError> {
+        self.check_target()?;
+        self.report("fusing", 0, 1);
+        let fused = self.fuse(graph)?;
+        self.report("fusing", 1, 1);
+        self.build(&[(0, &fused)], None, digest)
+    }
+
+    /// Compiles an ONNX file: one plan, or one per batch bucket.
+    pub fn compile_onnx(&self, path: &Path) -> Result<Artifact, CompileError> {
+        self.check_target()?;
+        let bytes =
+            std::fs::read(path).map_err(|e| CompileError::Read { path: path.display().to_string(), why: e.to_string() })?;
+        let digest = build::digest(&bytes);
+        if self.batch.is_empty() {
+            let m = self.load(path, &[])?;
+            return self.compile_graph(&m.graph, digest);
+        }
+        let (buckets, spec) = self.buckets(path)?;
+        let refs: Vec<(u64, &Fused)> = buckets.iter().map(|(b, f)| (*b, f)).collect();
+        self.build(&refs, Some(&spec), digest)
+    }
+
+    fn build(&self, buckets: &[(u64, &Fused)], spec: Option<&BatchSpec>, digest: String) -> Result<Artifact, CompileError> {
+        self.report("generating kernels", 0, 1);
+        let a = build::build(buckets, spec, &self.target, digest, self.generated_gemm, self.precision.name())?;
+        self.report("generating kernels", 1, 1);
+        Ok(a)
+    }
+
+    /// The batch dim the buckets bind and the axis of each input that holds it, read from the
+    /// model with its symbols unbound.
+    pub fn batch_dim(&self, path: &Path) -> Result<(String, Vec<Option<usize>>), CompileError> {
+        let m = self.load(path, &[])?;
+        let g = &m.graph;
+        let mut symbols: Vec<String> = vec![];
+        for &i in &g.inputs {
+            for d in g.ty(i).shape.iter().flatten() {
+                if let Dim::Sym(s) = d {
+                    if !symbols.contains(s) {
+                        symbols.push(s.clone());
+                    }
+                }
+            }
+        }
+        let bad = |s: String| Err(CompileError::Option(s));
+        let sym = match &self.batch_dim {
+            Some(s) if symbols.contains(s) => s.clone(),
+            Some(s) => {
+                return bad(format!(
+                    "batch dim {s}: the model's inputs have no such dim (symbolic dims: {})",
+                    if symbols.is_empty() { "none".to_string() } else { symbols.join(", ") }
+                ))
+            }
+            None if symbols.len() == 1 => symbols[0].clone(),
+            None if symbols.iter().any(|s| s == "batch") => "batch".into(),
+            None if symbols.is_empty() => {
+                let shapes: Vec<String> = g.inputs.iter().map(|&i| format!("{} {}", g.name_of(i), g.ty(i))).collect();
+                return bad(format!(
+                    "batch buckets: the model's inputs have no symbolic dim ({}); export the model with a dynamic batch",
+                    shapes.join(", ")
+                ));
+            }
+            None => {
+                return bad(format!(
+                    "batch buckets: the inputs have several symbolic dims ({}); name one as the batch dim and bind the others",
+                    symbols.join(", ")
+                ))
+            }
+        };
+        let mut axes = vec![];
+        for &i in &g.inputs {
+            let at: Vec<usize> = g
+                .ty(i)
+                .shape
+                .iter()
+                .flatten()
+                .enumerate()
+                .filter_map(|(k, d)| match d {
+                    Dim::Sym(s) if *s == sym => Some(k),
+                    _ => None,
+                })
+                .collect();
+            if at.len() > 1 {
+                return bad(format!("batch buckets: input '{}' has the dim '{sym}' on {} axes", g.name_of(i), at.len()));
+            }
+            axes.push(at.first().copied());
+        }
+        Ok((sym, axes))
+    }
+
+    /// The fused graph of each batch bucket and the batch dim's description (its outputs' batch
+    /// axes where every node keeps batch rows apart, else the first node that does not).
+    pub fn buckets(&self, path: &Path) -> Result<(Vec<(u64, Fused)>, BatchSpec), CompileError> {
+        let (symbol, input_axes) = self.batch_dim(path)?;
+        let mut sizes = self.batch.clone();
+        sizes.sort_unstable();
+        sizes.dedup();
+        if sizes.first() == Some(&0) || sizes.len() > xforge_runtime::artifact::MAX_BUCKETS {
+            return Err(CompileError::Option(format!(
+                "batch buckets are 1 to {} sizes of at least 1",
+                xforge_runtime::artifact::MAX_BUCKETS
+            )));
+        }
+        let mut fused = vec![];
+        for (k, &b) in sizes.iter().enumerate() {
+            self.report(&format!("fusing batch {b}"), k, sizes.len());
+            let m = self.load(path, &[(symbol.clone(), b as usize)])?;
+            fused.push((b, self.fuse(&m.graph)?));
+        }
+        self.report("fusing", sizes.len(), sizes.len());
+        // the rows are read at every bucket above 1 (at batch 1 every axis of size 1 could be it)
+        let found: Vec<Result<Vec<Option<usize>>, String>> = fused
+            .iter()
+            .filter(|(b, _)| *b > 1)
+            .map(|(b, f)| {
+                xforge_passes::batch_rows::batch_rows(&f.graph, *b as usize, &input_axes)
+                    .map_err(|e| format!("at batch {b}, {e}"))
+            })
+            .collect();
+        let mut output_axes = match found.iter().find(|r| r.is_err()) {
+            Some(e) => e.clone(),
+            None if found.is_empty() => Err("it was compiled for batch 1 only".into()),
+            None if found.windows(2).all(|w| w[0] == w[1]) => found[0].clone(),
+            None => Err("the outputs' batch axes differ between buckets".into()),
+        };
+        // an output without batch rows must not change with the batch
+        if let Ok(axes) = &output_axes {
+            let (first, last) = (&fused[0].1.graph, &fused[fused.len() - 1].1.graph);
+            for (k, (&o, p)) in first.outputs.iter().zip(&last.outputs).enumerate() {
+                if axes[k].is_none() && first.ty(o) != last.ty(*p) {
+                    output_axes = Err(format!("output '{}' grows with the batch but not row by row", first.name_of(o)));
+                    break;
+                }
+            }
+        }
+        match &output_axes {
+            Ok(_) => tracing::info!("padding on: every node keeps batch rows apart"),
+            Err(why) => tracing::warn!("padding off (a batch must equal a bucket): {why}"),
+        }
+        Ok((fused, BatchSpec { symbol, input_axes, output_axes }))
+    }
+}
