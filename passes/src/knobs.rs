@@ -13,3 +13,7 @@ pub const EGRAPH_ITER_LIMIT: usize = 64;
 pub const EGRAPH_TIME_LIMIT_MS: u64 = 1500;
 /// Safety bound on the sweeps of the DAG-aware extractor (it stops when nothing changes).
 pub const EXTRACT_PASSES: usize = 1000;
+
+/// Most nodes an unrolled Loop or Scan may add (trip count × body nodes); longer ones stay
+/// control flow.
+pub const UNROLL_NODE_LIMIT: usize = 20_000;

@@ -1,6 +1,7 @@
 //! Graph passes: canonicalization before fusion, then operator fusion with e-graphs.
 pub mod batch_rows;
 pub mod bn_fold;
+pub mod control;
 pub mod dce;
 pub mod fold;
 pub mod fusion;
@@ -18,6 +19,7 @@ use xforge_ir::Graph;
 /// What the canonicalization pipeline changed.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct CanonStats {
+    pub inlined: usize,
     pub folded: usize,
     pub noops: usize,
     pub batch_norms: usize,
@@ -26,12 +28,16 @@ pub struct CanonStats {
     pub dead: usize,
 }
 
-/// The passes that run before fusion, to a fixed point: constant folding, no-op removal,
+/// The passes that run before fusion, to a fixed point: control flow inlined, constant folding, no-op removal,
 /// BatchNorm folding, sibling-GEMM merging, patch convolutions as GEMMs, dead-code elimination. Types are re-inferred.
 pub fn canonicalize(g: &mut Graph) -> Result<CanonStats, xforge_ir::infer::InferError> {
     let mut st = CanonStats::default();
     for _ in 0..8 {
         let before = st.clone();
+        st.inlined += control::inline_control_flow(g);
+        if st.inlined > before.inlined {
+            xforge_ir::infer::infer_graph(g)?;
+        }
         st.folded += fold::fold_constants(g);
         st.noops += noop::remove_noops(g);
         st.batch_norms += bn_fold::fold_batch_norms(g);

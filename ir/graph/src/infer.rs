@@ -420,14 +420,54 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
         }
         return Ok(Some(out));
     }
-    // 4-D attention: Y is [batch, q heads, q length, v head size]; the other outputs' shapes
-    // are left to the later steps
+    // attention: Y, the present key and value (past + this call's keys, heads first) and the
+    // QK scores [batch, q heads, q length, total keys]; 3-D operands pack heads in the last axis
     if op == Attention {
-        if let (Some(q), Some(v)) = (shape(0), shape(2)) {
-            if q.len() == 4 && v.len() == 4 {
-                let y = vec![q[0].clone(), q[1].clone(), q[2].clone(), v[3].clone()];
+        if let (Some(q), Some(k), Some(v)) = (shape(0), shape(1), shape(2)) {
+            let int = |name: &str| match node.attr(name) {
+                Some(crate::attr::Attr::Int(i)) if *i > 0 => Some(*i as usize),
+                _ => None,
+            };
+            let known = |d: &Dim| d.known();
+            let dims = if q.len() == 4 && k.len() == 4 && v.len() == 4 {
+                Some((q[0].clone(), q[1].clone(), q[2].clone(), k[1].clone(), k[2].clone(), k[3].clone(), v[3].clone()))
+            } else if q.len() == 3 && k.len() == 3 && v.len() == 3 {
+                match (int("q_num_heads"), int("kv_num_heads"), known(&k[2]), known(&v[2])) {
+                    (Some(hq), Some(hk), Some(kw), Some(vw)) if kw % hk == 0 && vw % hk == 0 => Some((
+                        q[0].clone(),
+                        Dim::Known(hq),
+                        q[1].clone(),
+                        Dim::Known(hk),
+                        k[1].clone(),
+                        Dim::Known(kw / hk),
+                        Dim::Known(vw / hk),
+                    )),
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            if let Some((b, hq, sq, hk, skn, d, dv)) = dims {
+                let past = shape(4).and_then(|p| p.get(2).cloned());
+                let total = match (&past, &skn) {
+                    (None, _) => Some(skn.clone()),
+                    (Some(Dim::Known(p)), Dim::Known(n)) => Some(Dim::Known(p + n)),
+                    _ => None,
+                };
+                let y = if q.len() == 3 {
+                    match (known(&hq), known(&dv)) {
+                        (Some(h), Some(w)) => vec![b.clone(), sq.clone(), Dim::Known(h * w)],
+                        _ => vec![b.clone(), sq.clone(), fresh.dim()],
+                    }
+                } else {
+                    vec![b.clone(), hq.clone(), sq.clone(), dv.clone()]
+                };
                 let mut out = vec![ty(dts[0], Some(y))];
-                out.extend((1..node.outputs.len()).map(|i| ty(dts.get(i).copied().unwrap_or(dts[0]), None)));
+                let present = |w: &Dim| total.clone().map(|t| vec![b.clone(), hk.clone(), t, w.clone()]);
+                let qk = total.clone().map(|t| vec![b.clone(), hq.clone(), sq.clone(), t]);
+                for (i, s) in [present(&d), present(&dv), qk].into_iter().enumerate().take(node.outputs.len().saturating_sub(1)) {
+                    out.push(ty(dts.get(i + 1).copied().unwrap_or(dts[0]), s));
+                }
                 return Ok(Some(out));
             }
         }

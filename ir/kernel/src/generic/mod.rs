@@ -7,7 +7,9 @@
 //! `NodeAttrs`, so defaults and errors match.
 pub mod scalar;
 
+mod attention;
 mod linalg;
+mod loss;
 mod math;
 mod movement;
 mod norm;
@@ -371,6 +373,8 @@ fn build(k: &mut Kern) -> R<usize> {
         ConvTranspose => window::conv_transpose(k),
         MaxPool | AveragePool | LpPool | GlobalAveragePool | GlobalMaxPool => window::pool(k),
         RoiAlign => window::roi_align(k),
+        Attention => attention::attention(k),
+        SoftmaxCrossEntropyLoss | NegativeLogLikelihoodLoss => loss::loss(k),
         ScatterElements | Scatter | ScatterND => scatter::scatter(k),
         Transpose | Slice | Expand | Concat | Split | Gather | GatherElements | GatherND | Pad | OneHot | EyeLike
         | Reshape | Flatten | Squeeze | Unsqueeze | Tile | DepthToSpace | SpaceToDepth | Trilu | ReverseSequence
