@@ -10,15 +10,21 @@ use xforge_ir::{Attr, DType, Graph, Node, Op, Tensor, ValueId, ValueType};
 
 /// Inlines every If, Loop and Scan that can be; returns how many.
 pub fn inline_control_flow(g: &mut Graph) -> usize {
+    inline_in(g, false)
+}
+
+/// `inline_control_flow` in `g`; in a subgraph (`nested`), a value a body captures from further
+/// out becomes a capture of `g` too.
+fn inline_in(g: &mut Graph, nested: bool) -> usize {
     let mut done = 0;
     let mut i = 0;
     while i < g.nodes.len() {
         let node = g.nodes[i].clone();
         let mut out = vec![];
         let ok = match node.op {
-            Op::If => inline_if(g, &node, &mut out),
-            Op::Loop => inline_loop(g, &node, &mut out),
-            Op::Scan if g.opset >= 9 => inline_scan(g, &node, &mut out),
+            Op::If => inline_if(g, &node, nested, &mut out),
+            Op::Loop => inline_loop(g, &node, nested, &mut out),
+            Op::Scan if g.opset >= 9 => inline_scan(g, &node, nested, &mut out),
             _ => None,
         };
         match ok {
@@ -39,7 +45,7 @@ fn body<'a>(n: &'a Node, name: &str) -> Option<Graph> {
         Some(Attr::Graph(b)) => {
             let mut b: Graph = (**b).clone();
             // nested control flow first; a body that keeps some is not inlined
-            inline_control_flow(&mut b);
+            inline_in(&mut b, true);
             if b.nodes.iter().any(|m| m.subgraphs().next().is_some()) {
                 return None;
             }
@@ -63,7 +69,14 @@ fn value(g: &mut Graph, name: String, ty: ValueType) -> ValueId {
 
 /// Copies `b`'s nodes into `out` (values in `g`) with its inputs bound to `args`; returns the
 /// values of its outputs.
-fn instantiate(g: &mut Graph, b: &Graph, args: &[ValueId], prefix: &str, out: &mut Vec<Node>) -> Option<Vec<ValueId>> {
+fn instantiate(
+    g: &mut Graph,
+    b: &Graph,
+    args: &[ValueId],
+    prefix: &str,
+    nested: bool,
+    out: &mut Vec<Node>,
+) -> Option<Vec<ValueId>> {
     let mut map: HashMap<ValueId, ValueId> = HashMap::new();
     if args.len() != b.inputs.len() {
         return None;
@@ -72,7 +85,16 @@ fn instantiate(g: &mut Graph, b: &Graph, args: &[ValueId], prefix: &str, out: &m
         map.insert(i, a);
     }
     for &c in &b.captures {
-        map.insert(c, g.find_value(b.name_of(c))?);
+        let v = match g.find_value(b.name_of(c)) {
+            Some(v) => v,
+            None if nested => {
+                let v = g.add_value(b.name_of(c), b.ty(c).clone());
+                g.captures.push(v);
+                v
+            }
+            None => return None,
+        };
+        map.insert(c, v);
     }
     for (v, t) in &b.weights {
         let nv = constant(g, format!("{prefix}{}", b.name_of(*v)), t.clone());
@@ -120,12 +142,12 @@ fn const_scalar(g: &Graph, v: Option<ValueId>) -> Option<f64> {
     g.weights.get(&v?).and_then(|t| t.to_f64().first().copied())
 }
 
-fn inline_if(g: &mut Graph, n: &Node, out: &mut Vec<Node>) -> Option<()> {
+fn inline_if(g: &mut Graph, n: &Node, nested: bool, out: &mut Vec<Node>) -> Option<()> {
     let cond = n.inputs.first().copied().flatten()?;
     match const_scalar(g, Some(cond)) {
         Some(c) => {
             let b = body(n, if c != 0.0 { "then_branch" } else { "else_branch" })?;
-            let finals = instantiate(g, &b, &[], &format!("{}/", n.name), out)?;
+            let finals = instantiate(g, &b, &[], &format!("{}/", n.name), nested, out)?;
             bind_outputs(n, &finals, out)
         }
         None => {
@@ -140,8 +162,8 @@ fn inline_if(g: &mut Graph, n: &Node, out: &mut Vec<Node>) -> Option<()> {
                     return None;
                 }
             }
-            let tv = instantiate(g, &t, &[], &format!("{}/then/", n.name), out)?;
-            let ev = instantiate(g, &e, &[], &format!("{}/else/", n.name), out)?;
+            let tv = instantiate(g, &t, &[], &format!("{}/then/", n.name), nested, out)?;
+            let ev = instantiate(g, &e, &[], &format!("{}/else/", n.name), nested, out)?;
             let mut finals = vec![];
             for (k, (&a, &c)) in tv.iter().zip(&ev).enumerate() {
                 let ty = g.ty(a).clone();
@@ -183,7 +205,7 @@ fn stack(g: &mut Graph, parts: &[ValueId], axis: i64, name: &str, out: &mut Vec<
     Some(r)
 }
 
-fn inline_loop(g: &mut Graph, n: &Node, out: &mut Vec<Node>) -> Option<()> {
+fn inline_loop(g: &mut Graph, n: &Node, nested: bool, out: &mut Vec<Node>) -> Option<()> {
     let trips = const_scalar(g, n.inputs.first().copied().flatten())? as i64;
     if let Some(c) = n.inputs.get(1).copied().flatten() {
         if const_scalar(g, Some(c))? == 0.0 {
@@ -208,7 +230,7 @@ fn inline_loop(g: &mut Graph, n: &Node, out: &mut Vec<Node>) -> Option<()> {
         let it = constant(g, format!("{}/iter{t}", n.name), Tensor::scalar_i64(t));
         let mut args = vec![it, truth];
         args.extend(&carried);
-        let res = instantiate(g, &b, &args, &format!("{}/{t}/", n.name), out)?;
+        let res = instantiate(g, &b, &args, &format!("{}/{t}/", n.name), nested, out)?;
         carried = res[1..1 + n_carried].to_vec();
         for (k, s) in scans.iter_mut().enumerate() {
             s.push(res[1 + n_carried + k]);
@@ -221,7 +243,7 @@ fn inline_loop(g: &mut Graph, n: &Node, out: &mut Vec<Node>) -> Option<()> {
     bind_outputs(n, &finals, out)
 }
 
-fn inline_scan(g: &mut Graph, n: &Node, out: &mut Vec<Node>) -> Option<()> {
+fn inline_scan(g: &mut Graph, n: &Node, nested: bool, out: &mut Vec<Node>) -> Option<()> {
     let b = body(n, "body")?;
     let ints = |name: &str| match n.attr(name) {
         Some(Attr::Ints(v)) => Some(v.clone()),
@@ -275,7 +297,7 @@ fn inline_scan(g: &mut Graph, n: &Node, out: &mut Vec<Node>) -> Option<()> {
             });
             args.push(sl);
         }
-        let res = instantiate(g, &b, &args, &format!("{}/{it}/", n.name), out)?;
+        let res = instantiate(g, &b, &args, &format!("{}/{it}/", n.name), nested, out)?;
         state = res[..n_state].to_vec();
         for (k, o) in outs.iter_mut().enumerate() {
             o.push(*res.get(n_state + k)?);

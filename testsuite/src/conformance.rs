@@ -268,7 +268,10 @@ pub fn compile_all(
 ) -> Report {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    // XFORGE_SHOW_PANICS=1 keeps the panic messages (with RUST_BACKTRACE, where they happen)
+    if std::env::var_os("XFORGE_SHOW_PANICS").is_none() {
+        std::panic::set_hook(Box::new(|_| {}));
+    }
     let mut results: Vec<Option<(String, String, Outcome)>> = vec![None; cases.len()];
     let slots = std::sync::Mutex::new(&mut results);
     std::thread::scope(|s| {

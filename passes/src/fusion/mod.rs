@@ -95,6 +95,9 @@ pub fn fuse_with(source: &Graph, price: &cost::NodeCost) -> Result<Fused, Fusion
     let chosen = extract::extract(&loaded.egraph, price, EXTRACT_PASSES);
     let choice = |id: egg::Id| chosen[&loaded.egraph.find(id)].clone();
     let mut fused = egraph::unload(&loaded, &choice, &g);
+    // the e-graph orders nodes by their operands; control flow left in the graph also reads
+    // the values its bodies capture, so order by everything each node reads
+    reorder(&mut fused);
     lap("extract", &mut phases);
     // rules may leave transpose pairs and views of views behind
     crate::noop::remove_noops(&mut fused);
@@ -110,6 +113,25 @@ pub fn fuse_with(source: &Graph, price: &cost::NodeCost) -> Result<Fused, Fusion
     let partition = partition::partition(&fused);
     lap("partition", &mut phases);
     Ok(Fused { graph: fused, partition, saturation, canon, source_ops: source.nodes.len(), phases })
+}
+
+/// Puts the nodes in an order where each follows the producers of everything it reads
+/// (subgraph captures included), keeping the given order where it may.
+fn reorder(g: &mut Graph) {
+    if !g.nodes.iter().any(|n| n.subgraphs().next().is_some()) {
+        return;
+    }
+    let producers = g.producers();
+    let deps: Vec<Vec<usize>> = g
+        .nodes
+        .iter()
+        .map(|n| g.node_reads(n).iter().filter_map(|v| producers[v.index()]).collect())
+        .collect();
+    if let Ok(order) = xforge_ir::graph::stable_topo_order(&deps) {
+        let nodes = std::mem::take(&mut g.nodes);
+        let mut slots: Vec<Option<xforge_ir::Node>> = nodes.into_iter().map(Some).collect();
+        g.nodes = order.into_iter().map(|i| slots[i].take().expect("each node once")).collect();
+    }
 }
 
 /// One line per kernel, then `kernels: N (from M ops)`.
