@@ -179,6 +179,10 @@ impl Compiler {
     /// A graph at this compiler's precision, fused, with every group given a runner.
     pub fn fuse(&self, graph: &Graph) -> Result<Fused, CompileError> {
         let mut g = graph.clone();
+        // control flow first, so precision conversion sees one graph
+        if xforge_passes::control::inline_control_flow(&mut g) > 0 {
+            xforge_ir::infer::infer_graph(&mut g).map_err(|e| CompileError::Precision(e.to_string()))?;
+        }
         if let Some(dt) = self.precision.half() {
             let n = xforge_passes::precision::convert(&mut g, dt).map_err(|e| CompileError::Precision(e.to_string()))?;
             tracing::info!("{n} weights converted to {dt}");

@@ -389,6 +389,131 @@ fn broadcast_dims(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, String> {
     Ok(out)
 }
 
+/// Output shapes of ops whose shapes follow from static input shapes and constant shape
+/// operands (no probing: the inputs may be large). `None` where something is unknown.
+fn static_rule(node: &Node, ins: &[Option<Fact>], opset: i64) -> Option<Vec<Vec<usize>>> {
+    use Op::*;
+    let a = crate::interp::NodeAttrs(node);
+    let sh = |i: usize| ins.get(i).and_then(|f| f.as_ref()).and_then(|f| f.ty.static_shape());
+    let konst = |i: usize| ins.get(i).and_then(|f| f.as_ref()).and_then(|f| f.konst.clone());
+    let ax = |v: i64, r: usize| -> Option<usize> {
+        let v = if v < 0 { v + r as i64 } else { v };
+        (v >= 0 && (v as usize) < r.max(1)).then_some(v as usize)
+    };
+    let x = sh(0)?;
+    let r = x.len();
+    let n_out = node.outputs.len();
+    Some(match node.op {
+        Resize | Upsample => {
+            let vals: Vec<Option<Tensor>> = (0..node.inputs.len()).map(|i| if i == 0 { None } else { konst(i) }).collect();
+            for (i, v) in node.inputs.iter().enumerate().skip(1) {
+                if v.is_some() && vals[i].is_none() {
+                    return None;
+                }
+            }
+            vec![crate::interp::resize_plan(&a, opset, &x, &vals, node.op == Upsample).ok()?.out_shape]
+        }
+        Pad => {
+            let (pads, axes) = if opset < 11 {
+                (a.ints_opt("pads").ok()??, None)
+            } else {
+                (konst(1)?.to_i64(), if node.inputs.get(3).copied().flatten().is_some() { Some(konst(3)?.to_i64()) } else { None })
+            };
+            let axes: Vec<usize> = match axes {
+                Some(v) => v.iter().map(|&v| ax(v, r)).collect::<Option<_>>()?,
+                None => (0..r).collect(),
+            };
+            if pads.len() != 2 * axes.len() {
+                return None;
+            }
+            let mut out: Vec<i64> = x.iter().map(|&d| d as i64).collect();
+            for (i, &d) in axes.iter().enumerate() {
+                out[d] += pads[i] + pads[axes.len() + i];
+            }
+            vec![out.into_iter().map(|d| d.max(0) as usize).collect()]
+        }
+        Tile => {
+            let rep = konst(1)?.to_i64();
+            if rep.len() != r {
+                return None;
+            }
+            vec![x.iter().zip(&rep).map(|(&d, &k)| d * k.max(0) as usize).collect()]
+        }
+        DepthToSpace | SpaceToDepth => {
+            let b = a.int("blocksize", 0).ok()? as usize;
+            if r != 4 || b == 0 {
+                return None;
+            }
+            if node.op == DepthToSpace {
+                vec![vec![x[0], x[1] / (b * b), x[2] * b, x[3] * b]]
+            } else {
+                vec![vec![x[0], x[1] * b * b, x[2] / b, x[3] / b]]
+            }
+        }
+        ConvTranspose => {
+            let w = sh(1)?;
+            let tw = crate::interp::transposed_window(&a, &x, &w).ok()?;
+            let mut out = vec![x[0], w[1] * tw.group];
+            out.extend(tw.out);
+            vec![out]
+        }
+        TopK => {
+            let k = if opset < 10 { a.int("k", 0).ok()? } else { *konst(1)?.to_i64().first()? };
+            let mut out = x.clone();
+            out[ax(a.int("axis", -1).ok()?, r)?] = k.max(0) as usize;
+            vec![out.clone(), out]
+        }
+        OneHot => {
+            let depth = *konst(1)?.to_f64().first()? as usize;
+            let mut out = x.clone();
+            out.insert(ax(a.int("axis", -1).ok()?, r + 1)?, depth);
+            vec![out]
+        }
+        GatherElements => vec![sh(1)?],
+        GatherND => {
+            let i = sh(1)?;
+            let b = a.int("batch_dims", 0).ok()? as usize;
+            let last = *i.last()?;
+            let mut out = i[..i.len() - 1].to_vec();
+            out.extend(x.get(b + last..)?);
+            vec![out]
+        }
+        ScatterElements | ScatterND | Scatter | EyeLike | ReverseSequence => vec![x],
+        CenterCropPad => {
+            let want = konst(1)?.to_i64();
+            let axes: Vec<usize> = match a.ints_opt("axes").ok()? {
+                Some(v) => v.iter().map(|&v| ax(v, r)).collect::<Option<_>>()?,
+                None => (0..r).collect(),
+            };
+            let mut out = x.clone();
+            for (k, &d) in axes.iter().enumerate() {
+                out[d] = *want.get(k)? as usize;
+            }
+            vec![out]
+        }
+        RoiAlign => {
+            let rois = sh(1)?;
+            vec![vec![rois[0], x[1], a.int("output_height", 1).ok()? as usize, a.int("output_width", 1).ok()? as usize]]
+        }
+        Einsum => {
+            let shapes: Vec<Vec<usize>> = (0..node.inputs.len()).map(sh).collect::<Option<_>>()?;
+            let refs: Vec<&[usize]> = shapes.iter().map(|s| s.as_slice()).collect();
+            vec![crate::interp::einsum_plan(&a.string("equation", "").ok()?, &refs).ok()?.out_shape]
+        }
+        SoftmaxCrossEntropyLoss | NegativeLogLikelihoodLoss => {
+            let t = sh(1)?;
+            let loss = if a.string("reduction", "mean").ok()? == "none" { t } else { vec![] };
+            let mut v = vec![loss];
+            if n_out > 1 {
+                v.push(x);
+            }
+            v
+        }
+        _ => return None,
+    })
+    .filter(|v: &Vec<Vec<usize>>| v.len() >= n_out)
+}
+
 /// Shape rules for ops whose inputs are not all constant. `None` defers to probing.
 fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Result<Option<Vec<Fact>>, String> {
     use crate::op::OpKind;
@@ -877,23 +1002,15 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
             Some(d) => d,
             None => return same(None),
         },
-        Resize | Upsample | Pad | Tile | ConvTranspose | DepthToSpace | SpaceToDepth => return Ok(None),
-        Attention
-        | Einsum
-        | TopK
-        | OneHot
-        | RoiAlign
-        | GatherElements
-        | GatherND
-        | ScatterElements
-        | ScatterND
-        | Scatter
-        | Range
-        | EyeLike
-        | ReverseSequence
-        | CenterCropPad
-        | SoftmaxCrossEntropyLoss
-        | NegativeLogLikelihoodLoss => return Ok(None),
+        Resize | Upsample | Pad | Tile | ConvTranspose | DepthToSpace | SpaceToDepth | TopK | OneHot | GatherElements
+        | GatherND | ScatterElements | ScatterND | Scatter | EyeLike | ReverseSequence | CenterCropPad | RoiAlign
+        | Einsum | SoftmaxCrossEntropyLoss | NegativeLogLikelihoodLoss => {
+            // static shapes and constant shape operands: the shapes by the op's own geometry
+            return Ok(static_rule(node, ins, opset).map(|shapes| {
+                dts.iter().zip(shapes).map(|(&d, s)| ty(d, Some(s.into_iter().map(Dim::Known).collect()))).collect()
+            }));
+        }
+        Attention | Range => return Ok(None),
         _ => return Ok(None),
     };
     // Cast of a shape vector keeps its symbolic entries
