@@ -192,6 +192,8 @@ struct WeightPool {
 impl WeightPool {
     fn put(&mut self, data: &[u8]) -> u64 {
         use std::hash::{Hash, Hasher};
+        // an empty tensor still gets bytes: every argument points inside the section
+        let data = if data.is_empty() { &[0u8; 16][..] } else { data };
         let mut h = std::collections::hash_map::DefaultHasher::new();
         data[..data.len().min(256)].hash(&mut h);
         data[data.len().saturating_sub(256)..].hash(&mut h);
@@ -317,7 +319,6 @@ fn plan(
             epilogue_of.insert(i, e.clone());
         }
     }
-    // buffers and their lifetimes over the groups
     let mut producer: HashMap<ValueId, usize> = HashMap::new();
     for (n, node) in g.nodes.iter().enumerate() {
         for o in node.output_ids() {
@@ -325,40 +326,7 @@ fn plan(
         }
     }
     let order = run_order(fused, &producer);
-    let last_step = groups.len();
-    let mut life: HashMap<ValueId, (usize, usize)> = HashMap::new();
-    let touch = |v: ValueId, step: usize, life: &mut HashMap<ValueId, (usize, usize)>| {
-        let e = life.entry(v).or_insert((step, step));
-        e.0 = e.0.min(step);
-        e.1 = e.1.max(step);
-    };
-    // inputs stay intact for the whole run, so a plan can be replayed on the same inputs
-    for &v in &g.inputs {
-        touch(root(g, fused, &producer, v), 0, &mut life);
-        touch(root(g, fused, &producer, v), last_step, &mut life);
-    }
-    for (step, &i) in order.iter().enumerate() {
-        let grp = &groups[i];
-        if grp.schedule == Schedule::View {
-            continue;
-        }
-        for &v in grp.inputs.iter().chain(&grp.outputs) {
-            if !g.weights.contains_key(&v) {
-                touch(root(g, fused, &producer, v), step, &mut life);
-            }
-        }
-    }
-    for &v in &g.outputs {
-        touch(root(g, fused, &producer, v), last_step, &mut life);
-    }
-    let mut buffers: Vec<ValueId> = life.keys().copied().collect();
-    buffers.sort_by_key(|v| v.index());
-    let lifetimes: Vec<Lifetime> = buffers
-        .iter()
-        .map(|&v| Ok(Lifetime { bytes: bytes_of(g, v)?.max(1), first: life[&v].0, last: life[&v].1 }))
-        .collect::<Result<_, BuildError>>()?;
-    let (offsets, arena_bytes) = place(&lifetimes, ALIGN);
-    let offset: HashMap<ValueId, u64> = buffers.iter().copied().zip(offsets).collect();
+    let (offset, arena_bytes) = place_buffers(fused, &producer, &order)?;
     let mut weight_at: HashMap<ValueId, u64> = HashMap::new();
     let mut arg = |v: ValueId, weights: &mut WeightPool| -> Arg {
         if let Some(t) = g.weights.get(&v) {
@@ -419,6 +387,99 @@ fn plan(
     let outputs = g.outputs.iter().map(|&v| binding(v)).collect::<Result<_, _>>()?;
     let memory = MemoryPlan { batch: 0, arena_bytes: arena_bytes.max(ALIGN), alignment: ALIGN, inputs, outputs };
     Ok((memory, steps))
+}
+
+thread_local! {
+    static DISTINCT_BUFFERS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with every buffer of the plans it builds (on this thread) at its own offset.
+pub fn with_distinct_buffers<R>(f: impl FnOnce() -> R) -> R {
+    DISTINCT_BUFFERS.with(|d| d.set(true));
+    let r = f();
+    DISTINCT_BUFFERS.with(|d| d.set(false));
+    r
+}
+
+/// The arena offset of every buffer (values computed by groups, and the inputs; views share
+/// their source's) and the arena's size: placed by liveness over the groups in `order`.
+/// XFORGE_DISTINCT_BUFFERS=1 gives every buffer its own bytes (to inspect intermediate values).
+fn place_buffers(
+    fused: &Fused,
+    producer: &HashMap<ValueId, usize>,
+    order: &[usize],
+) -> Result<(HashMap<ValueId, u64>, u64), BuildError> {
+    let g = &fused.graph;
+    let groups = &fused.partition.groups;
+    let producer = producer.clone();
+    let last_step = groups.len();
+    let mut life: HashMap<ValueId, (usize, usize)> = HashMap::new();
+    let touch = |v: ValueId, step: usize, life: &mut HashMap<ValueId, (usize, usize)>| {
+        let e = life.entry(v).or_insert((step, step));
+        e.0 = e.0.min(step);
+        e.1 = e.1.max(step);
+    };
+    // inputs stay intact for the whole run, so a plan can be replayed on the same inputs
+    for &v in &g.inputs {
+        touch(root(g, fused, &producer, v), 0, &mut life);
+        touch(root(g, fused, &producer, v), last_step, &mut life);
+    }
+    for (step, &i) in order.iter().enumerate() {
+        let grp = &groups[i];
+        if grp.schedule == Schedule::View {
+            continue;
+        }
+        for &v in grp.inputs.iter().chain(&grp.outputs) {
+            if !g.weights.contains_key(&v) {
+                touch(root(g, fused, &producer, v), step, &mut life);
+            }
+        }
+    }
+    for &v in &g.outputs {
+        touch(root(g, fused, &producer, v), last_step, &mut life);
+    }
+    let mut buffers: Vec<ValueId> = life.keys().copied().collect();
+    buffers.sort_by_key(|v| v.index());
+    let lifetimes: Vec<Lifetime> = buffers
+        .iter()
+        .map(|&v| Ok(Lifetime { bytes: bytes_of(g, v)?.max(1), first: life[&v].0, last: life[&v].1 }))
+        .collect::<Result<_, BuildError>>()?;
+    let distinct = DISTINCT_BUFFERS.with(|d| d.get()) || std::env::var_os("XFORGE_DISTINCT_BUFFERS").is_some();
+    let (offsets, arena_bytes) = if distinct {
+        let mut at = 0;
+        let mut v = vec![];
+        for l in &lifetimes {
+            v.push(at);
+            at += l.bytes.div_ceil(ALIGN) * ALIGN;
+        }
+        (v, at)
+    } else {
+        place(&lifetimes, ALIGN)
+    };
+    Ok((buffers.iter().copied().zip(offsets).collect(), arena_bytes))
+}
+
+/// Where each value of a fused graph lives in its plan's arena (views at their source's
+/// offset; weights are not in the arena): for checks that read intermediate buffers.
+pub fn value_offsets(fused: &Fused) -> Result<HashMap<ValueId, u64>, BuildError> {
+    let g = &fused.graph;
+    let mut producer: HashMap<ValueId, usize> = HashMap::new();
+    for (n, node) in g.nodes.iter().enumerate() {
+        for o in node.output_ids() {
+            producer.insert(o, n);
+        }
+    }
+    let order = run_order(fused, &producer);
+    let (offset, _) = place_buffers(fused, &producer, &order)?;
+    let mut out = HashMap::new();
+    for (i, v) in g.values.iter().enumerate() {
+        let _ = v;
+        let id = ValueId(i as u32);
+        if let Some(&o) = offset.get(&root(g, fused, &producer, id)) {
+            out.insert(id, o);
+        }
+    }
+    Ok(out)
 }
 
 /// A library call's parameters naming its epilogue kernel: `epilogue` (the kernel's entry),

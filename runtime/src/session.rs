@@ -266,6 +266,22 @@ impl Session {
         Ok(outs.into_iter().map(|(host, b)| first_rows(host, b, mem.batch, n)).collect())
     }
 
+    /// `len` bytes of the arena at `offset`, as the last run left them (for checks that inspect
+    /// intermediate values of an artifact built with distinct buffers).
+    pub fn read_arena(&self, offset: u64, len: usize) -> Result<Vec<u8>, RuntimeError> {
+        let at = offset as usize;
+        if at.checked_add(len).is_none_or(|end| end > self.arena.len()) {
+            return Err(RuntimeError::Input { name: "arena".into(), why: format!("{len} bytes at {offset} are outside it") });
+        }
+        let mut host = vec![0u8; len];
+        if len > 0 {
+            let view = self.arena.slice(at..at + len);
+            self.stream.memcpy_dtoh(&view, &mut host).map_err(cuda)?;
+        }
+        self.stream.synchronize().map_err(cuda)?;
+        Ok(host)
+    }
+
     /// Launches every step of plan `p` on the stream (recorded into the graph while capturing).
     fn launch_steps(&self, p: usize) -> Result<(), RuntimeError> {
         // library calls do not bind the context themselves (the session may have moved threads)

@@ -92,10 +92,12 @@ def run_xforge(xforge, onnx_path, inp, precision, work, name):
 
 
 def check(xforge, work, name):
+    t0 = time.time()
     m, x = zoo_models.build(name)
     path = os.path.join(work, name + ".onnx")
     if not os.path.exists(path):
         zoo_models.export(name, work)
+    t_export = time.time() - t0
     inp = os.path.join(work, name + ".input.npy")
     np.save(inp, x.numpy())
     det = isinstance(m, zoo_models.Det)
@@ -105,12 +107,13 @@ def check(xforge, work, name):
         torch16 = errors(want16, want, det)
     except Exception as e:  # some models do not run in half precision in PyTorch
         torch16 = float("nan")
-    row = {"model": name, "torch_fp16": torch16}
+    row = {"model": name, "torch_fp16": torch16, "export_s": round(t_export, 1), "torch_s": round(time.time() - t0 - t_export, 1)}
     for p in ("fp32", "fp16"):
         got, secs, err = run_xforge(xforge, path, inp, p, work, name)
         row[p + "_compile_s"] = round(secs, 2)
         row[p] = errors(got, want, det) if got is not None else None
         row[p + "_error"] = err
+    row["total_s"] = round(time.time() - t0, 1)
     bound16 = max(3 * torch16 if torch16 == torch16 else 0.0, 1e-2)
     row["ok"] = row["fp32"] is not None and row["fp32"] <= 1e-4 and row["fp16"] is not None and row["fp16"] <= bound16
     return row
@@ -168,6 +171,7 @@ def main():
             why = r.get("fp32_error") or r.get("fp16_error") or ""
             print(f"| {n} | {fmt(r['fp32'])} | {fmt(r['fp16'])} | {fmt(r['torch_fp16'])} | "
                   f"{r['fp32_compile_s']}/{r['fp16_compile_s']} | {'ok' if r['ok'] else 'FAIL ' + why} |", flush=True)
+            print(f"  ({n}: export {r.get('export_s')} s, PyTorch {r.get('torch_s')} s, all {r.get('total_s')} s)", file=sys.stderr, flush=True)
         print(f"{sum(r['ok'] for r in rows)} of {len(rows)} pass")
         out = os.environ.get("OUT")
         if out:

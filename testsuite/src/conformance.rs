@@ -151,6 +151,8 @@ pub struct CompileNotes {
     pub constants: Vec<String>,
     /// Groups run as host kernels / through the interpreter (host backend).
     pub stats: crate::host_kernels::PlanStats,
+    /// Where a GPU failure starts (the first group that differs from the host).
+    pub diagnosis: Option<String>,
 }
 
 /// The inputs of a model whose values reach a shape operand (through any chain of nodes):
@@ -217,27 +219,51 @@ pub fn compile_case(dir: &Path, target: &str, assemble: bool, backend: Backend) 
     let outcome = (|| -> Result<(), String> {
         let m = compiler.load(&path, &[]).map_err(|e| format!("import: {e}"))?;
         let fused = compiler.fuse(&m.graph).map_err(|e| format!("compile: {e}"))?;
-        let artifact = xforge_compiler::build::build(&[(0, &fused)], None, target, String::new(), false, "fp32")
-            .map_err(|e| format!("compile: {e}"))?;
+        let build = || xforge_compiler::build::build(&[(0, &fused)], None, target, String::new(), false, "fp32");
+        let artifact = build().map_err(|e| format!("compile: {e}"))?;
         if assemble && !artifact.kernels.ptx.is_empty() {
             xforge_codegen_ptx::toolchain::assemble(&artifact.kernels.ptx, target).map_err(|e| format!("ptxas: {e}"))?;
         }
         let g = &m.graph;
         let feed: HashMap<String, Tensor> =
             feed.iter().filter(|(k, _)| g.inputs.iter().any(|&i| g.name_of(i) == *k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let host_kernels = || -> Result<HashMap<usize, xforge_kernel::Kernel>, String> {
+            let (library, _) = xforge_compiler::build::library_plans(&fused, false);
+            let (kernels, missing) = xforge_compiler::build::generate_kernels(&fused, &library);
+            if !missing.is_empty() {
+                return Err(format!("no kernel: {}", missing.join("; ")));
+            }
+            Ok(kernels.into_iter().collect())
+        };
         let got = match backend {
             Backend::Host => {
-                let (library, _) = xforge_compiler::build::library_plans(&fused, false);
-                let (kernels, missing) = xforge_compiler::build::generate_kernels(&fused, &library);
-                if !missing.is_empty() {
-                    return Err(format!("no kernel: {}", missing.join("; ")));
-                }
-                let kernels: HashMap<usize, xforge_kernel::Kernel> = kernels.into_iter().collect();
-                let (outs, stats) = crate::host_kernels::run_plan(&fused, &kernels, &feed)?;
+                let (outs, stats) = crate::host_kernels::run_plan(&fused, &host_kernels()?, &feed)?;
                 notes.stats = stats;
                 outs
             }
-            Backend::Gpu => crate::gpu::run_artifact(&artifact, g, &feed)?,
+            Backend::Gpu => {
+                let got = crate::gpu::run_artifact(&artifact, g, &feed)?;
+                let wrong = got.len() != expected.len()
+                    || got.iter().zip(&expected).any(|(a, b)| {
+                        let (rtol, atol) = tolerance(b.dtype());
+                        allclose(a, b, rtol, atol).is_err()
+                    });
+                if wrong {
+                    // again with every buffer apart, to name the first group the GPU gets wrong
+                    let distinct = xforge_compiler::build::with_distinct_buffers(build).map_err(|e| e.to_string())?;
+                    let mut session = crate::gpu::session(&distinct)?;
+                    let again = crate::gpu::run(&mut session, &feed)?;
+                    let (host, _) = crate::host_kernels::run_plan_values(&fused, &host_kernels()?, &feed)?;
+                    let first = crate::gpu::first_wrong_group(&session, &fused, &host)?;
+                    let same = again.iter().zip(&got).all(|(a, b)| allclose(a, b, 0.0, 0.0).is_ok());
+                    notes.diagnosis = Some(format!(
+                        "{}; with distinct buffers the outputs {}",
+                        first.unwrap_or_else(|| "no group differs from the host".into()),
+                        if same { "are the same" } else { "change (a memory-plan overlap?)" }
+                    ));
+                }
+                got
+            }
         };
         if got.len() != expected.len() {
             return Err(format!("{} outputs, expected {}", got.len(), expected.len()));
@@ -251,7 +277,10 @@ pub fn compile_case(dir: &Path, target: &str, assemble: bool, backend: Backend) 
     (
         match outcome {
             Ok(()) => Outcome::Passed,
-            Err(e) => Outcome::Failed(e),
+            Err(e) => Outcome::Failed(match &notes.diagnosis {
+                Some(d) => format!("{e} [{d}]"),
+                None => e,
+            }),
         },
         notes,
     )

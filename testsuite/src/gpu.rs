@@ -1,16 +1,25 @@
-//! Running a compiled artifact on the GPU for the checks (conformance `--gpu`).
+//! Running a compiled artifact on the GPU for the checks (conformance `--gpu`), and finding the
+//! first group whose GPU result differs from the host's.
 use std::collections::HashMap;
-use xforge_ir::{DType, Graph, Tensor, TensorData};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use xforge_ir::{DType, Graph, Tensor, TensorData, ValueId};
+use xforge_passes::fusion::{Fused, Schedule};
 use xforge_runtime::{Artifact, Session};
 
-/// Runs `artifact` (compiled from `g`) on GPU 0 with `feed` (by input name); outputs in the
-/// graph's order.
-pub fn run_artifact(artifact: &Artifact, g: &Graph, feed: &HashMap<String, Tensor>) -> Result<Vec<Tensor>, String> {
+/// A session of `artifact` on GPU 0 (written to a file of its own first).
+pub fn session(artifact: &Artifact) -> Result<Session, String> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!("xforge-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let path = dir.join("case.xfa");
+    let path = dir.join(format!("case{}.xfa", NEXT.fetch_add(1, Ordering::Relaxed)));
     artifact.write(&path).map_err(|e| e.to_string())?;
-    let mut session = Session::load(&path, 0).map_err(|e| e.to_string())?;
+    let s = Session::load(&path, 0).map_err(|e| e.to_string());
+    let _ = std::fs::remove_file(&path);
+    s
+}
+
+/// Runs a session on `feed` (by input name); outputs in the artifact's order.
+pub fn run(session: &mut Session, feed: &HashMap<String, Tensor>) -> Result<Vec<Tensor>, String> {
     let mem = &session.artifact.plans[0].memory;
     let names: Vec<String> = mem.inputs.iter().map(|b| b.name.clone()).collect();
     let outs: Vec<(String, Vec<usize>)> =
@@ -21,7 +30,6 @@ pub fn run_artifact(artifact: &Artifact, g: &Graph, feed: &HashMap<String, Tenso
         .collect::<Result<_, _>>()?;
     let refs: Vec<&[u8]> = bytes.iter().map(|b| b.as_slice()).collect();
     let got = session.run(&refs).map_err(|e| e.to_string())?;
-    let _ = g;
     got.into_iter()
         .zip(outs)
         .map(|(b, (dt, shape))| {
@@ -30,4 +38,52 @@ pub fn run_artifact(artifact: &Artifact, g: &Graph, feed: &HashMap<String, Tenso
             Ok(Tensor::new(shape, data))
         })
         .collect()
+}
+
+/// Runs `artifact` (compiled from `g`) on GPU 0 with `feed`; outputs in the graph's order.
+pub fn run_artifact(artifact: &Artifact, g: &Graph, feed: &HashMap<String, Tensor>) -> Result<Vec<Tensor>, String> {
+    let _ = g;
+    run(&mut session(artifact)?, feed)
+}
+
+/// After a run of an artifact built with distinct buffers from `fused`: the first group (in
+/// run order) whose output in the arena differs from the host's value, described.
+pub fn first_wrong_group(
+    session: &Session,
+    fused: &Fused,
+    host: &HashMap<ValueId, Tensor>,
+) -> Result<Option<String>, String> {
+    let g = &fused.graph;
+    let offsets = xforge_compiler::build::value_offsets(fused).map_err(|e| e.to_string())?;
+    let mut producer = HashMap::new();
+    for (n, node) in g.nodes.iter().enumerate() {
+        for o in node.output_ids() {
+            producer.insert(o, n);
+        }
+    }
+    for gi in xforge_compiler::build::run_order(fused, &producer) {
+        let grp = &fused.partition.groups[gi];
+        if grp.schedule == Schedule::View {
+            continue;
+        }
+        for &v in &grp.outputs {
+            let (Some(want), Some(&at)) = (host.get(&v), offsets.get(&v)) else { continue };
+            let bytes = session.read_arena(at, want.nbytes()).map_err(|e| e.to_string())?;
+            let got = Tensor::new(
+                want.shape().to_vec(),
+                TensorData::from_le_bytes(want.dtype(), &bytes).ok_or("bytes do not decode")?,
+            );
+            let (rtol, atol) = crate::conformance::tolerance(want.dtype());
+            if let Err(e) = crate::compare::allclose(&got, want, rtol.max(1e-3), atol.max(1e-4)) {
+                let ops: Vec<String> = grp.nodes.iter().map(|&n| format!("{} '{}'", g.nodes[n].op, g.nodes[n].name)).collect();
+                return Ok(Some(format!(
+                    "first wrong group {gi} ({}: {}), value '{}': {e}",
+                    grp.schedule,
+                    ops.join(", "),
+                    g.name_of(v)
+                )));
+            }
+        }
+    }
+    Ok(None)
 }

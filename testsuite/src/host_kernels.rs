@@ -149,6 +149,22 @@ pub fn run_plan(
     kernels: &HashMap<usize, Kernel>,
     inputs: &HashMap<String, Tensor>,
 ) -> Result<(Vec<Tensor>, PlanStats), String> {
+    let (env, stats) = run_plan_values(fused, kernels, inputs)?;
+    let g = &fused.graph;
+    let outs = g
+        .outputs
+        .iter()
+        .map(|&o| env.get(&o).or_else(|| g.weights.get(&o)).cloned().ok_or_else(|| format!("'{}' is not computed", g.name_of(o))))
+        .collect::<Result<_, _>>()?;
+    Ok((outs, stats))
+}
+
+/// `run_plan`, returning every value computed (by id).
+pub fn run_plan_values(
+    fused: &Fused,
+    kernels: &HashMap<usize, Kernel>,
+    inputs: &HashMap<String, Tensor>,
+) -> Result<(HashMap<ValueId, Tensor>, PlanStats), String> {
     let g: &Graph = &fused.graph;
     let mut env: HashMap<ValueId, Tensor> = HashMap::new();
     for &i in &g.inputs {
@@ -218,6 +234,5 @@ pub fn run_plan(
             }
         }
     }
-    let outs = g.outputs.iter().map(|&o| get(&env, o)).collect::<Result<_, _>>()?;
-    Ok((outs, stats))
+    Ok((env, stats))
 }
