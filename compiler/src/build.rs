@@ -110,6 +110,12 @@ pub fn split_library_epilogues(fused: &mut Fused) -> usize {
     n
 }
 
+/// Whether every value a group writes is empty (zero elements): it needs no step.
+pub fn writes_nothing(g: &Graph, grp: &xforge_passes::fusion::FusionGroup) -> bool {
+    !grp.outputs.is_empty()
+        && grp.outputs.iter().all(|&o| g.ty(o).static_shape().is_some_and(|s| xforge_ir::tensor::numel(&s) == 0))
+}
+
 /// The groups that run as vendor-library calls, by group index, and the errors of the library
 /// groups that neither a library nor a template can run. A GEMM the library cannot express
 /// exactly (or every GEMM, with `generated_gemm`) runs as a generated kernel instead.
@@ -119,6 +125,9 @@ pub fn library_plans(fused: &Fused, generated_gemm: bool) -> (HashMap<usize, Lib
     let mut missing = vec![];
     for (i, grp) in fused.partition.groups.iter().enumerate() {
         let anchor = &g.nodes[grp.nodes[0]];
+        if writes_nothing(g, grp) {
+            continue;
+        }
         match grp.schedule {
             Schedule::LibraryGemm if !generated_gemm => match library::gemm(g, grp) {
                 Ok(p) => {
@@ -147,7 +156,7 @@ pub fn generate_kernels(fused: &Fused, library: &HashMap<usize, LibraryPlan>) ->
     let mut kernels = vec![];
     let mut missing = vec![];
     for (i, grp) in fused.partition.groups.iter().enumerate() {
-        if grp.schedule == Schedule::View || library.contains_key(&i) {
+        if grp.schedule == Schedule::View || library.contains_key(&i) || writes_nothing(&fused.graph, grp) {
             continue;
         }
         if grp.schedule == Schedule::LibraryConv {
@@ -340,6 +349,7 @@ fn plan(
         let grp = &groups[i];
         match grp.schedule {
             Schedule::View => {}
+            _ if writes_nothing(g, grp) => {}
             _ if library.contains_key(&i) => {
                 let plan = &library[&i];
                 let mut args = vec![];
@@ -370,6 +380,16 @@ fn plan(
                     .collect();
                 steps.push(Step::Launch { kernel: *kernel as u32, grid: k.grid, block: k.block, args });
             }
+        }
+    }
+    // outputs that are constants (folded at compile time) are copied into their buffers
+    for &o in &g.outputs {
+        let r = root(g, fused, &producer, o);
+        if let Some(t) = g.weights.get(&r) {
+            let k = xforge_kernel::generic::copy(t.dtype(), t.len(), r);
+            let index = kernels.add(&k);
+            let args = vec![Arg::Weight(weights.put(&t.data().to_le_bytes())), Arg::Arena(offset[&r])];
+            steps.push(Step::Launch { kernel: index as u32, grid: k.grid, block: k.block, args });
         }
     }
     let binding = |v: ValueId| -> Result<Binding, BuildError> {

@@ -20,6 +20,9 @@ pub struct Unrunnable {
 
 /// Whether group `grp` (numbered `gi`) of `g` has a runner.
 pub fn runs(g: &Graph, grp: &FusionGroup, gi: usize, generated_gemm: bool) -> Result<(), String> {
+    if crate::build::writes_nothing(g, grp) {
+        return Ok(());
+    }
     match grp.schedule {
         Schedule::View => Ok(()),
         Schedule::LibraryConv => library::conv(g, grp).map(|_| ()),

@@ -88,3 +88,63 @@ pub fn fold_batch_norms(g: &mut Graph) -> usize {
         }
     }
 }
+
+/// Rewrites each inference BatchNormalization that no contraction absorbed (after a Concat, a
+/// pool, an input) as x·a + b with per-channel constants a = scale / sqrt(var + eps) and
+/// b = beta − mean·a shaped [C, 1, ...]: elementwise work that fuses with its neighbours.
+/// Returns the number rewritten.
+pub fn batch_norms_to_affine(g: &mut Graph) -> usize {
+    let mut n = 0;
+    let mut i = 0;
+    while i < g.nodes.len() {
+        let bn = &g.nodes[i];
+        let ok = bn.op == Op::BatchNormalization
+            && !bn.outputs.iter().skip(1).any(|o| o.is_some())
+            && !matches!(bn.attr("training_mode"), Some(Attr::Int(1)));
+        let x = bn.inputs.first().copied().flatten();
+        let params: Option<Vec<Vec<f64>>> =
+            bn.inputs.iter().skip(1).map(|v| v.and_then(|v| g.weights.get(&v)).map(|t| t.to_f64())).collect();
+        let shape = x.and_then(|x| g.ty(x).static_shape());
+        let (Some(x), Some(params), Some(shape), true) = (x, params, shape, ok) else {
+            i += 1;
+            continue;
+        };
+        let dt = g.ty(x).dtype;
+        if params.len() != 4 || shape.len() < 2 || !dt.is_float() || params.iter().any(|p| p.len() != shape[1]) {
+            i += 1;
+            continue;
+        }
+        let c = shape[1];
+        let eps = float_attr(bn, "epsilon", 1e-5);
+        let (scale, beta, mean, var) = (&params[0], &params[1], &params[2], &params[3]);
+        let a: Vec<f64> = (0..c).map(|k| scale[k] / (var[k] + eps).sqrt()).collect();
+        let b: Vec<f64> = (0..c).map(|k| beta[k] - mean[k] * a[k]).collect();
+        let mut pshape = vec![c];
+        pshape.extend(std::iter::repeat_n(1, shape.len() - 2));
+        let name = bn.name.clone();
+        let out = bn.outputs[0].expect("BN output");
+        let a_id = g.add_value(format!("{name}_scale"), xforge_ir::ValueType::known(dt, &pshape));
+        g.weights.insert(a_id, Tensor::from_f64(dt, pshape.clone(), &a));
+        let b_id = g.add_value(format!("{name}_shift"), xforge_ir::ValueType::known(dt, &pshape));
+        g.weights.insert(b_id, Tensor::from_f64(dt, pshape.clone(), &b));
+        let mid = g.add_value(format!("{name}_scaled"), xforge_ir::ValueType::known(dt, &shape));
+        let mul = xforge_ir::Node {
+            name: format!("{name}/scale"),
+            op: Op::Mul,
+            inputs: vec![Some(x), Some(a_id)],
+            outputs: vec![Some(mid)],
+            attrs: Default::default(),
+        };
+        let add = xforge_ir::Node {
+            name: format!("{name}/shift"),
+            op: Op::Add,
+            inputs: vec![Some(mid), Some(b_id)],
+            outputs: vec![Some(out)],
+            attrs: Default::default(),
+        };
+        g.nodes.splice(i..=i, [mul, add]);
+        n += 1;
+        i += 2;
+    }
+    n
+}

@@ -41,6 +41,7 @@ pub fn canonicalize(g: &mut Graph) -> Result<CanonStats, xforge_ir::infer::Infer
         st.folded += fold::fold_constants(g);
         st.noops += noop::remove_noops(g);
         st.batch_norms += bn_fold::fold_batch_norms(g);
+        st.batch_norms += bn_fold::batch_norms_to_affine(g);
         st.merged_gemms += sibling_gemm::merge_sibling_matmuls(g);
         st.patch_convs += patch_conv::patch_convs_to_gemms(g);
         st.dead += dce::dce(g);

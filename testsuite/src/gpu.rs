@@ -47,14 +47,17 @@ pub fn run_artifact(artifact: &Artifact, g: &Graph, feed: &HashMap<String, Tenso
 }
 
 /// After a run of an artifact built with distinct buffers from `fused`: the first group (in
-/// run order) whose output in the arena differs from the host's value, described.
+/// run order) whose output in the arena differs from the host's value, described; the graph's
+/// outputs are checked last, at the offsets their bindings name.
 pub fn first_wrong_group(
     session: &Session,
     fused: &Fused,
     host: &HashMap<ValueId, Tensor>,
 ) -> Result<Option<String>, String> {
     let g = &fused.graph;
-    let offsets = xforge_compiler::build::value_offsets(fused).map_err(|e| e.to_string())?;
+    // the offsets of the artifact the session runs: built with distinct buffers
+    let offsets =
+        xforge_compiler::build::with_distinct_buffers(|| xforge_compiler::build::value_offsets(fused)).map_err(|e| e.to_string())?;
     let mut producer = HashMap::new();
     for (n, node) in g.nodes.iter().enumerate() {
         for o in node.output_ids() {
@@ -83,6 +86,17 @@ pub fn first_wrong_group(
                     g.name_of(v)
                 )));
             }
+        }
+    }
+    let mem = &session.artifact.plans[0].memory;
+    for (b, &o) in mem.outputs.iter().zip(&g.outputs) {
+        if offsets.get(&o) != Some(&b.offset) {
+            return Ok(Some(format!(
+                "output '{}' is bound at {} but its value lives at {:?}",
+                b.name,
+                b.offset,
+                offsets.get(&o)
+            )));
         }
     }
     Ok(None)

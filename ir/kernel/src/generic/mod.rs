@@ -335,6 +335,25 @@ impl<'a> Kern<'a> {
     }
 }
 
+/// A kernel that copies `elements` of `dt` from parameter 0 to parameter 1 (both named
+/// `value`): a constant graph output's bytes into its arena buffer.
+pub fn copy(dt: DType, elements: usize, value: ValueId) -> Kernel {
+    let n = elements.max(1);
+    let params = vec![
+        Param { value, dtype: dt, elements: n, output: false },
+        Param { value, dtype: dt, elements: n, output: true },
+    ];
+    let st = storage(dt);
+    let mut b = Body::default();
+    let (start, step) = b.grid_stride();
+    let end = b.index(n);
+    b.stmt(format!("scf.for %i = {start} to {end} step {step} {{"));
+    let v = b.emit(format!("memref.load %arg0[%i] : memref<{n}x{st}>"));
+    b.stmt(format!("memref.store {v}, %arg1[%i] : memref<{n}x{st}>"));
+    b.stmt("}");
+    finish(params, &b, None, [blocks(n, BLOCK), 1, 1], [BLOCK, 1, 1])
+}
+
 /// The generic kernel of a group of one node (schedule `Generic`), numbered `gi` for errors.
 pub fn generic(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelError> {
     let unsupported = |why: String| KernelError::Unsupported { group: gi, why };

@@ -300,40 +300,111 @@ pub fn lrn(k: &mut Kern) -> R<usize> {
     Ok(n)
 }
 
-/// BatchNormalization in inference mode: per-channel affine, one thread per element.
+/// BatchNormalization: in inference mode a per-channel affine, one thread per element; in
+/// training mode one thread per channel takes the batch's moments (population variance),
+/// normalizes with them and blends the running ones (outputs 1 and 2).
 pub fn batch_norm(k: &mut Kern) -> R<usize> {
-    if k.attrs().int("training_mode", 0)? != 0 || k.n.outputs.iter().skip(1).any(|o| o.is_some()) {
-        return Err("training mode (batch statistics) is not compiled".into());
-    }
+    let training = k.attrs().int("training_mode", 0)? != 0;
     let shape = k.in_shape(0)?;
     if shape.len() < 2 {
         return Err("input must be (N, C, ...)".into());
     }
-    let c = shape[1];
+    let (n, c) = (shape[0], shape[1]);
     let inner = numel(&shape[2..]);
     let eps = k.attrs().float("epsilon", 1e-5)? as f64;
+    let momentum = k.attrs().float("momentum", 0.9)? as f64;
     let ct = float_type(k)?;
     let x = k.input(0)?;
     let (sp, bp, mp, vp) = (k.input(1)?, k.input(2)?, k.input(3)?, k.input(4)?);
     let out = k.output(0)?;
-    let n = numel(&shape);
-    k.for_each(n, |k, i| {
-        let q = k.ixc("divui", i, inner);
-        let ch = k.ixc("remui", &q, c);
-        let v = k.load(x, i);
-        let (sv, bv, mv, vv) = (k.load(sp, &ch), k.load(bp, &ch), k.load(mp, &ch), k.load(vp, &ch));
-        let vv = s::cast(&mut k.b, &vv, ct);
-        let inv = inv_std(k, &vv, eps);
-        let b = &mut k.b;
-        let mv = s::cast(b, &mv, ct);
-        let d = s::sub(b, &v, &mv);
-        let y = s::mul(b, &d, &inv);
-        let sv = s::cast(b, &sv, ct);
-        let y = s::mul(b, &y, &sv);
-        let bv = s::cast(b, &bv, ct);
-        let y = s::add(b, &y, &bv);
-        k.store(out, i, &y);
+    if !training {
+        if k.n.outputs.iter().skip(1).any(|o| o.is_some()) {
+            return Err("running statistics are outputs only in training mode".into());
+        }
+        let total = numel(&shape);
+        k.for_each(total, |k, i| {
+            let q = k.ixc("divui", i, inner);
+            let ch = k.ixc("remui", &q, c);
+            let v = k.load(x, i);
+            let (mv, vv) = (k.load(mp, &ch), k.load(vp, &ch));
+            let y = affine(k, &v, &mv, &vv, sp, bp, &ch, eps, ct);
+            k.store(out, i, &y);
+            Ok(())
+        })?;
+        return Ok(total);
+    }
+    let running = (
+        if k.out_val(1).is_some() { Some(k.output(1)?) } else { None },
+        if k.out_val(2).is_some() { Some(k.output(2)?) } else { None },
+    );
+    k.for_each(c, |k, ch| {
+        // element j of the channel: batch j / inner, position j % inner
+        let at = |k: &mut Kern, j: &str| -> String {
+            let b = k.ixc("divui", j, inner);
+            let p = k.ixc("remui", j, inner);
+            let t = k.ixc("muli", &b, c);
+            let t = k.ix("addi", &t, ch);
+            let t = k.ixc("muli", &t, inner);
+            k.ix("addi", &t, &p)
+        };
+        let count = n * inner;
+        let z = konst(&mut k.b, 0.0, ct);
+        let sum = k.fold_n(count, &[z.clone()], |k, j, acc| {
+            let a = at(k, j);
+            let v = k.load(x, &a);
+            Ok(vec![s::add(&mut k.b, &acc[0], &v)])
+        })?;
+        let cnt = konst(&mut k.b, count as f64, ct);
+        let mean = s::div(&mut k.b, &sum[0], &cnt);
+        let sq = k.fold_n(count, &[z], |k, j, acc| {
+            let a = at(k, j);
+            let v = k.load(x, &a);
+            let d = s::sub(&mut k.b, &v, &mean);
+            let d2 = s::mul(&mut k.b, &d, &d);
+            Ok(vec![s::add(&mut k.b, &acc[0], &d2)])
+        })?;
+        let var = s::div(&mut k.b, &sq[0], &cnt);
+        k.fold_n(count, &[], |k, j, _| {
+            let a = at(k, j);
+            let v = k.load(x, &a);
+            let y = affine(k, &v, &mean, &var, sp, bp, ch, eps, ct);
+            k.store(out, &a, &y);
+            Ok(vec![])
+        })?;
+        let blend = |k: &mut Kern, run: usize, cur: &Val| -> Val {
+            let r = k.load(run, ch);
+            let r = s::cast(&mut k.b, &r, ct);
+            let (m, m1) = (konst(&mut k.b, momentum, ct), konst(&mut k.b, 1.0 - momentum, ct));
+            let a = s::mul(&mut k.b, &r, &m);
+            let b = s::mul(&mut k.b, cur, &m1);
+            s::add(&mut k.b, &a, &b)
+        };
+        if let Some(p) = running.0 {
+            let v = blend(k, mp, &mean);
+            k.store(p, ch, &v);
+        }
+        if let Some(p) = running.1 {
+            let v = blend(k, vp, &var);
+            k.store(p, ch, &v);
+        }
         Ok(())
     })?;
-    Ok(n)
+    Ok(c)
+}
+
+/// (x − mean) / sqrt(var + eps) · scale[ch] + bias[ch].
+#[allow(clippy::too_many_arguments)]
+fn affine(k: &mut Kern, x: &Val, mean: &Val, var: &Val, sp: usize, bp: usize, ch: &str, eps: f64, ct: Ty) -> Val {
+    let var = s::cast(&mut k.b, var, ct);
+    let inv = inv_std(k, &var, eps);
+    let (sv, bv) = (k.load(sp, ch), k.load(bp, ch));
+    let b = &mut k.b;
+    let mean = s::cast(b, mean, ct);
+    let x = s::cast(b, x, ct);
+    let d = s::sub(b, &x, &mean);
+    let y = s::mul(b, &d, &inv);
+    let sv = s::cast(b, &sv, ct);
+    let y = s::mul(b, &y, &sv);
+    let bv = s::cast(b, &bv, ct);
+    s::add(b, &y, &bv)
 }

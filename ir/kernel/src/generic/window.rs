@@ -366,6 +366,176 @@ pub fn pool(k: &mut Kern) -> R<usize> {
     Ok(total)
 }
 
-pub fn roi_align(_k: &mut Kern) -> R<usize> {
-    Err("RoiAlign has no generic kernel yet".into())
+/// RoiAlign: one thread per output element averages (or takes the largest of) bilinear
+/// samples on a grid over its bin; the grid size may depend on the RoI (sampling_ratio 0).
+pub fn roi_align(k: &mut Kern) -> R<usize> {
+    let xs = k.in_shape(0)?;
+    if xs.len() != 4 {
+        return Err("X must be 4-D".into());
+    }
+    let (n, c, h, w) = (xs[0], xs[1], xs[2], xs[3]);
+    let rois = k.in_shape(1)?;
+    let nr = rois[0];
+    let a = k.attrs();
+    let (oh, ow) = (a.int("output_height", 1)? as usize, a.int("output_width", 1)? as usize);
+    let ratio = a.int("sampling_ratio", 0)?;
+    let scale = a.float("spatial_scale", 1.0)? as f64;
+    let is_max = a.string("mode", "avg")? == "max";
+    let default_mode = if k.opset() >= 16 { "half_pixel" } else { "output_half_pixel" };
+    let offset = if a.string("coordinate_transformation_mode", default_mode)? == "half_pixel" { 0.5 } else { 0.0 };
+    let ct = if k.in_dtype(0)? == xforge_ir::DType::F64 { Ty::F64 } else { Ty::F32 };
+    let (x, rp, bp, out) = (k.input(0)?, k.input(1)?, k.input(2)?, k.output(0)?);
+    let total = nr * c * oh * ow;
+    let i64t = Ty::Int(64, true);
+    k.for_each(total, |k, i| {
+        let oc = k.coords(i, &[nr, c, oh, ow]);
+        let (r, ch, ph, pw) = (&oc[0], &oc[1], &oc[2], &oc[3]);
+        let bi = k.load(bp, r);
+        let bi = s::cast(&mut k.b, &bi, i64t);
+        let (z, top) = (konst(&mut k.b, 0.0, i64t), konst(&mut k.b, (n - 1) as f64, i64t));
+        let bi = s::max(&mut k.b, &bi, &z);
+        let bi = s::min(&mut k.b, &bi, &top);
+        let b = s::to_index(&mut k.b, &bi);
+        let t = k.ixc("muli", &b, c);
+        let t = k.ix("addi", &t, ch);
+        let plane = k.ixc("muli", &t, h * w);
+        let base = k.ixc("muli", r, 4);
+        let mut corner = vec![];
+        for j in 0..4 {
+            let at = k.ixc("addi", &base, j);
+            let v = k.load(rp, &at);
+            let v = s::cast(&mut k.b, &v, ct);
+            let sc = konst(&mut k.b, scale, ct);
+            let off = konst(&mut k.b, offset, ct);
+            let v = s::mul(&mut k.b, &v, &sc);
+            corner.push(s::sub(&mut k.b, &v, &off));
+        }
+        let (x1, y1) = (corner[0].clone(), corner[1].clone());
+        let mut rw = s::sub(&mut k.b, &corner[2], &x1);
+        let mut rh = s::sub(&mut k.b, &corner[3], &y1);
+        if offset == 0.0 {
+            let one = konst(&mut k.b, 1.0, ct);
+            rw = s::max(&mut k.b, &rw, &one);
+            rh = s::max(&mut k.b, &rh, &one);
+        }
+        let (ohv, owv) = (konst(&mut k.b, oh as f64, ct), konst(&mut k.b, ow as f64, ct));
+        let bh = s::div(&mut k.b, &rh, &ohv);
+        let bw = s::div(&mut k.b, &rw, &owv);
+        // samples per bin along each axis, as indices (at least 0)
+        let grid = |k: &mut Kern, bin: &Val| -> String {
+            if ratio > 0 {
+                return k.index(ratio as usize);
+            }
+            let c = s::math(&mut k.b, "ceil", bin);
+            let ci = s::cast(&mut k.b, &c, i64t);
+            let z = konst(&mut k.b, 0.0, i64t);
+            let ci = s::max(&mut k.b, &ci, &z);
+            s::to_index(&mut k.b, &ci)
+        };
+        let (gh, gw) = (grid(k, &bh), grid(k, &bw));
+        let ghf = s::from_index(&mut k.b, &gh, ct);
+        let gwf = s::from_index(&mut k.b, &gw, ct);
+        let phf = s::from_index(&mut k.b, ph, ct);
+        let pwf = s::from_index(&mut k.b, pw, ct);
+        let t = s::mul(&mut k.b, &phf, &bh);
+        let ystart = s::add(&mut k.b, &y1, &t);
+        let t = s::mul(&mut k.b, &pwf, &bw);
+        let xstart = s::add(&mut k.b, &x1, &t);
+        let ystep = s::div(&mut k.b, &bh, &ghf);
+        let xstep = s::div(&mut k.b, &bw, &gwf);
+        let init = konst(&mut k.b, if is_max { f64::NEG_INFINITY } else { 0.0 }, ct);
+        let zero = k.index(0);
+        let acc = k.fold(&zero, &gh, &[init], |k, iy, acc| {
+            let z = k.index(0);
+            k.fold(&z, &gw, &[acc[0].clone()], |k, ix, acc| {
+                let half = konst(&mut k.b, 0.5, ct);
+                let iyf = s::from_index(&mut k.b, iy, ct);
+                let iyf = s::add(&mut k.b, &iyf, &half);
+                let t = s::mul(&mut k.b, &iyf, &ystep);
+                let y = s::add(&mut k.b, &ystart, &t);
+                let ixf = s::from_index(&mut k.b, ix, ct);
+                let ixf = s::add(&mut k.b, &ixf, &half);
+                let t = s::mul(&mut k.b, &ixf, &xstep);
+                let xx = s::add(&mut k.b, &xstart, &t);
+                let v = bilinear(k, x, &plane, h, w, &y, &xx, ct, is_max)?;
+                Ok(vec![if is_max { s::max(&mut k.b, &acc[0], &v) } else { s::add(&mut k.b, &acc[0], &v) }])
+            })
+        })?;
+        let cnt = k.ix("muli", &gh, &gw);
+        let v = if is_max {
+            // no samples: 0
+            let none = k.icmp("eq", &cnt, &zero);
+            let zf = konst(&mut k.b, 0.0, ct);
+            s::select(&mut k.b, &none, &zf, &acc[0])
+        } else {
+            let one = k.index(1);
+            let c1 = k.b.emit(format!("arith.maxui {cnt}, {one} : index"));
+            let cf = s::from_index(&mut k.b, &c1, ct);
+            s::div(&mut k.b, &acc[0], &cf)
+        };
+        k.store(out, i, &v);
+        Ok(())
+    })?;
+    Ok(total)
+}
+
+/// The bilinear sample of an (h, w) plane at (y, x): the weighted sum of its four neighbours,
+/// or (for max pooling) the largest weighted neighbour; 0 outside [−1, h] × [−1, w].
+#[allow(clippy::too_many_arguments)]
+fn bilinear(k: &mut Kern, x: usize, plane: &str, h: usize, w: usize, y: &Val, xx: &Val, ct: Ty, is_max: bool) -> R<Val> {
+    let b = &mut k.b;
+    let (m1, hf, wf, zero, one) = (konst(b, -1.0, ct), konst(b, h as f64, ct), konst(b, w as f64, ct), konst(b, 0.0, ct), konst(b, 1.0, ct));
+    let c1 = s::cmp(b, "lt", y, &m1);
+    let c2 = s::cmp(b, "gt", y, &hf);
+    let c3 = s::cmp(b, "lt", xx, &m1);
+    let c4 = s::cmp(b, "gt", xx, &wf);
+    let mut outside = c1;
+    for c in [c2, c3, c4] {
+        outside = Val::new(b.emit(format!("arith.ori {}, {} : i1", outside.v, c.v)), Ty::Bool);
+    }
+    let y = s::max(b, y, &zero);
+    let xv = s::max(b, xx, &zero);
+    // low corner, clamped to the last row or column (then the sample sits on it)
+    let clamp = |b: &mut crate::body::Body, v: &Val, n: usize| -> (Val, Val, Val) {
+        let fl = s::math(b, "floor", v);
+        let last = konst(b, (n - 1) as f64, ct);
+        let at_end = s::cmp(b, "ge", &fl, &last);
+        let lo = s::select(b, &at_end, &last, &fl);
+        let pos = s::select(b, &at_end, &last, v);
+        let one = konst(b, 1.0, ct);
+        let up = s::add(b, &lo, &one);
+        let hi = s::select(b, &at_end, &lo, &up);
+        (lo, hi, pos)
+    };
+    let (yl, yh, y) = clamp(b, &y, h);
+    let (xl, xh, xv) = clamp(b, &xv, w);
+    let ly = s::sub(b, &y, &yl);
+    let lx = s::sub(b, &xv, &xl);
+    let hy = s::sub(b, &one, &ly);
+    let hx = s::sub(b, &one, &lx);
+    let i64t = Ty::Int(64, true);
+    let idx = |b: &mut crate::body::Body, r: &Val, c: &Val| -> String {
+        let ri = s::cast(b, r, i64t);
+        let ci = s::cast(b, c, i64t);
+        let wv = konst(b, w as f64, i64t);
+        let t = s::mul(b, &ri, &wv);
+        let t = s::add(b, &t, &ci);
+        s::to_index(b, &t)
+    };
+    let taps = [(yl.clone(), xl.clone(), s::mul(b, &hy, &hx)), (yl.clone(), xh.clone(), s::mul(b, &hy, &lx)), (yh.clone(), xl, s::mul(b, &ly, &hx)), (yh, xh, s::mul(b, &ly, &lx))];
+    let mut acc: Option<Val> = None;
+    for (r, c, wt) in taps {
+        let at = idx(&mut k.b, &r, &c);
+        let at = k.ix("addi", plane, &at);
+        let v = k.load(x, &at);
+        let v = s::cast(&mut k.b, &v, ct);
+        let wt = s::select(&mut k.b, &outside, &zero, &wt);
+        let t = s::mul(&mut k.b, &wt, &v);
+        acc = Some(match acc {
+            None => t,
+            Some(a) if is_max => s::max(&mut k.b, &a, &t),
+            Some(a) => s::add(&mut k.b, &a, &t),
+        });
+    }
+    Ok(acc.unwrap())
 }
