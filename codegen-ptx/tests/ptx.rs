@@ -278,3 +278,57 @@ fn a_library_gemms_head_split_is_one_routed_copy() {
     let f = fuse(&g).unwrap();
     assert!(f.partition.groups.iter().all(|grp| split_library_epilogue(&f.graph, grp).is_none()));
 }
+
+/// A one-node graph with the given inputs (types inferred) and its node's generic kernel.
+fn generic_kernel(op: xforge_ir::Op, ins: &[(DType, &[usize])], weights: &[xforge_ir::Tensor], attrs: Vec<(&str, xforge_ir::Attr)>) -> Kernel {
+    let mut b = xforge_ir::GraphBuilder::new("generic", 21);
+    let mut ids = vec![];
+    for (k, (dt, s)) in ins.iter().enumerate() {
+        ids.push(Some(b.input(&format!("x{k}"), *dt, s)));
+    }
+    for (k, t) in weights.iter().enumerate() {
+        ids.push(Some(b.weight(&format!("w{k}"), t.clone())));
+    }
+    let out = b.node_multi(op, &ids, attrs, vec![xforge_ir::ValueType::unranked(DType::F32)]);
+    b.output(out[0]);
+    let mut g = b.finish();
+    g.undeclared.extend(out);
+    xforge_ir::infer::infer_graph(&mut g).unwrap();
+    let grp = xforge_passes::fusion::partition::group_of_nodes(&g, Schedule::Generic, vec![0]);
+    xforge_kernel::generate(&g, &grp, 0).unwrap()
+}
+
+#[test]
+fn generic_kernels_assemble() {
+    use xforge_ir::{Attr, Op, Tensor};
+    let ks = vec![
+        // integer arithmetic with Python's modulo sign
+        generic_kernel(Op::Mod, &[(DType::I32, &[4, 6]), (DType::I32, &[6])], &[], vec![]),
+        // a 3-D convolution with groups and asymmetric pads, in halves
+        generic_kernel(
+            Op::Conv,
+            &[(DType::F16, &[1, 4, 5, 6, 5]), (DType::F16, &[6, 2, 2, 3, 2])],
+            &[],
+            vec![("group", Attr::Int(2)), ("pads", Attr::Ints(vec![1, 0, 2, 0, 1, 0]))],
+        ),
+        // linear resize: per-axis tap tables compiled in
+        generic_kernel(
+            Op::Resize,
+            &[(DType::F32, &[1, 2, 5, 6])],
+            &[Tensor::from_f64(DType::F32, vec![0], &[]), Tensor::from_f64(DType::F32, vec![4], &[1.0, 1.0, 1.7, 0.6])],
+            vec![("mode", Attr::Str("linear".into()))],
+        ),
+        // attention in every form the interpreter takes (3-D, grouped heads)
+        generic_kernel(
+            Op::Attention,
+            &[(DType::BF16, &[2, 4, 32]), (DType::BF16, &[2, 6, 16]), (DType::BF16, &[2, 6, 16])],
+            &[],
+            vec![("q_num_heads", Attr::Int(4)), ("kv_num_heads", Attr::Int(2)), ("is_causal", Attr::Int(1))],
+        ),
+    ];
+    assert!(!ks[2].constants.is_empty(), "the resize taps are compiled in");
+    for arch in ["sm_80", "sm_90"] {
+        ptxas(&compile(&ks, arch).unwrap(), arch);
+    }
+    insta::assert_snapshot!("generic_mod_i32", ks[0].module);
+}

@@ -56,6 +56,8 @@ pub enum CompileError {
     Import(#[from] xforge_frontend::ImportError),
     #[error("precision {0}")]
     Precision(String),
+    #[error("shape inference: {0}")]
+    Infer(String),
     #[error(transparent)]
     Fusion(#[from] xforge_passes::fusion::FusionError),
     /// A node no runner takes (named, with the reason).
@@ -181,7 +183,7 @@ impl Compiler {
         let mut g = graph.clone();
         // control flow first, so precision conversion sees one graph
         if xforge_passes::control::inline_control_flow(&mut g) > 0 {
-            xforge_ir::infer::infer_graph(&mut g).map_err(|e| CompileError::Precision(e.to_string()))?;
+            xforge_ir::infer::infer_graph(&mut g).map_err(|e| CompileError::Infer(e.to_string()))?;
         }
         if let Some(dt) = self.precision.half() {
             let n = xforge_passes::precision::convert(&mut g, dt).map_err(|e| CompileError::Precision(e.to_string()))?;
@@ -189,6 +191,13 @@ impl Compiler {
         }
         let t = std::time::Instant::now();
         let mut fused = xforge_passes::fusion::fuse(&g)?;
+        // control flow fusion did not take (a linear Scan no rule matched): unrolled, then fused again
+        if fused.graph.nodes.iter().any(|n| matches!(n.op, xforge_ir::Op::Scan | xforge_ir::Op::Loop | xforge_ir::Op::If))
+            && xforge_passes::control::inline_all_control_flow(&mut g) > 0
+        {
+            xforge_ir::infer::infer_graph(&mut g).map_err(|e| CompileError::Infer(e.to_string()))?;
+            fused = xforge_passes::fusion::fuse(&g)?;
+        }
         if !self.generated_gemm {
             let n = build::split_library_epilogues(&mut fused);
             tracing::info!("{n} GEMM epilogues moved after a cuBLASLt call");

@@ -8,9 +8,23 @@ use crate::knobs::UNROLL_NODE_LIMIT;
 use std::collections::HashMap;
 use xforge_ir::{Attr, DType, Graph, Node, Op, Tensor, ValueId, ValueType};
 
-/// Inlines every If, Loop and Scan that can be; returns how many.
+/// Inlines every If, Loop and Scan that can be — except Scans with the selective scan's linear
+/// body, which the fusion rules turn into one scan kernel; returns how many.
 pub fn inline_control_flow(g: &mut Graph) -> usize {
+    KEEP_LINEAR_SCANS.with(|k| k.set(true));
     inline_in(g, false)
+}
+
+/// `inline_control_flow`, linear Scans included (where fusion did not take them).
+pub fn inline_all_control_flow(g: &mut Graph) -> usize {
+    KEEP_LINEAR_SCANS.with(|k| k.set(false));
+    let n = inline_in(g, false);
+    KEEP_LINEAR_SCANS.with(|k| k.set(true));
+    n
+}
+
+thread_local! {
+    static KEEP_LINEAR_SCANS: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
 }
 
 /// `inline_control_flow` in `g`; in a subgraph (`nested`), a value a body captures from further
@@ -24,7 +38,9 @@ fn inline_in(g: &mut Graph, nested: bool) -> usize {
         let ok = match node.op {
             Op::If => inline_if(g, &node, nested, &mut out),
             Op::Loop => inline_loop(g, &node, nested, &mut out),
-            Op::Scan if g.opset >= 9 => inline_scan(g, &node, nested, &mut out),
+            Op::Scan if g.opset >= 9 && !(KEEP_LINEAR_SCANS.with(|k| k.get()) && linear_scan(&node)) => {
+                inline_scan(g, &node, nested, &mut out)
+            }
             _ => None,
         };
         match ok {
@@ -40,7 +56,11 @@ fn inline_in(g: &mut Graph, nested: bool) -> usize {
     done
 }
 
-fn body<'a>(n: &'a Node, name: &str) -> Option<Graph> {
+fn linear_scan(n: &Node) -> bool {
+    matches!(n.attr("body"), Some(Attr::Graph(b)) if crate::fusion::selective_scan::linear_body(b))
+}
+
+fn body(n: &Node, name: &str) -> Option<Graph> {
     match n.attr(name) {
         Some(Attr::Graph(b)) => {
             let mut b: Graph = (**b).clone();

@@ -36,6 +36,20 @@ impl GraphBuilder {
         id
     }
 
+    /// An input of a given type (bodies of control flow take scalars and symbolic shapes).
+    pub fn input_typed(&mut self, name: &str, ty: ValueType) -> ValueId {
+        let id = self.graph.add_value(name, ty);
+        self.graph.inputs.push(id);
+        id
+    }
+
+    /// A value this (sub)graph reads from an enclosing graph, found there by name.
+    pub fn capture(&mut self, name: &str, ty: ValueType) -> ValueId {
+        let id = self.graph.add_value(name, ty);
+        self.graph.captures.push(id);
+        id
+    }
+
     pub fn weight(&mut self, name: &str, t: Tensor) -> ValueId {
         let id = self.graph.add_value(name, ValueType::known(t.dtype(), t.shape()));
         self.graph.weights.insert(id, t);

@@ -514,6 +514,10 @@ pub fn compute(
         value.insert(p.value, v);
     }
     for n in nodes {
+        // a Dropout with a training mode is the generic kernel's to judge (random when on)
+        if n.op == Op::Dropout && n.inputs.get(2).copied().flatten().is_some() {
+            return Err(unsupported(format!("node '{}': Dropout with a training_mode input", n.name)));
+        }
         let scalar_vals: Vec<Option<f64>> = n.inputs.iter().map(|v| v.and_then(|v| scalars.get(&v).copied())).collect();
         let mut args = vec![];
         for v in n.inputs.iter().take(arity(n)).flatten() {

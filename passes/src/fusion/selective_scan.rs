@@ -165,7 +165,8 @@ fn ints(a: &Attrs, k: &str) -> Option<Vec<i64>> {
 }
 
 /// The Scan's body is exactly h' = a_t·h + x_t, emitted as both the new state and the scan output.
-fn linear_body(body: &Graph) -> bool {
+/// Whether a Scan body is the recurrence h ← a_t·h + x_t that emits h (the selective scan's).
+pub fn linear_body(body: &Graph) -> bool {
     let [h, a, x] = body.inputs[..] else { return false };
     let [state, emitted] = body.outputs[..] else { return false };
     let by_output = |v: ValueId| body.nodes.iter().find(|n| n.outputs.first() == Some(&Some(v)));

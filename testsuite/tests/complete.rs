@@ -1,0 +1,86 @@
+//! complete.rs: every group gets a runner. A fused group no template runs is cut into groups
+//! that have one (down to generic single-op kernels), the compiled plan computes what the
+//! interpreter computes, and a node nothing can run is an error that names it.
+use std::collections::HashMap;
+use xforge_compiler::{CompileError, Compiler};
+use xforge_ir::{Attr, DType, GraphBuilder, Op, Tensor, ValueType};
+use xforge_passes::fusion::Schedule;
+use xforge_testsuite::host_kernels::run_plan;
+
+fn kernels(f: &xforge_passes::fusion::Fused) -> HashMap<usize, xforge_kernel::Kernel> {
+    let (library, _) = xforge_compiler::build::library_plans(f, false);
+    let (k, missing) = xforge_compiler::build::generate_kernels(f, &library);
+    assert!(missing.is_empty(), "{missing:?}");
+    k.into_iter().collect()
+}
+
+#[test]
+fn a_group_without_a_template_is_cut_and_still_computes_the_same() {
+    // relu(x) → i32 → (mod 3) → f32 → ·0.5: the elementwise template has no integer Mod, so the
+    // fused chain is cut around it; the float work stays fused
+    let mut b = GraphBuilder::new("cut", 17);
+    let x = b.input("x", DType::F32, &[4, 8]);
+    let r = b.node(Op::Relu, &[x], vec![], ValueType::known(DType::F32, &[4, 8]));
+    let k = b_weight(&mut b, "k", 7.0);
+    let s = b.node(Op::Mul, &[r, k], vec![], ValueType::known(DType::F32, &[4, 8]));
+    let i = b.node(Op::Cast, &[s], vec![("to", Attr::Int(DType::I32.onnx_code() as i64))], ValueType::known(DType::I32, &[4, 8]));
+    let three = b.weight("three", Tensor::from_f64(DType::I32, vec![], &[3.0]));
+    let m = b.node(Op::Mod, &[i, three], vec![], ValueType::known(DType::I32, &[4, 8]));
+    let f = b.node(Op::Cast, &[m], vec![("to", Attr::Int(DType::F32.onnx_code() as i64))], ValueType::known(DType::F32, &[4, 8]));
+    let h = b_weight(&mut b, "h", 0.5);
+    let y = b.node(Op::Mul, &[f, h], vec![], ValueType::known(DType::F32, &[4, 8]));
+    b.output(y);
+    let g = b.finish();
+    let fused = Compiler::new("sm_90").fuse(&g).unwrap();
+    let schedules: Vec<Schedule> = fused.partition.groups.iter().map(|grp| grp.schedule).collect();
+    assert!(schedules.contains(&Schedule::Generic), "{schedules:?}");
+    let x_val = Tensor::from_f64(DType::F32, vec![4, 8], &(0..32).map(|i| i as f64 * 0.37 - 4.0).collect::<Vec<_>>());
+    let feed = HashMap::from([("x".to_string(), x_val)]);
+    let want = xforge_ir::interp::run(&g, &feed).unwrap();
+    let (got, stats) = run_plan(&fused, &kernels(&fused), &feed).unwrap();
+    assert_eq!(stats.interpreted, 0, "every group ran as a kernel");
+    assert_eq!(got[0].to_f64(), want[0].to_f64());
+}
+
+fn b_weight(b: &mut GraphBuilder, name: &str, v: f32) -> xforge_ir::ValueId {
+    b.weight(name, Tensor::scalar_f32(v))
+}
+
+#[test]
+fn a_node_nothing_runs_is_an_error_naming_it() {
+    // Dropout with a training mode known only at run time: random, never compiled
+    let mut b = GraphBuilder::new("drop", 17);
+    let x = b.input("x", DType::F32, &[2, 3]);
+    let t = b.input("training", DType::Bool, &[]);
+    let r = b.weight("ratio", Tensor::scalar_f32(0.5));
+    let y = b.node(Op::Dropout, &[x, r, t], vec![], ValueType::known(DType::F32, &[2, 3]));
+    b.output(y);
+    let g = b.finish();
+    match Compiler::new("sm_90").fuse(&g) {
+        Err(CompileError::Unsupported(u)) => {
+            assert_eq!(u.op, "Dropout");
+            assert!(u.why.contains("training_mode is known only at run time"), "{u}");
+        }
+        Err(e) => panic!("another error: {e}"),
+        Ok(_) => panic!("compiled a random Dropout"),
+    }
+}
+
+#[test]
+fn a_view_of_a_weight_gets_a_copy() {
+    // Unsqueeze of a weight that folding leaves (a graph output): views share buffers, weights
+    // have none in the arena, so the output must come out of a kernel or a constant copy
+    let mut b = GraphBuilder::new("view", 17);
+    let x = b.input("x", DType::F32, &[3]);
+    let w = b.weight("w", Tensor::from_f32(vec![3], vec![1.0, 2.0, 3.0]));
+    let y = b.node(Op::Add, &[x, w], vec![], ValueType::known(DType::F32, &[3]));
+    b.output(y);
+    b.output(w);
+    let g = b.finish();
+    let c = Compiler::new("sm_90");
+    let fused = c.fuse(&g).unwrap();
+    let artifact = xforge_compiler::build::build(&[(0, &fused)], None, "sm_90", String::new(), false, "fp32").unwrap();
+    // the constant output is copied by a kernel of its own
+    let launches = artifact.plans[0].steps.iter().filter(|s| matches!(s, xforge_runtime::Step::Launch { .. })).count();
+    assert_eq!(launches, 2, "{:?}", artifact.plans[0].steps);
+}
