@@ -54,6 +54,16 @@ fn bytes_of(g: &Graph, v: ValueId) -> Result<u64, BuildError> {
     Ok(xforge_ir::tensor::numel(&s) as u64 * ty.dtype.size() as u64)
 }
 
+/// For a value a `Prefix` node makes (the valid entries of a padded result): (the padded data,
+/// the length value).
+fn valid_length(g: &Graph, producer: &HashMap<ValueId, usize>, v: ValueId) -> Option<(ValueId, ValueId)> {
+    let n = &g.nodes[*producer.get(&v)?];
+    if n.op != xforge_ir::Op::Prefix {
+        return None;
+    }
+    Some((n.inputs.first().copied().flatten()?, n.inputs.get(1).copied().flatten()?))
+}
+
 /// The groups in an order that runs every producer before its readers: group numbers follow
 /// the nodes that started them, and a later node may have joined an earlier group. Among the
 /// groups that are ready, the lowest number runs first.
@@ -394,13 +404,24 @@ fn plan(
     }
     let binding = |v: ValueId| -> Result<Binding, BuildError> {
         let ty = g.ty(v);
-        let shape = ty.static_shape().ok_or_else(|| BuildError::Symbolic(g.name_of(v).to_string()))?;
+        // a padded result's valid entries: the bound's shape, and where the length lives
+        let valid = valid_length(g, &producer, v);
+        let shaped = valid.map(|(data, _)| data).unwrap_or(v);
+        let shape = g.ty(shaped).static_shape().ok_or_else(|| BuildError::Symbolic(g.name_of(v).to_string()))?;
+        let valid = valid.map(|(_, len)| {
+            let axis = match g.nodes[producer[&v]].attr("axis") {
+                Some(xforge_ir::Attr::Int(a)) => *a as u32,
+                _ => 0,
+            };
+            (axis, offset[&root(g, fused, &producer, len)])
+        });
         Ok(Binding {
             name: g.name_of(v).to_string(),
             dtype: ty.dtype.name().to_string(),
             shape: shape.iter().map(|&d| d as u64).collect(),
             offset: offset[&root(g, fused, &producer, v)],
             batch_axis: None,
+            valid,
         })
     };
     let inputs = g.inputs.iter().map(|&v| binding(v)).collect::<Result<_, _>>()?;
@@ -457,6 +478,10 @@ fn place_buffers(
     }
     for &v in &g.outputs {
         touch(root(g, fused, &producer, v), last_step, &mut life);
+        // an output trimmed to its valid length keeps the length to the end too
+        if let Some((_, len)) = valid_length(g, &producer, v) {
+            touch(root(g, fused, &producer, len), last_step, &mut life);
+        }
     }
     let mut buffers: Vec<ValueId> = life.keys().copied().collect();
     buffers.sort_by_key(|v| v.index());

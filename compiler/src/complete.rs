@@ -59,6 +59,10 @@ fn schedule_of(g: &Graph, nodes: &[usize], whole: Schedule) -> Schedule {
 /// none in the arena).
 fn single(g: &Graph, n: usize, gi: usize, generated_gemm: bool) -> Result<FusionGroup, Unrunnable> {
     let node = &g.nodes[n];
+    // the valid entries of a padded result: the same buffer (the runtime trims graph outputs)
+    if node.op == xforge_ir::Op::Prefix {
+        return Ok(group_of_nodes(g, Schedule::View, vec![n]));
+    }
     let reads_weight = node.inputs.first().copied().flatten().is_some_and(|v| g.weights.contains_key(&v));
     let own = schedule_of(g, &[n], Schedule::Elementwise);
     if !(own == Schedule::View && reads_weight) {

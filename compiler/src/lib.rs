@@ -185,6 +185,10 @@ impl Compiler {
         if xforge_passes::control::inline_control_flow(&mut g) > 0 {
             xforge_ir::infer::infer_graph(&mut g).map_err(|e| CompileError::Infer(e.to_string()))?;
         }
+        // data-dependent shapes: padded to static bounds, the valid length beside
+        if xforge_passes::bounded::bound_data_dependent(&mut g) > 0 {
+            xforge_ir::infer::infer_graph(&mut g).map_err(|e| CompileError::Infer(e.to_string()))?;
+        }
         if let Some(dt) = self.precision.half() {
             let n = xforge_passes::precision::convert(&mut g, dt).map_err(|e| CompileError::Precision(e.to_string()))?;
             tracing::info!("{n} weights converted to {dt}");

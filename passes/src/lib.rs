@@ -1,6 +1,7 @@
 //! Graph passes: canonicalization before fusion, then operator fusion with e-graphs.
 pub mod batch_rows;
 pub mod bn_fold;
+pub mod bounded;
 pub mod control;
 pub mod dce;
 pub mod fold;

@@ -41,6 +41,11 @@ int xforge_session_run(XforgeSession *s, const uint8_t *const *inputs, size_t n_
 int xforge_session_run_batch(XforgeSession *s, size_t batch, const uint8_t *const *inputs,
                              size_t n_inputs, uint8_t *const *outputs, size_t n_outputs);
 
+/* For an output whose length depends on the data (NonZero, NonMaxSuppression, Compress): its
+ * valid length along that axis after the last run; the run wrote only those entries, in the
+ * first positions of a buffer sized for the bound. -1 for an output of a fixed shape. */
+int64_t xforge_session_output_length(const XforgeSession *s, size_t i);
+
 /* Frees a session (NULL is ignored). */
 void xforge_session_free(XforgeSession *s);
 

@@ -22,7 +22,7 @@ pub const MAGIC: [u8; 8] = *b"XFORGEA\0";
 /// Bumped whenever the layout or a section's encoding changes.
 /// 2: library calls carry typed GEMM/convolution descriptors (`library.rs`).
 /// 3: batch-size buckets (a memory and a plan section per bucket, bindings' batch axes).
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// File alignment of the weights section.
 pub const WEIGHT_ALIGN: u64 = 4096;
 /// The most batch-size buckets an artifact holds.
@@ -312,6 +312,16 @@ impl Artifact {
                     section: section(SHARED.len() + 2 * b).1,
                     why: format!("'{}' lies outside the arena", bd.name),
                 });
+            }
+            // a valid length is an i64 inside the arena, and only outputs have one
+            if let Some((_, at)) = bd.valid {
+                let is_output = memory.outputs.iter().any(|o| std::ptr::eq(o, bd));
+                if !is_output || at.checked_add(8).is_none_or(|e| e > memory.arena_bytes) || bd.batch_axis.is_some() {
+                    return Err(ArtifactError::Malformed {
+                        section: section(SHARED.len() + 2 * b).1,
+                        why: format!("'{}' has a valid length outside the arena (or is not a plain output)", bd.name),
+                    });
+                }
             }
         }
         Ok(())

@@ -122,6 +122,18 @@ pub unsafe extern "C" fn xforge_session_bytes(s: *const Session, outputs: c_int,
     bytes_at(s, outputs != 0, i, largest(s))
 }
 
+/// The valid length of output `i` after the last run, along the axis its length depends on
+/// (the run wrote only that many entries there); -1 for an output of a fixed shape or before a run.
+///
+/// # Safety
+/// `s` comes from `xforge_session_load`.
+#[no_mangle]
+pub unsafe extern "C" fn xforge_session_output_length(s: *const Session, i: usize) -> i64 {
+    // SAFETY: the caller passes a live session
+    let Some(s) = (unsafe { s.as_ref() }) else { return -1 };
+    s.valid_lengths().get(i).copied().flatten().map_or(-1, |n| n as i64)
+}
+
 /// Bytes of input (`outputs` = 0) or output `i` at batch `batch`; 0 if there is none or the
 /// session cannot run that batch.
 ///

@@ -19,6 +19,9 @@ pub struct Binding {
     pub shape: Vec<u64>,
     pub offset: u64,
     pub batch_axis: Option<u32>,
+    /// An output whose length along an axis depends on the data: (axis, arena offset of the
+    /// valid length, an i64). `shape` holds the bound; the run returns the valid entries.
+    pub valid: Option<(u32, u64)>,
 }
 
 impl Binding {
@@ -156,6 +159,9 @@ fn write_binding(w: &mut Writer, b: &Binding) {
     }
     w.u64(b.offset);
     w.u64(b.batch_axis.map_or(u64::MAX, u64::from));
+    let (axis, at) = b.valid.map_or((u64::MAX, 0), |(a, o)| (a as u64, o));
+    w.u64(axis);
+    w.u64(at);
 }
 
 fn read_binding(r: &mut Reader) -> Result<Binding, ReadError> {
@@ -169,7 +175,12 @@ fn read_binding(r: &mut Reader) -> Result<Binding, ReadError> {
         a if a < rank as u64 => Some(a as u32),
         a => return Err(ReadError(format!("binding '{name}' has batch axis {a} of rank {rank}"))),
     };
-    Ok(Binding { name, dtype, shape, offset, batch_axis })
+    let valid = match (r.u64("binding valid axis")?, r.u64("binding valid length")?) {
+        (u64::MAX, _) => None,
+        (a, o) if a < rank as u64 => Some((a as u32, o)),
+        (a, _) => return Err(ReadError(format!("binding '{name}' has a valid-length axis {a} of rank {rank}"))),
+    };
+    Ok(Binding { name, dtype, shape, offset, batch_axis, valid })
 }
 
 impl MemoryPlan {

@@ -70,6 +70,8 @@ pub struct Session {
     _weights: CudaSlice<u8>,
     /// Device addresses of the arena and the weights (fixed for the session's life).
     bases: (u64, u64),
+    /// Per output, its valid length after the last run (outputs whose length depends on the data).
+    valid: Vec<Option<u64>>,
 }
 
 impl Session {
@@ -115,6 +117,7 @@ impl Session {
             arena,
             _weights: weights,
             bases,
+            valid: vec![],
         };
         let prepared = session.prepare_library_steps();
         // a session that failed here drops (and takes the lock in `drop`) after the guard
@@ -254,16 +257,77 @@ impl Session {
         self.replay(p)?;
         let mem = &self.artifact.plans[p].memory;
         let mut outs = vec![];
+        let mut lengths = vec![];
         for b in &mem.outputs {
             let len = binding_bytes(b).unwrap_or(0) as usize;
             let mut host = vec![0u8; len];
             let at = b.offset as usize;
             let view = self.arena.slice(at..at + len);
             self.stream.memcpy_dtoh(&view, &mut host).map_err(cuda)?;
+            let mut n8 = [0u8; 8];
+            if let Some((_, at)) = b.valid {
+                let view = self.arena.slice(at as usize..at as usize + 8);
+                self.stream.memcpy_dtoh(&view, &mut n8).map_err(cuda)?;
+            }
             outs.push((host, b));
+            lengths.push(n8);
         }
         self.stream.synchronize().map_err(cuda)?;
-        Ok(outs.into_iter().map(|(host, b)| first_rows(host, b, mem.batch, n)).collect())
+        let mut valid = vec![];
+        let outs = outs
+            .into_iter()
+            .zip(lengths)
+            .map(|((host, b), n8)| {
+                let host = first_rows(host, b, mem.batch, n);
+                match b.valid {
+                    Some((axis, _)) => {
+                        let (h, len) = valid_prefix(host, b, axis as usize, i64::from_le_bytes(n8));
+                        valid.push(Some(len));
+                        h
+                    }
+                    None => {
+                        valid.push(None);
+                        host
+                    }
+                }
+            })
+            .collect();
+        self.valid = valid;
+        Ok(outs)
+    }
+
+    /// Per output, its valid length (along the axis its binding names) after the last run; None
+    /// for outputs of a fixed shape.
+    pub fn valid_lengths(&self) -> &[Option<u64>] {
+        &self.valid
+    }
+
+    /// `run`, with each output's shape (outputs whose length depends on the data are returned at
+    /// their valid length).
+    pub fn run_shaped(&mut self, inputs: &[&[u8]]) -> Result<Vec<(Vec<u8>, Vec<u64>)>, RuntimeError> {
+        let n = self.batch_of(inputs)?;
+        self.run_batch_shaped(n, inputs)
+    }
+
+    /// `run_batch`, with each output's shape.
+    pub fn run_batch_shaped(&mut self, n: u64, inputs: &[&[u8]]) -> Result<Vec<(Vec<u8>, Vec<u64>)>, RuntimeError> {
+        let outs = self.run_batch(n, inputs)?;
+        let p = self.artifact.plan_for(n).map_err(RuntimeError::Batch)?;
+        let mem = &self.artifact.plans[p].memory;
+        Ok(outs
+            .into_iter()
+            .zip(&mem.outputs)
+            .map(|(bytes, b)| {
+                let mut shape = b.shape_at(mem.batch, n);
+                if let Some((axis, _)) = b.valid {
+                    // the valid length: the bytes over the other dims and the element size
+                    let per: u64 = shape.iter().enumerate().filter(|&(d, _)| d != axis as usize).map(|(_, &s)| s).product();
+                    let size = binding_bytes(b).unwrap_or(0) / b.shape.iter().product::<u64>().max(1);
+                    shape[axis as usize] = (bytes.len() as u64).checked_div(size * per).unwrap_or(0);
+                }
+                (bytes, shape)
+            })
+            .collect())
     }
 
     /// `len` bytes of the arena at `offset`, as the last run left them (for checks that inspect
@@ -436,6 +500,20 @@ fn spread_rows(bytes: &[u8], outer: u64, row: u64, stride: u64) -> Vec<u8> {
 }
 
 /// Output `b` of a plan of batch `plan_batch`, cut to its first `n` batch rows.
+/// The first `len` entries along `axis` of an output padded to its bound (the length clamped to
+/// the bound; a negative one is 0), and that length.
+fn valid_prefix(host: Vec<u8>, b: &Binding, axis: usize, len: i64) -> (Vec<u8>, u64) {
+    let bound = b.shape.get(axis).copied().unwrap_or(0);
+    let len = (len.max(0) as u64).min(bound);
+    let outer: u64 = b.shape[..axis].iter().product();
+    let total: u64 = b.shape.iter().product();
+    let size = (host.len() as u64).checked_div(total).unwrap_or(0);
+    let inner: u64 = b.shape[axis + 1..].iter().product::<u64>() * size;
+    let (keep, stride) = ((len * inner) as usize, (bound * inner) as usize);
+    let out = (0..outer as usize).flat_map(|o| host[o * stride..o * stride + keep].iter().copied()).collect();
+    (out, len)
+}
+
 fn first_rows(host: Vec<u8>, b: &Binding, plan_batch: u64, n: u64) -> Vec<u8> {
     match b.rows(plan_batch) {
         Some((outer, row)) if plan_batch != n => {
@@ -462,9 +540,22 @@ mod tests {
         let given: Vec<u8> = (1..=12).collect();
         let padded = spread_rows(&given, 2, 6, 12);
         assert_eq!(padded, [1, 2, 3, 4, 5, 6, 0, 0, 0, 0, 0, 0, 7, 8, 9, 10, 11, 12, 0, 0, 0, 0, 0, 0]);
-        let b = Binding { name: "y".into(), dtype: "u8".into(), shape: vec![2, 4, 3], offset: 0, batch_axis: Some(1) };
+        let b = Binding { name: "y".into(), dtype: "u8".into(), shape: vec![2, 4, 3], offset: 0, batch_axis: Some(1), valid: None };
         assert_eq!(b.rows(4), Some((2, 3)));
         assert_eq!(first_rows(padded, &b, 4, 2), given);
         assert_eq!(b.shape_at(4, 2), [2, 2, 3]);
+    }
+
+    #[test]
+    fn a_padded_output_is_cut_to_its_valid_length() {
+        // NonZero's [rank 2, bound 4] i64 result with 3 valid columns
+        let b = Binding { name: "nz".into(), dtype: "i64".into(), shape: vec![2, 4], offset: 0, batch_axis: None, valid: Some((1, 64)) };
+        let host: Vec<u8> = [1i64, 2, 3, 0, 4, 5, 6, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let (cut, n) = valid_prefix(host.clone(), &b, 1, 3);
+        let want: Vec<u8> = [1i64, 2, 3, 4, 5, 6].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!((cut, n), (want, 3));
+        // a length past the bound is clamped to it, a negative one is empty
+        assert_eq!(valid_prefix(host.clone(), &b, 1, 9).0, host);
+        assert!(valid_prefix(host, &b, 1, -2).0.is_empty());
     }
 }

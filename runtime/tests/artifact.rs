@@ -51,6 +51,7 @@ fn memory(batch: u64, axis: Option<u32>) -> MemoryPlan {
         shape: vec![rows, 32],
         offset,
         batch_axis: axis,
+        valid: None,
     };
     MemoryPlan { batch, arena_bytes: 4096, alignment: 256, inputs: vec![bind("x", 0)], outputs: vec![bind("y", 256)] }
 }
@@ -323,4 +324,21 @@ fn older_formats_are_refused_with_a_way_out() {
     let e = Artifact::from_bytes(&bytes).unwrap_err();
     assert_eq!(e, ArtifactError::OlderFormat { found: 2, supported: FORMAT_VERSION });
     assert!(e.to_string().contains("recompile"), "{e}");
+}
+
+#[test]
+fn a_valid_length_round_trips_and_must_lie_in_the_arena() {
+    // an output padded to its bound, with the i64 length at arena offset 512
+    let mut a = sample();
+    a.plans[0].memory.outputs[0].valid = Some((1, 512));
+    let back = Artifact::from_bytes(&a.to_bytes()).unwrap();
+    assert_eq!(back.plans[0].memory.outputs[0].valid, Some((1, 512)));
+    // past the arena: refused, naming the output
+    a.plans[0].memory.outputs[0].valid = Some((1, a.plans[0].memory.arena_bytes));
+    let e = Artifact::from_bytes(&a.to_bytes()).unwrap_err();
+    assert!(e.to_string().contains("valid length"), "{e}");
+    // on an input: refused
+    let mut a = sample();
+    a.plans[0].memory.inputs[0].valid = Some((0, 0));
+    assert!(Artifact::from_bytes(&a.to_bytes()).is_err());
 }

@@ -65,6 +65,7 @@ fn the_c_example_reports_the_runtimes_refusals() {
                     shape: vec![4],
                     offset: 0,
                     batch_axis: None,
+                    valid: None,
                 }],
                 outputs: vec![Binding {
                     name: "x".into(),
@@ -72,6 +73,7 @@ fn the_c_example_reports_the_runtimes_refusals() {
                     shape: vec![4],
                     offset: 0,
                     batch_axis: None,
+                    valid: None,
                 }],
             },
             steps: vec![],

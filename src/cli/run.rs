@@ -186,12 +186,13 @@ fn run_artifact(a: &Args) -> anyhow::Result<()> {
     }
     let inputs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
     let n = session.batch_of(&inputs)?;
-    let outs = session.run_batch(n, &inputs)?;
+    let outs = session.run_batch_shaped(n, &inputs)?;
     let plan = &session.artifact.plans[session.artifact.plan_for(n).map_err(BadInput)?].memory;
     std::fs::create_dir_all(&a.output_dir).with_context(|| format!("creating {}", a.output_dir.display()))?;
-    for (b, bytes) in plan.outputs.iter().zip(outs) {
+    for (b, (bytes, shape)) in plan.outputs.iter().zip(outs) {
         let dt = DType::from_name(&b.dtype).ok_or_else(|| BadInput(format!("output dtype {}", b.dtype)))?;
-        let shape: Vec<usize> = b.shape_at(plan.batch, n).iter().map(|&d| d as usize).collect();
+        // outputs whose length depends on the data come back at their valid length
+        let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
         let data = xforge_ir::tensor::TensorData::from_le_bytes(dt, &bytes).context("output bytes")?;
         let t = Tensor::new(shape, data);
         let path = a.output_dir.join(format!("{}.npy", file_name(&b.name)));

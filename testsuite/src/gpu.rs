@@ -22,20 +22,19 @@ pub fn session(artifact: &Artifact) -> Result<Session, String> {
 pub fn run(session: &mut Session, feed: &HashMap<String, Tensor>) -> Result<Vec<Tensor>, String> {
     let mem = &session.artifact.plans[0].memory;
     let names: Vec<String> = mem.inputs.iter().map(|b| b.name.clone()).collect();
-    let outs: Vec<(String, Vec<usize>)> =
-        mem.outputs.iter().map(|b| (b.dtype.clone(), b.shape.iter().map(|&d| d as usize).collect())).collect();
+    let dtypes: Vec<String> = mem.outputs.iter().map(|b| b.dtype.clone()).collect();
     let bytes: Vec<Vec<u8>> = names
         .iter()
         .map(|n| feed.get(n).map(|t| t.data().to_le_bytes()).ok_or_else(|| format!("no value for input '{n}'")))
         .collect::<Result<_, _>>()?;
     let refs: Vec<&[u8]> = bytes.iter().map(|b| b.as_slice()).collect();
-    let got = session.run(&refs).map_err(|e| e.to_string())?;
+    let got = session.run_shaped(&refs).map_err(|e| e.to_string())?;
     got.into_iter()
-        .zip(outs)
-        .map(|(b, (dt, shape))| {
+        .zip(dtypes)
+        .map(|((b, shape), dt)| {
             let dt = DType::from_name(&dt).ok_or_else(|| format!("unknown dtype {dt}"))?;
             let data = TensorData::from_le_bytes(dt, &b).ok_or("output bytes do not decode")?;
-            Ok(Tensor::new(shape, data))
+            Ok(Tensor::new(shape.iter().map(|&d| d as usize).collect(), data))
         })
         .collect()
 }

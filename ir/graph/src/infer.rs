@@ -327,6 +327,10 @@ fn out_dtypes(node: &Node, ins: &[Option<Fact>]) -> Result<Vec<DType>, String> {
             vec![DType::Bool]
         }
         Shape | Size | ArgMax | ArgMin | NonZero | NonMaxSuppression => vec![DType::I64],
+        Bounded => match node.attrs.get("bounded_op") {
+            Some(Attr::Str(o)) if o == "Compress" => vec![d0, DType::I64],
+            _ => vec![DType::I64, DType::I64],
+        },
         Cast => {
             let c = attr_i(node, "to", 0) as i32;
             vec![DType::from_onnx_code(c)
@@ -479,6 +483,19 @@ fn static_rule(node: &Node, ins: &[Option<Fact>], opset: i64) -> Option<Vec<Vec<
             vec![out]
         }
         ScatterElements | ScatterND | Scatter | EyeLike | ReverseSequence => vec![x],
+        Compress => {
+            // a constant condition fixes how many entries are kept
+            let c = konst(1)?.to_f64();
+            match a.int_opt("axis").ok()? {
+                Some(v) => {
+                    let d = ax(v, r)?;
+                    let mut out = x.clone();
+                    out[d] = c.iter().take(x[d]).filter(|&&v| v != 0.0).count();
+                    vec![out]
+                }
+                None => vec![vec![c.iter().take(x.iter().product()).filter(|&&v| v != 0.0).count()]],
+            }
+        }
         CenterCropPad => {
             let want = konst(1)?.to_i64();
             let axes: Vec<usize> = match a.ints_opt("axes").ok()? {
@@ -544,6 +561,36 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
             out.push(ty(DType::F32, last));
         }
         return Ok(Some(out));
+    }
+    // a data-dependent op padded to its bound, with its length; the prefix of the valid entries
+    if op == Bounded {
+        let bound = attr_i(node, "bound", 0).max(0) as usize;
+        let padded: Option<Vec<Dim>> = match node.attrs.get("bounded_op") {
+            Some(Attr::Str(o)) if o == "NonZero" => x.as_ref().map(|s| vec![known(s.len()), known(bound)]),
+            Some(Attr::Str(o)) if o == "NonMaxSuppression" => Some(vec![known(bound), known(3)]),
+            Some(Attr::Str(o)) if o == "Compress" => match node.attrs.get("axis") {
+                Some(Attr::Int(a)) => x.clone().map(|mut s| {
+                    let a = if *a < 0 { *a + s.len() as i64 } else { *a } as usize;
+                    if a < s.len() {
+                        s[a] = known(bound);
+                    }
+                    s
+                }),
+                _ => Some(vec![known(bound)]),
+            },
+            _ => None,
+        };
+        return Ok(Some(vec![ty(dts[0], padded), ty(DType::I64, Some(vec![]))]));
+    }
+    if op == Prefix {
+        let axis = attr_i(node, "axis", 0).max(0) as usize;
+        let s = x.clone().map(|mut s| {
+            if axis < s.len() {
+                s[axis] = fresh.dim();
+            }
+            s
+        });
+        return same(s);
     }
     // attention: Y, the present key and value (past + this call's keys, heads first) and the
     // QK scores [batch, q heads, q length, total keys]; 3-D operands pack heads in the last axis
@@ -1004,7 +1051,7 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
         },
         Resize | Upsample | Pad | Tile | ConvTranspose | DepthToSpace | SpaceToDepth | TopK | OneHot | GatherElements
         | GatherND | ScatterElements | ScatterND | Scatter | EyeLike | ReverseSequence | CenterCropPad | RoiAlign
-        | Einsum | SoftmaxCrossEntropyLoss | NegativeLogLikelihoodLoss => {
+        | Einsum | SoftmaxCrossEntropyLoss | NegativeLogLikelihoodLoss | Compress => {
             // static shapes and constant shape operands: the shapes by the op's own geometry
             return Ok(static_rule(node, ins, opset).map(|shapes| {
                 dts.iter().zip(shapes).map(|(&d, s)| ty(d, Some(s.into_iter().map(Dim::Known).collect()))).collect()

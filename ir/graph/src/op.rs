@@ -82,6 +82,10 @@ ops! {
     ConvNhwc: Contraction,
     // domain com.xforge: Mamba's selective scan (interp/selective_scan.rs)
     SelectiveScan: Opaque,
+    // xforge's own, for data-dependent shapes (interp/bounded.rs): the op named by attribute
+    // `bounded_op` with its output padded along `bounded_axis` to the static `bound`, and the
+    // valid length as a second output; and the first `length` entries of a tensor along `axis`
+    Bounded: Opaque, Prefix: Opaque,
     ConvTranspose: Contraction, Attention: Contraction,
     // data movement and shapes
     Shape: Opaque, Size: Opaque, Reshape: Injective, Flatten: Injective, Expand: Injective,
@@ -103,7 +107,7 @@ ops! {
 impl Op {
     /// Ops xforge introduces itself; an ONNX file cannot name them.
     pub fn is_internal(self) -> bool {
-        matches!(self, Op::ConvNhwc)
+        matches!(self, Op::ConvNhwc | Op::Bounded | Op::Prefix)
     }
 
     /// Whether input `k` is a shape operand: its values decide the output's shape or the
@@ -111,7 +115,7 @@ impl Op {
     pub fn shape_operand(self, k: usize) -> bool {
         use Op::*;
         match self {
-            Reshape | Expand | Tile | Upsample | Squeeze | Unsqueeze | Split | TopK | CumSum | CumProd | Trilu | Compress => {
+            Reshape | Expand | Tile | Upsample | Squeeze | Unsqueeze | Split | TopK | CumSum | CumProd | Trilu => {
                 k == 1
             }
             ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceProd | ReduceL1 | ReduceL2 | ReduceLogSum

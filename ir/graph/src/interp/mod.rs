@@ -4,6 +4,7 @@
 mod attention;
 mod attrs;
 pub mod broadcast;
+mod bounded;
 mod control;
 mod conv;
 mod detection;
@@ -330,6 +331,8 @@ fn eval(node: &Node, ins: &[Option<Tensor>], opset: i64, scope: &Scope) -> OpRes
         NonZero => one(movement::non_zero(req(ins, 0)?)),
         Compress => one(movement::compress(&a, req(ins, 0)?, req(ins, 1)?)?),
         NonMaxSuppression => one(detection::nms(&a, ins)?),
+        Bounded => bounded::bounded(node, ins, opset, scope),
+        Prefix => one(bounded::prefix(&a, ins)?),
         RoiAlign => one(detection::roi_align(&a, opset, ins)?),
         SoftmaxCrossEntropyLoss | NegativeLogLikelihoodLoss => loss::loss(node.op, &a, ins),
         If => control::if_(&a, ins, scope),

@@ -8,6 +8,7 @@
 pub mod scalar;
 
 mod attention;
+mod bounded;
 mod linalg;
 mod loss;
 mod math;
@@ -401,6 +402,7 @@ fn build(k: &mut Kern) -> R<usize> {
         op if matches!(op.kind(), xforge_ir::OpKind::Elementwise | xforge_ir::OpKind::Broadcast) => {
             math::elementwise(k)
         }
+        Bounded => bounded::bounded(k),
         NonZero | NonMaxSuppression => Err("its output shape depends on the data".into()),
         Shape | Size | Range | ConstantOfShape | Constant => {
             Err("its value is known only at run time (constant folding could not fold it)".into())
