@@ -4,6 +4,7 @@ pub mod attr;
 pub mod builder;
 pub mod dtype;
 pub mod graph;
+pub mod group;
 pub mod infer;
 pub mod interp;
 pub mod npy;

@@ -14,7 +14,7 @@ use crate::tensor_core::{lane, mma, Lane};
 use std::collections::HashMap;
 use xforge_ir::tensor::strides;
 use xforge_ir::{Attr, DType, Graph, Node, Op, ValueId};
-use xforge_passes::fusion::FusionGroup;
+use xforge_ir::group::FusionGroup;
 
 /// Shapes and operands of one Attention node.
 struct Heads {

@@ -8,7 +8,7 @@ use crate::kernel::{finish, input_params, output_params, reduce_axes, Kernel, Ke
 use std::collections::HashMap;
 use xforge_ir::tensor::{numel, strides};
 use xforge_ir::{Graph, Node, Op, ValueId};
-use xforge_passes::fusion::FusionGroup;
+use xforge_ir::group::FusionGroup;
 
 use crate::knobs::COLUMN_SLICES;
 

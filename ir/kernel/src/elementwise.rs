@@ -6,7 +6,7 @@ use crate::kernel::{blocks, finish, input_params, Kernel, KernelError, Param};
 use std::collections::HashMap;
 use xforge_ir::tensor::{numel, strides};
 use xforge_ir::{Attr, DType, Graph, Node, Op, ValueId};
-use xforge_passes::fusion::FusionGroup;
+use xforge_ir::group::FusionGroup;
 
 /// Threads per block.
 pub use crate::knobs::BLOCK;

@@ -17,7 +17,7 @@ use crate::tensor_core::{lane, mma, Lane};
 use std::collections::HashMap;
 use xforge_ir::tensor::{numel, strides};
 use xforge_ir::{Attr, Graph, Node, Op, ValueId};
-use xforge_passes::fusion::FusionGroup;
+use xforge_ir::group::FusionGroup;
 
 /// A contraction's operands and layout.
 struct Contraction {

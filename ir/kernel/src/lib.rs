@@ -21,7 +21,7 @@ pub mod transpose;
 
 pub use kernel::{Kernel, KernelError, Param};
 
-use xforge_passes::fusion::{FusionGroup, Schedule};
+use xforge_ir::group::{FusionGroup, Schedule};
 
 /// The kernel of group `gi` of a fused graph, by its schedule's template.
 pub fn generate(g: &xforge_ir::Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelError> {

@@ -9,7 +9,7 @@ use crate::kernel::{blocks, finish, input_params, output_params, Kernel, KernelE
 use std::collections::HashMap;
 use xforge_ir::tensor::{numel, strides};
 use xforge_ir::{Attr, Graph, Node, Op};
-use xforge_passes::fusion::FusionGroup;
+use xforge_ir::group::FusionGroup;
 
 /// Largest window the template unrolls.
 const MAX_WINDOW: usize = 64;

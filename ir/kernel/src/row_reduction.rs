@@ -10,7 +10,7 @@ use crate::knobs;
 use std::collections::HashMap;
 use xforge_ir::tensor::numel;
 use xforge_ir::{Attr, Graph, Node, Op, ValueId};
-use xforge_passes::fusion::FusionGroup;
+use xforge_ir::group::FusionGroup;
 
 /// The statistic a row needs.
 #[derive(Clone, Copy, PartialEq, Debug)]

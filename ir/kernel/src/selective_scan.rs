@@ -23,7 +23,7 @@ use crate::knobs::{
 };
 use xforge_ir::tensor::numel;
 use xforge_ir::{Attr, Graph, Op, ValueId};
-use xforge_passes::fusion::FusionGroup;
+use xforge_ir::group::FusionGroup;
 
 /// How a selective scan of `lines` rows of `len` steps and `state` states maps onto threads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

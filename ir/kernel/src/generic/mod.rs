@@ -26,7 +26,7 @@ use std::sync::Arc;
 use xforge_ir::interp::NodeAttrs;
 use xforge_ir::tensor::strides;
 use xforge_ir::{DType, Graph, Node, Op, Tensor, ValueId};
-use xforge_passes::fusion::FusionGroup;
+use xforge_ir::group::FusionGroup;
 
 /// Threads per block of a generic kernel.
 const BLOCK: u32 = 256;
