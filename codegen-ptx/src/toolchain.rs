@@ -23,9 +23,14 @@ fn find(key: &str) -> Option<PathBuf> {
     std::env::var_os(key).map(PathBuf::from).or_else(|| from_env_file(key)).filter(|p| p.exists())
 }
 
-/// libdevice bitcode (PyPI `nvidia-nvvm`).
+/// libdevice bitcode (PyPI `nvidia-nvvm`; a CUDA toolkit's where there is one).
 pub fn libdevice() -> Option<PathBuf> {
-    find("XFORGE_LIBDEVICE")
+    find("XFORGE_LIBDEVICE").or_else(|| {
+        ["/usr/local/cuda/nvvm/libdevice/libdevice.10.bc", "/usr/lib/nvidia-cuda-toolkit/libdevice/libdevice.10.bc"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+    })
 }
 
 /// ptxas (PyPI `nvidia-cuda-nvcc`), for checking PTX without a GPU.

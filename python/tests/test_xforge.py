@@ -1,0 +1,162 @@
+"""The Python package: compile, inspect, save/load, interpret, errors (CPU); Session and the
+torch.compile backend on a GPU (marked `gpu`: they run where a CUDA device is present)."""
+import os
+import shutil
+import subprocess
+import warnings
+
+import numpy as np
+import pytest
+
+import xforge
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+MODELS = os.path.join(ROOT, "models")
+BERT = os.path.join(MODELS, "bert_tiny.onnx")
+MNASNET = os.path.join(MODELS, "mnasnet0_5.onnx")
+
+
+def has_gpu():
+    return shutil.which("nvidia-smi") is not None and subprocess.run(["nvidia-smi"], capture_output=True).returncode == 0
+
+
+gpu = pytest.mark.skipif(not has_gpu(), reason="needs a CUDA GPU (run on the GPU machine)")
+
+
+def test_version_is_the_crates():
+    with open(os.path.join(ROOT, "Cargo.toml")) as f:
+        text = f.read()
+    version = text.split("[workspace.package]")[1].split('version = "')[1].split('"')[0]
+    assert xforge.__version__ == version
+
+
+def test_compile_and_inspect_bert_tiny():
+    art = xforge.compile(BERT, target="sm_90")
+    info = art.inspect()
+    assert info["target"] == "sm_90" and info["precision"] == "fp32"
+    plan = info["plans"][0]
+    assert [(i["name"], i["dtype"], i["shape"]) for i in plan["inputs"]] == [("input", "i64", [1, 32])]
+    assert plan["outputs"][0]["dtype"] == "f32" and plan["steps"] > 0
+    assert len(art.kernels) == info["kernels"] > 0
+    kinds = {s["kind"] for s in art.steps()}
+    assert "kernel" in kinds and "gemm" in kinds, kinds
+    launches = [s for s in art.steps() if s["kind"] == "kernel"]
+    assert all(s["kernel"] in art.kernels and len(s["grid"]) == 3 for s in launches)
+
+
+def test_half_precision_and_buckets_are_options():
+    art = xforge.compile(BERT, precision="fp16", generated_gemm=True)
+    assert art.inspect()["precision"] == "fp16"
+    assert {s["kind"] for s in art.steps()} == {"kernel"}
+
+
+def test_path_bytes_and_the_cli_give_one_artifact(tmp_path):
+    with open(MNASNET, "rb") as f:
+        data = f.read()
+    a = xforge.compile(MNASNET).to_bytes()
+    assert xforge.compile(data).to_bytes() == a
+    cli = os.path.join(ROOT, "target", "release", "xforge")
+    if not os.path.exists(cli):
+        pytest.fail("target/release/xforge is missing: scripts/test builds it first")
+    out = tmp_path / "m.xfa"
+    subprocess.run([cli, "compile", MNASNET, "-o", str(out)], check=True, capture_output=True)
+    assert out.read_bytes() == a
+
+
+def test_save_and_load_round_trip(tmp_path):
+    art = xforge.compile(BERT)
+    p = tmp_path / "bert.xfa"
+    art.save(str(p))
+    back = xforge.Artifact.load(str(p))
+    assert back.to_bytes() == art.to_bytes() == xforge.Artifact.from_bytes(art.to_bytes()).to_bytes()
+
+
+def test_interpret_matches_onnxruntime():
+    ort = pytest.importorskip("onnxruntime", reason="scripts/setup installs onnxruntime")
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    got = xforge.interpret(MNASNET, {"input": x})
+    sess = ort.InferenceSession(MNASNET, providers=["CPUExecutionProvider"])
+    want = sess.run(None, {"input": x})
+    (name, y), = got.items()
+    assert name == sess.get_outputs()[0].name
+    assert np.linalg.norm(y - want[0]) / np.linalg.norm(want[0]) < 1e-4
+
+
+def test_errors_are_typed_and_name_what_is_wrong(tmp_path):
+    with pytest.raises(xforge.BadModelError):
+        xforge.compile(b"not an onnx model")
+    with pytest.raises(xforge.BadModelError):
+        xforge.compile(str(tmp_path / "missing.onnx"))
+    with pytest.raises(xforge.BadInputError, match="sm_75"):
+        xforge.compile(BERT, target="sm_75")
+    with pytest.raises(xforge.BadInputError, match="precision"):
+        xforge.compile(BERT, precision="fp8")
+    with pytest.raises(xforge.BadArtifactError):
+        xforge.Artifact.from_bytes(b"XFORGEA\0 truncated")
+    with pytest.raises(xforge.BadInputError, match="input"):
+        xforge.interpret(BERT, {})
+    assert issubclass(xforge.UnsupportedError, xforge.XforgeError)
+
+
+def test_an_unsupported_node_is_named(tmp_path):
+    onnx = pytest.importorskip("onnx", reason="scripts/setup installs onnx")
+    from onnx import TensorProto, helper
+
+    # Dropout whose training mode is known only at run time: random, never compiled
+    g = helper.make_graph(
+        [helper.make_node("Dropout", ["x", "r", "t"], ["y"], name="drop")],
+        "drop",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]), helper.make_tensor_value_info("t", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor("r", TensorProto.FLOAT, [], [0.5])],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(xforge.UnsupportedError, match="drop"):
+        xforge.compile(m.SerializeToString())
+
+
+@pytest.mark.skipif(has_gpu(), reason="checks the error of a machine without a GPU")
+def test_a_session_without_a_gpu_is_a_clear_error():
+    with pytest.raises(xforge.NoGpuError):
+        xforge.Session(xforge.compile(BERT))
+
+
+def test_the_torch_backend_falls_back_with_a_reason():
+    torch = pytest.importorskip("torch", reason="the torch.compile backend needs torch")
+    from xforge.torch_backend import xforge_backend
+
+    m = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU()).eval()
+    x = torch.randn(2, 8)
+    compiled = torch.compile(m, backend=xforge_backend)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        y = compiled(x)
+    assert torch.allclose(y, m(x), atol=1e-6)
+    if not has_gpu():
+        assert any("xforge" in str(v.message) for v in w), [str(v.message) for v in w]
+
+
+@gpu
+def test_session_runs_numpy_like_the_interpreter():
+    art = xforge.compile(MNASNET)
+    s = xforge.Session(art)
+    x = np.random.default_rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    (y,) = s.run({"input": x})
+    want = list(xforge.interpret(MNASNET, {"input": x}).values())[0]
+    assert np.linalg.norm(y - want) / np.linalg.norm(want) < 1e-4
+    with pytest.raises(xforge.BadInputError, match="input"):
+        s.run({"input": x.astype(np.float64)})
+    with pytest.raises(xforge.BadInputError, match="shape"):
+        s.run([x[:, :2]])
+
+
+@gpu
+def test_the_torch_backend_runs_on_the_gpu():
+    torch = pytest.importorskip("torch")
+    from xforge.torch_backend import xforge_backend
+
+    m = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.GELU(), torch.nn.Linear(32, 8)).cuda().eval()
+    x = torch.randn(4, 64, device="cuda")
+    y = torch.compile(m, backend=xforge_backend)(x)
+    assert y.device.type == "cuda"
+    assert torch.allclose(y, m(x), atol=1e-4)

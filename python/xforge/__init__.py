@@ -1,0 +1,153 @@
+"""xforge: a kernel-fusion compiler for ONNX models.
+
+    import xforge
+    art = xforge.compile("model.onnx", target="sm_90", precision="fp16")
+    art.save("model.xfa")
+    outs = xforge.Session(art).run({"input": x})          # on a GPU machine
+    ref = xforge.interpret("model.onnx", {"input": x})    # the reference interpreter, any machine
+
+Errors are `XforgeError` subclasses: `BadModelError`, `UnsupportedError` (names the node),
+`BadArtifactError`, `NoGpuError`, `BadInputError`.
+"""
+import threading
+
+import numpy as np
+
+try:
+    from . import _xforge as _native
+except ImportError as _e:  # the source tree without the built extension (fixture scripts use xforge.ops)
+    _native = None
+    _why = _e
+
+__all__ = [
+    "Artifact", "Session", "compile", "interpret", "export", "XforgeError", "BadModelError",
+    "UnsupportedError", "BadArtifactError", "NoGpuError", "BadInputError", "__version__",
+]
+
+if _native is not None:
+    __version__ = _native.__version__
+    Artifact = _native.Artifact
+    XforgeError = _native.XforgeError
+    BadModelError = _native.BadModelError
+    UnsupportedError = _native.UnsupportedError
+    BadArtifactError = _native.BadArtifactError
+    NoGpuError = _native.NoGpuError
+    BadInputError = _native.BadInputError
+
+
+def _need_native():
+    if _native is None:
+        raise ImportError(f"xforge's native module is not built ({_why}); install the package (scripts/setup)")
+
+
+def _find_libdevice():
+    """Points the compiler at libdevice (math functions of the kernels) from the nvidia-nvvm
+    wheel when XFORGE_LIBDEVICE is not set."""
+    import glob
+    import os
+
+    if os.environ.get("XFORGE_LIBDEVICE"):
+        return
+    try:
+        import nvidia
+    except ImportError:
+        return
+    for root in list(getattr(nvidia, "__path__", [])):
+        hits = sorted(glob.glob(os.path.join(root, "cu*", "nvvm", "libdevice", "libdevice*.bc")))
+        hits += sorted(glob.glob(os.path.join(root, "cuda_nvcc", "nvvm", "libdevice", "libdevice*.bc")))
+        if hits:
+            os.environ["XFORGE_LIBDEVICE"] = hits[-1]
+            return
+
+
+_find_libdevice()
+
+
+# xforge dtype names and NumPy's
+_TO_NUMPY = {
+    "f32": np.float32, "f16": np.float16, "f64": np.float64, "i64": np.int64, "i32": np.int32,
+    "i16": np.int16, "i8": np.int8, "u8": np.uint8, "u16": np.uint16, "u32": np.uint32, "u64": np.uint64,
+    "bool": np.bool_,
+}
+_FROM_NUMPY = {np.dtype(v): k for k, v in _TO_NUMPY.items()}
+
+
+def _raw(a, what):
+    """An array-like (NumPy, or a torch tensor) as (bytes, dtype name, shape)."""
+    if hasattr(a, "detach") and hasattr(a, "cpu"):  # a torch tensor: copied to the host
+        a = a.detach().cpu().numpy()
+    a = np.asarray(a)
+    dt = _FROM_NUMPY.get(a.dtype)
+    if dt is None:
+        raise BadInputError(f"{what}: dtype {a.dtype} is not supported")
+    return (np.ascontiguousarray(a).tobytes(), dt, list(a.shape))
+
+
+def _array(b, dt, shape):
+    return np.frombuffer(b, dtype=_TO_NUMPY[dt]).reshape(shape).copy()
+
+
+def compile(model, target="sm_90", precision="fp32", batch=None, batch_dim=None, shapes=None, generated_gemm=False):
+    """Compiles an ONNX model (a path or the file's bytes) into an `Artifact`.
+
+    precision: "fp32", "fp16" or "bf16" (storage; kernels compute in f32). batch: bucket sizes
+    for a symbolic batch dim (e.g. [1, 8, 32]). shapes: {input or dim name: dims} bindings.
+    The GIL is released while compiling.
+    """
+    _need_native()
+    if isinstance(model, bytearray):
+        model = bytes(model)
+    elif not isinstance(model, bytes):
+        model = str(model)
+    return _native.compile(model, target=target, precision=precision, batch=list(batch) if batch else None,
+                           batch_dim=batch_dim, shapes={k: list(v) for k, v in (shapes or {}).items()},
+                           generated_gemm=generated_gemm)
+
+
+class Session:
+    """An artifact loaded onto a GPU. `run` takes NumPy arrays (or torch tensors) by input name
+    or in input order and returns NumPy arrays in output order. Safe to share between threads
+    (runs are serialized)."""
+
+    def __init__(self, artifact, device=0):
+        _need_native()
+        if not isinstance(artifact, Artifact):
+            artifact = str(artifact)
+        self._s = _native.Session(artifact, device)
+        self._lock = threading.Lock()
+
+    @property
+    def inputs(self):
+        return self._s.inputs
+
+    @property
+    def outputs(self):
+        return self._s.outputs
+
+    def run(self, inputs):
+        names = [n for n, _, _ in self._s.inputs]
+        if isinstance(inputs, dict):
+            missing = [n for n in names if n not in inputs]
+            extra = [n for n in inputs if n not in names]
+            if missing or extra:
+                raise BadInputError(f"inputs: missing {missing}, unknown {extra} (the model takes {names})")
+            inputs = [inputs[n] for n in names]
+        raw = [_raw(a, n) for a, n in zip(inputs, names)]
+        with self._lock:
+            outs = self._s.run_raw(raw)
+        return [_array(b, dt, s) for b, dt, s in outs]
+
+
+def interpret(model, inputs, shapes=None):
+    """Runs an ONNX model on xforge's reference interpreter (CPU): inputs by name; returns a dict
+    of NumPy arrays by output name."""
+    _need_native()
+    raw = {k: _raw(v, k) for k, v in inputs.items()}
+    outs = _native.interpret(str(model), raw, {k: list(v) for k, v in (shapes or {}).items()} or None)
+    return {name: _array(b, dt, s) for name, b, dt, s in outs}
+
+
+def export(model, example_inputs, path, **kwargs):
+    """Exports a torch module to ONNX for `compile` (torch.onnx.export with xforge's custom ops)."""
+    from .ops import export as _export
+    return _export(model, tuple(example_inputs), path, **kwargs)
