@@ -190,7 +190,9 @@ fn split(k: &mut Kern) -> R<usize> {
     Ok(work)
 }
 
-/// An index value loaded from `p` at `at`, wrapped (negative counts from the end of `dim`).
+/// An index value loaded from `p` at `at`, wrapped (negative counts from the end of `dim`) and
+/// clamped into [0, dim): an index out of range is the model's error (the interpreter refuses
+/// it), and it must never read outside the data.
 fn wrapped_index(k: &mut Kern, p: usize, at: &str, dim: usize) -> String {
     let raw = k.load(p, at);
     let v = s::cast(&mut k.b, &raw, Ty::Int(64, true));
@@ -199,6 +201,9 @@ fn wrapped_index(k: &mut Kern, p: usize, at: &str, dim: usize) -> String {
     let neg = s::cmp(&mut k.b, "lt", &v, &z);
     let w = s::add(&mut k.b, &v, &d);
     let v = s::select(&mut k.b, &neg, &w, &v);
+    let top = konst(&mut k.b, dim.saturating_sub(1) as f64, Ty::Int(64, true));
+    let v = s::max(&mut k.b, &v, &z);
+    let v = s::min(&mut k.b, &v, &top);
     s::to_index(&mut k.b, &v)
 }
 
