@@ -1,0 +1,185 @@
+//! Content-addressed blob storage: a blob's name is the sha256 of its bytes.
+//!
+//! The embedded default, [`LocalBlobs`], keeps `ROOT/sha256/ab/abcdef…` and writes every blob
+//! to `ROOT/tmp/` first, fsyncs it, renames it into place and fsyncs the folder: a crash never
+//! leaves a partial blob under its digest. Temporary files left by a crash are removed at open.
+use crate::HubError;
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+/// A stream of bytes (an upload's body, a download's content).
+pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
+
+/// What a store knows of a blob it took.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// sha256, lowercase hex.
+    pub digest: String,
+    pub size: u64,
+}
+
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Stores a stream; refuses it (`TooLarge`, nothing stored) past `limit` bytes. The blob is
+    /// visible only once complete and durable.
+    async fn put(&self, body: ByteStream, limit: u64) -> Result<BlobInfo, HubError>;
+    /// The size of a stored blob, None when absent.
+    async fn size(&self, digest: &str) -> Result<Option<u64>, HubError>;
+    /// Bytes `range` of a blob (the caller checks the range against `size`).
+    async fn read(&self, digest: &str, range: Range<u64>) -> Result<ByteStream, HubError>;
+    /// Removes a blob; absent is not an error.
+    async fn delete(&self, digest: &str) -> Result<(), HubError>;
+}
+
+/// Blobs in a local directory.
+pub struct LocalBlobs {
+    root: PathBuf,
+}
+
+/// Removes a temporary file unless disarmed (an upload cut off, refused, or its future dropped).
+struct TempGuard(Option<PathBuf>);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl LocalBlobs {
+    pub fn open(root: &Path) -> Result<LocalBlobs, HubError> {
+        for d in ["sha256", "tmp"] {
+            std::fs::create_dir_all(root.join(d)).map_err(|e| HubError::io(format!("creating {}", root.join(d).display()), e))?;
+        }
+        // what a crash left in tmp/ was never acknowledged
+        if let Ok(rd) = std::fs::read_dir(root.join("tmp")) {
+            for e in rd.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(LocalBlobs { root: root.to_path_buf() })
+    }
+
+    /// Where a blob lives (the digest is checked first: it becomes a path).
+    pub fn path(&self, digest: &str) -> Result<PathBuf, HubError> {
+        let d = crate::names::check_digest("digest", digest)?;
+        Ok(self.root.join("sha256").join(&d[..2]).join(&d))
+    }
+}
+
+async fn fsync_dir(dir: &Path) -> Result<(), HubError> {
+    let d = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || std::fs::File::open(&d).and_then(|f| f.sync_all()))
+        .await
+        .map_err(|e| HubError::Internal(e.to_string()))?
+        .map_err(|e| HubError::io(format!("fsync {}", dir.display()), e))
+}
+
+#[async_trait]
+impl BlobStore for LocalBlobs {
+    async fn put(&self, mut body: ByteStream, limit: u64) -> Result<BlobInfo, HubError> {
+        let tmp = self.root.join("tmp").join(format!("{}.part", crate::random_hex(16)));
+        let mut guard = TempGuard(Some(tmp.clone()));
+        let mut f = tokio::fs::File::create(&tmp).await.map_err(|e| HubError::io(format!("creating {}", tmp.display()), e))?;
+        let mut h = Sha256::new();
+        let mut n = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| HubError::BadRequest(format!("body: the upload was cut off ({e})")))?;
+            n += chunk.len() as u64;
+            if n > limit {
+                return Err(HubError::TooLarge(format!("body: more than the limit of {limit} bytes")));
+            }
+            h.update(&chunk);
+            f.write_all(&chunk).await.map_err(|e| HubError::io("writing a blob", e))?;
+        }
+        f.flush().await.map_err(|e| HubError::io("writing a blob", e))?;
+        f.sync_all().await.map_err(|e| HubError::io("fsync of a blob", e))?;
+        drop(f);
+        let digest = hex::encode(h.finalize());
+        let dest = self.path(&digest)?;
+        let dir = dest.parent().expect("a blob path has a parent").to_path_buf();
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| HubError::io(format!("creating {}", dir.display()), e))?;
+        match tokio::fs::metadata(&dest).await {
+            // the same content is already there (content addressing): keep it
+            Ok(m) if m.len() == n => {}
+            _ => {
+                tokio::fs::rename(&tmp, &dest).await.map_err(|e| HubError::io(format!("renaming into {}", dest.display()), e))?;
+                guard.0 = None;
+                fsync_dir(&dir).await?;
+            }
+        }
+        drop(guard);
+        tracing::debug!(digest, size = n, "blob stored");
+        Ok(BlobInfo { digest, size: n })
+    }
+
+    async fn size(&self, digest: &str) -> Result<Option<u64>, HubError> {
+        match tokio::fs::metadata(self.path(digest)?).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(HubError::io(format!("blob {digest}"), e)),
+        }
+    }
+
+    async fn read(&self, digest: &str, range: Range<u64>) -> Result<ByteStream, HubError> {
+        let p = self.path(digest)?;
+        let mut f = match tokio::fs::File::open(&p).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(HubError::NotFound(format!("blob {digest}"))),
+            Err(e) => return Err(HubError::io(format!("blob {digest}"), e)),
+        };
+        f.seek(std::io::SeekFrom::Start(range.start)).await.map_err(|e| HubError::io(format!("blob {digest}"), e))?;
+        let len = range.end.saturating_sub(range.start);
+        Ok(tokio_util::io::ReaderStream::with_capacity(f.take(len), 256 * 1024).boxed())
+    }
+
+    async fn delete(&self, digest: &str) -> Result<(), HubError> {
+        match tokio::fs::remove_file(self.path(digest)?).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(HubError::io(format!("removing blob {digest}"), e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(parts: Vec<Result<Bytes, std::io::Error>>) -> ByteStream {
+        futures_util::stream::iter(parts).boxed()
+    }
+
+    #[tokio::test]
+    async fn put_read_limit_and_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalBlobs::open(dir.path()).unwrap();
+        let info = s.put(stream(vec![Ok(Bytes::from_static(b"hello ")), Ok(Bytes::from_static(b"world"))]), 100).await.unwrap();
+        assert_eq!(info.digest, crate::sha256_hex(b"hello world"));
+        assert_eq!(s.size(&info.digest).await.unwrap(), Some(11));
+        let mut r = s.read(&info.digest, 6..11).await.unwrap();
+        let mut got = vec![];
+        while let Some(c) = r.next().await {
+            got.extend_from_slice(&c.unwrap());
+        }
+        assert_eq!(got, b"world");
+        // over the limit: refused, nothing left behind
+        let e = s.put(stream(vec![Ok(Bytes::from(vec![0u8; 101]))]), 100).await.unwrap_err();
+        assert!(matches!(e, HubError::TooLarge(_)), "{e}");
+        // cut off mid-way: nothing left behind either
+        let e = s.put(stream(vec![Ok(Bytes::from_static(b"abc")), Err(std::io::Error::other("reset"))]), 100).await.unwrap_err();
+        assert!(matches!(e, HubError::BadRequest(_)), "{e}");
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(s.size(&crate::sha256_hex(b"abc")).await.unwrap(), None);
+        assert!(s.path("../../etc/passwd").is_err());
+        s.delete(&info.digest).await.unwrap();
+        assert_eq!(s.size(&info.digest).await.unwrap(), None);
+    }
+}

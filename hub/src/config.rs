@@ -1,0 +1,81 @@
+//! The server's configuration: a toml file (`xforge hub serve --config hub.toml`), flags over it.
+use crate::HubError;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// ```toml
+/// dir = "/var/lib/xforge-hub"     # blobs/, hub.db, hub.key, admin.token
+/// listen = "127.0.0.1:8765"
+/// max_model_bytes = 1073741824    # a pushed ONNX file
+/// max_artifact_bytes = 4294967296 # an uploaded artifact
+/// max_json_bytes = 65536          # a JSON request body
+/// lease_seconds = 60              # a build job's lease (a worker heartbeats at a third of it)
+/// max_attempts = 3                # leases lost before a job fails
+/// public_url = "https://hub.example.com"  # for the usage snippets on the web pages
+/// ```
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub dir: PathBuf,
+    pub listen: String,
+    pub max_model_bytes: u64,
+    pub max_artifact_bytes: u64,
+    pub max_json_bytes: usize,
+    pub lease_seconds: u64,
+    pub max_attempts: u32,
+    pub public_url: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            dir: PathBuf::from("xforge-hub"),
+            listen: "127.0.0.1:8765".into(),
+            max_model_bytes: 1 << 30,
+            max_artifact_bytes: 4 << 30,
+            max_json_bytes: 64 * 1024,
+            lease_seconds: 60,
+            max_attempts: 3,
+            public_url: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn load(path: &Path) -> Result<ServerConfig, HubError> {
+        let meta = std::fs::metadata(path).map_err(|e| HubError::io(format!("reading {}", path.display()), e))?;
+        if meta.len() > 1 << 20 {
+            return Err(HubError::Config(format!("{}: larger than 1 MiB", path.display())));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| HubError::io(format!("reading {}", path.display()), e))?;
+        let c: ServerConfig = toml::from_str(&text).map_err(|e| HubError::Config(format!("{}: {e}", path.display())))?;
+        c.check()?;
+        Ok(c)
+    }
+
+    pub fn check(&self) -> Result<(), HubError> {
+        if self.lease_seconds == 0 || self.lease_seconds > 24 * 3600 {
+            return Err(HubError::Config("lease_seconds: must be in 1..=86400".into()));
+        }
+        if self.max_attempts == 0 || self.max_attempts > 100 {
+            return Err(HubError::Config("max_attempts: must be in 1..=100".into()));
+        }
+        if self.max_json_bytes < 1024 || self.max_json_bytes > 16 << 20 {
+            return Err(HubError::Config("max_json_bytes: must be in 1 KiB..=16 MiB".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse() {
+        let c: ServerConfig = toml::from_str("dir = \"/tmp/h\"\nlease_seconds = 5").unwrap();
+        assert_eq!(c.lease_seconds, 5);
+        assert_eq!(c.max_attempts, 3);
+        assert!(toml::from_str::<ServerConfig>("dri = 1").unwrap_err().to_string().contains("dri"));
+    }
+}

@@ -1,0 +1,774 @@
+//! Metadata and the build queue: users, tokens (hashed), repositories, revisions, artifacts and
+//! jobs with leases, behind [`MetaStore`]. The embedded default is SQLite through sqlx
+//! ([`SqliteMeta`]); every claim, heartbeat and completion is one atomic statement or a
+//! transaction that starts with its write, so concurrent workers never take the same job.
+use crate::names::batch_text;
+use crate::HubError;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::Row;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// The most log a job keeps (its tail).
+pub const MAX_LOG: usize = 1 << 20;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+    pub admin: bool,
+    pub created: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repo {
+    pub id: i64,
+    pub owner_id: i64,
+    pub owner: String,
+    pub name: String,
+    pub private: bool,
+    pub created: i64,
+}
+
+impl Repo {
+    pub fn full_name(&self) -> String {
+        format!("{}/{}", self.owner, self.name)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revision {
+    pub id: i64,
+    pub repo_id: i64,
+    /// 1, 2, ... within the repository.
+    pub number: i64,
+    /// sha256 of the ONNX file.
+    pub digest: String,
+    pub size: i64,
+    pub filename: String,
+    pub created: i64,
+}
+
+/// What an artifact is keyed by.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactKey {
+    pub model_digest: String,
+    pub target: String,
+    pub precision: String,
+    pub batch: Vec<u64>,
+    pub compiler_version: String,
+    pub options: BTreeMap<String, String>,
+}
+
+impl ArtifactKey {
+    fn options_text(&self) -> String {
+        serde_json::to_string(&self.options).expect("a string map serializes")
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRecord {
+    pub id: i64,
+    pub key: ArtifactKey,
+    /// sha256 of the artifact's bytes.
+    pub blob: String,
+    pub size: i64,
+    pub manifest: crate::SignedManifest,
+    pub created: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Done,
+    Failed,
+}
+
+impl JobState {
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Result<JobState, HubError> {
+        Ok(match s {
+            "queued" => JobState::Queued,
+            "running" => JobState::Running,
+            "done" => JobState::Done,
+            "failed" => JobState::Failed,
+            _ => return Err(HubError::Db(format!("jobs.state: unknown state {s}"))),
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: i64,
+    pub repo_id: i64,
+    /// `owner/name`.
+    pub repo: String,
+    pub revision: i64,
+    pub key: ArtifactKey,
+    pub state: JobState,
+    pub worker: Option<String>,
+    pub lease_expires: Option<i64>,
+    pub attempts: i64,
+    pub error: Option<String>,
+    pub log: String,
+    pub artifact_id: Option<i64>,
+    pub created: i64,
+    pub updated: i64,
+}
+
+/// Storage of everything but blobs.
+#[async_trait]
+pub trait MetaStore: Send + Sync + 'static {
+    async fn create_user(&self, name: &str, admin: bool) -> Result<User, HubError>;
+    async fn user(&self, name: &str) -> Result<Option<User>, HubError>;
+    async fn count_users(&self) -> Result<i64, HubError>;
+    /// Stores a token's hash and scopes (`read,write`).
+    async fn add_token(&self, user_id: i64, hash: &str, scopes: &str, label: &str) -> Result<(), HubError>;
+    /// The user and scopes of a token hash.
+    async fn token(&self, hash: &str) -> Result<Option<(User, String)>, HubError>;
+
+    async fn create_repo(&self, owner_id: i64, name: &str, private: bool) -> Result<Repo, HubError>;
+    async fn repo(&self, owner: &str, name: &str) -> Result<Option<Repo>, HubError>;
+    async fn repo_by_id(&self, id: i64) -> Result<Option<Repo>, HubError>;
+    /// Repositories `viewer` sees (public ones, its own, every one with `all`), names containing
+    /// `query`, at most `limit`.
+    async fn list_repos(&self, viewer: Option<i64>, all: bool, query: Option<&str>, limit: i64) -> Result<Vec<Repo>, HubError>;
+    /// Deletes a repository with its revisions and jobs; returns the blobs nothing references
+    /// any more (the caller removes them), the artifacts of models no repository holds included.
+    async fn delete_repo(&self, id: i64) -> Result<Vec<String>, HubError>;
+
+    async fn add_revision(&self, repo_id: i64, digest: &str, size: i64, filename: &str) -> Result<Revision, HubError>;
+    /// Newest first.
+    async fn revisions(&self, repo_id: i64) -> Result<Vec<Revision>, HubError>;
+    /// Whether a revision or an artifact of a repository `viewer` sees references the blob.
+    async fn blob_visible(&self, digest: &str, viewer: Option<i64>, all: bool) -> Result<bool, HubError>;
+
+    async fn artifact(&self, key: &ArtifactKey) -> Result<Option<ArtifactRecord>, HubError>;
+    async fn artifacts_of_model(&self, model_digest: &str) -> Result<Vec<ArtifactRecord>, HubError>;
+
+    /// Queues a build, or returns the queued or running job of the same key.
+    async fn enqueue(&self, repo_id: i64, revision_id: i64, key: &ArtifactKey) -> Result<Job, HubError>;
+    async fn job(&self, id: i64) -> Result<Option<Job>, HubError>;
+    async fn jobs_of_repo(&self, repo_id: i64, limit: i64) -> Result<Vec<Job>, HubError>;
+    /// Takes the oldest queued job for (target, compiler version), or a running one whose lease
+    /// expired; a job that lost `max_attempts` leases fails instead.
+    async fn claim(&self, target: &str, compiler_version: &str, worker: &str, lease: Duration, max_attempts: u32)
+        -> Result<Option<Job>, HubError>;
+    /// Extends the lease of a job `worker` holds and appends to its log; `Conflict` when it does
+    /// not hold it (any more).
+    async fn heartbeat(&self, id: i64, worker: &str, lease: Duration, log: &str) -> Result<Job, HubError>;
+    /// Records the artifact (or finds the one of the same key) and marks the job done.
+    async fn complete(&self, id: i64, worker: &str, blob: &str, size: i64, manifest: &crate::SignedManifest, log: &str)
+        -> Result<Job, HubError>;
+    async fn fail(&self, id: i64, worker: &str, error: &str, log: &str) -> Result<Job, HubError>;
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, admin INTEGER NOT NULL, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (
+    id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    hash TEXT NOT NULL UNIQUE, scopes TEXT NOT NULL, label TEXT NOT NULL, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS repos (
+    id INTEGER PRIMARY KEY, owner_id INTEGER NOT NULL REFERENCES users(id), name TEXT NOT NULL,
+    private INTEGER NOT NULL, created INTEGER NOT NULL, UNIQUE(owner_id, name));
+CREATE TABLE IF NOT EXISTS revisions (
+    id INTEGER PRIMARY KEY, repo_id INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    number INTEGER NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL, filename TEXT NOT NULL,
+    created INTEGER NOT NULL, UNIQUE(repo_id, number));
+CREATE INDEX IF NOT EXISTS revisions_digest ON revisions(digest);
+CREATE TABLE IF NOT EXISTS artifacts (
+    id INTEGER PRIMARY KEY, model_digest TEXT NOT NULL, target TEXT NOT NULL, precision TEXT NOT NULL,
+    batch TEXT NOT NULL, compiler_version TEXT NOT NULL, options TEXT NOT NULL, blob TEXT NOT NULL,
+    size INTEGER NOT NULL, manifest TEXT NOT NULL, signature TEXT NOT NULL, key TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    UNIQUE(model_digest, target, precision, batch, compiler_version, options));
+CREATE INDEX IF NOT EXISTS artifacts_blob ON artifacts(blob);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY, repo_id INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    revision_id INTEGER NOT NULL, model_digest TEXT NOT NULL, target TEXT NOT NULL,
+    precision TEXT NOT NULL, batch TEXT NOT NULL, compiler_version TEXT NOT NULL, options TEXT NOT NULL,
+    state TEXT NOT NULL, worker TEXT, lease_expires INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT, log TEXT NOT NULL DEFAULT '', artifact_id INTEGER, created INTEGER NOT NULL,
+    updated INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS jobs_claim ON jobs(state, target, compiler_version);
+"#;
+
+const JOB_COLS: &str = "j.id, j.repo_id, u.name || '/' || r.name AS repo, j.revision_id, j.model_digest, j.target, \
+    j.precision, j.batch, j.compiler_version, j.options, j.state, j.worker, j.lease_expires, j.attempts, j.error, \
+    j.log, j.artifact_id, j.created, j.updated";
+
+/// SQLite through sqlx: WAL, synchronous=FULL (an acknowledged write survives a crash).
+pub struct SqliteMeta {
+    pool: SqlitePool,
+}
+
+fn user_row(r: &SqliteRow) -> Result<User, HubError> {
+    Ok(User {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        admin: r.try_get::<i64, _>("admin")? != 0,
+        created: r.try_get("created")?,
+    })
+}
+
+fn repo_row(r: &SqliteRow) -> Result<Repo, HubError> {
+    Ok(Repo {
+        id: r.try_get("id")?,
+        owner_id: r.try_get("owner_id")?,
+        owner: r.try_get("owner")?,
+        name: r.try_get("name")?,
+        private: r.try_get::<i64, _>("private")? != 0,
+        created: r.try_get("created")?,
+    })
+}
+
+fn revision_row(r: &SqliteRow) -> Result<Revision, HubError> {
+    Ok(Revision {
+        id: r.try_get("id")?,
+        repo_id: r.try_get("repo_id")?,
+        number: r.try_get("number")?,
+        digest: r.try_get("digest")?,
+        size: r.try_get("size")?,
+        filename: r.try_get("filename")?,
+        created: r.try_get("created")?,
+    })
+}
+
+fn key_row(r: &SqliteRow) -> Result<ArtifactKey, HubError> {
+    let batch: String = r.try_get("batch")?;
+    let options: String = r.try_get("options")?;
+    Ok(ArtifactKey {
+        model_digest: r.try_get("model_digest")?,
+        target: r.try_get("target")?,
+        precision: r.try_get("precision")?,
+        batch: crate::names::parse_batch(&batch).map_err(|e| HubError::Db(e.to_string()))?,
+        compiler_version: r.try_get("compiler_version")?,
+        options: serde_json::from_str(&options).map_err(|e| HubError::Db(format!("options: {e}")))?,
+    })
+}
+
+fn artifact_row(r: &SqliteRow) -> Result<ArtifactRecord, HubError> {
+    Ok(ArtifactRecord {
+        id: r.try_get("id")?,
+        key: key_row(r)?,
+        blob: r.try_get("blob")?,
+        size: r.try_get("size")?,
+        manifest: crate::SignedManifest {
+            manifest: r.try_get("manifest")?,
+            signature: r.try_get("signature")?,
+            key: r.try_get("key")?,
+        },
+        created: r.try_get("created")?,
+    })
+}
+
+fn job_row(r: &SqliteRow) -> Result<Job, HubError> {
+    let state: String = r.try_get("state")?;
+    Ok(Job {
+        id: r.try_get("id")?,
+        repo_id: r.try_get("repo_id")?,
+        repo: r.try_get("repo")?,
+        revision: r.try_get("revision_id")?,
+        key: key_row(r)?,
+        state: JobState::parse(&state)?,
+        worker: r.try_get("worker")?,
+        lease_expires: r.try_get("lease_expires")?,
+        attempts: r.try_get("attempts")?,
+        error: r.try_get("error")?,
+        log: r.try_get("log")?,
+        artifact_id: r.try_get("artifact_id")?,
+        created: r.try_get("created")?,
+        updated: r.try_get("updated")?,
+    })
+}
+
+fn unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// The last `MAX_LOG` bytes of `s`, cut at a character boundary.
+fn log_tail(s: &str) -> &str {
+    if s.len() <= MAX_LOG {
+        return s;
+    }
+    let mut i = s.len() - MAX_LOG;
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    &s[i..]
+}
+
+impl SqliteMeta {
+    pub async fn open(path: &Path) -> Result<SqliteMeta, HubError> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
+        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        Ok(SqliteMeta { pool })
+    }
+
+    /// The pool, for tests that reach under the API (tampering with stored rows).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn job_log_tail(&self, id: i64) -> Result<(), HubError> {
+        // keep the log bounded: cut to its tail when it grew past MAX_LOG
+        let row = sqlx::query("SELECT log FROM jobs WHERE id = ? AND length(log) > ?")
+            .bind(id)
+            .bind(MAX_LOG as i64)
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some(r) = row {
+            let log: String = r.try_get("log")?;
+            sqlx::query("UPDATE jobs SET log = ? WHERE id = ?").bind(log_tail(&log)).bind(id).execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    async fn job_or_conflict(&self, id: i64, worker: &str) -> HubError {
+        match self.job(id).await {
+            Ok(Some(j)) => HubError::Conflict(format!(
+                "job {id}: held by {} ({}), not by {worker}",
+                j.worker.as_deref().unwrap_or("no worker"),
+                j.state.name()
+            )),
+            Ok(None) => HubError::NotFound(format!("job {id}")),
+            Err(e) => e,
+        }
+    }
+}
+
+#[async_trait]
+impl MetaStore for SqliteMeta {
+    async fn create_user(&self, name: &str, admin: bool) -> Result<User, HubError> {
+        let r = sqlx::query("INSERT INTO users (name, admin, created) VALUES (?, ?, ?) RETURNING id, name, admin, created")
+            .bind(name)
+            .bind(admin as i64)
+            .bind(crate::now_ms())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| if unique_violation(&e) { HubError::Conflict(format!("user {name} exists")) } else { e.into() })?;
+        user_row(&r)
+    }
+
+    async fn user(&self, name: &str) -> Result<Option<User>, HubError> {
+        let r = sqlx::query("SELECT id, name, admin, created FROM users WHERE name = ?").bind(name).fetch_optional(&self.pool).await?;
+        r.as_ref().map(user_row).transpose()
+    }
+
+    async fn count_users(&self) -> Result<i64, HubError> {
+        Ok(sqlx::query("SELECT count(*) AS n FROM users").fetch_one(&self.pool).await?.try_get("n")?)
+    }
+
+    async fn add_token(&self, user_id: i64, hash: &str, scopes: &str, label: &str) -> Result<(), HubError> {
+        sqlx::query("INSERT INTO tokens (user_id, hash, scopes, label, created) VALUES (?, ?, ?, ?, ?)")
+            .bind(user_id)
+            .bind(hash)
+            .bind(scopes)
+            .bind(label)
+            .bind(crate::now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn token(&self, hash: &str) -> Result<Option<(User, String)>, HubError> {
+        let r = sqlx::query(
+            "SELECT u.id, u.name, u.admin, u.created, t.scopes FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = ?",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        match r {
+            Some(r) => Ok(Some((user_row(&r)?, r.try_get("scopes")?))),
+            None => Ok(None),
+        }
+    }
+
+    async fn create_repo(&self, owner_id: i64, name: &str, private: bool) -> Result<Repo, HubError> {
+        let r = sqlx::query("INSERT INTO repos (owner_id, name, private, created) VALUES (?, ?, ?, ?) RETURNING id")
+            .bind(owner_id)
+            .bind(name)
+            .bind(private as i64)
+            .bind(crate::now_ms())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| if unique_violation(&e) { HubError::Conflict(format!("repository {name} exists")) } else { e.into() })?;
+        let id: i64 = r.try_get("id")?;
+        self.repo_by_id(id).await?.ok_or_else(|| HubError::Db("a repository vanished after its insert".into()))
+    }
+
+    async fn repo(&self, owner: &str, name: &str) -> Result<Option<Repo>, HubError> {
+        let r = sqlx::query(
+            "SELECT r.id, r.owner_id, u.name AS owner, r.name, r.private, r.created FROM repos r JOIN users u ON u.id = r.owner_id \
+             WHERE u.name = ? AND r.name = ?",
+        )
+        .bind(owner)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(repo_row).transpose()
+    }
+
+    async fn repo_by_id(&self, id: i64) -> Result<Option<Repo>, HubError> {
+        let r = sqlx::query(
+            "SELECT r.id, r.owner_id, u.name AS owner, r.name, r.private, r.created FROM repos r JOIN users u ON u.id = r.owner_id \
+             WHERE r.id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(repo_row).transpose()
+    }
+
+    async fn list_repos(&self, viewer: Option<i64>, all: bool, query: Option<&str>, limit: i64) -> Result<Vec<Repo>, HubError> {
+        let pattern = query.map(|q| format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+        let rows = sqlx::query(
+            "SELECT r.id, r.owner_id, u.name AS owner, r.name, r.private, r.created FROM repos r JOIN users u ON u.id = r.owner_id \
+             WHERE (r.private = 0 OR r.owner_id = ? OR ?) AND (? IS NULL OR (u.name || '/' || r.name) LIKE ? ESCAPE '\\') \
+             ORDER BY u.name, r.name LIMIT ?",
+        )
+        .bind(viewer.unwrap_or(-1))
+        .bind(all)
+        .bind(pattern.as_deref())
+        .bind(pattern.as_deref())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(repo_row).collect()
+    }
+
+    async fn delete_repo(&self, id: i64) -> Result<Vec<String>, HubError> {
+        let mut tx = self.pool.begin().await?;
+        // the write first: the transaction takes SQLite's write lock before it reads
+        let digests: Vec<String> = sqlx::query("DELETE FROM revisions WHERE repo_id = ? RETURNING digest")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get("digest"))
+            .collect::<Result<_, _>>()?;
+        sqlx::query("DELETE FROM jobs WHERE repo_id = ?").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM repos WHERE id = ?").bind(id).execute(&mut *tx).await?;
+        let mut orphans = vec![];
+        for d in digests {
+            let still = sqlx::query("SELECT 1 FROM revisions WHERE digest = ? LIMIT 1").bind(&d).fetch_optional(&mut *tx).await?;
+            if still.is_some() {
+                continue;
+            }
+            // no repository holds the model: its artifacts go too
+            let blobs: Vec<String> = sqlx::query("DELETE FROM artifacts WHERE model_digest = ? RETURNING blob")
+                .bind(&d)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get("blob"))
+                .collect::<Result<_, _>>()?;
+            orphans.push(d);
+            orphans.extend(blobs);
+        }
+        let mut out = vec![];
+        for d in orphans {
+            let used = sqlx::query("SELECT 1 FROM revisions WHERE digest = ?1 UNION ALL SELECT 1 FROM artifacts WHERE blob = ?1 LIMIT 1")
+                .bind(&d)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if used.is_none() && !out.contains(&d) {
+                out.push(d);
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn add_revision(&self, repo_id: i64, digest: &str, size: i64, filename: &str) -> Result<Revision, HubError> {
+        let r = sqlx::query(
+            "INSERT INTO revisions (repo_id, number, digest, size, filename, created) \
+             VALUES (?1, (SELECT coalesce(max(number), 0) + 1 FROM revisions WHERE repo_id = ?1), ?2, ?3, ?4, ?5) \
+             RETURNING id, repo_id, number, digest, size, filename, created",
+        )
+        .bind(repo_id)
+        .bind(digest)
+        .bind(size)
+        .bind(filename)
+        .bind(crate::now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        revision_row(&r)
+    }
+
+    async fn revisions(&self, repo_id: i64) -> Result<Vec<Revision>, HubError> {
+        let rows = sqlx::query(
+            "SELECT id, repo_id, number, digest, size, filename, created FROM revisions WHERE repo_id = ? ORDER BY number DESC LIMIT 1000",
+        )
+        .bind(repo_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(revision_row).collect()
+    }
+
+    async fn blob_visible(&self, digest: &str, viewer: Option<i64>, all: bool) -> Result<bool, HubError> {
+        let r = sqlx::query(
+            "SELECT 1 FROM revisions v JOIN repos r ON r.id = v.repo_id \
+             WHERE (v.digest = ?1 OR v.digest IN (SELECT model_digest FROM artifacts WHERE blob = ?1)) \
+             AND (r.private = 0 OR r.owner_id = ?2 OR ?3) LIMIT 1",
+        )
+        .bind(digest)
+        .bind(viewer.unwrap_or(-1))
+        .bind(all)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(r.is_some())
+    }
+
+    async fn artifact(&self, key: &ArtifactKey) -> Result<Option<ArtifactRecord>, HubError> {
+        let r = sqlx::query(
+            "SELECT * FROM artifacts WHERE model_digest = ? AND target = ? AND precision = ? AND batch = ? \
+             AND compiler_version = ? AND options = ?",
+        )
+        .bind(&key.model_digest)
+        .bind(&key.target)
+        .bind(&key.precision)
+        .bind(batch_text(&key.batch))
+        .bind(&key.compiler_version)
+        .bind(key.options_text())
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(artifact_row).transpose()
+    }
+
+    async fn artifacts_of_model(&self, model_digest: &str) -> Result<Vec<ArtifactRecord>, HubError> {
+        let rows = sqlx::query("SELECT * FROM artifacts WHERE model_digest = ? ORDER BY target, precision, batch LIMIT 1000")
+            .bind(model_digest)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(artifact_row).collect()
+    }
+
+    async fn enqueue(&self, repo_id: i64, revision_id: i64, key: &ArtifactKey) -> Result<Job, HubError> {
+        let now = crate::now_ms();
+        // one statement: insert unless a live job of the same key exists
+        let r = sqlx::query(
+            "INSERT INTO jobs (repo_id, revision_id, model_digest, target, precision, batch, compiler_version, options, state, \
+             log, created, updated) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', '', ?9, ?9 WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE \
+             model_digest = ?3 AND target = ?4 AND precision = ?5 AND batch = ?6 AND compiler_version = ?7 AND options = ?8 \
+             AND state IN ('queued', 'running')) RETURNING id",
+        )
+        .bind(repo_id)
+        .bind(revision_id)
+        .bind(&key.model_digest)
+        .bind(&key.target)
+        .bind(&key.precision)
+        .bind(batch_text(&key.batch))
+        .bind(&key.compiler_version)
+        .bind(key.options_text())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        let id: i64 = match r {
+            Some(r) => r.try_get("id")?,
+            None => sqlx::query(
+                "SELECT id FROM jobs WHERE model_digest = ? AND target = ? AND precision = ? AND batch = ? AND \
+                 compiler_version = ? AND options = ? AND state IN ('queued', 'running') ORDER BY id LIMIT 1",
+            )
+            .bind(&key.model_digest)
+            .bind(&key.target)
+            .bind(&key.precision)
+            .bind(batch_text(&key.batch))
+            .bind(&key.compiler_version)
+            .bind(key.options_text())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| HubError::Conflict("the build finished while it was requested: ask again".into()))?
+            .try_get("id")?,
+        };
+        self.job(id).await?.ok_or_else(|| HubError::Db(format!("job {id} vanished")))
+    }
+
+    async fn job(&self, id: i64) -> Result<Option<Job>, HubError> {
+        let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLS} FROM jobs j JOIN repos r ON r.id = j.repo_id JOIN users u ON u.id = r.owner_id WHERE j.id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(job_row).transpose()
+    }
+
+    async fn jobs_of_repo(&self, repo_id: i64, limit: i64) -> Result<Vec<Job>, HubError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLS} FROM jobs j JOIN repos r ON r.id = j.repo_id JOIN users u ON u.id = r.owner_id \
+             WHERE j.repo_id = ? ORDER BY j.id DESC LIMIT ?"
+        )))
+        .bind(repo_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_row).collect()
+    }
+
+    async fn claim(&self, target: &str, compiler_version: &str, worker: &str, lease: Duration, max_attempts: u32)
+        -> Result<Option<Job>, HubError> {
+        let now = crate::now_ms();
+        let expired = sqlx::query(
+            "UPDATE jobs SET state = 'failed', error = 'the worker stopped answering ' || attempts || ' times (lease expired)', \
+             log = log || 'lease of ' || coalesce(worker, '?') || ' expired; no attempts left' || char(10), updated = ?1 \
+             WHERE state = 'running' AND lease_expires < ?1 AND attempts >= ?2 RETURNING id",
+        )
+        .bind(now)
+        .bind(max_attempts as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &expired {
+            let id: i64 = r.try_get("id")?;
+            tracing::warn!(job = id, "job failed: its leases expired {max_attempts} times");
+        }
+        let r = sqlx::query(
+            "UPDATE jobs SET state = 'running', worker = ?1, lease_expires = ?2, attempts = attempts + 1, updated = ?3, \
+             log = log || CASE WHEN state = 'running' THEN 'lease of ' || coalesce(worker, '?') || ' expired' || char(10) ELSE '' END \
+             || 'claimed by ' || ?1 || ' (attempt ' || (attempts + 1) || ')' || char(10) \
+             WHERE id = (SELECT id FROM jobs WHERE target = ?4 AND compiler_version = ?5 \
+             AND (state = 'queued' OR (state = 'running' AND lease_expires < ?3)) ORDER BY id LIMIT 1) RETURNING id",
+        )
+        .bind(worker)
+        .bind(now + lease.as_millis() as i64)
+        .bind(now)
+        .bind(target)
+        .bind(compiler_version)
+        .fetch_optional(&self.pool)
+        .await?;
+        match r {
+            Some(r) => {
+                let id: i64 = r.try_get("id")?;
+                self.job_log_tail(id).await?;
+                self.job(id).await
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn heartbeat(&self, id: i64, worker: &str, lease: Duration, log: &str) -> Result<Job, HubError> {
+        let now = crate::now_ms();
+        let r = sqlx::query(
+            "UPDATE jobs SET lease_expires = ?, updated = ?, log = log || ? WHERE id = ? AND state = 'running' AND worker = ? \
+             RETURNING id",
+        )
+        .bind(now + lease.as_millis() as i64)
+        .bind(now)
+        .bind(log_tail(log))
+        .bind(id)
+        .bind(worker)
+        .fetch_optional(&self.pool)
+        .await?;
+        if r.is_none() {
+            return Err(self.job_or_conflict(id, worker).await);
+        }
+        self.job_log_tail(id).await?;
+        self.job(id).await?.ok_or_else(|| HubError::NotFound(format!("job {id}")))
+    }
+
+    async fn complete(&self, id: i64, worker: &str, blob: &str, size: i64, manifest: &crate::SignedManifest, log: &str)
+        -> Result<Job, HubError> {
+        let m: crate::Manifest =
+            serde_json::from_str(&manifest.manifest).map_err(|e| HubError::Internal(format!("manifest: {e}")))?;
+        let now = crate::now_ms();
+        let mut tx = self.pool.begin().await?;
+        let held = sqlx::query(
+            "UPDATE jobs SET state = 'done', updated = ?, lease_expires = NULL, log = log || ? WHERE id = ? AND state = 'running' \
+             AND worker = ? RETURNING id",
+        )
+        .bind(now)
+        .bind(log_tail(log))
+        .bind(id)
+        .bind(worker)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if held.is_none() {
+            drop(tx);
+            return Err(self.job_or_conflict(id, worker).await);
+        }
+        let key = ArtifactKey {
+            model_digest: m.model_digest.clone(),
+            target: m.target.clone(),
+            precision: m.precision.clone(),
+            batch: m.batch.clone(),
+            compiler_version: m.compiler_version.clone(),
+            options: m.options.clone(),
+        };
+        sqlx::query(
+            "INSERT INTO artifacts (model_digest, target, precision, batch, compiler_version, options, blob, size, manifest, \
+             signature, key, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT(model_digest, target, precision, batch, compiler_version, options) DO NOTHING",
+        )
+        .bind(&key.model_digest)
+        .bind(&key.target)
+        .bind(&key.precision)
+        .bind(batch_text(&key.batch))
+        .bind(&key.compiler_version)
+        .bind(key.options_text())
+        .bind(blob)
+        .bind(size)
+        .bind(&manifest.manifest)
+        .bind(&manifest.signature)
+        .bind(&manifest.key)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE jobs SET artifact_id = (SELECT id FROM artifacts WHERE model_digest = ? AND target = ? AND precision = ? \
+             AND batch = ? AND compiler_version = ? AND options = ?) WHERE id = ?",
+        )
+        .bind(&key.model_digest)
+        .bind(&key.target)
+        .bind(&key.precision)
+        .bind(batch_text(&key.batch))
+        .bind(&key.compiler_version)
+        .bind(key.options_text())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.job_log_tail(id).await?;
+        self.job(id).await?.ok_or_else(|| HubError::NotFound(format!("job {id}")))
+    }
+
+    async fn fail(&self, id: i64, worker: &str, error: &str, log: &str) -> Result<Job, HubError> {
+        let r = sqlx::query(
+            "UPDATE jobs SET state = 'failed', error = ?, updated = ?, lease_expires = NULL, log = log || ? WHERE id = ? \
+             AND state = 'running' AND worker = ? RETURNING id",
+        )
+        .bind(log_tail(error))
+        .bind(crate::now_ms())
+        .bind(log_tail(log))
+        .bind(id)
+        .bind(worker)
+        .fetch_optional(&self.pool)
+        .await?;
+        if r.is_none() {
+            return Err(self.job_or_conflict(id, worker).await);
+        }
+        self.job_log_tail(id).await?;
+        self.job(id).await?.ok_or_else(|| HubError::NotFound(format!("job {id}")))
+    }
+}
