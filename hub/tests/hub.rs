@@ -1,0 +1,614 @@
+//! The hub end to end on 127.0.0.1: a server in-process on a temporary directory, build workers
+//! in threads (compiling in-process), clients with their own caches.
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use xforge_hub::meta::JobState;
+use xforge_hub::worker::{Stats, Worker, WorkerConfig};
+use xforge_hub::{BuildSpec, Client, ClientConfig, HubError, RunningServer, ServerConfig};
+
+struct Hub {
+    dir: tempfile::TempDir,
+    server: Option<RunningServer>,
+    admin: Client,
+}
+
+impl Hub {
+    fn start(tweak: impl FnOnce(&mut ServerConfig)) -> Hub {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = ServerConfig { dir: dir.path().join("hub"), listen: "127.0.0.1:0".into(), ..Default::default() };
+        tweak(&mut cfg);
+        let server = RunningServer::start(cfg).unwrap();
+        let token = server.admin_token.clone().expect("the first start makes an admin token");
+        // the token is also in DIR/admin.token, readable by its owner only
+        let file = dir.path().join("hub/admin.token");
+        assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), token);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        let admin = client_at(&server.url, Some(&token), &dir.path().join("cache-admin"));
+        Hub { dir, server: Some(server), admin }
+    }
+
+    fn url(&self) -> String {
+        self.server.as_ref().unwrap().url.clone()
+    }
+
+    /// A user with a read+write token, and its client (its own cache).
+    fn user(&self, name: &str) -> (String, Client) {
+        self.admin.create_user(name, false).unwrap();
+        let t = self.admin.create_token(name, &["read", "write"], "test").unwrap();
+        let c = client_at(&self.url(), Some(&t), &self.dir.path().join(format!("cache-{name}")));
+        (t, c)
+    }
+
+    fn worker_token(&self) -> String {
+        match self.admin.create_user("farm", false) {
+            Ok(_) | Err(HubError::Conflict(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+        self.admin.create_token("farm", &["worker"], "workers").unwrap()
+    }
+
+    /// A worker thread; set the flag to stop it.
+    fn worker(&self, name: &str) -> (Arc<AtomicBool>, std::thread::JoinHandle<Stats>) {
+        let mut cfg = WorkerConfig::new(&self.url(), &self.worker_token(), "sm_90");
+        cfg.name = name.into();
+        cfg.poll = Duration::from_millis(100);
+        let w = Worker::new(cfg).unwrap();
+        let stop = w.stop_flag();
+        (stop, std::thread::spawn(move || w.run()))
+    }
+}
+
+fn client_at(url: &str, token: Option<&str>, cache: &Path) -> Client {
+    Client::new(ClientConfig {
+        server: url.into(),
+        token: token.map(str::to_string),
+        cache_dir: Some(cache.to_path_buf()),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn models() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
+}
+
+/// A raw request (for what the client never sends): status, headers, body.
+fn raw(method: &str, url: &str, token: Option<&str>, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let c = reqwest::blocking::Client::new();
+    let mut r = c.request(method.parse().unwrap(), url).body(body);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let resp = r.send().unwrap();
+    let status = resp.status().as_u16();
+    let h = resp.headers().clone();
+    (status, h, resp.bytes().unwrap().to_vec())
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+// ---- small ONNX models ----
+
+fn onnx_value(name: &str, elem: i32, dims: &[i64]) -> onnx_protobuf::ValueInfoProto {
+    use onnx_protobuf::tensor_shape_proto::{dimension, Dimension};
+    let mut t = onnx_protobuf::type_proto::Tensor::new();
+    t.elem_type = elem;
+    if !dims.is_empty() {
+        let mut shape = onnx_protobuf::TensorShapeProto::new();
+        for &d in dims {
+            let mut dim = Dimension::new();
+            dim.value = Some(dimension::Value::DimValue(d));
+            shape.dim.push(dim);
+        }
+        t.shape = Some(shape).into();
+    }
+    let mut tp = onnx_protobuf::TypeProto::new();
+    tp.value = Some(onnx_protobuf::type_proto::Value::TensorType(t));
+    let mut v = onnx_protobuf::ValueInfoProto::new();
+    v.name = name.into();
+    v.type_ = Some(tp).into();
+    v
+}
+
+fn onnx_node(op: &str, ins: &[&str], out: &str) -> onnx_protobuf::NodeProto {
+    let mut n = onnx_protobuf::NodeProto::new();
+    n.op_type = op.into();
+    n.name = op.to_lowercase();
+    n.input = ins.iter().map(|s| s.to_string()).collect();
+    n.output = vec![out.to_string()];
+    n
+}
+
+fn onnx_weight(name: &str, dims: &[i64], values: &[f32]) -> onnx_protobuf::TensorProto {
+    let mut w = onnx_protobuf::TensorProto::new();
+    w.name = name.into();
+    w.dims = dims.to_vec();
+    w.data_type = 1;
+    w.raw_data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    w
+}
+
+fn write_onnx(path: &Path, g: onnx_protobuf::GraphProto) {
+    use protobuf::Message;
+    let mut m = onnx_protobuf::ModelProto::new();
+    m.ir_version = 8;
+    let mut o = onnx_protobuf::OperatorSetIdProto::new();
+    o.version = 17;
+    m.opset_import.push(o);
+    m.graph = Some(g).into();
+    std::fs::write(path, m.write_to_bytes().unwrap()).unwrap();
+}
+
+/// y = Relu(x + b), x: f32[4, 256] (compiles in a moment).
+fn relu_model(path: &Path) {
+    let mut g = onnx_protobuf::GraphProto::new();
+    g.name = "relu".into();
+    g.input.push(onnx_value("x", 1, &[4, 256]));
+    g.output.push(onnx_value("y", 1, &[4, 256]));
+    let b: Vec<f32> = (0..256).map(|i| i as f32 * 0.01 - 1.0).collect();
+    g.initializer.push(onnx_weight("b", &[256], &b));
+    g.node.push(onnx_node("Add", &["x", "b"], "s"));
+    g.node.push(onnx_node("Relu", &["s"], "y"));
+    write_onnx(path, g);
+}
+
+/// y = Dropout(x, 0.5, training) with the training mode a graph input: it cannot compile.
+fn dropout_model(path: &Path) {
+    let mut g = onnx_protobuf::GraphProto::new();
+    g.name = "dropout".into();
+    g.input.push(onnx_value("x", 1, &[1, 4]));
+    g.input.push(onnx_value("training", 9, &[]));
+    g.initializer.push(onnx_weight("ratio", &[], &[0.5]));
+    g.output.push(onnx_value("y", 1, &[1, 4]));
+    g.node.push(onnx_node("Dropout", &["x", "ratio", "training"], "y"));
+    write_onnx(path, g);
+}
+
+#[test]
+fn push_build_pull_verify_and_refuse_tampering() {
+    let hub = Hub::start(|_| {});
+    let (_, alice) = hub.user("alice");
+    let rev = alice.push("alice/bert_tiny", &models().join("bert_tiny.onnx"), false).unwrap();
+    assert_eq!(rev.number, 1);
+    assert_eq!(rev.digest, xforge_hub::sha256_hex(&std::fs::read(models().join("bert_tiny.onnx")).unwrap()));
+    let (stop, worker) = hub.worker("w1");
+
+    // the pull finds no artifact, requests the build, waits, downloads and verifies
+    let spec = BuildSpec::new("sm_90");
+    let p = alice.pull("alice/bert_tiny", &spec).unwrap();
+    let job = p.built_by.expect("the pull requested a build");
+    assert!(!p.from_cache && p.resumed_from == 0 && p.downloaded == p.manifest.artifact.size);
+    let bytes = std::fs::read(&p.path).unwrap();
+    assert_eq!(xforge_hub::sha256_hex(&bytes), p.manifest.artifact.sha256);
+    let a = xforge_runtime::Artifact::from_bytes(&bytes).unwrap();
+    assert_eq!(a.header.target, "sm_90");
+    assert_eq!(a.header.precision, "fp32");
+    assert_eq!(p.manifest.model_digest, rev.digest);
+    assert_eq!(p.manifest.compiler_version, xforge_hub::compiler_version());
+    // the manifest verifies with the server's key and with no other
+    let key = xforge_hub::manifest::parse_key(&hub.server.as_ref().unwrap().key).unwrap();
+    assert_eq!(p.signed.verify(&key).unwrap(), p.manifest);
+    let other = xforge_hub::manifest::Signer::from_seed([1; 32]);
+    assert!(p.signed.verify(&xforge_hub::manifest::parse_key(&other.public_hex()).unwrap()).is_err());
+
+    // the job: done by w1, its log says what happened
+    let j = alice.job(job).unwrap();
+    assert_eq!(j.state, JobState::Done);
+    assert_eq!(j.worker.as_deref(), Some("w1"));
+    assert!(j.log.contains("claimed by w1") && j.log.contains("compiled in") && j.log.contains("artifact uploaded"), "{}", j.log);
+
+    // again: from the cache, verified, no download; a build request answers with the artifact
+    let p2 = alice.pull("alice/bert_tiny", &spec).unwrap();
+    assert!(p2.from_cache && p2.downloaded == 0 && p2.built_by.is_none());
+    let b = alice.build("alice/bert_tiny", &spec).unwrap();
+    assert_eq!(b.artifact.unwrap().blob, p.manifest.artifact.sha256);
+    // the library call
+    let a2 = alice.pull_artifact("alice/bert_tiny", "sm_90").unwrap();
+    assert_eq!(a2.header.model_digest, a.header.model_digest);
+
+    // downloads: ETag, Range, If-None-Match, 416; anonymous reads a public blob
+    let blob_url = format!("{}/api/v1/blobs/{}", hub.url(), p.manifest.artifact.sha256);
+    let (s, h, body) = raw("GET", &blob_url, None, &[("Range", "bytes=10-19")], vec![]);
+    assert_eq!(s, 206);
+    assert_eq!(body, bytes[10..20].to_vec());
+    assert_eq!(h["etag"], format!("\"{}\"", p.manifest.artifact.sha256).as_str());
+    assert_eq!(h["content-range"], format!("bytes 10-19/{}", bytes.len()).as_str());
+    let etag = h["etag"].to_str().unwrap().to_string();
+    assert_eq!(raw("GET", &blob_url, None, &[("If-None-Match", &etag)], vec![]).0, 304);
+    assert_eq!(raw("GET", &blob_url, None, &[("Range", &format!("bytes={}-", bytes.len()))], vec![]).0, 416);
+    let (s, h, body) = raw("HEAD", &blob_url, None, &[], vec![]);
+    assert_eq!((s, body.len()), (200, 0));
+    assert_eq!(h["content-length"], bytes.len().to_string().as_str());
+
+    // the web pages
+    let (s, _, page) = raw("GET", &format!("{}/", hub.url()), None, &[], vec![]);
+    assert!(s == 200 && text(&page).contains("alice/bert_tiny"));
+    let (s, _, page) = raw("GET", &format!("{}/models/alice/bert_tiny", hub.url()), None, &[], vec![]);
+    let page = text(&page);
+    assert!(s == 200 && page.contains("sm_90") && page.contains(&p.manifest.artifact.sha256) && page.contains("xforge hub pull"), "{page}");
+    let (s, _, page) = raw("GET", &format!("{}/builds/{job}", hub.url()), None, &[], vec![]);
+    assert!(s == 200 && text(&page).contains("compiled in"), "{}", text(&page));
+
+    // offline: served from the cache, verified
+    let offline_cfg = ClientConfig { offline: true, ..alice.config().clone() };
+    let offline = Client::new(offline_cfg.clone()).unwrap();
+    let p3 = offline.pull("alice/bert_tiny", &spec).unwrap();
+    assert!(p3.from_cache && p3.manifest == p.manifest);
+    assert!(matches!(offline.pull("alice/bert_tiny", &BuildSpec::new("sm_80")), Err(HubError::Offline(_))));
+
+    // a tampered cached blob: refused offline; online, removed and downloaded again
+    let mut bad = bytes.clone();
+    bad[100] ^= 1;
+    std::fs::write(&p.path, &bad).unwrap();
+    assert!(matches!(offline.pull("alice/bert_tiny", &spec), Err(HubError::Verification(_))));
+    let p4 = alice.pull("alice/bert_tiny", &spec).unwrap();
+    assert!(!p4.from_cache && p4.downloaded == bytes.len() as u64);
+    assert_eq!(std::fs::read(&p4.path).unwrap(), bytes);
+
+    // a tampered cached manifest (another target's worth of bytes, same signature): refused
+    let mpath = walk(&alice.cache().root().join("manifests")).into_iter().find(|f| f.extension().is_some_and(|e| e == "json")).unwrap();
+    let m = std::fs::read_to_string(&mpath).unwrap();
+    std::fs::write(&mpath, m.replace(&format!("\\\"size\\\":{}", bytes.len()), &format!("\\\"size\\\":{}", bytes.len() + 1))).unwrap();
+    assert_ne!(std::fs::read_to_string(&mpath).unwrap(), m, "the test edits the manifest");
+    let e = Client::new(offline_cfg).unwrap().pull("alice/bert_tiny", &spec).unwrap_err();
+    assert!(matches!(e, HubError::Verification(_)) && e.to_string().contains("signature"), "{e}");
+
+    // a blob tampered with on the server: a fresh client refuses it and keeps nothing
+    let server_blob = hub.dir.path().join("hub/blobs/sha256").join(&p.manifest.artifact.sha256[..2]).join(&p.manifest.artifact.sha256);
+    std::fs::write(&server_blob, &bad).unwrap();
+    let fresh = client_at(&hub.url(), None, &hub.dir.path().join("cache-fresh"));
+    let e = fresh.pull_with("alice/bert_tiny", &spec, false, Duration::from_secs(1)).unwrap_err();
+    assert!(matches!(e, HubError::Verification(_)), "{e}");
+    assert!(!fresh.cache().blob_path(&p.manifest.artifact.sha256).unwrap().exists());
+    assert!(!fresh.cache().partial_path(&p.manifest.artifact.sha256).unwrap().exists());
+
+    stop.store(true, Ordering::SeqCst);
+    let stats = worker.join().unwrap();
+    assert_eq!(stats, Stats { done: 1, failed: 0, lost: 0 });
+}
+
+fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(d).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn access_control_and_hostile_input() {
+    let hub = Hub::start(|c| c.max_model_bytes = 1 << 20);
+    let url = hub.url();
+    let (alice_t, alice) = hub.user("alice");
+    let (bob_t, bob) = hub.user("bob");
+    let dir = hub.dir.path().join("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("secret.onnx");
+    std::fs::write(&secret, b"the private model's bytes").unwrap();
+    let rev = alice.push("alice/secret", &secret, true).unwrap();
+    let public = dir.join("public.onnx");
+    std::fs::write(&public, b"the public model's bytes").unwrap();
+    alice.push("alice/open", &public, false).unwrap();
+
+    // a private repository is not found by anyone else: by name, in lists, by digest, by build
+    assert!(matches!(bob.repo("alice/secret"), Err(HubError::NotFound(_))));
+    assert!(matches!(bob.build("alice/secret", &BuildSpec::new("sm_90")), Err(HubError::NotFound(_))));
+    assert!(!bob.list(None).unwrap().iter().any(|r| r.name == "secret"));
+    assert!(bob.list(None).unwrap().iter().any(|r| r.name == "open"));
+    let anon = client_at(&url, None, &hub.dir.path().join("cache-anon"));
+    assert!(matches!(anon.repo("alice/secret"), Err(HubError::NotFound(_))));
+    let blob = format!("{url}/api/v1/blobs/{}", rev.digest);
+    for t in [Some(bob_t.as_str()), None] {
+        let (s, _, body) = raw("GET", &blob, t, &[], vec![]);
+        assert_eq!(s, 404, "{}", text(&body));
+        assert!(!text(&body).contains("private model"));
+        assert_eq!(raw("GET", &format!("{url}/models/alice/secret"), t, &[], vec![]).0, 404);
+    }
+    // the same answer as for a repository that does not exist
+    assert_eq!(raw("GET", &format!("{url}/api/v1/repos/alice/secret"), Some(&bob_t), &[], vec![]).0, 404);
+    assert_eq!(raw("GET", &format!("{url}/api/v1/repos/alice/nothing"), Some(&bob_t), &[], vec![]).0, 404);
+    let (s, _, body) = raw("GET", &blob, Some(&alice_t), &[], vec![]);
+    assert_eq!((s, body.as_slice()), (200, b"the private model's bytes".as_slice()));
+    assert!(hub.admin.repo("alice/secret").is_ok());
+    // visible but not one's own: forbidden to change
+    assert!(matches!(bob.push("alice/open", &public, false), Err(HubError::Forbidden(_))));
+    assert!(matches!(bob.delete("alice/open"), Err(HubError::Forbidden(_))));
+    assert!(matches!(bob.create_repo("alice/mine", false), Err(HubError::Forbidden(_))));
+
+    // tokens: none, forged, malformed, too few scopes
+    assert!(matches!(anon.push("alice/open", &public, false), Err(HubError::Unauthorized(_))));
+    let forged = format!("xfh_{}", "0".repeat(64));
+    assert_eq!(raw("GET", &format!("{url}/api/v1/whoami"), Some(&forged), &[], vec![]).0, 401);
+    assert_eq!(raw("GET", &format!("{url}/api/v1/repos"), None, &[("Authorization", "Bearer ../../x")], vec![]).0, 401);
+    assert_eq!(raw("GET", &format!("{url}/api/v1/repos"), None, &[("Authorization", "Basic YTpi")], vec![]).0, 401);
+    let reader = hub.admin.create_token("bob", &["read"], "ro").unwrap();
+    let ro = client_at(&url, Some(&reader), &hub.dir.path().join("cache-ro"));
+    assert!(matches!(ro.push("bob/x", &public, false), Err(HubError::Forbidden(_))));
+    assert!(matches!(bob.create_user("mallory", true), Err(HubError::Forbidden(_))));
+    assert!(matches!(bob.claim("sm_90", "w", "v"), Err(HubError::Forbidden(_))));
+    assert!(matches!(hub.admin.create_token("bob", &["admin"], ""), Err(HubError::BadRequest(_))));
+    assert!(matches!(hub.admin.create_token("bob", &["root"], ""), Err(HubError::BadRequest(_))));
+
+    // path traversal in names: refused before any query or path
+    let post_repo = |body: &str| raw("POST", &format!("{url}/api/v1/repos"), Some(&alice_t), &[("Content-Type", "application/json")], body.into());
+    for name in ["../evil", "alice/..", "alice/.hidden", "alice/a\\b", "..", "alice/a%2f..%2fb", "alice/x y"] {
+        let (s, _, body) = post_repo(&format!("{{\"name\": {}}}", serde_json::json!(name)));
+        assert_eq!(s, 400, "{name}: {}", text(&body));
+        assert!(text(&body).contains("\"code\":\"bad_request\""), "{}", text(&body));
+    }
+    for path in ["/api/v1/repos/%2e%2e/x", "/api/v1/repos/alice/%2e%2e", "/api/v1/repos/alice/..%2f..%2fhub.db", "/api/v1/blobs/..%2f..%2fhub.db", "/models/%2e%2e/x"] {
+        let s = raw("GET", &format!("{url}{path}"), Some(&alice_t), &[], vec![]).0;
+        assert!(s == 400 || s == 404, "{path}: {s}");
+    }
+    let (s, _, body) = raw("POST", &format!("{url}/api/v1/repos/alice/open/revisions?filename=../../x.onnx"), Some(&alice_t), &[], b"x".to_vec());
+    assert_eq!(s, 400, "{}", text(&body));
+    assert!(text(&body).contains("filename"));
+    // nothing was written outside the hub's folder
+    let mut top: Vec<String> = std::fs::read_dir(hub.dir.path().join("hub")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    top.sort();
+    top.retain(|f| !f.starts_with("hub.db-"));
+    assert_eq!(top, ["admin.token", "blobs", "hub.db", "hub.key"]);
+    assert!(walk(hub.dir.path()).iter().all(|p| !p.ends_with("x.onnx") && !p.to_string_lossy().contains("evil")));
+
+    // malformed JSON: a clear error naming what is wrong
+    let (s, _, body) = post_repo("{not json");
+    assert_eq!(s, 400);
+    assert!(text(&body).contains("invalid JSON"), "{}", text(&body));
+    let (s, _, body) = post_repo("{\"nmae\": \"x\"}");
+    assert_eq!(s, 400);
+    assert!(text(&body).contains("nmae"), "{}", text(&body));
+    let (s, _, body) = post_repo("{\"name\": 7}");
+    assert_eq!(s, 400);
+    assert!(text(&body).contains("invalid type"), "{}", text(&body));
+    let (s, _, body) = raw("POST", &format!("{url}/api/v1/repos/alice/open/builds"), Some(&alice_t), &[], br#"{"target": "sm_90", "precision": "fp64"}"#.to_vec());
+    assert_eq!(s, 400);
+    assert!(text(&body).contains("precision"), "{}", text(&body));
+    let (s, _, body) = raw("POST", &format!("{url}/api/v1/repos/alice/open/builds"), Some(&alice_t), &[], br#"{"target": "sm_90", "batch": [8, 1]}"#.to_vec());
+    assert_eq!(s, 400);
+    assert!(text(&body).contains("batch"), "{}", text(&body));
+    // an oversized JSON body
+    let big = format!("{{\"name\": \"{}\"}}", "a".repeat(100_000));
+    assert_eq!(post_repo(&big).0, 413);
+
+    // an oversized upload: refused, nothing stored
+    let blobs_before = walk(&hub.dir.path().join("hub/blobs")).len();
+    let huge = dir.join("huge.onnx");
+    std::fs::write(&huge, vec![7u8; (1 << 20) + 4096]).unwrap();
+    let e = alice.push("alice/open", &huge, false).unwrap_err();
+    assert!(matches!(e, HubError::TooLarge(_)), "{e}");
+    assert_eq!(walk(&hub.dir.path().join("hub/blobs")).len(), blobs_before);
+    assert_eq!(alice.repo("alice/open").unwrap().revisions.len(), 1);
+
+    // deleting a repository removes its blobs when nothing else holds them
+    let blob_file = hub.dir.path().join("hub/blobs/sha256").join(&rev.digest[..2]).join(&rev.digest);
+    assert!(blob_file.exists());
+    alice.delete("alice/secret").unwrap();
+    assert!(!blob_file.exists());
+    assert!(matches!(alice.repo("alice/secret"), Err(HubError::NotFound(_))));
+
+    // a restart keeps everything acknowledged; no second admin token; the same key
+    let key = hub.server.as_ref().unwrap().key.clone();
+    let mut hub = hub;
+    let cfg = hub.server.as_ref().unwrap().hub.cfg.clone();
+    hub.server.take().unwrap().stop().unwrap();
+    let again = RunningServer::start(ServerConfig { listen: "127.0.0.1:0".into(), ..cfg }).unwrap();
+    assert!(again.admin_token.is_none());
+    assert_eq!(again.key, key);
+    let alice2 = client_at(&again.url, Some(&alice_t), &hub.dir.path().join("cache-alice2"));
+    assert_eq!(alice2.repo("alice/open").unwrap().revisions.len(), 1);
+    again.stop().unwrap();
+}
+
+#[test]
+fn a_compile_failure_fails_the_job_and_the_worker_goes_on() {
+    let hub = Hub::start(|_| {});
+    let (_, alice) = hub.user("alice");
+    let dir = hub.dir.path().join("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    dropout_model(&dir.join("dropout.onnx"));
+    relu_model(&dir.join("relu.onnx"));
+    alice.push("alice/dropout", &dir.join("dropout.onnx"), false).unwrap();
+    alice.push("alice/relu", &dir.join("relu.onnx"), false).unwrap();
+    let (stop, worker) = hub.worker("w1");
+
+    let b = alice.build("alice/dropout", &BuildSpec::new("sm_90")).unwrap();
+    let id = b.job.unwrap().id;
+    let e = alice.wait(id, Duration::from_secs(300)).unwrap_err();
+    assert!(matches!(&e, HubError::BuildFailed(m) if m.contains("compile") && m.to_lowercase().contains("dropout")), "{e}");
+    let j = alice.job(id).unwrap();
+    assert_eq!(j.state, JobState::Failed);
+    assert!(j.log.contains("error: compile"), "{}", j.log);
+    // a pull says why
+    let e = alice.pull_with("alice/dropout", &BuildSpec::new("sm_90"), true, Duration::from_secs(60)).unwrap_err();
+    assert!(matches!(e, HubError::BuildFailed(_)), "{e}");
+    let (_, _, page) = raw("GET", &format!("{}/builds/{id}", hub.url()), None, &[], vec![]);
+    assert!(text(&page).contains("failed"));
+
+    // the same worker builds the next job
+    let p = alice.pull("alice/relu", &BuildSpec::new("sm_90")).unwrap();
+    let j = alice.job(p.built_by.unwrap()).unwrap();
+    assert_eq!(j.worker.as_deref(), Some("w1"));
+    xforge_runtime::Artifact::from_bytes(&std::fs::read(&p.path).unwrap()).unwrap();
+
+    stop.store(true, Ordering::SeqCst);
+    let stats = worker.join().unwrap();
+    assert_eq!((stats.done, stats.lost), (1, 0));
+    assert!(stats.failed >= 1);
+}
+
+#[test]
+fn a_worker_that_stops_heartbeating_loses_its_lease() {
+    let hub = Hub::start(|c| c.lease_seconds = 1);
+    let (_, alice) = hub.user("alice");
+    let dir = hub.dir.path().join("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    relu_model(&dir.join("relu.onnx"));
+    alice.push("alice/relu", &dir.join("relu.onnx"), false).unwrap();
+    let id = alice.build("alice/relu", &BuildSpec::new("sm_90")).unwrap().job.unwrap().id;
+    // a second request for the same build joins the queued job
+    assert_eq!(alice.build("alice/relu", &BuildSpec::new("sm_90")).unwrap().job.unwrap().id, id);
+
+    // "dead" claims the job and never answers again
+    let dead = client_at(&hub.url(), Some(&hub.worker_token()), &hub.dir.path().join("cache-dead"));
+    let j = dead.claim("sm_90", "dead", &xforge_hub::compiler_version()).unwrap().unwrap();
+    assert_eq!((j.id, j.attempts, j.state), (id, 1, JobState::Running));
+    // a worker of another compiler version gets nothing
+    assert!(dead.claim("sm_90", "old", "0.0.0-xfa1").unwrap().is_none());
+    let (stop, worker) = hub.worker("w2");
+    let done = alice.wait(id, Duration::from_secs(300)).unwrap();
+    assert_eq!(done.worker.as_deref(), Some("w2"));
+    assert_eq!(done.attempts, 2);
+    assert!(done.log.contains("lease of dead expired") && done.log.contains("claimed by w2 (attempt 2)"), "{}", done.log);
+    // the dead worker, back, holds nothing
+    assert!(matches!(dead.heartbeat(id, "dead", ""), Err(HubError::Conflict(_))));
+    assert!(matches!(dead.upload_artifact(id, "dead", b"forged".to_vec()), Err(HubError::Conflict(_))));
+    assert!(matches!(dead.fail_job(id, "dead", "x", ""), Err(HubError::Conflict(_))));
+    let p = alice.pull("alice/relu", &BuildSpec::new("sm_90")).unwrap();
+    assert!(p.built_by.is_none());
+    xforge_runtime::Artifact::from_bytes(&std::fs::read(&p.path).unwrap()).unwrap();
+    stop.store(true, Ordering::SeqCst);
+    assert_eq!(worker.join().unwrap().done, 1);
+}
+
+#[test]
+fn a_job_whose_leases_keep_expiring_fails() {
+    let hub = Hub::start(|c| {
+        c.lease_seconds = 1;
+        c.max_attempts = 2;
+    });
+    let (_, alice) = hub.user("alice");
+    let dir = hub.dir.path().join("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    relu_model(&dir.join("relu.onnx"));
+    alice.push("alice/relu", &dir.join("relu.onnx"), false).unwrap();
+    let id = alice.build("alice/relu", &BuildSpec::new("sm_90")).unwrap().job.unwrap().id;
+    let w = client_at(&hub.url(), Some(&hub.worker_token()), &hub.dir.path().join("cache-w"));
+    let cv = xforge_hub::compiler_version();
+    assert_eq!(w.claim("sm_90", "crash1", &cv).unwrap().unwrap().id, id);
+    assert!(w.claim("sm_90", "crash2", &cv).unwrap().is_none(), "the lease still holds");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(w.claim("sm_90", "crash2", &cv).unwrap().unwrap().attempts, 2);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(w.claim("sm_90", "crash3", &cv).unwrap().is_none());
+    let e = alice.wait(id, Duration::from_secs(5)).unwrap_err();
+    assert!(matches!(&e, HubError::BuildFailed(m) if m.contains("lease expired")), "{e}");
+}
+
+/// A TCP proxy that cuts the first blob download after `keep` bytes of its body.
+struct CutProxy {
+    url: String,
+    cuts: Arc<AtomicU64>,
+}
+
+fn cut_proxy(upstream: std::net::SocketAddr, keep: usize) -> CutProxy {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let cuts = Arc::new(AtomicU64::new(0));
+    let c2 = cuts.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming().take(64) {
+            let Ok(down) = conn else { continue };
+            let Ok(up) = TcpStream::connect(upstream) else { continue };
+            let (mut d2, mut u2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut d2, &mut u2);
+                let _ = u2.shutdown(std::net::Shutdown::Write);
+            });
+            let cuts = c2.clone();
+            std::thread::spawn(move || {
+                let (mut up, mut down) = (up, down);
+                let mut buf = vec![0u8; 1 << 16];
+                // body bytes still to pass before the cut, once the blob's answer started
+                let mut left: Option<usize> = None;
+                loop {
+                    let n = match up.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let mut chunk = &buf[..n];
+                    if left.is_none() && cuts.load(Ordering::SeqCst) == 0 && chunk.starts_with(b"HTTP/1.1 200") {
+                        let head_end = chunk.windows(4).position(|w| w == b"\r\n\r\n");
+                        if let Some(e) = head_end.filter(|&e| text(&chunk[..e]).to_lowercase().contains("application/octet-stream")) {
+                            cuts.fetch_add(1, Ordering::SeqCst);
+                            if down.write_all(&chunk[..e + 4]).is_err() {
+                                break;
+                            }
+                            chunk = &chunk[e + 4..];
+                            left = Some(keep);
+                        }
+                    }
+                    if let Some(l) = left {
+                        let k = l.min(chunk.len());
+                        let _ = down.write_all(&chunk[..k]);
+                        left = Some(l - k);
+                        if l - k == 0 {
+                            let _ = down.flush();
+                            let _ = down.shutdown(std::net::Shutdown::Both);
+                            let _ = up.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
+                        continue;
+                    }
+                    if down.write_all(chunk).is_err() {
+                        break;
+                    }
+                }
+                let _ = down.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    CutProxy { url, cuts }
+}
+
+#[test]
+fn a_cut_download_resumes() {
+    let hub = Hub::start(|_| {});
+    let (alice_t, alice) = hub.user("alice");
+    let dir = hub.dir.path().join("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    relu_model(&dir.join("relu.onnx"));
+    alice.push("alice/relu", &dir.join("relu.onnx"), false).unwrap();
+    let (stop, worker) = hub.worker("w1");
+    let first = alice.pull("alice/relu", &BuildSpec::new("sm_90")).unwrap();
+    stop.store(true, Ordering::SeqCst);
+    worker.join().unwrap();
+    let size = first.manifest.artifact.size;
+    assert!(size > 2000, "{size}");
+
+    let keep = (size / 2) as usize;
+    let proxy = cut_proxy(hub.server.as_ref().unwrap().addr, keep);
+    let cache = hub.dir.path().join("cache-through-proxy");
+    let c = client_at(&proxy.url, Some(&alice_t), &cache);
+    // the key pinned from the real address (the proxy is another URL: pin it explicitly)
+    let c = Client::new(ClientConfig { server_key: Some(hub.server.as_ref().unwrap().key.clone()), ..c.config().clone() }).unwrap();
+    let e = c.pull_with("alice/relu", &BuildSpec::new("sm_90"), false, Duration::from_secs(1)).unwrap_err();
+    assert_eq!(proxy.cuts.load(Ordering::SeqCst), 1);
+    assert!(matches!(&e, HubError::Http(m) if m.contains("resume")), "{e}");
+    let part = c.cache().partial_path(&first.manifest.artifact.sha256).unwrap();
+    let have = std::fs::metadata(&part).unwrap().len();
+    assert!(have > 0 && have <= keep as u64, "{have} of {size}");
+    // again: the rest only, then verified
+    let p = c.pull_with("alice/relu", &BuildSpec::new("sm_90"), false, Duration::from_secs(1)).unwrap();
+    assert_eq!(p.resumed_from, have);
+    assert_eq!(p.downloaded, size - have);
+    assert_eq!(std::fs::read(&p.path).unwrap(), std::fs::read(&first.path).unwrap());
+    assert!(!part.exists());
+}
