@@ -54,6 +54,25 @@ impl HubError {
         HubError::Io { context: context.to_string(), source }
     }
 
+    /// Whether the caller's input is at fault (a name, a token, a missing model, a failed
+    /// verification) rather than the hub or the network: the CLI's exit code 2.
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            HubError::BadRequest(_)
+                | HubError::Unauthorized(_)
+                | HubError::Forbidden(_)
+                | HubError::NotFound(_)
+                | HubError::Conflict(_)
+                | HubError::TooLarge(_)
+                | HubError::RangeNotSatisfiable(_)
+                | HubError::Verification(_)
+                | HubError::BuildFailed(_)
+                | HubError::Offline(_)
+                | HubError::Config(_)
+        )
+    }
+
     /// The HTTP status the server answers with.
     pub fn status(&self) -> u16 {
         match self {

@@ -857,6 +857,27 @@ impl RunningServer {
         self.shutdown()
     }
 
+    /// Serves until SIGINT or SIGTERM, then stops gracefully.
+    pub fn wait_for_signal(self) -> Result<(), HubError> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| HubError::io("runtime", e))?;
+        rt.block_on(async {
+            #[cfg(unix)]
+            {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .map_err(|e| HubError::io("SIGTERM handler", e))?;
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = tokio::signal::ctrl_c().await;
+            Ok::<(), HubError>(())
+        })?;
+        tracing::info!("stopping");
+        self.stop()
+    }
+
     /// Waits until the server stops (an error, or never for a healthy one).
     pub fn wait(mut self) -> Result<(), HubError> {
         match self.thread.take() {

@@ -1,6 +1,7 @@
 //! Subcommands and the error policy of the command line.
 mod bench;
 mod compile;
+mod hub;
 mod inspect;
 mod run;
 
@@ -25,6 +26,8 @@ enum Command {
     Compile(compile::Args),
     /// Time a compiled artifact on the GPU: median and p99 latency, throughput.
     Bench(bench::Args),
+    /// The hub: a server, build workers and a client for compiled artifacts per target.
+    Hub(hub::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -33,6 +36,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(a) => run::run(a),
         Command::Compile(a) => compile::compile(a),
         Command::Bench(a) => bench::bench(a),
+        Command::Hub(a) => hub::hub(a),
     }
 }
 
@@ -50,6 +54,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             || c.is::<xforge_passes::fusion::FusionError>()
             || c.is::<xforge_kernel::KernelError>()
             || c.is::<xforge_runtime::ArtifactError>()
+            || c.downcast_ref::<xforge_hub::HubError>().is_some_and(|h| h.is_user_error())
             || c.downcast_ref::<xforge_runtime::RuntimeError>()
                 .is_some_and(|r| !matches!(r, xforge_runtime::RuntimeError::Cuda(_)))
     });
