@@ -187,7 +187,13 @@ impl Compiler {
         }
         // data-dependent shapes: padded to static bounds, the valid length beside
         if xforge_passes::bounded::bound_data_dependent(&mut g) > 0 {
+            // shape arithmetic folded first, so that what reads a padded value sees constants
+            xforge_passes::canonicalize(&mut g).map_err(|e| CompileError::Infer(e.to_string()))?;
+            // and what reads them works on the padded data
+            let n = xforge_passes::padded::pad_data_dependent(&mut g)
+                .map_err(|e| complete::Unrunnable { node: e.node, op: e.op, why: e.why })?;
             xforge_ir::infer::infer_graph(&mut g).map_err(|e| CompileError::Infer(e.to_string()))?;
+            tracing::info!("{n} nodes work on padded data");
         }
         if let Some(dt) = self.precision.half() {
             let n = xforge_passes::precision::convert(&mut g, dt).map_err(|e| CompileError::Precision(e.to_string()))?;

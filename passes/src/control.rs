@@ -171,26 +171,37 @@ fn inline_if(g: &mut Graph, n: &Node, nested: bool, out: &mut Vec<Node>) -> Opti
             bind_outputs(n, &finals, out)
         }
         None => {
-            // both branches, then a select per output: only where they agree on the type
+            // both branches, then a select per output: an elementwise Where where they agree on
+            // the (static) type, else a Choose of the whole tensor (branches of data-dependent
+            // shapes: the padded-shape pass makes it a select of padded data and lengths)
             let (t, e) = (body(n, "then_branch")?, body(n, "else_branch")?);
             if t.outputs.len() != e.outputs.len() {
                 return None;
             }
-            for (&a, &c) in t.outputs.iter().zip(&e.outputs) {
-                let (ta, tc) = (t.ty(a), e.ty(c));
-                if ta.dtype != tc.dtype || ta.static_shape().is_none() || ta.static_shape() != tc.static_shape() {
-                    return None;
-                }
+            let same: Vec<bool> = t
+                .outputs
+                .iter()
+                .zip(&e.outputs)
+                .map(|(&a, &c)| {
+                    let (ta, tc) = (t.ty(a), e.ty(c));
+                    ta.dtype == tc.dtype && ta.static_shape().is_some() && ta.static_shape() == tc.static_shape()
+                })
+                .collect();
+            if t.outputs.iter().zip(&e.outputs).any(|(&a, &c)| t.ty(a).dtype != e.ty(c).dtype) {
+                return None;
             }
             let tv = instantiate(g, &t, &[], &format!("{}/then/", n.name), nested, out)?;
             let ev = instantiate(g, &e, &[], &format!("{}/else/", n.name), nested, out)?;
             let mut finals = vec![];
             for (k, (&a, &c)) in tv.iter().zip(&ev).enumerate() {
-                let ty = g.ty(a).clone();
+                let ty = if same[k] { g.ty(a).clone() } else { ValueType::unranked(g.ty(a).dtype) };
                 let r = value(g, format!("{}/select{k}", n.name), ty);
+                if !same[k] {
+                    g.undeclared.insert(r);
+                }
                 out.push(Node {
                     name: format!("{}/select{k}", n.name),
-                    op: Op::Where,
+                    op: if same[k] { Op::Where } else { Op::Choose },
                     inputs: vec![Some(cond), Some(a), Some(c)],
                     outputs: vec![Some(r)],
                     attrs: Default::default(),

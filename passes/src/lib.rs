@@ -10,6 +10,7 @@ pub mod gather_split;
 pub mod knobs;
 pub mod memory;
 pub mod noop;
+pub mod padded;
 pub mod patch_conv;
 pub mod precision;
 pub mod rewrite;

@@ -2,4 +2,5 @@
 pub mod compare;
 pub mod conformance;
 pub mod gpu;
+pub mod graphs;
 pub mod host_kernels;

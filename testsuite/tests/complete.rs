@@ -84,3 +84,33 @@ fn a_view_of_a_weight_gets_a_copy() {
     let launches = artifact.plans[0].steps.iter().filter(|s| matches!(s, xforge_runtime::Step::Launch { .. })).count();
     assert_eq!(launches, 2, "{:?}", artifact.plans[0].steps);
 }
+
+#[test]
+fn a_detection_tail_with_data_dependent_counts_compiles_and_computes_the_same() {
+    // NonZero → TopK with K from a Shape → Concat → ReduceMax and NonMaxSuppression: every
+    // intermediate padded to a static bound, compiled, and trimmed to the valid entries at the end
+    let g = xforge_testsuite::graphs::detection_tail();
+    let fused = Compiler::new("sm_90").fuse(&g).unwrap();
+    let ops: Vec<Op> = fused.graph.nodes.iter().map(|n| n.op).collect();
+    for want in [Op::TopKBounded, Op::ConcatBounded, Op::ReduceBounded, Op::Bounded, Op::Prefix] {
+        assert!(ops.contains(&want), "no {want} in {ops:?}");
+    }
+    for n in &fused.graph.nodes {
+        for o in n.output_ids() {
+            let ty = fused.graph.ty(o);
+            assert!(n.op == Op::Prefix || ty.static_shape().is_some(), "{} ({}) gives {ty}", n.name, n.op);
+        }
+    }
+    let kernels = kernels(&fused);
+    // none, some and all boxes over the threshold: lengths 0, within and at the bounds
+    for passing in [0, 1, 4, 7, 12] {
+        let feed = xforge_testsuite::graphs::detection_inputs(passing);
+        let want = xforge_ir::interp::run(&g, &feed).unwrap();
+        let (got, stats) = run_plan(&fused, &kernels, &feed).unwrap();
+        assert_eq!(stats.interpreted, 0, "every group ran as a kernel");
+        for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(a.shape(), b.shape(), "output {k} with {passing} passing");
+            assert_eq!(a.to_f64(), b.to_f64(), "output {k} with {passing} passing");
+        }
+    }
+}

@@ -327,6 +327,9 @@ fn out_dtypes(node: &Node, ins: &[Option<Fact>]) -> Result<Vec<DType>, String> {
             vec![DType::Bool]
         }
         Shape | Size | ArgMax | ArgMin | NonZero | NonMaxSuppression => vec![DType::I64],
+        TopKBounded => vec![d0, DType::I64],
+        ConcatBounded => vec![d0, DType::I64],
+        Choose => vec![ins.get(1).and_then(|f| f.as_ref()).map(|f| f.ty.dtype).unwrap_or(d0)],
         Bounded => match node.attrs.get("bounded_op") {
             Some(Attr::Str(o)) if o == "Compress" => vec![d0, DType::I64],
             _ => vec![DType::I64, DType::I64],
@@ -581,6 +584,52 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
             _ => None,
         };
         return Ok(Some(vec![ty(dts[0], padded), ty(DType::I64, Some(vec![]))]));
+    }
+    if op == TopKBounded {
+        let axis = attr_i(node, "axis", 0).max(0) as usize;
+        let bound = attr_i(node, "bound", 0).max(0) as usize;
+        let s = x.clone().map(|mut s| {
+            if axis < s.len() {
+                s[axis] = known(bound);
+            }
+            s
+        });
+        return Ok(Some(dts.iter().map(|&d| ty(d, s.clone())).collect()));
+    }
+    if op == ConcatBounded {
+        let axis = attr_i(node, "axis", 0).max(0) as usize;
+        let datas: Vec<Option<Vec<usize>>> = (0..node.inputs.len()).step_by(2).map(|i| f(i).and_then(|f| f.ty.static_shape())).collect();
+        let s = datas.iter().cloned().collect::<Option<Vec<_>>>().and_then(|ds| {
+            let mut out = ds.first()?.clone();
+            *out.get_mut(axis)? = ds.iter().map(|d| d.get(axis).copied().unwrap_or(0)).sum();
+            Some(out.into_iter().map(known).collect())
+        });
+        return Ok(Some(vec![ty(dts[0], s), ty(DType::I64, Some(vec![]))]));
+    }
+    if op == ReduceBounded {
+        let keep = attr_i(node, "keepdims", 1) != 0;
+        let axes = attr_ints(node, "axes").unwrap_or_default();
+        let s = x.clone().map(|s| {
+            let r = s.len() as i64;
+            let axes: Vec<usize> = axes.iter().map(|&a| if a < 0 { a + r } else { a } as usize).collect();
+            s.into_iter()
+                .enumerate()
+                .filter_map(|(i, d)| match (axes.contains(&i), keep) {
+                    (true, true) => Some(known(1)),
+                    (true, false) => None,
+                    _ => Some(d),
+                })
+                .collect()
+        });
+        return same(s);
+    }
+    if op == Choose {
+        let (a, b) = (shape(1), shape(2));
+        return same(if a.is_some() && a == b && a.as_ref().is_some_and(|s| s.iter().all(|d| d.known().is_some())) {
+            a
+        } else {
+            a.map(|s| s.iter().map(|_| fresh.dim()).collect())
+        });
     }
     if op == Prefix {
         let axis = attr_i(node, "axis", 0).max(0) as usize;

@@ -86,6 +86,11 @@ ops! {
     // `bounded_op` with its output padded along `bounded_axis` to the static `bound`, and the
     // valid length as a second output; and the first `length` entries of a tensor along `axis`
     Bounded: Opaque, Prefix: Opaque,
+    // on padded tensors (their valid length an input): TopK over the valid entries with a runtime
+    // K padded to `bound`; Concat of (data, length) pairs compacted along `axis`; a reduction over
+    // the valid entries along `axis`; and the choice of a whole tensor by a condition (an If whose
+    // branches differ in shape)
+    TopKBounded: Opaque, ConcatBounded: Opaque, ReduceBounded: Opaque, Choose: Opaque,
     ConvTranspose: Contraction, Attention: Contraction,
     // data movement and shapes
     Shape: Opaque, Size: Opaque, Reshape: Injective, Flatten: Injective, Expand: Injective,
@@ -107,7 +112,16 @@ ops! {
 impl Op {
     /// Ops xforge introduces itself; an ONNX file cannot name them.
     pub fn is_internal(self) -> bool {
-        matches!(self, Op::ConvNhwc | Op::Bounded | Op::Prefix)
+        matches!(
+            self,
+            Op::ConvNhwc
+                | Op::Bounded
+                | Op::Prefix
+                | Op::TopKBounded
+                | Op::ConcatBounded
+                | Op::ReduceBounded
+                | Op::Choose
+        )
     }
 
     /// Whether input `k` is a shape operand: its values decide the output's shape or the

@@ -333,6 +333,14 @@ fn eval(node: &Node, ins: &[Option<Tensor>], opset: i64, scope: &Scope) -> OpRes
         NonMaxSuppression => one(detection::nms(&a, ins)?),
         Bounded => bounded::bounded(node, ins, opset, scope),
         Prefix => one(bounded::prefix(&a, ins)?),
+        TopKBounded => bounded::topk(&a, ins),
+        ConcatBounded => bounded::concat(&a, ins),
+        ReduceBounded => one(bounded::reduce(&a, opset, ins)?),
+        Choose => one(if req(ins, 0)?.to_f64().first().copied().unwrap_or(0.0) != 0.0 {
+            req(ins, 1)?.clone()
+        } else {
+            req(ins, 2)?.clone()
+        }),
         RoiAlign => one(detection::roi_align(&a, opset, ins)?),
         SoftmaxCrossEntropyLoss | NegativeLogLikelihoodLoss => loss::loss(node.op, &a, ins),
         If => control::if_(&a, ins, scope),

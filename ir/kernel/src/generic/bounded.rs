@@ -140,6 +140,21 @@ fn nms(k: &mut Kern, p: usize) -> R<String> {
         }
         _ => k.index(0),
     };
+    // padded boxes: only the first `valid` (input 5) take part
+    let valid = match k.in_val(5) {
+        Some(_) => {
+            let pi = k.input(5)?;
+            let z = k.index(0);
+            let v = k.load(pi, &z);
+            let v = s::cast(&mut k.b, &v, i64t);
+            let zero = konst(&mut k.b, 0.0, i64t);
+            let v = s::max(&mut k.b, &v, &zero);
+            let nv = konst(&mut k.b, n as f64, i64t);
+            let v = s::min(&mut k.b, &v, &nv);
+            s::to_index(&mut k.b, &v)
+        }
+        None => k.index(n),
+    };
     let iou_th = scalar_in(k, 3, ct, Some(0.0))?.expect("a default");
     let score_th = scalar_in(k, 4, ct, None)?;
     // corners (y1, x1, y2, x2) of box i of batch b
@@ -223,7 +238,8 @@ fn nms(k: &mut Kern, p: usize) -> R<String> {
                 let after = Val::new(k.b.emit(format!("arith.ori {}, {} : i1", after.v, first.v)), Ty::Bool);
                 let tie = k.and(&eq, &after);
                 let below = Val::new(k.b.emit(format!("arith.ori {}, {} : i1", lower.v, tie.v)), Ty::Bool);
-                let mut ok = below;
+                let inside = k.icmp("ult", i, &valid);
+                let mut ok = k.and(&below, &inside);
                 if let Some(th) = &score_th {
                     let over = s::cmp(&mut k.b, "gt", &v, th);
                     ok = k.and(&ok, &over);
@@ -296,4 +312,76 @@ fn nms(k: &mut Kern, p: usize) -> R<String> {
         Ok(vec![Val::new(next, Ty::Index)])
     })?;
     Ok(total[0].v.clone())
+}
+
+/// ConcatBounded(d0, l0, d1, l1, ...) (interp/bounded.rs): the first `l_j` entries of each part
+/// along `axis`, one after another, zeros past their total; and the total. One thread per output
+/// entry, which finds its part by walking the lengths.
+pub fn concat(k: &mut Kern) -> R<usize> {
+    let out_shape = k.out_shape(0)?;
+    let ax = k.attrs().int("axis", 0)?;
+    let r = out_shape.len();
+    let ax = if ax < 0 { ax + r as i64 } else { ax } as usize;
+    if ax >= r || k.n.inputs.len() % 2 != 0 {
+        return Err("inputs come in (data, length) pairs along an axis of the result".into());
+    }
+    let (bound, inner) = (out_shape[ax], numel(&out_shape[ax + 1..]));
+    let it = Ty::Int(64, true);
+    let mut parts = vec![];
+    for j in 0..k.n.inputs.len() / 2 {
+        let s = k.in_shape(2 * j)?;
+        parts.push((k.input(2 * j)?, k.input(2 * j + 1)?, s[ax]));
+    }
+    let (out, total_p) = (k.output(0)?, k.output(1)?);
+    let odt = Ty::of(k.params[out].dtype);
+    let n = numel(&out_shape);
+    k.for_each(n, |k, i| {
+        let o = k.ixc("divui", i, bound * inner);
+        let rem = k.ixc("remui", i, bound * inner);
+        let pos = k.ixc("divui", &rem, inner);
+        let ii = k.ixc("remui", &rem, inner);
+        // each part's length within [0, its size], and where it starts
+        let mut off = k.index(0);
+        for &(d, l, size) in &parts {
+            let z = k.index(0);
+            let lv = k.load(l, &z);
+            let lv = s::cast(&mut k.b, &lv, it);
+            let lo = s::int_konst(&mut k.b, 0, it);
+            let hi = s::int_konst(&mut k.b, size as i64, it);
+            let lv = s::max(&mut k.b, &lv, &lo);
+            let lv = s::min(&mut k.b, &lv, &hi);
+            let lv = s::to_index(&mut k.b, &lv);
+            let end = k.ix("addi", &off, &lv);
+            let from = k.icmp("uge", &pos, &off);
+            let to = k.icmp("ult", &pos, &end);
+            let here = k.and(&from, &to);
+            let start = off.clone();
+            k.when(&here, |k| {
+                let q = k.ix("subi", &pos, &start);
+                let at = k.ixc("muli", &o, size * inner);
+                let t = k.ixc("muli", &q, inner);
+                let at = k.ix("addi", &at, &t);
+                let at = k.ix("addi", &at, &ii);
+                let v = k.load(d, &at);
+                k.store(out, i, &v);
+                Ok(())
+            })?;
+            off = end;
+        }
+        let past = k.icmp("uge", &pos, &off);
+        k.when(&past, |k| {
+            let zv = konst(&mut k.b, 0.0, odt);
+            k.store(out, i, &zv);
+            Ok(())
+        })?;
+        let z = k.index(0);
+        let first = k.icmp("eq", i, &z);
+        k.when(&first, |k| {
+            let t = s::from_index(&mut k.b, &off, it);
+            let z = k.index(0);
+            k.store(total_p, &z, &t);
+            Ok(())
+        })
+    })?;
+    Ok(n)
 }

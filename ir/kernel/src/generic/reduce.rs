@@ -61,6 +61,34 @@ pub fn reduce(k: &mut Kern) -> R<usize> {
         _ if noop => return super::math::elementwise_copy(k),
         _ => (0..r).collect(),
     };
+    reduce_over(k, op, axes, None)
+}
+
+/// ReduceBounded(x, length) (interp/bounded.rs): the reduction named by `reduce` over `axes`,
+/// of the first `length` entries along the padded `axis` (one of `axes`).
+pub fn reduce_bounded(k: &mut Kern) -> R<usize> {
+    let a = k.attrs();
+    let name = a.string("reduce", "")?;
+    let op = Op::from_name(&name).ok_or_else(|| format!("unknown reduction '{name}'"))?;
+    let r = k.in_shape(0)?.len();
+    let mut axes = a.ints_opt("axes")?.unwrap_or_default().iter().map(|&x| axis(x, r)).collect::<R<Vec<_>>>()?;
+    if axes.is_empty() {
+        axes = (0..r).collect();
+    }
+    axes.sort();
+    axes.dedup();
+    let padded = axis(a.int("axis", 0)?, r)?;
+    if !axes.contains(&padded) {
+        return Err("the padded axis is not reduced".into());
+    }
+    reduce_over(k, op, axes, Some((padded, 1)))
+}
+
+/// `op` over `axes` of input 0; with `valid` = (axis, input), only the entries along that axis
+/// below the length held by that input take part.
+fn reduce_over(k: &mut Kern, op: Op, axes: Vec<usize>, valid: Option<(usize, usize)>) -> R<usize> {
+    let in_shape = k.in_shape(0)?;
+    let r = in_shape.len();
     let kept: Vec<usize> = (0..r).map(|d| if axes.contains(&d) { 1 } else { in_shape[d] }).collect();
     let red: Vec<usize> = axes.iter().map(|&d| in_shape[d]).collect();
     let st = strides(&in_shape);
@@ -77,9 +105,32 @@ pub fn reduce(k: &mut Kern) -> R<usize> {
     };
     let (x, out) = (k.input(0)?, k.output(0)?);
     let count = numel(&red);
+    // the padded axis's place among the reduced ones, and the length's parameter
+    let valid = match valid {
+        Some((d, input)) => Some((axes.iter().position(|&a| a == d).ok_or("the padded axis is not reduced")?, k.input(input)?)),
+        None => None,
+    };
     k.for_each(n, |k, i| {
         let kc = k.coords(i, &kept);
         let base = k.flat(&kc, &in_shape);
+        // the valid length along the padded axis, within [0, its size]
+        let limit = valid.map(|(q, p)| {
+            let z = k.index(0);
+            let l = k.load(p, &z);
+            let it = Ty::Int(64, true);
+            let l = s::cast(&mut k.b, &l, it);
+            let lo = s::int_konst(&mut k.b, 0, it);
+            let hi = s::int_konst(&mut k.b, red[q] as i64, it);
+            let l = s::max(&mut k.b, &l, &lo);
+            let l = s::min(&mut k.b, &l, &hi);
+            (q, s::to_index(&mut k.b, &l))
+        });
+        // whether reduced element j lies within the valid length
+        let inside = |k: &mut Kern, j: &str| -> Option<Val> {
+            let (q, l) = limit.clone()?;
+            let rc = k.coords(j, &red);
+            Some(k.icmp("ult", &rc[q], &l))
+        };
         // the offset of reduced element j: its coordinates along the reduced axes
         let offset = |k: &mut Kern, j: &str| -> String {
             let rc = k.coords(j, &red);
@@ -99,7 +150,11 @@ pub fn reduce(k: &mut Kern) -> R<usize> {
             let init = konst(&mut k.b, f64::NEG_INFINITY, ct);
             let m = k.fold_n(count, &[init], |k, j, acc| {
                 let v = load(k, j);
-                Ok(vec![s::max(&mut k.b, &acc[0], &v)])
+                let m = s::max(&mut k.b, &acc[0], &v);
+                Ok(vec![match inside(k, j) {
+                    Some(c) => s::select(&mut k.b, &c, &m, &acc[0]),
+                    None => m,
+                }])
             })?;
             // an infinite maximum contributes 0 (as the interpreter does)
             let inf = konst(&mut k.b, f64::INFINITY, ct);
@@ -118,9 +173,10 @@ pub fn reduce(k: &mut Kern) -> R<usize> {
         };
         let acc = k.fold_n(count, &[init], |k, j, acc| {
             let v = load(k, j);
+            let keep = inside(k, j);
             let b = &mut k.b;
             let a = &acc[0];
-            Ok(vec![match op {
+            let next = match op {
                 Op::ReduceMax => s::max(b, a, &v),
                 Op::ReduceMin => s::min(b, a, &v),
                 Op::ReduceProd => s::mul(b, a, &v),
@@ -138,15 +194,25 @@ pub fn reduce(k: &mut Kern) -> R<usize> {
                     s::add(b, a, &t)
                 }
                 _ => s::add(b, a, &v),
+            };
+            Ok(vec![match keep {
+                Some(c) => s::select(b, &c, &next, a),
+                None => next,
             }])
         })?;
+        // the number of elements reduced: fewer where only a valid length takes part
+        let counted = match &limit {
+            Some((q, l)) => {
+                let c = k.ixc("muli", l, count / red[*q].max(1));
+                let c = s::from_index(&mut k.b, &c, Ty::Int(64, true));
+                s::cast(&mut k.b, &c, ct)
+            }
+            None => konst(&mut k.b, count as f64, ct),
+        };
         let b = &mut k.b;
         let mut v = acc[0].clone();
         v = match op {
-            Op::ReduceMean => {
-                let c = konst(b, count as f64, ct);
-                s::div(b, &v, &c)
-            }
+            Op::ReduceMean => s::div(b, &v, &counted),
             Op::ReduceL2 => s::math(b, "sqrt", &v),
             Op::ReduceLogSum => s::math(b, "log", &v),
             Op::ReduceLogSumExp => {
@@ -390,4 +456,99 @@ pub fn topk(k: &mut Kern) -> R<usize> {
     })?;
     let _ = DType::I64;
     Ok(n)
+}
+
+/// TopKBounded(x, K, length) (interp/bounded.rs): TopK of the first `length` entries along
+/// `axis` with K read at run time, both results padded with zeros to `bound`. One thread per
+/// input entry (ranked among the valid ones) and per padded output entry (zeroed past K).
+pub fn topk_bounded(k: &mut Kern) -> R<usize> {
+    let shape = k.in_shape(0)?;
+    let a = k.attrs();
+    let ax = axis(a.int("axis", -1)?, shape.len())?;
+    let largest = a.int("largest", 1)? != 0;
+    let bound = a.int("bound", 0)?.max(0) as usize;
+    let (_, len, inner) = around(&shape, ax);
+    if bound > len {
+        return Err(format!("the bound {bound} exceeds the axis length {len}"));
+    }
+    let (x, kp, lp) = (k.input(0)?, k.input(1)?, k.input(2)?);
+    let vals = k.output(0)?;
+    let idxs = k.output(1)?;
+    let n = numel(&shape);
+    let n_out = n / len.max(1) * bound;
+    let it = Ty::Int(64, true);
+    k.for_each(n.max(n_out), |k, i| {
+        // valid entries: min(length, axis size); results: min(K, valid, bound)
+        let z = k.index(0);
+        let clampv = |k: &mut Kern, p: usize, hi: usize| -> String {
+            let v = k.load(p, &z);
+            let v = s::cast(&mut k.b, &v, it);
+            let lo = s::int_konst(&mut k.b, 0, it);
+            let h = s::int_konst(&mut k.b, hi as i64, it);
+            let v = s::max(&mut k.b, &v, &lo);
+            let v = s::min(&mut k.b, &v, &h);
+            s::to_index(&mut k.b, &v)
+        };
+        let valid = clampv(k, lp, len);
+        let kk = clampv(k, kp, bound);
+        let kk = k.ix("minui", &kk, &valid);
+        // a padded output entry past K: zero
+        let nov = k.index(n_out);
+        let is_out = k.icmp("ult", i, &nov);
+        k.when(&is_out, |k| {
+            let rem = k.ixc("remui", i, bound * inner);
+            let pos = k.ixc("divui", &rem, inner);
+            let past = k.icmp("uge", &pos, &kk);
+            k.when(&past, |k| {
+                let zv = konst(&mut k.b, 0.0, Ty::of(k.params[vals].dtype));
+                k.store(vals, i, &zv);
+                let zi = s::int_konst(&mut k.b, 0, it);
+                k.store(idxs, i, &zi);
+                Ok(())
+            })
+        })?;
+        // a valid input entry: its rank among the valid ones, kept when below K
+        let nv = k.index(n);
+        let is_in = k.icmp("ult", i, &nv);
+        k.when(&is_in, |k| {
+            let o = k.ixc("divui", i, len * inner);
+            let rem = k.ixc("remui", i, len * inner);
+            let pos = k.ixc("divui", &rem, inner);
+            let ii = k.ixc("remui", &rem, inner);
+            let mine = k.icmp("ult", &pos, &valid);
+            k.when(&mine, |k| {
+                let t = k.ixc("muli", &o, len * inner);
+                let base = k.ix("addi", &t, &ii);
+                let me = k.load(x, i);
+                let zero = k.index(0);
+                let rank = k.fold(&zero.clone(), &valid, &[Val::new(zero, Ty::Index)], |k, j, acc| {
+                    let t = k.ixc("muli", j, inner);
+                    let at = k.ix("addi", &base, &t);
+                    let v = k.load(x, &at);
+                    let b = &mut k.b;
+                    let before = s::cmp(b, if largest { "gt" } else { "lt" }, &v, &me);
+                    let eq = s::cmp(b, "eq", &v, &me);
+                    let lower = Val::new(b.emit(format!("arith.cmpi ult, {j}, {pos} : index")), Ty::Bool);
+                    let tie = Val::new(b.emit(format!("arith.andi {}, {} : i1", eq.v, lower.v)), Ty::Bool);
+                    let ahead = Val::new(b.emit(format!("arith.ori {}, {} : i1", before.v, tie.v)), Ty::Bool);
+                    let one = b.index(1);
+                    let inc = b.emit(format!("arith.addi {}, {one} : index", acc[0].v));
+                    Ok(vec![Val::new(b.emit(format!("arith.select {}, {inc}, {} : index", ahead.v, acc[0].v)), Ty::Index)])
+                })?;
+                let rank = rank[0].v.clone();
+                let kept = k.icmp("ult", &rank, &kk);
+                k.when(&kept, |k| {
+                    let t = k.ixc("muli", &o, bound * inner);
+                    let r = k.ixc("muli", &rank, inner);
+                    let t = k.ix("addi", &t, &r);
+                    let at = k.ix("addi", &t, &ii);
+                    k.store(vals, &at, &me);
+                    let pv = s::from_index(&mut k.b, &pos, it);
+                    k.store(idxs, &at, &pv);
+                    Ok(())
+                })
+            })
+        })
+    })?;
+    Ok(n.max(n_out))
 }
