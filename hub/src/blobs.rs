@@ -13,6 +13,8 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
+pub use crate::s3::{S3Blobs, S3Config};
+
 /// A stream of bytes (an upload's body, a download's content).
 pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
 
@@ -74,6 +76,41 @@ impl LocalBlobs {
     }
 }
 
+/// An upload written to a temporary file (fsynced), with its digest and size; the file is
+/// removed on drop unless moved away.
+pub(crate) struct Staged {
+    guard: TempGuard,
+    pub digest: String,
+    pub size: u64,
+}
+
+impl Staged {
+    pub fn path(&self) -> &Path {
+        self.guard.0.as_deref().expect("a staged file is there until moved")
+    }
+}
+
+/// Streams `body` into a new file of `dir`, hashing it; refuses it past `limit` bytes.
+pub(crate) async fn stage(dir: &Path, mut body: ByteStream, limit: u64) -> Result<Staged, HubError> {
+    let tmp = dir.join(format!("{}.part", crate::random_hex(16)));
+    let guard = TempGuard(Some(tmp.clone()));
+    let mut f = tokio::fs::File::create(&tmp).await.map_err(|e| HubError::io(format!("creating {}", tmp.display()), e))?;
+    let mut h = Sha256::new();
+    let mut n = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| HubError::BadRequest(format!("body: the upload was cut off ({e})")))?;
+        n += chunk.len() as u64;
+        if n > limit {
+            return Err(HubError::TooLarge(format!("body: more than the limit of {limit} bytes")));
+        }
+        h.update(&chunk);
+        f.write_all(&chunk).await.map_err(|e| HubError::io("writing a blob", e))?;
+    }
+    f.flush().await.map_err(|e| HubError::io("writing a blob", e))?;
+    f.sync_all().await.map_err(|e| HubError::io("fsync of a blob", e))?;
+    Ok(Staged { guard, digest: hex::encode(h.finalize()), size: n })
+}
+
 async fn fsync_dir(dir: &Path) -> Result<(), HubError> {
     let d = dir.to_path_buf();
     tokio::task::spawn_blocking(move || std::fs::File::open(&d).and_then(|f| f.sync_all()))
@@ -84,25 +121,9 @@ async fn fsync_dir(dir: &Path) -> Result<(), HubError> {
 
 #[async_trait]
 impl BlobStore for LocalBlobs {
-    async fn put(&self, mut body: ByteStream, limit: u64) -> Result<BlobInfo, HubError> {
-        let tmp = self.root.join("tmp").join(format!("{}.part", crate::random_hex(16)));
-        let mut guard = TempGuard(Some(tmp.clone()));
-        let mut f = tokio::fs::File::create(&tmp).await.map_err(|e| HubError::io(format!("creating {}", tmp.display()), e))?;
-        let mut h = Sha256::new();
-        let mut n = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| HubError::BadRequest(format!("body: the upload was cut off ({e})")))?;
-            n += chunk.len() as u64;
-            if n > limit {
-                return Err(HubError::TooLarge(format!("body: more than the limit of {limit} bytes")));
-            }
-            h.update(&chunk);
-            f.write_all(&chunk).await.map_err(|e| HubError::io("writing a blob", e))?;
-        }
-        f.flush().await.map_err(|e| HubError::io("writing a blob", e))?;
-        f.sync_all().await.map_err(|e| HubError::io("fsync of a blob", e))?;
-        drop(f);
-        let digest = hex::encode(h.finalize());
+    async fn put(&self, body: ByteStream, limit: u64) -> Result<BlobInfo, HubError> {
+        let mut staged = stage(&self.root.join("tmp"), body, limit).await?;
+        let (digest, n) = (staged.digest.clone(), staged.size);
         let dest = self.path(&digest)?;
         let dir = dest.parent().expect("a blob path has a parent").to_path_buf();
         tokio::fs::create_dir_all(&dir).await.map_err(|e| HubError::io(format!("creating {}", dir.display()), e))?;
@@ -110,12 +131,12 @@ impl BlobStore for LocalBlobs {
             // the same content is already there (content addressing): keep it
             Ok(m) if m.len() == n => {}
             _ => {
+                let tmp = staged.path().to_path_buf();
                 tokio::fs::rename(&tmp, &dest).await.map_err(|e| HubError::io(format!("renaming into {}", dest.display()), e))?;
-                guard.0 = None;
+                staged.guard.0 = None;
                 fsync_dir(&dir).await?;
             }
         }
-        drop(guard);
         tracing::debug!(digest, size = n, "blob stored");
         Ok(BlobInfo { digest, size: n })
     }

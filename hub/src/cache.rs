@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+#[derive(Clone, Debug)]
 pub struct Cache {
     root: PathBuf,
 }

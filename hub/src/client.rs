@@ -181,6 +181,8 @@ pub struct WhoAmI {
     pub scopes: Vec<crate::auth::Scope>,
 }
 
+/// Cheap to clone (the connection pool is shared).
+#[derive(Clone)]
 pub struct Client {
     cfg: ClientConfig,
     base: String,
@@ -678,20 +680,34 @@ impl Client {
         json(r?)
     }
 
-    /// A blob's bytes, checked against its digest (a worker reading the model it builds).
-    pub fn fetch_blob(&self, digest: &str) -> Result<Vec<u8>, HubError> {
+    /// Downloads a blob into `dest`, checking it against its digest (a worker reading the model
+    /// it builds); returns its size.
+    pub fn fetch_blob(&self, digest: &str, dest: &Path) -> Result<u64, HubError> {
+        use sha2::Digest;
         self.online()?;
         let d = names::check_digest("digest", digest)?;
         let r = check(self.req(reqwest::Method::GET, &format!("/api/v1/blobs/{d}")).send()?)?;
-        let mut buf = Vec::new();
-        r.take(MAX_MODEL + 1).read_to_end(&mut buf).map_err(|e| HubError::Http(format!("downloading blob {d}: {e}")))?;
-        if buf.len() as u64 > MAX_MODEL {
-            return Err(HubError::TooLarge(format!("blob {d}: more than {MAX_MODEL} bytes")));
+        let mut f = std::fs::File::create(dest).map_err(|e| HubError::io(format!("creating {}", dest.display()), e))?;
+        let mut body = r.take(MAX_MODEL + 1);
+        let mut h = sha2::Sha256::new();
+        let mut n = 0u64;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let k = body.read(&mut buf).map_err(|e| HubError::Http(format!("downloading blob {d}: {e}")))?;
+            if k == 0 {
+                break;
+            }
+            n += k as u64;
+            if n > MAX_MODEL {
+                return Err(HubError::TooLarge(format!("blob {d}: more than {MAX_MODEL} bytes")));
+            }
+            h.update(&buf[..k]);
+            f.write_all(&buf[..k]).map_err(|e| HubError::io(format!("writing {}", dest.display()), e))?;
         }
-        let got = crate::sha256_hex(&buf);
+        let got = hex::encode(h.finalize());
         if got != d {
             return Err(HubError::Verification(format!("blob {d}: its bytes hash to {got}")));
         }
-        Ok(buf)
+        Ok(n)
     }
 }

@@ -12,6 +12,14 @@ use std::path::{Path, PathBuf};
 /// lease_seconds = 60              # a build job's lease (a worker heartbeats at a third of it)
 /// max_attempts = 3                # leases lost before a job fails
 /// public_url = "https://hub.example.com"  # for the usage snippets on the web pages
+/// database = "postgres://hub@127.0.0.1:5432/hub"   # default: SQLite in DIR/hub.db
+///
+/// [s3]                            # default: blobs in DIR/blobs
+/// url = "s3://BUCKET/PREFIX"
+/// endpoint = "http://127.0.0.1:9000"
+/// region = "us-east-1"
+/// access_key_id = "…"             # else AWS_ACCESS_KEY_ID
+/// secret_access_key = "…"         # else AWS_SECRET_ACCESS_KEY
 /// ```
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -24,6 +32,10 @@ pub struct ServerConfig {
     pub lease_seconds: u64,
     pub max_attempts: u32,
     pub public_url: Option<String>,
+    /// A `postgres://` (or `sqlite://`) URL; SQLite in `dir` when absent.
+    pub database: Option<String>,
+    /// An S3-compatible object store for the blobs; `dir/blobs` when absent.
+    pub s3: Option<crate::s3::S3Config>,
 }
 
 impl Default for ServerConfig {
@@ -37,6 +49,8 @@ impl Default for ServerConfig {
             lease_seconds: 60,
             max_attempts: 3,
             public_url: None,
+            database: None,
+            s3: None,
         }
     }
 }

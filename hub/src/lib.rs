@@ -4,7 +4,8 @@
 //! - [`server`]: the HTTP server (axum, JSON API and a small web site) over two storage traits,
 //!   [`blobs::BlobStore`] (content-addressed by sha256) and [`meta::MetaStore`] (users, tokens,
 //!   repositories, revisions, artifacts, the build queue with leases). The embedded default is a
-//!   local directory and SQLite ([`blobs::LocalBlobs`], [`meta::SqliteMeta`]).
+//!   local directory and SQLite ([`blobs::LocalBlobs`], [`meta::SqlMeta`]); the same server runs on
+//!   PostgreSQL and an S3-compatible object store ([`blobs::S3Blobs`]), chosen in the config.
 //! - [`manifest`]: every artifact's JSON manifest, signed by the server with ed25519.
 //! - [`worker`] (feature `worker`): claims build jobs, compiles in-process through
 //!   `xforge_compiler`, checks the artifact parses back, uploads it.
@@ -25,6 +26,7 @@ pub mod error;
 pub mod manifest;
 pub mod meta;
 pub mod names;
+pub mod s3;
 pub mod server;
 mod web;
 #[cfg(feature = "worker")]

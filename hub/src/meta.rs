@@ -1,13 +1,15 @@
 //! Metadata and the build queue: users, tokens (hashed), repositories, revisions, artifacts and
-//! jobs with leases, behind [`MetaStore`]. The embedded default is SQLite through sqlx
-//! ([`SqliteMeta`]); every claim, heartbeat and completion is one atomic statement or a
-//! transaction that starts with its write, so concurrent workers never take the same job.
+//! jobs with leases, behind [`MetaStore`]. [`SqlMeta`] implements it with one set of queries
+//! (sqlx's `Any` driver, `$N` placeholders) on SQLite, the embedded default, or PostgreSQL.
+//! Every claim, heartbeat and completion is one atomic statement or a transaction that starts
+//! with its write, so concurrent workers never take the same job; on PostgreSQL the claim's
+//! row is taken with `FOR UPDATE SKIP LOCKED`.
 use crate::names::batch_text;
 use crate::HubError;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::Row;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -176,7 +178,7 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn fail(&self, id: i64, worker: &str, error: &str, log: &str) -> Result<Job, HubError>;
 }
 
-const SCHEMA: &str = r#"
+const SCHEMA_SQLITE: &str = r#"
 CREATE TABLE IF NOT EXISTS users (
     id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, admin INTEGER NOT NULL, created INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (
@@ -205,18 +207,62 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT, log TEXT NOT NULL DEFAULT '', artifact_id INTEGER, created INTEGER NOT NULL,
     updated INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS jobs_claim ON jobs(state, target, compiler_version);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_live ON jobs(model_digest, target, precision, batch, compiler_version, options)
+    WHERE state IN ('queued', 'running');
+"#;
+
+const SCHEMA_POSTGRES: &str = r#"
+CREATE TABLE IF NOT EXISTS users (
+    id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, admin BIGINT NOT NULL, created BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (
+    id BIGSERIAL PRIMARY KEY, user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    hash TEXT NOT NULL UNIQUE, scopes TEXT NOT NULL, label TEXT NOT NULL, created BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS repos (
+    id BIGSERIAL PRIMARY KEY, owner_id BIGINT NOT NULL REFERENCES users(id), name TEXT NOT NULL,
+    private BIGINT NOT NULL, created BIGINT NOT NULL, UNIQUE(owner_id, name));
+CREATE TABLE IF NOT EXISTS revisions (
+    id BIGSERIAL PRIMARY KEY, repo_id BIGINT NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    number BIGINT NOT NULL, digest TEXT NOT NULL, size BIGINT NOT NULL, filename TEXT NOT NULL,
+    created BIGINT NOT NULL, UNIQUE(repo_id, number));
+CREATE INDEX IF NOT EXISTS revisions_digest ON revisions(digest);
+CREATE TABLE IF NOT EXISTS artifacts (
+    id BIGSERIAL PRIMARY KEY, model_digest TEXT NOT NULL, target TEXT NOT NULL, precision TEXT NOT NULL,
+    batch TEXT NOT NULL, compiler_version TEXT NOT NULL, options TEXT NOT NULL, blob TEXT NOT NULL,
+    size BIGINT NOT NULL, manifest TEXT NOT NULL, signature TEXT NOT NULL, key TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    UNIQUE(model_digest, target, precision, batch, compiler_version, options));
+CREATE INDEX IF NOT EXISTS artifacts_blob ON artifacts(blob);
+CREATE TABLE IF NOT EXISTS jobs (
+    id BIGSERIAL PRIMARY KEY, repo_id BIGINT NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    revision_id BIGINT NOT NULL, model_digest TEXT NOT NULL, target TEXT NOT NULL,
+    precision TEXT NOT NULL, batch TEXT NOT NULL, compiler_version TEXT NOT NULL, options TEXT NOT NULL,
+    state TEXT NOT NULL, worker TEXT, lease_expires BIGINT, attempts BIGINT NOT NULL DEFAULT 0,
+    error TEXT, log TEXT NOT NULL DEFAULT '', artifact_id BIGINT, created BIGINT NOT NULL,
+    updated BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS jobs_claim ON jobs(state, target, compiler_version);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_live ON jobs(model_digest, target, precision, batch, compiler_version, options)
+    WHERE state IN ('queued', 'running');
 "#;
 
 const JOB_COLS: &str = "j.id, j.repo_id, u.name || '/' || r.name AS repo, j.revision_id, j.model_digest, j.target, \
     j.precision, j.batch, j.compiler_version, j.options, j.state, j.worker, j.lease_expires, j.attempts, j.error, \
     j.log, j.artifact_id, j.created, j.updated";
 
-/// SQLite through sqlx: WAL, synchronous=FULL (an acknowledged write survives a crash).
-pub struct SqliteMeta {
-    pool: SqlitePool,
+/// Which database a [`SqlMeta`] talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
 }
 
-fn user_row(r: &SqliteRow) -> Result<User, HubError> {
+/// The metadata store on SQLite (WAL, synchronous=FULL: an acknowledged write survives a crash)
+/// or PostgreSQL, through sqlx.
+pub struct SqlMeta {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+fn user_row(r: &AnyRow) -> Result<User, HubError> {
     Ok(User {
         id: r.try_get("id")?,
         name: r.try_get("name")?,
@@ -225,7 +271,7 @@ fn user_row(r: &SqliteRow) -> Result<User, HubError> {
     })
 }
 
-fn repo_row(r: &SqliteRow) -> Result<Repo, HubError> {
+fn repo_row(r: &AnyRow) -> Result<Repo, HubError> {
     Ok(Repo {
         id: r.try_get("id")?,
         owner_id: r.try_get("owner_id")?,
@@ -236,7 +282,7 @@ fn repo_row(r: &SqliteRow) -> Result<Repo, HubError> {
     })
 }
 
-fn revision_row(r: &SqliteRow) -> Result<Revision, HubError> {
+fn revision_row(r: &AnyRow) -> Result<Revision, HubError> {
     Ok(Revision {
         id: r.try_get("id")?,
         repo_id: r.try_get("repo_id")?,
@@ -248,7 +294,7 @@ fn revision_row(r: &SqliteRow) -> Result<Revision, HubError> {
     })
 }
 
-fn key_row(r: &SqliteRow) -> Result<ArtifactKey, HubError> {
+fn key_row(r: &AnyRow) -> Result<ArtifactKey, HubError> {
     let batch: String = r.try_get("batch")?;
     let options: String = r.try_get("options")?;
     Ok(ArtifactKey {
@@ -261,7 +307,7 @@ fn key_row(r: &SqliteRow) -> Result<ArtifactKey, HubError> {
     })
 }
 
-fn artifact_row(r: &SqliteRow) -> Result<ArtifactRecord, HubError> {
+fn artifact_row(r: &AnyRow) -> Result<ArtifactRecord, HubError> {
     Ok(ArtifactRecord {
         id: r.try_get("id")?,
         key: key_row(r)?,
@@ -276,7 +322,7 @@ fn artifact_row(r: &SqliteRow) -> Result<ArtifactRecord, HubError> {
     })
 }
 
-fn job_row(r: &SqliteRow) -> Result<Job, HubError> {
+fn job_row(r: &AnyRow) -> Result<Job, HubError> {
     let state: String = r.try_get("state")?;
     Ok(Job {
         id: r.try_get("id")?,
@@ -312,35 +358,72 @@ fn log_tail(s: &str) -> &str {
     &s[i..]
 }
 
-impl SqliteMeta {
-    pub async fn open(path: &Path) -> Result<SqliteMeta, HubError> {
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
-        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
-        Ok(SqliteMeta { pool })
+impl SqlMeta {
+    /// The embedded default: a SQLite file.
+    pub async fn open_sqlite(path: &Path) -> Result<SqlMeta, HubError> {
+        let p = path.to_str().ok_or_else(|| HubError::Config(format!("{}: not a UTF-8 path", path.display())))?;
+        SqlMeta::open(&format!("sqlite://{p}?mode=rwc")).await
+    }
+
+    /// `sqlite://PATH?mode=rwc` or `postgres://USER[:PASSWORD]@HOST:PORT/DB`.
+    pub async fn open(url: &str) -> Result<SqlMeta, HubError> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Dialect::Postgres
+        } else {
+            return Err(HubError::Config("database: a sqlite:// or postgres:// URL".into()));
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if dialect == Dialect::Sqlite { 8 } else { 16 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        sqlx::raw_sql(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; \
+                             PRAGMA foreign_keys = ON;",
+                        )
+                        .execute(conn)
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        let schema = if dialect == Dialect::Sqlite { SCHEMA_SQLITE } else { SCHEMA_POSTGRES };
+        if dialect == Dialect::Postgres {
+            // one schema creation at a time (servers starting together)
+            let mut tx = pool.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(7243)").execute(&mut *tx).await?;
+            sqlx::raw_sql(schema).execute(&mut *tx).await?;
+            tx.commit().await?;
+        } else {
+            sqlx::raw_sql(schema).execute(&pool).await?;
+        }
+        Ok(SqlMeta { pool, dialect })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
     /// The pool, for tests that reach under the API (tampering with stored rows).
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
     async fn job_log_tail(&self, id: i64) -> Result<(), HubError> {
         // keep the log bounded: cut to its tail when it grew past MAX_LOG
-        let row = sqlx::query("SELECT log FROM jobs WHERE id = ? AND length(log) > ?")
+        let row = sqlx::query("SELECT log FROM jobs WHERE id = $1 AND length(log) > $2")
             .bind(id)
             .bind(MAX_LOG as i64)
             .fetch_optional(&self.pool)
             .await?;
         if let Some(r) = row {
             let log: String = r.try_get("log")?;
-            sqlx::query("UPDATE jobs SET log = ? WHERE id = ?").bind(log_tail(&log)).bind(id).execute(&self.pool).await?;
+            sqlx::query("UPDATE jobs SET log = $1 WHERE id = $2").bind(log_tail(&log)).bind(id).execute(&self.pool).await?;
         }
         Ok(())
     }
@@ -359,9 +442,9 @@ impl SqliteMeta {
 }
 
 #[async_trait]
-impl MetaStore for SqliteMeta {
+impl MetaStore for SqlMeta {
     async fn create_user(&self, name: &str, admin: bool) -> Result<User, HubError> {
-        let r = sqlx::query("INSERT INTO users (name, admin, created) VALUES (?, ?, ?) RETURNING id, name, admin, created")
+        let r = sqlx::query("INSERT INTO users (name, admin, created) VALUES ($1, $2, $3) RETURNING id, name, admin, created")
             .bind(name)
             .bind(admin as i64)
             .bind(crate::now_ms())
@@ -372,7 +455,7 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn user(&self, name: &str) -> Result<Option<User>, HubError> {
-        let r = sqlx::query("SELECT id, name, admin, created FROM users WHERE name = ?").bind(name).fetch_optional(&self.pool).await?;
+        let r = sqlx::query("SELECT id, name, admin, created FROM users WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
         r.as_ref().map(user_row).transpose()
     }
 
@@ -381,7 +464,7 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn add_token(&self, user_id: i64, hash: &str, scopes: &str, label: &str) -> Result<(), HubError> {
-        sqlx::query("INSERT INTO tokens (user_id, hash, scopes, label, created) VALUES (?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO tokens (user_id, hash, scopes, label, created) VALUES ($1, $2, $3, $4, $5)")
             .bind(user_id)
             .bind(hash)
             .bind(scopes)
@@ -394,7 +477,7 @@ impl MetaStore for SqliteMeta {
 
     async fn token(&self, hash: &str) -> Result<Option<(User, String)>, HubError> {
         let r = sqlx::query(
-            "SELECT u.id, u.name, u.admin, u.created, t.scopes FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = ?",
+            "SELECT u.id, u.name, u.admin, u.created, t.scopes FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = $1",
         )
         .bind(hash)
         .fetch_optional(&self.pool)
@@ -406,7 +489,7 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn create_repo(&self, owner_id: i64, name: &str, private: bool) -> Result<Repo, HubError> {
-        let r = sqlx::query("INSERT INTO repos (owner_id, name, private, created) VALUES (?, ?, ?, ?) RETURNING id")
+        let r = sqlx::query("INSERT INTO repos (owner_id, name, private, created) VALUES ($1, $2, $3, $4) RETURNING id")
             .bind(owner_id)
             .bind(name)
             .bind(private as i64)
@@ -421,7 +504,7 @@ impl MetaStore for SqliteMeta {
     async fn repo(&self, owner: &str, name: &str) -> Result<Option<Repo>, HubError> {
         let r = sqlx::query(
             "SELECT r.id, r.owner_id, u.name AS owner, r.name, r.private, r.created FROM repos r JOIN users u ON u.id = r.owner_id \
-             WHERE u.name = ? AND r.name = ?",
+             WHERE u.name = $1 AND r.name = $2",
         )
         .bind(owner)
         .bind(name)
@@ -433,7 +516,7 @@ impl MetaStore for SqliteMeta {
     async fn repo_by_id(&self, id: i64) -> Result<Option<Repo>, HubError> {
         let r = sqlx::query(
             "SELECT r.id, r.owner_id, u.name AS owner, r.name, r.private, r.created FROM repos r JOIN users u ON u.id = r.owner_id \
-             WHERE r.id = ?",
+             WHERE r.id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -445,8 +528,8 @@ impl MetaStore for SqliteMeta {
         let pattern = query.map(|q| format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
         let rows = sqlx::query(
             "SELECT r.id, r.owner_id, u.name AS owner, r.name, r.private, r.created FROM repos r JOIN users u ON u.id = r.owner_id \
-             WHERE (r.private = 0 OR r.owner_id = ? OR ?) AND (? IS NULL OR (u.name || '/' || r.name) LIKE ? ESCAPE '\\') \
-             ORDER BY u.name, r.name LIMIT ?",
+             WHERE (r.private = 0 OR r.owner_id = $1 OR $2) AND ($3 IS NULL OR (u.name || '/' || r.name) LIKE $4 ESCAPE '\\') \
+             ORDER BY u.name, r.name LIMIT $5",
         )
         .bind(viewer.unwrap_or(-1))
         .bind(all)
@@ -461,23 +544,23 @@ impl MetaStore for SqliteMeta {
     async fn delete_repo(&self, id: i64) -> Result<Vec<String>, HubError> {
         let mut tx = self.pool.begin().await?;
         // the write first: the transaction takes SQLite's write lock before it reads
-        let digests: Vec<String> = sqlx::query("DELETE FROM revisions WHERE repo_id = ? RETURNING digest")
+        let digests: Vec<String> = sqlx::query("DELETE FROM revisions WHERE repo_id = $1 RETURNING digest")
             .bind(id)
             .fetch_all(&mut *tx)
             .await?
             .iter()
             .map(|r| r.try_get("digest"))
             .collect::<Result<_, _>>()?;
-        sqlx::query("DELETE FROM jobs WHERE repo_id = ?").bind(id).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM repos WHERE id = ?").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM jobs WHERE repo_id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM repos WHERE id = $1").bind(id).execute(&mut *tx).await?;
         let mut orphans = vec![];
         for d in digests {
-            let still = sqlx::query("SELECT 1 FROM revisions WHERE digest = ? LIMIT 1").bind(&d).fetch_optional(&mut *tx).await?;
+            let still = sqlx::query("SELECT 1 FROM revisions WHERE digest = $1 LIMIT 1").bind(&d).fetch_optional(&mut *tx).await?;
             if still.is_some() {
                 continue;
             }
             // no repository holds the model: its artifacts go too
-            let blobs: Vec<String> = sqlx::query("DELETE FROM artifacts WHERE model_digest = ? RETURNING blob")
+            let blobs: Vec<String> = sqlx::query("DELETE FROM artifacts WHERE model_digest = $1 RETURNING blob")
                 .bind(&d)
                 .fetch_all(&mut *tx)
                 .await?
@@ -489,7 +572,7 @@ impl MetaStore for SqliteMeta {
         }
         let mut out = vec![];
         for d in orphans {
-            let used = sqlx::query("SELECT 1 FROM revisions WHERE digest = ?1 UNION ALL SELECT 1 FROM artifacts WHERE blob = ?1 LIMIT 1")
+            let used = sqlx::query("SELECT 1 FROM revisions WHERE digest = $1 UNION ALL SELECT 1 FROM artifacts WHERE blob = $1 LIMIT 1")
                 .bind(&d)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -504,7 +587,7 @@ impl MetaStore for SqliteMeta {
     async fn add_revision(&self, repo_id: i64, digest: &str, size: i64, filename: &str) -> Result<Revision, HubError> {
         let r = sqlx::query(
             "INSERT INTO revisions (repo_id, number, digest, size, filename, created) \
-             VALUES (?1, (SELECT coalesce(max(number), 0) + 1 FROM revisions WHERE repo_id = ?1), ?2, ?3, ?4, ?5) \
+             VALUES ($1, (SELECT coalesce(max(number), 0) + 1 FROM revisions WHERE repo_id = $1), $2, $3, $4, $5) \
              RETURNING id, repo_id, number, digest, size, filename, created",
         )
         .bind(repo_id)
@@ -519,7 +602,7 @@ impl MetaStore for SqliteMeta {
 
     async fn revisions(&self, repo_id: i64) -> Result<Vec<Revision>, HubError> {
         let rows = sqlx::query(
-            "SELECT id, repo_id, number, digest, size, filename, created FROM revisions WHERE repo_id = ? ORDER BY number DESC LIMIT 1000",
+            "SELECT id, repo_id, number, digest, size, filename, created FROM revisions WHERE repo_id = $1 ORDER BY number DESC LIMIT 1000",
         )
         .bind(repo_id)
         .fetch_all(&self.pool)
@@ -530,8 +613,8 @@ impl MetaStore for SqliteMeta {
     async fn blob_visible(&self, digest: &str, viewer: Option<i64>, all: bool) -> Result<bool, HubError> {
         let r = sqlx::query(
             "SELECT 1 FROM revisions v JOIN repos r ON r.id = v.repo_id \
-             WHERE (v.digest = ?1 OR v.digest IN (SELECT model_digest FROM artifacts WHERE blob = ?1)) \
-             AND (r.private = 0 OR r.owner_id = ?2 OR ?3) LIMIT 1",
+             WHERE (v.digest = $1 OR v.digest IN (SELECT model_digest FROM artifacts WHERE blob = $1)) \
+             AND (r.private = 0 OR r.owner_id = $2 OR $3) LIMIT 1",
         )
         .bind(digest)
         .bind(viewer.unwrap_or(-1))
@@ -543,8 +626,8 @@ impl MetaStore for SqliteMeta {
 
     async fn artifact(&self, key: &ArtifactKey) -> Result<Option<ArtifactRecord>, HubError> {
         let r = sqlx::query(
-            "SELECT * FROM artifacts WHERE model_digest = ? AND target = ? AND precision = ? AND batch = ? \
-             AND compiler_version = ? AND options = ?",
+            "SELECT * FROM artifacts WHERE model_digest = $1 AND target = $2 AND precision = $3 AND batch = $4 \
+             AND compiler_version = $5 AND options = $6",
         )
         .bind(&key.model_digest)
         .bind(&key.target)
@@ -558,7 +641,7 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn artifacts_of_model(&self, model_digest: &str) -> Result<Vec<ArtifactRecord>, HubError> {
-        let rows = sqlx::query("SELECT * FROM artifacts WHERE model_digest = ? ORDER BY target, precision, batch LIMIT 1000")
+        let rows = sqlx::query("SELECT * FROM artifacts WHERE model_digest = $1 ORDER BY target, precision, batch LIMIT 1000")
             .bind(model_digest)
             .fetch_all(&self.pool)
             .await?;
@@ -571,8 +654,8 @@ impl MetaStore for SqliteMeta {
         let r = sqlx::query(
             "INSERT INTO jobs (repo_id, revision_id, model_digest, target, precision, batch, compiler_version, options, state, \
              log, created, updated) \
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', '', ?9, ?9 WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE \
-             model_digest = ?3 AND target = ?4 AND precision = ?5 AND batch = ?6 AND compiler_version = ?7 AND options = ?8 \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'queued', '', $9, $9 WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE \
+             model_digest = $3 AND target = $4 AND precision = $5 AND batch = $6 AND compiler_version = $7 AND options = $8 \
              AND state IN ('queued', 'running')) RETURNING id",
         )
         .bind(repo_id)
@@ -585,12 +668,16 @@ impl MetaStore for SqliteMeta {
         .bind(key.options_text())
         .bind(now)
         .fetch_optional(&self.pool)
-        .await?;
+        .await;
+        let r = match r {
+            Err(e) if unique_violation(&e) => None,
+            r => r?,
+        };
         let id: i64 = match r {
             Some(r) => r.try_get("id")?,
             None => sqlx::query(
-                "SELECT id FROM jobs WHERE model_digest = ? AND target = ? AND precision = ? AND batch = ? AND \
-                 compiler_version = ? AND options = ? AND state IN ('queued', 'running') ORDER BY id LIMIT 1",
+                "SELECT id FROM jobs WHERE model_digest = $1 AND target = $2 AND precision = $3 AND batch = $4 AND \
+                 compiler_version = $5 AND options = $6 AND state IN ('queued', 'running') ORDER BY id LIMIT 1",
             )
             .bind(&key.model_digest)
             .bind(&key.target)
@@ -608,7 +695,7 @@ impl MetaStore for SqliteMeta {
 
     async fn job(&self, id: i64) -> Result<Option<Job>, HubError> {
         let r = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {JOB_COLS} FROM jobs j JOIN repos r ON r.id = j.repo_id JOIN users u ON u.id = r.owner_id WHERE j.id = ?"
+            "SELECT {JOB_COLS} FROM jobs j JOIN repos r ON r.id = j.repo_id JOIN users u ON u.id = r.owner_id WHERE j.id = $1"
         )))
         .bind(id)
         .fetch_optional(&self.pool)
@@ -619,7 +706,7 @@ impl MetaStore for SqliteMeta {
     async fn jobs_of_repo(&self, repo_id: i64, limit: i64) -> Result<Vec<Job>, HubError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {JOB_COLS} FROM jobs j JOIN repos r ON r.id = j.repo_id JOIN users u ON u.id = r.owner_id \
-             WHERE j.repo_id = ? ORDER BY j.id DESC LIMIT ?"
+             WHERE j.repo_id = $1 ORDER BY j.id DESC LIMIT $2"
         )))
         .bind(repo_id)
         .bind(limit)
@@ -633,8 +720,8 @@ impl MetaStore for SqliteMeta {
         let now = crate::now_ms();
         let expired = sqlx::query(
             "UPDATE jobs SET state = 'failed', error = 'the worker stopped answering ' || attempts || ' times (lease expired)', \
-             log = log || 'lease of ' || coalesce(worker, '?') || ' expired; no attempts left' || char(10), updated = ?1 \
-             WHERE state = 'running' AND lease_expires < ?1 AND attempts >= ?2 RETURNING id",
+             log = log || 'lease of ' || coalesce(worker, '?') || ' expired; no attempts left' || '\n', updated = $1 \
+             WHERE state = 'running' AND lease_expires < $1 AND attempts >= $2 RETURNING id",
         )
         .bind(now)
         .bind(max_attempts as i64)
@@ -644,13 +731,25 @@ impl MetaStore for SqliteMeta {
             let id: i64 = r.try_get("id")?;
             tracing::warn!(job = id, "job failed: its leases expired {max_attempts} times");
         }
-        let r = sqlx::query(
-            "UPDATE jobs SET state = 'running', worker = ?1, lease_expires = ?2, attempts = attempts + 1, updated = ?3, \
-             log = log || CASE WHEN state = 'running' THEN 'lease of ' || coalesce(worker, '?') || ' expired' || char(10) ELSE '' END \
-             || 'claimed by ' || ?1 || ' (attempt ' || (attempts + 1) || ')' || char(10) \
-             WHERE id = (SELECT id FROM jobs WHERE target = ?4 AND compiler_version = ?5 \
-             AND (state = 'queued' OR (state = 'running' AND lease_expires < ?3)) ORDER BY id LIMIT 1) RETURNING id",
-        )
+        // PostgreSQL: the row is locked by the first claim; concurrent claims skip it
+        let sql = match self.dialect {
+            Dialect::Sqlite => {
+                "UPDATE jobs SET state = 'running', worker = $1, lease_expires = $2, attempts = attempts + 1, updated = $3, \
+                 log = log || CASE WHEN state = 'running' THEN 'lease of ' || coalesce(worker, '?') || ' expired' || '\n' ELSE '' END \
+                 || 'claimed by ' || $1 || ' (attempt ' || (attempts + 1) || ')' || '\n' \
+                 WHERE id = (SELECT id FROM jobs WHERE target = $4 AND compiler_version = $5 \
+                 AND (state = 'queued' OR (state = 'running' AND lease_expires < $3)) ORDER BY id LIMIT 1) RETURNING id"
+            }
+            Dialect::Postgres => {
+                "UPDATE jobs SET state = 'running', worker = $1, lease_expires = $2, attempts = attempts + 1, updated = $3, \
+                 log = log || CASE WHEN state = 'running' THEN 'lease of ' || coalesce(worker, '?') || ' expired' || '\n' ELSE '' END \
+                 || 'claimed by ' || $1 || ' (attempt ' || (attempts + 1) || ')' || '\n' \
+                 WHERE id = (SELECT id FROM jobs WHERE target = $4 AND compiler_version = $5 \
+                 AND (state = 'queued' OR (state = 'running' AND lease_expires < $3)) ORDER BY id LIMIT 1 \
+                 FOR UPDATE SKIP LOCKED) RETURNING id"
+            }
+        };
+        let r = sqlx::query(sql)
         .bind(worker)
         .bind(now + lease.as_millis() as i64)
         .bind(now)
@@ -671,7 +770,7 @@ impl MetaStore for SqliteMeta {
     async fn heartbeat(&self, id: i64, worker: &str, lease: Duration, log: &str) -> Result<Job, HubError> {
         let now = crate::now_ms();
         let r = sqlx::query(
-            "UPDATE jobs SET lease_expires = ?, updated = ?, log = log || ? WHERE id = ? AND state = 'running' AND worker = ? \
+            "UPDATE jobs SET lease_expires = $1, updated = $2, log = log || $3 WHERE id = $4 AND state = 'running' AND worker = $5 \
              RETURNING id",
         )
         .bind(now + lease.as_millis() as i64)
@@ -695,8 +794,8 @@ impl MetaStore for SqliteMeta {
         let now = crate::now_ms();
         let mut tx = self.pool.begin().await?;
         let held = sqlx::query(
-            "UPDATE jobs SET state = 'done', updated = ?, lease_expires = NULL, log = log || ? WHERE id = ? AND state = 'running' \
-             AND worker = ? RETURNING id",
+            "UPDATE jobs SET state = 'done', updated = $1, lease_expires = NULL, log = log || $2 WHERE id = $3 AND state = 'running' \
+             AND worker = $4 RETURNING id",
         )
         .bind(now)
         .bind(log_tail(log))
@@ -718,7 +817,7 @@ impl MetaStore for SqliteMeta {
         };
         sqlx::query(
             "INSERT INTO artifacts (model_digest, target, precision, batch, compiler_version, options, blob, size, manifest, \
-             signature, key, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             signature, key, created) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
              ON CONFLICT(model_digest, target, precision, batch, compiler_version, options) DO NOTHING",
         )
         .bind(&key.model_digest)
@@ -736,8 +835,8 @@ impl MetaStore for SqliteMeta {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "UPDATE jobs SET artifact_id = (SELECT id FROM artifacts WHERE model_digest = ? AND target = ? AND precision = ? \
-             AND batch = ? AND compiler_version = ? AND options = ?) WHERE id = ?",
+            "UPDATE jobs SET artifact_id = (SELECT id FROM artifacts WHERE model_digest = $1 AND target = $2 AND precision = $3 \
+             AND batch = $4 AND compiler_version = $5 AND options = $6) WHERE id = $7",
         )
         .bind(&key.model_digest)
         .bind(&key.target)
@@ -755,8 +854,8 @@ impl MetaStore for SqliteMeta {
 
     async fn fail(&self, id: i64, worker: &str, error: &str, log: &str) -> Result<Job, HubError> {
         let r = sqlx::query(
-            "UPDATE jobs SET state = 'failed', error = ?, updated = ?, lease_expires = NULL, log = log || ? WHERE id = ? \
-             AND state = 'running' AND worker = ? RETURNING id",
+            "UPDATE jobs SET state = 'failed', error = $1, updated = $2, lease_expires = NULL, log = log || $3 WHERE id = $4 \
+             AND state = 'running' AND worker = $5 RETURNING id",
         )
         .bind(log_tail(error))
         .bind(crate::now_ms())

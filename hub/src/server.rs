@@ -9,7 +9,7 @@
 use crate::auth::{self, Scope, Scopes};
 use crate::blobs::{BlobStore, ByteStream, LocalBlobs};
 use crate::manifest::{BlobRef, Manifest, Signer, SignedManifest, SCHEMA};
-use crate::meta::{ArtifactKey, ArtifactRecord, Job, MetaStore, Repo, Revision, SqliteMeta, User};
+use crate::meta::{ArtifactKey, ArtifactRecord, Job, MetaStore, Repo, Revision, SqlMeta, User};
 use crate::names::{self, RepoName};
 use crate::{HubError, ServerConfig};
 use axum::body::Body;
@@ -48,16 +48,24 @@ pub struct Principal {
 }
 
 impl Hub {
-    /// Opens the embedded default in `cfg.dir` (`blobs/`, `hub.db`, `hub.key`). On the first
+    /// Opens the storage the configuration names (the embedded default: `blobs/` and `hub.db`
+    /// in `cfg.dir`; PostgreSQL and S3 when `database` and `s3` say so); the signing key is
+    /// `cfg.dir/hub.key`. On the first
     /// start it creates the user `admin` and returns its token (also written to
     /// `DIR/admin.token`, mode 0600).
     pub async fn open(cfg: ServerConfig) -> Result<(Arc<Hub>, Option<String>), HubError> {
         cfg.check()?;
         std::fs::create_dir_all(&cfg.dir).map_err(|e| HubError::io(format!("creating {}", cfg.dir.display()), e))?;
-        let blobs = LocalBlobs::open(&cfg.dir.join("blobs"))?;
-        let meta = SqliteMeta::open(&cfg.dir.join("hub.db")).await?;
+        let blobs: Arc<dyn BlobStore> = match &cfg.s3 {
+            Some(s3) => Arc::new(crate::blobs::S3Blobs::new(s3, &cfg.dir.join("staging"))?),
+            None => Arc::new(LocalBlobs::open(&cfg.dir.join("blobs"))?),
+        };
+        let meta = match &cfg.database {
+            Some(url) => SqlMeta::open(url).await?,
+            None => SqlMeta::open_sqlite(&cfg.dir.join("hub.db")).await?,
+        };
         let signer = Signer::load_or_create(&cfg.dir.join("hub.key"))?;
-        Hub::with_stores(cfg, Arc::new(meta), Arc::new(blobs), signer).await
+        Hub::with_stores(cfg, Arc::new(meta), blobs, signer).await
     }
 
     /// A hub over any stores (the bootstrap as in [`Hub::open`]).

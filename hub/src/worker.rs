@@ -92,7 +92,7 @@ impl Worker {
             server: cfg.server.clone(),
             token: Some(cfg.token.clone()),
             // a worker's cache is never used: models are read into memory
-            cache_dir: Some(std::env::temp_dir().join(format!("xforge-worker-cache-{}", std::process::id()))),
+            cache_dir: Some(std::env::temp_dir().join("xforge-worker-cache")),
             ..Default::default()
         })?;
         Ok(Worker { cfg, client, stop: Arc::new(AtomicBool::new(false)) })
@@ -229,14 +229,12 @@ impl Worker {
     }
 
     fn client_clone(&self) -> Client {
-        Client::new(self.client.config().clone()).expect("a client whose configuration was accepted once")
+        self.client.clone()
     }
 
     /// Downloads the model, compiles it, checks the artifact; the artifact's bytes, or the
     /// error message for the job.
     fn compile(&self, job: &Job, log: &(dyn Fn(String) + Sync)) -> Result<Vec<u8>, String> {
-        let model = self.client.fetch_blob(&job.key.model_digest).map_err(|e| format!("model: {e}"))?;
-        log(format!("model {} ({} bytes) downloaded by {}", job.key.model_digest, model.len(), self.cfg.name));
         let dir = std::env::temp_dir().join(format!("xforge-worker-{}-{}", std::process::id(), crate::random_hex(6)));
         std::fs::create_dir_all(&dir).map_err(|e| format!("worker: creating {}: {e}", dir.display()))?;
         struct Cleanup(std::path::PathBuf);
@@ -247,7 +245,8 @@ impl Worker {
         }
         let _cleanup = Cleanup(dir.clone());
         let path = dir.join("model.onnx");
-        std::fs::write(&path, &model).map_err(|e| format!("worker: writing {}: {e}", path.display()))?;
+        let size = self.client.fetch_blob(&job.key.model_digest, &path).map_err(|e| format!("model: {e}"))?;
+        log(format!("model {} ({size} bytes) downloaded by {}", job.key.model_digest, self.cfg.name));
         let mut c = Compiler::new(&job.key.target).precision(precision(&job.key.precision)?);
         if !job.key.batch.is_empty() {
             c = c.batch(&job.key.batch, None);
@@ -292,6 +291,7 @@ impl Worker {
         if h.target != job.key.target || h.precision != job.key.precision {
             return Err(format!("check: the artifact is for {} {}, the job asks {} {}", h.target, h.precision, job.key.target, job.key.precision));
         }
+        let model = std::fs::read(&path).map_err(|e| format!("worker: reading {}: {e}", path.display()))?;
         if h.model_digest != xforge_compiler::digest(&model) {
             return Err("check: the artifact names another model".into());
         }

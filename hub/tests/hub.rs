@@ -10,16 +10,39 @@ use xforge_hub::meta::JobState;
 use xforge_hub::worker::{Stats, Worker, WorkerConfig};
 use xforge_hub::{BuildSpec, Client, ClientConfig, HubError, RunningServer, ServerConfig};
 
+/// Where a test hub keeps its data: the embedded default, or PostgreSQL and an S3-compatible
+/// store (s3s-fs), both started on 127.0.0.1 for the test.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Backend {
+    Embedded,
+    PostgresS3,
+}
+
 struct Hub {
-    dir: tempfile::TempDir,
+    // dropped in this order: the server before the services it uses, the folder last
     server: Option<RunningServer>,
     admin: Client,
+    backend: Backend,
+    _services: Vec<Service>,
+    s3_root: Option<PathBuf>,
+    dir: tempfile::TempDir,
 }
 
 impl Hub {
-    fn start(tweak: impl FnOnce(&mut ServerConfig)) -> Hub {
+    fn start(backend: Backend, tweak: impl FnOnce(&mut ServerConfig)) -> Hub {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = ServerConfig { dir: dir.path().join("hub"), listen: "127.0.0.1:0".into(), ..Default::default() };
+        let mut services = vec![];
+        let mut s3_root = None;
+        if backend == Backend::PostgresS3 {
+            let (pg, url) = services::postgres(dir.path());
+            services.push(pg);
+            cfg.database = Some(url);
+            let (s3, s3cfg, root) = services::s3(dir.path());
+            services.push(s3);
+            cfg.s3 = Some(s3cfg);
+            s3_root = Some(root);
+        }
         tweak(&mut cfg);
         let server = RunningServer::start(cfg).unwrap();
         let token = server.admin_token.clone().expect("the first start makes an admin token");
@@ -32,7 +55,23 @@ impl Hub {
             assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
         }
         let admin = client_at(&server.url, Some(&token), &dir.path().join("cache-admin"));
-        Hub { dir, server: Some(server), admin }
+        Hub { server: Some(server), admin, backend, _services: services, s3_root, dir }
+    }
+
+    /// Where the store keeps a blob's bytes.
+    fn blob_file(&self, digest: &str) -> PathBuf {
+        match &self.s3_root {
+            None => self.dir.path().join("hub/blobs/sha256").join(&digest[..2]).join(digest),
+            Some(r) => r.join(services::BUCKET).join("hub/sha256").join(&digest[..2]).join(digest),
+        }
+    }
+
+    /// Every file of the blob store.
+    fn blob_files(&self) -> Vec<PathBuf> {
+        match &self.s3_root {
+            None => walk(&self.dir.path().join("hub/blobs")),
+            Some(r) => walk(&r.join(services::BUCKET)),
+        }
     }
 
     fn url(&self) -> String {
@@ -74,6 +113,133 @@ fn client_at(url: &str, token: Option<&str>, cache: &Path) -> Client {
         ..Default::default()
     })
     .unwrap()
+}
+
+type Service = services::Service;
+
+/// PostgreSQL and s3s-fs on 127.0.0.1 (scripts/setup installs both).
+mod services {
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command};
+    use std::time::{Duration, Instant};
+
+    pub const BUCKET: &str = "xforge-test";
+
+    /// A service stopped on drop.
+    pub enum Service {
+        Postgres { bin: PathBuf, data: PathBuf },
+        Process(Child),
+    }
+
+    impl Drop for Service {
+        fn drop(&mut self) {
+            match self {
+                Service::Postgres { bin, data } => {
+                    let _ = as_postgres(bin.join("pg_ctl"), &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]).output();
+                }
+                Service::Process(c) => {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+            }
+        }
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    fn is_root() -> bool {
+        // the effective uid, from /proc (no libc call)
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+            .unwrap_or(false)
+    }
+
+    /// PostgreSQL refuses to run as root: as root, run its tools as the user postgres.
+    fn as_postgres(tool: PathBuf, args: &[&str]) -> Command {
+        if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(tool).args(args);
+            c
+        } else {
+            let mut c = Command::new(tool);
+            c.args(args);
+            c
+        }
+    }
+
+    fn pg_bin() -> PathBuf {
+        if let Some(p) = std::env::var_os("XFORGE_PG_BIN") {
+            return PathBuf::from(p);
+        }
+        let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .map(|rd| rd.flatten().map(|e| e.path().join("bin")).filter(|p| p.join("initdb").exists()).collect())
+            .unwrap_or_default();
+        versions.sort();
+        versions.pop().expect("PostgreSQL is not installed (/usr/lib/postgresql/*/bin): run scripts/setup")
+    }
+
+    /// A fresh cluster in `root/pg` on a free port; its URL.
+    pub fn postgres(root: &Path) -> (Service, String) {
+        let bin = pg_bin();
+        let data = root.join("pg");
+        std::fs::create_dir_all(&data).unwrap();
+        if is_root() {
+            use std::os::unix::fs::PermissionsExt;
+            // the postgres user must reach its folder
+            std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let ok = Command::new("chown").args(["postgres:postgres", data.to_str().unwrap()]).status().unwrap();
+            assert!(ok.success());
+        }
+        let d = data.to_str().unwrap();
+        let out = as_postgres(bin.join("initdb"), &["-D", d, "-U", "test", "--auth=trust", "--no-sync", "-E", "UTF8"]).output().unwrap();
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let port = free_port();
+        let opts = format!("-c listen_addresses=127.0.0.1 -p {port} -k {d} -c fsync=off");
+        let log = format!("{d}/server.log");
+        let out = as_postgres(bin.join("pg_ctl"), &["-D", d, "-w", "-l", &log, "-o", &opts, "start"]).output().unwrap();
+        assert!(out.status.success(), "pg_ctl start: {}{}", String::from_utf8_lossy(&out.stderr), std::fs::read_to_string(&log).unwrap_or_default());
+        (Service::Postgres { bin, data: data.clone() }, format!("postgres://test@127.0.0.1:{port}/postgres"))
+    }
+
+    fn s3s_fs() -> PathBuf {
+        if let Some(p) = std::env::var_os("XFORGE_S3S_FS") {
+            return PathBuf::from(p);
+        }
+        let home = std::env::var_os("CARGO_HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cargo"));
+        let p = home.join("bin/s3s-fs");
+        assert!(p.exists(), "{} is not installed: run scripts/setup", p.display());
+        p
+    }
+
+    /// s3s-fs serving `root/s3` (the bucket a folder in it) on a free port, checking signatures.
+    pub fn s3(root: &Path) -> (Service, xforge_hub::s3::S3Config, PathBuf) {
+        let data = root.join("s3");
+        std::fs::create_dir_all(data.join(BUCKET)).unwrap();
+        let port = free_port();
+        let child = Command::new(s3s_fs())
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", "xforge", "--secret-key", "xforge-secret"])
+            .arg(&data)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(20), "s3s-fs did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let cfg = xforge_hub::s3::S3Config {
+            url: format!("s3://{BUCKET}/hub"),
+            endpoint: Some(format!("http://127.0.0.1:{port}")),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("xforge".into()),
+            secret_access_key: Some("xforge-secret".into()),
+        };
+        (Service::Process(child), cfg, data)
+    }
 }
 
 fn models() -> PathBuf {
@@ -177,9 +343,8 @@ fn dropout_model(path: &Path) {
     write_onnx(path, g);
 }
 
-#[test]
-fn push_build_pull_verify_and_refuse_tampering() {
-    let hub = Hub::start(|_| {});
+fn push_build_pull_verify_and_refuse_tampering(backend: Backend) {
+    let hub = Hub::start(backend, |_| {});
     let (_, alice) = hub.user("alice");
     let rev = alice.push("alice/bert_tiny", &models().join("bert_tiny.onnx"), false).unwrap();
     assert_eq!(rev.number, 1);
@@ -267,7 +432,8 @@ fn push_build_pull_verify_and_refuse_tampering() {
     assert!(matches!(e, HubError::Verification(_)) && e.to_string().contains("signature"), "{e}");
 
     // a blob tampered with on the server: a fresh client refuses it and keeps nothing
-    let server_blob = hub.dir.path().join("hub/blobs/sha256").join(&p.manifest.artifact.sha256[..2]).join(&p.manifest.artifact.sha256);
+    let server_blob = hub.blob_file(&p.manifest.artifact.sha256);
+    assert!(server_blob.exists(), "{}", server_blob.display());
     std::fs::write(&server_blob, &bad).unwrap();
     let fresh = client_at(&hub.url(), None, &hub.dir.path().join("cache-fresh"));
     let e = fresh.pull_with("alice/bert_tiny", &spec, false, Duration::from_secs(1)).unwrap_err();
@@ -293,9 +459,8 @@ fn walk(d: &Path) -> Vec<PathBuf> {
     out
 }
 
-#[test]
-fn access_control_and_hostile_input() {
-    let hub = Hub::start(|c| c.max_model_bytes = 1 << 20);
+fn access_control_and_hostile_input(backend: Backend) {
+    let hub = Hub::start(backend, |c| c.max_model_bytes = 1 << 20);
     let url = hub.url();
     let (alice_t, alice) = hub.user("alice");
     let (bob_t, bob) = hub.user("bob");
@@ -365,7 +530,10 @@ fn access_control_and_hostile_input() {
     let mut top: Vec<String> = std::fs::read_dir(hub.dir.path().join("hub")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     top.sort();
     top.retain(|f| !f.starts_with("hub.db-"));
-    assert_eq!(top, ["admin.token", "blobs", "hub.db", "hub.key"]);
+    match hub.backend {
+        Backend::Embedded => assert_eq!(top, ["admin.token", "blobs", "hub.db", "hub.key"]),
+        Backend::PostgresS3 => assert_eq!(top, ["admin.token", "hub.key", "staging"]),
+    }
     assert!(walk(hub.dir.path()).iter().all(|p| !p.ends_with("x.onnx") && !p.to_string_lossy().contains("evil")));
 
     // malformed JSON: a clear error naming what is wrong
@@ -389,16 +557,16 @@ fn access_control_and_hostile_input() {
     assert_eq!(post_repo(&big).0, 413);
 
     // an oversized upload: refused, nothing stored
-    let blobs_before = walk(&hub.dir.path().join("hub/blobs")).len();
+    let blobs_before = hub.blob_files().len();
     let huge = dir.join("huge.onnx");
     std::fs::write(&huge, vec![7u8; (1 << 20) + 4096]).unwrap();
     let e = alice.push("alice/open", &huge, false).unwrap_err();
     assert!(matches!(e, HubError::TooLarge(_)), "{e}");
-    assert_eq!(walk(&hub.dir.path().join("hub/blobs")).len(), blobs_before);
+    assert_eq!(hub.blob_files().len(), blobs_before);
     assert_eq!(alice.repo("alice/open").unwrap().revisions.len(), 1);
 
     // deleting a repository removes its blobs when nothing else holds them
-    let blob_file = hub.dir.path().join("hub/blobs/sha256").join(&rev.digest[..2]).join(&rev.digest);
+    let blob_file = hub.blob_file(&rev.digest);
     assert!(blob_file.exists());
     alice.delete("alice/secret").unwrap();
     assert!(!blob_file.exists());
@@ -417,9 +585,8 @@ fn access_control_and_hostile_input() {
     again.stop().unwrap();
 }
 
-#[test]
-fn a_compile_failure_fails_the_job_and_the_worker_goes_on() {
-    let hub = Hub::start(|_| {});
+fn a_compile_failure_fails_the_job_and_the_worker_goes_on(backend: Backend) {
+    let hub = Hub::start(backend, |_| {});
     let (_, alice) = hub.user("alice");
     let dir = hub.dir.path().join("files");
     std::fs::create_dir_all(&dir).unwrap();
@@ -454,9 +621,8 @@ fn a_compile_failure_fails_the_job_and_the_worker_goes_on() {
     assert!(stats.failed >= 1);
 }
 
-#[test]
-fn a_worker_that_stops_heartbeating_loses_its_lease() {
-    let hub = Hub::start(|c| c.lease_seconds = 1);
+fn a_worker_that_stops_heartbeating_loses_its_lease(backend: Backend) {
+    let hub = Hub::start(backend, |c| c.lease_seconds = 1);
     let (_, alice) = hub.user("alice");
     let dir = hub.dir.path().join("files");
     std::fs::create_dir_all(&dir).unwrap();
@@ -488,9 +654,8 @@ fn a_worker_that_stops_heartbeating_loses_its_lease() {
     assert_eq!(worker.join().unwrap().done, 1);
 }
 
-#[test]
-fn a_job_whose_leases_keep_expiring_fails() {
-    let hub = Hub::start(|c| {
+fn a_job_whose_leases_keep_expiring_fails(backend: Backend) {
+    let hub = Hub::start(backend, |c| {
         c.lease_seconds = 1;
         c.max_attempts = 2;
     });
@@ -578,9 +743,8 @@ fn cut_proxy(upstream: std::net::SocketAddr, keep: usize) -> CutProxy {
     CutProxy { url, cuts }
 }
 
-#[test]
-fn a_cut_download_resumes() {
-    let hub = Hub::start(|_| {});
+fn a_cut_download_resumes(backend: Backend) {
+    let hub = Hub::start(backend, |_| {});
     let (alice_t, alice) = hub.user("alice");
     let dir = hub.dir.path().join("files");
     std::fs::create_dir_all(&dir).unwrap();
@@ -612,3 +776,24 @@ fn a_cut_download_resumes() {
     assert_eq!(std::fs::read(&p.path).unwrap(), std::fs::read(&first.path).unwrap());
     assert!(!part.exists());
 }
+
+/// Every test on both back-ends.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $( #[test] fn $name() { super::$name(super::Backend::Embedded) } )*
+        }
+        mod postgres_s3 {
+            $( #[test] fn $name() { super::$name(super::Backend::PostgresS3) } )*
+        }
+    };
+}
+
+on_both!(
+    push_build_pull_verify_and_refuse_tampering,
+    access_control_and_hostile_input,
+    a_compile_failure_fails_the_job_and_the_worker_goes_on,
+    a_worker_that_stops_heartbeating_loses_its_lease,
+    a_job_whose_leases_keep_expiring_fails,
+    a_cut_download_resumes,
+);
