@@ -777,6 +777,89 @@ fn a_cut_download_resumes(backend: Backend) {
     assert!(!part.exists());
 }
 
+fn concurrent_claims_take_each_job_once(backend: Backend) {
+    let hub = Hub::start(backend, |_| {});
+    let (_, alice) = hub.user("alice");
+    let dir = hub.dir.path().join("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    // 12 distinct builds of one model: a key each (precision, option, target)
+    relu_model(&dir.join("relu.onnx"));
+    alice.push("alice/relu", &dir.join("relu.onnx"), false).unwrap();
+    let mut ids = vec![];
+    for p in ["fp32", "fp16", "bf16"] {
+        for o in ["true", "false"] {
+            for t in ["sm_80", "sm_90"] {
+                let spec = BuildSpec::new(t).precision(p).option("generated_gemm", o);
+                ids.push(alice.build("alice/relu", &spec).unwrap().job.unwrap().id);
+            }
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 12);
+    // 6 claimers race for them: every job is claimed exactly once
+    let token = hub.worker_token();
+    let url = hub.url();
+    let cv = xforge_hub::compiler_version();
+    let threads: Vec<_> = (0..6)
+        .map(|i| {
+            let (token, url, cv, cache) = (token.clone(), url.clone(), cv.clone(), hub.dir.path().join(format!("cache-c{i}")));
+            std::thread::spawn(move || {
+                let c = client_at(&url, Some(&token), &cache);
+                let mut got = vec![];
+                for t in ["sm_80", "sm_90"] {
+                    while let Some(j) = c.claim(t, &format!("claimer{i}"), &cv).unwrap() {
+                        got.push(j.id);
+                    }
+                }
+                got
+            })
+        })
+        .collect();
+    let mut claimed: Vec<i64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    claimed.sort();
+    assert_eq!(claimed, ids);
+    for id in ids {
+        let j = alice.job(id).unwrap();
+        assert_eq!((j.state, j.attempts), (JobState::Running, 1));
+    }
+}
+
+fn large_blobs_round_trip_with_ranges(backend: Backend) {
+    let hub = Hub::start(backend, |_| {});
+    let (alice_t, alice) = hub.user("alice");
+    let dir = hub.dir.path().join("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    // 20 MiB of noise: a multipart upload to S3 (8 MiB parts), ranges across part boundaries
+    let mut bytes = vec![0u8; 20 << 20];
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for b in bytes.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(dir.join("big.onnx"), &bytes).unwrap();
+    let rev = alice.push("alice/big", &dir.join("big.onnx"), true).unwrap();
+    assert_eq!(rev.digest, xforge_hub::sha256_hex(&bytes));
+    assert_eq!(rev.size as usize, bytes.len());
+    let url = format!("{}/api/v1/blobs/{}", hub.url(), rev.digest);
+    let (s, _, body) = raw("GET", &url, Some(&alice_t), &[], vec![]);
+    assert_eq!(s, 200);
+    assert!(body == bytes, "the blob reads back whole");
+    let a = (8 << 20) - 10;
+    let (s, _, body) = raw("GET", &url, Some(&alice_t), &[("Range", &format!("bytes={a}-{}", a + 99))], vec![]);
+    assert_eq!(s, 206);
+    assert_eq!(body, bytes[a..a + 100].to_vec());
+    let (s, _, body) = raw("GET", &url, Some(&alice_t), &[("Range", "bytes=-5")], vec![]);
+    assert_eq!((s, body), (206, bytes[bytes.len() - 5..].to_vec()));
+    // the same bytes again: stored once
+    let files = hub.blob_files().len();
+    alice.push("alice/big", &dir.join("big.onnx"), true).unwrap();
+    assert_eq!(hub.blob_files().len(), files);
+    assert_eq!(alice.repo("alice/big").unwrap().revisions.len(), 2);
+}
+
 /// Every test on both back-ends.
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
@@ -796,4 +879,6 @@ on_both!(
     a_worker_that_stops_heartbeating_loses_its_lease,
     a_job_whose_leases_keep_expiring_fails,
     a_cut_download_resumes,
+    concurrent_claims_take_each_job_once,
+    large_blobs_round_trip_with_ranges,
 );
