@@ -1,0 +1,186 @@
+//! `xforge hub` through the binary: the commands' exit codes, and a server killed with SIGKILL
+//! in the middle of an upload, then restarted on the same folder: what was acknowledged is
+//! there, no partial blob is ever visible, the upload's temporary file is gone.
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+struct Server {
+    child: Child,
+    url: String,
+    addr: String,
+    admin: Option<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(dir: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xforge"))
+        .args(["hub", "serve", "--dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut url, mut admin) = (None, None);
+    while url.is_none() || admin.is_none() {
+        let l = lines.next().expect("the server printed its address and token").unwrap();
+        if let Some(u) = l.strip_prefix("xforge hub: listening on ") {
+            url = Some(u.to_string());
+        } else if let Some(t) = l.strip_prefix("xforge hub: admin token ") {
+            admin = Some(Some(t.split_whitespace().next().unwrap().to_string()));
+        } else if l.starts_with("xforge hub: the admin token is in") {
+            admin = Some(None);
+        }
+    }
+    let url = url.unwrap();
+    let addr = url.strip_prefix("http://").unwrap().to_string();
+    Server { child, url, addr, admin: admin.unwrap() }
+}
+
+/// `xforge hub ARGS` with its own login and cache folders: (exit code, stdout, stderr).
+fn hub(home: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_xforge"))
+        .arg("hub")
+        .args(args)
+        .env("XFORGE_HUB_CONFIG", home.join("hub.toml"))
+        .env("XFORGE_HUB_CACHE", home.join("cache"))
+        .env_remove("XFORGE_HUB_URL")
+        .env_remove("XFORGE_HUB_TOKEN")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A GET over a fresh connection: (status, body).
+fn get(addr: &str, path: &str, token: &str) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut buf = vec![];
+    s.read_to_end(&mut buf).unwrap();
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut body = buf[head_end + 4..].to_vec();
+    if head.to_lowercase().contains("transfer-encoding: chunked") {
+        // de-chunk
+        let mut out = vec![];
+        let mut rest = &body[..];
+        loop {
+            let e = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let n = usize::from_str_radix(String::from_utf8_lossy(&rest[..e]).trim(), 16).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[e + 2..e + 2 + n]);
+            rest = &rest[e + 4 + n..];
+        }
+        body = out;
+    }
+    (status, body)
+}
+
+fn sha256_file_names_match(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p: PathBuf = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let bytes = std::fs::read(&p).unwrap();
+                assert_eq!(xforge_hub::sha256_hex(&bytes), p.file_name().unwrap().to_str().unwrap(), "{}", p.display());
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+#[test]
+fn hub_commands_and_a_server_killed_mid_upload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("server");
+    let home = tmp.path().join("client");
+    let s = serve(&dir);
+    let admin = s.admin.clone().expect("the first start prints the admin token");
+    let url = s.url.clone();
+
+    // users, tokens, login; exit codes
+    assert_eq!(hub(&home, &["user-add", "alice", "--server", &url, "--token", &admin]).0, 0);
+    let (code, out, err) = hub(&home, &["token-add", "alice", "--scopes", "read,write", "--server", &url, "--token", &admin]);
+    assert_eq!(code, 0, "{err}");
+    let alice = out.trim().to_string();
+    let (code, _, err) = hub(&home, &["login", "--server", &url, "--token", &alice]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = hub(&home, &["whoami"]);
+    assert_eq!((code, out.trim()), (0, "alice (read,write)"));
+    let model = tmp.path().join("m.onnx");
+    std::fs::write(&model, b"acknowledged model bytes").unwrap();
+    let (code, out, err) = hub(&home, &["push", "alice/m", model.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let digest = xforge_hub::sha256_hex(b"acknowledged model bytes");
+    assert!(out.contains(&digest), "{out}");
+    // the caller's errors exit 2 and say what is wrong
+    let (code, _, err) = hub(&home, &["push", "alice/../x", model.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("name"), "{err}");
+    let (code, _, err) = hub(&home, &["ls", "bob/none"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not found"), "{err}");
+    let (code, _, err) = hub(&home, &["pull", "alice/m", "--target", "sm_90", "--offline"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("offline"), "{err}");
+    let (code, _, _) = hub(&home, &["whoami", "--token", &format!("xfh_{}", "0".repeat(64))]);
+    assert_eq!(code, 2);
+
+    // an upload in flight when the server is killed
+    let mut up = TcpStream::connect(&s.addr).unwrap();
+    let total = 64 << 20;
+    write!(
+        up,
+        "POST /api/v1/repos/alice/m/revisions HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {alice}\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {total}\r\n\r\n",
+        s.addr
+    )
+    .unwrap();
+    let chunk = vec![0x5au8; 1 << 20];
+    for _ in 0..16 {
+        up.write_all(&chunk).unwrap();
+    }
+    up.flush().unwrap();
+    // the server is writing it to a temporary file
+    let tmpdir = dir.join("blobs/tmp");
+    let t = std::time::Instant::now();
+    while std::fs::read_dir(&tmpdir).unwrap().count() == 0 {
+        assert!(t.elapsed().as_secs() < 20, "no upload in progress");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    drop(s); // SIGKILL
+    drop(up);
+    assert_eq!(std::fs::read_dir(&tmpdir).unwrap().count(), 1, "the killed upload left its temporary file");
+    // no blob but complete ones, each under its own digest
+    assert_eq!(sha256_file_names_match(&dir.join("blobs/sha256")), 1);
+
+    // restarted on the same folder: the temporary file is gone, the acknowledged push is there
+    let s = serve(&dir);
+    assert!(s.admin.is_none(), "no second admin token");
+    assert_eq!(std::fs::read_dir(&tmpdir).unwrap().count(), 0);
+    let (status, body) = get(&s.addr, &format!("/api/v1/blobs/{digest}"), &alice);
+    assert_eq!((status, body.as_slice()), (200, b"acknowledged model bytes".as_slice()));
+    let (code, out, err) = hub(&home, &["ls", "alice/m", "--server", &s.url]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("revision 1:") && !out.contains("revision 2:"), "{out}");
+    assert_eq!(sha256_file_names_match(&dir.join("blobs/sha256")), 1);
+}
