@@ -245,7 +245,7 @@ fn bar(show: bool, len: u64, what: &str) -> ProgressBar {
 impl Client {
     pub fn new(cfg: ClientConfig) -> Result<Client, HubError> {
         let base = cfg.server.trim_end_matches('/').to_string();
-        if !cfg.offline && !(base.starts_with("http://") || base.starts_with("https://")) {
+        if !(cfg.offline || base.starts_with("http://") || base.starts_with("https://")) {
             return Err(HubError::Config(format!(
                 "server: '{}' is not an http:// or https:// URL (xforge hub login --server URL, or XFORGE_HUB_URL)",
                 names::clip(&base)

@@ -317,7 +317,7 @@ fn login(a: LoginArgs) -> anyhow::Result<()> {
     let saved = ClientConfig { server_key: Some(served.clone()), ..cfg };
     let path = xforge_hub::client::config_path();
     saved.save(&path)?;
-    c.cache().pin_key(&a.server.trim_end_matches('/').to_string(), &served)?;
+    c.cache().pin_key(a.server.trim_end_matches('/'), &served)?;
     println!("logged in to {} as {}; signing key {served} pinned; saved in {}", a.server, who.user, path.display());
     Ok(())
 }
