@@ -465,12 +465,17 @@ fn place_buffers(
         touch(root(g, fused, &producer, v), 0, &mut life);
         touch(root(g, fused, &producer, v), last_step, &mut life);
     }
+    // outputs nothing reads (the count of a bounded op whose data is all that is used) are
+    // still written by their kernel: a buffer for the step that writes them
+    let read: std::collections::HashSet<ValueId> =
+        g.nodes.iter().flat_map(|n| g.node_reads(n)).chain(g.outputs.iter().copied()).collect();
     for (step, &i) in order.iter().enumerate() {
         let grp = &groups[i];
         if grp.schedule == Schedule::View {
             continue;
         }
-        for &v in grp.inputs.iter().chain(&grp.outputs) {
+        let dead = grp.nodes.iter().flat_map(|&n| g.nodes[n].output_ids()).filter(|v| !read.contains(v));
+        for v in grp.inputs.iter().chain(&grp.outputs).copied().chain(dead) {
             if !g.weights.contains_key(&v) {
                 touch(root(g, fused, &producer, v), step, &mut life);
             }

@@ -119,7 +119,9 @@ impl Pass<'_> {
     fn konst(&mut self, base: &str, t: Tensor) -> ValueId {
         self.n += 1;
         let v = self.g.add_value(format!("{base}/const{}", self.n), ValueType::known(t.dtype(), t.shape()));
-        self.ints.insert(v, t.to_i64().into_iter().map(Elem::exact).collect());
+        if !t.dtype().is_float() && t.len() <= 64 {
+            self.ints.insert(v, t.to_i64().into_iter().map(Elem::exact).collect());
+        }
         self.g.weights.insert(v, t);
         v
     }
@@ -150,6 +152,18 @@ impl Pass<'_> {
         self.emit(base, Op::Reshape, vec![Some(v), Some(one)], Default::default(), vec![r]);
         self.as_one.insert(v, r);
         r
+    }
+
+    /// Makes integer value `o` a weight when all its elements are exact; whether it did.
+    fn fold_exact(&mut self, o: ValueId) -> bool {
+        let dt = self.g.ty(o).dtype;
+        let (Some(e), Some(shape)) = (self.ints.get(&o), self.shape(o)) else { return false };
+        if dt.is_float() || dt == DType::Bool || numel(&shape) != e.len() || e.iter().any(|x| x.lo != x.hi) {
+            return false;
+        }
+        let t = Tensor::from_i64(shape, e.iter().map(|x| x.lo).collect()).cast(dt);
+        self.g.weights.insert(o, t);
+        true
     }
 
     /// Bounds of the elements of a small integer tensor.
@@ -208,6 +222,9 @@ pub fn pad_data_dependent(g: &mut Graph) -> Result<usize, NotPadded> {
 
 /// A node without padded inputs: kept, with the element bounds of small integer results.
 fn keep(p: &mut Pass, n: &Node) -> R<()> {
+    if n.op == Op::Expand && n.inputs.get(1).copied().flatten().and_then(|v| p.elems(v)).is_some_and(|e| e.iter().any(|x| x.lo != x.hi)) {
+        return expand(p, n, None, n.inputs.clone());
+    }
     if n.op == Op::ConstantOfShape {
         if let Some(spec) = n.inputs[0].and_then(|v| p.elems(v)) {
             if spec.iter().any(|e| e.lo != e.hi) {
@@ -240,6 +257,38 @@ fn keep(p: &mut Pass, n: &Node) -> R<()> {
             let len = d.iter().find(|x| x.lo == lo && x.hi == hi).and_then(|x| x.len);
             Some(vec![Elem { lo, hi, len }])
         }
+        Op::Equal | Op::Less | Op::Greater => {
+            // decided where the bounds do not overlap (a length, never negative, against -1)
+            let (a, b) = (e(0)?, e(1)?);
+            let at = |v: &Vec<Elem>, i: usize| v[if v.len() == 1 { 0 } else { i }].clone();
+            (0..a.len().max(b.len()))
+                .map(|i| {
+                    let (x, y) = (at(&a, i), at(&b, i));
+                    let known = |t: bool| Some(Elem::exact(t as i64));
+                    match n.op {
+                        Op::Equal if x.lo == x.hi && y.lo == y.hi => known(x.lo == y.lo),
+                        Op::Equal if x.hi < y.lo || y.hi < x.lo => known(false),
+                        Op::Equal if x.len.is_some() && x.len == y.len => known(true),
+                        Op::Less if x.hi < y.lo => known(true),
+                        Op::Less if x.lo >= y.hi => known(false),
+                        Op::Greater if x.lo > y.hi => known(true),
+                        Op::Greater if x.hi <= y.lo => known(false),
+                        _ => None,
+                    }
+                })
+                .collect()
+        }
+        Op::Where => {
+            let (c, a, b) = (e(0)?, e(1)?, e(2)?);
+            let at = |v: &Vec<Elem>, i: usize| v[if v.len() == 1 { 0 } else { i }].clone();
+            let n_out = c.len().max(a.len()).max(b.len());
+            (0..n_out)
+                .map(|i| {
+                    let ci = at(&c, i);
+                    (ci.lo == ci.hi).then(|| if ci.lo != 0 { at(&a, i) } else { at(&b, i) })
+                })
+                .collect()
+        }
         Op::Add | Op::Sub | Op::Mul | Op::Min | Op::Max => {
             let (a, b) = (e(0)?, e(1)?);
             let n_out = a.len().max(b.len());
@@ -257,7 +306,16 @@ fn keep(p: &mut Pass, n: &Node) -> R<()> {
                             (*c.iter().min().unwrap(), *c.iter().max().unwrap())
                         }
                     };
-                    Some(Elem { lo, hi, len: None })
+                    // x + 0, x · 1, x − 0 are x
+                    let len = match n.op {
+                        Op::Add if y.lo == 0 && y.hi == 0 => x.len,
+                        Op::Add if x.lo == 0 && x.hi == 0 => y.len,
+                        Op::Sub if y.lo == 0 && y.hi == 0 => x.len,
+                        Op::Mul if y.lo == 1 && y.hi == 1 => x.len,
+                        Op::Mul if x.lo == 1 && x.hi == 1 => y.len,
+                        _ => None,
+                    };
+                    Some(Elem { lo, hi, len })
                 })
                 .collect()
         }
@@ -265,6 +323,10 @@ fn keep(p: &mut Pass, n: &Node) -> R<()> {
     })();
     if let Some(el) = elems.filter(|v| v.len() <= 64) {
         p.ints.insert(o, el);
+    }
+    // every element known: a constant (what reads it sees a weight, as folding would give)
+    if n.outputs.len() == 1 && p.fold_exact(o) {
+        p.out.pop();
     }
     Ok(())
 }
@@ -275,6 +337,29 @@ fn infer_kept(p: &mut Pass, n: &Node) -> R<()> {
     if n.output_ids().all(|o| p.g.ty(o).static_shape().is_some()) {
         return Ok(());
     }
+    let facts = infer_facts(p, n)?;
+    for (o, f) in n.outputs.iter().zip(facts) {
+        let Some(o) = *o else { continue };
+        p.shapes.insert(o, static_shape(&f)?);
+        // a value inference computes (a Shape of a static shape): its elements are exact
+        if let Some(t) = f.konst.filter(|t| !t.dtype().is_float() && t.len() <= 64) {
+            p.ints.insert(o, t.to_i64().into_iter().map(Elem::exact).collect());
+        }
+    }
+    Ok(())
+}
+
+fn static_shape(f: &xforge_ir::infer::Fact) -> R<Vec<usize>> {
+    f.ty.static_shape().ok_or_else(|| "its result's shape depends on values known only at run time; not padded yet".into())
+}
+
+/// The static output shapes of `n` with each padded input at its bound.
+fn infer_static(p: &Pass, n: &Node) -> R<Vec<Vec<usize>>> {
+    infer_facts(p, n)?.iter().map(static_shape).collect()
+}
+
+/// What inference knows of `n`'s outputs with each padded input at its bound.
+fn infer_facts(p: &Pass, n: &Node) -> R<Vec<xforge_ir::infer::Fact>> {
     let mut facts = vec![];
     for v in &n.inputs {
         facts.push(match *v {
@@ -301,12 +386,166 @@ fn infer_kept(p: &mut Pass, n: &Node) -> R<()> {
         });
     }
     let mut fresh = Default::default();
-    let outs = xforge_ir::infer::infer_node(n, &facts, p.g.opset, &mut fresh)?;
-    for (o, f) in n.outputs.iter().zip(outs) {
-        let Some(o) = *o else { continue };
-        let s = f.ty.static_shape().ok_or("its result's shape depends on values known only at run time; not padded yet")?;
-        p.shapes.insert(o, s);
+    xforge_ir::infer::infer_node(n, &facts, p.g.opset, &mut fresh)
+}
+
+/// Ops whose rows are independent: (padded) input `k`'s axis 0 is the output's axis 0, every
+/// output row computed from that input row alone (the batch of a Conv, the boxes of a
+/// RoiAlign, the rows of a Gemm). None for any other op or input.
+fn row_input(n: &Node, k: usize) -> bool {
+    use Op::*;
+    match n.op {
+        RoiAlign => k == 1 || k == 2,
+        Gemm => k == 0 && int_attr(n, "transA", 0) == 0,
+        Conv | ConvTranspose | MaxPool | AveragePool | LpPool | GlobalAveragePool | GlobalMaxPool | BatchNormalization
+        | InstanceNormalization | GroupNormalization | Resize | Upsample | DepthToSpace | SpaceToDepth => k == 0,
+        Softmax | LogSoftmax => k == 0 && int_attr(n, "axis", -1) != 0,
+        LayerNormalization => k == 0 && int_attr(n, "axis", -1) != 0,
+        ArgMax | ArgMin => k == 0 && int_attr(n, "axis", 0) != 0,
+        _ => false,
     }
+}
+
+/// A row-wise op on rows padded along axis 0: its outputs padded alike.
+fn rowwise(p: &mut Pass, n: &Node, pads: &[(usize, Pad)], inputs: Vec<Option<ValueId>>) -> R<()> {
+    let len = pads[0].1.len;
+    for (k, pd) in pads {
+        if !row_input(n, *k) || pd.axis != 0 || pd.len != len {
+            return Err(format!("input {k} is padded along axis {}, not as the rows of a row-wise op", pd.axis));
+        }
+    }
+    let shapes = infer_static(p, n)?;
+    let outs: Vec<ValueId> = shapes.into_iter().enumerate().map(|(k, s)| padded_out(p, n, k, s, 0, len)).collect();
+    p.emit(&n.name, n.op, inputs, n.attrs.clone(), outs);
+    Ok(())
+}
+
+/// Expand of (padded) `x` to a shape whose entries may be lengths: to the bounds, padded along
+/// the axis that a length (or `x`'s padding) lands on.
+fn expand(p: &mut Pass, n: &Node, x: Option<Pad>, inputs: Vec<Option<ValueId>>) -> R<()> {
+    let xs = p.shape_of(inputs[0].ok_or("no input")?)?;
+    let spec = p.elems(n.inputs[1].ok_or("no shape")?).ok_or("a target shape known only at run time")?;
+    let r = xs.len().max(spec.len());
+    let mut out = vec![1usize; r];
+    let mut padded: Option<(usize, ValueId)> = x.map(|pd| (pd.axis + r - xs.len(), pd.len));
+    for (i, e) in spec.iter().enumerate() {
+        let at = i + r - spec.len();
+        let d = if e.lo == e.hi {
+            e.lo.max(0) as usize
+        } else {
+            let l = e.len.ok_or("a target shape entry known only at run time")?;
+            match padded {
+                None => padded = Some((at, l)),
+                Some(pl) if pl == (at, l) => {}
+                Some(_) => return Err("a target shape padded along another axis or length".into()),
+            }
+            e.hi.max(0) as usize
+        };
+        out[at] = d;
+    }
+    for (i, &d) in xs.iter().enumerate() {
+        let at = i + r - xs.len();
+        if out[at] == 1 {
+            out[at] = d;
+        } else if d != 1 && d != out[at] {
+            return Err(format!("{xs:?} does not expand to {out:?}"));
+        }
+    }
+    let (axis, len) = padded.ok_or("nothing padded")?;
+    let shape_v = p.konst(&n.name, Tensor::from_i64(vec![r], out.iter().map(|&d| d as i64).collect()));
+    let d = padded_out(p, n, 0, out, axis, len);
+    p.emit(&n.name, Op::Expand, vec![inputs[0], Some(shape_v)], Default::default(), vec![d]);
+    Ok(())
+}
+
+/// Scatter of updates padded along axis 0 (their indices alike): the padding rows are sent to
+/// an extra row of the data, cut off afterwards. Data padded along an axis keeps its padding.
+fn scatter(p: &mut Pass, n: &Node, pads: &[(usize, Pad)], inputs: Vec<Option<ValueId>>) -> R<()> {
+    let name = n.name.clone();
+    let (data, idx, upd) = (inputs[0].ok_or("no data")?, inputs[1].ok_or("no indices")?, inputs[2].ok_or("no updates")?);
+    let ds = p.shape_of(data)?;
+    let is = p.shape_of(idx)?;
+    let data_pad = pads.iter().find(|(k, _)| *k == 0).map(|(_, pd)| pd.clone());
+    let rows: Vec<&Pad> = pads.iter().filter(|(k, _)| *k != 0).map(|(_, pd)| pd).collect();
+    let axis = norm(int_attr(n, "axis", 0), ds.len())?;
+    let mut a = n.attrs.clone();
+    let (mut data, mut idx) = (data, idx);
+    if !rows.is_empty() {
+        let len = rows[0].len;
+        if rows.len() != 2 || rows.iter().any(|pd| pd.axis != 0 || pd.len != len) {
+            return Err("indices and updates padded other than alike along axis 0".into());
+        }
+        if axis != 0 || ds.is_empty() {
+            return Err("a scatter of padded rows along another axis".into());
+        }
+        // the padding rows' indices point at row ds[0], one past the data
+        let mut iota_shape = vec![1usize; is.len()];
+        iota_shape[0] = is[0];
+        let iota = p.konst(&name, Tensor::from_i64(iota_shape.clone(), (0..is[0] as i64).collect()));
+        let l1 = p.as_one(&name, len);
+        let inside = p.fresh(&name, DType::Bool, Some(iota_shape));
+        p.emit(&name, Op::Less, vec![Some(iota), Some(l1)], Default::default(), vec![inside]);
+        let spare = p.konst(&name, Tensor::from_i64(vec![], vec![ds[0] as i64]).cast(p.g.ty(idx).dtype));
+        let idx2 = p.fresh(&name, p.g.ty(idx).dtype, Some(is.clone()));
+        p.emit(&name, Op::Where, vec![Some(inside), Some(idx), Some(spare)], Default::default(), vec![idx2]);
+        let mut zs = ds.clone();
+        zs[0] = 1;
+        let dt = p.g.ty(data).dtype;
+        let zero = p.konst(&name, Tensor::from_f64(dt, zs, &vec![0.0; numel(&ds[1..])]));
+        let mut big = ds.clone();
+        big[0] += 1;
+        let data2 = p.fresh(&name, dt, Some(big.clone()));
+        a.insert("axis".into(), Attr::Int(0));
+        let mut ca: xforge_ir::Attrs = Default::default();
+        ca.insert("axis".into(), Attr::Int(0));
+        p.emit(&name, Op::Concat, vec![Some(data), Some(zero)], ca, vec![data2]);
+        data = data2;
+        idx = idx2;
+        let wide = p.fresh(&name, dt, Some(big));
+        let mut args = inputs.clone();
+        args[0] = Some(data);
+        args[1] = Some(idx);
+        p.emit(&name, n.op, args, a, vec![wide]);
+        // the spare row cut off
+        let (s0, e0, ax0) = (
+            p.konst(&name, Tensor::from_i64(vec![1], vec![0])),
+            p.konst(&name, Tensor::from_i64(vec![1], vec![ds[0] as i64])),
+            p.konst(&name, Tensor::from_i64(vec![1], vec![0])),
+        );
+        let out = finish_out(p, n, ds, data_pad);
+        p.emit(&name, Op::Slice, vec![Some(wide), Some(s0), Some(e0), Some(ax0)], Default::default(), vec![out]);
+        return Ok(());
+    }
+    let _ = upd;
+    let out = finish_out(p, n, ds, data_pad);
+    p.emit(&name, n.op, inputs, a, vec![out]);
+    Ok(())
+}
+
+/// Output 0 of `n` with shape `shape`: padded like `pad` when given, else static.
+fn finish_out(p: &mut Pass, n: &Node, shape: Vec<usize>, pad: Option<Pad>) -> ValueId {
+    match pad {
+        Some(pd) => padded_out(p, n, 0, shape, pd.axis, pd.len),
+        None => {
+            let o = n.outputs[0].expect("the output exists");
+            p.shapes.insert(o, shape);
+            o
+        }
+    }
+}
+
+/// MatMul of rows padded along an axis before the last by an unpadded matrix: padded alike.
+fn matmul(p: &mut Pass, n: &Node, pads: &[(usize, Pad)], inputs: Vec<Option<ValueId>>) -> R<()> {
+    let [(0, pd)] = pads else { return Err("the right operand of a MatMul is padded".into()) };
+    let (a, b) = (p.shape_of(inputs[0].ok_or("no a")?)?, p.shape_of(inputs[1].ok_or("no b")?)?);
+    if b.len() > 2 || pd.axis + 1 >= a.len() {
+        return Err("a MatMul padded along its contracted axis or with a batched right operand".into());
+    }
+    let shapes = infer_static(p, n)?;
+    let out = shapes.into_iter().next().ok_or("no output")?;
+    let axis = pd.axis + out.len() - a.len();
+    let d = padded_out(p, n, 0, out, axis, pd.len);
+    p.emit(&n.name, n.op, inputs, n.attrs.clone(), vec![d]);
     Ok(())
 }
 
@@ -371,8 +610,10 @@ fn rewrite(p: &mut Pass, n: &Node) -> R<()> {
             let mut a: xforge_ir::Attrs = Default::default();
             a.insert("axis".into(), Attr::Int(0));
             p.shapes.insert(o, vec![parts.len()]);
-            p.emit(&n.name, Op::Concat, parts.into_iter().map(Some).collect(), a, vec![o]);
             p.ints.insert(o, elems);
+            if !p.fold_exact(o) {
+                p.emit(&n.name, Op::Concat, parts.into_iter().map(Some).collect(), a, vec![o]);
+            }
         }
         Op::Gather => {
             let ax = int_attr(n, "axis", 0);
@@ -457,7 +698,26 @@ fn rewrite(p: &mut Pass, n: &Node) -> R<()> {
         }
         Op::ReduceMax | Op::ReduceMin | Op::ReduceSum | Op::ReduceMean | Op::ReduceProd => reduce(p, n, &first, inputs)?,
         Op::NonMaxSuppression => nms(p, n, &pads, inputs)?,
+        Op::NonZero => {
+            // the coordinates of the non-zero valid entries: padding stays out
+            let s = p.shape_of(first.data)?;
+            let bound = numel(&s);
+            let mut a: xforge_ir::Attrs = n.attrs.clone();
+            a.insert("bounded_op".into(), Attr::Str("NonZero".into()));
+            a.insert("bounded_axis".into(), Attr::Int(1));
+            a.insert("bound".into(), Attr::Int(bound as i64));
+            a.insert("valid_axis".into(), Attr::Int(first.axis as i64));
+            let o = n.outputs[0].ok_or("no output")?;
+            let d = p.fresh(&n.name, DType::I64, Some(vec![s.len(), bound]));
+            let l = p.fresh(&n.name, DType::I64, Some(vec![]));
+            p.emit(&n.name, Op::Bounded, vec![inputs[0], Some(first.len)], a, vec![d, l]);
+            p.pads.insert(o, Pad { data: d, axis: 1, len: l });
+        }
         Op::Choose => choose(p, n)?,
+        Op::MatMul => matmul(p, n, &pads, inputs)?,
+        Op::ScatterElements => scatter(p, n, &pads, inputs)?,
+        Op::Expand if pads.len() == 1 && pads[0].0 == 0 => expand(p, n, Some(first), inputs)?,
+        _ if pads.iter().all(|(k, _)| row_input(n, *k)) => rowwise(p, n, &pads, inputs)?,
         op if matches!(op.kind(), OpKind::Elementwise | OpKind::Broadcast) => elementwise(p, n, &pads, inputs)?,
         op => return Err(format!("{op} reads a value whose shape depends on the data; not padded yet")),
     }
@@ -505,6 +765,20 @@ fn reshape_axis(ins: &[usize], axis: usize, outs: &[usize]) -> Option<usize> {
     (0..outs.len()).find(|&j| outs[j] == ins[axis] && numel(&outs[..j]) == before && numel(&outs[j + 1..]) == after)
 }
 
+/// The output axis that the padded axis `axis` of `ins`, merged with the axes right after it,
+/// becomes: the same element count before it, and a size that is the padded size times the
+/// sizes of whole axes that follow.
+fn merged_axis(ins: &[usize], axis: usize, outs: &[usize]) -> Option<usize> {
+    let before = numel(&ins[..axis]);
+    (0..outs.len()).find(|&j| {
+        if numel(&outs[..j]) != before || ins[axis] == 0 || outs[j] % ins[axis] != 0 {
+            return false;
+        }
+        let m = outs[j] / ins[axis];
+        (axis + 1..=ins.len()).any(|t| numel(&ins[axis + 1..t]) == m && numel(&ins[t..]) == numel(&outs[j + 1..]))
+    })
+}
+
 fn reshape_like(p: &mut Pass, n: &Node, first: &Pad, inputs: Vec<Option<ValueId>>) -> R<()> {
     let s = p.shape_of(first.data)?;
     let r = s.len();
@@ -545,7 +819,14 @@ fn reshape_like(p: &mut Pass, n: &Node, first: &Pad, inputs: Vec<Option<ValueId>
                 } else if e.lo == e.hi {
                     if e.lo == 0 && int_attr(n, "allowzero", 0) == 0 { *s.get(i).ok_or("0 past the rank")? as i64 } else { e.lo }
                 } else {
-                    return Err("a target shape with an entry known only at run time".into());
+                    let l = |v: Option<ValueId>| v.map(|v| p.g.name_of(v).to_string()).unwrap_or_default();
+                    return Err(format!(
+                        "a target shape with an entry known only at run time (entry {i} in [{}, {}], length '{}'; the data's length '{}')",
+                        e.lo,
+                        e.hi,
+                        l(e.len),
+                        l(Some(first.len))
+                    ));
                 });
             }
             if let Some(at) = dims.iter().position(|&d| d == -1) {
@@ -558,9 +839,19 @@ fn reshape_like(p: &mut Pass, n: &Node, first: &Pad, inputs: Vec<Option<ValueId>
     if numel(&out) != numel(&s) {
         return Err(format!("reshaping the padded {s:?} into {out:?}"));
     }
-    let axis = reshape_axis(&s, first.axis, &out).ok_or_else(|| format!("{s:?} → {out:?} moves the padded axis"))?;
+    let (axis, len) = match reshape_axis(&s, first.axis, &out) {
+        Some(a) => (a, first.len),
+        None => {
+            // the padded axis merged with the axes after it: the valid entries are the first
+            // length·(their sizes) of the merged axis
+            let a = first.axis;
+            let j = merged_axis(&s, a, &out).ok_or_else(|| format!("{s:?} → {out:?} moves the padded axis"))?;
+            let m = p.konst(&n.name, Tensor::from_i64(vec![1], vec![(out[j] / s[a].max(1)) as i64]));
+            (j, p.scalar_op(&n.name, Op::Mul, first.len, m))
+        }
+    };
     let shape_v = p.konst(&n.name, Tensor::from_i64(vec![out.len()], out.iter().map(|&d| d as i64).collect()));
-    let d = padded_out(p, n, 0, out, axis, first.len);
+    let d = padded_out(p, n, 0, out, axis, len);
     p.emit(&n.name, Op::Reshape, vec![inputs[0], Some(shape_v)], Default::default(), vec![d]);
     Ok(())
 }
@@ -600,6 +891,13 @@ fn topk(p: &mut Pass, n: &Node, inputs: Vec<Option<ValueId>>) -> R<()> {
 fn concat(p: &mut Pass, n: &Node, pads: &[(usize, Pad)], inputs: Vec<Option<ValueId>>) -> R<()> {
     let s0 = p.shape_of(inputs[0].ok_or("no input")?)?;
     let a = norm(int_attr(n, "axis", 0), s0.len())?;
+    if let [(0, only)] = pads {
+        if inputs.len() == 1 {
+            // a concat of one part is that part
+            p.pads.insert(n.outputs[0].ok_or("no output")?, only.clone());
+            return Ok(());
+        }
+    }
     if pads.iter().all(|(_, pd)| pd.axis != a) {
         // along another axis: every padded part shares the length
         let first = &pads[0].1;
@@ -647,10 +945,23 @@ fn concat(p: &mut Pass, n: &Node, pads: &[(usize, Pad)], inputs: Vec<Option<Valu
 fn slice(p: &mut Pass, n: &Node, first: &Pad, inputs: Vec<Option<ValueId>>) -> R<()> {
     let s = p.shape_of(first.data)?;
     let r = s.len();
+    // an end equal to the data's own length is the bound (the length is never past it)
     let konst = |p: &Pass, k: usize| -> R<Option<Vec<i64>>> {
         match n.inputs.get(k).copied().flatten() {
             None => Ok(None),
-            Some(v) => p.g.weights.get(&v).map(|t| Some(t.to_i64())).ok_or_else(|| "a Slice bound known only at run time".into()),
+            Some(v) => p
+                .elems(v)
+                .and_then(|e| {
+                    e.iter()
+                        .map(|x| match x.len {
+                            _ if x.lo == x.hi => Some(x.lo),
+                            Some(l) if k == 2 && l == first.len => Some(s[first.axis] as i64),
+                            _ => None,
+                        })
+                        .collect::<Option<Vec<i64>>>()
+                })
+                .map(Some)
+                .ok_or_else(|| "a Slice bound known only at run time".into()),
         }
     };
     let (starts, ends) = (konst(p, 1)?.ok_or("no starts")?, konst(p, 2)?.ok_or("no ends")?);
@@ -683,7 +994,16 @@ fn slice(p: &mut Pass, n: &Node, first: &Pad, inputs: Vec<Option<ValueId>>) -> R
         }
     }
     let d = padded_out(p, n, 0, out, first.axis, len);
-    p.emit(&n.name, n.op, inputs, n.attrs.clone(), vec![d]);
+    // the bounds as constants (an end that was a length is the bound now)
+    let k = |p: &mut Pass, v: Vec<i64>| Some(p.konst(&n.name, Tensor::from_i64(vec![v.len()], v)));
+    let args = vec![
+        inputs[0],
+        k(p, starts),
+        k(p, ends),
+        k(p, axes.iter().map(|&a| a as i64).collect()),
+        k(p, steps),
+    ];
+    p.emit(&n.name, Op::Slice, args, Default::default(), vec![d]);
     Ok(())
 }
 

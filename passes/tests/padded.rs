@@ -98,3 +98,49 @@ fn a_reader_with_no_padded_form_is_an_error_naming_it() {
     assert!(e.node.starts_with("cumsum"), "{e:?}");
     assert!(e.why.contains("not padded yet"), "{e:?}");
 }
+
+/// A [8, 3] weight whose rows are distinct.
+fn table(b: &mut GraphBuilder) -> ValueId {
+    b.weight("table", Tensor::from_f64(DType::F32, vec![8, 3], &(0..24).map(|i| i as f64 * 0.5 - 3.0).collect::<Vec<_>>()))
+}
+
+#[test]
+fn a_nonzero_of_padded_data_sees_only_the_valid_entries() {
+    // the padding of idx is 0 and 0 > -1 holds: the valid length must keep it out
+    same_after_padding(&positive_positions(|b, idx| {
+        let m = b.weight("m", Tensor::from_i64(vec![], vec![-1]));
+        let gt = b.node(Op::Greater, &[idx, m], vec![], any(DType::Bool));
+        b.node(Op::NonZero, &[gt], vec![], any(DType::I64))
+    }));
+}
+
+#[test]
+fn gathered_rows_through_a_matmul_and_a_merging_reshape_stay_a_prefix() {
+    same_after_padding(&positive_positions(|b, idx| {
+        let t = table(b);
+        let rows = b.node(Op::Gather, &[t, idx], vec![("axis", Attr::Int(0))], any(DType::F32));
+        let w = b.weight("w", Tensor::from_f64(DType::F32, vec![3, 2], &[1.0, -1.0, 0.5, 2.0, -0.25, 1.5]));
+        let y = b.node(Op::MatMul, &[rows, w], vec![], any(DType::F32));
+        let flat = b.weight("flat", Tensor::from_i64(vec![1], vec![-1]));
+        b.node(Op::Reshape, &[y, flat], vec![], any(DType::F32))
+    }));
+}
+
+#[test]
+fn rows_scattered_back_by_padded_indices_leave_the_others_alone() {
+    // torchvision's MultiScaleRoIAlign: zeros, then the rows of one level put back in place
+    same_after_padding(&positive_positions(|b, idx| {
+        let t = table(b);
+        let rows = b.node(Op::Gather, &[t, idx], vec![("axis", Attr::Int(0))], any(DType::F32));
+        let two = b.weight("two", Tensor::scalar_f32(2.0));
+        let upd = b.node(Op::Mul, &[rows, two], vec![], any(DType::F32));
+        let one = b.weight("one", Tensor::from_i64(vec![1], vec![1]));
+        let col = b.node(Op::Unsqueeze, &[idx, one], vec![], any(DType::I64));
+        let n = b.node(Op::Shape, &[idx], vec![], any(DType::I64));
+        let three = b.weight("three", Tensor::from_i64(vec![1], vec![3]));
+        let shape = b.node(Op::Concat, &[n, three], vec![("axis", Attr::Int(0))], any(DType::I64));
+        let at = b.node(Op::Expand, &[col, shape], vec![], any(DType::I64));
+        let zeros = b.weight("zeros", Tensor::from_f64(DType::F32, vec![8, 3], &[0.0; 24]));
+        b.node(Op::ScatterElements, &[zeros, at, upd], vec![("axis", Attr::Int(0))], any(DType::F32))
+    }));
+}

@@ -114,3 +114,18 @@ fn a_detection_tail_with_data_dependent_counts_compiles_and_computes_the_same() 
         }
     }
 }
+
+#[test]
+fn a_detection_tail_builds_an_artifact_at_every_precision() {
+    // bounded ops write counts nothing reads (each needs a buffer), and a padded output is cast
+    // back before its valid entries are taken (the cast works on the static padded data)
+    let g = xforge_testsuite::graphs::detection_tail();
+    for p in [xforge_compiler::Precision::Fp32, xforge_compiler::Precision::Fp16, xforge_compiler::Precision::Bf16] {
+        let a = Compiler::new("sm_90").precision(p).compile_graph(&g, String::new()).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+        let outs = &a.plans[0].memory.outputs;
+        assert_eq!(outs.len(), 3);
+        // boxes and scores come back at their valid length; the maximum is static
+        assert!(outs[0].valid.is_some() && outs[1].valid.is_some(), "{p:?}: {outs:?}");
+        assert!(outs[2].valid.is_none(), "{p:?}: {outs:?}");
+    }
+}

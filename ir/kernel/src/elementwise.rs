@@ -74,6 +74,13 @@ pub(crate) fn load_param(b: &mut Body, params: &[Param], v: ValueId, at: &str, c
     })
 }
 
+/// `load_param` of a float operand: the template computes in floats, so integer data (moved by
+/// a Gather before a Cast, say) is not its to read.
+fn load_float(b: &mut Body, params: &[Param], v: ValueId, at: &str, c: &str) -> Option<String> {
+    params.iter().find(|p| p.value == v && !p.output).filter(|p| p.dtype.is_float())?;
+    load_param(b, params, v, at, c)
+}
+
 /// The value of a data-movement node at flat output index `i`, read from its parameter operand.
 #[allow(clippy::too_many_arguments)]
 fn remapped(
@@ -184,7 +191,7 @@ fn remapped(
         _ => return Err(bad("not a data-movement op")),
     };
     let at = flat(b, &src, &in_shape);
-    load_param(b, params, data, &at, c).ok_or_else(|| bad("data dtype is not supported"))
+    load_float(b, params, data, &at, c).ok_or_else(|| bad("data dtype is not supported"))
 }
 
 /// Concat: the operand whose range along the axis holds the coordinate, by nested `scf.if`.
@@ -230,7 +237,7 @@ fn concat_value(
             let s0 = b.index(start);
             sc[ax] = b.emit(format!("arith.subi {}, {s0} : index", oc[ax]));
             let at = flat(b, &sc, shape);
-            load_param(b, params, *v, &at, c)
+            load_float(b, params, *v, &at, c)
         };
         if k + 1 == parts.len() {
             return load(b);
@@ -299,7 +306,7 @@ fn pad_value(
     let fill = b.float(value, c);
     let v = b.emit(format!("scf.if {} -> ({c}) {{", inside.unwrap()));
     let at = flat(b, &sc, in_shape);
-    let loaded = load_param(b, params, data, &at, c).ok_or_else(|| bad("data dtype is not supported"))?;
+    let loaded = load_float(b, params, data, &at, c).ok_or_else(|| bad("data dtype is not supported"))?;
     b.stmt(format!("scf.yield {loaded} : {c}"));
     b.stmt("} else {");
     b.stmt(format!("scf.yield {fill} : {c}"));

@@ -11,7 +11,7 @@ use crate::op::Op;
 use crate::tensor::{numel, Tensor};
 
 /// The attributes `Bounded` adds to the op it wraps.
-pub const OWN_ATTRS: [&str; 3] = ["bounded_op", "bounded_axis", "bound"];
+pub const OWN_ATTRS: [&str; 4] = ["bounded_op", "bounded_axis", "bound", "valid_axis"];
 
 pub fn bounded(node: &Node, ins: &[Option<Tensor>], opset: i64, scope: &Scope) -> OpResult<Vec<Tensor>> {
     let a = NodeAttrs(node);
@@ -34,6 +34,15 @@ pub fn bounded(node: &Node, ins: &[Option<Tensor>], opset: i64, scope: &Scope) -
         }
         ins.truncate(5);
         inner.inputs.truncate(5);
+    }
+    // NonZero of padded data: only the first `valid` (input 1) along `valid_axis` take part
+    if op == Op::NonZero {
+        if let Some(Some(n)) = ins.get(1).cloned() {
+            let axis = a.int("valid_axis", 0)? as usize;
+            ins[0] = Some(valid(req(&ins, 0)?, axis, &n)?);
+        }
+        ins.truncate(1);
+        inner.inputs.truncate(1);
     }
     let t = super::eval(&inner, &ins, opset, scope)?.remove(0);
     let len = *t.shape().get(axis).ok_or("the axis is past the result's rank")?;

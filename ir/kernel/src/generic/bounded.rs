@@ -40,11 +40,34 @@ pub fn bounded(k: &mut Kern) -> R<usize> {
 fn nonzero(k: &mut Kern, p: usize, bound: usize) -> R<String> {
     let xs = k.in_shape(0)?;
     let x = k.input(0)?;
+    // padded input: entries at or past the valid length (input 1) along `valid_axis` are left out
+    let limit = match k.in_val(1) {
+        Some(_) => {
+            let ax = k.attrs().int("valid_axis", 0)? as usize;
+            let size = *xs.get(ax).ok_or("valid_axis is past the input's rank")?;
+            let pl = k.input(1)?;
+            let z = k.index(0);
+            let l = k.load(pl, &z);
+            let it = Ty::Int(64, true);
+            let l = s::cast(&mut k.b, &l, it);
+            let lo = s::int_konst(&mut k.b, 0, it);
+            let hi = s::int_konst(&mut k.b, size as i64, it);
+            let l = s::max(&mut k.b, &l, &lo);
+            let l = s::min(&mut k.b, &l, &hi);
+            Some((ax, s::to_index(&mut k.b, &l)))
+        }
+        None => None,
+    };
     let zero = k.index(0);
     let n = numel(&xs);
     let r = k.fold_n(n, &[Val::new(zero, Ty::Index)], |k, i, acc| {
         let v = k.load(x, i);
-        let nz = s::cast(&mut k.b, &v, Ty::Bool);
+        let mut nz = s::cast(&mut k.b, &v, Ty::Bool);
+        if let Some((ax, l)) = &limit {
+            let c = k.coords(i, &xs);
+            let inside = k.icmp("ult", &c[*ax], l);
+            nz = k.and(&nz, &inside);
+        }
         let cnt = acc[0].v.clone();
         k.when(&nz, |k| {
             let c = k.coords(i, &xs);
