@@ -225,6 +225,11 @@ fn keep(p: &mut Pass, n: &Node) -> R<()> {
     if n.op == Op::Expand && n.inputs.get(1).copied().flatten().and_then(|v| p.elems(v)).is_some_and(|e| e.iter().any(|x| x.lo != x.hi)) {
         return expand(p, n, None, n.inputs.clone());
     }
+    if n.op == Op::Range {
+        if let Some(r) = range(p, n) {
+            return r;
+        }
+    }
     if n.op == Op::ConstantOfShape {
         if let Some(spec) = n.inputs[0].and_then(|v| p.elems(v)) {
             if spec.iter().any(|e| e.lo != e.hi) {
@@ -547,6 +552,49 @@ fn matmul(p: &mut Pass, n: &Node, pads: &[(usize, Pad)], inputs: Vec<Option<Valu
     let d = padded_out(p, n, 0, out, axis, pd.len);
     p.emit(&n.name, n.op, inputs, n.attrs.clone(), vec![d]);
     Ok(())
+}
+
+/// Range(start, limit, 1) with constant start and a limit known only by its bounds (a length):
+/// the values up to the largest limit, padded, the length limit − start. None where the bounds
+/// are exact (ordinary folding) or unknown.
+fn range(p: &mut Pass, n: &Node) -> Option<R<()>> {
+    let e = |k: usize| n.inputs.get(k).copied().flatten().and_then(|v| p.elems(v)).and_then(|e| e.first().cloned());
+    let (start, limit, delta) = (e(0)?, e(1)?, e(2)?);
+    if limit.lo == limit.hi {
+        return None;
+    }
+    Some((|| {
+        if start.lo != start.hi || delta.lo != 1 || delta.hi != 1 {
+            return Err("a Range with a runtime limit and a runtime start or a step other than 1".into());
+        }
+        let bound = (limit.hi - start.lo).max(0) as usize;
+        let o = n.outputs[0].ok_or("no output")?;
+        let dt = p.g.ty(o).dtype;
+        let values = Tensor::from_i64(vec![bound], (0..bound as i64).map(|i| start.lo + i).collect()).cast(dt);
+        let data = p.konst(&n.name, values);
+        // a limit that is a length, from 0: that length
+        if let (0, Some(l)) = (start.lo, limit.len) {
+            p.pads.insert(o, Pad { data, axis: 0, len: l });
+            return Ok(());
+        }
+        // else min(max(limit − start, 0), bound), from the limit's value
+        let lim = p.data(n.inputs[1].ok_or("no limit")?);
+        let lim = if dt == DType::I64 { lim } else {
+            let c = p.fresh(&n.name, DType::I64, p.shape(lim));
+            let mut a: xforge_ir::Attrs = Default::default();
+            a.insert("to".into(), Attr::Int(DType::I64.onnx_code() as i64));
+            p.emit(&n.name, Op::Cast, vec![Some(lim)], a, vec![c]);
+            c
+        };
+        let s = p.konst(&n.name, Tensor::from_i64(vec![1], vec![start.lo]));
+        let l = p.scalar_op(&n.name, Op::Sub, lim, s);
+        let z = p.konst(&n.name, Tensor::from_i64(vec![1], vec![0]));
+        let l = p.scalar_op(&n.name, Op::Max, l, z);
+        let b = p.konst(&n.name, Tensor::from_i64(vec![1], vec![bound as i64]));
+        let len = p.scalar_op(&n.name, Op::Min, l, b);
+        p.pads.insert(o, Pad { data, axis: 0, len });
+        Ok(())
+    })())
 }
 
 /// ConstantOfShape of a shape with one entry equal to a length: the fill at the bound, padded

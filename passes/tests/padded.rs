@@ -144,3 +144,27 @@ fn rows_scattered_back_by_padded_indices_leave_the_others_alone() {
         b.node(Op::ScatterElements, &[zeros, at, upd], vec![("axis", Attr::Int(0))], any(DType::F32))
     }));
 }
+
+#[test]
+fn a_range_up_to_a_runtime_count_is_padded() {
+    // torch.arange(len(x)): the values up to the bound, the count as its length
+    same_after_padding(&positive_positions(|b, idx| {
+        let n = b.node(Op::Shape, &[idx], vec![], any(DType::I64));
+        let zero = b.weight("zero", Tensor::from_i64(vec![], vec![0]));
+        let count = b.node(Op::Gather, &[n, zero], vec![("axis", Attr::Int(0))], any(DType::I64));
+        let one = b.weight("one", Tensor::from_i64(vec![], vec![1]));
+        let r = b.node(Op::Range, &[zero, count, one], vec![], any(DType::I64));
+        b.node(Op::Add, &[r, idx], vec![], any(DType::I64))
+    }));
+}
+
+#[test]
+fn a_range_from_a_later_start_has_the_shorter_length() {
+    same_after_padding(&positive_positions(|b, idx| {
+        let n = b.node(Op::Shape, &[idx], vec![], any(DType::I64));
+        let zero = b.weight("zero", Tensor::from_i64(vec![], vec![0]));
+        let count = b.node(Op::Gather, &[n, zero], vec![("axis", Attr::Int(0))], any(DType::I64));
+        let (two, one) = (b.weight("two", Tensor::from_i64(vec![], vec![2])), b.weight("one", Tensor::from_i64(vec![], vec![1])));
+        b.node(Op::Range, &[two, count, one], vec![], any(DType::I64))
+    }));
+}
