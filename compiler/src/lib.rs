@@ -181,7 +181,9 @@ impl Compiler {
     /// A graph at this compiler's precision, fused, with every group given a runner.
     pub fn fuse(&self, graph: &Graph) -> Result<Fused, CompileError> {
         let mut g = graph.clone();
-        // control flow first, so precision conversion sees one graph
+        // control flow first, so precision conversion sees one graph; conditions that depend
+        // only on static shapes are folded first, so those Ifs take one branch
+        xforge_passes::fold::fold_constants(&mut g);
         if xforge_passes::control::inline_control_flow(&mut g) > 0 {
             xforge_ir::infer::infer_graph(&mut g).map_err(|e| CompileError::Infer(e.to_string()))?;
         }

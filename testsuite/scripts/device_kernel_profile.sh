@@ -4,11 +4,16 @@
 # of the plan under ncu (`gpu__time_duration.sum` of each kernel) and prints the kernels by total
 # time. Carry: .device-carry/xforge.xz and .device-carry/bench (export_models.py).
 #   MODEL=mobilenet_v2 BATCH=32 bash testsuite/scripts/device_kernel_profile.sh
+# ZOO=1 exports MODEL from testsuite/scripts/zoo_models.py instead (batch 1).
 set -e
 . testsuite/scripts/device_env.sh
 MODEL=${MODEL:-mobilenet_v2}; B=${BATCH:-32}; P=${PRECISION:-fp16}
 mkdir -p /tmp/prof
-BATCH=$B python3 .device-carry/bench/export_models.py /tmp/prof $MODEL > /dev/null 2>&1
+if [ -n "${ZOO:-}" ]; then
+  python3 testsuite/scripts/zoo_models.py /tmp/prof $MODEL > /dev/null 2>&1
+else
+  BATCH=$B python3 .device-carry/bench/export_models.py /tmp/prof $MODEL > /dev/null 2>&1
+fi
 f=$(ls /tmp/prof/$MODEL*.onnx | head -1)
 $X compile $f --precision $P -o /tmp/prof/m.xfa | tail -1
 $X bench /tmp/prof/m.xfa --runs 20 | tail -1

@@ -628,7 +628,8 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
         return same(if a.is_some() && a == b && a.as_ref().is_some_and(|s| s.iter().all(|d| d.known().is_some())) {
             a
         } else {
-            a.map(|s| s.iter().map(|_| fresh.dim()).collect())
+            // branches of different ranks: no rank is known
+            a.filter(|s| b.as_ref().is_some_and(|t| t.len() == s.len())).map(|s| s.iter().map(|_| fresh.dim()).collect())
         });
     }
     if op == Prefix {
