@@ -213,6 +213,42 @@ pub fn pools_over(dt: DType, shape: &[usize]) -> Vec<(&'static str, Graph)> {
     out
 }
 
+/// Depthwise convolutions of x [n, c, h, w] (one filter per channel, the pooling template's
+/// weighted form), each with its bias and a SiLU epilogue cuDNN would not fuse: a 3×3 window at
+/// stride 2 with pads 1, and a dilated 7×7 window with uneven pads, in NCHW (`Conv`) and
+/// channels-last (`ConvNhwc` between Transposes, as the layout rules leave it).
+pub fn depthwise(dt: DType, shape: &[usize]) -> Vec<(&'static str, Graph)> {
+    let u = || ValueType::unranked(dt);
+    let c = shape[1];
+    let mut out = vec![];
+    for (name, k, attrs, nhwc) in [
+        ("depthwise_3x3_s2", 3, vec![("strides", Attr::Ints(vec![2, 2])), ("pads", Attr::Ints(vec![1; 4]))], false),
+        ("depthwise_3x3_s2_nhwc", 3, vec![("strides", Attr::Ints(vec![2, 2])), ("pads", Attr::Ints(vec![1; 4]))], true),
+        ("depthwise_7x7_d2", 7, vec![("dilations", Attr::Ints(vec![2, 1])), ("pads", Attr::Ints(vec![3, 2, 5, 4]))], false),
+        ("depthwise_7x7_d2_nhwc", 7, vec![("dilations", Attr::Ints(vec![2, 1])), ("pads", Attr::Ints(vec![3, 2, 5, 4]))], true),
+    ] {
+        let mut b = GraphBuilder::new(name, 17);
+        let x = b.input("x", dt, shape);
+        let w = b.weight("w", random(dt, &[c, 1, k, k], 11));
+        let bias = b.weight("b", random(dt, &[c], 12));
+        let mut attrs = attrs;
+        attrs.push(("group", Attr::Int(c as i64)));
+        attrs.push(("kernel_shape", Attr::Ints(vec![k as i64, k as i64])));
+        let y = if nhwc {
+            let t = b.node(Op::Transpose, &[x], vec![("perm", Attr::Ints(vec![0, 2, 3, 1]))], u());
+            let y = b.node(Op::ConvNhwc, &[t, w, bias], attrs, u());
+            b.node(Op::Transpose, &[y], vec![("perm", Attr::Ints(vec![0, 3, 1, 2]))], u())
+        } else {
+            b.node(Op::Conv, &[x, w, bias], attrs, u())
+        };
+        let sg = b.node(Op::Sigmoid, &[y], vec![], u());
+        let z = b.node(Op::Mul, &[y, sg], vec![], u());
+        b.output(z);
+        out.push((name, finish(b)));
+    }
+    out
+}
+
 /// Column reductions (sum over axis 0 then ×0.5; max over axes 0 and 2) and an exclusive
 /// reverse CumSum.
 pub fn columns_and_scans(dt: DType) -> Vec<(&'static str, Graph)> {
@@ -454,6 +490,7 @@ pub fn all() -> Vec<Sample> {
         for (name, g) in movement(dt)
             .into_iter()
             .chain(pools(dt))
+            .chain(depthwise(dt, &[2, 8, 15, 14]))
             .chain(columns_and_scans(dt))
             .chain(contractions(dt))
             .chain(attentions(dt))

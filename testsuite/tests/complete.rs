@@ -129,3 +129,40 @@ fn a_detection_tail_builds_an_artifact_at_every_precision() {
         assert!(outs[2].valid.is_none(), "{p:?}: {outs:?}");
     }
 }
+
+#[test]
+fn depthwise_convolutions_are_generated_weighted_pools_in_both_layouts() {
+    // one filter per channel: the pooling template with the weights, the bias and any epilogue
+    // (SiLU here, which cuDNN would not fuse), in NCHW and channels-last, at fp32 and fp16
+    let shape = [2, 8, 15, 14];
+    for (name, g) in xforge_codegen_ptx::samples::depthwise(DType::F32, &shape) {
+        let x = xforge_codegen_ptx::samples::random(DType::F32, &shape, 5);
+        let feed = HashMap::from([("x".to_string(), x)]);
+        let want = xforge_ir::interp::run(&g, &feed).unwrap()[0].to_f64();
+        for p in [xforge_compiler::Precision::Fp32, xforge_compiler::Precision::Fp16] {
+            let fused = Compiler::new("sm_90").precision(p).fuse(&g).unwrap();
+            let conv = |n: usize| matches!(fused.graph.nodes[n].op, Op::Conv | Op::ConvNhwc);
+            let gi = fused.partition.groups.iter().position(|grp| grp.nodes.iter().any(|&n| conv(n))).unwrap();
+            let grp = &fused.partition.groups[gi];
+            assert_eq!(grp.schedule, Schedule::Pooling, "{name} {p:?}");
+            let swish = |n: usize| matches!(fused.graph.nodes[n].op, Op::Swish | Op::Sigmoid);
+            if name.ends_with("nhwc") {
+                assert!(grp.nodes.iter().any(|&n| fused.graph.nodes[n].op == Op::ConvNhwc), "{name} {p:?}: channels-last");
+            } else {
+                assert!(grp.nodes.iter().any(|&n| swish(n)), "{name} {p:?}: SiLU fused");
+            }
+            let kernels = kernels(&fused);
+            // the convolution runs as its kernel on the host (tiled transposes have barriers)
+            assert!(xforge_testsuite::host_kernels::emulable(&kernels[&gi]), "{name} {p:?}");
+            let (got, _) = run_plan(&fused, &kernels, &feed).unwrap();
+            let got = got[0].to_f64();
+            assert_eq!(got.len(), want.len());
+            let num: f64 = got.iter().zip(&want).map(|(a, b)| (a - b) * (a - b)).sum();
+            let den: f64 = want.iter().map(|b| b * b).sum();
+            let rel = (num / den).sqrt();
+            let tol = if p == xforge_compiler::Precision::Fp32 { 1e-6 } else { 2e-3 };
+            eprintln!("{name} {p:?}: relative L2 {rel:.2e}");
+            assert!(rel < tol, "{name} {p:?}: relative L2 {rel}");
+        }
+    }
+}

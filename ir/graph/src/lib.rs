@@ -13,6 +13,7 @@ pub mod print;
 pub mod shape;
 pub mod tensor;
 pub mod verify;
+pub mod window;
 
 pub use attr::{Attr, Attrs};
 pub use builder::GraphBuilder;

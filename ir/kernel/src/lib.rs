@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod body;
 pub mod column_reduction;
+pub mod depthwise;
 pub mod elementwise;
 pub mod gemm;
 pub mod generic;

@@ -1,5 +1,6 @@
-//! The pooling template: 2-D MaxPool or AveragePool (pads, strides, dilations, ceil mode,
-//! count_include_pad), the window unrolled, then the group's elementwise epilogue. Each thread
+//! The pooling template: 2-D MaxPool, AveragePool (pads, strides, dilations, ceil mode,
+//! count_include_pad) or depthwise Conv (a pool weighted per channel, plus its bias), the
+//! window unrolled, then the group's elementwise epilogue (any: not only what cuDNN fuses). Each thread
 //! pools a small block of neighbouring outputs (overlapping windows load shared elements once;
 //! halves of even-width planes load as aligned pairs; power-of-two column runs store as one
 //! vector); neighbouring threads take neighbouring columns.
@@ -11,8 +12,7 @@ use xforge_ir::tensor::{numel, strides};
 use xforge_ir::{Attr, Graph, Node, Op};
 use xforge_ir::group::FusionGroup;
 
-/// Largest window the template unrolls.
-const MAX_WINDOW: usize = 64;
+use xforge_ir::window::{node_depthwise_window, MAX_WINDOW};
 use crate::knobs::{BLOCK, POOL_OUTPUTS};
 
 fn ints(n: &Node, k: &str, d: Vec<i64>) -> Vec<i64> {
@@ -26,7 +26,11 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
     let unsupported = |why: String| KernelError::Unsupported { group: gi, why };
     let nodes: Vec<&Node> = grp.nodes.iter().map(|&n| &g.nodes[n]).collect();
     let pool = nodes[0];
-    if !matches!(pool.op, Op::MaxPool | Op::AveragePool) {
+    let window = node_depthwise_window(g, pool);
+    if pool.op == Op::ConvNhwc && window.is_some() {
+        return crate::depthwise::depthwise_nhwc(g, grp, gi);
+    }
+    if !(matches!(pool.op, Op::MaxPool | Op::AveragePool) || (pool.op == Op::Conv && window.is_some())) {
         return Err(unsupported(format!("{} is not a windowed pool this template knows", pool.op)));
     }
     if pool.outputs.iter().skip(1).any(|o| o.is_some()) {
@@ -44,7 +48,10 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
     if xs.len() != 4 {
         return Err(unsupported("only 2-D pooling (N, C, H, W) is generated".into()));
     }
-    let k = ints(pool, "kernel_shape", vec![]);
+    let k = match window {
+        Some([kh, kw]) => vec![kh as i64, kw as i64],
+        None => ints(pool, "kernel_shape", vec![]),
+    };
     let s = ints(pool, "strides", vec![1, 1]);
     let d = ints(pool, "dilations", vec![1, 1]);
     let p = ints(pool, "pads", vec![0; 4]);
@@ -53,6 +60,7 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
     }
     let include_pad = matches!(pool.attr("count_include_pad"), Some(Attr::Int(1)));
     let is_max = pool.op == Op::MaxPool;
+    let is_conv = window.is_some();
     // parameters: the pooled input, the epilogue's other inputs, then outputs
     let (mut params, scalars) = input_params(g, &grp.inputs, &[], true).map_err(unsupported)?;
     params.extend(output_params(g, &grp.outputs, numel(&ys), "the pooled size").map_err(unsupported)?);
@@ -60,6 +68,7 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
         .iter()
         .position(|q| q.value == x && !q.output)
         .ok_or_else(|| unsupported("the pooled value is computed in the group".into()))?;
+    let taps = if is_conv { Some(Taps::of(g, pool, &params, &scalars).map_err(unsupported)?) } else { None };
     let dt = g.ty(x).dtype;
     let c = compute_type(dt);
     let st = storage_type(dt).unwrap();
@@ -97,6 +106,9 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
     let per_v = b.index(per);
     let oh0 = b.emit(format!("arith.muli {}, {per_v} : index", co[2]));
     let (out_plane, w_out) = (b.index(ys[2] * ys[3]), b.index(ys[3]));
+    // a depthwise convolution's weights and bias: loaded once per thread (its channel is fixed)
+    let mut weights: HashMap<usize, String> = HashMap::new();
+    let channel = co[1].clone();
     let out_base = b.emit(format!("arith.muli {nc}, {out_plane} : index"));
     let out_base = b.emit(format!("arith.addi {out_base}, {ow0} : index"));
     let mut loaded: HashMap<(usize, i64), String> = HashMap::new();
@@ -117,6 +129,7 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
         let h0 = b.emit(format!("arith.muli {oh}, {sh} : index"));
         let h0 = b.emit(format!("arith.subi {h0}, {pbh} : index"));
         let mut acc = b.float(if is_max { f64::NEG_INFINITY } else { 0.0 }, c);
+        let ident = b.float(if is_max { f64::NEG_INFINITY } else { 0.0 }, c);
         let mut count = b.float(0.0, c);
         let one = b.float(1.0, c);
         let zero_i = b.index(0);
@@ -127,7 +140,6 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
             b.emit(format!("arith.subi {zero_i}, {pbw} : index")),
         );
         let (hip, wip) = (b.index((h_in + p[2]) as usize), b.index((w_in + p[3]) as usize));
-        let ident = b.float(if is_max { f64::NEG_INFINITY } else { 0.0 }, c);
         for kh in 0..k[0] {
             for kw in 0..k[1] {
                 let (oh, ow) = (b.index((kh * d[0]) as usize), b.index((kw * d[1]) as usize));
@@ -192,6 +204,19 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
                         v
                     }
                 };
+                if let Some(t) = &taps {
+                    let tap = (kh * k[1] + kw) as usize;
+                    let wv = match weights.get(&tap) {
+                        Some(w) => w.clone(),
+                        None => {
+                            let w = t.weight(&mut b, &channel, tap, c);
+                            weights.insert(tap, w.clone());
+                            w
+                        }
+                    };
+                    acc = b.emit(format!("math.fma {v}, {wv}, {acc} : {c}"));
+                    continue;
+                }
                 acc = b.emit(format!("arith.{} {acc}, {v} : {c}", if is_max { "maximumf" } else { "addf" }));
                 if !is_max {
                     let counted = if include_pad {
@@ -211,7 +236,17 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
                 }
             }
         }
-        let pooled = if is_max {
+        let pooled = if let Some(t) = &taps {
+            let bias = match weights.get(&usize::MAX) {
+                Some(v) => v.clone(),
+                None => {
+                    let v = t.bias(&mut b, &channel, c);
+                    weights.insert(usize::MAX, v.clone());
+                    v
+                }
+            };
+            b.emit(format!("arith.addf {acc}, {bias} : {c}"))
+        } else if is_max {
             acc
         } else {
             let safe = b.emit(format!("arith.maximumf {count}, {one} : {c}"));
@@ -229,23 +264,110 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
         if l + 1 < cols {
             continue;
         }
-        for (pk, prm) in params.iter().enumerate().filter(|(_, prm)| prm.output) {
-            let vs: Vec<String> = lanes
-                .iter()
-                .map(|(_, vals)| vals.get(&prm.value).map(|v| stored(&mut b, prm, v, c)))
-                .collect::<Option<_>>()
-                .ok_or_else(|| unsupported("an output is not computed".into()))?;
-            let pst = storage_type(prm.dtype).unwrap();
-            let vec_ty = format!("vector<{cols}x{pst}>");
-            let v = b.emit(format!("vector.from_elements {} : {vec_ty}", vs.join(", ")));
-            let align = cols * prm.dtype.size();
-            b.stmt(format!(
-                "vector.store {v}, %arg{pk}[{}] {{alignment = {align}}} : memref<{}x{pst}>, {vec_ty}",
-                lanes[0].0, prm.elements
-            ));
-        }
+        store_run(&mut b, &params, &lanes, c).map_err(unsupported)?;
         lanes.clear();
     }
     b.stmt("}");
     Ok(finish(params, &b, None, [blocks(numel(&groups), BLOCK), 1, 1], [BLOCK, 1, 1]))
+}
+
+/// A depthwise convolution's weight [C, 1, kh, kw] and optional bias [C]: each a kernel
+/// parameter or a compiled-in scalar.
+pub struct Taps {
+    weight: Operand,
+    bias: Option<Operand>,
+    window: usize,
+}
+
+enum Operand {
+    Param { index: usize, elements: usize, storage: &'static str },
+    Scalar(f64),
+}
+
+impl Operand {
+    fn of(v: xforge_ir::ValueId, params: &[crate::kernel::Param], scalars: &HashMap<xforge_ir::ValueId, f64>) -> Result<Self, String> {
+        if let Some(x) = scalars.get(&v) {
+            return Ok(Operand::Scalar(*x));
+        }
+        let index = params.iter().position(|q| q.value == v && !q.output).ok_or("a weight is computed in the group")?;
+        let p = &params[index];
+        Ok(Operand::Param { index, elements: p.elements, storage: storage_type(p.dtype).ok_or("weight dtype")? })
+    }
+
+    /// The element at `at` (an index value), in the compute type `c`.
+    fn load(&self, b: &mut Body, at: &str, c: &str) -> String {
+        match self {
+            Operand::Scalar(x) => b.float(*x, c),
+            Operand::Param { index, elements, storage } => {
+                let raw = b.emit(format!("memref.load %arg{index}[{at}] : memref<{elements}x{storage}>"));
+                if *storage != c {
+                    b.emit(format!("arith.extf {raw} : {storage} to {c}"))
+                } else {
+                    raw
+                }
+            }
+        }
+    }
+}
+
+impl Taps {
+    pub fn of(
+        g: &Graph,
+        conv: &Node,
+        params: &[crate::kernel::Param],
+        scalars: &HashMap<xforge_ir::ValueId, f64>,
+    ) -> Result<Self, String> {
+        let w = conv.inputs.get(1).copied().flatten().ok_or("no weight")?;
+        let window = node_depthwise_window(g, conv).ok_or("not a depthwise convolution")?;
+        let bias = match conv.inputs.get(2).copied().flatten() {
+            Some(v) => Some(Operand::of(v, params, scalars)?),
+            None => None,
+        };
+        Ok(Taps { weight: Operand::of(w, params, scalars)?, bias, window: window[0] * window[1] })
+    }
+
+    /// Weight `tap` (kh * kw_len + kw) of channel `channel` (an index value), in the compute
+    /// type `c`.
+    pub fn weight(&self, b: &mut Body, channel: &str, tap: usize, c: &str) -> String {
+        let kk = b.index(self.window);
+        let base = b.emit(format!("arith.muli {channel}, {kk} : index"));
+        let t = b.index(tap);
+        let at = b.emit(format!("arith.addi {base}, {t} : index"));
+        self.weight.load(b, &at, c)
+    }
+
+    /// The bias of channel `channel` (0 without one).
+    pub fn bias(&self, b: &mut Body, channel: &str, c: &str) -> String {
+        match &self.bias {
+            Some(o) => o.load(b, channel, c),
+            None => b.float(0.0, c),
+        }
+    }
+}
+
+/// Stores runs of neighbouring outputs as one vector per output parameter: `lanes` holds each
+/// element's flat index (the first is the run's start, aligned to the run) and computed values.
+pub fn store_run(
+    b: &mut Body,
+    params: &[crate::kernel::Param],
+    lanes: &[(String, HashMap<xforge_ir::ValueId, String>)],
+    c: &str,
+) -> Result<(), String> {
+    let width = lanes.len();
+    for (pk, prm) in params.iter().enumerate().filter(|(_, prm)| prm.output) {
+        let vs: Vec<String> = lanes
+            .iter()
+            .map(|(_, vals)| vals.get(&prm.value).map(|v| stored(b, prm, v, c)))
+            .collect::<Option<_>>()
+            .ok_or("an output is not computed")?;
+        let pst = storage_type(prm.dtype).unwrap();
+        let vec_ty = format!("vector<{width}x{pst}>");
+        let v = b.emit(format!("vector.from_elements {} : {vec_ty}", vs.join(", ")));
+        let align = width * prm.dtype.size();
+        b.stmt(format!(
+            "vector.store {v}, %arg{pk}[{}] {{alignment = {align}}} : memref<{}x{pst}>, {vec_ty}",
+            lanes[0].0, prm.elements
+        ));
+    }
+    Ok(())
 }

@@ -31,12 +31,16 @@ pub fn library_call_bytes(op: Op) -> f64 {
 
 /// What one e-node costs by itself, given its e-class `id`.
 pub fn node_cost(eg: &FusionGraph, node: &ENode, id: Id) -> f64 {
-    let Head::Op { op, .. } = node.head else { return 0.0 };
+    let Head::Op { op, attrs } = node.head else { return 0.0 };
     if is_view(op) {
         return 1.0;
     }
     let read: f64 = node.args.iter().map(|&a| value_bytes(eg[a].data.ty())).sum();
     let written: f64 = eg[id].data.facts.iter().map(|f| value_bytes(&f.ty)).sum();
+    // a depthwise convolution is a generated weighted pool in either layout: no library call
+    if is_depthwise(eg, node, attrs) {
+        return LAUNCH_BYTES + read + written;
+    }
     let library = library_call_bytes(op);
     // tensor cores want channels-last: cuDNN rewrites NCHW half-precision data on the way in and out
     let ty = eg[id].data.ty();
@@ -49,6 +53,16 @@ pub fn node_cost(eg: &FusionGraph, node: &ENode, id: Id) -> f64 {
         0.0
     };
     LAUNCH_BYTES + library + read + written + layout
+}
+
+/// Whether a Conv or ConvNhwc e-node is depthwise (`xforge_ir::window::depthwise_window`).
+fn is_depthwise(eg: &FusionGraph, node: &ENode, attrs: u32) -> bool {
+    let Head::Op { op, .. } = node.head else { return false };
+    let shape = |k: usize| node.args.get(k).and_then(|&a| eg[a].data.ty().static_shape());
+    match (shape(0), shape(1), eg.analysis.table.attrs.get(attrs as usize)) {
+        (Some(x), Some(w), Some(a)) => xforge_ir::window::depthwise_window(op, a, &x, &w).is_some(),
+        _ => false,
+    }
 }
 
 /// The price of one e-node (its e-class given): `node_cost` unless a caller supplies another.

@@ -105,6 +105,46 @@ fn sink_binary(eg: &mut FusionGraph, s: &Subst, root: Id, op: Op) -> Option<Id> 
     Some(transpose(eg, inner, &pa))
 }
 
+/// `op(Transpose(a, p), w)` → `Transpose(op(a, w'), p)` for a weight `w` broadcast against the
+/// transposed value (a per-channel scale or bias), `w'` its shape carried back through `p`; only
+/// where that keeps the weight's data as it is (its non-1 axes stay in order), and either
+/// operand order.
+fn sink_weight(eg: &mut FusionGraph, s: &Subst, root: Id, op: Op, weight_first: bool) -> Option<Id> {
+    let (a, w) = (s[var("?a")], s[var("?w")]);
+    let n = eg[root].nodes.iter().find(|n| matches!(n.head, Head::Op { op: o, .. } if o == op) && n.args.len() == 2)?.clone();
+    let t = n.args[if weight_first { 1 } else { 0 }];
+    let perm = perm_in(eg, t, a)?;
+    let key = eg[w].nodes.iter().find_map(|n| match n.head {
+        Head::Weight(k) => Some(k),
+        _ => None,
+    })?;
+    let tensor = eg.analysis.weights.get(&key)?.clone();
+    let r = perm.len();
+    if tensor.rank() > r {
+        return None;
+    }
+    // the weight's shape in the transposed space, rank-padded: axis i there is axis perm[i] of a
+    let mut ws = vec![1usize; r - tensor.rank()];
+    ws.extend_from_slice(tensor.shape());
+    let mut back = vec![1usize; r];
+    for (i, &pi) in perm.iter().enumerate() {
+        back[pi as usize] = ws[i];
+    }
+    let order = |dims: Vec<(usize, usize)>| dims.into_iter().filter(|&(_, d)| d != 1).map(|(_, d)| d).collect::<Vec<_>>();
+    let mut moved: Vec<(usize, usize)> = perm.iter().enumerate().map(|(i, &pi)| (pi as usize, ws[i])).collect();
+    moved.sort();
+    if order(ws.iter().copied().enumerate().collect()) != order(moved) {
+        return None;
+    }
+    let name = format!("{}.nhwc", eg.analysis.rule_weight_names.get(&key).cloned().unwrap_or_else(|| format!("w{key}")));
+    let shape = back.clone();
+    let k2 = eg.analysis.rule_weight(format!("sink-weight {key} {back:?}"), &name, || tensor.reshape(shape));
+    let w2 = eg.add(ENode { head: Head::Weight(k2), args: vec![] });
+    let args = if weight_first { [w2, a] } else { [a, w2] };
+    let inner = add_op(eg, op, vec![], &args);
+    Some(transpose(eg, inner, &perm))
+}
+
 /// `Transpose(Transpose(x, p1), p2)` → `x` when the composition is the identity, else one Transpose.
 fn transpose_pair(eg: &mut FusionGraph, s: &Subst, root: Id) -> Option<Id> {
     let x = s[var("?x")];
@@ -142,6 +182,10 @@ pub fn layout_rules() -> Vec<Rewrite<ENode, FusionAnalysis>> {
         rule("sink-add", "(Add (Transpose ?a) (Transpose ?b))", |eg, s, root| sink_binary(eg, s, root, Op::Add)),
         rule("sink-mul", "(Mul (Transpose ?a) (Transpose ?b))", |eg, s, root| sink_binary(eg, s, root, Op::Mul)),
         rule("sink-clip", "(Clip (Transpose ?y) ?lo ?hi)", sink_clip),
+        rule("sink-mul-weight", "(Mul (Transpose ?a) ?w)", |eg, s, root| sink_weight(eg, s, root, Op::Mul, false)),
+        rule("sink-weight-mul", "(Mul ?w (Transpose ?a))", |eg, s, root| sink_weight(eg, s, root, Op::Mul, true)),
+        rule("sink-add-weight", "(Add (Transpose ?a) ?w)", |eg, s, root| sink_weight(eg, s, root, Op::Add, false)),
+        rule("sink-weight-add", "(Add ?w (Transpose ?a))", |eg, s, root| sink_weight(eg, s, root, Op::Add, true)),
     ];
     macro_rules! sink {
         ($($op:ident),*) => {

@@ -29,6 +29,8 @@ pub fn anchor_schedule(g: &Graph, n: &xforge_ir::Node) -> Schedule {
     use Op::*;
     match n.op {
         op if is_view(op) => Schedule::View,
+        // a depthwise convolution is a weighted pool: generated, with any epilogue
+        Conv | ConvNhwc if xforge_ir::window::node_depthwise_window(g, n).is_some() => Schedule::Pooling,
         Conv | ConvNhwc | ConvTranspose => Schedule::LibraryConv,
         MatMul | Gemm | Einsum => Schedule::LibraryGemm,
         Attention => Schedule::Attention,
