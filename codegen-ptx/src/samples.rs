@@ -216,7 +216,7 @@ pub fn pools_over(dt: DType, shape: &[usize]) -> Vec<(&'static str, Graph)> {
 /// Depthwise convolutions of x [n, c, h, w] (one filter per channel, the pooling template's
 /// weighted form), each with its bias and a SiLU epilogue cuDNN would not fuse: a 3×3 window at
 /// stride 2 with pads 1, and a dilated 7×7 window with uneven pads, in NCHW (`Conv`) and
-/// channels-last (`ConvNhwc` between Transposes, as the layout rules leave it).
+/// channels-last (`ConvNhwc` over x as [n, h, w, c], as the layout rules leave it).
 pub fn depthwise(dt: DType, shape: &[usize]) -> Vec<(&'static str, Graph)> {
     let u = || ValueType::unranked(dt);
     let c = shape[1];
@@ -228,16 +228,15 @@ pub fn depthwise(dt: DType, shape: &[usize]) -> Vec<(&'static str, Graph)> {
         ("depthwise_7x7_d2_nhwc", 7, vec![("dilations", Attr::Ints(vec![2, 1])), ("pads", Attr::Ints(vec![3, 2, 5, 4]))], true),
     ] {
         let mut b = GraphBuilder::new(name, 17);
-        let x = b.input("x", dt, shape);
+        // channels-last samples take x as [n, h, w, c]
+        let x = if nhwc { b.input("x", dt, &[shape[0], shape[2], shape[3], c]) } else { b.input("x", dt, shape) };
         let w = b.weight("w", random(dt, &[c, 1, k, k], 11));
         let bias = b.weight("b", random(dt, &[c], 12));
         let mut attrs = attrs;
         attrs.push(("group", Attr::Int(c as i64)));
         attrs.push(("kernel_shape", Attr::Ints(vec![k as i64, k as i64])));
         let y = if nhwc {
-            let t = b.node(Op::Transpose, &[x], vec![("perm", Attr::Ints(vec![0, 2, 3, 1]))], u());
-            let y = b.node(Op::ConvNhwc, &[t, w, bias], attrs, u());
-            b.node(Op::Transpose, &[y], vec![("perm", Attr::Ints(vec![0, 3, 1, 2]))], u())
+            b.node(Op::ConvNhwc, &[x, w, bias], attrs, u())
         } else {
             b.node(Op::Conv, &[x, w, bias], attrs, u())
         };

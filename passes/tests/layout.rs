@@ -104,3 +104,70 @@ fn channels_last_rewrite_is_sound() {
     assert_partition_sound(&f);
     assert_equivalent(&g, &f.graph, 0.0);
 }
+
+/// ConvNeXt-style blocks over x [1, c, s, s]: depthwise 7×7 → channels-last LayerNorm → Linear
+/// → GELU → Linear → back to NCHW → per-channel layer scale γ [c, 1, 1] → residual add.
+fn convnext_blocks(dtype: DType, c: usize, s: usize, blocks: usize) -> Graph {
+    let mut b = GraphBuilder::new("convnext", 17);
+    let u = || ValueType::unranked(dtype);
+    let t = |b: &mut GraphBuilder, name: &str, shape: Vec<usize>, k: usize| {
+        let n: usize = shape.iter().product();
+        let v: Vec<f64> = (0..n).map(|i| (((i * 7919 + k * 31) % 97) as f64 - 48.0) / 200.0).collect();
+        b.weight(name, Tensor::from_f64(dtype, shape, &v))
+    };
+    let mut x = b.input("x", dtype, &[1, c, s, s]);
+    for k in 0..blocks {
+        let wd = t(&mut b, &format!("dw{k}"), vec![c, 1, 7, 7], k);
+        let bd = t(&mut b, &format!("dwb{k}"), vec![c], k + 1);
+        let attrs = vec![("group", Attr::Int(c as i64)), ("pads", Attr::Ints(vec![3; 4])), ("kernel_shape", Attr::Ints(vec![7, 7]))];
+        let d = b.node(Op::Conv, &[x, wd, bd], attrs, u());
+        let p = b.node(Op::Transpose, &[d], vec![("perm", Attr::Ints(vec![0, 2, 3, 1]))], u());
+        let (sc, sh) = (t(&mut b, &format!("ln_s{k}"), vec![c], k + 2), t(&mut b, &format!("ln_b{k}"), vec![c], k + 3));
+        let ln = b.node(Op::LayerNormalization, &[p, sc, sh], vec![("axis", Attr::Int(-1))], u());
+        let (w1, b1) = (t(&mut b, &format!("w1_{k}"), vec![c, 4 * c], k + 4), t(&mut b, &format!("b1_{k}"), vec![4 * c], k + 5));
+        let m1 = b.node(Op::MatMul, &[ln, w1], vec![], u());
+        let a1 = b.node(Op::Add, &[m1, b1], vec![], u());
+        let ge = b.node(Op::Gelu, &[a1], vec![], u());
+        let (w2, b2) = (t(&mut b, &format!("w2_{k}"), vec![4 * c, c], k + 6), t(&mut b, &format!("b2_{k}"), vec![c], k + 7));
+        let m2 = b.node(Op::MatMul, &[ge, w2], vec![], u());
+        let a2 = b.node(Op::Add, &[m2, b2], vec![], u());
+        let back = b.node(Op::Transpose, &[a2], vec![("perm", Attr::Ints(vec![0, 3, 1, 2]))], u());
+        let gamma = t(&mut b, &format!("gamma{k}"), vec![c, 1, 1], k + 8);
+        let scaled = b.node(Op::Mul, &[gamma, back], vec![], u());
+        x = b.node(Op::Add, &[scaled, x], vec![], u());
+    }
+    b.output(x);
+    let mut g = b.finish();
+    infer_graph(&mut g).unwrap();
+    g
+}
+
+#[test]
+fn convnext_blocks_stay_channels_last_with_the_layer_scale_folded() {
+    // the depthwise convolution runs channels-last (a generated weighted pool), the layer scale
+    // sinks through the Transpose with its weight reshaped and folds into the second Linear,
+    // whose GEMM keeps a library epilogue (bias + residual); only the entry and exit transposes stay
+    for dt in [DType::F32, DType::F16] {
+        let g = convnext_blocks(dt, 32, 9, 3);
+        let f = fuse(&g).unwrap();
+        assert_partition_sound(&f);
+        // originally two per block: now the entry's (the first convolution reads NCHW x, the
+        // residual x once more) and the exit's, whatever the number of blocks
+        let desc = xforge_passes::fusion::describe(&f);
+        assert!(count(&f.graph, Op::Transpose) <= 3, "{dt}: {desc}");
+        assert!(count(&f.graph, Op::ConvNhwc) >= 2, "{dt}: {desc}");
+        assert_eq!(count(&f.graph, Op::Mul), 0, "{dt}: the layer scales fold into the weights: {desc}");
+        let mut library_residual = 0;
+        for grp in &f.partition.groups {
+            let ops: Vec<Op> = grp.nodes.iter().map(|&n| f.graph.nodes[n].op).collect();
+            if ops.contains(&Op::ConvNhwc) || ops.contains(&Op::Conv) {
+                assert_eq!(grp.schedule, xforge_passes::fusion::Schedule::Pooling, "{dt}");
+            }
+            if ops == [Op::MatMul, Op::Add, Op::Add] && grp.schedule == xforge_passes::fusion::Schedule::LibraryGemm {
+                library_residual += 1;
+            }
+        }
+        assert!(library_residual >= 2, "{dt}: {desc}");
+        assert_equivalent(&g, &f.graph, if dt == DType::F32 { 1e-5 } else { 2e-2 });
+    }
+}

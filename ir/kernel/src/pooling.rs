@@ -129,7 +129,6 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
         let h0 = b.emit(format!("arith.muli {oh}, {sh} : index"));
         let h0 = b.emit(format!("arith.subi {h0}, {pbh} : index"));
         let mut acc = b.float(if is_max { f64::NEG_INFINITY } else { 0.0 }, c);
-        let ident = b.float(if is_max { f64::NEG_INFINITY } else { 0.0 }, c);
         let mut count = b.float(0.0, c);
         let one = b.float(1.0, c);
         let zero_i = b.index(0);
@@ -140,6 +139,7 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
             b.emit(format!("arith.subi {zero_i}, {pbw} : index")),
         );
         let (hip, wip) = (b.index((h_in + p[2]) as usize), b.index((w_in + p[3]) as usize));
+        let ident = b.float(if is_max { f64::NEG_INFINITY } else { 0.0 }, c);
         for kh in 0..k[0] {
             for kw in 0..k[1] {
                 let (oh, ow) = (b.index((kh * d[0]) as usize), b.index((kw * d[1]) as usize));

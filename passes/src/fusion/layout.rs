@@ -136,9 +136,22 @@ fn sink_weight(eg: &mut FusionGraph, s: &Subst, root: Id, op: Op, weight_first: 
     if order(ws.iter().copied().enumerate().collect()) != order(moved) {
         return None;
     }
-    let name = format!("{}.nhwc", eg.analysis.rule_weight_names.get(&key).cloned().unwrap_or_else(|| format!("w{key}")));
-    let shape = back.clone();
-    let k2 = eg.analysis.rule_weight(format!("sink-weight {key} {back:?}"), &name, || tensor.reshape(shape));
+    // reshapes of one weight are keyed by the source weight and the shape, so sinking back and
+    // forth (through `transpose_inverse`'s pairs) finds the weights it made before
+    let origin = eg
+        .analysis
+        .rule_weights
+        .iter()
+        .find(|(_, &v)| v == key)
+        .and_then(|(k, _)| k.strip_prefix("sink-weight ")?.split(' ').next()?.parse::<u32>().ok())
+        .unwrap_or(key);
+    let k2 = if eg.analysis.weights.get(&origin).is_some_and(|t| t.shape() == back.as_slice()) {
+        origin
+    } else {
+        let name = format!("{}.nhwc", eg.analysis.rule_weight_names.get(&origin).cloned().unwrap_or_else(|| format!("w{origin}")));
+        let shape = back.clone();
+        eg.analysis.rule_weight(format!("sink-weight {origin} {back:?}"), &name, || tensor.reshape(shape))
+    };
     let w2 = eg.add(ENode { head: Head::Weight(k2), args: vec![] });
     let args = if weight_first { [w2, a] } else { [a, w2] };
     let inner = add_op(eg, op, vec![], &args);

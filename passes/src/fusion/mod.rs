@@ -9,6 +9,7 @@ pub mod language;
 pub mod layout;
 pub mod partition;
 pub mod rules;
+pub mod scale_fold;
 pub mod selective_scan;
 
 use crate::knobs::{EGRAPH_ITER_LIMIT, EGRAPH_NODE_LIMIT, EGRAPH_TIME_LIMIT_MS, EXTRACT_PASSES};

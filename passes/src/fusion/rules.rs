@@ -174,6 +174,7 @@ pub fn rules() -> Vec<Rewrite<ENode, FusionAnalysis>> {
     let mut r = composite_rules();
     r.extend(super::selective_scan::selective_scan_rules());
     r.extend(super::layout::layout_rules());
+    r.extend(super::scale_fold::scale_fold_rules());
     r
 }
 
