@@ -166,3 +166,43 @@ fn depthwise_convolutions_are_generated_weighted_pools_in_both_layouts() {
         }
     }
 }
+
+#[test]
+fn a_channel_shuffle_is_the_store_of_the_concat_before_it() {
+    // ShuffleNet: Concat(a, b) → [n, 2, c, h, w] → Transpose(0, 2, 1, 3, 4) → [n, 2c, h, w]; the
+    // Transpose keeps the innermost axis, so it is the Concat kernel's store (one kernel, not a
+    // copy and a tiled transpose), and the plan computes what the interpreter does
+    let (n, c, h, w) = (2, 6, 5, 7);
+    let mut b = GraphBuilder::new("shuffle", 17);
+    let x = b.input("x", DType::F32, &[n, c, h, w]);
+    let y = b.input("y", DType::F32, &[n, c, h, w]);
+    let u = || ValueType::unranked(DType::F32);
+    let r = b.node(Op::Relu, &[y], vec![], u());
+    let cat = b.node(Op::Concat, &[x, r], vec![("axis", Attr::Int(1))], u());
+    let s5 = b.weight("s5", Tensor::from_i64(vec![5], vec![n as i64, 2, c as i64, h as i64, w as i64]));
+    let v = b.node(Op::Reshape, &[cat, s5], vec![], u());
+    let t = b.node(Op::Transpose, &[v], vec![("perm", Attr::Ints(vec![0, 2, 1, 3, 4]))], u());
+    let s4 = b.weight("s4", Tensor::from_i64(vec![4], vec![n as i64, 2 * c as i64, h as i64, w as i64]));
+    let out = b.node(Op::Reshape, &[t, s4], vec![], u());
+    b.output(out);
+    let mut g = b.finish();
+    xforge_ir::infer::infer_graph(&mut g).unwrap();
+    let fused = Compiler::new("sm_90").fuse(&g).unwrap();
+    let grp = fused
+        .partition
+        .groups
+        .iter()
+        .find(|grp| grp.nodes.iter().any(|&k| fused.graph.nodes[k].op == Op::Concat))
+        .unwrap();
+    let ops: Vec<Op> = grp.nodes.iter().map(|&k| fused.graph.nodes[k].op).collect();
+    assert!(ops.contains(&Op::Transpose), "the shuffle joins the Concat: {ops:?}");
+    let feed = HashMap::from([
+        ("x".to_string(), xforge_codegen_ptx::samples::random(DType::F32, &[n, c, h, w], 1)),
+        ("y".to_string(), xforge_codegen_ptx::samples::random(DType::F32, &[n, c, h, w], 2)),
+    ]);
+    let want = xforge_ir::interp::run(&g, &feed).unwrap();
+    let (got, stats) = run_plan(&fused, &kernels(&fused), &feed).unwrap();
+    assert_eq!(stats.interpreted, 0, "every group ran as a kernel");
+    assert_eq!(got[0].shape(), want[0].shape());
+    assert_eq!(got[0].to_f64(), want[0].to_f64());
+}

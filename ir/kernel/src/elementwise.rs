@@ -620,10 +620,57 @@ fn element(
     Ok(outs)
 }
 
+/// Where a group's store tail starts: the longest run of views, Transposes and Splits that ends
+/// the group and holds a Transpose or Split, after at least one node of work.
+fn store_tail_start(nodes: &[&Node]) -> Option<usize> {
+    let start = nodes.iter().rposition(|n| !crate::route::is_tail(n.op)).map_or(0, |p| p + 1);
+    (start > 0 && nodes[start..].iter().any(|n| matches!(n.op, Op::Transpose | Op::Split))).then_some(start)
+}
+
+/// An elementwise group whose result leaves through a store tail (ShuffleNet's channel
+/// shuffle after its Concat): each element of the body's space is computed once and written
+/// where the tail's views, Transposes and Splits send it.
+fn routed_elementwise(g: &Graph, grp: &FusionGroup, gi: usize, nodes: &[&Node], split: usize) -> Result<Kernel, KernelError> {
+    let unsupported = |why: String| KernelError::Unsupported { group: gi, why };
+    let (body, tail) = nodes.split_at(split);
+    let space = body[0].outputs[0]
+        .and_then(|o| g.ty(o).static_shape())
+        .ok_or_else(|| unsupported("shapes are not static".into()))?;
+    // the body works in one space: no views in it, every result of that shape
+    for n in body {
+        let same = n.outputs.iter().flatten().all(|&o| g.ty(o).static_shape().as_deref() == Some(space.as_slice()));
+        if is_view(n.op) || !same {
+            return Err(unsupported(format!("node '{}' leaves the iteration shape before the store tail", n.name)));
+        }
+    }
+    let y = body[split - 1].outputs[0].ok_or_else(|| unsupported("no output".into()))?;
+    if let Some(o) = grp.outputs.iter().find(|o| !tail.iter().any(|n| n.outputs.contains(&Some(**o)))) {
+        return Err(unsupported(format!("output '{}' is written before the store tail", g.name_of(*o))));
+    }
+    let (mut params, scalars) = input_params(g, &grp.inputs, &crate::route::tail_sizes(tail), false).map_err(unsupported)?;
+    params.extend(crate::route::routed_outputs(g, &grp.outputs).map_err(unsupported)?);
+    let outs = crate::route::routes(g, tail, &params, &[y]).map_err(unsupported)?;
+    let dt = g.ty(y).dtype;
+    let c = compute_type(dt);
+    let n_elems = numel(&space);
+    let mut b = Body::default();
+    let (start, step) = b.grid_stride();
+    let n = b.index(n_elems);
+    b.stmt(format!("scf.for %i = {start} to {n} step {step} {{"));
+    let vals = compute(&mut b, g, body, &params, &scalars, &space, "%i", c, dt, None, HashMap::new(), &[], &unsupported)?;
+    let at = coords(&mut b, "%i", &space);
+    crate::route::store_routed(&mut b, &params, &outs, &vals, &at, &space, c, 1).map_err(unsupported)?;
+    b.stmt("}");
+    Ok(finish(params, &b, None, [blocks(n_elems, BLOCK), 1, 1], [BLOCK, 1, 1]))
+}
+
 /// Builds the kernel of an elementwise group of `g` (group number `gi`, for errors).
 pub fn elementwise(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelError> {
     let unsupported = |why: String| KernelError::Unsupported { group: gi, why };
     let nodes: Vec<&Node> = grp.nodes.iter().map(|&n| &g.nodes[n]).collect();
+    if let Some(split) = store_tail_start(&nodes) {
+        return routed_elementwise(g, grp, gi, &nodes, split);
+    }
     // the iteration space: every node computes values of one static shape
     let first_out = nodes.first().and_then(|n| n.outputs[0]).ok_or_else(|| unsupported("empty group".into()))?;
     let space = g.ty(first_out).static_shape().ok_or_else(|| unsupported("shapes are not static".into()))?;

@@ -24,6 +24,17 @@ fn reduces_last_axis(g: &Graph, n: &xforge_ir::Node) -> bool {
     }
 }
 
+/// Whether a Transpose leaves the innermost axis where it is (and moves more than unit axes).
+fn keeps_last_axis(g: &Graph, n: &xforge_ir::Node) -> bool {
+    let Some(r) = n.inputs.first().copied().flatten().and_then(|x| g.ty(x).shape.as_ref().map(|s| s.len())) else {
+        return false;
+    };
+    match n.attr("perm") {
+        Some(Attr::Ints(p)) => r >= 2 && p.len() == r && p.last().is_some_and(|&l| l == r as i64 - 1 || l == -1),
+        _ => false,
+    }
+}
+
 /// The schedule a node gets when it starts a group.
 pub fn anchor_schedule(g: &Graph, n: &xforge_ir::Node) -> Schedule {
     use Op::*;
@@ -312,7 +323,14 @@ pub fn partition(g: &Graph) -> Partition {
                     target = Some(p);
                     break;
                 }
-                if movement_epilogue && !matches!(schedule[p], Schedule::LibraryGemm | Schedule::Attention) {
+                // a Transpose that keeps the innermost axis last moves whole rows: it can be the
+                // store of data movement or elementwise work before it (ShuffleNet's channel
+                // shuffle after its Concat); others stay lone tiled transposes
+                let row_store = node.op == Op::Transpose
+                    && keeps_last_axis(g, node)
+                    && matches!(schedule[p], Schedule::Injective | Schedule::Elementwise)
+                    && members[p].iter().all(|&m| g.nodes[m].op != Op::Transpose || keeps_last_axis(g, &g.nodes[m]));
+                if movement_epilogue && !row_store && !matches!(schedule[p], Schedule::LibraryGemm | Schedule::Attention) {
                     continue;
                 }
                 // a contraction's or attention's strided stores end its group: elementwise work
