@@ -92,6 +92,11 @@ fn template_mlir_snapshots() {
     insta::assert_snapshot!("row_reduction", template_kernels(&reduction("layernorm", DType::F16, 8, 256))[0].module);
     insta::assert_snapshot!("maxpool", template_kernels(&pools(DType::F16).remove(0).1)[0].module);
     insta::assert_snapshot!("gather", template_kernels(&movement(DType::F32).remove(0).1)[0].module);
+    // depthwise 3×3/2 + bias + SiLU, channels-last halves: pairs of channels per thread
+    let dw = samples::depthwise(DType::F16, &[1, 4, 5, 4]).into_iter().find(|(n, _)| n.ends_with("3x3_s2_nhwc")).unwrap().1;
+    let k = template_kernels(&dw);
+    assert!(k[0].module.contains("vector<2xf16>"), "{}", k[0].module);
+    insta::assert_snapshot!("depthwise_nhwc", k[0].module);
     insta::assert_snapshot!("column_reduction", template_kernels(&samples::column_sum(DType::F32, 64, 48))[0].module);
     insta::assert_snapshot!("scan", template_kernels(&samples::cumsum(DType::F32, &[3, 50, 4]))[0].module);
     let ssm = samples::selective_scan(DType::BF16, (1, 6, 296, 2), Some(2), true);
