@@ -4,13 +4,13 @@
 //! threads take neighbouring channels, so loads stay coalesced; an input column that several of
 //! a thread's windows share is loaded once. (The NCHW form is the pooling template's.)
 use crate::body::{compute_type, storage_type, Body};
-use crate::elementwise::{compute, store_outputs};
+use crate::elementwise::{compute, coords, store_outputs};
 use crate::kernel::{blocks, finish, input_params, output_params, Kernel, KernelError};
 use crate::knobs::{BLOCK, POOL_OUTPUTS};
 use crate::pooling::{store_run, Taps};
 use std::collections::HashMap;
 use xforge_ir::group::FusionGroup;
-use xforge_ir::tensor::{numel, strides};
+use xforge_ir::tensor::numel;
 use xforge_ir::window::node_depthwise_window;
 use xforge_ir::{Attr, Graph, Node};
 
@@ -54,14 +54,7 @@ pub fn depthwise_nhwc(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
     let (start, step) = b.grid_stride();
     let total = b.index(numel(&groups));
     b.stmt(format!("scf.for %i = {start} to {total} step {step} {{"));
-    let gstr = strides(&groups);
-    let co: Vec<String> = (0..4)
-        .map(|a| {
-            let (sv, nv) = (b.index(gstr[a]), b.index(groups[a]));
-            let q = b.emit(format!("arith.divui %i, {sv} : index"));
-            b.emit(format!("arith.remui {q}, {nv} : index"))
-        })
-        .collect();
+    let co = coords(&mut b, "%i", &groups);
     let vec_v = b.index(vec);
     let c0 = b.emit(format!("arith.muli {}, {vec_v} : index", co[3]));
     let chans: Vec<String> = (0..vec)

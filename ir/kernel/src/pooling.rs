@@ -5,10 +5,10 @@
 //! halves of even-width planes load as aligned pairs; power-of-two column runs store as one
 //! vector); neighbouring threads take neighbouring columns.
 use crate::body::{compute_type, storage_type, Body};
-use crate::elementwise::{compute, store_outputs, stored};
+use crate::elementwise::{compute, coords, store_outputs, stored};
 use crate::kernel::{blocks, finish, input_params, output_params, Kernel, KernelError};
 use std::collections::HashMap;
-use xforge_ir::tensor::{numel, strides};
+use xforge_ir::tensor::numel;
 use xforge_ir::{Attr, Graph, Node, Op};
 use xforge_ir::group::FusionGroup;
 
@@ -60,7 +60,6 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
     }
     let include_pad = matches!(pool.attr("count_include_pad"), Some(Attr::Int(1)));
     let is_max = pool.op == Op::MaxPool;
-    let is_conv = window.is_some();
     // parameters: the pooled input, the epilogue's other inputs, then outputs
     let (mut params, scalars) = input_params(g, &grp.inputs, &[], true).map_err(unsupported)?;
     params.extend(output_params(g, &grp.outputs, numel(&ys), "the pooled size").map_err(unsupported)?);
@@ -68,7 +67,7 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
         .iter()
         .position(|q| q.value == x && !q.output)
         .ok_or_else(|| unsupported("the pooled value is computed in the group".into()))?;
-    let taps = if is_conv { Some(Taps::of(g, pool, &params, &scalars).map_err(unsupported)?) } else { None };
+    let taps = if window.is_some() { Some(Taps::of(g, pool, &params, &scalars).map_err(unsupported)?) } else { None };
     let dt = g.ty(x).dtype;
     let c = compute_type(dt);
     let st = storage_type(dt).unwrap();
@@ -83,14 +82,7 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
     let groups = [ys[0], ys[1], ys[2] / per, ys[3] / cols];
     let total = b.index(numel(&groups));
     b.stmt(format!("scf.for %i = {start} to {total} step {step} {{"));
-    let ystr = strides(&groups);
-    let co: Vec<String> = (0..4)
-        .map(|a| {
-            let (sv, nv) = (b.index(ystr[a]), b.index(groups[a]));
-            let q = b.emit(format!("arith.divui %i, {sv} : index"));
-            b.emit(format!("arith.remui {q}, {nv} : index"))
-        })
-        .collect();
+    let co = coords(&mut b, "%i", &groups);
     let (h_in, w_in) = (xs[2] as i64, xs[3] as i64);
     let plane = b.index(xs[2] * xs[3]);
     let cdim = b.index(xs[1]);
@@ -107,8 +99,10 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
     let oh0 = b.emit(format!("arith.muli {}, {per_v} : index", co[2]));
     let (out_plane, w_out) = (b.index(ys[2] * ys[3]), b.index(ys[3]));
     // a depthwise convolution's weights and bias: loaded once per thread (its channel is fixed)
-    let mut weights: HashMap<usize, String> = HashMap::new();
-    let channel = co[1].clone();
+    let weights: Option<(Vec<String>, String)> = taps.as_ref().map(|t| {
+        let w = (0..(k[0] * k[1]) as usize).map(|tap| t.weight(&mut b, &co[1], tap, c)).collect();
+        (w, t.bias(&mut b, &co[1], c))
+    });
     let out_base = b.emit(format!("arith.muli {nc}, {out_plane} : index"));
     let out_base = b.emit(format!("arith.addi {out_base}, {ow0} : index"));
     let mut loaded: HashMap<(usize, i64), String> = HashMap::new();
@@ -204,16 +198,8 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
                         v
                     }
                 };
-                if let Some(t) = &taps {
-                    let tap = (kh * k[1] + kw) as usize;
-                    let wv = match weights.get(&tap) {
-                        Some(w) => w.clone(),
-                        None => {
-                            let w = t.weight(&mut b, &channel, tap, c);
-                            weights.insert(tap, w.clone());
-                            w
-                        }
-                    };
+                if let Some((w, _)) = &weights {
+                    let wv = &w[(kh * k[1] + kw) as usize];
                     acc = b.emit(format!("math.fma {v}, {wv}, {acc} : {c}"));
                     continue;
                 }
@@ -236,15 +222,7 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
                 }
             }
         }
-        let pooled = if let Some(t) = &taps {
-            let bias = match weights.get(&usize::MAX) {
-                Some(v) => v.clone(),
-                None => {
-                    let v = t.bias(&mut b, &channel, c);
-                    weights.insert(usize::MAX, v.clone());
-                    v
-                }
-            };
+        let pooled = if let Some((_, bias)) = &weights {
             b.emit(format!("arith.addf {acc}, {bias} : {c}"))
         } else if is_max {
             acc

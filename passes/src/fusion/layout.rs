@@ -3,7 +3,7 @@
 //! only the transposes at its ends remain. The cost model decides whether the stack switches.
 use super::analysis::FusionGraph;
 use super::language::Head;
-use super::rules::{add_op, rule, same_class};
+use super::rules::{add_op, rule, same_class, weight_in};
 use egg::{Id, Rewrite, Subst};
 use xforge_ir::{Attr, Attrs, Op};
 
@@ -114,11 +114,7 @@ fn sink_weight(eg: &mut FusionGraph, s: &Subst, root: Id, op: Op, weight_first: 
     let n = eg[root].nodes.iter().find(|n| matches!(n.head, Head::Op { op: o, .. } if o == op) && n.args.len() == 2)?.clone();
     let t = n.args[if weight_first { 1 } else { 0 }];
     let perm = perm_in(eg, t, a)?;
-    let key = eg[w].nodes.iter().find_map(|n| match n.head {
-        Head::Weight(k) => Some(k),
-        _ => None,
-    })?;
-    let tensor = eg.analysis.weights.get(&key)?.clone();
+    let (key, tensor) = weight_in(eg, w)?;
     let r = perm.len();
     if tensor.rank() > r {
         return None;

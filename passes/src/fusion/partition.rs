@@ -24,7 +24,7 @@ fn reduces_last_axis(g: &Graph, n: &xforge_ir::Node) -> bool {
     }
 }
 
-/// Whether a Transpose leaves the innermost axis where it is (and moves more than unit axes).
+/// Whether a Transpose leaves the innermost axis where it is.
 fn keeps_last_axis(g: &Graph, n: &xforge_ir::Node) -> bool {
     let Some(r) = n.inputs.first().copied().flatten().and_then(|x| g.ty(x).shape.as_ref().map(|s| s.len())) else {
         return false;

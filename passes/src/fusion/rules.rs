@@ -81,6 +81,14 @@ fn v(s: &str) -> Var {
     s.parse().expect("var")
 }
 
+/// The weight in class `id`: its key and tensor.
+pub(crate) fn weight_in(eg: &FusionGraph, id: Id) -> Option<(u32, xforge_ir::Tensor)> {
+    eg[id].nodes.iter().find_map(|n| match n.head {
+        Head::Weight(k) => eg.analysis.weights.get(&k).map(|t| (k, t.clone())),
+        _ => None,
+    })
+}
+
 /// Whether two ids name the same e-class.
 pub(crate) fn same_class(eg: &FusionGraph, a: Id, b: Id) -> bool {
     eg.find(a) == eg.find(b)

@@ -3,20 +3,12 @@
 //! (ConvNeXt's γ, CaiT, ...) then leave the GEMM an epilogue the library runs (bias, residual).
 use super::analysis::{FusionAnalysis, FusionGraph};
 use super::language::{ENode, Head};
-use super::rules::{add_op, rule};
+use super::rules::{add_op, rule, weight_in as weight};
 use egg::{Id, Rewrite, Subst};
 use xforge_ir::{Op, Tensor};
 
 fn var(s: &str) -> egg::Var {
     s.parse().expect("var")
-}
-
-/// The weight in class `id`: its key and tensor.
-fn weight(eg: &FusionGraph, id: Id) -> Option<(u32, Tensor)> {
-    eg[id].nodes.iter().find_map(|n| match n.head {
-        Head::Weight(k) => eg.analysis.weights.get(&k).map(|t| (k, t.clone())),
-        _ => None,
-    })
 }
 
 /// The values of a tensor that varies along its last axis only, as `n` per-column entries
