@@ -65,7 +65,8 @@ fn hub(home: &Path, args: &[&str]) -> (i32, String, String) {
 /// A GET over a fresh connection: (status, body).
 fn get(addr: &str, path: &str, token: &str) -> (u16, Vec<u8>) {
     let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut buf = vec![];
     s.read_to_end(&mut buf).unwrap();
     let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
@@ -119,7 +120,8 @@ fn hub_commands_and_a_server_killed_mid_upload() {
 
     // users, tokens, login; exit codes
     assert_eq!(hub(&home, &["user-add", "alice", "--server", &url, "--token", &admin]).0, 0);
-    let (code, out, err) = hub(&home, &["token-add", "alice", "--scopes", "read,write", "--server", &url, "--token", &admin]);
+    let (code, out, err) =
+        hub(&home, &["token-add", "alice", "--scopes", "read,write", "--server", &url, "--token", &admin]);
     assert_eq!(code, 0, "{err}");
     let alice = out.trim().to_string();
     let (code, _, err) = hub(&home, &["login", "--server", &url, "--token", &alice]);

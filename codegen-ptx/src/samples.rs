@@ -224,8 +224,18 @@ pub fn depthwise(dt: DType, shape: &[usize]) -> Vec<(&'static str, Graph)> {
     for (name, k, attrs, nhwc) in [
         ("depthwise_3x3_s2", 3, vec![("strides", Attr::Ints(vec![2, 2])), ("pads", Attr::Ints(vec![1; 4]))], false),
         ("depthwise_3x3_s2_nhwc", 3, vec![("strides", Attr::Ints(vec![2, 2])), ("pads", Attr::Ints(vec![1; 4]))], true),
-        ("depthwise_7x7_d2", 7, vec![("dilations", Attr::Ints(vec![2, 1])), ("pads", Attr::Ints(vec![3, 2, 5, 4]))], false),
-        ("depthwise_7x7_d2_nhwc", 7, vec![("dilations", Attr::Ints(vec![2, 1])), ("pads", Attr::Ints(vec![3, 2, 5, 4]))], true),
+        (
+            "depthwise_7x7_d2",
+            7,
+            vec![("dilations", Attr::Ints(vec![2, 1])), ("pads", Attr::Ints(vec![3, 2, 5, 4]))],
+            false,
+        ),
+        (
+            "depthwise_7x7_d2_nhwc",
+            7,
+            vec![("dilations", Attr::Ints(vec![2, 1])), ("pads", Attr::Ints(vec![3, 2, 5, 4]))],
+            true,
+        ),
     ] {
         let mut b = GraphBuilder::new(name, 17);
         // channels-last samples take x as [n, h, w, c]

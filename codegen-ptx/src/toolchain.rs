@@ -41,7 +41,8 @@ pub fn ptxas() -> Option<PathBuf> {
 /// Assembles PTX for `arch` with ptxas (found as `ptxas()` says): Ok, or ptxas's complaint.
 pub fn assemble(ptx: &str, arch: &str) -> Result<(), String> {
     let exe = ptxas().ok_or("ptxas not found: run scripts/setup (or set XFORGE_PTXAS)")?;
-    let dir = std::env::temp_dir().join(format!("xforge-ptxas-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let dir =
+        std::env::temp_dir().join(format!("xforge-ptxas-{}-{:?}", std::process::id(), std::thread::current().id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let (src, bin) = (dir.join("k.ptx"), dir.join("k.cubin"));
     std::fs::write(&src, ptx).map_err(|e| e.to_string())?;

@@ -93,7 +93,8 @@ fn template_mlir_snapshots() {
     insta::assert_snapshot!("maxpool", template_kernels(&pools(DType::F16).remove(0).1)[0].module);
     insta::assert_snapshot!("gather", template_kernels(&movement(DType::F32).remove(0).1)[0].module);
     // depthwise 3×3/2 + bias + SiLU, channels-last halves: pairs of channels per thread
-    let dw = samples::depthwise(DType::F16, &[1, 4, 5, 4]).into_iter().find(|(n, _)| n.ends_with("3x3_s2_nhwc")).unwrap().1;
+    let dw =
+        samples::depthwise(DType::F16, &[1, 4, 5, 4]).into_iter().find(|(n, _)| n.ends_with("3x3_s2_nhwc")).unwrap().1;
     let k = template_kernels(&dw);
     assert!(k[0].module.contains("vector<2xf16>"), "{}", k[0].module);
     insta::assert_snapshot!("depthwise_nhwc", k[0].module);
@@ -285,7 +286,12 @@ fn a_library_gemms_head_split_is_one_routed_copy() {
 }
 
 /// A one-node graph with the given inputs (types inferred) and its node's generic kernel.
-fn generic_kernel(op: xforge_ir::Op, ins: &[(DType, &[usize])], weights: &[xforge_ir::Tensor], attrs: Vec<(&str, xforge_ir::Attr)>) -> Kernel {
+fn generic_kernel(
+    op: xforge_ir::Op,
+    ins: &[(DType, &[usize])],
+    weights: &[xforge_ir::Tensor],
+    attrs: Vec<(&str, xforge_ir::Attr)>,
+) -> Kernel {
     let mut b = xforge_ir::GraphBuilder::new("generic", 21);
     let mut ids = vec![];
     for (k, (dt, s)) in ins.iter().enumerate() {

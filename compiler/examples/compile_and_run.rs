@@ -38,12 +38,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             return Ok(());
         }
     };
-    let inputs: Vec<Vec<u8>> = plan
-        .memory
-        .inputs
-        .iter()
-        .map(|b| vec![0u8; xforge_runtime::binding_bytes(b).unwrap_or(0) as usize])
-        .collect();
+    let inputs: Vec<Vec<u8>> =
+        plan.memory.inputs.iter().map(|b| vec![0u8; xforge_runtime::binding_bytes(b).unwrap_or(0) as usize]).collect();
     let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
     for ((bytes, shape), b) in session.run_shaped(&refs)?.iter().zip(&plan.memory.outputs) {
         println!("{}: {} {:?} ({} bytes)", b.name, b.dtype, shape, bytes.len());

@@ -7,7 +7,7 @@ use crate::library;
 use xforge_ir::{Graph, OpKind};
 use xforge_passes::fusion::cost::is_view;
 use xforge_passes::fusion::partition::{anchor_schedule, group_of_nodes, library_accepts};
-use xforge_passes::fusion::{FusionGroup, Fused, Schedule};
+use xforge_passes::fusion::{Fused, FusionGroup, Schedule};
 
 /// A node that no runner takes: its name, op and why.
 #[derive(Debug, thiserror::Error)]
@@ -36,9 +36,10 @@ pub fn runs(g: &Graph, grp: &FusionGroup, gi: usize, generated_gemm: bool) -> Re
 /// the run holds its anchor (a library contraction demoted to a generated one where the library
 /// does not take the run), elementwise or injective for a run of elementwise work.
 fn schedule_of(g: &Graph, nodes: &[usize], whole: Schedule) -> Schedule {
-    let anchor = nodes.iter().map(|&n| &g.nodes[n]).find(|n| {
-        !is_view(n.op) && !matches!(anchor_schedule(g, n), Schedule::Elementwise | Schedule::Injective)
-    });
+    let anchor = nodes
+        .iter()
+        .map(|&n| &g.nodes[n])
+        .find(|n| !is_view(n.op) && !matches!(anchor_schedule(g, n), Schedule::Elementwise | Schedule::Injective));
     match anchor {
         Some(a) => match anchor_schedule(g, a) {
             Schedule::LibraryGemm if !library_accepts(g, nodes, false) => Schedule::GeneratedGemm,

@@ -192,19 +192,27 @@ impl Compiler {
             // shape arithmetic folded first, so that what reads a padded value sees constants
             xforge_passes::canonicalize(&mut g).map_err(|e| CompileError::Infer(e.to_string()))?;
             // and what reads them works on the padded data
-            let n = xforge_passes::padded::pad_data_dependent(&mut g)
-                .map_err(|e| complete::Unrunnable { node: e.node, op: e.op, why: e.why })?;
+            let n = xforge_passes::padded::pad_data_dependent(&mut g).map_err(|e| complete::Unrunnable {
+                node: e.node,
+                op: e.op,
+                why: e.why,
+            })?;
             xforge_ir::infer::infer_graph(&mut g).map_err(|e| CompileError::Infer(e.to_string()))?;
             tracing::info!("{n} nodes work on padded data");
         }
         if let Some(dt) = self.precision.half() {
-            let n = xforge_passes::precision::convert(&mut g, dt).map_err(|e| CompileError::Precision(e.to_string()))?;
+            let n =
+                xforge_passes::precision::convert(&mut g, dt).map_err(|e| CompileError::Precision(e.to_string()))?;
             tracing::info!("{n} weights converted to {dt}");
         }
         let t = std::time::Instant::now();
         let mut fused = xforge_passes::fusion::fuse(&g)?;
         // control flow fusion did not take (a linear Scan no rule matched): unrolled, then fused again
-        if fused.graph.nodes.iter().any(|n| matches!(n.op, xforge_ir::Op::Scan | xforge_ir::Op::Loop | xforge_ir::Op::If))
+        if fused
+            .graph
+            .nodes
+            .iter()
+            .any(|n| matches!(n.op, xforge_ir::Op::Scan | xforge_ir::Op::Loop | xforge_ir::Op::If))
             && xforge_passes::control::inline_all_control_flow(&mut g) > 0
         {
             xforge_ir::infer::infer_graph(&mut g).map_err(|e| CompileError::Infer(e.to_string()))?;
@@ -239,8 +247,8 @@ impl Compiler {
     /// Compiles an ONNX file: one plan, or one per batch bucket.
     pub fn compile_onnx(&self, path: &Path) -> Result<Artifact, CompileError> {
         self.check_target()?;
-        let bytes =
-            std::fs::read(path).map_err(|e| CompileError::Read { path: path.display().to_string(), why: e.to_string() })?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| CompileError::Read { path: path.display().to_string(), why: e.to_string() })?;
         let digest = build::digest(&bytes);
         if self.batch.is_empty() {
             let m = self.load(path, &[])?;
@@ -251,7 +259,12 @@ impl Compiler {
         self.build(&refs, Some(&spec), digest)
     }
 
-    fn build(&self, buckets: &[(u64, &Fused)], spec: Option<&BatchSpec>, digest: String) -> Result<Artifact, CompileError> {
+    fn build(
+        &self,
+        buckets: &[(u64, &Fused)],
+        spec: Option<&BatchSpec>,
+        digest: String,
+    ) -> Result<Artifact, CompileError> {
         self.report("generating kernels", 0, 1);
         let a = build::build(buckets, spec, &self.target, digest, self.generated_gemm, self.precision.name())?;
         self.report("generating kernels", 1, 1);
@@ -312,7 +325,11 @@ impl Compiler {
                 })
                 .collect();
             if at.len() > 1 {
-                return bad(format!("batch buckets: input '{}' has the dim '{sym}' on {} axes", g.name_of(i), at.len()));
+                return bad(format!(
+                    "batch buckets: input '{}' has the dim '{sym}' on {} axes",
+                    g.name_of(i),
+                    at.len()
+                ));
             }
             axes.push(at.first().copied());
         }

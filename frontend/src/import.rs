@@ -85,7 +85,9 @@ pub fn parse(bytes: &[u8], base: Option<&Path>, opts: &ImportOptions) -> Result<
 fn bind_constants(g: &mut Graph, constants: &BTreeMap<String, xforge_ir::Tensor>) -> Result<(), ImportError> {
     for (name, t) in constants {
         let Some(at) = g.inputs.iter().position(|&i| g.name_of(i) == name) else {
-            return Err(ImportError::BadBinding(format!("'{name}' is not a graph input (only inputs can be made constant)")));
+            return Err(ImportError::BadBinding(format!(
+                "'{name}' is not a graph input (only inputs can be made constant)"
+            )));
         };
         let id = g.inputs[at];
         let ty = g.ty(id);

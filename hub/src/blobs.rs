@@ -58,7 +58,8 @@ impl Drop for TempGuard {
 impl LocalBlobs {
     pub fn open(root: &Path) -> Result<LocalBlobs, HubError> {
         for d in ["sha256", "tmp"] {
-            std::fs::create_dir_all(root.join(d)).map_err(|e| HubError::io(format!("creating {}", root.join(d).display()), e))?;
+            std::fs::create_dir_all(root.join(d))
+                .map_err(|e| HubError::io(format!("creating {}", root.join(d).display()), e))?;
         }
         // what a crash left in tmp/ was never acknowledged
         if let Ok(rd) = std::fs::read_dir(root.join("tmp")) {
@@ -94,7 +95,8 @@ impl Staged {
 pub(crate) async fn stage(dir: &Path, mut body: ByteStream, limit: u64) -> Result<Staged, HubError> {
     let tmp = dir.join(format!("{}.part", crate::random_hex(16)));
     let guard = TempGuard(Some(tmp.clone()));
-    let mut f = tokio::fs::File::create(&tmp).await.map_err(|e| HubError::io(format!("creating {}", tmp.display()), e))?;
+    let mut f =
+        tokio::fs::File::create(&tmp).await.map_err(|e| HubError::io(format!("creating {}", tmp.display()), e))?;
     let mut h = Sha256::new();
     let mut n = 0u64;
     while let Some(chunk) = body.next().await {
@@ -132,7 +134,9 @@ impl BlobStore for LocalBlobs {
             Ok(m) if m.len() == n => {}
             _ => {
                 let tmp = staged.path().to_path_buf();
-                tokio::fs::rename(&tmp, &dest).await.map_err(|e| HubError::io(format!("renaming into {}", dest.display()), e))?;
+                tokio::fs::rename(&tmp, &dest)
+                    .await
+                    .map_err(|e| HubError::io(format!("renaming into {}", dest.display()), e))?;
                 staged.guard.0 = None;
                 fsync_dir(&dir).await?;
             }
@@ -153,7 +157,9 @@ impl BlobStore for LocalBlobs {
         let p = self.path(digest)?;
         let mut f = match tokio::fs::File::open(&p).await {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(HubError::NotFound(format!("blob {digest}"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(HubError::NotFound(format!("blob {digest}")))
+            }
             Err(e) => return Err(HubError::io(format!("blob {digest}"), e)),
         };
         f.seek(std::io::SeekFrom::Start(range.start)).await.map_err(|e| HubError::io(format!("blob {digest}"), e))?;
@@ -182,7 +188,10 @@ mod tests {
     async fn put_read_limit_and_cut() {
         let dir = tempfile::tempdir().unwrap();
         let s = LocalBlobs::open(dir.path()).unwrap();
-        let info = s.put(stream(vec![Ok(Bytes::from_static(b"hello ")), Ok(Bytes::from_static(b"world"))]), 100).await.unwrap();
+        let info = s
+            .put(stream(vec![Ok(Bytes::from_static(b"hello ")), Ok(Bytes::from_static(b"world"))]), 100)
+            .await
+            .unwrap();
         assert_eq!(info.digest, crate::sha256_hex(b"hello world"));
         assert_eq!(s.size(&info.digest).await.unwrap(), Some(11));
         let mut r = s.read(&info.digest, 6..11).await.unwrap();
@@ -195,7 +204,10 @@ mod tests {
         let e = s.put(stream(vec![Ok(Bytes::from(vec![0u8; 101]))]), 100).await.unwrap_err();
         assert!(matches!(e, HubError::TooLarge(_)), "{e}");
         // cut off mid-way: nothing left behind either
-        let e = s.put(stream(vec![Ok(Bytes::from_static(b"abc")), Err(std::io::Error::other("reset"))]), 100).await.unwrap_err();
+        let e = s
+            .put(stream(vec![Ok(Bytes::from_static(b"abc")), Err(std::io::Error::other("reset"))]), 100)
+            .await
+            .unwrap_err();
         assert!(matches!(e, HubError::BadRequest(_)), "{e}");
         assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
         assert_eq!(s.size(&crate::sha256_hex(b"abc")).await.unwrap(), None);

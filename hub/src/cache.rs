@@ -111,12 +111,18 @@ impl Cache {
     pub fn commit_partial(&self, digest: &str) -> Result<PathBuf, HubError> {
         let from = self.partial_path(digest)?;
         let to = self.blob_path(digest)?;
-        std::fs::rename(&from, &to).map_err(|e| HubError::io(format!("renaming {} to {}", from.display(), to.display()), e))?;
+        std::fs::rename(&from, &to)
+            .map_err(|e| HubError::io(format!("renaming {} to {}", from.display(), to.display()), e))?;
         Ok(to)
     }
 
     fn manifest_path(&self, server: &str, repo: &crate::names::RepoName, spec: &crate::BuildSpec) -> PathBuf {
-        self.root.join("manifests").join(server_id(server)).join(&repo.owner).join(&repo.name).join(format!("{}.json", spec.file_stem()))
+        self.root
+            .join("manifests")
+            .join(server_id(server))
+            .join(&repo.owner)
+            .join(&repo.name)
+            .join(format!("{}.json", spec.file_stem()))
     }
 
     pub fn save_manifest(

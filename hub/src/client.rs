@@ -9,7 +9,9 @@ use crate::cache::{Cache, CachedManifest};
 use crate::manifest::{parse_key, Expected, Manifest, SignedManifest};
 use crate::meta::{Job, JobState, Repo, Revision, User};
 use crate::names::{self, RepoName};
-use crate::server::{ArtifactResponse, BuildRequest, BuildResponse, ClaimRequest, FailRequest, HeartbeatRequest, RepoDetail};
+use crate::server::{
+    ArtifactResponse, BuildRequest, BuildResponse, ClaimRequest, FailRequest, HeartbeatRequest, RepoDetail,
+};
 use crate::HubError;
 use ed25519_dalek::VerifyingKey;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -67,13 +69,17 @@ impl BuildSpec {
         let o = if self.options.is_empty() {
             String::new()
         } else {
-            format!("_{}", &crate::sha256_hex(serde_json::to_string(&self.options).unwrap_or_default().as_bytes())[..12])
+            format!(
+                "_{}",
+                &crate::sha256_hex(serde_json::to_string(&self.options).unwrap_or_default().as_bytes())[..12]
+            )
         };
         format!("{}_{}_{b}{o}", self.target, self.precision)
     }
 
     fn query(&self) -> Vec<(String, String)> {
-        let mut q = vec![("target".to_string(), self.target.clone()), ("precision".to_string(), self.precision.clone())];
+        let mut q =
+            vec![("target".to_string(), self.target.clone()), ("precision".to_string(), self.precision.clone())];
         if !self.batch.is_empty() {
             q.push(("batch".into(), names::batch_text(&self.batch)));
         }
@@ -148,7 +154,12 @@ impl ClientConfig {
         if let Some(d) = path.parent() {
             std::fs::create_dir_all(d).map_err(|e| HubError::io(format!("creating {}", d.display()), e))?;
         }
-        let keep = ClientConfig { server: self.server.clone(), token: self.token.clone(), server_key: self.server_key.clone(), ..Default::default() };
+        let keep = ClientConfig {
+            server: self.server.clone(),
+            token: self.token.clone(),
+            server_key: self.server_key.clone(),
+            ..Default::default()
+        };
         let text = toml::to_string(&keep).map_err(|e| HubError::Internal(e.to_string()))?;
         crate::manifest::write_private(path, text.as_bytes())
     }
@@ -225,7 +236,8 @@ fn json<T: DeserializeOwned>(r: Response) -> Result<T, HubError> {
     let r = check(r)?;
     let mut buf = Vec::new();
     r.take(MAX_JSON).read_to_end(&mut buf).map_err(|e| HubError::Http(format!("reading an answer: {e}")))?;
-    serde_json::from_slice(&buf).map_err(|e| HubError::Http(format!("the server's answer is not what this client reads: {e}")))
+    serde_json::from_slice(&buf)
+        .map_err(|e| HubError::Http(format!("the server's answer is not what this client reads: {e}")))
 }
 
 fn bar(show: bool, len: u64, what: &str) -> ProgressBar {
@@ -252,7 +264,8 @@ impl Client {
             )));
         }
         if let Some(t) = &cfg.token {
-            crate::auth::check_token_form(t).map_err(|_| HubError::Config("token: not an xforge hub token (xfh_…)".into()))?;
+            crate::auth::check_token_form(t)
+                .map_err(|_| HubError::Config("token: not an xforge hub token (xfh_…)".into()))?;
         }
         let http = reqwest::blocking::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -355,7 +368,8 @@ impl Client {
         struct T {
             token: String,
         }
-        let t: T = self.post(&format!("/api/v1/users/{user}/tokens"), &serde_json::json!({ "scopes": scopes, "label": label }))?;
+        let t: T = self
+            .post(&format!("/api/v1/users/{user}/tokens"), &serde_json::json!({ "scopes": scopes, "label": label }))?;
         Ok(t.token)
     }
 
@@ -382,7 +396,8 @@ impl Client {
     pub fn delete(&self, repo: &str) -> Result<(), HubError> {
         self.online()?;
         let rn = RepoName::parse(repo)?;
-        let _: serde_json::Value = json(self.req(reqwest::Method::DELETE, &format!("/api/v1/repos/{}/{}", rn.owner, rn.name)).send()?)?;
+        let _: serde_json::Value =
+            json(self.req(reqwest::Method::DELETE, &format!("/api/v1/repos/{}/{}", rn.owner, rn.name)).send()?)?;
         Ok(())
     }
 
@@ -450,7 +465,11 @@ impl Client {
                 _ => {}
             }
             if t0.elapsed() > timeout {
-                return Err(HubError::Timeout(format!("build {id} is still {} after {} s", j.state.name(), timeout.as_secs())));
+                return Err(HubError::Timeout(format!(
+                    "build {id} is still {} after {} s",
+                    j.state.name(),
+                    timeout.as_secs()
+                )));
             }
             std::thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_secs(2));
@@ -462,7 +481,11 @@ impl Client {
         self.online()?;
         let rn = RepoName::parse(repo)?;
         spec.check()?;
-        json(self.req(reqwest::Method::GET, &format!("/api/v1/repos/{}/{}/artifact", rn.owner, rn.name)).query(&spec.query()).send()?)
+        json(
+            self.req(reqwest::Method::GET, &format!("/api/v1/repos/{}/{}/artifact", rn.owner, rn.name))
+                .query(&spec.query())
+                .send()?,
+        )
     }
 
     /// Pulls the artifact of `repo` for `spec`: from the cache when it verifies, else downloaded
@@ -486,7 +509,8 @@ impl Client {
                 tracing::info!("{why}");
                 let b = self.build(repo, spec)?;
                 if b.artifact.is_none() {
-                    let job = b.job.ok_or_else(|| HubError::Http("a build answer with neither artifact nor job".into()))?;
+                    let job =
+                        b.job.ok_or_else(|| HubError::Http("a build answer with neither artifact nor job".into()))?;
                     built_by = Some(job.id);
                     tracing::info!("waiting for build {}", job.id);
                     self.wait(job.id, wait)?;
@@ -513,24 +537,42 @@ impl Client {
                 (self.cache.commit_partial(&m.artifact.sha256)?, false, n, from)
             }
         };
-        let cached = CachedManifest { revision: found.revision.number, model_digest: found.revision.digest.clone(), signed: signed.clone() };
+        let cached = CachedManifest {
+            revision: found.revision.number,
+            model_digest: found.revision.digest.clone(),
+            signed: signed.clone(),
+        };
         self.cache.save_manifest(&self.base, &rn, spec, &cached)?;
-        Ok(Pulled { path, manifest: m, signed, revision: found.revision.number, from_cache, downloaded, resumed_from, built_by })
+        Ok(Pulled {
+            path,
+            manifest: m,
+            signed,
+            revision: found.revision.number,
+            from_cache,
+            downloaded,
+            resumed_from,
+            built_by,
+        })
     }
 
     fn pull_offline(&self, rn: &RepoName, spec: &BuildSpec) -> Result<Pulled, HubError> {
-        let cached = self
-            .cache
-            .load_manifest(&self.base, rn, spec)?
-            .ok_or_else(|| HubError::Offline(format!("{rn} for {} {} is not in the cache", spec.target, spec.precision)))?;
-        let key = match self.key.get() {
-            Some(k) => *k,
-            None => parse_key(&self.cache.pinned_key(&self.base)?.ok_or_else(|| {
-                HubError::Offline("no key pinned for this server: pull once online first".into())
-            })?)?,
-        };
+        let cached = self.cache.load_manifest(&self.base, rn, spec)?.ok_or_else(|| {
+            HubError::Offline(format!("{rn} for {} {} is not in the cache", spec.target, spec.precision))
+        })?;
+        let key =
+            match self.key.get() {
+                Some(k) => *k,
+                None => parse_key(&self.cache.pinned_key(&self.base)?.ok_or_else(|| {
+                    HubError::Offline("no key pinned for this server: pull once online first".into())
+                })?)?,
+            };
         let m = cached.signed.verify(&key)?;
-        m.check(&Expected { model_digest: Some(&cached.model_digest), target: &spec.target, precision: &spec.precision, batch: &spec.batch })?;
+        m.check(&Expected {
+            model_digest: Some(&cached.model_digest),
+            target: &spec.target,
+            precision: &spec.precision,
+            batch: &spec.batch,
+        })?;
         let path = self.cache.verified_blob(&m)?.ok_or_else(|| {
             HubError::Verification(format!("the cached blob {} is missing or does not verify", m.artifact.sha256))
         })?;
@@ -606,7 +648,9 @@ impl Client {
                 };
                 if have + got + k as u64 > size {
                     let _ = std::fs::remove_file(&part);
-                    return Err(HubError::Verification(format!("blob {d}: longer than the {size} bytes of its manifest")));
+                    return Err(HubError::Verification(format!(
+                        "blob {d}: longer than the {size} bytes of its manifest"
+                    )));
                 }
                 f.write_all(&buf[..k]).map_err(|e| HubError::io(format!("writing {}", part.display()), e))?;
                 got += k as u64;
@@ -618,11 +662,15 @@ impl Client {
         drop(f);
         let (digest, n) = crate::cache::hash_file(&part)?;
         if n != size {
-            return Err(HubError::Http(format!("the download of {d} ended at byte {n} of {size}; pull again to resume")));
+            return Err(HubError::Http(format!(
+                "the download of {d} ended at byte {n} of {size}; pull again to resume"
+            )));
         }
         if &digest != d {
             let _ = std::fs::remove_file(&part);
-            return Err(HubError::Verification(format!("blob {d}: its bytes hash to {digest} (tampered or corrupt; removed)")));
+            return Err(HubError::Verification(format!(
+                "blob {d}: its bytes hash to {digest} (tampered or corrupt; removed)"
+            )));
         }
         Ok((got, resumed_from))
     }
@@ -633,7 +681,8 @@ impl Client {
         let p = self.pull(repo, &BuildSpec::new(target))?;
         let bytes = std::fs::read(&p.path).map_err(|e| HubError::io(format!("reading {}", p.path.display()), e))?;
         p.manifest.check_blob(&bytes)?;
-        let a = xforge_runtime::Artifact::from_bytes(&bytes).map_err(|e| HubError::Verification(format!("artifact: {e}")))?;
+        let a = xforge_runtime::Artifact::from_bytes(&bytes)
+            .map_err(|e| HubError::Verification(format!("artifact: {e}")))?;
         if a.header.target != target {
             return Err(HubError::Verification(format!("artifact: target {}, asked for {target}", a.header.target)));
         }
@@ -645,7 +694,8 @@ impl Client {
     /// Claims a job for `target` (None when there is none).
     pub fn claim(&self, target: &str, worker: &str, compiler_version: &str) -> Result<Option<Job>, HubError> {
         self.online()?;
-        let req = ClaimRequest { target: target.into(), worker: worker.into(), compiler_version: compiler_version.into() };
+        let req =
+            ClaimRequest { target: target.into(), worker: worker.into(), compiler_version: compiler_version.into() };
         let r = check(self.req(reqwest::Method::POST, "/api/v1/jobs/claim").json(&req).send()?)?;
         if r.status() == StatusCode::NO_CONTENT {
             return Ok(None);
@@ -655,13 +705,18 @@ impl Client {
 
     /// Extends a job's lease and appends `log` to its log; `Conflict` when the lease was lost.
     pub fn heartbeat(&self, id: i64, worker: &str, log: &str) -> Result<(), HubError> {
-        let _: serde_json::Value =
-            self.post(&format!("/api/v1/jobs/{id}/heartbeat"), &HeartbeatRequest { worker: worker.into(), log: log.into() })?;
+        let _: serde_json::Value = self.post(
+            &format!("/api/v1/jobs/{id}/heartbeat"),
+            &HeartbeatRequest { worker: worker.into(), log: log.into() },
+        )?;
         Ok(())
     }
 
     pub fn fail_job(&self, id: i64, worker: &str, error: &str, log: &str) -> Result<Job, HubError> {
-        self.post(&format!("/api/v1/jobs/{id}/fail"), &FailRequest { worker: worker.into(), error: error.into(), log: log.into() })
+        self.post(
+            &format!("/api/v1/jobs/{id}/fail"),
+            &FailRequest { worker: worker.into(), error: error.into(), log: log.into() },
+        )
     }
 
     /// Uploads a job's artifact; the server signs its manifest and marks the job done.

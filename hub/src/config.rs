@@ -62,7 +62,8 @@ impl ServerConfig {
             return Err(HubError::Config(format!("{}: larger than 1 MiB", path.display())));
         }
         let text = std::fs::read_to_string(path).map_err(|e| HubError::io(format!("reading {}", path.display()), e))?;
-        let c: ServerConfig = toml::from_str(&text).map_err(|e| HubError::Config(format!("{}: {e}", path.display())))?;
+        let c: ServerConfig =
+            toml::from_str(&text).map_err(|e| HubError::Config(format!("{}: {e}", path.display())))?;
         c.check()?;
         Ok(c)
     }

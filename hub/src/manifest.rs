@@ -73,11 +73,11 @@ impl SignedManifest {
             .ok()
             .and_then(|v| v.try_into().ok())
             .ok_or_else(|| HubError::Verification("signature: not 128 hex digits".into()))?;
-        trusted
-            .verify(self.manifest.as_bytes(), &Signature::from_bytes(&sig))
-            .map_err(|_| HubError::Verification("the manifest's signature does not verify with the server's key".into()))?;
-        let m: Manifest = serde_json::from_str(&self.manifest)
-            .map_err(|e| HubError::Verification(format!("manifest: {e}")))?;
+        trusted.verify(self.manifest.as_bytes(), &Signature::from_bytes(&sig)).map_err(|_| {
+            HubError::Verification("the manifest's signature does not verify with the server's key".into())
+        })?;
+        let m: Manifest =
+            serde_json::from_str(&self.manifest).map_err(|e| HubError::Verification(format!("manifest: {e}")))?;
         if m.schema != SCHEMA {
             return Err(HubError::Verification(format!("manifest: schema {} (this client reads {SCHEMA})", m.schema)));
         }
@@ -121,7 +121,10 @@ impl Manifest {
         }
         let d = crate::sha256_hex(bytes);
         if d != self.artifact.sha256 {
-            return Err(HubError::Verification(format!("artifact: sha256 {d}, the manifest says {}", self.artifact.sha256)));
+            return Err(HubError::Verification(format!(
+                "artifact: sha256 {d}, the manifest says {}",
+                self.artifact.sha256
+            )));
         }
         Ok(())
     }
@@ -137,10 +140,10 @@ impl Signer {
     pub fn load_or_create(path: &Path) -> Result<Signer, HubError> {
         match std::fs::read_to_string(path) {
             Ok(text) => {
-                let seed: [u8; 32] = hex::decode(text.trim())
-                    .ok()
-                    .and_then(|v| v.try_into().ok())
-                    .ok_or_else(|| HubError::Config(format!("{}: not a signing key (64 hex digits)", path.display())))?;
+                let seed: [u8; 32] =
+                    hex::decode(text.trim()).ok().and_then(|v| v.try_into().ok()).ok_or_else(|| {
+                        HubError::Config(format!("{}: not a signing key (64 hex digits)", path.display()))
+                    })?;
                 Ok(Signer { key: SigningKey::from_bytes(&seed) })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

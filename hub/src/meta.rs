@@ -147,7 +147,13 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn repo_by_id(&self, id: i64) -> Result<Option<Repo>, HubError>;
     /// Repositories `viewer` sees (public ones, its own, every one with `all`), names containing
     /// `query`, at most `limit`.
-    async fn list_repos(&self, viewer: Option<i64>, all: bool, query: Option<&str>, limit: i64) -> Result<Vec<Repo>, HubError>;
+    async fn list_repos(
+        &self,
+        viewer: Option<i64>,
+        all: bool,
+        query: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Repo>, HubError>;
     /// Deletes a repository with its revisions and jobs; returns the blobs nothing references
     /// any more (the caller removes them), the artifacts of models no repository holds included.
     async fn delete_repo(&self, id: i64) -> Result<Vec<String>, HubError>;
@@ -167,14 +173,27 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn jobs_of_repo(&self, repo_id: i64, limit: i64) -> Result<Vec<Job>, HubError>;
     /// Takes the oldest queued job for (target, compiler version), or a running one whose lease
     /// expired; a job that lost `max_attempts` leases fails instead.
-    async fn claim(&self, target: &str, compiler_version: &str, worker: &str, lease: Duration, max_attempts: u32)
-        -> Result<Option<Job>, HubError>;
+    async fn claim(
+        &self,
+        target: &str,
+        compiler_version: &str,
+        worker: &str,
+        lease: Duration,
+        max_attempts: u32,
+    ) -> Result<Option<Job>, HubError>;
     /// Extends the lease of a job `worker` holds and appends to its log; `Conflict` when it does
     /// not hold it (any more).
     async fn heartbeat(&self, id: i64, worker: &str, lease: Duration, log: &str) -> Result<Job, HubError>;
     /// Records the artifact (or finds the one of the same key) and marks the job done.
-    async fn complete(&self, id: i64, worker: &str, blob: &str, size: i64, manifest: &crate::SignedManifest, log: &str)
-        -> Result<Job, HubError>;
+    async fn complete(
+        &self,
+        id: i64,
+        worker: &str,
+        blob: &str,
+        size: i64,
+        manifest: &crate::SignedManifest,
+        log: &str,
+    ) -> Result<Job, HubError>;
     async fn fail(&self, id: i64, worker: &str, error: &str, log: &str) -> Result<Job, HubError>;
 }
 
@@ -423,7 +442,11 @@ impl SqlMeta {
             .await?;
         if let Some(r) = row {
             let log: String = r.try_get("log")?;
-            sqlx::query("UPDATE jobs SET log = $1 WHERE id = $2").bind(log_tail(&log)).bind(id).execute(&self.pool).await?;
+            sqlx::query("UPDATE jobs SET log = $1 WHERE id = $2")
+                .bind(log_tail(&log))
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
         }
         Ok(())
     }
@@ -444,18 +467,29 @@ impl SqlMeta {
 #[async_trait]
 impl MetaStore for SqlMeta {
     async fn create_user(&self, name: &str, admin: bool) -> Result<User, HubError> {
-        let r = sqlx::query("INSERT INTO users (name, admin, created) VALUES ($1, $2, $3) RETURNING id, name, admin, created")
-            .bind(name)
-            .bind(admin as i64)
-            .bind(crate::now_ms())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| if unique_violation(&e) { HubError::Conflict(format!("user {name} exists")) } else { e.into() })?;
+        let r = sqlx::query(
+            "INSERT INTO users (name, admin, created) VALUES ($1, $2, $3) RETURNING id, name, admin, created",
+        )
+        .bind(name)
+        .bind(admin as i64)
+        .bind(crate::now_ms())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| {
+            if unique_violation(&e) {
+                HubError::Conflict(format!("user {name} exists"))
+            } else {
+                e.into()
+            }
+        })?;
         user_row(&r)
     }
 
     async fn user(&self, name: &str) -> Result<Option<User>, HubError> {
-        let r = sqlx::query("SELECT id, name, admin, created FROM users WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+        let r = sqlx::query("SELECT id, name, admin, created FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
         r.as_ref().map(user_row).transpose()
     }
 
@@ -489,14 +523,21 @@ impl MetaStore for SqlMeta {
     }
 
     async fn create_repo(&self, owner_id: i64, name: &str, private: bool) -> Result<Repo, HubError> {
-        let r = sqlx::query("INSERT INTO repos (owner_id, name, private, created) VALUES ($1, $2, $3, $4) RETURNING id")
-            .bind(owner_id)
-            .bind(name)
-            .bind(private as i64)
-            .bind(crate::now_ms())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| if unique_violation(&e) { HubError::Conflict(format!("repository {name} exists")) } else { e.into() })?;
+        let r =
+            sqlx::query("INSERT INTO repos (owner_id, name, private, created) VALUES ($1, $2, $3, $4) RETURNING id")
+                .bind(owner_id)
+                .bind(name)
+                .bind(private as i64)
+                .bind(crate::now_ms())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| {
+                    if unique_violation(&e) {
+                        HubError::Conflict(format!("repository {name} exists"))
+                    } else {
+                        e.into()
+                    }
+                })?;
         let id: i64 = r.try_get("id")?;
         self.repo_by_id(id).await?.ok_or_else(|| HubError::Db("a repository vanished after its insert".into()))
     }
@@ -524,7 +565,13 @@ impl MetaStore for SqlMeta {
         r.as_ref().map(repo_row).transpose()
     }
 
-    async fn list_repos(&self, viewer: Option<i64>, all: bool, query: Option<&str>, limit: i64) -> Result<Vec<Repo>, HubError> {
+    async fn list_repos(
+        &self,
+        viewer: Option<i64>,
+        all: bool,
+        query: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Repo>, HubError> {
         let pattern = query.map(|q| format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
         let rows = sqlx::query(
             "SELECT r.id, r.owner_id, u.name AS owner, r.name, r.private, r.created FROM repos r JOIN users u ON u.id = r.owner_id \
@@ -555,7 +602,10 @@ impl MetaStore for SqlMeta {
         sqlx::query("DELETE FROM repos WHERE id = $1").bind(id).execute(&mut *tx).await?;
         let mut orphans = vec![];
         for d in digests {
-            let still = sqlx::query("SELECT 1 FROM revisions WHERE digest = $1 LIMIT 1").bind(&d).fetch_optional(&mut *tx).await?;
+            let still = sqlx::query("SELECT 1 FROM revisions WHERE digest = $1 LIMIT 1")
+                .bind(&d)
+                .fetch_optional(&mut *tx)
+                .await?;
             if still.is_some() {
                 continue;
             }
@@ -572,10 +622,12 @@ impl MetaStore for SqlMeta {
         }
         let mut out = vec![];
         for d in orphans {
-            let used = sqlx::query("SELECT 1 FROM revisions WHERE digest = $1 UNION ALL SELECT 1 FROM artifacts WHERE blob = $1 LIMIT 1")
-                .bind(&d)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let used = sqlx::query(
+                "SELECT 1 FROM revisions WHERE digest = $1 UNION ALL SELECT 1 FROM artifacts WHERE blob = $1 LIMIT 1",
+            )
+            .bind(&d)
+            .fetch_optional(&mut *tx)
+            .await?;
             if used.is_none() && !out.contains(&d) {
                 out.push(d);
             }
@@ -641,10 +693,11 @@ impl MetaStore for SqlMeta {
     }
 
     async fn artifacts_of_model(&self, model_digest: &str) -> Result<Vec<ArtifactRecord>, HubError> {
-        let rows = sqlx::query("SELECT * FROM artifacts WHERE model_digest = $1 ORDER BY target, precision, batch LIMIT 1000")
-            .bind(model_digest)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM artifacts WHERE model_digest = $1 ORDER BY target, precision, batch LIMIT 1000")
+                .bind(model_digest)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(artifact_row).collect()
     }
 
@@ -715,8 +768,14 @@ impl MetaStore for SqlMeta {
         rows.iter().map(job_row).collect()
     }
 
-    async fn claim(&self, target: &str, compiler_version: &str, worker: &str, lease: Duration, max_attempts: u32)
-        -> Result<Option<Job>, HubError> {
+    async fn claim(
+        &self,
+        target: &str,
+        compiler_version: &str,
+        worker: &str,
+        lease: Duration,
+        max_attempts: u32,
+    ) -> Result<Option<Job>, HubError> {
         let now = crate::now_ms();
         let expired = sqlx::query(
             "UPDATE jobs SET state = 'failed', error = 'the worker stopped answering ' || attempts || ' times (lease expired)', \
@@ -750,13 +809,13 @@ impl MetaStore for SqlMeta {
             }
         };
         let r = sqlx::query(sql)
-        .bind(worker)
-        .bind(now + lease.as_millis() as i64)
-        .bind(now)
-        .bind(target)
-        .bind(compiler_version)
-        .fetch_optional(&self.pool)
-        .await?;
+            .bind(worker)
+            .bind(now + lease.as_millis() as i64)
+            .bind(now)
+            .bind(target)
+            .bind(compiler_version)
+            .fetch_optional(&self.pool)
+            .await?;
         match r {
             Some(r) => {
                 let id: i64 = r.try_get("id")?;
@@ -787,8 +846,15 @@ impl MetaStore for SqlMeta {
         self.job(id).await?.ok_or_else(|| HubError::NotFound(format!("job {id}")))
     }
 
-    async fn complete(&self, id: i64, worker: &str, blob: &str, size: i64, manifest: &crate::SignedManifest, log: &str)
-        -> Result<Job, HubError> {
+    async fn complete(
+        &self,
+        id: i64,
+        worker: &str,
+        blob: &str,
+        size: i64,
+        manifest: &crate::SignedManifest,
+        log: &str,
+    ) -> Result<Job, HubError> {
         let m: crate::Manifest =
             serde_json::from_str(&manifest.manifest).map_err(|e| HubError::Internal(format!("manifest: {e}")))?;
         let now = crate::now_ms();

@@ -69,7 +69,10 @@ impl std::fmt::Display for RepoName {
 pub fn check_digest(field: &str, s: &str) -> Result<String, HubError> {
     let d = s.strip_prefix("sha256:").unwrap_or(s);
     if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-        return Err(HubError::BadRequest(format!("{field}: '{}' is not a sha256 digest (64 lowercase hex digits)", clip(s))));
+        return Err(HubError::BadRequest(format!(
+            "{field}: '{}' is not a sha256 digest (64 lowercase hex digits)",
+            clip(s)
+        )));
     }
     Ok(d.to_string())
 }
@@ -77,7 +80,10 @@ pub fn check_digest(field: &str, s: &str) -> Result<String, HubError> {
 /// A hardware target: `sm_80`…`sm_90a`, `gfx942`, ...: 2–16 of `[a-z0-9_]`.
 pub fn check_target(s: &str) -> Result<(), HubError> {
     if s.len() < 2 || s.len() > 16 || !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
-        return Err(HubError::BadRequest(format!("target: '{}' is not a target name such as sm_90 or gfx942", clip(s))));
+        return Err(HubError::BadRequest(format!(
+            "target: '{}' is not a target name such as sm_90 or gfx942",
+            clip(s)
+        )));
     }
     Ok(())
 }
@@ -140,7 +146,11 @@ pub fn check_options(o: &BTreeMap<String, String>) -> Result<(), HubError> {
             )));
         };
         if !allowed.contains(&v.as_str()) {
-            return Err(HubError::BadRequest(format!("options.{k}: '{}' is not one of {}", clip(v), allowed.join(", "))));
+            return Err(HubError::BadRequest(format!(
+                "options.{k}: '{}' is not one of {}",
+                clip(v),
+                allowed.join(", ")
+            )));
         }
     }
     Ok(())

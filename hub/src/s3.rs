@@ -69,13 +69,21 @@ impl S3Blobs {
                 let _ = std::fs::remove_file(e.path());
             }
         }
-        Ok(S3Blobs { store: Arc::new(store), prefix: prefix.trim_matches('/').to_string(), staging: staging.to_path_buf() })
+        Ok(S3Blobs {
+            store: Arc::new(store),
+            prefix: prefix.trim_matches('/').to_string(),
+            staging: staging.to_path_buf(),
+        })
     }
 
     /// The object of a digest (checked first: it becomes a key).
     pub fn key(&self, digest: &str) -> Result<ObjectPath, HubError> {
         let d = crate::names::check_digest("digest", digest)?;
-        let k = if self.prefix.is_empty() { format!("sha256/{}/{d}", &d[..2]) } else { format!("{}/sha256/{}/{d}", self.prefix, &d[..2]) };
+        let k = if self.prefix.is_empty() {
+            format!("sha256/{}/{d}", &d[..2])
+        } else {
+            format!("{}/sha256/{}/{d}", self.prefix, &d[..2])
+        };
         Ok(ObjectPath::from(k))
     }
 }

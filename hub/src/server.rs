@@ -8,7 +8,7 @@
 //! names the field); uploads stream to the blob store and stop at their limit.
 use crate::auth::{self, Scope, Scopes};
 use crate::blobs::{BlobStore, ByteStream, LocalBlobs};
-use crate::manifest::{BlobRef, Manifest, Signer, SignedManifest, SCHEMA};
+use crate::manifest::{BlobRef, Manifest, SignedManifest, Signer, SCHEMA};
 use crate::meta::{ArtifactKey, ArtifactRecord, Job, MetaStore, Repo, Revision, SqlMeta, User};
 use crate::names::{self, RepoName};
 use crate::{HubError, ServerConfig};
@@ -167,7 +167,8 @@ impl IntoResponse for ApiError {
             tracing::debug!("{status}: {e}");
         }
         // internal details stay in the server's log
-        let msg = if status.is_server_error() { "internal error (see the server's log)".to_string() } else { e.to_string() };
+        let msg =
+            if status.is_server_error() { "internal error (see the server's log)".to_string() } else { e.to_string() };
         let mut r = (status, Json(serde_json::json!({ "error": msg, "code": e.code() }))).into_response();
         if let HubError::RangeNotSatisfiable(size) = e {
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
@@ -234,8 +235,15 @@ fn limited(body: Body, limit: u64, over: Arc<AtomicBool>) -> ByteStream {
 }
 
 /// Streams an upload into the blob store, refusing it past `limit` bytes.
-async fn take_upload(hub: &Hub, headers: &HeaderMap, body: Body, limit: u64) -> Result<crate::blobs::BlobInfo, HubError> {
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
+async fn take_upload(
+    hub: &Hub,
+    headers: &HeaderMap,
+    body: Body,
+    limit: u64,
+) -> Result<crate::blobs::BlobInfo, HubError> {
+    if let Some(len) =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+    {
         if len > limit.saturating_add(DRAIN_CAP) {
             return Err(HubError::TooLarge(format!("body: {len} bytes, the limit is {limit}")));
         }
@@ -363,7 +371,11 @@ async fn whoami(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> ApiResult<Js
     Ok(Json(serde_json::json!({ "user": p.user.name, "admin": p.user.admin, "scopes": p.scopes.0 })))
 }
 
-async fn create_user(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Body) -> ApiResult<(StatusCode, Json<User>)> {
+async fn create_user(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<User>)> {
     let who = hub.principal(&headers).await?;
     require(&who, Scope::Admin)?;
     let req: NewUser = json_body(&hub, body).await?;
@@ -411,13 +423,21 @@ async fn list_repos(
         return Err(HubError::BadRequest("q: longer than 128 characters".into()).into());
     }
     let limit = match q.get("limit") {
-        Some(l) => l.parse::<i64>().ok().filter(|&l| (1..=1000).contains(&l)).ok_or_else(|| HubError::BadRequest("limit: not in 1..=1000".into()))?,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|&l| (1..=1000).contains(&l))
+            .ok_or_else(|| HubError::BadRequest("limit: not in 1..=1000".into()))?,
         None => 100,
     };
     Ok(Json(hub.meta.list_repos(id, all, query, limit).await?))
 }
 
-async fn create_repo(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Body) -> ApiResult<(StatusCode, Json<Repo>)> {
+async fn create_repo(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<Repo>)> {
     let who = hub.principal(&headers).await?;
     let p = require(&who, Scope::Write)?.clone();
     let req: NewRepo = json_body(&hub, body).await?;
@@ -485,13 +505,22 @@ async fn push_revision(
     names::check_name("filename", filename)?;
     let info = take_upload(&hub, &headers, body, hub.cfg.max_model_bytes).await?;
     let rev = hub.meta.add_revision(repo.id, &info.digest, info.size as i64, filename).await?;
-    tracing::info!(repo = repo.full_name(), revision = rev.number, digest = info.digest, size = info.size, "revision pushed");
+    tracing::info!(
+        repo = repo.full_name(),
+        revision = rev.number,
+        digest = info.digest,
+        size = info.size,
+        "revision pushed"
+    );
     Ok((StatusCode::CREATED, Json(rev)))
 }
 
 fn revision_of(revs: &[Revision], n: Option<i64>, repo: &Repo) -> Result<Revision, HubError> {
     match n {
-        None => revs.first().cloned().ok_or_else(|| HubError::NotFound(format!("repository {} has no revision", repo.full_name()))),
+        None => revs
+            .first()
+            .cloned()
+            .ok_or_else(|| HubError::NotFound(format!("repository {} has no revision", repo.full_name()))),
         Some(n) => revs
             .iter()
             .find(|r| r.number == n)
@@ -585,7 +614,10 @@ async fn request_build(
 }
 
 fn parse_id(s: &str) -> Result<i64, HubError> {
-    s.parse::<i64>().ok().filter(|&i| i > 0).ok_or_else(|| HubError::BadRequest(format!("job: '{}' is not a job id", names::clip(s))))
+    s.parse::<i64>()
+        .ok()
+        .filter(|&i| i > 0)
+        .ok_or_else(|| HubError::BadRequest(format!("job: '{}' is not a job id", names::clip(s))))
 }
 
 /// A job the caller sees (through its repository, or as a worker).
@@ -601,7 +633,11 @@ async fn visible_job(hub: &Hub, id: &str, who: &Option<Principal>) -> Result<Job
     }
 }
 
-async fn get_job(State(hub): State<Arc<Hub>>, headers: HeaderMap, UrlPath(id): UrlPath<String>) -> ApiResult<Json<Job>> {
+async fn get_job(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<Job>> {
     let who = hub.principal(&headers).await?;
     Ok(Json(visible_job(&hub, &id, &who).await?))
 }
@@ -834,7 +870,9 @@ impl RunningServer {
         let listen = cfg.listen.clone();
         let (hub, admin_token, listener) = rt.block_on(async move {
             let (hub, token) = Hub::open(cfg).await?;
-            let l = tokio::net::TcpListener::bind(&listen).await.map_err(|e| HubError::io(format!("binding {listen}"), e))?;
+            let l = tokio::net::TcpListener::bind(&listen)
+                .await
+                .map_err(|e| HubError::io(format!("binding {listen}"), e))?;
             Ok::<_, HubError>((hub, token, l))
         })?;
         let addr = listener.local_addr().map_err(|e| HubError::io("local address", e))?;
@@ -867,7 +905,10 @@ impl RunningServer {
 
     /// Serves until SIGINT or SIGTERM, then stops gracefully.
     pub fn wait_for_signal(self) -> Result<(), HubError> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| HubError::io("runtime", e))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| HubError::io("runtime", e))?;
         rt.block_on(async {
             #[cfg(unix)]
             {

@@ -15,10 +15,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 pub fn routes() -> Router<Arc<Hub>> {
-    Router::new()
-        .route("/", get(index))
-        .route("/models/{owner}/{name}", get(model))
-        .route("/builds/{id}", get(build))
+    Router::new().route("/", get(index)).route("/models/{owner}/{name}", get(model)).route("/builds/{id}", get(build))
 }
 
 fn esc(s: &str) -> String {
@@ -115,7 +112,14 @@ async fn model(
     let who = hub.principal(&headers).await?;
     let rn = names::RepoName::new(&owner, &name)?;
     let repo = match hub.meta.repo(&rn.owner, &rn.name).await? {
-        Some(r) if !r.private || who.as_ref().is_some_and(|p| p.user.id == r.owner_id || p.scopes.allows(crate::auth::Scope::Admin)) => r,
+        Some(r)
+            if !r.private
+                || who
+                    .as_ref()
+                    .is_some_and(|p| p.user.id == r.owner_id || p.scopes.allows(crate::auth::Scope::Admin)) =>
+        {
+            r
+        }
         _ => return Err(HubError::NotFound(format!("repository {rn}")).into()),
     };
     let d = repo_detail(&hub, repo).await?;
@@ -203,7 +207,10 @@ async fn build(
     let id = id.parse::<i64>().map_err(|_| HubError::BadRequest("build: not a number".into()))?;
     let job = hub.meta.job(id).await?.ok_or_else(|| HubError::NotFound(format!("build {id}")))?;
     let visible = match hub.meta.repo_by_id(job.repo_id).await? {
-        Some(r) => !r.private || who.as_ref().is_some_and(|p| p.user.id == r.owner_id || p.scopes.allows(crate::auth::Scope::Admin)),
+        Some(r) => {
+            !r.private
+                || who.as_ref().is_some_and(|p| p.user.id == r.owner_id || p.scopes.allows(crate::auth::Scope::Admin))
+        }
         None => false,
     };
     if !visible {

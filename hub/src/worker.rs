@@ -27,7 +27,12 @@ pub struct WorkerConfig {
 impl WorkerConfig {
     pub fn new(server: &str, token: &str, target: &str) -> WorkerConfig {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-        let host: String = host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')).take(40).collect();
+        let host: String = host
+            .trim()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            .take(40)
+            .collect();
         let host = if host.is_empty() || host.starts_with('.') { "worker".to_string() } else { host };
         WorkerConfig {
             server: server.into(),
@@ -74,7 +79,10 @@ fn precision(p: &str) -> Result<Precision, String> {
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "a panic".into())
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
 }
 
 impl Worker {
@@ -271,7 +279,11 @@ impl Worker {
             "compiling for {} {}{} with xforge {}",
             job.key.target,
             job.key.precision,
-            if job.key.batch.is_empty() { String::new() } else { format!(" batch {}", crate::names::batch_text(&job.key.batch)) },
+            if job.key.batch.is_empty() {
+                String::new()
+            } else {
+                format!(" batch {}", crate::names::batch_text(&job.key.batch))
+            },
             crate::compiler_version()
         ));
         let t = Instant::now();
@@ -286,10 +298,14 @@ impl Worker {
         };
         log(format!("compiled in {:.2} s", t.elapsed().as_secs_f64()));
         let bytes = artifact.to_bytes();
-        let back = xforge_runtime::Artifact::from_bytes(&bytes).map_err(|e| format!("check: the artifact does not parse back: {e}"))?;
+        let back = xforge_runtime::Artifact::from_bytes(&bytes)
+            .map_err(|e| format!("check: the artifact does not parse back: {e}"))?;
         let h = &back.header;
         if h.target != job.key.target || h.precision != job.key.precision {
-            return Err(format!("check: the artifact is for {} {}, the job asks {} {}", h.target, h.precision, job.key.target, job.key.precision));
+            return Err(format!(
+                "check: the artifact is for {} {}, the job asks {} {}",
+                h.target, h.precision, job.key.target, job.key.precision
+            ));
         }
         let model = std::fs::read(&path).map_err(|e| format!("worker: reading {}: {e}", path.display()))?;
         if h.model_digest != xforge_compiler::digest(&model) {

@@ -135,7 +135,11 @@ mod services {
         fn drop(&mut self) {
             match self {
                 Service::Postgres { bin, data } => {
-                    let _ = as_postgres(bin.join("pg_ctl"), &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]).output();
+                    let _ = as_postgres(
+                        bin.join("pg_ctl"),
+                        &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"],
+                    )
+                    .output();
                 }
                 Service::Process(c) => {
                     let _ = c.kill();
@@ -194,13 +198,20 @@ mod services {
             assert!(ok.success());
         }
         let d = data.to_str().unwrap();
-        let out = as_postgres(bin.join("initdb"), &["-D", d, "-U", "test", "--auth=trust", "--no-sync", "-E", "UTF8"]).output().unwrap();
+        let out = as_postgres(bin.join("initdb"), &["-D", d, "-U", "test", "--auth=trust", "--no-sync", "-E", "UTF8"])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
         let port = free_port();
         let opts = format!("-c listen_addresses=127.0.0.1 -p {port} -k {d} -c fsync=off");
         let log = format!("{d}/server.log");
         let out = as_postgres(bin.join("pg_ctl"), &["-D", d, "-w", "-l", &log, "-o", &opts, "start"]).output().unwrap();
-        assert!(out.status.success(), "pg_ctl start: {}{}", String::from_utf8_lossy(&out.stderr), std::fs::read_to_string(&log).unwrap_or_default());
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         (Service::Postgres { bin, data: data.clone() }, format!("postgres://test@127.0.0.1:{port}/postgres"))
     }
 
@@ -208,7 +219,9 @@ mod services {
         if let Some(p) = std::env::var_os("XFORGE_S3S_FS") {
             return PathBuf::from(p);
         }
-        let home = std::env::var_os("CARGO_HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cargo"));
+        let home = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cargo"));
         let p = home.join("bin/s3s-fs");
         assert!(p.exists(), "{} is not installed: run scripts/setup", p.display());
         p
@@ -220,7 +233,16 @@ mod services {
         std::fs::create_dir_all(data.join(BUCKET)).unwrap();
         let port = free_port();
         let child = Command::new(s3s_fs())
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", "xforge", "--secret-key", "xforge-secret"])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--access-key",
+                "xforge",
+                "--secret-key",
+                "xforge-secret",
+            ])
             .arg(&data)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -247,7 +269,13 @@ fn models() -> PathBuf {
 }
 
 /// A raw request (for what the client never sends): status, headers, body.
-fn raw(method: &str, url: &str, token: Option<&str>, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+fn raw(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
     let c = reqwest::blocking::Client::new();
     let mut r = c.request(method.parse().unwrap(), url).body(body);
     if let Some(t) = token {
@@ -373,7 +401,11 @@ fn push_build_pull_verify_and_refuse_tampering(backend: Backend) {
     let j = alice.job(job).unwrap();
     assert_eq!(j.state, JobState::Done);
     assert_eq!(j.worker.as_deref(), Some("w1"));
-    assert!(j.log.contains("claimed by w1") && j.log.contains("compiled in") && j.log.contains("artifact uploaded"), "{}", j.log);
+    assert!(
+        j.log.contains("claimed by w1") && j.log.contains("compiled in") && j.log.contains("artifact uploaded"),
+        "{}",
+        j.log
+    );
 
     // again: from the cache, verified, no download; a build request answers with the artifact
     let p2 = alice.pull("alice/bert_tiny", &spec).unwrap();
@@ -403,7 +435,13 @@ fn push_build_pull_verify_and_refuse_tampering(backend: Backend) {
     assert!(s == 200 && text(&page).contains("alice/bert_tiny"));
     let (s, _, page) = raw("GET", &format!("{}/models/alice/bert_tiny", hub.url()), None, &[], vec![]);
     let page = text(&page);
-    assert!(s == 200 && page.contains("sm_90") && page.contains(&p.manifest.artifact.sha256) && page.contains("xforge hub pull"), "{page}");
+    assert!(
+        s == 200
+            && page.contains("sm_90")
+            && page.contains(&p.manifest.artifact.sha256)
+            && page.contains("xforge hub pull"),
+        "{page}"
+    );
     let (s, _, page) = raw("GET", &format!("{}/builds/{job}", hub.url()), None, &[], vec![]);
     assert!(s == 200 && text(&page).contains("compiled in"), "{}", text(&page));
 
@@ -424,9 +462,16 @@ fn push_build_pull_verify_and_refuse_tampering(backend: Backend) {
     assert_eq!(std::fs::read(&p4.path).unwrap(), bytes);
 
     // a tampered cached manifest (another target's worth of bytes, same signature): refused
-    let mpath = walk(&alice.cache().root().join("manifests")).into_iter().find(|f| f.extension().is_some_and(|e| e == "json")).unwrap();
+    let mpath = walk(&alice.cache().root().join("manifests"))
+        .into_iter()
+        .find(|f| f.extension().is_some_and(|e| e == "json"))
+        .unwrap();
     let m = std::fs::read_to_string(&mpath).unwrap();
-    std::fs::write(&mpath, m.replace(&format!("\\\"size\\\":{}", bytes.len()), &format!("\\\"size\\\":{}", bytes.len() + 1))).unwrap();
+    std::fs::write(
+        &mpath,
+        m.replace(&format!("\\\"size\\\":{}", bytes.len()), &format!("\\\"size\\\":{}", bytes.len() + 1)),
+    )
+    .unwrap();
     assert_ne!(std::fs::read_to_string(&mpath).unwrap(), m, "the test edits the manifest");
     let e = Client::new(offline_cfg).unwrap().pull("alice/bert_tiny", &spec).unwrap_err();
     assert!(matches!(e, HubError::Verification(_)) && e.to_string().contains("signature"), "{e}");
@@ -513,21 +558,44 @@ fn access_control_and_hostile_input(backend: Backend) {
     assert!(matches!(hub.admin.create_token("bob", &["root"], ""), Err(HubError::BadRequest(_))));
 
     // path traversal in names: refused before any query or path
-    let post_repo = |body: &str| raw("POST", &format!("{url}/api/v1/repos"), Some(&alice_t), &[("Content-Type", "application/json")], body.into());
+    let post_repo = |body: &str| {
+        raw(
+            "POST",
+            &format!("{url}/api/v1/repos"),
+            Some(&alice_t),
+            &[("Content-Type", "application/json")],
+            body.into(),
+        )
+    };
     for name in ["../evil", "alice/..", "alice/.hidden", "alice/a\\b", "..", "alice/a%2f..%2fb", "alice/x y"] {
         let (s, _, body) = post_repo(&format!("{{\"name\": {}}}", serde_json::json!(name)));
         assert_eq!(s, 400, "{name}: {}", text(&body));
         assert!(text(&body).contains("\"code\":\"bad_request\""), "{}", text(&body));
     }
-    for path in ["/api/v1/repos/%2e%2e/x", "/api/v1/repos/alice/%2e%2e", "/api/v1/repos/alice/..%2f..%2fhub.db", "/api/v1/blobs/..%2f..%2fhub.db", "/models/%2e%2e/x"] {
+    for path in [
+        "/api/v1/repos/%2e%2e/x",
+        "/api/v1/repos/alice/%2e%2e",
+        "/api/v1/repos/alice/..%2f..%2fhub.db",
+        "/api/v1/blobs/..%2f..%2fhub.db",
+        "/models/%2e%2e/x",
+    ] {
         let s = raw("GET", &format!("{url}{path}"), Some(&alice_t), &[], vec![]).0;
         assert!(s == 400 || s == 404, "{path}: {s}");
     }
-    let (s, _, body) = raw("POST", &format!("{url}/api/v1/repos/alice/open/revisions?filename=../../x.onnx"), Some(&alice_t), &[], b"x".to_vec());
+    let (s, _, body) = raw(
+        "POST",
+        &format!("{url}/api/v1/repos/alice/open/revisions?filename=../../x.onnx"),
+        Some(&alice_t),
+        &[],
+        b"x".to_vec(),
+    );
     assert_eq!(s, 400, "{}", text(&body));
     assert!(text(&body).contains("filename"));
     // nothing was written outside the hub's folder
-    let mut top: Vec<String> = std::fs::read_dir(hub.dir.path().join("hub")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut top: Vec<String> = std::fs::read_dir(hub.dir.path().join("hub"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     top.sort();
     top.retain(|f| !f.starts_with("hub.db-"));
     match hub.backend {
@@ -546,10 +614,22 @@ fn access_control_and_hostile_input(backend: Backend) {
     let (s, _, body) = post_repo("{\"name\": 7}");
     assert_eq!(s, 400);
     assert!(text(&body).contains("invalid type"), "{}", text(&body));
-    let (s, _, body) = raw("POST", &format!("{url}/api/v1/repos/alice/open/builds"), Some(&alice_t), &[], br#"{"target": "sm_90", "precision": "fp64"}"#.to_vec());
+    let (s, _, body) = raw(
+        "POST",
+        &format!("{url}/api/v1/repos/alice/open/builds"),
+        Some(&alice_t),
+        &[],
+        br#"{"target": "sm_90", "precision": "fp64"}"#.to_vec(),
+    );
     assert_eq!(s, 400);
     assert!(text(&body).contains("precision"), "{}", text(&body));
-    let (s, _, body) = raw("POST", &format!("{url}/api/v1/repos/alice/open/builds"), Some(&alice_t), &[], br#"{"target": "sm_90", "batch": [8, 1]}"#.to_vec());
+    let (s, _, body) = raw(
+        "POST",
+        &format!("{url}/api/v1/repos/alice/open/builds"),
+        Some(&alice_t),
+        &[],
+        br#"{"target": "sm_90", "batch": [8, 1]}"#.to_vec(),
+    );
     assert_eq!(s, 400);
     assert!(text(&body).contains("batch"), "{}", text(&body));
     // an oversized JSON body
@@ -599,7 +679,10 @@ fn a_compile_failure_fails_the_job_and_the_worker_goes_on(backend: Backend) {
     let b = alice.build("alice/dropout", &BuildSpec::new("sm_90")).unwrap();
     let id = b.job.unwrap().id;
     let e = alice.wait(id, Duration::from_secs(300)).unwrap_err();
-    assert!(matches!(&e, HubError::BuildFailed(m) if m.contains("compile") && m.to_lowercase().contains("dropout")), "{e}");
+    assert!(
+        matches!(&e, HubError::BuildFailed(m) if m.contains("compile") && m.to_lowercase().contains("dropout")),
+        "{e}"
+    );
     let j = alice.job(id).unwrap();
     assert_eq!(j.state, JobState::Failed);
     assert!(j.log.contains("error: compile"), "{}", j.log);
@@ -642,7 +725,11 @@ fn a_worker_that_stops_heartbeating_loses_its_lease(backend: Backend) {
     let done = alice.wait(id, Duration::from_secs(300)).unwrap();
     assert_eq!(done.worker.as_deref(), Some("w2"));
     assert_eq!(done.attempts, 2);
-    assert!(done.log.contains("lease of dead expired") && done.log.contains("claimed by w2 (attempt 2)"), "{}", done.log);
+    assert!(
+        done.log.contains("lease of dead expired") && done.log.contains("claimed by w2 (attempt 2)"),
+        "{}",
+        done.log
+    );
     // the dead worker, back, holds nothing
     assert!(matches!(dead.heartbeat(id, "dead", ""), Err(HubError::Conflict(_))));
     assert!(matches!(dead.upload_artifact(id, "dead", b"forged".to_vec()), Err(HubError::Conflict(_))));
@@ -711,7 +798,9 @@ fn cut_proxy(upstream: std::net::SocketAddr, keep: usize) -> CutProxy {
                     let mut chunk = &buf[..n];
                     if left.is_none() && cuts.load(Ordering::SeqCst) == 0 && chunk.starts_with(b"HTTP/1.1 200") {
                         let head_end = chunk.windows(4).position(|w| w == b"\r\n\r\n");
-                        if let Some(e) = head_end.filter(|&e| text(&chunk[..e]).to_lowercase().contains("application/octet-stream")) {
+                        if let Some(e) =
+                            head_end.filter(|&e| text(&chunk[..e]).to_lowercase().contains("application/octet-stream"))
+                        {
                             cuts.fetch_add(1, Ordering::SeqCst);
                             if down.write_all(&chunk[..e + 4]).is_err() {
                                 break;
@@ -762,7 +851,9 @@ fn a_cut_download_resumes(backend: Backend) {
     let cache = hub.dir.path().join("cache-through-proxy");
     let c = client_at(&proxy.url, Some(&alice_t), &cache);
     // the key pinned from the real address (the proxy is another URL: pin it explicitly)
-    let c = Client::new(ClientConfig { server_key: Some(hub.server.as_ref().unwrap().key.clone()), ..c.config().clone() }).unwrap();
+    let c =
+        Client::new(ClientConfig { server_key: Some(hub.server.as_ref().unwrap().key.clone()), ..c.config().clone() })
+            .unwrap();
     let e = c.pull_with("alice/relu", &BuildSpec::new("sm_90"), false, Duration::from_secs(1)).unwrap_err();
     assert_eq!(proxy.cuts.load(Ordering::SeqCst), 1);
     assert!(matches!(&e, HubError::Http(m) if m.contains("resume")), "{e}");
@@ -803,7 +894,8 @@ fn concurrent_claims_take_each_job_once(backend: Backend) {
     let cv = xforge_hub::compiler_version();
     let threads: Vec<_> = (0..6)
         .map(|i| {
-            let (token, url, cv, cache) = (token.clone(), url.clone(), cv.clone(), hub.dir.path().join(format!("cache-c{i}")));
+            let (token, url, cv, cache) =
+                (token.clone(), url.clone(), cv.clone(), hub.dir.path().join(format!("cache-c{i}")));
             std::thread::spawn(move || {
                 let c = client_at(&url, Some(&token), &cache);
                 let mut got = vec![];

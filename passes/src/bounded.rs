@@ -66,8 +66,13 @@ pub fn bound_data_dependent(g: &mut Graph) -> usize {
         attrs.insert("bounded_op".into(), Attr::Str(n.op.name().into()));
         attrs.insert("bounded_axis".into(), Attr::Int(axis as i64));
         attrs.insert("bound".into(), Attr::Int(bound as i64));
-        let bounded =
-            Node { name: n.name.clone(), op: Op::Bounded, inputs: n.inputs.clone(), outputs: vec![Some(p), Some(len)], attrs };
+        let bounded = Node {
+            name: n.name.clone(),
+            op: Op::Bounded,
+            inputs: n.inputs.clone(),
+            outputs: vec![Some(p), Some(len)],
+            attrs,
+        };
         let mut pa: xforge_ir::Attrs = Default::default();
         pa.insert("axis".into(), Attr::Int(axis as i64));
         let prefix = Node {

@@ -226,7 +226,13 @@ fn stack(g: &mut Graph, parts: &[ValueId], axis: i64, name: &str, out: &mut Vec<
             attrs.insert("axes".into(), Attr::Ints(vec![axis]));
         }
         let u = value(g, format!("{name}/part{k}"), ValueType::unranked(first.dtype));
-        out.push(Node { name: format!("{name}/unsqueeze{k}"), op: Op::Unsqueeze, inputs, outputs: vec![Some(u)], attrs });
+        out.push(Node {
+            name: format!("{name}/unsqueeze{k}"),
+            op: Op::Unsqueeze,
+            inputs,
+            outputs: vec![Some(u)],
+            attrs,
+        });
         pieces.push(Some(u));
     }
     let r = value(g, format!("{name}/stacked"), ValueType::unranked(first.dtype));
@@ -248,7 +254,9 @@ fn inline_loop(g: &mut Graph, n: &Node, nested: bool, out: &mut Vec<Node>) -> Op
     let cond_out = *b.outputs.first()?;
     let passes = cond_out == *b.inputs.get(1)?
         || b.weights.get(&cond_out).is_some_and(|t| t.to_f64().first() == Some(&1.0))
-        || b.nodes.iter().any(|m| m.op == Op::Identity && m.outputs[0] == Some(cond_out) && m.inputs[0] == Some(b.inputs[1]));
+        || b.nodes
+            .iter()
+            .any(|m| m.op == Op::Identity && m.outputs[0] == Some(cond_out) && m.inputs[0] == Some(b.inputs[1]));
     if !passes || trips <= 0 || trips as usize * b.nodes.len().max(1) > UNROLL_NODE_LIMIT {
         return None;
     }

@@ -126,9 +126,22 @@ impl Pass<'_> {
         v
     }
 
-    fn emit(&mut self, name: &str, op: Op, inputs: Vec<Option<ValueId>>, attrs: xforge_ir::Attrs, outputs: Vec<ValueId>) {
+    fn emit(
+        &mut self,
+        name: &str,
+        op: Op,
+        inputs: Vec<Option<ValueId>>,
+        attrs: xforge_ir::Attrs,
+        outputs: Vec<ValueId>,
+    ) {
         self.n += 1;
-        self.out.push(Node { name: format!("{name}/p{}", self.n), op, inputs, outputs: outputs.into_iter().map(Some).collect(), attrs });
+        self.out.push(Node {
+            name: format!("{name}/p{}", self.n),
+            op,
+            inputs,
+            outputs: outputs.into_iter().map(Some).collect(),
+            attrs,
+        });
     }
 
     /// `op(a, b)` on two one-element i64 tensors (lengths), as a new value of shape [1].
@@ -182,7 +195,16 @@ pub fn pad_data_dependent(g: &mut Graph) -> Result<usize, NotPadded> {
         return Ok(0);
     }
     let nodes = std::mem::take(&mut g.nodes);
-    let mut p = Pass { g, out: vec![], pads: HashMap::new(), ints: HashMap::new(), shapes: HashMap::new(), as_one: HashMap::new(), totals: HashMap::new(), n: 0 };
+    let mut p = Pass {
+        g,
+        out: vec![],
+        pads: HashMap::new(),
+        ints: HashMap::new(),
+        shapes: HashMap::new(),
+        as_one: HashMap::new(),
+        totals: HashMap::new(),
+        n: 0,
+    };
     let mut rewritten = 0;
     for n in &nodes {
         if n.op == Op::Prefix {
@@ -222,7 +244,9 @@ pub fn pad_data_dependent(g: &mut Graph) -> Result<usize, NotPadded> {
 
 /// A node without padded inputs: kept, with the element bounds of small integer results.
 fn keep(p: &mut Pass, n: &Node) -> R<()> {
-    if n.op == Op::Expand && n.inputs.get(1).copied().flatten().and_then(|v| p.elems(v)).is_some_and(|e| e.iter().any(|x| x.lo != x.hi)) {
+    if n.op == Op::Expand
+        && n.inputs.get(1).copied().flatten().and_then(|v| p.elems(v)).is_some_and(|e| e.iter().any(|x| x.lo != x.hi))
+    {
         return expand(p, n, None, n.inputs.clone());
     }
     if n.op == Op::Range {
@@ -244,7 +268,9 @@ fn keep(p: &mut Pass, n: &Node) -> R<()> {
     let e = |k: usize| ins.get(k).cloned().flatten();
     let elems: Option<Vec<Elem>> = (|| match n.op {
         Op::Identity | Op::Cast | Op::Reshape | Op::Squeeze | Op::Unsqueeze | Op::Flatten => e(0),
-        Op::Concat => n.inputs.iter().map(|v| v.and_then(|v| p.elems(v))).collect::<Option<Vec<_>>>().map(|v| v.concat()),
+        Op::Concat => {
+            n.inputs.iter().map(|v| v.and_then(|v| p.elems(v))).collect::<Option<Vec<_>>>().map(|v| v.concat())
+        }
         Op::Gather => {
             let (d, idx) = (e(0)?, p.g.weights.get(&n.inputs[1]?).map(|t| t.to_i64()));
             idx.map(|idx| idx.iter().filter_map(|&i| d.get(norm(i, d.len()).ok()?).cloned()).collect())
@@ -255,7 +281,9 @@ fn keep(p: &mut Pass, n: &Node) -> R<()> {
             let (lo, hi) = match n.op {
                 Op::ReduceMin => (fold(i64::min, i64::MAX, |x| x.lo), fold(i64::min, i64::MAX, |x| x.hi)),
                 Op::ReduceMax => (fold(i64::max, i64::MIN, |x| x.lo), fold(i64::max, i64::MIN, |x| x.hi)),
-                Op::ReduceProd => (fold(|a, b| a.saturating_mul(b), 1, |x| x.lo), fold(|a, b| a.saturating_mul(b), 1, |x| x.hi)),
+                Op::ReduceProd => {
+                    (fold(|a, b| a.saturating_mul(b), 1, |x| x.lo), fold(|a, b| a.saturating_mul(b), 1, |x| x.hi))
+                }
                 _ => (fold(|a, b| a.saturating_add(b), 0, |x| x.lo), fold(|a, b| a.saturating_add(b), 0, |x| x.hi)),
             };
             // a min or max that is one of its elements keeps that element's length
@@ -355,7 +383,8 @@ fn infer_kept(p: &mut Pass, n: &Node) -> R<()> {
 }
 
 fn static_shape(f: &xforge_ir::infer::Fact) -> R<Vec<usize>> {
-    f.ty.static_shape().ok_or_else(|| "its result's shape depends on values known only at run time; not padded yet".into())
+    f.ty.static_shape()
+        .ok_or_else(|| "its result's shape depends on values known only at run time; not padded yet".into())
 }
 
 /// The static output shapes of `n` with each padded input at its bound.
@@ -375,9 +404,11 @@ fn infer_facts(p: &Pass, n: &Node) -> R<Vec<xforge_ir::infer::Fact>> {
                 let exact = p.elems(v).filter(|e| e.iter().all(|x| x.lo == x.hi));
                 Some(match (p.g.weights.get(&v), exact, &shape) {
                     (Some(t), _, _) => xforge_ir::infer::Fact::constant(t.clone()),
-                    (None, Some(e), Some(s)) if !dt.is_float() && numel(s) == e.len() => xforge_ir::infer::Fact::constant(
-                        Tensor::from_i64(s.clone(), e.iter().map(|x| x.lo).collect()).cast(dt),
-                    ),
+                    (None, Some(e), Some(s)) if !dt.is_float() && numel(s) == e.len() => {
+                        xforge_ir::infer::Fact::constant(
+                            Tensor::from_i64(s.clone(), e.iter().map(|x| x.lo).collect()).cast(dt),
+                        )
+                    }
                     _ => xforge_ir::infer::Fact {
                         ty: match shape {
                             Some(s) => ValueType::known(dt, &s),
@@ -402,8 +433,20 @@ fn row_input(n: &Node, k: usize) -> bool {
     match n.op {
         RoiAlign => k == 1 || k == 2,
         Gemm => k == 0 && int_attr(n, "transA", 0) == 0,
-        Conv | ConvTranspose | MaxPool | AveragePool | LpPool | GlobalAveragePool | GlobalMaxPool | BatchNormalization
-        | InstanceNormalization | GroupNormalization | Resize | Upsample | DepthToSpace | SpaceToDepth => k == 0,
+        Conv
+        | ConvTranspose
+        | MaxPool
+        | AveragePool
+        | LpPool
+        | GlobalAveragePool
+        | GlobalMaxPool
+        | BatchNormalization
+        | InstanceNormalization
+        | GroupNormalization
+        | Resize
+        | Upsample
+        | DepthToSpace
+        | SpaceToDepth => k == 0,
         Softmax | LogSoftmax => k == 0 && int_attr(n, "axis", -1) != 0,
         LayerNormalization => k == 0 && int_attr(n, "axis", -1) != 0,
         ArgMax | ArgMin => k == 0 && int_attr(n, "axis", 0) != 0,
@@ -467,7 +510,8 @@ fn expand(p: &mut Pass, n: &Node, x: Option<Pad>, inputs: Vec<Option<ValueId>>) 
 /// an extra row of the data, cut off afterwards. Data padded along an axis keeps its padding.
 fn scatter(p: &mut Pass, n: &Node, pads: &[(usize, Pad)], inputs: Vec<Option<ValueId>>) -> R<()> {
     let name = n.name.clone();
-    let (data, idx, upd) = (inputs[0].ok_or("no data")?, inputs[1].ok_or("no indices")?, inputs[2].ok_or("no updates")?);
+    let (data, idx, upd) =
+        (inputs[0].ok_or("no data")?, inputs[1].ok_or("no indices")?, inputs[2].ok_or("no updates")?);
     let ds = p.shape_of(data)?;
     let is = p.shape_of(idx)?;
     let data_pad = pads.iter().find(|(k, _)| *k == 0).map(|(_, pd)| pd.clone());
@@ -579,7 +623,9 @@ fn range(p: &mut Pass, n: &Node) -> Option<R<()>> {
         }
         // else min(max(limit − start, 0), bound), from the limit's value
         let lim = p.data(n.inputs[1].ok_or("no limit")?);
-        let lim = if dt == DType::I64 { lim } else {
+        let lim = if dt == DType::I64 {
+            lim
+        } else {
             let c = p.fresh(&n.name, DType::I64, p.shape(lim));
             let mut a: xforge_ir::Attrs = Default::default();
             a.insert("to".into(), Attr::Int(DType::I64.onnx_code() as i64));
@@ -621,8 +667,12 @@ fn padded_out(p: &mut Pass, n: &Node, k: usize, shape: Vec<usize>, axis: usize, 
 }
 
 fn rewrite(p: &mut Pass, n: &Node) -> R<()> {
-    let pads: Vec<(usize, Pad)> =
-        n.inputs.iter().enumerate().filter_map(|(k, v)| v.and_then(|v| p.pads.get(&v).cloned()).map(|pd| (k, pd))).collect();
+    let pads: Vec<(usize, Pad)> = n
+        .inputs
+        .iter()
+        .enumerate()
+        .filter_map(|(k, v)| v.and_then(|v| p.pads.get(&v).cloned()).map(|pd| (k, pd)))
+        .collect();
     let inputs: Vec<Option<ValueId>> = n.inputs.iter().map(|v| v.map(|v| p.data(v))).collect();
     let first = pads[0].1.clone();
     match n.op {
@@ -720,7 +770,12 @@ fn rewrite(p: &mut Pass, n: &Node) -> R<()> {
             }
             let parts = n.outputs.len();
             let sizes: Vec<usize> = match n.inputs.get(1).copied().flatten() {
-                Some(v) => p.elems(v).ok_or("split sizes known only at run time")?.iter().map(|e| e.lo.max(0) as usize).collect(),
+                Some(v) => p
+                    .elems(v)
+                    .ok_or("split sizes known only at run time")?
+                    .iter()
+                    .map(|e| e.lo.max(0) as usize)
+                    .collect(),
                 None => match ints_attr(n, "split") {
                     Some(v) => v.iter().map(|&x| x.max(0) as usize).collect(),
                     None => {
@@ -744,7 +799,9 @@ fn rewrite(p: &mut Pass, n: &Node) -> R<()> {
             }
             p.emit(&n.name, n.op, inputs, n.attrs.clone(), outs);
         }
-        Op::ReduceMax | Op::ReduceMin | Op::ReduceSum | Op::ReduceMean | Op::ReduceProd => reduce(p, n, &first, inputs)?,
+        Op::ReduceMax | Op::ReduceMin | Op::ReduceSum | Op::ReduceMean | Op::ReduceProd => {
+            reduce(p, n, &first, inputs)?
+        }
         Op::NonMaxSuppression => nms(p, n, &pads, inputs)?,
         Op::NonZero => {
             // the coordinates of the non-zero valid entries: padding stays out
@@ -1044,13 +1101,7 @@ fn slice(p: &mut Pass, n: &Node, first: &Pad, inputs: Vec<Option<ValueId>>) -> R
     let d = padded_out(p, n, 0, out, first.axis, len);
     // the bounds as constants (an end that was a length is the bound now)
     let k = |p: &mut Pass, v: Vec<i64>| Some(p.konst(&n.name, Tensor::from_i64(vec![v.len()], v)));
-    let args = vec![
-        inputs[0],
-        k(p, starts),
-        k(p, ends),
-        k(p, axes.iter().map(|&a| a as i64).collect()),
-        k(p, steps),
-    ];
+    let args = vec![inputs[0], k(p, starts), k(p, ends), k(p, axes.iter().map(|&a| a as i64).collect()), k(p, steps)];
     p.emit(&n.name, Op::Slice, args, Default::default(), vec![d]);
     Ok(())
 }

@@ -95,11 +95,22 @@ pub fn convert(g: &mut Graph, target: DType) -> Result<usize, InferError> {
         // a padded output (valid entries of padded data): the data cast, then its valid entries,
         // so that the cast works on a static shape
         let prefix = g.nodes.iter().find(|n| n.op == Op::Prefix && n.outputs.first() == Some(&Some(y))).cloned();
-        if let Some(Node { inputs, attrs, name: pn, .. }) = prefix.filter(|n| n.inputs.len() == 2 && n.inputs[0].is_some()) {
+        if let Some(Node { inputs, attrs, name: pn, .. }) =
+            prefix.filter(|n| n.inputs.len() == 2 && n.inputs[0].is_some())
+        {
             let data = inputs[0].expect("checked");
-            let wide_data = g.add_value(format!("{}.{}", g.name_of(data), ty.dtype.name()), ValueType { dtype: ty.dtype, shape: g.ty(data).shape.clone() });
+            let wide_data = g.add_value(
+                format!("{}.{}", g.name_of(data), ty.dtype.name()),
+                ValueType { dtype: ty.dtype, shape: g.ty(data).shape.clone() },
+            );
             back.push(cast_node(format!("precision_out_{k}"), data, wide_data, ty.dtype));
-            back.push(Node { name: format!("{pn}.{}", ty.dtype.name()), op: Op::Prefix, inputs: vec![Some(wide_data), inputs[1]], outputs: vec![Some(out)], attrs });
+            back.push(Node {
+                name: format!("{pn}.{}", ty.dtype.name()),
+                op: Op::Prefix,
+                inputs: vec![Some(wide_data), inputs[1]],
+                outputs: vec![Some(out)],
+                attrs,
+            });
         } else {
             back.push(cast_node(format!("precision_out_{k}"), y, out, ty.dtype));
         }

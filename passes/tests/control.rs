@@ -7,7 +7,11 @@ use xforge_passes::control::{inline_all_control_flow, inline_control_flow};
 
 fn values(dt: DType, shape: &[usize], seed: u64) -> Tensor {
     let n: usize = shape.iter().product();
-    Tensor::from_f64(dt, shape.to_vec(), &(0..n).map(|i| ((i as u64 * 37 + seed * 11) % 17) as f64 / 8.0 - 1.0).collect::<Vec<_>>())
+    Tensor::from_f64(
+        dt,
+        shape.to_vec(),
+        &(0..n).map(|i| ((i as u64 * 37 + seed * 11) % 17) as f64 / 8.0 - 1.0).collect::<Vec<_>>(),
+    )
 }
 
 fn f32t(shape: &[usize]) -> ValueType {
@@ -32,7 +36,11 @@ fn same_after_inlining(g: &Graph, feed: &HashMap<String, Tensor>, all: bool) {
 
 /// A body graph: `build` adds its nodes given the builder and its inputs; `captures` names
 /// values of the enclosing graph it reads.
-fn body(inputs: &[(&str, ValueType)], captures: &[(&str, ValueType)], build: impl FnOnce(&mut GraphBuilder, &[xforge_ir::ValueId], &[xforge_ir::ValueId]) -> Vec<xforge_ir::ValueId>) -> Arc<Graph> {
+fn body(
+    inputs: &[(&str, ValueType)],
+    captures: &[(&str, ValueType)],
+    build: impl FnOnce(&mut GraphBuilder, &[xforge_ir::ValueId], &[xforge_ir::ValueId]) -> Vec<xforge_ir::ValueId>,
+) -> Arc<Graph> {
     let mut b = GraphBuilder::new("body", 17);
     let ins: Vec<_> = inputs.iter().map(|(n, t)| b.input_typed(n, t.clone())).collect();
     let caps: Vec<_> = captures.iter().map(|(n, t)| b.capture(n, t.clone())).collect();
@@ -57,7 +65,12 @@ fn an_if_on_a_runtime_condition_selects_between_both_branches() {
     let c = b.input("c", DType::Bool, &[]);
     let x = b.input("x", DType::F32, &[3, 4]);
     let _ = x;
-    let y = b.node(Op::If, &[c], vec![("then_branch", Attr::Graph(then_b)), ("else_branch", Attr::Graph(else_b))], f32t(&[3, 4]));
+    let y = b.node(
+        Op::If,
+        &[c],
+        vec![("then_branch", Attr::Graph(then_b)), ("else_branch", Attr::Graph(else_b))],
+        f32t(&[3, 4]),
+    );
     b.output(y);
     let g = b.finish();
     for cond in [true, false] {

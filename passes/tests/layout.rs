@@ -119,16 +119,22 @@ fn convnext_blocks(dtype: DType, c: usize, s: usize, blocks: usize) -> Graph {
     for k in 0..blocks {
         let wd = t(&mut b, &format!("dw{k}"), vec![c, 1, 7, 7], k);
         let bd = t(&mut b, &format!("dwb{k}"), vec![c], k + 1);
-        let attrs = vec![("group", Attr::Int(c as i64)), ("pads", Attr::Ints(vec![3; 4])), ("kernel_shape", Attr::Ints(vec![7, 7]))];
+        let attrs = vec![
+            ("group", Attr::Int(c as i64)),
+            ("pads", Attr::Ints(vec![3; 4])),
+            ("kernel_shape", Attr::Ints(vec![7, 7])),
+        ];
         let d = b.node(Op::Conv, &[x, wd, bd], attrs, u());
         let p = b.node(Op::Transpose, &[d], vec![("perm", Attr::Ints(vec![0, 2, 3, 1]))], u());
         let (sc, sh) = (t(&mut b, &format!("ln_s{k}"), vec![c], k + 2), t(&mut b, &format!("ln_b{k}"), vec![c], k + 3));
         let ln = b.node(Op::LayerNormalization, &[p, sc, sh], vec![("axis", Attr::Int(-1))], u());
-        let (w1, b1) = (t(&mut b, &format!("w1_{k}"), vec![c, 4 * c], k + 4), t(&mut b, &format!("b1_{k}"), vec![4 * c], k + 5));
+        let (w1, b1) =
+            (t(&mut b, &format!("w1_{k}"), vec![c, 4 * c], k + 4), t(&mut b, &format!("b1_{k}"), vec![4 * c], k + 5));
         let m1 = b.node(Op::MatMul, &[ln, w1], vec![], u());
         let a1 = b.node(Op::Add, &[m1, b1], vec![], u());
         let ge = b.node(Op::Gelu, &[a1], vec![], u());
-        let (w2, b2) = (t(&mut b, &format!("w2_{k}"), vec![4 * c, c], k + 6), t(&mut b, &format!("b2_{k}"), vec![c], k + 7));
+        let (w2, b2) =
+            (t(&mut b, &format!("w2_{k}"), vec![4 * c, c], k + 6), t(&mut b, &format!("b2_{k}"), vec![c], k + 7));
         let m2 = b.node(Op::MatMul, &[ge, w2], vec![], u());
         let a2 = b.node(Op::Add, &[m2, b2], vec![], u());
         let back = b.node(Op::Transpose, &[a2], vec![("perm", Attr::Ints(vec![0, 3, 1, 2]))], u());

@@ -101,7 +101,10 @@ fn a_reader_with_no_padded_form_is_an_error_naming_it() {
 
 /// A [8, 3] weight whose rows are distinct.
 fn table(b: &mut GraphBuilder) -> ValueId {
-    b.weight("table", Tensor::from_f64(DType::F32, vec![8, 3], &(0..24).map(|i| i as f64 * 0.5 - 3.0).collect::<Vec<_>>()))
+    b.weight(
+        "table",
+        Tensor::from_f64(DType::F32, vec![8, 3], &(0..24).map(|i| i as f64 * 0.5 - 3.0).collect::<Vec<_>>()),
+    )
 }
 
 #[test]
@@ -164,7 +167,8 @@ fn a_range_from_a_later_start_has_the_shorter_length() {
         let n = b.node(Op::Shape, &[idx], vec![], any(DType::I64));
         let zero = b.weight("zero", Tensor::from_i64(vec![], vec![0]));
         let count = b.node(Op::Gather, &[n, zero], vec![("axis", Attr::Int(0))], any(DType::I64));
-        let (two, one) = (b.weight("two", Tensor::from_i64(vec![], vec![2])), b.weight("one", Tensor::from_i64(vec![], vec![1])));
+        let (two, one) =
+            (b.weight("two", Tensor::from_i64(vec![], vec![2])), b.weight("one", Tensor::from_i64(vec![], vec![1])));
         b.node(Op::Range, &[two, count, one], vec![], any(DType::I64))
     }));
 }

@@ -208,7 +208,8 @@ impl Artifact {
 
 /// A tensor crossing into Rust: its bytes, dtype name and shape, checked against each other.
 fn tensor(bytes: &[u8], dtype: &str, shape: &[usize], what: &str) -> PyResult<Tensor> {
-    let dt = DType::from_name(dtype).ok_or_else(|| BadInputError::new_err(format!("{what}: unknown dtype '{dtype}'")))?;
+    let dt =
+        DType::from_name(dtype).ok_or_else(|| BadInputError::new_err(format!("{what}: unknown dtype '{dtype}'")))?;
     let n: usize = shape.iter().product();
     if bytes.len() != n * dt.size() {
         return Err(BadInputError::new_err(format!(
@@ -217,7 +218,8 @@ fn tensor(bytes: &[u8], dtype: &str, shape: &[usize], what: &str) -> PyResult<Te
             n * dt.size()
         )));
     }
-    let data = TensorData::from_le_bytes(dt, bytes).ok_or_else(|| BadInputError::new_err(format!("{what}: bad bytes")))?;
+    let data =
+        TensorData::from_le_bytes(dt, bytes).ok_or_else(|| BadInputError::new_err(format!("{what}: bad bytes")))?;
     Ok(Tensor::new(shape.to_vec(), data))
 }
 
@@ -248,13 +250,18 @@ impl Session {
                 (t.0.clone(), Some(t))
             }
             Err(_) => (
-                PathBuf::from(artifact.extract::<String>().map_err(|_| BadInputError::new_err("artifact: an Artifact or a path"))?),
+                PathBuf::from(
+                    artifact
+                        .extract::<String>()
+                        .map_err(|_| BadInputError::new_err("artifact: an Artifact or a path"))?,
+                ),
                 None,
             ),
         };
         let s = py.allow_threads(|| xforge_runtime::Session::load(&path, device)).map_err(runtime_error)?;
         let m = &s.artifact.plans[s.artifact.plans.len() - 1].memory;
-        let inputs = m.inputs.iter().map(|b| (b.name.clone(), b.dtype.clone(), b.shape.clone(), b.batch_axis)).collect();
+        let inputs =
+            m.inputs.iter().map(|b| (b.name.clone(), b.dtype.clone(), b.shape.clone(), b.batch_axis)).collect();
         let outputs = m.outputs.iter().map(|b| (b.name.clone(), b.dtype.clone(), b.shape.clone())).collect();
         Ok(Session { inner: Mutex::new(s), inputs, outputs })
     }
@@ -273,14 +280,22 @@ impl Session {
     /// Runs on raw tensors in input order; returns the outputs the same way.
     fn run_raw<'py>(&self, py: Python<'py>, inputs: Vec<(Vec<u8>, String, Vec<usize>)>) -> PyResult<Vec<Raw<'py>>> {
         if inputs.len() != self.inputs.len() {
-            return Err(BadInputError::new_err(format!("{} inputs given, the model takes {}", inputs.len(), self.inputs.len())));
+            return Err(BadInputError::new_err(format!(
+                "{} inputs given, the model takes {}",
+                inputs.len(),
+                self.inputs.len()
+            )));
         }
         for ((bytes, dt, shape), (name, want_dt, want, batch_axis)) in inputs.iter().zip(&self.inputs) {
             if dt != want_dt {
                 return Err(BadInputError::new_err(format!("input '{name}' is {want_dt}, got {dt}")));
             }
             let fits = shape.len() == want.len()
-                && shape.iter().zip(want).enumerate().all(|(d, (&g, &w))| g as u64 == w || Some(d as u32) == *batch_axis);
+                && shape
+                    .iter()
+                    .zip(want)
+                    .enumerate()
+                    .all(|(d, (&g, &w))| g as u64 == w || Some(d as u32) == *batch_axis);
             if !fits {
                 return Err(BadInputError::new_err(format!("input '{name}' has shape {want:?}, got {shape:?}")));
             }
@@ -296,7 +311,9 @@ impl Session {
         Ok(outs
             .into_iter()
             .zip(&self.outputs)
-            .map(|((b, shape), (_, dt, _))| (PyBytes::new(py, &b), dt.clone(), shape.iter().map(|&d| d as usize).collect()))
+            .map(|((b, shape), (_, dt, _))| {
+                (PyBytes::new(py, &b), dt.clone(), shape.iter().map(|&d| d as usize).collect())
+            })
             .collect())
     }
 }
@@ -312,19 +329,28 @@ fn interpret<'py>(
     shapes: Option<BTreeMap<String, Vec<usize>>>,
 ) -> PyResult<Vec<(String, Bound<'py, PyBytes>, String, Vec<usize>)>> {
     let opts = xforge_frontend::ImportOptions { shapes: shapes.unwrap_or_default(), ..Default::default() };
-    let m = py.allow_threads(|| xforge_frontend::load(Path::new(model), &opts)).map_err(|e| BadModelError::new_err(e.to_string()))?;
+    let m = py
+        .allow_threads(|| xforge_frontend::load(Path::new(model), &opts))
+        .map_err(|e| BadModelError::new_err(e.to_string()))?;
     let g = &m.graph;
     let mut feed = HashMap::new();
     for &i in &g.inputs {
         let name = g.name_of(i);
-        let (b, dt, shape) = inputs.get(name).ok_or_else(|| BadInputError::new_err(format!("no value for input '{name}'")))?;
+        let (b, dt, shape) =
+            inputs.get(name).ok_or_else(|| BadInputError::new_err(format!("no value for input '{name}'")))?;
         let t = tensor(b, dt, shape, name)?;
         if t.dtype() != g.ty(i).dtype || !g.ty(i).admits(t.shape()) {
-            return Err(BadInputError::new_err(format!("input '{name}' is {}, got {}{:?}", g.ty(i), t.dtype(), t.shape())));
+            return Err(BadInputError::new_err(format!(
+                "input '{name}' is {}, got {}{:?}",
+                g.ty(i),
+                t.dtype(),
+                t.shape()
+            )));
         }
         feed.insert(name.to_string(), t);
     }
-    let outs = py.allow_threads(|| xforge_ir::interp::run(g, &feed)).map_err(|e| XforgeError::new_err(e.to_string()))?;
+    let outs =
+        py.allow_threads(|| xforge_ir::interp::run(g, &feed)).map_err(|e| XforgeError::new_err(e.to_string()))?;
     Ok(g.outputs
         .iter()
         .zip(&outs)

@@ -321,7 +321,8 @@ impl Session {
                 let mut shape = b.shape_at(mem.batch, n);
                 if let Some((axis, _)) = b.valid {
                     // the valid length: the bytes over the other dims and the element size
-                    let per: u64 = shape.iter().enumerate().filter(|&(d, _)| d != axis as usize).map(|(_, &s)| s).product();
+                    let per: u64 =
+                        shape.iter().enumerate().filter(|&(d, _)| d != axis as usize).map(|(_, &s)| s).product();
                     let size = binding_bytes(b).unwrap_or(0) / b.shape.iter().product::<u64>().max(1);
                     shape[axis as usize] = (bytes.len() as u64).checked_div(size * per).unwrap_or(0);
                 }
@@ -335,7 +336,10 @@ impl Session {
     pub fn read_arena(&self, offset: u64, len: usize) -> Result<Vec<u8>, RuntimeError> {
         let at = offset as usize;
         if at.checked_add(len).is_none_or(|end| end > self.arena.len()) {
-            return Err(RuntimeError::Input { name: "arena".into(), why: format!("{len} bytes at {offset} are outside it") });
+            return Err(RuntimeError::Input {
+                name: "arena".into(),
+                why: format!("{len} bytes at {offset} are outside it"),
+            });
         }
         let mut host = vec![0u8; len];
         if len > 0 {
@@ -540,7 +544,14 @@ mod tests {
         let given: Vec<u8> = (1..=12).collect();
         let padded = spread_rows(&given, 2, 6, 12);
         assert_eq!(padded, [1, 2, 3, 4, 5, 6, 0, 0, 0, 0, 0, 0, 7, 8, 9, 10, 11, 12, 0, 0, 0, 0, 0, 0]);
-        let b = Binding { name: "y".into(), dtype: "u8".into(), shape: vec![2, 4, 3], offset: 0, batch_axis: Some(1), valid: None };
+        let b = Binding {
+            name: "y".into(),
+            dtype: "u8".into(),
+            shape: vec![2, 4, 3],
+            offset: 0,
+            batch_axis: Some(1),
+            valid: None,
+        };
         assert_eq!(b.rows(4), Some((2, 3)));
         assert_eq!(first_rows(padded, &b, 4, 2), given);
         assert_eq!(b.shape_at(4, 2), [2, 2, 3]);
@@ -549,7 +560,14 @@ mod tests {
     #[test]
     fn a_padded_output_is_cut_to_its_valid_length() {
         // NonZero's [rank 2, bound 4] i64 result with 3 valid columns
-        let b = Binding { name: "nz".into(), dtype: "i64".into(), shape: vec![2, 4], offset: 0, batch_axis: None, valid: Some((1, 64)) };
+        let b = Binding {
+            name: "nz".into(),
+            dtype: "i64".into(),
+            shape: vec![2, 4],
+            offset: 0,
+            batch_axis: None,
+            valid: Some((1, 64)),
+        };
         let host: Vec<u8> = [1i64, 2, 3, 0, 4, 5, 6, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
         let (cut, n) = valid_prefix(host.clone(), &b, 1, 3);
         let want: Vec<u8> = [1i64, 2, 3, 4, 5, 6].iter().flat_map(|v| v.to_le_bytes()).collect();

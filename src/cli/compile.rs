@@ -124,9 +124,12 @@ pub fn compile(a: Args) -> anyhow::Result<()> {
         Emit::Ptx => Stage::Ptx,
     };
     if !xforge_codegen_ptx::CHIPS.contains(&a.target.as_str()) {
-        return Err(
-            BadInput(format!("--target {}: known targets are {}", a.target, xforge_codegen_ptx::CHIPS.join(", "))).into()
-        );
+        return Err(BadInput(format!(
+            "--target {}: known targets are {}",
+            a.target,
+            xforge_codegen_ptx::CHIPS.join(", ")
+        ))
+        .into());
     }
     // library calls (cuBLASLt, cuDNN) and views need no generated kernel
     let (library, mut missing) = xforge_compiler::build::library_plans(&fused, a.generated_gemm);

@@ -66,7 +66,9 @@ impl Conn {
         c.offline |= offline;
         c.progress = true;
         if c.server.is_empty() && !c.offline {
-            anyhow::bail!(HubError::Config("no server: xforge hub login --server URL --token T (or XFORGE_HUB_URL)".into()));
+            anyhow::bail!(HubError::Config(
+                "no server: xforge hub login --server URL --token T (or XFORGE_HUB_URL)".into()
+            ));
         }
         Ok(Client::new(c)?)
     }
@@ -146,10 +148,16 @@ impl SpecArgs {
     fn spec(&self) -> anyhow::Result<BuildSpec> {
         let mut options = BTreeMap::new();
         for o in &self.options {
-            let (k, v) = o.split_once('=').ok_or_else(|| HubError::BadRequest(format!("--option '{o}' must be KEY=VALUE")))?;
+            let (k, v) =
+                o.split_once('=').ok_or_else(|| HubError::BadRequest(format!("--option '{o}' must be KEY=VALUE")))?;
             options.insert(k.to_string(), v.to_string());
         }
-        let s = BuildSpec { target: self.target.clone(), precision: self.precision.clone(), batch: self.batch.clone(), options };
+        let s = BuildSpec {
+            target: self.target.clone(),
+            precision: self.precision.clone(),
+            batch: self.batch.clone(),
+            options,
+        };
         s.check()?;
         Ok(s)
     }
@@ -305,7 +313,12 @@ fn worker(a: WorkerArgs) -> anyhow::Result<()> {
 }
 
 fn login(a: LoginArgs) -> anyhow::Result<()> {
-    let cfg = ClientConfig { server: a.server.clone(), token: Some(a.token.clone()), server_key: a.key.clone(), ..Default::default() };
+    let cfg = ClientConfig {
+        server: a.server.clone(),
+        token: Some(a.token.clone()),
+        server_key: a.key.clone(),
+        ..Default::default()
+    };
     let c = Client::new(cfg.clone())?;
     let who = c.whoami().context("checking the token")?;
     let served = c.server_key()?;
@@ -381,11 +394,25 @@ fn ls(a: LsArgs) -> anyhow::Result<()> {
                 println!("  revision {}: {} ({} bytes, sha256 {})", r.number, r.filename, r.size, r.digest);
             }
             for x in &d.artifacts {
-                let batch = if x.key.batch.is_empty() { "static".to_string() } else { xforge_hub::names::batch_text(&x.key.batch) };
-                println!("  artifact {} {} batch {} ({}): sha256 {} ({} bytes)", x.key.target, x.key.precision, batch, x.key.compiler_version, x.blob, x.size);
+                let batch = if x.key.batch.is_empty() {
+                    "static".to_string()
+                } else {
+                    xforge_hub::names::batch_text(&x.key.batch)
+                };
+                println!(
+                    "  artifact {} {} batch {} ({}): sha256 {} ({} bytes)",
+                    x.key.target, x.key.precision, batch, x.key.compiler_version, x.blob, x.size
+                );
             }
             for j in &d.jobs {
-                println!("  build {} {} {}: {}{}", j.id, j.key.target, j.key.precision, j.state.name(), j.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default());
+                println!(
+                    "  build {} {} {}: {}{}",
+                    j.id,
+                    j.key.target,
+                    j.key.precision,
+                    j.state.name(),
+                    j.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+                );
             }
         }
         q => {

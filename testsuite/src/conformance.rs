@@ -222,11 +222,15 @@ pub fn compile_case(dir: &Path, target: &str, assemble: bool, backend: Backend) 
         let build = || xforge_compiler::build::build(&[(0, &fused)], None, target, String::new(), false, "fp32");
         let artifact = build().map_err(|e| format!("compile: {e}"))?;
         if assemble && !artifact.kernels.ptx.is_empty() {
-            xforge_codegen_ptx::toolchain::assemble(&artifact.kernels.ptx, target).map_err(|e| format!("ptxas: {e}"))?;
+            xforge_codegen_ptx::toolchain::assemble(&artifact.kernels.ptx, target)
+                .map_err(|e| format!("ptxas: {e}"))?;
         }
         let g = &m.graph;
-        let feed: HashMap<String, Tensor> =
-            feed.iter().filter(|(k, _)| g.inputs.iter().any(|&i| g.name_of(i) == *k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let feed: HashMap<String, Tensor> = feed
+            .iter()
+            .filter(|(k, _)| g.inputs.iter().any(|&i| g.name_of(i) == *k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let host_kernels = || -> Result<HashMap<usize, xforge_kernel::Kernel>, String> {
             let (library, _) = xforge_compiler::build::library_plans(&fused, false);
             let (kernels, missing) = xforge_compiler::build::generate_kernels(&fused, &library);
@@ -311,8 +315,10 @@ pub fn compile_all(
                 let dir: PathBuf = cache.join(name);
                 let outcome = std::panic::catch_unwind(|| compile_case(&dir, "sm_90", assemble, backend).0)
                     .unwrap_or_else(|p| {
-                        let msg =
-                            p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+                        let msg = p
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
                         Outcome::Failed(format!("panic: {}", msg.unwrap_or_default()))
                     });
                 slots.lock().unwrap()[i] = Some((name.clone(), op.clone(), outcome));

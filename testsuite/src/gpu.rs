@@ -55,8 +55,8 @@ pub fn first_wrong_group(
 ) -> Result<Option<String>, String> {
     let g = &fused.graph;
     // the offsets of the artifact the session runs: built with distinct buffers
-    let offsets =
-        xforge_compiler::build::with_distinct_buffers(|| xforge_compiler::build::value_offsets(fused)).map_err(|e| e.to_string())?;
+    let offsets = xforge_compiler::build::with_distinct_buffers(|| xforge_compiler::build::value_offsets(fused))
+        .map_err(|e| e.to_string())?;
     let mut producer = HashMap::new();
     for (n, node) in g.nodes.iter().enumerate() {
         for o in node.output_ids() {
@@ -77,7 +77,8 @@ pub fn first_wrong_group(
             );
             let (rtol, atol) = crate::conformance::tolerance(want.dtype());
             if let Err(e) = crate::compare::allclose(&got, want, rtol.max(1e-3), atol.max(1e-4)) {
-                let ops: Vec<String> = grp.nodes.iter().map(|&n| format!("{} '{}'", g.nodes[n].op, g.nodes[n].name)).collect();
+                let ops: Vec<String> =
+                    grp.nodes.iter().map(|&n| format!("{} '{}'", g.nodes[n].op, g.nodes[n].name)).collect();
                 return Ok(Some(format!(
                     "first wrong group {gi} ({}: {}), value '{}': {e}",
                     grp.schedule,

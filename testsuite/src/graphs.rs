@@ -34,7 +34,12 @@ pub fn detection_tail() -> Graph {
         let n = b.node(Op::Shape, &[s], vec![], any(DType::I64));
         let both = b.node(Op::Concat, &[n, five], vec![("axis", Attr::Int(0))], any(DType::I64));
         let k = b.node(Op::ReduceMin, &[both], vec![("keepdims", Attr::Int(1))], any(DType::I64));
-        let top = b.node_multi(Op::TopK, &[Some(s), Some(k)], vec![("axis", Attr::Int(0))], vec![any(DType::F32), any(DType::I64)]);
+        let top = b.node_multi(
+            Op::TopK,
+            &[Some(s), Some(k)],
+            vec![("axis", Attr::Int(0))],
+            vec![any(DType::F32), any(DType::I64)],
+        );
         let at = b.node(Op::Gather, &[idx, top[1]], vec![("axis", Attr::Int(0))], any(DType::I64));
         let bx = b.node(Op::Gather, &[boxes, at], vec![("axis", Attr::Int(0))], any(DType::F32));
         kept_scores.push(top[0]);
@@ -66,7 +71,11 @@ pub fn detection_inputs(passing: usize) -> std::collections::HashMap<String, Ten
     let scores: Vec<f64> = (0..24)
         .map(|i| {
             let (c, j) = (i / 12, (i * 7 + 3) % 12);
-            if j < passing { 0.9 - 0.05 * j as f64 + 0.01 * c as f64 } else { 0.1 }
+            if j < passing {
+                0.9 - 0.05 * j as f64 + 0.01 * c as f64
+            } else {
+                0.1
+            }
         })
         .collect();
     let boxes: Vec<f64> = (0..12)

@@ -16,7 +16,9 @@ use xforge_passes::fusion::{Fused, Schedule};
 
 /// Whether a kernel can run on the host (no inter-thread communication).
 pub fn emulable(k: &Kernel) -> bool {
-    !["gpu.barrier", "gpu.shuffle", "workgroup(", "nvvm.", "gpu.subgroup", "gpu.lane_id"].iter().any(|s| k.module.contains(s))
+    !["gpu.barrier", "gpu.shuffle", "workgroup(", "nvvm.", "gpu.subgroup", "gpu.lane_id"]
+        .iter()
+        .any(|s| k.module.contains(s))
 }
 
 /// The kernel as a host function of the same name: its body inside loops over blocks and
@@ -62,7 +64,10 @@ pub fn host_module(k: &Kernel) -> Result<String, String> {
     let mut s = format!("module {{\n  func.func @{}({args}) attributes {{llvm.emit_c_interface}} {{\n", k.name);
     s += "%__zero = arith.constant 0 : index\n%__one = arith.constant 1 : index\n";
     for (d, axis) in ["x", "y", "z"].iter().enumerate() {
-        s += &format!("%__g{axis}n = arith.constant {} : index\n%__t{axis}n = arith.constant {} : index\n", k.grid[d], k.block[d]);
+        s += &format!(
+            "%__g{axis}n = arith.constant {} : index\n%__t{axis}n = arith.constant {} : index\n",
+            k.grid[d], k.block[d]
+        );
     }
     for axis in ["z", "y", "x"] {
         s += &format!("scf.for %__b{axis} = %__zero to %__g{axis}n step %__one {{\n");
@@ -154,7 +159,12 @@ pub fn run_plan(
     let outs = g
         .outputs
         .iter()
-        .map(|&o| env.get(&o).or_else(|| g.weights.get(&o)).cloned().ok_or_else(|| format!("'{}' is not computed", g.name_of(o))))
+        .map(|&o| {
+            env.get(&o)
+                .or_else(|| g.weights.get(&o))
+                .cloned()
+                .ok_or_else(|| format!("'{}' is not computed", g.name_of(o)))
+        })
         .collect::<Result<_, _>>()?;
     Ok((outs, stats))
 }
@@ -172,7 +182,10 @@ pub fn run_plan_values(
         env.insert(i, t.clone());
     }
     let get = |env: &HashMap<ValueId, Tensor>, v: ValueId| -> Result<Tensor, String> {
-        env.get(&v).or_else(|| g.weights.get(&v)).cloned().ok_or_else(|| format!("'{}' is not computed yet", g.name_of(v)))
+        env.get(&v)
+            .or_else(|| g.weights.get(&v))
+            .cloned()
+            .ok_or_else(|| format!("'{}' is not computed yet", g.name_of(v)))
     };
     let mut producer = HashMap::new();
     for (n, node) in g.nodes.iter().enumerate() {

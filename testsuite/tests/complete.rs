@@ -23,10 +23,20 @@ fn a_group_without_a_template_is_cut_and_still_computes_the_same() {
     let r = b.node(Op::Relu, &[x], vec![], ValueType::known(DType::F32, &[4, 8]));
     let k = b_weight(&mut b, "k", 7.0);
     let s = b.node(Op::Mul, &[r, k], vec![], ValueType::known(DType::F32, &[4, 8]));
-    let i = b.node(Op::Cast, &[s], vec![("to", Attr::Int(DType::I32.onnx_code() as i64))], ValueType::known(DType::I32, &[4, 8]));
+    let i = b.node(
+        Op::Cast,
+        &[s],
+        vec![("to", Attr::Int(DType::I32.onnx_code() as i64))],
+        ValueType::known(DType::I32, &[4, 8]),
+    );
     let three = b.weight("three", Tensor::from_f64(DType::I32, vec![], &[3.0]));
     let m = b.node(Op::Mod, &[i, three], vec![], ValueType::known(DType::I32, &[4, 8]));
-    let f = b.node(Op::Cast, &[m], vec![("to", Attr::Int(DType::F32.onnx_code() as i64))], ValueType::known(DType::F32, &[4, 8]));
+    let f = b.node(
+        Op::Cast,
+        &[m],
+        vec![("to", Attr::Int(DType::F32.onnx_code() as i64))],
+        ValueType::known(DType::F32, &[4, 8]),
+    );
     let h = b_weight(&mut b, "h", 0.5);
     let y = b.node(Op::Mul, &[f, h], vec![], ValueType::known(DType::F32, &[4, 8]));
     b.output(y);
@@ -121,7 +131,10 @@ fn a_detection_tail_builds_an_artifact_at_every_precision() {
     // back before its valid entries are taken (the cast works on the static padded data)
     let g = xforge_testsuite::graphs::detection_tail();
     for p in [xforge_compiler::Precision::Fp32, xforge_compiler::Precision::Fp16, xforge_compiler::Precision::Bf16] {
-        let a = Compiler::new("sm_90").precision(p).compile_graph(&g, String::new()).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+        let a = Compiler::new("sm_90")
+            .precision(p)
+            .compile_graph(&g, String::new())
+            .unwrap_or_else(|e| panic!("{p:?}: {e}"));
         let outs = &a.plans[0].memory.outputs;
         assert_eq!(outs.len(), 3);
         // boxes and scores come back at their valid length; the maximum is static
@@ -149,7 +162,10 @@ fn depthwise_convolutions_are_generated_weighted_pools_in_both_layouts() {
             let swish = |n: usize| matches!(fused.graph.nodes[n].op, Op::Swish | Op::Sigmoid);
             assert!(grp.nodes.iter().any(|&n| swish(n)), "{name} {p:?}: SiLU fused");
             if name.ends_with("nhwc") {
-                assert!(grp.nodes.iter().any(|&n| fused.graph.nodes[n].op == Op::ConvNhwc), "{name} {p:?}: channels-last");
+                assert!(
+                    grp.nodes.iter().any(|&n| fused.graph.nodes[n].op == Op::ConvNhwc),
+                    "{name} {p:?}: channels-last"
+                );
             }
             let kernels = kernels(&fused);
             assert!(xforge_testsuite::host_kernels::emulable(&kernels[&gi]), "{name} {p:?}");

@@ -81,7 +81,8 @@ fn check(mut g: Graph, given: &[(usize, Tensor)]) {
         let p = &k.params[pi];
         let shape = g.ty(*o).static_shape().unwrap();
         let n: usize = shape.iter().product();
-        let got = Tensor::new(shape, xforge_ir::TensorData::from_le_bytes(p.dtype, &bufs[pi][..n * p.dtype.size()]).unwrap());
+        let got =
+            Tensor::new(shape, xforge_ir::TensorData::from_le_bytes(p.dtype, &bufs[pi][..n * p.dtype.size()]).unwrap());
         let (rtol, atol) = tolerance(p.dtype);
         allclose(&got, &want[j], rtol, atol).unwrap_or_else(|e| panic!("{} output {j} ({}): {e}", node.op, p.dtype));
     }

@@ -73,4 +73,3 @@ pub struct FusionGroup {
     /// Values it writes that something outside the group (or the caller) reads.
     pub outputs: Vec<ValueId>,
 }
-

@@ -412,7 +412,8 @@ fn static_rule(node: &Node, ins: &[Option<Fact>], opset: i64) -> Option<Vec<Vec<
     let n_out = node.outputs.len();
     Some(match node.op {
         Resize | Upsample => {
-            let vals: Vec<Option<Tensor>> = (0..node.inputs.len()).map(|i| if i == 0 { None } else { konst(i) }).collect();
+            let vals: Vec<Option<Tensor>> =
+                (0..node.inputs.len()).map(|i| if i == 0 { None } else { konst(i) }).collect();
             for (i, v) in node.inputs.iter().enumerate().skip(1) {
                 if v.is_some() && vals[i].is_none() {
                     return None;
@@ -424,7 +425,10 @@ fn static_rule(node: &Node, ins: &[Option<Fact>], opset: i64) -> Option<Vec<Vec<
             let (pads, axes) = if opset < 11 {
                 (a.ints_opt("pads").ok()??, None)
             } else {
-                (konst(1)?.to_i64(), if node.inputs.get(3).copied().flatten().is_some() { Some(konst(3)?.to_i64()) } else { None })
+                (
+                    konst(1)?.to_i64(),
+                    if node.inputs.get(3).copied().flatten().is_some() { Some(konst(3)?.to_i64()) } else { None },
+                )
             };
             let axes: Vec<usize> = match axes {
                 Some(v) => v.iter().map(|&v| ax(v, r)).collect::<Option<_>>()?,
@@ -598,7 +602,8 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
     }
     if op == ConcatBounded {
         let axis = attr_i(node, "axis", 0).max(0) as usize;
-        let datas: Vec<Option<Vec<usize>>> = (0..node.inputs.len()).step_by(2).map(|i| f(i).and_then(|f| f.ty.static_shape())).collect();
+        let datas: Vec<Option<Vec<usize>>> =
+            (0..node.inputs.len()).step_by(2).map(|i| f(i).and_then(|f| f.ty.static_shape())).collect();
         let s = datas.iter().cloned().collect::<Option<Vec<_>>>().and_then(|ds| {
             let mut out = ds.first()?.clone();
             *out.get_mut(axis)? = ds.iter().map(|d| d.get(axis).copied().unwrap_or(0)).sum();
@@ -629,7 +634,8 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
             a
         } else {
             // branches of different ranks: no rank is known
-            a.filter(|s| b.as_ref().is_some_and(|t| t.len() == s.len())).map(|s| s.iter().map(|_| fresh.dim()).collect())
+            a.filter(|s| b.as_ref().is_some_and(|t| t.len() == s.len()))
+                .map(|s| s.iter().map(|_| fresh.dim()).collect())
         });
     }
     if op == Prefix {
@@ -687,7 +693,9 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
                 let mut out = vec![ty(dts[0], Some(y))];
                 let present = |w: &Dim| total.clone().map(|t| vec![b.clone(), hk.clone(), t, w.clone()]);
                 let qk = total.clone().map(|t| vec![b.clone(), hq.clone(), sq.clone(), t]);
-                for (i, s) in [present(&d), present(&dv), qk].into_iter().enumerate().take(node.outputs.len().saturating_sub(1)) {
+                for (i, s) in
+                    [present(&d), present(&dv), qk].into_iter().enumerate().take(node.outputs.len().saturating_sub(1))
+                {
                     out.push(ty(dts.get(i + 1).copied().unwrap_or(dts[0]), s));
                 }
                 return Ok(Some(out));
@@ -1099,9 +1107,28 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
             Some(d) => d,
             None => return same(None),
         },
-        Resize | Upsample | Pad | Tile | ConvTranspose | DepthToSpace | SpaceToDepth | TopK | OneHot | GatherElements
-        | GatherND | ScatterElements | ScatterND | Scatter | EyeLike | ReverseSequence | CenterCropPad | RoiAlign
-        | Einsum | SoftmaxCrossEntropyLoss | NegativeLogLikelihoodLoss | Compress => {
+        Resize
+        | Upsample
+        | Pad
+        | Tile
+        | ConvTranspose
+        | DepthToSpace
+        | SpaceToDepth
+        | TopK
+        | OneHot
+        | GatherElements
+        | GatherND
+        | ScatterElements
+        | ScatterND
+        | Scatter
+        | EyeLike
+        | ReverseSequence
+        | CenterCropPad
+        | RoiAlign
+        | Einsum
+        | SoftmaxCrossEntropyLoss
+        | NegativeLogLikelihoodLoss
+        | Compress => {
             // static shapes and constant shape operands: the shapes by the op's own geometry
             return Ok(static_rule(node, ins, opset).map(|shapes| {
                 dts.iter().zip(shapes).map(|(&d, s)| ty(d, Some(s.into_iter().map(Dim::Known).collect()))).collect()

@@ -12,9 +12,9 @@ use crate::knobs::{attn_knob, ATTN_KEYS, ATTN_MMA_KEYS, ATTN_MMA_ROWS, ATTN_ROWS
 use crate::route::{is_tail, routed_outputs, routes, store_routed, tail_sizes, OutputRoute};
 use crate::tensor_core::{lane, mma, Lane};
 use std::collections::HashMap;
+use xforge_ir::group::FusionGroup;
 use xforge_ir::tensor::strides;
 use xforge_ir::{Attr, DType, Graph, Node, Op, ValueId};
-use xforge_ir::group::FusionGroup;
 
 /// Shapes and operands of one Attention node.
 struct Heads {

@@ -6,9 +6,9 @@ use crate::body::{compute_type, storage_type, Body};
 use crate::elementwise::{compute, store_outputs};
 use crate::kernel::{finish, input_params, output_params, reduce_axes, Kernel, KernelError};
 use std::collections::HashMap;
+use xforge_ir::group::FusionGroup;
 use xforge_ir::tensor::{numel, strides};
 use xforge_ir::{Graph, Node, Op, ValueId};
-use xforge_ir::group::FusionGroup;
 
 use crate::knobs::COLUMN_SLICES;
 

@@ -65,7 +65,8 @@ pub fn depthwise_nhwc(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
         .collect();
     let cols_v = b.index(cols);
     let ow0 = b.emit(format!("arith.muli {}, {cols_v} : index", co[2]));
-    let (sh, sw, pbh, pbw) = (b.index(s[0] as usize), b.index(s[1] as usize), b.index(p[0] as usize), b.index(p[1] as usize));
+    let (sh, sw, pbh, pbw) =
+        (b.index(s[0] as usize), b.index(s[1] as usize), b.index(p[0] as usize), b.index(p[1] as usize));
     let h0 = b.emit(format!("arith.muli {}, {sh} : index", co[1]));
     let h0 = b.emit(format!("arith.subi {h0}, {pbh} : index"));
     let w0 = b.emit(format!("arith.muli {ow0}, {sw} : index"));
@@ -154,7 +155,8 @@ pub fn depthwise_nhwc(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
             let v = b.emit(format!("arith.addf {}, {} : {c}", accs[e], bias[e]));
             let mut seed = HashMap::new();
             seed.insert(y, v);
-            let vals = compute(&mut b, g, &nodes[1..], &params, &scalars, &ys, &iq, c, dt, None, seed, &[], &unsupported)?;
+            let vals =
+                compute(&mut b, g, &nodes[1..], &params, &scalars, &ys, &iq, c, dt, None, seed, &[], &unsupported)?;
             if vec == 1 {
                 store_outputs(&mut b, &params, &vals, &iq, c).map_err(unsupported)?;
             } else {

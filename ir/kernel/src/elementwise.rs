@@ -4,9 +4,9 @@
 use crate::body::{compute_type, storage_type, Body};
 use crate::kernel::{blocks, finish, input_params, Kernel, KernelError, Param};
 use std::collections::HashMap;
+use xforge_ir::group::FusionGroup;
 use xforge_ir::tensor::{numel, strides};
 use xforge_ir::{Attr, DType, Graph, Node, Op, ValueId};
-use xforge_ir::group::FusionGroup;
 
 /// Threads per block.
 pub use crate::knobs::BLOCK;
@@ -630,7 +630,13 @@ fn store_tail_start(nodes: &[&Node]) -> Option<usize> {
 /// An elementwise group whose result leaves through a store tail (ShuffleNet's channel
 /// shuffle after its Concat): each element of the body's space is computed once and written
 /// where the tail's views, Transposes and Splits send it.
-fn routed_elementwise(g: &Graph, grp: &FusionGroup, gi: usize, nodes: &[&Node], split: usize) -> Result<Kernel, KernelError> {
+fn routed_elementwise(
+    g: &Graph,
+    grp: &FusionGroup,
+    gi: usize,
+    nodes: &[&Node],
+    split: usize,
+) -> Result<Kernel, KernelError> {
     let unsupported = |why: String| KernelError::Unsupported { group: gi, why };
     let (body, tail) = nodes.split_at(split);
     let space = body[0].outputs[0]
@@ -647,7 +653,8 @@ fn routed_elementwise(g: &Graph, grp: &FusionGroup, gi: usize, nodes: &[&Node], 
     if let Some(o) = grp.outputs.iter().find(|o| !tail.iter().any(|n| n.outputs.contains(&Some(**o)))) {
         return Err(unsupported(format!("output '{}' is written before the store tail", g.name_of(*o))));
     }
-    let (mut params, scalars) = input_params(g, &grp.inputs, &crate::route::tail_sizes(tail), false).map_err(unsupported)?;
+    let (mut params, scalars) =
+        input_params(g, &grp.inputs, &crate::route::tail_sizes(tail), false).map_err(unsupported)?;
     params.extend(crate::route::routed_outputs(g, &grp.outputs).map_err(unsupported)?);
     let outs = crate::route::routes(g, tail, &params, &[y]).map_err(unsupported)?;
     let dt = g.ty(y).dtype;
@@ -657,7 +664,8 @@ fn routed_elementwise(g: &Graph, grp: &FusionGroup, gi: usize, nodes: &[&Node], 
     let (start, step) = b.grid_stride();
     let n = b.index(n_elems);
     b.stmt(format!("scf.for %i = {start} to {n} step {step} {{"));
-    let vals = compute(&mut b, g, body, &params, &scalars, &space, "%i", c, dt, None, HashMap::new(), &[], &unsupported)?;
+    let vals =
+        compute(&mut b, g, body, &params, &scalars, &space, "%i", c, dt, None, HashMap::new(), &[], &unsupported)?;
     let at = coords(&mut b, "%i", &space);
     crate::route::store_routed(&mut b, &params, &outs, &vals, &at, &space, c, 1).map_err(unsupported)?;
     b.stmt("}");

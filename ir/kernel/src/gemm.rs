@@ -15,9 +15,9 @@ use crate::knobs::{GEMM_K, GEMM_MMA_K, GEMM_MMA_WARPS_M, GEMM_MMA_WARPS_N, GEMM_
 use crate::route::{is_tail, routed_outputs, routes, store_routed, tail_sizes, OutputRoute};
 use crate::tensor_core::{lane, mma, Lane};
 use std::collections::HashMap;
+use xforge_ir::group::FusionGroup;
 use xforge_ir::tensor::{numel, strides};
 use xforge_ir::{Attr, Graph, Node, Op, ValueId};
-use xforge_ir::group::FusionGroup;
 
 /// A contraction's operands and layout.
 struct Contraction {

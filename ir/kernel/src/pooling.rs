@@ -8,12 +8,12 @@ use crate::body::{compute_type, storage_type, Body};
 use crate::elementwise::{compute, coords, store_outputs, stored};
 use crate::kernel::{blocks, finish, input_params, output_params, Kernel, KernelError};
 use std::collections::HashMap;
+use xforge_ir::group::FusionGroup;
 use xforge_ir::tensor::numel;
 use xforge_ir::{Attr, Graph, Node, Op};
-use xforge_ir::group::FusionGroup;
 
-use xforge_ir::window::{node_depthwise_window, MAX_WINDOW};
 use crate::knobs::{BLOCK, POOL_OUTPUTS};
+use xforge_ir::window::{node_depthwise_window, MAX_WINDOW};
 
 fn ints(n: &Node, k: &str, d: Vec<i64>) -> Vec<i64> {
     match n.attr(k) {
@@ -263,7 +263,11 @@ enum Operand {
 }
 
 impl Operand {
-    fn of(v: xforge_ir::ValueId, params: &[crate::kernel::Param], scalars: &HashMap<xforge_ir::ValueId, f64>) -> Result<Self, String> {
+    fn of(
+        v: xforge_ir::ValueId,
+        params: &[crate::kernel::Param],
+        scalars: &HashMap<xforge_ir::ValueId, f64>,
+    ) -> Result<Self, String> {
         if let Some(x) = scalars.get(&v) {
             return Ok(Operand::Scalar(*x));
         }

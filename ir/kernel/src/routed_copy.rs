@@ -7,9 +7,9 @@ use crate::kernel::{blocks, finish, input_params, Kernel, KernelError};
 use crate::knobs::BLOCK;
 use crate::route::{is_tail, moves_runs, routed_outputs, routes, store_routed, tail_sizes};
 use std::collections::HashMap;
+use xforge_ir::group::FusionGroup;
 use xforge_ir::tensor::numel;
 use xforge_ir::{Graph, Node};
-use xforge_ir::group::FusionGroup;
 
 /// Whether a group is a store tail with at least one Split or Transpose.
 pub fn applies(g: &Graph, grp: &FusionGroup) -> bool {

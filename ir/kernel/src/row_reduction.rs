@@ -8,9 +8,9 @@ use crate::elementwise::{compute, store_outputs, stored};
 use crate::kernel::{finish, input_params, output_params, reduce_axes, Kernel, KernelError, Param};
 use crate::knobs;
 use std::collections::HashMap;
+use xforge_ir::group::FusionGroup;
 use xforge_ir::tensor::numel;
 use xforge_ir::{Attr, Graph, Node, Op, ValueId};
-use xforge_ir::group::FusionGroup;
 
 /// The statistic a row needs.
 #[derive(Clone, Copy, PartialEq, Debug)]

@@ -7,9 +7,9 @@
 //! totals of the threads before it.
 use crate::body::{compute_type, storage_type, Body};
 use crate::kernel::{finish, Kernel, KernelError, Param};
+use xforge_ir::group::FusionGroup;
 use xforge_ir::tensor::numel;
 use xforge_ir::{Attr, Graph, Node, Op};
-use xforge_ir::group::FusionGroup;
 
 use crate::knobs::{SCAN_CHUNKS, SCAN_RUN};
 

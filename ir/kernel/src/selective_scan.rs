@@ -21,9 +21,9 @@ use crate::knobs::{
     SSM_ONE_PASS_THREADS, SSM_SPLIT_THREADS, SSM_STATES_PER_THREAD, SSM_STATES_PER_THREAD_MIN, SSM_UNROLL_STATES,
     SSM_VECTOR_STEPS_F32, SSM_VECTOR_STEPS_HALF, SSM_WORKGROUP_BYTES,
 };
+use xforge_ir::group::FusionGroup;
 use xforge_ir::tensor::numel;
 use xforge_ir::{Attr, Graph, Op, ValueId};
-use xforge_ir::group::FusionGroup;
 
 /// How a selective scan of `lines` rows of `len` steps and `state` states maps onto threads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

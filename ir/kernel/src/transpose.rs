@@ -5,9 +5,9 @@
 use crate::body::{storage_type, Body};
 use crate::kernel::{finish, input_params, Kernel, KernelError, Param};
 use crate::knobs::{TILE, TILE_ROWS};
+use xforge_ir::group::FusionGroup;
 use xforge_ir::tensor::numel;
 use xforge_ir::{Attr, Graph, Op};
-use xforge_ir::group::FusionGroup;
 
 /// (batch, A, B) of a batched 2-D transpose, when the group is exactly one such Transpose.
 pub fn batched_swap(g: &Graph, grp: &FusionGroup) -> Option<(usize, usize, usize)> {

@@ -111,7 +111,11 @@ fn sink_binary(eg: &mut FusionGraph, s: &Subst, root: Id, op: Op) -> Option<Id> 
 /// operand order.
 fn sink_weight(eg: &mut FusionGraph, s: &Subst, root: Id, op: Op, weight_first: bool) -> Option<Id> {
     let (a, w) = (s[var("?a")], s[var("?w")]);
-    let n = eg[root].nodes.iter().find(|n| matches!(n.head, Head::Op { op: o, .. } if o == op) && n.args.len() == 2)?.clone();
+    let n = eg[root]
+        .nodes
+        .iter()
+        .find(|n| matches!(n.head, Head::Op { op: o, .. } if o == op) && n.args.len() == 2)?
+        .clone();
     let t = n.args[if weight_first { 1 } else { 0 }];
     let perm = perm_in(eg, t, a)?;
     let (key, tensor) = weight_in(eg, w)?;
@@ -126,7 +130,8 @@ fn sink_weight(eg: &mut FusionGraph, s: &Subst, root: Id, op: Op, weight_first: 
     for (i, &pi) in perm.iter().enumerate() {
         back[pi as usize] = ws[i];
     }
-    let order = |dims: Vec<(usize, usize)>| dims.into_iter().filter(|&(_, d)| d != 1).map(|(_, d)| d).collect::<Vec<_>>();
+    let order =
+        |dims: Vec<(usize, usize)>| dims.into_iter().filter(|&(_, d)| d != 1).map(|(_, d)| d).collect::<Vec<_>>();
     let mut moved: Vec<(usize, usize)> = perm.iter().enumerate().map(|(i, &pi)| (pi as usize, ws[i])).collect();
     moved.sort();
     if order(ws.iter().copied().enumerate().collect()) != order(moved) {
@@ -144,7 +149,10 @@ fn sink_weight(eg: &mut FusionGraph, s: &Subst, root: Id, op: Op, weight_first: 
     let k2 = if eg.analysis.weights.get(&origin).is_some_and(|t| t.shape() == back.as_slice()) {
         origin
     } else {
-        let name = format!("{}.nhwc", eg.analysis.rule_weight_names.get(&origin).cloned().unwrap_or_else(|| format!("w{origin}")));
+        let name = format!(
+            "{}.nhwc",
+            eg.analysis.rule_weight_names.get(&origin).cloned().unwrap_or_else(|| format!("w{origin}"))
+        );
         let shape = back.clone();
         eg.analysis.rule_weight(format!("sink-weight {origin} {back:?}"), &name, || tensor.reshape(shape))
     };

@@ -123,11 +123,8 @@ fn reorder(g: &mut Graph) {
         return;
     }
     let producers = g.producers();
-    let deps: Vec<Vec<usize>> = g
-        .nodes
-        .iter()
-        .map(|n| g.node_reads(n).iter().filter_map(|v| producers[v.index()]).collect())
-        .collect();
+    let deps: Vec<Vec<usize>> =
+        g.nodes.iter().map(|n| g.node_reads(n).iter().filter_map(|v| producers[v.index()]).collect()).collect();
     if let Ok(order) = xforge_ir::graph::stable_topo_order(&deps) {
         let nodes = std::mem::take(&mut g.nodes);
         let mut slots: Vec<Option<xforge_ir::Node>> = nodes.into_iter().map(Some).collect();

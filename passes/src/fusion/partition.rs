@@ -330,7 +330,10 @@ pub fn partition(g: &Graph) -> Partition {
                     && keeps_last_axis(g, node)
                     && matches!(schedule[p], Schedule::Injective | Schedule::Elementwise)
                     && members[p].iter().all(|&m| g.nodes[m].op != Op::Transpose || keeps_last_axis(g, &g.nodes[m]));
-                if movement_epilogue && !row_store && !matches!(schedule[p], Schedule::LibraryGemm | Schedule::Attention) {
+                if movement_epilogue
+                    && !row_store
+                    && !matches!(schedule[p], Schedule::LibraryGemm | Schedule::Attention)
+                {
                     continue;
                 }
                 // a contraction's or attention's strided stores end its group: elementwise work

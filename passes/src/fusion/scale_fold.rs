@@ -57,9 +57,9 @@ fn fold(eg: &mut FusionGraph, s: &Subst, with_bias: bool, bias_first: bool) -> O
     }
     let bv: Vec<f64> = bias.iter().zip(&scale).map(|(b, s)| b * s).collect();
     let shape = if bt.len() == n { bt.shape().to_vec() } else { vec![n] };
-    let b2 = eg.analysis.rule_weight(format!("scale-fold b {bk} {sk}"), "scale_folded_b", || {
-        Tensor::from_f64(bt.dtype(), shape, &bv)
-    });
+    let b2 = eg
+        .analysis
+        .rule_weight(format!("scale-fold b {bk} {sk}"), "scale_folded_b", || Tensor::from_f64(bt.dtype(), shape, &bv));
     let b2 = eg.add(ENode { head: Head::Weight(b2), args: vec![] });
     Some(add_op(eg, Op::Add, vec![], &if bias_first { [b2, mm] } else { [mm, b2] }))
 }

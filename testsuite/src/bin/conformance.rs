@@ -33,7 +33,9 @@ fn main() -> Result<()> {
             "--compile" => compile = true,
             "--gpu" => gpu = true,
             "--no-ptxas" => ptxas = false,
-            "--jobs" => jobs = args.next().context("--jobs needs a number")?.parse().context("--jobs needs a number")?,
+            "--jobs" => {
+                jobs = args.next().context("--jobs needs a number")?.parse().context("--jobs needs a number")?
+            }
             f if !f.starts_with('-') => filter = Some(f.to_string()),
             other => bail!("unknown argument '{other}'"),
         }
@@ -93,7 +95,10 @@ fn main() -> Result<()> {
             bail!("conformance regressed: {} passed, the floor is {want}", t.passed);
         }
         if (compile || gpu) && ratio < 0.97 {
-            bail!("only {:.1}% of the cases the interpreter passes compile and pass (at least 97% required)", 100.0 * ratio);
+            bail!(
+                "only {:.1}% of the cases the interpreter passes compile and pass (at least 97% required)",
+                100.0 * ratio
+            );
         }
         if ratio < 0.9 {
             bail!("only {:.1}% of the cases of supported ops pass (at least 90% required)", 100.0 * ratio);

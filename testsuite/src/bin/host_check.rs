@@ -18,7 +18,15 @@ fn random(dtype: DType, shape: &[usize], seed: u64) -> Tensor {
         (s >> 33) as f64 / (1u64 << 31) as f64
     };
     let v: Vec<f64> = (0..n)
-        .map(|_| if dtype.is_float() { next() * 2.0 - 1.0 } else if dtype == DType::Bool { (next() < 0.5) as u8 as f64 } else { (next() * 10.0).floor() })
+        .map(|_| {
+            if dtype.is_float() {
+                next() * 2.0 - 1.0
+            } else if dtype == DType::Bool {
+                (next() < 0.5) as u8 as f64
+            } else {
+                (next() * 10.0).floor()
+            }
+        })
         .collect();
     Tensor::from_f64(dtype, shape.to_vec(), &v)
 }
@@ -65,8 +73,10 @@ fn main() -> Result<()> {
             bail!("{m}: {}", missing.join("; "));
         }
         let kernels: HashMap<usize, xforge_kernel::Kernel> = kernels.into_iter().collect();
-        let (got, stats) = xforge_testsuite::host_kernels::run_plan(&fused, &kernels, &feed).map_err(anyhow::Error::msg)?;
-        let worst = got.iter().zip(&want).map(|(a, b)| rel_l2(&a.cast(DType::F64), &b.cast(DType::F64))).fold(0.0, f64::max);
+        let (got, stats) =
+            xforge_testsuite::host_kernels::run_plan(&fused, &kernels, &feed).map_err(anyhow::Error::msg)?;
+        let worst =
+            got.iter().zip(&want).map(|(a, b)| rel_l2(&a.cast(DType::F64), &b.cast(DType::F64))).fold(0.0, f64::max);
         let ok = worst <= tol;
         if !ok {
             bad += 1;

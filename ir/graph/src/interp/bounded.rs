@@ -4,10 +4,10 @@
 //! first `length` entries along `axis` (the original, dynamic result again).
 use super::attrs::{req, NodeAttrs};
 use super::{OpResult, Scope};
-#[allow(unused_imports)]
-use crate::tensor::TensorData;
 use crate::graph::Node;
 use crate::op::Op;
+#[allow(unused_imports)]
+use crate::tensor::TensorData;
 use crate::tensor::{numel, Tensor};
 
 /// The attributes `Bounded` adds to the op it wraps.
@@ -79,8 +79,9 @@ pub fn prefix(a: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<Tensor> {
     }
     let len = (n.to_i64().first().copied().unwrap_or(0).max(0) as usize).min(s[axis]);
     let (outer, bound, inner) = (numel(&s[..axis]), s[axis], numel(&s[axis + 1..]));
-    let idx: Vec<usize> =
-        (0..outer).flat_map(|o| (0..len).flat_map(move |k| (0..inner).map(move |i| (o * bound + k) * inner + i))).collect();
+    let idx: Vec<usize> = (0..outer)
+        .flat_map(|o| (0..len).flat_map(move |k| (0..inner).map(move |i| (o * bound + k) * inner + i)))
+        .collect();
     let mut shape = s.to_vec();
     shape[axis] = len;
     Ok(x.take(&idx, shape))
@@ -88,13 +89,8 @@ pub fn prefix(a: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<Tensor> {
 
 /// The first `len` entries along `axis` (a length given as a one-element tensor).
 fn valid(t: &Tensor, axis: usize, len: &Tensor) -> OpResult<Tensor> {
-    let mut n = Node {
-        name: "prefix".into(),
-        op: Op::Prefix,
-        inputs: vec![],
-        outputs: vec![],
-        attrs: Default::default(),
-    };
+    let mut n =
+        Node { name: "prefix".into(), op: Op::Prefix, inputs: vec![], outputs: vec![], attrs: Default::default() };
     n.attrs.insert("axis".into(), crate::attr::Attr::Int(axis as i64));
     prefix(&NodeAttrs(&n), &[Some(t.clone()), Some(len.clone())])
 }

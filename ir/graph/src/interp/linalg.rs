@@ -358,11 +358,7 @@ pub fn einsum_plan(equation: &str, shapes: &[&[usize]]) -> OpResult<EinsumPlan> 
             let s = crate::tensor::strides(o);
             all.iter()
                 .map(|c| {
-                    l.iter()
-                        .enumerate()
-                        .filter(|(_, x)| *x == c)
-                        .map(|(i, _)| if o[i] == 1 { 0 } else { s[i] })
-                        .sum()
+                    l.iter().enumerate().filter(|(_, x)| *x == c).map(|(i, _)| if o[i] == 1 { 0 } else { s[i] }).sum()
                 })
                 .collect()
         })

@@ -3,8 +3,8 @@
 //! accumulation for matrix products, like vendor BLAS) and rounded once to the output dtype.
 mod attention;
 mod attrs;
-pub mod broadcast;
 mod bounded;
+pub mod broadcast;
 mod control;
 mod conv;
 mod detection;
@@ -22,8 +22,8 @@ use crate::dtype::DType;
 use crate::graph::{Graph, Node};
 use crate::op::Op;
 use crate::tensor::Tensor;
-use attrs::{opt, req};
 pub use attrs::NodeAttrs;
+use attrs::{opt, req};
 pub use conv::{each_index, transposed_window, TransposedWindow, Window};
 pub use linalg::{einsum_plan, EinsumPlan};
 pub use resize::{resize_plan, ResizePlan, Taps};

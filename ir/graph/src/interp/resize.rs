@@ -138,7 +138,13 @@ pub struct ResizePlan {
 
 /// The taps of a Resize/Upsample of an input of `in_shape`; `ins` holds its constant operands
 /// (the data slot may be empty).
-pub fn resize_plan(a: &NodeAttrs, opset: i64, in_shape: &[usize], ins: &[Option<Tensor>], upsample: bool) -> OpResult<ResizePlan> {
+pub fn resize_plan(
+    a: &NodeAttrs,
+    opset: i64,
+    in_shape: &[usize],
+    ins: &[Option<Tensor>],
+    upsample: bool,
+) -> OpResult<ResizePlan> {
     let r = in_shape.len();
     let plan = Plan {
         mode: a.string("mode", "nearest")?,

@@ -183,7 +183,17 @@ fn score(k: &mut Kern, l: &Layout, o: &Ops, at: (&str, &str, &str), j: &str, p: 
 
 /// K (or V) at [bb, kh, j, t] of the key sequence with the past in front.
 #[allow(clippy::too_many_arguments)]
-fn key(k: &mut Kern, l: &Layout, cur: usize, past: Option<usize>, bb: &str, kh: &str, j: &str, t: &str, w: usize) -> R<Val> {
+fn key(
+    k: &mut Kern,
+    l: &Layout,
+    cur: usize,
+    past: Option<usize>,
+    bb: &str,
+    kh: &str,
+    j: &str,
+    t: &str,
+    w: usize,
+) -> R<Val> {
     let Some(pp) = past else {
         let a = l.kv(k, bb, kh, j, t, w);
         return Ok(k.load(cur, &a));

@@ -3,8 +3,8 @@
 use super::scalar::{self as s, konst, Ty, Val};
 use super::{Kern, R};
 use crate::body::Body;
-use xforge_ir::tensor::numel;
 use xforge_ir::interp::NodeAttrs;
+use xforge_ir::tensor::numel;
 use xforge_ir::{DType, Op};
 
 /// Which inputs an op reads as values: views and CastLike only their data.

@@ -23,10 +23,10 @@ use crate::elementwise::{coords, flat};
 use crate::kernel::{blocks, finish, Kernel, KernelError, Param};
 use scalar::{storage, Ty, Val};
 use std::sync::Arc;
+use xforge_ir::group::FusionGroup;
 use xforge_ir::interp::NodeAttrs;
 use xforge_ir::tensor::strides;
 use xforge_ir::{DType, Graph, Node, Op, Tensor, ValueId};
-use xforge_ir::group::FusionGroup;
 
 /// Threads per block of a generic kernel.
 const BLOCK: u32 = 256;

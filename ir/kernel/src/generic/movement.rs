@@ -143,7 +143,15 @@ fn concat(k: &mut Kern) -> R<usize> {
 }
 
 /// The value of the operand (from `j` on, starting at `start` along `ax`) that holds `oc`.
-fn pick(k: &mut Kern, parts: &[(usize, Vec<usize>)], j: usize, start: usize, ax: usize, oc: &[String], ty: Ty) -> R<Val> {
+fn pick(
+    k: &mut Kern,
+    parts: &[(usize, Vec<usize>)],
+    j: usize,
+    start: usize,
+    ax: usize,
+    oc: &[String],
+    ty: Ty,
+) -> R<Val> {
     let (p, shape) = &parts[j];
     let load = |k: &mut Kern| -> R<Vec<Val>> {
         let mut c = oc.to_vec();
@@ -397,7 +405,8 @@ fn eye_like(k: &mut Kern) -> R<usize> {
     k.for_each(n, |k, i| {
         let oc = k.coords(i, &shape);
         // column − row = k, as column = row + k
-        let (row, col) = (s::from_index(&mut k.b, &oc[0], Ty::Int(64, true)), s::from_index(&mut k.b, &oc[1], Ty::Int(64, true)));
+        let (row, col) =
+            (s::from_index(&mut k.b, &oc[0], Ty::Int(64, true)), s::from_index(&mut k.b, &oc[1], Ty::Int(64, true)));
         let kv = konst(&mut k.b, diag as f64, Ty::Int(64, true));
         let want = s::add(&mut k.b, &row, &kv);
         let hit = s::cmp(&mut k.b, "eq", &col, &want);

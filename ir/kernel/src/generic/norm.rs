@@ -76,7 +76,11 @@ pub fn layer_norm(k: &mut Kern) -> R<usize> {
     let scale = (k.input(1)?, k.in_shape(1)?);
     let bias = if !rms && k.in_val(2).is_some() { Some((k.input(2)?, k.in_shape(2)?)) } else { None };
     let out = k.output(0)?;
-    let stats = if rms { (None, None) } else { (k.out_val(1).map(|_| k.output(1)).transpose()?, k.out_val(2).map(|_| k.output(2)).transpose()?) };
+    let stats = if rms {
+        (None, None)
+    } else {
+        (k.out_val(1).map(|_| k.output(1)).transpose()?, k.out_val(2).map(|_| k.output(2)).transpose()?)
+    };
     k.for_each(outer, |k, row| {
         let base = k.ixc("muli", row, len);
         let (mean, var) = moments(k, x, &base, len, 1, ct, rms)?;
@@ -251,7 +255,8 @@ pub fn mean_variance(k: &mut Kern) -> R<usize> {
 pub fn lrn(k: &mut Kern) -> R<usize> {
     let shape = k.in_shape(0)?;
     let a = k.attrs();
-    let (alpha, beta, bias) = (a.float("alpha", 1e-4)? as f64, a.float("beta", 0.75)? as f64, a.float("bias", 1.0)? as f64);
+    let (alpha, beta, bias) =
+        (a.float("alpha", 1e-4)? as f64, a.float("beta", 0.75)? as f64, a.float("bias", 1.0)? as f64);
     let size = a.int("size", 0)? as usize;
     if shape.len() < 2 || size == 0 {
         return Err("LRN needs (N, C, ...) input and size >= 1".into());

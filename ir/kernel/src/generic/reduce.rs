@@ -107,7 +107,9 @@ fn reduce_over(k: &mut Kern, op: Op, axes: Vec<usize>, valid: Option<(usize, usi
     let count = numel(&red);
     // the padded axis's place among the reduced ones, and the length's parameter
     let valid = match valid {
-        Some((d, input)) => Some((axes.iter().position(|&a| a == d).ok_or("the padded axis is not reduced")?, k.input(input)?)),
+        Some((d, input)) => {
+            Some((axes.iter().position(|&a| a == d).ok_or("the padded axis is not reduced")?, k.input(input)?))
+        }
         None => None,
     };
     k.for_each(n, |k, i| {
@@ -533,7 +535,10 @@ pub fn topk_bounded(k: &mut Kern) -> R<usize> {
                     let ahead = Val::new(b.emit(format!("arith.ori {}, {} : i1", before.v, tie.v)), Ty::Bool);
                     let one = b.index(1);
                     let inc = b.emit(format!("arith.addi {}, {one} : index", acc[0].v));
-                    Ok(vec![Val::new(b.emit(format!("arith.select {}, {inc}, {} : index", ahead.v, acc[0].v)), Ty::Index)])
+                    Ok(vec![Val::new(
+                        b.emit(format!("arith.select {}, {inc}, {} : index", ahead.v, acc[0].v)),
+                        Ty::Index,
+                    )])
                 })?;
                 let rank = rank[0].v.clone();
                 let kept = k.icmp("ult", &rank, &kk);

@@ -231,8 +231,12 @@ pub fn pool(k: &mut Kern) -> R<usize> {
             out: vec![1; nsp],
         }
     } else {
-        let kernel: Vec<usize> =
-            a.ints_opt("kernel_shape")?.ok_or("missing attribute 'kernel_shape'")?.iter().map(|&v| v as usize).collect();
+        let kernel: Vec<usize> = a
+            .ints_opt("kernel_shape")?
+            .ok_or("missing attribute 'kernel_shape'")?
+            .iter()
+            .map(|&v| v as usize)
+            .collect();
         Window::new(&a, &sp, kernel, a.int("ceil_mode", 0)? != 0)?
     };
     let include_pad = a.int("count_include_pad", 0)? != 0;
@@ -241,7 +245,13 @@ pub fn pool(k: &mut Kern) -> R<usize> {
     let column_major = a.int("storage_order", 0)? != 0;
     let dt = k.in_dtype(0)?;
     // max keeps the input's type; the others average or take powers in floats
-    let ct = if is_max { Ty::of(dt) } else if dt == xforge_ir::DType::F64 { Ty::F64 } else { Ty::F32 };
+    let ct = if is_max {
+        Ty::of(dt)
+    } else if dt == xforge_ir::DType::F64 {
+        Ty::F64
+    } else {
+        Ty::F32
+    };
     let mut os = vec![xs[0], xs[1]];
     os.extend(&win.out);
     let in_n = numel(&sp);
@@ -255,16 +265,13 @@ pub fn pool(k: &mut Kern) -> R<usize> {
         let o_n = numel(&win.out);
         let plane = k.ixc("divui", i, o_n);
         let base = k.ixc("muli", &plane, in_n);
-        let init = if is_max {
-            super::reduce::extreme(&mut k.b, ct, false)
-        } else {
-            konst(&mut k.b, 0.0, ct)
-        };
+        let init = if is_max { super::reduce::extreme(&mut k.b, ct, false) } else { konst(&mut k.b, 0.0, ct) };
         let zero = k.index(0);
         let z = k.index(0);
         let none = konst(&mut k.b, 0.0, Ty::Bool);
         // carried: accumulator, count inside, count inside the padded input, best offset, found
-        let carried = [init, Val::new(zero.clone(), Ty::Index), Val::new(z, Ty::Index), Val::new(zero, Ty::Index), none];
+        let carried =
+            [init, Val::new(zero.clone(), Ty::Index), Val::new(z, Ty::Index), Val::new(zero, Ty::Index), none];
         let res = k.fold_n(kn, &carried, |k, q, acc| {
             let kc = k.coords(q, &win.kernel);
             let mut inside = konst(&mut k.b, 1.0, Ty::Bool);
@@ -482,9 +489,20 @@ pub fn roi_align(k: &mut Kern) -> R<usize> {
 /// The bilinear sample of an (h, w) plane at (y, x): the weighted sum of its four neighbours,
 /// or (for max pooling) the largest weighted neighbour; 0 outside [−1, h] × [−1, w].
 #[allow(clippy::too_many_arguments)]
-fn bilinear(k: &mut Kern, x: usize, plane: &str, h: usize, w: usize, y: &Val, xx: &Val, ct: Ty, is_max: bool) -> R<Val> {
+fn bilinear(
+    k: &mut Kern,
+    x: usize,
+    plane: &str,
+    h: usize,
+    w: usize,
+    y: &Val,
+    xx: &Val,
+    ct: Ty,
+    is_max: bool,
+) -> R<Val> {
     let b = &mut k.b;
-    let (m1, hf, wf, zero, one) = (konst(b, -1.0, ct), konst(b, h as f64, ct), konst(b, w as f64, ct), konst(b, 0.0, ct), konst(b, 1.0, ct));
+    let (m1, hf, wf, zero, one) =
+        (konst(b, -1.0, ct), konst(b, h as f64, ct), konst(b, w as f64, ct), konst(b, 0.0, ct), konst(b, 1.0, ct));
     let c1 = s::cmp(b, "lt", y, &m1);
     let c2 = s::cmp(b, "gt", y, &hf);
     let c3 = s::cmp(b, "lt", xx, &m1);
@@ -522,7 +540,12 @@ fn bilinear(k: &mut Kern, x: usize, plane: &str, h: usize, w: usize, y: &Val, xx
         let t = s::add(b, &t, &ci);
         s::to_index(b, &t)
     };
-    let taps = [(yl.clone(), xl.clone(), s::mul(b, &hy, &hx)), (yl.clone(), xh.clone(), s::mul(b, &hy, &lx)), (yh.clone(), xl, s::mul(b, &ly, &hx)), (yh, xh, s::mul(b, &ly, &lx))];
+    let taps = [
+        (yl.clone(), xl.clone(), s::mul(b, &hy, &hx)),
+        (yl.clone(), xh.clone(), s::mul(b, &hy, &lx)),
+        (yh.clone(), xl, s::mul(b, &ly, &hx)),
+        (yh, xh, s::mul(b, &ly, &lx)),
+    ];
     let mut acc: Option<Val> = None;
     for (r, c, wt) in taps {
         let at = idx(&mut k.b, &r, &c);
