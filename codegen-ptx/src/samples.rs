@@ -478,6 +478,50 @@ pub fn selective_scan(
     finish(g)
 }
 
+/// NonMaxSuppression as the compiler lowers a large one: TopK orders each class's scores, and
+/// `Bounded` walks them as one block (the kept rows padded to the bound, and their count).
+/// Boxes [2, n, 4] and scores [2, classes, n]; `per_class` kept at most, `score_th` if any.
+pub fn nms(dt: DType, n: usize, classes: usize, per_class: i64, score_th: Option<f64>) -> Graph {
+    let mut b = GraphBuilder::new("nms", 17);
+    let boxes = b.input("boxes", dt, &[2, n, 4]);
+    let scores = b.input("scores", dt, &[2, classes, n]);
+    let k = b.weight("k", Tensor::from_i64(vec![1], vec![n as i64]));
+    let order = b.node_multi(
+        Op::TopK,
+        &[Some(scores), Some(k)],
+        vec![],
+        vec![ValueType::unranked(dt), ValueType::unranked(DType::I64)],
+    );
+    let max_out = b.weight("max_out", Tensor::from_i64(vec![1], vec![per_class]));
+    let iou = b.weight("iou", Tensor::from_f64(DType::F32, vec![1], &[0.3]));
+    let th = score_th.map(|t| b.weight("score_th", Tensor::from_f64(DType::F32, vec![1], &[t])));
+    let bound = 2 * classes * (per_class as usize).min(n);
+    let attrs = vec![
+        ("bounded_op", Attr::Str("NonMaxSuppression".into())),
+        ("bounded_axis", Attr::Int(0)),
+        ("bound", Attr::Int(bound as i64)),
+    ];
+    let out = b.node_multi(
+        Op::Bounded,
+        &[Some(boxes), Some(scores), Some(max_out), Some(iou), th, None, Some(order[1])],
+        attrs,
+        vec![ValueType::known(DType::I64, &[bound, 3]), ValueType::known(DType::I64, &[])],
+    );
+    b.output(out[0]);
+    b.output(out[1]);
+    finish(b)
+}
+
+/// NonMaxSuppression cases (several kernels each): many chunks of 32 candidates with every
+/// survivor kept; a per-class limit and a score threshold; one class of 3000 boxes.
+pub fn nms_cases(dt: DType) -> Vec<(&'static str, Graph)> {
+    vec![
+        ("nms_block", nms(dt, 700, 3, 700, None)),
+        ("nms_block_limited", nms(dt, 500, 2, 9, Some(0.5))),
+        ("nms_block_wide", nms(dt, 3000, 1, 3000, Some(-1.0))),
+    ]
+}
+
 pub fn all() -> Vec<Sample> {
     let mut out = vec![];
     for (dt, tol) in [(DType::F32, 1e-5), (DType::F16, 1e-2), (DType::BF16, 1e-2)] {

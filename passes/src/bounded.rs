@@ -4,7 +4,7 @@
 //! entries). Everything before `Prefix` has static shapes, so it compiles and runs inside the
 //! plan's CUDA graph; a graph output that is a `Prefix` is returned at its valid length by the
 //! runtime (the artifact's output binding names where the length lives).
-use xforge_ir::{Attr, DType, Graph, Node, Op, ValueType};
+use xforge_ir::{Attr, DType, Graph, Node, Op, ValueId, ValueType};
 
 /// (axis, bound) of a data-dependent node's padded result, where its operands' shapes (and
 /// NonMaxSuppression's per-class limit) are known.
@@ -39,6 +39,30 @@ fn padded(g: &Graph, n: &Node) -> Option<(usize, usize)> {
     }
 }
 
+/// The TopK that orders each (batch, class)'s scores [B, C, N] from high to low (ties by index,
+/// the greedy walk's order), for a NonMaxSuppression of at least NMS_BLOCK_MIN_BOXES boxes:
+/// (the node, its indices) to run before it and pass as the Bounded node's input 6.
+pub(crate) fn score_order(g: &mut Graph, name: &str, scores: ValueId, s: &[usize]) -> Option<(Node, ValueId)> {
+    if s.len() != 3 || s[2] < crate::knobs::NMS_BLOCK_MIN_BOXES {
+        return None;
+    }
+    let dt = g.ty(scores).dtype;
+    let k = g.add_value(format!("{name}/order_k"), ValueType::known(DType::I64, &[1]));
+    g.weights.insert(k, xforge_ir::Tensor::from_i64(vec![1], vec![s[2] as i64]));
+    let vals = g.add_value(format!("{name}/order_scores"), ValueType::known(dt, s));
+    let idx = g.add_value(format!("{name}/order"), ValueType::known(DType::I64, s));
+    let mut a: xforge_ir::Attrs = Default::default();
+    a.insert("axis".into(), Attr::Int(-1));
+    let node = Node {
+        name: format!("{name}/order"),
+        op: Op::TopK,
+        inputs: vec![Some(scores), Some(k)],
+        outputs: vec![Some(vals), Some(idx)],
+        attrs: a,
+    };
+    Some((node, idx))
+}
+
 /// Rewrites every NonZero, NonMaxSuppression and Compress whose result has no static shape;
 /// returns how many.
 pub fn bound_data_dependent(g: &mut Graph) -> usize {
@@ -66,13 +90,19 @@ pub fn bound_data_dependent(g: &mut Graph) -> usize {
         attrs.insert("bounded_op".into(), Attr::Str(n.op.name().into()));
         attrs.insert("bounded_axis".into(), Attr::Int(axis as i64));
         attrs.insert("bound".into(), Attr::Int(bound as i64));
-        let bounded = Node {
-            name: n.name.clone(),
-            op: Op::Bounded,
-            inputs: n.inputs.clone(),
-            outputs: vec![Some(p), Some(len)],
-            attrs,
+        let mut inputs = n.inputs.clone();
+        let order = match (n.op, n.inputs.get(1).copied().flatten()) {
+            (Op::NonMaxSuppression, Some(scores)) => {
+                let s = g.ty(scores).static_shape().unwrap_or_default();
+                score_order(g, &n.name, scores, &s)
+            }
+            _ => None,
         };
+        if let Some((_, idx)) = &order {
+            inputs.resize(6, None);
+            inputs.push(Some(*idx));
+        }
+        let bounded = Node { name: n.name.clone(), op: Op::Bounded, inputs, outputs: vec![Some(p), Some(len)], attrs };
         let mut pa: xforge_ir::Attrs = Default::default();
         pa.insert("axis".into(), Attr::Int(axis as i64));
         let prefix = Node {
@@ -82,9 +112,11 @@ pub fn bound_data_dependent(g: &mut Graph) -> usize {
             outputs: vec![Some(out)],
             attrs: pa,
         };
-        g.nodes.splice(i..=i, [bounded, prefix]);
+        let added = order.is_some() as usize;
+        let nodes: Vec<Node> = order.map(|(t, _)| t).into_iter().chain([bounded, prefix]).collect();
+        g.nodes.splice(i..=i, nodes);
         done += 1;
-        i += 2;
+        i += 2 + added;
     }
     done
 }

@@ -5,6 +5,9 @@ pub const LAUNCH_BYTES: f64 = 8.0 * 1024.0 * 1024.0;
 /// Extra fixed cost of a vendor-library call (descriptors, heuristics), by library.
 pub const CUBLASLT_CALL_BYTES: f64 = 2.0 * 1024.0 * 1024.0;
 pub const CUDNN_CALL_BYTES: f64 = 4.0 * 1024.0 * 1024.0;
+/// Launches cuDNN adds around a half-precision NCHW convolution: input and filter to NHWC, the
+/// result back (ncu on an H200: about 3.7 µs each at batch 1, more than most convolutions).
+pub const CUDNN_NCHW_LAUNCHES: f64 = 3.0;
 /// Bytes assumed for a value whose shape is not static.
 pub const UNKNOWN_VALUE_BYTES: f64 = 1024.0 * 1024.0;
 /// Saturation caps: e-nodes, iterations, wall time.
@@ -17,3 +20,7 @@ pub const EXTRACT_PASSES: usize = 1000;
 /// Most nodes an unrolled Loop or Scan may add (trip count × body nodes); longer ones stay
 /// control flow.
 pub const UNROLL_NODE_LIMIT: usize = 20_000;
+
+/// Boxes from which NonMaxSuppression gets its score order from a TopK and runs as one
+/// cooperating block; below it, one thread walks the boxes (kernels the host emulator runs).
+pub const NMS_BLOCK_MIN_BOXES: usize = 256;

@@ -77,12 +77,23 @@ fn relu6_stacks_switch_too() {
 }
 
 #[test]
-fn fp32_and_small_stacks_stay_nchw() {
-    // fp32 has no layout penalty; one small block does not pay for two transposes
-    for g in [stack(DType::F32, 8, 64, 56, 3), stack(DType::F16, 8, 64, 56, 1), stack(DType::F16, 1, 4, 6, 3)] {
+fn fp32_stays_nchw() {
+    // fp32 has no layout penalty: cuDNN takes NCHW as it is
+    for g in [stack(DType::F32, 8, 64, 56, 3), stack(DType::F32, 1, 4, 6, 1)] {
         let f = fuse(&g).unwrap();
         assert_eq!(count(&f.graph, Op::ConvNhwc), 0);
         assert_eq!(count(&f.graph, Op::Transpose), 0);
+    }
+}
+
+#[test]
+fn small_half_precision_stacks_switch_too() {
+    // cuDNN turns every NCHW half-precision convolution into three launches of its own (input
+    // and filter to NHWC, the result back): even one small block pays for two transposes
+    for (g, convs) in [(stack(DType::F16, 8, 64, 56, 1), 3), (stack(DType::F16, 1, 4, 6, 3), 7)] {
+        let f = fuse(&g).unwrap();
+        assert_eq!((count(&f.graph, Op::ConvNhwc), count(&f.graph, Op::Transpose)), (convs, 2));
+        assert_partition_sound(&f);
     }
 }
 
@@ -176,4 +187,62 @@ fn convnext_blocks_stay_channels_last_with_the_layer_scale_folded() {
         assert!(library_residual >= 2, "{dt}: {desc}");
         assert_equivalent(&g, &f.graph, if dt == DType::F32 { 1e-5 } else { 2e-2 });
     }
+}
+
+/// An Inception-style block over x [1, 8, s, s] and what follows it in GoogLeNet, DenseNet and
+/// RegNet-Y: two convolution branches → Concat → 2×2 average pool → conv → ReLU →
+/// squeeze-excite (global pool → 1×1 conv → Sigmoid → Mul broadcast over the map) → conv.
+fn branchy_block(dtype: DType, s: usize) -> Graph {
+    let mut b = GraphBuilder::new("branchy", 17);
+    let u = || ValueType::unranked(dtype);
+    let mut k = 0;
+    let mut conv = |b: &mut GraphBuilder, x, cin: usize, cout: usize, kk: i64| {
+        k += 1;
+        let n = cout * cin * (kk * kk) as usize;
+        let v: Vec<f64> = (0..n).map(|i| (((i * 7919 + k * 31) % 97) as f64 - 48.0) / 300.0).collect();
+        let w = b.weight(&format!("w{k}"), Tensor::from_f64(dtype, vec![cout, cin, kk as usize, kk as usize], &v));
+        let bias = b.weight(&format!("b{k}"), Tensor::from_f64(dtype, vec![cout], &vec![0.01 * k as f64; cout]));
+        let p = (kk - 1) / 2;
+        b.node(Op::Conv, &[x, w, bias], vec![("pads", Attr::Ints(vec![p; 4]))], u())
+    };
+    let x = b.input("x", dtype, &[1, 8, s, s]);
+    let a = conv(&mut b, x, 8, 4, 1);
+    let c = conv(&mut b, x, 8, 4, 3);
+    let cat = b.node(Op::Concat, &[a, c], vec![("axis", Attr::Int(1))], u());
+    let pool = vec![("kernel_shape", Attr::Ints(vec![2, 2])), ("strides", Attr::Ints(vec![2, 2]))];
+    let p = b.node(Op::AveragePool, &[cat], pool, u());
+    let d = conv(&mut b, p, 8, 8, 1);
+    let r = b.node(Op::Relu, &[d], vec![], u());
+    let gap = b.node(Op::GlobalAveragePool, &[r], vec![], u());
+    let e = conv(&mut b, gap, 8, 8, 1);
+    let sig = b.node(Op::Sigmoid, &[e], vec![], u());
+    let m = b.node(Op::Mul, &[r, sig], vec![], u());
+    let out = conv(&mut b, m, 8, 8, 3);
+    b.output(out);
+    let mut g = b.finish();
+    infer_graph(&mut g).unwrap();
+    g
+}
+
+#[test]
+fn concat_pools_and_squeeze_excite_stay_channels_last() {
+    // the transposes sink through Concat (its axis permuted), the 2×2 average pool (a depthwise
+    // convolution with equal weights), the global pool (a ReduceMean over the spatial axes,
+    // whose [1,1,1,C] → [1,C,1,1] transpose is a view) and the broadcasting Mul: only the
+    // entry's and the exit's transposes stay
+    let g = branchy_block(DType::F16, 16);
+    let f = fuse(&g).unwrap();
+    let desc = xforge_passes::fusion::describe(&f);
+    assert_eq!(count(&f.graph, Op::Transpose), 2, "{desc}");
+    assert_eq!(count(&f.graph, Op::ConvNhwc), 6, "{desc}");
+    for op in [Op::Conv, Op::AveragePool, Op::GlobalAveragePool] {
+        assert_eq!(count(&f.graph, op), 0, "{op}: {desc}");
+    }
+    assert_partition_sound(&f);
+    assert_equivalent(&g, &f.graph, 1e-2);
+    // fp32: nothing to gain, nothing moves
+    let g = branchy_block(DType::F32, 16);
+    let f = fuse(&g).unwrap();
+    assert_eq!((count(&f.graph, Op::Transpose), count(&f.graph, Op::ConvNhwc)), (0, 0));
+    assert_equivalent(&g, &f.graph, 1e-6);
 }

@@ -2,7 +2,7 @@
 //! free, vendor-library calls pay a fixed call cost on top.
 use super::analysis::FusionGraph;
 use super::language::{ENode, Head};
-use crate::knobs::{CUBLASLT_CALL_BYTES, CUDNN_CALL_BYTES, LAUNCH_BYTES, UNKNOWN_VALUE_BYTES};
+use crate::knobs::{CUBLASLT_CALL_BYTES, CUDNN_CALL_BYTES, CUDNN_NCHW_LAUNCHES, LAUNCH_BYTES, UNKNOWN_VALUE_BYTES};
 use egg::Id;
 use xforge_ir::{DType, Op, ValueType};
 
@@ -32,7 +32,7 @@ pub fn library_call_bytes(op: Op) -> f64 {
 /// What one e-node costs by itself, given its e-class `id`.
 pub fn node_cost(eg: &FusionGraph, node: &ENode, id: Id) -> f64 {
     let Head::Op { op, attrs } = node.head else { return 0.0 };
-    if is_view(op) {
+    if is_view(op) || (op == Op::Transpose && moves_only_unit_axes(eg, node, attrs)) {
         return 1.0;
     }
     let read: f64 = node.args.iter().map(|&a| value_bytes(eg[a].data.ty())).sum();
@@ -42,17 +42,32 @@ pub fn node_cost(eg: &FusionGraph, node: &ENode, id: Id) -> f64 {
         return LAUNCH_BYTES + read + written;
     }
     let library = library_call_bytes(op);
-    // tensor cores want channels-last: cuDNN rewrites NCHW half-precision data on the way in and out
+    // tensor cores want channels-last: cuDNN rewrites NCHW half-precision data on the way in and
+    // out, in launches of its own
     let ty = eg[id].data.ty();
     let layout = if op == Op::Conv
         && matches!(ty.dtype, DType::F16 | DType::BF16)
         && ty.shape.as_ref().is_some_and(|s| s.len() == 4)
     {
-        read + written
+        CUDNN_NCHW_LAUNCHES * LAUNCH_BYTES + read + written
     } else {
         0.0
     };
     LAUNCH_BYTES + library + read + written + layout
+}
+
+/// Whether a Transpose e-node keeps the order of its input's axes longer than 1: a Reshape in
+/// effect (`noop::remove_noops` makes it one after extraction).
+fn moves_only_unit_axes(eg: &FusionGraph, node: &ENode, attrs: u32) -> bool {
+    let Some(s) = node.args.first().and_then(|&a| eg[a].data.ty().static_shape()) else { return false };
+    let r = s.len() as i64;
+    let perm: Vec<i64> = match eg.analysis.table.attrs.get(attrs as usize).and_then(|a| a.get("perm")) {
+        Some(xforge_ir::Attr::Ints(p)) => p.iter().map(|&k| if k < 0 { k + r } else { k }).collect(),
+        None => (0..r).rev().collect(),
+        _ => return false,
+    };
+    let kept: Vec<i64> = perm.into_iter().filter(|&k| s.get(k as usize).is_some_and(|&d| d != 1)).collect();
+    kept.windows(2).all(|w| w[0] < w[1])
 }
 
 /// Whether a Conv or ConvNhwc e-node is depthwise (`xforge_ir::window::depthwise_window`).

@@ -1,9 +1,10 @@
 //! Layout rules: every 4-D Conv gets a channels-last alternative `Transpose∘ConvNhwc∘Transpose`;
-//! transposes sink through elementwise ops and cancel in pairs, so inside a convolution stack
-//! only the transposes at its ends remain. The cost model decides whether the stack switches.
+//! transposes sink through elementwise ops (broadcasting ones too), Concat and global pooling,
+//! and cancel in pairs, so inside a convolution stack only the transposes at its ends remain.
+//! The cost model decides whether the stack switches.
 use super::analysis::FusionGraph;
 use super::language::Head;
-use super::rules::{add_op, rule, same_class, weight_in};
+use super::rules::{add_op, rule, rule_any_arity, same_class, weight_in};
 use egg::{Id, Rewrite, Subst};
 use xforge_ir::{Attr, Attrs, Op};
 
@@ -92,10 +93,13 @@ fn sink_clip(eg: &mut FusionGraph, s: &Subst, root: Id) -> Option<Id> {
     Some(transpose(eg, inner, &perm))
 }
 
-/// `op(Transpose(a, p), Transpose(b, p))` → `Transpose(op(a, b), p)` for same-shape operands.
+/// `op(Transpose(a, p), Transpose(b, p))` → `Transpose(op(a, b), p)` for operands of one rank
+/// and dtype (broadcasting permutes with them: a squeeze-excite scale [N,1,1,C] stays one).
 fn sink_binary(eg: &mut FusionGraph, s: &Subst, root: Id, op: Op) -> Option<Id> {
     let (a, b) = (s[var("?a")], s[var("?b")]);
-    if eg[a].data.ty() != eg[b].data.ty() {
+    let (ta, tb) = (eg[a].data.ty(), eg[b].data.ty());
+    let rank = |t: &xforge_ir::ValueType| t.shape.as_ref().map(|s| s.len());
+    if ta.dtype != tb.dtype || rank(ta).is_none() || rank(ta) != rank(tb) {
         return None;
     }
     let n = eg[root].nodes.iter().find(|n| matches!(n.head, Head::Op { op: o, .. } if o == op))?.clone();
@@ -162,6 +166,121 @@ fn sink_weight(eg: &mut FusionGraph, s: &Subst, root: Id, op: Op, weight_first: 
     Some(transpose(eg, inner, &perm))
 }
 
+/// The (perm, input) of every Transpose e-node in class `id`.
+fn transposes_in(eg: &FusionGraph, id: Id) -> Vec<(Vec<i64>, Id)> {
+    eg[id]
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.head, Head::Op { op: Op::Transpose, .. }))
+        .filter_map(|n| Some((perm_in(eg, id, n.args[0])?, eg.find(n.args[0]))))
+        .collect()
+}
+
+/// `Concat(Transpose(a1, p), …, Transpose(an, p), axis=k)` → `Transpose(Concat(a1, …, an,
+/// axis=p[k]), p)`: an Inception or dense block's branches stay channels-last (any arity).
+fn sink_concat(eg: &mut FusionGraph, _: &Subst, root: Id) -> Option<Id> {
+    let nodes: Vec<ENode> = eg[root]
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.head, Head::Op { op: Op::Concat, .. }) && !n.args.is_empty())
+        .cloned()
+        .collect();
+    for n in nodes {
+        let Head::Op { attrs, .. } = n.head else { continue };
+        let mut a = eg.analysis.table.attrs[attrs as usize].clone();
+        let Some(Attr::Int(axis)) = a.get("axis").cloned() else { continue };
+        for (p, _) in transposes_in(eg, n.args[0]) {
+            let inner: Option<Vec<Id>> = n
+                .args
+                .iter()
+                .map(|&x| transposes_in(eg, x).into_iter().find(|(q, _)| *q == p).map(|(_, y)| y))
+                .collect();
+            let Some(inner) = inner else { continue };
+            let r = p.len() as i64;
+            let k = if axis < 0 { axis + r } else { axis };
+            if !(0..r).contains(&k) {
+                continue;
+            }
+            a.insert("axis".into(), Attr::Int(p[k as usize]));
+            let ai = eg.analysis.table.intern(Op::Concat, a);
+            let c = eg.add(ENode { head: Head::Op { op: Op::Concat, attrs: ai }, args: inner });
+            return Some(transpose(eg, c, &p));
+        }
+    }
+    None
+}
+
+/// `GlobalAveragePool(Transpose(y, p))` → `Transpose(ReduceMean(y, axes=p[2..], keepdims), p)`
+/// (GlobalMaxPool: ReduceMax) where `p` keeps the batch first: a squeeze-excite block's pool
+/// reads channels-last data in place; the result's transpose only moves axes of size 1, a view.
+fn sink_global_pool(eg: &mut FusionGraph, s: &Subst, root: Id, pool: Op, reduce: Op) -> Option<Id> {
+    let y = s[var("?y")];
+    let t = eg[root].nodes.iter().find(|n| matches!(n.head, Head::Op { op: o, .. } if o == pool))?.args[0];
+    let p = perm_in(eg, t, y)?;
+    if p.len() < 3 || p[0] != 0 {
+        return None;
+    }
+    let axes = Attr::Ints(p[2..].to_vec());
+    let r = if eg.analysis.opset >= 18 {
+        let k = eg.analysis.rule_weight(format!("global-pool axes {:?}", &p[2..]), "pool_axes", || {
+            xforge_ir::Tensor::from_i64(vec![p.len() - 2], p[2..].to_vec())
+        });
+        let w = eg.add(ENode { head: Head::Weight(k), args: vec![] });
+        add_op(eg, reduce, vec![("keepdims", Attr::Int(1))], &[y, w])
+    } else {
+        add_op(eg, reduce, vec![("axes", axes), ("keepdims", Attr::Int(1))], &[y])
+    };
+    Some(transpose(eg, r, &p))
+}
+
+/// `AveragePool(Transpose(y, TO_NCHW))` → `Transpose(ConvNhwc(y, 1/(kh·kw), group=C))` for a
+/// 2-D window whose every tap counts (no pads, or pads counted, no ceil mode): a depthwise
+/// convolution with equal weights, which runs channels-last (DenseNet's transitions).
+fn sink_average_pool(eg: &mut FusionGraph, s: &Subst, root: Id) -> Option<Id> {
+    let y = s[var("?y")];
+    let n = eg[root].nodes.iter().find(|n| matches!(n.head, Head::Op { op: Op::AveragePool, .. }))?.clone();
+    (perm_in(eg, n.args[0], y)? == TO_NCHW).then_some(())?;
+    let Head::Op { attrs, .. } = n.head else { return None };
+    let a = eg.analysis.table.attrs[attrs as usize].clone();
+    let ints = |k: &str| match a.get(k) {
+        Some(Attr::Ints(v)) => Some(v.clone()),
+        _ => None,
+    };
+    let int = |k: &str| match a.get(k) {
+        Some(Attr::Int(v)) => *v,
+        _ => 0,
+    };
+    let kernel = ints("kernel_shape").filter(|k| k.len() == 2 && k.iter().all(|&d| d > 0))?;
+    let pads = ints("pads").unwrap_or(vec![0; 4]);
+    let padded = pads.iter().any(|&p| p != 0);
+    let auto = matches!(a.get("auto_pad"), Some(Attr::Str(m)) if m != "NOTSET");
+    if int("ceil_mode") != 0 || auto || (padded && int("count_include_pad") == 0) {
+        return None;
+    }
+    let ty = eg[y].data.ty();
+    let c = *ty.static_shape()?.get(3)?;
+    let taps = (kernel[0] * kernel[1]) as usize;
+    let dtype = ty.dtype;
+    let k = eg.analysis.rule_weight(format!("average-pool taps {c} {kernel:?} {dtype}"), "pool_taps", || {
+        xforge_ir::Tensor::from_f64(
+            dtype,
+            vec![c, 1, kernel[0] as usize, kernel[1] as usize],
+            &vec![1.0 / taps as f64; c * taps],
+        )
+    });
+    let w = eg.add(ENode { head: Head::Weight(k), args: vec![] });
+    let mut conv =
+        vec![("kernel_shape", Attr::Ints(kernel)), ("pads", Attr::Ints(pads)), ("group", Attr::Int(c as i64))];
+    if let Some(st) = ints("strides") {
+        conv.push(("strides", Attr::Ints(st)));
+    }
+    if let Some(d) = ints("dilations") {
+        conv.push(("dilations", Attr::Ints(d)));
+    }
+    let cv = add_op(eg, Op::ConvNhwc, conv, &[y, w]);
+    Some(transpose(eg, cv, &TO_NCHW))
+}
+
 /// `Transpose(Transpose(x, p1), p2)` → `x` when the composition is the identity, else one Transpose.
 fn transpose_pair(eg: &mut FusionGraph, s: &Subst, root: Id) -> Option<Id> {
     let x = s[var("?x")];
@@ -210,5 +329,13 @@ pub fn layout_rules() -> Vec<Rewrite<ENode, FusionAnalysis>> {
         };
     }
     sink!(Relu, Sigmoid, HardSigmoid, HardSwish, Swish, LeakyRelu, Tanh, Gelu);
+    r.push(rule_any_arity("sink-concat", Op::Concat, sink_concat));
+    r.push(rule("sink-average-pool", "(AveragePool (Transpose ?y))", sink_average_pool));
+    r.push(rule("sink-global-avg", "(GlobalAveragePool (Transpose ?y))", |eg, s, root| {
+        sink_global_pool(eg, s, root, Op::GlobalAveragePool, Op::ReduceMean)
+    }));
+    r.push(rule("sink-global-max", "(GlobalMaxPool (Transpose ?y))", |eg, s, root| {
+        sink_global_pool(eg, s, root, Op::GlobalMaxPool, Op::ReduceMax)
+    }));
     r
 }

@@ -3,7 +3,7 @@
 //! checks constants, attributes and shapes through the analysis before it builds anything.
 use super::analysis::{FusionAnalysis, FusionGraph};
 use super::language::{ENode, Head};
-use egg::{Applier, Id, Pattern, PatternAst, Rewrite, Subst, Symbol, Var};
+use egg::{Applier, Id, Pattern, PatternAst, Rewrite, SearchMatches, Searcher, Subst, Symbol, Var};
 use xforge_ir::{Attr, Attrs, Op};
 
 /// Builds the alternative for one match of the rule's pattern rooted at an e-class; `None`
@@ -75,6 +75,26 @@ pub(crate) fn rule(name: &str, pattern: &str, build: Build) -> Rewrite<ENode, Fu
     let (linear, same) = linearize(pattern);
     let p: Pattern<ENode> = linear.parse().unwrap_or_else(|e| panic!("rule {name}: bad pattern: {e}"));
     Rewrite::new(name, p, Builder { build, same }).expect("rule vars")
+}
+
+/// Matches every e-class that holds an `op` e-node, whatever its arity (Concat's inputs are
+/// not a fixed number a pattern can name); the builder finds the node itself.
+struct AnyArity(Op);
+
+impl Searcher<ENode, FusionAnalysis> for AnyArity {
+    fn search_eclass_with_limit(&self, eg: &FusionGraph, eclass: Id, limit: usize) -> Option<SearchMatches<'_, ENode>> {
+        let has = eg[eclass].nodes.iter().any(|n| matches!(n.head, Head::Op { op, .. } if op == self.0));
+        (limit > 0 && has).then(|| SearchMatches { eclass, substs: vec![Subst::default()], ast: None })
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        vec![]
+    }
+}
+
+/// A rule over every `op` e-node of any arity.
+pub(crate) fn rule_any_arity(name: &str, op: Op, build: Build) -> Rewrite<ENode, FusionAnalysis> {
+    Rewrite::new(name, AnyArity(op), Builder { build, same: vec![] }).expect("rule vars")
 }
 
 fn v(s: &str) -> Var {

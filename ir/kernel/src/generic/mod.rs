@@ -2,7 +2,8 @@
 //! completion falls back to, node by node, where no fused template runs a group, so every op
 //! that computes a tensor of static shape has one. Each is written for plainness, not speed:
 //! one thread per output element in a grid-stride loop (or per row, line or input element where
-//! elements share work), no barriers, no workgroup memory — so the host emulator can run them.
+//! elements share work), no barriers, no workgroup memory — so the host emulator can run them
+//! (one exception, `Kern::one_block`: NonMaxSuppression's walk, whose threads cooperate).
 //! Semantics follow the interpreter op by op (interp/*.rs); attributes are read with its
 //! `NodeAttrs`, so defaults and errors match.
 pub mod scalar;
@@ -44,11 +45,14 @@ pub struct Kern<'a> {
     pub params: Vec<Param>,
     /// Parameters whose bytes are compiled in (tables), by parameter index.
     pub constants: Vec<(usize, Arc<[u8]>)>,
+    /// One block of this many threads with this workgroup memory, in place of the grid-stride
+    /// launch: for the few kernels whose threads cooperate (barriers; not host-emulated).
+    pub one_block: Option<(u32, String)>,
 }
 
 impl<'a> Kern<'a> {
     fn new(g: &'a Graph, n: &'a Node) -> Kern<'a> {
-        Kern { g, n, b: Body::default(), params: vec![], constants: vec![] }
+        Kern { g, n, b: Body::default(), params: vec![], constants: vec![], one_block: None }
     }
 
     pub fn attrs(&self) -> NodeAttrs<'a> {
@@ -330,7 +334,10 @@ impl<'a> Kern<'a> {
 
     /// The kernel: `work` items spread over blocks of BLOCK threads.
     fn finish(self, work: usize) -> Kernel {
-        let mut k = finish(self.params, &self.b, None, [blocks(work, BLOCK), 1, 1], [BLOCK, 1, 1]);
+        let mut k = match &self.one_block {
+            Some((threads, wg)) => finish(self.params, &self.b, Some(wg), [1, 1, 1], [*threads, 1, 1]),
+            None => finish(self.params, &self.b, None, [blocks(work, BLOCK), 1, 1], [BLOCK, 1, 1]),
+        };
         k.constants = self.constants;
         k
     }
