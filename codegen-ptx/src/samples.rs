@@ -512,6 +512,33 @@ pub fn nms(dt: DType, n: usize, classes: usize, per_class: i64, score_th: Option
     finish(b)
 }
 
+/// NonZero of relu(x − 0.5) over x [rows, cols] as the compiler bounds it (coordinates padded to
+/// every element, and the count); with `valid`, only the first `valid` columns count (padded data).
+pub fn nonzero(dt: DType, rows: usize, cols: usize, valid: Option<i64>) -> Graph {
+    let mut b = GraphBuilder::new("nonzero", 17);
+    let x = b.input("x", dt, &[rows, cols]);
+    let th = b.weight("th", Tensor::from_f64(dt, vec![], &[0.5]));
+    let d = b.node(Op::Sub, &[x, th], vec![], ValueType::unranked(dt));
+    let over = b.node(Op::Relu, &[d], vec![], ValueType::unranked(dt));
+    let len = valid.map(|v| b.weight("valid", Tensor::from_i64(vec![], vec![v])));
+    let bound = rows * cols;
+    let attrs = vec![
+        ("bounded_op", Attr::Str("NonZero".into())),
+        ("bounded_axis", Attr::Int(1)),
+        ("bound", Attr::Int(bound as i64)),
+        ("valid_axis", Attr::Int(1)),
+    ];
+    let out = b.node_multi(
+        Op::Bounded,
+        &[Some(over), len],
+        attrs,
+        vec![ValueType::known(DType::I64, &[2, bound]), ValueType::known(DType::I64, &[])],
+    );
+    b.output(out[0]);
+    b.output(out[1]);
+    finish(b)
+}
+
 /// NonMaxSuppression cases (several kernels each): many chunks of 32 candidates with every
 /// survivor kept; a per-class limit and a score threshold; one class of 3000 boxes.
 pub fn nms_cases(dt: DType) -> Vec<(&'static str, Graph)> {
@@ -519,6 +546,10 @@ pub fn nms_cases(dt: DType) -> Vec<(&'static str, Graph)> {
         ("nms_block", nms(dt, 700, 3, 700, None)),
         ("nms_block_limited", nms(dt, 500, 2, 9, Some(0.5))),
         ("nms_block_wide", nms(dt, 3000, 1, 3000, Some(-1.0))),
+        // NonZero as one block: runs of 1 and of several elements a thread, a valid length
+        ("nonzero_block", nonzero(dt, 3, 700, None)),
+        ("nonzero_block_runs", nonzero(dt, 7, 3001, None)),
+        ("nonzero_block_valid", nonzero(dt, 5, 900, Some(611))),
     ]
 }
 

@@ -97,3 +97,11 @@ pub fn ssm_knob(var: &str, default: usize) -> usize {
 pub fn attn_knob(var: &str, default: usize) -> usize {
     Some(ssm_knob(var, default)).filter(|v| v % 16 == 0).unwrap_or(default)
 }
+/// NonZero over at least this many elements runs as one block (each thread a run of the input,
+/// a scan of the counts in workgroup memory); smaller ones stay one host-emulable thread.
+pub const NONZERO_BLOCK_MIN: usize = 1024;
+/// Threads of that block.
+pub const NONZERO_THREADS: usize = 1024;
+/// Bounded TopK: a thread counts the entries ranked ahead of its own this many at a time, and
+/// stops once they are K (its entry is not kept).
+pub const TOPK_RUN: usize = 128;

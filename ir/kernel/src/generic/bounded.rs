@@ -16,6 +16,9 @@ pub fn bounded(k: &mut Kern) -> R<usize> {
         return nms_block(k);
     }
     let bound = a.int("bound", 0)? as usize;
+    if op == "NonZero" && numel(&k.in_shape(0)?) >= crate::knobs::NONZERO_BLOCK_MIN {
+        return nonzero_block(k, bound);
+    }
     let out_shape = k.out_shape(0)?;
     let (p, len) = (k.output(0)?, k.output(1)?);
     let n_out = numel(&out_shape);
@@ -41,47 +44,63 @@ pub fn bounded(k: &mut Kern) -> R<usize> {
     Ok(1)
 }
 
-/// Coordinates of each non-zero element, column by column; returns the count (an index).
-fn nonzero(k: &mut Kern, p: usize, bound: usize) -> R<String> {
-    let xs = k.in_shape(0)?;
+/// NonZero's input, and whether element `i` counts: non-zero, and inside the valid length
+/// (input 1) along `valid_axis` for padded data.
+struct NonZeroIn {
+    x: usize,
+    shape: Vec<usize>,
+    limit: Option<(usize, String)>,
+}
+
+fn nonzero_in(k: &mut Kern) -> R<NonZeroIn> {
+    let shape = k.in_shape(0)?;
     let x = k.input(0)?;
     // padded input: entries at or past the valid length (input 1) along `valid_axis` are left out
     let limit = match k.in_val(1) {
         Some(_) => {
             let ax = k.attrs().int("valid_axis", 0)? as usize;
-            let size = *xs.get(ax).ok_or("valid_axis is past the input's rank")?;
-            let pl = k.input(1)?;
-            let z = k.index(0);
-            let l = k.load(pl, &z);
-            let it = Ty::Int(64, true);
-            let l = s::cast(&mut k.b, &l, it);
-            let lo = s::int_konst(&mut k.b, 0, it);
-            let hi = s::int_konst(&mut k.b, size as i64, it);
-            let l = s::max(&mut k.b, &l, &lo);
-            let l = s::min(&mut k.b, &l, &hi);
-            Some((ax, s::to_index(&mut k.b, &l)))
+            let size = *shape.get(ax).ok_or("valid_axis is past the input's rank")?;
+            Some((ax, count_in(k, 1, size, size)?))
         }
         None => None,
     };
-    let zero = k.index(0);
-    let n = numel(&xs);
-    let r = k.fold_n(n, &[Val::new(zero, Ty::Index)], |k, i, acc| {
-        let v = k.load(x, i);
+    Ok(NonZeroIn { x, shape, limit })
+}
+
+impl NonZeroIn {
+    fn counts(&self, k: &mut Kern, i: &str) -> Val {
+        let v = k.load(self.x, i);
         let mut nz = s::cast(&mut k.b, &v, Ty::Bool);
-        if let Some((ax, l)) = &limit {
-            let c = k.coords(i, &xs);
+        if let Some((ax, l)) = &self.limit {
+            let c = k.coords(i, &self.shape);
             let inside = k.icmp("ult", &c[*ax], l);
             nz = k.and(&nz, &inside);
         }
+        nz
+    }
+
+    /// Writes element `i`'s coordinates as result column `at`.
+    fn write(&self, k: &mut Kern, p: usize, bound: usize, i: &str, at: &str) {
+        let c = k.coords(i, &self.shape);
+        for (d, cd) in c.iter().enumerate() {
+            let row = k.index(d * bound);
+            let to = k.ix("addi", &row, at);
+            let cv = s::from_index(&mut k.b, cd, Ty::Int(64, true));
+            k.store(p, &to, &cv);
+        }
+    }
+}
+
+/// Coordinates of each non-zero element, column by column; returns the count (an index).
+fn nonzero(k: &mut Kern, p: usize, bound: usize) -> R<String> {
+    let a = nonzero_in(k)?;
+    let zero = k.index(0);
+    let n = numel(&a.shape);
+    let r = k.fold_n(n, &[Val::new(zero, Ty::Index)], |k, i, acc| {
+        let nz = a.counts(k, i);
         let cnt = acc[0].v.clone();
         k.when(&nz, |k| {
-            let c = k.coords(i, &xs);
-            for (d, cd) in c.iter().enumerate() {
-                let row = k.index(d * bound);
-                let at = k.ix("addi", &row, &cnt);
-                let cv = s::from_index(&mut k.b, cd, Ty::Int(64, true));
-                k.store(p, &at, &cv);
-            }
+            a.write(k, p, bound, i, &cnt);
             Ok(())
         })?;
         let one = k.index(1);
@@ -89,6 +108,84 @@ fn nonzero(k: &mut Kern, p: usize, bound: usize) -> R<String> {
         Ok(vec![Val::new(k.isel(&nz, &inc, &cnt), Ty::Index)])
     })?;
     Ok(r[0].v.clone())
+}
+
+/// NonZero as one block of NONZERO_THREADS threads: each counts the non-zeros of its run of
+/// the input, an inclusive scan of the counts in workgroup memory (log₂ rounds) gives each run
+/// its first result column, and each writes its run's coordinates there: the interpreter's
+/// order, in two passes over the input instead of one thread's one (ssdlite's 180 NonZeros).
+fn nonzero_block(k: &mut Kern, bound: usize) -> R<usize> {
+    use crate::knobs::NONZERO_THREADS as NT;
+    let out_shape = k.out_shape(0)?;
+    let (p, len) = (k.output(0)?, k.output(1)?);
+    let a = nonzero_in(k)?;
+    let n = numel(&a.shape);
+    let run = n.div_ceil(NT);
+    let wg_ty = format!("memref<{NT}xindex, #gpu.address_space<workgroup>>");
+    k.one_block = Some((NT as u32, format!("%wg : {wg_ty}")));
+    let tid = k.b.emit("gpu.thread_id x");
+    // every padded entry is written: zeros first, the threads striding
+    let step = k.index(NT);
+    let end = k.index(numel(&out_shape));
+    let iv = k.b.fresh("z");
+    k.b.stmt(format!("scf.for {iv} = {tid} to {end} step {step} {{"));
+    let z64 = s::int_konst(&mut k.b, 0, Ty::Int(64, true));
+    k.store(p, &iv, &z64);
+    k.b.stmt("}");
+    // this thread's run [lo, hi)
+    let lo = k.ixc("muli", &tid, run);
+    let nn = k.index(n);
+    let lo = k.b.emit(format!("arith.minui {lo}, {nn} : index"));
+    let hi = k.ixc("addi", &lo, run);
+    let hi = k.b.emit(format!("arith.minui {hi}, {nn} : index"));
+    let zero = k.index(0);
+    let mine = k.fold(&lo, &hi, &[Val::new(zero, Ty::Index)], |k, i, acc| {
+        let nz = a.counts(k, i);
+        let one = k.index(1);
+        let inc = k.ix("addi", &acc[0].v, &one);
+        Ok(vec![Val::new(k.isel(&nz, &inc, &acc[0].v), Ty::Index)])
+    })?;
+    k.b.stmt(format!("memref.store {}, %wg[{tid}] : {wg_ty}", mine[0].v));
+    k.b.stmt("gpu.barrier");
+    // inclusive scan: round d adds the count d places before (read all, then write all)
+    let mut d = 1;
+    while d < NT {
+        let dd = k.index(d);
+        let back = k.icmp("uge", &tid, &dd);
+        let prev = k.ix("subi", &tid, &dd);
+        let z = k.index(0);
+        let prev = k.isel(&back, &prev, &z);
+        let own = k.b.emit(format!("memref.load %wg[{tid}] : {wg_ty}"));
+        let other = k.b.emit(format!("memref.load %wg[{prev}] : {wg_ty}"));
+        let other = k.isel(&back, &other, &z);
+        let sum = k.ix("addi", &own, &other);
+        k.b.stmt("gpu.barrier");
+        k.b.stmt(format!("memref.store {sum}, %wg[{tid}] : {wg_ty}"));
+        k.b.stmt("gpu.barrier");
+        d *= 2;
+    }
+    let incl = k.b.emit(format!("memref.load %wg[{tid}] : {wg_ty}"));
+    let first = k.ix("subi", &incl, &mine[0].v);
+    k.fold(&lo, &hi, &[Val::new(first, Ty::Index)], |k, i, acc| {
+        let nz = a.counts(k, i);
+        let at = acc[0].v.clone();
+        k.when(&nz, |k| {
+            a.write(k, p, bound, i, &at);
+            Ok(())
+        })?;
+        let one = k.index(1);
+        let inc = k.ix("addi", &at, &one);
+        Ok(vec![Val::new(k.isel(&nz, &inc, &at), Ty::Index)])
+    })?;
+    let last = k.index(NT - 1);
+    let is_last = k.icmp("eq", &tid, &last);
+    k.when(&is_last, |k| {
+        let t = s::from_index(&mut k.b, &incl, Ty::Int(64, true));
+        let z = k.index(0);
+        k.store(len, &z, &t);
+        Ok(())
+    })?;
+    Ok(NT)
 }
 
 /// The slices along the axis whose condition holds, in order; returns the count.

@@ -522,23 +522,42 @@ pub fn topk_bounded(k: &mut Kern) -> R<usize> {
                 let t = k.ixc("muli", &o, len * inner);
                 let base = k.ix("addi", &t, &ii);
                 let me = k.load(x, i);
+                // entries ranked ahead, counted TOPK_RUN at a time and no further once K are
+                // (its rank no longer matters): about K·V·ln(V/K) loads for V entries, not V²
+                let run = crate::knobs::TOPK_RUN;
+                let runs = k.ixc("addi", &valid, run - 1);
+                let runs = k.ixc("divui", &runs, run);
                 let zero = k.index(0);
-                let rank = k.fold(&zero.clone(), &valid, &[Val::new(zero, Ty::Index)], |k, j, acc| {
-                    let t = k.ixc("muli", j, inner);
-                    let at = k.ix("addi", &base, &t);
-                    let v = k.load(x, &at);
-                    let b = &mut k.b;
-                    let before = s::cmp(b, if largest { "gt" } else { "lt" }, &v, &me);
-                    let eq = s::cmp(b, "eq", &v, &me);
-                    let lower = Val::new(b.emit(format!("arith.cmpi ult, {j}, {pos} : index")), Ty::Bool);
-                    let tie = Val::new(b.emit(format!("arith.andi {}, {} : i1", eq.v, lower.v)), Ty::Bool);
-                    let ahead = Val::new(b.emit(format!("arith.ori {}, {} : i1", before.v, tie.v)), Ty::Bool);
-                    let one = b.index(1);
-                    let inc = b.emit(format!("arith.addi {}, {one} : index", acc[0].v));
-                    Ok(vec![Val::new(
-                        b.emit(format!("arith.select {}, {inc}, {} : index", ahead.v, acc[0].v)),
-                        Ty::Index,
-                    )])
+                let rank = k.fold(&zero.clone(), &runs, &[Val::new(zero, Ty::Index)], |k, r, acc| {
+                    let open = k.icmp("ult", &acc[0].v, &kk);
+                    k.if_else(
+                        &open,
+                        &[Ty::Index],
+                        |k| {
+                            let lo = k.ixc("muli", r, run);
+                            let hi = k.ixc("addi", &lo, run);
+                            let hi = k.ix("minui", &hi, &valid);
+                            k.fold(&lo, &hi, acc, |k, j, acc| {
+                                let t = k.ixc("muli", j, inner);
+                                let at = k.ix("addi", &base, &t);
+                                let v = k.load(x, &at);
+                                let b = &mut k.b;
+                                let before = s::cmp(b, if largest { "gt" } else { "lt" }, &v, &me);
+                                let eq = s::cmp(b, "eq", &v, &me);
+                                let lower = Val::new(b.emit(format!("arith.cmpi ult, {j}, {pos} : index")), Ty::Bool);
+                                let tie = Val::new(b.emit(format!("arith.andi {}, {} : i1", eq.v, lower.v)), Ty::Bool);
+                                let ahead =
+                                    Val::new(b.emit(format!("arith.ori {}, {} : i1", before.v, tie.v)), Ty::Bool);
+                                let one = b.index(1);
+                                let inc = b.emit(format!("arith.addi {}, {one} : index", acc[0].v));
+                                Ok(vec![Val::new(
+                                    b.emit(format!("arith.select {}, {inc}, {} : index", ahead.v, acc[0].v)),
+                                    Ty::Index,
+                                )])
+                            })
+                        },
+                        |_| Ok(acc.to_vec()),
+                    )
                 })?;
                 let rank = rank[0].v.clone();
                 let kept = k.icmp("ult", &rank, &kk);
