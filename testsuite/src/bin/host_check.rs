@@ -3,6 +3,10 @@
 //! interpreter), on random inputs, and each output is compared by relative L2.
 //!
 //!     cargo run --release -p xforge-testsuite --bin host_check -- MODEL.onnx... [--precision fp16] [--tol 1e-4]
+//!         [--input FILE.npy] [--dump DIR]
+//!
+//! `--input` feeds the first graph input from a file (a real image in place of random data);
+//! `--dump` writes each output as DIR/<k>.host.npy and DIR/<k>.interp.npy.
 //!
 //! Prints one line per model: groups run as host kernels, interpreted groups, worst relative
 //! L2; exits 1 when a model's outputs are off by more than the tolerance.
@@ -35,6 +39,8 @@ fn main() -> Result<()> {
     let mut models = vec![];
     let mut precision = xforge_compiler::Precision::Fp32;
     let mut tol = 1e-4;
+    let mut input: Option<Tensor> = None;
+    let mut dump: Option<std::path::PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -46,6 +52,11 @@ fn main() -> Result<()> {
                 }
             }
             "--tol" => tol = args.next().context("--tol needs a number")?.parse()?,
+            "--input" => {
+                let f = args.next().context("--input needs an .npy file")?;
+                input = Some(xforge_ir::npy::from_bytes(&std::fs::read(&f).with_context(|| f.clone())?)?);
+            }
+            "--dump" => dump = Some(args.next().context("--dump needs a folder")?.into()),
             m => models.push(m.to_string()),
         }
     }
@@ -61,8 +72,11 @@ fn main() -> Result<()> {
             .map(|(k, &i)| {
                 let ty = g.ty(i);
                 let shape = ty.static_shape().context("inputs need static shapes")?;
-                // token ids stay in a small vocabulary
-                Ok((g.name_of(i).to_string(), random(ty.dtype, &shape, k as u64 + 1)))
+                let t = match (&input, k) {
+                    (Some(t), 0) => t.clone(),
+                    _ => random(ty.dtype, &shape, k as u64 + 1),
+                };
+                Ok((g.name_of(i).to_string(), t))
             })
             .collect::<Result<_>>()?;
         let want = xforge_ir::interp::run(g, &feed)?;
@@ -77,6 +91,13 @@ fn main() -> Result<()> {
             xforge_testsuite::host_kernels::run_plan(&fused, &kernels, &feed).map_err(anyhow::Error::msg)?;
         let worst =
             got.iter().zip(&want).map(|(a, b)| rel_l2(&a.cast(DType::F64), &b.cast(DType::F64))).fold(0.0, f64::max);
+        if let Some(d) = &dump {
+            std::fs::create_dir_all(d)?;
+            for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+                std::fs::write(d.join(format!("{k}.host.npy")), xforge_ir::npy::to_bytes(a))?;
+                std::fs::write(d.join(format!("{k}.interp.npy")), xforge_ir::npy::to_bytes(b))?;
+            }
+        }
         let ok = worst <= tol;
         if !ok {
             bad += 1;
