@@ -222,3 +222,40 @@ fn a_channel_shuffle_is_the_store_of_the_concat_before_it() {
     assert_eq!(got[0].shape(), want[0].shape());
     assert_eq!(got[0].to_f64(), want[0].to_f64());
 }
+
+#[test]
+fn zero_size_values_compile_and_compute_the_same() {
+    // valid ONNX that once reached MLIR as memref<0x…> against memref<1x…> (exit 1): a [0, 5]
+    // Softmax, LayerNorm over [0, 8] rows, ReduceMax/ReduceSum over an empty axis; they run as
+    // generic kernels, whose loops run no steps (a reduction of nothing gives its identity)
+    let one = |op: Op, shape: &[usize], attrs: Vec<(&str, Attr)>| {
+        let mut b = GraphBuilder::new("z", 17);
+        let x = b.input("x", DType::F32, shape);
+        let mut ins = vec![x];
+        if op == Op::LayerNormalization {
+            ins.push(b.weight("s", Tensor::from_f64(DType::F32, vec![shape[1]], &vec![1.0; shape[1]])));
+        }
+        let y = b.node(op, &ins, attrs, ValueType::unranked(DType::F32));
+        b.output(y);
+        let mut g = b.finish();
+        xforge_ir::infer::infer_graph(&mut g).unwrap();
+        g
+    };
+    let graphs = [
+        one(Op::Softmax, &[0, 5], vec![]),
+        one(Op::LayerNormalization, &[0, 8], vec![("axis", Attr::Int(-1))]),
+        one(Op::ReduceMax, &[3, 0], vec![("axes", Attr::Ints(vec![1]))]),
+        one(Op::ReduceSum, &[3, 0], vec![("keepdims", Attr::Int(0))]),
+    ];
+    for g in graphs {
+        let what = format!("{}", g.nodes[0].op);
+        Compiler::new("sm_90").compile_graph(&g, String::new()).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let fused = Compiler::new("sm_90").fuse(&g).unwrap();
+        let x = Tensor::zeros(DType::F32, g.ty(g.inputs[0]).static_shape().unwrap());
+        let feed = HashMap::from([("x".to_string(), x)]);
+        let want = xforge_ir::interp::run(&g, &feed).unwrap();
+        let (got, _) = run_plan(&fused, &kernels(&fused), &feed).unwrap();
+        assert_eq!(got[0].shape(), want[0].shape(), "{what}");
+        assert_eq!(got[0].to_f64(), want[0].to_f64(), "{what}");
+    }
+}

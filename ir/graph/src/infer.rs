@@ -221,6 +221,7 @@ fn data_dependent(op: Op) -> bool {
 
 pub fn infer_node(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Result<Vec<Fact>, String> {
     check_attr_kinds(node)?;
+    check_operands(node, ins)?;
     // 1. all inputs constant: evaluate
     let present: Vec<&Fact> = ins.iter().flatten().collect();
     if !data_dependent(node.op) && present.iter().all(|f| f.konst.is_some()) && node.op != Op::Dropout {
@@ -257,6 +258,68 @@ pub fn infer_node(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fre
     // 4. dtypes only
     let dts = out_dtypes(node, ins)?;
     Ok(dts.into_iter().map(|d| ty(d, None)).collect())
+}
+
+/// What the operands' ranks, sizes and constant values must satisfy before any rule reads them
+/// (a rule indexes shapes: a rank-1 Conv weight once panicked there).
+fn check_operands(n: &Node, ins: &[Option<Fact>]) -> Result<(), String> {
+    use Op::*;
+    let rank = |k: usize| ins.get(k).and_then(|f| f.as_ref()).and_then(|f| f.ty.shape.as_ref().map(|s| s.len()));
+    let dim = |k: usize, d: usize| {
+        ins.get(k).and_then(|f| f.as_ref()).and_then(|f| f.ty.shape.as_ref()).and_then(|s| s.get(d)?.known())
+    };
+    match n.op {
+        Conv | ConvTranspose | ConvNhwc => {
+            let group = attr_i(n, "group", 1);
+            if group < 1 {
+                return Err(format!("group must be at least 1, got {group}"));
+            }
+            if let (Some(xr), Some(wr)) = (rank(0), rank(1)) {
+                if wr < 3 || wr != xr {
+                    return Err(format!(
+                        "the weight has rank {wr}; the input of rank {xr} needs a weight of rank {xr}"
+                    ));
+                }
+            }
+            let channels = if n.op == ConvNhwc { rank(0).and_then(|r| dim(0, r - 1)) } else { dim(0, 1) };
+            if let (Some(c), Some(w0), Some(w1)) = (channels, dim(1, 0), dim(1, 1)) {
+                let g = group as usize;
+                let (ok, want) = if n.op == ConvTranspose {
+                    (c == w0 && c % g == 0, w0)
+                } else {
+                    (c == w1 * g && w0 % g == 0, w1 * g)
+                };
+                if !ok {
+                    return Err(format!(
+                        "{c} input channels do not match the weight {w0}x{w1}… with group {group} ({want} expected)"
+                    ));
+                }
+            }
+        }
+        MaxPool | AveragePool | LpPool => {
+            for k in ["kernel_shape", "strides", "dilations"] {
+                if let Some(v) = attr_ints(n, k) {
+                    if v.iter().any(|&d| d < 1) {
+                        return Err(format!("{k} {v:?} must be positive"));
+                    }
+                }
+            }
+        }
+        CumSum | CumProd => {
+            let axis = ins
+                .get(1)
+                .and_then(|f| f.as_ref())
+                .and_then(|f| f.konst.as_ref())
+                .and_then(|t| t.to_i64().first().copied());
+            if let (Some(a), Some(r)) = (axis, rank(0)) {
+                if a < -(r as i64) || a >= r as i64 {
+                    return Err(format!("axis {a} is out of range for rank {r}"));
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// An int attribute (`check_attr_kinds` has already rejected other kinds).

@@ -290,3 +290,45 @@ fn weights_are_shared_not_copied() {
     let out = run(&g, &feed(&[("x", Tensor::zeros(DType::F32, vec![1024]))])).unwrap();
     assert!(out[1].shares_data(&w));
 }
+
+#[test]
+fn malformed_operands_are_refused_by_inference_naming_the_node() {
+    // once panics or silent acceptances (hostile-input issue): a rank-1 Conv weight, group 0,
+    // channels that do not match the weight, CumSum's axis past the rank, a zero pool kernel
+    let conv = |w: Vec<usize>, group: i64| {
+        let mut g = GraphBuilder::new("c", 17);
+        let x = g.input("x", DType::F32, &[1, 3, 8, 8]);
+        let n: usize = w.iter().product();
+        let w = g.weight("w", Tensor::from_f64(DType::F32, w, &vec![1.0; n]));
+        let y = g.node(Op::Conv, &[x, w], vec![("group", Attr::Int(group))], ValueType::unranked(DType::F32));
+        g.output(y);
+        g.finish()
+    };
+    let cases = [
+        (conv(vec![3], 1), "rank 1"),
+        (conv(vec![2, 3, 1, 1], 0), "group must be at least 1"),
+        (conv(vec![2, 2, 1, 1], 1), "input channels do not match"),
+        (conv(vec![3, 1, 1, 1], 3), ""),
+    ];
+    for (mut g, want) in cases {
+        let r = xforge_ir::infer::infer_graph(&mut g);
+        match (want, r) {
+            ("", r) => assert!(r.is_ok(), "a depthwise Conv is fine: {r:?}"),
+            (w, Err(e)) => assert!(e.to_string().contains(w) && e.to_string().contains("conv"), "{e}"),
+            (w, Ok(_)) => panic!("accepted, wanted '{w}'"),
+        }
+    }
+    let mut g = GraphBuilder::new("s", 17);
+    let x = g.input("x", DType::F32, &[2, 5]);
+    let a = g.weight("a", Tensor::from_i64(vec![], vec![7]));
+    let y = g.node(Op::CumSum, &[x, a], vec![], ValueType::unranked(DType::F32));
+    g.output(y);
+    let e = xforge_ir::infer::infer_graph(&mut g.finish()).unwrap_err().to_string();
+    assert!(e.contains("axis 7 is out of range for rank 2") && e.contains("cum"), "{e}");
+    let mut g = GraphBuilder::new("p", 17);
+    let x = g.input("x", DType::F32, &[1, 1, 4, 4]);
+    let y = g.node(Op::MaxPool, &[x], vec![("kernel_shape", Attr::Ints(vec![0, 2]))], ValueType::unranked(DType::F32));
+    g.output(y);
+    let e = xforge_ir::infer::infer_graph(&mut g.finish()).unwrap_err().to_string();
+    assert!(e.contains("kernel_shape [0, 2] must be positive"), "{e}");
+}

@@ -26,6 +26,25 @@ use xforge_ir::group::{FusionGroup, Schedule};
 
 /// The kernel of group `gi` of a fused graph, by its schedule's template.
 pub fn generate(g: &xforge_ir::Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelError> {
+    // zero-size values (valid ONNX: a [0, 5] Softmax, a reduction over an empty axis) go to the
+    // generic kernels, whose loops simply run no steps; templates assume whole rows and tiles
+    let empty = grp.nodes.iter().any(|&n| {
+        let n = &g.nodes[n];
+        n.inputs
+            .iter()
+            .flatten()
+            .chain(n.outputs.iter().flatten())
+            .any(|&v| g.ty(v).static_shape().is_some_and(|s| s.contains(&0)))
+    });
+    if empty && grp.schedule != Schedule::Generic {
+        return match grp.nodes[..] {
+            [_] => generic::generic(g, grp, gi),
+            _ => Err(KernelError::Unsupported {
+                group: gi,
+                why: "a zero-size value runs in generic kernels, one node each".into(),
+            }),
+        };
+    }
     match grp.schedule {
         // data movement feeding elementwise work shares the elementwise template
         // a lone transpose that swaps two runs of axes moves through workgroup-memory tiles
