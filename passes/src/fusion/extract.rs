@@ -27,9 +27,23 @@ pub fn extract(eg: &FusionGraph, price: &NodeCost, max_passes: usize) -> HashMap
     // ids grow as classes are made, children first: ascending order settles most in one sweep
     let mut classes: Vec<&egg::EClass<ENode, _>> = eg.classes().collect();
     classes.sort_by_key(|c| c.id);
+    // only a class whose children's choices moved can move: the sweeps after the first
+    // revisit those (DenseNet's concatenations made whole sweeps over deep sub-DAGs cost seconds)
+    let mut parents: HashMap<Id, Vec<Id>> = HashMap::new();
+    for class in &classes {
+        for node in &class.nodes {
+            for &a in &node.args {
+                parents.entry(eg.find(a)).or_default().push(class.id);
+            }
+        }
+    }
+    let mut dirty: std::collections::HashSet<Id> = classes.iter().map(|c| c.id).collect();
     for _ in 0..max_passes {
         let mut changed = false;
         for class in &classes {
+            if !dirty.remove(&class.id) {
+                continue;
+            }
             for (k, node) in class.nodes.iter().enumerate() {
                 let kids: Option<Vec<(Id, &Choice)>> = node
                     .args
@@ -62,6 +76,7 @@ pub fn extract(eg: &FusionGraph, price: &NodeCost, max_passes: usize) -> HashMap
                 if better {
                     best.insert(class.id, Choice { node: node.clone(), total, below: Rc::new(below) });
                     changed = true;
+                    dirty.extend(parents.get(&class.id).into_iter().flatten().copied());
                 }
             }
         }

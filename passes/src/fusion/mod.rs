@@ -113,6 +113,7 @@ pub fn fuse_with(source: &Graph, price: &cost::NodeCost) -> Result<Fused, Fusion
     lap("clean up", &mut phases);
     let partition = partition::partition(&fused);
     lap("partition", &mut phases);
+    tracing::debug!("fusion phases (cumulative s): {phases:?}");
     Ok(Fused { graph: fused, partition, saturation, canon, source_ops: source.nodes.len(), phases })
 }
 
