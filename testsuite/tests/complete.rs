@@ -247,8 +247,12 @@ fn zero_size_values_compile_and_compute_the_same() {
         one(Op::ReduceMax, &[3, 0], vec![("axes", Attr::Ints(vec![1]))]),
         one(Op::ReduceSum, &[3, 0], vec![("keepdims", Attr::Int(0))]),
     ];
-    for g in graphs {
-        let what = format!("{}", g.nodes[0].op);
+    let fused_samples = [
+        xforge_codegen_ptx::samples::column_sum(DType::F32, 0, 8),
+        xforge_codegen_ptx::samples::scan_along(DType::F32, &[2, 0, 3], 1, false),
+    ];
+    for g in graphs.into_iter().chain(fused_samples) {
+        let what = format!("{} {}", g.name, g.nodes[0].op);
         Compiler::new("sm_90").compile_graph(&g, String::new()).unwrap_or_else(|e| panic!("{what}: {e}"));
         let fused = Compiler::new("sm_90").fuse(&g).unwrap();
         let x = Tensor::zeros(DType::F32, g.ty(g.inputs[0]).static_shape().unwrap());
