@@ -606,3 +606,28 @@ fn batch_buckets_share_kernels_and_weights_and_say_whether_they_pad() {
         assert!(!none.exists());
     }
 }
+
+#[test]
+fn shapes_too_large_for_any_machine_are_refused_before_allocating() {
+    // a declared input of 2^40 elements with `--input x=random`, and a symbolic batch bound to
+    // 2^40: exit 2 with the limit named, no abort, no artifact (hostile-input issue)
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.onnx");
+    let mut g = onnx_protobuf::GraphProto::new();
+    g.name = "big".into();
+    g.input.push(onnx_value("x", &[1 << 40]));
+    g.output.push(onnx_value("y", &[1 << 40]));
+    g.node.push(onnx_node("Relu", &["x"], "y", "relu"));
+    write_onnx(&big, g);
+    let out = dir.path().join("out");
+    let (code, _, err) =
+        xforge(&["run", big.to_str().unwrap(), "--input", "x=random", "--output-dir", out.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("elements a tensor may have") && !err.contains("panicked"), "{err}");
+    assert!(files(&out).is_empty());
+    let xfa = dir.path().join("big.xfa");
+    let (code, _, err) = xforge(&["compile", big.to_str().unwrap(), "-o", xfa.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("bytes of device memory") && err.contains("'y'"), "{err}");
+    assert!(!xfa.exists());
+}

@@ -22,7 +22,16 @@ pub enum BuildError {
     Symbolic(String),
     #[error(transparent)]
     Codegen(#[from] xforge_codegen_ptx::CodegenError),
+    /// The plan's memory is beyond any device (a shape bound to 2^40, say).
+    #[error(
+        "the plan needs {arena} bytes of device memory (value '{value}' alone {bytes}), over the limit of {limit}"
+    )]
+    TooLarge { arena: u64, value: String, bytes: u64, limit: u64 },
 }
+
+/// The most device memory a plan's arena may take (more than any GPU has: a larger plan comes
+/// from a shape nobody can run, and is refused at compile time).
+pub const MAX_ARENA_BYTES: u64 = 1 << 39;
 
 /// FNV-1a (64-bit) of the model's bytes, as hex: the artifact's record of its source.
 pub fn digest(bytes: &[u8]) -> String {
@@ -51,7 +60,8 @@ fn root(g: &Graph, fused: &Fused, producer: &HashMap<ValueId, usize>, v: ValueId
 fn bytes_of(g: &Graph, v: ValueId) -> Result<u64, BuildError> {
     let ty = g.ty(v);
     let s = ty.static_shape().ok_or_else(|| BuildError::Symbolic(g.name_of(v).to_string()))?;
-    Ok(xforge_ir::tensor::numel(&s) as u64 * ty.dtype.size() as u64)
+    // saturating: a shape past u64 is refused by the arena limit, not wrapped into a small one
+    Ok(s.iter().chain([&ty.dtype.size()]).fold(1u64, |a, &d| a.saturating_mul(d as u64)))
 }
 
 /// For a value a `Prefix` node makes (the valid entries of a padded result): (the padded data,
@@ -494,6 +504,20 @@ fn place_buffers(
         .iter()
         .map(|&v| Ok(Lifetime { bytes: bytes_of(g, v)?.max(1), first: life[&v].0, last: life[&v].1 }))
         .collect::<Result<_, BuildError>>()?;
+    // one buffer past the limit is refused before placing (sums of such sizes would overflow)
+    let total = lifetimes.iter().fold(0u64, |a, l| a.saturating_add(l.bytes));
+    if total > MAX_ARENA_BYTES {
+        let (k, l) =
+            lifetimes.iter().enumerate().max_by_key(|(_, l)| l.bytes).expect("a plan over the limit has buffers");
+        if l.bytes > MAX_ARENA_BYTES {
+            return Err(BuildError::TooLarge {
+                arena: total,
+                value: g.name_of(buffers[k]).to_string(),
+                bytes: l.bytes,
+                limit: MAX_ARENA_BYTES,
+            });
+        }
+    }
     let distinct = DISTINCT_BUFFERS.with(|d| d.get()) || std::env::var_os("XFORGE_DISTINCT_BUFFERS").is_some();
     let (offsets, arena_bytes) = if distinct {
         let mut at = 0;
@@ -506,6 +530,16 @@ fn place_buffers(
     } else {
         place(&lifetimes, ALIGN)
     };
+    if arena_bytes > MAX_ARENA_BYTES {
+        let (k, l) =
+            lifetimes.iter().enumerate().max_by_key(|(_, l)| l.bytes).expect("a plan over the limit has buffers");
+        return Err(BuildError::TooLarge {
+            arena: arena_bytes,
+            value: g.name_of(buffers[k]).to_string(),
+            bytes: l.bytes,
+            limit: MAX_ARENA_BYTES,
+        });
+    }
     Ok((buffers.iter().copied().zip(offsets).collect(), arena_bytes))
 }
 

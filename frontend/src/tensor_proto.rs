@@ -9,8 +9,29 @@ fn bad(name: &str, msg: impl Into<String>) -> ImportError {
     ImportError::BadTensor { name: name.to_string(), msg: msg.into() }
 }
 
-/// Reads the bytes of an external-data tensor, refusing paths that leave the model's folder.
-fn external_bytes(t: &TensorProto, base: Option<&Path>) -> Result<Vec<u8>, ImportError> {
+/// Opens `path` for reading without blocking (a FIFO or device must not hang the import) and
+/// refuses anything but a regular file.
+fn open_regular(name: &str, path: &Path) -> Result<std::fs::File, ImportError> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        const O_NONBLOCK: i32 = 0o4000;
+        opts.custom_flags(O_NONBLOCK);
+    }
+    let f = opts.open(path).map_err(|e| bad(name, format!("cannot open external data {}: {e}", path.display())))?;
+    let meta = f.metadata().map_err(|e| bad(name, format!("cannot read external data {}: {e}", path.display())))?;
+    if !meta.is_file() {
+        return Err(bad(name, format!("external data {} is not a regular file", path.display())));
+    }
+    Ok(f)
+}
+
+/// Reads the `want` bytes of an external-data tensor, refusing paths that leave the model's
+/// folder (after symlinks are resolved, as onnxruntime does), files that are not regular, and
+/// ranges of another size before anything is allocated.
+fn external_bytes(t: &TensorProto, base: Option<&Path>, want: usize) -> Result<Vec<u8>, ImportError> {
     let name = &t.name;
     let mut location = None;
     let (mut offset, mut length) = (0u64, None);
@@ -35,17 +56,21 @@ fn external_bytes(t: &TensorProto, base: Option<&Path>) -> Result<Vec<u8>, Impor
     }
     let loc = location.ok_or_else(|| bad(name, "external data has no location"))?;
     let rel = Path::new(&loc);
+    let inside = || format!("external data location '{loc}' must be a relative path inside the model's folder");
     if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-        return Err(bad(
-            name,
-            format!("external data location '{loc}' must be a relative path inside the model's folder"),
-        ));
+        return Err(bad(name, inside()));
     }
     let base = base.ok_or_else(|| bad(name, "external data needs the model's folder (load the model from a file)"))?;
     let path = base.join(rel);
+    // a symlink inside the folder may point out of it: compare where both really are
+    let real_base = base.canonicalize().map_err(|e| bad(name, format!("model folder {}: {e}", base.display())))?;
+    let real =
+        path.canonicalize().map_err(|e| bad(name, format!("cannot open external data {}: {e}", path.display())))?;
+    if !real.starts_with(&real_base) {
+        return Err(bad(name, format!("{} (it resolves to {})", inside(), real.display())));
+    }
     use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(&path)
-        .map_err(|e| bad(name, format!("cannot open external data {}: {e}", path.display())))?;
+    let mut f = open_regular(name, &real)?;
     let size = f.metadata().map(|m| m.len()).unwrap_or(0);
     let len = length.unwrap_or(size.saturating_sub(offset));
     if offset.checked_add(len).is_none_or(|end| end > size) {
@@ -54,8 +79,11 @@ fn external_bytes(t: &TensorProto, base: Option<&Path>) -> Result<Vec<u8>, Impor
             format!("external data [{offset}, +{len}) lies beyond the end of {} ({size} bytes)", path.display()),
         ));
     }
+    if len != want as u64 {
+        return Err(bad(name, format!("holds {len} bytes of external data but its dims need {want}")));
+    }
     f.seek(SeekFrom::Start(offset)).map_err(|e| bad(name, e.to_string()))?;
-    let mut buf = vec![0u8; len as usize];
+    let mut buf = vec![0u8; want];
     f.read_exact(&mut buf).map_err(|e| bad(name, e.to_string()))?;
     Ok(buf)
 }
@@ -78,8 +106,8 @@ pub fn decode(t: &TensorProto, base: Option<&Path>) -> Result<Tensor, ImportErro
     }
     let external = t.data_location.enum_value() == Ok(DataLocation::EXTERNAL);
     let data = if external || !t.raw_data.is_empty() {
-        let raw = if external { external_bytes(t, base)? } else { t.raw_data.clone() };
         let want = n.checked_mul(dtype.size()).ok_or_else(|| bad(name, "size overflows"))?;
+        let raw = if external { external_bytes(t, base, want)? } else { t.raw_data.clone() };
         if raw.len() != want {
             return Err(bad(name, format!("holds {} bytes but dims {:?} of {dtype} need {want}", raw.len(), t.dims)));
         }

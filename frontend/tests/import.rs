@@ -274,6 +274,12 @@ fn external_data_is_read_and_checked() {
         }
         bytes(&model(g, 17))
     };
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.bin"), &blob).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret.bin"), dir.path().join("out.bin")).unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let fifo = std::ffi::CString::new(dir.path().join("pipe").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
     let m = parse(&ext("w.bin", "16", "12"), Some(dir.path()), &ImportOptions::default()).unwrap();
     let b = m.graph.weights.values().next().unwrap();
     assert_eq!(b.as_f32().unwrap(), &vals);
@@ -283,6 +289,12 @@ fn external_data_is_read_and_checked() {
         ("/etc/passwd", "0", "12", "inside the model's folder"),
         ("missing.bin", "0", "12", "cannot open"),
         ("w.bin", "x", "12", "not a number"),
+        ("w.bin", "16", "8", "its dims need 12"),
+        // a symlink inside the folder that leads out of it (onnxruntime refuses it too)
+        ("out.bin", "0", "12", "resolves to"),
+        // a FIFO would block the read forever; a folder is no data either
+        ("pipe", "0", "12", "not a regular file"),
+        ("sub", "0", "12", "not a regular file"),
     ] {
         let e = parse(&ext(loc, off, len), Some(dir.path()), &ImportOptions::default()).unwrap_err();
         assert!(matches!(&e, ImportError::BadTensor { name, .. } if name == "b"), "{e}");

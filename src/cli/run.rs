@@ -87,6 +87,14 @@ fn read_input(g: &Graph, spec: &str) -> anyhow::Result<(String, Tensor)> {
         let shape = ty.static_shape().ok_or_else(|| {
             BadInput(format!("--input '{name}': shape {ty} has symbolic dims; bind them with --shape {name}=DIMS"))
         })?;
+        // checked before anything is allocated: a declared [2^40] input must not abort the process
+        let limit = xforge_ir::interp::MAX_ELEMENTS;
+        if shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).is_none_or(|n| n > limit) {
+            return Err(BadInput(format!(
+                "--input '{name}': shape {shape:?} holds more than the {limit} elements a tensor may have"
+            ))
+            .into());
+        }
         return Ok((name.to_string(), random_tensor(ty.dtype, shape, seed)));
     }
     let bytes = std::fs::read(src).map_err(|e| BadInput(format!("--input '{name}': cannot read {src}: {e}")))?;
