@@ -432,7 +432,10 @@ fn busy_model() -> ModelProto {
     n.attribute.push(int_attr("group", 1));
     g.node.push(n);
     g.node.push(node("Reshape", "reshape", &["c", "shape"], &["r"]));
-    g.node.push(node("Gather", "gather", &["r", "idx"], &["gz"]));
+    // along the 48 columns (index 5 on the batch axis of 1 was out of range: inference refuses it)
+    let mut gn = node("Gather", "gather", &["r", "idx"], &["gz"]);
+    gn.attribute.push(int_attr("axis", 1));
+    g.node.push(gn);
     let mut s = node("Softmax", "softmax", &["r"], &["y"]);
     s.attribute.push(int_attr("axis", -1));
     g.node.push(s);

@@ -264,6 +264,7 @@ pub fn infer_node(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fre
 /// (a rule indexes shapes: a rank-1 Conv weight once panicked there).
 fn check_operands(n: &Node, ins: &[Option<Fact>]) -> Result<(), String> {
     use Op::*;
+    let konst = |ins: &[Option<Fact>], k: usize| ins.get(k).and_then(|f| f.as_ref()).and_then(|f| f.konst.clone());
     let rank = |k: usize| ins.get(k).and_then(|f| f.as_ref()).and_then(|f| f.ty.shape.as_ref().map(|s| s.len()));
     let dim = |k: usize, d: usize| {
         ins.get(k).and_then(|f| f.as_ref()).and_then(|f| f.ty.shape.as_ref()).and_then(|s| s.get(d)?.known())
@@ -302,6 +303,98 @@ fn check_operands(n: &Node, ins: &[Option<Fact>]) -> Result<(), String> {
                     if v.iter().any(|&d| d < 1) {
                         return Err(format!("{k} {v:?} must be positive"));
                     }
+                }
+            }
+        }
+        Transpose => {
+            if let (Some(p), Some(r)) = (attr_ints(n, "perm"), rank(0)) {
+                let mut seen = vec![false; r];
+                let ok = p.len() == r
+                    && p.iter().all(|&k| {
+                        let k = if k < 0 { k + r as i64 } else { k };
+                        (0..r as i64).contains(&k) && !std::mem::replace(&mut seen[k as usize], true)
+                    });
+                if !ok {
+                    return Err(format!("perm {p:?} is not a permutation of the {r} axes"));
+                }
+            }
+        }
+        Flatten => {
+            let a = attr_i(n, "axis", 1);
+            if let Some(r) = rank(0) {
+                if a < -(r as i64) || a > r as i64 {
+                    return Err(format!("axis {a} is out of range for rank {r}"));
+                }
+            }
+        }
+        Split => {
+            let axis = attr_i(n, "axis", 0);
+            let sizes = konst(ins, 1).map(|t| t.to_i64()).or_else(|| attr_ints(n, "split"));
+            if let (Some(sz), Some(r)) = (sizes, rank(0)) {
+                let ax = if axis < 0 { axis + r as i64 } else { axis };
+                if !(0..r as i64).contains(&ax) {
+                    return Err(format!("axis {axis} is out of range for rank {r}"));
+                }
+                if sz.iter().any(|&v| v < 0) {
+                    return Err(format!("split sizes {sz:?} must not be negative"));
+                }
+                if let Some(d) = dim(0, ax as usize) {
+                    if sz.iter().sum::<i64>() != d as i64 {
+                        return Err(format!("split sizes {sz:?} do not sum to the axis's {d}"));
+                    }
+                }
+            }
+        }
+        Reshape => {
+            let shape = ins.first().and_then(|f| f.as_ref()).and_then(|f| f.ty.static_shape());
+            if let (Some(x), Some(spec)) = (shape, konst(ins, 1).map(|t| t.to_i64())) {
+                crate::interp::movement::reshape_target(&x, &spec, attr_i(n, "allowzero", 0) != 0)?;
+            }
+        }
+        Gather => {
+            let axis = attr_i(n, "axis", 0);
+            if let (Some(r), Some(idx)) = (rank(0), konst(ins, 1)) {
+                let ax = if axis < 0 { axis + r as i64 } else { axis };
+                if !(0..r as i64).contains(&ax) {
+                    return Err(format!("axis {axis} is out of range for rank {r}"));
+                }
+                if let Some(d) = dim(0, ax as usize) {
+                    if let Some(&bad) = idx.to_i64().iter().find(|&&i| i < -(d as i64) || i >= d as i64) {
+                        return Err(format!("index {bad} is out of bounds for an axis of size {d}"));
+                    }
+                }
+            }
+        }
+        Gelu => {
+            if let Some(Attr::Str(m)) = n.attr("approximate") {
+                if !matches!(m.as_str(), "none" | "tanh") {
+                    return Err(format!("approximate '{m}' is not one of none, tanh"));
+                }
+            }
+        }
+        Resize | Upsample => {
+            if let Some(Attr::Str(m)) = n.attr("mode") {
+                if !matches!(m.as_str(), "nearest" | "linear" | "cubic" | "bilinear" | "trilinear") {
+                    return Err(format!("mode '{m}' is not one of nearest, linear, cubic"));
+                }
+            }
+        }
+        LayerNormalization => {
+            let a = attr_i(n, "axis", -1);
+            let x = ins.first().and_then(|f| f.as_ref()).and_then(|f| f.ty.static_shape());
+            let sc = ins.get(1).and_then(|f| f.as_ref()).and_then(|f| f.ty.static_shape());
+            if let (Some(x), Some(sc)) = (x, sc) {
+                let r = x.len() as i64;
+                let ax = if a < 0 { a + r } else { a };
+                if !(0..r).contains(&ax) {
+                    return Err(format!("axis {a} is out of range for rank {r}"));
+                }
+                let norm = &x[ax as usize..];
+                // the scale broadcasts to the normalized axes (aligned at the end)
+                let fits =
+                    sc.len() <= norm.len() && sc.iter().rev().zip(norm.iter().rev()).all(|(&s, &d)| s == d || s == 1);
+                if !fits {
+                    return Err(format!("scale {sc:?} does not broadcast to the normalized axes {norm:?}"));
                 }
             }
         }

@@ -332,3 +332,65 @@ fn malformed_operands_are_refused_by_inference_naming_the_node() {
     let e = xforge_ir::infer::infer_graph(&mut g.finish()).unwrap_err().to_string();
     assert!(e.contains("kernel_shape [0, 2] must be positive"), "{e}");
 }
+
+#[test]
+fn invalid_attributes_and_constant_operands_are_refused_by_inference() {
+    // models compile once wrote artifacts for (hostile-input issue): inference, which every entry
+    // point runs, now refuses them with the node named, as the interpreter and onnxruntime do
+    type Build = fn(&mut GraphBuilder, xforge_ir::ValueId) -> (Op, Vec<xforge_ir::ValueId>, Vec<(&'static str, Attr)>);
+    let cases: Vec<(Build, &str)> = vec![
+        (|_, x| (Op::Transpose, vec![x], vec![("perm", Attr::Ints(vec![0, 0]))]), "not a permutation"),
+        (|_, x| (Op::Flatten, vec![x], vec![("axis", Attr::Int(5))]), "axis 5 is out of range"),
+        (
+            |b, x| {
+                (Op::Split, vec![x, b.weight("s", Tensor::from_i64(vec![2], vec![2, 3]))], vec![("axis", Attr::Int(1))])
+            },
+            "do not sum",
+        ),
+        (
+            |b, x| {
+                (
+                    Op::Split,
+                    vec![x, b.weight("s", Tensor::from_i64(vec![2], vec![-1, 7]))],
+                    vec![("axis", Attr::Int(1))],
+                )
+            },
+            "must not be negative",
+        ),
+        (|b, x| (Op::Reshape, vec![x, b.weight("s", Tensor::from_i64(vec![2], vec![5, 2]))], vec![]), "cannot reshape"),
+        (
+            |b, x| {
+                (Op::Gather, vec![x, b.weight("i", Tensor::from_i64(vec![1], vec![7]))], vec![("axis", Attr::Int(1))])
+            },
+            "index 7 is out of bounds",
+        ),
+        (|_, x| (Op::Gelu, vec![x], vec![("approximate", Attr::Str("cubic".into()))]), "approximate 'cubic'"),
+        (
+            |b, x| {
+                (
+                    Op::LayerNormalization,
+                    vec![x, b.weight("s", Tensor::from_f64(DType::F32, vec![4], &[1.0; 4]))],
+                    vec![],
+                )
+            },
+            "does not broadcast",
+        ),
+    ];
+    for (build, want) in cases {
+        let mut b = GraphBuilder::new("v", 20);
+        let x = b.input("x", DType::F32, &[2, 6]);
+        let (op, ins, attrs) = build(&mut b, x);
+        let outs = if op == Op::Split { 2 } else { 1 };
+        let ys = b.node_multi(
+            op,
+            &ins.iter().map(|&v| Some(v)).collect::<Vec<_>>(),
+            attrs,
+            vec![ValueType::unranked(DType::F32); outs],
+        );
+        for y in ys {
+            b.output(y);
+        }
+        let e = xforge_ir::infer::infer_graph(&mut b.finish()).expect_err(want).to_string();
+        assert!(e.contains(want) && e.contains(&op.to_string().to_lowercase()), "{op}: {e}");
+    }
+}

@@ -11,7 +11,7 @@ mod detection;
 mod elementwise;
 mod linalg;
 mod loss;
-mod movement;
+pub(crate) mod movement;
 mod norm;
 mod pool;
 mod reduce;
