@@ -380,8 +380,25 @@ impl Ctx<'_> {
                     }
                 })?;
             let mut attrs = BTreeMap::new();
+            // default-domain ops take only the attributes their schema names (the ONNX checker
+            // and onnxruntime refuse others: a misspelt attribute must not be ignored silently)
+            let known = if domain.is_empty() { crate::attr_names::attr_names(&n.op_type) } else { None };
             for a in &n.attribute {
-                attrs.insert(a.name.clone(), self.attr(a, n, &name, &visible)?);
+                let bad = |msg: String| ImportError::BadAttribute {
+                    node: name.clone(),
+                    op: n.op_type.clone(),
+                    attr: a.name.clone(),
+                    msg,
+                };
+                if known.is_some_and(|k| !k.contains(&a.name.as_str())) {
+                    let k = known.unwrap_or_default();
+                    let takes = if k.is_empty() { "none".to_string() } else { k.join(", ") };
+                    return Err(bad(format!("{} takes no such attribute (it takes: {takes})", n.op_type)));
+                }
+                let v = self.attr(a, n, &name, &visible)?;
+                if attrs.insert(a.name.clone(), v).is_some() {
+                    return Err(bad("the attribute is given twice".into()));
+                }
             }
             let inputs = n.input.iter().map(|s| if s.is_empty() { None } else { Some(ids[s]) }).collect();
             let mut outputs = vec![];

@@ -1,4 +1,5 @@
 //! ONNX import: a model file becomes an xforge `Graph` with inferred types.
+mod attr_names;
 mod error;
 mod import;
 mod tensor_proto;

@@ -58,6 +58,14 @@ fn int_attr(name: &str, v: i64) -> AttributeProto {
     a
 }
 
+fn ints_attr(name: &str, v: &[i64]) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.into();
+    a.type_ = AttributeType::INTS.into();
+    a.ints = v.to_vec();
+    a
+}
+
 fn f32_init(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
     let mut t = TensorProto::new();
     t.name = name.into();
@@ -236,6 +244,27 @@ fn unsupported_dtypes_are_named() {
     g.input[0] = vi("x", 8, &["batch", "3"]); // STRING
     let e = import(&model(g, 17)).unwrap_err();
     assert!(matches!(&e, ImportError::UnsupportedDtype { name, dtype, .. } if name == "x" && dtype == "STRING"), "{e}");
+}
+
+#[test]
+fn unknown_and_repeated_attributes_are_refused() {
+    // the ONNX checker's rule: a misspelt attribute (`perms`) is an error, not a default
+    let transpose = |attrs: &[&str]| {
+        let mut g = GraphProto::new();
+        g.input.push(vi("x", 1, &["2", "3"]));
+        g.output.push(vi("y", 1, &["3", "2"]));
+        let mut n = node("Transpose", "t", &["x"], &["y"]);
+        n.attribute.extend(attrs.iter().map(|k| ints_attr(k, &[1, 0])));
+        g.node.push(n);
+        import(&model(g, 17))
+    };
+    assert!(transpose(&["perm"]).is_ok());
+    for (attrs, want) in
+        [(&["perms"][..], "takes no such attribute (it takes: perm)"), (&["perm", "perm"], "given twice")]
+    {
+        let e = transpose(attrs).unwrap_err().to_string();
+        assert!(e.contains("'t'") && e.contains(want), "{e}");
+    }
 }
 
 #[test]

@@ -96,7 +96,12 @@ pub fn from_bytes(b: &[u8]) -> Result<Tensor, NpyError> {
     let end = start.checked_add(hlen).filter(|&e| e <= b.len()).ok_or(NpyError::Truncated)?;
     let header = std::str::from_utf8(&b[start..end]).map_err(|_| NpyError::Header("not text".into()))?;
     let field = |key: &str| -> Result<&str, NpyError> {
-        let at = header.find(&format!("'{key}'")).ok_or_else(|| NpyError::Header(format!("no '{key}'")))?;
+        let quoted = format!("'{key}'");
+        let at = header.find(&quoted).ok_or_else(|| NpyError::Header(format!("no '{key}'")))?;
+        // a key given twice is ambiguous (numpy's own parser refuses a repeated key too)
+        if header[at + quoted.len()..].contains(&quoted) {
+            return Err(NpyError::Header(format!("'{key}' given twice")));
+        }
         let rest = header[at + key.len() + 2..].trim_start();
         rest.strip_prefix(':').map(str::trim_start).ok_or_else(|| NpyError::Header(format!("malformed '{key}'")))
     };
@@ -180,5 +185,13 @@ mod tests {
         assert!(matches!(from_bytes(&patch(&good, "'<f4'", "'<U1'")), Err(NpyError::Dtype(_))));
         assert!(matches!(from_bytes(&patch(&good, "(2, 2)", "(2, 3)")), Err(NpyError::Size { .. })));
         assert!(matches!(from_bytes(&patch(&good, "(2, 2)", "(x, 2)")), Err(NpyError::Header(_))));
+        // a key given twice (the second would silently lose): same length, so the data still fits
+        let twice = patch(&good, "}             ", "'shape':(9,)} ");
+        assert_eq!(
+            from_bytes(&twice),
+            Err(NpyError::Header("'shape' given twice".into())),
+            "{:?}",
+            String::from_utf8_lossy(&twice[..80])
+        );
     }
 }
