@@ -24,3 +24,6 @@ pub const UNROLL_NODE_LIMIT: usize = 20_000;
 /// Boxes from which NonMaxSuppression gets its score order from a TopK and runs as one
 /// cooperating block; below it, one thread walks the boxes (kernels the host emulator runs).
 pub const NMS_BLOCK_MIN_BOXES: usize = 256;
+
+/// The most nodes one fusion group takes in (longer elementwise chains become several kernels).
+pub const MAX_GROUP_NODES: usize = 512;

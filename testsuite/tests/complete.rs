@@ -263,3 +263,23 @@ fn zero_size_values_compile_and_compute_the_same() {
         assert_eq!(got[0].to_f64(), want[0].to_f64(), "{what}");
     }
 }
+
+#[test]
+fn a_20000_node_chain_compiles_in_bounded_groups() {
+    // once a stack overflow (the e-graph unloader recursed along the chain), 5.8 GB of
+    // extraction state and a partition quadratic in the chain's length (hostile-input issue)
+    let mut b = GraphBuilder::new("chain", 17);
+    let mut x = b.input("x", DType::F32, &[4, 4]);
+    for i in 0..20_000 {
+        let op = if i % 2 == 0 { Op::Neg } else { Op::Relu };
+        x = b.node(op, &[x], vec![], ValueType::unranked(DType::F32));
+    }
+    b.output(x);
+    let mut g = b.finish();
+    xforge_ir::infer::infer_graph(&mut g).unwrap();
+    let fused = Compiler::new("sm_90").fuse(&g).unwrap();
+    let sizes: Vec<usize> = fused.partition.groups.iter().map(|grp| grp.nodes.len()).collect();
+    assert!(sizes.iter().all(|&n| n <= xforge_passes::knobs::MAX_GROUP_NODES), "{sizes:?}");
+    assert_eq!(sizes.iter().sum::<usize>(), 20_000);
+    Compiler::new("sm_90").compile_graph(&g, String::new()).unwrap();
+}

@@ -164,6 +164,30 @@ impl Builder<'_> {
     }
 }
 
+/// The e-classes the chosen e-nodes reach from `roots`, each after the classes it reads.
+fn post_order(eg: &FusionGraph, choice: &dyn Fn(Id) -> ENode, roots: &[Id]) -> Vec<Id> {
+    let mut order = vec![];
+    let mut seen: HashSet<Id> = HashSet::new();
+    let mut stack: Vec<(Id, bool)> = roots.iter().rev().map(|&r| (eg.find(r), false)).collect();
+    while let Some((id, done)) = stack.pop() {
+        if done {
+            order.push(id);
+            continue;
+        }
+        if !seen.insert(id) {
+            continue;
+        }
+        stack.push((id, true));
+        for &c in choice(id).args.iter().rev() {
+            let c = eg.find(c);
+            if !seen.contains(&c) {
+                stack.push((c, false));
+            }
+        }
+    }
+    order
+}
+
 /// Builds the graph that the chosen e-node of each e-class (`choice`) describes.
 pub fn unload(l: &Loaded, choice: &dyn Fn(Id) -> ENode, template: &Graph) -> Graph {
     let eg = &l.egraph;
@@ -185,6 +209,11 @@ pub fn unload(l: &Loaded, choice: &dyn Fn(Id) -> ENode, template: &Graph) -> Gra
         b.g.inputs.push(v);
         let id = eg.lookup(ENode { head: Head::Input(k as u32), args: vec![] }).expect("input class");
         b.values.insert(eg.find(id), Some(v));
+    }
+    // children before parents, found without recursion (a 20,000-node chain overflowed the
+    // stack when `build` recursed), so each `build` finds its operands already built
+    for id in post_order(eg, choice, &l.roots) {
+        b.build(id);
     }
     let outs: Vec<ValueId> = l.roots.iter().map(|&r| b.build(r).expect("a graph output has a value")).collect();
     let mut g = b.g;

@@ -14,7 +14,15 @@ struct Choice {
     node: ENode,
     total: f64,
     below: Rc<BTreeMap<Id, f64>>,
+    /// The price of the classes dropped from `below` (the farthest back) to bound its size.
+    far: f64,
 }
+
+/// Entries of all the `below` sets together that extraction may hold: on larger graphs each set
+/// keeps only its nearest classes (ids grow children first) and the rest is one price, taken as
+/// shared between children (exact for chains and common trunks); a 20,000-node chain otherwise
+/// held 2·10⁸ entries (5.8 GB).
+const BELOW_BUDGET: usize = 40_000_000;
 
 /// One e-node per e-class, cheapest by DAG cost; sweeps until nothing changes (at most
 /// `max_passes`, a safety bound).
@@ -27,6 +35,7 @@ pub fn extract(eg: &FusionGraph, price: &NodeCost, max_passes: usize) -> HashMap
     // ids grow as classes are made, children first: ascending order settles most in one sweep
     let mut classes: Vec<&egg::EClass<ENode, _>> = eg.classes().collect();
     classes.sort_by_key(|c| c.id);
+    let window = (BELOW_BUDGET / classes.len().max(1)).max(256);
     // only a class whose children's choices moved can move: the sweeps after the first
     // revisit those (DenseNet's concatenations made whole sweeps over deep sub-DAGs cost seconds)
     let mut parents: HashMap<Id, Vec<Id>> = HashMap::new();
@@ -59,22 +68,27 @@ pub fn extract(eg: &FusionGraph, price: &NodeCost, max_passes: usize) -> HashMap
                     Some((_, c)) => (*c.below).clone(),
                     None => BTreeMap::new(),
                 };
+                let mut far = kids.iter().map(|(_, c)| c.far).fold(0.0, f64::max);
                 for (a, c) in &kids {
                     for (id, p) in c.below.iter() {
                         below.entry(*id).or_insert(*p);
                     }
-                    below.insert(*a, c.total - c.below.values().sum::<f64>());
+                    below.insert(*a, c.total - c.below.values().sum::<f64>() - c.far);
                 }
                 if below.contains_key(&class.id) {
                     continue; // would depend on itself
                 }
-                let total = own[&(class.id, k)] + below.values().sum::<f64>();
+                while below.len() > window {
+                    let (_, p) = below.pop_first().expect("over the window");
+                    far += p;
+                }
+                let total = own[&(class.id, k)] + below.values().sum::<f64>() + far;
                 let better = match best.get(&class.id) {
                     None => true,
                     Some(cur) => total < cur.total * (1.0 - 1e-9) - 1e-9,
                 };
                 if better {
-                    best.insert(class.id, Choice { node: node.clone(), total, below: Rc::new(below) });
+                    best.insert(class.id, Choice { node: node.clone(), total, below: Rc::new(below), far });
                     changed = true;
                     dirty.extend(parents.get(&class.id).into_iter().flatten().copied());
                 }
