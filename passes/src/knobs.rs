@@ -27,3 +27,6 @@ pub const NMS_BLOCK_MIN_BOXES: usize = 256;
 
 /// The most nodes one fusion group takes in (longer elementwise chains become several kernels).
 pub const MAX_GROUP_NODES: usize = 512;
+/// The most values one fusion group reads from outside it (a kernel's parameters are bounded:
+/// 4 KB on older drivers, two 8-byte words a buffer).
+pub const MAX_GROUP_INPUTS: usize = 256;

@@ -15,6 +15,7 @@ pub mod patch_conv;
 pub mod precision;
 pub mod rewrite;
 pub mod sibling_gemm;
+pub mod variadic;
 
 use xforge_ir::Graph;
 
@@ -41,6 +42,7 @@ pub fn canonicalize(g: &mut Graph) -> Result<CanonStats, xforge_ir::infer::Infer
             xforge_ir::infer::infer_graph(g)?;
         }
         st.folded += fold::fold_constants(g);
+        st.noops += variadic::split_wide_variadics(g);
         st.noops += noop::remove_noops(g);
         st.batch_norms += bn_fold::fold_batch_norms(g);
         st.batch_norms += bn_fold::batch_norms_to_affine(g);

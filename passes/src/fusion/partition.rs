@@ -279,6 +279,9 @@ pub fn partition(g: &Graph) -> Partition {
     let mut group_of: Vec<usize> = vec![usize::MAX; n];
     let mut schedule: Vec<Schedule> = vec![];
     let mut members: Vec<Vec<usize>> = vec![];
+    // values each group reads from outside it (counted as nodes join): a kernel's parameters
+    // are bounded, so a group stops taking in work at MAX_GROUP_INPUTS
+    let mut external: Vec<usize> = vec![];
     // direct dependencies between groups
     let mut deps: Vec<std::collections::BTreeSet<usize>> = vec![];
     // the group that computes a value, looking through views
@@ -343,6 +346,11 @@ pub fn partition(g: &Graph) -> Partition {
                 // a group stops growing at MAX_GROUP_NODES: one kernel of 100,000 fused ops took
                 // LLVM 40 s, where several bounded ones compile in parallel
                 if members[p].len() >= crate::knobs::MAX_GROUP_NODES {
+                    continue;
+                }
+                let reads_from_outside =
+                    g.node_reads(node).into_iter().filter(|&v| source_group(v, &group_of) != Some(p)).count();
+                if external[p] + reads_from_outside > crate::knobs::MAX_GROUP_INPUTS {
                     continue;
                 }
                 // a Transpose that keeps the innermost axis last moves whole rows: it can be the
@@ -412,6 +420,7 @@ pub fn partition(g: &Graph) -> Partition {
             None => {
                 schedule.push(own);
                 members.push(vec![]);
+                external.push(0);
                 deps.push(Default::default());
                 schedule.len() - 1
             }
@@ -419,6 +428,7 @@ pub fn partition(g: &Graph) -> Partition {
         // an elementwise node also takes in the elementwise groups that only feed it (side branches
         // such as sigmoid(x) in x·sigmoid(x) + clip(x)): nothing else reads them, so no cycle
         if elementwise && target.is_some() {
+            let own_reads = g.node_reads(node).into_iter().filter(|&v| source_group(v, &group_of) != Some(gid)).count();
             for &v in &inputs {
                 let Some(q) = source_group(v, &group_of) else { continue };
                 if q == gid || schedule[q] != Schedule::Elementwise {
@@ -433,7 +443,8 @@ pub fn partition(g: &Graph) -> Partition {
                                 .all(|(k, c)| !g.node_reads(c).contains(&o) || k == i || group_of[k] == q)
                     })
                 });
-                if feeds_only_here {
+                if feeds_only_here && external[gid] + own_reads + external[q] <= crate::knobs::MAX_GROUP_INPUTS {
+                    external[gid] += std::mem::take(&mut external[q]);
                     for m in std::mem::take(&mut members[q]) {
                         group_of[m] = gid;
                         members[gid].push(m);
@@ -471,6 +482,7 @@ pub fn partition(g: &Graph) -> Partition {
                 }
             }
         }
+        external[gid] += g.node_reads(node).into_iter().filter(|&v| source_group(v, &group_of) != Some(gid)).count();
         members[gid].push(i);
         group_of[i] = gid;
         for p in producers {
