@@ -144,3 +144,35 @@ fn a_scan_unrolls_over_its_sequence() {
     ]);
     same_after_inlining(&g, &feed, false);
 }
+
+#[test]
+fn a_loop_whose_scan_output_outgrows_the_element_limit_stops_with_an_error() {
+    // a trip count of 2^40 with a row stacked each time once ran until memory ran out: the
+    // stacked output is checked against the element limit as it grows (a small one here)
+    let lb = body(
+        &[("i", ValueType::known(DType::I64, &[])), ("cond", ValueType::known(DType::Bool, &[])), ("v", f32t(&[8]))],
+        &[],
+        |b, ins, _| {
+            let keep = b.node(Op::Identity, &[ins[1]], vec![], ValueType::known(DType::Bool, &[]));
+            let v = b.node(Op::Identity, &[ins[2]], vec![], f32t(&[8]));
+            let s = b.node(Op::Identity, &[ins[2]], vec![], f32t(&[8]));
+            vec![keep, v, s]
+        },
+    );
+    let mut b = GraphBuilder::new("grow", 17);
+    let v0 = b.input("v0", DType::F32, &[8]);
+    let m = b.weight("m", Tensor::scalar_i64(1 << 40));
+    let t = b.weight("t", Tensor::from_bool(vec![], vec![true]));
+    let outs = b.node_multi(
+        Op::Loop,
+        &[Some(m), Some(t), Some(v0)],
+        vec![("body", Attr::Graph(lb))],
+        vec![f32t(&[8]), ValueType::unranked(DType::F32)],
+    );
+    b.output(outs[0]);
+    b.output(outs[1]);
+    let g = b.finish();
+    let feed = HashMap::from([("v0".to_string(), values(DType::F32, &[8], 2))]);
+    let e = interp::with_element_limit(80_000, || interp::run(&g, &feed)).unwrap_err().to_string();
+    assert!(e.contains("scan output 0 after 10001 iterations") && e.contains("limit of 80000"), "{e}");
+}

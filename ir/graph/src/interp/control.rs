@@ -36,6 +36,7 @@ pub fn loop_(a: &NodeAttrs, ins: &[Option<Tensor>], n_out: usize, scope: &Scope)
     let n_carried = carried.len();
     let n_scan = n_out.saturating_sub(n_carried);
     let mut scans: Vec<Vec<Tensor>> = vec![vec![]; n_scan];
+    let mut scanned = vec![0usize; n_scan];
     let mut i = 0i64;
     while cond && max_trip.is_none_or(|m| i < m) {
         let mut inputs = vec![Tensor::scalar_i64(i), Tensor::from_bool(vec![], vec![cond])];
@@ -48,6 +49,10 @@ pub fn loop_(a: &NodeAttrs, ins: &[Option<Tensor>], n_out: usize, scope: &Scope)
         carried = outs[1..1 + n_carried].to_vec();
         for (k, s) in scans.iter_mut().enumerate() {
             s.push(outs[1 + n_carried + k].clone());
+            // the stacked scan output must stay within the element limit: checked as it grows,
+            // so a loop of 2^40 trips stops here instead of exhausting memory
+            scanned[k] += s.last().map_or(0, |t| t.len());
+            super::check_size(&[scanned[k]]).map_err(|e| format!("scan output {k} after {} iterations: {e}", i + 1))?;
         }
         i += 1;
         if i > 10_000_000 {
