@@ -15,11 +15,16 @@ fn perm(n: &xforge_ir::Node, rank: usize) -> Option<Vec<usize>> {
     }
 }
 
+/// Whether permutation `p` of a value of `shape` keeps the order of its axes longer than 1 (a
+/// Reshape in effect; the cost model prices such a Transpose as a view too).
+pub(crate) fn keeps_nonunit_order(shape: &[usize], p: &[usize]) -> bool {
+    let kept: Vec<usize> = p.iter().copied().filter(|&k| shape.get(k).is_some_and(|&d| d != 1)).collect();
+    kept.windows(2).all(|w| w[0] < w[1])
+}
+
 /// Whether a permutation of `x` keeps the order of its axes longer than 1 (static shapes).
 fn moves_only_unit_axes(g: &Graph, x: ValueId, p: &[usize]) -> bool {
-    let Some(s) = g.ty(x).static_shape() else { return false };
-    let kept: Vec<usize> = p.iter().copied().filter(|&k| s.get(k).is_some_and(|&d| d != 1)).collect();
-    kept.windows(2).all(|w| w[0] < w[1])
+    g.ty(x).static_shape().is_some_and(|s| keeps_nonunit_order(&s, p))
 }
 
 /// Returns the number of nodes bypassed (run `dce` afterwards to drop them).

@@ -61,13 +61,14 @@ pub fn node_cost(eg: &FusionGraph, node: &ENode, id: Id) -> f64 {
 fn moves_only_unit_axes(eg: &FusionGraph, node: &ENode, attrs: u32) -> bool {
     let Some(s) = node.args.first().and_then(|&a| eg[a].data.ty().static_shape()) else { return false };
     let r = s.len() as i64;
-    let perm: Vec<i64> = match eg.analysis.table.attrs.get(attrs as usize).and_then(|a| a.get("perm")) {
-        Some(xforge_ir::Attr::Ints(p)) => p.iter().map(|&k| if k < 0 { k + r } else { k }).collect(),
-        None => (0..r).rev().collect(),
-        _ => return false,
+    let perm: Option<Vec<usize>> = match eg.analysis.table.attrs.get(attrs as usize).and_then(|a| a.get("perm")) {
+        Some(xforge_ir::Attr::Ints(p)) => {
+            p.iter().map(|&k| usize::try_from(if k < 0 { k + r } else { k }).ok()).collect()
+        }
+        None => Some((0..s.len()).rev().collect()),
+        _ => None,
     };
-    let kept: Vec<i64> = perm.into_iter().filter(|&k| s.get(k as usize).is_some_and(|&d| d != 1)).collect();
-    kept.windows(2).all(|w| w[0] < w[1])
+    perm.is_some_and(|p| crate::noop::keeps_nonunit_order(&s, &p))
 }
 
 /// Whether a Conv or ConvNhwc e-node is depthwise (`xforge_ir::window::depthwise_window`).

@@ -297,6 +297,10 @@ pub fn partition(g: &Graph) -> Partition {
             return Some(group_of[p]);
         }
     };
+    // how many values a node reads from outside group `gid` (graph inputs and weights included)
+    let reads_outside = |node: &xforge_ir::Node, gid: usize, group_of: &[usize]| -> usize {
+        g.node_reads(node).into_iter().filter(|&v| source_group(v, group_of) != Some(gid)).count()
+    };
     // whether `to` can reach `from` through group dependencies (so `from` may not read `to`)
     fn reaches(deps: &[std::collections::BTreeSet<usize>], from: usize, to: usize) -> bool {
         let mut stack = vec![from];
@@ -348,8 +352,7 @@ pub fn partition(g: &Graph) -> Partition {
                 if members[p].len() >= crate::knobs::MAX_GROUP_NODES {
                     continue;
                 }
-                let reads_from_outside =
-                    g.node_reads(node).into_iter().filter(|&v| source_group(v, &group_of) != Some(p)).count();
+                let reads_from_outside = reads_outside(node, p, &group_of);
                 if external[p] + reads_from_outside > crate::knobs::MAX_GROUP_INPUTS {
                     continue;
                 }
@@ -428,7 +431,7 @@ pub fn partition(g: &Graph) -> Partition {
         // an elementwise node also takes in the elementwise groups that only feed it (side branches
         // such as sigmoid(x) in x·sigmoid(x) + clip(x)): nothing else reads them, so no cycle
         if elementwise && target.is_some() {
-            let own_reads = g.node_reads(node).into_iter().filter(|&v| source_group(v, &group_of) != Some(gid)).count();
+            let own_reads = reads_outside(node, gid, &group_of);
             for &v in &inputs {
                 let Some(q) = source_group(v, &group_of) else { continue };
                 if q == gid || schedule[q] != Schedule::Elementwise {
@@ -482,7 +485,7 @@ pub fn partition(g: &Graph) -> Partition {
                 }
             }
         }
-        external[gid] += g.node_reads(node).into_iter().filter(|&v| source_group(v, &group_of) != Some(gid)).count();
+        external[gid] += reads_outside(node, gid, &group_of);
         members[gid].push(i);
         group_of[i] = gid;
         for p in producers {

@@ -110,6 +110,18 @@ fn nonzero(k: &mut Kern, p: usize, bound: usize) -> R<String> {
     Ok(r[0].v.clone())
 }
 
+/// Every padded entry of output `p` (`n` of them) written with zero, the block's `threads`
+/// threads striding from `tid`.
+fn zero_fill(k: &mut Kern, p: usize, n: usize, tid: &str, threads: usize) {
+    let step = k.index(threads);
+    let end = k.index(n);
+    let iv = k.b.fresh("z");
+    k.b.stmt(format!("scf.for {iv} = {tid} to {end} step {step} {{"));
+    let z = s::int_konst(&mut k.b, 0, Ty::Int(64, true));
+    k.store(p, &iv, &z);
+    k.b.stmt("}");
+}
+
 /// NonZero as one block of NONZERO_THREADS threads: each counts the non-zeros of its run of
 /// the input, an inclusive scan of the counts in workgroup memory (log₂ rounds) gives each run
 /// its first result column, and each writes its run's coordinates there: the interpreter's
@@ -124,14 +136,7 @@ fn nonzero_block(k: &mut Kern, bound: usize) -> R<usize> {
     let wg_ty = format!("memref<{NT}xindex, #gpu.address_space<workgroup>>");
     k.one_block = Some((NT as u32, format!("%wg : {wg_ty}")));
     let tid = k.b.emit("gpu.thread_id x");
-    // every padded entry is written: zeros first, the threads striding
-    let step = k.index(NT);
-    let end = k.index(numel(&out_shape));
-    let iv = k.b.fresh("z");
-    k.b.stmt(format!("scf.for {iv} = {tid} to {end} step {step} {{"));
-    let z64 = s::int_konst(&mut k.b, 0, Ty::Int(64, true));
-    k.store(p, &iv, &z64);
-    k.b.stmt("}");
+    zero_fill(k, p, numel(&out_shape), &tid, NT);
     // this thread's run [lo, hi)
     let lo = k.ixc("muli", &tid, run);
     let nn = k.index(n);
@@ -371,12 +376,29 @@ fn not(k: &mut Kern, a: &Val) -> Val {
     Val::new(k.b.emit(format!("arith.xori {}, {} : i1", a.v, t.v)), Ty::Bool)
 }
 
+/// When `keep`, writes the row (batch, class, box) of output `p` at `start + kept`; returns the
+/// count after it (an index).
+fn keep_row(k: &mut Kern, p: usize, keep: &Val, start: &str, kept: &str, row: [&String; 3]) -> R<String> {
+    k.when(keep, |k| {
+        let r = k.ix("addi", start, kept);
+        let at = k.ixc("muli", &r, 3);
+        for (j, v) in row.into_iter().enumerate() {
+            let a = k.ixc("addi", &at, j);
+            let x = s::from_index(&mut k.b, v, Ty::Int(64, true));
+            k.store(p, &a, &x);
+        }
+        Ok(())
+    })?;
+    let one = k.index(1);
+    let inc = k.ix("addi", kept, &one);
+    Ok(k.isel(keep, &inc, kept))
+}
+
 /// Greedy non-maximum suppression per (batch, class), rows (batch, class, box) in order; one
 /// thread, no scratch memory: each step scans for the best box ranked below the last one.
 fn nms(k: &mut Kern, p: usize) -> R<String> {
     let a = nms_args(k)?;
     let (n, nc) = (a.n, a.nc);
-    let i64t = Ty::Int(64, true);
     let zero = k.index(0);
     let total = k.fold_n(a.nb * nc, &[Val::new(zero, Ty::Index)], |k, bc, acc| {
         let start = acc[0].v.clone();
@@ -444,19 +466,7 @@ fn nms(k: &mut Kern, p: usize) -> R<String> {
             })?;
             let keep_it = not(k, &sup[0]);
             let keep_it = k.and(&go, &keep_it);
-            k.when(&keep_it, |k| {
-                let row = k.ix("addi", &start, &kept);
-                let at = k.ixc("muli", &row, 3);
-                for (j, v) in [&b, &c, &bi].into_iter().enumerate() {
-                    let a = k.ixc("addi", &at, j);
-                    let x = s::from_index(&mut k.b, v, i64t);
-                    k.store(p, &a, &x);
-                }
-                Ok(())
-            })?;
-            let one = k.index(1);
-            let inc = k.ix("addi", &kept, &one);
-            let kept2 = k.isel(&keep_it, &inc, &kept);
+            let kept2 = keep_row(k, p, &keep_it, &start, &kept, [&b, &c, &bi])?;
             // done once no box is left or the class is full
             let nf = not(k, &bf);
             let full = k.icmp("uge", &kept2, &a.max_out);
@@ -509,15 +519,7 @@ fn nms_block(k: &mut Kern) -> R<usize> {
     let tid = k.b.emit("gpu.thread_id x");
     let slice = k.ixc("divui", &tid, ch);
     let lane = k.ixc("remui", &tid, ch);
-    // every padded entry is written: zeros first, the threads striding
-    let n_out = numel(&out_shape);
-    let step = k.index(nt);
-    let end = k.index(n_out);
-    let iv = k.b.fresh("z");
-    k.b.stmt(format!("scf.for {iv} = {tid} to {end} step {step} {{"));
-    let zero64 = s::int_konst(&mut k.b, 0, i64t);
-    k.store(p, &iv, &zero64);
-    k.b.stmt("}");
+    zero_fill(k, p, numel(&out_shape), &tid, nt);
     let z32 = s::int_konst(&mut k.b, 0, i32t);
     let first_lane = k.index(ch);
     let lead = k.icmp("ult", &tid, &first_lane);
@@ -638,19 +640,7 @@ fn nms_block(k: &mut Kern) -> R<usize> {
                     let keep = k.and(&ok_m, &free);
                     let keep = k.and(&keep, &clear);
                     let keep = k.and(&keep, &room);
-                    k.when(&keep, |k| {
-                        let row = k.ix("addi", &start, &cnt);
-                        let at = k.ixc("muli", &row, 3);
-                        for (j, v) in [&b, &c, &box_m].into_iter().enumerate() {
-                            let at = k.ixc("addi", &at, j);
-                            let x = s::from_index(&mut k.b, v, i64t);
-                            k.store(p, &at, &x);
-                        }
-                        Ok(())
-                    })?;
-                    let one = k.index(1);
-                    let inc = k.ix("addi", &cnt, &one);
-                    let cnt2 = k.isel(&keep, &inc, &cnt);
+                    let cnt2 = keep_row(k, p, &keep, &start, &cnt, [&b, &c, &box_m])?;
                     let m32 = Val::new(k.b.emit(format!("arith.index_cast {m} : index to i32")), i32t);
                     let one32 = s::int_konst(&mut k.b, 1, i32t);
                     let bit = Val::new(k.b.emit(format!("arith.shli {}, {} : i32", one32.v, m32.v)), i32t);

@@ -396,6 +396,36 @@ pub fn cumulative(k: &mut Kern) -> R<usize> {
     Ok(rows)
 }
 
+/// An element of a TopK line (the line's entries at `base + j·inner`): what counts as ranked
+/// ahead of it.
+struct Line<'s> {
+    x: usize,
+    base: &'s str,
+    inner: usize,
+    pos: &'s str,
+    me: &'s Val,
+    largest: bool,
+}
+
+impl Line<'_> {
+    /// `count` plus one when entry `j` ranks ahead (larger, or equal at a lower position; smaller
+    /// for largest = 0).
+    fn count_ahead(&self, k: &mut Kern, j: &str, count: &Val) -> Val {
+        let t = k.ixc("muli", j, self.inner);
+        let at = k.ix("addi", self.base, &t);
+        let v = k.load(self.x, &at);
+        let b = &mut k.b;
+        let before = s::cmp(b, if self.largest { "gt" } else { "lt" }, &v, self.me);
+        let eq = s::cmp(b, "eq", &v, self.me);
+        let lower = Val::new(b.emit(format!("arith.cmpi ult, {j}, {} : index", self.pos)), Ty::Bool);
+        let tie = Val::new(b.emit(format!("arith.andi {}, {} : i1", eq.v, lower.v)), Ty::Bool);
+        let ahead = Val::new(b.emit(format!("arith.ori {}, {} : i1", before.v, tie.v)), Ty::Bool);
+        let one = b.index(1);
+        let inc = b.emit(format!("arith.addi {}, {one} : index", count.v));
+        Val::new(b.emit(format!("arith.select {}, {inc}, {} : index", ahead.v, count.v)), Ty::Index)
+    }
+}
+
 /// TopK: each input element counts the elements of its line ranked before it (larger, or equal
 /// at a lower index; smaller for largest = 0) and, when that rank is below K, writes itself and
 /// its index there.
@@ -423,20 +453,9 @@ pub fn topk(k: &mut Kern) -> R<usize> {
         let base = k.ix("addi", &t, &ii);
         let me = k.load(x, i);
         let zero = k.index(0);
-        let rank = k.fold_n(len, &[Val::new(zero, Ty::Index)], |k, j, acc| {
-            let t = k.ixc("muli", j, inner);
-            let at = k.ix("addi", &base, &t);
-            let v = k.load(x, &at);
-            let b = &mut k.b;
-            let before = s::cmp(b, if largest { "gt" } else { "lt" }, &v, &me);
-            let eq = s::cmp(b, "eq", &v, &me);
-            let lower = Val::new(b.emit(format!("arith.cmpi ult, {j}, {pos} : index")), Ty::Bool);
-            let tie = Val::new(b.emit(format!("arith.andi {}, {} : i1", eq.v, lower.v)), Ty::Bool);
-            let ahead = Val::new(b.emit(format!("arith.ori {}, {} : i1", before.v, tie.v)), Ty::Bool);
-            let one = b.index(1);
-            let inc = b.emit(format!("arith.addi {}, {one} : index", acc[0].v));
-            Ok(vec![Val::new(b.emit(format!("arith.select {}, {inc}, {} : index", ahead.v, acc[0].v)), Ty::Index)])
-        })?;
+        let line = Line { x, base: &base, inner, pos: &pos, me: &me, largest };
+        let rank =
+            k.fold_n(len, &[Val::new(zero, Ty::Index)], |k, j, acc| Ok(vec![line.count_ahead(k, j, &acc[0])]))?;
         let rank = rank[0].v.clone();
         let kv = k.index(kk);
         let kept = k.icmp("ult", &rank, &kv);
@@ -524,6 +543,7 @@ pub fn topk_bounded(k: &mut Kern) -> R<usize> {
                 let me = k.load(x, i);
                 // entries ranked ahead, counted TOPK_RUN at a time and no further once K are
                 // (its rank no longer matters): about K·V·ln(V/K) loads for V entries, not V²
+                let line = Line { x, base: &base, inner, pos: &pos, me: &me, largest };
                 let run = crate::knobs::TOPK_RUN;
                 let runs = k.ixc("addi", &valid, run - 1);
                 let runs = k.ixc("divui", &runs, run);
@@ -537,24 +557,7 @@ pub fn topk_bounded(k: &mut Kern) -> R<usize> {
                             let lo = k.ixc("muli", r, run);
                             let hi = k.ixc("addi", &lo, run);
                             let hi = k.ix("minui", &hi, &valid);
-                            k.fold(&lo, &hi, acc, |k, j, acc| {
-                                let t = k.ixc("muli", j, inner);
-                                let at = k.ix("addi", &base, &t);
-                                let v = k.load(x, &at);
-                                let b = &mut k.b;
-                                let before = s::cmp(b, if largest { "gt" } else { "lt" }, &v, &me);
-                                let eq = s::cmp(b, "eq", &v, &me);
-                                let lower = Val::new(b.emit(format!("arith.cmpi ult, {j}, {pos} : index")), Ty::Bool);
-                                let tie = Val::new(b.emit(format!("arith.andi {}, {} : i1", eq.v, lower.v)), Ty::Bool);
-                                let ahead =
-                                    Val::new(b.emit(format!("arith.ori {}, {} : i1", before.v, tie.v)), Ty::Bool);
-                                let one = b.index(1);
-                                let inc = b.emit(format!("arith.addi {}, {one} : index", acc[0].v));
-                                Ok(vec![Val::new(
-                                    b.emit(format!("arith.select {}, {inc}, {} : index", ahead.v, acc[0].v)),
-                                    Ty::Index,
-                                )])
-                            })
+                            k.fold(&lo, &hi, acc, |k, j, acc| Ok(vec![line.count_ahead(k, j, &acc[0])]))
                         },
                         |_| Ok(acc.to_vec()),
                     )
