@@ -491,7 +491,10 @@ fn place_buffers(
             }
         }
     }
+    // outputs own their bytes for the whole run too: a caller's buffer can stand in for an
+    // input's or an output's bytes (`Session::run_device`) without meeting another value there
     for &v in &g.outputs {
+        touch(root(g, fused, &producer, v), 0, &mut life);
         touch(root(g, fused, &producer, v), last_step, &mut life);
         // an output trimmed to its valid length keeps the length to the end too
         if let Some((_, len)) = valid_length(g, &producer, v) {

@@ -6,14 +6,14 @@
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyCapsule, PyDict, PyList};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use xforge_compiler::{CompileError, Compiler, Precision};
 use xforge_ir::{DType, Tensor, TensorData};
-use xforge_runtime::{RuntimeError, Step};
+use xforge_runtime::{DeviceBuffer, RuntimeError, Step};
 
 create_exception!(_xforge, XforgeError, PyException, "Every xforge error.");
 create_exception!(_xforge, BadModelError, XforgeError, "The model file cannot be read or is not valid ONNX.");
@@ -229,12 +229,166 @@ fn raw<'py>(py: Python<'py>, t: &Tensor) -> Raw<'py> {
     (PyBytes::new(py, &t.data().to_le_bytes()), t.dtype().name().to_string(), t.shape().to_vec())
 }
 
+// DLPack (v0.8 "dltensor" capsules): a device buffer described by its producer, read here and
+// left to its producer (the capsule is not consumed, so its own destructor frees it)
+#[repr(C)]
+struct DlDevice {
+    device_type: i32,
+    device_id: i32,
+}
+
+#[repr(C)]
+struct DlDataType {
+    code: u8,
+    bits: u8,
+    lanes: u16,
+}
+
+#[repr(C)]
+struct DlTensor {
+    data: *mut std::ffi::c_void,
+    device: DlDevice,
+    ndim: i32,
+    dtype: DlDataType,
+    shape: *const i64,
+    strides: *const i64,
+    byte_offset: u64,
+}
+
+/// DLPack's kDLCUDA.
+const DL_CUDA: i32 = 2;
+/// The most dims a DLPack tensor may claim here.
+const DL_MAX_DIMS: i32 = 32;
+
+/// The xforge dtype name of a DLPack dtype (one lane).
+fn dl_dtype(t: &DlDataType) -> Option<&'static str> {
+    Some(match (t.code, t.bits, t.lanes) {
+        (2, 32, 1) => "f32",
+        (2, 16, 1) => "f16",
+        (2, 64, 1) => "f64",
+        (4, 16, 1) => "bf16",
+        (0, 8, 1) => "i8",
+        (0, 16, 1) => "i16",
+        (0, 32, 1) => "i32",
+        (0, 64, 1) => "i64",
+        (1, 8, 1) => "u8",
+        (1, 16, 1) => "u16",
+        (1, 32, 1) => "u32",
+        (1, 64, 1) => "u64",
+        (6, 8, 1) => "bool",
+        _ => return None,
+    })
+}
+
+/// A CUDA tensor given through DLPack (an object with `__dlpack__`): its device buffer, dtype
+/// name and shape, checked to be on `device` and compact row-major. The capsule is returned to be
+/// kept alive while the buffer is used.
+fn dl_buffer<'py>(
+    obj: &Bound<'py, PyAny>,
+    stream: usize,
+    device: usize,
+    what: &str,
+) -> PyResult<(DeviceBuffer, String, Vec<u64>, Bound<'py, PyAny>)> {
+    let py = obj.py();
+    let capsule = if obj.downcast::<PyCapsule>().is_ok() {
+        obj.clone()
+    } else {
+        if !obj.hasattr("__dlpack__")? {
+            return Err(BadInputError::new_err(format!("{what}: not a DLPack tensor (no __dlpack__)")));
+        }
+        let kw = PyDict::new(py);
+        // DLPack names CUDA's legacy default stream 1 (0 is not allowed)
+        kw.set_item("stream", if stream == 0 { 1 } else { stream })?;
+        obj.call_method("__dlpack__", (), Some(&kw))?
+    };
+    let cap = capsule
+        .downcast::<PyCapsule>()
+        .map_err(|_| BadInputError::new_err(format!("{what}: __dlpack__ gave no capsule")))?;
+    let named = cap.name()?.map(|n| n.to_bytes() == b"dltensor").unwrap_or(false);
+    if !named {
+        return Err(BadInputError::new_err(format!("{what}: the DLPack capsule is used or not a 'dltensor'")));
+    }
+    let t = cap.pointer() as *const DlTensor;
+    if t.is_null() {
+        return Err(BadInputError::new_err(format!("{what}: an empty DLPack capsule")));
+    }
+    // SAFETY: a live "dltensor" capsule points at a DLManagedTensor, whose first field is the
+    // DLTensor; its shape and strides hold ndim entries (checked to be in range first)
+    let (buf, dtype, shape) = unsafe {
+        let t = &*t;
+        if t.device.device_type != DL_CUDA {
+            return Err(BadInputError::new_err(format!(
+                "{what}: on DLPack device type {}, not CUDA (pass host arrays to run on copies)",
+                t.device.device_type
+            )));
+        }
+        if t.device.device_id as i64 != device as i64 {
+            return Err(BadInputError::new_err(format!(
+                "{what}: on cuda:{}, the session is on cuda:{device}",
+                t.device.device_id
+            )));
+        }
+        let dtype = dl_dtype(&t.dtype).ok_or_else(|| {
+            BadInputError::new_err(format!(
+                "{what}: DLPack dtype (code {}, bits {}, lanes {}) is not supported",
+                t.dtype.code, t.dtype.bits, t.dtype.lanes
+            ))
+        })?;
+        if !(0..=DL_MAX_DIMS).contains(&t.ndim) || (t.ndim > 0 && t.shape.is_null()) {
+            return Err(BadInputError::new_err(format!("{what}: a DLPack rank of {}", t.ndim)));
+        }
+        let dims = std::slice::from_raw_parts(t.shape, t.ndim as usize);
+        if dims.iter().any(|&d| d < 0) {
+            return Err(BadInputError::new_err(format!("{what}: negative DLPack dims {dims:?}")));
+        }
+        let shape: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
+        if !t.strides.is_null() {
+            let strides = std::slice::from_raw_parts(t.strides, t.ndim as usize);
+            let mut want = 1i64;
+            for (k, (&d, &st)) in dims.iter().zip(strides).enumerate().rev() {
+                if d != 1 && st != want {
+                    return Err(BadInputError::new_err(format!(
+                        "{what}: not contiguous (stride {st} on axis {k}, {want} expected); call .contiguous()"
+                    )));
+                }
+                want = want.saturating_mul(d);
+            }
+        }
+        let size = DType::from_name(dtype).map(|d| d.size() as u64).unwrap_or(1);
+        let bytes = shape
+            .iter()
+            .try_fold(size, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| BadInputError::new_err(format!("{what}: {shape:?} overflows")))?;
+        let ptr = (t.data as u64)
+            .checked_add(t.byte_offset)
+            .ok_or_else(|| BadInputError::new_err(format!("{what}: a bad address")))?;
+        (DeviceBuffer { ptr, bytes }, dtype.to_string(), shape)
+    };
+    Ok((buf, dtype, shape, capsule))
+}
+
+/// An input's or output's dtype and shape against its binding (the batch axis may be any size).
+fn check_dl(name: &str, dt: &str, shape: &[u64], want_dt: &str, want: &[u64], batch_axis: Option<u32>) -> PyResult<()> {
+    if dt != want_dt {
+        return Err(BadInputError::new_err(format!("'{name}' is {want_dt}, got {dt}")));
+    }
+    let fits = shape.len() == want.len()
+        && shape.iter().zip(want).enumerate().all(|(d, (&g, &w))| g == w || Some(d as u32) == batch_axis);
+    if !fits {
+        return Err(BadInputError::new_err(format!("'{name}' has shape {want:?}, got {shape:?}")));
+    }
+    Ok(())
+}
+
 /// A loaded artifact on a GPU. Runs from several Python threads are serialized.
 #[pyclass(module = "xforge._xforge", frozen)]
 struct Session {
     inner: Mutex<xforge_runtime::Session>,
+    device: usize,
     inputs: Vec<(String, String, Vec<u64>, Option<u32>)>,
     outputs: Vec<(String, String, Vec<u64>)>,
+    /// Per output: its batch axis and valid-length axis
+    output_axes: Vec<(Option<u32>, Option<u32>)>,
 }
 
 #[pymethods]
@@ -263,7 +417,8 @@ impl Session {
         let inputs =
             m.inputs.iter().map(|b| (b.name.clone(), b.dtype.clone(), b.shape.clone(), b.batch_axis)).collect();
         let outputs = m.outputs.iter().map(|b| (b.name.clone(), b.dtype.clone(), b.shape.clone())).collect();
-        Ok(Session { inner: Mutex::new(s), inputs, outputs })
+        let output_axes = m.outputs.iter().map(|b| (b.batch_axis, b.valid.map(|(a, _)| a))).collect();
+        Ok(Session { inner: Mutex::new(s), device, inputs, outputs, output_axes })
     }
 
     /// (name, dtype, shape at the largest batch) of each input.
@@ -315,6 +470,87 @@ impl Session {
                 (PyBytes::new(py, &b), dt.clone(), shape.iter().map(|&d| d as usize).collect())
             })
             .collect())
+    }
+
+    /// (name, batch axis) of each input.
+    #[getter]
+    fn input_axes(&self) -> Vec<(String, Option<u32>)> {
+        self.inputs.iter().map(|(n, _, _, b)| (n.clone(), *b)).collect()
+    }
+
+    /// The batch sizes of the artifact's buckets, smallest first ([0] without a batch dim).
+    #[getter]
+    fn buckets(&self) -> Vec<u64> {
+        let s = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        s.artifact.plans.iter().map(|p| p.memory.batch).collect()
+    }
+
+    /// (name, batch axis, valid-length axis) of each output.
+    #[getter]
+    fn output_axes(&self) -> Vec<(String, Option<u32>, Option<u32>)> {
+        self.outputs.iter().zip(&self.output_axes).map(|((n, _, _), &(b, v))| (n.clone(), b, v)).collect()
+    }
+
+    /// Runs on CUDA tensors given through DLPack (objects with `__dlpack__`, e.g. torch tensors),
+    /// in input and output order, enqueued on the CUDA stream `stream` (a `cudaStream_t` as an
+    /// int; the caller's) without a copy: the outputs are written in place. Returns each output's
+    /// valid length (None for outputs of a fixed shape). The GIL is released while enqueuing.
+    fn run_dlpack(
+        &self,
+        py: Python<'_>,
+        inputs: Vec<Bound<'_, PyAny>>,
+        outputs: Vec<Bound<'_, PyAny>>,
+        stream: usize,
+    ) -> PyResult<Vec<Option<u64>>> {
+        if inputs.len() != self.inputs.len() || outputs.len() != self.outputs.len() {
+            return Err(BadInputError::new_err(format!(
+                "{} inputs and {} outputs given, the model has {} and {}",
+                inputs.len(),
+                outputs.len(),
+                self.inputs.len(),
+                self.outputs.len()
+            )));
+        }
+        let mut keep = vec![];
+        let mut ins = vec![];
+        for (obj, (name, want_dt, want, batch_axis)) in inputs.iter().zip(&self.inputs) {
+            let (buf, dt, shape, cap) = dl_buffer(obj, stream, self.device, &format!("input '{name}'"))?;
+            check_dl(name, &dt, &shape, want_dt, want, *batch_axis)?;
+            ins.push(buf);
+            keep.push(cap);
+        }
+        let mut outs = vec![];
+        for (obj, ((name, want_dt, want), &(batch_axis, _))) in
+            outputs.iter().zip(self.outputs.iter().zip(&self.output_axes))
+        {
+            let (buf, dt, shape, cap) = dl_buffer(obj, stream, self.device, &format!("output '{name}'"))?;
+            check_dl(name, &dt, &shape, want_dt, want, batch_axis)?;
+            outs.push(buf);
+            keep.push(cap);
+        }
+        let all: Vec<&DeviceBuffer> = ins.iter().chain(&outs).collect();
+        for (k, o) in outs.iter().enumerate() {
+            let overlaps = all.iter().enumerate().any(|(j, b)| {
+                j != ins.len() + k && o.bytes > 0 && b.bytes > 0 && o.ptr < b.ptr + b.bytes && b.ptr < o.ptr + o.bytes
+            });
+            if overlaps {
+                return Err(BadInputError::new_err(format!(
+                    "output '{}' overlaps another input or output",
+                    self.outputs[k].0
+                )));
+            }
+        }
+        let valid = py
+            .allow_threads(|| {
+                let mut s = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+                // SAFETY: the buffers are live CUDA memory of the session's device (DLPack, the
+                // capsules kept alive in `keep`), of the sizes checked above, not overlapping as
+                // outputs; the stream is the caller's, on the primary context the session uses
+                unsafe { s.run_device(stream as _, &ins, &outs) }
+            })
+            .map_err(runtime_error)?;
+        drop(keep);
+        Ok(valid)
     }
 }
 

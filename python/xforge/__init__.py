@@ -72,6 +72,31 @@ _TO_NUMPY = {
 _FROM_NUMPY = {np.dtype(v): k for k, v in _TO_NUMPY.items()}
 
 
+class _TorchDtypes(dict):
+    """xforge dtype names and torch's (torch imported on first use)."""
+
+    def __missing__(self, k):
+        import torch
+
+        self.update({"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16, "f64": torch.float64,
+                     "i64": torch.int64, "i32": torch.int32, "i16": torch.int16, "i8": torch.int8,
+                     "u8": torch.uint8, "bool": torch.bool})
+        if k not in self:
+            raise BadInputError(f"dtype {k} has no torch dtype")
+        return self[k]
+
+
+_TORCH = _TorchDtypes()
+
+
+def _is_device(a):
+    """A CUDA tensor (torch's, or another DLPack producer's on a CUDA device)."""
+    if hasattr(a, "is_cuda"):
+        return bool(a.is_cuda)
+    dev = getattr(a, "__dlpack_device__", None)
+    return dev is not None and dev()[0] == 2
+
+
 def _raw(a, what):
     """An array-like (NumPy, or a torch tensor) as (bytes, dtype name, shape)."""
     if hasattr(a, "detach") and hasattr(a, "cpu"):  # a torch tensor: copied to the host
@@ -124,7 +149,11 @@ class Session:
     def outputs(self):
         return self._s.outputs
 
-    def run(self, inputs):
+    def run(self, inputs, outputs=None):
+        """Runs the model. NumPy arrays (or CPU tensors) in, NumPy arrays out. CUDA tensors
+        (torch, or any DLPack producer) in, CUDA tensors out: nothing is copied, the work is
+        enqueued on the tensors' current torch stream (the caller's), the outputs are new torch
+        tensors or `outputs`, written in place. Device and host inputs do not mix."""
         names = [n for n, _, _ in self._s.inputs]
         if isinstance(inputs, dict):
             missing = [n for n in names if n not in inputs]
@@ -132,10 +161,48 @@ class Session:
             if missing or extra:
                 raise BadInputError(f"inputs: missing {missing}, unknown {extra} (the model takes {names})")
             inputs = [inputs[n] for n in names]
+        inputs = list(inputs)
+        on_device = [_is_device(a) for a in inputs]
+        if any(on_device) or outputs is not None:
+            if not all(on_device):
+                raise BadInputError("inputs: CUDA tensors and host arrays do not mix (nothing is copied between them)")
+            return self._run_device(inputs, outputs)
         raw = [_raw(a, n) for a, n in zip(inputs, names)]
         with self._lock:
             outs = self._s.run_raw(raw)
         return [_array(b, dt, s) for b, dt, s in outs]
+
+    def _output_shapes(self, inputs):
+        """Each output's shape for these inputs' batch (a bucket's)."""
+        top = self._s.buckets[-1]
+        n = None
+        for (_, _, want), a, (_, axis) in zip(self._s.inputs, inputs, self._s.input_axes):
+            if axis is not None and top and len(a.shape) == len(want):
+                n = int(a.shape[axis]) * top // int(want[axis])
+                break
+        shapes = []
+        for (_, _, want), (_, axis, _) in zip(self._s.outputs, self._s.output_axes):
+            s = list(want)
+            if axis is not None and n is not None:
+                s[axis] = s[axis] // top * n
+            shapes.append(s)
+        return shapes
+
+    def _run_device(self, inputs, outputs):
+        import torch
+
+        dev = inputs[0].device if inputs else torch.device("cuda", 0)
+        if outputs is None:
+            outputs = [torch.empty(s, dtype=_TORCH[dt], device=dev)
+                       for s, (_, dt, _) in zip(self._output_shapes(inputs), self._s.outputs)]
+        stream = torch.cuda.current_stream(dev).cuda_stream
+        with self._lock:
+            valid = self._s.run_dlpack(inputs, list(outputs), stream)
+        outs = list(outputs)
+        for k, ((_, _, axis), n) in enumerate(zip(self._s.output_axes, valid)):
+            if n is not None:
+                outs[k] = outs[k].narrow(axis, 0, n)
+        return outs
 
 
 def interpret(model, inputs, shapes=None):

@@ -38,7 +38,12 @@ class Session:
     def inputs(self) -> list[tuple[str, str, list[int]]]: ...
     @property
     def outputs(self) -> list[tuple[str, str, list[int]]]: ...
-    def run(self, inputs: Union[Mapping[str, Any], Sequence[Any]]) -> list[np.ndarray]: ...
+    def run(
+        self, inputs: Union[Mapping[str, Any], Sequence[Any]], outputs: Sequence[Any] | None = None
+    ) -> list[Any]:
+        """NumPy arrays in, NumPy arrays out; CUDA tensors (DLPack) in, CUDA tensors out, in place,
+        on the caller's current stream, without a copy."""
+        ...
 
 def interpret(
     model: str, inputs: Mapping[str, Any], shapes: Mapping[str, Sequence[int]] | None = None

@@ -22,7 +22,10 @@ pub const MAGIC: [u8; 8] = *b"XFORGEA\0";
 /// Bumped whenever the layout or a section's encoding changes.
 /// 2: library calls carry typed GEMM/convolution descriptors (`library.rs`).
 /// 3: batch-size buckets (a memory and a plan section per bucket, bindings' batch axes).
-pub const FORMAT_VERSION: u32 = 4;
+/// 4: bounded outputs (a binding's valid length).
+/// 5: every input and output binding owns its bytes for the whole run (no other buffer shares
+///    them), so a caller's device buffer can stand in for it (`Session::run_device`).
+pub const FORMAT_VERSION: u32 = 5;
 /// File alignment of the weights section.
 pub const WEIGHT_ALIGN: u64 = 4096;
 /// The most batch-size buckets an artifact holds.

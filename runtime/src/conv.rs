@@ -7,6 +7,7 @@
 //! a per-user file) so later loads take it without timing.
 use crate::library::{Activation, ConvDesc, LibDtype};
 use crate::plan::LibraryCall;
+use crate::remap::Remap;
 use crate::timing_cache;
 use cudarc::cudnn::sys;
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
@@ -34,6 +35,13 @@ pub(crate) const WORKSPACE_BYTES: usize = 64 << 20;
 fn check(s: sys::cudnnStatus_t) -> Result<(), String> {
     if s == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS {
         Ok(())
+    } else if s == sys::cudnnStatus_t::CUDNN_STATUS_SUBLIBRARY_VERSION_MISMATCH {
+        // seen in a process where torch had loaded its own libcudnn.so.9 and `libcudnn.so`
+        // resolved to another version on the library path
+        Err(format!(
+            "cuDNN: {s:?}: two cuDNN versions in one process (e.g. torch's and another found as libcudnn.so \
+             on LD_LIBRARY_PATH or in the linker cache); keep one of them on the path"
+        ))
     } else {
         Err(format!("cuDNN: {s:?}"))
     }
@@ -222,9 +230,10 @@ impl Epilogue {
         Ok(Some(Epilogue { func, cfg: LaunchConfig { grid_dim: grid, block_dim: block, shared_mem_bytes: 0 }, ptrs }))
     }
 
-    fn launch(&self, stream: &CudaStream) -> Result<(), String> {
+    fn launch(&self, stream: &CudaStream, remap: &Remap) -> Result<(), String> {
+        let ptrs: Vec<u64> = self.ptrs.iter().map(|&p| remap.at(p)).collect();
         let mut b = stream.launch_builder(&self.func);
-        for p in &self.ptrs {
+        for p in &ptrs {
             b.arg(p);
         }
         // SAFETY: the kernel takes one pointer per parameter, each a buffer of this call
@@ -421,10 +430,10 @@ impl ConvStep {
     fn time(&self, dnn: &Dnn, stream: &Arc<CudaStream>) -> Result<f32, String> {
         use cudarc::driver::sys as cu;
         let e = |e: cudarc::driver::DriverError| e.to_string();
-        self.launch(dnn, stream)?;
+        self.launch(dnn, stream, &Remap::none())?;
         stream.synchronize().map_err(e)?;
         stream.begin_capture(cu::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(e)?;
-        let launched = self.launch(dnn, stream);
+        let launched = self.launch(dnn, stream, &Remap::none());
         let graph = stream.end_capture(cu::CUgraphInstantiate_flags(0)).map_err(e)?;
         launched?;
         let graph = graph.ok_or("the call captured nothing")?;
@@ -461,9 +470,10 @@ impl ConvStep {
         Ok(bytes)
     }
 
-    pub(crate) fn launch(&self, dnn: &Dnn, stream: &CudaStream) -> Result<(), String> {
+    /// Enqueues the convolution with its buffers moved by `remap`.
+    pub(crate) fn launch(&self, dnn: &Dnn, stream: &CudaStream, remap: &Remap) -> Result<(), String> {
         let (ws, _g) = dnn.workspace.device_ptr(stream);
-        let [x, w, y, bias, z] = self.ptrs;
+        let [x, w, y, bias, z] = self.ptrs.map(|p| remap.at(p));
         let one = 1.0f32;
         let zero = 0.0f32;
         // SAFETY: buffers checked against the arena and the weights at read; descriptors live as
@@ -488,7 +498,7 @@ impl ConvStep {
                 ))?;
                 if let Some(e) = &self.epilogue {
                     // the residual, the bias and the activation in one generated pass
-                    return e.launch(stream);
+                    return e.launch(stream, remap);
                 }
                 // y += the residual, then the bias (broadcast over its channels)
                 let add = |desc, src: u64| {

@@ -3,6 +3,7 @@
 //! (one value per row of its D) is our per-column bias. Descriptors, layouts and the algorithm
 //! are chosen once at load; a launch only enqueues the call.
 use crate::library::{Activation, GemmDesc, LibDtype};
+use crate::remap::Remap;
 use cudarc::cublaslt::{result, sys};
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 use std::ffi::c_void;
@@ -115,6 +116,8 @@ pub(crate) struct GemmStep {
     beta: f32,
     /// A, B, C (the residual, or D when there is none), D
     ptrs: [u64; 4],
+    /// The bias address, set in the descriptor at load (a caller's buffer cannot stand in for it)
+    bias: Option<u64>,
 }
 
 impl GemmStep {
@@ -179,12 +182,26 @@ impl GemmStep {
         };
         let c = if d.residual { ptrs[if d.bias { 4 } else { 3 }] } else { ptrs[2] };
         let beta = if d.residual { d.beta } else { 0.0 };
-        Ok(GemmStep { desc, layouts, algo: heuristic.algo, alpha: d.alpha, beta, ptrs: [ptrs[1], ptrs[0], c, ptrs[2]] })
+        Ok(GemmStep {
+            desc,
+            layouts,
+            algo: heuristic.algo,
+            alpha: d.alpha,
+            beta,
+            ptrs: [ptrs[1], ptrs[0], c, ptrs[2]],
+            bias: d.bias.then_some(ptrs[3]),
+        })
     }
 
-    pub(crate) fn launch(&self, blas: &Blas, stream: &CudaStream) -> Result<(), String> {
+    /// The address fixed in the descriptor (the bias), if any.
+    pub(crate) fn pinned(&self) -> Option<u64> {
+        self.bias
+    }
+
+    /// Enqueues the GEMM with its buffers moved by `remap`.
+    pub(crate) fn launch(&self, blas: &Blas, stream: &CudaStream, remap: &Remap) -> Result<(), String> {
         let (ws, _guard) = blas.workspace.device_ptr(stream);
-        let [a, b, c, d] = self.ptrs;
+        let [a, b, c, d] = self.ptrs.map(|p| remap.at(p));
         // SAFETY: the buffers were checked against the arena and the weights when the artifact
         // was read; descriptors and layouts live as long as `self`
         unsafe {

@@ -9,10 +9,12 @@ mod conv;
 mod gemm;
 pub mod library;
 pub mod plan;
+pub mod remap;
 pub mod session;
 mod timing_cache;
 
 pub use artifact::{Artifact, ArtifactError, ArtifactHeader, BatchDim, FORMAT_VERSION, MAGIC};
 pub use library::{Activation, ConvDesc, GemmDesc, LibDtype, LibraryDesc};
 pub use plan::{binding_bytes, Arg, Binding, KernelImage, LibraryCall, MemoryPlan, Plan, Step};
-pub use session::{RuntimeError, Session};
+pub use remap::Remap;
+pub use session::{DeviceBuffer, RuntimeError, Session};

@@ -9,8 +9,10 @@ use crate::conv::{ConvStep, Dnn, Epilogue};
 use crate::gemm::{Blas, GemmStep};
 use crate::library::LibraryDesc;
 use crate::plan::{binding_bytes, Arg, Binding, Step};
+use crate::remap::Remap;
 use cudarc::driver::{
-    sys, CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+    result, sys, CudaContext, CudaEvent, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig,
+    PushKernelArg,
 };
 use cudarc::nvrtc::Ptx;
 use std::path::Path;
@@ -43,12 +45,26 @@ fn library_error(a: &Artifact, p: usize, i: usize, why: String) -> RuntimeError 
     RuntimeError::Library { step: i, kind: c.kind.clone(), group: c.group, bucket, why }
 }
 
-/// A plan's state in a session: its library calls, prepared, and its CUDA graph.
+/// The most graphs a plan keeps for callers' buffers (`run_device`), one per set of addresses;
+/// the oldest is dropped first.
+pub const DEVICE_GRAPHS: usize = 8;
+
+/// A plan's state in a session: its library calls, prepared, and its CUDA graphs.
 struct PlanState {
     /// Per step: its library call, prepared (None for kernel launches).
     library: Vec<Option<LibraryStep>>,
-    /// The plan as a CUDA graph, captured on its first run.
+    /// The plan as a CUDA graph on the arena's own bindings, captured on its first run.
     graph: Option<CudaGraph>,
+    /// The plan captured with callers' buffers standing in for bindings, oldest first.
+    device_graphs: Vec<(Remap, Option<CudaGraph>)>,
+}
+
+/// A caller's device buffer for one input or output of `Session::run_device`: its address and
+/// its length in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceBuffer {
+    pub ptr: u64,
+    pub bytes: u64,
 }
 
 /// A library step, ready to enqueue.
@@ -72,6 +88,10 @@ pub struct Session {
     bases: (u64, u64),
     /// Per output, its valid length after the last run (outputs whose length depends on the data).
     valid: Vec<Option<u64>>,
+    /// Recorded after the last work enqueued, on the stream in `last_stream`: work on another
+    /// stream waits for it (the arena is shared by every run).
+    done: CudaEvent,
+    last_stream: std::cell::Cell<Option<usize>>,
 }
 
 impl Session {
@@ -107,6 +127,7 @@ impl Session {
             let (w, _gw) = weights.device_ptr(&stream);
             (a, w)
         };
+        let done = ctx.new_event(None).map_err(cuda)?;
         let mut session = Session {
             artifact,
             plans: vec![],
@@ -118,6 +139,8 @@ impl Session {
             _weights: weights,
             bases,
             valid: vec![],
+            done,
+            last_stream: std::cell::Cell::new(None),
         };
         let prepared = session.prepare_library_steps();
         // a session that failed here drops (and takes the lock in `drop`) after the guard
@@ -156,11 +179,15 @@ impl Session {
             .artifact
             .plans
             .iter()
-            .map(|p| PlanState { library: (0..p.steps.len()).map(|_| None).collect(), graph: None })
+            .map(|p| PlanState {
+                library: (0..p.steps.len()).map(|_| None).collect(),
+                graph: None,
+                device_graphs: vec![],
+            })
             .collect();
         for (p, i, d) in descs {
             let Step::Library(c) = &self.artifact.plans[p].steps[i] else { unreachable!() };
-            let ptrs = self.pointers(&c.args);
+            let ptrs = self.pointers(&c.args, &Remap::none());
             let prepared = match &d {
                 LibraryDesc::Gemm(g) => GemmStep::new(self.blas.as_ref().unwrap(), g, &ptrs).map(LibraryStep::Gemm),
                 LibraryDesc::Conv(cv) => Epilogue::of_call(c, cv, &self.functions, &ptrs).and_then(|e| {
@@ -178,6 +205,12 @@ impl Session {
     /// from the byte lengths of the inputs with a batch axis, which must agree; 0 for an
     /// artifact without a batch dim.
     pub fn batch_of(&self, inputs: &[&[u8]]) -> Result<u64, RuntimeError> {
+        let lengths: Vec<u64> = inputs.iter().map(|b| b.len() as u64).collect();
+        self.batch_of_lengths(&lengths)
+    }
+
+    /// `batch_of` from the inputs' byte lengths.
+    pub fn batch_of_lengths(&self, inputs: &[u64]) -> Result<u64, RuntimeError> {
         let first = &self.artifact.plans[0].memory;
         if inputs.len() != first.inputs.len() {
             return Err(RuntimeError::Input {
@@ -189,10 +222,9 @@ impl Session {
             return Ok(0);
         }
         let mut batch: Option<(u64, &str)> = None;
-        for (b, bytes) in first.inputs.iter().zip(inputs) {
+        for (b, &len) in first.inputs.iter().zip(inputs) {
             let Some((outer, row)) = b.rows(first.batch) else { continue };
             let per_item = outer * row;
-            let len = bytes.len() as u64;
             if per_item == 0 || !len.is_multiple_of(per_item) {
                 return Err(RuntimeError::Input {
                     name: b.name.clone(),
@@ -251,6 +283,8 @@ impl Session {
                 }
             };
             let at = b.offset as usize;
+            let own = self.stream.cu_stream();
+            self.follow(own)?;
             let mut view = self.arena.slice_mut(at..at + host.len());
             self.stream.memcpy_htod(host, &mut view).map_err(cuda)?;
         }
@@ -331,6 +365,159 @@ impl Session {
             .collect())
     }
 
+    /// Runs the model on callers' device buffers, enqueued on the caller's `stream` without
+    /// waiting for it: inputs are read and outputs written in place (in the artifact's orders,
+    /// each exactly its binding's bytes at a bucket's batch). A plan is captured once per set of
+    /// addresses (`DEVICE_GRAPHS` kept per plan) and launched on `stream`. A buffer that cannot
+    /// stand in for its binding (misaligned, sharing bytes with another binding, or an address a
+    /// library call fixed at load) is copied device to device instead. Returns each output's
+    /// valid length (outputs whose length depends on the data; reading it waits for `stream`).
+    ///
+    /// # Safety
+    /// `stream` is a live stream of this session's context; every buffer is live device memory
+    /// of at least `bytes` bytes there until the work enqueued on `stream` completes, and the
+    /// outputs do not overlap the inputs or each other.
+    pub unsafe fn run_device(
+        &mut self,
+        stream: sys::CUstream,
+        inputs: &[DeviceBuffer],
+        outputs: &[DeviceBuffer],
+    ) -> Result<Vec<Option<u64>>, RuntimeError> {
+        let count = |given: usize, want: usize, what: &str| {
+            if given == want {
+                Ok(())
+            } else {
+                Err(RuntimeError::Input {
+                    name: "*".into(),
+                    why: format!("{given} {what} given, the model has {want}"),
+                })
+            }
+        };
+        let first = &self.artifact.plans[0].memory;
+        count(inputs.len(), first.inputs.len(), "inputs")?;
+        count(outputs.len(), first.outputs.len(), "outputs")?;
+        let lengths: Vec<u64> = inputs.iter().map(|b| b.bytes).collect();
+        let n = self.batch_of_lengths(&lengths)?;
+        let p = self.artifact.plan_for(n).map_err(RuntimeError::Batch)?;
+        let mem = &self.artifact.plans[p].memory;
+        if self.artifact.header.batch.is_some() && mem.batch != n {
+            let buckets: Vec<String> = self.artifact.plans.iter().map(|q| q.memory.batch.to_string()).collect();
+            return Err(RuntimeError::Batch(format!(
+                "batch {n}: device buffers run at a bucket's batch only ({}); pad the batch or pass host arrays",
+                buckets.join(", ")
+            )));
+        }
+        let bindings: Vec<(&Binding, DeviceBuffer)> = mem
+            .inputs
+            .iter()
+            .zip(inputs.iter().copied())
+            .chain(mem.outputs.iter().zip(outputs.iter().copied()))
+            .collect();
+        for (b, d) in &bindings {
+            let want = binding_bytes(b).ok_or_else(|| RuntimeError::Input {
+                name: b.name.clone(),
+                why: format!("dtype {} is not known", b.dtype),
+            })?;
+            if d.bytes != want {
+                return Err(RuntimeError::Input {
+                    name: b.name.clone(),
+                    why: format!("{} bytes given, {want} expected", d.bytes),
+                });
+            }
+            if d.ptr == 0 && want > 0 {
+                return Err(RuntimeError::Input { name: b.name.clone(), why: "a null device address".into() });
+            }
+        }
+        let arena = self.bases.0;
+        let range = |b: &Binding, d: &DeviceBuffer| (arena + b.offset, arena + b.offset + d.bytes);
+        // addresses that prepared library calls fixed at load (a GEMM's bias)
+        let pinned: Vec<u64> = self.plans[p]
+            .library
+            .iter()
+            .filter_map(|l| match l {
+                Some(LibraryStep::Gemm(g)) => g.pinned(),
+                _ => None,
+            })
+            .collect();
+        let align = mem.alignment.max(1);
+        let stands_in: Vec<bool> = bindings
+            .iter()
+            .enumerate()
+            .map(|(k, (b, d))| {
+                let (s, e) = range(b, d);
+                let alone = bindings.iter().enumerate().all(|(j, (c, f))| {
+                    let (t, u) = range(c, f);
+                    j == k || e <= t || u <= s
+                });
+                d.bytes > 0 && alone && d.ptr % align == 0 && !pinned.iter().any(|&a| a >= s && a < e)
+            })
+            .collect();
+        let remap = Remap::new(
+            bindings
+                .iter()
+                .zip(&stands_in)
+                .filter(|(_, &m)| m)
+                .map(|((b, d), _)| {
+                    let (s, e) = range(b, d);
+                    (s, e, d.ptr)
+                })
+                .collect(),
+        );
+        let n_in = inputs.len();
+        self.follow(stream)?;
+        self.stream.context().bind_to_thread().map_err(cuda)?;
+        for (k, (b, d)) in bindings.iter().enumerate().take(n_in) {
+            if !stands_in[k] && d.bytes > 0 {
+                // SAFETY: the arena range was checked when the artifact was read; the caller's
+                // buffer holds `bytes` (this function's contract)
+                unsafe { result::memcpy_dtod_async(arena + b.offset, d.ptr, d.bytes as usize, stream) }
+                    .map_err(cuda)?;
+            }
+        }
+        let at = match self.plans[p].device_graphs.iter().position(|(r, _)| *r == remap) {
+            Some(at) => at,
+            None => {
+                let graph = self.capture(p, &remap)?;
+                let graphs = &mut self.plans[p].device_graphs;
+                if graphs.len() == DEVICE_GRAPHS {
+                    graphs.remove(0);
+                }
+                graphs.push((remap.clone(), graph));
+                graphs.len() - 1
+            }
+        };
+        if let Some(g) = &self.plans[p].device_graphs[at].1 {
+            let _setup = setup_lock();
+            // SAFETY: the graph lives in the session; the stream is the caller's (contract)
+            unsafe { result::graph::launch(g.cu_graph_exec(), stream) }.map_err(cuda)?;
+        }
+        for (k, (b, d)) in bindings.iter().enumerate().skip(n_in) {
+            if !stands_in[k] && d.bytes > 0 {
+                // SAFETY: as for the inputs
+                unsafe { result::memcpy_dtod_async(d.ptr, arena + b.offset, d.bytes as usize, stream) }
+                    .map_err(cuda)?;
+            }
+        }
+        self.mark(stream)?;
+        let mem = &self.artifact.plans[p].memory;
+        let mut valid = vec![None; mem.outputs.len()];
+        let counted: Vec<(usize, u64)> =
+            mem.outputs.iter().enumerate().filter_map(|(k, b)| b.valid.map(|(_, at)| (k, at))).collect();
+        for (k, at) in counted {
+            let mut n8 = [0u8; 8];
+            // SAFETY: 8 bytes of the arena (checked at read) or of a caller's output standing in
+            // for them; the host buffer outlives the synchronize below
+            unsafe {
+                result::memcpy_dtoh_async(&mut n8, remap.at(arena + at), stream).map_err(cuda)?;
+                result::stream::synchronize(stream).map_err(cuda)?;
+            }
+            let bound = mem.outputs[k].valid.map(|(axis, _)| mem.outputs[k].shape[axis as usize]).unwrap_or(0);
+            valid[k] = Some((i64::from_le_bytes(n8).max(0) as u64).min(bound));
+        }
+        self.valid = valid.clone();
+        Ok(valid)
+    }
+
     /// `len` bytes of the arena at `offset`, as the last run left them (for checks that inspect
     /// intermediate values of an artifact built with distinct buffers).
     pub fn read_arena(&self, offset: u64, len: usize) -> Result<Vec<u8>, RuntimeError> {
@@ -342,6 +529,7 @@ impl Session {
             });
         }
         let mut host = vec![0u8; len];
+        self.follow(self.stream.cu_stream())?;
         if len > 0 {
             let view = self.arena.slice(at..at + len);
             self.stream.memcpy_dtoh(&view, &mut host).map_err(cuda)?;
@@ -350,36 +538,37 @@ impl Session {
         Ok(host)
     }
 
-    /// Launches every step of plan `p` on the stream (recorded into the graph while capturing).
-    fn launch_steps(&self, p: usize) -> Result<(), RuntimeError> {
+    /// Launches every step of plan `p` on the stream (recorded into the graph while capturing),
+    /// its buffers moved by `remap`.
+    fn launch_steps(&self, p: usize, remap: &Remap) -> Result<(), RuntimeError> {
         // library calls do not bind the context themselves (the session may have moved threads)
         self.stream.context().bind_to_thread().map_err(cuda)?;
-        (0..self.artifact.plans[p].steps.len()).try_for_each(|i| self.launch_step(p, i))
+        (0..self.artifact.plans[p].steps.len()).try_for_each(|i| self.launch_step(p, i, remap))
     }
 
-    /// Device addresses of a step's buffers (fixed for the session's life).
-    fn pointers(&self, args: &[Arg]) -> Vec<u64> {
+    /// Device addresses of a step's buffers (fixed for the session's life), moved by `remap`.
+    fn pointers(&self, args: &[Arg], remap: &Remap) -> Vec<u64> {
         let (arena_base, weight_base) = self.bases;
         args.iter()
             .map(|a| match a {
-                Arg::Arena(o) => arena_base + o,
+                Arg::Arena(o) => remap.at(arena_base + o),
                 Arg::Weight(o) => weight_base + o,
             })
             .collect()
     }
 
     /// Enqueues step `i` of plan `p`: a kernel launch or a prepared library call.
-    fn launch_step(&self, p: usize, i: usize) -> Result<(), RuntimeError> {
+    fn launch_step(&self, p: usize, i: usize, remap: &Remap) -> Result<(), RuntimeError> {
         let step = &self.artifact.plans[p].steps[i];
         let Step::Launch { kernel, grid, block, args } = step else {
             let launched = match &self.plans[p].library[i] {
-                Some(LibraryStep::Gemm(g)) => g.launch(self.blas.as_ref().unwrap(), &self.stream),
-                Some(LibraryStep::Conv(c)) => c.launch(self.dnn.as_ref().unwrap(), &self.stream),
+                Some(LibraryStep::Gemm(g)) => g.launch(self.blas.as_ref().unwrap(), &self.stream, remap),
+                Some(LibraryStep::Conv(c)) => c.launch(self.dnn.as_ref().unwrap(), &self.stream, remap),
                 None => unreachable!("every library step is prepared at load"),
             };
             return launched.map_err(|why| library_error(&self.artifact, p, i, why));
         };
-        let ptrs = self.pointers(args);
+        let ptrs = self.pointers(args, remap);
         let cfg = LaunchConfig {
             grid_dim: (grid[0], grid[1], grid[2]),
             block_dim: (block[0], block[1], block[2]),
@@ -398,14 +587,15 @@ impl Session {
     /// Median milliseconds of each step over `runs` step-by-step executions of plan `p` (no
     /// graph: each step between two CUDA events), after one untimed execution.
     pub fn time_steps(&mut self, p: usize, runs: usize) -> Result<Vec<f64>, RuntimeError> {
-        self.launch_steps(p)?;
+        self.follow(self.stream.cu_stream())?;
+        self.launch_steps(p, &Remap::none())?;
         let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
         let n = self.artifact.plans[p].steps.len();
         let mut ms = vec![Vec::with_capacity(runs); n];
         for _ in 0..runs {
             for (i, m) in ms.iter_mut().enumerate() {
                 let t0 = self.stream.record_event(flags).map_err(cuda)?;
-                self.launch_step(p, i)?;
+                self.launch_step(p, i, &Remap::none())?;
                 let t1 = self.stream.record_event(flags).map_err(cuda)?;
                 t1.synchronize().map_err(cuda)?;
                 m.push(t0.elapsed_ms(&t1).map_err(cuda)? as f64);
@@ -422,32 +612,83 @@ impl Session {
 
     /// One execution of plan `p`: its captured graph (captured on first use).
     pub fn replay(&mut self, p: usize) -> Result<(), RuntimeError> {
+        let own = self.stream.cu_stream();
+        self.follow(own)?;
         if std::env::var_os("XFORGE_NO_GRAPH").is_some() {
-            return self.launch_steps(p);
+            self.launch_steps(p, &Remap::none())?;
+            return self.mark(own);
         }
         if self.plans[p].graph.is_none() {
-            let _setup = setup_lock();
-            self.stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(cuda)?;
-            let launched = self.launch_steps(p);
-            let graph = self.stream.end_capture(sys::CUgraphInstantiate_flags(0)).map_err(cuda)?;
-            launched?;
-            self.plans[p].graph = graph;
+            self.plans[p].graph = self.capture(p, &Remap::none())?;
         }
         match &self.plans[p].graph {
             // launches too: with cuDNN steps, concurrent sessions' captures were invalidated on
             // an H100 while loads and captures alone were under the lock (BENCH.md)
             Some(g) => {
                 let _setup = setup_lock();
-                g.launch().map_err(cuda)
+                g.launch().map_err(cuda)?;
             }
             // an empty plan captures no graph
-            None => Ok(()),
+            None => {}
         }
+        self.mark(own)
+    }
+
+    /// Plan `p` captured as a CUDA graph with its buffers moved by `remap` (None for a plan
+    /// without steps).
+    fn capture(&self, p: usize, remap: &Remap) -> Result<Option<CudaGraph>, RuntimeError> {
+        let _setup = setup_lock();
+        self.stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(cuda)?;
+        let launched = self.launch_steps(p, remap);
+        let graph = self.stream.end_capture(sys::CUgraphInstantiate_flags(0)).map_err(cuda)?;
+        launched?;
+        Ok(graph)
+    }
+
+    /// Makes `stream` wait for the work enqueued last, when that went to another stream.
+    fn follow(&self, stream: sys::CUstream) -> Result<(), RuntimeError> {
+        let own = self.stream.cu_stream();
+        match self.last_stream.get() {
+            Some(s) if s != stream as usize => {
+                self.stream.context().bind_to_thread().map_err(cuda)?;
+                // the session's own stream records lazily: everything on it so far
+                if s == own as usize {
+                    // SAFETY: the event and the stream live as long as the session
+                    unsafe { result::event::record(self.done.cu_event(), own) }.map_err(cuda)?;
+                }
+                // SAFETY: the event lives as long as the session; the stream is the caller's,
+                // valid for this call (run_device's contract), or the session's own
+                unsafe {
+                    result::stream::wait_event(
+                        stream,
+                        self.done.cu_event(),
+                        sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT,
+                    )
+                }
+                .map_err(cuda)?;
+                self.last_stream.set(None);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Records that the last work went to `stream`: a caller's stream records the event now (it
+    /// may be gone by the next call), the session's own stream when another stream follows.
+    fn mark(&self, stream: sys::CUstream) -> Result<(), RuntimeError> {
+        if stream != self.stream.cu_stream() {
+            // SAFETY: the event lives as long as the session; the caller's stream is valid for
+            // this call
+            unsafe { result::event::record(self.done.cu_event(), stream) }.map_err(cuda)?;
+        }
+        self.last_stream.set(Some(stream as usize));
+        Ok(())
     }
 
     /// Milliseconds of `runs` replays of plan `p`, each timed with CUDA events on the stream
     /// (after `warmup` untimed ones); the inputs are whatever the arena holds.
     pub fn time(&mut self, p: usize, warmup: usize, runs: usize) -> Result<Vec<f64>, RuntimeError> {
+        self.follow(self.stream.cu_stream())?;
         for _ in 0..warmup {
             self.replay(p)?;
         }

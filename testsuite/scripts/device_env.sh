@@ -1,8 +1,9 @@
 # Sourced by the device scripts: unpacks the carried release build to /tmp/xforge (as $X),
 # prints the card, and lets cuBLASLt and cuDNN load from torch's wheels and the CUDA toolkit.
-# (or .device-carry/bins.tar.xz: xforge and conformance in one archive, which shares their LLVM)
+# (or .device-carry/bins.tar.xz: several binaries in one archive, which shares their LLVM — xforge
+# with conformance, or with the Python package's _xforge.abi3.so; unpacked again on every call)
 if [ -f .device-carry/bins.tar.xz ]; then
-  [ -x /tmp/xforge ] || python3 -c "import lzma,tarfile;tarfile.open(fileobj=lzma.open('.device-carry/bins.tar.xz')).extractall('/tmp')"
+  python3 -c "import lzma,tarfile;tarfile.open(fileobj=lzma.open('.device-carry/bins.tar.xz')).extractall('/tmp')"
 else
   python3 -c "import lzma,shutil;shutil.copyfileobj(lzma.open('.device-carry/xforge.xz'),open('/tmp/xforge','wb'))" && chmod +x /tmp/xforge
 fi
