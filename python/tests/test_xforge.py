@@ -243,3 +243,17 @@ def test_a_session_is_safe_from_several_threads_on_device_tensors():
     assert not errors, errors
     for g, w in zip(got, want):
         assert np.linalg.norm(g - w) / np.linalg.norm(w) < 1e-5
+
+
+@gpu
+def test_a_transformer_runs_like_the_interpreter_from_numpy_and_from_cuda_tensors():
+    # bert_tiny has GEMMs with and without a bias (projections; attention's products)
+    s = xforge.Session(xforge.compile(BERT))
+    ids = np.random.default_rng(2).integers(0, 4000, (1, 32)).astype(np.int64)
+    want = list(xforge.interpret(BERT, {"input": ids}).values())[0]
+    (y,) = s.run({"input": ids})
+    assert np.linalg.norm(y - want) / np.linalg.norm(want) < 1e-4
+    torch = pytest.importorskip("torch")
+    (yt,) = s.run([torch.from_numpy(ids).cuda()])
+    assert yt.is_cuda
+    assert np.linalg.norm(yt.cpu().numpy() - want) / np.linalg.norm(want) < 1e-4

@@ -189,7 +189,7 @@ impl GemmStep {
             alpha: d.alpha,
             beta,
             ptrs: [ptrs[1], ptrs[0], c, ptrs[2]],
-            bias: d.bias.then_some(ptrs[3]),
+            bias: if d.bias { ptrs.get(3).copied() } else { None },
         })
     }
 

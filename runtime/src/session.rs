@@ -717,7 +717,9 @@ impl Drop for Session {
     /// finished early were dropped while others captured; with this lock, `device_sessions.sh`
     /// passes on an H100).
     fn drop(&mut self) {
-        let _setup = setup_lock();
+        // a panic during `load` unwinds while that thread holds the lock: taking it again would
+        // hang the process instead of reporting the panic
+        let _setup = (!std::thread::panicking()).then(setup_lock);
         self.plans.clear();
         self.dnn = None;
         self.blas = None;
