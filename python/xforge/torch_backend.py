@@ -49,25 +49,23 @@ def _precision(tensors):
     return "fp32"
 
 
-class _Frozen:
-    """The graph with its static inputs fixed: takes the other inputs only."""
+def _frozen(gm, example_inputs, static):
+    """The graph as a module with its static inputs fixed as buffers: takes the other inputs."""
+    import torch
 
-    def __init__(self, gm, example_inputs, static):
-        import torch
+    class Frozen(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gm = gm
+            for i in static:
+                self.register_buffer(f"c{i}", example_inputs[i].detach())
 
-        class Frozen(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.gm = gm
-                for i in static:
-                    self.register_buffer(f"c{i}", example_inputs[i].detach())
+        def forward(self, *dynamic):
+            it = iter(dynamic)
+            args = [getattr(self, f"c{i}") if i in static else next(it) for i in range(len(example_inputs))]
+            return self.gm(*args)
 
-            def forward(self, *dynamic):
-                it = iter(dynamic)
-                args = [getattr(self, f"c{i}") if i in static else next(it) for i in range(len(example_inputs))]
-                return self.gm(*args)
-
-        self.module = Frozen()
+    return Frozen()
 
 
 def compile_graph(gm, example_inputs, target=TARGET, precision=PRECISION):
@@ -77,7 +75,7 @@ def compile_graph(gm, example_inputs, target=TARGET, precision=PRECISION):
 
     static = {i for i, t in enumerate(example_inputs) if _is_static(t)}
     dynamic = [i for i in range(len(example_inputs)) if i not in static]
-    module = _Frozen(gm, example_inputs, static).module
+    module = _frozen(gm, example_inputs, static)
     precision = precision or _precision([example_inputs[i] for i in dynamic] or example_inputs)
     buf = io.BytesIO()
     names = [f"arg{i}" for i in dynamic]

@@ -263,6 +263,7 @@ impl Session {
                 why: format!("{} inputs given, the model takes {}", inputs.len(), mem.inputs.len()),
             });
         }
+        self.follow(self.stream.cu_stream())?;
         for (b, bytes) in mem.inputs.iter().zip(inputs) {
             let want = b.bytes_at(mem.batch, n).ok_or_else(|| RuntimeError::Input {
                 name: b.name.clone(),
@@ -283,8 +284,6 @@ impl Session {
                 }
             };
             let at = b.offset as usize;
-            let own = self.stream.cu_stream();
-            self.follow(own)?;
             let mut view = self.arena.slice_mut(at..at + host.len());
             self.stream.memcpy_htod(host, &mut view).map_err(cuda)?;
         }
@@ -503,16 +502,19 @@ impl Session {
         let mut valid = vec![None; mem.outputs.len()];
         let counted: Vec<(usize, u64)> =
             mem.outputs.iter().enumerate().filter_map(|(k, b)| b.valid.map(|(_, at)| (k, at))).collect();
-        for (k, at) in counted {
-            let mut n8 = [0u8; 8];
+        let mut lengths = vec![[0u8; 8]; counted.len()];
+        for (n8, &(_, at)) in lengths.iter_mut().zip(&counted) {
             // SAFETY: 8 bytes of the arena (checked at read) or of a caller's output standing in
-            // for them; the host buffer outlives the synchronize below
-            unsafe {
-                result::memcpy_dtoh_async(&mut n8, remap.at(arena + at), stream).map_err(cuda)?;
-                result::stream::synchronize(stream).map_err(cuda)?;
-            }
+            // for them; the host buffers outlive the synchronize below
+            unsafe { result::memcpy_dtoh_async(n8, remap.at(arena + at), stream) }.map_err(cuda)?;
+        }
+        if !counted.is_empty() {
+            // SAFETY: the caller's stream (contract)
+            unsafe { result::stream::synchronize(stream) }.map_err(cuda)?;
+        }
+        for (n8, &(k, _)) in lengths.iter().zip(&counted) {
             let bound = mem.outputs[k].valid.map(|(axis, _)| mem.outputs[k].shape[axis as usize]).unwrap_or(0);
-            valid[k] = Some((i64::from_le_bytes(n8).max(0) as u64).min(bound));
+            valid[k] = Some((i64::from_le_bytes(*n8).max(0) as u64).min(bound));
         }
         self.valid = valid.clone();
         Ok(valid)
@@ -688,7 +690,6 @@ impl Session {
     /// Milliseconds of `runs` replays of plan `p`, each timed with CUDA events on the stream
     /// (after `warmup` untimed ones); the inputs are whatever the arena holds.
     pub fn time(&mut self, p: usize, warmup: usize, runs: usize) -> Result<Vec<f64>, RuntimeError> {
-        self.follow(self.stream.cu_stream())?;
         for _ in 0..warmup {
             self.replay(p)?;
         }
