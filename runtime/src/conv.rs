@@ -5,11 +5,11 @@
 //! algorithm and bias/residual/activation passes after it win. Every way is timed at load, as a
 //! replayed graph, and the fastest kept, and remembered (`timing_cache`: in the process and in
 //! a per-user file) so later loads take it without timing.
+use crate::cudnn_api as sys;
 use crate::library::{Activation, ConvDesc, LibDtype};
 use crate::plan::LibraryCall;
 use crate::remap::Remap;
 use crate::timing_cache;
-use cudarc::cudnn::sys;
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -73,10 +73,7 @@ pub(crate) struct Dnn {
 
 impl Dnn {
     pub(crate) fn new(stream: &Arc<CudaStream>, max_channels: u64) -> Result<Dnn, String> {
-        // SAFETY: only probes whether the library can be opened
-        if !unsafe { sys::is_culib_present() } {
-            return Err("the artifact has convolution steps and cuDNN cannot be opened: put the folder holding libcudnn.so.9 on LD_LIBRARY_PATH".into());
-        }
+        sys::open()?;
         let mut handle = std::ptr::null_mut();
         // SAFETY: plain handle creation; the stream outlives the handle (both owned by the session)
         unsafe {

@@ -6,6 +6,7 @@ pub mod c_api;
 pub mod checksum;
 pub mod codec;
 mod conv;
+mod cudnn_api;
 mod gemm;
 pub mod library;
 pub mod plan;
