@@ -8,7 +8,7 @@ use xforge_kernel::Kernel;
 use xforge_passes::fusion::{Fused, Schedule};
 use xforge_passes::memory::{place, Lifetime};
 use xforge_runtime::{
-    Arg, Artifact, ArtifactHeader, BatchDim, Binding, KernelImage, LibraryCall, MemoryPlan, Plan, Step,
+    Arg, Artifact, ArtifactHeader, BatchDim, Binding, KernelImage, LibraryCall, MemoryPlan, Plan, Step, StepCost,
 };
 
 /// Buffers start on this boundary in the arena and in the weights.
@@ -266,7 +266,7 @@ pub fn build(
     let mut weights = WeightPool::default();
     let mut plans = vec![];
     for &(b, fused) in buckets {
-        let (memory, steps) = plan(fused, generated_gemm, &mut kernels, &mut weights)?;
+        let (memory, steps, costs) = plan(fused, generated_gemm, &mut kernels, &mut weights)?;
         let mut memory = MemoryPlan { batch: b, ..memory };
         if let Some(spec) = batch {
             for (bd, a) in memory.inputs.iter_mut().zip(&spec.input_axes) {
@@ -278,7 +278,7 @@ pub fn build(
                 }
             }
         }
-        plans.push(Plan { memory, steps });
+        plans.push(Plan { memory, steps, costs });
     }
     let kernels = kernels.kernels;
     let ptx = if kernels.is_empty() { String::new() } else { xforge_codegen_ptx::compile(&kernels, target)? };
@@ -311,7 +311,7 @@ fn plan(
     generated_gemm: bool,
     kernels: &mut KernelSet,
     weights: &mut WeightPool,
-) -> Result<(MemoryPlan, Vec<Step>), BuildError> {
+) -> Result<(MemoryPlan, Vec<Step>, Vec<StepCost>), BuildError> {
     let g = &fused.graph;
     let groups = &fused.partition.groups;
     let (library, mut missing) = library_plans(fused, generated_gemm);
@@ -365,6 +365,7 @@ fn plan(
         }
     };
     let mut steps = vec![];
+    let mut costs = vec![];
     for &i in &order {
         let grp = &groups[i];
         match grp.schedule {
@@ -385,6 +386,7 @@ fn plan(
                     params.extend(epilogue_params(&kernels.kernels[*k], *k, roles));
                 }
                 steps.push(Step::Library(LibraryCall { kind: plan.desc.kind().into(), group: i as u32, params, args }));
+                costs.push(crate::cost::of_group(g, grp));
             }
             _ => {
                 let (kernel, k) = &kernel_of[&i];
@@ -399,6 +401,7 @@ fn plan(
                     })
                     .collect();
                 steps.push(Step::Launch { kernel: *kernel as u32, grid: k.grid, block: k.block, args });
+                costs.push(crate::cost::of_group(g, grp));
             }
         }
     }
@@ -410,6 +413,7 @@ fn plan(
             let index = kernels.add(&k);
             let args = vec![Arg::Weight(weights.put(&t.data().to_le_bytes())), Arg::Arena(offset[&r])];
             steps.push(Step::Launch { kernel: index as u32, grid: k.grid, block: k.block, args });
+            costs.push(crate::cost::of_copy(g, r));
         }
     }
     let binding = |v: ValueId| -> Result<Binding, BuildError> {
@@ -437,7 +441,7 @@ fn plan(
     let inputs = g.inputs.iter().map(|&v| binding(v)).collect::<Result<_, _>>()?;
     let outputs = g.outputs.iter().map(|&v| binding(v)).collect::<Result<_, _>>()?;
     let memory = MemoryPlan { batch: 0, arena_bytes: arena_bytes.max(ALIGN), alignment: ALIGN, inputs, outputs };
-    Ok((memory, steps))
+    Ok((memory, steps, costs))
 }
 
 thread_local! {

@@ -13,6 +13,7 @@
 //! calls and the memory plan (`build.rs`).
 pub mod build;
 pub mod complete;
+pub mod cost;
 pub mod library;
 
 pub use build::{digest, BatchSpec, BuildError};

@@ -391,6 +391,25 @@ struct Session {
     output_axes: Vec<(Option<u32>, Option<u32>)>,
 }
 
+impl Session {
+    /// An output that shares bytes with an input or another output is refused.
+    fn no_overlaps(&self, ins: &[DeviceBuffer], outs: &[DeviceBuffer]) -> PyResult<()> {
+        let all: Vec<&DeviceBuffer> = ins.iter().chain(outs).collect();
+        for (k, o) in outs.iter().enumerate() {
+            let overlaps = all.iter().enumerate().any(|(j, b)| {
+                j != ins.len() + k && o.bytes > 0 && b.bytes > 0 && o.ptr < b.ptr + b.bytes && b.ptr < o.ptr + o.bytes
+            });
+            if overlaps {
+                return Err(BadInputError::new_err(format!(
+                    "output '{}' overlaps another input or output",
+                    self.outputs.get(k).map(|o| o.0.as_str()).unwrap_or("?")
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[pymethods]
 impl Session {
     /// Loads an artifact (an `Artifact` or a path) onto GPU `device`.
@@ -491,6 +510,31 @@ impl Session {
         self.outputs.iter().zip(&self.output_axes).map(|((n, _, _), &(b, v))| (n.clone(), b, v)).collect()
     }
 
+    /// Runs on raw device addresses: `(address, bytes)` per input and output, enqueued on
+    /// `stream`. For callers that vouch for the memory themselves — the torch.compile backend,
+    /// whose tensors dynamo's guards hold to the graph's dtypes, shapes and device, checked
+    /// against the artifact once when the graph was compiled — and skip DLPack's per-call cost.
+    /// Sizes, overlaps and alignment are still checked here.
+    fn _run_pointers(
+        &self,
+        py: Python<'_>,
+        inputs: Vec<(u64, u64)>,
+        outputs: Vec<(u64, u64)>,
+        stream: usize,
+    ) -> PyResult<Vec<Option<u64>>> {
+        let buf = |(ptr, bytes): (u64, u64)| DeviceBuffer { ptr, bytes };
+        let ins: Vec<DeviceBuffer> = inputs.into_iter().map(buf).collect();
+        let outs: Vec<DeviceBuffer> = outputs.into_iter().map(buf).collect();
+        self.no_overlaps(&ins, &outs)?;
+        py.allow_threads(|| {
+            let mut s = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            // SAFETY: the caller's contract (above): live device memory of these sizes on the
+            // session's device until `stream` completes; run_device checks counts and sizes
+            unsafe { s.run_device(stream as _, &ins, &outs) }
+        })
+        .map_err(runtime_error)
+    }
+
     /// Runs on CUDA tensors given through DLPack (objects with `__dlpack__`, e.g. torch tensors),
     /// in input and output order, enqueued on the CUDA stream `stream` (a `cudaStream_t` as an
     /// int; the caller's) without a copy: the outputs are written in place. Returns each output's
@@ -528,18 +572,7 @@ impl Session {
             outs.push(buf);
             keep.push(cap);
         }
-        let all: Vec<&DeviceBuffer> = ins.iter().chain(&outs).collect();
-        for (k, o) in outs.iter().enumerate() {
-            let overlaps = all.iter().enumerate().any(|(j, b)| {
-                j != ins.len() + k && o.bytes > 0 && b.bytes > 0 && o.ptr < b.ptr + b.bytes && b.ptr < o.ptr + o.bytes
-            });
-            if overlaps {
-                return Err(BadInputError::new_err(format!(
-                    "output '{}' overlaps another input or output",
-                    self.outputs[k].0
-                )));
-            }
-        }
+        self.no_overlaps(&ins, &outs)?;
         let valid = py
             .allow_threads(|| {
                 let mut s = self.inner.lock().unwrap_or_else(|p| p.into_inner());

@@ -175,6 +175,25 @@ def test_the_torch_backend_runs_on_the_gpu():
 
 
 @gpu
+def test_a_half_model_with_integer_inputs_compiles_in_half(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    import glob
+    from xforge.torch_backend import xforge_backend
+
+    monkeypatch.setenv("XFORGE_CACHE_DIR", str(tmp_path))
+    m = torch.nn.Sequential(torch.nn.Embedding(100, 64), torch.nn.Linear(64, 32)).cuda().eval().half()
+    ids = torch.randint(0, 100, (2, 16), device="cuda")
+    torch._dynamo.reset()
+    with torch.no_grad():
+        y = torch.compile(m, backend=xforge_backend)(ids)
+        want = m.float()(ids)
+    # the precision follows the parameters when the inputs are token ids
+    (path,) = glob.glob(str(tmp_path / "torch" / "*.xfa"))
+    assert xforge.Artifact.load(path).inspect()["precision"] == "fp16"
+    assert y.dtype == torch.float16 and float((y.float() - want).norm() / want.norm()) < 1e-2
+
+
+@gpu
 def test_torch_cuda_tensors_run_in_place_without_a_copy():
     torch = pytest.importorskip("torch")
     art = xforge.compile(MNASNET)

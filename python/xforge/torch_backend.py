@@ -76,7 +76,11 @@ def compile_graph(gm, example_inputs, target=TARGET, precision=PRECISION):
     static = {i for i, t in enumerate(example_inputs) if _is_static(t)}
     dynamic = [i for i in range(len(example_inputs)) if i not in static]
     module = _frozen(gm, example_inputs, static)
-    precision = precision or _precision([example_inputs[i] for i in dynamic] or example_inputs)
+    # the inputs' floating dtype, else the parameters' (token ids are integers: a half model
+    # takes int64 ids and compiles in fp16)
+    floating = [t for t in example_inputs if hasattr(t, "dtype") and t.is_floating_point()]
+    precision = precision or _precision([example_inputs[i] for i in dynamic if example_inputs[i].is_floating_point()]
+                                        or floating)
     buf = io.BytesIO()
     names = [f"arg{i}" for i in dynamic]
     with torch.no_grad():
@@ -110,21 +114,30 @@ def xforge_backend(gm, example_inputs, **options):
         return gm.forward
 
     # the lean path of a call (the graph's shapes are static): outputs made here, the native run
-    # enqueued on the current stream; outputs of data-dependent length go through Session.run
+    # enqueued on the current stream on raw addresses (dynamo's guards hold every input to the
+    # dtype, shape and device checked here once); outputs of data-dependent length go through
+    # Session.run
     native = session._s
     specs = [(list(shape), xforge._TORCH[dt]) for _, dt, shape in session.outputs]
     bounded = any(v is not None for _, _, v in native.output_axes)
+    want = [(xforge._TORCH[dt], tuple(shape)) for _, dt, shape in session.inputs]
+    got = [(example_inputs[i].dtype, tuple(example_inputs[i].shape)) for i in dynamic]
+    lean = not bounded and got == want and all(example_inputs[i].is_cuda for i in dynamic)
+    sizes = [torch.Size(shape).numel() * torch.empty(0, dtype=d).element_size() for d, shape in want]
+    out_sizes = [torch.Size(s).numel() * torch.empty(0, dtype=d).element_size() for s, d in specs]
 
     def run(*args):
         # ONNX sees each input in its logical order: a strided view is made contiguous first
         xs = [args[i] if args[i].is_contiguous() else args[i].contiguous() for i in dynamic]
-        if xs and all(x.is_cuda for x in xs):
-            if bounded:
-                return tuple(session.run(xs))
-            dev = xs[0].device
+        if lean and all(x.is_cuda for x in xs):
+            dev = xs[0].device if xs else torch.device("cuda", torch.cuda.current_device())
             outs = [torch.empty(s, dtype=d, device=dev) for s, d in specs]
-            native.run_dlpack(xs, outs, torch.cuda.current_stream(dev).cuda_stream)
+            native._run_pointers([(x.data_ptr(), n) for x, n in zip(xs, sizes)],
+                                 [(o.data_ptr(), n) for o, n in zip(outs, out_sizes)],
+                                 torch.cuda.current_stream(dev).cuda_stream)
             return tuple(outs)
+        if xs and all(x.is_cuda for x in xs):
+            return tuple(session.run(xs))
         device = xs[0].device if xs else torch.device("cpu")
         return tuple(torch.from_numpy(o).to(device) for o in session.run(xs))
 

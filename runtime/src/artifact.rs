@@ -25,7 +25,8 @@ pub const MAGIC: [u8; 8] = *b"XFORGEA\0";
 /// 4: bounded outputs (a binding's valid length).
 /// 5: every input and output binding owns its bytes for the whole run (no other buffer shares
 ///    them), so a caller's device buffer can stand in for it (`Session::run_device`).
-pub const FORMAT_VERSION: u32 = 5;
+/// 6: a plan section ends with one cost per step (schedule, ops, bytes, FLOPs) for profiles.
+pub const FORMAT_VERSION: u32 = 6;
 /// File alignment of the weights section.
 pub const WEIGHT_ALIGN: u64 = 4096;
 /// The most batch-size buckets an artifact holds.
@@ -171,7 +172,7 @@ impl Artifact {
     pub fn to_bytes(&self) -> Vec<u8> {
         let (header, kernels) = (self.header.encode(), self.kernels.encode());
         let per_bucket: Vec<Vec<u8>> =
-            self.plans.iter().flat_map(|p| [p.memory.encode(), encode_steps(&p.steps)]).collect();
+            self.plans.iter().flat_map(|p| [p.memory.encode(), encode_steps(&p.steps, &p.costs)]).collect();
         // the weights are written from where they are (they can be most of the file)
         let mut bodies: Vec<&[u8]> = vec![&header, &kernels, &self.weights];
         bodies.extend(per_bucket.iter().map(Vec::as_slice));
@@ -270,8 +271,8 @@ impl Artifact {
         for b in 0..buckets {
             let (m, p) = (SHARED.len() + 2 * b, SHARED.len() + 2 * b + 1);
             let memory = MemoryPlan::decode(bodies[m]).map_err(|e| malformed(&section(m).1)(e))?;
-            let steps = decode_steps(bodies[p]).map_err(|e| malformed(&section(p).1)(e))?;
-            plans.push(Plan { memory, steps });
+            let (steps, costs) = decode_steps(bodies[p]).map_err(|e| malformed(&section(p).1)(e))?;
+            plans.push(Plan { memory, steps, costs });
         }
         let a = Artifact { header, kernels, weights, plans };
         for b in 0..buckets {
@@ -284,7 +285,7 @@ impl Artifact {
     /// Every launch of plan `b` names a kernel and every buffer lies inside the arena or the
     /// weights.
     fn check_plan(&self, b: usize) -> Result<(), ArtifactError> {
-        let Plan { memory, steps } = &self.plans[b];
+        let Plan { memory, steps, .. } = &self.plans[b];
         let bad = |why: String| ArtifactError::Malformed { section: section(SHARED.len() + 2 * b + 1).1, why };
         let in_bounds = |a: &Arg| match a {
             Arg::Arena(o) => *o < memory.arena_bytes.max(1),

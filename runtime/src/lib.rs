@@ -16,6 +16,6 @@ mod timing_cache;
 
 pub use artifact::{Artifact, ArtifactError, ArtifactHeader, BatchDim, FORMAT_VERSION, MAGIC};
 pub use library::{Activation, ConvDesc, GemmDesc, LibDtype, LibraryDesc};
-pub use plan::{binding_bytes, Arg, Binding, KernelImage, LibraryCall, MemoryPlan, Plan, Step};
+pub use plan::{binding_bytes, Arg, Binding, KernelImage, LibraryCall, MemoryPlan, Plan, Step, StepCost};
 pub use remap::Remap;
 pub use session::{DeviceBuffer, RuntimeError, Session};

@@ -99,6 +99,20 @@ pub struct LibraryCall {
 pub struct Plan {
     pub memory: MemoryPlan,
     pub steps: Vec<Step>,
+    /// What each step computes, for profiles: one per step, or none.
+    pub costs: Vec<StepCost>,
+}
+
+/// What a step computes, as the compiler saw it: its fusion group's schedule (`elementwise`,
+/// `library-conv`, ...), its ops (`Conv+Add+Relu`), the bytes it must move at least (every
+/// input and output once) and its arithmetic (multiply-adds of GEMMs, convolutions and
+/// attention, as 2 FLOPs each; 0 for the rest).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepCost {
+    pub schedule: String,
+    pub ops: String,
+    pub bytes: u64,
+    pub flops: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -214,7 +228,8 @@ impl MemoryPlan {
     }
 }
 
-pub fn encode_steps(steps: &[Step]) -> Vec<u8> {
+/// The plan section: its steps, then one cost per step (or none).
+pub fn encode_steps(steps: &[Step], costs: &[StepCost]) -> Vec<u8> {
     let mut w = Writer::default();
     w.u64(steps.len() as u64);
     for s in steps {
@@ -240,10 +255,17 @@ pub fn encode_steps(steps: &[Step]) -> Vec<u8> {
             }
         }
     }
+    w.u64(costs.len() as u64);
+    for c in costs {
+        w.str(&c.schedule);
+        w.str(&c.ops);
+        w.u64(c.bytes);
+        w.u64(c.flops);
+    }
     w.bytes
 }
 
-pub fn decode_steps(bytes: &[u8]) -> Result<Vec<Step>, ReadError> {
+pub fn decode_steps(bytes: &[u8]) -> Result<(Vec<Step>, Vec<StepCost>), ReadError> {
     let mut r = Reader::new(bytes);
     let n = r.len("step count")?;
     let mut steps = Vec::with_capacity(n.min(1 << 16));
@@ -271,6 +293,20 @@ pub fn decode_steps(bytes: &[u8]) -> Result<Vec<Step>, ReadError> {
             k => return Err(ReadError(format!("step kind {k} is unknown"))),
         });
     }
+    let nc = r.len("step cost count")?;
+    if nc != 0 && nc != steps.len() {
+        return Err(ReadError(format!("{nc} step costs for {} steps", steps.len())));
+    }
+    let costs = (0..nc)
+        .map(|_| {
+            Ok(StepCost {
+                schedule: r.str("step schedule")?,
+                ops: r.str("step ops")?,
+                bytes: r.u64("step bytes")?,
+                flops: r.u64("step flops")?,
+            })
+        })
+        .collect::<Result<Vec<_>, ReadError>>()?;
     r.done("the plan section")?;
-    Ok(steps)
+    Ok((steps, costs))
 }

@@ -612,6 +612,71 @@ impl Session {
             .collect())
     }
 
+    /// The GPU's name, as the driver reports it.
+    pub fn device_name(&self) -> String {
+        self.stream.context().name().unwrap_or_default()
+    }
+
+    /// Median milliseconds of each step of plan `p` as it runs inside its captured graph: an
+    /// event recorded as a graph node between every two steps, read after each of `runs`
+    /// replays (after one untimed). Unlike `time_steps`, steps keep the graph's back-to-back
+    /// launches; the events add a little time of their own.
+    pub fn profile_steps(&mut self, p: usize, runs: usize) -> Result<Vec<f64>, RuntimeError> {
+        let n = self.artifact.plans[p].steps.len();
+        let own = self.stream.cu_stream();
+        let ctx = self.stream.context().clone();
+        ctx.bind_to_thread().map_err(cuda)?;
+        let events = (0..=n)
+            .map(|_| ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(cuda)?;
+        // external: a node that records in every replay, readable from the host
+        let record = |e: &cudarc::driver::CudaEvent| {
+            // SAFETY: the event and the stream live as long as this call
+            unsafe {
+                sys::cuEventRecordWithFlags(
+                    e.cu_event(),
+                    own,
+                    sys::CUevent_record_flags::CU_EVENT_RECORD_EXTERNAL as u32,
+                )
+            }
+            .result()
+            .map_err(cuda)
+        };
+        self.follow(own)?;
+        let graph = {
+            let _setup = setup_lock();
+            self.stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(cuda)?;
+            let launched = (0..n).try_for_each(|i| {
+                record(&events[i])?;
+                self.launch_step(p, i, &Remap::none())
+            });
+            let launched = launched.and_then(|_| record(&events[n]));
+            let graph = self.stream.end_capture(sys::CUgraphInstantiate_flags(0)).map_err(cuda)?;
+            launched?;
+            graph
+        };
+        let mut ms = vec![Vec::with_capacity(runs); n];
+        if let Some(g) = graph {
+            g.launch().map_err(cuda)?;
+            for _ in 0..runs {
+                g.launch().map_err(cuda)?;
+                events[n].synchronize().map_err(cuda)?;
+                for (i, m) in ms.iter_mut().enumerate() {
+                    m.push(events[i].elapsed_ms(&events[i + 1]).map_err(cuda)? as f64);
+                }
+            }
+        }
+        self.mark(own)?;
+        Ok(ms
+            .into_iter()
+            .map(|mut v| {
+                v.sort_by(|a, b| a.total_cmp(b));
+                v.get(v.len() / 2).copied().unwrap_or(0.0)
+            })
+            .collect())
+    }
+
     /// One execution of plan `p`: its captured graph (captured on first use).
     pub fn replay(&mut self, p: usize) -> Result<(), RuntimeError> {
         let own = self.stream.cu_stream();

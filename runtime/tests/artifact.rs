@@ -38,7 +38,7 @@ fn sample() -> Artifact {
         },
         kernels: KernelImage { ptx: ".version 8.0\n.target sm_90\n".into(), names: vec!["k_a".into(), "k_b".into()] },
         weights: (0..1000u32).map(|i| (i % 251) as u8).collect(),
-        plans: vec![Plan { memory: memory(0, None), steps: steps() }],
+        plans: vec![Plan { memory: memory(0, None), steps: steps(), costs: vec![] }],
     }
 }
 
@@ -79,7 +79,7 @@ fn bucketed(padding: Result<(), String>) -> Artifact {
     // without padding the outputs' batch axes are not known
     let pads = padding.is_ok();
     a.header.batch = Some(BatchDim { symbol: "batch".into(), padding });
-    a.plans = [1, 2, 4].iter().map(|&b| Plan { memory: memory(b, Some(0)), steps: steps() }).collect();
+    a.plans = [1, 2, 4].iter().map(|&b| Plan { memory: memory(b, Some(0)), steps: steps(), costs: vec![] }).collect();
     for p in a.plans.iter_mut().filter(|_| !pads) {
         p.memory.outputs[0].batch_axis = None;
     }

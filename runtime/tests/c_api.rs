@@ -77,6 +77,7 @@ fn the_c_example_reports_the_runtimes_refusals() {
                 }],
             },
             steps: vec![],
+            costs: vec![],
         }],
     };
     let good = dir.path().join("identity.xfa");

@@ -17,6 +17,10 @@ pub struct Args {
     /// Also time each step on its own (no graph) and print the slowest ones.
     #[arg(long)]
     steps: bool,
+    /// Also report where the GPU time goes: each step's time from device timestamps in the
+    /// replayed graph, by schedule and by ops, against the card's bandwidth and FLOP/s.
+    #[arg(long)]
+    profile: bool,
     /// Then run N sessions of the artifact at once, one per thread, each replaying the plan
     /// `--runs` times on the same inputs; their outputs must match the first session's.
     #[arg(long, default_value_t = 1)]
@@ -67,6 +71,9 @@ pub fn bench(a: Args) -> anyhow::Result<()> {
     }
     if a.steps {
         print_steps(&mut s, plan, a.runs.min(50))?;
+    }
+    if a.profile {
+        print_profile(&mut s, plan, a.runs.min(100))?;
     }
     if a.sessions > 1 {
         let dtypes: Vec<DType> = s.artifact.plans[plan]
@@ -142,6 +149,25 @@ fn concurrent(a: &Args, inputs: &[Vec<u8>], reference: &[Vec<u8>], dtypes: &[DTy
 fn tensor_of(bytes: &[u8], dt: DType) -> Option<xforge_ir::Tensor> {
     let data = xforge_ir::tensor::TensorData::from_le_bytes(dt, bytes)?;
     Some(xforge_ir::Tensor::new(vec![bytes.len() / dt.size()], data))
+}
+
+/// `--profile`: plan `p`'s steps timed inside its graph, against their floors.
+fn print_profile(s: &mut xforge_runtime::Session, p: usize, runs: usize) -> anyhow::Result<()> {
+    let costs = s.artifact.plans[p].costs.clone();
+    if costs.len() != s.artifact.plans[p].steps.len() {
+        return Err(super::BadInput("--profile: the artifact records no step costs".into()).into());
+    }
+    let mut graph = s.time(p, 5, runs)?;
+    graph.sort_by(|x, y| x.total_cmp(y));
+    let ms = s.profile_steps(p, runs)?;
+    let card = s.device_name();
+    let limits = super::profile::limits_of(&card).unwrap_or_else(|| {
+        println!("(no limits known for {card}: an H100's are used)");
+        super::profile::H100
+    });
+    let half = matches!(s.artifact.header.precision.as_str(), "fp16" | "bf16");
+    print!("{}", super::profile::report(&ms, &costs, &limits, half, graph[graph.len() / 2]));
+    Ok(())
 }
 
 /// The slowest steps of plan `p`, timed one by one, and the total by kind of step.

@@ -3,6 +3,7 @@ mod bench;
 mod compile;
 mod hub;
 mod inspect;
+mod profile;
 mod run;
 
 use clap::{Parser, Subcommand};

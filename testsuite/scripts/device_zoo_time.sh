@@ -1,10 +1,10 @@
 #!/bin/bash
 # The zoo timing table on the GPU machine, in one call: Inductor's cache warmed and every model
 # exported and compiled (fp16) in parallel, then timed one after another on the quiet card.
-#   bash testsuite/scripts/device_zoo_time.sh NAME...
+#   [ZOO_BATCH=N] bash testsuite/scripts/device_zoo_time.sh NAME...   (batch 1 unless ZOO_BATCH)
 set -e
 source testsuite/scripts/device_env.sh
-W=/tmp/zoo; mkdir -p $W
+W=/tmp/zoo_b${ZOO_BATCH:-1}; mkdir -p $W
 S=testsuite/scripts
 for n in "$@"; do
   python3 $S/zoo_check.py $X $W warm $n > $W/$n.warm.log 2>&1 &

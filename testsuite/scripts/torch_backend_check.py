@@ -53,8 +53,8 @@ def main():
     card = torch.cuda.get_device_name(0)
     print(f"card: {card}; fp16; medians of 200 CUDA-event-timed calls after 20")
     print("| model | batch | error vs fp32 (PyTorch fp16) | backend ms | xforge bench ms | backend / bench | "
-          "reduce-overhead ms | backend / reduce-overhead | copies in a call |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "callable alone ms (/ bench) | reduce-overhead ms | backend / reduce-overhead | in a call |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     rows = []
     for case in cases:
         try:
@@ -89,9 +89,16 @@ def check(models, xforge_bin, cache, case):
         torch16 = rel(model(xh), want)
         before = set(glob.glob(os.path.join(cache, "torch", "*.xfa")))
         torch._dynamo.reset()
+        captured = []
+
+        def backend(gm, example_inputs, **kw):
+            run = xforge_backend(gm, example_inputs, **kw)
+            captured.append((run, list(example_inputs)))
+            return run
+
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
-            f = torch.compile(model, backend=xforge_backend)
+            f = torch.compile(model, backend=backend)
             y = f(xh)
         fell_back = [str(v.message)[:200] for v in w if "PyTorch runs" in str(v.message)]
         err = rel(y, want)
@@ -101,7 +108,15 @@ def check(models, xforge_bin, cache, case):
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             f(xh)
             torch.cuda.synchronize()
-        copies = sorted({e.name for e in prof.events() if "memcpy" in e.name.lower() or "memset" in e.name.lower()})
+        copies = sorted({e.name for e in prof.events() if "memcpy" in e.name.lower()})
+        memsets = len([e for e in prof.events() if "memset" in e.name.lower()])
+        # the backend's callable alone, dynamo's guards and frame handling left out (the one
+        # graph's example inputs: the parameters dynamo passes, the input in its place)
+        alone_ms = None
+        if len(captured) == 1:
+            run, ex = captured[0]
+            args = [xh if (t.shape == xh.shape and t.dtype == xh.dtype) else t for t in ex]
+            alone_ms = median_ms(lambda: run(*args), runs=200, warmup=20)
         kernels = len([e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA])
         arts = sorted(set(glob.glob(os.path.join(cache, "torch", "*.xfa"))) - before)
         bench_ms = None
@@ -115,10 +130,12 @@ def check(models, xforge_bin, cache, case):
         ro_ms = median_ms(lambda: ro(xh), runs=200, warmup=20)
     row = {"model": name, "batch": batch, "error": err, "torch_fp16": torch16, "backend_ms": ms,
            "bench_ms": bench_ms, "reduce_overhead_ms": ro_ms, "copies": copies, "cuda_events": kernels,
-           "artifacts": len(arts), "fell_back": fell_back}
+           "artifacts": len(arts), "fell_back": fell_back, "alone_ms": alone_ms, "memsets": memsets}
     ratio = f"{ms / bench_ms:.3f}" if bench_ms else "—"
+    alone = f"{alone_ms:.3f} ({alone_ms / bench_ms:.3f})" if alone_ms and bench_ms else "—"
     print(f"| {name} | {batch} | {err:.1e} ({torch16:.1e}) | {ms:.3f} | {bench_ms if bench_ms else '—'} | {ratio} | "
-          f"{ro_ms:.3f} | {ms / ro_ms:.2f} | {len(copies)} of {kernels} CUDA events |", flush=True)
+          f"{alone} | {ro_ms:.3f} | {ms / ro_ms:.2f} | {len(copies)} memcpy, {memsets} memset of {kernels} CUDA "
+          f"events |", flush=True)
     if fell_back or len(arts) != 1:
         print(f"  ({name}:{batch}: {len(arts)} artifacts built, fallbacks: {fell_back})", flush=True)
     return row

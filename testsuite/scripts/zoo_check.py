@@ -218,7 +218,7 @@ def main():
             except Exception as e:
                 print(f"{n}: torch.compile failed: {type(e).__name__}: {str(e)[:200]}", flush=True)
     elif mode == "time":
-        print(f"card: {card}; fp16, batch 1, medians of 200 CUDA-event-timed runs after 20")
+        print(f"card: {card}; fp16, batch {zoo_models.batch()}, medians of 200 CUDA-event-timed runs after 20")
         print("| model | eager ms | torch.compile ms | xforge ms | xforge / torch.compile | xforge / eager |")
         print("| --- | --- | --- | --- | --- | --- |")
         ratios = []

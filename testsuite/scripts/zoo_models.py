@@ -1,7 +1,8 @@
 """The model zoo check's architectures: torchvision classification, segmentation and detection,
 transformers encoders and decoders, timm. Random weights, nothing downloaded.
 
-    python3 zoo_models.py OUTDIR [NAME ...]        exports NAME.onnx and NAME.input.npy (batch 1)
+    python3 zoo_models.py OUTDIR [NAME ...]        exports NAME.onnx and NAME.input.npy (batch 1,
+                                                   or ZOO_BATCH)
 
 `build(name)` returns (module in eval mode, example input) for the checks that run PyTorch.
 Zero-initialized layers (torchvision ViT's head) are re-initialized so outputs can differ.
@@ -229,9 +230,18 @@ MODELS = {
 }
 
 
+def batch():
+    """The batch size of the example inputs: ZOO_BATCH (default 1); rows repeat the batch-1 input."""
+    return int(os.environ.get("ZOO_BATCH", "1"))
+
+
 def build(name):
     torch.manual_seed(0)
     m, x = MODELS[name]()
+    if batch() > 1:
+        if isinstance(m, Det):
+            raise ValueError("detection models take one image (ZOO_BATCH=1)")
+        x = x.repeat(batch(), *[1] * (x.dim() - 1))
     return m.eval(), x
 
 
