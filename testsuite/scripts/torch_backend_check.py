@@ -117,6 +117,8 @@ def check(models, xforge_bin, cache, case):
             run, ex = captured[0]
             args = [xh if (t.shape == xh.shape and t.dtype == xh.dtype) else t for t in ex]
             alone_ms = median_ms(lambda: run(*args), runs=200, warmup=20)
+            print(f"  ({name}:{batch}: call path {getattr(run, 'lean_why', '?')[:300]}, "
+                  f"{getattr(run, 'lean_calls', '?')} lean calls)", flush=True)
         kernels = len([e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA])
         arts = sorted(set(glob.glob(os.path.join(cache, "torch", "*.xfa"))) - before)
         bench_ms = None

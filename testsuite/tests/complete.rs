@@ -169,6 +169,10 @@ fn depthwise_convolutions_are_generated_weighted_pools_in_both_layouts() {
             }
             let kernels = kernels(&fused);
             assert!(xforge_testsuite::host_kernels::emulable(&kernels[&gi]), "{name} {p:?}");
+            if name.ends_with("nhwc") {
+                // the constant weight travels tap-major, as the kernel's table (coalesced reads)
+                assert_eq!(kernels[&gi].constants.len(), 1, "{name} {p:?}: a tap-major weight table");
+            }
             let (got, stats) = run_plan(&fused, &kernels, &feed).unwrap();
             assert_eq!(stats.interpreted, 0, "{name} {p:?}: every group ran as a kernel");
             let got = got[0].to_f64();

@@ -41,7 +41,10 @@ pub fn depthwise_nhwc(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
         .iter()
         .position(|q| q.value == x && !q.output)
         .ok_or_else(|| unsupported("the convolved value is computed in the group".into()))?;
-    let taps = Taps::of(g, conv, &params, &scalars).map_err(unsupported)?;
+    let mut taps = Taps::of(g, conv, &params, &scalars).map_err(unsupported)?;
+    // a constant weight is read tap-major: a warp's threads (neighbouring channels) read one
+    // tap's neighbouring weights
+    let table = taps.tap_major(g, conv, xs[3]);
     let dt = g.ty(x).dtype;
     let c = compute_type(dt);
     let st = storage_type(dt).unwrap();
@@ -168,5 +171,7 @@ pub fn depthwise_nhwc(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
         }
     }
     b.stmt("}");
-    Ok(finish(params, &b, None, [blocks(numel(&groups), BLOCK), 1, 1], [BLOCK, 1, 1]))
+    let mut k = finish(params, &b, None, [blocks(numel(&groups), BLOCK), 1, 1], [BLOCK, 1, 1]);
+    k.constants.extend(table);
+    Ok(k)
 }

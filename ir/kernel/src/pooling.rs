@@ -255,6 +255,8 @@ pub struct Taps {
     weight: Operand,
     bias: Option<Operand>,
     window: usize,
+    /// Channels, where the weight is read tap-major ([kh·kw, C], see `tap_major`).
+    tap_major: Option<usize>,
 }
 
 enum Operand {
@@ -305,16 +307,47 @@ impl Taps {
             Some(v) => Some(Operand::of(v, params, scalars)?),
             None => None,
         };
-        Ok(Taps { weight: Operand::of(w, params, scalars)?, bias, window: window[0] * window[1] })
+        Ok(Taps { weight: Operand::of(w, params, scalars)?, bias, window: window[0] * window[1], tap_major: None })
+    }
+
+    /// A constant weight read tap-major: its bytes reordered to [kh·kw, C] as the kernel's table
+    /// for its parameter (the parameter index and the bytes), so that threads of neighbouring
+    /// channels read neighbouring weights (channel-major, a warp's 32 reads of one tap touch 32
+    /// sectors). None where the weight is not a constant parameter (it stays channel-major).
+    pub fn tap_major(&mut self, g: &Graph, conv: &Node, channels: usize) -> Option<(usize, std::sync::Arc<[u8]>)> {
+        let Operand::Param { index, elements, .. } = self.weight else { return None };
+        let t = g.weights.get(&conv.inputs.get(1).copied().flatten()?)?;
+        if elements != channels * self.window || t.len() != elements {
+            return None;
+        }
+        let bytes = t.data().to_le_bytes();
+        let es = bytes.len() / elements.max(1);
+        let mut out = vec![0u8; bytes.len()];
+        for ch in 0..channels {
+            for tap in 0..self.window {
+                let (from, to) = ((ch * self.window + tap) * es, (tap * channels + ch) * es);
+                out[to..to + es].copy_from_slice(&bytes[from..from + es]);
+            }
+        }
+        self.tap_major = Some(channels);
+        Some((index, out.into()))
     }
 
     /// Weight `tap` (kh * kw_len + kw) of channel `channel` (an index value), in the compute
     /// type `c`.
     pub fn weight(&self, b: &mut Body, channel: &str, tap: usize, c: &str) -> String {
-        let kk = b.index(self.window);
-        let base = b.emit(format!("arith.muli {channel}, {kk} : index"));
-        let t = b.index(tap);
-        let at = b.emit(format!("arith.addi {base}, {t} : index"));
+        let at = match self.tap_major {
+            Some(channels) => {
+                let t = b.index(tap * channels);
+                b.emit(format!("arith.addi {t}, {channel} : index"))
+            }
+            None => {
+                let kk = b.index(self.window);
+                let base = b.emit(format!("arith.muli {channel}, {kk} : index"));
+                let t = b.index(tap);
+                b.emit(format!("arith.addi {base}, {t} : index"))
+            }
+        };
         self.weight.load(b, &at, c)
     }
 
