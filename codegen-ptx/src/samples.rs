@@ -563,6 +563,11 @@ pub fn all() -> Vec<Sample> {
             push(format!("row_{kind}"), reduction(kind, dt, 37, 1000));
             // rows of whole vectors, a few per thread: the register-resident path
             push(format!("row_{kind}_resident"), reduction(kind, dt, 24, 4096));
+            // short rows, several per block (a segment of a warp each): resident vectors, a
+            // ragged row of scalars, and rows too few to pack (a block each)
+            push(format!("row_{kind}_short"), reduction(kind, dt, 256, 96));
+            push(format!("row_{kind}_short_ragged"), reduction(kind, dt, 64, 37));
+            push(format!("row_{kind}_short_unpacked"), reduction(kind, dt, 6, 40));
         }
         push("row_softmax_masked".into(), masked_softmax(dt, 24, 4096));
         // tiled transposes: ragged tiles, NCHW → NHWC, a rotation of three axes

@@ -85,7 +85,10 @@ fn write_graph_cases(dir: &Path, name: &str, g: &Graph, chip: &str, tol: f64, sp
         let mut meta = meta_header(k, tol);
         for (i, p) in k.params.iter().enumerate() {
             let file = param_line(&mut meta, i, p);
-            let t = value_of(p.value).context("a kernel parameter has no value")?;
+            let t = match table(k, i, p)? {
+                Some(t) => t,
+                None => value_of(p.value).context("a kernel parameter has no value")?,
+            };
             std::fs::write(d.join(file), npy::to_bytes(&raw_bf16(t)))?;
         }
         std::fs::write(d.join("meta.tsv"), meta)?;
@@ -108,6 +111,14 @@ fn param_line(meta: &mut String, i: usize, p: &Param) -> String {
     let file = format!("{dir}{i}.npy");
     meta.push_str(&format!("param\t{i}\t{dir}\t{}\t{}\t{file}\n", p.dtype.name(), p.elements));
     file
+}
+
+/// Parameter `i`'s compiled-in table (the bytes the artifact would carry in place of its
+/// value: a reordered weight, a generic kernel's table), if it has one.
+fn table(k: &Kernel, i: usize, p: &Param) -> Result<Option<Tensor>> {
+    let Some(bytes) = k.constant(i) else { return Ok(None) };
+    let data = TensorData::from_le_bytes(p.dtype, bytes).context("a kernel table of whole elements")?;
+    Ok(Some(Tensor::new(vec![p.elements], data)))
 }
 
 /// bf16 travels as its raw bits (u16) so the runner uploads it unchanged.
@@ -153,7 +164,9 @@ fn write_case(dir: &Path, name: &str, g: &Graph, chip: &str, tol: f64, bench: bo
         if bench {
             continue;
         }
-        let t = if p.output {
+        let t = if let Some(t) = table(k, i, p)? {
+            t
+        } else if p.output {
             let at = fused.outputs.iter().position(|&o| o == p.value).context("kernel output is a graph output")?;
             expected[at].clone()
         } else if let Some(w) = fused.weights.get(&p.value) {
@@ -242,6 +255,9 @@ fn main() -> Result<()> {
     write_case(dir, "bench_softmax_f16_16k", &samples::reduction("softmax", DType::F16, 16384, 4096), chip, 0.0, true)?;
     let ln = samples::reduction("layernorm", DType::F16, 16384, 4096);
     write_case(dir, "bench_layernorm_f16_16k", &ln, chip, 0.0, true)?;
+    // ConvNeXt's LayerNorm over 96 channels of 32·56·56 pixels: short rows, many per block
+    let ln = samples::reduction("layernorm", DType::F16, 32 * 56 * 56, 96);
+    write_case(dir, "bench_layernorm_f16_short", &ln, chip, 0.0, true)?;
     // the other templates at memory-bound sizes
     let f16 = DType::F16;
     for (name, g) in samples::pools_over(f16, &[64, 64, 112, 112]) {

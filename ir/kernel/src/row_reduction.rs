@@ -40,6 +40,23 @@ fn float_attr(n: &Node, k: &str, d: f64) -> f64 {
     }
 }
 
+/// Short rows of a per-row op (normalizations, softmax) of `len` vectors: (threads per row, a
+/// power of two below 32, and rows per block, a power of two dividing `rows` with at most
+/// ROW_BLOCK_MAX threads in all); (_, 1) where a row takes a block of its own.
+fn packing(len: usize, rows: usize, per_row: bool) -> (usize, usize) {
+    let seg = len.div_ceil(knobs::ROW_VECTORS_PER_THREAD).next_power_of_two();
+    if !per_row || seg >= 32 || std::env::var_os("XFORGE_ROW_PER_BLOCK").is_some() {
+        return (seg, 1);
+    }
+    // the most rows per block that divide the rows (no row past the end)
+    let most = knobs::ROW_BLOCK_MAX / seg;
+    let packed = (0..=most.trailing_zeros()).rev().map(|e| 1usize << e).find(|p| rows.is_multiple_of(*p)).unwrap_or(1);
+    if packed * seg < 32 {
+        return (seg, 1);
+    }
+    (seg, packed)
+}
+
 /// Threads per block for rows of `len` vectors: a power of two in 32..=ROW_BLOCK_MAX.
 fn block_for(len: usize) -> usize {
     len.div_ceil(knobs::ROW_VECTORS_PER_THREAD).next_power_of_two().clamp(32, knobs::ROW_BLOCK_MAX)
@@ -137,10 +154,12 @@ fn local(b: &mut Body, stat: Stat, xs: &[String], c: &str) -> Vec<String> {
     }
 }
 
-/// Combines each lane's partial with its xor-shuffle partners at distances 16 … 1: afterwards
-/// every lane of the warp holds the warp's statistic.
-fn warp_combine(b: &mut Body, stat: Stat, mut part: Vec<String>, width: &str, c: &str) -> Vec<String> {
-    for off in [16, 8, 4, 2, 1] {
+/// Combines each lane's partial with its xor-shuffle partners at distances seg/2 … 1 (seg a
+/// power of two, at most 32): afterwards every lane holds the statistic of its aligned segment
+/// of `seg` lanes (of the warp, for 32). Shuffles span the whole warp (width 32: MLIR's NVVM
+/// lowering makes a narrower width's mask the warp's first lanes only).
+fn warp_combine(b: &mut Body, stat: Stat, mut part: Vec<String>, width: &str, c: &str, seg: usize) -> Vec<String> {
+    for off in [16, 8, 4, 2, 1].into_iter().filter(|&o| o < seg) {
         let o = b.emit(format!("arith.constant {off} : i32"));
         let other: Vec<String> = part
             .iter()
@@ -152,6 +171,68 @@ fn warp_combine(b: &mut Body, stat: Stat, mut part: Vec<String>, width: &str, c:
         part = combine(b, stat, &part, &other, c);
     }
     part
+}
+
+/// Combines the warps' statistics of a block-wide row (each warp's lanes hold their warp's):
+/// lane 0 of each warp writes, warp 0 combines, thread 0 publishes; every thread gets the row's.
+#[allow(clippy::too_many_arguments)]
+fn across_warps(
+    b: &mut Body,
+    stat: Stat,
+    part: Vec<String>,
+    tid: &str,
+    width: &str,
+    warps: usize,
+    red_mem: &str,
+    c: &str,
+) -> Vec<String> {
+    let k = part.len();
+    // across warps: lane 0 of each warp writes, warp 0 combines, thread 0 publishes
+    let c32 = b.index(32);
+    let lane = b.emit(format!("arith.remui {tid}, {c32} : index"));
+    let warp = b.emit(format!("arith.divui {tid}, {c32} : index"));
+    let c0 = b.index(0);
+    let is_lane0 = b.emit(format!("arith.cmpi eq, {lane}, {c0} : index"));
+    let kk = b.index(k);
+    b.stmt(format!("scf.if {is_lane0} {{"));
+    for (j, p) in part.iter().enumerate() {
+        let jj = b.index(j);
+        let w = b.emit(format!("arith.muli {warp}, {kk} : index"));
+        let at = b.emit(format!("arith.addi {w}, {jj} : index"));
+        b.stmt(format!("memref.store {p}, %red[{at}] : {red_mem}"));
+    }
+    b.stmt("}");
+    b.stmt("gpu.barrier");
+    let is_warp0 = b.emit(format!("arith.cmpi eq, {warp}, {c0} : index"));
+    let is_t0 = b.emit(format!("arith.cmpi eq, {tid}, {c0} : index"));
+    b.stmt(format!("scf.if {is_warp0} {{"));
+    let nw = b.index(warps);
+    let has = b.emit(format!("arith.cmpi ult, {lane}, {nw} : index"));
+    let ident = identity(b, stat, c);
+    let mut wpart = vec![];
+    for (j, id) in ident.iter().enumerate() {
+        let jj = b.index(j);
+        let l = b.emit(format!("arith.minui {lane}, {nw} : index"));
+        let w = b.emit(format!("arith.muli {l}, {kk} : index"));
+        let at = b.emit(format!("arith.addi {w}, {jj} : index"));
+        let v = b.emit(format!("memref.load %red[{at}] : {red_mem}"));
+        wpart.push(b.emit(format!("arith.select {has}, {v}, {id} : {c}")));
+    }
+    wpart = warp_combine(b, stat, wpart, width, c, 32);
+    b.stmt(format!("scf.if {is_t0} {{"));
+    for (j, p) in wpart.iter().enumerate() {
+        let at = b.index(warps * k + j);
+        b.stmt(format!("memref.store {p}, %red[{at}] : {red_mem}"));
+    }
+    b.stmt("}");
+    b.stmt("}");
+    b.stmt("gpu.barrier");
+    (0..k)
+        .map(|j| {
+            let at = b.index(warps * k + j);
+            b.emit(format!("memref.load %red[{at}] : {red_mem}"))
+        })
+        .collect()
 }
 
 fn arity(stat: Stat) -> usize {
@@ -309,13 +390,26 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
         && params.iter().filter(|p| !p.output && p.elements == numel(&in_shape)).all(|p| p.dtype.size() == esize)
         && outs_row_sized(&params, &in_shape, per_row);
     let lanes = if vectorizable { 16 / esize } else { 1 };
-    let block = block_for(len.div_ceil(lanes));
+    // threads per row: a block, or, for short rows of a per-row op, an aligned segment of a warp
+    // with several rows per block (shuffles alone combine a row: no barrier, no shared memory)
+    let (seg, packed) = packing(len.div_ceil(lanes), rows, per_row);
+    let block = if packed > 1 { seg * packed } else { block_for(len.div_ceil(lanes)) };
+    let seg = if packed > 1 { seg } else { block };
     let warps = block / 32;
     let k = arity(stat);
     let mut b = Body::default();
-    let tid = b.emit("gpu.thread_id x");
-    let row = b.emit("gpu.block_id x");
-    let bdim = b.emit("gpu.block_dim x");
+    let (tid, row, bdim) = if packed > 1 {
+        // row = block · packed + thread / seg; the thread's place in its row = thread mod seg
+        let t = b.emit("gpu.thread_id x");
+        let blk = b.emit("gpu.block_id x");
+        let (segv, pv) = (b.index(seg), b.index(packed));
+        let within = b.emit(format!("arith.divui {t}, {segv} : index"));
+        let first = b.emit(format!("arith.muli {blk}, {pv} : index"));
+        let row = b.emit(format!("arith.addi {first}, {within} : index"));
+        (b.emit(format!("arith.remui {t}, {segv} : index")), row, segv)
+    } else {
+        (b.emit("gpu.thread_id x"), b.emit("gpu.block_id x"), b.emit("gpu.block_dim x"))
+    };
     let lenv = b.index(len);
     let base = b.emit(format!("arith.muli {row}, {lenv} : index"));
     // 16-byte vectors along the row when rows are whole, aligned vectors and every row-shaped
@@ -326,10 +420,10 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
     let stride = b.emit(format!("arith.muli {bdim}, {vl} : index"));
     let start = b.emit(format!("arith.muli {tid}, {vl} : index"));
     // a row of a few whole vectors per thread stays in registers between the passes
-    let per_thread = len / (lanes * block);
+    let per_thread = len / (lanes * seg);
     let resident = if per_row
         && lanes > 1
-        && len.is_multiple_of(lanes * block)
+        && len.is_multiple_of(lanes * seg)
         && (1..=knobs::ROW_RESIDENT_VECTORS).contains(&per_thread)
     {
         per_thread
@@ -422,54 +516,9 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
     };
     // warp reduction with xor shuffles
     let width = b.emit("arith.constant 32 : i32");
-    part = warp_combine(&mut b, stat, part, &width, c);
+    part = warp_combine(&mut b, stat, part, &width, c, seg.min(32));
     let red_mem = format!("memref<{}x{c}, #gpu.address_space<workgroup>>", warps * k + k);
-    // across warps: lane 0 of each warp writes, warp 0 combines, thread 0 publishes
-    let c32 = b.index(32);
-    let lane = b.emit(format!("arith.remui {tid}, {c32} : index"));
-    let warp = b.emit(format!("arith.divui {tid}, {c32} : index"));
-    let c0 = b.index(0);
-    let is_lane0 = b.emit(format!("arith.cmpi eq, {lane}, {c0} : index"));
-    let kk = b.index(k);
-    b.stmt(format!("scf.if {is_lane0} {{"));
-    for (j, p) in part.iter().enumerate() {
-        let jj = b.index(j);
-        let w = b.emit(format!("arith.muli {warp}, {kk} : index"));
-        let at = b.emit(format!("arith.addi {w}, {jj} : index"));
-        b.stmt(format!("memref.store {p}, %red[{at}] : {red_mem}"));
-    }
-    b.stmt("}");
-    b.stmt("gpu.barrier");
-    let is_warp0 = b.emit(format!("arith.cmpi eq, {warp}, {c0} : index"));
-    let is_t0 = b.emit(format!("arith.cmpi eq, {tid}, {c0} : index"));
-    b.stmt(format!("scf.if {is_warp0} {{"));
-    let nw = b.index(warps);
-    let has = b.emit(format!("arith.cmpi ult, {lane}, {nw} : index"));
-    let ident = identity(&mut b, stat, c);
-    let mut wpart = vec![];
-    for (j, id) in ident.iter().enumerate() {
-        let jj = b.index(j);
-        let l = b.emit(format!("arith.minui {lane}, {nw} : index"));
-        let w = b.emit(format!("arith.muli {l}, {kk} : index"));
-        let at = b.emit(format!("arith.addi {w}, {jj} : index"));
-        let v = b.emit(format!("memref.load %red[{at}] : {red_mem}"));
-        wpart.push(b.emit(format!("arith.select {has}, {v}, {id} : {c}")));
-    }
-    wpart = warp_combine(&mut b, stat, wpart, &width, c);
-    b.stmt(format!("scf.if {is_t0} {{"));
-    for (j, p) in wpart.iter().enumerate() {
-        let at = b.index(warps * k + j);
-        b.stmt(format!("memref.store {p}, %red[{at}] : {red_mem}"));
-    }
-    b.stmt("}");
-    b.stmt("}");
-    b.stmt("gpu.barrier");
-    let total: Vec<String> = (0..k)
-        .map(|j| {
-            let at = b.index(warps * k + j);
-            b.emit(format!("memref.load %red[{at}] : {red_mem}"))
-        })
-        .collect();
+    let total = if packed > 1 { part } else { across_warps(&mut b, stat, part, &tid, &width, warps, &red_mem, c) };
     let lenf = b.float(len as f64, c);
     // softmax multiplies by 1/Σ (and, with kept exps, by e^(m_thread − M)) instead of dividing
     let softmax_scale = if anchor.op == Op::Softmax {
@@ -634,6 +683,8 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
         }
     } else {
         // one value per row: thread 0 finishes it, runs the epilogue and stores
+        let c0 = b.index(0);
+        let is_t0 = b.emit(format!("arith.cmpi eq, {tid}, {c0} : index"));
         b.stmt(format!("scf.if {is_t0} {{"));
         let r = match anchor.op {
             Op::ReduceMean | Op::GlobalAveragePool => b.emit(format!("arith.divf {}, {lenf} : {c}", total[0])),
@@ -648,5 +699,6 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
         b.stmt("}");
     }
     let workgroup = format!("%red : {red_mem}");
-    Ok(finish(params, &b, Some(&workgroup), [rows as u32, 1, 1], [block as u32, 1, 1]))
+    let shared = (packed == 1).then_some(workgroup.as_str());
+    Ok(finish(params, &b, shared, [(rows / packed) as u32, 1, 1], [block as u32, 1, 1]))
 }
