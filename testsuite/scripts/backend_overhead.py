@@ -65,6 +65,14 @@ def main():
             "native _run_pointers": lambda: native._run_pointers([(xd.data_ptr(), xd.numel() * xd.element_size())],
                                                                  [(out.data_ptr(), out.numel() * out.element_size())],
                                                                  cur),
+            "_run_pointers, output from torch.empty": lambda: native._run_pointers(
+                [(xd.data_ptr(), xd.numel() * xd.element_size())],
+                [(torch.empty(list(shape), dtype=out.dtype, device=xd.device).data_ptr(),
+                  out.numel() * out.element_size())], cur),
+            "_run_pointers, current_stream(dev)": lambda: native._run_pointers(
+                [(xd.data_ptr(), xd.numel() * xd.element_size())],
+                [(out.data_ptr(), out.numel() * out.element_size())],
+                torch.cuda.current_stream(xd.device).cuda_stream),
             "Session.run(outputs=)": lambda: s.run([xd], outputs=[out]),
             "Session.run": lambda: s.run([xd]),
             "x.__dlpack__(stream=1)": lambda: xd.__dlpack__(stream=1),
@@ -75,6 +83,26 @@ def main():
         for k, f in rows.items():
             ev = median_ms(f, runs=200, warmup=20)
             print(f"  {k:32s} event-timed {ev:.3f} ms, host {host_us(f):7.1f} us per call", flush=True)
+        # the torch.compile backend's own callable on the same model (half, as the check runs it)
+        from xforge.torch_backend import xforge_backend
+        captured = []
+
+        def backend(gm, ex, **kw):
+            r = xforge_backend(gm, ex, **kw)
+            captured.append((r, list(ex)))
+            return r
+
+        mh = model.cuda().half()
+        xh = x.cuda().half() if x.is_floating_point() else x.cuda()
+        with torch.inference_mode():
+            torch._dynamo.reset()
+            f = torch.compile(mh, backend=backend)
+            f(xh)
+            run, ex = captured[0]
+            args = [xh if (t.shape == xh.shape and t.dtype == xh.dtype) else t for t in ex]
+            for k, fn in {"backend closure run(*args)": lambda: run(*args), "compiled module f(x)": lambda: f(xh)}.items():
+                ev = median_ms(fn, runs=200, warmup=20)
+                print(f"  {k:32s} event-timed {ev:.3f} ms, host {host_us(fn):7.1f} us per call", flush=True)
         side = torch.cuda.Stream()
         with torch.cuda.stream(side):
             sc = side.cuda_stream
