@@ -89,7 +89,13 @@ fn unknown_target_is_an_error() {
 #[test]
 fn template_mlir_snapshots() {
     insta::assert_snapshot!("elementwise", template_kernels(&activation_mix(DType::F16, &[4, 8, 32]))[0].module);
+    // short rows: a warp segment each, several rows a block, shuffles only
     insta::assert_snapshot!("row_reduction", template_kernels(&reduction("layernorm", DType::F16, 8, 256))[0].module);
+    // a row of a block: warps combined through workgroup memory
+    insta::assert_snapshot!(
+        "row_reduction_block",
+        template_kernels(&reduction("layernorm", DType::F16, 6, 1024))[0].module
+    );
     insta::assert_snapshot!("maxpool", template_kernels(&pools(DType::F16).remove(0).1)[0].module);
     insta::assert_snapshot!("gather", template_kernels(&movement(DType::F32).remove(0).1)[0].module);
     // depthwise 3×3/2 + bias + SiLU, channels-last halves: pairs of channels per thread

@@ -12,6 +12,17 @@
 //! which cuBLASLt runs far faster than cuDNN runs the convolution (H100, ViT-B/16 at batch 32 in
 //! fp16: 385 µs for cuDNN's best algorithm). The transposes are copies the layout rules may cancel
 //! against the model's own (ViT flattens and transposes right after).
+//!
+//! Where x is the model's own channels-last tensor put back to NCHW (ConvNeXt's downsampling:
+//! LayerNorm over channels, `Transpose(0, 3, 1, 2)`, then the 2×2 patch Conv), the patches come
+//! from the channels-last tensor directly, with the weights' columns in (KH, KW, C) order:
+//!
+//! ```text
+//! xh (N, OH·KH, OW·KW, C) → reshape (N, OH, KH, OW, KW, C) → transpose (N, OH, OW, KH, KW, C)
+//!   → reshape (N·OH·OW, KH·KW·C) → Gemm(·, W (K, KH·KW·C), …)
+//! ```
+//!
+//! one copy whose innermost KW·C elements stay contiguous, instead of two transposes through NCHW.
 use xforge_ir::{Attr, Graph, Node, Op, Tensor, ValueId, ValueType};
 
 /// The Conv's sizes when it is a patch convolution: (N, C, K, OH, OW, KH, KW).
@@ -58,6 +69,36 @@ fn patches(g: &Graph, n: &Node) -> Option<[usize; 7]> {
     .then_some([nn, c, k, h / kh, wd / kw, kh, kw])
 }
 
+/// The channels-last tensor (N, H, W, C) that `x` (N, C, H, W) is `Transpose(0, 3, 1, 2)` of.
+fn channels_last_source(g: &Graph, x: ValueId, nchw: [usize; 4]) -> Option<ValueId> {
+    let t = g.nodes.iter().find(|n| n.outputs.contains(&Some(x)))?;
+    let perm_ok = matches!(t.attr("perm"), Some(Attr::Ints(p)) if p == &[0, 3, 1, 2]);
+    let xh = t.inputs.first().copied().flatten()?;
+    let [n, c, h, w] = nchw;
+    (t.op == Op::Transpose && perm_ok && g.ty(xh).static_shape().as_deref() == Some(&[n, h, w, c][..])).then_some(xh)
+}
+
+/// W (K, C, KH, KW) as (K, KH·KW·C): the same weights with each kernel's taps outermost.
+fn taps_last(wt: &Tensor, [k, c, kh, kw]: [usize; 4]) -> Option<Tensor> {
+    let bytes = wt.data().to_le_bytes();
+    let es = wt.dtype().size();
+    if bytes.len() != k * c * kh * kw * es {
+        return None;
+    }
+    let mut out = vec![0u8; bytes.len()];
+    for kk in 0..k {
+        for ci in 0..c {
+            for t in 0..kh * kw {
+                let from = ((kk * c + ci) * kh * kw + t) * es;
+                let to = ((kk * kh * kw + t) * c + ci) * es;
+                out[to..to + es].copy_from_slice(&bytes[from..from + es]);
+            }
+        }
+    }
+    let data = xforge_ir::tensor::TensorData::from_le_bytes(wt.dtype(), &out)?;
+    Some(Tensor::new(vec![k, c * kh * kw], data))
+}
+
 /// Rewrites every patch convolution; returns how many.
 pub fn patch_convs_to_gemms(g: &mut Graph) -> usize {
     let mut done = 0;
@@ -77,6 +118,7 @@ pub fn patch_convs_to_gemms(g: &mut Graph) -> usize {
         let dt = g.ty(x).dtype;
         let name = conv.name.clone();
         let mut nodes = vec![];
+        let ins_rows;
         let value = |g: &mut Graph, suffix: &str, shape: &[usize]| {
             g.add_value(format!("{name}.{suffix}"), ValueType::known(dt, shape))
         };
@@ -95,18 +137,35 @@ pub fn patch_convs_to_gemms(g: &mut Graph) -> usize {
                 attrs: attrs.into_iter().map(|(k, a)| (k.to_string(), a)).collect(),
             })
         };
-        let s6 = shape_of(g, "split", &[nn, c, oh, kh, ow, kw]);
-        let x6 = value(g, "split", &[nn, c, oh, kh, ow, kw]);
-        push(Op::Reshape, vec![x, s6], x6, vec![], "split");
-        let xt = value(g, "patches", &[nn, oh, ow, c, kh, kw]);
-        push(Op::Transpose, vec![x6], xt, vec![("perm", Attr::Ints(vec![0, 2, 4, 1, 3, 5]))], "patches");
-        let s2 = shape_of(g, "rows", &[nn * oh * ow, c * kh * kw]);
-        let x2 = value(g, "rows", &[nn * oh * ow, c * kh * kw]);
-        push(Op::Reshape, vec![xt, s2], x2, vec![], "rows");
-        // W (K, C, KH, KW) as (K, C·KH·KW): the same elements in the same order
         let wt = g.weights[&w].clone();
+        let nhwc = channels_last_source(g, x, [nn, c, oh * kh, ow * kw]).zip(taps_last(&wt, [k, c, kh, kw]));
         let w2 = g.add_value(format!("{name}.weight_rows"), ValueType::known(wt.dtype(), &[k, c * kh * kw]));
-        g.weights.insert(w2, Tensor::new(vec![k, c * kh * kw], wt.data().clone()));
+        if let Some((xh, w_taps_last)) = nhwc {
+            let s6 = shape_of(g, "split", &[nn, oh, kh, ow, kw, c]);
+            let x6 = value(g, "split", &[nn, oh, kh, ow, kw, c]);
+            push(Op::Reshape, vec![xh, s6], x6, vec![], "split");
+            let xt = value(g, "patches", &[nn, oh, ow, kh, kw, c]);
+            push(Op::Transpose, vec![x6], xt, vec![("perm", Attr::Ints(vec![0, 1, 3, 2, 4, 5]))], "patches");
+            let s2 = shape_of(g, "rows", &[nn * oh * ow, kh * kw * c]);
+            let x2 = value(g, "rows", &[nn * oh * ow, kh * kw * c]);
+            push(Op::Reshape, vec![xt, s2], x2, vec![], "rows");
+            // W (K, C, KH, KW) as (K, KH·KW·C): each kernel's weights reordered like the patches
+            g.weights.insert(w2, w_taps_last);
+            ins_rows = x2;
+        } else {
+            let s6 = shape_of(g, "split", &[nn, c, oh, kh, ow, kw]);
+            let x6 = value(g, "split", &[nn, c, oh, kh, ow, kw]);
+            push(Op::Reshape, vec![x, s6], x6, vec![], "split");
+            let xt = value(g, "patches", &[nn, oh, ow, c, kh, kw]);
+            push(Op::Transpose, vec![x6], xt, vec![("perm", Attr::Ints(vec![0, 2, 4, 1, 3, 5]))], "patches");
+            let s2 = shape_of(g, "rows", &[nn * oh * ow, c * kh * kw]);
+            let x2 = value(g, "rows", &[nn * oh * ow, c * kh * kw]);
+            push(Op::Reshape, vec![xt, s2], x2, vec![], "rows");
+            // W (K, C, KH, KW) as (K, C·KH·KW): the same elements in the same order
+            g.weights.insert(w2, Tensor::new(vec![k, c * kh * kw], wt.data().clone()));
+            ins_rows = x2;
+        }
+        let x2 = ins_rows;
         let y2 = value(g, "gemm", &[nn * oh * ow, k]);
         let mut ins = vec![x2, w2];
         ins.extend(bias);

@@ -53,6 +53,36 @@ fn patch_convolutions_become_gemms() {
 }
 
 #[test]
+fn a_patch_convolution_of_a_channels_last_tensor_reads_it_directly() {
+    // ConvNeXt's downsampling: xh (N, H, W, C) → Transpose(0, 3, 1, 2) → 2×2 patch Conv
+    let (h, w, k) = (8, 6, 5);
+    let mut b = GraphBuilder::new("patches_nhwc", 17);
+    let xh = b.input("xh", DType::F32, &[2, h, w, 3]);
+    let u = ValueType::unranked(DType::F32);
+    let x = b.node(Op::Transpose, &[xh], vec![("perm", Attr::Ints(vec![0, 3, 1, 2]))], u.clone());
+    let wt = b.weight("w", Tensor::from_f32(vec![k, 3, 2, 2], vals(k * 12, 0.3)));
+    let bias = b.weight("b", Tensor::from_f32(vec![k], vals(k, 0.9)));
+    let c = b.node(Op::Conv, &[x, wt, bias], vec![("strides", Attr::Ints(vec![2, 2]))], u.clone());
+    let r = b.node(Op::Relu, &[c], vec![], u);
+    b.output(r);
+    let mut before = b.finish();
+    infer_graph(&mut before).unwrap();
+    let mut g = before.clone();
+    assert_eq!(patch_convs_to_gemms(&mut g), 1);
+    infer_graph(&mut g).unwrap();
+    xforge_ir::verify::verify(&g).unwrap();
+    use Op::*;
+    // the model's Transpose is left to dead-code elimination; the patches come from xh
+    assert_eq!(ops(&g), vec![Transpose, Reshape, Transpose, Reshape, Gemm, Reshape, Transpose, Relu]);
+    assert_eq!(g.nodes[1].inputs[0], Some(g.inputs[0]), "the split reads the channels-last input");
+    assert_eq!(g.nodes[2].attr("perm"), Some(&Attr::Ints(vec![0, 1, 3, 2, 4, 5])));
+    assert_equivalent(&before, &g, 1e-5);
+    let fused = xforge_passes::fusion::fuse(&before).unwrap().graph;
+    assert!(!ops(&fused).contains(&Conv), "{:?}", ops(&fused));
+    assert_equivalent(&before, &fused, 1e-5);
+}
+
+#[test]
 fn other_convolutions_stay() {
     let cases: Vec<(&str, Graph)> = vec![
         ("overlapping", conv(16, 16, 4, [4, 4], true, vec![("strides", Attr::Ints(vec![2, 2]))])),
