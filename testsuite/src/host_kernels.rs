@@ -92,6 +92,14 @@ convert-func-to-llvm{use-bare-ptr-memref-call-conv=true},convert-cf-to-llvm,reco
 
 /// Runs kernel `k` on the host over `buffers` (one per parameter, in order, of the
 /// parameter's bytes).
+/// f32 → bf16, rounded to nearest even (NaN stays a quiet NaN), returned as compiler-rt's
+/// `__truncsfbf2` returns it: the 16 bits in the low half of an xmm register.
+extern "C" fn truncsfbf2(x: f32) -> f32 {
+    let b = x.to_bits();
+    let h = if x.is_nan() { (b >> 16) | 0x40 } else { (b + 0x7fff + ((b >> 16) & 1)) >> 16 };
+    f32::from_bits(h)
+}
+
 pub fn run_kernel(k: &Kernel, buffers: &mut [Vec<u8>]) -> Result<(), String> {
     if !emulable(k) {
         return Err(format!("kernel {} needs a GPU (barriers or shuffles)", k.name));
@@ -115,6 +123,10 @@ pub fn run_kernel(k: &Kernel, buffers: &mut [Vec<u8>]) -> Result<(), String> {
         parse_pass_pipeline(pm.as_operation_pass_manager(), PIPELINE).map_err(|e| e.to_string())?;
         pm.run(&mut module).map_err(|e| format!("lowering {} for the host: {e:?}", k.name))?;
         let engine = ExecutionEngine::new(&module, 2, &[], false, false);
+        // LLVM lowers f32 → bf16 to compiler-rt's `__truncsfbf2`, which libgcc before GCC 13
+        // (Debian 12's) lacks: without it the module does not link and has no entry
+        // SAFETY: the function has the libcall's signature (the bf16 in the low bits of xmm0)
+        unsafe { engine.register_symbol("__truncsfbf2", truncsfbf2 as *mut ()) };
         let mut ptrs: Vec<*mut u8> = buffers.iter_mut().map(|b| b.as_mut_ptr()).collect();
         let mut args: Vec<*mut ()> = ptrs.iter_mut().map(|p| p as *mut *mut u8 as *mut ()).collect();
         // the engine's packed wrapper `_mlir_<name>` takes the array of argument pointers (the C
