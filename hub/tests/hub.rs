@@ -952,6 +952,119 @@ fn large_blobs_round_trip_with_ranges(backend: Backend) {
     assert_eq!(alice.repo("alice/big").unwrap().revisions.len(), 2);
 }
 
+/// Load: 64 clients (8 users, 8 clients each, every client with its own cache) in threads, 5,000
+/// mixed operations in all (`XFORGE_HUB_LOAD_OPS` to change it): pushes of a revision, pulls (every
+/// other one into an empty cache: a download, then the signature, sha256, size and format
+/// checked), build requests for an artifact that exists, listings. Zero errors; p50/p99 per
+/// operation printed (`--nocapture`; BENCH.md keeps them).
+fn load_of_64_clients(backend: Backend) {
+    let hub = Hub::start(backend, |_| {});
+    let model = hub.dir.path().join("relu.onnx");
+    relu_model(&model);
+    let (stop, worker) = hub.worker("w1");
+    let spec = BuildSpec::new("sm_90");
+    let tokens: Vec<String> = (0..8)
+        .map(|u| {
+            let (t, c) = hub.user(&format!("u{u}"));
+            c.push(&format!("u{u}/relu"), &model, u % 2 == 1).unwrap();
+            c.pull(&format!("u{u}/relu"), &spec).unwrap();
+            t
+        })
+        .collect();
+    let total: usize = std::env::var("XFORGE_HUB_LOAD_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(5000);
+    let (clients, kinds) = (64, ["push", "pull", "build", "list"]);
+    let t0 = std::time::Instant::now();
+    let results: Vec<Vec<(usize, Duration, Result<(), String>)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..clients)
+            .map(|k| {
+                let (url, dir, token, model, spec) =
+                    (hub.url(), hub.dir.path().to_path_buf(), tokens[k % 8].clone(), model.clone(), spec.clone());
+                scope.spawn(move || {
+                    let user = format!("u{}", k % 8);
+                    let client = client_at(&url, Some(&token), &dir.join(format!("cache-load-{k}")));
+                    let ops = total / clients + usize::from(k < total % clients);
+                    (0..ops)
+                        .map(|i| {
+                            let kind = (i + k) % 4;
+                            let t = std::time::Instant::now();
+                            let r = match kind {
+                                0 => client.push(&format!("{user}/load{k}"), &model, false).map(|_| ()),
+                                1 if i % 8 == 1 => {
+                                    // into an empty cache: a whole download, verified
+                                    let fresh = client_at(&url, Some(&token), &dir.join(format!("cache-load-{k}-{i}")));
+                                    fresh.pull(&format!("{user}/relu"), &spec).map(|p| assert!(!p.from_cache))
+                                }
+                                1 => client.pull(&format!("{user}/relu"), &spec).map(|_| ()),
+                                2 => {
+                                    client.build(&format!("{user}/relu"), &spec).map(|b| assert!(b.artifact.is_some()))
+                                }
+                                _ => client.list(None).map(|l| assert!(!l.is_empty())),
+                            };
+                            (kind, t.elapsed(), r.map_err(|e| e.to_string()))
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let secs = t0.elapsed().as_secs_f64();
+    let all: Vec<_> = results.into_iter().flatten().collect();
+    let errors: Vec<&String> = all.iter().filter_map(|(_, _, r)| r.as_ref().err()).collect();
+    assert!(errors.is_empty(), "{} of {} operations failed, first: {}", errors.len(), all.len(), errors[0]);
+    assert_eq!(all.len(), total);
+    let mut line = format!("hub load ({backend:?}): {clients} clients, {total} operations in {secs:.1} s");
+    for (k, name) in kinds.iter().enumerate() {
+        let mut ms: Vec<f64> =
+            all.iter().filter(|(kind, ..)| *kind == k).map(|(_, d, _)| d.as_secs_f64() * 1e3).collect();
+        ms.sort_by(|a, b| a.total_cmp(b));
+        let q = |f: f64| ms[((ms.len() as f64 * f).ceil() as usize).clamp(1, ms.len()) - 1];
+        line.push_str(&format!("; {name} ×{} p50 {:.1} ms p99 {:.1} ms", ms.len(), q(0.5), q(0.99)));
+    }
+    eprintln!("{line}");
+    stop.store(true, Ordering::SeqCst);
+    worker.join().unwrap();
+}
+
+/// Download throughput of a 400 MB blob on loopback (embedded store; by hand, it writes 1.2 GB:
+/// `cargo test --release -p xforge-hub --test hub -- --ignored --nocapture`): the median of three
+/// whole downloads through the client, each checked against the blob's sha256.
+#[test]
+#[ignore]
+fn a_400_mb_blob_downloads_on_loopback() {
+    let hub = Hub::start(Backend::Embedded, |c| c.max_model_bytes = 1 << 30);
+    let (_, alice) = hub.user("alice");
+    let dir = hub.dir.path().join("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut bytes = vec![0u8; 400_000_000];
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for b in bytes.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
+    }
+    std::fs::write(dir.join("big.onnx"), &bytes).unwrap();
+    let rev = alice.push("alice/big", &dir.join("big.onnx"), false).unwrap();
+    drop(bytes);
+    let mut secs = vec![];
+    for k in 0..3 {
+        let dest = dir.join(format!("down{k}"));
+        let t = std::time::Instant::now();
+        assert_eq!(alice.fetch_blob(&rev.digest, &dest).unwrap() as i64, rev.size);
+        secs.push(t.elapsed().as_secs_f64());
+        assert_eq!(xforge_hub::sha256_hex(&std::fs::read(&dest).unwrap()), rev.digest);
+        std::fs::remove_file(&dest).unwrap();
+    }
+    secs.sort_by(|a, b| a.total_cmp(b));
+    eprintln!(
+        "hub download: {} MB in {:.2} s (median of 3): {:.0} MB/s",
+        rev.size / 1_000_000,
+        secs[1],
+        rev.size as f64 / secs[1] / 1e6
+    );
+}
+
 /// Every test on both back-ends.
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
@@ -973,4 +1086,5 @@ on_both!(
     a_cut_download_resumes,
     concurrent_claims_take_each_job_once,
     large_blobs_round_trip_with_ranges,
+    load_of_64_clients,
 );
