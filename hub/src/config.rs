@@ -87,6 +87,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_kubernetes_secret_holds_a_config_the_server_takes() {
+        // deploy/k8s/hub-secrets.yaml: the block under `hub.toml: |`, indented four spaces
+        let yaml = include_str!("../../deploy/k8s/hub-secrets.yaml");
+        let mut lines = yaml.lines().skip_while(|l| l.trim() != "hub.toml: |").skip(1);
+        let block: Vec<&str> = lines
+            .by_ref()
+            .take_while(|l| l.is_empty() || l.starts_with("    "))
+            .map(|l| l.get(4..).unwrap_or(""))
+            .collect();
+        assert!(block.len() > 5, "{block:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(&path, block.join("\n")).unwrap();
+        let c = ServerConfig::load(&path).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:8765");
+        assert!(c.database.as_deref().is_some_and(|d| d.starts_with("postgres://")) && c.s3.is_some());
+    }
+
+    #[test]
     fn parse() {
         let c: ServerConfig = toml::from_str("dir = \"/tmp/h\"\nlease_seconds = 5").unwrap();
         assert_eq!(c.lease_seconds, 5);
