@@ -689,6 +689,14 @@ impl Client {
         Ok(a)
     }
 
+    /// The artifact of `repo` for the GPU this process runs on (device 0's target, e.g. `sm_90`):
+    /// downloaded and verified, built first when none exists (`pull_artifact`).
+    pub fn from_hub(&self, repo: &str) -> Result<xforge_runtime::Artifact, HubError> {
+        let target = xforge_runtime::device_target(0)
+            .map_err(|e| HubError::BadRequest(format!("the GPU's target: {e} (name one with pull_artifact)")))?;
+        self.pull_artifact(repo, &target)
+    }
+
     // ---- what a build worker calls ----
 
     /// Claims a job for `target` (None when there is none).

@@ -415,6 +415,15 @@ fn push_build_pull_verify_and_refuse_tampering(backend: Backend) {
     // the library call
     let a2 = alice.pull_artifact("alice/bert_tiny", "sm_90").unwrap();
     assert_eq!(a2.header.model_digest, a.header.model_digest);
+    // for this machine's GPU: its target's artifact; without a GPU, an error that says so
+    match xforge_runtime::device_target(0) {
+        Ok(t) if t == "sm_90" => assert_eq!(alice.from_hub("alice/bert_tiny").unwrap().header.target, t),
+        Ok(_) => {} // another GPU: the worker here builds for sm_90 only
+        Err(_) => match alice.from_hub("alice/bert_tiny") {
+            Err(HubError::BadRequest(m)) => assert!(m.contains("the GPU's target"), "{m}"),
+            other => panic!("{:?}", other.map(|a| a.header.target)),
+        },
+    }
 
     // downloads: ETag, Range, If-None-Match, 416; anonymous reads a public blob
     let blob_url = format!("{}/api/v1/blobs/{}", hub.url(), p.manifest.artifact.sha256);

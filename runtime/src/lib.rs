@@ -18,4 +18,4 @@ pub use artifact::{Artifact, ArtifactError, ArtifactHeader, BatchDim, FORMAT_VER
 pub use library::{Activation, ConvDesc, GemmDesc, LibDtype, LibraryDesc};
 pub use plan::{binding_bytes, Arg, Binding, KernelImage, LibraryCall, MemoryPlan, Plan, Step, StepCost};
 pub use remap::Remap;
-pub use session::{DeviceBuffer, RuntimeError, Session};
+pub use session::{device_target, DeviceBuffer, RuntimeError, Session};

@@ -94,6 +94,18 @@ pub struct Session {
     last_stream: std::cell::Cell<Option<usize>>,
 }
 
+/// The compilation target of GPU `device` (`sm_90` for compute capability 9.0): what to ask the
+/// hub for, or to pass to `xforge compile --target`. An error without a driver or a device.
+pub fn device_target(device: usize) -> Result<String, RuntimeError> {
+    // SAFETY: only probes whether the driver library can be opened
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err(RuntimeError::Cuda("no CUDA driver (libcuda.so) on this machine".into()));
+    }
+    let ctx = CudaContext::new(device).map_err(cuda)?;
+    let (major, minor) = ctx.compute_capability().map_err(cuda)?;
+    Ok(format!("sm_{major}{minor}"))
+}
+
 impl Session {
     /// Loads an artifact onto GPU `device`: checks the file and the target first.
     pub fn load(path: &Path, device: usize) -> Result<Session, RuntimeError> {
