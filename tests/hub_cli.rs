@@ -1,6 +1,7 @@
-//! `xforge hub` through the binary: the commands' exit codes, and a server killed with SIGKILL
+//! `xforge hub` through the binary: the commands' exit codes; a server killed with SIGKILL
 //! in the middle of an upload, then restarted on the same folder: what was acknowledged is
-//! there, no partial blob is ever visible, the upload's temporary file is gone.
+//! there, no partial blob is ever visible, the upload's temporary file is gone; a worker process
+//! and then the server killed in the middle of a build: another worker finishes the job.
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -21,8 +22,13 @@ impl Drop for Server {
 }
 
 fn serve(dir: &Path) -> Server {
+    serve_with(dir, &[])
+}
+
+fn serve_with(dir: &Path, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_xforge"))
         .args(["hub", "serve", "--dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -185,4 +191,78 @@ fn hub_commands_and_a_server_killed_mid_upload() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("revision 1:") && !out.contains("revision 2:"), "{out}");
     assert_eq!(sha256_file_names_match(&dir.join("blobs/sha256")), 1);
+}
+
+/// A worker process: `xforge hub worker` for sm_90, polling every 50 ms.
+fn worker(url: &str, token: &str, name: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_xforge"))
+        .args(["hub", "worker", "--server", url, "--token", token, "--target", "sm_90", "--name", name])
+        .args(["--poll-ms", "50"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn client(url: &str, token: &str, cache: &Path) -> xforge_hub::Client {
+    xforge_hub::Client::new(xforge_hub::ClientConfig {
+        server: url.into(),
+        token: Some(token.into()),
+        cache_dir: Some(cache.to_path_buf()),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_worker_process_killed_mid_job_and_a_server_killed_mid_build() {
+    // leases of 2 s: a job whose worker died runs again 2 s later
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("server");
+    let config = tmp.path().join("hub.toml");
+    std::fs::write(&config, "lease_seconds = 2\nmax_attempts = 5\n").unwrap();
+    let s = serve_with(&dir, &["--config", config.to_str().unwrap()]);
+    let admin = client(&s.url, &s.admin.clone().unwrap(), &tmp.path().join("cache-admin"));
+    admin.create_user("alice", false).unwrap();
+    admin.create_user("farm", false).unwrap();
+    let alice_t = admin.create_token("alice", &["read", "write"], "t").unwrap();
+    let farm_t = admin.create_token("farm", &["worker"], "w").unwrap();
+    let alice = client(&s.url, &alice_t, &tmp.path().join("cache-alice"));
+    // mnasnet0_5: about a second of compiling, the window in which its worker is killed
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mnasnet0_5.onnx");
+    alice.push("alice/mnas", &model, false).unwrap();
+    let mut w1 = worker(&s.url, &farm_t, "w1");
+    let spec = xforge_hub::BuildSpec::new("sm_90");
+    let job = alice.build("alice/mnas", &spec).unwrap().job.expect("a build job").id;
+    let t = std::time::Instant::now();
+    loop {
+        let j = alice.job(job).unwrap();
+        if j.state == xforge_hub::meta::JobState::Running {
+            assert_eq!(j.worker.as_deref(), Some("w1"));
+            break;
+        }
+        assert!(t.elapsed().as_secs() < 30, "w1 never claimed the job: {:?}", j.state);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // w1 dies in the middle of the job, then the server too; the job survives both
+    w1.kill().unwrap();
+    w1.wait().unwrap();
+    assert_eq!(alice.job(job).unwrap().state, xforge_hub::meta::JobState::Running, "w1 finished before it was killed");
+    drop(s); // SIGKILL
+    let s = serve_with(&dir, &["--config", config.to_str().unwrap()]);
+    let alice = client(&s.url, &alice_t, &tmp.path().join("cache-alice"));
+    assert_eq!(alice.job(job).unwrap().state, xforge_hub::meta::JobState::Running);
+    // another worker takes it once w1's lease has expired, and finishes it
+    let mut w2 = worker(&s.url, &farm_t, "w2");
+    let done = alice.wait(job, std::time::Duration::from_secs(120)).unwrap();
+    assert_eq!(done.state, xforge_hub::meta::JobState::Done, "{}", done.log);
+    assert_eq!(done.worker.as_deref(), Some("w2"));
+    assert!(done.attempts >= 2, "{} attempts", done.attempts);
+    // the artifact pulls and verifies; the blob folder holds complete blobs only
+    let p = alice.pull("alice/mnas", &spec).unwrap();
+    let a = xforge_runtime::Artifact::from_bytes(&std::fs::read(&p.path).unwrap()).unwrap();
+    assert_eq!(a.header.target, "sm_90");
+    assert_eq!(sha256_file_names_match(&dir.join("blobs/sha256")), 2);
+    w2.kill().unwrap();
+    w2.wait().unwrap();
 }
