@@ -218,20 +218,36 @@ fn limited(body: Body, limit: u64, over: Arc<AtomicBool>) -> ByteStream {
                         return Some((Ok(c), (s, n, false)));
                     }
                     over.store(true, Ordering::SeqCst);
-                    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-                    let mut drained = 0u64;
-                    while drained < DRAIN_CAP {
-                        match tokio::time::timeout_at(deadline, s.next()).await {
-                            Ok(Some(Ok(c))) => drained += c.len() as u64,
-                            _ => break,
-                        }
-                    }
+                    drain(&mut s).await;
                     Some((Err(std::io::Error::other("over the limit")), (s, n, true)))
                 }
             }
         }
     })
     .boxed()
+}
+
+/// Reads and drops what is left of a request body, at most `DRAIN_CAP` bytes for at most 10 s: a
+/// refusal answered before the body was read closes the connection with the body unread, and the
+/// client, still writing, may see the connection reset instead of the answer.
+async fn drain<S, E>(s: &mut S)
+where
+    S: futures_util::Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut drained = 0u64;
+    while drained < DRAIN_CAP {
+        match tokio::time::timeout_at(deadline, s.next()).await {
+            Ok(Some(Ok(c))) => drained += c.len() as u64,
+            _ => break,
+        }
+    }
+}
+
+/// An upload refused before its bytes were read: the body drained first (`drain`), then the error.
+async fn refuse_upload(body: Body, e: HubError) -> HubError {
+    drain(&mut body.into_data_stream()).await;
+    e
 }
 
 /// Streams an upload into the blob store, refusing it past `limit` bytes.
@@ -499,10 +515,18 @@ async fn push_revision(
     Query(q): Query<BTreeMap<String, String>>,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Revision>)> {
-    let who = hub.principal(&headers).await?;
-    let repo = writable_repo(&hub, &owner, &name, &who).await?;
-    let filename = q.get("filename").map(String::as_str).unwrap_or("model.onnx");
-    names::check_name("filename", filename)?;
+    let checked = async {
+        let who = hub.principal(&headers).await?;
+        let repo = writable_repo(&hub, &owner, &name, &who).await?;
+        let filename = q.get("filename").map(String::as_str).unwrap_or("model.onnx");
+        names::check_name("filename", filename)?;
+        Ok::<_, HubError>((repo, filename.to_string()))
+    };
+    let (repo, filename) = match checked.await {
+        Ok(v) => v,
+        Err(e) => return Err(refuse_upload(body, e).await.into()),
+    };
+    let filename = filename.as_str();
     let info = take_upload(&hub, &headers, body, hub.cfg.max_model_bytes).await?;
     let rev = hub.meta.add_revision(repo.id, &info.digest, info.size as i64, filename).await?;
     tracing::info!(
@@ -698,16 +722,24 @@ async fn upload_artifact(
     Query(q): Query<BTreeMap<String, String>>,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
-    let who = hub.principal(&headers).await?;
-    require(&who, Scope::Worker)?;
-    let id = parse_id(&id)?;
-    let worker = q.get("worker").ok_or_else(|| HubError::BadRequest("worker: missing".into()))?;
-    names::check_name("worker", worker)?;
-    let job = hub.meta.job(id).await?.ok_or_else(|| HubError::NotFound(format!("job {id}")))?;
-    // refuse before the bytes travel when the worker lost the job
-    if job.state != crate::meta::JobState::Running || job.worker.as_deref() != Some(worker) {
-        return Err(HubError::Conflict(format!("job {id}: not held by {worker}")).into());
-    }
+    let checked = async {
+        let who = hub.principal(&headers).await?;
+        require(&who, Scope::Worker)?;
+        let id = parse_id(&id)?;
+        let worker = q.get("worker").ok_or_else(|| HubError::BadRequest("worker: missing".into()))?;
+        names::check_name("worker", worker)?;
+        let job = hub.meta.job(id).await?.ok_or_else(|| HubError::NotFound(format!("job {id}")))?;
+        // refused before the bytes are stored when the worker lost the job
+        if job.state != crate::meta::JobState::Running || job.worker.as_deref() != Some(worker) {
+            return Err(HubError::Conflict(format!("job {id}: not held by {worker}")));
+        }
+        Ok((id, worker.clone(), job))
+    };
+    let (id, worker, job) = match checked.await {
+        Ok(v) => v,
+        Err(e) => return Err(refuse_upload(body, e).await.into()),
+    };
+    let worker = worker.as_str();
     let info = take_upload(&hub, &headers, body, hub.cfg.max_artifact_bytes).await?;
     let m = Manifest {
         schema: SCHEMA.into(),

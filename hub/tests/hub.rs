@@ -554,6 +554,14 @@ fn access_control_and_hostile_input(backend: Backend) {
 
     // tokens: none, forged, malformed, too few scopes
     assert!(matches!(anon.push("alice/open", &public, false), Err(HubError::Unauthorized(_))));
+    // a refused upload is read before the answer: the client sees the 401, not a reset
+    // connection, however much it was still sending
+    let big = dir.join("big_refused.onnx");
+    std::fs::write(&big, vec![7u8; 8 << 20]).unwrap();
+    for _ in 0..3 {
+        assert!(matches!(anon.push("alice/open", &big, false), Err(HubError::Unauthorized(_))));
+        assert!(matches!(bob.push("alice/open", &big, false), Err(HubError::Forbidden(_))));
+    }
     let forged = format!("xfh_{}", "0".repeat(64));
     assert_eq!(raw("GET", &format!("{url}/api/v1/whoami"), Some(&forged), &[], vec![]).0, 401);
     assert_eq!(raw("GET", &format!("{url}/api/v1/repos"), None, &[("Authorization", "Bearer ../../x")], vec![]).0, 401);
