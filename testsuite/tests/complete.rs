@@ -287,3 +287,18 @@ fn a_20000_node_chain_compiles_in_bounded_groups() {
     assert_eq!(sizes.iter().sum::<usize>(), 20_000);
     Compiler::new("sm_90").compile_graph(&g, String::new()).unwrap();
 }
+
+#[test]
+fn a_cumsum_axis_beyond_the_rank_is_an_error_not_a_panic() {
+    // hostile input: CumSum over axis 5 (and -3) of a rank-2 tensor
+    for axis in [5i64, -3] {
+        let mut b = GraphBuilder::new("cumsum", 17);
+        let x = b.input("x", DType::F32, &[4, 5]);
+        let ax = b.weight("axis", Tensor::from_i64(vec![], vec![axis]));
+        let y = b.node(Op::CumSum, &[x, ax], vec![], ValueType::unranked(DType::F32));
+        b.output(y);
+        let g = b.finish();
+        let e = Compiler::new("sm_90").compile_graph(&g, "0".into()).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains("axis") && e.contains("CumSum"), "{e}");
+    }
+}

@@ -109,3 +109,22 @@ fn every_op_has_a_name_round_trip() {
     let n = Node { name: "n".into(), op: Op::Relu, inputs: vec![], outputs: vec![], attrs: Default::default() };
     assert_eq!(n.op.to_string(), "Relu");
 }
+
+#[test]
+fn a_conv_weight_of_another_rank_is_an_error_not_a_panic() {
+    // hostile input: a weight of rank 1 (and 0) for a 4-D input
+    for dims in [vec![3], vec![]] {
+        let mut b = GraphBuilder::new("conv", 17);
+        let x = b.input("x", DType::F32, &[1, 3, 8, 8]);
+        let n: usize = dims.iter().product();
+        let w = b.weight("w", Tensor::from_f32(dims.clone(), vec![0.5; n]));
+        let y = b.node(Op::Conv, &[x, w], vec![], ValueType::unranked(DType::F32));
+        b.output(y);
+        let mut g = b.finish();
+        let e = infer::infer_graph(&mut g).unwrap_err().to_string();
+        assert!(
+            e.contains("node 'conv_1' (Conv)") && e.contains(&format!("the weight has rank {}", dims.len())),
+            "{e}"
+        );
+    }
+}

@@ -41,7 +41,11 @@ pub fn scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelErr
         .map(|t| t.to_i64())
         .and_then(|v| v.first().copied())
         .ok_or_else(|| unsupported("the axis is not a constant".into()))?;
-    let axis = if axis < 0 { (axis + xs.len() as i64) as usize } else { axis as usize };
+    let rank = xs.len() as i64;
+    if !(-rank..rank).contains(&axis) {
+        return Err(unsupported(format!("axis {axis} is out of range for rank {rank}")));
+    }
+    let axis = if axis < 0 { (axis + rank) as usize } else { axis as usize };
     let flag = |k: &str| matches!(n.attr(k), Some(Attr::Int(1)));
     let (exclusive, reverse) = (flag("exclusive"), flag("reverse"));
     if g.weights.contains_key(&x) {
