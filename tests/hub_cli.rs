@@ -150,6 +150,13 @@ fn hub_commands_and_a_server_killed_mid_upload() {
     let (code, _, err) = hub(&home, &["pull", "alice/m", "--target", "sm_90", "--offline"]);
     assert_eq!(code, 2);
     assert!(err.contains("offline"), "{err}");
+    // no --target: this machine's GPU's, and without a GPU an error that says to give one
+    let (code, _, err) = hub(&home, &["pull", "alice/m", "--offline"]);
+    assert_eq!(code, 2);
+    match xforge_runtime::device_target(0) {
+        Ok(_) => assert!(err.contains("offline"), "{err}"),
+        Err(_) => assert!(err.contains("--target: not given, and no GPU"), "{err}"),
+    }
     let (code, _, _) = hub(&home, &["whoami", "--token", &format!("xfh_{}", "0".repeat(64))]);
     assert_eq!(code, 2);
 

@@ -131,9 +131,9 @@ struct PushArgs {
 
 #[derive(clap::Args)]
 struct SpecArgs {
-    /// The target (sm_90, ...).
+    /// The target (sm_90, ...); default: this machine's GPU's.
     #[arg(long)]
-    target: String,
+    target: Option<String>,
     #[arg(long, default_value = "fp32")]
     precision: String,
     /// Batch-size buckets (1,8,32); none: the model's own shapes.
@@ -152,12 +152,13 @@ impl SpecArgs {
                 o.split_once('=').ok_or_else(|| HubError::BadRequest(format!("--option '{o}' must be KEY=VALUE")))?;
             options.insert(k.to_string(), v.to_string());
         }
-        let s = BuildSpec {
-            target: self.target.clone(),
-            precision: self.precision.clone(),
-            batch: self.batch.clone(),
-            options,
+        let target = match &self.target {
+            Some(t) => t.clone(),
+            None => xforge_runtime::device_target(0).map_err(|e| {
+                HubError::BadRequest(format!("--target: not given, and no GPU here to take it from ({e})"))
+            })?,
         };
+        let s = BuildSpec { target, precision: self.precision.clone(), batch: self.batch.clone(), options };
         s.check()?;
         Ok(s)
     }
