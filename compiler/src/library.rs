@@ -14,27 +14,6 @@ pub struct LibraryPlan {
     pub relaid: Option<(usize, Vec<u8>)>,
 }
 
-/// A 4-D weight `[o, i, h, w]` as `[o, h, w, i]` (cuDNN's channels-last filters).
-fn ohwi(t: &xforge_ir::tensor::Tensor) -> Vec<u8> {
-    let s = t.shape();
-    let bytes = t.data().to_le_bytes();
-    let e = t.dtype().size();
-    let (o, i, h, w) = (s[0], s[1], s[2], s[3]);
-    let mut out = vec![0u8; bytes.len()];
-    for a in 0..o {
-        for b in 0..i {
-            for y in 0..h {
-                for x in 0..w {
-                    let src = ((a * i + b) * h + y) * w + x;
-                    let dst = ((a * h + y) * w + x) * i + b;
-                    out[dst * e..dst * e + e].copy_from_slice(&bytes[src * e..src * e + e]);
-                }
-            }
-        }
-    }
-    out
-}
-
 fn shape(g: &Graph, v: ValueId) -> Result<Vec<u64>, String> {
     g.ty(v)
         .static_shape()
@@ -340,7 +319,10 @@ pub fn conv(g: &Graph, grp: &FusionGroup) -> Result<LibraryPlan, String> {
     let buffers = [x, w, e.out].into_iter().chain(bias).chain(e.residual).collect();
     let relaid = match (nhwc, g.weights.get(&w)) {
         (false, _) => None,
-        (true, Some(t)) => Some((1, ohwi(t))),
+        // [o, i, h, w] as [o, h, w, i]: cuDNN's channels-last filters
+        (true, Some(t)) => {
+            Some((1, t.transposed(&[0, 2, 3, 1]).ok_or("a filter that is not 4-D")?.data().to_le_bytes()))
+        }
         (true, None) => return Err("a channels-last convolution of a computed filter".into()),
     };
     Ok(LibraryPlan { desc: LibraryDesc::Conv(desc), buffers, relaid })

@@ -78,27 +78,6 @@ fn channels_last_source(g: &Graph, x: ValueId, nchw: [usize; 4]) -> Option<Value
     (t.op == Op::Transpose && perm_ok && g.ty(xh).static_shape().as_deref() == Some(&[n, h, w, c][..])).then_some(xh)
 }
 
-/// W (K, C, KH, KW) as (K, KH·KW·C): the same weights with each kernel's taps outermost.
-fn taps_last(wt: &Tensor, [k, c, kh, kw]: [usize; 4]) -> Option<Tensor> {
-    let bytes = wt.data().to_le_bytes();
-    let es = wt.dtype().size();
-    if bytes.len() != k * c * kh * kw * es {
-        return None;
-    }
-    let mut out = vec![0u8; bytes.len()];
-    for kk in 0..k {
-        for ci in 0..c {
-            for t in 0..kh * kw {
-                let from = ((kk * c + ci) * kh * kw + t) * es;
-                let to = ((kk * kh * kw + t) * c + ci) * es;
-                out[to..to + es].copy_from_slice(&bytes[from..from + es]);
-            }
-        }
-    }
-    let data = xforge_ir::tensor::TensorData::from_le_bytes(wt.dtype(), &out)?;
-    Some(Tensor::new(vec![k, c * kh * kw], data))
-}
-
 /// Rewrites every patch convolution; returns how many.
 pub fn patch_convs_to_gemms(g: &mut Graph) -> usize {
     let mut done = 0;
@@ -118,7 +97,6 @@ pub fn patch_convs_to_gemms(g: &mut Graph) -> usize {
         let dt = g.ty(x).dtype;
         let name = conv.name.clone();
         let mut nodes = vec![];
-        let ins_rows;
         let value = |g: &mut Graph, suffix: &str, shape: &[usize]| {
             g.add_value(format!("{name}.{suffix}"), ValueType::known(dt, shape))
         };
@@ -138,34 +116,25 @@ pub fn patch_convs_to_gemms(g: &mut Graph) -> usize {
             })
         };
         let wt = g.weights[&w].clone();
-        let nhwc = channels_last_source(g, x, [nn, c, oh * kh, ow * kw]).zip(taps_last(&wt, [k, c, kh, kw]));
+        // the patches' source, its split into patches and their order, and W's columns in that
+        // order: from the channels-last tensor (KH, KW, C), else from x (C, KH, KW)
+        let nhwc = channels_last_source(g, x, [nn, c, oh * kh, ow * kw]);
+        let (source, split, perm, w_cols) = match nhwc.zip(wt.transposed(&[0, 2, 3, 1])) {
+            Some((xh, w_khwc)) => (xh, [nn, oh, kh, ow, kw, c], [0, 1, 3, 2, 4, 5], w_khwc.data().clone()),
+            None => (x, [nn, c, oh, kh, ow, kw], [0, 2, 4, 1, 3, 5], wt.data().clone()),
+        };
+        let s6 = shape_of(g, "split", &split);
+        let x6 = value(g, "split", &split);
+        push(Op::Reshape, vec![source, s6], x6, vec![], "split");
+        let patches: Vec<usize> = perm.iter().map(|&p| split[p]).collect();
+        let xt = value(g, "patches", &patches);
+        push(Op::Transpose, vec![x6], xt, vec![("perm", Attr::Ints(perm.iter().map(|&p| p as i64).collect()))], "patches");
+        let s2 = shape_of(g, "rows", &[nn * oh * ow, c * kh * kw]);
+        let x2 = value(g, "rows", &[nn * oh * ow, c * kh * kw]);
+        push(Op::Reshape, vec![xt, s2], x2, vec![], "rows");
+        // W (K, C, KH, KW) as (K, C·KH·KW), each kernel's weights in the patches' order
         let w2 = g.add_value(format!("{name}.weight_rows"), ValueType::known(wt.dtype(), &[k, c * kh * kw]));
-        if let Some((xh, w_taps_last)) = nhwc {
-            let s6 = shape_of(g, "split", &[nn, oh, kh, ow, kw, c]);
-            let x6 = value(g, "split", &[nn, oh, kh, ow, kw, c]);
-            push(Op::Reshape, vec![xh, s6], x6, vec![], "split");
-            let xt = value(g, "patches", &[nn, oh, ow, kh, kw, c]);
-            push(Op::Transpose, vec![x6], xt, vec![("perm", Attr::Ints(vec![0, 1, 3, 2, 4, 5]))], "patches");
-            let s2 = shape_of(g, "rows", &[nn * oh * ow, kh * kw * c]);
-            let x2 = value(g, "rows", &[nn * oh * ow, kh * kw * c]);
-            push(Op::Reshape, vec![xt, s2], x2, vec![], "rows");
-            // W (K, C, KH, KW) as (K, KH·KW·C): each kernel's weights reordered like the patches
-            g.weights.insert(w2, w_taps_last);
-            ins_rows = x2;
-        } else {
-            let s6 = shape_of(g, "split", &[nn, c, oh, kh, ow, kw]);
-            let x6 = value(g, "split", &[nn, c, oh, kh, ow, kw]);
-            push(Op::Reshape, vec![x, s6], x6, vec![], "split");
-            let xt = value(g, "patches", &[nn, oh, ow, c, kh, kw]);
-            push(Op::Transpose, vec![x6], xt, vec![("perm", Attr::Ints(vec![0, 2, 4, 1, 3, 5]))], "patches");
-            let s2 = shape_of(g, "rows", &[nn * oh * ow, c * kh * kw]);
-            let x2 = value(g, "rows", &[nn * oh * ow, c * kh * kw]);
-            push(Op::Reshape, vec![xt, s2], x2, vec![], "rows");
-            // W (K, C, KH, KW) as (K, C·KH·KW): the same elements in the same order
-            g.weights.insert(w2, Tensor::new(vec![k, c * kh * kw], wt.data().clone()));
-            ins_rows = x2;
-        }
-        let x2 = ins_rows;
+        g.weights.insert(w2, Tensor::new(vec![k, c * kh * kw], w_cols));
         let y2 = value(g, "gemm", &[nn * oh * ow, k]);
         let mut ins = vec![x2, w2];
         ins.extend(bias);

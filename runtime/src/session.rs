@@ -615,13 +615,7 @@ impl Session {
                 m.push(t0.elapsed_ms(&t1).map_err(cuda)? as f64);
             }
         }
-        Ok(ms
-            .into_iter()
-            .map(|mut v| {
-                v.sort_by(|a, b| a.total_cmp(b));
-                v[v.len() / 2]
-            })
-            .collect())
+        Ok(medians(ms))
     }
 
     /// The GPU's name, as the driver reports it.
@@ -680,13 +674,7 @@ impl Session {
             }
         }
         self.mark(own)?;
-        Ok(ms
-            .into_iter()
-            .map(|mut v| {
-                v.sort_by(|a, b| a.total_cmp(b));
-                v.get(v.len() / 2).copied().unwrap_or(0.0)
-            })
-            .collect())
+        Ok(medians(ms))
     }
 
     /// One execution of plan `p`: its captured graph (captured on first use).
@@ -808,6 +796,16 @@ impl Drop for Session {
 /// capturing a plan, launching it and dropping its handles take this process-wide lock. With several sessions in
 /// threads, plans with cuDNN steps failed to capture (CUDA_ERROR_STREAM_CAPTURE_INVALIDATED, on
 /// an H100) while only loads and captures took it (see BENCH.md).
+/// The median of each list of timings (0 for an empty one).
+fn medians(ms: Vec<Vec<f64>>) -> Vec<f64> {
+    ms.into_iter()
+        .map(|mut v| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            v.get(v.len() / 2).copied().unwrap_or(0.0)
+        })
+        .collect()
+}
+
 fn setup_lock() -> std::sync::MutexGuard<'static, ()> {
     static SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
     SETUP.lock().unwrap_or_else(|poisoned| poisoned.into_inner())

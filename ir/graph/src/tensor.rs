@@ -417,6 +417,36 @@ impl Tensor {
         Tensor::new(shape, self.data.take(idx))
     }
 
+    /// The axes permuted as ONNX Transpose does (axis `i` of the result is axis `perm[i]`);
+    /// None unless `perm` is a permutation of the axes.
+    pub fn transposed(&self, perm: &[usize]) -> Option<Tensor> {
+        let r = self.rank();
+        let mut seen = vec![false; r];
+        if perm.len() != r || perm.iter().any(|&p| p >= r || std::mem::replace(&mut seen[p], true)) {
+            return None;
+        }
+        let mut st = vec![1usize; r];
+        for a in (0..r.saturating_sub(1)).rev() {
+            st[a] = st[a + 1] * self.shape[a + 1];
+        }
+        let shape: Vec<usize> = perm.iter().map(|&p| self.shape[p]).collect();
+        let pst: Vec<usize> = perm.iter().map(|&p| st[p]).collect();
+        let mut idx = Vec::with_capacity(self.len());
+        let mut at = vec![0usize; r];
+        for _ in 0..self.len() {
+            idx.push(at.iter().zip(&pst).map(|(a, b)| a * b).sum());
+            // the next index of the result, last axis fastest
+            for a in (0..r).rev() {
+                at[a] += 1;
+                if at[a] < shape[a] {
+                    break;
+                }
+                at[a] = 0;
+            }
+        }
+        Some(self.take(&idx, shape))
+    }
+
     pub fn cast(&self, to: DType) -> Tensor {
         if self.dtype() == to {
             return self.clone();

@@ -320,17 +320,10 @@ impl Taps {
         if elements != channels * self.window || t.len() != elements {
             return None;
         }
-        let bytes = t.data().to_le_bytes();
-        let es = bytes.len() / elements.max(1);
-        let mut out = vec![0u8; bytes.len()];
-        for ch in 0..channels {
-            for tap in 0..self.window {
-                let (from, to) = ((ch * self.window + tap) * es, (tap * channels + ch) * es);
-                out[to..to + es].copy_from_slice(&bytes[from..from + es]);
-            }
-        }
+        // [C, 1, kh, kw] as [kh, kw, 1, C]
+        let bytes = t.transposed(&[2, 3, 1, 0])?.data().to_le_bytes();
         self.tap_major = Some(channels);
-        Some((index, out.into()))
+        Some((index, bytes.into()))
     }
 
     /// Weight `tap` (kh * kw_len + kw) of channel `channel` (an index value), in the compute

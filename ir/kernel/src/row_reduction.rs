@@ -42,19 +42,16 @@ fn float_attr(n: &Node, k: &str, d: f64) -> f64 {
 
 /// Short rows of a per-row op (normalizations, softmax) of `len` vectors: (threads per row, a
 /// power of two below 32, and rows per block, a power of two dividing `rows` with at most
-/// ROW_BLOCK_MAX threads in all); (_, 1) where a row takes a block of its own.
-fn packing(len: usize, rows: usize, per_row: bool) -> (usize, usize) {
+/// ROW_BLOCK_MAX threads in all); None where a row takes a block of its own.
+fn packing(len: usize, rows: usize, per_row: bool) -> Option<(usize, usize)> {
     let seg = len.div_ceil(knobs::ROW_VECTORS_PER_THREAD).next_power_of_two();
     if !per_row || seg >= 32 || std::env::var_os("XFORGE_ROW_PER_BLOCK").is_some() {
-        return (seg, 1);
+        return None;
     }
     // the most rows per block that divide the rows (no row past the end)
     let most = knobs::ROW_BLOCK_MAX / seg;
-    let packed = (0..=most.trailing_zeros()).rev().map(|e| 1usize << e).find(|p| rows.is_multiple_of(*p)).unwrap_or(1);
-    if packed * seg < 32 {
-        return (seg, 1);
-    }
-    (seg, packed)
+    let packed = (0..=most.trailing_zeros()).rev().map(|e| 1usize << e).find(|p| rows.is_multiple_of(*p))?;
+    (packed * seg >= 32).then_some((seg, packed))
 }
 
 /// Threads per block for rows of `len` vectors: a power of two in 32..=ROW_BLOCK_MAX.
@@ -392,9 +389,8 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
     let lanes = if vectorizable { 16 / esize } else { 1 };
     // threads per row: a block, or, for short rows of a per-row op, an aligned segment of a warp
     // with several rows per block (shuffles alone combine a row: no barrier, no shared memory)
-    let (seg, packed) = packing(len.div_ceil(lanes), rows, per_row);
-    let block = if packed > 1 { seg * packed } else { block_for(len.div_ceil(lanes)) };
-    let seg = if packed > 1 { seg } else { block };
+    let (seg, packed) = packing(len.div_ceil(lanes), rows, per_row).unwrap_or((block_for(len.div_ceil(lanes)), 1));
+    let block = seg * packed;
     let warps = block / 32;
     let k = arity(stat);
     let mut b = Body::default();

@@ -69,16 +69,7 @@ pub fn transpose(x: &Tensor, perm: Option<Vec<i64>>) -> OpResult<Tensor> {
         Some(p) => p.iter().map(|&v| axis(v, r)).collect::<OpResult<_>>()?,
         None => (0..r).rev().collect(),
     };
-    let mut seen = vec![false; r];
-    if perm.len() != r || perm.iter().any(|&p| std::mem::replace(&mut seen[p], true)) {
-        return Err(format!("perm {perm:?} is not a permutation of {r} axes"));
-    }
-    let st = strides(x.shape());
-    let shape: Vec<usize> = perm.iter().map(|&p| x.shape()[p]).collect();
-    let pst: Vec<usize> = perm.iter().map(|&p| st[p]).collect();
-    let mut idx = Vec::with_capacity(x.len());
-    each_index(&shape, |o| idx.push(o.iter().zip(&pst).map(|(a, b)| a * b).sum()));
-    Ok(x.take(&idx, shape))
+    x.transposed(&perm).ok_or_else(|| format!("perm {perm:?} is not a permutation of {r} axes"))
 }
 
 fn index_value(i: i64, dim: usize) -> OpResult<usize> {
