@@ -128,7 +128,13 @@ pub fn patch_convs_to_gemms(g: &mut Graph) -> usize {
         push(Op::Reshape, vec![source, s6], x6, vec![], "split");
         let patches: Vec<usize> = perm.iter().map(|&p| split[p]).collect();
         let xt = value(g, "patches", &patches);
-        push(Op::Transpose, vec![x6], xt, vec![("perm", Attr::Ints(perm.iter().map(|&p| p as i64).collect()))], "patches");
+        push(
+            Op::Transpose,
+            vec![x6],
+            xt,
+            vec![("perm", Attr::Ints(perm.iter().map(|&p| p as i64).collect()))],
+            "patches",
+        );
         let s2 = shape_of(g, "rows", &[nn * oh * ow, c * kh * kw]);
         let x2 = value(g, "rows", &[nn * oh * ow, c * kh * kw]);
         push(Op::Reshape, vec![xt, s2], x2, vec![], "rows");
