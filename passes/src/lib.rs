@@ -15,7 +15,9 @@ pub mod patch_conv;
 pub mod precision;
 pub mod rewrite;
 pub mod sibling_gemm;
+pub mod slice_concat;
 pub mod variadic;
+pub mod window_attention;
 
 use xforge_ir::Graph;
 
@@ -28,6 +30,7 @@ pub struct CanonStats {
     pub batch_norms: usize,
     pub merged_gemms: usize,
     pub patch_convs: usize,
+    pub attention_blocks: usize,
     pub dead: usize,
 }
 
@@ -48,6 +51,8 @@ pub fn canonicalize(g: &mut Graph) -> Result<CanonStats, xforge_ir::infer::Infer
         st.batch_norms += bn_fold::batch_norms_to_affine(g);
         st.merged_gemms += sibling_gemm::merge_sibling_matmuls(g);
         st.patch_convs += patch_conv::patch_convs_to_gemms(g);
+        st.attention_blocks += window_attention::attention_blocks(g);
+        st.noops += slice_concat::concats_of_slices_to_gathers(g);
         st.dead += dce::dce(g);
         xforge_ir::infer::infer_graph(g)?;
         if st == before {

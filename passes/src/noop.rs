@@ -1,5 +1,6 @@
 //! Removes ops that do nothing: Identity, inference-mode Dropout, Cast to the same dtype,
-//! Reshape/Flatten/Squeeze/Unsqueeze/Expand to the same static shape, and Transpose pairs that
+//! Reshape/Flatten/Squeeze/Unsqueeze/Expand to the same static shape, Pad by zeros, Slice of
+//! step 1 over everything, and Transpose pairs that
 //! compose to the identity (a pair that does not becomes one Transpose). A Transpose that moves
 //! only axes of size 1 becomes the Reshape it is.
 use crate::rewrite::replace_uses;
@@ -28,6 +29,11 @@ fn moves_only_unit_axes(g: &Graph, x: ValueId, p: &[usize]) -> bool {
 }
 
 /// Returns the number of nodes bypassed (run `dce` afterwards to drop them).
+/// Input `k` of `n` as constant integers.
+fn const_ints(g: &Graph, n: &xforge_ir::Node, k: usize) -> Option<Vec<i64>> {
+    n.inputs.get(k).copied().flatten().and_then(|v| g.weights.get(&v)).map(|t| t.to_i64())
+}
+
 pub fn remove_noops(g: &mut Graph) -> usize {
     let mut removed = 0;
     for i in 0..g.nodes.len() {
@@ -44,6 +50,20 @@ pub fn remove_noops(g: &mut Graph) -> usize {
                 Some(x)
             }
             Op::Cast | Op::Reshape | Op::Flatten | Op::Squeeze | Op::Unsqueeze | Op::Expand if same_type => Some(x),
+            // a Pad of zeros everywhere (Swin's pad to whole windows when they already fit)
+            Op::Pad if same_type && const_ints(g, &n, 1).is_some_and(|p| p.iter().all(|&v| v == 0)) => Some(x),
+            // a Slice of constant bounds and step 1 that keeps the shape keeps everything (a
+            // negative step reverses; bounds known only at run time may cut a padded value)
+            Op::Slice
+                if same_type
+                    && [1, 2].iter().all(|&k| const_ints(g, &n, k).is_some())
+                    && [3, 4]
+                        .iter()
+                        .all(|&k| n.inputs.get(k).copied().flatten().is_none() || const_ints(g, &n, k).is_some())
+                    && const_ints(g, &n, 4).is_none_or(|s| s.iter().all(|&v| v == 1)) =>
+            {
+                Some(x)
+            }
             Op::Transpose => {
                 let rank = g.ty(x).shape.as_ref().map(|s| s.len());
                 let p = rank.and_then(|r| perm(&n, r));

@@ -73,3 +73,31 @@ fn a_transpose_of_unit_axes_is_a_reshape() {
     assert_eq!(ops, [Op::Reshape, Op::Relu, Op::Transpose, Op::Relu]);
     assert_equivalent(&before, &g, 0.0);
 }
+
+#[test]
+fn a_pad_of_zeros_and_a_whole_slice_go_but_shifts_and_reversals_stay() {
+    let ints = |b: &mut GraphBuilder, name: &str, v: Vec<i64>| b.weight(name, Tensor::from_i64(vec![v.len()], v));
+    let mut b = GraphBuilder::new("noop_pad_slice", 17);
+    let x = b.input("x", DType::F32, &[2, 5]);
+    let u = ValueType::unranked(DType::F32);
+    let zeros = ints(&mut b, "zeros", vec![0, 0, 0, 0]);
+    let p0 = b.node(Op::Pad, &[x, zeros], vec![], u.clone());
+    let (s0, e0, a1) = (ints(&mut b, "s0", vec![0]), ints(&mut b, "e0", vec![i64::MAX]), ints(&mut b, "a1", vec![1]));
+    let whole = b.node(Op::Slice, &[p0, s0, e0, a1], vec![], u.clone());
+    // Pad by (1 before, −1 after) keeps the shape and shifts the row: it stays
+    let shift = ints(&mut b, "shift", vec![0, 1, 0, -1]);
+    let p1 = b.node(Op::Pad, &[whole, shift], vec![], u.clone());
+    // step −1 over the whole axis keeps the shape and reverses it: it stays
+    let (s9, e9, m1) = (ints(&mut b, "s9", vec![-1]), ints(&mut b, "e9", vec![i64::MIN]), ints(&mut b, "m1", vec![-1]));
+    let rev = b.node(Op::Slice, &[p1, s9, e9, a1, m1], vec![], u);
+    b.output(rev);
+    let mut g = b.finish();
+    infer_graph(&mut g).unwrap();
+    let before = g.clone();
+    assert_eq!(remove_noops(&mut g), 2);
+    dce(&mut g);
+    infer_graph(&mut g).unwrap();
+    xforge_ir::verify::verify(&g).unwrap();
+    assert_eq!(g.nodes.iter().map(|n| n.op).collect::<Vec<_>>(), vec![Op::Pad, Op::Slice]);
+    assert_equivalent(&before, &g, 0.0);
+}

@@ -302,3 +302,94 @@ fn a_cumsum_axis_beyond_the_rank_is_an_error_not_a_panic() {
         assert!(e.contains("axis") && e.contains("CumSum"), "{e}");
     }
 }
+
+#[test]
+fn a_shifted_window_block_is_rolls_in_one_kernel_and_one_attention() {
+    // Swin's shifted-window attention as torchvision exports it: roll (Slices and a Concat per
+    // axis), window partition, QKV, q·c·kᵀ + relative bias, the shift mask between reshapes over
+    // (images, windows), softmax, ·v, window merge, roll back, residual. The rolls become
+    // Gathers that fuse with the partition (one kernel) and with the residual (one kernel); the
+    // attention is one Attention over images of windows × heads; the plan computes what the
+    // interpreter computes.
+    let (bn, hw, ws, c, heads) = (2usize, 8usize, 4usize, 8usize, 2usize);
+    let (nw, s, d) = ((hw / ws) * (hw / ws), ws * ws, c / heads);
+    let n = bn * nw;
+    let mut b = GraphBuilder::new("swin_block", 17);
+    let x = b.input("x", DType::F32, &[bn, hw, hw, c]);
+    let u = || ValueType::unranked(DType::F32);
+    let ints = |b: &mut GraphBuilder, name: &str, v: &[usize]| {
+        b.weight(name, Tensor::from_i64(vec![v.len()], v.iter().map(|&d| d as i64).collect()))
+    };
+    let vals = |k: usize, seed: f64| (0..k).map(|i| ((i as f64) * 0.37 + seed).sin() * 0.5).collect::<Vec<f64>>();
+    // roll by `by` along axes 1 and 2: Concat(Slice(x, by..), Slice(x, ..by))
+    let roll = |b: &mut GraphBuilder, x, by: usize, tag: &str| {
+        let mut y = x;
+        for axis in [1usize, 2] {
+            let a = ints(b, &format!("{tag}a{axis}"), &[axis]);
+            let (s0, e0) = (ints(b, &format!("{tag}s{axis}"), &[by]), ints(b, &format!("{tag}e{axis}"), &[hw]));
+            let (s1, e1) = (ints(b, &format!("{tag}z{axis}"), &[0]), ints(b, &format!("{tag}b{axis}"), &[by]));
+            let p = b.node(Op::Slice, &[y, s0, e0, a], vec![], u());
+            let q = b.node(Op::Slice, &[y, s1, e1, a], vec![], u());
+            y = b.node(Op::Concat, &[p, q], vec![("axis", Attr::Int(axis as i64))], u());
+        }
+        y
+    };
+    let perm = |p: &[i64]| vec![("perm", Attr::Ints(p.to_vec()))];
+    let xr = roll(&mut b, x, ws / 2, "r");
+    let s6 = ints(&mut b, "s6", &[bn, hw / ws, ws, hw / ws, ws, c]);
+    let x6 = b.node(Op::Reshape, &[xr, s6], vec![], u());
+    let xt = b.node(Op::Transpose, &[x6], perm(&[0, 1, 3, 2, 4, 5]), u());
+    let s3 = ints(&mut b, "s3", &[n, s, c]);
+    let win = b.node(Op::Reshape, &[xt, s3], vec![], u());
+    let wqkv = b.weight("wqkv", Tensor::from_f64(DType::F32, vec![c, 3 * c], &vals(c * 3 * c, 0.2)));
+    let qkv = b.node(Op::MatMul, &[win, wqkv], vec![], u());
+    let s5 = ints(&mut b, "s5", &[n, s, 3, heads, d]);
+    let q5 = b.node(Op::Reshape, &[qkv, s5], vec![], u());
+    let qt = b.node(Op::Transpose, &[q5], perm(&[2, 0, 3, 1, 4]), u());
+    let mut qkv3 = vec![];
+    for k in 0..3 {
+        let i = b.weight(&format!("i{k}"), Tensor::from_i64(vec![], vec![k]));
+        qkv3.push(b.node(Op::Gather, &[qt, i], vec![("axis", Attr::Int(0))], u()));
+    }
+    let scale = b.weight("scale", Tensor::scalar_f32(1.0 / (d as f32).sqrt()));
+    let qs = b.node(Op::Mul, &[qkv3[0], scale], vec![], u());
+    let kt = b.node(Op::Transpose, &[qkv3[1]], perm(&[0, 1, 3, 2]), u());
+    let sc = b.node(Op::MatMul, &[qs, kt], vec![], u());
+    let bias = b.weight("bias", Tensor::from_f64(DType::F32, vec![heads, s, s], &vals(heads * s * s, 1.3)));
+    let sb = b.node(Op::Add, &[sc, bias], vec![], u());
+    let s5m = ints(&mut b, "s5m", &[bn, nw, heads, s, s]);
+    let sw = b.node(Op::Reshape, &[sb, s5m], vec![], u());
+    let m: Vec<f64> = vals(nw * s * s, 0.9).iter().map(|&v| if v > 0.25 { -100.0 } else { 0.0 }).collect();
+    let mask = b.weight("mask", Tensor::from_f64(DType::F32, vec![nw, 1, s, s], &m));
+    let sm = b.node(Op::Add, &[sw, mask], vec![], u());
+    let s4 = ints(&mut b, "s4", &[n, heads, s, s]);
+    let sm4 = b.node(Op::Reshape, &[sm, s4], vec![], u());
+    let p = b.node(Op::Softmax, &[sm4], vec![("axis", Attr::Int(-1))], u());
+    let o = b.node(Op::MatMul, &[p, qkv3[2]], vec![], u());
+    let ot = b.node(Op::Transpose, &[o], perm(&[0, 2, 1, 3]), u());
+    let s6b = ints(&mut b, "s6b", &[bn, hw / ws, hw / ws, ws, ws, c]);
+    let o6 = b.node(Op::Reshape, &[ot, s6b], vec![], u());
+    let o6t = b.node(Op::Transpose, &[o6], perm(&[0, 1, 3, 2, 4, 5]), u());
+    let s4b = ints(&mut b, "s4b", &[bn, hw, hw, c]);
+    let merged = b.node(Op::Reshape, &[o6t, s4b], vec![], u());
+    let back = roll(&mut b, merged, hw - ws / 2, "b");
+    let y = b.node(Op::Add, &[back, x], vec![], u());
+    b.output(y);
+    let mut g = b.finish();
+    xforge_ir::infer::infer_graph(&mut g).unwrap();
+    let fused = Compiler::new("sm_90").fuse(&g).unwrap();
+    let ops = |grp: &xforge_passes::fusion::FusionGroup| -> Vec<Op> {
+        grp.nodes.iter().map(|&k| fused.graph.nodes[k].op).collect()
+    };
+    let groups: Vec<Vec<Op>> = fused.partition.groups.iter().map(ops).collect();
+    assert!(!fused.graph.nodes.iter().any(|n| matches!(n.op, Op::Softmax | Op::Concat | Op::Slice)), "{groups:?}");
+    assert_eq!(fused.graph.nodes.iter().filter(|n| n.op == Op::Attention).count(), 1);
+    let two_rolls = |o: &Vec<Op>| o.iter().filter(|&&x| x == Op::Gather).count() == 2;
+    assert!(groups.iter().any(|o| two_rolls(o) && o.contains(&Op::Transpose)), "roll + partition: {groups:?}");
+    assert!(groups.iter().any(|o| two_rolls(o) && o.contains(&Op::Add)), "roll back + residual: {groups:?}");
+    let feed = HashMap::from([("x".to_string(), xforge_codegen_ptx::samples::random(DType::F32, &[bn, hw, hw, c], 3))]);
+    let want = xforge_ir::interp::run(&g, &feed).unwrap();
+    let (got, _) = run_plan(&fused, &kernels(&fused), &feed).unwrap();
+    let rel = xforge_ir::tensor::rel_l2(&got[0], &want[0]);
+    assert!(rel < 1e-6, "relative L2 {rel}");
+}

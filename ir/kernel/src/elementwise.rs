@@ -81,163 +81,174 @@ fn load_float(b: &mut Body, params: &[Param], v: ValueId, at: &str, c: &str) -> 
     load_param(b, params, v, at, c)
 }
 
-/// The value of a data-movement node at flat output index `i`, read from its parameter operand.
-#[allow(clippy::too_many_arguments)]
-fn remapped(
-    b: &mut Body,
-    g: &Graph,
-    n: &Node,
-    params: &[Param],
-    _value: &HashMap<ValueId, String>,
-    i: &str,
-    c: &str,
-    unsupported: &dyn Fn(String) -> KernelError,
-) -> Result<String, KernelError> {
-    let bad = |why: &str| unsupported(format!("node '{}' ({}): {why}", n.name, n.op));
-    let data = n.inputs[0].ok_or_else(|| bad("no data input"))?;
-    let out_shape = n.outputs[0].and_then(|o| g.ty(o).static_shape()).ok_or_else(|| bad("shape is not static"))?;
-    let in_shape = g.ty(data).static_shape().ok_or_else(|| bad("shape is not static"))?;
-    if !params.iter().any(|p| p.value == data && !p.output) {
-        return Err(bad("its data is computed in the group (only group inputs can be remapped)"));
-    }
-    let oc = coords(b, i, &out_shape);
-    if n.op == Op::Concat {
-        return concat_value(b, g, n, params, &oc, &out_shape, c, &bad);
-    }
-    if n.op == Op::Pad {
-        return pad_value(b, g, n, params, &oc, &in_shape, c, &bad);
-    }
-    let src: Vec<String> = match n.op {
-        Op::Transpose => {
-            let r = in_shape.len();
-            let perm: Vec<usize> = match n.attr("perm") {
-                Some(Attr::Ints(p)) => {
-                    p.iter().map(|&v| if v < 0 { (v + r as i64) as usize } else { v as usize }).collect()
-                }
-                _ => (0..r).rev().collect(),
-            };
-            // output axis d is input axis perm[d]
-            let mut sc = vec![String::new(); r];
-            for (d, &pd) in perm.iter().enumerate() {
-                sc[pd] = oc[d].clone();
-            }
-            sc
-        }
-        Op::Expand => {
-            let off = out_shape.len() - in_shape.len();
-            (0..in_shape.len()).map(|d| if in_shape[d] == 1 { b.index(0) } else { oc[d + off].clone() }).collect()
-        }
-        Op::Slice => {
-            let konst =
-                |k: usize| n.inputs.get(k).copied().flatten().and_then(|v| g.weights.get(&v)).map(|t| t.to_i64());
-            let starts = konst(1).ok_or_else(|| bad("starts are not constant"))?;
-            let axes: Vec<usize> = konst(3)
-                .map(|a| {
-                    a.iter().map(|&x| if x < 0 { (x + in_shape.len() as i64) as usize } else { x as usize }).collect()
-                })
-                .unwrap_or_else(|| (0..starts.len()).collect());
-            let steps = konst(4).unwrap_or(vec![1; starts.len()]);
-            let mut sc = oc.clone();
-            for (k, &ax) in axes.iter().enumerate() {
-                let d = in_shape[ax] as i64;
-                let ends = konst(2).ok_or_else(|| bad("ends are not constant"))?;
-                let (begin, _, _) = xforge_ir::interp::slice_bounds_pub(d, starts[k], ends[k], steps[k]);
-                if steps[k] < 0 {
-                    return Err(bad("negative steps are not supported"));
-                }
-                let (s0, st) = (b.index(begin as usize), b.index(steps[k] as usize));
-                let t = b.emit(format!("arith.muli {}, {st} : index", oc[ax]));
-                sc[ax] = b.emit(format!("arith.addi {t}, {s0} : index"));
-            }
-            sc
-        }
-        Op::Gather => {
-            let r = in_shape.len() as i64;
-            let ax = match n.attr("axis") {
-                Some(Attr::Int(a)) => (if *a < 0 { a + r } else { *a }) as usize,
-                _ => 0,
-            };
-            let ind = n.inputs[1].ok_or_else(|| bad("no indices"))?;
-            let ind_shape = g.ty(ind).static_shape().ok_or_else(|| bad("index shape is not static"))?;
-            let q = ind_shape.len();
-            // output coordinates: data[..ax], indices, data[ax+1..]
-            let ic = &oc[ax..ax + q];
-            let at = flat(b, ic, &ind_shape);
-            let idx = match g.weights.get(&ind) {
-                Some(_) | None => {
-                    let k = params
-                        .iter()
-                        .position(|p| p.value == ind && !p.output)
-                        .ok_or_else(|| bad("indices are not an input"))?;
-                    let p = &params[k];
-                    let st = storage_type(p.dtype)
-                        .filter(|_| matches!(p.dtype, DType::I64 | DType::I32))
-                        .ok_or_else(|| bad("indices must be i64 or i32"))?;
-                    let raw = b.emit(format!("memref.load %arg{k}[{at}] : memref<{}x{st}>", p.elements.max(1)));
-                    // negative indices count from the end
-                    let dim = b.emit(format!("arith.constant {} : {st}", in_shape[ax]));
-                    let z = b.emit(format!("arith.constant 0 : {st}"));
-                    let neg = b.emit(format!("arith.cmpi slt, {raw}, {z} : {st}"));
-                    let wrapped = b.emit(format!("arith.addi {raw}, {dim} : {st}"));
-                    let v = b.emit(format!("arith.select {neg}, {wrapped}, {raw} : {st}"));
-                    b.emit(format!("arith.index_cast {v} : {st} to index"))
-                }
-            };
-            let mut sc: Vec<String> = oc[..ax].to_vec();
-            sc.push(idx);
-            sc.extend_from_slice(&oc[ax + q..]);
-            sc
-        }
-        _ => return Err(bad("not a data-movement op")),
-    };
-    let at = flat(b, &src, &in_shape);
-    load_float(b, params, data, &at, c).ok_or_else(|| bad("data dtype is not supported"))
+/// Reads values at remapped coordinates: a group input's element, or, through data movement
+/// and views computed in the group, the element those nodes take it from (Swin's rolls, two
+/// Gathers in a row, read their source once instead of a kernel and a buffer each).
+struct Pull<'a> {
+    g: &'a Graph,
+    params: &'a [Param],
+    group: &'a [&'a Node],
+    c: &'a str,
+    unsupported: &'a dyn Fn(String) -> KernelError,
 }
 
-/// Concat: the operand whose range along the axis holds the coordinate, by nested `scf.if`.
-#[allow(clippy::too_many_arguments)]
-fn concat_value(
-    b: &mut Body,
-    g: &Graph,
-    n: &Node,
-    params: &[Param],
-    oc: &[String],
-    out_shape: &[usize],
-    c: &str,
-    bad: &dyn Fn(&str) -> KernelError,
-) -> Result<String, KernelError> {
-    let r = out_shape.len() as i64;
-    let ax = match n.attr("axis") {
-        Some(Attr::Int(a)) => (if *a < 0 { a + r } else { *a }) as usize,
-        _ => 0,
-    };
-    let parts: Vec<(ValueId, Vec<usize>)> = n
-        .inputs
-        .iter()
-        .flatten()
-        .map(|&v| g.ty(v).static_shape().map(|s| (v, s)).ok_or_else(|| bad("shape is not static")))
-        .collect::<Result<_, _>>()?;
-    if parts.iter().any(|(v, _)| !params.iter().any(|p| p.value == *v && !p.output)) {
-        return Err(bad("its operands are computed in the group (only group inputs can be concatenated)"));
+impl Pull<'_> {
+    fn bad(&self, n: &Node, why: &str) -> KernelError {
+        (self.unsupported)(format!("node '{}' ({}): {why}", n.name, n.op))
     }
-    // the last operand needs no test; earlier ones nest
-    fn emit(
+
+    /// Value `v` (of static `shape`) at coordinates `at`.
+    fn value(&self, b: &mut Body, v: ValueId, at: &[String], shape: &[usize]) -> Result<String, KernelError> {
+        if self.params.iter().any(|p| p.value == v && !p.output) {
+            let flat_at = flat(b, at, shape);
+            return load_float(b, self.params, v, &flat_at, self.c)
+                .ok_or_else(|| (self.unsupported)(format!("'{}': data dtype is not supported", self.g.name_of(v))));
+        }
+        let n = self.group.iter().find(|m| m.outputs.contains(&Some(v))).ok_or_else(|| {
+            (self.unsupported)(format!("'{}' is neither an input nor computed in the group", self.g.name_of(v)))
+        })?;
+        if is_remap(n.op) {
+            return self.node(b, n, at);
+        }
+        if is_view(n.op) {
+            // the same element: its flat index in the view is its flat index in the source
+            let x = n.inputs[0].ok_or_else(|| self.bad(n, "no data input"))?;
+            let xs = self.g.ty(x).static_shape().ok_or_else(|| self.bad(n, "shape is not static"))?;
+            let i = flat(b, at, shape);
+            let xc = coords(b, &i, &xs);
+            return self.value(b, x, &xc, &xs);
+        }
+        Err(self.bad(n, "its data is computed in the group by work other than data movement"))
+    }
+
+    /// Data-movement node `n`'s output at coordinates `oc`.
+    fn node(&self, b: &mut Body, n: &Node, oc: &[String]) -> Result<String, KernelError> {
+        let g = self.g;
+        let data = n.inputs[0].ok_or_else(|| self.bad(n, "no data input"))?;
+        let in_shape = g.ty(data).static_shape().ok_or_else(|| self.bad(n, "shape is not static"))?;
+        if n.op == Op::Concat {
+            return self.concat(b, n, oc);
+        }
+        if n.op == Op::Pad {
+            return self.pad(b, n, oc, &in_shape);
+        }
+        let src: Vec<String> = match n.op {
+            Op::Transpose => {
+                let r = in_shape.len();
+                let perm: Vec<usize> = match n.attr("perm") {
+                    Some(Attr::Ints(p)) => {
+                        p.iter().map(|&v| if v < 0 { (v + r as i64) as usize } else { v as usize }).collect()
+                    }
+                    _ => (0..r).rev().collect(),
+                };
+                // output axis d is input axis perm[d]
+                let mut sc = vec![String::new(); r];
+                for (d, &pd) in perm.iter().enumerate() {
+                    sc[pd] = oc[d].clone();
+                }
+                sc
+            }
+            Op::Expand => {
+                let off = oc.len() - in_shape.len();
+                (0..in_shape.len()).map(|d| if in_shape[d] == 1 { b.index(0) } else { oc[d + off].clone() }).collect()
+            }
+            Op::Slice => {
+                let konst =
+                    |k: usize| n.inputs.get(k).copied().flatten().and_then(|v| g.weights.get(&v)).map(|t| t.to_i64());
+                let starts = konst(1).ok_or_else(|| self.bad(n, "starts are not constant"))?;
+                let axes: Vec<usize> = konst(3)
+                    .map(|a| {
+                        a.iter()
+                            .map(|&x| if x < 0 { (x + in_shape.len() as i64) as usize } else { x as usize })
+                            .collect()
+                    })
+                    .unwrap_or_else(|| (0..starts.len()).collect());
+                let steps = konst(4).unwrap_or(vec![1; starts.len()]);
+                let ends = konst(2).ok_or_else(|| self.bad(n, "ends are not constant"))?;
+                let mut sc = oc.to_vec();
+                for (k, &ax) in axes.iter().enumerate() {
+                    let d = in_shape[ax] as i64;
+                    let (begin, _, _) = xforge_ir::interp::slice_bounds_pub(d, starts[k], ends[k], steps[k]);
+                    if steps[k] < 0 {
+                        return Err(self.bad(n, "negative steps are not supported"));
+                    }
+                    let (s0, st) = (b.index(begin as usize), b.index(steps[k] as usize));
+                    let t = b.emit(format!("arith.muli {}, {st} : index", oc[ax]));
+                    sc[ax] = b.emit(format!("arith.addi {t}, {s0} : index"));
+                }
+                sc
+            }
+            Op::Gather => {
+                let r = in_shape.len() as i64;
+                let ax = match n.attr("axis") {
+                    Some(Attr::Int(a)) => (if *a < 0 { a + r } else { *a }) as usize,
+                    _ => 0,
+                };
+                let ind = n.inputs[1].ok_or_else(|| self.bad(n, "no indices"))?;
+                let ind_shape = g.ty(ind).static_shape().ok_or_else(|| self.bad(n, "index shape is not static"))?;
+                let q = ind_shape.len();
+                // output coordinates: data[..ax], indices, data[ax+1..]
+                let at = flat(b, &oc[ax..ax + q], &ind_shape);
+                let k = self
+                    .params
+                    .iter()
+                    .position(|p| p.value == ind && !p.output)
+                    .ok_or_else(|| self.bad(n, "indices are not an input"))?;
+                let p = &self.params[k];
+                let st = storage_type(p.dtype)
+                    .filter(|_| matches!(p.dtype, DType::I64 | DType::I32))
+                    .ok_or_else(|| self.bad(n, "indices must be i64 or i32"))?;
+                let raw = b.emit(format!("memref.load %arg{k}[{at}] : memref<{}x{st}>", p.elements.max(1)));
+                // negative indices count from the end
+                let dim = b.emit(format!("arith.constant {} : {st}", in_shape[ax]));
+                let z = b.emit(format!("arith.constant 0 : {st}"));
+                let neg = b.emit(format!("arith.cmpi slt, {raw}, {z} : {st}"));
+                let wrapped = b.emit(format!("arith.addi {raw}, {dim} : {st}"));
+                let v = b.emit(format!("arith.select {neg}, {wrapped}, {raw} : {st}"));
+                let idx = b.emit(format!("arith.index_cast {v} : {st} to index"));
+                let mut sc: Vec<String> = oc[..ax].to_vec();
+                sc.push(idx);
+                sc.extend_from_slice(&oc[ax + q..]);
+                sc
+            }
+            _ => return Err(self.bad(n, "not a data-movement op")),
+        };
+        self.value(b, data, &src, &in_shape)
+    }
+
+    /// Concat: the operand whose range along the axis holds the coordinate, by nested `scf.if`.
+    fn concat(&self, b: &mut Body, n: &Node, oc: &[String]) -> Result<String, KernelError> {
+        let r = oc.len() as i64;
+        let ax = match n.attr("axis") {
+            Some(Attr::Int(a)) => (if *a < 0 { a + r } else { *a }) as usize,
+            _ => 0,
+        };
+        let parts: Vec<(ValueId, Vec<usize>)> = n
+            .inputs
+            .iter()
+            .flatten()
+            .map(|&v| self.g.ty(v).static_shape().map(|s| (v, s)).ok_or_else(|| self.bad(n, "shape is not static")))
+            .collect::<Result<_, _>>()?;
+        self.concat_from(b, &parts, 0, 0, ax, oc)
+    }
+
+    /// Operands `k..` of a Concat, the first starting at `start` along `ax`; the last needs no test.
+    fn concat_from(
+        &self,
         b: &mut Body,
         parts: &[(ValueId, Vec<usize>)],
         k: usize,
         start: usize,
         ax: usize,
         oc: &[String],
-        params: &[Param],
-        c: &str,
-    ) -> Option<String> {
+    ) -> Result<String, KernelError> {
+        let c = self.c;
         let (v, shape) = &parts[k];
         let load = |b: &mut Body| {
             let mut sc = oc.to_vec();
             let s0 = b.index(start);
             sc[ax] = b.emit(format!("arith.subi {}, {s0} : index", oc[ax]));
-            let at = flat(b, &sc, shape);
-            load_float(b, params, *v, &at, c)
+            self.value(b, *v, &sc, shape)
         };
         if k + 1 == parts.len() {
             return load(b);
@@ -248,72 +259,79 @@ fn concat_value(
         let here = load(b)?;
         b.stmt(format!("scf.yield {here} : {c}"));
         b.stmt("} else {");
-        let rest = emit(b, parts, k + 1, start + shape[ax], ax, oc, params, c)?;
+        let rest = self.concat_from(b, parts, k + 1, start + shape[ax], ax, oc)?;
         b.stmt(format!("scf.yield {rest} : {c}"));
         b.stmt("}");
-        Some(r)
+        Ok(r)
     }
-    emit(b, &parts, 0, 0, ax, oc, params, c).ok_or_else(|| bad("operand dtype is not supported"))
+
+    /// Constant Pad with constant pads: the operand where the coordinate falls inside it, else
+    /// the pad value.
+    fn pad(&self, b: &mut Body, n: &Node, oc: &[String], in_shape: &[usize]) -> Result<String, KernelError> {
+        let (g, c) = (self.g, self.c);
+        if n.attr("mode").is_some() && !matches!(n.attr("mode"), Some(Attr::Str(m)) if m == "constant") {
+            return Err(self.bad(n, "only constant padding is generated"));
+        }
+        let konst = |k: usize| n.inputs.get(k).copied().flatten().and_then(|v| g.weights.get(&v));
+        let pads = konst(1).map(|t| t.to_i64()).ok_or_else(|| self.bad(n, "pads are not constant"))?;
+        let r = in_shape.len();
+        if pads.len() != 2 * r || n.inputs.get(3).copied().flatten().is_some() {
+            return Err(self.bad(n, "pads must cover every axis"));
+        }
+        // a fill known only at run time is the generic kernel's (this template compiles it in)
+        if n.inputs.get(2).copied().flatten().is_some_and(|v| !g.weights.contains_key(&v)) {
+            return Err(self.bad(n, "the pad value is known only at run time"));
+        }
+        if pads.iter().any(|&p| p < 0) {
+            return Err(self.bad(n, "negative pads (cropping) are not generated"));
+        }
+        let value = konst(2).filter(|t| !t.is_empty()).map(|t| t.to_f64()[0]).unwrap_or(0.0);
+        let data = n.inputs[0].unwrap();
+        let zero = b.index(0);
+        let mut inside: Option<String> = None;
+        let mut sc = vec![];
+        for d in 0..r {
+            let before = b.index(pads[d] as usize);
+            let p = b.emit(format!("arith.subi {}, {before} : index", oc[d]));
+            let lim = b.index(in_shape[d]);
+            let c1 = b.emit(format!("arith.cmpi sge, {p}, {zero} : index"));
+            let c2 = b.emit(format!("arith.cmpi slt, {p}, {lim} : index"));
+            let both = b.emit(format!("arith.andi {c1}, {c2} : i1"));
+            inside = Some(match inside {
+                None => both,
+                Some(a) => b.emit(format!("arith.andi {a}, {both} : i1")),
+            });
+            sc.push(p);
+        }
+        let fill = b.float(value, c);
+        let v = b.emit(format!("scf.if {} -> ({c}) {{", inside.unwrap()));
+        let loaded = self.value(b, data, &sc, in_shape)?;
+        b.stmt(format!("scf.yield {loaded} : {c}"));
+        b.stmt("} else {");
+        b.stmt(format!("scf.yield {fill} : {c}"));
+        b.stmt("}");
+        Ok(v)
+    }
 }
 
-/// Constant Pad with constant pads: the operand where the coordinate falls inside it, else the
-/// pad value.
+/// Data-movement node `n`'s output at flat index `i` of its own shape.
 #[allow(clippy::too_many_arguments)]
-fn pad_value(
+fn remapped(
     b: &mut Body,
     g: &Graph,
     n: &Node,
     params: &[Param],
-    oc: &[String],
-    in_shape: &[usize],
+    group: &[&Node],
+    i: &str,
     c: &str,
-    bad: &dyn Fn(&str) -> KernelError,
+    unsupported: &dyn Fn(String) -> KernelError,
 ) -> Result<String, KernelError> {
-    if n.attr("mode").is_some() && !matches!(n.attr("mode"), Some(Attr::Str(m)) if m == "constant") {
-        return Err(bad("only constant padding is generated"));
-    }
-    let konst = |k: usize| n.inputs.get(k).copied().flatten().and_then(|v| g.weights.get(&v));
-    let pads = konst(1).map(|t| t.to_i64()).ok_or_else(|| bad("pads are not constant"))?;
-    let r = in_shape.len();
-    if pads.len() != 2 * r || n.inputs.get(3).copied().flatten().is_some() {
-        return Err(bad("pads must cover every axis"));
-    }
-    // a fill known only at run time is the generic kernel's (this template compiles it in)
-    if n.inputs.get(2).copied().flatten().is_some_and(|v| !g.weights.contains_key(&v)) {
-        return Err(bad("the pad value is known only at run time"));
-    }
-    let value = konst(2).filter(|t| !t.is_empty()).map(|t| t.to_f64()[0]).unwrap_or(0.0);
-    let data = n.inputs[0].unwrap();
-    let zero = b.index(0);
-    let mut inside: Option<String> = None;
-    let mut sc = vec![];
-    for d in 0..r {
-        let before = b.index(pads[d].max(0) as usize);
-        let p = b.emit(format!("arith.subi {}, {before} : index", oc[d]));
-        let lim = b.index(in_shape[d]);
-        let c1 = b.emit(format!("arith.cmpi sge, {p}, {zero} : index"));
-        let c2 = b.emit(format!("arith.cmpi slt, {p}, {lim} : index"));
-        let both = b.emit(format!("arith.andi {c1}, {c2} : i1"));
-        inside = Some(match inside {
-            None => both,
-            Some(a) => b.emit(format!("arith.andi {a}, {both} : i1")),
-        });
-        sc.push(p);
-    }
-    if pads.iter().any(|&p| p < 0) {
-        return Err(bad("negative pads (cropping) are not generated"));
-    }
-    let fill = b.float(value, c);
-    let v = b.emit(format!("scf.if {} -> ({c}) {{", inside.unwrap()));
-    let at = flat(b, &sc, in_shape);
-    let loaded = load_float(b, params, data, &at, c).ok_or_else(|| bad("data dtype is not supported"))?;
-    b.stmt(format!("scf.yield {loaded} : {c}"));
-    b.stmt("} else {");
-    b.stmt(format!("scf.yield {fill} : {c}"));
-    b.stmt("}");
-    Ok(v)
+    let out_shape = n.outputs[0]
+        .and_then(|o| g.ty(o).static_shape())
+        .ok_or_else(|| unsupported(format!("node '{}' ({}): shape is not static", n.name, n.op)))?;
+    let oc = coords(b, i, &out_shape);
+    Pull { g, params, group, c, unsupported }.node(b, n, &oc)
 }
-
 /// Emits `op` on computed operands `a` (type `c`); `None` when the template lacks it.
 fn scalar_op(b: &mut Body, n: &Node, args: &[String], c: &str, scalars: &[Option<f64>]) -> Option<String> {
     let x = args.first().cloned()?;
@@ -538,7 +556,7 @@ pub fn compute(
             args.push(a);
         }
         let out = if is_remap(n.op) {
-            remapped(b, g, n, params, &value, i, c, unsupported)?
+            remapped(b, g, n, params, nodes, i, c, unsupported)?
         } else if is_view(n.op) {
             args[0].clone()
         } else if n.op == Op::Where {

@@ -339,9 +339,27 @@ pub fn partition(g: &Graph) -> Partition {
         let elementwise = own == Schedule::Elementwise;
         // strided stores: a Split after a GEMM, a Transpose after attention
         let movement_epilogue = matches!(node.op, Op::Split | Op::Transpose);
-        if elementwise || movement_epilogue || own == Schedule::View {
+        // a Gather that keeps the shape of a group of data movement reads through it (the
+        // template pulls each element through the group's remaps): Swin's two rolls in a row
+        let out_shape = node.outputs.first().copied().flatten().and_then(|o| g.ty(o).static_shape());
+        let pulled = node.op == Op::Gather && out_shape.is_some();
+        if elementwise || movement_epilogue || own == Schedule::View || pulled {
             for &v in &inputs {
                 let Some(p) = source_group(v, &group_of) else { continue };
+                if pulled {
+                    let remaps_of_shape = members[p].iter().all(|&m| {
+                        let mn = &g.nodes[m];
+                        matches!(mn.op, Op::Gather | Op::Slice | Op::Concat | Op::Pad)
+                            && mn.output_ids().all(|o| g.ty(o).static_shape() == out_shape)
+                    });
+                    let data = node.inputs.first().copied().flatten() == Some(v);
+                    let sole_reader = uses[v.index()] == 1 && !g.outputs.contains(&v);
+                    let cyclic = producers.iter().any(|&q| q != p && reaches(&deps, q, p));
+                    if schedule[p] == Schedule::Injective && remaps_of_shape && data && sole_reader && !cyclic {
+                        target = Some(p);
+                    }
+                    break;
+                }
                 // a view costs nothing: it lives in the group that computes its buffer
                 if own == Schedule::View {
                     target = Some(p);
