@@ -146,7 +146,7 @@ fn matched(g: &Graph, prod: &[Option<usize>], uses: &[usize], at: usize) -> Opti
         && ks == [n, h, d[3], l]
         && vs.len() == 4
         && vs[..3] == [n, h, l]
-        && dt.is_float()
+        && matches!(dt, DType::F32 | DType::F16 | DType::BF16)
         && g.ty(kt).dtype == dt
         && g.ty(v).dtype == dt;
     // the mask (B, or the regrouped B + M) must cover every key: the kernel does not broadcast keys

@@ -59,8 +59,8 @@ fn heads(g: &Graph, n: &Node, params: &[Param]) -> Result<Heads, String> {
         return Err("an empty attention is not a kernel".into());
     }
     let dt = g.ty(q).dtype;
-    if g.ty(k).dtype != dt || g.ty(v).dtype != dt || !dt.is_float() {
-        return Err("Q, K and V must share one float dtype".into());
+    if g.ty(k).dtype != dt || g.ty(v).dtype != dt || !matches!(dt, DType::F32 | DType::F16 | DType::BF16) {
+        return Err("Q, K and V must share one dtype of f32, f16 or bf16".into());
     }
     let mask = match input(3) {
         None => None,
