@@ -176,6 +176,9 @@ def xforge_ms(xforge, work, name):
 
 
 def torch_ms(name, compiled):
+    # a model torch.compile cannot trace (the detectors' data-dependent shapes) must not leave
+    # Dynamo's state to fail every model after it
+    torch._dynamo.reset()
     m, x = zoo_models.build(name)
     m = m.cuda().half()
     x = x.cuda()
@@ -209,7 +212,7 @@ def main():
         print(f"{sum(r['ok'] for r in rows)} of {len(rows)} pass")
         out = os.environ.get("OUT")
         if out:
-            with open(os.path.join(out, "zoo_check.json"), "w") as f:
+            with open(os.path.join(out, f"zoo_check{os.environ.get('ZOO_SHARD', '')}.json"), "w") as f:
                 json.dump(rows, f, indent=1)
     elif mode == "warm":
         for n in names:
