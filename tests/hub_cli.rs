@@ -140,6 +140,19 @@ fn hub_commands_and_a_server_killed_mid_upload() {
     assert_eq!(code, 0, "{err}");
     let digest = xforge_hub::sha256_hex(b"acknowledged model bytes");
     assert!(out.contains(&digest), "{out}");
+    // organizations: create, add a member, list, push into it
+    assert_eq!(hub(&home, &["user-add", "bob", "--server", &url, "--token", &admin]).0, 0);
+    let (code, _, err) = hub(&home, &["org", "create", "acme"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = hub(&home, &["org", "add", "acme", "bob", "--role", "write"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = hub(&home, &["org", "ls", "acme"]);
+    assert_eq!((code, out.as_str()), (0, "alice admin\nbob write\n"));
+    let (code, _, err) = hub(&home, &["push", "acme/m", model.to_str().unwrap(), "--private"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = hub(&home, &["org", "add", "acme", "bob", "--role", "owner"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("role"), "{err}");
     // the caller's errors exit 2 and say what is wrong
     let (code, _, err) = hub(&home, &["push", "alice/../x", model.to_str().unwrap()]);
     assert_eq!(code, 2);

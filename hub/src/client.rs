@@ -373,6 +373,48 @@ impl Client {
         Ok(t.token)
     }
 
+    /// A new organization, with the caller as its admin. Its repositories are `org/name`;
+    /// members see its private ones (`read`), push and build (`write`), manage members (`admin`).
+    pub fn create_org(&self, name: &str) -> Result<(), HubError> {
+        names::check_name("organization", name)?;
+        let _: serde_json::Value = self.post("/api/v1/orgs", &serde_json::json!({ "name": name }))?;
+        Ok(())
+    }
+
+    /// Org admin: adds `user` to `org` with `role` (`read`, `write`, `admin`), or changes the role.
+    pub fn set_member(&self, org: &str, user: &str, role: &str) -> Result<(), HubError> {
+        names::check_name("organization", org)?;
+        names::check_name("user", user)?;
+        let r = self.req(reqwest::Method::PUT, &format!("/api/v1/orgs/{org}/members/{user}"));
+        let _: serde_json::Value = json(r.json(&serde_json::json!({ "role": role })).send()?)?;
+        Ok(())
+    }
+
+    /// Org admin: takes `user` out of `org` (an organization keeps at least one admin).
+    pub fn remove_member(&self, org: &str, user: &str) -> Result<(), HubError> {
+        names::check_name("organization", org)?;
+        names::check_name("user", user)?;
+        let _: serde_json::Value =
+            json(self.req(reqwest::Method::DELETE, &format!("/api/v1/orgs/{org}/members/{user}")).send()?)?;
+        Ok(())
+    }
+
+    /// (member, role) of an organization the caller belongs to.
+    pub fn members(&self, org: &str) -> Result<Vec<(String, String)>, HubError> {
+        names::check_name("organization", org)?;
+        #[derive(Deserialize)]
+        struct M {
+            user: String,
+            role: String,
+        }
+        #[derive(Deserialize)]
+        struct L {
+            members: Vec<M>,
+        }
+        let l: L = self.get(&format!("/api/v1/orgs/{org}/members"))?;
+        Ok(l.members.into_iter().map(|m| (m.user, m.role)).collect())
+    }
+
     pub fn create_repo(&self, repo: &str, private: bool) -> Result<Repo, HubError> {
         let rn = RepoName::parse(repo)?;
         self.post("/api/v1/repos", &serde_json::json!({ "name": rn.to_string(), "private": private }))

@@ -131,6 +131,35 @@ pub struct Job {
     pub updated: i64,
 }
 
+/// A member's role in an organization: `read` sees its private repositories, `write` also
+/// pushes and builds, `admin` also manages members.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Read,
+    Write,
+    Admin,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Write => "write",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Role, HubError> {
+        Ok(match s {
+            "read" => Role::Read,
+            "write" => Role::Write,
+            "admin" => Role::Admin,
+            _ => return Err(HubError::BadRequest(format!("role: '{s}' is not read, write or admin"))),
+        })
+    }
+}
+
 /// Storage of everything but blobs.
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
@@ -141,6 +170,17 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn add_token(&self, user_id: i64, hash: &str, scopes: &str, label: &str) -> Result<(), HubError>;
     /// The user and scopes of a token hash.
     async fn token(&self, hash: &str) -> Result<Option<(User, String)>, HubError>;
+
+    /// An organization: a name that owns repositories, with `creator` as its first admin.
+    async fn create_org(&self, name: &str, creator: i64) -> Result<User, HubError>;
+    async fn is_org(&self, id: i64) -> Result<bool, HubError>;
+    /// Sets a member's role (adds the member); `remove_member` takes one out.
+    async fn set_member(&self, org: i64, user: i64, role: Role) -> Result<(), HubError>;
+    async fn remove_member(&self, org: i64, user: i64) -> Result<bool, HubError>;
+    /// The role of `user` in `org`, if a member.
+    async fn role(&self, org: i64, user: i64) -> Result<Option<Role>, HubError>;
+    /// (member name, role), by name.
+    async fn members(&self, org: i64) -> Result<Vec<(String, Role)>, HubError>;
 
     async fn create_repo(&self, owner_id: i64, name: &str, private: bool) -> Result<Repo, HubError>;
     async fn repo(&self, owner: &str, name: &str) -> Result<Option<Repo>, HubError>;
@@ -206,6 +246,12 @@ CREATE TABLE IF NOT EXISTS tokens (
 CREATE TABLE IF NOT EXISTS repos (
     id INTEGER PRIMARY KEY, owner_id INTEGER NOT NULL REFERENCES users(id), name TEXT NOT NULL,
     private INTEGER NOT NULL, created INTEGER NOT NULL, UNIQUE(owner_id, name));
+CREATE TABLE IF NOT EXISTS orgs (id INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE);
+CREATE TABLE IF NOT EXISTS members (
+    org_id INTEGER NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    role TEXT NOT NULL, created INTEGER NOT NULL, PRIMARY KEY (org_id, user_id));
+CREATE INDEX IF NOT EXISTS members_user ON members(user_id);
 CREATE TABLE IF NOT EXISTS revisions (
     id INTEGER PRIMARY KEY, repo_id INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
     number INTEGER NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL, filename TEXT NOT NULL,
@@ -239,6 +285,12 @@ CREATE TABLE IF NOT EXISTS tokens (
 CREATE TABLE IF NOT EXISTS repos (
     id BIGSERIAL PRIMARY KEY, owner_id BIGINT NOT NULL REFERENCES users(id), name TEXT NOT NULL,
     private BIGINT NOT NULL, created BIGINT NOT NULL, UNIQUE(owner_id, name));
+CREATE TABLE IF NOT EXISTS orgs (id BIGINT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE);
+CREATE TABLE IF NOT EXISTS members (
+    org_id BIGINT NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,
+    user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    role TEXT NOT NULL, created BIGINT NOT NULL, PRIMARY KEY (org_id, user_id));
+CREATE INDEX IF NOT EXISTS members_user ON members(user_id);
 CREATE TABLE IF NOT EXISTS revisions (
     id BIGSERIAL PRIMARY KEY, repo_id BIGINT NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
     number BIGINT NOT NULL, digest TEXT NOT NULL, size BIGINT NOT NULL, filename TEXT NOT NULL,
@@ -522,6 +574,81 @@ impl MetaStore for SqlMeta {
         }
     }
 
+    async fn create_org(&self, name: &str, creator: i64) -> Result<User, HubError> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "INSERT INTO users (name, admin, created) VALUES ($1, 0, $2) RETURNING id, name, admin, created",
+        )
+        .bind(name)
+        .bind(crate::now_ms())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| {
+            if unique_violation(&e) {
+                HubError::Conflict(format!("the name {name} is taken"))
+            } else {
+                e.into()
+            }
+        })?;
+        let org = user_row(&r)?;
+        sqlx::query("INSERT INTO orgs (id) VALUES ($1)").bind(org.id).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO members (org_id, user_id, role, created) VALUES ($1, $2, $3, $4)")
+            .bind(org.id)
+            .bind(creator)
+            .bind(Role::Admin.name())
+            .bind(crate::now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(org)
+    }
+
+    async fn is_org(&self, id: i64) -> Result<bool, HubError> {
+        Ok(sqlx::query("SELECT 1 FROM orgs WHERE id = $1").bind(id).fetch_optional(&self.pool).await?.is_some())
+    }
+
+    async fn set_member(&self, org: i64, user: i64, role: Role) -> Result<(), HubError> {
+        sqlx::query(
+            "INSERT INTO members (org_id, user_id, role, created) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role",
+        )
+        .bind(org)
+        .bind(user)
+        .bind(role.name())
+        .bind(crate::now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn remove_member(&self, org: i64, user: i64) -> Result<bool, HubError> {
+        let r = sqlx::query("DELETE FROM members WHERE org_id = $1 AND user_id = $2")
+            .bind(org)
+            .bind(user)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn role(&self, org: i64, user: i64) -> Result<Option<Role>, HubError> {
+        let r = sqlx::query("SELECT role FROM members WHERE org_id = $1 AND user_id = $2")
+            .bind(org)
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.map(|r| Role::parse(&r.try_get::<String, _>("role")?)).transpose()
+    }
+
+    async fn members(&self, org: i64) -> Result<Vec<(String, Role)>, HubError> {
+        let rows = sqlx::query(
+            "SELECT u.name, m.role FROM members m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 ORDER BY u.name LIMIT 10000",
+        )
+        .bind(org)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("name")?, Role::parse(&r.try_get::<String, _>("role")?)?))).collect()
+    }
+
     async fn create_repo(&self, owner_id: i64, name: &str, private: bool) -> Result<Repo, HubError> {
         let r =
             sqlx::query("INSERT INTO repos (owner_id, name, private, created) VALUES ($1, $2, $3, $4) RETURNING id")
@@ -575,7 +702,7 @@ impl MetaStore for SqlMeta {
         let pattern = query.map(|q| format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
         let rows = sqlx::query(
             "SELECT r.id, r.owner_id, u.name AS owner, r.name, r.private, r.created FROM repos r JOIN users u ON u.id = r.owner_id \
-             WHERE (r.private = 0 OR r.owner_id = $1 OR $2) AND ($3 IS NULL OR (u.name || '/' || r.name) LIKE $4 ESCAPE '\\') \
+             WHERE (r.private = 0 OR r.owner_id = $1 OR $2 OR r.owner_id IN (SELECT org_id FROM members WHERE user_id = $1)) AND ($3 IS NULL OR (u.name || '/' || r.name) LIKE $4 ESCAPE '\\') \
              ORDER BY u.name, r.name LIMIT $5",
         )
         .bind(viewer.unwrap_or(-1))
@@ -666,7 +793,7 @@ impl MetaStore for SqlMeta {
         let r = sqlx::query(
             "SELECT 1 FROM revisions v JOIN repos r ON r.id = v.repo_id \
              WHERE (v.digest = $1 OR v.digest IN (SELECT model_digest FROM artifacts WHERE blob = $1)) \
-             AND (r.private = 0 OR r.owner_id = $2 OR $3) LIMIT 1",
+             AND (r.private = 0 OR r.owner_id = $2 OR $3 OR r.owner_id IN (SELECT org_id FROM members WHERE user_id = $2)) LIMIT 1",
         )
         .bind(digest)
         .bind(viewer.unwrap_or(-1))

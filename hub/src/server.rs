@@ -9,14 +9,14 @@
 use crate::auth::{self, Scope, Scopes};
 use crate::blobs::{BlobStore, ByteStream, LocalBlobs};
 use crate::manifest::{BlobRef, Manifest, SignedManifest, Signer, SCHEMA};
-use crate::meta::{ArtifactKey, ArtifactRecord, Job, MetaStore, Repo, Revision, SqlMeta, User};
+use crate::meta::{ArtifactKey, ArtifactRecord, Job, MetaStore, Repo, Revision, Role, SqlMeta, User};
 use crate::names::{self, RepoName};
 use crate::{HubError, ServerConfig};
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
@@ -124,16 +124,24 @@ fn viewer(who: &Option<Principal>) -> (Option<i64>, bool) {
     }
 }
 
-fn can_see(repo: &Repo, who: &Option<Principal>) -> bool {
+/// Whether the caller sees a repository: public, its own, an admin's token, or a private
+/// repository of an organization the caller belongs to.
+pub(crate) async fn can_see(hub: &Hub, repo: &Repo, who: &Option<Principal>) -> Result<bool, HubError> {
     let (id, all) = viewer(who);
-    all || !repo.private || id == Some(repo.owner_id)
+    if all || !repo.private || id == Some(repo.owner_id) {
+        return Ok(true);
+    }
+    Ok(match id {
+        Some(u) => hub.meta.role(repo.owner_id, u).await?.is_some(),
+        None => false,
+    })
 }
 
 /// A repository the caller sees, else NotFound (the same answer whether it exists or not).
 async fn visible_repo(hub: &Hub, owner: &str, name: &str, who: &Option<Principal>) -> Result<Repo, HubError> {
     let rn = RepoName::new(owner, name)?;
     match hub.meta.repo(&rn.owner, &rn.name).await? {
-        Some(r) if can_see(&r, who) => Ok(r),
+        Some(r) if can_see(hub, &r, who).await? => Ok(r),
         _ => Err(HubError::NotFound(format!("repository {rn}"))),
     }
 }
@@ -142,7 +150,8 @@ async fn visible_repo(hub: &Hub, owner: &str, name: &str, who: &Option<Principal
 async fn writable_repo(hub: &Hub, owner: &str, name: &str, who: &Option<Principal>) -> Result<Repo, HubError> {
     let repo = visible_repo(hub, owner, name, who).await?;
     let p = require(who, Scope::Write)?;
-    if p.user.id != repo.owner_id && !p.scopes.allows(Scope::Admin) {
+    let member_writes = hub.meta.role(repo.owner_id, p.user.id).await?.is_some_and(|r| r >= Role::Write);
+    if p.user.id != repo.owner_id && !member_writes && !p.scopes.allows(Scope::Admin) {
         return Err(HubError::Forbidden(format!("repository {} belongs to {}", repo.full_name(), repo.owner)));
     }
     Ok(repo)
@@ -412,6 +421,9 @@ async fn create_token(
     names::check_name("user", &name)?;
     let req: NewToken = json_body(&hub, body).await?;
     let user = hub.meta.user(&name).await?.ok_or_else(|| HubError::NotFound(format!("user {name}")))?;
+    if hub.meta.is_org(user.id).await? {
+        return Err(HubError::BadRequest(format!("{name} is an organization: its members' tokens act for it")).into());
+    }
     let scopes = Scopes::parse(&req.scopes.join(","))?;
     if scopes.0.is_empty() {
         return Err(HubError::BadRequest("scopes: empty".into()).into());
@@ -449,6 +461,112 @@ async fn list_repos(
     Ok(Json(hub.meta.list_repos(id, all, query, limit).await?))
 }
 
+/// A new organization.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewOrg {
+    name: String,
+}
+
+/// A member's role.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberRole {
+    role: String,
+}
+
+/// The organization `name` with the caller's role in it; NotFound for a non-member (as for a
+/// private repository), Forbidden for a member below `need`. An admin token acts as an admin.
+async fn org_for(hub: &Hub, name: &str, who: &Option<Principal>, need: Role) -> Result<(User, Role), HubError> {
+    names::check_name("organization", name)?;
+    let p = require(who, if need == Role::Read { Scope::Read } else { Scope::Write })?;
+    let missing = || HubError::NotFound(format!("organization {name}"));
+    let org = hub.meta.user(name).await?.ok_or_else(missing)?;
+    if !hub.meta.is_org(org.id).await? {
+        return Err(missing());
+    }
+    let role = if p.scopes.allows(Scope::Admin) { Some(Role::Admin) } else { hub.meta.role(org.id, p.user.id).await? };
+    match role {
+        None => Err(missing()),
+        Some(r) if r < need => {
+            Err(HubError::Forbidden(format!("{} is a {} of {name}; this needs {}", p.user.name, r.name(), need.name())))
+        }
+        Some(r) => Ok((org, r)),
+    }
+}
+
+async fn create_org(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let who = hub.principal(&headers).await?;
+    let p = require(&who, Scope::Write)?.clone();
+    let req: NewOrg = json_body(&hub, body).await?;
+    names::check_name("name", &req.name)?;
+    let org = hub.meta.create_org(&req.name, p.user.id).await?;
+    tracing::info!(org = org.name, admin = p.user.name, "organization created");
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "name": org.name, "admin": p.user.name }))))
+}
+
+async fn list_members(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let who = hub.principal(&headers).await?;
+    let (org, _) = org_for(&hub, &name, &who, Role::Read).await?;
+    let members: Vec<serde_json::Value> = hub
+        .meta
+        .members(org.id)
+        .await?
+        .into_iter()
+        .map(|(user, role)| serde_json::json!({ "user": user, "role": role }))
+        .collect();
+    Ok(Json(serde_json::json!({ "org": org.name, "members": members })))
+}
+
+async fn set_member(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    UrlPath((name, user)): UrlPath<(String, String)>,
+    body: Body,
+) -> ApiResult<Json<serde_json::Value>> {
+    let who = hub.principal(&headers).await?;
+    let (org, _) = org_for(&hub, &name, &who, Role::Admin).await?;
+    names::check_name("user", &user)?;
+    let req: MemberRole = json_body(&hub, body).await?;
+    let role = Role::parse(&req.role)?;
+    let u = hub.meta.user(&user).await?.ok_or_else(|| HubError::NotFound(format!("user {user}")))?;
+    if hub.meta.is_org(u.id).await? {
+        return Err(HubError::BadRequest(format!("{user} is an organization, not a user")).into());
+    }
+    hub.meta.set_member(org.id, u.id, role).await?;
+    tracing::info!(org = org.name, user, role = role.name(), "member set");
+    Ok(Json(serde_json::json!({ "org": org.name, "user": user, "role": role })))
+}
+
+async fn remove_member(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    UrlPath((name, user)): UrlPath<(String, String)>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let who = hub.principal(&headers).await?;
+    let (org, _) = org_for(&hub, &name, &who, Role::Admin).await?;
+    names::check_name("user", &user)?;
+    let u = hub.meta.user(&user).await?.ok_or_else(|| HubError::NotFound(format!("user {user}")))?;
+    // an organization keeps at least one admin
+    let admins = hub.meta.members(org.id).await?.into_iter().filter(|(n, r)| *r == Role::Admin && *n != user).count();
+    if admins == 0 {
+        return Err(HubError::Conflict(format!("{user} is the last admin of {}", org.name)).into());
+    }
+    if !hub.meta.remove_member(org.id, u.id).await? {
+        return Err(HubError::NotFound(format!("{user} in organization {}", org.name)).into());
+    }
+    tracing::info!(org = org.name, user, "member removed");
+    Ok(Json(serde_json::json!({ "org": org.name, "user": user, "removed": true })))
+}
+
 async fn create_repo(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
@@ -460,10 +578,23 @@ async fn create_repo(
     let rn = if req.name.contains('/') { RepoName::parse(&req.name)? } else { RepoName::new(&p.user.name, &req.name)? };
     let owner = if rn.owner == p.user.name {
         p.user.clone()
-    } else if p.scopes.allows(Scope::Admin) {
-        hub.meta.user(&rn.owner).await?.ok_or_else(|| HubError::NotFound(format!("user {}", rn.owner)))?
     } else {
-        return Err(HubError::Forbidden(format!("{} cannot create repositories for {}", p.user.name, rn.owner)).into());
+        let other = hub.meta.user(&rn.owner).await?;
+        let role = match &other {
+            Some(o) => hub.meta.role(o.id, p.user.id).await?,
+            None => None,
+        };
+        match other {
+            Some(o) if p.scopes.allows(Scope::Admin) || role.is_some_and(|r| r >= Role::Write) => o,
+            None if p.scopes.allows(Scope::Admin) => {
+                return Err(HubError::NotFound(format!("user or organization {}", rn.owner)).into())
+            }
+            _ => {
+                return Err(
+                    HubError::Forbidden(format!("{} cannot create repositories for {}", p.user.name, rn.owner)).into()
+                )
+            }
+        }
     };
     let repo = hub.meta.create_repo(owner.id, &rn.name, req.private).await?;
     tracing::info!(repo = repo.full_name(), private = repo.private, "repository created");
@@ -652,7 +783,7 @@ async fn visible_job(hub: &Hub, id: &str, who: &Option<Principal>) -> Result<Job
         return Ok(job);
     }
     match hub.meta.repo_by_id(job.repo_id).await? {
-        Some(r) if can_see(&r, who) => Ok(job),
+        Some(r) if can_see(hub, &r, who).await? => Ok(job),
         _ => Err(HubError::NotFound(format!("job {id}"))),
     }
 }
@@ -851,6 +982,9 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/users", post(create_user))
         .route("/api/v1/users/{name}/tokens", post(create_token))
+        .route("/api/v1/orgs", post(create_org))
+        .route("/api/v1/orgs/{org}/members", get(list_members))
+        .route("/api/v1/orgs/{org}/members/{user}", put(set_member).delete(remove_member))
         .route("/api/v1/repos", get(list_repos).post(create_repo))
         .route("/api/v1/repos/{owner}/{name}", get(get_repo).delete(delete_repo))
         .route("/api/v1/repos/{owner}/{name}/revisions", post(push_revision))

@@ -3,7 +3,7 @@
 //! rules as the API (a browser sends no token: public repositories only).
 use crate::meta::{Job, JobState};
 use crate::names;
-use crate::server::{repo_detail, ApiError, Hub};
+use crate::server::{can_see, repo_detail, ApiError, Hub};
 use crate::HubError;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::HeaderMap;
@@ -112,14 +112,7 @@ async fn model(
     let who = hub.principal(&headers).await?;
     let rn = names::RepoName::new(&owner, &name)?;
     let repo = match hub.meta.repo(&rn.owner, &rn.name).await? {
-        Some(r)
-            if !r.private
-                || who
-                    .as_ref()
-                    .is_some_and(|p| p.user.id == r.owner_id || p.scopes.allows(crate::auth::Scope::Admin)) =>
-        {
-            r
-        }
+        Some(r) if can_see(&hub, &r, &who).await? => r,
         _ => return Err(HubError::NotFound(format!("repository {rn}")).into()),
     };
     let d = repo_detail(&hub, repo).await?;
@@ -207,10 +200,7 @@ async fn build(
     let id = id.parse::<i64>().map_err(|_| HubError::BadRequest("build: not a number".into()))?;
     let job = hub.meta.job(id).await?.ok_or_else(|| HubError::NotFound(format!("build {id}")))?;
     let visible = match hub.meta.repo_by_id(job.repo_id).await? {
-        Some(r) => {
-            !r.private
-                || who.as_ref().is_some_and(|p| p.user.id == r.owner_id || p.scopes.allows(crate::auth::Scope::Admin))
-        }
+        Some(r) => can_see(&hub, &r, &who).await?,
         None => false,
     };
     if !visible {

@@ -1083,6 +1083,74 @@ fn a_400_mb_blob_downloads_on_loopback() {
 }
 
 /// Every test on both back-ends.
+/// Organizations: an admin adds members with roles; members see the organization's private
+/// repositories (read), push and build (write), manage members (admin); others get 404 for its
+/// repositories and its member list; an organization takes no tokens and keeps an admin.
+fn organizations_share_repositories_by_role(backend: Backend) {
+    let hub = Hub::start(backend, |_| {});
+    let url = hub.url();
+    let (alice_t, alice) = hub.user("alice");
+    let (_, bob) = hub.user("bob");
+    let (carol_t, carol) = hub.user("carol");
+    let (dave_t, dave) = hub.user("dave");
+    alice.create_org("acme").unwrap();
+    assert!(matches!(bob.create_org("acme"), Err(HubError::Conflict(_))), "one namespace for users and orgs");
+    assert!(matches!(bob.create_org("alice"), Err(HubError::Conflict(_))));
+    alice.set_member("acme", "bob", "write").unwrap();
+    alice.set_member("acme", "carol", "read").unwrap();
+    let mut m = alice.members("acme").unwrap();
+    m.sort();
+    let want = [("alice", "admin"), ("bob", "write"), ("carol", "read")];
+    assert_eq!(m, want.iter().map(|(u, r)| (u.to_string(), r.to_string())).collect::<Vec<_>>());
+
+    // a writer pushes a private model into the organization; every member sees it, nobody else
+    let dir = hub.dir.path().join("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("acme.onnx");
+    std::fs::write(&model, b"acme's private model").unwrap();
+    let rev = bob.push("acme/secret", &model, true).unwrap();
+    for c in [&alice, &bob, &carol] {
+        assert_eq!(c.repo("acme/secret").unwrap().repo.owner, "acme");
+        assert!(c.list(None).unwrap().iter().any(|r| r.owner == "acme" && r.name == "secret"));
+    }
+    let blob = format!("{url}/api/v1/blobs/{}", rev.digest);
+    assert_eq!(raw("GET", &blob, Some(&carol_t), &[], vec![]).0, 200, "a reader downloads");
+    assert_eq!(raw("GET", &format!("{url}/models/acme/secret"), Some(&carol_t), &[], vec![]).0, 200);
+    assert!(matches!(dave.repo("acme/secret"), Err(HubError::NotFound(_))));
+    assert!(!dave.list(None).unwrap().iter().any(|r| r.owner == "acme"));
+    assert_eq!(raw("GET", &blob, Some(&dave_t), &[], vec![]).0, 404);
+    assert!(matches!(dave.members("acme"), Err(HubError::NotFound(_))), "the member list is private too");
+
+    // roles: a reader neither pushes nor creates repositories (a build, as of any repository one
+    // sees, only fills the cache); a writer does, but manages no members
+    assert!(matches!(carol.push("acme/secret", &model, true), Err(HubError::Forbidden(_))));
+    assert!(matches!(carol.create_repo("acme/other", false), Err(HubError::Forbidden(_))));
+    assert!(matches!(carol.delete("acme/secret"), Err(HubError::Forbidden(_))));
+    carol.build("acme/secret", &BuildSpec::new("sm_90")).unwrap();
+    assert!(matches!(dave.build("acme/secret", &BuildSpec::new("sm_90")), Err(HubError::NotFound(_))));
+    bob.create_repo("acme/other", false).unwrap();
+    assert!(matches!(bob.set_member("acme", "dave", "read"), Err(HubError::Forbidden(_))));
+    assert!(matches!(dave.set_member("acme", "dave", "admin"), Err(HubError::NotFound(_))));
+    assert!(matches!(alice.set_member("acme", "dave", "owner"), Err(HubError::BadRequest(_))));
+    assert!(matches!(alice.set_member("acme", "acme", "read"), Err(HubError::BadRequest(_))));
+    // an organization takes no tokens, and keeps its last admin
+    assert!(matches!(hub.admin.create_token("acme", &["read"], ""), Err(HubError::BadRequest(_))));
+    assert!(matches!(alice.remove_member("acme", "alice"), Err(HubError::Conflict(_))));
+
+    // a member taken out sees nothing any more
+    alice.remove_member("acme", "carol").unwrap();
+    assert!(matches!(carol.repo("acme/secret"), Err(HubError::NotFound(_))));
+    assert_eq!(raw("GET", &blob, Some(&carol_t), &[], vec![]).0, 404);
+    // promoted, a writer manages members; the first admin can then leave
+    alice.set_member("acme", "bob", "admin").unwrap();
+    bob.set_member("acme", "dave", "read").unwrap();
+    assert!(dave.repo("acme/secret").is_ok());
+    bob.remove_member("acme", "alice").unwrap();
+    assert!(matches!(alice.repo("acme/secret"), Err(HubError::NotFound(_))));
+    let (s, _, _) = raw("GET", &format!("{url}/api/v1/orgs/acme/members"), Some(&alice_t), &[], vec![]);
+    assert_eq!(s, 404);
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod embedded {
@@ -1104,4 +1172,5 @@ on_both!(
     concurrent_claims_take_each_job_once,
     large_blobs_round_trip_with_ranges,
     load_of_64_clients,
+    organizations_share_repositories_by_role,
 );

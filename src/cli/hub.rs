@@ -33,6 +33,9 @@ enum Command {
     Ls(LsArgs),
     /// Delete a repository (its revisions, builds, and the blobs nothing else holds).
     Rm(RmArgs),
+    /// Organizations: create one, list, add or remove members (repositories `ORG/NAME`).
+    #[command(subcommand)]
+    Org(OrgCommand),
     /// Admin: create a user.
     UserAdd(UserAddArgs),
     /// Admin: create a token for a user, printed once.
@@ -215,6 +218,62 @@ struct RmArgs {
     conn: Conn,
 }
 
+#[derive(clap::Subcommand)]
+enum OrgCommand {
+    /// Create an organization, with yourself as its admin.
+    Create {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List an organization's members and roles.
+    Ls {
+        org: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Add a member, or change a member's role (org admins).
+    Add {
+        org: String,
+        user: String,
+        /// read (sees private repositories), write (also pushes), admin (also manages members).
+        #[arg(long, default_value = "read")]
+        role: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Remove a member (org admins; the last admin stays).
+    Rm {
+        org: String,
+        user: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+fn org(cmd: OrgCommand) -> anyhow::Result<()> {
+    match cmd {
+        OrgCommand::Create { name, conn } => {
+            conn.client(false)?.create_org(&name)?;
+            println!("organization {name}");
+        }
+        OrgCommand::Ls { org, conn } => {
+            for (user, role) in conn.client(false)?.members(&org)? {
+                println!("{user} {role}");
+            }
+        }
+        OrgCommand::Add { org, user, role, conn } => {
+            conn.client(false)?.set_member(&org, &user, &role)?;
+            println!("{user}: {role} of {org}");
+        }
+        OrgCommand::Rm { org, user, conn } => {
+            conn.client(false)?.remove_member(&org, &user)?;
+            println!("{user} removed from {org}");
+        }
+    }
+    Ok(())
+}
+
 #[derive(clap::Args)]
 struct UserAddArgs {
     name: String,
@@ -262,6 +321,7 @@ pub fn hub(a: Args) -> anyhow::Result<()> {
             println!("deleted {}", a.repo);
             Ok(())
         }
+        Command::Org(cmd) => org(cmd),
         Command::UserAdd(a) => {
             let u = a.conn.client(false)?.create_user(&a.name, a.admin)?;
             println!("user {}{}", u.name, if u.admin { " (admin)" } else { "" });
