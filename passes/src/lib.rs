@@ -53,6 +53,7 @@ pub fn canonicalize(g: &mut Graph) -> Result<CanonStats, xforge_ir::infer::Infer
         st.patch_convs += patch_conv::patch_convs_to_gemms(g);
         st.attention_blocks += window_attention::attention_blocks(g);
         st.noops += slice_concat::concats_of_slices_to_gathers(g);
+        st.noops += slice_concat::concats_of_phases_to_transposes(g);
         st.dead += dce::dce(g);
         xforge_ir::infer::infer_graph(g)?;
         if st == before {
