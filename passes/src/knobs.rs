@@ -30,3 +30,6 @@ pub const MAX_GROUP_NODES: usize = 512;
 /// The most values one fusion group reads from outside it (a kernel's parameters are bounded:
 /// 4 KB on older drivers, two 8-byte words a buffer).
 pub const MAX_GROUP_INPUTS: usize = 256;
+/// The most elements of a mask the window-attention rewrite folds (windows × heads × queries ×
+/// keys, f32): a larger one stays unfused rather than grow the weights.
+pub const MAX_FOLDED_MASK_ELEMENTS: usize = 1 << 24;

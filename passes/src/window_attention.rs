@@ -104,6 +104,11 @@ fn matched(g: &Graph, prod: &[Option<usize>], uses: &[usize], at: usize) -> Opti
         if shape(g, scores)? != [n, h, s, l] || !only(scores) {
             return None;
         }
+        // the folded mask (1, W·h, S, L) must stay a sane weight
+        let folded = [w, h, s, l].iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if folded.is_none_or(|e| e > crate::knobs::MAX_FOLDED_MASK_ELEMENTS) {
+            return None;
+        }
         windows = Some((w, mask));
     }
     // scores = MatMul(q·c, kᵀ) [+ B]

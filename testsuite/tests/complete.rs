@@ -393,3 +393,34 @@ fn a_shifted_window_block_is_rolls_in_one_kernel_and_one_attention() {
     let rel = xforge_ir::tensor::rel_l2(&got[0], &want[0]);
     assert!(rel < 1e-6, "relative L2 {rel}");
 }
+
+#[test]
+fn a_long_chain_of_gathers_fuses_in_bounded_groups_that_compute_the_same() {
+    // 600 shape-keeping Gathers (rolls) in a row: each joins the group before it, up to the group
+    // bound, and each kernel pulls its elements through its chain once (not once per link)
+    let n = 600;
+    let mut b = GraphBuilder::new("gather_chain", 17);
+    let x = b.input("x", DType::F32, &[4, 16]);
+    let idx = b.weight("roll", Tensor::from_i64(vec![16], (0..16).map(|i| (i + 3) % 16).collect()));
+    let mut y = x;
+    for _ in 0..n {
+        y = b.node(Op::Gather, &[y, idx], vec![("axis", Attr::Int(1))], ValueType::unranked(DType::F32));
+    }
+    let r = b.node(Op::Relu, &[y], vec![], ValueType::unranked(DType::F32));
+    b.output(r);
+    let mut g = b.finish();
+    xforge_ir::infer::infer_graph(&mut g).unwrap();
+    let fused = Compiler::new("sm_90").fuse(&g).unwrap();
+    let sizes: Vec<usize> = fused.partition.groups.iter().map(|grp| grp.nodes.len()).collect();
+    assert!(sizes.len() >= 2 && sizes.iter().all(|&s| s <= 512), "{sizes:?}");
+    let ks = kernels(&fused);
+    // the kernel of the longest chain stays linear in its length (IR lines per node)
+    let longest = fused.partition.groups.iter().enumerate().max_by_key(|(_, grp)| grp.nodes.len()).unwrap().0;
+    let lines = ks[&longest].module.lines().count();
+    assert!(lines < 60 * sizes[longest], "{lines} lines for {} nodes", sizes[longest]);
+    let feed = HashMap::from([("x".to_string(), xforge_codegen_ptx::samples::random(DType::F32, &[4, 16], 5))]);
+    let want = xforge_ir::interp::run(&g, &feed).unwrap();
+    let (got, stats) = run_plan(&fused, &ks, &feed).unwrap();
+    assert_eq!(stats.interpreted, 0);
+    assert_eq!(got[0].to_f64(), want[0].to_f64());
+}

@@ -538,7 +538,21 @@ pub fn compute(
         };
         value.insert(p.value, v);
     }
+    // data movement whose result only other in-group data movement reads is pulled through by
+    // those readers: evaluating it here too would repeat each chain once per link
+    let pulled_only = |n: &Node| -> bool {
+        let Some(o) = n.outputs.first().copied().flatten() else { return false };
+        let readers: Vec<&&Node> = nodes.iter().filter(|m| m.inputs.iter().flatten().any(|&v| v == o)).collect();
+        is_remap(n.op)
+            && !readers.is_empty()
+            && readers.iter().all(|m| is_remap(m.op))
+            && !params.iter().any(|p| p.value == o && p.output)
+            && !also.contains(&o)
+    };
     for n in nodes {
+        if pulled_only(n) {
+            continue;
+        }
         // a Dropout with a training mode is the generic kernel's to judge (random when on)
         if n.op == Op::Dropout && n.inputs.get(2).copied().flatten().is_some() {
             return Err(unsupported(format!("node '{}': Dropout with a training_mode input", n.name)));

@@ -355,7 +355,10 @@ pub fn partition(g: &Graph) -> Partition {
                     let data = node.inputs.first().copied().flatten() == Some(v);
                     let sole_reader = uses[v.index()] == 1 && !g.outputs.contains(&v);
                     let cyclic = producers.iter().any(|&q| q != p && reaches(&deps, q, p));
-                    if schedule[p] == Schedule::Injective && remaps_of_shape && data && sole_reader && !cyclic {
+                    let bounded = members[p].len() < crate::knobs::MAX_GROUP_NODES
+                        && external[p] + reads_outside(node, p, &group_of) <= crate::knobs::MAX_GROUP_INPUTS;
+                    let joins = remaps_of_shape && data && sole_reader && bounded && !cyclic;
+                    if schedule[p] == Schedule::Injective && joins {
                         target = Some(p);
                     }
                     break;
