@@ -495,6 +495,12 @@ async fn org_for(hub: &Hub, name: &str, who: &Option<Principal>, need: Role) -> 
     }
 }
 
+/// The user a member path names (checked, then looked up).
+async fn member_user(hub: &Hub, user: &str) -> Result<User, HubError> {
+    names::check_name("user", user)?;
+    hub.meta.user(user).await?.ok_or_else(|| HubError::NotFound(format!("user {user}")))
+}
+
 async fn create_org(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
@@ -537,7 +543,7 @@ async fn set_member(
     names::check_name("user", &user)?;
     let req: MemberRole = json_body(&hub, body).await?;
     let role = Role::parse(&req.role)?;
-    let u = hub.meta.user(&user).await?.ok_or_else(|| HubError::NotFound(format!("user {user}")))?;
+    let u = member_user(&hub, &user).await?;
     if hub.meta.is_org(u.id).await? {
         return Err(HubError::BadRequest(format!("{user} is an organization, not a user")).into());
     }
@@ -553,8 +559,7 @@ async fn remove_member(
 ) -> ApiResult<Json<serde_json::Value>> {
     let who = hub.principal(&headers).await?;
     let (org, _) = org_for(&hub, &name, &who, Role::Admin).await?;
-    names::check_name("user", &user)?;
-    let u = hub.meta.user(&user).await?.ok_or_else(|| HubError::NotFound(format!("user {user}")))?;
+    let u = member_user(&hub, &user).await?;
     // an organization keeps at least one admin
     let admins = hub.meta.members(org.id).await?.into_iter().filter(|(n, r)| *r == Role::Admin && *n != user).count();
     if admins == 0 {

@@ -23,6 +23,7 @@
 //! ```
 //!
 //! one copy whose innermost KW·C elements stay contiguous, instead of two transposes through NCHW.
+use crate::rewrite::{node, shape_weight};
 use xforge_ir::{Attr, Graph, Node, Op, Tensor, ValueId, ValueType};
 
 /// The Conv's sizes when it is a patch convolution: (N, C, K, OH, OW, KH, KW).
@@ -100,20 +101,10 @@ pub fn patch_convs_to_gemms(g: &mut Graph) -> usize {
         let value = |g: &mut Graph, suffix: &str, shape: &[usize]| {
             g.add_value(format!("{name}.{suffix}"), ValueType::known(dt, shape))
         };
-        let shape_of = |g: &mut Graph, suffix: &str, dims: &[usize]| {
-            let v =
-                g.add_value(format!("{name}.{suffix}_shape"), ValueType::known(xforge_ir::DType::I64, &[dims.len()]));
-            g.weights.insert(v, Tensor::from_i64(vec![dims.len()], dims.iter().map(|&d| d as i64).collect()));
-            v
-        };
+        let shape_of =
+            |g: &mut Graph, suffix: &str, dims: &[usize]| shape_weight(g, format!("{name}.{suffix}_shape"), dims);
         let mut push = |op: Op, inputs: Vec<ValueId>, out: ValueId, attrs: Vec<(&str, Attr)>, what: &str| {
-            nodes.push(Node {
-                name: format!("{name}.{what}"),
-                op,
-                inputs: inputs.into_iter().map(Some).collect(),
-                outputs: vec![Some(out)],
-                attrs: attrs.into_iter().map(|(k, a)| (k.to_string(), a)).collect(),
-            })
+            nodes.push(node(&name, what, op, &inputs, out, attrs))
         };
         let wt = g.weights[&w].clone();
         // the patches' source, its split into patches and their order, and W's columns in that

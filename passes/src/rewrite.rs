@@ -1,5 +1,28 @@
 //! Small editing helpers shared by the passes.
-use xforge_ir::{Graph, ValueId};
+use xforge_ir::{Attr, DType, Graph, Node, Op, Tensor, ValueId, ValueType};
+
+/// A node of one output, named `{base}.{what}`.
+pub fn node(base: &str, what: &str, op: Op, inputs: &[ValueId], out: ValueId, attrs: Vec<(&str, Attr)>) -> Node {
+    Node {
+        name: format!("{base}.{what}"),
+        op,
+        inputs: inputs.iter().copied().map(Some).collect(),
+        outputs: vec![Some(out)],
+        attrs: attrs.into_iter().map(|(k, a)| (k.to_string(), a)).collect(),
+    }
+}
+
+/// A new 1-D i64 weight (a shape, indices) named `name`.
+pub fn ints_weight(g: &mut Graph, name: String, v: Vec<i64>) -> ValueId {
+    let id = g.add_value(name, ValueType::known(DType::I64, &[v.len()]));
+    g.weights.insert(id, Tensor::from_i64(vec![v.len()], v));
+    id
+}
+
+/// A new 1-D i64 weight holding `dims` (a Reshape's shape).
+pub fn shape_weight(g: &mut Graph, name: String, dims: &[usize]) -> ValueId {
+    ints_weight(g, name, dims.iter().map(|&d| d as i64).collect())
+}
 
 /// Makes every use of `old` (by nodes and graph outputs) use `new` instead.
 pub fn replace_uses(g: &mut Graph, old: ValueId, new: ValueId) {

@@ -9,9 +9,10 @@
 //!   Concat is a Reshape that splits each strided axis into (n / s, s), a Transpose that moves the
 //!   phase axes before the Concat's axis, and a Reshape that merges them: one copy whose
 //!   innermost run stays contiguous, instead of a kernel per Slice and one for the Concat.
+use crate::rewrite::{ints_weight, node, shape_weight};
 use std::collections::BTreeMap;
 use xforge_ir::interp::slice_bounds_pub;
-use xforge_ir::{Attr, DType, Graph, Node, Op, Tensor, ValueId, ValueType};
+use xforge_ir::{Attr, Graph, Node, Op, ValueId, ValueType};
 
 fn axis_of(a: Option<&Attr>, rank: usize) -> Option<usize> {
     let a = match a {
@@ -83,15 +84,9 @@ pub fn concats_of_slices_to_gathers(g: &mut Graph) -> usize {
         });
         let Some(x) = x.filter(|_| ok) else { continue };
         let name = n.name.clone();
-        let idx = g.add_value(format!("{name}.indices"), ValueType::known(DType::I64, &[indices.len()]));
-        g.weights.insert(idx, Tensor::from_i64(vec![indices.len()], indices));
-        g.nodes[i] = Node {
-            name,
-            op: Op::Gather,
-            inputs: vec![Some(x), Some(idx)],
-            outputs: vec![Some(out)],
-            attrs: [("axis".to_string(), Attr::Int(axis as i64))].into_iter().collect(),
-        };
+        let idx = ints_weight(g, format!("{name}.indices"), indices);
+        let gather = node(&name, "gather", Op::Gather, &[x, idx], out, vec![("axis", Attr::Int(axis as i64))]);
+        g.nodes[i] = Node { name, ..gather };
         done += 1;
     }
     done
@@ -174,34 +169,17 @@ pub fn concats_of_phases_to_transposes(g: &mut Graph) -> usize {
             perm.push(where_outer[d]);
         }
         let name = n.name.clone();
-        let ints = |g: &mut Graph, what: &str, v: &[usize]| {
-            let id = g.add_value(format!("{name}.{what}"), ValueType::known(DType::I64, &[v.len()]));
-            g.weights.insert(id, Tensor::from_i64(vec![v.len()], v.iter().map(|&d| d as i64).collect()));
-            id
-        };
-        let split_shape = ints(g, "phases_shape", &split);
+        let split_shape = shape_weight(g, format!("{name}.phases_shape"), &split);
         let moved: Vec<usize> = perm.iter().map(|&p| split[p]).collect();
         let out_shape = g.ty(out).static_shape().expect("checked static");
-        let merged_shape = ints(g, "merged_shape", &out_shape);
+        let merged_shape = shape_weight(g, format!("{name}.merged_shape"), &out_shape);
         let xv = g.add_value(format!("{name}.phases"), ValueType::known(dt, &split));
         let tv = g.add_value(format!("{name}.moved"), ValueType::known(dt, &moved));
-        let node = |op: Op, inputs: Vec<ValueId>, o: ValueId, attrs: Vec<(&str, Attr)>, what: &str| Node {
-            name: format!("{name}.{what}"),
-            op,
-            inputs: inputs.into_iter().map(Some).collect(),
-            outputs: vec![Some(o)],
-            attrs: attrs.into_iter().map(|(k, a)| (k.to_string(), a)).collect(),
-        };
+        let perm = Attr::Ints(perm.iter().map(|&p| p as i64).collect());
         let nodes = vec![
-            node(Op::Reshape, vec![x, split_shape], xv, vec![], "phases"),
-            node(
-                Op::Transpose,
-                vec![xv],
-                tv,
-                vec![("perm", Attr::Ints(perm.iter().map(|&p| p as i64).collect()))],
-                "moved",
-            ),
-            node(Op::Reshape, vec![tv, merged_shape], out, vec![], "merged"),
+            node(&name, "phases", Op::Reshape, &[x, split_shape], xv, vec![]),
+            node(&name, "moved", Op::Transpose, &[xv], tv, vec![("perm", perm)]),
+            node(&name, "merged", Op::Reshape, &[tv, merged_shape], out, vec![]),
         ];
         g.nodes.splice(at..=at, nodes);
         i = at + 3;

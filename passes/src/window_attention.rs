@@ -14,6 +14,7 @@
 //! (N/W, W·h) with the same memory, so the block becomes one Attention over N/W batches of W·h
 //! heads with the constant mask B + M of shape (1, W·h, S, L) — its size independent of the
 //! batch — between views of q, k, v and its output. The score matrix never reaches memory.
+use crate::rewrite::{node, scalar, shape_weight};
 use xforge_ir::{Attr, DType, Graph, Node, Op, Tensor, ValueId, ValueType};
 
 /// The constant `t` read at `coords` of a right-aligned broadcast to a space of `coords.len()` axes.
@@ -58,7 +59,7 @@ fn shape(g: &Graph, v: ValueId) -> Option<Vec<usize>> {
     g.ty(v).static_shape()
 }
 
-/// The other operand of a two-input Add whose one operand is `x`'s producer output.
+/// The two operands of a two-input Add.
 fn add_parts(n: &Node) -> Option<(ValueId, ValueId)> {
     (n.op == Op::Add && n.inputs.len() == 2).then_some((n.inputs[0]?, n.inputs[1]?))
 }
@@ -130,7 +131,7 @@ fn matched(g: &Graph, prod: &[Option<usize>], uses: &[usize], at: usize) -> Opti
     let (qs, kt) = (mm.inputs[0]?, mm.inputs[1]?);
     // constant scalar factors on q and on kᵀ (SDPA's export puts √scale on both) become the scale
     let unscaled = |x: ValueId| -> (ValueId, f64) {
-        let c = |y: ValueId| g.weights.get(&y).filter(|t| t.len() == 1 && t.dtype().is_float()).map(|t| t.to_f64()[0]);
+        let c = |y: ValueId| scalar(g, y);
         let mul = node_of(x).filter(|m| m.op == Op::Mul && m.inputs.len() == 2 && only(x));
         match mul.and_then(|m| Some((m.inputs[0]?, m.inputs[1]?))) {
             Some((a, b)) => match (c(a), c(b)) {
@@ -203,63 +204,34 @@ pub fn attention_blocks(g: &mut Graph) -> usize {
         let [n, h, s, d] = shape(g, blk.q).unwrap()[..] else { unreachable!() };
         let l = shape(g, blk.kt).unwrap()[3];
         let dv = shape(g, blk.v).unwrap()[3];
-        let mut nodes = vec![];
-        let mut node = |op: Op, inputs: Vec<ValueId>, out: ValueId, attrs: Vec<(&str, Attr)>, what: &str| {
-            nodes.push(Node {
-                name: format!("{name}.{what}"),
-                op,
-                inputs: inputs.into_iter().map(Some).collect(),
-                outputs: vec![Some(out)],
-                attrs: attrs.into_iter().map(|(k, a)| (k.to_string(), a)).collect(),
-            })
-        };
         let k = g.add_value(format!("{name}.k"), ValueType::known(dt, &[n, h, l, d]));
-        node(Op::Transpose, vec![blk.kt], k, vec![("perm", Attr::Ints(vec![0, 1, 3, 2]))], "k");
-        let attrs = || vec![("scale", Attr::Float(blk.scale as f32))];
+        let mut nodes =
+            vec![node(&name, "k", Op::Transpose, &[blk.kt], k, vec![("perm", Attr::Ints(vec![0, 1, 3, 2]))])];
+        let scale = || vec![("scale", Attr::Float(blk.scale as f32))];
         match blk.windows {
             None => {
                 let mut ins = vec![blk.q, k, blk.v];
                 ins.extend(blk.bias);
-                node(Op::Attention, ins, out, attrs(), "attention");
+                nodes.push(node(&name, "attention", Op::Attention, &ins, out, scale()));
             }
             Some((w, mask)) => {
                 let (nb, hw) = (n / w, w * h);
                 let c = regrouped_mask(g, blk.bias, mask, w, [h, s, l]);
                 let cv = g.add_value(format!("{name}.window_mask"), ValueType::known(DType::F32, &[1, hw, s, l]));
                 g.weights.insert(cv, c);
-                let mut view = |x: ValueId, dims: [usize; 4], what: &str, nodes: &mut Vec<Node>| {
-                    let sv = g.add_value(format!("{name}.{what}_shape"), ValueType::known(DType::I64, &[4]));
-                    g.weights.insert(sv, Tensor::from_i64(vec![4], dims.iter().map(|&x| x as i64).collect()));
-                    let y = g.add_value(format!("{name}.{what}"), ValueType::known(g.ty(x).dtype, &dims));
-                    nodes.push(Node {
-                        name: format!("{name}.{what}"),
-                        op: Op::Reshape,
-                        inputs: vec![Some(x), Some(sv)],
-                        outputs: vec![Some(y)],
-                        attrs: Default::default(),
-                    });
-                    y
+                // a view of x as `dims` (into `y`, else a new value): the node and its value
+                let view = |g: &mut Graph, x: ValueId, dims: [usize; 4], what: &str, y: Option<ValueId>| {
+                    let sv = shape_weight(g, format!("{name}.{what}_shape"), &dims);
+                    let y = y.unwrap_or_else(|| g.add_value(format!("{name}.{what}"), ValueType::known(dt, &dims)));
+                    (node(&name, what, Op::Reshape, &[x, sv], y, vec![]), y)
                 };
-                let q2 = view(blk.q, [nb, hw, s, d], "q_windows", &mut nodes);
-                let k2 = view(k, [nb, hw, l, d], "k_windows", &mut nodes);
-                let v2 = view(blk.v, [nb, hw, l, dv], "v_windows", &mut nodes);
+                let (nq, q2) = view(g, blk.q, [nb, hw, s, d], "q_windows", None);
+                let (nk, k2) = view(g, k, [nb, hw, l, d], "k_windows", None);
+                let (nv, v2) = view(g, blk.v, [nb, hw, l, dv], "v_windows", None);
                 let o2 = g.add_value(format!("{name}.windows"), ValueType::known(dt, &[nb, hw, s, dv]));
-                nodes.push(Node {
-                    name: format!("{name}.attention"),
-                    op: Op::Attention,
-                    inputs: vec![Some(q2), Some(k2), Some(v2), Some(cv)],
-                    outputs: vec![Some(o2)],
-                    attrs: attrs().into_iter().map(|(k, a)| (k.to_string(), a)).collect(),
-                });
-                let sv = g.add_value(format!("{name}.heads_shape"), ValueType::known(DType::I64, &[4]));
-                g.weights.insert(sv, Tensor::from_i64(vec![4], vec![n as i64, h as i64, s as i64, dv as i64]));
-                nodes.push(Node {
-                    name: format!("{name}.heads"),
-                    op: Op::Reshape,
-                    inputs: vec![Some(o2), Some(sv)],
-                    outputs: vec![Some(out)],
-                    attrs: Default::default(),
-                });
+                let attention = node(&name, "attention", Op::Attention, &[q2, k2, v2, cv], o2, scale());
+                let (heads, _) = view(g, o2, [n, h, s, dv], "heads", Some(out));
+                nodes.extend([nq, nk, nv, attention, heads]);
             }
         }
         let added = nodes.len();
