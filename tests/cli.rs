@@ -631,3 +631,46 @@ fn shapes_too_large_for_any_machine_are_refused_before_allocating() {
     assert!(err.contains("bytes of device memory") && err.contains("'y'"), "{err}");
     assert!(!xfa.exists());
 }
+
+#[test]
+fn tune_times_on_the_gpu_and_compile_reads_its_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("tuning.tsv");
+    // the model is checked before the GPU is asked for
+    let (code, _, err) = xforge(&["tune", "/nonexistent/model.onnx", "--table", table.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/nonexistent/model.onnx"), "{err}");
+    let (code, out, err) =
+        xforge(&["tune", &model("bert_tiny.onnx"), "--table", table.to_str().unwrap(), "--runs", "5"]);
+    if code == 0 {
+        // a machine with a GPU: the table holds the GEMM groups both ways
+        let text = std::fs::read_to_string(&table).unwrap();
+        assert!(text.contains("\tlibrary\t") && text.contains("\tgenerated\t") && out.contains("appended"), "{out}");
+    } else {
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("CUDA"), "{err}");
+        assert!(!table.exists());
+    }
+    // a table for this target on one GPU: compile says it used it
+    std::fs::write(&table, "sm_80\tFake GPU\tMatMul f32[1] #0\talone\t3.5\ngarbage\n").unwrap();
+    let out = dir.path().join("t.xfa");
+    let compile = |tuning: &str| {
+        let args =
+            ["compile", &model("bert_tiny.onnx"), "--target", "sm_80", "--tuning", tuning, "-o", out.to_str().unwrap()];
+        xforge(&args)
+    };
+    let (code, _, err) = compile(table.to_str().unwrap());
+    assert_eq!(code, 0, "{err}");
+    let a = xforge_runtime::Artifact::read(&out).unwrap();
+    assert!(
+        a.header.options.contains(&("tuning".into(), "1 measurements on Fake GPU".into())),
+        "{:?}",
+        a.header.options
+    );
+    assert_eq!(compile("off").0, 0);
+    let a = xforge_runtime::Artifact::read(&out).unwrap();
+    assert!(!a.header.options.iter().any(|(k, _)| k == "tuning"));
+    let (code, _, err) = compile("/nonexistent/tuning.tsv");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--tuning /nonexistent/tuning.tsv"), "{err}");
+}

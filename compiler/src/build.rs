@@ -107,9 +107,13 @@ pub fn run_order(fused: &Fused, producer: &HashMap<ValueId, usize>) -> Vec<usize
 /// Cuts every generated GEMM whose epilogue cuBLASLt runs in part: the GEMM with that part as
 /// a library call, the rest a kernel of its own (cuBLASLt's GEMM plus one elementwise pass beats
 /// the generated GEMM). A cut is made only when both halves have a runner. Returns the count.
-pub fn split_library_epilogues(fused: &mut Fused) -> usize {
+pub fn split_library_epilogues(fused: &mut Fused, keep: &std::collections::HashSet<usize>) -> usize {
     let mut n = 0;
+    // backwards: a split shifts only the groups after it, so `keep`'s indices stay valid
     for i in (0..fused.partition.groups.len()).rev() {
+        if keep.contains(&i) {
+            continue;
+        }
         let Some((head, tail)) =
             xforge_passes::fusion::partition::split_library_epilogue(&fused.graph, &fused.partition.groups[i])
         else {

@@ -15,12 +15,14 @@ pub mod build;
 pub mod complete;
 pub mod cost;
 pub mod library;
+pub mod tune;
 
 pub use build::{digest, BatchSpec, BuildError};
 use std::collections::BTreeMap;
 use std::path::Path;
 use xforge_ir::{DType, Dim, Graph};
 use xforge_passes::fusion::Fused;
+pub use xforge_passes::tuning::{Measurement, TuningTable, Way};
 use xforge_runtime::Artifact;
 
 /// Storage precision of weights and activations (kernels compute in f32; inputs and outputs
@@ -94,6 +96,7 @@ pub struct Compiler {
     shapes: BTreeMap<String, Vec<usize>>,
     constants: BTreeMap<String, xforge_ir::Tensor>,
     progress: Option<std::sync::Arc<Progress>>,
+    tuning: Option<std::sync::Arc<TuningTable>>,
 }
 
 impl Compiler {
@@ -108,6 +111,7 @@ impl Compiler {
             shapes: BTreeMap::new(),
             constants: BTreeMap::new(),
             progress: None,
+            tuning: None,
         }
     }
 
@@ -120,6 +124,18 @@ impl Compiler {
     pub fn generated_gemm(mut self, on: bool) -> Compiler {
         self.generated_gemm = on;
         self
+    }
+
+    /// Measured kernel times (`xforge tune`) for the fusion cost model and the choice between
+    /// a library call and a generated kernel; an empty table changes nothing.
+    pub fn tuning(mut self, table: TuningTable) -> Compiler {
+        self.tuning = (!table.is_empty()).then(|| std::sync::Arc::new(table));
+        self
+    }
+
+    /// The measured times this compiler uses, if any.
+    pub fn tuning_table(&self) -> Option<&TuningTable> {
+        self.tuning.as_deref()
     }
 
     /// Batch-size buckets for the model's symbolic batch dim (`dim`, or the inputs' only symbol).
@@ -149,6 +165,10 @@ impl Compiler {
 
     pub fn target(&self) -> &str {
         &self.target
+    }
+
+    pub fn precision_name(&self) -> &'static str {
+        self.precision.name()
     }
 
     fn report(&self, phase: &str, done: usize, all: usize) {
@@ -181,6 +201,28 @@ impl Compiler {
 
     /// A graph at this compiler's precision, fused, with every group given a runner.
     pub fn fuse(&self, graph: &Graph) -> Result<Fused, CompileError> {
+        let mut fused = self.fuse_groups(graph)?;
+        let generated = match &self.tuning {
+            Some(t) => tune::apply(&mut fused, t),
+            None => Default::default(),
+        };
+        if !generated.is_empty() {
+            tracing::info!("{} GEMM groups run generated: measured faster than the library call", generated.len());
+        }
+        if !self.generated_gemm {
+            let n = build::split_library_epilogues(&mut fused, &generated);
+            tracing::info!("{n} GEMM epilogues moved after a cuBLASLt call");
+        }
+        let cut = complete::complete(&mut fused, self.generated_gemm)?;
+        if cut > 0 {
+            tracing::info!("{cut} fused groups without a template were cut into groups that have one");
+        }
+        Ok(fused)
+    }
+
+    /// `fuse` up to the fusion groups: before library epilogues are split off and before
+    /// completion (what the tuner measures both ways).
+    pub fn fuse_groups(&self, graph: &Graph) -> Result<Fused, CompileError> {
         let mut g = graph.clone();
         // control flow first, so precision conversion sees one graph; conditions that depend
         // only on static shapes are folded first, so those Ifs take one branch
@@ -207,7 +249,11 @@ impl Compiler {
             tracing::info!("{n} weights converted to {dt}");
         }
         let t = std::time::Instant::now();
-        let mut fused = xforge_passes::fusion::fuse(&g)?;
+        let fuse = |g: &Graph| match &self.tuning {
+            Some(table) => xforge_passes::fusion::fuse_with(g, &xforge_passes::fusion::cost::measured_cost(table)),
+            None => xforge_passes::fusion::fuse(g),
+        };
+        let mut fused = fuse(&g)?;
         // control flow fusion did not take (a linear Scan no rule matched): unrolled, then fused again
         if fused
             .graph
@@ -217,15 +263,7 @@ impl Compiler {
             && xforge_passes::control::inline_all_control_flow(&mut g) > 0
         {
             xforge_ir::infer::infer_graph(&mut g).map_err(|e| CompileError::Infer(e.to_string()))?;
-            fused = xforge_passes::fusion::fuse(&g)?;
-        }
-        if !self.generated_gemm {
-            let n = build::split_library_epilogues(&mut fused);
-            tracing::info!("{n} GEMM epilogues moved after a cuBLASLt call");
-        }
-        let cut = complete::complete(&mut fused, self.generated_gemm)?;
-        if cut > 0 {
-            tracing::info!("{cut} fused groups without a template were cut into groups that have one");
+            fused = fuse(&g)?;
         }
         tracing::info!(
             "fused in {:.3} s: {} e-graph iterations, {} e-nodes",
@@ -267,7 +305,10 @@ impl Compiler {
         digest: String,
     ) -> Result<Artifact, CompileError> {
         self.report("generating kernels", 0, 1);
-        let a = build::build(buckets, spec, &self.target, digest, self.generated_gemm, self.precision.name())?;
+        let mut a = build::build(buckets, spec, &self.target, digest, self.generated_gemm, self.precision.name())?;
+        if let Some(t) = &self.tuning {
+            a.header.options.push(("tuning".into(), format!("{} measurements on {}", t.len(), t.gpu)));
+        }
         self.report("generating kernels", 1, 1);
         Ok(a)
     }

@@ -8,6 +8,12 @@ pub const CUDNN_CALL_BYTES: f64 = 4.0 * 1024.0 * 1024.0;
 /// Launches cuDNN adds around a half-precision NCHW convolution: input and filter to NHWC, the
 /// result back (ncu on an H200: about 3.7 µs each at batch 1, more than most convolutions).
 pub const CUDNN_NCHW_LAUNCHES: f64 = 3.0;
+/// A measured microsecond (`xforge tune`) in the cost model's bytes: the data-sheet bandwidth
+/// the bytes model prices traffic at (H100 SXM: 3.35 TB/s).
+pub const MEASURED_BYTES_PER_MICROSECOND: f64 = 3.35e6;
+/// A GEMM group becomes a generated kernel only where that measured this much faster than the
+/// library call (timings of one kernel wander by a few percent between runs).
+pub const TUNED_GENERATED_MARGIN: f64 = 1.05;
 /// Bytes assumed for a value whose shape is not static.
 pub const UNKNOWN_VALUE_BYTES: f64 = 1024.0 * 1024.0;
 /// Saturation caps: e-nodes, iterations, wall time.

@@ -16,6 +16,7 @@ pub mod precision;
 pub mod rewrite;
 pub mod sibling_gemm;
 pub mod slice_concat;
+pub mod tuning;
 pub mod variadic;
 pub mod window_attention;
 

@@ -3,7 +3,12 @@
 mod common;
 use common::{assert_equivalent, assert_partition_sound};
 use xforge_ir::{infer::infer_graph, Attr, DType, Graph, GraphBuilder, Op, Tensor, ValueType};
-use xforge_passes::fusion::{cost::node_cost, fuse, fuse_with, language::Head};
+use xforge_passes::fusion::{
+    cost::{measured_cost, node_cost},
+    fuse, fuse_with,
+    language::Head,
+};
+use xforge_passes::tuning::{node_key, TuningTable, Way};
 
 /// `blocks` residual blocks (conv → relu → conv → add → relu), then a conv: `c` channels,
 /// `s`×`s` images.
@@ -84,6 +89,37 @@ fn fp32_stays_nchw() {
         assert_eq!(count(&f.graph, Op::ConvNhwc), 0);
         assert_eq!(count(&f.graph, Op::Transpose), 0);
     }
+}
+
+#[test]
+fn measured_times_decide_the_layout() {
+    // every contraction the extracted graph holds, measured at `us` (keys from the graph's
+    // nodes must price the e-graph's e-nodes: the same op, attributes and operand types)
+    let measured = |f: &xforge_passes::fusion::Fused, op: Op, us: f64| {
+        let mut t = TuningTable::new("sm_90", "test");
+        for n in (0..f.graph.nodes.len()).filter(|&n| f.graph.nodes[n].op == op) {
+            t.insert(&node_key(&f.graph, n), Way::Alone, us);
+        }
+        assert_eq!(t.len(), 1, "the seven convolutions do the same work");
+        t
+    };
+    // half precision: channels-last by the model; measured slow there, the stack stays NCHW
+    let g = stack(DType::F16, 8, 64, 56, 3);
+    let t = measured(&fuse(&g).unwrap(), Op::ConvNhwc, 1e6);
+    let f = fuse_with(&g, &measured_cost(&t)).unwrap();
+    assert_eq!((count(&f.graph, Op::ConvNhwc), count(&f.graph, Op::Conv), count(&f.graph, Op::Transpose)), (0, 7, 0));
+    assert_equivalent(&g, &f.graph, 1e-2);
+    // fp32: NCHW by the model; measured slow there, the stack switches
+    let g = stack(DType::F32, 8, 64, 56, 3);
+    let t = measured(&fuse(&g).unwrap(), Op::Conv, 1e6);
+    let f = fuse_with(&g, &measured_cost(&t)).unwrap();
+    assert_eq!((count(&f.graph, Op::ConvNhwc), count(&f.graph, Op::Transpose)), (7, 2));
+    assert_equivalent(&g, &f.graph, 1e-4);
+    // times of other work change nothing
+    let mut other = TuningTable::new("sm_90", "test");
+    other.insert("Conv f32[1] #0", Way::Alone, 1e6);
+    let f = fuse_with(&g, &measured_cost(&other)).unwrap();
+    assert_eq!(count(&f.graph, Op::ConvNhwc), 0);
 }
 
 #[test]

@@ -13,9 +13,10 @@ pub mod plan;
 pub mod remap;
 pub mod session;
 mod timing_cache;
+pub use timing_cache::cache_dir;
 
 pub use artifact::{Artifact, ArtifactError, ArtifactHeader, BatchDim, FORMAT_VERSION, MAGIC};
 pub use library::{Activation, ConvDesc, GemmDesc, LibDtype, LibraryDesc};
 pub use plan::{binding_bytes, Arg, Binding, KernelImage, LibraryCall, MemoryPlan, Plan, Step, StepCost};
 pub use remap::Remap;
-pub use session::{device_target, DeviceBuffer, RuntimeError, Session};
+pub use session::{device_name, device_target, DeviceBuffer, RuntimeError, Session};

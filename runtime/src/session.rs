@@ -106,6 +106,15 @@ pub fn device_target(device: usize) -> Result<String, RuntimeError> {
     Ok(format!("sm_{major}{minor}"))
 }
 
+/// The name of GPU `device`, as the driver reports it (the tuning table's GPU).
+pub fn device_name(device: usize) -> Result<String, RuntimeError> {
+    // SAFETY: only probes whether the driver library can be opened
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err(RuntimeError::Cuda("no CUDA driver (libcuda.so) on this machine".into()));
+    }
+    CudaContext::new(device).map_err(cuda)?.name().map_err(cuda)
+}
+
 impl Session {
     /// Loads an artifact onto GPU `device`: checks the file and the target first.
     pub fn load(path: &Path, device: usize) -> Result<Session, RuntimeError> {

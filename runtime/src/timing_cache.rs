@@ -20,16 +20,22 @@ pub struct Choice {
 
 const FILE: &str = "conv-choices.tsv";
 
-/// The cache file, or None when there is none to keep.
-fn file() -> Option<PathBuf> {
+/// The folder of xforge's caches on this machine: `$XFORGE_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/xforge`, else `$HOME/.cache/xforge`; None with `XFORGE_CACHE_DIR=off` or
+/// where none of them is set.
+pub fn cache_dir() -> Option<PathBuf> {
     let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    let dir = match std::env::var("XFORGE_CACHE_DIR") {
-        Ok(v) if v == "off" => return None,
+    match std::env::var("XFORGE_CACHE_DIR") {
+        Ok(v) if v == "off" => None,
         _ => var("XFORGE_CACHE_DIR")
             .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("xforge")))
-            .or_else(|| var("HOME").map(|d| d.join(".cache").join("xforge")))?,
-    };
-    Some(dir.join(FILE))
+            .or_else(|| var("HOME").map(|d| d.join(".cache").join("xforge"))),
+    }
+}
+
+/// The cache file, or None when there is none to keep.
+fn file() -> Option<PathBuf> {
+    Some(cache_dir()?.join(FILE))
 }
 
 /// One line of the file: key, way, algorithm, tab-separated.

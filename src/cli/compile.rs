@@ -55,6 +55,34 @@ pub struct Args {
     batch_dim: Option<String>,
     #[command(flatten)]
     shapes: ShapeArgs,
+    /// Measured kernel times (`xforge tune`): a table file, or `off`. Default: the table in
+    /// xforge's cache folder, where there is one.
+    #[arg(long, value_name = "FILE|off")]
+    tuning: Option<String>,
+}
+
+/// The tuning table `flag` names for `target` (None: the cache folder's, where it exists).
+pub fn tuning_table(flag: Option<&str>, target: &str) -> anyhow::Result<Option<xforge_compiler::TuningTable>> {
+    let path = match flag {
+        Some("off") => return Ok(None),
+        Some(f) => {
+            let p = PathBuf::from(f);
+            if !p.is_file() {
+                return Err(BadInput(format!("--tuning {f}: no such file")).into());
+            }
+            p
+        }
+        None => match xforge_runtime::cache_dir().map(|d| d.join(xforge_passes::tuning::FILE)) {
+            Some(p) if p.is_file() => p,
+            _ => return Ok(None),
+        },
+    };
+    let t = xforge_compiler::TuningTable::read(&path, target, None)
+        .map_err(|e| BadInput(format!("--tuning {}: {e}", path.display())))?;
+    if !t.is_empty() {
+        tracing::info!("{} measured times for {target} on {} from {}", t.len(), t.gpu, path.display());
+    }
+    Ok(Some(t))
 }
 
 impl Args {
@@ -71,6 +99,9 @@ impl Args {
             .batch(&self.batch, self.batch_dim.as_deref());
         for (name, dims) in self.shapes.options()?.shapes {
             c = c.shape(&name, &dims);
+        }
+        if let Some(t) = tuning_table(self.tuning.as_deref(), &self.target)? {
+            c = c.tuning(t);
         }
         Ok(c)
     }

@@ -5,6 +5,7 @@ mod hub;
 mod inspect;
 mod profile;
 mod run;
+mod tune;
 
 use clap::{Parser, Subcommand};
 use std::collections::BTreeMap;
@@ -27,6 +28,8 @@ enum Command {
     Compile(compile::Args),
     /// Time a compiled artifact on the GPU: median and p99 latency, throughput.
     Bench(bench::Args),
+    /// Time a model's contractions and GEMM groups on this GPU, for `compile`'s tuning table.
+    Tune(tune::Args),
     /// The hub: a server, build workers and a client for compiled artifacts per target.
     Hub(hub::Args),
 }
@@ -37,6 +40,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(a) => run::run(a),
         Command::Compile(a) => compile::compile(a),
         Command::Bench(a) => bench::bench(a),
+        Command::Tune(a) => tune::tune(a),
         Command::Hub(a) => hub::hub(a),
     }
 }

@@ -2,7 +2,11 @@
 //! free, vendor-library calls pay a fixed call cost on top.
 use super::analysis::FusionGraph;
 use super::language::{ENode, Head};
-use crate::knobs::{CUBLASLT_CALL_BYTES, CUDNN_CALL_BYTES, CUDNN_NCHW_LAUNCHES, LAUNCH_BYTES, UNKNOWN_VALUE_BYTES};
+use crate::knobs::{
+    CUBLASLT_CALL_BYTES, CUDNN_CALL_BYTES, CUDNN_NCHW_LAUNCHES, LAUNCH_BYTES, MEASURED_BYTES_PER_MICROSECOND,
+    UNKNOWN_VALUE_BYTES,
+};
+use crate::tuning::TuningTable;
 use egg::Id;
 use xforge_ir::{DType, Op, ValueType};
 
@@ -82,4 +86,23 @@ fn is_depthwise(eg: &FusionGraph, node: &ENode, attrs: u32) -> bool {
 }
 
 /// The price of one e-node (its e-class given): `node_cost` unless a caller supplies another.
-pub type NodeCost = dyn Fn(&FusionGraph, &ENode, Id) -> f64;
+pub type NodeCost<'a> = dyn Fn(&FusionGraph, &ENode, Id) -> f64 + 'a;
+
+/// `node_cost` where `table` has no measurement; a contraction the table measured costs its
+/// measured time (in bytes at `MEASURED_BYTES_PER_MICROSECOND`) plus a launch.
+pub fn measured_cost(table: &TuningTable) -> impl Fn(&FusionGraph, &ENode, Id) -> f64 + '_ {
+    move |eg, node, id| {
+        let modelled = || node_cost(eg, node, id);
+        let Head::Op { op, attrs } = node.head else { return modelled() };
+        if table.is_empty() || !crate::tuning::is_measured_op(op) {
+            return modelled();
+        }
+        let Some(a) = eg.analysis.table.attrs.get(attrs as usize) else { return modelled() };
+        let present = |c: &&Id| !eg[**c].nodes.iter().any(|n| matches!(n.head, Head::Absent));
+        let types: Vec<&ValueType> = node.args.iter().filter(present).map(|&c| eg[c].data.ty()).collect();
+        match table.node_micros(&crate::tuning::op_key(op, a, &types)) {
+            Some(us) => LAUNCH_BYTES + us * MEASURED_BYTES_PER_MICROSECOND,
+            None => modelled(),
+        }
+    }
+}

@@ -26,7 +26,7 @@ const BELOW_BUDGET: usize = 40_000_000;
 
 /// One e-node per e-class, cheapest by DAG cost; sweeps until nothing changes (at most
 /// `max_passes`, a safety bound).
-pub fn extract(eg: &FusionGraph, price: &NodeCost, max_passes: usize) -> HashMap<Id, ENode> {
+pub fn extract(eg: &FusionGraph, price: &NodeCost<'_>, max_passes: usize) -> HashMap<Id, ENode> {
     let mut best: HashMap<Id, Choice> = HashMap::new();
     let own: HashMap<(Id, usize), f64> = eg
         .classes()

@@ -55,7 +55,7 @@ pub fn fuse(source: &Graph) -> Result<Fused, FusionError> {
 }
 
 /// `fuse` with another price per e-node (tests force choices with it).
-pub fn fuse_with(source: &Graph, price: &cost::NodeCost) -> Result<Fused, FusionError> {
+pub fn fuse_with(source: &Graph, price: &cost::NodeCost<'_>) -> Result<Fused, FusionError> {
     let mut phases = vec![];
     let mut clock = std::time::Instant::now();
     let mut lap = |name: &'static str, phases: &mut Vec<(&'static str, f64)>| {
