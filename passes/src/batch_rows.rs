@@ -200,6 +200,7 @@ fn node_rows(g: &Graph, n: &Node, carried: &[Option<usize>]) -> Result<usize, St
         | ConvNhwc
         | ConvTranspose
         | MaxPool
+        | MaxPoolNhwc
         | AveragePool
         | LpPool
         | GlobalAveragePool

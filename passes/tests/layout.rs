@@ -123,6 +123,49 @@ fn measured_times_decide_the_layout() {
 }
 
 #[test]
+fn max_pools_go_channels_last_with_their_stack() {
+    // VGG: conv → ReLU → MaxPool, twice; the pools pool channels-last, so the stack needs one
+    // transpose in and one out; a MaxPool with indices or SAME padding stays as it is
+    let pool = |extra: Vec<(&'static str, Attr)>, indices: bool| {
+        let dt = DType::F16;
+        let mut b = GraphBuilder::new("vgg", 17);
+        let u = || ValueType::unranked(dt);
+        let mut x = b.input("x", dt, &[8, 32, 28, 28]);
+        for k in 0..2 {
+            let v: Vec<f64> = (0..32 * 32 * 9).map(|i| ((i * 31 + k) % 17) as f64 / 100.0 - 0.08).collect();
+            let w = b.weight(&format!("w{k}"), Tensor::from_f64(dt, vec![32, 32, 3, 3], &v));
+            let c = b.node(Op::Conv, &[x, w], vec![("pads", Attr::Ints(vec![1; 4]))], u());
+            let r = b.node(Op::Relu, &[c], vec![], u());
+            let mut attrs = vec![("kernel_shape", Attr::Ints(vec![2, 2])), ("strides", Attr::Ints(vec![2, 2]))];
+            attrs.extend(extra.clone());
+            x = if indices {
+                let outs = b.node_multi(Op::MaxPool, &[Some(r)], attrs, vec![u(), ValueType::unranked(DType::I64)]);
+                outs[0]
+            } else {
+                b.node(Op::MaxPool, &[r], attrs, u())
+            };
+        }
+        b.output(x);
+        let mut g = b.finish();
+        infer_graph(&mut g).unwrap();
+        g
+    };
+    let g = pool(vec![], false);
+    let f = fuse(&g).unwrap();
+    assert_eq!(
+        (count(&f.graph, Op::MaxPoolNhwc), count(&f.graph, Op::ConvNhwc), count(&f.graph, Op::Transpose)),
+        (2, 2, 2)
+    );
+    assert_partition_sound(&f);
+    assert_equivalent(&g, &f.graph, 1e-2);
+    for g in [pool(vec![("auto_pad", Attr::Str("SAME_UPPER".into()))], false), pool(vec![], true)] {
+        let f = fuse(&g).unwrap();
+        assert_eq!(count(&f.graph, Op::MaxPoolNhwc), 0);
+        assert_equivalent(&g, &f.graph, 1e-2);
+    }
+}
+
+#[test]
 fn small_half_precision_stacks_switch_too() {
     // cuDNN turns every NCHW half-precision convolution into three launches of its own (input
     // and filter to NHWC, the result back): even one small block pays for two transposes

@@ -12,7 +12,7 @@ for n in "$@"; do
   $X compile $W/$n.onnx --precision fp16 --tuning off -o $W/$n.plain.xfa > /dev/null
   s=$(date +%s.%N)
   $X tune $W/$n.onnx --precision fp16 --table $T | tail -3
-  echo "$n: tune took $(echo "$(date +%s.%N) - $s" | bc) s"
+  echo "$n: tune took $(python3 -c "print(round($(date +%s.%N) - $s, 1))") s"
   $X compile $W/$n.onnx --precision fp16 --tuning $T -o $W/$n.tuned.xfa > /dev/null
   $X inspect $W/$n.tuned.xfa | grep -i "tuning" || true
   echo "$n: plain $(ms $W/$n.plain.xfa) tuned $(ms $W/$n.tuned.xfa) plain $(ms $W/$n.plain.xfa) tuned $(ms $W/$n.tuned.xfa) ms"

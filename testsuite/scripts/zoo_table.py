@@ -125,7 +125,7 @@ def main():
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--autotune-until", type=float, default=-1.0)
     ap.add_argument("--budget", type=float, default=480.0, help="seconds the workers wait for each other at most")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()
     import zoo_models
     batch = zoo_models.batch()
     names = args.names or [n for n in zoo_models.MODELS if batch == 1 or "rcnn" not in n and "retinanet" not in n and "ssd" not in n]

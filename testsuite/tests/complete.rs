@@ -188,6 +188,54 @@ fn depthwise_convolutions_are_generated_weighted_pools_in_both_layouts() {
 }
 
 #[test]
+fn max_pools_between_channels_last_convolutions_pool_channels_last() {
+    // conv → ReLU → MaxPool 3×3/2 pad 1 → conv → MaxPool 2×2/2 with ceil mode (an odd size: the
+    // last window hangs over the edge) in half precision: the stack goes channels-last and the
+    // pools with it (no transposes around them), and the generated pools compute what the
+    // interpreter does
+    let (n, c, s) = (2, 16, 15);
+    let mut b = GraphBuilder::new("pools", 17);
+    let u = || ValueType::unranked(DType::F32);
+    let x = b.input("x", DType::F32, &[n, c, s, s]);
+    let w0 = b.weight("w0", xforge_codegen_ptx::samples::random(DType::F32, &[c, c, 3, 3], 3));
+    let w1 = b.weight("w1", xforge_codegen_ptx::samples::random(DType::F32, &[c, c, 3, 3], 4));
+    let pads = || ("pads", Attr::Ints(vec![1; 4]));
+    let c0 = b.node(Op::Conv, &[x, w0], vec![pads()], u());
+    let r0 = b.node(Op::Relu, &[c0], vec![], u());
+    let k = |v: i64| ("kernel_shape", Attr::Ints(vec![v, v]));
+    let st = || ("strides", Attr::Ints(vec![2, 2]));
+    let p0 = b.node(Op::MaxPool, &[r0], vec![k(3), st(), pads()], u());
+    let c1 = b.node(Op::Conv, &[p0, w1], vec![pads()], u());
+    let p1 = b.node(Op::MaxPool, &[c1], vec![k(2), st(), ("ceil_mode", Attr::Int(1))], u());
+    b.output(p1);
+    let mut g = b.finish();
+    xforge_ir::infer::infer_graph(&mut g).unwrap();
+    let feed = HashMap::from([("x".to_string(), xforge_codegen_ptx::samples::random(DType::F32, &[n, c, s, s], 5))]);
+    let want = xforge_ir::interp::run(&g, &feed).unwrap()[0].to_f64();
+    assert_eq!(want.len(), n * c * 4 * 4);
+    let fused = Compiler::new("sm_90").precision(xforge_compiler::Precision::Fp16).fuse(&g).unwrap();
+    let count = |op: Op| fused.graph.nodes.iter().filter(|x| x.op == op).count();
+    assert_eq!((count(Op::MaxPoolNhwc), count(Op::MaxPool), count(Op::ConvNhwc)), (2, 0, 2));
+    // into the stack and out of it
+    assert_eq!(count(Op::Transpose), 2);
+    let kernels = kernels(&fused);
+    for (gi, grp) in fused.partition.groups.iter().enumerate() {
+        if grp.nodes.iter().any(|&n| fused.graph.nodes[n].op == Op::MaxPoolNhwc) {
+            assert_eq!(grp.schedule, Schedule::Pooling);
+            assert!(xforge_testsuite::host_kernels::emulable(&kernels[&gi]));
+        }
+    }
+    let (got, stats) = run_plan(&fused, &kernels, &feed).unwrap();
+    // the pools (emulable, above) run as kernels on the host; library convolutions and tiled
+    // transposes (barriers) through the interpreter
+    assert!(stats.host_kernels >= 2 && stats.interpreted <= 3, "{stats:?}");
+    let got = got[0].to_f64();
+    let num: f64 = got.iter().zip(&want).map(|(a, b)| (a - b) * (a - b)).sum();
+    let den: f64 = want.iter().map(|b| b * b).sum();
+    assert!((num / den).sqrt() < 2e-3, "relative L2 {}", (num / den).sqrt());
+}
+
+#[test]
 fn a_channel_shuffle_is_the_store_of_the_concat_before_it() {
     // ShuffleNet: Concat(a, b) → [n, 2, c, h, w] → Transpose(0, 2, 1, 3, 4) → [n, 2c, h, w]; the
     // Transpose keeps the innermost axis, so it is the Concat kernel's store (one kernel, not a

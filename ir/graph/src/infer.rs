@@ -297,7 +297,7 @@ fn check_operands(n: &Node, ins: &[Option<Fact>]) -> Result<(), String> {
                 }
             }
         }
-        MaxPool | AveragePool | LpPool => {
+        MaxPool | AveragePool | LpPool | MaxPoolNhwc => {
             for k in ["kernel_shape", "strides", "dilations"] {
                 if let Some(v) = attr_ints(n, k) {
                     if v.iter().any(|&d| d < 1) {
@@ -1112,6 +1112,23 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
                 _ => vec![fresh.dim(), fresh.dim()],
             };
             vec![xs[0].clone(), hw[0].clone(), hw[1].clone(), m]
+        }
+        MaxPoolNhwc => {
+            // as MaxPool on the NCHW view, then back to channels-last
+            if r != 4 {
+                return Err(format!("input must be (N, H, W, C), got rank {r}"));
+            }
+            let kernel: Option<Vec<usize>> =
+                attr_ints(node, "kernel_shape").map(|k| k.iter().map(|&v| v as usize).collect());
+            let spatial: Option<Vec<usize>> = xs[1..3].iter().map(|d| d.known()).collect();
+            let hw: Vec<Dim> = match (kernel, spatial) {
+                (Some(k), Some(s)) => crate::interp::window_out(node, &s, k, attr_i(node, "ceil_mode", 0) != 0)?
+                    .into_iter()
+                    .map(known)
+                    .collect(),
+                _ => vec![fresh.dim(), fresh.dim()],
+            };
+            vec![xs[0].clone(), hw[0].clone(), hw[1].clone(), xs[3].clone()]
         }
         Conv | MaxPool | AveragePool | LpPool | GlobalAveragePool | GlobalMaxPool => {
             if r < 3 {

@@ -80,6 +80,8 @@ ops! {
     MatMul: Contraction, Gemm: Contraction, Einsum: Contraction, Conv: Contraction,
     // xforge's own: Conv on channels-last (N, H, W, C) data, weights as Conv's (M, C/g, kH, kW)
     ConvNhwc: Contraction,
+    // xforge's own: MaxPool (2-D, one output) on channels-last (N, H, W, C) data
+    MaxPoolNhwc: Reduction,
     // domain com.xforge: Mamba's selective scan (interp/selective_scan.rs)
     SelectiveScan: Opaque,
     // xforge's own, for data-dependent shapes (interp/bounded.rs): the op named by attribute
@@ -115,6 +117,7 @@ impl Op {
         matches!(
             self,
             Op::ConvNhwc
+                | Op::MaxPoolNhwc
                 | Op::Bounded
                 | Op::Prefix
                 | Op::TopKBounded

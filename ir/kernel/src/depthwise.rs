@@ -1,5 +1,6 @@
-//! Depthwise convolution in channels-last layout (`ConvNhwc`, one filter per channel), then the
-//! group's elementwise epilogue. Each thread computes `cols` neighbouring output columns of
+//! Depthwise convolution in channels-last layout (`ConvNhwc`, one filter per channel) or a
+//! channels-last max pool (`MaxPoolNhwc`: the same windows, combined by max), then the group's
+//! elementwise epilogue. Each thread computes `cols` neighbouring output columns of
 //! `vec` neighbouring channels (pairs of halves load and store as one vector); neighbouring
 //! threads take neighbouring channels, so loads stay coalesced; an input column that several of
 //! a thread's windows share is loaded once. (The NCHW form is the pooling template's.)
@@ -12,7 +13,7 @@ use std::collections::HashMap;
 use xforge_ir::group::FusionGroup;
 use xforge_ir::tensor::numel;
 use xforge_ir::window::node_depthwise_window;
-use xforge_ir::{Attr, Graph, Node};
+use xforge_ir::{Attr, Graph, Node, Op};
 
 fn pair(n: &Node, k: &str, d: i64) -> [i64; 2] {
     match n.attr(k) {
@@ -25,7 +26,22 @@ pub fn depthwise_nhwc(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
     let unsupported = |why: String| KernelError::Unsupported { group: gi, why };
     let nodes: Vec<&Node> = grp.nodes.iter().map(|&n| &g.nodes[n]).collect();
     let conv = nodes[0];
-    let [kh, kw] = node_depthwise_window(g, conv).ok_or_else(|| unsupported("not a depthwise convolution".into()))?;
+    // a max pool: no weights, -inf where a window leaves the image
+    let is_max = conv.op == Op::MaxPoolNhwc;
+    let [kh, kw] = if is_max {
+        match conv.attr("kernel_shape") {
+            Some(Attr::Ints(k)) if k.len() == 2 && k.iter().all(|&d| d > 0) => [k[0] as usize, k[1] as usize],
+            _ => return Err(unsupported("a max pool needs a 2-D kernel_shape".into())),
+        }
+    } else {
+        node_depthwise_window(g, conv).ok_or_else(|| unsupported("not a depthwise convolution".into()))?
+    };
+    if kh * kw > xforge_ir::window::MAX_WINDOW {
+        return Err(unsupported(format!("window {kh}x{kw} is not unrolled")));
+    }
+    if matches!(conv.attr("auto_pad"), Some(Attr::Str(s)) if s.starts_with("SAME")) {
+        return Err(unsupported("auto_pad SAME_* is not generated yet".into()));
+    }
     let x = conv.inputs[0].ok_or_else(|| unsupported("no input".into()))?;
     let y = conv.outputs[0].ok_or_else(|| unsupported("no output".into()))?;
     let xs = g.ty(x).static_shape().ok_or_else(|| unsupported("shapes are not static".into()))?;
@@ -41,10 +57,10 @@ pub fn depthwise_nhwc(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
         .iter()
         .position(|q| q.value == x && !q.output)
         .ok_or_else(|| unsupported("the convolved value is computed in the group".into()))?;
-    let mut taps = Taps::of(g, conv, &params, &scalars).map_err(unsupported)?;
+    let mut taps = if is_max { None } else { Some(Taps::of(g, conv, &params, &scalars).map_err(unsupported)?) };
     // a constant weight is read tap-major: a warp's threads (neighbouring channels) read one
     // tap's neighbouring weights
-    let table = taps.tap_major(g, conv, xs[3]);
+    let table = taps.as_mut().map(|t| t.tap_major(g, conv, xs[3])).unwrap_or_default();
     let dt = g.ty(x).dtype;
     let c = compute_type(dt);
     let st = storage_type(dt).unwrap();
@@ -78,9 +94,12 @@ pub fn depthwise_nhwc(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
     let nh = b.index(xs[1]);
     let row0 = b.emit(format!("arith.muli {}, {nh} : index", co[0]));
     // every weight of the thread's channels, then the input columns its windows cover
-    let wts: Vec<Vec<String>> =
-        chans.iter().map(|chn| (0..kh * kw).map(|t| taps.weight(&mut b, chn, t, c)).collect()).collect();
-    let zero = b.float(0.0, c);
+    let wts: Vec<Vec<String>> = match taps.as_mut() {
+        Some(taps) => chans.iter().map(|chn| (0..kh * kw).map(|t| taps.weight(&mut b, chn, t, c)).collect()).collect(),
+        None => vec![],
+    };
+    // the sum's zero, or the max's -inf (also what a tap outside the image reads)
+    let zero = b.float(if is_max { f64::NEG_INFINITY } else { 0.0 }, c);
     let mut acc: Vec<Vec<String>> = vec![vec![zero.clone(); vec]; cols];
     let span = (cols - 1) * s[1] as usize + (kw - 1) * d[1] as usize + 1;
     for r in 0..kh {
@@ -136,13 +155,17 @@ pub fn depthwise_nhwc(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
             };
             for (l, t) in users {
                 for e in 0..vec {
-                    let wv = &wts[e][r * kw + t];
-                    acc[l][e] = b.emit(format!("math.fma {}, {wv}, {} : {c}", vals[e], acc[l][e]));
+                    acc[l][e] = if is_max {
+                        b.emit(format!("arith.maximumf {}, {} : {c}", vals[e], acc[l][e]))
+                    } else {
+                        let wv = &wts[e][r * kw + t];
+                        b.emit(format!("math.fma {}, {wv}, {} : {c}", vals[e], acc[l][e]))
+                    };
                 }
             }
         }
     }
-    let bias: Vec<String> = chans.iter().map(|chn| taps.bias(&mut b, chn, c)).collect();
+    let bias: Vec<Option<String>> = chans.iter().map(|chn| taps.as_mut().map(|t| t.bias(&mut b, chn, c))).collect();
     let (ow_v, oh_v) = (b.index(ys[2]), b.index(ys[1]));
     let orow = b.emit(format!("arith.muli {}, {oh_v} : index", co[0]));
     let orow = b.emit(format!("arith.addi {orow}, {} : index", co[1]));
@@ -155,7 +178,10 @@ pub fn depthwise_nhwc(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
         let mut lanes = vec![];
         for e in 0..vec {
             let iq = b.emit(format!("arith.addi {at}, {} : index", chans[e]));
-            let v = b.emit(format!("arith.addf {}, {} : {c}", accs[e], bias[e]));
+            let v = match &bias[e] {
+                Some(bv) => b.emit(format!("arith.addf {}, {bv} : {c}", accs[e])),
+                None => accs[e].clone(),
+            };
             let mut seed = HashMap::new();
             seed.insert(y, v);
             let vals =

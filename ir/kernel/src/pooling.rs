@@ -27,7 +27,7 @@ pub fn pooling(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kernel
     let nodes: Vec<&Node> = grp.nodes.iter().map(|&n| &g.nodes[n]).collect();
     let pool = nodes[0];
     let window = node_depthwise_window(g, pool);
-    if pool.op == Op::ConvNhwc && window.is_some() {
+    if (pool.op == Op::ConvNhwc && window.is_some()) || pool.op == Op::MaxPoolNhwc {
         return crate::depthwise::depthwise_nhwc(g, grp, gi);
     }
     if !(matches!(pool.op, Op::MaxPool | Op::AveragePool) || (pool.op == Op::Conv && window.is_some())) {

@@ -281,6 +281,31 @@ fn sink_average_pool(eg: &mut FusionGraph, s: &Subst, root: Id) -> Option<Id> {
     Some(transpose(eg, cv, &TO_NCHW))
 }
 
+/// `MaxPool(Transpose(y, TO_NCHW))` → `Transpose(MaxPoolNhwc(y))` for a 2-D MaxPool with one
+/// output (no indices), explicit pads and a window the pooling template unrolls: VGG's and
+/// ResNet's pools between channels-last convolutions stop forcing NCHW around them.
+fn sink_max_pool(eg: &mut FusionGraph, s: &Subst, root: Id) -> Option<Id> {
+    let y = s[var("?y")];
+    let n = eg[root].nodes.iter().find(|n| matches!(n.head, Head::Op { op: Op::MaxPool, .. }))?.clone();
+    (perm_in(eg, n.args[0], y)? == TO_NCHW).then_some(())?;
+    let Head::Op { attrs, .. } = n.head else { return None };
+    if eg.analysis.table.outputs.get(attrs as usize) != Some(&1) {
+        return None;
+    }
+    let a = eg.analysis.table.attrs[attrs as usize].clone();
+    let window = match a.get("kernel_shape") {
+        Some(Attr::Ints(k)) if k.len() == 2 && k.iter().all(|&d| d > 0) => (k[0] * k[1]) as usize,
+        _ => return None,
+    };
+    let auto = matches!(a.get("auto_pad"), Some(Attr::Str(m)) if m != "NOTSET");
+    if auto || window > xforge_ir::window::MAX_WINDOW {
+        return None;
+    }
+    let attrs = eg.analysis.table.intern(Op::MaxPoolNhwc, a);
+    let p = eg.add(ENode { head: Head::Op { op: Op::MaxPoolNhwc, attrs }, args: vec![y] });
+    Some(transpose(eg, p, &TO_NCHW))
+}
+
 /// `Transpose(Transpose(x, p1), p2)` → `x` when the composition is the identity, else one Transpose.
 fn transpose_pair(eg: &mut FusionGraph, s: &Subst, root: Id) -> Option<Id> {
     let x = s[var("?x")];
@@ -331,6 +356,7 @@ pub fn layout_rules() -> Vec<Rewrite<ENode, FusionAnalysis>> {
     sink!(Relu, Sigmoid, HardSigmoid, HardSwish, Swish, LeakyRelu, Tanh, Gelu);
     r.push(rule_any_arity("sink-concat", Op::Concat, sink_concat));
     r.push(rule("sink-average-pool", "(AveragePool (Transpose ?y))", sink_average_pool));
+    r.push(rule("sink-max-pool", "(MaxPool (Transpose ?y))", sink_max_pool));
     r.push(rule("sink-global-avg", "(GlobalAveragePool (Transpose ?y))", |eg, s, root| {
         sink_global_pool(eg, s, root, Op::GlobalAveragePool, Op::ReduceMean)
     }));

@@ -45,7 +45,7 @@ pub fn anchor_schedule(g: &Graph, n: &xforge_ir::Node) -> Schedule {
         Conv | ConvNhwc | ConvTranspose => Schedule::LibraryConv,
         MatMul | Gemm | Einsum => Schedule::LibraryGemm,
         Attention => Schedule::Attention,
-        MaxPool | AveragePool | LpPool => Schedule::Pooling,
+        MaxPool | MaxPoolNhwc | AveragePool | LpPool => Schedule::Pooling,
         GlobalAveragePool
         | GlobalMaxPool
         | Softmax

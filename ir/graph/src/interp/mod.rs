@@ -277,6 +277,11 @@ fn eval(node: &Node, ins: &[Option<Tensor>], opset: i64, scope: &Scope) -> OpRes
             nchw[0] = Some(x);
             one(movement::transpose(&conv::conv(&a, &nchw)?, Some(vec![0, 2, 3, 1]))?)
         }
+        MaxPoolNhwc => {
+            let x = movement::transpose(req(ins, 0)?, Some(vec![0, 3, 1, 2]))?;
+            let y = pool::pool(MaxPool, &a, &[Some(x)])?.into_iter().next().ok_or("MaxPool gave no output")?;
+            one(movement::transpose(&y, Some(vec![0, 2, 3, 1]))?)
+        }
         ConvTranspose => one(conv::conv_transpose(&a, ins)?),
         Attention => attention::attention(&a, ins, n_out),
         SelectiveScan => selective_scan::selective_scan(&a, ins, n_out),
