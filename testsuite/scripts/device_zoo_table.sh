@@ -7,5 +7,6 @@ set -e
 source testsuite/scripts/device_env.sh
 W=/tmp/zoo_table_b${ZOO_BATCH:-1}; mkdir -p $W
 python3 testsuite/scripts/zoo_table.py $X $W --workers ${WORKERS:-8} --autotune-until ${AUTOTUNE_UNTIL:-240} \
-  --budget ${BUDGET:-480} "$@" 2>$W/stderr | grep -v "^row:" || true
+  --budget ${BUDGET:-480} "$@" 2>$W/stderr || true
+grep "^worker" $W/stderr | head -3 || true
 grep -i "error\|Traceback" $W/stderr | grep -iv "warn" | sort | uniq -c | sort -rn | head -8 || true

@@ -6,9 +6,11 @@ PyTorch eager, both torch.compile modes, and `xforge bench`.
 
     ZOO_BATCH=N python3 zoo_table.py XFORGE WORKDIR [--workers 8] [--autotune-until S] [NAME ...]
 
-max-autotune compiles start only while fewer than S seconds have passed since the start (its
-autotuning may take minutes a model); a model whose max-autotune compile did not start or failed
-gets no max-autotune number, and the table says how many have one. Detection models take one
+max-autotune compiles run one at a time (concurrent autotuning in several processes crashed
+with illegal memory accesses) and start only while fewer than S seconds have passed since the
+start; a model whose max-autotune compile did not start or failed gets no max-autotune number,
+and the table says how many have one. Timing starts when every worker has compiled (or after
+--budget seconds, which the table then says: compiles may still run beside the timings). Detection models take one
 image, so they are left out above batch 1. Rows print as they are timed (with "row:"), then the
 table in the zoo's order.
 """
@@ -42,7 +44,7 @@ def xforge_ms(xforge, art):
     return float(m.group(1)) if m else None
 
 
-def worker(k, names, args, t0, lock, barrier, out):
+def worker(k, names, args, t0, lock, autotune_lock, barrier, out):
     import torch
     import zoo_models
     from cuda_timing import median_ms
@@ -75,13 +77,18 @@ def worker(k, names, args, t0, lock, barrier, out):
         ready[n] = row
     for n in names:
         row = ready[n]
-        if "ro" not in row or time.time() - t0 > args.autotune_until:
+        if "ro" not in row:
             continue
         try:
-            with torch.inference_mode():
-                f = torch.compile(copy.deepcopy(row["m"]), mode="max-autotune")
-                for _ in range(3):
-                    f(row["x"])
+            # one max-autotune compile at a time: concurrent autotuning in several processes
+            # on one card crashed with illegal memory accesses, which poison a process
+            with autotune_lock:
+                if time.time() - t0 > args.autotune_until:
+                    continue
+                with torch.inference_mode():
+                    f = torch.compile(copy.deepcopy(row["m"]), mode="max-autotune")
+                    for _ in range(3):
+                        f(row["x"])
                 row["ma"] = f
         except Exception as e:
             row["ma_error"] = f"{type(e).__name__}: {str(e)[:160]}"
@@ -90,7 +97,7 @@ def worker(k, names, args, t0, lock, barrier, out):
         # a worker that died must not hold the others forever
         barrier.wait(timeout=max(1.0, args.budget - (time.time() - t0)))
     except Exception:
-        pass
+        print(f"worker {k}: timing before every worker compiled (budget)", file=sys.stderr, flush=True)
     for n in names:
         row = ready[n]
         res = {"model": n, "worker": k}
@@ -131,12 +138,12 @@ def main():
     names = args.names or [n for n in zoo_models.MODELS if batch == 1 or "rcnn" not in n and "retinanet" not in n and "ssd" not in n]
     os.makedirs(args.work, exist_ok=True)
     ctx = mp.get_context("spawn")
-    lock, out = ctx.Lock(), ctx.Queue()
+    lock, autotune_lock, out = ctx.Lock(), ctx.Lock(), ctx.Queue()
     k = min(args.workers, len(names))
     barrier = ctx.Barrier(k)
     t0 = time.time()
     shards = [names[i::k] for i in range(k)]
-    procs = [ctx.Process(target=worker, args=(i, shards[i], args, t0, lock, barrier, out)) for i in range(k)]
+    procs = [ctx.Process(target=worker, args=(i, shards[i], args, t0, lock, autotune_lock, barrier, out)) for i in range(k)]
     for p in procs:
         p.start()
     rows, done = {}, 0
@@ -151,7 +158,8 @@ def main():
             done += 1
             continue
         rows[r["model"]] = r
-        print("row:", json.dumps(r), flush=True)
+        short = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items() if not k.endswith("error")}
+        print("row:", json.dumps(short), flush=True)
     for p in procs:
         p.join()
     import torch
