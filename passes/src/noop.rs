@@ -34,6 +34,17 @@ fn const_ints(g: &Graph, n: &xforge_ir::Node, k: usize) -> Option<Vec<i64>> {
     n.inputs.get(k).copied().flatten().and_then(|v| g.weights.get(&v)).map(|t| t.to_i64())
 }
 
+/// Whether a pool's window is one element that steps by one with no padding.
+fn single_element_window(n: &xforge_ir::Node) -> bool {
+    let all = |k: &str, v: i64, absent: bool| match n.attr(k) {
+        Some(xforge_ir::Attr::Ints(x)) => x.iter().all(|&d| d == v),
+        None => absent,
+        _ => false,
+    };
+    let auto = matches!(n.attr("auto_pad"), Some(xforge_ir::Attr::Str(m)) if m != "NOTSET");
+    !auto && all("kernel_shape", 1, false) && all("strides", 1, true) && all("pads", 0, true)
+}
+
 pub fn remove_noops(g: &mut Graph) -> usize {
     let mut removed = 0;
     for i in 0..g.nodes.len() {
@@ -61,6 +72,13 @@ pub fn remove_noops(g: &mut Graph) -> usize {
                         .iter()
                         .all(|&k| n.inputs.get(k).copied().flatten().is_none() || const_ints(g, &n, k).is_some())
                     && const_ints(g, &n, 4).is_none_or(|s| s.iter().all(|&v| v == 1)) =>
+            {
+                Some(x)
+            }
+            // a window of one element, stride 1, no pads (torchvision's AdaptiveAvgPool2d(7) on
+            // VGG's 7×7 maps): each output is its input
+            Op::AveragePool | Op::MaxPool
+                if same_type && n.outputs.iter().skip(1).all(|o| o.is_none()) && single_element_window(&n) =>
             {
                 Some(x)
             }

@@ -1,4 +1,4 @@
-//! noop: Identity, Dropout, same-type Cast/Reshape, and Transpose pairs disappear.
+//! noop: Identity, Dropout, same-type Cast/Reshape, Transpose pairs and one-element pools disappear.
 mod common;
 use common::assert_equivalent;
 use xforge_ir::{infer::infer_graph, print::print, Attr, DType, GraphBuilder, Op, Tensor, ValueType};
@@ -99,5 +99,28 @@ fn a_pad_of_zeros_and_a_whole_slice_go_but_shifts_and_reversals_stay() {
     infer_graph(&mut g).unwrap();
     xforge_ir::verify::verify(&g).unwrap();
     assert_eq!(g.nodes.iter().map(|n| n.op).collect::<Vec<_>>(), vec![Op::Pad, Op::Slice]);
+    assert_equivalent(&before, &g, 0.0);
+}
+
+#[test]
+fn pools_of_one_element_windows_go_but_strided_or_padded_ones_stay() {
+    let mut b = GraphBuilder::new("noop_pools", 17);
+    let x = b.input("x", DType::F32, &[2, 3, 7, 7]);
+    let u = || ValueType::unranked(DType::F32);
+    let k1 = || ("kernel_shape", Attr::Ints(vec![1, 1]));
+    // AdaptiveAvgPool2d(7) on a 7×7 map, and a 1×1 MaxPool: both go
+    let a = b.node(Op::AveragePool, &[x], vec![k1()], u());
+    let m = b.node(Op::MaxPool, &[a], vec![k1(), ("strides", Attr::Ints(vec![1, 1]))], u());
+    // a 1×1 window with stride 2 subsamples, and with pads it grows the map: both stay
+    let s = b.node(Op::MaxPool, &[m], vec![k1(), ("strides", Attr::Ints(vec![2, 2]))], u());
+    let p = b.node(Op::AveragePool, &[s], vec![k1(), ("pads", Attr::Ints(vec![1; 4]))], u());
+    b.output(p);
+    let mut g = b.finish();
+    infer_graph(&mut g).unwrap();
+    let before = g.clone();
+    assert_eq!(remove_noops(&mut g), 2);
+    dce(&mut g);
+    infer_graph(&mut g).unwrap();
+    assert_eq!(g.nodes.iter().map(|n| n.op).collect::<Vec<_>>(), vec![Op::MaxPool, Op::AveragePool]);
     assert_equivalent(&before, &g, 0.0);
 }
