@@ -70,7 +70,7 @@ fn precision(p: &str) -> PyResult<Precision> {
 
 /// Compiles an ONNX model (a path, or the file's bytes) into an `Artifact` for an NVIDIA target.
 #[pyfunction]
-#[pyo3(signature = (model, target = "sm_90", precision = "fp32", batch = None, batch_dim = None, shapes = None, generated_gemm = false))]
+#[pyo3(signature = (model, target = "sm_90", precision = "fp32", batch = None, batch_dim = None, shapes = None, generated_gemm = false, tuning = None))]
 #[allow(clippy::too_many_arguments)]
 fn compile(
     py: Python<'_>,
@@ -81,6 +81,7 @@ fn compile(
     batch_dim: Option<String>,
     shapes: Option<BTreeMap<String, Vec<usize>>>,
     generated_gemm: bool,
+    tuning: Option<PathBuf>,
 ) -> PyResult<Artifact> {
     let mut c = Compiler::new(target)
         .precision(self::precision(precision)?)
@@ -88,6 +89,15 @@ fn compile(
         .batch(&batch.unwrap_or_default(), batch_dim.as_deref());
     for (k, v) in shapes.unwrap_or_default() {
         c = c.shape(&k, &v);
+    }
+    // measured kernel times (`xforge tune`): a table file for this target
+    if let Some(t) = tuning {
+        if !t.is_file() {
+            return Err(BadInputError::new_err(format!("tuning {}: no such file", t.display())));
+        }
+        let table = xforge_compiler::TuningTable::read(&t, target, None)
+            .map_err(|e| BadInputError::new_err(format!("tuning {}: {e}", t.display())))?;
+        c = c.tuning(table);
     }
     // bytes go through a file of their own: batch buckets import the model once per bucket
     let (path, _tmp) = if let Ok(b) = model.downcast::<PyBytes>() {

@@ -50,6 +50,17 @@ def test_half_precision_and_buckets_are_options():
     assert {s["kind"] for s in art.steps()} == {"kernel"}
 
 
+def test_a_tuning_table_is_an_option(tmp_path):
+    # a table of measured times for this target (`xforge tune` writes them on a GPU)
+    table = tmp_path / "tuning.tsv"
+    table.write_text("sm_90\tTest GPU\tMatMul f32[1] #0\talone\t2.5\n")
+    art = xforge.compile(BERT, tuning=str(table))
+    assert art.inspect()["options"]["tuning"] == "1 measurements on Test GPU"
+    assert "tuning" not in xforge.compile(BERT).inspect()["options"]
+    with pytest.raises(xforge.BadInputError, match="no such file"):
+        xforge.compile(BERT, tuning=str(tmp_path / "missing.tsv"))
+
+
 def test_path_bytes_and_the_cli_give_one_artifact(tmp_path):
     with open(MNASNET, "rb") as f:
         data = f.read()

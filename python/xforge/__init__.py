@@ -112,11 +112,13 @@ def _array(b, dt, shape):
     return np.frombuffer(b, dtype=_TO_NUMPY[dt]).reshape(shape).copy()
 
 
-def compile(model, target="sm_90", precision="fp32", batch=None, batch_dim=None, shapes=None, generated_gemm=False):
+def compile(model, target="sm_90", precision="fp32", batch=None, batch_dim=None, shapes=None, generated_gemm=False,
+            tuning=None):
     """Compiles an ONNX model (a path or the file's bytes) into an `Artifact`.
 
     precision: "fp32", "fp16" or "bf16" (storage; kernels compute in f32). batch: bucket sizes
     for a symbolic batch dim (e.g. [1, 8, 32]). shapes: {input or dim name: dims} bindings.
+    tuning: a table of measured kernel times (`xforge tune` writes one on a GPU).
     The GIL is released while compiling.
     """
     _need_native()
@@ -126,7 +128,7 @@ def compile(model, target="sm_90", precision="fp32", batch=None, batch_dim=None,
         model = str(model)
     return _native.compile(model, target=target, precision=precision, batch=list(batch) if batch else None,
                            batch_dim=batch_dim, shapes={k: list(v) for k, v in (shapes or {}).items()},
-                           generated_gemm=generated_gemm)
+                           generated_gemm=generated_gemm, tuning=None if tuning is None else str(tuning))
 
 
 class Session:

@@ -30,6 +30,7 @@ def compile(
     batch_dim: str | None = None,
     shapes: Mapping[str, Sequence[int]] | None = None,
     generated_gemm: bool = False,
+    tuning: str | None = None,
 ) -> Artifact: ...
 
 class Session:
