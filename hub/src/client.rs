@@ -721,6 +721,12 @@ impl Client {
     /// first when needed, verified (signature, sha256, size, the format parses).
     pub fn pull_artifact(&self, repo: &str, target: &str) -> Result<xforge_runtime::Artifact, HubError> {
         let p = self.pull(repo, &BuildSpec::new(target))?;
+        self.verified_artifact(&p, target)
+    }
+
+    /// A pulled artifact read back from the cache and verified again (signature, sha256, size,
+    /// the format parses, the target is `target`).
+    pub fn verified_artifact(&self, p: &Pulled, target: &str) -> Result<xforge_runtime::Artifact, HubError> {
         let bytes = std::fs::read(&p.path).map_err(|e| HubError::io(format!("reading {}", p.path.display()), e))?;
         p.manifest.check_blob(&bytes)?;
         let a = xforge_runtime::Artifact::from_bytes(&bytes)

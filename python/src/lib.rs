@@ -111,6 +111,60 @@ fn compile(
     Ok(Artifact { inner })
 }
 
+fn hub_error(e: xforge_hub::HubError) -> PyErr {
+    let msg = e.to_string();
+    if e.is_user_error() {
+        BadInputError::new_err(msg)
+    } else {
+        XforgeError::new_err(msg)
+    }
+}
+
+/// The artifact of hub repository `repo` for `target` (default: the target of this machine's
+/// GPU), downloaded into the hub cache and verified (the server's signature, sha256, size, the
+/// format), built by the hub's workers first when none exists yet. Server, token and cache come
+/// from the arguments, else from `xforge hub login`'s configuration and the XFORGE_HUB_*
+/// variables. With `offline`, only the cache is read.
+#[pyfunction]
+#[pyo3(signature = (repo, target = None, server = None, token = None, cache_dir = None, offline = false, timeout_s = 600))]
+#[allow(clippy::too_many_arguments)]
+fn from_hub(
+    py: Python<'_>,
+    repo: &str,
+    target: Option<String>,
+    server: Option<String>,
+    token: Option<String>,
+    cache_dir: Option<PathBuf>,
+    offline: bool,
+    timeout_s: u64,
+) -> PyResult<Artifact> {
+    let mut cfg = xforge_hub::ClientConfig::from_env().map_err(hub_error)?;
+    if let Some(s) = server {
+        cfg.server = s;
+    }
+    if token.is_some() {
+        cfg.token = token;
+    }
+    if cache_dir.is_some() {
+        cfg.cache_dir = cache_dir;
+    }
+    cfg.offline |= offline;
+    cfg.progress = false;
+    let target = match target {
+        Some(t) => t,
+        None => xforge_runtime::device_target(0).map_err(runtime_error)?,
+    };
+    let inner = py
+        .allow_threads(|| {
+            let client = xforge_hub::Client::new(cfg)?;
+            let spec = xforge_hub::BuildSpec::new(&target);
+            let p = client.pull_with(repo, &spec, true, std::time::Duration::from_secs(timeout_s))?;
+            client.verified_artifact(&p, &target)
+        })
+        .map_err(hub_error)?;
+    Ok(Artifact { inner })
+}
+
 /// A compiled model: kernels (PTX), weights, and the plan of each batch bucket.
 #[pyclass(module = "xforge._xforge", frozen)]
 struct Artifact {
@@ -645,6 +699,7 @@ fn _xforge(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(compile, m)?)?;
     m.add_function(wrap_pyfunction!(interpret, m)?)?;
+    m.add_function(wrap_pyfunction!(from_hub, m)?)?;
     m.add_class::<Artifact>()?;
     m.add_class::<Session>()?;
     let py = m.py();

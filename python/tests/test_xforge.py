@@ -287,3 +287,57 @@ def test_a_transformer_runs_like_the_interpreter_from_numpy_and_from_cuda_tensor
     (yt,) = s.run([torch.from_numpy(ids).cuda()])
     assert yt.is_cuda
     assert np.linalg.norm(yt.cpu().numpy() - want) / np.linalg.norm(want) < 1e-4
+
+
+XFORGE = os.path.join(ROOT, "target", "release", "xforge")
+
+
+@pytest.mark.skipif(not os.path.exists(XFORGE), reason="needs the release CLI (scripts/test builds it first)")
+def test_from_hub_downloads_what_a_worker_built_and_verifies_it(tmp_path):
+    # a hub on 127.0.0.1: server, a build worker for sm_90, bert_tiny pushed by the CLI
+    env = dict(os.environ, XFORGE_HUB_CONFIG=str(tmp_path / "hub.toml"), XFORGE_HUB_CACHE=str(tmp_path / "cli-cache"))
+    for k in ("XFORGE_HUB_URL", "XFORGE_HUB_TOKEN", "XFORGE_HUB_KEY", "XFORGE_HUB_OFFLINE"):
+        env.pop(k, None)
+    procs = []
+
+    def cli(*args):
+        r = subprocess.run([XFORGE, "hub", *args], capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    try:
+        server = subprocess.Popen([XFORGE, "hub", "serve", "--dir", str(tmp_path / "server"), "--listen", "127.0.0.1:0"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        procs.append(server)
+        url = None
+        for line in server.stdout:
+            if line.startswith("xforge hub: listening on "):
+                url = line.split()[-1]
+                break
+        assert url, "the server did not start"
+        admin = (tmp_path / "server" / "admin.token").read_text().strip()
+        cli("user-add", "alice", "--server", url, "--token", admin)
+        alice = cli("token-add", "alice", "--scopes", "read,write", "--server", url, "--token", admin)
+        cli("user-add", "farm", "--server", url, "--token", admin)
+        farm = cli("token-add", "farm", "--scopes", "worker", "--server", url, "--token", admin)
+        procs.append(subprocess.Popen([XFORGE, "hub", "worker", "--server", url, "--token", farm, "--target", "sm_90",
+                                       "--poll-ms", "100"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+        cli("login", "--server", url, "--token", alice)
+        cli("push", "alice/bert_tiny", BERT)
+        cache = tmp_path / "py-cache"
+        # no artifact yet: from_hub asks for a build, waits for the worker, downloads, verifies
+        art = xforge.from_hub("alice/bert_tiny", target="sm_90", server=url, token=alice, cache_dir=cache)
+        info = art.inspect()
+        assert info["target"] == "sm_90"
+        assert [(i["name"], i["shape"]) for i in info["plans"][0]["inputs"]] == [("input", [1, 32])]
+        assert info["model_digest"] == xforge.compile(BERT).inspect()["model_digest"]
+        # offline: from the cache, verified again; a repository nobody pushed is named
+        again = xforge.from_hub("alice/bert_tiny", target="sm_90", server=url, token=alice, cache_dir=cache,
+                                offline=True)
+        assert again.inspect()["model_digest"] == info["model_digest"]
+        with pytest.raises(xforge.BadInputError, match="alice/nothing"):
+            xforge.from_hub("alice/nothing", target="sm_90", server=url, token=alice, cache_dir=cache, timeout_s=5)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()

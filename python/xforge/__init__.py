@@ -20,7 +20,7 @@ except ImportError as _e:  # the source tree without the built extension (fixtur
     _why = _e
 
 __all__ = [
-    "Artifact", "Session", "compile", "interpret", "export", "XforgeError", "BadModelError",
+    "Artifact", "Session", "compile", "from_hub", "interpret", "export", "XforgeError", "BadModelError",
     "UnsupportedError", "BadArtifactError", "NoGpuError", "BadInputError", "__version__",
 ]
 
@@ -129,6 +129,17 @@ def compile(model, target="sm_90", precision="fp32", batch=None, batch_dim=None,
     return _native.compile(model, target=target, precision=precision, batch=list(batch) if batch else None,
                            batch_dim=batch_dim, shapes={k: list(v) for k, v in (shapes or {}).items()},
                            generated_gemm=generated_gemm, tuning=None if tuning is None else str(tuning))
+
+
+def from_hub(repo, target=None, server=None, token=None, cache_dir=None, offline=False, timeout_s=600):
+    """The artifact of hub repository `repo` ("owner/name") for `target` (default: this machine's
+    GPU), downloaded into the hub cache and verified (signature, sha256, size, format), built by
+    the hub's workers first when none exists. Server, token and cache default to `xforge hub
+    login`'s configuration and the XFORGE_HUB_* variables; `offline` reads the cache only."""
+    _need_native()
+    return _native.from_hub(repo, target=target, server=server, token=token,
+                            cache_dir=None if cache_dir is None else str(cache_dir), offline=offline,
+                            timeout_s=int(timeout_s))
 
 
 class Session:

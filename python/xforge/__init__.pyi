@@ -33,6 +33,16 @@ def compile(
     tuning: str | None = None,
 ) -> Artifact: ...
 
+def from_hub(
+    repo: str,
+    target: str | None = None,
+    server: str | None = None,
+    token: str | None = None,
+    cache_dir: str | None = None,
+    offline: bool = False,
+    timeout_s: int = 600,
+) -> Artifact: ...
+
 class Session:
     def __init__(self, artifact: Union[Artifact, str], device: int = 0) -> None: ...
     @property
