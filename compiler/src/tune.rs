@@ -133,7 +133,7 @@ fn artifact(c: &Compiler, mut f: Fused, generated: bool) -> Result<Artifact, Com
         build::split_library_epilogues(&mut f, &HashSet::new());
     }
     complete::complete(&mut f, generated)?;
-    Ok(build::build(&[(0, &f)], None, c.target(), "tune".into(), generated, c.precision_name())?)
+    Ok(build::build(&[(0, &f)], None, c.target(), String::new(), generated, c.precision_name())?)
 }
 
 /// What to time for `graph` (fused as `c` fuses it, without a tuning table): every GEMM group

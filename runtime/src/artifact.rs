@@ -4,7 +4,9 @@
 //! magic (8) | format version u32 | section count u32
 //! section table: per section kind u32, crc32 u32, offset u64, length u64
 //! crc32 of everything above u32
-//! sections (the weights start on a WEIGHT_ALIGN boundary, so they can be memory-mapped)
+//! sections, in table order, back to back (the weights start on a WEIGHT_ALIGN boundary, so
+//! they can be memory-mapped)
+//! sha256 of everything above (32 bytes); nothing follows it
 //! ```
 //!
 //! Sections: header (compiler version, target, precision, options, model digest, the batch
@@ -26,7 +28,12 @@ pub const MAGIC: [u8; 8] = *b"XFORGEA\0";
 /// 5: every input and output binding owns its bytes for the whole run (no other buffer shares
 ///    them), so a caller's device buffer can stand in for it (`Session::run_device`).
 /// 6: a plan section ends with one cost per step (schedule, ops, bytes, FLOPs) for profiles.
-pub const FORMAT_VERSION: u32 = 6;
+/// 7: the file ends with the sha256 of everything before it; sections lie in table order back
+///    to back; the header's fields and the kernel table are validated (target, precision, model
+///    digest, kernel names declared as `.entry` in PTX for the header's target).
+pub const FORMAT_VERSION: u32 = 7;
+/// Bytes of the file digest at the end.
+const DIGEST_LEN: usize = 32;
 /// File alignment of the weights section.
 pub const WEIGHT_ALIGN: u64 = 4096;
 /// The most batch-size buckets an artifact holds.
@@ -149,6 +156,28 @@ impl ArtifactHeader {
         Ok(ArtifactHeader { compiler_version, target, precision, options, model_digest, batch })
     }
 
+    /// The fields a build writes, as a build writes them: a known kind of target, a precision,
+    /// a hex model digest, a compiler version and options without control characters.
+    fn check(&self) -> Result<(), String> {
+        if !is_target(&self.target) {
+            return Err(format!("target {:?} is not an NVIDIA (sm_NN[a]) or AMD (gfxNNN) target", self.target));
+        }
+        if !PRECISIONS.contains(&self.precision.as_str()) {
+            return Err(format!("precision {:?} is not one of {}", self.precision, PRECISIONS.join(", ")));
+        }
+        if self.model_digest.len() > 128 || !self.model_digest.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!("model digest {:?} is not a hex digest", self.model_digest));
+        }
+        let plain = |s: &str| !s.chars().any(char::is_control) && s.len() <= 256;
+        if self.compiler_version.is_empty() || !plain(&self.compiler_version) {
+            return Err(format!("compiler version {:?}", self.compiler_version));
+        }
+        if let Some((k, v)) = self.options.iter().find(|(k, v)| k.is_empty() || !plain(k) || !plain(v)) {
+            return Err(format!("option {k:?}={v:?}"));
+        }
+        Ok(())
+    }
+
     /// Whether a GPU of compute capability `major.minor` runs this target's PTX: the driver
     /// compiles PTX for newer GPUs, except the architecture-specific `a` targets.
     pub fn runs_on(&self, major: u32, minor: u32) -> Result<(), ArtifactError> {
@@ -165,6 +194,61 @@ impl ArtifactHeader {
         }
         Ok(())
     }
+}
+
+/// The precisions a build writes.
+const PRECISIONS: [&str; 3] = ["fp32", "fp16", "bf16"];
+
+/// `sm_` and two or three digits with an optional `a`, or `gfx` and three or four hex digits.
+fn is_target(t: &str) -> bool {
+    if let Some(d) = t.strip_prefix("sm_") {
+        let d = d.strip_suffix('a').unwrap_or(d);
+        (2..=3).contains(&d.len()) && d.bytes().all(|c| c.is_ascii_digit())
+    } else if let Some(d) = t.strip_prefix("gfx") {
+        (3..=4).contains(&d.len()) && d.bytes().all(|c| c.is_ascii_hexdigit())
+    } else {
+        false
+    }
+}
+
+/// The kernel table against the code: distinct names that are identifiers, each declared as an
+/// `.entry` of PTX for the header's target.
+fn check_kernels(k: &KernelImage, target: &str) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for n in &k.names {
+        let ident = n.len() <= 512
+            && n.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
+        if !ident || !seen.insert(n.as_str()) {
+            return Err(format!("kernel name {n:?} is not an identifier, or given twice"));
+        }
+    }
+    if k.names.is_empty() || !target.starts_with("sm_") {
+        return Ok(());
+    }
+    let declared: std::collections::HashSet<&str> = k
+        .ptx
+        .split(".entry")
+        .skip(1)
+        .filter_map(|rest| rest.trim_start().split(|c: char| c == '(' || c.is_whitespace()).next())
+        .collect();
+    if !k
+        .ptx
+        .lines()
+        .any(|l| l.trim().strip_prefix(".target").is_some_and(|t| t.split([',', ' ']).any(|w| w == target)))
+    {
+        return Err(format!("the PTX is not for {target} (no `.target {target}` line)"));
+    }
+    if let Some(n) = k.names.iter().find(|n| !declared.contains(n.as_str())) {
+        return Err(format!("kernel {n} is not an .entry of the PTX"));
+    }
+    Ok(())
+}
+
+/// The sha256 of a file's bytes before its digest.
+pub fn file_digest(bytes: &[u8]) -> [u8; DIGEST_LEN] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
 }
 
 impl Artifact {
@@ -202,6 +286,8 @@ impl Artifact {
             out.resize(offsets[i] as usize, 0);
             out.extend_from_slice(b);
         }
+        let digest = file_digest(&out);
+        out.extend_from_slice(&digest);
         out
     }
 
@@ -240,6 +326,9 @@ impl Artifact {
             return Err(ArtifactError::Corrupted("table".into()));
         }
         let mut bodies: Vec<&[u8]> = vec![];
+        // where the next section must start: right after the table (or the previous section),
+        // the weights on their alignment
+        let mut next = table_end as u64 + 4;
         for i in 0..count {
             let (kind, name) = section(i);
             let e = 16 + 24 * i;
@@ -249,6 +338,13 @@ impl Artifact {
                 return Err(ArtifactError::Malformed {
                     section: "table".into(),
                     why: format!("entry {i} is kind {k}, expected the {name} section"),
+                });
+            }
+            let want = if kind == 3 { next.div_ceil(WEIGHT_ALIGN) * WEIGHT_ALIGN } else { next };
+            if off != want {
+                return Err(ArtifactError::Malformed {
+                    section: "table".into(),
+                    why: format!("the {name} section starts at byte {off}, not {want}"),
                 });
             }
             let end = off.checked_add(len).filter(|&x| x <= bytes.len() as u64).ok_or_else(|| {
@@ -263,9 +359,26 @@ impl Artifact {
                 return Err(ArtifactError::Corrupted(name));
             }
             bodies.push(body);
+            next = end;
+        }
+        let end = next as usize;
+        if bytes.len() < end + DIGEST_LEN {
+            return Err(short("file digest"));
+        }
+        if bytes.len() > end + DIGEST_LEN {
+            return Err(ArtifactError::Malformed {
+                section: "file".into(),
+                why: format!("{} bytes follow the file digest", bytes.len() - end - DIGEST_LEN),
+            });
+        }
+        if file_digest(&bytes[..end])[..] != bytes[end..] {
+            return Err(ArtifactError::Corrupted("file digest".into()));
         }
         let header = ArtifactHeader::decode(bodies[0]).map_err(malformed("header"))?;
+        header.check().map_err(|why| ArtifactError::Malformed { section: "header".into(), why })?;
         let kernels = KernelImage::decode(bodies[1]).map_err(malformed("kernels"))?;
+        check_kernels(&kernels, &header.target)
+            .map_err(|why| ArtifactError::Malformed { section: "kernels".into(), why })?;
         let weights = bodies[2].to_vec();
         let mut plans = vec![];
         for b in 0..buckets {

@@ -36,7 +36,10 @@ fn sample() -> Artifact {
             model_digest: "0123456789abcdef".into(),
             batch: None,
         },
-        kernels: KernelImage { ptx: ".version 8.0\n.target sm_90\n".into(), names: vec!["k_a".into(), "k_b".into()] },
+        kernels: KernelImage {
+            ptx: ".version 8.0\n.target sm_90\n.visible .entry k_a(\n)\n{\n}\n.visible .entry k_b()\n{\n}\n".into(),
+            names: vec!["k_a".into(), "k_b".into()],
+        },
         weights: (0..1000u32).map(|i| (i % 251) as u8).collect(),
         plans: vec![Plan { memory: memory(0, None), steps: steps(), costs: vec![] }],
     }
@@ -140,9 +143,9 @@ fn foreign_and_newer_files_are_refused() {
     assert_eq!(Artifact::from_bytes(b"\x08\x07onnx model bytes").unwrap_err(), ArtifactError::Foreign);
     assert_eq!(Artifact::from_bytes(b"").unwrap_err(), ArtifactError::Foreign);
     let mut bytes = sample().to_bytes();
-    bytes[8..12].copy_from_slice(&7u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
     let e = Artifact::from_bytes(&bytes).unwrap_err();
-    assert_eq!(e, ArtifactError::NewerFormat { found: 7, supported: FORMAT_VERSION });
+    assert_eq!(e, ArtifactError::NewerFormat { found: FORMAT_VERSION + 1, supported: FORMAT_VERSION });
     assert!(e.to_string().contains("newer"), "{e}");
 }
 
@@ -216,6 +219,9 @@ fn resign(bytes: &mut [u8]) {
     let end = 16 + 24 * count;
     let c = crc32(&bytes[..end]);
     bytes[end..end + 4].copy_from_slice(&c.to_le_bytes());
+    let n = bytes.len() - 32;
+    let d = xforge_runtime::artifact::file_digest(&bytes[..n]);
+    bytes[n..].copy_from_slice(&d);
 }
 
 #[test]
@@ -341,4 +347,73 @@ fn a_valid_length_round_trips_and_must_lie_in_the_arena() {
     let mut a = sample();
     a.plans[0].memory.inputs[0].valid = Some((0, 0));
     assert!(Artifact::from_bytes(&a.to_bytes()).is_err());
+}
+
+/// `a`'s bytes with its header replaced by `h`'s encoding, every checksum and the digest
+/// recomputed: what a forger who knows the format can write.
+fn forged(mut a: Artifact, edit: impl FnOnce(&mut Artifact)) -> Result<Artifact, ArtifactError> {
+    edit(&mut a);
+    Artifact::from_bytes(&a.to_bytes())
+}
+
+#[test]
+fn forged_headers_and_kernel_tables_are_refused_with_their_field() {
+    let why = |r: Result<Artifact, ArtifactError>| r.unwrap_err().to_string();
+    let e = why(forged(sample(), |a| a.header.target = "sm_9x".into()));
+    assert!(e.contains("header") && e.contains("sm_9x"), "{e}");
+    let e = why(forged(sample(), |a| a.header.precision = "fp64".into()));
+    assert!(e.contains("precision") && e.contains("fp64"), "{e}");
+    let e = why(forged(sample(), |a| a.header.model_digest = "../../etc".into()));
+    assert!(e.contains("model digest"), "{e}");
+    let e = why(forged(sample(), |a| a.header.options.push(("k\n".into(), "v".into()))));
+    assert!(e.contains("option"), "{e}");
+    // garbled PTX: a kernel the code does not declare, code for another target
+    let e = why(forged(sample(), |a| a.kernels.ptx = a.kernels.ptx.replace(".entry k_b", ".entry k_c")));
+    assert!(e.contains("kernels") && e.contains("k_b"), "{e}");
+    let e = why(forged(sample(), |a| a.kernels.ptx = a.kernels.ptx.replace(".target sm_90", ".target sm_80")));
+    assert!(e.contains("sm_90"), "{e}");
+    let e = why(forged(sample(), |a| a.kernels.names[1] = "k_a".into()));
+    assert!(e.contains("twice"), "{e}");
+    // what a build writes passes: AMD targets, empty code without kernels
+    assert!(forged(sample(), |a| a.header.target = "sm_90a".into()).is_err(), "sm_90a PTX must say sm_90a");
+    forged(sample(), |a| {
+        a.header.target = "gfx942".into();
+        a.kernels = KernelImage { ptx: String::new(), names: vec![] };
+        a.plans[0].steps.retain(|s| matches!(s, Step::Library(_)));
+    })
+    .unwrap();
+}
+
+#[test]
+fn moved_sections_appended_bytes_and_a_wrong_digest_are_refused() {
+    let bytes = sample().to_bytes();
+    // bytes after the digest
+    let mut more = bytes.clone();
+    more.extend_from_slice(b"trailing");
+    let e = Artifact::from_bytes(&more).unwrap_err();
+    assert!(e.to_string().contains("8 bytes follow the file digest"), "{e}");
+    // the digest itself damaged
+    let mut bad = bytes.clone();
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    assert_eq!(Artifact::from_bytes(&bad).unwrap_err(), ArtifactError::Corrupted("file digest".into()));
+    // the weights' offset pointed at the start of the file (checksums and digest recomputed)
+    let mut moved = bytes.clone();
+    let e = 16 + 24 * 2;
+    moved[e + 8..e + 16].copy_from_slice(&0u64.to_le_bytes());
+    resign_table(&mut moved);
+    let err = Artifact::from_bytes(&moved).unwrap_err().to_string();
+    assert!(err.contains("weights section starts at byte 0"), "{err}");
+}
+
+/// Recomputes the table's checksum and the file digest (section bodies untouched).
+fn resign_table(bytes: &mut [u8]) {
+    use xforge_runtime::checksum::crc32;
+    let count = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let end = 16 + 24 * count;
+    let c = crc32(&bytes[..end]);
+    bytes[end..end + 4].copy_from_slice(&c.to_le_bytes());
+    let n = bytes.len() - 32;
+    let d = xforge_runtime::artifact::file_digest(&bytes[..n]);
+    bytes[n..].copy_from_slice(&d);
 }

@@ -47,7 +47,7 @@ fn the_c_example_reports_the_runtimes_refusals() {
         header: ArtifactHeader {
             compiler_version: "test".into(),
             target: "sm_80".into(),
-            precision: "f32".into(),
+            precision: "fp32".into(),
             options: vec![],
             model_digest: "0".into(),
             batch: None,
