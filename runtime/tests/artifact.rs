@@ -216,12 +216,7 @@ fn resign(bytes: &mut [u8]) {
         let c = crc32(&bytes[off..off + len]);
         bytes[e + 4..e + 8].copy_from_slice(&c.to_le_bytes());
     }
-    let end = 16 + 24 * count;
-    let c = crc32(&bytes[..end]);
-    bytes[end..end + 4].copy_from_slice(&c.to_le_bytes());
-    let n = bytes.len() - 32;
-    let d = xforge_runtime::artifact::file_digest(&bytes[..n]);
-    bytes[n..].copy_from_slice(&d);
+    resign_table(bytes);
 }
 
 #[test]
