@@ -382,7 +382,7 @@ impl Ctx<'_> {
             let mut attrs = BTreeMap::new();
             // default-domain ops take only the attributes their schema names (the ONNX checker
             // and onnxruntime refuse others: a misspelt attribute must not be ignored silently)
-            let known = if domain.is_empty() { crate::attr_names::attr_names(&n.op_type) } else { None };
+            let known = if domain.is_empty() { crate::attr_names::attr_schema(&n.op_type) } else { None };
             for a in &n.attribute {
                 let bad = |msg: String| ImportError::BadAttribute {
                     node: name.clone(),
@@ -390,12 +390,19 @@ impl Ctx<'_> {
                     attr: a.name.clone(),
                     msg,
                 };
-                if known.is_some_and(|k| !k.contains(&a.name.as_str())) {
-                    let k = known.unwrap_or_default();
+                let kinds = known.map(|k| k.iter().find(|(an, _)| *an == a.name).map(|(_, kinds)| *kinds));
+                if let Some(None) = kinds {
+                    let k: Vec<&str> = known.unwrap_or_default().iter().map(|(an, _)| *an).collect();
                     let takes = if k.is_empty() { "none".to_string() } else { k.join(", ") };
                     return Err(bad(format!("{} takes no such attribute (it takes: {takes})", n.op_type)));
                 }
                 let v = self.attr(a, n, &name, &visible)?;
+                // of the type its schema gives (the ONNX checker and onnxruntime refuse others)
+                if let Some(Some(kinds)) = kinds {
+                    if !kinds.contains(&v.kind()) {
+                        return Err(bad(format!("must be {}, got {}", kinds.join(" or "), v.kind())));
+                    }
+                }
                 if attrs.insert(a.name.clone(), v).is_some() {
                     return Err(bad("the attribute is given twice".into()));
                 }

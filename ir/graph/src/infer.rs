@@ -269,6 +269,12 @@ fn check_operands(n: &Node, ins: &[Option<Fact>]) -> Result<(), String> {
     let dim = |k: usize, d: usize| {
         ins.get(k).and_then(|f| f.as_ref()).and_then(|f| f.ty.shape.as_ref()).and_then(|s| s.get(d)?.known())
     };
+    // the contractions take numbers (onnxruntime refuses a bool MatMul)
+    if matches!(n.op, MatMul | Gemm | Conv | ConvTranspose | ConvNhwc | Einsum)
+        && ins.iter().flatten().any(|f| f.ty.dtype == DType::Bool)
+    {
+        return Err(format!("{} takes numeric tensors, not bool", n.op));
+    }
     match n.op {
         Conv | ConvTranspose | ConvNhwc => {
             let group = attr_i(n, "group", 1);
@@ -294,6 +300,31 @@ fn check_operands(n: &Node, ins: &[Option<Fact>]) -> Result<(), String> {
                     return Err(format!(
                         "{c} input channels do not match the weight {w0}x{w1}… with group {group} ({want} expected)"
                     ));
+                }
+            }
+        }
+        // both branches give the node's outputs, as many as it has
+        If => {
+            let count = |k: &str| match n.attr(k) {
+                Some(Attr::Graph(g)) => Some(g.outputs.len()),
+                _ => None,
+            };
+            for k in ["then_branch", "else_branch"] {
+                if let Some(c) = count(k).filter(|&c| c != n.outputs.len()) {
+                    return Err(format!("{k} has {c} outputs, the node {}", n.outputs.len()));
+                }
+            }
+        }
+        // pads (constant) that remove more than an axis holds
+        Pad => {
+            if let (Some(p), Some(x)) =
+                (konst(ins, 1), ins.first().and_then(|f| f.as_ref()).and_then(|f| f.ty.static_shape()))
+            {
+                let p = p.to_i64();
+                if p.len() == 2 * x.len() && ins.get(3).is_none_or(|f| f.is_none()) {
+                    if let Some(d) = (0..x.len()).find(|&d| x[d] as i64 + p[d] + p[x.len() + d] < 0) {
+                        return Err(format!("pads {p:?} remove more than axis {d}'s {} elements", x[d]));
+                    }
                 }
             }
         }

@@ -128,3 +128,57 @@ fn a_conv_weight_of_another_rank_is_an_error_not_a_panic() {
         );
     }
 }
+
+#[test]
+fn models_onnxruntime_refuses_are_refused_with_the_node() {
+    let refused = |mut g: xforge_ir::Graph, want: &str| {
+        let e = infer::infer_graph(&mut g).unwrap_err().to_string();
+        assert!(e.contains(want), "{e}");
+    };
+    let u = || ValueType::unranked(DType::F32);
+    // a MatMul of bools
+    let mut b = GraphBuilder::new("mm", 17);
+    let (p, q) = (b.input("p", DType::Bool, &[4, 4]), b.input("q", DType::Bool, &[4, 4]));
+    let y = b.node(Op::MatMul, &[p, q], vec![], ValueType::unranked(DType::Bool));
+    b.output(y);
+    refused(b.finish(), "MatMul takes numeric tensors, not bool");
+    // pads that remove more than the axis holds
+    let mut b = GraphBuilder::new("pad", 17);
+    let x = b.input("x", DType::F32, &[1, 8]);
+    let pads = b.weight("pads", Tensor::from_i64(vec![4], vec![0, -5, 0, -5]));
+    let y = b.node(Op::Pad, &[x, pads], vec![], u());
+    b.output(y);
+    refused(b.finish(), "remove more than axis 1's 8 elements");
+    // If branches that give another number of outputs than the node has
+    let branch = |outs: usize| {
+        let mut b = GraphBuilder::new("branch", 17);
+        for k in 0..outs {
+            let c = b.weight(&format!("c{k}"), Tensor::from_f32(vec![1], vec![k as f32]));
+            let y = b.node(Op::Identity, &[c], vec![], u());
+            b.output(y);
+        }
+        std::sync::Arc::new(b.finish())
+    };
+    let mut b = GraphBuilder::new("if", 17);
+    let c = b.input("c", DType::Bool, &[]);
+    let y = b.node(
+        Op::If,
+        &[c],
+        vec![("then_branch", Attr::Graph(branch(2))), ("else_branch", Attr::Graph(branch(1)))],
+        u(),
+    );
+    b.output(y);
+    refused(b.finish(), "then_branch has 2 outputs, the node 1");
+    // a Range whose limit is not a number: an error, not an empty tensor
+    let mut b = GraphBuilder::new("range", 17);
+    let mut t = |name: &str, v: f32| b.weight(name, Tensor::from_f32(vec![], vec![v]));
+    let (s, l, d) = (t("s", 0.0), t("l", f32::NAN), t("d", 1.0));
+    let y = b.node(Op::Range, &[s, l, d], vec![], u());
+    b.output(y);
+    let mut g = b.finish();
+    let e = match infer::infer_graph(&mut g) {
+        Err(e) => e.to_string(),
+        Ok(_) => xforge_ir::interp::run(&g, &Default::default()).unwrap_err().to_string(),
+    };
+    assert!(e.contains("limit NaN") && e.contains("must be finite"), "{e}");
+}

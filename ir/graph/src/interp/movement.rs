@@ -333,9 +333,12 @@ pub fn pad(a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>]) -> OpResult<Tensor
         before[ax] = pads[i];
         after[ax] = pads[axes.len() + i];
     }
-    let shape: Vec<usize> = (0..r)
-        .map(|d| (x.shape()[d] as i64).saturating_add(before[d]).saturating_add(after[d]).max(0) as usize)
-        .collect();
+    let sized: Vec<i64> =
+        (0..r).map(|d| (x.shape()[d] as i64).saturating_add(before[d]).saturating_add(after[d])).collect();
+    if let Some(d) = sized.iter().position(|&n| n < 0) {
+        return Err(format!("pads {pads:?} remove more than axis {d}'s {} elements", x.shape()[d]));
+    }
+    let shape: Vec<usize> = sized.iter().map(|&n| n as usize).collect();
     super::check_size(&shape)?;
     let st = strides(x.shape());
     let mut idx = Vec::with_capacity(numel(&shape));
@@ -492,6 +495,9 @@ pub fn scatter_nd(a: &NodeAttrs, x: &Tensor, ind: &Tensor, upd: &Tensor) -> OpRe
 pub fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> OpResult<Tensor> {
     let dt = start.dtype();
     let (s, l, d) = (start.to_f64()[0], limit.to_f64()[0], delta.to_f64()[0]);
+    if !(s.is_finite() && l.is_finite() && d.is_finite()) {
+        return Err(format!("start {s}, limit {l} and delta {d} must be finite"));
+    }
     if d == 0.0 {
         return Err("delta cannot be 0".into());
     }
