@@ -83,7 +83,7 @@ fn phases_graph(order: &[(i64, i64)], sw: i64) -> Graph {
     let u = ValueType::unranked(DType::F32);
     let mut ins = vec![];
     for (k, &(h, w)) in order.iter().enumerate() {
-        let mut slice = |b: &mut GraphBuilder, v, start: i64, axis: i64, step: i64, tag: &str| {
+        let slice = |b: &mut GraphBuilder, v, start: i64, axis: i64, step: i64, tag: &str| {
             let (s, e, a, t) = (
                 ints(b, &format!("{tag}s{k}"), vec![start]),
                 ints(b, &format!("{tag}e{k}"), vec![i64::MAX]),
