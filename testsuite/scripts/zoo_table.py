@@ -38,6 +38,29 @@ def xforge_compile(xforge, work, name):
     return art if r.returncode == 0 else None, (r.stderr.strip().splitlines() or [""])[-1][:200]
 
 
+def xforge_profile(xforge, art):
+    """`xforge bench --profile`'s report: GPU time by schedule against each step's floor."""
+    r = subprocess.run([xforge, "bench", art, "--runs", "50", "--warmup", "5", "--profile"], capture_output=True, text=True)
+    return r.stdout if r.returncode == 0 else f"profile failed: {r.stderr.strip()[-300:]}"
+
+
+def below_floor(report, share=5.0, floor=60.0):
+    """The generated schedules of a profile that take at least `share` % of the time and reach
+    less than `floor` % of their floor: [(schedule, share, floor)]."""
+    out, on = [], False
+    for line in report.splitlines():
+        if line.startswith("by schedule"):
+            on = True
+            continue
+        if on and not line.startswith("  "):
+            break
+        m = re.match(r"\s+(\S+)\s+\d+ steps\s+[0-9.]+ ms\s+([0-9.]+)%.*floor\s+([0-9.]+)%", line)
+        if on and m and not m.group(1).startswith("library"):
+            if float(m.group(2)) >= share and float(m.group(3)) < floor:
+                out.append((m.group(1), float(m.group(2)), float(m.group(3))))
+    return out
+
+
 def xforge_ms(xforge, art):
     r = subprocess.run([xforge, "bench", art, "--runs", "200", "--warmup", "20"], capture_output=True, text=True)
     m = re.search(r"median ([0-9.]+) ms", r.stdout)
@@ -119,6 +142,11 @@ def worker(k, names, args, t0, lock, autotune_lock, barrier, out):
                                 res[mode + "_error"] = f"{type(e).__name__}: {str(e)[:160]}"
             if row.get("art"):
                 res["xforge"] = xforge_ms(args.xforge, row["art"])
+                if args.profiles:
+                    report = xforge_profile(args.xforge, row["art"])
+                    res["below_floor"] = below_floor(report)
+                    with open(args.profiles, "a") as f:
+                        f.write(f"== {n} (batch {os.environ.get('ZOO_BATCH', '1')})\n{report}\n")
             res["at_s"] = round(time.time() - t0, 1)
         out.put(res)
     out.put({"done": k})
@@ -132,6 +160,7 @@ def main():
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--autotune-until", type=float, default=-1.0)
     ap.add_argument("--budget", type=float, default=480.0, help="seconds the workers wait for each other at most")
+    ap.add_argument("--profiles", help="append each model's `xforge bench --profile` report to this file")
     args = ap.parse_intermixed_args()
     import zoo_models
     batch = zoo_models.batch()
@@ -184,6 +213,10 @@ def main():
     print(f"against reduce-overhead: geometric mean {g(ro_r):.3f} over {len(ro_r)} models, slower rows {sum(x > 1 for x in ro_r)}, "
           f"worst {max(ro_r) if ro_r else float('nan'):.2f}")
     print(f"against max-autotune: geometric mean {g(ma_r):.3f} over {len(ma_r)} models, slower rows {sum(x > 1 for x in ma_r)}")
+    print("generated schedules at >= 5% of a model's time and < 60% of their floor:")
+    for n in names:
+        for sched, share, floor in rows.get(n, {}).get("below_floor", []):
+            print(f"  {n}: {sched} {share:.0f}% of the time at {floor:.0f}% of its floor")
     for n in names:
         errs = {k: v for k, v in rows.get(n, {"error": "no row"}).items() if k.endswith("error") and v}
         if errs:
