@@ -134,6 +134,17 @@ fn hub_commands_and_a_server_killed_mid_upload() {
     assert_eq!(code, 0, "{err}");
     let (code, out, _) = hub(&home, &["whoami"]);
     assert_eq!((code, out.trim()), (0, "alice (read,write)"));
+    // her own tokens: one more (read), listed, revoked; an unknown id is a clean error
+    let (code, _, err) = hub(&home, &["token-add", "alice", "--scopes", "read", "--label", "ci"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = hub(&home, &["token-ls", "alice"]);
+    let ids: Vec<&str> = out.lines().map(|l| l.split('\t').next().unwrap()).collect();
+    assert_eq!((code, ids.len()), (0, 2), "{out}");
+    assert!(out.lines().nth(1).unwrap().ends_with("\tread\tci"), "{out}");
+    assert_eq!(hub(&home, &["token-rm", "alice", ids[1]]).0, 0);
+    let (code, _, err) = hub(&home, &["token-rm", "alice", ids[1]]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(&format!("token {} of alice", ids[1])), "{err}");
     let model = tmp.path().join("m.onnx");
     std::fs::write(&model, b"acknowledged model bytes").unwrap();
     let (code, out, err) = hub(&home, &["push", "alice/m", model.to_str().unwrap()]);

@@ -361,7 +361,8 @@ impl Client {
         self.post("/api/v1/users", &serde_json::json!({ "name": name, "admin": admin }))
     }
 
-    /// Admin: a new token for a user, with scopes (`read`, `write`, `admin`, `worker`).
+    /// A new token for a user, with scopes (`read`, `write`, `admin`, `worker`): an admin's for
+    /// anyone, or one's own, with at most the scopes of the token that asks.
     pub fn create_token(&self, user: &str, scopes: &[&str], label: &str) -> Result<String, HubError> {
         names::check_name("user", user)?;
         #[derive(Deserialize)]
@@ -371,6 +372,28 @@ impl Client {
         let t: T = self
             .post(&format!("/api/v1/users/{user}/tokens"), &serde_json::json!({ "scopes": scopes, "label": label }))?;
         Ok(t.token)
+    }
+
+    /// `user`'s tokens (the caller's own, or anyone's for an admin): ids, scopes, labels; never
+    /// the tokens themselves.
+    pub fn tokens(&self, user: &str) -> Result<Vec<crate::meta::TokenInfo>, HubError> {
+        names::check_name("user", user)?;
+        #[derive(Deserialize)]
+        struct L {
+            tokens: Vec<crate::meta::TokenInfo>,
+        }
+        let l: L = self.get(&format!("/api/v1/users/{user}/tokens"))?;
+        Ok(l.tokens)
+    }
+
+    /// Revokes token `id` of `user` (the caller's own, or anyone's for an admin): it stops
+    /// working at once.
+    pub fn revoke_token(&self, user: &str, id: i64) -> Result<(), HubError> {
+        self.online()?;
+        names::check_name("user", user)?;
+        let _: serde_json::Value =
+            json(self.req(reqwest::Method::DELETE, &format!("/api/v1/users/{user}/tokens/{id}")).send()?)?;
+        Ok(())
     }
 
     /// A new organization, with the caller as its admin. Its repositories are `org/name`;

@@ -25,6 +25,15 @@ pub struct User {
     pub created: i64,
 }
 
+/// A token as its owner sees it: never the token or its hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub scopes: String,
+    pub label: String,
+    pub created: i64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Repo {
     pub id: i64,
@@ -166,10 +175,14 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn create_user(&self, name: &str, admin: bool) -> Result<User, HubError>;
     async fn user(&self, name: &str) -> Result<Option<User>, HubError>;
     async fn count_users(&self) -> Result<i64, HubError>;
-    /// Stores a token's hash and scopes (`read,write`).
-    async fn add_token(&self, user_id: i64, hash: &str, scopes: &str, label: &str) -> Result<(), HubError>;
+    /// Stores a token's hash and scopes (`read,write`); returns its id.
+    async fn add_token(&self, user_id: i64, hash: &str, scopes: &str, label: &str) -> Result<i64, HubError>;
     /// The user and scopes of a token hash.
     async fn token(&self, hash: &str) -> Result<Option<(User, String)>, HubError>;
+    /// A user's tokens, oldest first.
+    async fn tokens(&self, user_id: i64) -> Result<Vec<TokenInfo>, HubError>;
+    /// Deletes a user's token; whether there was one.
+    async fn delete_token(&self, user_id: i64, id: i64) -> Result<bool, HubError>;
 
     /// An organization: a name that owns repositories, with `creator` as its first admin.
     async fn create_org(&self, name: &str, creator: i64) -> Result<User, HubError>;
@@ -549,16 +562,45 @@ impl MetaStore for SqlMeta {
         Ok(sqlx::query("SELECT count(*) AS n FROM users").fetch_one(&self.pool).await?.try_get("n")?)
     }
 
-    async fn add_token(&self, user_id: i64, hash: &str, scopes: &str, label: &str) -> Result<(), HubError> {
-        sqlx::query("INSERT INTO tokens (user_id, hash, scopes, label, created) VALUES ($1, $2, $3, $4, $5)")
+    async fn add_token(&self, user_id: i64, hash: &str, scopes: &str, label: &str) -> Result<i64, HubError> {
+        let r = sqlx::query(
+            "INSERT INTO tokens (user_id, hash, scopes, label, created) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(user_id)
+        .bind(hash)
+        .bind(scopes)
+        .bind(label)
+        .bind(crate::now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(r.try_get("id")?)
+    }
+
+    async fn tokens(&self, user_id: i64) -> Result<Vec<TokenInfo>, HubError> {
+        let rows =
+            sqlx::query("SELECT id, scopes, label, created FROM tokens WHERE user_id = $1 ORDER BY id LIMIT 1000")
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TokenInfo {
+                    id: r.try_get("id")?,
+                    scopes: r.try_get("scopes")?,
+                    label: r.try_get("label")?,
+                    created: r.try_get("created")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_token(&self, user_id: i64, id: i64) -> Result<bool, HubError> {
+        let r = sqlx::query("DELETE FROM tokens WHERE user_id = $1 AND id = $2")
             .bind(user_id)
-            .bind(hash)
-            .bind(scopes)
-            .bind(label)
-            .bind(crate::now_ms())
+            .bind(id)
             .execute(&self.pool)
             .await?;
-        Ok(())
+        Ok(r.rows_affected() > 0)
     }
 
     async fn token(&self, hash: &str) -> Result<Option<(User, String)>, HubError> {

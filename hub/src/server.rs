@@ -16,7 +16,7 @@ use axum::body::Body;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
@@ -417,10 +417,8 @@ async fn create_token(
     body: Body,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let who = hub.principal(&headers).await?;
-    require(&who, Scope::Admin)?;
-    names::check_name("user", &name)?;
+    let user = token_owner(&hub, &who, &name).await?;
     let req: NewToken = json_body(&hub, body).await?;
-    let user = hub.meta.user(&name).await?.ok_or_else(|| HubError::NotFound(format!("user {name}")))?;
     if hub.meta.is_org(user.id).await? {
         return Err(HubError::BadRequest(format!("{name} is an organization: its members' tokens act for it")).into());
     }
@@ -431,12 +429,59 @@ async fn create_token(
     if scopes.0.contains(&Scope::Admin) && !user.admin {
         return Err(HubError::BadRequest(format!("scopes: {name} is not an admin: no admin scope")).into());
     }
+    // one's own tokens: at most the scopes of the token that asks (a read token mints no write)
+    let caller = who.as_ref().expect("token_owner needs a token");
+    if !caller.scopes.allows(Scope::Admin) {
+        if let Some(s) = scopes.0.iter().find(|s| !caller.scopes.allows(**s)) {
+            return Err(HubError::Forbidden(format!("scopes: this token cannot grant {}", s.name())).into());
+        }
+    }
     if req.label.len() > 128 {
         return Err(HubError::BadRequest("label: longer than 128 characters".into()).into());
     }
     let t = auth::new_token();
-    hub.meta.add_token(user.id, &auth::token_hash(&t), &scopes.text(), &req.label).await?;
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "user": name, "token": t, "scopes": scopes.0 }))))
+    let id = hub.meta.add_token(user.id, &auth::token_hash(&t), &scopes.text(), &req.label).await?;
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "user": name, "id": id, "token": t, "scopes": scopes.0 }))))
+}
+
+/// The user whose tokens `who` manages: any user for an admin, else only the caller (another
+/// user's tokens are a 404, as if there were none).
+async fn token_owner(hub: &Hub, who: &Option<Principal>, name: &str) -> Result<crate::meta::User, HubError> {
+    let caller = match who {
+        None => return Err(HubError::Unauthorized("managing tokens needs a token".into())),
+        Some(p) => p,
+    };
+    names::check_name("user", name)?;
+    let admin = caller.scopes.allows(Scope::Admin);
+    if !admin && caller.user.name != name {
+        return Err(HubError::NotFound(format!("user {name}'s tokens")));
+    }
+    hub.meta.user(name).await?.ok_or_else(|| HubError::NotFound(format!("user {name}")))
+}
+
+async fn list_tokens(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let who = hub.principal(&headers).await?;
+    let user = token_owner(&hub, &who, &name).await?;
+    let tokens = hub.meta.tokens(user.id).await?;
+    Ok(Json(serde_json::json!({ "user": name, "tokens": tokens })))
+}
+
+async fn revoke_token(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    UrlPath((name, id)): UrlPath<(String, i64)>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let who = hub.principal(&headers).await?;
+    let user = token_owner(&hub, &who, &name).await?;
+    if !hub.meta.delete_token(user.id, id).await? {
+        return Err(HubError::NotFound(format!("token {id} of {name}")).into());
+    }
+    tracing::info!(user = name, id, "token revoked");
+    Ok(Json(serde_json::json!({ "user": name, "id": id, "revoked": true })))
 }
 
 async fn list_repos(
@@ -986,7 +1031,8 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/v1/key", get(key))
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/users", post(create_user))
-        .route("/api/v1/users/{name}/tokens", post(create_token))
+        .route("/api/v1/users/{name}/tokens", get(list_tokens).post(create_token))
+        .route("/api/v1/users/{name}/tokens/{id}", delete(revoke_token))
         .route("/api/v1/orgs", post(create_org))
         .route("/api/v1/orgs/{org}/members", get(list_members))
         .route("/api/v1/orgs/{org}/members/{user}", put(set_member).delete(remove_member))

@@ -1151,6 +1151,43 @@ fn organizations_share_repositories_by_role(backend: Backend) {
     assert_eq!(s, 404);
 }
 
+/// Tokens: a user mints their own (at most the scopes of the token that asks), lists them
+/// (never the secrets), and revokes one, which stops working at once; another user neither sees
+/// nor revokes them; an admin does both for anyone.
+fn tokens_are_self_service_and_revocable(backend: Backend) {
+    let hub = Hub::start(backend, |_| {});
+    let url = hub.url();
+    let (alice_t, alice) = hub.user("alice");
+    let (_, bob) = hub.user("bob");
+    let read_t = alice.create_token("alice", &["read"], "laptop").unwrap();
+    let reader = client_at(&url, Some(&read_t), &hub.dir.path().join("cache-reader"));
+    assert_eq!(reader.whoami().unwrap().user, "alice");
+    // a read token mints no write token; nobody mints admin without being one, or for another
+    assert!(matches!(reader.create_token("alice", &["write"], "x"), Err(HubError::Forbidden(_))));
+    assert!(matches!(alice.create_token("alice", &["admin"], "x"), Err(HubError::BadRequest(_))));
+    assert!(matches!(alice.create_token("bob", &["read"], "x"), Err(HubError::NotFound(_))));
+    let mine = alice.tokens("alice").unwrap();
+    let labels: Vec<(&str, &str)> = mine.iter().map(|t| (t.label.as_str(), t.scopes.as_str())).collect();
+    assert_eq!(labels, [("test", "read,write"), ("laptop", "read")]);
+    let (s, _, body) = raw("GET", &format!("{url}/api/v1/users/alice/tokens"), Some(&alice_t), &[], vec![]);
+    assert_eq!(s, 200);
+    let text = String::from_utf8_lossy(&body);
+    assert!(!text.contains(&read_t) && !text.contains("hash"), "{text}");
+    // bob neither lists nor revokes alice's tokens (404, as for a user without tokens)
+    assert!(matches!(bob.tokens("alice"), Err(HubError::NotFound(_))));
+    assert!(matches!(bob.revoke_token("alice", mine[1].id), Err(HubError::NotFound(_))));
+    // revoked: the token is unknown from the next request on
+    alice.revoke_token("alice", mine[1].id).unwrap();
+    assert!(matches!(reader.whoami(), Err(HubError::Unauthorized(_))));
+    assert!(matches!(alice.revoke_token("alice", mine[1].id), Err(HubError::NotFound(_))));
+    // an admin lists and revokes anyone's
+    assert_eq!(hub.admin.tokens("bob").unwrap().len(), 1);
+    let bobs = hub.admin.tokens("bob").unwrap()[0].id;
+    hub.admin.revoke_token("bob", bobs).unwrap();
+    assert!(matches!(bob.whoami(), Err(HubError::Unauthorized(_))));
+    assert_eq!(alice.whoami().unwrap().user, "alice");
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod embedded {
@@ -1173,4 +1210,5 @@ on_both!(
     large_blobs_round_trip_with_ranges,
     load_of_64_clients,
     organizations_share_repositories_by_role,
+    tokens_are_self_service_and_revocable,
 );

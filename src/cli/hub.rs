@@ -38,8 +38,12 @@ enum Command {
     Org(OrgCommand),
     /// Admin: create a user.
     UserAdd(UserAddArgs),
-    /// Admin: create a token for a user, printed once.
+    /// Create a token for a user (yourself, or anyone as an admin), printed once.
     TokenAdd(TokenAddArgs),
+    /// List a user's tokens (id, scopes, label; never the tokens).
+    TokenLs(TokenLsArgs),
+    /// Revoke a user's token by id: it stops working at once.
+    TokenRm(TokenRmArgs),
 }
 
 /// Where the server is and who asks (defaults: the saved login, XFORGE_HUB_URL, XFORGE_HUB_TOKEN).
@@ -284,6 +288,24 @@ struct UserAddArgs {
 }
 
 #[derive(clap::Args)]
+struct TokenLsArgs {
+    /// The user.
+    name: String,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(clap::Args)]
+struct TokenRmArgs {
+    /// The user.
+    name: String,
+    /// The token's id (`xforge hub token-ls`).
+    id: i64,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(clap::Args)]
 struct TokenAddArgs {
     /// The user.
     name: String,
@@ -330,6 +352,17 @@ pub fn hub(a: Args) -> anyhow::Result<()> {
         Command::TokenAdd(a) => {
             let scopes: Vec<&str> = a.scopes.iter().map(String::as_str).collect();
             println!("{}", a.conn.client(false)?.create_token(&a.name, &scopes, &a.label)?);
+            Ok(())
+        }
+        Command::TokenLs(a) => {
+            for t in a.conn.client(false)?.tokens(&a.name)? {
+                println!("{}\t{}\t{}", t.id, t.scopes, t.label);
+            }
+            Ok(())
+        }
+        Command::TokenRm(a) => {
+            a.conn.client(false)?.revoke_token(&a.name, a.id)?;
+            println!("token {} of {} revoked", a.id, a.name);
             Ok(())
         }
     }
