@@ -126,12 +126,14 @@ fn hub_error(e: xforge_hub::HubError) -> PyErr {
 /// from the arguments, else from `xforge hub login`'s configuration and the XFORGE_HUB_*
 /// variables. With `offline`, only the cache is read.
 #[pyfunction]
-#[pyo3(signature = (repo, target = None, server = None, token = None, cache_dir = None, offline = false, timeout_s = 600))]
+#[pyo3(signature = (repo, target = None, precision = "fp32", batch = None, server = None, token = None, cache_dir = None, offline = false, timeout_s = 600))]
 #[allow(clippy::too_many_arguments)]
 fn from_hub(
     py: Python<'_>,
     repo: &str,
     target: Option<String>,
+    precision: &str,
+    batch: Option<Vec<u64>>,
     server: Option<String>,
     token: Option<String>,
     cache_dir: Option<PathBuf>,
@@ -157,7 +159,7 @@ fn from_hub(
     let inner = py
         .allow_threads(|| {
             let client = xforge_hub::Client::new(cfg)?;
-            let spec = xforge_hub::BuildSpec::new(&target);
+            let spec = xforge_hub::BuildSpec::new(&target).precision(precision).batch(&batch.unwrap_or_default());
             let p = client.pull_with(repo, &spec, true, std::time::Duration::from_secs(timeout_s))?;
             client.verified_artifact(&p, &target)
         })

@@ -335,6 +335,10 @@ def test_from_hub_downloads_what_a_worker_built_and_verifies_it(tmp_path):
         again = xforge.from_hub("alice/bert_tiny", target="sm_90", server=url, token=alice, cache_dir=cache,
                                 offline=True)
         assert again.inspect()["model_digest"] == info["model_digest"]
+        # another precision is another artifact, built on request
+        half = xforge.from_hub("alice/bert_tiny", target="sm_90", precision="fp16", server=url, token=alice,
+                               cache_dir=cache)
+        assert half.inspect()["precision"] == "fp16" and info["precision"] == "fp32"
         with pytest.raises(xforge.BadInputError, match="alice/nothing"):
             xforge.from_hub("alice/nothing", target="sm_90", server=url, token=alice, cache_dir=cache, timeout_s=5)
     finally:

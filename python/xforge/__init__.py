@@ -131,13 +131,15 @@ def compile(model, target="sm_90", precision="fp32", batch=None, batch_dim=None,
                            generated_gemm=generated_gemm, tuning=None if tuning is None else str(tuning))
 
 
-def from_hub(repo, target=None, server=None, token=None, cache_dir=None, offline=False, timeout_s=600):
+def from_hub(repo, target=None, precision="fp32", batch=None, server=None, token=None, cache_dir=None, offline=False,
+             timeout_s=600):
     """The artifact of hub repository `repo` ("owner/name") for `target` (default: this machine's
-    GPU), downloaded into the hub cache and verified (signature, sha256, size, format), built by
-    the hub's workers first when none exists. Server, token and cache default to `xforge hub
+    GPU), `precision` and batch buckets, downloaded into the hub cache and verified (signature,
+    sha256, size, format), built by the hub's workers first when none exists. Server, token and cache default to `xforge hub
     login`'s configuration and the XFORGE_HUB_* variables; `offline` reads the cache only."""
     _need_native()
-    return _native.from_hub(repo, target=target, server=server, token=token,
+    return _native.from_hub(repo, target=target, precision=precision, batch=list(batch) if batch else None,
+                            server=server, token=token,
                             cache_dir=None if cache_dir is None else str(cache_dir), offline=offline,
                             timeout_s=int(timeout_s))
 

@@ -36,6 +36,8 @@ def compile(
 def from_hub(
     repo: str,
     target: str | None = None,
+    precision: str = "fp32",
+    batch: Sequence[int] | None = None,
     server: str | None = None,
     token: str | None = None,
     cache_dir: str | None = None,
