@@ -10,14 +10,7 @@ const MAX_OPS: usize = 6;
 /// The cost of a fusion group's step: every input and output read or written once (weights
 /// included), and 2 FLOPs per multiply-add of its contractions.
 pub fn of_group(g: &Graph, grp: &FusionGroup) -> StepCost {
-    let mut ops: Vec<String> = vec![];
-    for &n in &grp.nodes {
-        let op = g.nodes[n].op.to_string();
-        // consecutive repeats once (a chain of Adds reads as one)
-        if ops.last() != Some(&op) {
-            ops.push(op);
-        }
-    }
+    let mut ops = grp.op_names(g);
     let more = ops.len() > MAX_OPS;
     ops.truncate(MAX_OPS);
     let mut label = ops.join("+");

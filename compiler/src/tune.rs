@@ -195,13 +195,7 @@ pub fn candidates(
 
 /// A group's label: its ops, and the first node's name.
 fn label_of(g: &Graph, grp: &FusionGroup) -> String {
-    let mut ops: Vec<String> = vec![];
-    for &n in &grp.nodes {
-        let op = g.nodes[n].op.to_string();
-        if ops.last() != Some(&op) {
-            ops.push(op);
-        }
-    }
+    let ops = grp.op_names(g);
     let first = grp.nodes.first().map(|&n| g.nodes[n].name.as_str()).unwrap_or("");
     format!("{} {first}", ops.join("+"))
 }

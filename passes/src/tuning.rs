@@ -186,7 +186,6 @@ pub fn group_key(g: &Graph, grp: &FusionGroup) -> String {
         local.insert(v, k);
         let _ = write!(text, "in{k}:{}{};", g.ty(v), if g.weights.contains_key(&v) { "w" } else { "" });
     }
-    let mut ops: Vec<String> = vec![];
     for &n in &grp.nodes {
         let node = &g.nodes[n];
         let args: Vec<String> = node
@@ -204,15 +203,12 @@ pub fn group_key(g: &Graph, grp: &FusionGroup) -> String {
             let _ = write!(text, "{k}:{},", g.ty(o));
         }
         text.push(';');
-        if ops.last() != Some(&node.op.to_string()) {
-            ops.push(node.op.to_string());
-        }
     }
     let outs: Vec<String> =
         grp.outputs.iter().map(|o| local.get(o).map(|k| k.to_string()).unwrap_or_default()).collect();
     let _ = write!(text, "out:{}", outs.join(","));
     let first = grp.inputs.first().map(|&v| g.ty(v).to_string()).unwrap_or_default();
-    format!("{} {first} #{:016x}", ops.join("+"), fnv(&text))
+    format!("{} {first} #{:016x}", grp.op_names(g).join("+"), fnv(&text))
 }
 
 #[cfg(test)]

@@ -46,12 +46,7 @@ pub fn bench(a: Args) -> anyhow::Result<()> {
     for &n in &batches {
         plan = s.artifact.plan_for(n).map_err(super::BadInput)?;
         let mem = s.artifact.plans[plan].memory.clone();
-        inputs.clear();
-        for (k, b) in mem.inputs.iter().enumerate() {
-            let dt = DType::from_name(&b.dtype).ok_or_else(|| super::BadInput(format!("input dtype {}", b.dtype)))?;
-            let shape: Vec<usize> = b.shape_at(mem.batch, n).iter().map(|&d| d as usize).collect();
-            inputs.push(random_tensor(dt, shape, k as u64).data().to_le_bytes());
-        }
+        inputs = random_inputs(&mem, n)?;
         reference = s.run_batch(n, &inputs.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
         let mut ms = s.time(plan, a.warmup, a.runs)?;
         ms.sort_by(|x, y| x.total_cmp(y));
@@ -92,6 +87,19 @@ pub fn bench(a: Args) -> anyhow::Result<()> {
         concurrent(&a, &inputs, &reference, &dtypes, bound)?;
     }
     Ok(())
+}
+
+/// Random bytes for every input of a plan at batch `n` (input k seeded with k).
+pub fn random_inputs(mem: &xforge_runtime::MemoryPlan, n: u64) -> anyhow::Result<Vec<Vec<u8>>> {
+    mem.inputs
+        .iter()
+        .enumerate()
+        .map(|(k, b)| {
+            let dt = DType::from_name(&b.dtype).ok_or_else(|| super::BadInput(format!("input dtype {}", b.dtype)))?;
+            let shape: Vec<usize> = b.shape_at(mem.batch, n).iter().map(|&d| d as usize).collect();
+            Ok(random_tensor(dt, shape, k as u64).data().to_le_bytes())
+        })
+        .collect()
 }
 
 /// `--sessions N`: N sessions in N threads at once. Each session's runs are bit for bit its first

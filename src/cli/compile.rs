@@ -19,11 +19,22 @@ enum Emit {
     Ptx,
 }
 
+/// `--precision`: storage precision (`compile`, `tune`).
 #[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
-enum Precision {
+pub enum Precision {
     Fp32,
     Fp16,
     Bf16,
+}
+
+impl Precision {
+    pub fn of_compiler(self) -> xforge_compiler::Precision {
+        match self {
+            Precision::Fp32 => xforge_compiler::Precision::Fp32,
+            Precision::Fp16 => xforge_compiler::Precision::Fp16,
+            Precision::Bf16 => xforge_compiler::Precision::Bf16,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -88,11 +99,7 @@ pub fn tuning_table(flag: Option<&str>, target: &str) -> anyhow::Result<Option<x
 impl Args {
     /// The compiler these flags describe.
     fn compiler(&self) -> anyhow::Result<xforge_compiler::Compiler> {
-        let precision = match self.precision {
-            Precision::Fp32 => xforge_compiler::Precision::Fp32,
-            Precision::Fp16 => xforge_compiler::Precision::Fp16,
-            Precision::Bf16 => xforge_compiler::Precision::Bf16,
-        };
+        let precision = self.precision.of_compiler();
         let mut c = xforge_compiler::Compiler::new(&self.target)
             .precision(precision)
             .generated_gemm(self.generated_gemm)

@@ -1,19 +1,11 @@
 //! `xforge tune MODEL.onnx [--precision fp16] [--shape …]`: times, on this machine's GPU, the
 //! contractions of the model and its GEMM groups both ways (library call, generated kernel), and
 //! appends the times to the tuning table that `xforge compile` reads (`--tuning`).
-use super::run::random_tensor;
+use super::compile::Precision;
 use super::{BadInput, ShapeArgs};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use xforge_compiler::{Measurement, TuningTable, Way};
-use xforge_ir::DType;
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Precision {
-    Fp32,
-    Fp16,
-    Bf16,
-}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -42,21 +34,16 @@ pub fn tune(a: Args) -> anyhow::Result<()> {
             .ok_or_else(|| BadInput("no cache folder (XFORGE_CACHE_DIR is off): name a table with --table".into()))?
             .join(xforge_passes::tuning::FILE),
     };
-    // the model is read and checked before the GPU is asked for
-    let precision = match a.precision {
-        Precision::Fp32 => xforge_compiler::Precision::Fp32,
-        Precision::Fp16 => xforge_compiler::Precision::Fp16,
-        Precision::Bf16 => xforge_compiler::Precision::Bf16,
+    // the model is read and checked before the GPU is asked for (importing needs no target)
+    let shapes = a.shapes.options()?.shapes;
+    let with_shapes = |target: &str| {
+        let c = xforge_compiler::Compiler::new(target).precision(a.precision.of_compiler());
+        shapes.iter().fold(c, |c, (n, d)| c.shape(n, d))
     };
-    let probe = xforge_compiler::Compiler::new("sm_90").precision(precision);
-    let probe = a.shapes.options()?.shapes.into_iter().fold(probe, |c, (n, d)| c.shape(&n, &d));
-    let model = probe.load(&a.model, &[]).map_err(|e| BadInput(e.to_string()))?;
+    let model = with_shapes("sm_90").load(&a.model, &[]).map_err(|e| BadInput(e.to_string()))?;
     let target = xforge_runtime::device_target(0)?;
     let gpu = xforge_runtime::device_name(0)?;
-    let mut compiler = xforge_compiler::Compiler::new(&target).precision(precision);
-    for (n, d) in a.shapes.options()?.shapes {
-        compiler = compiler.shape(&n, &d);
-    }
+    let compiler = with_shapes(&target);
     let bar = ProgressBar::new(1);
     bar.set_style(ProgressStyle::with_template("{msg} {bar:30} {pos}/{len}").unwrap());
     bar.set_message("building candidates");
@@ -101,12 +88,8 @@ pub fn tune(a: Args) -> anyhow::Result<()> {
 /// Median microseconds of one replay of an artifact's plan, on random inputs.
 fn time(path: &std::path::Path, runs: usize) -> anyhow::Result<f64> {
     let mut s = xforge_runtime::Session::load(path, 0)?;
-    let mem = s.artifact.plans[0].memory.clone();
-    let mut inputs = vec![];
-    for (k, b) in mem.inputs.iter().enumerate() {
-        let dt = DType::from_name(&b.dtype).ok_or_else(|| BadInput(format!("input dtype {}", b.dtype)))?;
-        inputs.push(random_tensor(dt, b.shape.iter().map(|&d| d as usize).collect(), k as u64).data().to_le_bytes());
-    }
+    let mem = &s.artifact.plans[0].memory;
+    let inputs = super::bench::random_inputs(mem, mem.batch)?;
     s.run(&inputs.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
     let mut ms = s.time(0, 10, runs)?;
     ms.sort_by(|x, y| x.total_cmp(y));

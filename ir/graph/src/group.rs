@@ -73,3 +73,17 @@ pub struct FusionGroup {
     /// Values it writes that something outside the group (or the caller) reads.
     pub outputs: Vec<ValueId>,
 }
+
+impl FusionGroup {
+    /// Its ops in node order, consecutive repeats once (a chain of Adds reads as one `Add`).
+    pub fn op_names(&self, g: &crate::Graph) -> Vec<String> {
+        let mut ops: Vec<String> = vec![];
+        for &n in &self.nodes {
+            let op = g.nodes[n].op.to_string();
+            if ops.last() != Some(&op) {
+                ops.push(op);
+            }
+        }
+        ops
+    }
+}

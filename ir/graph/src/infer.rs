@@ -1127,39 +1127,29 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
             let n = if attr_i(node, "transB", 0) != 0 { ys[0].clone() } else { ys[1].clone() };
             vec![m, n]
         }
-        ConvNhwc => {
-            // as Conv on the NCHW view, then back to channels-last
+        ConvNhwc | MaxPoolNhwc => {
+            // as Conv or MaxPool on the NCHW view, then back to channels-last
             if r != 4 {
                 return Err(format!("input must be (N, H, W, C), got rank {r}"));
             }
-            let m = shape(1).map(|w| w[0].clone()).unwrap_or_else(|| fresh.dim());
+            let weight = if op == ConvNhwc { shape(1) } else { None };
+            let channels = match (&weight, op) {
+                (_, MaxPoolNhwc) => xs[3].clone(),
+                (Some(w), _) => w[0].clone(),
+                (None, _) => fresh.dim(),
+            };
             let kernel: Option<Vec<usize>> = match attr_ints(node, "kernel_shape") {
                 Some(k) => Some(k.iter().map(|&v| v as usize).collect()),
-                None => shape(1).and_then(|w| w[2..].iter().map(|d| d.known()).collect()),
+                None => weight.and_then(|w| w[2..].iter().map(|d| d.known()).collect()),
             };
             let spatial: Option<Vec<usize>> = xs[1..3].iter().map(|d| d.known()).collect();
+            // (a convolution has no ceil_mode: 0)
+            let ceil = attr_i(node, "ceil_mode", 0) != 0;
             let hw: Vec<Dim> = match (kernel, spatial) {
-                (Some(k), Some(s)) => crate::interp::window_out(node, &s, k, false)?.into_iter().map(known).collect(),
+                (Some(k), Some(s)) => crate::interp::window_out(node, &s, k, ceil)?.into_iter().map(known).collect(),
                 _ => vec![fresh.dim(), fresh.dim()],
             };
-            vec![xs[0].clone(), hw[0].clone(), hw[1].clone(), m]
-        }
-        MaxPoolNhwc => {
-            // as MaxPool on the NCHW view, then back to channels-last
-            if r != 4 {
-                return Err(format!("input must be (N, H, W, C), got rank {r}"));
-            }
-            let kernel: Option<Vec<usize>> =
-                attr_ints(node, "kernel_shape").map(|k| k.iter().map(|&v| v as usize).collect());
-            let spatial: Option<Vec<usize>> = xs[1..3].iter().map(|d| d.known()).collect();
-            let hw: Vec<Dim> = match (kernel, spatial) {
-                (Some(k), Some(s)) => crate::interp::window_out(node, &s, k, attr_i(node, "ceil_mode", 0) != 0)?
-                    .into_iter()
-                    .map(known)
-                    .collect(),
-                _ => vec![fresh.dim(), fresh.dim()],
-            };
-            vec![xs[0].clone(), hw[0].clone(), hw[1].clone(), xs[3].clone()]
+            vec![xs[0].clone(), hw[0].clone(), hw[1].clone(), channels]
         }
         Conv | MaxPool | AveragePool | LpPool | GlobalAveragePool | GlobalMaxPool => {
             if r < 3 {
