@@ -3,6 +3,7 @@ pub mod batch_rows;
 pub mod bn_fold;
 pub mod bounded;
 pub mod control;
+pub mod conv1d;
 pub mod dce;
 pub mod fold;
 pub mod fusion;
@@ -31,12 +32,13 @@ pub struct CanonStats {
     pub batch_norms: usize,
     pub merged_gemms: usize,
     pub patch_convs: usize,
+    pub conv1d: usize,
     pub attention_blocks: usize,
     pub dead: usize,
 }
 
 /// The passes that run before fusion, to a fixed point: control flow inlined, constant folding, no-op removal,
-/// BatchNorm folding, sibling-GEMM merging, patch convolutions as GEMMs, dead-code elimination. Types are re-inferred.
+/// BatchNorm folding, sibling-GEMM merging, 1-D convolutions as 2-D, patch convolutions as GEMMs, dead-code elimination. Types are re-inferred.
 pub fn canonicalize(g: &mut Graph) -> Result<CanonStats, xforge_ir::infer::InferError> {
     let mut st = CanonStats::default();
     for _ in 0..8 {
@@ -51,6 +53,7 @@ pub fn canonicalize(g: &mut Graph) -> Result<CanonStats, xforge_ir::infer::Infer
         st.batch_norms += bn_fold::fold_batch_norms(g);
         st.batch_norms += bn_fold::batch_norms_to_affine(g);
         st.merged_gemms += sibling_gemm::merge_sibling_matmuls(g);
+        st.conv1d += conv1d::conv1d_as_2d(g);
         st.patch_convs += patch_conv::patch_convs_to_gemms(g);
         st.attention_blocks += window_attention::attention_blocks(g);
         st.noops += slice_concat::concats_of_slices_to_gathers(g);

@@ -1,18 +1,19 @@
 """The zoo timing table at one batch size, in one device call: every architecture of
-zoo_models.py exported and compiled by xforge (fp16), and by torch.compile in modes
-"reduce-overhead" and (with --autotune) "max-autotune", by WORKERS processes in parallel; then,
-once every worker has compiled, each model timed on a quiet card, one at a time (a lock):
-PyTorch eager, both torch.compile modes, and `xforge bench`.
+zoo_models.py exported and compiled by xforge (fp16) and by torch.compile "reduce-overhead", by
+WORKERS processes in parallel; once every worker has compiled, each model timed on a quiet card,
+one at a time (a lock): PyTorch eager, torch.compile and `xforge bench`; then, one model at a
+time, torch.compile "max-autotune" compiled and timed.
 
     ZOO_BATCH=N python3 zoo_table.py XFORGE WORKDIR [--workers 8] [--autotune-until S] [NAME ...]
 
-max-autotune compiles run one at a time (concurrent autotuning in several processes crashed
-with illegal memory accesses) and start only while fewer than S seconds have passed since the
-start; a model whose max-autotune compile did not start or failed gets no max-autotune number,
-and the table says how many have one. Timing starts when every worker has compiled (or after
---budget seconds, which the table then says: compiles may still run beside the timings). Detection models take one
-image, so they are left out above batch 1. Rows print as they are timed (with "row:"), then the
-table in the zoo's order.
+max-autotune comes last and one at a time because its autotuning crashed with illegal memory
+accesses (concurrently, and on some shapes alone), which poison the process; a crash ends that
+worker's max-autotune column, not its other columns. A max-autotune compile starts only while
+fewer than S seconds have passed since the start; a model without one gets no max-autotune
+number, and the table says how many have one. Timing starts when every worker has compiled (or
+after --budget seconds, which the table then says: compiles may still run beside the timings).
+Detection models take one image, so they are left out above batch 1. Rows print as they are
+timed (with "row:"), then the table in the zoo's order.
 """
 import argparse
 import copy
@@ -98,24 +99,6 @@ def worker(k, names, args, t0, lock, autotune_lock, barrier, out):
         except Exception as e:
             row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
         ready[n] = row
-    for n in names:
-        row = ready[n]
-        if "ro" not in row:
-            continue
-        try:
-            # one max-autotune compile at a time: concurrent autotuning in several processes
-            # on one card crashed with illegal memory accesses, which poison a process
-            with autotune_lock:
-                if time.time() - t0 > args.autotune_until:
-                    continue
-                with torch.inference_mode():
-                    f = torch.compile(copy.deepcopy(row["m"]), mode="max-autotune")
-                    for _ in range(3):
-                        f(row["x"])
-                row["ma"] = f
-        except Exception as e:
-            row["ma_error"] = f"{type(e).__name__}: {str(e)[:160]}"
-            torch._dynamo.reset()
     try:
         # a worker that died must not hold the others forever
         barrier.wait(timeout=max(1.0, args.budget - (time.time() - t0)))
@@ -124,7 +107,7 @@ def worker(k, names, args, t0, lock, autotune_lock, barrier, out):
     for n in names:
         row = ready[n]
         res = {"model": n, "worker": k}
-        for key in ("error", "xforge_error", "ro_error", "ma_error"):
+        for key in ("error", "xforge_error", "ro_error"):
             if row.get(key):
                 res[key] = row[key]
         with lock:
@@ -134,12 +117,11 @@ def worker(k, names, args, t0, lock, autotune_lock, barrier, out):
                         res["eager"] = median_ms(lambda: row["m"](row["x"]), runs=200, warmup=20)
                     except Exception as e:
                         res["error"] = f"eager: {type(e).__name__}: {str(e)[:160]}"
-                    for mode in ("ro", "ma"):
-                        if mode in row:
-                            try:
-                                res[mode] = median_ms(lambda: row[mode](row["x"]), runs=200, warmup=20)
-                            except Exception as e:
-                                res[mode + "_error"] = f"{type(e).__name__}: {str(e)[:160]}"
+                    if "ro" in row:
+                        try:
+                            res["ro"] = median_ms(lambda: row["ro"](row["x"]), runs=200, warmup=20)
+                        except Exception as e:
+                            res["ro_error"] = f"{type(e).__name__}: {str(e)[:160]}"
             if row.get("art"):
                 res["xforge"] = xforge_ms(args.xforge, row["art"])
                 if args.profiles:
@@ -148,6 +130,27 @@ def worker(k, names, args, t0, lock, autotune_lock, barrier, out):
                     with open(args.profiles, "a") as f:
                         f.write(f"== {n} (batch {os.environ.get('ZOO_BATCH', '1')})\n{report}\n")
             res["at_s"] = round(time.time() - t0, 1)
+        out.put(res)
+    # max-autotune last, compiled and timed under one lock: its autotuning has crashed with
+    # illegal memory accesses that poison the process, so it must not cost the other columns
+    for n in names:
+        row = ready[n]
+        if "ro" not in row:
+            continue
+        res = {"model": n}
+        with autotune_lock:
+            if time.time() - t0 > args.autotune_until:
+                continue
+            try:
+                with torch.inference_mode():
+                    f = torch.compile(copy.deepcopy(row["m"]), mode="max-autotune")
+                    for _ in range(3):
+                        f(row["x"])
+                    res["ma"] = median_ms(lambda: f(row["x"]), runs=200, warmup=20)
+            except Exception as e:
+                res["ma_error"] = f"{type(e).__name__}: {str(e)[:160]}"
+                out.put(res)
+                break
         out.put(res)
     out.put({"done": k})
 
@@ -186,7 +189,7 @@ def main():
         if "done" in r:
             done += 1
             continue
-        rows[r["model"]] = r
+        rows.setdefault(r["model"], {}).update(r)
         short = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items() if not k.endswith("error")}
         print("row:", json.dumps(short), flush=True)
     for p in procs:
