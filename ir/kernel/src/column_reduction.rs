@@ -10,7 +10,7 @@ use xforge_ir::group::FusionGroup;
 use xforge_ir::tensor::{numel, strides};
 use xforge_ir::{Graph, Node, Op, ValueId};
 
-use crate::knobs::COLUMN_SLICES;
+use crate::knobs::{COLUMN_SLICES, COLUMN_UNROLL};
 
 pub fn column_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelError> {
     let unsupported = |why: String| KernelError::Unsupported { group: gi, why };
@@ -76,19 +76,76 @@ pub fn column_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kerne
         base = b.emit(format!("arith.addi {base}, {t} : index"));
     }
     let init_v = b.float(init, c);
-    let acc = b.emit(format!("scf.for %r = {ty} to {red_n} step {sl} iter_args(%acc = {init_v}) -> ({c}) {{"));
-    let rstr = strides(&red_shape);
-    let mut off = base.clone();
-    for (j, &a) in axes.iter().enumerate() {
-        let (s, n, xsd) = (b.index(rstr[j]), b.index(red_shape[j]), b.index(xstr[a]));
-        let q = b.emit(format!("arith.divui %r, {s} : index"));
-        let r = b.emit(format!("arith.remui {q}, {n} : index"));
-        let t = b.emit(format!("arith.muli {r}, {xsd} : index"));
-        off = b.emit(format!("arith.addi {off}, {t} : index"));
+    // the reduced axes, neighbours that are contiguous in the input folded into one (NHWC's H
+    // and W: H·W elements C apart), so an element's offset costs one multiply per folded axis
+    let mut folded: Vec<(usize, usize)> = vec![];
+    for &a in &axes {
+        match folded.last_mut() {
+            Some((n, st)) if *st == xs[a] * xstr[a] => (*n, *st) = (*n * xs[a], xstr[a]),
+            _ => folded.push((xs[a], xstr[a])),
+        }
     }
-    let raw = b.emit(format!("memref.load %arg{xp}[{off}] : memref<{}x{st}>", numel(&xs)));
-    let v = if st != c { b.emit(format!("arith.extf {raw} : {st} to {c}")) } else { raw };
-    let nxt = b.emit(format!("arith.{op} %acc, {v} : {c}"));
+    let fstr = strides(&folded.iter().map(|f| f.0).collect::<Vec<_>>());
+    let load = |b: &mut Body, r: &str| {
+        let mut off = base.clone();
+        for (j, &(n, stride)) in folded.iter().enumerate() {
+            let q = if fstr[j] == 1 {
+                r.to_string()
+            } else {
+                let s = b.index(fstr[j]);
+                b.emit(format!("arith.divui {r}, {s} : index"))
+            };
+            let q = if j == 0 {
+                q
+            } else {
+                let n = b.index(n);
+                b.emit(format!("arith.remui {q}, {n} : index"))
+            };
+            let sd = b.index(stride);
+            let t = b.emit(format!("arith.muli {q}, {sd} : index"));
+            off = b.emit(format!("arith.addi {off}, {t} : index"));
+        }
+        let raw = b.emit(format!("memref.load %arg{xp}[{off}] : memref<{}x{st}>", numel(&xs)));
+        if st != c {
+            b.emit(format!("arith.extf {raw} : {st} to {c}"))
+        } else {
+            raw
+        }
+    };
+    // COLUMN_UNROLL independent loads in flight per thread (one chain of dependent adds would
+    // wait on each load in turn), then the rest one at a time
+    let red_total = numel(&red_shape);
+    let unroll = COLUMN_UNROLL.min(red_total / slices).max(1);
+    let step = slices * unroll;
+    let main_end = red_total / step * step;
+    let (cstep, cmain) = (b.index(step), b.index(main_end));
+    let accs: Vec<String> = (0..unroll).map(|k| format!("%acc{k} = {init_v}")).collect();
+    let types = vec![c; unroll].join(", ");
+    let main = b.emit_multi(
+        unroll,
+        format!("scf.for %r = {ty} to {cmain} step {cstep} iter_args({}) -> ({types}) {{", accs.join(", ")),
+    );
+    let mut next = vec![];
+    for k in 0..unroll {
+        let r = if k == 0 {
+            "%r".to_string()
+        } else {
+            let o = b.index(k * slices);
+            b.emit(format!("arith.addi %r, {o} : index"))
+        };
+        let v = load(&mut b, &r);
+        next.push(b.emit(format!("arith.{op} %acc{k}, {v} : {c}")));
+    }
+    b.stmt(format!("scf.yield {} : {types}", next.join(", ")));
+    b.stmt("}");
+    let mut acc = format!("{main}#0");
+    for k in 1..unroll {
+        acc = b.emit(format!("arith.{op} {acc}, {main}#{k} : {c}"));
+    }
+    let tail0 = b.emit(format!("arith.addi {cmain}, {ty} : index"));
+    let acc = b.emit(format!("scf.for %rt = {tail0} to {red_n} step {sl} iter_args(%acct = {acc}) -> ({c}) {{"));
+    let v = load(&mut b, "%rt");
+    let nxt = b.emit(format!("arith.{op} %acct, {v} : {c}"));
     b.stmt(format!("scf.yield {nxt} : {c}"));
     b.stmt("}");
     let slot = b.emit(format!("arith.muli {ty}, {c32} : index"));

@@ -17,6 +17,8 @@ pub const TILE: usize = 32;
 pub const TILE_ROWS: usize = 8;
 /// Column reductions: threads sharing one output's reduced elements (at most).
 pub const COLUMN_SLICES: usize = 32;
+/// Column reductions: independent loads in flight per thread (accumulators of its slice).
+pub const COLUMN_UNROLL: usize = 8;
 /// Scans: threads sharing a line's round (at most), each holding SCAN_RUN consecutive steps.
 pub const SCAN_CHUNKS: usize = 8;
 pub const SCAN_RUN: usize = 32;
