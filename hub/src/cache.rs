@@ -54,6 +54,13 @@ fn mkdirs(p: &Path) -> Result<(), HubError> {
 /// The sha256 and length of a file, read in chunks.
 pub fn hash_file(p: &Path) -> Result<(String, u64), HubError> {
     use sha2::Digest;
+    let (h, n) = hasher_of_file(p)?;
+    Ok((hex::encode(h.finalize()), n))
+}
+
+/// A sha256 state fed with the file's bytes (a resumed download goes on from it), and its length.
+pub fn hasher_of_file(p: &Path) -> Result<(sha2::Sha256, u64), HubError> {
+    use sha2::Digest;
     let mut f = std::fs::File::open(p).map_err(|e| HubError::io(format!("reading {}", p.display()), e))?;
     let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -66,7 +73,7 @@ pub fn hash_file(p: &Path) -> Result<(String, u64), HubError> {
         h.update(&buf[..k]);
         n += k as u64;
     }
-    Ok((hex::encode(h.finalize()), n))
+    Ok((h, n))
 }
 
 impl Cache {

@@ -12,6 +12,7 @@ use crate::names::{self, RepoName};
 use crate::server::{
     ArtifactResponse, BuildRequest, BuildResponse, ClaimRequest, FailRequest, HeartbeatRequest, RepoDetail,
 };
+use crate::stream::{copy_hashing, CopyStop};
 use crate::HubError;
 use ed25519_dalek::VerifyingKey;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -656,6 +657,7 @@ impl Client {
     /// Downloads a manifest's blob into the cache's partial file, resuming what is there, and
     /// verifies it; returns (bytes downloaded now, offset resumed from).
     fn download(&self, m: &Manifest) -> Result<(u64, u64), HubError> {
+        use sha2::Digest;
         let d = &m.artifact.sha256;
         let size = m.artifact.size;
         let part = self.cache.partial_path(d)?;
@@ -672,7 +674,7 @@ impl Client {
             f.set_len(0).map_err(|e| HubError::io(format!("truncating {}", part.display()), e))?;
         }
         let resumed_from = have;
-        let mut got = 0u64;
+        let (mut got, mut hasher) = (0u64, None);
         if have < size {
             let mut r = self.req(reqwest::Method::GET, &format!("/api/v1/blobs/{d}"));
             if have > 0 {
@@ -696,36 +698,36 @@ impl Client {
             }
             let pb = bar(self.cfg.progress, size, &format!("pull {}", &d[..12]));
             pb.set_position(have);
+            let prefix = if have > 0 { crate::cache::hasher_of_file(&part)?.0 } else { sha2::Sha256::new() };
             let mut body = resp.take(size - have + 1);
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                let k = match body.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(k) => k,
-                    Err(e) => {
-                        let _ = f.flush();
-                        pb.abandon();
-                        return Err(HubError::Http(format!(
-                            "the download of {d} was cut at byte {} of {size} ({e}); pull again to resume",
-                            have + got
-                        )));
-                    }
-                };
-                if have + got + k as u64 > size {
+            match copy_hashing(&mut body, &mut f, prefix, size - have, &mut |k| pb.inc(k)) {
+                Ok((h, n)) => (hasher, got) = (Some(h), n),
+                Err(CopyStop::Read(e, n)) => {
+                    let _ = f.flush();
+                    pb.abandon();
+                    return Err(HubError::Http(format!(
+                        "the download of {d} was cut at byte {} of {size} ({e}); pull again to resume",
+                        have + n
+                    )));
+                }
+                Err(CopyStop::Write(e)) => return Err(HubError::io(format!("writing {}", part.display()), e)),
+                Err(CopyStop::TooLong) => {
                     let _ = std::fs::remove_file(&part);
                     return Err(HubError::Verification(format!(
                         "blob {d}: longer than the {size} bytes of its manifest"
                     )));
                 }
-                f.write_all(&buf[..k]).map_err(|e| HubError::io(format!("writing {}", part.display()), e))?;
-                got += k as u64;
-                pb.inc(k as u64);
             }
             pb.finish_and_clear();
         }
         f.sync_all().map_err(|e| HubError::io(format!("fsync {}", part.display()), e))?;
         drop(f);
-        let (digest, n) = crate::cache::hash_file(&part)?;
+        // hashed as it arrived; a partial file that was already whole is hashed from the disk
+        let (h, n) = match hasher {
+            Some(h) => (h, have + got),
+            None => crate::cache::hasher_of_file(&part)?,
+        };
+        let digest = hex::encode(h.finalize());
         if n != size {
             return Err(HubError::Http(format!(
                 "the download of {d} ended at byte {n} of {size}; pull again to resume"
@@ -820,24 +822,14 @@ impl Client {
         use sha2::Digest;
         self.online()?;
         let d = names::check_digest("digest", digest)?;
-        let r = check(self.req(reqwest::Method::GET, &format!("/api/v1/blobs/{d}")).send()?)?;
+        let mut r = check(self.req(reqwest::Method::GET, &format!("/api/v1/blobs/{d}")).send()?)?;
         let mut f = std::fs::File::create(dest).map_err(|e| HubError::io(format!("creating {}", dest.display()), e))?;
-        let mut body = r.take(MAX_MODEL + 1);
-        let mut h = sha2::Sha256::new();
-        let mut n = 0u64;
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let k = body.read(&mut buf).map_err(|e| HubError::Http(format!("downloading blob {d}: {e}")))?;
-            if k == 0 {
-                break;
-            }
-            n += k as u64;
-            if n > MAX_MODEL {
-                return Err(HubError::TooLarge(format!("blob {d}: more than {MAX_MODEL} bytes")));
-            }
-            h.update(&buf[..k]);
-            f.write_all(&buf[..k]).map_err(|e| HubError::io(format!("writing {}", dest.display()), e))?;
-        }
+        let (h, n) = match copy_hashing(&mut r, &mut f, sha2::Sha256::new(), MAX_MODEL, &mut |_| {}) {
+            Ok(x) => x,
+            Err(CopyStop::Read(e, _)) => return Err(HubError::Http(format!("downloading blob {d}: {e}"))),
+            Err(CopyStop::Write(e)) => return Err(HubError::io(format!("writing {}", dest.display()), e)),
+            Err(CopyStop::TooLong) => return Err(HubError::TooLarge(format!("blob {d}: more than {MAX_MODEL} bytes"))),
+        };
         let got = hex::encode(h.finalize());
         if got != d {
             return Err(HubError::Verification(format!("blob {d}: its bytes hash to {got}")));

@@ -28,6 +28,7 @@ pub mod meta;
 pub mod names;
 pub mod s3;
 pub mod server;
+pub mod stream;
 mod web;
 #[cfg(feature = "worker")]
 pub mod worker;
