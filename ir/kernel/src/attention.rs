@@ -419,50 +419,84 @@ fn mma_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -
     let log2e = b.float(std::f64::consts::LOG2_E, "f32");
     let (c0, ckeys, lastl) = (b.index(0), b.index(keys), b.index(a.l - 1));
     let nacc = a.dv / 8 * 4;
-    let types = vec!["f32"; 4 + nacc].join(", ");
-    let mut init =
-        vec![format!("%m0 = {ninf}"), format!("%m1 = {ninf}"), format!("%l0 = {zero}"), format!("%l1 = {zero}")];
-    init.extend((0..nacc).map(|i| format!("%o{i} = {zero}")));
-    let ltiles = b.index(a.l.div_ceil(keys) * keys);
-    let lp = b.emit_multi(
-        4 + nacc,
-        format!("scf.for %kt = {c0} to {ltiles} step {ckeys} iter_args({}) -> ({types}) {{", init.join(", ")),
-    );
-    b.stmt("gpu.barrier");
-    // 16-byte copies of the tile's key and value rows (rows past the end repeat the last key)
-    for (p, width, stride, mem, wg) in [(a.k, a.d, kstride, "%ks", &kwg), (a.v, a.dv, vstride, "%vs", &vwg)] {
+    // 16-byte copies of a tile's key and value rows (rows past the end repeat the last key):
+    // this thread's share, (operand, width, key row, column, workgroup offset, ragged guard,
+    // workgroup buffer) each
+    let mut copies = vec![];
+    for (p, width, stride, wg) in [(a.k, a.d, kstride, "%ks"), (a.v, a.dv, vstride, "%vs")] {
         let per_row = width / 8;
-        let copies = keys * per_row;
-        for r in 0..copies.div_ceil(threads) {
+        let total = keys * per_row;
+        for r in 0..total.div_ceil(threads) {
             let e = b.index(threads * r);
             let e = b.emit(format!("arith.addi {tid}, {e} : index"));
             let cpr = b.index(per_row);
             let j = b.emit(format!("arith.divui {e}, {cpr} : index"));
             let cv = b.emit(format!("arith.remui {e}, {cpr} : index"));
             let col = b.emit(format!("arith.muli {cv}, {c8} : index"));
-            let key = b.emit(format!("arith.addi %kt, {j} : index"));
-            let key = b.emit(format!("arith.minui {key}, {lastl} : index"));
-            let (cw, cst) = (b.index(width), b.index(stride));
-            let at = b.emit(format!("arith.addi {kvrow}, {key} : index"));
-            let at = b.emit(format!("arith.muli {at}, {cw} : index"));
-            let at = b.emit(format!("arith.addi {at}, {col} : index"));
-            let v = b.emit(format!("vector.load %arg{p}[{at}] {{alignment = 16}} : {}, vector<8x{t}>", mref(p)));
+            let cst = b.index(stride);
             let to = b.emit(format!("arith.muli {j}, {cst} : index"));
             let to = b.emit(format!("arith.addi {to}, {col} : index"));
             // the last round of copies may have more threads than copies
-            let ragged = (r + 1) * threads > copies;
-            if ragged {
-                let cap = b.index(copies);
-                let inside = b.emit(format!("arith.cmpi ult, {e}, {cap} : index"));
-                b.stmt(format!("scf.if {inside} {{"));
-            }
-            b.stmt(format!("vector.store {v}, {mem}[{to}] {{alignment = 16}} : {wg}, vector<8x{t}>"));
-            if ragged {
-                b.stmt("}");
-            }
+            let inside = ((r + 1) * threads > total).then(|| {
+                let cap = b.index(total);
+                b.emit(format!("arith.cmpi ult, {e}, {cap} : index"))
+            });
+            copies.push((p, width, j, col, to, inside, wg));
+        }
+    }
+    // the tile at key `kt`, loaded into registers (every load in bounds: keys are clamped)
+    let load_tile = |b: &mut Body, kt: &str| -> Vec<String> {
+        copies
+            .iter()
+            .map(|(p, width, j, col, ..)| {
+                let key = b.emit(format!("arith.addi {kt}, {j} : index"));
+                let key = b.emit(format!("arith.minui {key}, {lastl} : index"));
+                let cw = b.index(*width);
+                let at = b.emit(format!("arith.addi {kvrow}, {key} : index"));
+                let at = b.emit(format!("arith.muli {at}, {cw} : index"));
+                let at = b.emit(format!("arith.addi {at}, {col} : index"));
+                b.emit(format!("vector.load %arg{p}[{at}] {{alignment = 16}} : {}, vector<8x{t}>", mref(*p)))
+            })
+            .collect()
+    };
+    // software pipelining: the next tile's loads are issued before this tile's products, so
+    // their latency hides behind the tensor cores (loaded and then stored in turn, each tile
+    // waited on its loads: the kernel was bound by that latency, not by L2 or the mma units)
+    // (XFORGE_ATTN_PREFETCH=0 turns it off, for comparisons)
+    let prefetch = std::env::var("XFORGE_ATTN_PREFETCH").map_or(true, |v| v != "0");
+    let first = if prefetch { load_tile(&mut b, &c0) } else { vec![] };
+    let vec8 = format!("vector<8x{t}>");
+    let types: Vec<String> =
+        vec!["f32".to_string(); 4 + nacc].into_iter().chain(first.iter().map(|_| vec8.clone())).collect();
+    let types = types.join(", ");
+    let mut init =
+        vec![format!("%m0 = {ninf}"), format!("%m1 = {ninf}"), format!("%l0 = {zero}"), format!("%l1 = {zero}")];
+    init.extend((0..nacc).map(|i| format!("%o{i} = {zero}")));
+    init.extend(first.iter().enumerate().map(|(i, v)| format!("%pf{i} = {v}")));
+    let ltiles = b.index(a.l.div_ceil(keys) * keys);
+    let lp = b.emit_multi(
+        4 + nacc + first.len(),
+        format!("scf.for %kt = {c0} to {ltiles} step {ckeys} iter_args({}) -> ({types}) {{", init.join(", ")),
+    );
+    b.stmt("gpu.barrier");
+    let tile = if prefetch { (0..first.len()).map(|i| format!("%pf{i}")).collect() } else { load_tile(&mut b, "%kt") };
+    for ((_, _, _, _, to, inside, mem), v) in copies.iter().zip(&tile) {
+        let wg = if *mem == "%ks" { &kwg } else { &vwg };
+        if let Some(inside) = inside {
+            b.stmt(format!("scf.if {inside} {{"));
+        }
+        b.stmt(format!("vector.store {v}, {mem}[{to}] {{alignment = 16}} : {wg}, {vec8}"));
+        if inside.is_some() {
+            b.stmt("}");
         }
     }
     b.stmt("gpu.barrier");
+    let prefetched = if prefetch {
+        let next_kt = b.emit(format!("arith.addi %kt, {ckeys} : index"));
+        load_tile(&mut b, &next_kt)
+    } else {
+        vec![]
+    };
     // scores: 8-key tiles, fragments s[n][0..4]
     let ckst = b.index(kstride);
     let mut sc: Vec<Vec<String>> = vec![];
@@ -570,6 +604,7 @@ fn mma_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -
         }
         next.extend(acc);
     }
+    next.extend(prefetched);
     b.stmt(format!("scf.yield {} : {types}", next.join(", ")));
     b.stmt("}");
     let inv: Vec<String> = (0..2)
