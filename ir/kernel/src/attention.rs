@@ -460,10 +460,11 @@ fn mma_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -
             .collect()
     };
     // software pipelining: the next tile's loads are issued before this tile's products, so
-    // their latency hides behind the tensor cores (loaded and then stored in turn, each tile
-    // waited on its loads: the kernel was bound by that latency, not by L2 or the mma units)
-    // (XFORGE_ATTN_PREFETCH=0 turns it off, for comparisons)
-    let prefetch = std::env::var("XFORGE_ATTN_PREFETCH").map_or(true, |v| v != "0");
+    // their latency can hide behind the tensor cores (loaded and then stored in turn, each tile
+    // waits on its loads; larger tiles, which cut L2 traffic, did not make Whisper faster)
+    // Off unless XFORGE_ATTN_PREFETCH=1 until it has been timed and checked on a GPU (written in
+    // a session whose device time ran out; BENCH.md).
+    let prefetch = std::env::var("XFORGE_ATTN_PREFETCH").is_ok_and(|v| v == "1");
     let first = if prefetch { load_tile(&mut b, &c0) } else { vec![] };
     let vec8 = format!("vector<8x{t}>");
     let types: Vec<String> =
