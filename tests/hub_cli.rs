@@ -183,6 +183,13 @@ fn hub_commands_and_a_server_killed_mid_upload() {
     }
     let (code, _, _) = hub(&home, &["whoami", "--token", &format!("xfh_{}", "0".repeat(64))]);
     assert_eq!(code, 2);
+    // garbage collection: an admin's, which keeps every referenced blob; not alice's
+    let (code, out, err) = hub(&home, &["gc", "--grace", "0", "--server", &url, "--token", &admin]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with("removed (0 bytes)\n") && out.contains("blobs examined, 0 removed"), "{out}");
+    let (code, _, err) = hub(&home, &["gc"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("admin"), "{err}");
 
     // an upload in flight when the server is killed
     let mut up = TcpStream::connect(&s.addr).unwrap();

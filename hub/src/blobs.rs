@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 pub use crate::s3::{S3Blobs, S3Config};
@@ -37,6 +38,9 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn read(&self, digest: &str, range: Range<u64>) -> Result<ByteStream, HubError>;
     /// Removes a blob; absent is not an error.
     async fn delete(&self, digest: &str) -> Result<(), HubError>;
+    /// Every stored blob: its digest and when it was last stored (garbage collection spares
+    /// recent ones). Objects whose names are not digests are not listed (nor ever removed).
+    async fn list(&self) -> Result<Vec<(String, SystemTime)>, HubError>;
 }
 
 /// Blobs in a local directory.
@@ -130,8 +134,17 @@ impl BlobStore for LocalBlobs {
         let dir = dest.parent().expect("a blob path has a parent").to_path_buf();
         tokio::fs::create_dir_all(&dir).await.map_err(|e| HubError::io(format!("creating {}", dir.display()), e))?;
         match tokio::fs::metadata(&dest).await {
-            // the same content is already there (content addressing): keep it
-            Ok(m) if m.len() == n => {}
+            // the same content is already there (content addressing): keep it, as stored now
+            // (garbage collection spares blobs stored within its grace period)
+            Ok(m) if m.len() == n => {
+                let d = dest.clone();
+                tokio::task::spawn_blocking(move || {
+                    std::fs::File::options().write(true).open(&d).and_then(|f| f.set_modified(SystemTime::now()))
+                })
+                .await
+                .map_err(|e| HubError::Internal(e.to_string()))?
+                .map_err(|e| HubError::io(format!("touching {}", dest.display()), e))?;
+            }
             _ => {
                 let tmp = staged.path().to_path_buf();
                 tokio::fs::rename(&tmp, &dest)
@@ -173,6 +186,26 @@ impl BlobStore for LocalBlobs {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(HubError::io(format!("removing blob {digest}"), e)),
         }
+    }
+
+    async fn list(&self) -> Result<Vec<(String, SystemTime)>, HubError> {
+        let root = self.root.join("sha256");
+        tokio::task::spawn_blocking(move || {
+            let mut out = vec![];
+            let read = |p: &Path| std::fs::read_dir(p).map_err(|e| HubError::io(format!("listing {}", p.display()), e));
+            for fan in read(&root)?.flatten() {
+                for e in read(&fan.path())?.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let Ok(m) = e.metadata() else { continue };
+                    if m.is_file() && crate::names::check_digest("digest", &name).is_ok() {
+                        out.push((name, m.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| HubError::Internal(e.to_string()))?
     }
 }
 

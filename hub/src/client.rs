@@ -10,7 +10,7 @@ use crate::manifest::{parse_key, Expected, Manifest, SignedManifest};
 use crate::meta::{Job, JobState, Repo, Revision, User};
 use crate::names::{self, RepoName};
 use crate::server::{
-    ArtifactResponse, BuildRequest, BuildResponse, ClaimRequest, FailRequest, HeartbeatRequest, RepoDetail,
+    ArtifactResponse, BuildRequest, BuildResponse, ClaimRequest, FailRequest, GcReport, HeartbeatRequest, RepoDetail,
 };
 use crate::stream::{copy_hashing, CopyStop};
 use crate::HubError;
@@ -395,6 +395,13 @@ impl Client {
         let _: serde_json::Value =
             json(self.req(reqwest::Method::DELETE, &format!("/api/v1/users/{user}/tokens/{id}")).send()?)?;
         Ok(())
+    }
+
+    /// Admin: removes the blobs nothing references that were stored more than `grace_s` seconds
+    /// ago (see `Hub::collect_garbage`).
+    pub fn collect_garbage(&self, grace_s: u64) -> Result<GcReport, HubError> {
+        self.online()?;
+        json(self.req(reqwest::Method::POST, &format!("/api/v1/admin/gc?grace_s={grace_s}")).send()?)
     }
 
     /// A new organization, with the caller as its admin. Its repositories are `org/name`;

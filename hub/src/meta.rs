@@ -216,6 +216,8 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn revisions(&self, repo_id: i64) -> Result<Vec<Revision>, HubError>;
     /// Whether a revision or an artifact of a repository `viewer` sees references the blob.
     async fn blob_visible(&self, digest: &str, viewer: Option<i64>, all: bool) -> Result<bool, HubError>;
+    /// Whether a revision or an artifact names the blob.
+    async fn blob_referenced(&self, digest: &str) -> Result<bool, HubError>;
 
     async fn artifact(&self, key: &ArtifactKey) -> Result<Option<ArtifactRecord>, HubError>;
     async fn artifacts_of_model(&self, model_digest: &str) -> Result<Vec<ArtifactRecord>, HubError>;
@@ -840,6 +842,16 @@ impl MetaStore for SqlMeta {
         .bind(digest)
         .bind(viewer.unwrap_or(-1))
         .bind(all)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(r.is_some())
+    }
+
+    async fn blob_referenced(&self, digest: &str) -> Result<bool, HubError> {
+        let r = sqlx::query(
+            "SELECT 1 FROM revisions WHERE digest = $1 UNION ALL SELECT 1 FROM artifacts WHERE blob = $1 LIMIT 1",
+        )
+        .bind(digest)
         .fetch_optional(&self.pool)
         .await?;
         Ok(r.is_some())

@@ -15,6 +15,9 @@ use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 
 const PART: usize = 8 << 20;
+/// A stored object older than this is stored again by a put of the same content (a tenth of
+/// garbage collection's shortest grace period).
+const REFRESH_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Where the blobs are: `url = "s3://BUCKET/PREFIX"`, and how to reach the store.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -93,10 +96,20 @@ impl BlobStore for S3Blobs {
     async fn put(&self, body: ByteStream, limit: u64) -> Result<BlobInfo, HubError> {
         let staged = stage(&self.staging, body, limit).await?;
         let (digest, n) = (staged.digest.clone(), staged.size);
-        if self.size(&digest).await? == Some(n) {
-            return Ok(BlobInfo { digest, size: n });
-        }
         let key = self.key(&digest)?;
+        // the same content is already there (content addressing): keep it, unless it was stored
+        // so long ago that garbage collection could take it before its new reference lands
+        // (objects cannot be touched: it is stored again)
+        match self.store.head(&key).await {
+            Ok(m)
+                if m.size == n
+                    && std::time::SystemTime::from(m.last_modified).elapsed().unwrap_or_default() < REFRESH_AFTER =>
+            {
+                return Ok(BlobInfo { digest, size: n });
+            }
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(s3_error("head", e)),
+        }
         let mut f = tokio::fs::File::open(staged.path()).await.map_err(|e| HubError::io("reading a staged blob", e))?;
         if n as usize <= PART {
             let mut buf = Vec::with_capacity(n as usize);
@@ -147,5 +160,19 @@ impl BlobStore for S3Blobs {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(s3_error("delete", e)),
         }
+    }
+
+    async fn list(&self) -> Result<Vec<(String, std::time::SystemTime)>, HubError> {
+        let under = if self.prefix.is_empty() { "sha256".to_string() } else { format!("{}/sha256", self.prefix) };
+        let mut objects = self.store.list(Some(&ObjectPath::from(under)));
+        let mut out = vec![];
+        while let Some(m) = objects.next().await {
+            let m = m.map_err(|e| s3_error("list", e))?;
+            let Some(name) = m.location.filename() else { continue };
+            if crate::names::check_digest("digest", name).is_ok() {
+                out.push((name.to_string(), std::time::SystemTime::from(m.last_modified)));
+            }
+        }
+        Ok(out)
     }
 }

@@ -484,6 +484,65 @@ async fn revoke_token(
     Ok(Json(serde_json::json!({ "user": name, "id": id, "revoked": true })))
 }
 
+/// What a garbage collection of the blob store did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GcReport {
+    /// Blobs in the store.
+    pub examined: usize,
+    /// Digests of the blobs removed: nothing referenced them and they were stored before the
+    /// grace period.
+    pub removed: Vec<String>,
+    pub bytes_removed: u64,
+}
+
+/// The longest grace period a collection takes (a week), in seconds.
+const MAX_GC_GRACE_S: u64 = 7 * 24 * 3600;
+
+impl Hub {
+    /// Removes the blobs no revision or artifact names (what a crash between storing a blob and
+    /// recording it leaves, or an upload refused after it was stored) that were last stored more
+    /// than `grace` ago: an upload whose record is still on its way is younger than that. Each
+    /// blob's references are read again just before it goes.
+    pub async fn collect_garbage(&self, grace: Duration) -> Result<GcReport, HubError> {
+        let now = std::time::SystemTime::now();
+        let blobs = self.blobs.list().await?;
+        let mut report = GcReport { examined: blobs.len(), removed: vec![], bytes_removed: 0 };
+        for (digest, stored) in blobs {
+            if now.duration_since(stored).unwrap_or_default() < grace || self.meta.blob_referenced(&digest).await? {
+                continue;
+            }
+            let size = self.blobs.size(&digest).await?.unwrap_or(0);
+            self.blobs.delete(&digest).await?;
+            report.bytes_removed += size;
+            report.removed.push(digest);
+        }
+        tracing::info!(
+            examined = report.examined,
+            removed = report.removed.len(),
+            bytes = report.bytes_removed,
+            "blob garbage collected"
+        );
+        Ok(report)
+    }
+}
+
+/// `POST /api/v1/admin/gc?grace_s=N` (admin; N defaults to an hour).
+async fn collect_garbage(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> ApiResult<Json<GcReport>> {
+    let who = hub.principal(&headers).await?;
+    require(&who, Scope::Admin)?;
+    let grace = match q.get("grace_s") {
+        None => 3600,
+        Some(v) => v.parse::<u64>().ok().filter(|&g| g <= MAX_GC_GRACE_S).ok_or_else(|| {
+            HubError::BadRequest(format!("grace_s: '{v}' is not a number of seconds up to {MAX_GC_GRACE_S}"))
+        })?,
+    };
+    Ok(Json(hub.collect_garbage(Duration::from_secs(grace)).await?))
+}
+
 async fn list_repos(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
@@ -1047,6 +1106,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/v1/jobs/{id}/fail", post(fail_job))
         .route("/api/v1/jobs/{id}/artifact", post(upload_artifact))
         .route("/api/v1/blobs/{digest}", get(download).head(download))
+        .route("/api/v1/admin/gc", post(collect_garbage))
         .merge(crate::web::routes())
         .fallback(not_found)
         .with_state(hub)

@@ -1188,6 +1188,54 @@ fn tokens_are_self_service_and_revocable(backend: Backend) {
     assert_eq!(alice.whoami().unwrap().user, "alice");
 }
 
+/// Garbage collection: a blob nothing references (what a crash between storing a blob and
+/// recording it leaves) goes once older than the grace period; referenced blobs, however old,
+/// and recent orphans stay; only an admin collects; storing an orphan's content again makes it
+/// recent (so a collection cannot take it before its new record lands).
+fn garbage_collection_removes_only_old_orphans(backend: Backend) {
+    use std::time::{Duration, SystemTime};
+    let hub = Hub::start(backend, |_| {});
+    let (_, alice) = hub.user("alice");
+    let dir = hub.dir.path().join("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("m.onnx"), b"alice's model").unwrap();
+    let rev = alice.push("alice/m", &dir.join("m.onnx"), false).unwrap();
+    let age = |digest: &str, secs: u64| {
+        let f = std::fs::File::options().write(true).open(hub.blob_file(digest)).unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(secs)).unwrap();
+    };
+    // orphans as a crash leaves them: in the store, in no record
+    let orphan = |bytes: &[u8], secs: u64| -> String {
+        let d = xforge_hub::sha256_hex(bytes);
+        let p = hub.blob_file(&d);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+        age(&d, secs);
+        d
+    };
+    let old = orphan(b"left by a crash", 7200);
+    let recent = orphan(b"an upload on its way", 10);
+    age(&rev.digest, 7200);
+    assert!(matches!(alice.collect_garbage(0), Err(HubError::Forbidden(_))));
+    assert!(matches!(hub.admin.collect_garbage(10 * 365 * 24 * 3600), Err(HubError::BadRequest(_))));
+    let r = hub.admin.collect_garbage(3600).unwrap();
+    assert_eq!((r.removed, r.bytes_removed, r.examined), (vec![old.clone()], 15, 3));
+    assert!(!hub.blob_file(&old).exists());
+    assert!(hub.blob_file(&recent).exists() && hub.blob_file(&rev.digest).exists());
+    let r = hub.admin.collect_garbage(0).unwrap();
+    assert_eq!(r.removed, vec![recent]);
+    let back = dir.join("back");
+    alice.fetch_blob(&rev.digest, &back).unwrap();
+    assert_eq!(std::fs::read(&back).unwrap(), b"alice's model");
+    // an old orphan's content pushed again is stored anew: the next collection spares it
+    let again = orphan(b"pushed once more", 7200);
+    std::fs::write(dir.join("again.onnx"), b"pushed once more").unwrap();
+    alice.push("alice/again", &dir.join("again.onnx"), false).unwrap();
+    let stored = std::fs::metadata(hub.blob_file(&again)).unwrap().modified().unwrap();
+    assert!(stored.elapsed().unwrap() < Duration::from_secs(600), "{backend:?}: the blob was not stored anew");
+    assert_eq!(hub.admin.collect_garbage(0).unwrap().removed, Vec::<String>::new());
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod embedded {
@@ -1211,4 +1259,5 @@ on_both!(
     load_of_64_clients,
     organizations_share_repositories_by_role,
     tokens_are_self_service_and_revocable,
+    garbage_collection_removes_only_old_orphans,
 );

@@ -44,6 +44,8 @@ enum Command {
     TokenLs(TokenLsArgs),
     /// Revoke a user's token by id: it stops working at once.
     TokenRm(TokenRmArgs),
+    /// Admin: remove the blobs nothing references (left by crashes or refused uploads).
+    Gc(GcArgs),
 }
 
 /// Where the server is and who asks (defaults: the saved login, XFORGE_HUB_URL, XFORGE_HUB_TOKEN).
@@ -296,6 +298,15 @@ struct TokenLsArgs {
 }
 
 #[derive(clap::Args)]
+struct GcArgs {
+    /// Spare blobs stored within this many seconds (uploads whose records are on their way).
+    #[arg(long, default_value_t = 3600)]
+    grace: u64,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(clap::Args)]
 struct TokenRmArgs {
     /// The user.
     name: String,
@@ -363,6 +374,14 @@ pub fn hub(a: Args) -> anyhow::Result<()> {
         Command::TokenRm(a) => {
             a.conn.client(false)?.revoke_token(&a.name, a.id)?;
             println!("token {} of {} revoked", a.id, a.name);
+            Ok(())
+        }
+        Command::Gc(a) => {
+            let r = a.conn.client(false)?.collect_garbage(a.grace)?;
+            for d in &r.removed {
+                println!("removed {d}");
+            }
+            println!("{} blobs examined, {} removed ({} bytes)", r.examined, r.removed.len(), r.bytes_removed);
             Ok(())
         }
     }
