@@ -37,7 +37,8 @@ fn descr(dtype: DType) -> &'static str {
 }
 
 fn parse_descr(d: &str) -> Option<DType> {
-    let (order, code) = d.split_at(1);
+    // an empty descr, or one starting with a multi-byte character, is no dtype (not a panic)
+    let (order, code) = d.split_at_checked(1)?;
     if !matches!(order, "<" | "|" | "=") {
         return None;
     }
@@ -183,6 +184,9 @@ mod tests {
             Err(NpyError::Fortran)
         );
         assert!(matches!(from_bytes(&patch(&good, "'<f4'", "'<U1'")), Err(NpyError::Dtype(_))));
+        // found by the npy fuzz target: an empty descr and one starting with a 2-byte character
+        assert!(matches!(from_bytes(&patch(&good, "'<f4'", "''   ")), Err(NpyError::Dtype(_))));
+        assert!(matches!(from_bytes(&patch(&good, "'<f4'", "'éf'")), Err(NpyError::Dtype(_))));
         assert!(matches!(from_bytes(&patch(&good, "(2, 2)", "(2, 3)")), Err(NpyError::Size { .. })));
         assert!(matches!(from_bytes(&patch(&good, "(2, 2)", "(x, 2)")), Err(NpyError::Header(_))));
         // a key given twice (the second would silently lose): same length, so the data still fits
