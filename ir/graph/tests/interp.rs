@@ -394,3 +394,29 @@ fn invalid_attributes_and_constant_operands_are_refused_by_inference() {
         assert!(e.contains(want) && e.contains(&op.to_string().to_lowercase()), "{op}: {e}");
     }
 }
+
+/// Einsum equations that are not well formed are errors naming the equation, found by the
+/// onnx_import fuzz target ("ij->;" panicked looking up ';'): an output label in no input, one
+/// given twice, a character that is no label, a term longer than its operand's rank around '...'.
+#[test]
+fn malformed_einsum_equations_are_errors() {
+    let einsum = |eq: &str| {
+        let mut b = GraphBuilder::new("einsum", 17);
+        let x = b.input("x", DType::F32, &[2, 3]);
+        let y = b.node(Op::Einsum, &[x], vec![("equation", Attr::Str(eq.into()))], ValueType::unranked(DType::F32));
+        b.output(y);
+        run(&b.finish(), &feed(&[("x", Tensor::from_f32(vec![2, 3], randv(6, 1)))]))
+    };
+    for (eq, why) in [
+        ("ij->;", "';' in ';' is not a label"),
+        ("ij->k", "output label 'k' is in no input"),
+        ("ij->ii", "appears twice"),
+        ("i;->i", "';' in 'i;' is not a label"),
+        ("ijk...->i", "does not match operand of rank 2"),
+        ("i.j->i", "is not a label"),
+    ] {
+        let e = einsum(eq).err().unwrap_or_else(|| panic!("{eq} was accepted")).to_string();
+        assert!(e.contains(why), "{eq}: {e}");
+    }
+    assert_eq!(einsum("...j->j").unwrap()[0].shape(), &[3]);
+}

@@ -275,24 +275,41 @@ pub fn einsum_plan(equation: &str, shapes: &[&[usize]]) -> OpResult<EinsumPlan> 
     if terms.len() != ops.len() {
         return Err(format!("equation '{eq}' names {} operands, got {}", terms.len(), ops.len()));
     }
+    // a term is letters with at most one '...'; anything else is refused before it is indexed
+    let letters = |t: &str| -> OpResult<usize> {
+        let rest = t.replacen("...", "", 1);
+        match rest.chars().find(|c| !c.is_ascii_alphabetic()) {
+            Some(c) => Err(format!("equation '{eq}': '{c}' in '{t}' is not a label")),
+            None => Ok(rest.len()),
+        }
+    };
+    let mut named = vec![];
+    for (t, o) in terms.iter().zip(ops.iter()) {
+        let n = letters(t)?;
+        if n > o.len() || (!t.contains("...") && n != o.len()) {
+            return Err(format!("term '{t}' does not match operand of rank {}", o.len()));
+        }
+        named.push(n);
+    }
     // '...' expands into private labels U+0100.. that no equation letter can collide with
     let ell_rank = terms
         .iter()
         .zip(ops.iter())
-        .filter(|(t, _)| t.contains("..."))
-        .map(|(t, o)| o.len() + 3 - t.len())
+        .zip(&named)
+        .filter(|((t, _), _)| t.contains("..."))
+        .map(|((_, o), n)| o.len() - n)
         .max()
         .unwrap_or(0);
     let ell: Vec<char> = (0..ell_rank).map(|i| char::from_u32(0x100 + i as u32).unwrap()).collect();
     let mut dims: std::collections::BTreeMap<char, usize> = Default::default();
     let mut labels: Vec<Vec<char>> = vec![];
-    for (t, o) in terms.iter().zip(ops.iter()) {
+    for ((t, o), n) in terms.iter().zip(ops.iter()).zip(&named) {
         let mut l: Vec<char> = vec![];
         let chars: Vec<char> = t.chars().collect();
         let mut i = 0;
         while i < chars.len() {
             if chars[i] == '.' {
-                let here = o.len() + 3 - chars.len();
+                let here = o.len() - n;
                 l.extend(&ell[ell.len() - here..]);
                 i += 3;
             } else {
@@ -312,6 +329,18 @@ pub fn einsum_plan(equation: &str, shapes: &[&[usize]]) -> OpResult<EinsumPlan> 
             }
         }
         labels.push(l);
+    }
+    if let Some(r) = &rhs {
+        letters(r)?;
+        let mut seen = std::collections::BTreeSet::new();
+        for c in r.replacen("...", "", 1).chars() {
+            if !dims.contains_key(&c) {
+                return Err(format!("equation '{eq}': output label '{c}' is in no input"));
+            }
+            if !seen.insert(c) {
+                return Err(format!("equation '{eq}': output label '{c}' appears twice"));
+            }
+        }
     }
     let out: Vec<char> = match rhs {
         Some(r) => {
