@@ -420,3 +420,28 @@ fn malformed_einsum_equations_are_errors() {
     }
     assert_eq!(einsum("...j->j").unwrap()[0].shape(), &[3]);
 }
+
+/// ConvTranspose over an empty spatial axis, or with a negative stride, dilation or pad, is an
+/// error (found by the onnx_import fuzz target: an input of length 0 overflowed `input - 1`).
+#[test]
+fn malformed_transposed_convolutions_are_errors() {
+    let convt = |len: usize, attrs: Vec<(&str, Attr)>| {
+        let mut b = GraphBuilder::new("convt", 17);
+        let x = b.input("x", DType::F32, &[1, 1, len]);
+        let w = b.weight("w", Tensor::from_f32(vec![1, 2, 3], randv(6, 2)));
+        let y = b.node(Op::ConvTranspose, &[x, w], attrs, ValueType::unranked(DType::F32));
+        b.output(y);
+        run(&b.finish(), &feed(&[("x", Tensor::from_f32(vec![1, 1, len], randv(len, 3)))]))
+    };
+    let ints = |v: &[i64]| Attr::Ints(v.to_vec());
+    for (len, attrs, why) in [
+        (0, vec![], "empty input"),
+        (4, vec![("strides", ints(&[-1]))], "strides [-1]: -1 is below 1"),
+        (4, vec![("dilations", ints(&[0]))], "dilations [0]: 0 is below 1"),
+        (4, vec![("pads", ints(&[-2, 0]))], "pads [-2, 0]: -2 is below 0"),
+    ] {
+        let e = convt(len, attrs).err().unwrap_or_else(|| panic!("{why}: accepted")).to_string();
+        assert!(e.contains(why), "{why}: {e}");
+    }
+    assert_eq!(convt(4, vec![("strides", ints(&[2]))]).unwrap()[0].shape(), &[1, 2, 9]);
+}

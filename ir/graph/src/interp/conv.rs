@@ -237,15 +237,22 @@ pub fn transposed_window(a: &NodeAttrs, xs: &[usize], ws: &[usize]) -> OpResult<
         return Err(format!("W {:?} does not match {c} input channels with group {group}", w.shape()));
     }
     let kernel: Vec<usize> = w.shape()[2..].to_vec();
-    let list = |name: &str, d: i64| -> OpResult<Vec<usize>> {
-        Ok(a.ints_opt(name)?.unwrap_or_else(|| vec![d; nsp]).iter().map(|&v| v as usize).collect())
+    // each value at least `min` (a negative one would wrap around as a size)
+    let list = |name: &str, d: i64, min: i64, len: usize| -> OpResult<Vec<usize>> {
+        let v = a.ints_opt(name)?.unwrap_or_else(|| vec![d; len]);
+        match v.iter().find(|&&x| x < min) {
+            Some(x) => Err(format!("{name} {v:?}: {x} is below {min}")),
+            None => Ok(v.iter().map(|&x| x as usize).collect()),
+        }
     };
-    let strides = list("strides", 1)?;
-    let dil = list("dilations", 1)?;
-    let outpad = list("output_padding", 0)?;
+    let strides = list("strides", 1, 1, nsp)?;
+    let dil = list("dilations", 1, 1, nsp)?;
+    let outpad = list("output_padding", 0, 0, nsp)?;
     let input = &x.shape()[2..];
-    let mut pads =
-        a.ints_opt("pads")?.map(|p| p.iter().map(|&v| v as usize).collect::<Vec<_>>()).unwrap_or(vec![0; 2 * nsp]);
+    if input.contains(&0) || kernel.contains(&0) {
+        return Err(format!("an empty input {input:?} or kernel {kernel:?} has no transposed convolution"));
+    }
+    let mut pads = list("pads", 0, 0, 2 * nsp)?;
     if pads.len() != 2 * nsp || strides.len() != nsp || dil.len() != nsp || outpad.len() != nsp {
         return Err("strides, dilations, output_padding and pads must match the spatial rank".into());
     }
