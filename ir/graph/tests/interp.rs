@@ -439,6 +439,8 @@ fn malformed_transposed_convolutions_are_errors() {
         (4, vec![("strides", ints(&[-1]))], "strides [-1]: -1 is below 1"),
         (4, vec![("dilations", ints(&[0]))], "dilations [0]: 0 is below 1"),
         (4, vec![("pads", ints(&[-2, 0]))], "pads [-2, 0]: -2 is below 0"),
+        (4, vec![("pads", ints(&[4, 3]))], "remove more than the 6 elements"),
+        (4, vec![("strides", ints(&[i64::MAX]))], "larger than any tensor"),
     ] {
         let e = convt(len, attrs).err().unwrap_or_else(|| panic!("{why}: accepted")).to_string();
         assert!(e.contains(why), "{why}: {e}");

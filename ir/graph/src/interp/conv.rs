@@ -257,8 +257,16 @@ pub fn transposed_window(a: &NodeAttrs, xs: &[usize], ws: &[usize]) -> OpResult<
         return Err("strides, dilations, output_padding and pads must match the spatial rank".into());
     }
     let auto = a.string("auto_pad", "NOTSET")?;
-    let full: Vec<usize> =
-        (0..nsp).map(|i| strides[i] * (input[i] - 1) + outpad[i] + (kernel[i] - 1) * dil[i] + 1).collect();
+    let full: Vec<usize> = (0..nsp)
+        .map(|i| {
+            let reach = (kernel[i] - 1).checked_mul(dil[i]);
+            strides[i]
+                .checked_mul(input[i] - 1)
+                .zip(reach)
+                .and_then(|(a, b)| a.checked_add(b)?.checked_add(outpad[i])?.checked_add(1))
+                .ok_or_else(|| format!("the output of spatial axis {i} is larger than any tensor"))
+        })
+        .collect::<OpResult<_>>()?;
     let out_shape: Vec<usize> = if let Some(os) = a.ints_opt("output_shape")? {
         if os.len() < nsp || os.iter().any(|&v| v < 0) {
             return Err(format!("output_shape {os:?} does not fit {nsp} spatial dims"));
@@ -276,7 +284,7 @@ pub fn transposed_window(a: &NodeAttrs, xs: &[usize], ws: &[usize]) -> OpResult<
     } else if auto == "SAME_UPPER" || auto == "SAME_LOWER" {
         (0..nsp)
             .map(|i| {
-                let o = input[i] * strides[i];
+                let o = input[i].saturating_mul(strides[i]);
                 let total = full[i].saturating_sub(o);
                 if auto == "SAME_UPPER" {
                     (pads[i], pads[nsp + i]) = (total / 2, total - total / 2);
@@ -287,7 +295,13 @@ pub fn transposed_window(a: &NodeAttrs, xs: &[usize], ws: &[usize]) -> OpResult<
             })
             .collect()
     } else {
-        (0..nsp).map(|i| full[i] - pads[i] - pads[nsp + i]).collect()
+        (0..nsp)
+            .map(|i| {
+                full[i].checked_sub(pads[i]).and_then(|v| v.checked_sub(pads[nsp + i])).ok_or_else(|| {
+                    format!("pads {:?} remove more than the {} elements of spatial axis {i}", pads, full[i])
+                })
+            })
+            .collect::<OpResult<_>>()?
     };
     Ok(TransposedWindow { group, strides, dilations: dil, pad_begin: pads[..nsp].to_vec(), out: out_shape })
 }
