@@ -4,7 +4,7 @@
 # fuzz/artifacts/TARGET.
 set -euo pipefail
 cd "$(dirname "$0")"
-for t in onnx_import npy artifact; do
+for t in onnx_import onnx_interp npy artifact; do
   echo "fuzz $t: ${FUZZ_SECONDS:-30} s"
   bash run.sh "$t" "${FUZZ_SECONDS:-30}" 2>&1 | grep -E "^stat::(number_of_executed_units|average_exec_per_sec|new_units_added)|ERROR|panicked|SUMMARY" || true
   [ -z "$(ls artifacts/$t 2>/dev/null)" ] || { echo "fuzz $t: crash in fuzz/artifacts/$t"; exit 1; }

@@ -1,16 +1,17 @@
 #!/bin/bash
 # Seed corpora from what the project has: the ONNX node tests (fetched by the test set-up into
-# target/onnx-node-tests) and the shipped models' small files for the importer, every .npy of
+# target/onnx-node-tests) and the shipped models' small files for the importer and the interpreter, every .npy of
 # the node tests and the shipped models for the .npy reader, and artifacts compiled from small
 # node-test models for the artifact reader (with a release xforge in ../target). Files over the
 # fuzzers' 1 MiB max_len are left out.
 set -euo pipefail
 cd "$(dirname "$0")"
-mkdir -p corpus/onnx_import corpus/npy corpus/artifact
+mkdir -p corpus/onnx_import corpus/onnx_interp corpus/npy corpus/artifact
 small() { find "$@" -type f -size -1024k 2>/dev/null; }
 n=0
 for f in $(small ../target/onnx-node-tests -name model.onnx) $(small ../models -name '*.onnx'); do
-  cp "$f" corpus/onnx_import/seed$((n++)).onnx
+  cp "$f" corpus/onnx_import/seed$n.onnx
+  cp "$f" corpus/onnx_interp/seed$((n++)).onnx
 done
 n=0
 for f in $(small ../target/onnx-node-tests ../models -name '*.npy'); do

@@ -877,6 +877,26 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
                 } else {
                     vec![b.clone(), hq.clone(), sq.clone(), dv.clone()]
                 };
+                // the mask broadcasts right-aligned over (batch, q heads, queries, keys); its last
+                // axis may be of any length (keys past it are masked)
+                if let Some(m) = shape(3) {
+                    let full = [b.clone(), hq.clone(), sq.clone()];
+                    let r = m.len();
+                    let clash = (0..r.saturating_sub(1)).find(|&k| {
+                        match (&m[k], 4usize.checked_sub(r).map(|o| &full[o + k])) {
+                            (_, None) => true,
+                            (Dim::Known(1), _) => false,
+                            (Dim::Known(x), Some(Dim::Known(y))) => x != y,
+                            _ => false,
+                        }
+                    });
+                    if !(1..=4).contains(&r) || clash.is_some() {
+                        return Err(format!(
+                            "attn_mask {m:?} does not broadcast over (batch, heads, queries, keys) {:?}",
+                            [b.clone(), hq.clone(), sq.clone(), total.clone().unwrap_or(Dim::Known(0))]
+                        ));
+                    }
+                }
                 let mut out = vec![ty(dts[0], Some(y))];
                 let present = |w: &Dim| total.clone().map(|t| vec![b.clone(), hk.clone(), t, w.clone()]);
                 let qk = total.clone().map(|t| vec![b.clone(), hq.clone(), sq.clone(), t]);

@@ -447,3 +447,43 @@ fn malformed_transposed_convolutions_are_errors() {
     }
     assert_eq!(convt(4, vec![("strides", ints(&[2]))]).unwrap()[0].shape(), &[1, 2, 9]);
 }
+
+/// An attention mask that does not broadcast over (batch, heads, queries, keys) is an error
+/// (found by the onnx_interp fuzz target: a (2, 4, 6) mask over 3 heads read past its end).
+#[test]
+fn an_attention_mask_that_does_not_broadcast_is_an_error() {
+    let attention = |mask: &[usize]| {
+        let graph = |mask: &[usize]| {
+            let mut b = GraphBuilder::new("attention", 23);
+            let q = b.input("q", DType::F32, &[2, 3, 4, 8]);
+            let k = b.input("k", DType::F32, &[2, 3, 6, 8]);
+            let v = b.input("v", DType::F32, &[2, 3, 6, 8]);
+            let m = b.input("m", DType::F32, mask);
+            let y = b.node(Op::Attention, &[q, k, v, m], vec![], ValueType::unranked(DType::F32));
+            b.output(y);
+            b.finish()
+        };
+        // inference (every entry point's validation) says the same as the interpreter
+        let inferred = xforge_ir::infer::infer_graph(&mut graph(mask));
+        let t = |s: &[usize], seed| Tensor::from_f32(s.to_vec(), randv(s.iter().product(), seed));
+        let f = feed(&[
+            ("q", t(&[2, 3, 4, 8], 1)),
+            ("k", t(&[2, 3, 6, 8], 2)),
+            ("v", t(&[2, 3, 6, 8], 3)),
+            ("m", t(mask, 4)),
+        ]);
+        let r = run(&graph(mask), &f);
+        assert_eq!(inferred.is_ok(), r.is_ok(), "{mask:?}: {inferred:?}");
+        if let Err(e) = inferred {
+            assert!(e.to_string().contains("does not broadcast"), "{mask:?}: {e}");
+        }
+        r
+    };
+    for bad in [&[2, 4, 6][..], &[3, 3, 4, 6], &[2, 3, 5, 6], &[]] {
+        let e = attention(bad).err().unwrap_or_else(|| panic!("{bad:?} accepted")).to_string();
+        assert!(e.contains("does not broadcast"), "{bad:?}: {e}");
+    }
+    for good in [&[2, 3, 4, 6][..], &[1, 3, 1, 6], &[4, 6], &[6], &[2, 1, 4, 6]] {
+        assert_eq!(attention(good).unwrap()[0].shape(), &[2, 3, 4, 8], "{good:?}");
+    }
+}

@@ -56,6 +56,14 @@ pub fn attention(a: &NodeAttrs, ins: &[Option<Tensor>], n_out: usize) -> OpResul
 
     // additive mask, right-aligned broadcast over (B, H, q, kv); the last axis pads with -inf
     let mask = opt(ins, 3);
+    if let Some(m) = mask {
+        let (s, full) = (m.shape(), [b, hq, sq, skv]);
+        let r = s.len();
+        let fits = (1..=4).contains(&r) && (0..r - 1).all(|k| s[k] == 1 || s[k] == full[4 - r + k]);
+        if !fits {
+            return Err(format!("attn_mask {s:?} does not broadcast over (batch, heads, queries, keys) {full:?}"));
+        }
+    }
     let mask_v = mask.map(|m| m.to_f64());
     let mask_bool = mask.is_some_and(|m| m.dtype() == crate::dtype::DType::Bool);
     let mask_at = |bb: usize, h: usize, i: usize, j: usize| -> f64 {
