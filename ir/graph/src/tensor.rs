@@ -298,9 +298,15 @@ pub fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
     }
 }
 
-/// Number of elements of a shape.
+/// Number of elements of a shape; saturates at usize::MAX (declared shapes come from strangers,
+/// and every size check refuses that), see `checked_numel` where exactness matters.
 pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+    shape.iter().fold(1usize, |a, &d| a.saturating_mul(d))
+}
+
+/// Number of elements of a shape, None when it does not fit in usize.
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
 }
 
 /// Row-major strides of a shape, in elements.

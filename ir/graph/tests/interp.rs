@@ -487,3 +487,16 @@ fn an_attention_mask_that_does_not_broadcast_is_an_error() {
         assert_eq!(attention(good).unwrap()[0].shape(), &[2, 3, 4, 8], "{good:?}");
     }
 }
+
+/// A Reshape of a declared shape with more elements than usize holds is an inference error, not
+/// an overflow (found by the onnx_import fuzz target).
+#[test]
+fn reshapes_of_shapes_larger_than_any_tensor_are_errors() {
+    let mut b = GraphBuilder::new("huge", 17);
+    let x = b.input("x", DType::F32, &[1 << 40, 1 << 40]);
+    let s = b.weight("s", Tensor::from_i64(vec![1], vec![-1]));
+    let y = b.node(Op::Reshape, &[x, s], vec![], ValueType::unranked(DType::F32));
+    b.output(y);
+    let e = xforge_ir::infer::infer_graph(&mut b.finish()).unwrap_err().to_string();
+    assert!(e.contains("more elements than any tensor holds"), "{e}");
+}

@@ -33,15 +33,16 @@ pub fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> OpResul
             _ => return Err(format!("invalid target shape {spec:?}")),
         }
     }
-    let n = numel(input);
+    let too_large = || format!("cannot reshape {input:?} to {spec:?}: more elements than any tensor holds");
+    let n = crate::tensor::checked_numel(input).ok_or_else(too_large)?;
     if let Some(i) = infer {
-        let rest = numel(&out);
+        let rest = crate::tensor::checked_numel(&out).ok_or_else(too_large)?;
         if rest == 0 || !n.is_multiple_of(rest) {
             return Err(format!("cannot reshape {input:?} to {spec:?}"));
         }
         out[i] = n / rest;
     }
-    if numel(&out) != n {
+    if crate::tensor::checked_numel(&out) != Some(n) {
         return Err(format!("cannot reshape {input:?} ({n} elements) to {spec:?}"));
     }
     Ok(out)
