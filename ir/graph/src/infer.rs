@@ -863,6 +863,10 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
                 None
             };
             if let Some((b, hq, sq, hk, skn, d, dv)) = dims {
+                // Q, K and V share their batch
+                if let (Dim::Known(x), Some(Dim::Known(y))) = (&b, [&k[0], &v[0]].into_iter().find(|d| **d != b)) {
+                    return Err(format!("Q's batch {x} differs from K's or V's {y}"));
+                }
                 let past = shape(4).and_then(|p| p.get(2).cloned());
                 let total = match (&past, &skn) {
                     (None, _) => Some(skn.clone()),

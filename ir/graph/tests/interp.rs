@@ -500,3 +500,24 @@ fn reshapes_of_shapes_larger_than_any_tensor_are_errors() {
     let e = xforge_ir::infer::infer_graph(&mut b.finish()).unwrap_err().to_string();
     assert!(e.contains("more elements than any tensor holds"), "{e}");
 }
+
+/// Q, K and V of different batch sizes are an error in inference and in the interpreter (found
+/// by the onnx_interp fuzz target: Q of batch 7 against K and V of batch 2 read past K's end).
+#[test]
+fn attention_operands_of_different_batches_are_errors() {
+    let graph = || {
+        let mut b = GraphBuilder::new("attention", 23);
+        let q = b.input("q", DType::F32, &[7, 3, 4, 8]);
+        let k = b.input("k", DType::F32, &[2, 3, 6, 8]);
+        let v = b.input("v", DType::F32, &[2, 3, 6, 8]);
+        let y = b.node(Op::Attention, &[q, k, v], vec![], ValueType::unranked(DType::F32));
+        b.output(y);
+        b.finish()
+    };
+    let e = xforge_ir::infer::infer_graph(&mut graph()).unwrap_err().to_string();
+    assert!(e.contains("batch 7 differs"), "{e}");
+    let t = |s: &[usize], seed| Tensor::from_f32(s.to_vec(), randv(s.iter().product(), seed));
+    let f = feed(&[("q", t(&[7, 3, 4, 8], 1)), ("k", t(&[2, 3, 6, 8], 2)), ("v", t(&[2, 3, 6, 8], 3))]);
+    let e = run(&graph(), &f).unwrap_err().to_string();
+    assert!(e.contains("do not agree"), "{e}");
+}

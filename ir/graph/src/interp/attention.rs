@@ -42,7 +42,8 @@ pub fn attention(a: &NodeAttrs, ins: &[Option<Tensor>], n_out: usize) -> OpResul
     let pv = cat(past_v, &v)?;
     let (b, hq, sq, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
     let (hk, skv, dv) = (pk.shape()[1], pk.shape()[2], pv.shape()[3]);
-    if hk == 0 || hq % hk != 0 || pk.shape()[3] != d || pv.shape()[1] != hk || pv.shape()[2] != skv {
+    let batches_agree = pk.shape()[0] == b && pv.shape()[0] == b;
+    if !batches_agree || hk == 0 || hq % hk != 0 || pk.shape()[3] != d || pv.shape()[1] != hk || pv.shape()[2] != skv {
         return Err(format!("Q {:?}, K {:?}, V {:?} do not agree", q.shape(), pk.shape(), pv.shape()));
     }
     let scale = a.float_opt("scale")?.map(|s| s as f64).unwrap_or(1.0 / (d as f64).sqrt());
