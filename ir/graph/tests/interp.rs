@@ -521,3 +521,28 @@ fn attention_operands_of_different_batches_are_errors() {
     let e = run(&graph(), &f).unwrap_err().to_string();
     assert!(e.contains("do not agree"), "{e}");
 }
+
+/// Pad with an unknown mode, or padding an empty axis by edge, wrap or reflect, is an error
+/// before any index is computed (found by the onnx_interp fuzz target: mode '' overflowed).
+#[test]
+fn pads_with_unknown_modes_or_nothing_to_read_are_errors() {
+    let pad = |shape: &[usize], mode: &str| {
+        let mut b = GraphBuilder::new("pad", 17);
+        let x = b.input("x", DType::F32, shape);
+        let p = b.weight("p", Tensor::from_i64(vec![4], vec![1, 1, 1, 1]));
+        let y = b.node(Op::Pad, &[x, p], vec![("mode", Attr::Str(mode.into()))], ValueType::unranked(DType::F32));
+        b.output(y);
+        run(&b.finish(), &feed(&[("x", Tensor::from_f32(shape.to_vec(), randv(shape.iter().product(), 5)))]))
+    };
+    for (shape, mode, why) in [
+        (&[2, 3][..], "", "unknown pad mode ''"),
+        (&[2, 3], "mirror", "unknown pad mode 'mirror'"),
+        (&[0, 3], "edge", "pads axis 0, which is empty"),
+        (&[2, 0], "reflect", "pads axis 1, which is empty"),
+    ] {
+        let e = pad(shape, mode).err().unwrap_or_else(|| panic!("{mode} accepted")).to_string();
+        assert!(e.contains(why), "{mode}: {e}");
+    }
+    assert_eq!(pad(&[0, 3], "constant").unwrap()[0].shape(), &[2, 5]);
+    assert_eq!(pad(&[2, 3], "wrap").unwrap()[0].shape(), &[4, 5]);
+}

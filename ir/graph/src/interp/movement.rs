@@ -341,6 +341,15 @@ pub fn pad(a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>]) -> OpResult<Tensor
     }
     let shape: Vec<usize> = sized.iter().map(|&n| n as usize).collect();
     super::check_size(&shape)?;
+    if !matches!(mode.as_str(), "constant" | "edge" | "wrap" | "reflect") {
+        return Err(format!("unknown pad mode '{mode}'"));
+    }
+    // edge, wrap and reflect read the axis they pad: an empty one has nothing to read
+    if mode != "constant" {
+        if let Some(d) = (0..r).find(|&d| x.shape()[d] == 0 && (before[d] > 0 || after[d] > 0)) {
+            return Err(format!("mode '{mode}' pads axis {d}, which is empty"));
+        }
+    }
     let st = strides(x.shape());
     let mut idx = Vec::with_capacity(numel(&shape));
     let mut fill = Vec::new();
