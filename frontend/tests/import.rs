@@ -527,3 +527,30 @@ fn mutated_models_never_panic() {
     eprintln!("{imported} mutants imported, {ran} ran");
     assert!(ran > 100, "only {ran} of {imported} imported mutants ran");
 }
+
+/// Inputs the fuzz targets found crashing (fuzz/README.md), kept as files: each imports to a
+/// model or an error, and what imports runs through the interpreter (inputs of ones, a small
+/// element limit) to outputs or an error, never a panic.
+#[test]
+fn fuzz_regressions_import_and_run_without_panicking() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions");
+    let mut seen = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        let bytes = std::fs::read(&p).unwrap();
+        seen += 1;
+        let Ok(m) = parse(&bytes, None, &ImportOptions::default()) else { continue };
+        let g = &m.graph;
+        let feeds: HashMap<String, Tensor> = g
+            .inputs
+            .iter()
+            .filter_map(|&v| {
+                let s = g.ty(v).static_shape()?;
+                let n = s.iter().product::<usize>();
+                Some((g.name_of(v).to_string(), Tensor::from_f64(g.ty(v).dtype, s, &vec![1.0; n])))
+            })
+            .collect();
+        let _ = interp::with_element_limit(1 << 20, || interp::run(g, &feeds));
+    }
+    assert!(seen >= 1, "no regression inputs in {}", dir.display());
+}

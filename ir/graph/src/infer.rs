@@ -703,8 +703,11 @@ fn static_rule(node: &Node, ins: &[Option<Fact>], opset: i64) -> Option<Vec<Vec<
             vec![out]
         }
         RoiAlign => {
+            // rois (n, 4) over x (N, C, H, W); anything else is left to the op's own checks
             let rois = sh(1)?;
-            vec![vec![rois[0], x[1], a.int("output_height", 1).ok()? as usize, a.int("output_width", 1).ok()? as usize]]
+            let size = |k: &str| a.int(k, 1).ok().filter(|&v| v >= 1).map(|v| v as usize);
+            (rois.len() == 2 && x.len() == 4).then_some(())?;
+            vec![vec![rois[0], x[1], size("output_height")?, size("output_width")?]]
         }
         Einsum => {
             let shapes: Vec<Vec<usize>> = (0..node.inputs.len()).map(sh).collect::<Option<_>>()?;
