@@ -546,3 +546,22 @@ fn pads_with_unknown_modes_or_nothing_to_read_are_errors() {
     assert_eq!(pad(&[0, 3], "constant").unwrap()[0].shape(), &[2, 5]);
     assert_eq!(pad(&[2, 3], "wrap").unwrap()[0].shape(), &[4, 5]);
 }
+
+/// A loss whose class weights are not one per class is an error (found by the onnx_interp fuzz
+/// target: a scalar weight was indexed by the label).
+#[test]
+fn loss_weights_must_have_one_entry_per_class() {
+    let mut b = GraphBuilder::new("loss", 17);
+    let x = b.input("x", DType::F32, &[3, 5]);
+    let y = b.input("y", DType::I64, &[3]);
+    let w = b.input("w", DType::F32, &[]);
+    let l = b.node(Op::SoftmaxCrossEntropyLoss, &[x, y, w], vec![], ValueType::unranked(DType::F32));
+    b.output(l);
+    let f = feed(&[
+        ("x", Tensor::from_f32(vec![3, 5], randv(15, 7))),
+        ("y", Tensor::from_i64(vec![3], vec![0, 4, 2])),
+        ("w", Tensor::from_f32(vec![], vec![1.0])),
+    ]);
+    let e = run(&b.finish(), &f).unwrap_err().to_string();
+    assert!(e.contains("one entry per class (5)"), "{e}");
+}

@@ -19,6 +19,9 @@ pub fn loss(op: Op, a: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<Vec<Tenso
     let reduction = a.string("reduction", "mean")?;
     let ignore = a.int_opt("ignore_index")?;
     let weights = opt(ins, 2).map(|w| w.to_f64());
+    if let Some(w) = opt(ins, 2).filter(|w| w.shape() != [c]) {
+        return Err(format!("weight {:?} must have one entry per class ({c})", w.shape()));
+    }
     let v = x.to_f64();
     // log-probabilities along the class axis
     let logp: Vec<f64> = if op == Op::SoftmaxCrossEntropyLoss {
