@@ -565,3 +565,35 @@ fn loss_weights_must_have_one_entry_per_class() {
     let e = run(&b.finish(), &f).unwrap_err().to_string();
     assert!(e.contains("one entry per class (5)"), "{e}");
 }
+
+/// Resize refuses unknown enum values, negative sizes and resizing an empty axis (found by the
+/// onnx_interp fuzz target: an empty axis resized to 4 clamped into [0, -1]).
+#[test]
+fn resizes_with_unknown_modes_or_empty_axes_are_errors() {
+    let resize = |shape: &[usize], sizes: &[i64], attrs: Vec<(&str, Attr)>| {
+        let mut b = GraphBuilder::new("resize", 19);
+        let x = b.input("x", DType::F32, shape);
+        let s = b.weight("s", Tensor::from_i64(vec![sizes.len()], sizes.to_vec()));
+        let y = b.node_multi(Op::Resize, &[Some(x), None, None, Some(s)], attrs, vec![ValueType::unranked(DType::F32)]);
+        b.output(y[0]);
+        let n = shape.iter().product();
+        run(&b.finish(), &feed(&[("x", Tensor::from_f32(shape.to_vec(), randv(n, 9)))]))
+    };
+    let s = |v: &str| Attr::Str(v.into());
+    for (shape, sizes, attrs, why) in [
+        (&[1, 2, 0, 4][..], &[1, 2, 4, 4][..], vec![], "axis 2 is empty"),
+        (
+            &[1, 2, 3, 4],
+            &[1, 2, 6, 8],
+            vec![("coordinate_transformation_mode", s("aliGn_corners"))],
+            "unknown coordinate_transformation_mode 'aliGn_corners'",
+        ),
+        (&[1, 2, 3, 4], &[1, 2, 6, 8], vec![("mode", s("bogus"))], "unknown mode 'bogus'"),
+        (&[1, 2, 3, 4], &[1, 2, 6, 8], vec![("nearest_mode", s("up"))], "unknown nearest_mode 'up'"),
+        (&[1, 2, 3, 4], &[1, 2, -6, 8], vec![], "must not be negative"),
+    ] {
+        let e = resize(shape, sizes, attrs).err().unwrap_or_else(|| panic!("{why}: accepted")).to_string();
+        assert!(e.contains(why), "{why}: {e}");
+    }
+    assert_eq!(resize(&[1, 2, 3, 4], &[1, 2, 6, 8], vec![]).unwrap()[0].shape(), &[1, 2, 6, 8]);
+}

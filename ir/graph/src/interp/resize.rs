@@ -158,6 +158,28 @@ pub fn resize_plan(
         exclude_outside: a.int("exclude_outside", 0)? != 0,
         extrapolation: a.float("extrapolation_value", 0.0)? as f64,
     };
+    let known = |what: &str, v: &str, of: &[&str]| -> OpResult<()> {
+        if of.contains(&v) {
+            Ok(())
+        } else {
+            Err(format!("unknown {what} '{v}' (one of {})", of.join(", ")))
+        }
+    };
+    known("mode", &plan.mode, &["nearest", "linear", "cubic"])?;
+    known(
+        "coordinate_transformation_mode",
+        &plan.coord,
+        &[
+            "half_pixel",
+            "half_pixel_symmetric",
+            "pytorch_half_pixel",
+            "align_corners",
+            "asymmetric",
+            "tf_half_pixel_for_nearest",
+            "tf_crop_and_resize",
+        ],
+    )?;
+    known("nearest_mode", &plan.nearest, &["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"])?;
     let antialias = a.int("antialias", 0)? != 0;
     let axes: Vec<usize> = match a.ints_opt("axes")? {
         Some(v) => v.iter().map(|&v| axis(v, r)).collect::<OpResult<_>>()?,
@@ -189,10 +211,14 @@ pub fn resize_plan(
     let mut scales = vec![1.0f64; r];
     let mut out_shape = in_shape.to_vec();
     let policy = a.string("keep_aspect_ratio_policy", "stretch")?;
+    known("keep_aspect_ratio_policy", &policy, &["stretch", "not_larger", "not_smaller"])?;
     if let Some(s) = sizes_t {
         let s = s.to_i64();
         if s.len() != axes.len() {
             return Err(format!("sizes {s:?} must have one entry per resized axis"));
+        }
+        if s.iter().any(|&v| v < 0) {
+            return Err(format!("sizes {s:?} must not be negative"));
         }
         let mut sc: Vec<f64> = axes.iter().zip(&s).map(|(&ax, &v)| v as f64 / in_shape[ax] as f64).collect();
         if policy != "stretch" {
@@ -231,6 +257,10 @@ pub fn resize_plan(
         return Err("one of scales and sizes is required".into());
     }
     super::check_size(&out_shape)?;
+    // an output element of an empty axis would have nothing to read
+    if let Some(d) = (0..r).find(|&d| in_shape[d] == 0 && out_shape[d] > 0) {
+        return Err(format!("axis {d} is empty and cannot be resized to {}", out_shape[d]));
+    }
     let mut roi = vec![(0.0, 1.0); r];
     if let Some(t) = roi_t {
         let v = t.to_f64();
