@@ -591,6 +591,8 @@ fn resizes_with_unknown_modes_or_empty_axes_are_errors() {
         (&[1, 2, 3, 4], &[1, 2, 6, 8], vec![("mode", s("bogus"))], "unknown mode 'bogus'"),
         (&[1, 2, 3, 4], &[1, 2, 6, 8], vec![("nearest_mode", s("up"))], "unknown nearest_mode 'up'"),
         (&[1, 2, 3, 4], &[1, 2, -6, 8], vec![], "must not be negative"),
+        // an empty axis made "not smaller" scaled the others by infinity
+        (&[0, 1, 0, 2], &[1, 1, 1, 1], vec![("keep_aspect_ratio_policy", s("not_smaller"))], "axis 0 is empty"),
     ] {
         let e = resize(shape, sizes, attrs).err().unwrap_or_else(|| panic!("{why}: accepted")).to_string();
         assert!(e.contains(why), "{why}: {e}");

@@ -220,6 +220,10 @@ pub fn resize_plan(
         if s.iter().any(|&v| v < 0) {
             return Err(format!("sizes {s:?} must not be negative"));
         }
+        // sizes scale each axis by size / length: an empty axis has no scale
+        if let Some(&ax) = axes.iter().find(|&&ax| in_shape[ax] == 0) {
+            return Err(format!("axis {ax} is empty: sizes {s:?} cannot scale it"));
+        }
         let mut sc: Vec<f64> = axes.iter().zip(&s).map(|(&ax, &v)| v as f64 / in_shape[ax] as f64).collect();
         if policy != "stretch" {
             let k = if policy == "not_larger" {
@@ -257,6 +261,11 @@ pub fn resize_plan(
         return Err("one of scales and sizes is required".into());
     }
     super::check_size(&out_shape)?;
+    // each axis alone too (the plan holds taps per coordinate of every axis, even where another
+    // axis makes the tensor empty)
+    for &d in &out_shape {
+        super::check_size(&[d])?;
+    }
     // an output element of an empty axis would have nothing to read
     if let Some(d) = (0..r).find(|&d| in_shape[d] == 0 && out_shape[d] > 0) {
         return Err(format!("axis {d} is empty and cannot be resized to {}", out_shape[d]));
