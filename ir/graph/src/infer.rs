@@ -667,7 +667,14 @@ fn static_rule(node: &Node, ins: &[Option<Fact>], opset: i64) -> Option<Vec<Vec<
             out.insert(ax(a.int("axis", -1).ok()?, r + 1)?, depth);
             vec![out]
         }
-        GatherElements => vec![sh(1)?],
+        GatherElements => {
+            // off the gathered axis an index is its own coordinate: indices larger than the data
+            // there have no shape (the interpreter names the error; compile stops on it)
+            let i = sh(1)?;
+            let axis = ax(a.int("axis", 0).ok()?, r)?;
+            (i.len() == r && (0..r).all(|d| d == axis || i[d] <= x[d])).then_some(())?;
+            vec![i]
+        }
         GatherND => {
             let i = sh(1)?;
             let b = a.int("batch_dims", 0).ok()? as usize;

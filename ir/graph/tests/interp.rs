@@ -599,3 +599,27 @@ fn resizes_with_unknown_modes_or_empty_axes_are_errors() {
     }
     assert_eq!(resize(&[1, 2, 3, 4], &[1, 2, 6, 8], vec![]).unwrap()[0].shape(), &[1, 2, 6, 8]);
 }
+
+/// GatherElements indices larger than the data off the gathered axis, and a convolution window
+/// with an empty axis, are errors (found by the fuzz targets: a read past the data's end, an
+/// overflow of `kernel - 1`).
+#[test]
+fn gather_elements_past_the_data_and_empty_windows_are_errors() {
+    let mut b = GraphBuilder::new("gather", 17);
+    let x = b.input("x", DType::F32, &[1, 5]);
+    let i = b.input("i", DType::I64, &[3, 1]);
+    let y = b.node(Op::GatherElements, &[x, i], vec![("axis", Attr::Int(1))], ValueType::unranked(DType::F32));
+    b.output(y);
+    let f =
+        feed(&[("x", Tensor::from_f32(vec![1, 5], randv(5, 1))), ("i", Tensor::from_i64(vec![3, 1], vec![0, 1, 2]))]);
+    let e = run(&b.finish(), &f).unwrap_err().to_string();
+    assert!(e.contains("larger than data [1, 5] along axis 0"), "{e}");
+
+    let mut b = GraphBuilder::new("pool", 17);
+    let x = b.input("x", DType::F32, &[1, 1, 5, 5]);
+    let attrs = vec![("kernel_shape", Attr::Ints(vec![3, 0]))];
+    let y = b.node(Op::MaxPool, &[x], attrs, ValueType::unranked(DType::F32));
+    b.output(y);
+    let e = run(&b.finish(), &feed(&[("x", Tensor::from_f32(vec![1, 1, 5, 5], randv(25, 2)))])).unwrap_err();
+    assert!(e.to_string().contains("empty axis"), "{e}");
+}

@@ -31,6 +31,9 @@ impl Window {
         if kernel.len() != n {
             return Err(format!("kernel rank {} does not match {n} spatial dims", kernel.len()));
         }
+        if kernel.contains(&0) {
+            return Err(format!("kernel {kernel:?} has an empty axis"));
+        }
         let auto = a.string("auto_pad", "NOTSET")?;
         let eff: Vec<usize> = (0..n).map(|i| (kernel[i] - 1) * dilations[i] + 1).collect();
         let (mut pb, mut pe) = (vec![0; n], vec![0; n]);

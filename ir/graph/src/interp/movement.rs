@@ -106,6 +106,10 @@ fn element_offsets(x: &Tensor, ind: &Tensor, ax: usize) -> OpResult<Vec<usize>> 
     if ind.rank() != x.rank() {
         return Err("indices must have the rank of data".into());
     }
+    // off the gathered axis an index is its own coordinate: it must lie inside the data
+    if let Some(d) = (0..x.rank()).find(|&d| d != ax && ind.shape()[d] > x.shape()[d]) {
+        return Err(format!("indices {:?} are larger than data {:?} along axis {d}", ind.shape(), x.shape()));
+    }
     let st = strides(x.shape());
     let iv = ind.to_i64();
     let mut idx = Vec::with_capacity(ind.len());
