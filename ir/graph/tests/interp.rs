@@ -623,3 +623,32 @@ fn gather_elements_past_the_data_and_empty_windows_are_errors() {
     let e = run(&b.finish(), &feed(&[("x", Tensor::from_f32(vec![1, 1, 5, 5], randv(25, 2)))])).unwrap_err();
     assert!(e.to_string().contains("empty axis"), "{e}");
 }
+
+/// nonpad_kv_seqlen must give one length per batch entry within the keys (found by the fuzz
+/// target in CI's run: an empty one was indexed by the batch).
+#[test]
+fn attention_key_lengths_must_be_one_per_batch_entry() {
+    let attention = |lengths: &[i64]| {
+        let mut b = GraphBuilder::new("attention", 24);
+        let q = b.input("q", DType::F32, &[2, 3, 4, 8]);
+        let k = b.input("k", DType::F32, &[2, 3, 6, 8]);
+        let v = b.input("v", DType::F32, &[2, 3, 6, 8]);
+        let n = b.input("n", DType::I64, &[lengths.len()]);
+        let u = ValueType::unranked(DType::F32);
+        let y = b.node_multi(Op::Attention, &[Some(q), Some(k), Some(v), None, None, None, Some(n)], vec![], vec![u]);
+        b.output(y[0]);
+        let t = |s: &[usize], seed| Tensor::from_f32(s.to_vec(), randv(s.iter().product(), seed));
+        let f = feed(&[
+            ("q", t(&[2, 3, 4, 8], 1)),
+            ("k", t(&[2, 3, 6, 8], 2)),
+            ("v", t(&[2, 3, 6, 8], 3)),
+            ("n", Tensor::from_i64(vec![lengths.len()], lengths.to_vec())),
+        ]);
+        run(&b.finish(), &f)
+    };
+    for bad in [&[][..], &[6], &[3, 7], &[-1, 2]] {
+        let e = attention(bad).err().unwrap_or_else(|| panic!("{bad:?} accepted")).to_string();
+        assert!(e.contains("must give 2 lengths of at most 6 keys"), "{bad:?}: {e}");
+    }
+    assert_eq!(attention(&[6, 3]).unwrap()[0].shape(), &[2, 3, 4, 8]);
+}

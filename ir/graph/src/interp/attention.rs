@@ -53,6 +53,10 @@ pub fn attention(a: &NodeAttrs, ins: &[Option<Tensor>], n_out: usize) -> OpResul
     let left = a.int("left_window_size", -1)?;
     let right = a.int("right_window_size", -1)?;
     let nonpad = opt(ins, 6).map(|t| t.to_i64());
+    // one length of keys per batch entry, each within the keys there are
+    if let Some(n) = nonpad.as_ref().filter(|n| n.len() != b || n.iter().any(|&v| v < 0 || v as usize > skv)) {
+        return Err(format!("nonpad_kv_seqlen {n:?} must give {b} lengths of at most {skv} keys"));
+    }
     let past_len = past_k.map(|t| t.shape()[2] as i64);
 
     // additive mask, right-aligned broadcast over (B, H, q, kv); the last axis pads with -inf
