@@ -8,7 +8,7 @@
 use crate::body::{compute_type, storage_type, Body};
 use crate::elementwise::float_attr;
 use crate::kernel::{finish, input_params, Kernel, KernelError, Param};
-use crate::knobs::{attn_knob, ATTN_KEYS, ATTN_MMA_KEYS, ATTN_MMA_ROWS, ATTN_ROWS};
+use crate::knobs::{attn_knob, attn_prefetch, ATTN_KEYS, ATTN_MMA_KEYS, ATTN_MMA_ROWS, ATTN_ROWS};
 use crate::route::{is_tail, routed_outputs, routes, store_routed, tail_sizes, OutputRoute};
 use crate::tensor_core::{lane, mma, Lane};
 use std::collections::HashMap;
@@ -352,6 +352,20 @@ fn quad(b: &mut Body, v: &str, op: &str) -> String {
     v
 }
 
+/// One 16-byte copy a thread makes of every key/value tile: from operand `param` (rows of
+/// `width`), tile row `row` at column `col`, to offset `to` of workgroup buffer `mem` (of type
+/// `wg`); `inside` guards the last round, which may have more threads than copies.
+struct TileCopy<'a> {
+    param: usize,
+    width: usize,
+    row: String,
+    col: String,
+    to: String,
+    inside: Option<String>,
+    mem: &'static str,
+    wg: &'a str,
+}
+
 /// Warps of 16 query rows, ATTN_MMA_ROWS per block; ATTN_MMA_KEYS keys and values per tile in workgroup memory
 /// (rows padded by 8 elements so the fragment loads hit distinct banks). Scores, the online
 /// softmax and the output accumulators stay in mma fragments: a thread holds rows g and g+8
@@ -420,51 +434,52 @@ fn mma_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -
     let (c0, ckeys, lastl) = (b.index(0), b.index(keys), b.index(a.l - 1));
     let nacc = a.dv / 8 * 4;
     // 16-byte copies of a tile's key and value rows (rows past the end repeat the last key):
-    // this thread's share, (operand, width, key row, column, workgroup offset, ragged guard,
-    // workgroup buffer) each
+    // this thread's share
     let mut copies = vec![];
-    for (p, width, stride, wg) in [(a.k, a.d, kstride, "%ks"), (a.v, a.dv, vstride, "%vs")] {
+    for (param, width, stride, mem, wg) in [(a.k, a.d, kstride, "%ks", &kwg), (a.v, a.dv, vstride, "%vs", &vwg)] {
         let per_row = width / 8;
         let total = keys * per_row;
         for r in 0..total.div_ceil(threads) {
             let e = b.index(threads * r);
             let e = b.emit(format!("arith.addi {tid}, {e} : index"));
             let cpr = b.index(per_row);
-            let j = b.emit(format!("arith.divui {e}, {cpr} : index"));
+            let row = b.emit(format!("arith.divui {e}, {cpr} : index"));
             let cv = b.emit(format!("arith.remui {e}, {cpr} : index"));
             let col = b.emit(format!("arith.muli {cv}, {c8} : index"));
             let cst = b.index(stride);
-            let to = b.emit(format!("arith.muli {j}, {cst} : index"));
+            let to = b.emit(format!("arith.muli {row}, {cst} : index"));
             let to = b.emit(format!("arith.addi {to}, {col} : index"));
             // the last round of copies may have more threads than copies
             let inside = ((r + 1) * threads > total).then(|| {
                 let cap = b.index(total);
                 b.emit(format!("arith.cmpi ult, {e}, {cap} : index"))
             });
-            copies.push((p, width, j, col, to, inside, wg));
+            copies.push(TileCopy { param, width, row, col, to, inside, mem, wg });
         }
     }
     // the tile at key `kt`, loaded into registers (every load in bounds: keys are clamped)
     let load_tile = |b: &mut Body, kt: &str| -> Vec<String> {
         copies
             .iter()
-            .map(|(p, width, j, col, ..)| {
-                let key = b.emit(format!("arith.addi {kt}, {j} : index"));
+            .map(|c| {
+                let key = b.emit(format!("arith.addi {kt}, {} : index", c.row));
                 let key = b.emit(format!("arith.minui {key}, {lastl} : index"));
-                let cw = b.index(*width);
+                let cw = b.index(c.width);
                 let at = b.emit(format!("arith.addi {kvrow}, {key} : index"));
                 let at = b.emit(format!("arith.muli {at}, {cw} : index"));
-                let at = b.emit(format!("arith.addi {at}, {col} : index"));
-                b.emit(format!("vector.load %arg{p}[{at}] {{alignment = 16}} : {}, vector<8x{t}>", mref(*p)))
+                let at = b.emit(format!("arith.addi {at}, {} : index", c.col));
+                b.emit(format!(
+                    "vector.load %arg{}[{at}] {{alignment = 16}} : {}, vector<8x{t}>",
+                    c.param,
+                    mref(c.param)
+                ))
             })
             .collect()
     };
     // software pipelining: the next tile's loads are issued before this tile's products, so
     // their latency can hide behind the tensor cores (loaded and then stored in turn, each tile
     // waits on its loads; larger tiles, which cut L2 traffic, did not make Whisper faster)
-    // Off unless XFORGE_ATTN_PREFETCH=1 until it has been timed and checked on a GPU (written in
-    // a session whose device time ran out; BENCH.md).
-    let prefetch = std::env::var("XFORGE_ATTN_PREFETCH").is_ok_and(|v| v == "1");
+    let prefetch = attn_prefetch();
     let first = if prefetch { load_tile(&mut b, &c0) } else { vec![] };
     let vec8 = format!("vector<8x{t}>");
     let types: Vec<String> =
@@ -481,13 +496,12 @@ fn mma_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -
     );
     b.stmt("gpu.barrier");
     let tile = if prefetch { (0..first.len()).map(|i| format!("%pf{i}")).collect() } else { load_tile(&mut b, "%kt") };
-    for ((_, _, _, _, to, inside, mem), v) in copies.iter().zip(&tile) {
-        let wg = if *mem == "%ks" { &kwg } else { &vwg };
-        if let Some(inside) = inside {
+    for (c, v) in copies.iter().zip(&tile) {
+        if let Some(inside) = &c.inside {
             b.stmt(format!("scf.if {inside} {{"));
         }
-        b.stmt(format!("vector.store {v}, {mem}[{to}] {{alignment = 16}} : {wg}, {vec8}"));
-        if inside.is_some() {
+        b.stmt(format!("vector.store {v}, {}[{}] {{alignment = 16}} : {}, {vec8}", c.mem, c.to, c.wg));
+        if c.inside.is_some() {
             b.stmt("}");
         }
     }
