@@ -17,7 +17,7 @@
 //! channels-last cancel.
 use crate::rewrite::{node, shape_weight};
 use std::collections::HashMap;
-use xforge_ir::{Attr, Graph, Node, Op, OpKind, Tensor, ValueId, ValueType};
+use xforge_ir::{Attr, Attrs, Graph, Node, Op, OpKind, Tensor, ValueId, ValueType};
 
 /// The Conv's sizes when it is a 1-D convolution to rewrite: (N, C, L, K, OL).
 fn one_d(g: &Graph, n: &Node) -> Option<[usize; 5]> {
@@ -47,7 +47,7 @@ fn one_d(g: &Graph, n: &Node) -> Option<[usize; 5]> {
 }
 
 /// The 2-D attributes of a 1-D Conv's.
-fn widened(n: &Node) -> Vec<(String, Attr)> {
+fn widened(n: &Node) -> Attrs {
     n.attrs
         .iter()
         .map(|(name, a)| {
@@ -63,7 +63,7 @@ fn widened(n: &Node) -> Vec<(String, Attr)> {
 
 /// Rewrites every 1-D convolution but the depthwise ones; returns how many.
 pub fn conv1d_as_2d(g: &mut Graph) -> usize {
-    let (mut done, mut rewritten) = (0, vec![]);
+    let mut rewritten = vec![];
     let mut i = 0;
     while i < g.nodes.len() {
         let Some([nn, c, l, k, ol]) = one_d(g, &g.nodes[i]) else {
@@ -98,7 +98,7 @@ pub fn conv1d_as_2d(g: &mut Graph) -> usize {
         ins.extend(conv.inputs.get(2).copied().flatten());
         let y4 = g.add_value(format!("{name}.conv_2d"), ValueType::known(g.ty(y).dtype, &[nn, k, 1, ol]));
         let mut c2 = node(&name, "conv_2d", Op::Conv, &ins, y4, vec![]);
-        c2.attrs = widened(&conv).into_iter().collect();
+        c2.attrs = widened(&conv);
         nodes.push(c2);
         let sy = shape_weight(g, format!("{name}.out_shape"), &[nn, k, ol]);
         nodes.push(node(&name, "out", Op::Reshape, &[y4, sy], y, vec![]));
@@ -106,15 +106,14 @@ pub fn conv1d_as_2d(g: &mut Graph) -> usize {
         g.nodes.splice(i..=i, nodes);
         i += added;
         rewritten.push((y, y4));
-        done += 1;
     }
     // after every rewrite, so a later convolution's input reshape reads a lifted value
-    for (y, y4) in rewritten {
+    for &(y, y4) in &rewritten {
         if let Some(at) = g.nodes.iter().position(|n| n.outputs.contains(&Some(y))) {
             lift(g, at + 1, y, y4);
         }
     }
-    done
+    rewritten.len()
 }
 
 /// Whether `op`'s output element i depends only on its inputs' elements i (scalars broadcast).
@@ -138,52 +137,56 @@ fn lift(g: &mut Graph, start: usize, from: ValueId, to: ValueId) {
         let n = &g.nodes[i];
         if !n.inputs.iter().flatten().any(|v| lifted.contains_key(v)) {
             i += 1;
-            continue;
-        }
-        if n.op == Op::Reshape {
-            let data = n.inputs.first().copied().flatten();
-            let target = n.inputs.get(1).copied().flatten().and_then(|s| g.weights.get(&s));
-            if let (Some(&new), Some(t)) = (data.and_then(|x| lifted.get(&x)), target) {
-                if !t.to_i64().contains(&0) {
-                    g.nodes[i].inputs[0] = Some(new);
+        } else if n.op == Op::Reshape {
+            if let Some(new) = reshape_source(g, n, &lifted) {
+                g.nodes[i].inputs[0] = Some(new);
+            }
+            i += 1;
+        } else if let Some((old, shape)) = liftable(g, n, &lifted) {
+            let old_shape = g.ty(old).static_shape().expect("liftable checked it");
+            let (name, dtype) = (n.name.clone(), g.ty(old).dtype);
+            let new = g.add_value(format!("{}.lifted", g.name_of(old)), ValueType::known(dtype, &shape));
+            let node_i = &mut g.nodes[i];
+            for v in node_i.inputs.iter_mut().flatten() {
+                if let Some(&l) = lifted.get(v) {
+                    *v = l;
                 }
             }
+            node_i.outputs[0] = Some(new);
+            let s = shape_weight(g, format!("{name}.unlifted_shape"), &old_shape);
+            g.nodes.insert(i + 1, node(&name, "unlifted", Op::Reshape, &[new, s], old, vec![]));
+            lifted.insert(old, new);
+            i += 2;
+        } else {
             i += 1;
-            continue;
         }
-        let shapes: Vec<Vec<usize>> = n
-            .inputs
-            .iter()
-            .flatten()
-            .filter_map(|v| lifted.get(v))
-            .map(|&v| g.ty(v).static_shape().unwrap_or_default())
-            .collect();
-        let rank = shapes.first().map_or(0, Vec::len);
-        let operands_ok = n.inputs.iter().flatten().all(|&v| lifted.contains_key(&v) || scalar(g, v, rank));
-        if !(pointwise(n.op) && n.outputs.len() == 1 && operands_ok && shapes.windows(2).all(|w| w[0] == w[1])) {
-            i += 1;
-            continue;
-        }
-        let Some(old) = n.outputs[0] else {
-            i += 1;
-            continue;
-        };
-        let (name, dtype) = (n.name.clone(), g.ty(old).dtype);
-        let Some(old_shape) = g.ty(old).static_shape() else {
-            i += 1;
-            continue;
-        };
-        let new = g.add_value(format!("{}.lifted", g.name_of(old)), ValueType::known(dtype, &shapes[0]));
-        let node_i = &mut g.nodes[i];
-        for v in node_i.inputs.iter_mut().flatten() {
-            if let Some(&l) = lifted.get(v) {
-                *v = l;
-            }
-        }
-        node_i.outputs[0] = Some(new);
-        let s = shape_weight(g, format!("{name}.unlifted_shape"), &old_shape);
-        g.nodes.insert(i + 1, node(&name, "unlifted", Op::Reshape, &[new, s], old, vec![]));
-        lifted.insert(old, new);
-        i += 2;
     }
+}
+
+/// The lifted value a Reshape can read instead of its data (a target shape without 0 entries
+/// depends only on the element order, which lifting keeps).
+fn reshape_source(g: &Graph, n: &Node, lifted: &HashMap<ValueId, ValueId>) -> Option<ValueId> {
+    let new = *lifted.get(&n.inputs.first().copied().flatten()?)?;
+    let target = g.weights.get(&n.inputs.get(1).copied().flatten()?)?;
+    (!target.to_i64().contains(&0)).then_some(new)
+}
+
+/// A pointwise node over lifted values (of one shape) and scalars: its output, which has a
+/// static shape, and the lifted shape it gets.
+fn liftable(g: &Graph, n: &Node, lifted: &HashMap<ValueId, ValueId>) -> Option<(ValueId, Vec<usize>)> {
+    let shapes: Vec<Vec<usize>> = n
+        .inputs
+        .iter()
+        .flatten()
+        .filter_map(|v| lifted.get(v))
+        .map(|&v| g.ty(v).static_shape().unwrap_or_default())
+        .collect();
+    let rank = shapes.first().map_or(0, Vec::len);
+    let operands_ok = n.inputs.iter().flatten().all(|&v| lifted.contains_key(&v) || scalar(g, v, rank));
+    if !(pointwise(n.op) && n.outputs.len() == 1 && operands_ok && shapes.windows(2).all(|w| w[0] == w[1])) {
+        return None;
+    }
+    let old = n.outputs[0]?;
+    g.ty(old).static_shape()?;
+    Some((old, shapes.into_iter().next()?))
 }
