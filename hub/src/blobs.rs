@@ -38,9 +38,17 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn read(&self, digest: &str, range: Range<u64>) -> Result<ByteStream, HubError>;
     /// Removes a blob; absent is not an error.
     async fn delete(&self, digest: &str) -> Result<(), HubError>;
-    /// Every stored blob: its digest and when it was last stored (garbage collection spares
+    /// Every stored blob with its size and when it was last stored (garbage collection spares
     /// recent ones). Objects whose names are not digests are not listed (nor ever removed).
-    async fn list(&self) -> Result<Vec<(String, SystemTime)>, HubError>;
+    async fn list(&self) -> Result<Vec<StoredBlob>, HubError>;
+}
+
+/// A blob as the store lists it.
+#[derive(Clone, Debug)]
+pub struct StoredBlob {
+    pub digest: String,
+    pub size: u64,
+    pub stored: SystemTime,
 }
 
 /// Blobs in a local directory.
@@ -188,7 +196,7 @@ impl BlobStore for LocalBlobs {
         }
     }
 
-    async fn list(&self) -> Result<Vec<(String, SystemTime)>, HubError> {
+    async fn list(&self) -> Result<Vec<StoredBlob>, HubError> {
         let root = self.root.join("sha256");
         tokio::task::spawn_blocking(move || {
             let mut out = vec![];
@@ -198,7 +206,8 @@ impl BlobStore for LocalBlobs {
                     let name = e.file_name().to_string_lossy().into_owned();
                     let Ok(m) = e.metadata() else { continue };
                     if m.is_file() && crate::names::check_digest("digest", &name).is_ok() {
-                        out.push((name, m.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
+                        let stored = m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                        out.push(StoredBlob { digest: name, size: m.len(), stored });
                     }
                 }
             }

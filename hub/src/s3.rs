@@ -2,7 +2,7 @@
 //! An upload is staged in a local file (hashed, bounded, fsynced), then put under its digest:
 //! in one request up to 8 MiB, else as a multipart upload; S3 shows an object whole or not at
 //! all, so a crash never leaves a partial blob under a digest.
-use crate::blobs::{stage, BlobInfo, BlobStore, ByteStream};
+use crate::blobs::{stage, BlobInfo, BlobStore, ByteStream, StoredBlob};
 use crate::HubError;
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -15,8 +15,8 @@ use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 
 const PART: usize = 8 << 20;
-/// A stored object older than this is stored again by a put of the same content (a tenth of
-/// garbage collection's shortest grace period).
+/// A stored object older than this is stored again by a put of the same content (a sixtieth of
+/// garbage collection's default grace period).
 const REFRESH_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Where the blobs are: `url = "s3://BUCKET/PREFIX"`, and how to reach the store.
@@ -79,15 +79,19 @@ impl S3Blobs {
         })
     }
 
+    /// Where the blobs' objects are: `PREFIX/sha256`.
+    fn root(&self) -> String {
+        if self.prefix.is_empty() {
+            "sha256".into()
+        } else {
+            format!("{}/sha256", self.prefix)
+        }
+    }
+
     /// The object of a digest (checked first: it becomes a key).
     pub fn key(&self, digest: &str) -> Result<ObjectPath, HubError> {
         let d = crate::names::check_digest("digest", digest)?;
-        let k = if self.prefix.is_empty() {
-            format!("sha256/{}/{d}", &d[..2])
-        } else {
-            format!("{}/sha256/{}/{d}", self.prefix, &d[..2])
-        };
-        Ok(ObjectPath::from(k))
+        Ok(ObjectPath::from(format!("{}/{}/{d}", self.root(), &d[..2])))
     }
 }
 
@@ -162,15 +166,15 @@ impl BlobStore for S3Blobs {
         }
     }
 
-    async fn list(&self) -> Result<Vec<(String, std::time::SystemTime)>, HubError> {
-        let under = if self.prefix.is_empty() { "sha256".to_string() } else { format!("{}/sha256", self.prefix) };
-        let mut objects = self.store.list(Some(&ObjectPath::from(under)));
+    async fn list(&self) -> Result<Vec<StoredBlob>, HubError> {
+        let mut objects = self.store.list(Some(&ObjectPath::from(self.root())));
         let mut out = vec![];
         while let Some(m) = objects.next().await {
             let m = m.map_err(|e| s3_error("list", e))?;
             let Some(name) = m.location.filename() else { continue };
             if crate::names::check_digest("digest", name).is_ok() {
-                out.push((name.to_string(), std::time::SystemTime::from(m.last_modified)));
+                let stored = std::time::SystemTime::from(m.last_modified);
+                out.push(StoredBlob { digest: name.to_string(), size: m.size, stored });
             }
         }
         Ok(out)

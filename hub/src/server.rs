@@ -495,6 +495,8 @@ pub struct GcReport {
     pub bytes_removed: u64,
 }
 
+/// The grace period a collection takes unless told (an hour), in seconds.
+pub const DEFAULT_GC_GRACE_S: u64 = 3600;
 /// The longest grace period a collection takes (a week), in seconds.
 const MAX_GC_GRACE_S: u64 = 7 * 24 * 3600;
 
@@ -507,14 +509,13 @@ impl Hub {
         let now = std::time::SystemTime::now();
         let blobs = self.blobs.list().await?;
         let mut report = GcReport { examined: blobs.len(), removed: vec![], bytes_removed: 0 };
-        for (digest, stored) in blobs {
-            if now.duration_since(stored).unwrap_or_default() < grace || self.meta.blob_referenced(&digest).await? {
+        for b in blobs {
+            if now.duration_since(b.stored).unwrap_or_default() < grace || self.meta.blob_referenced(&b.digest).await? {
                 continue;
             }
-            let size = self.blobs.size(&digest).await?.unwrap_or(0);
-            self.blobs.delete(&digest).await?;
-            report.bytes_removed += size;
-            report.removed.push(digest);
+            self.blobs.delete(&b.digest).await?;
+            report.bytes_removed += b.size;
+            report.removed.push(b.digest);
         }
         tracing::info!(
             examined = report.examined,
@@ -535,7 +536,7 @@ async fn collect_garbage(
     let who = hub.principal(&headers).await?;
     require(&who, Scope::Admin)?;
     let grace = match q.get("grace_s") {
-        None => 3600,
+        None => DEFAULT_GC_GRACE_S,
         Some(v) => v.parse::<u64>().ok().filter(|&g| g <= MAX_GC_GRACE_S).ok_or_else(|| {
             HubError::BadRequest(format!("grace_s: '{v}' is not a number of seconds up to {MAX_GC_GRACE_S}"))
         })?,

@@ -300,7 +300,7 @@ struct TokenLsArgs {
 #[derive(clap::Args)]
 struct GcArgs {
     /// Spare blobs stored within this many seconds (uploads whose records are on their way).
-    #[arg(long, default_value_t = 3600)]
+    #[arg(long, default_value_t = xforge_hub::server::DEFAULT_GC_GRACE_S)]
     grace: u64,
     #[command(flatten)]
     conn: Conn,
