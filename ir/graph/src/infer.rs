@@ -894,17 +894,14 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
                 // the mask broadcasts right-aligned over (batch, q heads, queries, keys); its last
                 // axis may be of any length (keys past it are masked)
                 if let Some(m) = shape(3) {
-                    let full = [b.clone(), hq.clone(), sq.clone()];
                     let r = m.len();
-                    let clash = (0..r.saturating_sub(1)).find(|&k| {
-                        match (&m[k], 4usize.checked_sub(r).map(|o| &full[o + k])) {
-                            (_, None) => true,
-                            (Dim::Known(1), _) => false,
-                            (Dim::Known(x), Some(Dim::Known(y))) => x != y,
-                            _ => false,
-                        }
-                    });
-                    if !(1..=4).contains(&r) || clash.is_some() {
+                    let full = [&b, &hq, &sq];
+                    let fits = (1..=4).contains(&r)
+                        && (0..r - 1).all(|k| match (&m[k], full[4 - r + k]) {
+                            (Dim::Known(x), Dim::Known(y)) => *x == 1 || x == y,
+                            _ => true,
+                        });
+                    if !fits {
                         return Err(format!(
                             "attn_mask {m:?} does not broadcast over (batch, heads, queries, keys) {:?}",
                             [b.clone(), hq.clone(), sq.clone(), total.clone().unwrap_or(Dim::Known(0))]
@@ -1167,10 +1164,10 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
                 return Err(format!("input must be (N, H, W, C), got rank {r}"));
             }
             let weight = if op == ConvNhwc { shape(1) } else { None };
-            let channels = match (&weight, op) {
-                (_, MaxPoolNhwc) => xs[3].clone(),
-                (Some(w), _) => w[0].clone(),
-                (None, _) => fresh.dim(),
+            let channels = match &weight {
+                _ if op == MaxPoolNhwc => xs[3].clone(),
+                Some(w) => w[0].clone(),
+                None => fresh.dim(),
             };
             let kernel: Option<Vec<usize>> = match attr_ints(node, "kernel_shape") {
                 Some(k) => Some(k.iter().map(|&v| v as usize).collect()),
