@@ -1,12 +1,19 @@
 #!/bin/bash
-# CI's bounded fuzzing: every target for FUZZ_SECONDS (default 30) from the seed corpus with a
-# fixed seed (the same mutations on every run, so a red run is a new input, not luck); a crash,
-# an out-of-memory or a timeout fails the run (libFuzzer exits non-zero) and leaves its input in
-# fuzz/artifacts/TARGET.
+# CI's bounded fuzzing, deterministic: every target starts from a fresh seed corpus (ci-corpus/,
+# rebuilt each time, never the local campaign's) with a fixed seed and a fixed number of
+# executions, so a run here and a run in CI try the same inputs; a red run is a new bug, not luck
+# or a faster machine. A crash, an out-of-memory or a timeout fails the run and leaves its input in
+# fuzz/artifacts/TARGET. FUZZ_SCALE multiplies the executions (default 1; about 30 s a target on
+# one core); FUZZ_SECONDS caps each target's time all the same (default 120).
 set -euo pipefail
 cd "$(dirname "$0")"
-for t in onnx_import onnx_interp npy artifact; do
-  echo "fuzz $t: ${FUZZ_SECONDS:-30} s"
-  bash run.sh "$t" "${FUZZ_SECONDS:-30}" -seed=1 2>&1 | grep -E "^stat::(number_of_executed_units|average_exec_per_sec|new_units_added)|ERROR|panicked|SUMMARY" || true
+export CORPUS_ROOT=ci-corpus
+rm -rf ci-corpus
+bash seed.sh
+for tr in onnx_import:600000 onnx_interp:400000 npy:1000000 artifact:200000; do
+  t=${tr%%:*}; runs=$(( ${tr##*:} * ${FUZZ_SCALE:-1} ))
+  echo "fuzz $t: $runs executions"
+  bash run.sh "$t" "${FUZZ_SECONDS:-120}" -seed=1 -runs=$runs 2>&1 \
+    | grep -E "^stat::(number_of_executed_units|average_exec_per_sec|new_units_added)|ERROR|panicked|SUMMARY" || true
   [ -z "$(ls artifacts/$t 2>/dev/null)" ] || { echo "fuzz $t: crash in fuzz/artifacts/$t"; exit 1; }
 done

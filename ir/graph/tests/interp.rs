@@ -652,3 +652,38 @@ fn attention_key_lengths_must_be_one_per_batch_entry() {
     }
     assert_eq!(attention(&[6, 3]).unwrap()[0].shape(), &[2, 3, 4, 8]);
 }
+
+/// Inputs that ONNX defines as scalars (Range's start/limit/delta, OneHot's depth, Trilu's k,
+/// Dropout's ratio, Loop's trip count and condition) must hold one value; an empty one is an
+/// error that names it (found by the fuzz target in CI's run: an empty start was indexed).
+#[test]
+fn scalar_inputs_must_hold_one_value() {
+    let single = |op: Op, ins: &[(&str, Tensor)], attrs: Vec<(&str, Attr)>| {
+        let mut b = GraphBuilder::new("scalar", 17);
+        let ids: Vec<_> = ins.iter().map(|(n, t)| b.input(n, t.dtype(), t.shape())).collect();
+        let y = b.node(op, &ids, attrs, ValueType::unranked(DType::F32));
+        b.output(y);
+        run(&b.finish(), &feed(ins)).map(|o| o[0].to_f64())
+    };
+    let s = |v: f32| Tensor::from_f32(vec![], vec![v]);
+    let empty = || Tensor::from_f32(vec![0], vec![]);
+    let range = |a, l, d| single(Op::Range, &[("a", a), ("l", l), ("d", d)], vec![]);
+    assert_eq!(range(s(1.0), s(4.0), s(1.0)).unwrap(), vec![1.0, 2.0, 3.0]);
+    for (bad, name) in [(range(empty(), s(4.0), s(1.0)), "start"), (range(s(1.0), s(4.0), empty()), "delta")] {
+        let e = bad.unwrap_err().to_string();
+        assert!(e.contains(&format!("{name} must hold one value, got shape [0]")), "{e}");
+    }
+    let ind = Tensor::from_i64(vec![2], vec![0, 2]);
+    let values = Tensor::from_f32(vec![2], vec![0.0, 1.0]);
+    let one_hot = |depth| single(Op::OneHot, &[("i", ind.clone()), ("d", depth), ("v", values.clone())], vec![]);
+    assert_eq!(one_hot(s(3.0)).unwrap(), vec![1.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
+    let e = one_hot(empty()).unwrap_err().to_string();
+    assert!(e.contains("depth must hold one value"), "{e}");
+    let x = Tensor::from_f32(vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]);
+    let trilu = |k| single(Op::Trilu, &[("x", x.clone()), ("k", k)], vec![]);
+    assert_eq!(trilu(Tensor::from_i64(vec![1], vec![1])).unwrap(), vec![0.0, 2.0, 0.0, 0.0]);
+    let e = trilu(Tensor::from_i64(vec![0], vec![])).unwrap_err().to_string();
+    assert!(e.contains("k must hold one value"), "{e}");
+    let e = single(Op::Dropout, &[("x", x.clone()), ("r", empty())], vec![]).unwrap_err().to_string();
+    assert!(e.contains("ratio must hold one value"), "{e}");
+}

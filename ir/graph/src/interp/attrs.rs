@@ -93,6 +93,23 @@ pub(crate) fn opt(ins: &[Option<Tensor>], i: usize) -> Option<&Tensor> {
     ins.get(i).and_then(|t| t.as_ref())
 }
 
+/// The one value of a scalar-like input (`what` names it in the error): ONNX gives these as
+/// rank-0 or one-element tensors, and an empty one is an error, not a default.
+pub(crate) fn scalar(t: &Tensor, what: &str) -> OpResult<f64> {
+    match t.len() {
+        1 => Ok(t.to_f64()[0]),
+        _ => Err(format!("{what} must hold one value, got shape {:?}", t.shape())),
+    }
+}
+
+/// Like `scalar`, for integer inputs (exact beyond 2^53).
+pub(crate) fn scalar_i64(t: &Tensor, what: &str) -> OpResult<i64> {
+    match t.len() {
+        1 => Ok(t.to_i64()[0]),
+        _ => Err(format!("{what} must hold one value, got shape {:?}", t.shape())),
+    }
+}
+
 /// Normalizes a possibly negative axis against `rank`.
 pub(crate) fn axis(a: i64, rank: usize) -> OpResult<usize> {
     let r = rank as i64;

@@ -1,5 +1,5 @@
 //! Control flow: If, Loop and Scan run their subgraphs through the interpreter.
-use super::attrs::{opt, req, NodeAttrs};
+use super::attrs::{opt, req, scalar, scalar_i64, NodeAttrs};
 use super::movement::{concat, transpose, unsqueeze};
 use super::{execute, InterpError, OpResult, Scope};
 use crate::graph::Graph;
@@ -27,8 +27,8 @@ fn stack(parts: &[Tensor]) -> OpResult<Tensor> {
 
 pub fn loop_(a: &NodeAttrs, ins: &[Option<Tensor>], n_out: usize, scope: &Scope) -> OpResult<Vec<Tensor>> {
     let body = a.graph("body")?;
-    let max_trip = opt(ins, 0).map(|t| t.to_i64()[0]);
-    let mut cond = opt(ins, 1).map(|t| t.to_f64()[0] != 0.0).unwrap_or(true);
+    let max_trip = opt(ins, 0).map(|t| scalar_i64(t, "trip count M")).transpose()?;
+    let mut cond = opt(ins, 1).map(|t| scalar(t, "condition")).transpose()?.is_none_or(|c| c != 0.0);
     let mut carried: Vec<Tensor> = ins[2.min(ins.len())..]
         .iter()
         .map(|t| t.clone().ok_or_else(|| "loop-carried input missing".to_string()))
@@ -45,7 +45,7 @@ pub fn loop_(a: &NodeAttrs, ins: &[Option<Tensor>], n_out: usize, scope: &Scope)
         if outs.len() != 1 + n_carried + n_scan {
             return Err(format!("body returned {} values, expected {}", outs.len(), 1 + n_carried + n_scan));
         }
-        cond = outs[0].to_f64()[0] != 0.0;
+        cond = scalar(&outs[0], "the body's condition")? != 0.0;
         carried = outs[1..1 + n_carried].to_vec();
         for (k, s) in scans.iter_mut().enumerate() {
             s.push(outs[1 + n_carried + k].clone());

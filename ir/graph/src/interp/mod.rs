@@ -23,7 +23,7 @@ use crate::graph::{Graph, Node};
 use crate::op::Op;
 use crate::tensor::Tensor;
 pub use attrs::NodeAttrs;
-use attrs::{opt, req};
+use attrs::{opt, req, scalar};
 pub use conv::{each_index, transposed_window, TransposedWindow, Window};
 pub use linalg::{einsum_plan, EinsumPlan};
 pub use resize::{resize_plan, ResizePlan, Taps};
@@ -238,8 +238,8 @@ fn eval(node: &Node, ins: &[Option<Tensor>], opset: i64, scope: &Scope) -> OpRes
         Identity => one(req(ins, 0)?.clone()),
         Dropout => {
             let x = req(ins, 0)?;
-            let training = opt(ins, 2).map(|t| t.to_f64()[0] != 0.0).unwrap_or(false);
-            let ratio = opt(ins, 1).map(|t| t.to_f64()[0]).unwrap_or(0.5);
+            let training = opt(ins, 2).map(|t| scalar(t, "training_mode")).transpose()?.is_some_and(|t| t != 0.0);
+            let ratio = opt(ins, 1).map(|t| scalar(t, "ratio")).transpose()?.unwrap_or(0.5);
             if training && ratio > 0.0 {
                 return Err("training_mode=true with a non-zero ratio is random; not supported".into());
             }

@@ -1,6 +1,6 @@
 //! Data movement and shape ops: each builds, for every output element, the flat index of the
 //! input element it copies, then gathers.
-use super::attrs::{axis, opt, req, NodeAttrs};
+use super::attrs::{axis, opt, req, scalar, scalar_i64, NodeAttrs};
 use super::broadcast::{broadcast_index, broadcast_shapes};
 use super::conv::each_index;
 use super::OpResult;
@@ -433,7 +433,7 @@ pub fn trilu(a: &NodeAttrs, x: &Tensor, k: Option<&Tensor>) -> OpResult<Tensor> 
         return Err("input must have rank >= 2".into());
     }
     let upper = a.int("upper", 1)? != 0;
-    let k = k.map(|t| t.to_i64()[0]).unwrap_or(0);
+    let k = k.map(|t| scalar_i64(t, "k")).transpose()?.unwrap_or(0);
     let (rows, cols) = (x.shape()[x.rank() - 2], x.shape()[x.rank() - 1]);
     let zero: Vec<usize> = (0..x.len())
         .filter(|&i| {
@@ -508,7 +508,7 @@ pub fn scatter_nd(a: &NodeAttrs, x: &Tensor, ind: &Tensor, upd: &Tensor) -> OpRe
 
 pub fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> OpResult<Tensor> {
     let dt = start.dtype();
-    let (s, l, d) = (start.to_f64()[0], limit.to_f64()[0], delta.to_f64()[0]);
+    let (s, l, d) = (scalar(start, "start")?, scalar(limit, "limit")?, scalar(delta, "delta")?);
     if !(s.is_finite() && l.is_finite() && d.is_finite()) {
         return Err(format!("start {s}, limit {l} and delta {d} must be finite"));
     }
@@ -560,7 +560,7 @@ pub fn eye_like(a: &NodeAttrs, x: &Tensor) -> OpResult<Tensor> {
 }
 
 pub fn one_hot(a: &NodeAttrs, ind: &Tensor, depth: &Tensor, values: &Tensor) -> OpResult<Tensor> {
-    let depth = depth.to_f64()[0] as i64;
+    let depth = scalar(depth, "depth")? as i64;
     if depth <= 0 || values.len() != 2 {
         return Err("depth must be positive and values must hold [off, on]".into());
     }
