@@ -472,3 +472,27 @@ fn a_long_chain_of_gathers_fuses_in_bounded_groups_that_compute_the_same() {
     assert_eq!(stats.interpreted, 0);
     assert_eq!(got[0].to_f64(), want[0].to_f64());
 }
+
+#[test]
+fn eight_bit_integers_are_numbers_in_the_elementwise_template() {
+    // an image's u8 pixels (and i8 data) cast to f32 and scaled: the template read every
+    // 8-bit type as a bool (x != 0), which made 200 into 1.0 and failed to verify
+    for (dt, values) in [
+        (DType::U8, (0..32).map(|i| (i * 8) as f64).collect::<Vec<_>>()),
+        (DType::I8, (0..32).map(|i| (i * 8 - 128) as f64).collect()),
+    ] {
+        let mut b = GraphBuilder::new("pixels", 17);
+        let x = b.input("x", dt, &[4, 8]);
+        let f = b.node(Op::Cast, &[x], vec![("to", Attr::Int(1))], ValueType::known(DType::F32, &[4, 8]));
+        let k = b_weight(&mut b, "k", 1.0 / 255.0);
+        let y = b.node(Op::Mul, &[f, k], vec![], ValueType::known(DType::F32, &[4, 8]));
+        b.output(y);
+        let g = b.finish();
+        let fused = Compiler::new("sm_90").fuse(&g).unwrap();
+        let feed = HashMap::from([("x".to_string(), Tensor::from_f64(dt, vec![4, 8], &values))]);
+        let want = xforge_ir::interp::run(&g, &feed).unwrap();
+        let (got, stats) = run_plan(&fused, &kernels(&fused), &feed).unwrap();
+        assert_eq!((stats.interpreted, stats.host_kernels), (0, 1), "{dt}: one kernel");
+        assert_eq!(got[0].to_f64(), want[0].to_f64(), "{dt}");
+    }
+}

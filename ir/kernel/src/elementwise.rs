@@ -528,10 +528,13 @@ pub fn compute(
         let v = match p.dtype {
             DType::F16 | DType::BF16 => b.emit(format!("arith.extf {raw} : {st} to {c}")),
             DType::F32 | DType::F64 => raw,
-            DType::Bool | DType::U8 | DType::I8 => {
+            DType::Bool => {
                 let z = b.emit("arith.constant 0 : i8");
                 b.emit(format!("arith.cmpi ne, {raw}, {z} : i8"))
             }
+            // 8-bit integers (an image's u8 pixels before their Cast) are exact in any float
+            DType::U8 => b.emit(format!("arith.uitofp {raw} : i8 to {c}")),
+            DType::I8 => b.emit(format!("arith.sitofp {raw} : i8 to {c}")),
             _ => {
                 return Err(unsupported(format!("integer arithmetic on '{}' is not generated yet", g.name_of(p.value))))
             }
