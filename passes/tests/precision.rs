@@ -56,3 +56,57 @@ fn half_storage_matches_the_f32_model() {
         }
     }
 }
+
+/// Index arithmetic stays f32: a bilinear read of a 4096-entry table at positions near 3000
+/// (f16 steps 2 there). Before: `pos` f32 input, `p = pos·1.5 + 1000.3`, `lo = floor(p)`,
+/// `i = cast<i64>(lo)`, `frac = p − lo`, `y = table[i]·(1 − frac) + table[i + 1]·frac`. After
+/// f16 conversion: the table is f16, `pos`, `p`, `lo` and `frac` stay f32 (no entry cast for
+/// `pos`), `frac` is cast to f16 once where the table's values read it, and the result matches
+/// the f32 graph; converting everything would read entries up to a step away.
+#[test]
+fn index_arithmetic_stays_f32() {
+    use xforge_ir::{Attr, GraphBuilder, Op, Tensor, ValueType};
+    let mut b = GraphBuilder::new("lookup", 17);
+    let pos = b.input("pos", DType::F32, &[64]);
+    let table: Vec<f32> = (0..4096).map(|i| (i as f32 * 0.37).sin()).collect();
+    let table = b.weight("table", Tensor::from_f32(vec![4096], table));
+    let gain = b.weight("gain", Tensor::scalar_f32(1.5));
+    let base = b.weight("base", Tensor::scalar_f32(1000.3));
+    let one = b.weight("one", Tensor::scalar_f32(1.0));
+    let one_i = b.weight("one_i", Tensor::scalar_i64(1));
+    let f = |dt| ValueType::unranked(dt);
+    let p = b.node(Op::Mul, &[pos, gain], vec![], f(DType::F32));
+    let p = b.node(Op::Add, &[p, base], vec![], f(DType::F32));
+    let lo = b.node(Op::Floor, &[p], vec![], f(DType::F32));
+    let i = b.node(Op::Cast, &[lo], vec![("to", Attr::Int(7))], f(DType::I64));
+    let i1 = b.node(Op::Add, &[i, one_i], vec![], f(DType::I64));
+    let frac = b.node(Op::Sub, &[p, lo], vec![], f(DType::F32));
+    let v0 = b.node(Op::Gather, &[table, i], vec![("axis", Attr::Int(0))], f(DType::F32));
+    let v1 = b.node(Op::Gather, &[table, i1], vec![("axis", Attr::Int(0))], f(DType::F32));
+    let keep = b.node(Op::Sub, &[one, frac], vec![], f(DType::F32));
+    let a = b.node(Op::Mul, &[v0, keep], vec![], f(DType::F32));
+    let c = b.node(Op::Mul, &[v1, frac], vec![], f(DType::F32));
+    let y = b.node(Op::Add, &[a, c], vec![], f(DType::F32));
+    b.output(y);
+    let mut g = b.finish();
+    xforge_ir::infer::infer_graph(&mut g).unwrap();
+    let mut h = g.clone();
+    convert(&mut h, DType::F16).unwrap();
+    xforge_ir::verify::verify(&h).unwrap();
+    let ty = |name: &str| h.ty(h.find_value(name).unwrap_or_else(|| panic!("{name}"))).dtype;
+    assert_eq!(ty("table"), DType::F16);
+    for kept in
+        ["pos", "gain", "base", &h.name_of(p).to_string(), &h.name_of(lo).to_string(), &h.name_of(frac).to_string()]
+    {
+        assert_eq!(ty(kept), DType::F32, "{kept}");
+    }
+    assert!(!h.nodes.iter().any(|n| n.name.starts_with("precision_in")), "pos is read as it is");
+    let narrowed: Vec<_> = h.nodes.iter().filter(|n| n.name.starts_with("precision_narrow")).collect();
+    assert_eq!(narrowed.len(), 2, "frac and 1 − frac, each cast once for the f16 products");
+    let pos_v: Vec<f32> = (0..64).map(|k| k as f32 * 21.3).collect();
+    let feed = std::collections::HashMap::from([("pos".to_string(), Tensor::from_f32(vec![64], pos_v))]);
+    let want = interp::run(&g, &feed).unwrap();
+    let got = interp::run(&h, &feed).unwrap();
+    let e = rel_l2(&got[0], &want[0]);
+    assert!(e < 2e-3, "relative L2 {e:.2e}");
+}
