@@ -118,7 +118,12 @@ pub fn device_name(device: usize) -> Result<String, RuntimeError> {
 impl Session {
     /// Loads an artifact onto GPU `device`: checks the file and the target first.
     pub fn load(path: &Path, device: usize) -> Result<Session, RuntimeError> {
-        let artifact = Artifact::read(path)?;
+        Session::from_artifact(Artifact::read(path)?, device)
+    }
+
+    /// Loads an artifact already in memory (built by the compiler library, or checked by
+    /// `Artifact::from_bytes`) onto GPU `device`: checks the target first.
+    pub fn from_artifact(artifact: Artifact, device: usize) -> Result<Session, RuntimeError> {
         // SAFETY: only probes whether the driver library can be opened
         if !unsafe { cudarc::driver::sys::is_culib_present() } {
             return Err(RuntimeError::Cuda("no CUDA driver (libcuda.so) on this machine".into()));
