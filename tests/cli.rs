@@ -674,3 +674,90 @@ fn tune_times_on_the_gpu_and_compile_reads_its_table() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--tuning /nonexistent/tuning.tsv"), "{err}");
 }
+
+/// Writes a w×h PNG of a diagonal gradient with a bright square, for the zoo commands.
+fn test_png(path: &Path, w: u32, h: u32) {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        let inside = (w / 4..w / 2).contains(&x) && (h / 4..h / 2).contains(&y);
+        if inside {
+            image::Rgb([250, 240, 30])
+        } else {
+            image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, ((x + y) % 256) as u8])
+        }
+    });
+    img.save(path).unwrap();
+}
+
+#[test]
+fn zoo_commands_print_results_draw_them_and_fail_bad_images_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.png"), dir.path().join("b.png"));
+    test_png(&a, 40, 30);
+    test_png(&b, 23, 57);
+    let bad = dir.path().join("bad.png");
+    std::fs::write(&bad, b"\x89PNG\r\n\x1a\n truncated").unwrap();
+    let zoo_models = Path::new(env!("CARGO_MANIFEST_DIR")).join("zoo/tests/models");
+    let task = dir.path().join("task.toml");
+    std::fs::write(&task, "input_size = [16, 16]\nsoftmax = false\ntop_k = 3\nlabels = [\"a\", \"b\", \"c\", \"d\", \"e\", \"f\", \"g\", \"h\", \"i\", \"j\"]\n").unwrap();
+    let (a_s, b_s, bad_s, task_s) =
+        (a.to_str().unwrap(), b.to_str().unwrap(), bad.to_str().unwrap(), task.to_str().unwrap());
+
+    // classify: JSON lines in order, the bad image's error in its place, exit 2
+    let m = model("batch/classifier.onnx");
+    let (code, out, err) = xforge(&["zoo", "classify", &m, a_s, bad_s, b_s, "--config", task_s, "--json"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("1 of 3 images could not be read"), "{err}");
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[0]["image"], a_s);
+    assert_eq!(lines[0]["classes"].as_array().unwrap().len(), 3);
+    let score: f64 = lines[0]["classes"].as_array().unwrap().iter().map(|c| c["score"].as_f64().unwrap()).sum();
+    assert!(score > 0.0 && score <= 1.0 + 1e-6, "{out}");
+    assert!(lines[1]["error"].as_str().unwrap().contains("bad.png"), "{out}");
+    assert_eq!(lines[2]["image"], b_s);
+    // the same images one by one give the same classes
+    let (code, single, _) = xforge(&["zoo", "classify", &m, b_s, "--config", task_s, "--json"]);
+    assert_eq!(code, 0);
+    let single: serde_json::Value = serde_json::from_str(single.trim()).unwrap();
+    assert_eq!(single["classes"], lines[2]["classes"]);
+
+    // detect with drawings: one PNG per image, the size of the image, boxes drawn on it
+    std::fs::write(&task, "input_size = [32, 32]\nfit = \"letterbox\"\nscore_threshold = 0.3\n").unwrap();
+    let drawn = dir.path().join("drawn");
+    let det = zoo_models.join("yolo.onnx");
+    let (code, out, err) = xforge(&[
+        "zoo",
+        "detect",
+        det.to_str().unwrap(),
+        a_s,
+        b_s,
+        "--config",
+        task_s,
+        "--out",
+        drawn.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().count() == 2 && out.contains("detections: "), "{out}");
+    let mut pngs = files(&drawn);
+    pngs.sort();
+    assert_eq!(pngs.len(), 2, "{pngs:?}");
+    let first = image::open(&pngs[0]).unwrap().to_rgb8();
+    assert_eq!(first.dimensions(), (40, 30));
+    assert_ne!(first, image::open(&a).unwrap().to_rgb8(), "boxes are drawn");
+
+    // segment: a mask the size of each image, class shares adding up to the pixels
+    let seg = zoo_models.join("segmenter.onnx");
+    std::fs::write(&task, "input_size = [32, 32]\n").unwrap();
+    let (code, out, err) = xforge(&["zoo", "segment", seg.to_str().unwrap(), b_s, "--config", task_s, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(23), Some(57)));
+    let pixels: u64 = v["classes"].as_array().unwrap().iter().map(|c| c["pixels"].as_u64().unwrap()).sum();
+    assert_eq!(pixels, 23 * 57);
+
+    // a configuration that does not fit the model: exit 2 naming the field, nothing printed
+    std::fs::write(&task, "input_size = [64, 64]\n").unwrap();
+    let (code, out, err) = xforge(&["zoo", "classify", &m, a_s, "--config", task_s]);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert!(err.contains("input_size"), "{err}");
+}

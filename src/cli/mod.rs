@@ -6,6 +6,7 @@ mod inspect;
 mod profile;
 mod run;
 mod tune;
+mod zoo;
 
 use clap::{Parser, Subcommand};
 use std::collections::BTreeMap;
@@ -32,6 +33,8 @@ enum Command {
     Tune(tune::Args),
     /// The hub: a server, build workers and a client for compiled artifacts per target.
     Hub(hub::Args),
+    /// Task wrappers: classify, detect or segment images with pre/post-processing in the graph.
+    Zoo(zoo::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -42,6 +45,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => bench::bench(a),
         Command::Tune(a) => tune::tune(a),
         Command::Hub(a) => hub::hub(a),
+        Command::Zoo(a) => zoo::zoo(a),
     }
 }
 
@@ -59,6 +63,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             || c.is::<xforge_passes::fusion::FusionError>()
             || c.is::<xforge_kernel::KernelError>()
             || c.is::<xforge_runtime::ArtifactError>()
+            || c.downcast_ref::<xforge_zoo::ZooError>().is_some_and(|z| z.is_user_error())
             || c.downcast_ref::<xforge_hub::HubError>().is_some_and(|h| h.is_user_error())
             || c.downcast_ref::<xforge_runtime::RuntimeError>()
                 .is_some_and(|r| !matches!(r, xforge_runtime::RuntimeError::Cuda(_)))

@@ -18,6 +18,7 @@ pub mod append;
 pub mod classifier;
 pub mod config;
 pub mod detector;
+pub mod draw;
 pub mod picture;
 pub mod pipeline;
 pub mod resample;
@@ -54,6 +55,19 @@ pub enum ZooError {
 }
 
 impl ZooError {
+    /// Whether the input (model, configuration, image) is at fault rather than xforge.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            ZooError::Config(_)
+            | ZooError::Image(_)
+            | ZooError::File { .. }
+            | ZooError::Import(_)
+            | ZooError::Interpret(_) => true,
+            ZooError::Compile(e) => e.is_input_error(),
+            ZooError::Runtime(_) => false,
+        }
+    }
+
     pub(crate) fn file(path: &Path, e: std::io::Error) -> ZooError {
         ZooError::File { path: path.display().to_string(), why: e.to_string() }
     }

@@ -1,0 +1,168 @@
+//! `xforge zoo classify|detect|segment MODEL IMAGE… [--config task.toml] [--json] [--out DIR]
+//! [--device interp|gpu]`: a task wrapper over a model, pre- and post-processing in its graph.
+//! Each image's result is printed (a line, or one JSON object per line); an image that cannot
+//! be read gets its error in its place and the exit code is 2, the others still run.
+use super::compile::Precision;
+use super::BadInput;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use xforge_zoo::{draw, Classifier, Detector, Device, Picture, Segmenter, TaskConfig, ZooError};
+
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum Task {
+    Classify,
+    Detect,
+    Segment,
+}
+
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum Where {
+    /// The reference interpreter on the CPU (slow, exact, no GPU needed).
+    Interp,
+    /// GPU 0, compiled for its target.
+    Gpu,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(value_enum)]
+    task: Task,
+    /// The ONNX model.
+    model: PathBuf,
+    /// Images (PNG or JPEG).
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// The task configuration (input size, mean/std, labels, thresholds, head); defaults fit
+    /// torchvision's ImageNet classifiers.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// One JSON object per image instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Write each image with its boxes or mask drawn (PNG) into this folder.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "interp")]
+    device: Where,
+    /// Storage precision on the GPU.
+    #[arg(long, value_enum, default_value = "fp16")]
+    precision: Precision,
+}
+
+enum Wrapper {
+    Classifier(Classifier),
+    Detector(Detector),
+    Segmenter(Segmenter),
+}
+
+fn label(l: &Option<String>, index: usize) -> String {
+    l.clone().unwrap_or_else(|| format!("class {index}"))
+}
+
+/// The output file for image `path`: its stem and `.png` in `dir` (numbered to stay unique).
+fn drawn_path(dir: &Path, path: &Path, k: usize) -> PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
+    dir.join(format!("{k:03}_{stem}.png"))
+}
+
+pub fn zoo(a: Args) -> anyhow::Result<()> {
+    let config = match &a.config {
+        Some(p) => TaskConfig::read(p)?,
+        None => TaskConfig::default(),
+    };
+    let device = match a.device {
+        Where::Interp => Device::Interpreter,
+        Where::Gpu => Device::Gpu { index: 0, precision: a.precision.of_compiler() },
+    };
+    if let Some(d) = &a.out {
+        std::fs::create_dir_all(d).map_err(|e| BadInput(format!("--out {}: {e}", d.display())))?;
+    }
+    let max_pixels = config.max_decoded_pixels;
+    let mut w = match a.task {
+        Task::Classify => Wrapper::Classifier(Classifier::new(&a.model, config, device)?),
+        Task::Detect => Wrapper::Detector(Detector::new(&a.model, config, device)?),
+        Task::Segment => Wrapper::Segmenter(Segmenter::new(&a.model, config, device)?),
+    };
+    let decoded: Vec<Result<Picture, ZooError>> = a.images.iter().map(|p| Picture::open(p, max_pixels)).collect();
+    let good: Vec<Picture> = decoded.iter().filter_map(|d| d.as_ref().ok().cloned()).collect();
+    // per image, in the order given: its text line, its JSON fields and its drawing
+    let mut results: Vec<(String, Value, Option<image::RgbImage>)> = vec![];
+    match &mut w {
+        Wrapper::Classifier(c) => {
+            for classes in c.classify(&good)? {
+                let text =
+                    classes.iter().map(|k| format!("{} {:.4}", label(&k.label, k.index), k.score)).collect::<Vec<_>>();
+                let items: Vec<Value> = classes
+                    .iter()
+                    .map(|k| json!({"index": k.index, "label": label(&k.label, k.index), "score": k.score}))
+                    .collect();
+                results.push((text.join(", "), json!({ "classes": items }), None));
+            }
+        }
+        Wrapper::Detector(d) => {
+            for (dets, p) in d.detect(&good)?.iter().zip(&good) {
+                let text: Vec<String> = dets
+                    .iter()
+                    .map(|k| {
+                        let [x1, y1, x2, y2] = k.bbox;
+                        format!("{} {:.3} [{x1:.1}, {y1:.1}, {x2:.1}, {y2:.1}]", label(&k.label, k.class), k.score)
+                    })
+                    .collect();
+                let items: Vec<Value> = dets
+                    .iter()
+                    .map(|k| json!({"class": k.class, "label": label(&k.label, k.class), "score": k.score, "box": k.bbox}))
+                    .collect();
+                let line = format!("{} detections: {}", dets.len(), text.join("; "));
+                results.push((line, json!({ "detections": items }), Some(draw::boxes(p, dets))));
+            }
+        }
+        Wrapper::Segmenter(s) => {
+            let names = s.labels().map(|l| l.to_vec());
+            let name = |c: u32| {
+                names.as_ref().and_then(|n| n.get(c as usize).cloned()).unwrap_or_else(|| format!("class {c}"))
+            };
+            for (m, p) in s.segment(&good)?.iter().zip(&good) {
+                // pixels per class, largest first
+                let mut counts = std::collections::BTreeMap::<u32, usize>::new();
+                for &c in &m.classes {
+                    *counts.entry(c).or_default() += 1;
+                }
+                let mut counts: Vec<(u32, usize)> = counts.into_iter().collect();
+                counts.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+                let total = m.classes.len() as f64;
+                let text: Vec<String> =
+                    counts.iter().map(|(c, n)| format!("{} {:.1}%", name(*c), *n as f64 * 100.0 / total)).collect();
+                let items: Vec<Value> =
+                    counts.iter().map(|(c, n)| json!({"class": c, "label": name(*c), "pixels": n})).collect();
+                let line = format!("{}×{} mask: {}", m.width, m.height, text.join(", "));
+                let fields = json!({"width": m.width, "height": m.height, "classes": items});
+                results.push((line, fields, Some(draw::mask(p, m))));
+            }
+        }
+    }
+    let mut results = results.into_iter();
+    let mut failed = 0;
+    for (k, (path, d)) in a.images.iter().zip(&decoded).enumerate() {
+        let shown = path.display().to_string();
+        let (line, mut fields, picture) = match d {
+            Ok(_) => results.next().expect("one result per decoded image"),
+            Err(e) => {
+                failed += 1;
+                (format!("error: {e}"), json!({ "error": e.to_string() }), None)
+            }
+        };
+        if a.json {
+            fields["image"] = json!(shown);
+            println!("{fields}");
+        } else {
+            println!("{shown}: {line}");
+        }
+        if let (Some(dir), Some(img)) = (&a.out, picture) {
+            draw::save_png(&img, &drawn_path(dir, path, k))?;
+        }
+    }
+    if failed > 0 {
+        return Err(BadInput(format!("{failed} of {} images could not be read", a.images.len())).into());
+    }
+    Ok(())
+}
