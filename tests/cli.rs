@@ -755,6 +755,19 @@ fn zoo_commands_print_results_draw_them_and_fail_bad_images_alone() {
     let pixels: u64 = v["classes"].as_array().unwrap().iter().map(|c| c["pixels"].as_u64().unwrap()).sum();
     assert_eq!(pixels, 23 * 57);
 
+    // embed: one unit vector per text
+    let tok = zoo_models.join("tokenizer.json");
+    std::fs::write(&task, format!("tokenizer = {:?}\n", tok.to_str().unwrap())).unwrap();
+    let (code, out, err) =
+        xforge(&["zoo", "embed", &model("bert_tiny.onnx"), "the cat sat", "a red car", "--config", task_s, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(v.len(), 2);
+    assert_eq!(v[1]["text"], "a red car");
+    let e: Vec<f64> = v[0]["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert_eq!(e.len(), 128);
+    assert!((e.iter().map(|x| x * x).sum::<f64>() - 1.0).abs() < 1e-4);
+
     // a configuration that does not fit the model: exit 2 naming the field, nothing printed
     std::fs::write(&task, "input_size = [64, 64]\n").unwrap();
     let (code, out, err) = xforge(&["zoo", "classify", &m, a_s, "--config", task_s]);

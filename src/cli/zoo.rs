@@ -1,4 +1,4 @@
-//! `xforge zoo classify|detect|segment MODEL IMAGE… [--config task.toml] [--json] [--out DIR]
+//! `xforge zoo classify|detect|segment|embed MODEL IMAGE…|TEXT… [--config task.toml] [--json] [--out DIR]
 //! [--device interp|gpu]`: a task wrapper over a model, pre- and post-processing in its graph.
 //! Each image's result is printed (a line, or one JSON object per line); an image that cannot
 //! be read gets its error in its place and the exit code is 2, the others still run.
@@ -6,13 +6,15 @@ use super::compile::Precision;
 use super::BadInput;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use xforge_zoo::{draw, Classifier, Detector, Device, Picture, Segmenter, TaskConfig, ZooError};
+use xforge_zoo::{draw, Classifier, Detector, Device, Picture, Segmenter, TaskConfig, TextEmbedder, ZooError};
 
 #[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
 enum Task {
     Classify,
     Detect,
     Segment,
+    /// Sentence embeddings of texts (the positional arguments are texts, not images).
+    Embed,
 }
 
 #[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
@@ -29,7 +31,7 @@ pub struct Args {
     task: Task,
     /// The ONNX model.
     model: PathBuf,
-    /// Images (PNG or JPEG).
+    /// Images (PNG or JPEG); texts for `embed`.
     #[arg(required = true)]
     images: Vec<PathBuf>,
     /// The task configuration (input size, mean/std, labels, thresholds, head); defaults fit
@@ -77,11 +79,15 @@ pub fn zoo(a: Args) -> anyhow::Result<()> {
     if let Some(d) = &a.out {
         std::fs::create_dir_all(d).map_err(|e| BadInput(format!("--out {}: {e}", d.display())))?;
     }
+    if a.task == Task::Embed {
+        return embed(&a, config, device);
+    }
     let max_pixels = config.max_decoded_pixels;
     let mut w = match a.task {
         Task::Classify => Wrapper::Classifier(Classifier::new(&a.model, config, device)?),
         Task::Detect => Wrapper::Detector(Detector::new(&a.model, config, device)?),
         Task::Segment => Wrapper::Segmenter(Segmenter::new(&a.model, config, device)?),
+        Task::Embed => unreachable!("handled above"),
     };
     let decoded: Vec<Result<Picture, ZooError>> = a.images.iter().map(|p| Picture::open(p, max_pixels)).collect();
     let good: Vec<Picture> = decoded.iter().filter_map(|d| d.as_ref().ok().cloned()).collect();
@@ -163,6 +169,22 @@ pub fn zoo(a: Args) -> anyhow::Result<()> {
     }
     if failed > 0 {
         return Err(BadInput(format!("{failed} of {} images could not be read", a.images.len())).into());
+    }
+    Ok(())
+}
+
+/// `embed`: one unit-length vector per text (JSON: `{"text": …, "embedding": […]}`).
+fn embed(a: &Args, config: TaskConfig, device: Device) -> anyhow::Result<()> {
+    let mut e = TextEmbedder::new(&a.model, config, device)?;
+    let texts: Vec<String> = a.images.iter().map(|t| t.to_string_lossy().into_owned()).collect();
+    let refs: Vec<&str> = texts.iter().map(|t| t.as_str()).collect();
+    for (t, v) in texts.iter().zip(e.embed(&refs)?) {
+        if a.json {
+            println!("{}", json!({"text": t, "embedding": v}));
+        } else {
+            let head: Vec<String> = v.iter().take(4).map(|x| format!("{x:.4}")).collect();
+            println!("{t}: [{}, …] ({} dims)", head.join(", "), v.len());
+        }
     }
     Ok(())
 }

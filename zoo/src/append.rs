@@ -107,6 +107,19 @@ impl<'g> Appender<'g> {
         self.op(Op::Gather, &[x, i], vec![("axis", Attr::Int(axis))])
     }
 
+    /// A Reduce* over `axes`, keeping them: the axes an attribute or an input, as the graph's
+    /// opset wants (ReduceSum took them as an input from opset 13, the others from 18).
+    pub fn reduce(&mut self, op: Op, x: ValueId, axes: &[i64]) -> ValueId {
+        let from = if op == Op::ReduceSum { 13 } else { 18 };
+        let keep = ("keepdims", Attr::Int(1));
+        if self.graph.opset >= from {
+            let a = self.i64s(axes);
+            self.op(op, &[x, a], vec![keep])
+        } else {
+            self.op(op, &[x], vec![("axes", Attr::Ints(axes.to_vec())), keep])
+        }
+    }
+
     /// The batch size of `x` (its first dimension) as a rank-0 i64 value.
     pub fn batch_of(&mut self, x: ValueId) -> ValueId {
         let shape = self.op(Op::Shape, &[x], vec![]);

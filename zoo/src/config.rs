@@ -93,6 +93,11 @@ pub struct TaskConfig {
     pub max_detections: usize,
     /// Detectors: the most boxes kept per class by the NMS.
     pub max_per_class: usize,
+    /// Text embedders: the tokenizer (a Hugging Face `tokenizer.json`).
+    pub tokenizer: Option<PathBuf>,
+    /// Text embedders: the most tokens per text (longer texts are truncated) when the model
+    /// does not fix its sequence length.
+    pub max_length: usize,
 }
 
 impl Default for TaskConfig {
@@ -115,6 +120,8 @@ impl Default for TaskConfig {
             iou_threshold: 0.45,
             max_detections: 100,
             max_per_class: 100,
+            tokenizer: None,
+            max_length: 128,
         }
     }
 }
@@ -128,6 +135,9 @@ impl TaskConfig {
         let dir = path.parent().unwrap_or(Path::new("."));
         if let Some(f) = &mut c.labels_file {
             *f = dir.join(&*f);
+        }
+        if let Some(t) = &mut c.tokenizer {
+            *t = dir.join(&*t);
         }
         if let Head::Anchors { anchors, .. } = &mut c.head {
             *anchors = dir.join(&*anchors);
@@ -161,8 +171,18 @@ impl TaskConfig {
                 return bad(field, format!("{v} is not within [0, 1]"));
             }
         }
-        if self.top_k == 0 || self.max_detections == 0 || self.max_per_class == 0 {
-            return bad("top_k/max_detections/max_per_class", "must be at least 1".into());
+        for (field, v) in [
+            ("top_k", self.top_k),
+            ("max_detections", self.max_detections),
+            ("max_per_class", self.max_per_class),
+            ("max_length", self.max_length),
+        ] {
+            if v == 0 {
+                return bad(field, "must be at least 1".into());
+            }
+        }
+        if self.max_length > 1 << 16 {
+            return bad("max_length", format!("{} tokens is over 65536", self.max_length));
         }
         if self.labels.is_some() && self.labels_file.is_some() {
             return bad("labels", "give labels or labels_file, not both".into());

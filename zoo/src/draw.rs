@@ -55,8 +55,8 @@ pub fn mask(p: &Picture, m: &Mask) -> RgbImage {
         let class = m.at(my, mx) as usize;
         if class != 0 {
             let c = colour(class);
-            for k in 0..3 {
-                px.0[k] = ((px.0[k] as u16 + c[k] as u16) / 2) as u8;
+            for (p, c) in px.0.iter_mut().zip(c) {
+                *p = ((*p as u16 + c as u16) / 2) as u8;
             }
         }
     }

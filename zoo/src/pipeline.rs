@@ -7,7 +7,7 @@ use crate::resample::{bilinear, inside, Geometry};
 use crate::ZooError;
 use std::collections::HashMap;
 use xforge_compiler::{Compiler, Precision};
-use xforge_ir::{Attr, DType, Dim, Graph, Node, Op, Tensor, TensorData, ValueId, ValueType};
+use xforge_ir::{DType, Dim, Graph, Node, Op, Tensor, TensorData, ValueId, ValueType};
 use xforge_runtime::Session;
 
 /// The graph inputs every image pipeline reads.
@@ -76,7 +76,7 @@ pub fn prepend(g: &mut Graph, cfg: &TaskConfig) -> Result<(Vec<Node>, Geometry),
             (Geometry { scale: ratio, shift: a.mul(ratio, zero) }, None)
         }
         Fit::Letterbox => {
-            let s = a.op(Op::ReduceMax, &[ratio], vec![("axes", Attr::Ints(vec![1])), ("keepdims", Attr::Int(1))]);
+            let s = a.reduce(Op::ReduceMax, ratio, &[1]);
             let both = a.f32s(&[1, 2], vec![1.0, 1.0]);
             let scale = a.mul(s, both);
             let fitted = a.div(extent, scale);
@@ -162,46 +162,67 @@ impl Pipeline {
         &self.device
     }
 
+    /// How many items go into one call: the model's fixed batch, or a bound per device.
+    pub fn batch_step(&self) -> usize {
+        self.fixed_batch.unwrap_or(match self.device {
+            Device::Interpreter => INTERPRETER_CHUNK,
+            Device::Gpu { .. } => GPU_CHUNK,
+        })
+    }
+
+    /// The model's fixed batch size, if it has one (short chunks are then padded).
+    pub fn fixed_batch(&self) -> Option<usize> {
+        self.fixed_batch
+    }
+
     /// Runs the pictures in chunks (each fitted to the canvas first); a chunk short of a fixed
     /// batch is filled with copies of its last image, whose results are dropped.
     pub fn run(&mut self, pictures: &[Picture]) -> Result<Vec<Chunk>, ZooError> {
-        let step = self.fixed_batch.unwrap_or(match self.device {
-            Device::Interpreter => INTERPRETER_CHUNK,
-            Device::Gpu { .. } => GPU_CHUNK,
-        });
+        let step = self.batch_step().max(1);
+        let [ch, cw] = self.config.max_image_size;
         let fitted: Vec<Picture> = pictures.iter().map(|p| p.clone().fitted(self.config.max_image_size)).collect();
         let mut chunks = vec![];
-        for (c, part) in fitted.chunks(step.max(1)).enumerate() {
+        for (c, part) in fitted.chunks(step).enumerate() {
             let mut refs: Vec<&Picture> = part.iter().collect();
             if let Some(b) = self.fixed_batch {
                 while refs.len() < b {
                     refs.push(part.last().expect("chunks are never empty"));
                 }
             }
-            let batch = CanvasBatch::pack(&refs, self.config.max_image_size);
-            let outputs = self.run_batch(&batch)?;
+            let b = CanvasBatch::pack(&refs, self.config.max_image_size);
+            let pixels = Tensor::new(vec![b.n, ch, cw, 3], TensorData::U8(b.pixels));
+            let extent = Tensor::from_f32(vec![b.n, 2], b.extent);
+            let outputs = self.run_feed(b.n, vec![(PIXELS.into(), pixels), (EXTENT.into(), extent)])?;
             chunks.push(Chunk { first: c * step, outputs });
         }
         Ok(chunks)
     }
 
-    fn run_batch(&mut self, b: &CanvasBatch) -> Result<Vec<Tensor>, ZooError> {
-        let [ch, cw] = self.config.max_image_size;
-        let pixels = Tensor::new(vec![b.n, ch, cw, 3], TensorData::U8(b.pixels.clone()));
-        let extent = Tensor::from_f32(vec![b.n, 2], b.extent.clone());
+    /// Runs one batch of `n` items given as (graph input name, value) pairs.
+    pub fn run_feed(&mut self, n: usize, feed: Vec<(String, Tensor)>) -> Result<Vec<Tensor>, ZooError> {
+        let mut feed: HashMap<String, Tensor> = feed.into_iter().collect();
         match &self.device {
-            Device::Interpreter => {
-                let feed = HashMap::from([(PIXELS.to_string(), pixels), (EXTENT.to_string(), extent)]);
-                Ok(xforge_ir::interp::run(&self.graph, &feed)?)
-            }
+            Device::Interpreter => Ok(xforge_ir::interp::run(&self.graph, &feed)?),
             Device::Gpu { index, precision } => {
                 let (index, precision) = (*index, *precision);
-                if !self.sessions.contains_key(&b.n) {
-                    let s = self.compile(b.n, index, precision)?;
-                    self.sessions.insert(b.n, s);
+                if !self.sessions.contains_key(&n) {
+                    let s = self.compile(n, index, precision)?;
+                    self.sessions.insert(n, s);
                 }
-                let session = self.sessions.get_mut(&b.n).expect("inserted above");
-                let outs = session.run_shaped(&[&pixels.data().to_le_bytes(), &extent.data().to_le_bytes()])?;
+                let bytes: Vec<Vec<u8>> = self
+                    .graph
+                    .inputs
+                    .iter()
+                    .map(|&i| {
+                        let name = self.graph.name_of(i);
+                        feed.remove(name)
+                            .map(|t| t.data().to_le_bytes())
+                            .ok_or_else(|| ZooError::Runtime(format!("no value for the graph input '{name}'")))
+                    })
+                    .collect::<Result<_, _>>()?;
+                let refs: Vec<&[u8]> = bytes.iter().map(|b| b.as_slice()).collect();
+                let session = self.sessions.get_mut(&n).expect("inserted above");
+                let outs = session.run_shaped(&refs)?;
                 outs.into_iter()
                     .zip(&self.graph.outputs)
                     .map(|((bytes, shape), &o)| {

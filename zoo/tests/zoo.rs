@@ -495,3 +495,78 @@ fn compiled_task_graphs_compute_what_the_interpreter_does() {
         assert!(!a.kernels.names.is_empty(), "{name}");
     }
 }
+
+#[test]
+fn text_embeddings_are_the_mean_of_the_real_tokens_normalized() {
+    let model = repo_model("bert_tiny.onnx");
+    let config = TaskConfig { tokenizer: Some(models().join("tokenizer.json")), ..TaskConfig::default() };
+    let mut e = xforge_zoo::TextEmbedder::new(&model, config, Device::Interpreter).unwrap();
+    let texts = ["The cat sat on the mat.", "A big red car ran fast", "kernels fusing graphs", ""];
+    let got = e.embed(&texts).unwrap();
+    let tokens = e.tokenize(&texts).unwrap();
+    assert_eq!(tokens[0][0], 2, "[CLS] first");
+    assert!(tokens[2].len() > 4, "unknown words are split into pieces: {:?}", tokens[2]);
+    let m = xforge_frontend::load(&model, &Default::default()).unwrap();
+    for ((t, v), text) in tokens.iter().zip(&got).zip(texts) {
+        let mut ids = vec![0i64; 32];
+        for (j, &id) in t.iter().enumerate() {
+            ids[j] = id as i64;
+        }
+        let h =
+            interp::run(&m.graph, &HashMap::from([("input".to_string(), Tensor::from_i64(vec![1, 32], ids))])).unwrap();
+        let h = h[0].to_f64(); // [1, 32, 128]
+        let mut mean = vec![0f64; 128];
+        for j in 0..t.len() {
+            for d in 0..128 {
+                mean[d] += h[j * 128 + d] / t.len() as f64;
+            }
+        }
+        let norm = mean.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert_eq!(v.len(), 128);
+        let cos: f64 = v.iter().zip(&mean).map(|(a, b)| *a as f64 * b / norm).sum();
+        assert!(cos > 0.99999, "{text:?}: cosine {cos}");
+        let len: f64 = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        assert!((len - 1.0).abs() < 1e-5, "{text:?}: length {len}");
+    }
+    assert!(got[0].iter().zip(&got[1]).any(|(a, b)| (a - b).abs() > 1e-3), "different texts, different embeddings");
+    // a missing or broken tokenizer is an error naming it
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("tokenizer.json");
+    std::fs::write(&broken, "{\"version\": ").unwrap();
+    let c = TaskConfig { tokenizer: Some(broken), ..TaskConfig::default() };
+    let err = xforge_zoo::TextEmbedder::new(&model, c, Device::Interpreter).err().unwrap().to_string();
+    assert!(err.contains("tokenizer.json"), "{err}");
+    let err =
+        xforge_zoo::TextEmbedder::new(&model, TaskConfig::default(), Device::Interpreter).err().unwrap().to_string();
+    assert!(err.contains("tokenizer"), "{err}");
+}
+
+/// The embedder's graph (model + pooling + normalization) compiles for the GPU, and its
+/// kernels run on the host compute what the interpreter does.
+#[test]
+fn the_text_embedder_graph_compiles_and_matches_the_interpreter() {
+    let config = TaskConfig { tokenizer: Some(models().join("tokenizer.json")), ..TaskConfig::default() };
+    let e = xforge_zoo::TextEmbedder::new(&repo_model("bert_tiny.onnx"), config, Device::Interpreter).unwrap();
+    let g = e.pipeline().graph.clone();
+    let tokens = e.tokenize(&["a small model of the river"]).unwrap();
+    let mut ids = vec![0i64; 32];
+    let mut mask = vec![0i64; 32];
+    for (j, &t) in tokens[0].iter().enumerate() {
+        ids[j] = t as i64;
+        mask[j] = 1;
+    }
+    let feed = HashMap::from([
+        ("input".to_string(), Tensor::from_i64(vec![1, 32], ids)),
+        (xforge_zoo::embedder::MASK.to_string(), Tensor::from_i64(vec![1, 32], mask)),
+    ]);
+    let want = interp::run(&g, &feed).unwrap();
+    let compiler = xforge_compiler::Compiler::new("sm_90");
+    let fused = compiler.fuse(&g).unwrap();
+    let (library, _) = xforge_compiler::build::library_plans(&fused, false);
+    let (kernels, missing) = xforge_compiler::build::generate_kernels(&fused, &library);
+    assert!(missing.is_empty(), "{missing:?}");
+    let (got, _) = xforge_testsuite::host_kernels::run_plan(&fused, &kernels.into_iter().collect(), &feed).unwrap();
+    let err = xforge_ir::tensor::rel_l2(&got[0], &want[0]);
+    assert!(err < 1e-4, "relative L2 {err:e}");
+    compiler.compile_graph(&g, "embedder".into()).unwrap();
+}

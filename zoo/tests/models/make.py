@@ -57,3 +57,23 @@ save("ssd", nodes, i1 + i2 + [const("flat4", np.array([0, 4, 64], np.int64))], o
 cells = [(x * 4.0, y * 4.0) for y in range(8) for x in range(8)]
 anchors = np.array([[x - 2, y - 2, x + 6, y + 6] for x, y in cells], np.float32)
 np.save("anchors.npy", anchors)
+
+# a WordPiece tokenizer (Hugging Face tokenizer.json) with a small vocabulary, for bert_tiny
+import json
+words = ("the a an of to and in is it for on with as was at by be this that from or are not have has one two three "
+         "cat dog sat mat ran fast slow red blue green house car tree river sun moon star big small new old good bad "
+         "compile kernel fusion graph tensor model").split()
+pieces = ["##s", "##ed", "##ing", "##er", "##ly"]
+vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + words + pieces + list("abcdefghijklmnopqrstuvwxyz") + ["##" + c for c in "abcdefghijklmnopqrstuvwxyz"])}
+special = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True}
+           for t, i in vocab.items() if t.startswith("[")]
+tok = {
+    "version": "1.0", "truncation": None, "padding": None, "added_tokens": special,
+    "normalizer": {"type": "BertNormalizer", "clean_text": True, "handle_chinese_chars": True, "strip_accents": None, "lowercase": True},
+    "pre_tokenizer": {"type": "BertPreTokenizer"},
+    "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},
+    "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": True},
+    "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##", "max_input_chars_per_word": 100, "vocab": vocab},
+}
+with open("tokenizer.json", "w") as f:
+    json.dump(tok, f, indent=1)
