@@ -15,6 +15,8 @@ use xforge_compiler::{CompileError, Compiler, Precision};
 use xforge_ir::{DType, Tensor, TensorData};
 use xforge_runtime::{DeviceBuffer, RuntimeError, Step};
 
+mod zoo;
+
 create_exception!(_xforge, XforgeError, PyException, "Every xforge error.");
 create_exception!(_xforge, BadModelError, XforgeError, "The model file cannot be read or is not valid ONNX.");
 create_exception!(_xforge, UnsupportedError, XforgeError, "A node the compiler cannot compile (named in the message).");
@@ -704,6 +706,7 @@ fn _xforge(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(from_hub, m)?)?;
     m.add_class::<Artifact>()?;
     m.add_class::<Session>()?;
+    m.add_class::<zoo::ZooTask>()?;
     let py = m.py();
     m.add("XforgeError", py.get_type::<XforgeError>())?;
     m.add("BadModelError", py.get_type::<BadModelError>())?;

@@ -130,9 +130,18 @@ impl TaskConfig {
     /// Reads a `task.toml`; relative paths in it are taken from the file's folder.
     pub fn read(path: &Path) -> Result<TaskConfig, ZooError> {
         let text = std::fs::read_to_string(path).map_err(|e| ZooError::file(path, e))?;
-        let mut c: TaskConfig =
-            toml::from_str(&text).map_err(|e| ZooError::Config(format!("{}: {}", path.display(), e.message())))?;
-        let dir = path.parent().unwrap_or(Path::new("."));
+        TaskConfig::parse(&text, path.parent().unwrap_or(Path::new("."))).map_err(|e| {
+            ZooError::Config(format!(
+                "{}: {}",
+                path.display(),
+                e.to_string().trim_start_matches("task configuration: ")
+            ))
+        })
+    }
+
+    /// A configuration from TOML text; relative paths in it are taken from `dir`.
+    pub fn parse(text: &str, dir: &Path) -> Result<TaskConfig, ZooError> {
+        let mut c: TaskConfig = toml::from_str(text).map_err(|e| ZooError::Config(e.message().to_string()))?;
         if let Some(f) = &mut c.labels_file {
             *f = dir.join(&*f);
         }
