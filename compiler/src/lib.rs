@@ -243,6 +243,10 @@ impl Compiler {
             xforge_ir::infer::infer_graph(&mut g).map_err(|e| CompileError::Infer(e.to_string()))?;
             tracing::info!("{n} nodes work on padded data");
         }
+        // quantization without an 8-bit kernel: the float arithmetic it is defined by
+        if xforge_passes::qdq::decompose(&mut g) > 0 {
+            xforge_ir::infer::infer_graph(&mut g).map_err(|e| CompileError::Infer(e.to_string()))?;
+        }
         if let Some(dt) = self.precision.half() {
             let n =
                 xforge_passes::precision::convert(&mut g, dt).map_err(|e| CompileError::Precision(e.to_string()))?;

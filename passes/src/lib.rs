@@ -14,6 +14,7 @@ pub mod noop;
 pub mod padded;
 pub mod patch_conv;
 pub mod precision;
+pub mod qdq;
 pub mod rewrite;
 pub mod sibling_gemm;
 pub mod slice_concat;

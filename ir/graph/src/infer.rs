@@ -199,6 +199,46 @@ fn ty(dtype: DType, shape: Option<Vec<Dim>>) -> Fact {
     Fact::of(ValueType { dtype, shape })
 }
 
+/// The quantization ops: Q/DQ keep their input's shape; the integer and QLinear contractions
+/// have MatMul's or Conv's shape (of their data operands) and their own result type.
+fn quantized(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Result<Option<Vec<Fact>>, String> {
+    use Op::*;
+    let input = |k: usize| ins.get(k).and_then(|f| f.as_ref());
+    let dtype = |k: usize| input(k).map(|f| f.ty.dtype);
+    let shape = |k: usize| input(k).and_then(|f| f.ty.shape.clone());
+    let code = |name: &str| match attr_i(node, name, 0) {
+        0 => Ok(None),
+        c => DType::from_onnx_code(c as i32).map(Some).ok_or_else(|| format!("{name} {c} is not a supported type")),
+    };
+    let (proxy, data, out) = match node.op {
+        QuantizeLinear => {
+            let out = dtype(2).or(code("output_dtype")?).unwrap_or(DType::U8);
+            return Ok(Some(vec![ty(out, shape(0))]));
+        }
+        DequantizeLinear => {
+            let out = code("output_dtype")?.or(dtype(1)).unwrap_or(DType::F32);
+            return Ok(Some(vec![ty(out, shape(0))]));
+        }
+        DynamicQuantizeLinear => {
+            return Ok(Some(vec![ty(DType::U8, shape(0)), ty(DType::F32, Some(vec![])), ty(DType::U8, Some(vec![]))]))
+        }
+        MatMulInteger => (MatMul, [0, 1], DType::I32),
+        ConvInteger => (Conv, [0, 1], DType::I32),
+        QLinearMatMul => (MatMul, [0, 3], dtype(7).unwrap_or(DType::U8)),
+        QLinearConv => (Conv, [0, 3], dtype(7).unwrap_or(DType::U8)),
+        _ => return Ok(None),
+    };
+    // the data operands as f32 without values: only their shapes matter
+    let operands: Vec<Option<Fact>> =
+        data.iter().map(|&k| input(k).map(|f| ty(DType::F32, f.ty.shape.clone()))).collect();
+    let mut as_float = node.clone();
+    as_float.op = proxy;
+    as_float.inputs = data.iter().map(|&k| node.inputs.get(k).copied().flatten()).collect();
+    as_float.outputs.truncate(1);
+    let facts = rule(&as_float, &operands, opset, fresh)?;
+    Ok(Some(vec![ty(out, facts.and_then(|f| f.into_iter().next()).and_then(|f| f.ty.shape))]))
+}
+
 /// Inputs whose values (not only shapes) decide the output shape.
 fn shape_inputs(op: Op) -> &'static [usize] {
     use Op::*;
@@ -235,6 +275,9 @@ pub fn infer_node(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fre
         }
     }
     // 2. a rule
+    if let Some(r) = quantized(node, ins, opset, fresh)? {
+        return Ok(r);
+    }
     if let Some(r) = rule(node, ins, opset, fresh)? {
         return Ok(r);
     }

@@ -78,6 +78,9 @@ ops! {
     GlobalMaxPool: Reduction, LpPool: Reduction,
     // contractions
     MatMul: Contraction, Gemm: Contraction, Einsum: Contraction, Conv: Contraction,
+    // linear quantization (interp/quant.rs)
+    MatMulInteger: Contraction, ConvInteger: Contraction, QLinearMatMul: Contraction, QLinearConv: Contraction,
+    QuantizeLinear: Broadcast, DequantizeLinear: Broadcast, DynamicQuantizeLinear: Opaque,
     // xforge's own: Conv on channels-last (N, H, W, C) data, weights as Conv's (M, C/g, kH, kW)
     ConvNhwc: Contraction,
     // xforge's own: MaxPool (2-D, one output) on channels-last (N, H, W, C) data

@@ -687,3 +687,62 @@ fn scalar_inputs_must_hold_one_value() {
     let e = single(Op::Dropout, &[("x", x.clone()), ("r", empty())], vec![]).unwrap_err().to_string();
     assert!(e.contains("ratio must hold one value"), "{e}");
 }
+
+/// Quantization's bad inputs are errors naming the operand: scales of zero, NaN or infinity,
+/// zero points of another type or shape, per-axis and blocked scales that do not fit.
+#[test]
+fn quantization_scales_and_zero_points_are_checked() {
+    let q = |op: Op, x: Tensor, s: Tensor, z: Option<Tensor>, attrs: Vec<(&str, Attr)>| {
+        let mut b = GraphBuilder::new("q", 21);
+        let xi = b.input("x", x.dtype(), x.shape());
+        let si = b.input("s", s.dtype(), s.shape());
+        let mut ins = vec![xi, si];
+        let mut f = vec![("x", x), ("s", s)];
+        if let Some(z) = z {
+            ins.push(b.input("z", z.dtype(), z.shape()));
+            f.push(("z", z));
+        }
+        let y = b.node(op, &ins, attrs, ValueType::unranked(DType::F32));
+        b.output(y);
+        let mut g = b.finish();
+        g.undeclared.insert(y);
+        xforge_ir::infer::infer_graph(&mut g).map_err(|e| e.to_string())?;
+        run(&g, &feed(&f)).map(|o| o[0].clone()).map_err(|e| e.to_string())
+    };
+    let x = Tensor::from_f32(vec![2, 3], vec![-1.0, 0.0, 0.5, 1.0, 2.5, 300.0]);
+    let s = |v: Vec<f32>| Tensor::from_f32(vec![v.len()], v);
+    // per tensor: round half to even, saturate to u8 (zero point 128 shifts)
+    let y = q(Op::QuantizeLinear, x.clone(), s(vec![0.5]), Some(Tensor::from_f64(DType::U8, vec![], &[128.0])), vec![])
+        .unwrap();
+    assert_eq!((y.dtype(), y.to_f64()), (DType::U8, vec![126.0, 128.0, 129.0, 130.0, 133.0, 255.0]));
+    // per axis 1 (three scales), i8 output without a zero point via output_dtype
+    let y =
+        q(Op::QuantizeLinear, x.clone(), s(vec![1.0, 2.0, 0.25]), None, vec![("output_dtype", Attr::Int(3))]).unwrap();
+    assert_eq!((y.dtype(), y.to_f64()), (DType::I8, vec![-1.0, 0.0, 2.0, 1.0, 1.0, 127.0]));
+    for bad in [0.0, f32::NAN, f32::INFINITY, -1.0] {
+        let e = q(Op::QuantizeLinear, x.clone(), s(vec![bad]), None, vec![]).unwrap_err().to_string();
+        assert!(e.contains("y_scale") && e.contains("positive and finite"), "{bad}: {e}");
+    }
+    let e = q(Op::QuantizeLinear, x.clone(), s(vec![1.0, 2.0]), None, vec![]).unwrap_err().to_string();
+    assert!(e.contains("per-axis scales [2] do not match axis 1 of [2, 3]"), "{e}");
+    let e =
+        q(Op::QuantizeLinear, x.clone(), s(vec![1.0]), Some(Tensor::from_f64(DType::U8, vec![2], &[0.0, 1.0])), vec![])
+            .unwrap_err()
+            .to_string();
+    assert!(e.contains("y_zero_point [2] and its scale [1] differ in shape"), "{e}");
+    // dequantize: blocked scales of 2 along axis 1 (the last block short)
+    let xq = Tensor::from_f64(DType::I8, vec![2, 3], &[-4.0, 2.0, 6.0, 1.0, -2.0, 3.0]);
+    let sb = Tensor::from_f32(vec![2, 2], vec![0.5, 2.0, 1.0, 0.25]);
+    let y = q(Op::DequantizeLinear, xq.clone(), sb, None, vec![("axis", Attr::Int(1)), ("block_size", Attr::Int(2))])
+        .unwrap();
+    assert_eq!(y.to_f64(), vec![-2.0, 1.0, 12.0, 1.0, -2.0, 0.75]);
+    let sb = Tensor::from_f32(vec![2, 3], vec![1.0; 6]);
+    let e = q(Op::DequantizeLinear, xq.clone(), sb, None, vec![("axis", Attr::Int(1)), ("block_size", Attr::Int(2))])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("blocked scales [2, 3] do not fit [2, 3] in blocks of 2"), "{e}");
+    let e = q(Op::DequantizeLinear, xq, s(vec![1.0]), Some(Tensor::from_f64(DType::U8, vec![], &[0.0])), vec![])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("x_zero_point is u8, the quantized data i8"), "{e}");
+}

@@ -14,6 +14,7 @@ mod loss;
 pub(crate) mod movement;
 mod norm;
 mod pool;
+mod quant;
 mod reduce;
 mod resize;
 mod selective_scan;
@@ -270,6 +271,13 @@ fn eval(node: &Node, ins: &[Option<Tensor>], opset: i64, scope: &Scope) -> OpRes
         MatMul => one(linalg::matmul(req(ins, 0)?, req(ins, 1)?)?),
         Gemm => one(linalg::gemm(&a, ins)?),
         Einsum => one(linalg::einsum(&a, ins)?),
+        QuantizeLinear => one(quant::quantize(&a, ins)?),
+        DequantizeLinear => one(quant::dequantize(&a, ins)?),
+        DynamicQuantizeLinear => Ok(quant::dynamic_quantize(req(ins, 0)?)?),
+        MatMulInteger => one(quant::matmul_integer(ins)?),
+        ConvInteger => one(quant::conv_integer(&a, ins)?),
+        QLinearMatMul => one(quant::qlinear_matmul(ins)?),
+        QLinearConv => one(quant::qlinear_conv(&a, ins)?),
         Conv => one(conv::conv(&a, ins)?),
         ConvNhwc => {
             let x = movement::transpose(req(ins, 0)?, Some(vec![0, 3, 1, 2]))?;

@@ -1,0 +1,154 @@
+//! qdq: QuantizeLinear / DequantizeLinear / DynamicQuantizeLinear as float ops. Before: one
+//! quantization node; after: only Cast, Sub, Mul, Div, Round, Add, Clip (and for the dynamic
+//! one ReduceMin/ReduceMax, Min, Max, Equal, Where) plus Identity, with per-axis and blocked
+//! parameters folded into broadcastable weights; the interpreter gives the same values.
+use std::collections::HashMap;
+use xforge_ir::{interp, Attr, DType, GraphBuilder, Op, Tensor, ValueType};
+use xforge_passes::qdq::decompose;
+
+fn values(n: usize, seed: u64, span: f64) -> Vec<f64> {
+    let mut s = seed.wrapping_mul(0x9e3779b97f4a7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s % 20001) as f64 / 10000.0 - 1.0) * span
+        })
+        .collect()
+}
+
+/// `op` on x with the given parameters, decomposed, both run on the same x; the parameters as
+/// weights and, a second time, as graph inputs (known only at run time).
+fn check(op: Op, x: Tensor, params: Vec<Tensor>, attrs: Vec<(&str, Attr)>, outs: usize) {
+    check_as(op, x.clone(), params.clone(), attrs.clone(), outs, false);
+    check_as(op, x, params, attrs, outs, true);
+}
+
+fn check_as(op: Op, x: Tensor, params: Vec<Tensor>, attrs: Vec<(&str, Attr)>, outs: usize, inputs: bool) {
+    let mut b = GraphBuilder::new("q", 21);
+    let xi = b.input("x", x.dtype(), x.shape());
+    let mut ins = vec![Some(xi)];
+    let mut feed = HashMap::from([("x".to_string(), x)]);
+    for (k, p) in params.into_iter().enumerate() {
+        let name = format!("p{k}");
+        ins.push(Some(if inputs {
+            let id = b.input(&name, p.dtype(), p.shape());
+            feed.insert(name, p);
+            id
+        } else {
+            b.weight(&name, p)
+        }));
+    }
+    let ys = b.node_multi(op, &ins, attrs, (0..outs).map(|_| ValueType::unranked(DType::F32)).collect());
+    for &y in &ys {
+        b.output(y);
+    }
+    let mut g = b.finish();
+    g.undeclared.extend(ys.iter().copied());
+    xforge_ir::infer::infer_graph(&mut g).unwrap();
+    let mut h = g.clone();
+    assert_eq!(decompose(&mut h), 1, "{op}");
+    xforge_ir::infer::infer_graph(&mut h).unwrap();
+    xforge_ir::verify::verify(&h).unwrap();
+    let allowed = [
+        Op::Cast,
+        Op::Sub,
+        Op::Mul,
+        Op::Div,
+        Op::Round,
+        Op::Add,
+        Op::Clip,
+        Op::Identity,
+        Op::ReduceMin,
+        Op::ReduceMax,
+        Op::Min,
+        Op::Max,
+        Op::Equal,
+        Op::Where,
+        Op::Reshape,
+        Op::Expand,
+        Op::Slice,
+    ];
+    assert!(
+        h.nodes.iter().all(|n| allowed.contains(&n.op)),
+        "{op}: {:?}",
+        h.nodes.iter().map(|n| n.op).collect::<Vec<_>>()
+    );
+    for (k, &o) in g.outputs.iter().enumerate() {
+        assert_eq!(g.ty(o), h.ty(h.outputs[k]), "{op}: output {k}'s type");
+    }
+    let (want, got) = (interp::run(&g, &feed).unwrap(), interp::run(&h, &feed).unwrap());
+    for (a, b) in got.iter().zip(&want) {
+        assert_eq!(a.dtype(), b.dtype(), "{op}");
+        assert_eq!(a.to_f64(), b.to_f64(), "{op}");
+    }
+}
+
+#[test]
+fn quantize_and_dequantize_become_float_ops_with_the_same_values() {
+    let x = Tensor::from_f64(DType::F32, vec![2, 3, 4], &values(24, 1, 40.0));
+    let u8s = |v: &[f64]| Tensor::from_f64(DType::U8, vec![v.len()], v);
+    let f32s = |shape: Vec<usize>, v: Vec<f32>| Tensor::from_f32(shape, v);
+    // per tensor, u8 with a zero point; and halves that round to even (x / 0.5 = k + 0.5)
+    check(
+        Op::QuantizeLinear,
+        x.clone(),
+        vec![f32s(vec![], vec![0.3]), Tensor::from_f64(DType::U8, vec![], &[100.0])],
+        vec![],
+        1,
+    );
+    let halves = Tensor::from_f32(vec![6], vec![0.25, 0.75, -0.25, 1.25, 63.75, -64.25]);
+    check(
+        Op::QuantizeLinear,
+        halves,
+        vec![f32s(vec![], vec![0.5]), Tensor::from_f64(DType::I8, vec![], &[0.0])],
+        vec![],
+        1,
+    );
+    // per axis 1 (3 channels), i8 by output_dtype without a zero point
+    check(
+        Op::QuantizeLinear,
+        x.clone(),
+        vec![f32s(vec![3], vec![0.1, 0.5, 2.0])],
+        vec![("axis", Attr::Int(1)), ("output_dtype", Attr::Int(3))],
+        1,
+    );
+    // blocked along the last axis in blocks of 3 (the last block short)
+    let blocked = vec![("axis", Attr::Int(-1)), ("block_size", Attr::Int(3))];
+    check(
+        Op::QuantizeLinear,
+        x.clone(),
+        vec![
+            f32s(vec![2, 3, 2], (1..=12).map(|i| i as f32 * 0.05).collect()),
+            Tensor::from_f64(DType::U8, vec![2, 3, 2], &[128.0; 12]),
+        ],
+        blocked.clone(),
+        1,
+    );
+    let q = Tensor::from_f64(
+        DType::U8,
+        vec![2, 3, 4],
+        &values(24, 2, 1.0).iter().map(|v| ((v + 1.0) * 127.0).round()).collect::<Vec<_>>(),
+    );
+    check(Op::DequantizeLinear, q.clone(), vec![f32s(vec![], vec![0.02]), u8s(&[128.0])], vec![], 1);
+    check(
+        Op::DequantizeLinear,
+        q.clone(),
+        vec![f32s(vec![3], vec![0.1, 0.5, 2.0]), u8s(&[1.0, 2.0, 3.0])],
+        vec![("axis", Attr::Int(1))],
+        1,
+    );
+    check(Op::DequantizeLinear, q, vec![f32s(vec![2, 3, 2], (1..=12).map(|i| i as f32 * 0.05).collect())], blocked, 1);
+    let s16 = Tensor::from_f64(DType::I16, vec![4], &[-30000.0, -1.0, 0.0, 32767.0]);
+    check(Op::DequantizeLinear, s16, vec![Tensor::from_f64(DType::F16, vec![], &[0.001])], vec![], 1);
+}
+
+#[test]
+fn dynamic_quantization_becomes_float_ops_with_the_same_values() {
+    for (seed, shift) in [(3, 0.0), (4, 5.0), (5, -5.0)] {
+        let v: Vec<f64> = values(30, seed, 3.0).iter().map(|x| x + shift).collect();
+        check(Op::DynamicQuantizeLinear, Tensor::from_f64(DType::F32, vec![5, 6], &v), vec![], vec![], 3);
+    }
+    check(Op::DynamicQuantizeLinear, Tensor::from_f32(vec![4], vec![0.0; 4]), vec![], vec![], 3);
+}
