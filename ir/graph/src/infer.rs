@@ -235,6 +235,8 @@ fn quantized(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -
     as_float.op = proxy;
     as_float.inputs = data.iter().map(|&k| node.inputs.get(k).copied().flatten()).collect();
     as_float.outputs.truncate(1);
+    // the float op's operand checks (ranks, channels, groups) hold for its quantized forms too
+    check_operands(&as_float, &operands)?;
     let facts = rule(&as_float, &operands, opset, fresh)?;
     Ok(Some(vec![ty(out, facts.and_then(|f| f.into_iter().next()).and_then(|f| f.ty.shape))]))
 }
