@@ -113,6 +113,16 @@ pub fn scan(a: &NodeAttrs, ins: &[Option<Tensor>], n_out: usize, scope: &Scope) 
     let n_scan_out = n_out.saturating_sub(n_state);
     let out_axes = a.ints_opt("scan_output_axes")?.unwrap_or(vec![0; n_scan_out]);
     let out_dirs = a.ints_opt("scan_output_directions")?.unwrap_or(vec![0; n_scan_out]);
+    for (name, v, want) in [
+        ("scan_input_axes", &in_axes, m),
+        ("scan_input_directions", &in_dirs, m),
+        ("scan_output_axes", &out_axes, n_scan_out),
+        ("scan_output_directions", &out_dirs, n_scan_out),
+    ] {
+        if v.len() != want {
+            return Err(format!("{name} has {} entries for {want} scan values", v.len()));
+        }
+    }
     // move each scan axis to the front so iterations slice axis 0
     let seqs: Vec<Tensor> = all[n_state..]
         .iter()
