@@ -774,3 +774,81 @@ fn zoo_commands_print_results_draw_them_and_fail_bad_images_alone() {
     assert_eq!((code, out.as_str()), (2, ""), "{err}");
     assert!(err.contains("input_size"), "{err}");
 }
+
+#[test]
+fn quantize_writes_a_qdq_model_that_onnxruntime_and_the_compiler_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let cal = dir.path().join("cal");
+    std::fs::create_dir(&cal).unwrap();
+    let image = |seed: u64| {
+        // values off any grid: inputs on a grid make exact rounding ties in the first
+        // quantization, which two correct runtimes may break either way
+        let v: Vec<f32> = (0..3 * 224 * 224)
+            .map(|i| {
+                let t = ((i as f64 + seed as f64 * 7919.0) * 12.9898).sin() * 43758.5453;
+                (2.0 * (t - t.floor()) - 1.0) as f32
+            })
+            .collect();
+        Tensor::from_f32(vec![1, 3, 224, 224], v)
+    };
+    for k in 0..2 {
+        std::fs::write(cal.join(format!("b{k}.npy")), npy::to_bytes(&image(k))).unwrap();
+    }
+    let x = dir.path().join("x.npy");
+    std::fs::write(&x, npy::to_bytes(&image(9))).unwrap();
+    let q = dir.path().join("m.q.onnx");
+    let (qs, xs, cs) = (q.to_str().unwrap(), x.to_str().unwrap(), cal.to_str().unwrap());
+    let (code, _, err) =
+        xforge(&["quantize", &model("mnasnet0_5.onnx"), "--calibration", cs, "-o", qs, "--per-channel"]);
+    assert_eq!(code, 0, "{err}");
+    // every Conv and the Gemm read Q→DQ activations and DQ'd i8 weights
+    let m = xforge_frontend::load(&q, &Default::default()).unwrap();
+    let count = |op| m.graph.nodes.iter().filter(|n| n.op == op).count();
+    assert_eq!((count(xforge_ir::Op::QuantizeLinear), count(xforge_ir::Op::DequantizeLinear)), (53, 106));
+    let run = |model: &str, out: &Path| {
+        let (code, _, err) =
+            xforge(&["run", model, "--input", &format!("input={xs}"), "--output-dir", out.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        npy::from_bytes(&std::fs::read(out.join("output.npy")).unwrap()).unwrap()
+    };
+    let yq = run(qs, &dir.path().join("q"));
+    let yf = run(&model("mnasnet0_5.onnx"), &dir.path().join("f"));
+    let top1 = |t: &Tensor| t.to_f64().iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+    assert_eq!(top1(&yq), top1(&yf));
+    let e = xforge_ir::tensor::rel_l2(&yq, &yf);
+    assert!(e < 0.05, "quantized against float: relative L2 {e}");
+    // onnxruntime (graph optimizations off, so it runs the QDQ ops as written) agrees with the interpreter
+    let ort = dir.path().join("ort");
+    let st = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("testsuite/scripts/ort_run.py"))
+        .args([qs, ort.to_str().unwrap(), &format!("input={xs}")])
+        .status()
+        .expect("python3 with onnxruntime (scripts/setup installs it)");
+    assert!(st.success());
+    let yo = npy::from_bytes(&std::fs::read(ort.join("output.npy")).unwrap()).unwrap();
+    let e = xforge_ir::tensor::rel_l2(&yq, &yo);
+    assert!(e < 1e-3 && top1(&yq) == top1(&yo), "against onnxruntime: relative L2 {e}");
+    // and the compiler takes it
+    let (code, _, err) =
+        xforge(&["compile", qs, "--target", "sm_90", "-o", dir.path().join("m.q.xfa").to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+
+    // refused before any work, nothing written: a batch of the wrong shape, no batches, a QDQ model
+    let bad = dir.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    std::fs::write(bad.join("b0.npy"), npy::to_bytes(&Tensor::from_f32(vec![1, 3, 8, 8], vec![0.0; 192]))).unwrap();
+    let out = dir.path().join("never.onnx");
+    let os = out.to_str().unwrap();
+    let (code, _, err) =
+        xforge(&["quantize", &model("mnasnet0_5.onnx"), "--calibration", bad.to_str().unwrap(), "-o", os]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("calibration batch 0") && err.contains("[1, 3, 8, 8]"), "{err}");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let (code, _, err) =
+        xforge(&["quantize", &model("mnasnet0_5.onnx"), "--calibration", empty.to_str().unwrap(), "-o", os]);
+    assert!(code == 2 && err.contains("no batches"), "{err}");
+    let (code, _, err) = xforge(&["quantize", qs, "--calibration", cs, "-o", os]);
+    assert!(code == 2 && err.contains("quantized already"), "{err}");
+    assert!(!out.exists());
+}

@@ -15,6 +15,7 @@ pub mod build;
 pub mod complete;
 pub mod cost;
 pub mod library;
+pub mod quantize;
 pub mod tune;
 
 pub use build::{digest, BatchSpec, BuildError};

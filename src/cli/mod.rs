@@ -4,6 +4,7 @@ mod compile;
 mod hub;
 mod inspect;
 mod profile;
+mod quantize;
 mod run;
 mod tune;
 mod zoo;
@@ -33,6 +34,8 @@ enum Command {
     Tune(tune::Args),
     /// The hub: a server, build workers and a client for compiled artifacts per target.
     Hub(hub::Args),
+    /// Quantize a model (QDQ: u8 activations, i8 weights) calibrated on .npy batches.
+    Quantize(quantize::Args),
     /// Task wrappers: classify, detect or segment images with pre/post-processing in the graph.
     Zoo(zoo::Args),
 }
@@ -46,6 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tune(a) => tune::tune(a),
         Command::Hub(a) => hub::hub(a),
         Command::Zoo(a) => zoo::zoo(a),
+        Command::Quantize(a) => quantize::quantize(a),
     }
 }
 

@@ -1,0 +1,354 @@
+//! Post-training quantization: an ONNX model and calibration batches in, a standard QDQ ONNX
+//! model out (what onnxruntime's `quantize_static` writes): every Conv, MatMul and Gemm reads
+//! its activation through QuantizeLinear → DequantizeLinear (u8, asymmetric, ranges observed by
+//! the interpreter over the batches) and its weight through DequantizeLinear of an i8
+//! initializer (symmetric, per tensor or per output channel). The rest of the model is
+//! untouched, so any runtime that reads QDQ runs it; xforge's compiler runs it as float until it
+//! has 8-bit kernels.
+use onnx_protobuf::{AttributeProto, ModelProto, NodeProto, TensorProto};
+use protobuf::Message;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use xforge_ir::{Graph, Tensor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QuantizeError {
+    #[error("{path}: {why}")]
+    Read { path: String, why: String },
+    #[error(transparent)]
+    Import(#[from] xforge_frontend::ImportError),
+    /// Calibration data that does not fit the model (names the batch).
+    #[error("calibration: {0}")]
+    Calibration(String),
+    #[error("calibration batch {batch}: {why}")]
+    Run { batch: usize, why: String },
+    #[error("{0}")]
+    Model(String),
+}
+
+/// How an activation's range is taken from what calibration saw.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Method {
+    MinMax,
+    /// The given percentile of |x| (e.g. 99.99), which ignores rare outliers.
+    Percentile(f64),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct QuantizeOptions {
+    pub method: Method,
+    /// One weight scale per output channel instead of one per tensor.
+    pub per_channel: bool,
+}
+
+/// Values kept per activation for percentiles (a stride through each batch).
+const SAMPLES: usize = 1 << 16;
+
+/// What calibration saw of one activation.
+#[derive(Default)]
+struct Observed {
+    min: f64,
+    max: f64,
+    samples: Vec<f64>,
+}
+
+/// A Conv/MatMul/Gemm node's operands to quantize: its activation inputs and its weight
+/// (initializer name, output-channel axis).
+struct Target {
+    activations: Vec<String>,
+    weight: Option<(String, usize)>,
+}
+
+fn targets(m: &ModelProto, init: &HashSet<String>) -> Vec<Option<Target>> {
+    let attr_i = |n: &NodeProto, name: &str| n.attribute.iter().find(|a| a.name == name).map(|a| a.i).unwrap_or(0);
+    m.graph
+        .node
+        .iter()
+        .map(|n| {
+            if !n.domain.is_empty() && n.domain != "ai.onnx" {
+                return None;
+            }
+            let input = |k: usize| n.input.get(k).filter(|s| !s.is_empty()).cloned();
+            let (x, w) = (input(0)?, input(1)?);
+            let axis = match n.op_type.as_str() {
+                "Conv" => 0,
+                "MatMul" => 1,
+                "Gemm" if attr_i(n, "transA") == 0 => {
+                    if attr_i(n, "transB") != 0 {
+                        0
+                    } else {
+                        1
+                    }
+                }
+                _ => return None,
+            };
+            let mut activations = vec![];
+            for t in [&x, &w] {
+                if !init.contains(t) {
+                    activations.push(t.clone());
+                }
+            }
+            let weight = init.contains(&w).then(|| (w.clone(), axis));
+            // an initializer in the first operand stays float
+            if init.contains(&x) {
+                activations.retain(|a| a != &x);
+            }
+            Some(Target { activations, weight })
+        })
+        .collect()
+}
+
+/// (scale, zero point) of an asymmetric u8 range covering [lo, hi] and 0.
+fn u8_params(lo: f64, hi: f64) -> (f32, u8) {
+    let (lo, hi) = (lo.min(0.0) as f32, hi.max(0.0) as f32);
+    let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+    let zp = (-lo / scale).round_ties_even().clamp(0.0, 255.0) as u8;
+    (scale, zp)
+}
+
+fn f32_tensor(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
+    let mut t = TensorProto::new();
+    t.name = name.into();
+    t.dims = dims.to_vec();
+    t.data_type = 1;
+    t.raw_data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    t
+}
+
+fn int_tensor(name: &str, dims: &[i64], v: &[i64], data_type: i32) -> TensorProto {
+    let mut t = TensorProto::new();
+    t.name = name.into();
+    t.dims = dims.to_vec();
+    t.data_type = data_type;
+    t.raw_data = v.iter().map(|&x| x as u8).collect();
+    t
+}
+
+fn qdq_node(op: &str, name: String, inputs: [&str; 3], output: String, axis: Option<i64>) -> NodeProto {
+    let mut n = NodeProto::new();
+    n.op_type = op.into();
+    n.name = name;
+    n.input = inputs.iter().map(|s| s.to_string()).collect();
+    n.output = vec![output];
+    if let Some(a) = axis {
+        let mut at = AttributeProto::new();
+        at.name = "axis".into();
+        at.i = a;
+        at.type_ = onnx_protobuf::attribute_proto::AttributeType::INT.into();
+        n.attribute.push(at);
+    }
+    n
+}
+
+/// Observes every activation the targets read over the calibration batches (each a map from
+/// input name to value), on the interpreter.
+fn calibrate(
+    g: &Graph,
+    names: &[String],
+    batches: &[HashMap<String, Tensor>],
+    method: Method,
+) -> Result<Vec<Observed>, QuantizeError> {
+    if batches.is_empty() {
+        return Err(QuantizeError::Calibration("no batches".into()));
+    }
+    // every batch is checked against the model's inputs before any runs
+    for (b, feed) in batches.iter().enumerate() {
+        for &i in &g.inputs {
+            let name = g.name_of(i);
+            let t = feed
+                .get(name)
+                .ok_or_else(|| QuantizeError::Run { batch: b, why: format!("no value for input '{name}'") })?;
+            if t.dtype() != g.ty(i).dtype || !g.ty(i).admits(t.shape()) {
+                return Err(QuantizeError::Run {
+                    batch: b,
+                    why: format!("input '{name}' is {}, the batch holds {} {:?}", g.ty(i), t.dtype(), t.shape()),
+                });
+            }
+        }
+    }
+    let mut probe = g.clone();
+    probe.outputs = names
+        .iter()
+        .map(|n| probe.find_value(n).ok_or_else(|| QuantizeError::Model(format!("'{n}' is not a value of the model"))))
+        .collect::<Result<_, _>>()?;
+    let mut seen: Vec<Observed> =
+        names.iter().map(|_| Observed { min: f64::MAX, max: f64::MIN, samples: vec![] }).collect();
+    for (b, feed) in batches.iter().enumerate() {
+        let outs =
+            xforge_ir::interp::run(&probe, feed).map_err(|e| QuantizeError::Run { batch: b, why: e.to_string() })?;
+        for (o, t) in seen.iter_mut().zip(&outs) {
+            let v = t.to_f64();
+            if let Some(bad) = v.iter().find(|x| !x.is_finite()) {
+                return Err(QuantizeError::Run { batch: b, why: format!("an activation holds {bad}") });
+            }
+            for &x in &v {
+                o.min = o.min.min(x);
+                o.max = o.max.max(x);
+            }
+            if let Method::Percentile(_) = method {
+                let step = (v.len() / (SAMPLES / batches.len()).max(1)).max(1);
+                o.samples.extend(v.iter().step_by(step).map(|x| x.abs()));
+            }
+        }
+    }
+    if let Method::Percentile(p) = method {
+        for o in &mut seen {
+            o.samples.sort_by(|a, b| a.total_cmp(b));
+            if let Some(&cut) =
+                o.samples.get(((o.samples.len() as f64 * p / 100.0) as usize).min(o.samples.len().saturating_sub(1)))
+            {
+                o.min = o.min.max(-cut);
+                o.max = o.max.min(cut);
+            }
+        }
+    }
+    Ok(seen)
+}
+
+/// Quantizes the ONNX model at `path` (external data read from its folder) with the given
+/// calibration batches; returns the QDQ model's bytes, checked by importing them again.
+pub fn quantize_onnx(
+    path: &Path,
+    batches: &[HashMap<String, Tensor>],
+    opts: QuantizeOptions,
+) -> Result<Vec<u8>, QuantizeError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| QuantizeError::Read { path: path.display().to_string(), why: e.to_string() })?;
+    let base = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
+    let graph = xforge_frontend::parse(&bytes, base, &Default::default())?.graph;
+    let mut m = ModelProto::parse_from_bytes(&bytes).map_err(|e| QuantizeError::Model(e.to_string()))?;
+    if m.graph.node.iter().any(|n| n.op_type == "QuantizeLinear" || n.op_type == "DequantizeLinear") {
+        return Err(QuantizeError::Model("the model is quantized already".into()));
+    }
+    let opset =
+        m.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map(|o| o.version).unwrap_or(0);
+    if opset < 13 {
+        return Err(QuantizeError::Model(format!("opset {opset}: QDQ with per-axis scales needs opset 13 or later")));
+    }
+    let init: HashSet<String> = m.graph.initializer.iter().map(|t| t.name.clone()).collect();
+    let targets = targets(&m, &init);
+    let names: Vec<String> = {
+        let mut set = BTreeMap::new();
+        for t in targets.iter().flatten() {
+            for a in &t.activations {
+                set.insert(a.clone(), ());
+            }
+        }
+        set.into_keys().collect()
+    };
+    if targets.iter().flatten().next().is_none() {
+        return Err(QuantizeError::Model("no Conv, MatMul or Gemm to quantize".into()));
+    }
+    let seen = calibrate(&graph, &names, batches, opts.method)?;
+    let params: HashMap<&str, (f32, u8)> =
+        names.iter().zip(&seen).map(|(n, o)| (n.as_str(), u8_params(o.min, o.max))).collect();
+
+    let mut new_init: Vec<TensorProto> = vec![];
+    let mut front: Vec<NodeProto> = vec![];
+    // weights: i8 symmetric, one DQ each, at the front
+    let mut weight_dq: HashMap<String, String> = HashMap::new();
+    for t in targets.iter().flatten() {
+        let Some((w, axis)) = &t.weight else { continue };
+        if weight_dq.contains_key(w) {
+            continue;
+        }
+        let id =
+            graph.find_value(w).ok_or_else(|| QuantizeError::Model(format!("weight '{w}' is not in the model")))?;
+        let Some(wt) = graph.weights.get(&id) else { continue };
+        if wt.dtype() != xforge_ir::DType::F32 {
+            continue;
+        }
+        let shape = wt.shape().to_vec();
+        let per_channel = opts.per_channel && *axis < shape.len() && shape.len() >= 2;
+        let v = wt.to_f64();
+        let (channels, stride) =
+            if per_channel { (shape[*axis], xforge_ir::tensor::strides(&shape)[*axis]) } else { (1, 1) };
+        let mut scales = vec![0f32; channels];
+        for (i, x) in v.iter().enumerate() {
+            let c = (i / stride) % channels;
+            scales[c] = scales[c].max(x.abs() as f32);
+        }
+        let scales: Vec<f32> = scales.iter().map(|&a| if a > 0.0 { a / 127.0 } else { 1.0 }).collect();
+        let q: Vec<i64> = v
+            .iter()
+            .enumerate()
+            .map(|(i, x)| ((*x as f32) / scales[(i / stride) % channels]).round_ties_even().clamp(-127.0, 127.0) as i64)
+            .collect();
+        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        let sdims: Vec<i64> = if per_channel { vec![channels as i64] } else { vec![] };
+        let (qn, sn, zn, dn) =
+            (format!("{w}_quantized"), format!("{w}_scale"), format!("{w}_zero_point"), format!("{w}_dequantized"));
+        new_init.push(int_tensor(&qn, &dims, &q, 3));
+        new_init.push(f32_tensor(&sn, &sdims, &scales));
+        new_init.push(int_tensor(&zn, &sdims, &vec![0; channels.min(if per_channel { channels } else { 1 })], 3));
+        front.push(qdq_node(
+            "DequantizeLinear",
+            format!("{w}_DequantizeLinear"),
+            [&qn, &sn, &zn],
+            dn.clone(),
+            per_channel.then_some(*axis as i64),
+        ));
+        weight_dq.insert(w.clone(), dn);
+    }
+    for (n, o) in names.iter().zip(&seen) {
+        tracing::debug!("{n}: [{}, {}]", o.min, o.max);
+    }
+    // activations: Q → DQ just before the first target that reads them
+    let mut done: HashSet<String> = HashSet::new();
+    let old = std::mem::take(&mut m.graph.mut_or_insert_default().node);
+    let mut nodes = front;
+    for (n, t) in old.into_iter().zip(&targets) {
+        let mut n = n;
+        if let Some(t) = t {
+            for a in &t.activations {
+                let (scale, zp) = params[a.as_str()];
+                let (qn, dn, sn, zn) = (
+                    format!("{a}_quantized"),
+                    format!("{a}_dequantized"),
+                    format!("{a}_scale"),
+                    format!("{a}_zero_point"),
+                );
+                if done.insert(a.clone()) {
+                    new_init.push(f32_tensor(&sn, &[], &[scale]));
+                    new_init.push(int_tensor(&zn, &[], &[zp as i64], 2));
+                    nodes.push(qdq_node(
+                        "QuantizeLinear",
+                        format!("{a}_QuantizeLinear"),
+                        [a, &sn, &zn],
+                        qn.clone(),
+                        None,
+                    ));
+                    nodes.push(qdq_node(
+                        "DequantizeLinear",
+                        format!("{a}_DequantizeLinear"),
+                        [&qn, &sn, &zn],
+                        dn.clone(),
+                        None,
+                    ));
+                }
+                for i in n.input.iter_mut().take(2) {
+                    if i == a {
+                        *i = dn.clone();
+                    }
+                }
+            }
+            if let Some((w, _)) = &t.weight {
+                if let Some(dn) = weight_dq.get(w) {
+                    n.input[1] = dn.clone();
+                }
+            }
+        }
+        nodes.push(n);
+    }
+    let g = m.graph.mut_or_insert_default();
+    g.node = nodes;
+    // float weights that nothing reads any more are dropped
+    let read: HashSet<String> =
+        g.node.iter().flat_map(|n| n.input.iter().cloned()).chain(g.output.iter().map(|o| o.name.clone())).collect();
+    g.initializer.retain(|t| read.contains(&t.name) || !weight_dq.contains_key(&t.name));
+    g.initializer.extend(new_init);
+    let out = m.write_to_bytes().map_err(|e| QuantizeError::Model(e.to_string()))?;
+    // the result must import like any model
+    xforge_frontend::parse(&out, base, &Default::default())?;
+    Ok(out)
+}

@@ -1,0 +1,102 @@
+//! `xforge quantize MODEL.onnx --calibration DIR -o MODEL.q.onnx [--method minmax|percentile]
+//! [--percentile P] [--per-channel]`: a QDQ model (u8 activations, i8 weights) calibrated on
+//! the batches in DIR — for a model of one input, each `.npy` file there is a batch of it; for
+//! several inputs, each subfolder is a batch holding `<input name>.npy` per input. Every batch
+//! is checked against the model before any runs; the output is written whole or not at all.
+use super::BadInput;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use xforge_compiler::quantize::{quantize_onnx, Method, QuantizeOptions};
+use xforge_ir::Tensor;
+
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum MethodArg {
+    Minmax,
+    Percentile,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The float ONNX model.
+    model: PathBuf,
+    /// Calibration batches (see the command's description).
+    #[arg(long)]
+    calibration: PathBuf,
+    /// The QDQ model to write.
+    #[arg(short, long)]
+    output: PathBuf,
+    #[arg(long, value_enum, default_value = "minmax")]
+    method: MethodArg,
+    /// The percentile of |x| kept by `--method percentile`.
+    #[arg(long, default_value_t = 99.99)]
+    percentile: f64,
+    /// One weight scale per output channel.
+    #[arg(long)]
+    per_channel: bool,
+}
+
+fn npy(path: &Path) -> anyhow::Result<Tensor> {
+    let b = std::fs::read(path).map_err(|e| BadInput(format!("{}: {e}", path.display())))?;
+    Ok(xforge_ir::npy::from_bytes(&b).map_err(|e| BadInput(format!("{}: {e}", path.display())))?)
+}
+
+/// The batches in `dir`, sorted by file name.
+fn batches(dir: &Path, inputs: &[String]) -> anyhow::Result<Vec<HashMap<String, Tensor>>> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| BadInput(format!("--calibration {}: {e}", dir.display())))?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    let mut out = vec![];
+    for p in entries {
+        if p.is_dir() {
+            let mut feed = HashMap::new();
+            for name in inputs {
+                feed.insert(name.clone(), npy(&p.join(format!("{name}.npy")))?);
+            }
+            out.push(feed);
+        } else if p.extension().is_some_and(|e| e == "npy") {
+            if inputs.len() != 1 {
+                return Err(BadInput(format!(
+                    "{}: the model has {} inputs; give each batch as a folder of <input>.npy files",
+                    p.display(),
+                    inputs.len()
+                ))
+                .into());
+            }
+            out.push(HashMap::from([(inputs[0].clone(), npy(&p)?)]));
+        }
+    }
+    if out.is_empty() {
+        return Err(BadInput(format!("--calibration {}: no batches (.npy files or folders)", dir.display())).into());
+    }
+    Ok(out)
+}
+
+pub fn quantize(a: Args) -> anyhow::Result<()> {
+    if a.method == MethodArg::Percentile && !(a.percentile > 50.0 && a.percentile <= 100.0) {
+        return Err(BadInput(format!("--percentile {}: between 50 and 100", a.percentile)).into());
+    }
+    let m = xforge_frontend::load(&a.model, &Default::default())?;
+    let inputs: Vec<String> = m.graph.inputs.iter().map(|&i| m.graph.name_of(i).to_string()).collect();
+    let batches = batches(&a.calibration, &inputs)?;
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template("{spinner} calibrating on {msg}").unwrap());
+    bar.set_message(format!("{} batches", batches.len()));
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let method = match a.method {
+        MethodArg::Minmax => Method::MinMax,
+        MethodArg::Percentile => Method::Percentile(a.percentile),
+    };
+    let bytes = quantize_onnx(&a.model, &batches, QuantizeOptions { method, per_channel: a.per_channel })
+        .map_err(|e| BadInput(format!("{}: {e}", a.model.display())))?;
+    bar.finish_and_clear();
+    let dir = a.output.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::fs::write(tmp.path(), &bytes)?;
+    tmp.persist(&a.output)?;
+    eprintln!("wrote {} ({} bytes) from {} calibration batches", a.output.display(), bytes.len(), batches.len());
+    Ok(())
+}
