@@ -832,6 +832,20 @@ fn quantize_writes_a_qdq_model_that_onnxruntime_and_the_compiler_read() {
     let (code, _, err) =
         xforge(&["compile", qs, "--target", "sm_90", "-o", dir.path().join("m.q.xfa").to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
+    // entropy calibration (and per-tensor weights) keeps the top-1 too
+    let qe = dir.path().join("m.qe.onnx");
+    let (code, _, err) = xforge(&[
+        "quantize",
+        &model("mnasnet0_5.onnx"),
+        "--calibration",
+        cs,
+        "-o",
+        qe.to_str().unwrap(),
+        "--method",
+        "entropy",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(top1(&run(qe.to_str().unwrap(), &dir.path().join("qe"))), top1(&yf));
 
     // refused before any work, nothing written: a batch of the wrong shape, no batches, a QDQ model
     let bad = dir.path().join("bad");

@@ -32,6 +32,9 @@ pub enum Method {
     MinMax,
     /// The given percentile of |x| (e.g. 99.99), which ignores rare outliers.
     Percentile(f64),
+    /// The |x| threshold whose 128-level quantization of the histogram loses the least
+    /// information (KL divergence, TensorRT's entropy calibration).
+    Entropy,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -185,9 +188,17 @@ fn calibrate(
                 o.min = o.min.min(x);
                 o.max = o.max.max(x);
             }
-            if let Method::Percentile(_) = method {
+            if matches!(method, Method::Percentile(_) | Method::Entropy) {
                 let step = (v.len() / (SAMPLES / batches.len()).max(1)).max(1);
                 o.samples.extend(v.iter().step_by(step).map(|x| x.abs()));
+            }
+        }
+    }
+    if method == Method::Entropy {
+        for o in &mut seen {
+            if let Some(cut) = entropy_threshold(&o.samples) {
+                o.min = o.min.max(-cut);
+                o.max = o.max.min(cut);
             }
         }
     }
@@ -203,6 +214,65 @@ fn calibrate(
         }
     }
     Ok(seen)
+}
+
+/// Histogram bins and quantized levels of the entropy search.
+const BINS: usize = 2048;
+const LEVELS: usize = 128;
+
+/// The |x| threshold (over samples of |x|) that minimizes KL(P || Q), P the histogram cut at
+/// the threshold (what lies beyond added to its last bin), Q the bins below the threshold
+/// merged into `LEVELS` levels and spread back over P's nonzero bins (onnxruntime's and
+/// TensorRT's entropy calibration); None without positive samples.
+pub fn entropy_threshold(abs: &[f64]) -> Option<f64> {
+    let top = abs.iter().cloned().fold(0.0f64, f64::max);
+    if top <= 0.0 || !top.is_finite() {
+        return None;
+    }
+    let width = top / BINS as f64;
+    let mut hist = vec![0f64; BINS];
+    // exact zeros (a ReLU's half) are exact at any threshold: they do not weigh in the search
+    for &a in abs.iter().filter(|&&a| a > 0.0) {
+        hist[((a / width) as usize).min(BINS - 1)] += 1.0;
+    }
+    let (mut best, mut best_kl) = (BINS, f64::INFINITY);
+    for i in (LEVELS..=BINS).step_by(16) {
+        let mut p: Vec<f64> = hist[..i].to_vec();
+        p[i - 1] += hist[i..].iter().sum::<f64>();
+        // Q: each level's mass spread evenly over its nonzero bins
+        let mut q = vec![0f64; i];
+        for l in 0..LEVELS {
+            let (a, b) = (l * i / LEVELS, ((l + 1) * i / LEVELS).max(l * i / LEVELS + 1));
+            // Q from the bins alone (no outliers), spread where P is nonzero: the clipped
+            // mass is the information the threshold loses
+            let mass: f64 = hist[a..b].iter().sum();
+            let nonzero = p[a..b].iter().filter(|&&h| h > 0.0).count();
+            if nonzero > 0 {
+                for (qk, pk) in q[a..b].iter_mut().zip(&p[a..b]) {
+                    if *pk > 0.0 {
+                        *qk = mass / nonzero as f64;
+                    }
+                }
+            }
+        }
+        let (ps, qs): (f64, f64) = (p.iter().sum(), q.iter().sum());
+        if ps <= 0.0 || qs <= 0.0 {
+            continue;
+        }
+        let kl: f64 = p
+            .iter()
+            .zip(&q)
+            .filter(|(pv, _)| **pv > 0.0)
+            .map(|(pv, qv)| {
+                let (pn, qn) = (pv / ps, (qv / qs).max(1e-12));
+                pn * (pn / qn).ln()
+            })
+            .sum();
+        if kl < best_kl {
+            (best, best_kl) = (i, kl);
+        }
+    }
+    Some(best as f64 * width)
 }
 
 /// Quantizes the ONNX model at `path` (external data read from its folder) with the given
@@ -351,4 +421,34 @@ pub fn quantize_onnx(
     // the result must import like any model
     xforge_frontend::parse(&out, base, &Default::default())?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::entropy_threshold;
+
+    /// |x| of a standard normal (Box–Muller over a fixed sequence).
+    fn normal(n: usize) -> Vec<f64> {
+        (0..n)
+            .map(|i| {
+                let u = (i as f64 + 0.5) / n as f64;
+                let v = ((i as f64 * 0.618034) % 1.0).max(1e-9);
+                ((-2.0 * v.ln()).sqrt() * (2.0 * std::f64::consts::PI * u).cos()).abs()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn entropy_cuts_outliers_and_keeps_the_bulk() {
+        // a normal bulk with a few huge outliers: the cut is far below them, above the bulk's body
+        let mut a = normal(20000);
+        a.extend([200.0, 150.0, 180.0]);
+        let t = entropy_threshold(&a).unwrap();
+        assert!(t > 2.0 && t < 20.0, "threshold {t}");
+        // a uniform |x| on [0, 1]: nothing to cut
+        let u: Vec<f64> = (0..20000).map(|i| i as f64 / 20000.0).collect();
+        let t = entropy_threshold(&u).unwrap();
+        assert!(t > 0.9, "threshold {t}");
+        assert_eq!(entropy_threshold(&[0.0, 0.0]), None);
+    }
 }

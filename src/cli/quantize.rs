@@ -1,4 +1,4 @@
-//! `xforge quantize MODEL.onnx --calibration DIR -o MODEL.q.onnx [--method minmax|percentile]
+//! `xforge quantize MODEL.onnx --calibration DIR -o MODEL.q.onnx [--method minmax|percentile|entropy]
 //! [--percentile P] [--per-channel]`: a QDQ model (u8 activations, i8 weights) calibrated on
 //! the batches in DIR — for a model of one input, each `.npy` file there is a batch of it; for
 //! several inputs, each subfolder is a batch holding `<input name>.npy` per input. Every batch
@@ -14,6 +14,8 @@ use xforge_ir::Tensor;
 enum MethodArg {
     Minmax,
     Percentile,
+    /// The threshold of least information loss (KL divergence), as TensorRT calibrates.
+    Entropy,
 }
 
 #[derive(clap::Args)]
@@ -89,6 +91,7 @@ pub fn quantize(a: Args) -> anyhow::Result<()> {
     let method = match a.method {
         MethodArg::Minmax => Method::MinMax,
         MethodArg::Percentile => Method::Percentile(a.percentile),
+        MethodArg::Entropy => Method::Entropy,
     };
     let bytes = quantize_onnx(&a.model, &batches, QuantizeOptions { method, per_channel: a.per_channel })
         .map_err(|e| BadInput(format!("{}: {e}", a.model.display())))?;
