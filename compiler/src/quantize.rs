@@ -7,7 +7,7 @@
 //! has 8-bit kernels.
 use onnx_protobuf::{AttributeProto, ModelProto, NodeProto, TensorProto};
 use protobuf::Message;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use xforge_ir::{Graph, Tensor};
 
@@ -85,17 +85,9 @@ fn targets(m: &ModelProto, init: &HashSet<String>) -> Vec<Option<Target>> {
                 }
                 _ => return None,
             };
-            let mut activations = vec![];
-            for t in [&x, &w] {
-                if !init.contains(t) {
-                    activations.push(t.clone());
-                }
-            }
+            // operands that are initializers are not activations (a first one stays float)
+            let activations = [&x, &w].into_iter().filter(|t| !init.contains(*t)).cloned().collect();
             let weight = init.contains(&w).then(|| (w.clone(), axis));
-            // an initializer in the first operand stays float
-            if init.contains(&x) {
-                activations.retain(|a| a != &x);
-            }
             Some(Target { activations, weight })
         })
         .collect()
@@ -297,15 +289,13 @@ pub fn quantize_onnx(
     }
     let init: HashSet<String> = m.graph.initializer.iter().map(|t| t.name.clone()).collect();
     let targets = targets(&m, &init);
-    let names: Vec<String> = {
-        let mut set = BTreeMap::new();
-        for t in targets.iter().flatten() {
-            for a in &t.activations {
-                set.insert(a.clone(), ());
-            }
-        }
-        set.into_keys().collect()
-    };
+    let names: Vec<String> = targets
+        .iter()
+        .flatten()
+        .flat_map(|t| t.activations.iter().cloned())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     if targets.iter().flatten().next().is_none() {
         return Err(QuantizeError::Model("no Conv, MatMul or Gemm to quantize".into()));
     }
@@ -350,7 +340,7 @@ pub fn quantize_onnx(
             (format!("{w}_quantized"), format!("{w}_scale"), format!("{w}_zero_point"), format!("{w}_dequantized"));
         new_init.push(int_tensor(&qn, &dims, &q, 3));
         new_init.push(f32_tensor(&sn, &sdims, &scales));
-        new_init.push(int_tensor(&zn, &sdims, &vec![0; channels.min(if per_channel { channels } else { 1 })], 3));
+        new_init.push(int_tensor(&zn, &sdims, &vec![0; channels], 3));
         front.push(qdq_node(
             "DequantizeLinear",
             format!("{w}_DequantizeLinear"),

@@ -19,13 +19,7 @@ use crate::rewrite::node;
 use xforge_ir::{Attr, DType, Graph, Node, Op, Tensor, ValueId, ValueType};
 
 fn range(dt: DType) -> Option<(f32, f32)> {
-    Some(match dt {
-        DType::U8 => (0.0, 255.0),
-        DType::I8 => (-128.0, 127.0),
-        DType::U16 => (0.0, 65535.0),
-        DType::I16 => (-32768.0, 32767.0),
-        _ => return None,
-    })
+    dt.quantized_range().map(|(lo, hi)| (lo as f32, hi as f32))
 }
 
 /// Builds nodes for one rewritten node, naming each `{node}.{what}`.
@@ -158,6 +152,19 @@ impl Writer<'_> {
     }
 }
 
+impl Writer<'_> {
+    /// A Q/DQ node's scale and (optional) zero point, broadcastable against x of shape `xs`.
+    fn parameters(&mut self, n: &Node, xs: &[usize]) -> Option<(ValueId, Option<ValueId>)> {
+        let (axis, block) = (attr(n, "axis", 1), attr(n, "block_size", 0));
+        let s = self.broadcastable("scale", n.inputs.get(1).copied().flatten()?, xs, axis, block)?;
+        let zp = match n.inputs.get(2).copied().flatten() {
+            Some(z) => Some(self.broadcastable("zero_point", z, xs, axis, block)?),
+            None => None,
+        };
+        Some((s, zp))
+    }
+}
+
 fn attr(n: &Node, name: &str, default: i64) -> i64 {
     match n.attr(name) {
         Some(Attr::Int(v)) => *v,
@@ -186,18 +193,13 @@ fn quantize(w: &mut Writer, x: ValueId, scale: ValueId, zp: Option<ValueId>, q: 
 fn rewrite(g: &mut Graph, n: &Node) -> Option<Vec<Node>> {
     let x = n.inputs.first().copied().flatten()?;
     let xs = g.ty(x).static_shape()?;
-    let (axis, block) = (attr(n, "axis", 1), attr(n, "block_size", 0));
     let mut w = Writer { g, base: n.name.clone(), nodes: vec![] };
     let out = n.outputs.first().copied().flatten()?;
     match n.op {
         Op::DequantizeLinear => {
             let xt = w.g.ty(x).dtype;
             range(xt)?;
-            let s = w.broadcastable("scale", n.inputs.get(1).copied().flatten()?, &xs, axis, block)?;
-            let zp = match n.inputs.get(2).copied().flatten() {
-                Some(z) => Some(w.broadcastable("zero_point", z, &xs, axis, block)?),
-                None => None,
-            };
+            let (s, zp) = w.parameters(n, &xs)?;
             let out_t = w.g.ty(out).dtype;
             let mut v = w.cast("wide", x, DType::F32);
             if let Some(z) = zp {
@@ -212,11 +214,7 @@ fn rewrite(g: &mut Graph, n: &Node) -> Option<Vec<Node>> {
         Op::QuantizeLinear => {
             let q = w.g.ty(out).dtype;
             range(q)?;
-            let s = w.broadcastable("scale", n.inputs.get(1).copied().flatten()?, &xs, axis, block)?;
-            let zp = match n.inputs.get(2).copied().flatten() {
-                Some(z) => Some(w.broadcastable("zero_point", z, &xs, axis, block)?),
-                None => None,
-            };
+            let (s, zp) = w.parameters(n, &xs)?;
             let y = quantize(&mut w, x, s, zp, q);
             finish(w, y, out)
         }

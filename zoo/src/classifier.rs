@@ -28,7 +28,6 @@ impl Classifier {
     /// A classifier around an imported model whose first output is [N, classes].
     pub fn from_graph(mut g: Graph, config: TaskConfig, device: Device) -> Result<Classifier, ZooError> {
         config.check()?;
-        let labels = config.label_names()?;
         let (pre, _) = prepend(&mut g, &config)?;
         let &logits = g.outputs.first().ok_or_else(|| ZooError::Config("the model has no outputs".into()))?;
         let classes = match g.ty(logits).shape.as_deref() {
@@ -41,11 +40,7 @@ impl Classifier {
                 )))
             }
         };
-        if let Some(l) = &labels {
-            if l.len() != classes {
-                return Err(ZooError::Config(format!("labels: {} names for a model of {classes} classes", l.len())));
-            }
-        }
+        let labels = config.labels_for(classes)?;
         let mut a = Appender::new(&mut g, "zoo_post");
         let mut p = a.cast(logits, xforge_ir::DType::F32);
         if config.softmax {

@@ -199,6 +199,17 @@ impl TaskConfig {
         Ok(())
     }
 
+    /// The class names, if the configuration gives any, checked against the model's `classes`.
+    pub fn labels_for(&self, classes: usize) -> Result<Option<Vec<String>>, ZooError> {
+        let labels = self.label_names()?;
+        match &labels {
+            Some(l) if l.len() != classes => {
+                Err(ZooError::Config(format!("labels: {} names for a model of {classes} classes", l.len())))
+            }
+            _ => Ok(labels),
+        }
+    }
+
     /// The class names, if the configuration gives any.
     pub fn label_names(&self) -> Result<Option<Vec<String>>, ZooError> {
         if let Some(l) = &self.labels {

@@ -162,7 +162,6 @@ impl Detector {
 
     pub fn from_graph(mut g: Graph, config: TaskConfig, device: Device) -> Result<Detector, ZooError> {
         config.check()?;
-        let labels = config.label_names()?;
         let (pre, geo) = prepend(&mut g, &config)?;
         let outputs = g.outputs.clone();
         let first = |k: usize| {
@@ -182,15 +181,7 @@ impl Detector {
                 anchored(&mut a, d, l, anchors, *weights, *scores)?
             }
         };
-        if let Some(l) = &labels {
-            if l.len() != c.classes {
-                return Err(ZooError::Config(format!(
-                    "labels: {} names for a model of {} classes",
-                    l.len(),
-                    c.classes
-                )));
-            }
-        }
+        let labels = config.labels_for(c.classes)?;
         let per_class = a.constant(Tensor::from_i64(vec![1], vec![config.max_per_class as i64]));
         let iou = a.f32s(&[1], vec![config.iou_threshold]);
         let floor = a.f32s(&[1], vec![config.score_threshold]);

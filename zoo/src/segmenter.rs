@@ -36,7 +36,6 @@ impl Segmenter {
     /// A segmenter around an imported model whose first output is logits [N, classes, h, w].
     pub fn from_graph(mut g: Graph, config: TaskConfig, device: Device) -> Result<Segmenter, ZooError> {
         config.check()?;
-        let labels = config.label_names()?;
         let (pre, geo) = prepend(&mut g, &config)?;
         let &logits = g.outputs.first().ok_or_else(|| ZooError::Config("the model has no outputs".into()))?;
         let (classes, lh, lw) = match g.ty(logits).shape.as_deref() {
@@ -49,11 +48,7 @@ impl Segmenter {
                 )))
             }
         };
-        if let Some(l) = &labels {
-            if l.len() != classes {
-                return Err(ZooError::Config(format!("labels: {} names for a model of {classes} classes", l.len())));
-            }
-        }
+        let labels = config.labels_for(classes)?;
         let [h, w] = config.input_size;
         let [ch, cw] = config.max_image_size;
         let mut a = Appender::new(&mut g, "zoo_post");

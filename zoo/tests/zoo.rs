@@ -30,18 +30,26 @@ fn picture(w: usize, h: usize, seed: u64) -> Picture {
     Picture::from_rgb(w, h, rgb).unwrap()
 }
 
-/// The model's input for one picture, computed on the host: bilinear (half-pixel, clamped) to
-/// [hh, ww], letterboxed or stretched, scaled and normalized, NCHW.
-fn host_input(p: &Picture, c: &TaskConfig) -> Vec<f32> {
+/// Picture pixels per model-input pixel (y, x) and where the content starts in the model input
+/// (y, x): stretched, or letterboxed with one scale and even padding.
+fn host_geometry(p: &Picture, c: &TaskConfig) -> (f64, f64, f64, f64) {
     let [hh, ww] = c.input_size;
     let (h, w) = (p.height as f64, p.width as f64);
-    let (sy, sx, oy, ox) = match c.fit {
+    match c.fit {
         Fit::Stretch => (h / hh as f64, w / ww as f64, 0.0, 0.0),
         Fit::Letterbox => {
             let s = (h / hh as f64).max(w / ww as f64);
             (s, s, (hh as f64 - h / s) / 2.0, (ww as f64 - w / s) / 2.0)
         }
-    };
+    }
+}
+
+/// The model's input for one picture, computed on the host: bilinear (half-pixel, clamped) to
+/// [hh, ww], letterboxed or stretched, scaled and normalized, NCHW.
+fn host_input(p: &Picture, c: &TaskConfig) -> Vec<f32> {
+    let [hh, ww] = c.input_size;
+    let (h, w) = (p.height as f64, p.width as f64);
+    let (sy, sx, oy, ox) = host_geometry(p, c);
     let px = |y: usize, x: usize, ch: usize| p.rgb[(y * p.width + x) * 3 + ch] as f64;
     let mut out = vec![0f32; 3 * hh * ww];
     for y in 0..hh {
@@ -214,15 +222,8 @@ fn assert_same_detections(got: &[xforge_zoo::Detection], want: &[(usize, f64, [f
 
 /// A box (x1, y1, x2, y2) in model-input pixels brought to the picture's pixels and clipped.
 fn to_picture(b: [f64; 4], p: &Picture, c: &TaskConfig) -> [f64; 4] {
-    let [hh, ww] = c.input_size;
     let (h, w) = (p.height as f64, p.width as f64);
-    let (sy, sx, oy, ox) = match c.fit {
-        Fit::Stretch => (h / hh as f64, w / ww as f64, 0.0, 0.0),
-        Fit::Letterbox => {
-            let s = (h / hh as f64).max(w / ww as f64);
-            (s, s, (hh as f64 - h / s) / 2.0, (ww as f64 - w / s) / 2.0)
-        }
-    };
+    let (sy, sx, oy, ox) = host_geometry(p, c);
     [
         ((b[0] - ox) * sx).clamp(0.0, w),
         ((b[1] - oy) * sy).clamp(0.0, h),

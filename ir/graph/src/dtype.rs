@@ -68,6 +68,17 @@ impl DType {
         }
     }
 
+    /// The values of an integer type that linear quantization writes (8- and 16-bit).
+    pub fn quantized_range(self) -> Option<(f64, f64)> {
+        Some(match self {
+            DType::U8 => (0.0, 255.0),
+            DType::I8 => (-128.0, 127.0),
+            DType::U16 => (0.0, 65535.0),
+            DType::I16 => (-32768.0, 32767.0),
+            _ => return None,
+        })
+    }
+
     pub fn is_float(self) -> bool {
         matches!(self, DType::F32 | DType::F16 | DType::BF16 | DType::F64)
     }

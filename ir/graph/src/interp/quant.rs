@@ -11,14 +11,10 @@ use half::{bf16, f16};
 
 /// The values an integer type holds.
 fn range(dt: DType) -> Option<(f64, f64)> {
-    Some(match dt {
-        DType::U8 => (0.0, 255.0),
-        DType::I8 => (-128.0, 127.0),
-        DType::U16 => (0.0, 65535.0),
-        DType::I16 => (-32768.0, 32767.0),
-        DType::I32 => (i32::MIN as f64, i32::MAX as f64),
-        _ => return None,
-    })
+    match dt {
+        DType::I32 => Some((i32::MIN as f64, i32::MAX as f64)),
+        _ => dt.quantized_range(),
+    }
 }
 
 /// `v` rounded to the precision of float type `dt` (arithmetic in that type, as NumPy does).
