@@ -67,6 +67,9 @@ pub enum CompileError {
     /// A node no runner takes (named, with the reason).
     #[error(transparent)]
     Unsupported(#[from] complete::Unrunnable),
+    /// A value of a type no kernel handles (named, with its node).
+    #[error(transparent)]
+    Dtype(#[from] UnsupportedDtype),
     #[error(transparent)]
     Build(#[from] BuildError),
     /// An option that does not fit the model or the compiler (target, batch buckets, ...).
@@ -74,6 +77,33 @@ pub enum CompileError {
     Option(String),
     #[error("cannot read {path}: {why}")]
     Read { path: String, why: String },
+}
+
+/// A value of a type no kernel reads or writes yet (FP8, FP4, 4/2-bit integers), with its node.
+#[derive(Debug, thiserror::Error)]
+#[error("node '{node}' ({op}) cannot be compiled: '{value}' is {dtype}, which no kernel reads or writes yet (only constant narrow tensors fold)")]
+pub struct UnsupportedDtype {
+    pub node: String,
+    pub op: String,
+    pub value: String,
+    pub dtype: xforge_ir::DType,
+}
+
+/// FP8, FP4 and 4/2-bit integer values have no kernel: constant ones (int4 weights behind a
+/// DequantizeLinear) are folded by now, and a node that still reads or writes one is refused.
+fn refuse_narrow(g: &Graph) -> Result<(), UnsupportedDtype> {
+    for n in &g.nodes {
+        let mut ids = n.inputs.iter().flatten().chain(n.outputs.iter().flatten());
+        if let Some(&v) = ids.find(|&&v| g.values[v.index()].ty.dtype.is_narrow()) {
+            return Err(UnsupportedDtype {
+                node: n.name.clone(),
+                op: n.op.to_string(),
+                value: g.name_of(v).to_string(),
+                dtype: g.values[v.index()].ty.dtype,
+            });
+        }
+    }
+    Ok(())
 }
 
 impl CompileError {
@@ -248,6 +278,7 @@ impl Compiler {
         if xforge_passes::qdq::decompose(&mut g) > 0 {
             xforge_ir::infer::infer_graph(&mut g).map_err(|e| CompileError::Infer(e.to_string()))?;
         }
+        refuse_narrow(&g)?;
         if let Some(dt) = self.precision.half() {
             let n =
                 xforge_passes::precision::convert(&mut g, dt).map_err(|e| CompileError::Precision(e.to_string()))?;

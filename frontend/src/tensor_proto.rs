@@ -3,7 +3,7 @@ use crate::error::ImportError;
 use onnx_protobuf::{tensor_proto::DataLocation, TensorProto};
 use std::path::Path;
 use xforge_ir::dtype::onnx_type_name;
-use xforge_ir::{DType, Tensor, TensorData};
+use xforge_ir::{narrow, DType, Tensor, TensorData};
 
 fn bad(name: &str, msg: impl Into<String>) -> ImportError {
     ImportError::BadTensor { name: name.to_string(), msg: msg.into() }
@@ -105,7 +105,26 @@ pub fn decode(t: &TensorProto, base: Option<&Path>) -> Result<Tensor, ImportErro
         return Err(bad(name, "segmented tensors are not supported"));
     }
     let external = t.data_location.enum_value() == Ok(DataLocation::EXTERNAL);
-    let data = if external || !t.raw_data.is_empty() {
+    let packed = narrow::per_byte(dtype);
+    let data = if packed > 1 {
+        // 4- and 2-bit types: packed low bits first, in raw bytes or one byte per int32
+        let bytes = if external || !t.raw_data.is_empty() {
+            if external {
+                external_bytes(t, base, n.div_ceil(packed))?
+            } else {
+                t.raw_data.clone()
+            }
+        } else {
+            t.int32_data.iter().map(|&v| v as u8).collect()
+        };
+        let codes = narrow::unpack(dtype, &bytes, n).ok_or_else(|| {
+            bad(
+                name,
+                format!("holds {} bytes but dims {:?} of {dtype} need {}", bytes.len(), t.dims, n.div_ceil(packed)),
+            )
+        })?;
+        TensorData::Narrow(dtype, codes)
+    } else if external || !t.raw_data.is_empty() {
         let want = n.checked_mul(dtype.size()).ok_or_else(|| bad(name, "size overflows"))?;
         let raw = if external { external_bytes(t, base, want)? } else { t.raw_data.clone() };
         if raw.len() != want {
@@ -122,6 +141,7 @@ pub fn decode(t: &TensorProto, base: Option<&Path>) -> Result<Tensor, ImportErro
             }
             DType::F16 => TensorData::F16(t.int32_data.iter().map(|&v| half::f16::from_bits(v as u16)).collect()),
             DType::BF16 => TensorData::BF16(t.int32_data.iter().map(|&v| half::bf16::from_bits(v as u16)).collect()),
+            d if d.is_narrow() => TensorData::Narrow(d, t.int32_data.iter().map(|&v| v as u8).collect()),
             _ => TensorData::from_i128(dtype, &t.int32_data.iter().map(|&v| v as i128).collect::<Vec<_>>()),
         };
         if typed.len() != n {

@@ -554,3 +554,36 @@ fn fuzz_regressions_import_and_run_without_panicking() {
     }
     assert!(seen >= 1, "no regression inputs in {}", dir.display());
 }
+
+#[test]
+fn narrow_initializers_unpack_low_bits_first() {
+    // y = DequantizeLinear(w int4 [5], scale 0.5) with w packed in raw bytes (ONNX's layout:
+    // low nibble first, the last byte half used), then y2 from an FP8 E4M3FN tensor in int32_data
+    let mut g = GraphProto::new();
+    g.name = "g".into();
+    let mut w = TensorProto::new();
+    w.name = "w".into();
+    w.dims = vec![5];
+    w.data_type = 22; // INT4
+    w.raw_data = vec![0x2f, 0x78, 0x09]; // -1, 2, -8, 7, -7
+    g.initializer.push(w);
+    g.initializer.push(f32_init("s", &[], &[0.5]));
+    let mut f8 = TensorProto::new();
+    f8.name = "f8".into();
+    f8.dims = vec![2];
+    f8.data_type = 17; // FLOAT8E4M3FN
+    f8.int32_data = vec![60, 254]; // 1.5, -448
+    g.initializer.push(f8);
+    g.node.push(node("DequantizeLinear", "dq", &["w", "s"], &["y"]));
+    g.node.push(node("DequantizeLinear", "dq8", &["f8", "s"], &["y2"]));
+    g.output.push(vi("y", 1, &["5"]));
+    g.output.push(vi("y2", 1, &["2"]));
+    let m = import(&model(g.clone(), 21)).unwrap();
+    let out = xforge_ir::interp::run(&m.graph, &Default::default()).unwrap();
+    assert_eq!(out[0].to_f64(), [-0.5, 1.0, -4.0, 3.5, -3.5]);
+    assert_eq!(out[1].to_f64(), [0.75, -224.0]);
+    // five 4-bit elements need three bytes: two are refused, naming the tensor
+    g.initializer[0].raw_data.pop();
+    let e = import(&model(g, 21)).unwrap_err().to_string();
+    assert!(e.contains("'w'") && e.contains("need 3"), "{e}");
+}

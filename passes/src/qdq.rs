@@ -19,7 +19,7 @@ use crate::rewrite::node;
 use xforge_ir::{Attr, DType, Graph, Node, Op, Tensor, ValueId, ValueType};
 
 fn range(dt: DType) -> Option<(f32, f32)> {
-    dt.quantized_range().map(|(lo, hi)| (lo as f32, hi as f32))
+    Some(dt).filter(|d| !d.is_narrow())?.quantized_range().map(|(lo, hi)| (lo as f32, hi as f32))
 }
 
 /// Builds nodes for one rewritten node, naming each `{node}.{what}`.

@@ -28,7 +28,7 @@ fn compile_error(e: CompileError) -> PyErr {
     let msg = e.to_string();
     match e {
         CompileError::Import(_) | CompileError::Read { .. } => BadModelError::new_err(msg),
-        CompileError::Unsupported(_) => UnsupportedError::new_err(msg),
+        CompileError::Unsupported(_) | CompileError::Dtype(_) => UnsupportedError::new_err(msg),
         CompileError::Option(_) => BadInputError::new_err(msg),
         _ => XforgeError::new_err(msg),
     }

@@ -8,7 +8,7 @@ source testsuite/scripts/device_env.sh
 S=testsuite/scripts
 W=/tmp/zoo_attn_b${ZOO_BATCH:-1}; mkdir -p $W
 for n in "$@"; do
-  python3 -c "import sys;sys.path.insert(0,'$S');import zoo_models;zoo_models.export('$n','$W')" > $W/$n.export.log 2>&1 &
+  [ -f $W/$n.onnx ] || python3 -c "import sys;sys.path.insert(0,'$S');import zoo_models;zoo_models.export('$n','$W')" > $W/$n.export.log 2>&1 &
 done
 wait
 for n in "$@"; do

@@ -29,6 +29,23 @@ fn read_npy(p: &Path) -> Result<Tensor, String> {
     npy::from_bytes(&b).map_err(|e| format!("{}: {e}", p.display()))
 }
 
+/// An array of a type numpy lacks, written as its bit patterns (bf16 as uint16, the narrow
+/// types as uint8 codes) with the ONNX type's name beside.
+fn from_bits(t: Tensor, type_file: &Path) -> Result<Tensor, String> {
+    let name = std::fs::read_to_string(type_file).map_err(|e| format!("{}: {e}", type_file.display()))?;
+    let dt = (0..64)
+        .find(|&c| xforge_ir::dtype::onnx_type_name(c) == name.trim())
+        .and_then(DType::from_onnx_code)
+        .filter(|d| d.is_narrow() || *d == DType::BF16)
+        .ok_or_else(|| format!("{}: {} is not stored as bits", type_file.display(), name.trim()))?;
+    let bits = if dt == DType::BF16 { DType::U16 } else { DType::U8 };
+    if t.dtype() != bits {
+        return Err(format!("{}: bits of {dt} must be {bits}, got {}", type_file.display(), t.dtype()));
+    }
+    let data = xforge_ir::TensorData::from_le_bytes(dt, &t.data().to_le_bytes()).expect("sizes agree");
+    Ok(Tensor::new(t.shape().to_vec(), data))
+}
+
 fn arrays(dir: &Path, prefix: &str) -> Result<Vec<Tensor>, String> {
     let mut out = vec![];
     for i in 0.. {
@@ -36,10 +53,15 @@ fn arrays(dir: &Path, prefix: &str) -> Result<Vec<Tensor>, String> {
         if !p.exists() {
             break;
         }
-        out.push(read_npy(&p)?);
+        let t = read_npy(&p)?;
+        let type_file = dir.join(format!("{prefix}_{i}.onnxtype"));
+        out.push(if type_file.exists() { from_bits(t, &type_file)? } else { t });
     }
     Ok(out)
 }
+
+/// Marks a compile outcome that is a skip, not a failure.
+const SKIP: &str = "skip: ";
 
 /// Runs one case directory.
 pub fn run_case(dir: &Path) -> Outcome {
@@ -218,7 +240,11 @@ pub fn compile_case(dir: &Path, target: &str, assemble: bool, backend: Backend) 
     }
     let outcome = (|| -> Result<(), String> {
         let m = compiler.load(&path, &[]).map_err(|e| format!("import: {e}"))?;
-        let fused = compiler.fuse(&m.graph).map_err(|e| format!("compile: {e}"))?;
+        let fused = compiler.fuse(&m.graph).map_err(|e| match e {
+            // like an unsupported dtype at import: counted apart from the failures
+            xforge_compiler::CompileError::Dtype(d) => format!("{SKIP}dtype: {} (no kernel)", d.dtype),
+            e => format!("compile: {e}"),
+        })?;
         let build = || xforge_compiler::build::build(&[(0, &fused)], None, target, String::new(), false, "fp32");
         let artifact = build().map_err(|e| format!("compile: {e}"))?;
         if assemble && !artifact.kernels.ptx.is_empty() {
@@ -281,6 +307,7 @@ pub fn compile_case(dir: &Path, target: &str, assemble: bool, backend: Backend) 
     (
         match outcome {
             Ok(()) => Outcome::Passed,
+            Err(e) if e.starts_with(SKIP) => Outcome::Skipped(e[SKIP.len()..].to_string()),
             Err(e) => Outcome::Failed(match &notes.diagnosis {
                 Some(d) => format!("{e} [{d}]"),
                 None => e,

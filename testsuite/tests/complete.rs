@@ -496,3 +496,66 @@ fn eight_bit_integers_are_numbers_in_the_elementwise_template() {
         assert_eq!(got[0].to_f64(), want[0].to_f64(), "{dt}");
     }
 }
+
+#[test]
+fn an_int4_weight_behind_a_dequantize_folds_and_computes_the_same() {
+    // weight-only 4-bit quantization: an int4 weight in blocks of 2 rows along axis 0, dequantized
+    // into the MatMul; the constant DequantizeLinear folds to an f32 weight, nothing 4-bit is left
+    let (k, n) = (4, 3);
+    let mut b = GraphBuilder::new("w4", 21);
+    let x = b.input("x", DType::F32, &[2, k]);
+    let codes: Vec<i128> = (0..k * n).map(|i| (i as i128 * 5) % 16 - 8).collect();
+    let w = b.weight("w", Tensor::from_i128(DType::I4, vec![k, n], &codes));
+    let s = b.weight("s", Tensor::from_f64(DType::F32, vec![2, n], &[0.5, 0.25, 1.0, 0.125, 2.0, 0.75]));
+    let z = b.weight("z", Tensor::from_i128(DType::I4, vec![2, n], &[0, 1, -1, 2, -2, 3]));
+    let wf = b.node(
+        Op::DequantizeLinear,
+        &[w, s, z],
+        vec![("axis", Attr::Int(0)), ("block_size", Attr::Int(2))],
+        ValueType::known(DType::F32, &[k, n]),
+    );
+    let y = b.node(Op::MatMul, &[x, wf], vec![], ValueType::known(DType::F32, &[2, n]));
+    b.output(y);
+    let g = b.finish();
+    let fused = Compiler::new("sm_90").fuse(&g).unwrap();
+    assert!(fused.graph.values.iter().all(|v| !v.ty.dtype.is_narrow()), "no 4-bit value is left");
+    let feed = HashMap::from([(
+        "x".to_string(),
+        Tensor::from_f64(DType::F32, vec![2, k], &(0..2 * k).map(|i| i as f64 - 3.5).collect::<Vec<_>>()),
+    )]);
+    let want = xforge_ir::interp::run(&g, &feed).unwrap();
+    let (got, _) = run_plan(&fused, &kernels(&fused), &feed).unwrap();
+    assert_eq!(got[0].to_f64(), want[0].to_f64());
+    // by hand: the weight is (code - zero point) · scale of its block of rows
+    let (sv, zv) = ([0.5, 0.25, 1.0, 0.125, 2.0, 0.75], [0.0, 1.0, -1.0, 2.0, -2.0, 3.0]);
+    let wv = |r: usize, c: usize| (codes[r * n + c] as f64 - zv[(r / 2) * n + c]) * sv[(r / 2) * n + c];
+    let xv = feed["x"].to_f64();
+    let by_hand: Vec<f64> = (0..2 * n).map(|o| (0..k).map(|i| xv[(o / n) * k + i] * wv(i, o % n)).sum()).collect();
+    assert_eq!(want[0].to_f64(), by_hand);
+}
+
+#[test]
+fn an_fp8_value_at_run_time_is_refused_by_name() {
+    // FP8 activations have no kernel yet: a clear error naming the node and the value, not a
+    // kernel that reads bytes as something else
+    let mut b = GraphBuilder::new("f8", 21);
+    let x = b.input("x", DType::F32, &[4]);
+    let s = b_weight(&mut b, "s", 0.5);
+    let z = b.weight("z", Tensor::from_f64(DType::F8E4M3FN, vec![], &[0.0]));
+    let q = b.node(Op::QuantizeLinear, &[x, s, z], vec![], ValueType::known(DType::F8E4M3FN, &[4]));
+    let y = b.node(Op::DequantizeLinear, &[q, s, z], vec![], ValueType::known(DType::F32, &[4]));
+    b.output(y);
+    let g = b.finish();
+    match Compiler::new("sm_90").fuse(&g) {
+        Err(CompileError::Dtype(u)) => {
+            assert_eq!((u.op.as_str(), u.dtype), ("QuantizeLinear", DType::F8E4M3FN), "{u}");
+            assert!(u.to_string().contains("'z' is f8e4m3fn"), "{u}");
+        }
+        Err(e) => panic!("another error: {e}"),
+        Ok(_) => panic!("compiled an FP8 activation"),
+    }
+    // the interpreter computes it: x / 0.5 in E4M3FN, times 0.5
+    let feed = HashMap::from([("x".to_string(), Tensor::from_f64(DType::F32, vec![4], &[1.0, -3.3, 500.0, 0.01]))]);
+    let y = xforge_ir::interp::run(&g, &feed).unwrap();
+    assert_eq!(y[0].to_f64(), [1.0, -3.25, 224.0, 0.009765625]);
+}

@@ -17,10 +17,20 @@ pub enum DType {
     U32,
     U64,
     Bool,
+    // narrow types (narrow.rs): one element per byte, as its bit pattern
+    F8E4M3FN,
+    F8E4M3FNUZ,
+    F8E5M2,
+    F8E5M2FNUZ,
+    F4E2M1,
+    I4,
+    U4,
+    I2,
+    U2,
 }
 
 impl DType {
-    pub const ALL: [DType; 13] = [
+    pub const ALL: [DType; 22] = [
         DType::F32,
         DType::F16,
         DType::BF16,
@@ -34,6 +44,15 @@ impl DType {
         DType::U32,
         DType::U64,
         DType::Bool,
+        DType::F8E4M3FN,
+        DType::F8E4M3FNUZ,
+        DType::F8E5M2,
+        DType::F8E5M2FNUZ,
+        DType::F4E2M1,
+        DType::I4,
+        DType::U4,
+        DType::I2,
+        DType::U2,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +70,15 @@ impl DType {
             DType::U32 => "u32",
             DType::U64 => "u64",
             DType::Bool => "bool",
+            DType::F8E4M3FN => "f8e4m3fn",
+            DType::F8E4M3FNUZ => "f8e4m3fnuz",
+            DType::F8E5M2 => "f8e5m2",
+            DType::F8E5M2FNUZ => "f8e5m2fnuz",
+            DType::F4E2M1 => "f4e2m1",
+            DType::I4 => "i4",
+            DType::U4 => "u4",
+            DType::I2 => "i2",
+            DType::U2 => "u2",
         }
     }
 
@@ -58,29 +86,56 @@ impl DType {
         DType::ALL.into_iter().find(|d| d.name() == s)
     }
 
-    /// Bytes per element.
+    /// Bytes per element in memory (narrow types: one byte each; ONNX files pack the 4- and
+    /// 2-bit ones, `narrow::per_byte`).
     pub fn size(self) -> usize {
         match self {
             DType::F64 | DType::I64 | DType::U64 => 8,
             DType::F32 | DType::I32 | DType::U32 => 4,
             DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
-            DType::I8 | DType::U8 | DType::Bool => 1,
+            _ => 1,
         }
     }
 
-    /// The values of an integer type that linear quantization writes (8- and 16-bit).
+    /// The FP8, FP4 and 4/2-bit integer types: the interpreter computes with them, generated
+    /// kernels do not (constant ones fold; the compiler refuses the others by name).
+    pub fn is_narrow(self) -> bool {
+        matches!(
+            self,
+            DType::F8E4M3FN
+                | DType::F8E4M3FNUZ
+                | DType::F8E5M2
+                | DType::F8E5M2FNUZ
+                | DType::F4E2M1
+                | DType::I4
+                | DType::U4
+                | DType::I2
+                | DType::U2
+        )
+    }
+
+    /// The values of an integer type that linear quantization writes (2- to 16-bit).
     pub fn quantized_range(self) -> Option<(f64, f64)> {
         Some(match self {
             DType::U8 => (0.0, 255.0),
             DType::I8 => (-128.0, 127.0),
             DType::U16 => (0.0, 65535.0),
             DType::I16 => (-32768.0, 32767.0),
+            DType::U4 => (0.0, 15.0),
+            DType::I4 => (-8.0, 7.0),
+            DType::U2 => (0.0, 3.0),
+            DType::I2 => (-2.0, 1.0),
             _ => return None,
         })
     }
 
     pub fn is_float(self) -> bool {
-        matches!(self, DType::F32 | DType::F16 | DType::BF16 | DType::F64)
+        matches!(self, DType::F32 | DType::F16 | DType::BF16 | DType::F64) || self.is_narrow_float()
+    }
+
+    /// FP8 and FP4.
+    pub fn is_narrow_float(self) -> bool {
+        matches!(self, DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ | DType::F4E2M1)
     }
 
     pub fn is_int(self) -> bool {
@@ -88,7 +143,7 @@ impl DType {
     }
 
     pub fn is_signed_int(self) -> bool {
-        matches!(self, DType::I64 | DType::I32 | DType::I16 | DType::I8)
+        matches!(self, DType::I64 | DType::I32 | DType::I16 | DType::I8 | DType::I4 | DType::I2)
     }
 
     /// The ONNX `TensorProto.DataType` code.
@@ -107,6 +162,15 @@ impl DType {
             DType::U32 => 12,
             DType::U64 => 13,
             DType::BF16 => 16,
+            DType::F8E4M3FN => 17,
+            DType::F8E4M3FNUZ => 18,
+            DType::F8E5M2 => 19,
+            DType::F8E5M2FNUZ => 20,
+            DType::U4 => 21,
+            DType::I4 => 22,
+            DType::F4E2M1 => 23,
+            DType::U2 => 25,
+            DType::I2 => 26,
         }
     }
 

@@ -7,6 +7,7 @@ pub mod graph;
 pub mod group;
 pub mod infer;
 pub mod interp;
+pub mod narrow;
 pub mod npy;
 pub mod op;
 pub mod print;

@@ -33,6 +33,19 @@ fn descr(dtype: DType) -> &'static str {
         DType::U32 => "<u4",
         DType::U64 => "<u8",
         DType::Bool => "|b1",
+        narrow => descr(stored(narrow)),
+    }
+}
+
+/// The type an array of `dtype` is written as: itself, or (no numpy type) a wider one that holds
+/// every value: f32 for bf16, FP8 and FP4, i8/u8 for the 4- and 2-bit integers.
+fn stored(dtype: DType) -> DType {
+    match dtype {
+        DType::BF16 => DType::F32,
+        d if d.is_narrow_float() => DType::F32,
+        DType::I4 | DType::I2 => DType::I8,
+        DType::U4 | DType::U2 => DType::U8,
+        d => d,
     }
 }
 
@@ -59,9 +72,9 @@ fn parse_descr(d: &str) -> Option<DType> {
     })
 }
 
-/// Serializes a tensor (bf16 is widened to f32, which numpy can read).
+/// Serializes a tensor (bf16 and the narrow types widened to a type numpy can read: `stored`).
 pub fn to_bytes(t: &Tensor) -> Vec<u8> {
-    let t = if t.dtype() == DType::BF16 { t.cast(DType::F32) } else { t.clone() };
+    let t = t.cast(stored(t.dtype()));
     let shape = match t.shape() {
         [] => "()".to_string(),
         [n] => format!("({n},)"),
@@ -143,9 +156,9 @@ mod tests {
         for dt in DType::ALL {
             let t = Tensor::from_f64(dt, vec![2, 3], &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
             let back = from_bytes(&to_bytes(&t)).unwrap();
-            if dt == DType::BF16 {
-                assert_eq!(back.dtype(), DType::F32);
-                assert_eq!(back.to_f64(), t.to_f64());
+            if dt == DType::BF16 || dt.is_narrow() {
+                assert_eq!(back.dtype(), stored(dt), "{dt}");
+                assert_eq!(back.to_f64(), t.to_f64(), "{dt}");
             } else {
                 assert_eq!(back, t, "{dt}");
             }

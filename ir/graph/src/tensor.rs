@@ -1,6 +1,7 @@
 //! Dense tensors: a shape and row-major data of one dtype, shared by reference counting so that
 //! weights are stored once however many values or graphs point at them.
 use crate::dtype::DType;
+use crate::narrow;
 use half::{bf16, f16};
 use std::sync::Arc;
 
@@ -20,6 +21,8 @@ pub enum TensorData {
     U32(Vec<u32>),
     U64(Vec<u64>),
     Bool(Vec<bool>),
+    /// A narrow type (narrow.rs): each element's code, one per byte.
+    Narrow(DType, Vec<u8>),
 }
 
 /// Runs `$body` with `$v` bound to the inner `Vec` of any variant.
@@ -40,6 +43,7 @@ macro_rules! with_data {
             $crate::tensor::TensorData::U32($v) => $body,
             $crate::tensor::TensorData::U64($v) => $body,
             $crate::tensor::TensorData::Bool($v) => $body,
+            $crate::tensor::TensorData::Narrow(_, $v) => $body,
         }
     };
 }
@@ -61,6 +65,7 @@ macro_rules! map_data {
             TensorData::U32($v) => TensorData::U32($body),
             TensorData::U64($v) => TensorData::U64($body),
             TensorData::Bool($v) => TensorData::Bool($body),
+            TensorData::Narrow(d, $v) => TensorData::Narrow(*d, $body),
         }
     };
 }
@@ -81,6 +86,7 @@ impl TensorData {
             TensorData::U32(_) => DType::U32,
             TensorData::U64(_) => DType::U64,
             TensorData::Bool(_) => DType::Bool,
+            TensorData::Narrow(d, _) => *d,
         }
     }
 
@@ -114,6 +120,7 @@ impl TensorData {
             DType::U32 => TensorData::U32(v.iter().map(|&x| x as u32).collect()),
             DType::U64 => TensorData::U64(v.iter().map(|&x| x as u64).collect()),
             DType::Bool => TensorData::Bool(v.iter().map(|&x| x != 0.0).collect()),
+            d => TensorData::Narrow(d, v.iter().map(|&x| narrow::encode(d, x, true)).collect()),
         }
     }
 
@@ -129,6 +136,9 @@ impl TensorData {
             DType::U32 => TensorData::U32(v.iter().map(|&x| x as u32).collect()),
             DType::U64 => TensorData::U64(v.iter().map(|&x| x as u64).collect()),
             DType::Bool => TensorData::Bool(v.iter().map(|&x| x != 0).collect()),
+            d if narrow::int_bits(d).is_some() => {
+                TensorData::Narrow(d, v.iter().map(|&x| narrow::wrap(d, x)).collect())
+            }
             _ => TensorData::from_f64(dtype, &v.iter().map(|&x| x as f64).collect::<Vec<_>>()),
         }
     }
@@ -148,6 +158,7 @@ impl TensorData {
             TensorData::U32(v) => v.iter().map(|&x| x as f64).collect(),
             TensorData::U64(v) => v.iter().map(|&x| x as f64).collect(),
             TensorData::Bool(v) => v.iter().map(|&x| x as u8 as f64).collect(),
+            TensorData::Narrow(d, v) => v.iter().map(|&x| narrow::decode(*d, x)).collect(),
         }
     }
 
@@ -184,6 +195,13 @@ impl TensorData {
                 }
             };
         }
+        if let (TensorData::Narrow(a, d), TensorData::Narrow(b, s)) = (&mut *self, src) {
+            assert_eq!(a, b, "put: dtype {b} into {a}");
+            for (k, &i) in idx.iter().enumerate() {
+                d[i] = s[k];
+            }
+            return;
+        }
         put_as!(F32, F16, BF16, F64, I64, I32, I16, I8, U8, U16, U32, U64, Bool)
     }
 
@@ -204,6 +222,10 @@ impl TensorData {
                     (d, s) => panic!("concat: dtype {} onto {}", s.dtype(), d.dtype()),
                 }
             };
+        }
+        if let (TensorData::Narrow(a, d), TensorData::Narrow(b, s)) = (&mut *self, other) {
+            assert_eq!(a, b, "concat: dtype {b} onto {a}");
+            return d.extend_from_slice(s);
         }
         ext!(F32, F16, BF16, F64, I64, I32, I16, I8, U8, U16, U32, U64, Bool)
     }
@@ -247,6 +269,7 @@ impl TensorData {
             TensorData::U32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             TensorData::U64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             TensorData::Bool(v) => v.iter().map(|&x| x as u8).collect(),
+            TensorData::Narrow(_, v) => v.clone(),
         }
     }
 
@@ -275,6 +298,7 @@ impl TensorData {
             DType::U32 => TensorData::U32(parse!(u32, 4)),
             DType::U64 => TensorData::U64(parse!(u64, 8)),
             DType::Bool => TensorData::Bool(b.iter().map(|&x| x != 0).collect()),
+            d => TensorData::Narrow(d, b.iter().map(|&x| narrow::wrap(d, x as i128)).collect()),
         })
     }
 }

@@ -88,6 +88,7 @@ pub fn storage_type(dt: DType) -> Option<&'static str> {
         DType::I64 | DType::U64 => "i64",
         DType::I32 | DType::U32 => "i32",
         DType::I16 | DType::U16 => "i16",
+        _ => return None, // narrow types: the compiler refuses them before kernels
     })
 }
 

@@ -527,6 +527,9 @@ pub fn compute(
         };
         let v = match p.dtype {
             DType::F16 | DType::BF16 => b.emit(format!("arith.extf {raw} : {st} to {c}")),
+            // a group that computes in f64 (a Cast to double) reads its f32 operands widened
+            DType::F32 if c == "f64" => b.emit(format!("arith.extf {raw} : f32 to f64")),
+            DType::F64 if c == "f32" => b.emit(format!("arith.truncf {raw} : f64 to f32")),
             DType::F32 | DType::F64 => raw,
             DType::Bool => {
                 let z = b.emit("arith.constant 0 : i8");

@@ -17,6 +17,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use xforge_testsuite::conformance::{compile_all, manifest, run_all, Backend, Outcome};
 
+/// What the dump script writes (its version): bf16 and the narrow types as bits (an .onnxtype file beside), every array row-major.
+const CACHE_FORMAT: &str = "5";
+
 fn main() -> Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut cache = root.join("../target/onnx-node-tests");
@@ -40,13 +43,16 @@ fn main() -> Result<()> {
             other => bail!("unknown argument '{other}'"),
         }
     }
-    if !cache.join("manifest.tsv").exists() {
+    // a cache written by an older dump script is written again
+    let stamp = std::fs::read_to_string(cache.join("format")).unwrap_or_default();
+    if !cache.join("manifest.tsv").exists() || stamp.trim() != CACHE_FORMAT {
         let script = root.join("scripts/dump_node_tests.py");
         eprintln!("writing the ONNX node test cases to {}", cache.display());
         let st = std::process::Command::new("python3").arg(&script).arg(&cache).status().context("running python3")?;
         if !st.success() {
             bail!("{} failed (is the `onnx` Python package installed? scripts/setup installs it)", script.display());
         }
+        std::fs::write(cache.join("format"), CACHE_FORMAT).context("writing the cache's format stamp")?;
     }
     let mut cases = manifest(&cache).map_err(anyhow::Error::msg)?;
     if let Some(f) = &filter {

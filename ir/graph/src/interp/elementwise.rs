@@ -452,7 +452,12 @@ pub fn clip(a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>]) -> OpResult<Tenso
     }
 }
 
-/// ONNX `Cast` to `to`.
-pub fn cast(x: &Tensor, to: DType) -> Tensor {
+/// ONNX `Cast` to `to`; `saturate` (default true) says whether a float too large for an FP8
+/// type becomes its largest value or infinity/NaN.
+pub fn cast(x: &Tensor, to: DType, saturate: bool) -> Tensor {
+    if to.is_narrow_float() && !saturate && x.dtype() != to {
+        let codes = x.to_f64().iter().map(|&v| crate::narrow::encode(to, v, false)).collect();
+        return Tensor::new(x.shape().to_vec(), crate::tensor::TensorData::Narrow(to, codes));
+    }
     Tensor::new(x.shape().to_vec(), x.data().cast(to))
 }

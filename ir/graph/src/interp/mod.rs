@@ -246,8 +246,8 @@ fn eval(node: &Node, ins: &[Option<Tensor>], opset: i64, scope: &Scope) -> OpRes
             }
             Ok(vec![x.clone(), Tensor::from_bool(x.shape().to_vec(), vec![true; x.len()])])
         }
-        Cast => one(elementwise::cast(req(ins, 0)?, dtype_attr(&a, "to")?)),
-        CastLike => one(elementwise::cast(req(ins, 0)?, req(ins, 1)?.dtype())),
+        Cast => one(elementwise::cast(req(ins, 0)?, dtype_attr(&a, "to")?, a.int("saturate", 1)? != 0)),
+        CastLike => one(elementwise::cast(req(ins, 0)?, req(ins, 1)?.dtype(), a.int("saturate", 1)? != 0)),
         Clip => one(elementwise::clip(&a, opset, ins)?),
         Add | Sub | Mul | Div | Pow | Mod | Equal | Less | Greater | LessOrEqual | GreaterOrEqual | And | Or | Xor
         | BitShift | BitwiseAnd | BitwiseOr | BitwiseXor | PRelu => {

@@ -98,11 +98,12 @@ fn zero_points(zp: Option<&Tensor>, scale: &Tensor, dt: DType, what: &str) -> Op
 
 pub fn dequantize(a: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<Tensor> {
     let (x, s) = (req(ins, 0)?, req(ins, 1)?);
-    if range(x.dtype()).is_none() {
+    if range(x.dtype()).is_none() && !x.dtype().is_narrow_float() {
         return Err(format!("x of type {} is not a supported quantized type", x.dtype()));
     }
     let scales = check_scales(s, "x_scale")?;
     let zps = zero_points(opt(ins, 2), s, x.dtype(), "x_zero_point")?;
+    float_zero(x.dtype(), &zps, "x_zero_point")?;
     let idx = scale_index(x.shape(), s.shape(), a.int("axis", 1)?, a.int("block_size", 0)?)?;
     let out = match a.int("output_dtype", 0)? {
         0 => s.dtype(),
@@ -128,21 +129,32 @@ pub fn quantize(a: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<Tensor> {
         (None, 0) => DType::U8,
         (None, c) => DType::from_onnx_code(c as i32).ok_or_else(|| format!("output_dtype {c} is not a type"))?,
     };
-    if range(out).is_none() || out == DType::I32 {
-        return Err(format!("{out} is not a supported quantized type (8- and 16-bit integers)"));
+    if (range(out).is_none() || out == DType::I32) && !out.is_narrow_float() {
+        return Err(format!("{out} is not a supported quantized type (2- to 16-bit integers, FP8, FP4)"));
     }
     let zps = zero_points(opt(ins, 2), s, out, "y_zero_point")?;
+    float_zero(out, &zps, "y_zero_point")?;
     let idx = scale_index(x.shape(), s.shape(), a.int("axis", 1)?, a.int("block_size", 0)?)?;
     // x / scale in the wider of their types, then round half to even, add the zero point,
     // saturate
     let dt = if x.dtype() == s.dtype() { x.dtype() } else { DType::F32 };
-    let v: Vec<f64> = x
-        .to_f64()
-        .iter()
-        .zip(&idx)
-        .map(|(&r, &k)| saturate(out, round_to(dt, r / scales[k]).round_ties_even() + zps[k]))
-        .collect();
+    let scaled = x.to_f64().into_iter().zip(&idx).map(|(r, &k)| (round_to(dt, r / scales[k]), k));
+    if out.is_narrow_float() {
+        // a float type rounds by itself: x / scale cast to it (FP4 always saturates)
+        let sat = a.int("saturate", 1)? != 0;
+        let codes = scaled.map(|(q, _)| crate::narrow::encode(out, q, sat)).collect();
+        return Ok(Tensor::new(x.shape().to_vec(), crate::tensor::TensorData::Narrow(out, codes)));
+    }
+    let v: Vec<f64> = scaled.map(|(q, k)| saturate(out, q.round_ties_even() + zps[k])).collect();
     Ok(Tensor::from_f64(out, x.shape().to_vec(), &v))
+}
+
+/// A float quantized type has no zero point to speak of: one given must be zero.
+fn float_zero(dt: DType, zps: &[f64], what: &str) -> OpResult<()> {
+    if dt.is_narrow_float() && zps.iter().any(|&z| z != 0.0) {
+        return Err(format!("{what} of the float type {dt} must be zero"));
+    }
+    Ok(())
 }
 
 /// (y u8, y_scale f32, y_zero_point u8) covering [min(x, 0), max(x, 0)] with 256 levels.

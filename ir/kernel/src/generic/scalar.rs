@@ -46,7 +46,8 @@ impl Ty {
     }
 }
 
-/// The MLIR element type a dtype is stored as (bool as one byte).
+/// The MLIR element type a dtype is stored as (bool as one byte; the narrow types never reach
+/// a kernel: the compiler refuses them by name, `xforge_compiler`'s narrow check).
 pub fn storage(dt: DType) -> &'static str {
     match dt {
         DType::F32 => "f32",
@@ -56,7 +57,7 @@ pub fn storage(dt: DType) -> &'static str {
         DType::I64 | DType::U64 => "i64",
         DType::I32 | DType::U32 => "i32",
         DType::I16 | DType::U16 => "i16",
-        DType::I8 | DType::U8 | DType::Bool => "i8",
+        _ => "i8",
     }
 }
 
