@@ -832,6 +832,27 @@ fn quantize_writes_a_qdq_model_that_onnxruntime_and_the_compiler_read() {
     let (code, _, err) =
         xforge(&["compile", qs, "--target", "sm_90", "-o", dir.path().join("m.q.xfa").to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
+    // in one step: compile --precision int8 --calibration calibrates the same way and builds
+    // an artifact that says so; nothing is left behind but the artifact
+    let i8 = dir.path().join("m.i8.xfa");
+    let (code, _, err) = xforge(&[
+        "compile",
+        &model("mnasnet0_5.onnx"),
+        "--precision",
+        "int8",
+        "--calibration",
+        cs,
+        "--per-channel",
+        "-o",
+        i8.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let a = xforge_runtime::Artifact::read(&i8).unwrap();
+    assert_eq!(a.header.precision, "fp16", "what has no 8-bit path is fp16");
+    let quantized = a.header.options.iter().find(|(k, _)| k == "quantized").map(|(_, v)| v.as_str());
+    assert_eq!(quantized, Some("int8 (minmax, 2 calibration batches)"));
+    let (code, _, err) = xforge(&["compile", &model("mnasnet0_5.onnx"), "--precision", "int8"]);
+    assert!(code == 2 && err.contains("--calibration"), "{err}");
     // entropy calibration (and per-tensor weights) keeps the top-1 too
     let qe = dir.path().join("m.qe.onnx");
     let (code, _, err) = xforge(&[

@@ -19,7 +19,7 @@ pub mod quantize;
 pub mod tune;
 
 pub use build::{digest, BatchSpec, BuildError};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use xforge_ir::{DType, Dim, Graph};
 use xforge_passes::fusion::Fused;
@@ -77,6 +77,8 @@ pub enum CompileError {
     Option(String),
     #[error("cannot read {path}: {why}")]
     Read { path: String, why: String },
+    #[error("quantization: {0}")]
+    Quantize(#[from] quantize::QuantizeError),
 }
 
 /// A value of a type no kernel reads or writes yet (FP8, FP4, 4/2-bit integers), with its node.
@@ -317,6 +319,47 @@ impl Compiler {
         let fused = self.fuse(graph)?;
         self.report("fusing", 1, 1);
         self.build(&[(0, &fused)], None, digest)
+    }
+
+    /// Post-training INT8 in one step: the float ONNX model at `path` quantized on the
+    /// calibration batches (`quantize::quantize_onnx`: u8 activations, i8 weights), then
+    /// compiled like any QDQ model at this compiler's precision (the layers without an 8-bit
+    /// path keep it). The QDQ model is written to a temporary file for the compile — beside
+    /// the original when that has external data (they resolve there) — and removed after; the
+    /// artifact records the quantization.
+    pub fn compile_quantized(
+        &self,
+        path: &Path,
+        batches: &[HashMap<String, xforge_ir::Tensor>],
+        opts: quantize::QuantizeOptions,
+    ) -> Result<Artifact, CompileError> {
+        self.check_target()?;
+        self.report("calibrating", 0, 1);
+        let bytes = quantize::quantize_onnx(path, batches, opts)?;
+        self.report("calibrating", 1, 1);
+        let external = {
+            use protobuf::Message;
+            let m = onnx_protobuf::ModelProto::parse_from_bytes(&bytes)
+                .map_err(|e| CompileError::Quantize(quantize::QuantizeError::Model(format!("the QDQ model: {e}"))))?;
+            m.graph.initializer.iter().any(|t| !t.external_data.is_empty())
+        };
+        let here = std::env::temp_dir();
+        let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(d) if external => d,
+            None if external => Path::new("."),
+            _ => here.as_path(),
+        };
+        let tmp = tempfile::Builder::new().prefix(".xforge-int8-").suffix(".onnx").tempfile_in(dir).map_err(|e| {
+            CompileError::Read { path: dir.display().to_string(), why: format!("a temporary file: {e}") }
+        })?;
+        std::fs::write(tmp.path(), &bytes)
+            .map_err(|e| CompileError::Read { path: tmp.path().display().to_string(), why: e.to_string() })?;
+        let mut a = self.compile_onnx(tmp.path())?;
+        a.header.options.push((
+            "quantized".into(),
+            format!("int8 ({:?}, {} calibration batches)", opts.method, batches.len()).to_lowercase(),
+        ));
+        Ok(a)
     }
 
     /// Compiles an ONNX file: one plan, or one per batch bucket.

@@ -37,6 +37,17 @@ impl Precision {
     }
 }
 
+/// `compile --precision`: a storage precision, or int8 (quantized on `--calibration` data).
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum CompilePrecision {
+    Fp32,
+    Fp16,
+    Bf16,
+    /// Post-training INT8 in one step: calibrated on --calibration, compiled as a QDQ model
+    /// (what has no 8-bit path stays fp16).
+    Int8,
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     /// The ONNX model.
@@ -53,7 +64,10 @@ pub struct Args {
     /// Storage precision of weights and activations (arithmetic stays f32 in the kernels;
     /// inputs and outputs keep their types). fp32 uses no TF32.
     #[arg(long, value_enum, default_value = "fp32")]
-    precision: Precision,
+    precision: CompilePrecision,
+    /// For --precision int8.
+    #[command(flatten)]
+    calibration: super::quantize::Calibration,
     /// NVIDIA architecture: sm_80, sm_86, sm_89, sm_90, sm_90a.
     #[arg(long, default_value = "sm_90")]
     target: String,
@@ -99,7 +113,14 @@ pub fn tuning_table(flag: Option<&str>, target: &str) -> anyhow::Result<Option<x
 impl Args {
     /// The compiler these flags describe.
     fn compiler(&self) -> anyhow::Result<xforge_compiler::Compiler> {
-        let precision = self.precision.of_compiler();
+        let precision = match self.precision {
+            CompilePrecision::Fp32 => xforge_compiler::Precision::Fp32,
+            CompilePrecision::Bf16 => xforge_compiler::Precision::Bf16,
+            CompilePrecision::Fp16 | CompilePrecision::Int8 => xforge_compiler::Precision::Fp16,
+        };
+        if (self.precision == CompilePrecision::Int8) != self.calibration.calibration.is_some() {
+            return Err(BadInput("--calibration DIR goes with --precision int8, and int8 needs it".into()).into());
+        }
         let mut c = xforge_compiler::Compiler::new(&self.target)
             .precision(precision)
             .generated_gemm(self.generated_gemm)
@@ -127,6 +148,12 @@ pub fn compile(a: Args) -> anyhow::Result<()> {
     if !a.batch.is_empty() && a.emit.is_some() {
         return Err(BadInput("--emit prints one shape: bind the batch with --shape instead of --batch".into()).into());
     }
+    if a.precision == CompilePrecision::Int8 && a.emit.is_some() {
+        return Err(BadInput(
+            "--emit with --precision int8: write the QDQ model with `xforge quantize`, then emit it".into(),
+        )
+        .into());
+    }
     let compiler = a.compiler()?;
     let Some(emit) = a.emit else {
         let out = a.output.clone().unwrap_or_else(|| a.model.with_extension("xfa"));
@@ -138,7 +165,12 @@ pub fn compile(a: Args) -> anyhow::Result<()> {
             shown.set_position(done as u64);
             shown.set_message(phase.to_string());
         });
-        let artifact = compiler.compile_onnx(&a.model).map_err(compile_error);
+        let artifact = if a.precision == CompilePrecision::Int8 {
+            let (opts, batches) = a.calibration.read(&a.model)?;
+            compiler.compile_quantized(&a.model, &batches, opts).map_err(compile_error)
+        } else {
+            compiler.compile_onnx(&a.model).map_err(compile_error)
+        };
         bar.finish_and_clear();
         let artifact = artifact?;
         artifact.write(&out)?;

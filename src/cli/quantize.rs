@@ -18,16 +18,13 @@ enum MethodArg {
     Entropy,
 }
 
+/// How to calibrate (`quantize`, and `compile --precision int8`).
 #[derive(clap::Args)]
-pub struct Args {
-    /// The float ONNX model.
-    model: PathBuf,
-    /// Calibration batches (see the command's description).
-    #[arg(long)]
-    calibration: PathBuf,
-    /// The QDQ model to write.
-    #[arg(short, long)]
-    output: PathBuf,
+pub struct Calibration {
+    /// Calibration batches: for a model of one input, each `.npy` file in the folder is a batch
+    /// of it; for several inputs, each subfolder is a batch holding `<input name>.npy` per input.
+    #[arg(long, value_name = "DIR")]
+    pub calibration: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "minmax")]
     method: MethodArg,
     /// The percentile of |x| kept by `--method percentile`.
@@ -36,6 +33,35 @@ pub struct Args {
     /// One weight scale per output channel.
     #[arg(long)]
     per_channel: bool,
+}
+
+impl Calibration {
+    /// The options and the batches (checked against `model`'s inputs by name).
+    pub fn read(&self, model: &Path) -> anyhow::Result<(QuantizeOptions, Vec<HashMap<String, Tensor>>)> {
+        let dir = self.calibration.as_ref().ok_or_else(|| BadInput("--calibration DIR is needed".into()))?;
+        if self.method == MethodArg::Percentile && !(self.percentile > 50.0 && self.percentile <= 100.0) {
+            return Err(BadInput(format!("--percentile {}: between 50 and 100", self.percentile)).into());
+        }
+        let m = xforge_frontend::load(model, &Default::default())?;
+        let inputs: Vec<String> = m.graph.inputs.iter().map(|&i| m.graph.name_of(i).to_string()).collect();
+        let method = match self.method {
+            MethodArg::Minmax => Method::MinMax,
+            MethodArg::Percentile => Method::Percentile(self.percentile),
+            MethodArg::Entropy => Method::Entropy,
+        };
+        Ok((QuantizeOptions { method, per_channel: self.per_channel }, batches(dir, &inputs)?))
+    }
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The float ONNX model.
+    model: PathBuf,
+    #[command(flatten)]
+    calibration: Calibration,
+    /// The QDQ model to write.
+    #[arg(short, long)]
+    output: PathBuf,
 }
 
 fn npy(path: &Path) -> anyhow::Result<Tensor> {
@@ -78,23 +104,12 @@ fn batches(dir: &Path, inputs: &[String]) -> anyhow::Result<Vec<HashMap<String, 
 }
 
 pub fn quantize(a: Args) -> anyhow::Result<()> {
-    if a.method == MethodArg::Percentile && !(a.percentile > 50.0 && a.percentile <= 100.0) {
-        return Err(BadInput(format!("--percentile {}: between 50 and 100", a.percentile)).into());
-    }
-    let m = xforge_frontend::load(&a.model, &Default::default())?;
-    let inputs: Vec<String> = m.graph.inputs.iter().map(|&i| m.graph.name_of(i).to_string()).collect();
-    let batches = batches(&a.calibration, &inputs)?;
+    let (opts, batches) = a.calibration.read(&a.model)?;
     let bar = ProgressBar::new_spinner();
     bar.set_style(ProgressStyle::with_template("{spinner} calibrating on {msg}").unwrap());
     bar.set_message(format!("{} batches", batches.len()));
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
-    let method = match a.method {
-        MethodArg::Minmax => Method::MinMax,
-        MethodArg::Percentile => Method::Percentile(a.percentile),
-        MethodArg::Entropy => Method::Entropy,
-    };
-    let bytes = quantize_onnx(&a.model, &batches, QuantizeOptions { method, per_channel: a.per_channel })
-        .map_err(|e| BadInput(format!("{}: {e}", a.model.display())))?;
+    let bytes = quantize_onnx(&a.model, &batches, opts).map_err(|e| BadInput(format!("{}: {e}", a.model.display())))?;
     bar.finish_and_clear();
     let dir = a.output.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = tempfile::NamedTempFile::new_in(dir)?;
