@@ -887,3 +887,64 @@ fn quantize_writes_a_qdq_model_that_onnxruntime_and_the_compiler_read() {
     assert!(code == 2 && err.contains("quantized already"), "{err}");
     assert!(!out.exists());
 }
+
+#[test]
+fn an_accuracy_budget_keeps_the_sensitive_layer_in_float() {
+    // two MatMuls; the first one's input carries an outlier (1000, in a feature its weight
+    // ignores) that makes its u8 scale ~4: quantized, most rows' top-1 change. The second
+    // layer quantizes well. With a budget of 5 points, the sensitivity pass keeps mm1 in float
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let st = Command::new("python3")
+        .args(["-c", &format!(
+            r#"
+import numpy as np, onnx, os
+from onnx import helper as h, TensorProto as T, numpy_helper as nh
+r = np.random.default_rng(0)
+w1 = r.standard_normal((8, 8)).astype(np.float32); w1[7, :] = 0
+w2 = r.standard_normal((8, 4)).astype(np.float32)
+g = h.make_graph([h.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"), h.make_node("MatMul", ["h", "w2"], ["y"], name="mm2")],
+    "g", [h.make_tensor_value_info("x", T.FLOAT, [64, 8])], [h.make_tensor_value_info("y", T.FLOAT, [64, 4])],
+    [nh.from_array(w1, "w1"), nh.from_array(w2, "w2")])
+m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)]); m.ir_version = 8
+onnx.save(m, "{d}/m.onnx")
+os.makedirs("{d}/cal")
+for k in range(2):
+    x = r.standard_normal((64, 8)).astype(np.float32); x[:, 7] = 0; x[0, 7] = 1000.0
+    np.save(f"{d}/cal/b{{k}}.npy", x)
+"#
+        )])
+        .status()
+        .expect("python3 with onnx (scripts/setup installs it)");
+    assert!(st.success());
+    let (m, cal) = (format!("{d}/m.onnx"), format!("{d}/cal"));
+    let quantize = |budget: &str, out: &str| {
+        let (code, _, err) = xforge(&["quantize", &m, "--calibration", &cal, "-o", out, "--max-accuracy-drop", budget]);
+        assert_eq!(code, 0, "{err}");
+        let q = xforge_frontend::load(Path::new(out), &Default::default()).unwrap();
+        (err, q.graph.nodes.iter().filter(|n| n.op == xforge_ir::Op::QuantizeLinear).count())
+    };
+    let (err, q) = quantize("5", &format!("{d}/q5.onnx"));
+    assert!(err.contains("kept in float: mm1\n"), "{err}");
+    assert_eq!(q, 1, "only mm2's activation is quantized");
+    // the report's numbers: all int8 loses most rows, the result at most the budget
+    let pct = |key: &str| -> f64 {
+        let at = err.find(key).unwrap() + key.len();
+        err[at..].split('%').next().unwrap().trim().parse().unwrap()
+    };
+    assert!(pct("all layers int8:") > 30.0 && pct("float model on") <= 5.0, "{err}");
+    let (err, q) = quantize("100", &format!("{d}/q100.onnx"));
+    assert!(err.contains("kept in float: none"), "{err}");
+    assert_eq!(q, 2);
+    // the same budget in one step: the artifact names what stayed float
+    let a = format!("{d}/m.xfa");
+    let (code, _, err) =
+        xforge(&["compile", &m, "--precision", "int8", "--calibration", &cal, "--max-accuracy-drop", "5", "-o", &a]);
+    assert_eq!(code, 0, "{err}");
+    let art = xforge_runtime::Artifact::read(Path::new(&a)).unwrap();
+    let opt = |k: &str| art.header.options.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert_eq!(opt("float_layers").as_deref(), Some("mm1"));
+    let (code, _, err) =
+        xforge(&["quantize", &m, "--calibration", &cal, "-o", &format!("{d}/x.onnx"), "--max-accuracy-drop", "150"]);
+    assert!(code == 2 && err.contains("between 0 and 100"), "{err}");
+}

@@ -322,7 +322,8 @@ impl Compiler {
     }
 
     /// Post-training INT8 in one step: the float ONNX model at `path` quantized on the
-    /// calibration batches (`quantize::quantize_onnx`: u8 activations, i8 weights), then
+    /// calibration batches (`quantize::quantize_onnx`: u8 activations, i8 weights; with
+    /// `max_drop`, `quantize::quantize_within` keeps the most sensitive layers in float), then
     /// compiled like any QDQ model at this compiler's precision (the layers without an 8-bit
     /// path keep it). The QDQ model is written to a temporary file for the compile — beside
     /// the original when that has external data (they resolve there) — and removed after; the
@@ -332,10 +333,19 @@ impl Compiler {
         path: &Path,
         batches: &[HashMap<String, xforge_ir::Tensor>],
         opts: quantize::QuantizeOptions,
+        max_drop: Option<f64>,
     ) -> Result<Artifact, CompileError> {
         self.check_target()?;
         self.report("calibrating", 0, 1);
-        let bytes = quantize::quantize_onnx(path, batches, opts)?;
+        let (bytes, kept) = match max_drop {
+            None => (quantize::quantize_onnx(path, batches, opts)?, None),
+            Some(d) => {
+                let (b, s) = quantize::quantize_within(path, batches, opts, d, &|done, all| {
+                    self.report("calibrating", done, all)
+                })?;
+                (b, Some(s))
+            }
+        };
         self.report("calibrating", 1, 1);
         let external = {
             use protobuf::Message;
@@ -359,6 +369,13 @@ impl Compiler {
             "quantized".into(),
             format!("int8 ({:?}, {} calibration batches)", opts.method, batches.len()).to_lowercase(),
         ));
+        if let Some(s) = kept {
+            let layers = if s.float_layers.is_empty() { "none".to_string() } else { s.float_layers.join(" ") };
+            a.header.options.push(("float_layers".into(), layers));
+            a.header
+                .options
+                .push(("accuracy_drop".into(), format!("{:.3} points (all int8: {:.3})", s.drop, s.drop_all)));
+        }
         Ok(a)
     }
 

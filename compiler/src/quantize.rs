@@ -274,11 +274,31 @@ pub fn quantize_onnx(
     batches: &[HashMap<String, Tensor>],
     opts: QuantizeOptions,
 ) -> Result<Vec<u8>, QuantizeError> {
+    calibrate_onnx(path, batches, opts)?.write(&HashSet::new())
+}
+
+/// A model calibrated once, to be written with any of its layers kept in float.
+pub struct Calibrated {
+    model: ModelProto,
+    graph: Graph,
+    base: Option<std::path::PathBuf>,
+    targets: Vec<Option<Target>>,
+    /// (scale, zero point) of every activation a target reads.
+    params: HashMap<String, (f32, u8)>,
+    opts: QuantizeOptions,
+}
+
+/// Reads the model at `path` and observes its activations over the calibration batches.
+pub fn calibrate_onnx(
+    path: &Path,
+    batches: &[HashMap<String, Tensor>],
+    opts: QuantizeOptions,
+) -> Result<Calibrated, QuantizeError> {
     let bytes = std::fs::read(path)
         .map_err(|e| QuantizeError::Read { path: path.display().to_string(), why: e.to_string() })?;
     let base = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
     let graph = xforge_frontend::parse(&bytes, base, &Default::default())?.graph;
-    let mut m = ModelProto::parse_from_bytes(&bytes).map_err(|e| QuantizeError::Model(e.to_string()))?;
+    let m = ModelProto::parse_from_bytes(&bytes).map_err(|e| QuantizeError::Model(e.to_string()))?;
     if m.graph.node.iter().any(|n| n.op_type == "QuantizeLinear" || n.op_type == "DequantizeLinear") {
         return Err(QuantizeError::Model("the model is quantized already".into()));
     }
@@ -300,117 +320,267 @@ pub fn quantize_onnx(
         return Err(QuantizeError::Model("no Conv, MatMul or Gemm to quantize".into()));
     }
     let seen = calibrate(&graph, &names, batches, opts.method)?;
-    let params: HashMap<&str, (f32, u8)> =
-        names.iter().zip(&seen).map(|(n, o)| (n.as_str(), u8_params(o.min, o.max))).collect();
-
-    let mut new_init: Vec<TensorProto> = vec![];
-    let mut front: Vec<NodeProto> = vec![];
-    // weights: i8 symmetric, one DQ each, at the front
-    let mut weight_dq: HashMap<String, String> = HashMap::new();
-    for t in targets.iter().flatten() {
-        let Some((w, axis)) = &t.weight else { continue };
-        if weight_dq.contains_key(w) {
-            continue;
-        }
-        let id =
-            graph.find_value(w).ok_or_else(|| QuantizeError::Model(format!("weight '{w}' is not in the model")))?;
-        let Some(wt) = graph.weights.get(&id) else { continue };
-        if wt.dtype() != xforge_ir::DType::F32 {
-            continue;
-        }
-        let shape = wt.shape().to_vec();
-        let per_channel = opts.per_channel && *axis < shape.len() && shape.len() >= 2;
-        let v = wt.to_f64();
-        let (channels, stride) =
-            if per_channel { (shape[*axis], xforge_ir::tensor::strides(&shape)[*axis]) } else { (1, 1) };
-        let mut scales = vec![0f32; channels];
-        for (i, x) in v.iter().enumerate() {
-            let c = (i / stride) % channels;
-            scales[c] = scales[c].max(x.abs() as f32);
-        }
-        let scales: Vec<f32> = scales.iter().map(|&a| if a > 0.0 { a / 127.0 } else { 1.0 }).collect();
-        let q: Vec<i64> = v
-            .iter()
-            .enumerate()
-            .map(|(i, x)| ((*x as f32) / scales[(i / stride) % channels]).round_ties_even().clamp(-127.0, 127.0) as i64)
-            .collect();
-        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-        let sdims: Vec<i64> = if per_channel { vec![channels as i64] } else { vec![] };
-        let (qn, sn, zn, dn) =
-            (format!("{w}_quantized"), format!("{w}_scale"), format!("{w}_zero_point"), format!("{w}_dequantized"));
-        new_init.push(int_tensor(&qn, &dims, &q, 3));
-        new_init.push(f32_tensor(&sn, &sdims, &scales));
-        new_init.push(int_tensor(&zn, &sdims, &vec![0; channels], 3));
-        front.push(qdq_node(
-            "DequantizeLinear",
-            format!("{w}_DequantizeLinear"),
-            [&qn, &sn, &zn],
-            dn.clone(),
-            per_channel.then_some(*axis as i64),
-        ));
-        weight_dq.insert(w.clone(), dn);
-    }
     for (n, o) in names.iter().zip(&seen) {
         tracing::debug!("{n}: [{}, {}]", o.min, o.max);
     }
-    // activations: Q → DQ just before the first target that reads them
-    let mut done: HashSet<String> = HashSet::new();
-    let old = std::mem::take(&mut m.graph.mut_or_insert_default().node);
-    let mut nodes = front;
-    for (n, t) in old.into_iter().zip(&targets) {
-        let mut n = n;
-        if let Some(t) = t {
-            for a in &t.activations {
-                let (scale, zp) = params[a.as_str()];
-                let (qn, dn, sn, zn) = (
-                    format!("{a}_quantized"),
-                    format!("{a}_dequantized"),
-                    format!("{a}_scale"),
-                    format!("{a}_zero_point"),
-                );
-                if done.insert(a.clone()) {
-                    new_init.push(f32_tensor(&sn, &[], &[scale]));
-                    new_init.push(int_tensor(&zn, &[], &[zp as i64], 2));
-                    nodes.push(qdq_node(
-                        "QuantizeLinear",
-                        format!("{a}_QuantizeLinear"),
-                        [a, &sn, &zn],
-                        qn.clone(),
-                        None,
-                    ));
-                    nodes.push(qdq_node(
-                        "DequantizeLinear",
-                        format!("{a}_DequantizeLinear"),
-                        [&qn, &sn, &zn],
-                        dn.clone(),
-                        None,
-                    ));
+    let params = names.iter().zip(&seen).map(|(n, o)| (n.clone(), u8_params(o.min, o.max))).collect();
+    Ok(Calibrated { model: m, graph, base: base.map(Path::to_path_buf), targets, params, opts })
+}
+
+impl Calibrated {
+    /// The layers that can be quantized (Conv, MatMul, Gemm nodes), by name, with the index
+    /// `write` takes.
+    pub fn layers(&self) -> Vec<(usize, String)> {
+        let nodes = &self.model.graph.node;
+        self.targets
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.is_some())
+            .map(|(i, _)| {
+                let n = &nodes[i];
+                (i, if n.name.is_empty() { format!("{} #{i}", n.op_type) } else { n.name.clone() })
+            })
+            .collect()
+    }
+
+    /// The QDQ model with the layers (node indices) in `float` left as they are.
+    pub fn write(&self, float: &HashSet<usize>) -> Result<Vec<u8>, QuantizeError> {
+        let (graph, opts, params) = (&self.graph, self.opts, &self.params);
+        let base = self.base.as_deref();
+        let mut m = self.model.clone();
+        let targets: Vec<Option<&Target>> =
+            self.targets.iter().enumerate().map(|(i, t)| t.as_ref().filter(|_| !float.contains(&i))).collect();
+
+        let mut new_init: Vec<TensorProto> = vec![];
+        let mut front: Vec<NodeProto> = vec![];
+        // weights: i8 symmetric, one DQ each, at the front
+        let mut weight_dq: HashMap<String, String> = HashMap::new();
+        for t in targets.iter().flatten() {
+            let Some((w, axis)) = &t.weight else { continue };
+            if weight_dq.contains_key(w) {
+                continue;
+            }
+            let id =
+                graph.find_value(w).ok_or_else(|| QuantizeError::Model(format!("weight '{w}' is not in the model")))?;
+            let Some(wt) = graph.weights.get(&id) else { continue };
+            if wt.dtype() != xforge_ir::DType::F32 {
+                continue;
+            }
+            let shape = wt.shape().to_vec();
+            let per_channel = opts.per_channel && *axis < shape.len() && shape.len() >= 2;
+            let v = wt.to_f64();
+            let (channels, stride) =
+                if per_channel { (shape[*axis], xforge_ir::tensor::strides(&shape)[*axis]) } else { (1, 1) };
+            let mut scales = vec![0f32; channels];
+            for (i, x) in v.iter().enumerate() {
+                let c = (i / stride) % channels;
+                scales[c] = scales[c].max(x.abs() as f32);
+            }
+            let scales: Vec<f32> = scales.iter().map(|&a| if a > 0.0 { a / 127.0 } else { 1.0 }).collect();
+            let q: Vec<i64> = v
+                .iter()
+                .enumerate()
+                .map(|(i, x)| {
+                    ((*x as f32) / scales[(i / stride) % channels]).round_ties_even().clamp(-127.0, 127.0) as i64
+                })
+                .collect();
+            let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+            let sdims: Vec<i64> = if per_channel { vec![channels as i64] } else { vec![] };
+            let (qn, sn, zn, dn) =
+                (format!("{w}_quantized"), format!("{w}_scale"), format!("{w}_zero_point"), format!("{w}_dequantized"));
+            new_init.push(int_tensor(&qn, &dims, &q, 3));
+            new_init.push(f32_tensor(&sn, &sdims, &scales));
+            new_init.push(int_tensor(&zn, &sdims, &vec![0; channels], 3));
+            front.push(qdq_node(
+                "DequantizeLinear",
+                format!("{w}_DequantizeLinear"),
+                [&qn, &sn, &zn],
+                dn.clone(),
+                per_channel.then_some(*axis as i64),
+            ));
+            weight_dq.insert(w.clone(), dn);
+        }
+        // activations: Q → DQ just before the first target that reads them
+        let mut done: HashSet<String> = HashSet::new();
+        let old = std::mem::take(&mut m.graph.mut_or_insert_default().node);
+        let mut nodes = front;
+        for (n, t) in old.into_iter().zip(&targets) {
+            let mut n = n;
+            if let Some(t) = t {
+                for a in &t.activations {
+                    let (scale, zp) = params[a];
+                    let (qn, dn, sn, zn) = (
+                        format!("{a}_quantized"),
+                        format!("{a}_dequantized"),
+                        format!("{a}_scale"),
+                        format!("{a}_zero_point"),
+                    );
+                    if done.insert(a.clone()) {
+                        new_init.push(f32_tensor(&sn, &[], &[scale]));
+                        new_init.push(int_tensor(&zn, &[], &[zp as i64], 2));
+                        nodes.push(qdq_node(
+                            "QuantizeLinear",
+                            format!("{a}_QuantizeLinear"),
+                            [a, &sn, &zn],
+                            qn.clone(),
+                            None,
+                        ));
+                        nodes.push(qdq_node(
+                            "DequantizeLinear",
+                            format!("{a}_DequantizeLinear"),
+                            [&qn, &sn, &zn],
+                            dn.clone(),
+                            None,
+                        ));
+                    }
+                    for i in n.input.iter_mut().take(2) {
+                        if i == a {
+                            *i = dn.clone();
+                        }
+                    }
                 }
-                for i in n.input.iter_mut().take(2) {
-                    if i == a {
-                        *i = dn.clone();
+                if let Some((w, _)) = &t.weight {
+                    if let Some(dn) = weight_dq.get(w) {
+                        n.input[1] = dn.clone();
                     }
                 }
             }
-            if let Some((w, _)) = &t.weight {
-                if let Some(dn) = weight_dq.get(w) {
-                    n.input[1] = dn.clone();
-                }
-            }
+            nodes.push(n);
         }
-        nodes.push(n);
+        let g = m.graph.mut_or_insert_default();
+        g.node = nodes;
+        // float weights that nothing reads any more are dropped
+        let read: HashSet<String> = g
+            .node
+            .iter()
+            .flat_map(|n| n.input.iter().cloned())
+            .chain(g.output.iter().map(|o| o.name.clone()))
+            .collect();
+        g.initializer.retain(|t| read.contains(&t.name) || !weight_dq.contains_key(&t.name));
+        g.initializer.extend(new_init);
+        let out = m.write_to_bytes().map_err(|e| QuantizeError::Model(e.to_string()))?;
+        // the result must import like any model
+        xforge_frontend::parse(&out, base, &Default::default())?;
+        Ok(out)
     }
-    let g = m.graph.mut_or_insert_default();
-    g.node = nodes;
-    // float weights that nothing reads any more are dropped
-    let read: HashSet<String> =
-        g.node.iter().flat_map(|n| n.input.iter().cloned()).chain(g.output.iter().map(|o| o.name.clone())).collect();
-    g.initializer.retain(|t| read.contains(&t.name) || !weight_dq.contains_key(&t.name));
-    g.initializer.extend(new_init);
-    let out = m.write_to_bytes().map_err(|e| QuantizeError::Model(e.to_string()))?;
-    // the result must import like any model
-    xforge_frontend::parse(&out, base, &Default::default())?;
-    Ok(out)
+}
+
+/// What the accuracy budget left in float, and what the written model loses.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sensitivity {
+    /// Percentage points of rows whose top-1 differs from the float model's (see `accuracy_drop`).
+    pub drop: f64,
+    /// Relative L2 error of the first output against the float model's.
+    pub error: f64,
+    /// The layers kept in float, most sensitive first.
+    pub float_layers: Vec<String>,
+    /// The drop with every layer quantized.
+    pub drop_all: f64,
+}
+
+/// The first output's top-1 disagreement with `reference` (percentage points over rows: every
+/// position of the output's other axes, argmax over its last axis, over all batches) and its
+/// relative L2 error, with the model `bytes` run on the interpreter.
+fn accuracy_drop(
+    bytes: &[u8],
+    base: Option<&Path>,
+    batches: &[HashMap<String, Tensor>],
+    reference: &[Tensor],
+) -> Result<(f64, f64), QuantizeError> {
+    let g = xforge_frontend::parse(bytes, base, &Default::default())?.graph;
+    let (mut rows, mut differ, mut num, mut den) = (0usize, 0usize, 0f64, 0f64);
+    for (b, (feed, want)) in batches.iter().zip(reference).enumerate() {
+        let got = xforge_ir::interp::run(&g, feed).map_err(|e| QuantizeError::Run { batch: b, why: e.to_string() })?;
+        let (x, y) = (got[0].to_f64(), want.to_f64());
+        let last = want.shape().last().copied().unwrap_or(1).max(1);
+        let top = |v: &[f64]| v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|m| m.0);
+        for (p, q) in x.chunks(last).zip(y.chunks(last)) {
+            rows += 1;
+            differ += (top(p) != top(q)) as usize;
+        }
+        num += x.iter().zip(&y).map(|(p, q)| (p - q) * (p - q)).sum::<f64>();
+        den += y.iter().map(|q| q * q).sum::<f64>();
+    }
+    let error = if den > 0.0 { (num / den).sqrt() } else { num.sqrt() };
+    Ok((100.0 * differ as f64 / rows.max(1) as f64, error))
+}
+
+/// Post-training quantization within an accuracy budget: every layer quantized, unless that
+/// loses more than `max_drop` percentage points of top-1 agreement with the float model on the
+/// calibration batches (`accuracy_drop`); then each layer's sensitivity (the error with that
+/// layer alone quantized) orders them, and the fewest most sensitive layers that meet the
+/// budget stay in float (a binary search over that order). `progress(done, all)` counts
+/// interpreter passes over the batches.
+pub fn quantize_within(
+    path: &Path,
+    batches: &[HashMap<String, Tensor>],
+    opts: QuantizeOptions,
+    max_drop: f64,
+    progress: &dyn Fn(usize, usize),
+) -> Result<(Vec<u8>, Sensitivity), QuantizeError> {
+    if !(max_drop >= 0.0 && max_drop <= 100.0) {
+        return Err(QuantizeError::Model(format!("an accuracy drop of {max_drop} points: between 0 and 100")));
+    }
+    let c = calibrate_onnx(path, batches, opts)?;
+    let reference: Vec<Tensor> = batches
+        .iter()
+        .enumerate()
+        .map(|(b, feed)| {
+            let out = xforge_ir::interp::run(&c.graph, feed)
+                .map_err(|e| QuantizeError::Run { batch: b, why: e.to_string() })?;
+            Ok(out.into_iter().next().expect("a model has an output"))
+        })
+        .collect::<Result<_, QuantizeError>>()?;
+    let layers = c.layers();
+    let all = layers.len();
+    // at most: the whole model, each layer alone, a binary search
+    let budget = 1 + all + (usize::BITS - all.leading_zeros()) as usize + 1;
+    let passes = std::cell::Cell::new(0);
+    let measure = |float: &HashSet<usize>| -> Result<(Vec<u8>, f64, f64), QuantizeError> {
+        let bytes = c.write(float)?;
+        let (drop, error) = accuracy_drop(&bytes, c.base.as_deref(), batches, &reference)?;
+        passes.set(passes.get() + 1);
+        progress(passes.get(), budget);
+        Ok((bytes, drop, error))
+    };
+    let (bytes, drop_all, error) = measure(&HashSet::new())?;
+    if drop_all <= max_drop {
+        progress(budget, budget);
+        return Ok((bytes, Sensitivity { drop: drop_all, error, float_layers: vec![], drop_all }));
+    }
+    let every: HashSet<usize> = layers.iter().map(|(i, _)| *i).collect();
+    let mut alone: Vec<(f64, usize, &str)> = vec![];
+    for (i, name) in &layers {
+        let mut float = every.clone();
+        float.remove(i);
+        let (_, _, e) = measure(&float)?;
+        alone.push((e, *i, name));
+    }
+    alone.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    // the fewest of the most sensitive layers in float that meet the budget (all of them do)
+    let (mut lo, mut hi) = (1, all);
+    let mut best: Option<(usize, Vec<u8>, f64, f64)> = None;
+    while lo <= hi {
+        let k = (lo + hi) / 2;
+        let float: HashSet<usize> = alone[..k].iter().map(|a| a.1).collect();
+        let (bytes, drop, error) = measure(&float)?;
+        if drop <= max_drop {
+            best = Some((k, bytes, drop, error));
+            hi = k - 1;
+        } else {
+            lo = k + 1;
+        }
+    }
+    let (k, bytes, drop, error) = match best {
+        Some(b) => b,
+        None => {
+            let (bytes, drop, error) = measure(&every)?;
+            (all, bytes, drop, error)
+        }
+    };
+    progress(budget, budget);
+    let float_layers = alone[..k].iter().map(|a| a.2.to_string()).collect();
+    Ok((bytes, Sensitivity { drop, error, float_layers, drop_all }))
 }
 
 #[cfg(test)]

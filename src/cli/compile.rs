@@ -167,7 +167,7 @@ pub fn compile(a: Args) -> anyhow::Result<()> {
         });
         let artifact = if a.precision == CompilePrecision::Int8 {
             let (opts, batches) = a.calibration.read(&a.model)?;
-            compiler.compile_quantized(&a.model, &batches, opts).map_err(compile_error)
+            compiler.compile_quantized(&a.model, &batches, opts, a.calibration.max_accuracy_drop).map_err(compile_error)
         } else {
             compiler.compile_onnx(&a.model).map_err(compile_error)
         };

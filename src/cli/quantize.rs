@@ -7,7 +7,7 @@ use super::BadInput;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use xforge_compiler::quantize::{quantize_onnx, Method, QuantizeOptions};
+use xforge_compiler::quantize::{quantize_onnx, quantize_within, Method, QuantizeOptions};
 use xforge_ir::Tensor;
 
 #[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
@@ -33,6 +33,11 @@ pub struct Calibration {
     /// One weight scale per output channel.
     #[arg(long)]
     per_channel: bool,
+    /// Keep the most sensitive layers in float until the quantized model's top-1 (argmax over
+    /// the first output's last axis, every row of every calibration batch) differs from the
+    /// float model's on at most this many percent of rows.
+    #[arg(long, value_name = "POINTS")]
+    pub max_accuracy_drop: Option<f64>,
 }
 
 impl Calibration {
@@ -109,7 +114,24 @@ pub fn quantize(a: Args) -> anyhow::Result<()> {
     bar.set_style(ProgressStyle::with_template("{spinner} calibrating on {msg}").unwrap());
     bar.set_message(format!("{} batches", batches.len()));
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
-    let bytes = quantize_onnx(&a.model, &batches, opts).map_err(|e| BadInput(format!("{}: {e}", a.model.display())))?;
+    let bad = |e: xforge_compiler::quantize::QuantizeError| BadInput(format!("{}: {e}", a.model.display()));
+    let bytes = match a.calibration.max_accuracy_drop {
+        None => quantize_onnx(&a.model, &batches, opts).map_err(bad)?,
+        Some(d) => {
+            let shown = bar.clone();
+            let progress = move |done: usize, all: usize| {
+                shown.set_message(format!("the batches: sensitivity pass {done} of at most {all}"))
+            };
+            let (bytes, s) = quantize_within(&a.model, &batches, opts, d, &progress).map_err(bad)?;
+            bar.finish_and_clear();
+            let kept = if s.float_layers.is_empty() { "none".to_string() } else { s.float_layers.join(", ") };
+            eprintln!(
+                "top-1 differs from the float model on {:.3}% of rows (all layers int8: {:.3}%); kept in float: {kept}",
+                s.drop, s.drop_all
+            );
+            bytes
+        }
+    };
     bar.finish_and_clear();
     let dir = a.output.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = tempfile::NamedTempFile::new_in(dir)?;
