@@ -895,9 +895,8 @@ fn an_accuracy_budget_keeps_the_sensitive_layer_in_float() {
     // layer quantizes well. With a budget of 5 points, the sensitivity pass keeps mm1 in float
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    let st = Command::new("python3")
-        .args(["-c", &format!(
-            r#"
+    python(&format!(
+        r#"
 import numpy as np, onnx, os
 from onnx import helper as h, TensorProto as T, numpy_helper as nh
 r = np.random.default_rng(0)
@@ -913,10 +912,7 @@ for k in range(2):
     x = r.standard_normal((64, 8)).astype(np.float32); x[:, 7] = 0; x[0, 7] = 1000.0
     np.save(f"{d}/cal/b{{k}}.npy", x)
 "#
-        )])
-        .status()
-        .expect("python3 with onnx (scripts/setup installs it)");
-    assert!(st.success());
+    ));
     let (m, cal) = (format!("{d}/m.onnx"), format!("{d}/cal"));
     let quantize = |budget: &str, out: &str| {
         let (code, _, err) = xforge(&["quantize", &m, "--calibration", &cal, "-o", out, "--max-accuracy-drop", budget]);
@@ -947,4 +943,81 @@ for k in range(2):
     let (code, _, err) =
         xforge(&["quantize", &m, "--calibration", &cal, "-o", &format!("{d}/x.onnx"), "--max-accuracy-drop", "150"]);
     assert!(code == 2 && err.contains("between 0 and 100"), "{err}");
+}
+
+/// Runs a Python snippet (numpy, onnx and onnxruntime: scripts/setup installs them).
+fn python(code: &str) {
+    let st = Command::new("python3").args(["-c", code]).status().expect("python3 (scripts/setup installs it)");
+    assert!(st.success(), "the Python snippet failed");
+}
+
+#[test]
+fn fp8_quantization_matches_onnxruntime() {
+    // an opset-19 MLP quantized to FP8 E4M3FN (activations and per-channel weights): xforge's
+    // interpreter and onnxruntime run the QDQ model the same; against float, the error of 3
+    // mantissa bits. An opset-17 model is refused (FP8 Q/DQ are opset 19), naming the opset
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    python(&format!(
+        r#"
+import numpy as np, onnx, os
+from onnx import helper as h, TensorProto as T, numpy_helper as nh
+r = np.random.default_rng(0)
+w1 = r.standard_normal((16, 32)).astype(np.float32); w2 = (r.standard_normal((32, 10)) * 0.3).astype(np.float32)
+g = h.make_graph([h.make_node("MatMul", ["x", "w1"], ["h"]), h.make_node("Relu", ["h"], ["hr"]),
+    h.make_node("MatMul", ["hr", "w2"], ["y"])], "g", [h.make_tensor_value_info("x", T.FLOAT, [64, 16])],
+    [h.make_tensor_value_info("y", T.FLOAT, [64, 10])], [nh.from_array(w1, "w1"), nh.from_array(w2, "w2")])
+for ops in (19, 17):
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", ops)]); m.ir_version = 9
+    onnx.save(m, f"{d}/m{{ops}}.onnx")
+os.makedirs("{d}/cal")
+for k in range(2):
+    np.save(f"{d}/cal/b{{k}}.npy", r.standard_normal((64, 16)).astype(np.float32))
+np.save("{d}/x.npy", r.standard_normal((64, 16)).astype(np.float32))
+"#
+    ));
+    let q = format!("{d}/q.onnx");
+    let (code, _, err) = xforge(&[
+        "quantize",
+        &format!("{d}/m19.onnx"),
+        "--calibration",
+        &format!("{d}/cal"),
+        "-o",
+        &q,
+        "--precision",
+        "fp8",
+        "--per-channel",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let m = xforge_frontend::load(Path::new(&q), &Default::default()).unwrap();
+    let f8 = m.graph.values.iter().filter(|v| v.ty.dtype == xforge_ir::DType::F8E4M3FN).count();
+    assert!(f8 >= 4, "two activations and two weights in FP8, {f8} values");
+    let run = |model: &str, out: &str| {
+        let (code, _, err) = xforge(&["run", model, "--input", &format!("x={d}/x.npy"), "--output-dir", out]);
+        assert_eq!(code, 0, "{err}");
+        npy::from_bytes(&std::fs::read(format!("{out}/y.npy")).unwrap()).unwrap()
+    };
+    let (yq, yf) = (run(&q, &format!("{d}/q")), run(&format!("{d}/m19.onnx"), &format!("{d}/f")));
+    let st = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("testsuite/scripts/ort_run.py"))
+        .args([q.as_str(), &format!("{d}/ort"), &format!("x={d}/x.npy")])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let yo = npy::from_bytes(&std::fs::read(format!("{d}/ort/y.npy")).unwrap()).unwrap();
+    let e = xforge_ir::tensor::rel_l2(&yq, &yo);
+    assert!(e < 1e-6, "against onnxruntime: relative L2 {e}");
+    let e = xforge_ir::tensor::rel_l2(&yq, &yf);
+    assert!(e > 1e-3 && e < 0.15, "FP8 against float: relative L2 {e}");
+    let (code, _, err) = xforge(&[
+        "quantize",
+        &format!("{d}/m17.onnx"),
+        "--calibration",
+        &format!("{d}/cal"),
+        "-o",
+        &format!("{d}/q17.onnx"),
+        "--precision",
+        "fp8",
+    ]);
+    assert!(code == 2 && err.contains("opset 17") && err.contains("19"), "{err}");
 }

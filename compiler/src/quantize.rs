@@ -42,7 +42,23 @@ pub struct QuantizeOptions {
     pub method: Method,
     /// One weight scale per output channel instead of one per tensor.
     pub per_channel: bool,
+    pub format: Format,
 }
+
+/// The 8-bit type of the QDQ model.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Format {
+    /// u8 asymmetric activations, i8 symmetric weights (onnxruntime's QDQ default).
+    #[default]
+    Int8,
+    /// FP8 E4M3FN activations and weights, symmetric (scale = |x|max / 448, zero point 0);
+    /// needs opset 19.
+    Fp8,
+}
+
+/// ONNX's code of FLOAT8E4M3FN, and its largest value.
+const FP8: i32 = 17;
+const FP8_MAX: f64 = 448.0;
 
 /// Values kept per activation for percentiles (a stride through each batch).
 const SAMPLES: usize = 1 << 16;
@@ -99,6 +115,15 @@ fn u8_params(lo: f64, hi: f64) -> (f32, u8) {
     let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
     let zp = (-lo / scale).round_ties_even().clamp(0.0, 255.0) as u8;
     (scale, zp)
+}
+
+/// The FP8 scale that maps |x| ≤ `amax` onto E4M3FN's range (1 for an all-zero tensor).
+fn fp8_scale(amax: f64) -> f32 {
+    if amax > 0.0 {
+        (amax / FP8_MAX) as f32
+    } else {
+        1.0
+    }
 }
 
 fn f32_tensor(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
@@ -307,6 +332,11 @@ pub fn calibrate_onnx(
     if opset < 13 {
         return Err(QuantizeError::Model(format!("opset {opset}: QDQ with per-axis scales needs opset 13 or later")));
     }
+    if opts.format == Format::Fp8 && opset < 19 {
+        return Err(QuantizeError::Model(format!(
+            "opset {opset}: FP8 QuantizeLinear/DequantizeLinear need opset 19 or later (export the model at 19)"
+        )));
+    }
     let init: HashSet<String> = m.graph.initializer.iter().map(|t| t.name.clone()).collect();
     let targets = targets(&m, &init);
     let names: Vec<String> = targets
@@ -323,7 +353,17 @@ pub fn calibrate_onnx(
     for (n, o) in names.iter().zip(&seen) {
         tracing::debug!("{n}: [{}, {}]", o.min, o.max);
     }
-    let params = names.iter().zip(&seen).map(|(n, o)| (n.clone(), u8_params(o.min, o.max))).collect();
+    let params = names
+        .iter()
+        .zip(&seen)
+        .map(|(n, o)| {
+            let p = match opts.format {
+                Format::Int8 => u8_params(o.min, o.max),
+                Format::Fp8 => (fp8_scale(o.min.abs().max(o.max.abs())), 0),
+            };
+            (n.clone(), p)
+        })
+        .collect();
     Ok(Calibrated { model: m, graph, base: base.map(Path::to_path_buf), targets, params, opts })
 }
 
@@ -376,21 +416,40 @@ impl Calibrated {
                 let c = (i / stride) % channels;
                 scales[c] = scales[c].max(x.abs() as f32);
             }
-            let scales: Vec<f32> = scales.iter().map(|&a| if a > 0.0 { a / 127.0 } else { 1.0 }).collect();
-            let q: Vec<i64> = v
-                .iter()
-                .enumerate()
-                .map(|(i, x)| {
-                    ((*x as f32) / scales[(i / stride) % channels]).round_ties_even().clamp(-127.0, 127.0) as i64
-                })
-                .collect();
+            let (scales, q, data_type): (Vec<f32>, Vec<i64>, i32) = match opts.format {
+                Format::Int8 => {
+                    let scales: Vec<f32> = scales.iter().map(|&a| if a > 0.0 { a / 127.0 } else { 1.0 }).collect();
+                    let q = v
+                        .iter()
+                        .enumerate()
+                        .map(|(i, x)| {
+                            ((*x as f32) / scales[(i / stride) % channels]).round_ties_even().clamp(-127.0, 127.0)
+                                as i64
+                        })
+                        .collect();
+                    (scales, q, 3)
+                }
+                Format::Fp8 => {
+                    let scales: Vec<f32> = scales.iter().map(|&a| fp8_scale(a as f64)).collect();
+                    // the codes, as QuantizeLinear writes them: x / scale in f32, cast saturating
+                    let q = v
+                        .iter()
+                        .enumerate()
+                        .map(|(i, x)| {
+                            let r = (*x as f32) / scales[(i / stride) % channels];
+                            xforge_ir::narrow::encode(xforge_ir::DType::F8E4M3FN, r as f64, true) as i64
+                        })
+                        .collect();
+                    (scales, q, FP8)
+                }
+            };
             let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
             let sdims: Vec<i64> = if per_channel { vec![channels as i64] } else { vec![] };
             let (qn, sn, zn, dn) =
                 (format!("{w}_quantized"), format!("{w}_scale"), format!("{w}_zero_point"), format!("{w}_dequantized"));
-            new_init.push(int_tensor(&qn, &dims, &q, 3));
+            new_init.push(int_tensor(&qn, &dims, &q, data_type));
             new_init.push(f32_tensor(&sn, &sdims, &scales));
-            new_init.push(int_tensor(&zn, &sdims, &vec![0; channels], 3));
+            new_init.push(int_tensor(&zn, &sdims, &vec![0; channels], data_type));
             front.push(qdq_node(
                 "DequantizeLinear",
                 format!("{w}_DequantizeLinear"),
@@ -417,7 +476,8 @@ impl Calibrated {
                     );
                     if done.insert(a.clone()) {
                         new_init.push(f32_tensor(&sn, &[], &[scale]));
-                        new_init.push(int_tensor(&zn, &[], &[zp as i64], 2));
+                        let zp_type = if opts.format == Format::Fp8 { FP8 } else { 2 };
+                        new_init.push(int_tensor(&zn, &[], &[zp as i64], zp_type));
                         nodes.push(qdq_node(
                             "QuantizeLinear",
                             format!("{a}_QuantizeLinear"),

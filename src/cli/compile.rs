@@ -166,7 +166,7 @@ pub fn compile(a: Args) -> anyhow::Result<()> {
             shown.set_message(phase.to_string());
         });
         let artifact = if a.precision == CompilePrecision::Int8 {
-            let (opts, batches) = a.calibration.read(&a.model)?;
+            let (opts, batches) = a.calibration.read(&a.model, xforge_compiler::quantize::Format::Int8)?;
             compiler.compile_quantized(&a.model, &batches, opts, a.calibration.max_accuracy_drop).map_err(compile_error)
         } else {
             compiler.compile_onnx(&a.model).map_err(compile_error)

@@ -34,7 +34,7 @@ enum Command {
     Tune(tune::Args),
     /// The hub: a server, build workers and a client for compiled artifacts per target.
     Hub(hub::Args),
-    /// Quantize a model (QDQ: u8 activations, i8 weights) calibrated on .npy batches.
+    /// Quantize a model (QDQ: u8/i8, or FP8 E4M3FN) calibrated on .npy batches.
     Quantize(quantize::Args),
     /// Task wrappers: classify, detect or segment images with pre/post-processing in the graph.
     Zoo(zoo::Args),

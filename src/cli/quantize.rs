@@ -1,4 +1,4 @@
-//! `xforge quantize MODEL.onnx --calibration DIR -o MODEL.q.onnx [--method minmax|percentile|entropy]
+//! `xforge quantize MODEL.onnx --calibration DIR -o MODEL.q.onnx [--precision int8|fp8] [--method minmax|percentile|entropy]
 //! [--percentile P] [--per-channel]`: a QDQ model (u8 activations, i8 weights) calibrated on
 //! the batches in DIR — for a model of one input, each `.npy` file there is a batch of it; for
 //! several inputs, each subfolder is a batch holding `<input name>.npy` per input. Every batch
@@ -7,7 +7,7 @@ use super::BadInput;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use xforge_compiler::quantize::{quantize_onnx, quantize_within, Method, QuantizeOptions};
+use xforge_compiler::quantize::{quantize_onnx, quantize_within, Format, Method, QuantizeOptions};
 use xforge_ir::Tensor;
 
 #[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
@@ -16,6 +16,14 @@ enum MethodArg {
     Percentile,
     /// The threshold of least information loss (KL divergence), as TensorRT calibrates.
     Entropy,
+}
+
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+pub enum QuantPrecision {
+    /// u8 asymmetric activations, i8 symmetric weights.
+    Int8,
+    /// FP8 E4M3FN activations and weights, symmetric (the model must be opset 19 or later).
+    Fp8,
 }
 
 /// How to calibrate (`quantize`, and `compile --precision int8`).
@@ -42,7 +50,11 @@ pub struct Calibration {
 
 impl Calibration {
     /// The options and the batches (checked against `model`'s inputs by name).
-    pub fn read(&self, model: &Path) -> anyhow::Result<(QuantizeOptions, Vec<HashMap<String, Tensor>>)> {
+    pub fn read(
+        &self,
+        model: &Path,
+        format: Format,
+    ) -> anyhow::Result<(QuantizeOptions, Vec<HashMap<String, Tensor>>)> {
         let dir = self.calibration.as_ref().ok_or_else(|| BadInput("--calibration DIR is needed".into()))?;
         if self.method == MethodArg::Percentile && !(self.percentile > 50.0 && self.percentile <= 100.0) {
             return Err(BadInput(format!("--percentile {}: between 50 and 100", self.percentile)).into());
@@ -54,7 +66,7 @@ impl Calibration {
             MethodArg::Percentile => Method::Percentile(self.percentile),
             MethodArg::Entropy => Method::Entropy,
         };
-        Ok((QuantizeOptions { method, per_channel: self.per_channel }, batches(dir, &inputs)?))
+        Ok((QuantizeOptions { method, per_channel: self.per_channel, format }, batches(dir, &inputs)?))
     }
 }
 
@@ -62,6 +74,9 @@ impl Calibration {
 pub struct Args {
     /// The float ONNX model.
     model: PathBuf,
+    /// The 8-bit type of the QDQ model.
+    #[arg(long, value_enum, default_value = "int8")]
+    precision: QuantPrecision,
     #[command(flatten)]
     calibration: Calibration,
     /// The QDQ model to write.
@@ -109,7 +124,11 @@ fn batches(dir: &Path, inputs: &[String]) -> anyhow::Result<Vec<HashMap<String, 
 }
 
 pub fn quantize(a: Args) -> anyhow::Result<()> {
-    let (opts, batches) = a.calibration.read(&a.model)?;
+    let format = match a.precision {
+        QuantPrecision::Int8 => Format::Int8,
+        QuantPrecision::Fp8 => Format::Fp8,
+    };
+    let (opts, batches) = a.calibration.read(&a.model, format)?;
     let bar = ProgressBar::new_spinner();
     bar.set_style(ProgressStyle::with_template("{spinner} calibrating on {msg}").unwrap());
     bar.set_message(format!("{} batches", batches.len()));
