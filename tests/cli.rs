@@ -1009,6 +1009,9 @@ np.save("{d}/x.npy", r.standard_normal((64, 16)).astype(np.float32))
     assert!(e < 1e-6, "against onnxruntime: relative L2 {e}");
     let e = xforge_ir::tensor::rel_l2(&yq, &yf);
     assert!(e > 1e-3 && e < 0.15, "FP8 against float: relative L2 {e}");
+    // and it compiles: FP8 Q → DQ pairs as float rounding to E4M3FN's grid, weights folded
+    let (code, _, err) = xforge(&["compile", &q, "-o", &format!("{d}/q.xfa")]);
+    assert_eq!(code, 0, "{err}");
     let (code, _, err) = xforge(&[
         "quantize",
         &format!("{d}/m17.onnx"),

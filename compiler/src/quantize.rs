@@ -578,7 +578,7 @@ pub fn quantize_within(
     max_drop: f64,
     progress: &dyn Fn(usize, usize),
 ) -> Result<(Vec<u8>, Sensitivity), QuantizeError> {
-    if !(max_drop >= 0.0 && max_drop <= 100.0) {
+    if !(0.0..=100.0).contains(&max_drop) {
         return Err(QuantizeError::Model(format!("an accuracy drop of {max_drop} points: between 0 and 100")));
     }
     let c = calibrate_onnx(path, batches, opts)?;

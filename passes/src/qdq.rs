@@ -6,6 +6,9 @@
 //! ```text
 //! DequantizeLinear(x, s, zp) → (cast<f32>(x) − cast<f32>(zp')) · cast<f32>(s') → cast<out>
 //! QuantizeLinear(x, s, zp)   → cast<q>(clip(round(x / s') + cast<f32>(zp'), qmin, qmax))
+//! FP8 Q → DQ (Q read only by DQs, saturating, zero point 0): the FP8 value is carried as the
+//!                              f32 it stands for, x / s' rounded to the type's grid (`fp8_round`),
+//!                              and DQ is that times s'
 //! DynamicQuantizeLinear(x)   → lo = min(ReduceMin(x), 0), hi = max(ReduceMax(x), 0),
 //!                              s = (hi − lo, or 1 when 0) / 255, zp = round(clip(−lo / s, 0, 255)),
 //!                              then QuantizeLinear(x, s, zp) as above
@@ -189,13 +192,92 @@ fn quantize(w: &mut Writer, x: ValueId, scale: ValueId, zp: Option<ValueId>, q: 
     w.cast("quantized", c, q)
 }
 
+/// `v` (f32) rounded to the nearest value of FP8 type `f` (ties to even), saturating: the
+/// value an FP8 QuantizeLinear then DequantizeLinear keep, in float ops that fuse. The step at
+/// |v| is 2^(e - mantissa bits), e = floor(log2 |v|) (at least the smallest normal exponent):
+/// the logarithm's estimate is corrected by the quotient |v| / 2^e, which lies in [1, 2).
+fn fp8_round(w: &mut Writer, v: ValueId, f: xforge_ir::narrow::FloatFormat) -> ValueId {
+    let f32t = DType::F32;
+    let a = w.op("fp8_abs", Op::Abs, &[v], f32t, vec![]);
+    let max = w.scalar("fp8_max", f.max() as f32);
+    let a = w.op("fp8_saturated", Op::Min, &[a, max], f32t, vec![]);
+    let tiny = w.scalar("fp8_min_normal", 2f32.powi(f.min_exponent()));
+    let t = w.op("fp8_normal", Op::Max, &[a, tiny], f32t, vec![]);
+    let l = w.op("fp8_ln", Op::Log, &[t], f32t, vec![]);
+    let inv_ln2 = w.scalar("fp8_inv_ln2", std::f32::consts::LOG2_E);
+    let l2 = w.op("fp8_log2", Op::Mul, &[l, inv_ln2], f32t, vec![]);
+    let e = w.op("fp8_exponent_estimate", Op::Floor, &[l2], f32t, vec![]);
+    let two = w.scalar("fp8_two", 2.0);
+    let p = w.op("fp8_power", Op::Pow, &[two, e], f32t, vec![]);
+    // t / 2^e in [0.5, 4): floor 0 → one less, 1 → right, 2 or 3 → one more
+    let q = w.op("fp8_quotient", Op::Div, &[t, p], f32t, vec![]);
+    let fq = w.op("fp8_quotient_floor", Op::Floor, &[q], f32t, vec![]);
+    let c = w.op("fp8_capped", Op::Min, &[fq, two], f32t, vec![]);
+    let e = w.op("fp8_exponent_plus", Op::Add, &[e, c], f32t, vec![]);
+    let one = w.scalar("fp8_one", 1.0);
+    let e = w.op("fp8_exponent", Op::Sub, &[e, one], f32t, vec![]);
+    let m = w.scalar("fp8_mantissa_bits", f.mantissa_bits() as f32);
+    let se = w.op("fp8_step_exponent", Op::Sub, &[e, m], f32t, vec![]);
+    let step = w.op("fp8_step", Op::Pow, &[two, se], f32t, vec![]);
+    let k = w.op("fp8_steps", Op::Div, &[a, step], f32t, vec![]);
+    let k = w.op("fp8_steps_rounded", Op::Round, &[k], f32t, vec![]);
+    let r = w.op("fp8_magnitude", Op::Mul, &[k, step], f32t, vec![]);
+    // the sign: v / max(|v|, smallest normal f32) is ±1, or a fraction where r is 0 anyway
+    let av = w.op("fp8_abs_in", Op::Abs, &[v], f32t, vec![]);
+    let fmin = w.scalar("fp8_f32_min", f32::MIN_POSITIVE);
+    let den = w.op("fp8_sign_den", Op::Max, &[av, fmin], f32t, vec![]);
+    let sign = w.op("fp8_sign", Op::Div, &[v, den], f32t, vec![]);
+    w.op("fp8_rounded", Op::Mul, &[r, sign], f32t, vec![])
+}
+
+/// What a rewrite needs beyond the node: who reads each value, and the FP8 values now carried
+/// as f32 (an FP8 QuantizeLinear read only by DequantizeLinears computes its values' floats).
+struct Context {
+    readers: std::collections::HashMap<ValueId, Vec<Op>>,
+    carried: std::collections::HashSet<ValueId>,
+}
+
 /// Rewrites one node; None when it stays.
-fn rewrite(g: &mut Graph, n: &Node) -> Option<Vec<Node>> {
+fn rewrite(g: &mut Graph, n: &Node, cx: &mut Context) -> Option<Vec<Node>> {
     let x = n.inputs.first().copied().flatten()?;
     let xs = g.ty(x).static_shape()?;
     let mut w = Writer { g, base: n.name.clone(), nodes: vec![] };
     let out = n.outputs.first().copied().flatten()?;
     match n.op {
+        Op::DequantizeLinear if cx.carried.contains(&x) => {
+            // FP8 values carried as f32: scale them (the zero point must be a zero weight)
+            if let Some(z) = n.inputs.get(2).copied().flatten() {
+                w.g.weights.get(&z).filter(|t| t.to_f64().iter().all(|&v| v == 0.0))?;
+            }
+            let (s, _) = w.parameters(n, &xs)?;
+            let out_t = w.g.ty(out).dtype;
+            let s = w.cast("scale_f32", s, DType::F32);
+            let y = w.op("scaled", Op::Mul, &[x, s], DType::F32, vec![]);
+            let y = w.cast("out", y, out_t);
+            finish(w, y, out)
+        }
+        Op::QuantizeLinear
+            if w.g.ty(out).dtype.is_narrow_float()
+                && w.g.ty(out).dtype != DType::F4E2M1
+                && attr(n, "saturate", 1) != 0
+                && !w.g.outputs.contains(&out)
+                && cx.readers.get(&out).is_some_and(|r| r.iter().all(|&op| op == Op::DequantizeLinear)) =>
+        {
+            let f = xforge_ir::narrow::FloatFormat::of(w.g.ty(out).dtype)?;
+            if let Some(z) = n.inputs.get(2).copied().flatten() {
+                w.g.weights.get(&z).filter(|t| t.to_f64().iter().all(|&v| v == 0.0))?;
+            }
+            let (s, _) = w.parameters(n, &xs)?;
+            let xt = w.g.ty(x).dtype;
+            let s = w.cast("scale_cast", s, xt);
+            let d = w.op("divided", Op::Div, &[x, s], xt, vec![]);
+            let d = w.cast("divided_f32", d, DType::F32);
+            let y = fp8_round(&mut w, d, f);
+            // the node's FP8 output now holds those floats
+            w.g.values[out.index()].ty.dtype = DType::F32;
+            cx.carried.insert(out);
+            finish(w, y, out)
+        }
         Op::DequantizeLinear => {
             let xt = w.g.ty(x).dtype;
             range(xt)?;
@@ -265,6 +347,12 @@ fn finish(mut w: Writer, y: ValueId, out: ValueId) -> Option<Vec<Node>> {
 /// afterwards: the new values are undeclared, the Identity nodes bypassable).
 pub fn decompose(g: &mut Graph) -> usize {
     let mut count = 0;
+    let mut cx = Context { readers: Default::default(), carried: Default::default() };
+    for n in &g.nodes {
+        for &v in n.inputs.iter().flatten() {
+            cx.readers.entry(v).or_default().push(n.op);
+        }
+    }
     let old = std::mem::take(&mut g.nodes);
     let mut nodes = Vec::with_capacity(old.len());
     for n in old {
@@ -272,7 +360,7 @@ pub fn decompose(g: &mut Graph) -> usize {
             nodes.push(n);
             continue;
         }
-        match rewrite(g, &n) {
+        match rewrite(g, &n, &mut cx) {
             Some(new) => {
                 count += 1;
                 nodes.extend(new);

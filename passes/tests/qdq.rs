@@ -152,3 +152,36 @@ fn dynamic_quantization_becomes_float_ops_with_the_same_values() {
     }
     check(Op::DynamicQuantizeLinear, Tensor::from_f32(vec![4], vec![0.0; 4]), vec![], vec![], 3);
 }
+
+#[test]
+fn an_fp8_pair_becomes_float_rounding_and_an_fp8_output_stays() {
+    // Q (E5M2, per-axis scales) read only by a DQ: both rewritten, the FP8 value carried as f32;
+    // the interpreter gives the same values before and after. The same Q as a graph output stays
+    for (as_output, rewritten) in [(false, 2), (true, 0)] {
+        let mut b = GraphBuilder::new("f8", 21);
+        let x = b.input("x", DType::F32, &[3, 64]);
+        let s = b.weight("s", Tensor::from_f64(DType::F32, vec![3], &[0.5, 3.0, 1e-3]));
+        let z = b.weight("z", Tensor::from_f64(DType::F8E5M2, vec![3], &[0.0; 3]));
+        let ax = vec![("axis", Attr::Int(0))];
+        let q = b.node(Op::QuantizeLinear, &[x, s, z], ax.clone(), ValueType::known(DType::F8E5M2, &[3, 64]));
+        let y = b.node(Op::DequantizeLinear, &[q, s, z], ax, ValueType::known(DType::F32, &[3, 64]));
+        b.output(y);
+        if as_output {
+            b.output(q);
+        }
+        let g = b.finish();
+        let mut h = g.clone();
+        assert_eq!(decompose(&mut h), rewritten);
+        if rewritten == 0 {
+            continue;
+        }
+        xforge_ir::infer::infer_graph(&mut h).unwrap();
+        xforge_ir::verify::verify(&h).unwrap();
+        let narrow = |v: &xforge_ir::ValueId| h.ty(*v).dtype.is_narrow();
+        let ios = h.nodes.iter().flat_map(|n| n.inputs.iter().chain(&n.outputs).flatten());
+        assert!(!{ ios }.any(narrow), "no node reads or writes an FP8 value (the zero point is left to dce)");
+        let feed = HashMap::from([("x".to_string(), Tensor::from_f64(DType::F32, vec![3, 64], &values(192, 7, 2e5)))]);
+        let (want, got) = (interp::run(&g, &feed).unwrap(), interp::run(&h, &feed).unwrap());
+        assert_eq!(got[0].to_f64(), want[0].to_f64());
+    }
+}

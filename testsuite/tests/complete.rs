@@ -536,8 +536,8 @@ fn an_int4_weight_behind_a_dequantize_folds_and_computes_the_same() {
 
 #[test]
 fn an_fp8_value_at_run_time_is_refused_by_name() {
-    // FP8 activations have no kernel yet: a clear error naming the node and the value, not a
-    // kernel that reads bytes as something else
+    // an FP8 value a caller sees (a graph output) has no kernel yet: a clear error naming the
+    // node and the value, not a kernel that reads bytes as something else
     let mut b = GraphBuilder::new("f8", 21);
     let x = b.input("x", DType::F32, &[4]);
     let s = b_weight(&mut b, "s", 0.5);
@@ -545,11 +545,12 @@ fn an_fp8_value_at_run_time_is_refused_by_name() {
     let q = b.node(Op::QuantizeLinear, &[x, s, z], vec![], ValueType::known(DType::F8E4M3FN, &[4]));
     let y = b.node(Op::DequantizeLinear, &[q, s, z], vec![], ValueType::known(DType::F32, &[4]));
     b.output(y);
+    b.output(q);
     let g = b.finish();
     match Compiler::new("sm_90").fuse(&g) {
         Err(CompileError::Dtype(u)) => {
             assert_eq!((u.op.as_str(), u.dtype), ("QuantizeLinear", DType::F8E4M3FN), "{u}");
-            assert!(u.to_string().contains("'z' is f8e4m3fn"), "{u}");
+            assert!(u.to_string().contains("is f8e4m3fn"), "{u}");
         }
         Err(e) => panic!("another error: {e}"),
         Ok(_) => panic!("compiled an FP8 activation"),
@@ -558,4 +559,42 @@ fn an_fp8_value_at_run_time_is_refused_by_name() {
     let feed = HashMap::from([("x".to_string(), Tensor::from_f64(DType::F32, vec![4], &[1.0, -3.3, 500.0, 0.01]))]);
     let y = xforge_ir::interp::run(&g, &feed).unwrap();
     assert_eq!(y[0].to_f64(), [1.0, -3.25, 224.0, 0.009765625]);
+}
+
+#[test]
+fn an_fp8_quantize_dequantize_pair_compiles_as_float_rounding_that_matches_the_interpreter() {
+    // QuantizeLinear to E4M3FN read only by a DequantizeLinear: the FP8 value is carried as the
+    // float it stands for, rounded to E4M3FN's grid by float ops in one fused kernel; every
+    // element equals the interpreter's (ties, subnormals, saturation, both signs)
+    let n = 4096;
+    let mut b = GraphBuilder::new("fp8", 21);
+    let x = b.input("x", DType::F32, &[n]);
+    let s = b_weight(&mut b, "s", 0.25);
+    let z = b.weight("z", Tensor::from_f64(DType::F8E4M3FN, vec![], &[0.0]));
+    let q = b.node(Op::QuantizeLinear, &[x, s, z], vec![], ValueType::known(DType::F8E4M3FN, &[n]));
+    let y = b.node(Op::DequantizeLinear, &[q, s, z], vec![], ValueType::known(DType::F32, &[n]));
+    b.output(y);
+    let g = b.finish();
+    let fused = Compiler::new("sm_90").fuse(&g).unwrap();
+    assert!(fused.graph.values.iter().all(|v| !v.ty.dtype.is_narrow()), "no FP8 value is left");
+    // magnitudes over E4M3FN's whole range (·0.25 scale): exact grid points, midpoints, beyond 448
+    let v: Vec<f64> = (0..n)
+        .map(|i| {
+            let m = 2f64.powf((i % 512) as f64 / 512.0 * 22.0 - 12.0) * (1.0 + (i / 512) as f64 / 16.0);
+            if i % 2 == 0 {
+                m
+            } else {
+                -m
+            }
+        })
+        .chain([0.25 * 1.0625, 0.25 * 1.1875, 0.25 * 464.0, 0.0])
+        .take(n)
+        .collect();
+    let feed = HashMap::from([("x".to_string(), Tensor::from_f64(DType::F32, vec![n], &v))]);
+    let want = xforge_ir::interp::run(&g, &feed).unwrap();
+    let (got, stats) = run_plan(&fused, &kernels(&fused), &feed).unwrap();
+    assert_eq!((stats.interpreted, stats.host_kernels), (0, 1), "one fused kernel");
+    let (gv, wv) = (got[0].to_f64(), want[0].to_f64());
+    let bad: Vec<_> = (0..n).filter(|&i| gv[i] != wv[i]).map(|i| (v[i], gv[i], wv[i])).take(5).collect();
+    assert!(bad.is_empty(), "(x, compiled, interpreter): {bad:?}");
 }

@@ -64,6 +64,16 @@ impl FloatFormat {
         self.magnitude(self.max_code() as u32)
     }
 
+    /// Mantissa bits (the step between values of exponent e is 2^(e - this)).
+    pub fn mantissa_bits(self) -> u32 {
+        self.man
+    }
+
+    /// The exponent of the smallest normal value (subnormals step by 2^(this - mantissa_bits)).
+    pub fn min_exponent(self) -> i32 {
+        1 - self.bias
+    }
+
     pub fn decode(self, code: u8) -> f64 {
         let s = self.sign_bit();
         let code = code & (s | (s - 1));
@@ -141,14 +151,14 @@ impl FloatFormat {
             // beyond the largest value: the next step up is max + its ulp (an overflow)
             let next = 2.0 * self.magnitude(top) - self.magnitude(top - 1);
             let (dl, dh) = (a - self.max(), next - a);
-            if dl < dh || (dl == dh && top % 2 == 0) {
+            if dl < dh || (dl == dh && top.is_multiple_of(2)) {
                 top
             } else {
                 return overflow(self);
             }
         } else {
             let (dl, dh) = (a - self.magnitude(lo), self.magnitude(lo + 1) - a);
-            if dl < dh || (dl == dh && lo % 2 == 0) {
+            if dl < dh || (dl == dh && lo.is_multiple_of(2)) {
                 lo
             } else {
                 lo + 1

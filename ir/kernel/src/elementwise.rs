@@ -373,6 +373,8 @@ fn scalar_op(b: &mut Body, n: &Node, args: &[String], c: &str, scalars: &[Option
         Op::Cos => b.emit(format!("math.cos {x} : {c}")),
         Op::Floor => b.emit(format!("math.floor {x} : {c}")),
         Op::Ceil => b.emit(format!("math.ceil {x} : {c}")),
+        // half to even, as ONNX's Round (a QuantizeLinear's rounding fuses with its neighbours)
+        Op::Round => b.emit(format!("math.roundeven {x} : {c}")),
         Op::Reciprocal => {
             let one = b.float(1.0, c);
             bin(b, "divf", &one, &x)
