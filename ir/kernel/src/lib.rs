@@ -26,6 +26,14 @@ use xforge_ir::group::{FusionGroup, Schedule};
 
 /// The kernel of group `gi` of a fused graph, by its schedule's template.
 pub fn generate(g: &xforge_ir::Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelError> {
+    // the narrow types (FP8, FP4, 4/2-bit integers) have no storage type in a kernel
+    let values = grp.nodes.iter().flat_map(|&n| g.nodes[n].inputs.iter().chain(&g.nodes[n].outputs).flatten());
+    if let Some(v) = values.into_iter().find(|&&v| g.ty(v).dtype.is_narrow()) {
+        return Err(KernelError::Unsupported {
+            group: gi,
+            why: format!("'{}' is {}, which no kernel reads or writes", g.name_of(*v), g.ty(*v).dtype),
+        });
+    }
     // zero-size values (valid ONNX: a [0, 5] Softmax, a reduction over an empty axis) go to the
     // generic kernels, whose loops simply run no steps; templates assume whole rows and tiles
     let empty = grp.nodes.iter().any(|&n| {
