@@ -818,14 +818,7 @@ fn quantize_writes_a_qdq_model_that_onnxruntime_and_the_compiler_read() {
     let e = xforge_ir::tensor::rel_l2(&yq, &yf);
     assert!(e < 0.05, "quantized against float: relative L2 {e}");
     // onnxruntime (graph optimizations off, so it runs the QDQ ops as written) agrees with the interpreter
-    let ort = dir.path().join("ort");
-    let st = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("testsuite/scripts/ort_run.py"))
-        .args([qs, ort.to_str().unwrap(), &format!("input={xs}")])
-        .status()
-        .expect("python3 with onnxruntime (scripts/setup installs it)");
-    assert!(st.success());
-    let yo = npy::from_bytes(&std::fs::read(ort.join("output.npy")).unwrap()).unwrap();
+    let yo = onnxruntime(qs, &dir.path().join("ort"), &format!("input={xs}"), "output");
     let e = xforge_ir::tensor::rel_l2(&yq, &yo);
     assert!(e < 1e-3 && top1(&yq) == top1(&yo), "against onnxruntime: relative L2 {e}");
     // and the compiler takes it
@@ -945,6 +938,18 @@ for k in range(2):
     assert!(code == 2 && err.contains("between 0 and 100"), "{err}");
 }
 
+/// Output `output` of `model` run by onnxruntime (CPU, graph optimizations off) on one input
+/// given as NAME=FILE.npy, written under `out`.
+fn onnxruntime(model: &str, out: &Path, input: &str, output: &str) -> Tensor {
+    let st = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("testsuite/scripts/ort_run.py"))
+        .args([model, out.to_str().unwrap(), input])
+        .status()
+        .expect("python3 with onnxruntime (scripts/setup installs it)");
+    assert!(st.success());
+    npy::from_bytes(&std::fs::read(out.join(format!("{output}.npy"))).unwrap()).unwrap()
+}
+
 /// Runs a Python snippet (numpy, onnx and onnxruntime: scripts/setup installs them).
 fn python(code: &str) {
     let st = Command::new("python3").args(["-c", code]).status().expect("python3 (scripts/setup installs it)");
@@ -998,13 +1003,7 @@ np.save("{d}/x.npy", r.standard_normal((64, 16)).astype(np.float32))
         npy::from_bytes(&std::fs::read(format!("{out}/y.npy")).unwrap()).unwrap()
     };
     let (yq, yf) = (run(&q, &format!("{d}/q")), run(&format!("{d}/m19.onnx"), &format!("{d}/f")));
-    let st = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("testsuite/scripts/ort_run.py"))
-        .args([q.as_str(), &format!("{d}/ort"), &format!("x={d}/x.npy")])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let yo = npy::from_bytes(&std::fs::read(format!("{d}/ort/y.npy")).unwrap()).unwrap();
+    let yo = onnxruntime(&q, Path::new(&format!("{d}/ort")), &format!("x={d}/x.npy"), "y");
     let e = xforge_ir::tensor::rel_l2(&yq, &yo);
     assert!(e < 1e-6, "against onnxruntime: relative L2 {e}");
     let e = xforge_ir::tensor::rel_l2(&yq, &yf);

@@ -353,13 +353,12 @@ impl Compiler {
                 .map_err(|e| CompileError::Quantize(quantize::QuantizeError::Model(format!("the QDQ model: {e}"))))?;
             m.graph.initializer.iter().any(|t| !t.external_data.is_empty())
         };
-        let here = std::env::temp_dir();
-        let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            Some(d) if external => d,
-            None if external => Path::new("."),
-            _ => here.as_path(),
+        let dir = if external {
+            path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf()
+        } else {
+            std::env::temp_dir()
         };
-        let tmp = tempfile::Builder::new().prefix(".xforge-int8-").suffix(".onnx").tempfile_in(dir).map_err(|e| {
+        let tmp = tempfile::Builder::new().prefix(".xforge-int8-").suffix(".onnx").tempfile_in(&dir).map_err(|e| {
             CompileError::Read { path: dir.display().to_string(), why: format!("a temporary file: {e}") }
         })?;
         std::fs::write(tmp.path(), &bytes)

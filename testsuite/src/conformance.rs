@@ -33,9 +33,9 @@ fn read_npy(p: &Path) -> Result<Tensor, String> {
 /// types as uint8 codes) with the ONNX type's name beside.
 fn from_bits(t: Tensor, type_file: &Path) -> Result<Tensor, String> {
     let name = std::fs::read_to_string(type_file).map_err(|e| format!("{}: {e}", type_file.display()))?;
-    let dt = (0..64)
-        .find(|&c| xforge_ir::dtype::onnx_type_name(c) == name.trim())
-        .and_then(DType::from_onnx_code)
+    let dt = DType::ALL
+        .into_iter()
+        .find(|d| xforge_ir::dtype::onnx_type_name(d.onnx_code()) == name.trim())
         .filter(|d| d.is_narrow() || *d == DType::BF16)
         .ok_or_else(|| format!("{}: {} is not stored as bits", type_file.display(), name.trim()))?;
     let bits = if dt == DType::BF16 { DType::U16 } else { DType::U8 };
@@ -60,8 +60,17 @@ fn arrays(dir: &Path, prefix: &str) -> Result<Vec<Tensor>, String> {
     Ok(out)
 }
 
-/// Marks a compile outcome that is a skip, not a failure.
-const SKIP: &str = "skip: ";
+/// Why a compiled case stopped: a failure (any error message), or a skip.
+enum Stop {
+    Fail(String),
+    Skip(String),
+}
+
+impl From<String> for Stop {
+    fn from(why: String) -> Stop {
+        Stop::Fail(why)
+    }
+}
 
 /// Runs one case directory.
 pub fn run_case(dir: &Path) -> Outcome {
@@ -238,12 +247,12 @@ pub fn compile_case(dir: &Path, target: &str, assemble: bool, backend: Backend) 
             notes.constants.push(name);
         }
     }
-    let outcome = (|| -> Result<(), String> {
+    let outcome = (|| -> Result<(), Stop> {
         let m = compiler.load(&path, &[]).map_err(|e| format!("import: {e}"))?;
         let fused = compiler.fuse(&m.graph).map_err(|e| match e {
             // like an unsupported dtype at import: counted apart from the failures
-            xforge_compiler::CompileError::Dtype(d) => format!("{SKIP}dtype: {} (no kernel)", d.dtype),
-            e => format!("compile: {e}"),
+            xforge_compiler::CompileError::Dtype(d) => Stop::Skip(format!("dtype: {} (no kernel)", d.dtype)),
+            e => Stop::Fail(format!("compile: {e}")),
         })?;
         let build = || xforge_compiler::build::build(&[(0, &fused)], None, target, String::new(), false, "fp32");
         let artifact = build().map_err(|e| format!("compile: {e}"))?;
@@ -296,7 +305,7 @@ pub fn compile_case(dir: &Path, target: &str, assemble: bool, backend: Backend) 
             }
         };
         if got.len() != expected.len() {
-            return Err(format!("{} outputs, expected {}", got.len(), expected.len()));
+            return Err(format!("{} outputs, expected {}", got.len(), expected.len()).into());
         }
         for (k, (a, b)) in got.iter().zip(&expected).enumerate() {
             let (rtol, atol) = tolerance(b.dtype());
@@ -307,8 +316,8 @@ pub fn compile_case(dir: &Path, target: &str, assemble: bool, backend: Backend) 
     (
         match outcome {
             Ok(()) => Outcome::Passed,
-            Err(e) if e.starts_with(SKIP) => Outcome::Skipped(e[SKIP.len()..].to_string()),
-            Err(e) => Outcome::Failed(match &notes.diagnosis {
+            Err(Stop::Skip(why)) => Outcome::Skipped(why),
+            Err(Stop::Fail(e)) => Outcome::Failed(match &notes.diagnosis {
                 Some(d) => format!("{e} [{d}]"),
                 None => e,
             }),

@@ -125,17 +125,17 @@ impl FloatFormat {
         let sign_nz = if v.is_sign_negative() { s } else { 0 }; // a nonzero result keeps its sign
         let a = v.abs();
         let top = self.max_code() as u32;
-        let overflow = |me: Self| -> u8 {
-            if saturate || me.nan() == 0 && !me.ieee {
-                sign_nz | me.max_code()
-            } else if me.ieee {
-                sign_nz | (me.max_code() + 1)
+        let overflow = || -> u8 {
+            if saturate || self.nan() == 0 && !self.ieee {
+                sign_nz | self.max_code()
+            } else if self.ieee {
+                sign_nz | (self.max_code() + 1)
             } else {
-                me.nan() | if me.fn_nan { sign_nz } else { 0 }
+                self.nan() | if self.fn_nan { sign_nz } else { 0 }
             }
         };
         if a.is_infinite() {
-            return overflow(self);
+            return overflow();
         }
         // the largest code at or below a (values increase with the code)
         let (mut lo, mut hi) = (0u32, top + 1);
@@ -154,7 +154,7 @@ impl FloatFormat {
             if dl < dh || (dl == dh && top.is_multiple_of(2)) {
                 top
             } else {
-                return overflow(self);
+                return overflow();
             }
         } else {
             let (dl, dh) = (a - self.magnitude(lo), self.magnitude(lo + 1) - a);
