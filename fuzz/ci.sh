@@ -13,7 +13,17 @@ bash seed.sh
 for tr in onnx_import:600000 onnx_interp:400000 npy:1000000 artifact:200000; do
   t=${tr%%:*}; runs=$(( ${tr##*:} * ${FUZZ_SCALE:-1} ))
   echo "fuzz $t: $runs executions"
-  bash run.sh "$t" "${FUZZ_SECONDS:-120}" -seed=1 -runs=$runs 2>&1 \
-    | grep -E "^stat::(number_of_executed_units|average_exec_per_sec|new_units_added)|ERROR|panicked|SUMMARY" || true
-  [ -z "$(ls artifacts/$t 2>/dev/null)" ] || { echo "fuzz $t: crash in fuzz/artifacts/$t"; exit 1; }
+  log=$(mktemp)
+  bash run.sh "$t" "${FUZZ_SECONDS:-120}" -seed=1 -runs=$runs >"$log" 2>&1 || true
+  grep -E "^stat::(number_of_executed_units|average_exec_per_sec|new_units_added)|ERROR|panicked|SUMMARY" "$log" || true
+  if [ -n "$(ls artifacts/$t 2>/dev/null)" ]; then
+    # the crash's own words (a panic, an abort on a failed allocation, a stack overflow) and its
+    # input, so a red run elsewhere can be replayed here: base64 -d > x; bash run.sh T 1 x
+    echo "fuzz $t: crash in fuzz/artifacts/$t"; grep -vE '^(#|"|INFO:|MS:|	)' "$log" | tail -n 30
+    for f in artifacts/$t/*; do
+      [ "$(stat -c %s "$f")" -gt 65536 ] || { echo "input $f (base64):"; base64 -w0 "$f"; echo; }
+    done
+    rm -f "$log"; exit 1
+  fi
+  rm -f "$log"
 done

@@ -11,6 +11,8 @@ pub enum ImportError {
     NoGraph,
     #[error("opset {version} of the default domain is not supported (supported: {min}..={max})")]
     UnsupportedOpset { version: i64, min: i64, max: i64 },
+    #[error("IR version {version} is not supported (supported: 1..={max}; 0 means the model does not say)")]
+    UnsupportedIrVersion { version: i64, max: i64 },
     #[error("the model imports no version of the default ONNX domain")]
     NoDefaultOpset,
     #[error("node '{node}': op '{op}'{domain} is not supported")]
@@ -19,6 +21,8 @@ pub enum ImportError {
     UnsupportedDtype { what: &'static str, name: String, dtype: String },
     #[error("node '{node}' ({op}), attribute '{attr}': {msg}")]
     BadAttribute { node: String, op: String, attr: String, msg: String },
+    #[error("node '{node}' ({op}): {msg}")]
+    Schema { node: String, op: String, msg: String },
     #[error("tensor '{name}': {msg}")]
     BadTensor { name: String, msg: String },
     #[error("node '{node}' ({op}): input '{input}' is not produced by any node, input or initializer")]

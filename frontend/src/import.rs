@@ -14,6 +14,8 @@ use xforge_ir::{Attr, DType, Dim, Graph, Node, Op, ValueId, ValueType};
 /// Default-domain opsets whose op semantics the interpreter implements.
 pub const MIN_OPSET: i64 = 7;
 pub const MAX_OPSET: i64 = 28;
+/// The newest IR version read (onnxruntime's limit too).
+pub const MAX_IR_VERSION: i64 = 14;
 
 /// How to bind symbolic dims at import: an input name with a full shape, or a dim symbol with a size.
 #[derive(Clone, Debug, Default)]
@@ -47,6 +49,7 @@ pub fn load(path: &Path, opts: &ImportOptions) -> Result<Model, ImportError> {
 pub fn parse(bytes: &[u8], base: Option<&Path>, opts: &ImportOptions) -> Result<Model, ImportError> {
     let m = ModelProto::parse_from_bytes(bytes)
         .map_err(|e| ImportError::Decode { path: "<bytes>".into(), msg: e.to_string() })?;
+    crate::wire::check_unambiguous(bytes).map_err(|msg| ImportError::Decode { path: "<bytes>".into(), msg })?;
     let opset = m.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map(|o| o.version);
     let Some(opset) = opset else {
         // a model of other domains only: name its first op
@@ -63,6 +66,10 @@ pub fn parse(bytes: &[u8], base: Option<&Path>, opts: &ImportOptions) -> Result<
     if !(MIN_OPSET..=MAX_OPSET).contains(&opset) {
         return Err(ImportError::UnsupportedOpset { version: opset, min: MIN_OPSET, max: MAX_OPSET });
     }
+    // the IR version says how to read the rest (onnxruntime refuses a model without one)
+    if !(1..=MAX_IR_VERSION).contains(&m.ir_version) {
+        return Err(ImportError::UnsupportedIrVersion { version: m.ir_version, max: MAX_IR_VERSION });
+    }
     let gp = m.graph.as_ref().ok_or(ImportError::NoGraph)?;
     if gp.node.is_empty() && gp.output.is_empty() {
         return Err(ImportError::NoGraph);
@@ -72,6 +79,7 @@ pub fn parse(bytes: &[u8], base: Option<&Path>, opts: &ImportOptions) -> Result<
     bind_constants(&mut graph, &opts.constants)?;
     bind_shapes(&mut graph, &opts.shapes)?;
     xforge_ir::infer::infer_graph(&mut graph)?;
+    crate::operand_types::check(&graph)?;
     xforge_ir::verify::verify(&graph)?;
     Ok(Model {
         graph,
@@ -428,6 +436,15 @@ impl Ctx<'_> {
         }
         for o in &gp.output {
             let id = *ids.get(&o.name).ok_or_else(|| ImportError::DanglingOutput(o.name.clone()))?;
+            // the model's own outputs name their element type (onnxruntime: "Invalid tensor data type 0")
+            let undefined = matches!(o.type_.as_ref().and_then(|t| t.value.as_ref()),
+                Some(onnx_protobuf::type_proto::Value::TensorType(t)) if t.elem_type == 0);
+            if undefined && outer.is_empty() {
+                return Err(ImportError::BadType {
+                    name: o.name.clone(),
+                    msg: "graph output has element type 0 (undefined)".into(),
+                });
+            }
             if let Some(ty) = value_type(o, "output", &mut fresh)? {
                 let cur = g.ty(id).clone();
                 if g.undeclared.contains(&id) && !g.captures.contains(&id) {

@@ -162,6 +162,97 @@ fn wrong_sized_initializer_names_the_tensor() {
 }
 
 #[test]
+fn split_part_counts_must_match_the_outputs() {
+    // num_outputs of 2^40 asked the shape rule for 2^40 parts (an abort on the allocation; found
+    // by CI's fuzz run); sizes or a count that disagree with the outputs are the node's error
+    let split = |attrs: Vec<AttributeProto>| {
+        let mut g = GraphProto::new();
+        g.name = "g".into();
+        let mut n = node("Split", "cut", &["x"], &["a", "b"]);
+        n.attribute.extend(attrs);
+        g.node.push(n);
+        g.input.push(vi("x", 1, &["4"]));
+        g.output.extend([vi_unshaped("a", 1), vi_unshaped("b", 1)]);
+        import(&model(g, 18))
+    };
+    for (attrs, says) in [
+        (vec![int_attr("num_outputs", 1 << 40)], "num_outputs 1099511627776 must equal the node's 2 outputs"),
+        (vec![int_attr("num_outputs", 3)], "num_outputs 3 must equal"),
+        (vec![int_attr("num_outputs", 2), ints_attr("split", &[2, 2])], "cannot both be given"),
+        (vec![ints_attr("split", &[1, 1, 2])], "3 split sizes [1, 1, 2] for 2 outputs"),
+        (vec![ints_attr("split", &[i64::MAX, 2])], "do not sum"),
+    ] {
+        let e = split(attrs).unwrap_err().to_string();
+        assert!(e.contains("cut") && e.contains(says), "{e}");
+    }
+    let m = split(vec![int_attr("num_outputs", 2)]).unwrap();
+    assert_eq!(m.graph.ty(m.graph.outputs[1]).static_shape(), Some(vec![2]));
+}
+
+#[test]
+fn operands_must_have_the_types_their_schema_allows() {
+    // one node `op` over inputs (name, ONNX element type), at `opset`; outputs left to inference
+    let one = |op: &str, ins: &[(&str, i32)], outs: &[&str], opset: i64| {
+        let mut g = GraphProto::new();
+        g.name = "g".into();
+        let names: Vec<&str> = ins.iter().map(|(n, _)| *n).collect();
+        g.node.push(node(op, "n", &names, outs));
+        for &(n, t) in ins.iter().filter(|(n, _)| !n.is_empty()) {
+            g.input.push(vi(n, t, &["2", "2"]));
+        }
+        for o in outs.iter().filter(|o| !o.is_empty()) {
+            g.output.push(vi_unshaped(o, ins[0].1));
+        }
+        import(&model(g, opset))
+    };
+    let (f32, i8, bf16, boolean) = (1, 3, 16, 9);
+    for (op, ins, outs, opset, says) in [
+        // operands bound to one type parameter (onnxruntime: "bound to different types")
+        ("MatMul", vec![("a", f32), ("b", bf16)], vec!["y"], 17, "input 1 (B, 'b') is bf16 but type T is f32, bound by input A"),
+        // a type the parameter does not allow (onnxruntime: "Type 'tensor(int8)' of input parameter")
+        ("MatMul", vec![("a", i8), ("b", i8)], vec!["y"], 17, "input 0 (A, 'a') is i8, which type T does not allow"),
+        ("Sqrt", vec![("a", boolean)], vec!["y"], 17, "which type T does not allow"),
+        // an op before the opset it arrived in (onnxruntime: "No Op registered")
+        ("Gelu", vec![("a", f32)], vec!["y"], 17, "Gelu does not exist in opset 17 (it arrives in opset 20)"),
+        // counts (onnxruntime: "has input size 3 not in range")
+        ("Relu", vec![("a", f32), ("b", f32)], vec!["y"], 17, "has 2 inputs, opset 17 Relu takes 1"),
+        ("Clip", vec![("", f32), ("b", f32)], vec!["y"], 17, "input 0 (input) is required but left empty"),
+    ] {
+        let e = one(op, &ins, &outs, opset).unwrap_err();
+        assert!(matches!(&e, ImportError::Schema { node, .. } if node == "n"), "{op}: {e}");
+        assert!(e.to_string().contains(says), "{op}: {e}");
+    }
+    // what the schemas allow imports: an integer Add, an optional input left out
+    one("Clip", &[("a", f32), ("", f32), ("c", f32)], &["y"], 17).unwrap();
+    one("Add", &[("a", i8), ("b", i8)], &["y"], 17).unwrap();
+}
+
+#[test]
+fn what_onnxruntime_refuses_before_any_op_is_refused() {
+    // no IR version, or one newer than any reader knows
+    for v in [0, 100] {
+        let mut m = model(add_relu(), 17);
+        m.ir_version = v;
+        let e = import(&m).unwrap_err();
+        assert!(matches!(e, ImportError::UnsupportedIrVersion { version, .. } if version == v), "{e}");
+    }
+    // a graph output of element type 0
+    let mut g = add_relu();
+    g.output[0] = vi_unshaped("y", 0);
+    let e = import(&model(g, 17)).unwrap_err().to_string();
+    assert!(e.contains("'y'") && e.contains("element type 0"), "{e}");
+    // a second `graph` field: protobuf would merge the two graphs, this decoder would keep the
+    // last; the file is refused rather than read one way here and another by onnxruntime
+    let mut g2 = GraphProto::new();
+    g2.node.push(node("Neg", "neg", &["x"], &["z"]));
+    let mut extra = ModelProto::new();
+    extra.graph = Some(g2).into();
+    let twice = [bytes(&model(add_relu(), 17)), bytes(&extra)].concat();
+    let e = parse(&twice, None, &ImportOptions::default()).unwrap_err();
+    assert!(matches!(&e, ImportError::Decode { msg, .. } if msg.contains("field 7") && msg.contains("twice")), "{e}");
+}
+
+#[test]
 fn dangling_input_names_node_and_value() {
     let mut g = add_relu();
     g.node[1].input[0] = "nowhere".into();
@@ -449,8 +540,8 @@ fn busy_model() -> ModelProto {
     let mut pads = TensorProto::new();
     pads.name = "pads".into();
     pads.data_type = 7;
-    pads.dims = vec![4];
-    pads.int64_data = vec![0, 1, 0, 1];
+    pads.dims = vec![8];
+    pads.int64_data = vec![0, 0, 0, 1, 0, 0, 0, 1];
     g.initializer.push(pads);
     let mut scales = TensorProto::new();
     scales.name = "scales".into();

@@ -5,6 +5,7 @@
 //! are tried too.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+mod capped_alloc;
 use xforge_runtime::checksum::crc32;
 
 fn u64_at(b: &[u8], at: usize) -> Option<u64> {

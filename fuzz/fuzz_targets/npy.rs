@@ -2,6 +2,7 @@
 //! back from its own bytes is the same tensor.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+mod capped_alloc;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(t) = xforge_ir::npy::from_bytes(data) {

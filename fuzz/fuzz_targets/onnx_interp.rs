@@ -3,6 +3,7 @@
 //! or an error naming the node, never a panic, an abort or a hang.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+mod capped_alloc;
 use std::collections::HashMap;
 use xforge_ir::Tensor;
 

@@ -314,6 +314,7 @@ fn check_operands(n: &Node, ins: &[Option<Fact>]) -> Result<(), String> {
     let dim = |k: usize, d: usize| {
         ins.get(k).and_then(|f| f.as_ref()).and_then(|f| f.ty.shape.as_ref()).and_then(|s| s.get(d)?.known())
     };
+    crate::rank_rules::check(n, ins)?;
     // the contractions take numbers (onnxruntime refuses a bool MatMul)
     if matches!(n.op, MatMul | Gemm | Conv | ConvTranspose | ConvNhwc | Einsum)
         && ins.iter().flatten().any(|f| f.ty.dtype == DType::Bool)
@@ -406,6 +407,19 @@ fn check_operands(n: &Node, ins: &[Option<Fact>]) -> Result<(), String> {
         Split => {
             let axis = attr_i(n, "axis", 0);
             let sizes = konst(ins, 1).map(|t| t.to_i64()).or_else(|| attr_ints(n, "split"));
+            // num_outputs names the outputs' count (a part count is never a size to allocate)
+            let outs = n.outputs.len();
+            if let Some(k) = n.attr("num_outputs").map(|_| attr_i(n, "num_outputs", 0)) {
+                if k != outs as i64 {
+                    return Err(format!("num_outputs {k} must equal the node's {outs} outputs"));
+                }
+                if n.inputs.get(1).is_some_and(|i| i.is_some()) || n.attr("split").is_some() {
+                    return Err("num_outputs and split sizes cannot both be given".into());
+                }
+            }
+            if let Some(sz) = sizes.as_ref().filter(|s| s.len() != outs) {
+                return Err(format!("{} split sizes {sz:?} for {outs} outputs", sz.len()));
+            }
             if let (Some(sz), Some(r)) = (sizes, rank(0)) {
                 let ax = if axis < 0 { axis + r as i64 } else { axis };
                 if !(0..r as i64).contains(&ax) {
@@ -415,7 +429,7 @@ fn check_operands(n: &Node, ins: &[Option<Fact>]) -> Result<(), String> {
                     return Err(format!("split sizes {sz:?} must not be negative"));
                 }
                 if let Some(d) = dim(0, ax as usize) {
-                    if sz.iter().sum::<i64>() != d as i64 {
+                    if sz.iter().map(|&v| v as i128).sum::<i128>() != d as i128 {
                         return Err(format!("split sizes {sz:?} do not sum to the axis's {d}"));
                     }
                 }

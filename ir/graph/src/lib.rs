@@ -11,6 +11,7 @@ pub mod narrow;
 pub mod npy;
 pub mod op;
 pub mod print;
+pub mod rank_rules;
 pub mod shape;
 pub mod tensor;
 pub mod verify;

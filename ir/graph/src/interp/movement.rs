@@ -258,7 +258,10 @@ pub fn split(a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>], n_out: usize) ->
     let sizes: Vec<usize> = match if opset >= 13 { opt(ins, 1).map(|t| t.to_i64()) } else { a.ints_opt("split")? } {
         Some(s) => s.iter().map(|&v| v as usize).collect(),
         None => {
-            let parts = a.int_opt("num_outputs")?.map(|v| v as usize).unwrap_or(n_out).max(1);
+            let parts = match a.int_opt("num_outputs")? {
+                Some(k) if k != n_out as i64 => return Err(format!("num_outputs {k} must equal the node's {n_out} outputs")),
+                _ => n_out.max(1),
+            };
             let chunk = d.div_ceil(parts);
             (0..parts).map(|i| chunk.min(d.saturating_sub(i * chunk))).collect()
         }

@@ -1,0 +1,158 @@
+//! A pass over a model's protobuf wire format before decoding: a singular message field given
+//! twice is refused. Protobuf merges the two occurrences (onnxruntime and the onnx package do),
+//! but the Rust decoder keeps only the last, so a model with two `graph` fields, two `type`s of
+//! one value or two tensors in one attribute would mean one thing to onnxruntime and another
+//! here; such a file is ambiguous, not a model to run.
+
+/// A message type of onnx.proto, by what its message-valued fields are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Msg {
+    Model,
+    Graph,
+    Node,
+    Attribute,
+    Tensor,
+    SparseTensor,
+    ValueInfo,
+    Type,
+    TypeTensor,
+    TypeSequence,
+    TypeMap,
+    TensorShape,
+    TrainingInfo,
+    Function,
+    /// a message with no message-valued fields of interest (OperatorSetId, StringStringEntry, …)
+    Leaf,
+}
+
+/// What field `no` of `m` holds: `Some((message type, repeated))` for a message field.
+fn field(m: Msg, no: u64) -> Option<(Msg, bool)> {
+    use Msg::*;
+    Some(match (m, no) {
+        (Model, 7) => (Graph, false),
+        (Model, 20) => (TrainingInfo, true),
+        (Model, 25) => (Function, true),
+        (Model, 8 | 14 | 26) => (Leaf, true),
+        (Graph, 1) => (Node, true),
+        (Graph, 5) => (Tensor, true),
+        (Graph, 15) => (SparseTensor, true),
+        (Graph, 11..=13) => (ValueInfo, true),
+        (Graph, 14 | 16) => (Leaf, true),
+        (Node, 5) => (Attribute, true),
+        (Node, 9 | 10) => (Leaf, true),
+        (Attribute, 5) => (Tensor, false),
+        (Attribute, 6) => (Graph, false),
+        (Attribute, 22) => (SparseTensor, false),
+        (Attribute, 14) => (Type, false),
+        (Attribute, 10) => (Tensor, true),
+        (Attribute, 11) => (Graph, true),
+        (Attribute, 23) => (SparseTensor, true),
+        (Attribute, 15) => (Type, true),
+        (Tensor, 3) => (Leaf, false),
+        (Tensor, 13 | 16) => (Leaf, true),
+        (SparseTensor, 1 | 2) => (Tensor, false),
+        (ValueInfo, 2) => (Type, false),
+        (ValueInfo, 4) => (Leaf, true),
+        (Type, 1 | 8) => (TypeTensor, false),
+        (Type, 4 | 9) => (TypeSequence, false),
+        (Type, 5) => (TypeMap, false),
+        (TypeTensor, 2) => (TensorShape, false),
+        (TypeSequence, 1) => (Type, false),
+        (TypeMap, 2) => (Type, false),
+        (TensorShape, 1) => (Leaf, true),
+        (TrainingInfo, 1 | 2) => (Graph, false),
+        (TrainingInfo, 3 | 4) => (Leaf, true),
+        (Function, 11) => (Attribute, true),
+        (Function, 7) => (Node, true),
+        (Function, 12) => (ValueInfo, true),
+        (Function, 9 | 14) => (Leaf, true),
+        _ => return None,
+    })
+}
+
+/// Protobuf's own nesting limit (deeper input fails to decode anyway).
+const MAX_DEPTH: usize = 100;
+
+fn varint(b: &[u8], at: &mut usize) -> Result<u64, String> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let Some(&byte) = b.get(*at) else { return Err("truncated varint".into()) };
+        *at += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err("varint longer than 10 bytes".into())
+}
+
+/// Refuses a singular message field given twice anywhere in a ModelProto. Malformed wire data
+/// is left to the decoder, which names it.
+pub fn check_unambiguous(bytes: &[u8]) -> Result<(), String> {
+    walk(bytes, Msg::Model, "ModelProto", 0)
+}
+
+fn walk(b: &[u8], m: Msg, path: &str, depth: usize) -> Result<(), String> {
+    if depth > MAX_DEPTH || m == Msg::Leaf {
+        return Ok(());
+    }
+    let mut seen: Vec<u64> = vec![];
+    let mut at = 0;
+    while at < b.len() {
+        let Ok(tag) = varint(b, &mut at) else { return Ok(()) };
+        let (no, wt) = (tag >> 3, tag & 7);
+        let len = match wt {
+            0 => varint(b, &mut at).map(|_| 0),
+            1 => Ok(8),
+            5 => Ok(4),
+            2 => varint(b, &mut at),
+            _ => return Ok(()),
+        };
+        let Ok(len) = len else { return Ok(()) };
+        let Some(end) = usize::try_from(len).ok().and_then(|l| at.checked_add(l)).filter(|&e| e <= b.len()) else {
+            return Ok(());
+        };
+        if wt == 2 {
+            if let Some((sub, repeated)) = field(m, no) {
+                if !repeated {
+                    if seen.contains(&no) {
+                        return Err(format!(
+                            "{path} gives its field {no} (a single {sub:?} message) twice: protobuf readers \
+                             disagree on such a file (they merge the two or keep one)"
+                        ));
+                    }
+                    seen.push(no);
+                }
+                walk(&b[at..end], sub, &format!("{path}.{no}"), depth + 1)?;
+            }
+        }
+        at = end;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_bytes(no: u64, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![(no << 3 | 2) as u8, body.len() as u8];
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn a_second_graph_or_nested_type_is_refused() {
+        let graph = field_bytes(2, b"g"); // GraphProto { name: "g" }
+        let one = field_bytes(7, &graph);
+        assert!(check_unambiguous(&one).is_ok());
+        let two = [one.clone(), one.clone()].concat();
+        let e = check_unambiguous(&two).unwrap_err();
+        assert!(e.contains("ModelProto gives its field 7 (a single Graph message) twice"), "{e}");
+        // ValueInfoProto.type twice, inside a graph input: repeated inputs are fine, the type is not
+        let ty = field_bytes(2, &field_bytes(1, &[8, 1]));
+        let input = field_bytes(11, &[field_bytes(1, b"x"), ty.clone(), ty].concat());
+        let e = check_unambiguous(&field_bytes(7, &[input.clone(), input].concat())).unwrap_err();
+        assert!(e.contains("ModelProto.7.11 gives its field 2"), "{e}");
+    }
+}
