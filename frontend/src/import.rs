@@ -436,10 +436,10 @@ impl Ctx<'_> {
         }
         for o in &gp.output {
             let id = *ids.get(&o.name).ok_or_else(|| ImportError::DanglingOutput(o.name.clone()))?;
-            // the model's own outputs name their element type (onnxruntime: "Invalid tensor data type 0")
+            // graph outputs name their element type (onnxruntime: "Invalid tensor data type 0")
             let undefined = matches!(o.type_.as_ref().and_then(|t| t.value.as_ref()),
                 Some(onnx_protobuf::type_proto::Value::TensorType(t)) if t.elem_type == 0);
-            if undefined && outer.is_empty() {
+            if undefined {
                 return Err(ImportError::BadType {
                     name: o.name.clone(),
                     msg: "graph output has element type 0 (undefined)".into(),

@@ -1,5 +1,6 @@
 //! The schema check every imported node passes after type inference: the op exists in the
-//! model's opset, takes as many inputs and outputs as the node gives, and each operand has an
+//! model's opset, has its required attributes, takes as many inputs and outputs as the node
+//! gives, and each operand has an
 //! element type its schema allows, operands bound to one type parameter sharing one type (the
 //! ONNX checker's and onnxruntime's rules; the table is `op_types.rs`, generated from onnx.defs).
 use crate::op_types::{op_versions, Arity, OpVersion};
@@ -36,11 +37,20 @@ fn check_node(g: &Graph, n: &Node) -> Result<(), String> {
     let Some(v) = version(n.op.name(), g.opset)? else { return Ok(()) };
     let count = |what: &str, k: usize, (lo, hi): (usize, usize)| {
         if k < lo || k > hi {
-            let range = if lo == hi { format!("{lo}") } else if hi >= i32::MAX as usize { format!("at least {lo}") } else { format!("{lo} to {hi}") };
+            let range = if lo == hi {
+                format!("{lo}")
+            } else if hi >= i32::MAX as usize {
+                format!("at least {lo}")
+            } else {
+                format!("{lo} to {hi}")
+            };
             return Err(format!("has {k} {what}, opset {} {} takes {range}", g.opset, n.op.name()));
         }
         Ok(())
     };
+    if let Some(a) = v.required.iter().find(|a| n.attr(a).is_none()) {
+        return Err(format!("the required attribute '{a}' is missing"));
+    }
     count("inputs", n.inputs.len(), v.inputs)?;
     count("outputs", n.outputs.len(), v.outputs)?;
     // each type parameter's first binding: (type, formal input that bound it)
@@ -58,7 +68,8 @@ fn check_node(g: &Graph, n: &Node) -> Result<(), String> {
         let dt = g.ty(*id).dtype;
         let allowed = v.allows.iter().find(|(p, _)| *p == f.ty).map(|(_, c)| *c).unwrap_or(&[]);
         if !allowed.contains(&dt.onnx_code()) {
-            let names: Vec<String> = allowed.iter().filter_map(|&c| DType::from_onnx_code(c)).map(|d| d.to_string()).collect();
+            let names: Vec<String> =
+                allowed.iter().filter_map(|&c| DType::from_onnx_code(c)).map(|d| d.to_string()).collect();
             let takes = if names.is_empty() { "no tensor".to_string() } else { names.join(", ") };
             return Err(format!(
                 "input {i} ({}, '{}') is {dt}, which type {} does not allow (it takes {takes})",

@@ -2,7 +2,8 @@
 //! twice is refused. Protobuf merges the two occurrences (onnxruntime and the onnx package do),
 //! but the Rust decoder keeps only the last, so a model with two `graph` fields, two `type`s of
 //! one value or two tensors in one attribute would mean one thing to onnxruntime and another
-//! here; such a file is ambiguous, not a model to run.
+//! here; such a file is ambiguous, not a model to run. The same pass refuses a file whose last
+//! field is cut short, which the decoder reads as a whole (shorter) message.
 
 /// A message type of onnx.proto, by what its message-valued fields are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,8 +87,8 @@ fn varint(b: &[u8], at: &mut usize) -> Result<u64, String> {
     Err("varint longer than 10 bytes".into())
 }
 
-/// Refuses a singular message field given twice anywhere in a ModelProto. Malformed wire data
-/// is left to the decoder, which names it.
+/// Refuses a singular message field given twice anywhere in a ModelProto, and wire data cut
+/// short or of wire types no ONNX field has (groups), which the decoder lets pass in places.
 pub fn check_unambiguous(bytes: &[u8]) -> Result<(), String> {
     walk(bytes, Msg::Model, "ModelProto", 0)
 }
@@ -98,19 +99,21 @@ fn walk(b: &[u8], m: Msg, path: &str, depth: usize) -> Result<(), String> {
     }
     let mut seen: Vec<u64> = vec![];
     let mut at = 0;
+    let corrupt = |at: usize, what: String| format!("{path} is corrupt at its byte {at}: {what}");
     while at < b.len() {
-        let Ok(tag) = varint(b, &mut at) else { return Ok(()) };
+        let tag = varint(b, &mut at).map_err(|e| corrupt(at, e))?;
         let (no, wt) = (tag >> 3, tag & 7);
         let len = match wt {
             0 => varint(b, &mut at).map(|_| 0),
             1 => Ok(8),
             5 => Ok(4),
             2 => varint(b, &mut at),
-            _ => return Ok(()),
-        };
-        let Ok(len) = len else { return Ok(()) };
+            _ => Err(format!("field {no} has wire type {wt}, which no ONNX field has")),
+        }
+        .map_err(|e| corrupt(at, e))?;
+        // the decoder reads a message cut short at the end of the file as if it were whole
         let Some(end) = usize::try_from(len).ok().and_then(|l| at.checked_add(l)).filter(|&e| e <= b.len()) else {
-            return Ok(());
+            return Err(corrupt(at, format!("field {no} claims {len} bytes, {} remain (truncated)", b.len() - at)));
         };
         if wt == 2 {
             if let Some((sub, repeated)) = field(m, no) {
@@ -154,5 +157,10 @@ mod tests {
         let input = field_bytes(11, &[field_bytes(1, b"x"), ty.clone(), ty].concat());
         let e = check_unambiguous(&field_bytes(7, &[input.clone(), input].concat())).unwrap_err();
         assert!(e.contains("ModelProto.7.11 gives its field 2"), "{e}");
+        // the graph's length says 3 bytes, 1 follows
+        let e = check_unambiguous(&one[..one.len() - 2]).unwrap_err();
+        assert!(e.contains("field 7 claims 3 bytes, 1 remain (truncated)"), "{e}");
+        let e = check_unambiguous(&[(14 << 3 | 3) as u8]).unwrap_err();
+        assert!(e.contains("wire type 3"), "{e}");
     }
 }

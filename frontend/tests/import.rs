@@ -208,7 +208,13 @@ fn operands_must_have_the_types_their_schema_allows() {
     let (f32, i8, bf16, boolean) = (1, 3, 16, 9);
     for (op, ins, outs, opset, says) in [
         // operands bound to one type parameter (onnxruntime: "bound to different types")
-        ("MatMul", vec![("a", f32), ("b", bf16)], vec!["y"], 17, "input 1 (B, 'b') is bf16 but type T is f32, bound by input A"),
+        (
+            "MatMul",
+            vec![("a", f32), ("b", bf16)],
+            vec!["y"],
+            17,
+            "input 1 (B, 'b') is bf16 but type T is f32, bound by input A",
+        ),
         // a type the parameter does not allow (onnxruntime: "Type 'tensor(int8)' of input parameter")
         ("MatMul", vec![("a", i8), ("b", i8)], vec!["y"], 17, "input 0 (A, 'a') is i8, which type T does not allow"),
         ("Sqrt", vec![("a", boolean)], vec!["y"], 17, "which type T does not allow"),

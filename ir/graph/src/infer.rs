@@ -236,7 +236,7 @@ fn quantized(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -
     as_float.inputs = data.iter().map(|&k| node.inputs.get(k).copied().flatten()).collect();
     as_float.outputs.truncate(1);
     // the float op's operand checks (ranks, channels, groups) hold for its quantized forms too
-    check_operands(&as_float, &operands)?;
+    check_operands(&as_float, &operands, opset)?;
     let facts = rule(&as_float, &operands, opset, fresh)?;
     Ok(Some(vec![ty(out, facts.and_then(|f| f.into_iter().next()).and_then(|f| f.ty.shape))]))
 }
@@ -263,7 +263,7 @@ fn data_dependent(op: Op) -> bool {
 
 pub fn infer_node(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Result<Vec<Fact>, String> {
     check_attr_kinds(node)?;
-    check_operands(node, ins)?;
+    check_operands(node, ins, opset)?;
     // 1. all inputs constant: evaluate
     let present: Vec<&Fact> = ins.iter().flatten().collect();
     if !data_dependent(node.op) && present.iter().all(|f| f.konst.is_some()) && node.op != Op::Dropout {
@@ -307,14 +307,14 @@ pub fn infer_node(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fre
 
 /// What the operands' ranks, sizes and constant values must satisfy before any rule reads them
 /// (a rule indexes shapes: a rank-1 Conv weight once panicked there).
-fn check_operands(n: &Node, ins: &[Option<Fact>]) -> Result<(), String> {
+fn check_operands(n: &Node, ins: &[Option<Fact>], opset: i64) -> Result<(), String> {
     use Op::*;
     let konst = |ins: &[Option<Fact>], k: usize| ins.get(k).and_then(|f| f.as_ref()).and_then(|f| f.konst.clone());
     let rank = |k: usize| ins.get(k).and_then(|f| f.as_ref()).and_then(|f| f.ty.shape.as_ref().map(|s| s.len()));
     let dim = |k: usize, d: usize| {
         ins.get(k).and_then(|f| f.as_ref()).and_then(|f| f.ty.shape.as_ref()).and_then(|s| s.get(d)?.known())
     };
-    crate::rank_rules::check(n, ins)?;
+    crate::rank_rules::check(n, ins, opset)?;
     // the contractions take numbers (onnxruntime refuses a bool MatMul)
     if matches!(n.op, MatMul | Gemm | Conv | ConvTranspose | ConvNhwc | Einsum)
         && ins.iter().flatten().any(|f| f.ty.dtype == DType::Bool)

@@ -39,7 +39,7 @@ fn int(n: &Node, k: &str) -> Option<i64> {
 }
 
 /// Checks `n` against its operands' facts; the error says which rank or attribute is wrong.
-pub fn check(n: &Node, ins: &[Option<Fact>]) -> Result<(), String> {
+pub fn check(n: &Node, ins: &[Option<Fact>], opset: i64) -> Result<(), String> {
     use Op::*;
     let x = |k: usize| Operand(ins.get(k).and_then(|f| f.as_ref()));
     let need_rank = |k: usize, what: &str, ok: &[usize]| match x(k).rank() {
@@ -82,6 +82,14 @@ pub fn check(n: &Node, ins: &[Option<Fact>]) -> Result<(), String> {
                     return Err(format!("{k} {v:?} must be positive"));
                 }
             }
+            // without kernel_shape the weight's spatial dims are the kernel
+            if matches!(n.op, Conv | ConvTranspose) && ints(n, "kernel_shape").is_none() {
+                if let Some(r) = x(1).rank() {
+                    if let Some(d) = (2..r).find(|&d| x(1).dim(d) == Some(0)) {
+                        return Err(format!("the weight's kernel axis {d} is 0: kernels must be positive"));
+                    }
+                }
+            }
         }
         GlobalAveragePool | GlobalMaxPool => {
             if let Some(r) = x(0).rank().filter(|&r| r < 2) {
@@ -111,10 +119,12 @@ pub fn check(n: &Node, ins: &[Option<Fact>]) -> Result<(), String> {
                 }
             }
         }
-        Resize => {
+        // from opset 11 scales (input 2) or sizes (input 3), one of them; an empty one is absent
+        Resize if opset >= 11 => {
             let given = |k: usize| x(k).present() && !x(k).empty();
-            if given(2) && given(3) {
-                return Err("scales and sizes cannot both be given".into());
+            if given(2) == given(3) {
+                let which = if given(2) { "both are" } else { "neither is" };
+                return Err(format!("Resize takes scales or sizes, and {which} given"));
             }
         }
         Gemm => {
@@ -152,6 +162,13 @@ pub fn check(n: &Node, ins: &[Option<Fact>]) -> Result<(), String> {
             }
         }
         Attention => {
+            // onnxruntime runs Attention as its function body, where Q·K and ·V share one type
+            let dt = |k: usize| ins.get(k).and_then(|f| f.as_ref()).map(|f| f.ty.dtype);
+            if let (Some(q), Some(v)) = (dt(0), dt(2)) {
+                if q != v {
+                    return Err(format!("V is {v} but Q is {q}: they must share one type"));
+                }
+            }
             need_rank(0, "Q", &[3, 4])?;
             need_rank(1, "K", &[3, 4])?;
             need_rank(2, "V", &[3, 4])?;

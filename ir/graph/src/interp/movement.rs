@@ -259,7 +259,9 @@ pub fn split(a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>], n_out: usize) ->
         Some(s) => s.iter().map(|&v| v as usize).collect(),
         None => {
             let parts = match a.int_opt("num_outputs")? {
-                Some(k) if k != n_out as i64 => return Err(format!("num_outputs {k} must equal the node's {n_out} outputs")),
+                Some(k) if k != n_out as i64 => {
+                    return Err(format!("num_outputs {k} must equal the node's {n_out} outputs"))
+                }
                 _ => n_out.max(1),
             };
             let chunk = d.div_ceil(parts);
