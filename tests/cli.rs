@@ -1023,3 +1023,27 @@ np.save("{d}/x.npy", r.standard_normal((64, 16)).astype(np.float32))
     ]);
     assert!(code == 2 && err.contains("opset 17") && err.contains("19"), "{err}");
 }
+
+#[test]
+fn models_quantized_by_onnxruntime_run_as_onnxruntime_runs_them() {
+    // the peer's own quantize_static (QDQ, per-channel int8 weights, int8 activations) on the
+    // shipped CNN and transformer and on a SqueezeNet 1.1 built in the script; xforge's interpreter
+    // against onnxruntime with graph optimizations off. mnasnet0_5 and bert_tiny agree within 1e-3;
+    // SqueezeNet within 5e-3: its float convolutions sum in another order than onnxruntime's, which
+    // moves a few values across an int8 rounding boundary (onnxruntime's own optimized and
+    // unoptimized runs of that model differ by 1.4e-2)
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testsuite/scripts/ort_quantize_peer.py");
+    for (models, tol) in
+        [(vec![model("mnasnet0_5.onnx"), model("bert_tiny.onnx")], "1e-3"), (vec!["squeezenet".into()], "5e-3")]
+    {
+        let out = Command::new("python3")
+            .arg(&script)
+            .args(["--xforge", env!("CARGO_BIN_EXE_xforge"), "--tol", tol])
+            .args(&models)
+            .output()
+            .expect("python3 with onnxruntime (scripts/setup installs it)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(text.matches("top-1 agreement 100%").count(), models.len(), "{text}");
+    }
+}

@@ -214,6 +214,12 @@ fn free_names(g: &GraphProto) -> HashSet<String> {
 const OPEN: ValueType = ValueType { dtype: DType::F32, shape: None };
 
 /// The declared type of a value, `None` when the model leaves it open.
+/// A tensor type whose element type is 0 (UNDEFINED).
+fn undefined_elem(v: &ValueInfoProto) -> bool {
+    matches!(v.type_.as_ref().and_then(|t| t.value.as_ref()),
+        Some(onnx_protobuf::type_proto::Value::TensorType(t)) if t.elem_type == 0)
+}
+
 fn value_type(v: &ValueInfoProto, what: &'static str, fresh: &mut usize) -> Result<Option<ValueType>, ImportError> {
     let Some(tp) = v.type_.as_ref() else { return Ok(None) };
     use onnx_protobuf::type_proto::Value;
@@ -299,6 +305,14 @@ impl Ctx<'_> {
                 if g.weights.contains_key(&id) {
                     continue;
                 }
+            }
+            // a tensor type of element type 0 (onnxruntime refuses it; a body input may leave
+            // its type out altogether)
+            if undefined_elem(v) && !outer.is_empty() {
+                return Err(ImportError::BadType {
+                    name: v.name.clone(),
+                    msg: "subgraph input has element type 0 (undefined)".into(),
+                });
             }
             let ty = value_type(v, "input", &mut fresh)?;
             if ty.is_none() && outer.is_empty() {
@@ -436,10 +450,9 @@ impl Ctx<'_> {
         }
         for o in &gp.output {
             let id = *ids.get(&o.name).ok_or_else(|| ImportError::DanglingOutput(o.name.clone()))?;
-            // graph outputs name their element type (onnxruntime: "Invalid tensor data type 0")
-            let undefined = matches!(o.type_.as_ref().and_then(|t| t.value.as_ref()),
-                Some(onnx_protobuf::type_proto::Value::TensorType(t)) if t.elem_type == 0);
-            if undefined {
+            // the model's outputs name their element type (onnxruntime: "Invalid tensor data type
+            // 0"; it lets a branch's outputs leave it to inference)
+            if undefined_elem(o) && outer.is_empty() {
                 return Err(ImportError::BadType {
                     name: o.name.clone(),
                     msg: "graph output has element type 0 (undefined)".into(),

@@ -88,7 +88,7 @@ fn varint(b: &[u8], at: &mut usize) -> Result<u64, String> {
 }
 
 /// Refuses a singular message field given twice anywhere in a ModelProto, and wire data cut
-/// short or of wire types no ONNX field has (groups), which the decoder lets pass in places.
+/// short, which the decoder lets pass at the end of the file.
 pub fn check_unambiguous(bytes: &[u8]) -> Result<(), String> {
     walk(bytes, Msg::Model, "ModelProto", 0)
 }
@@ -98,17 +98,24 @@ fn walk(b: &[u8], m: Msg, path: &str, depth: usize) -> Result<(), String> {
         return Ok(());
     }
     let mut seen: Vec<u64> = vec![];
+    let mut attr = AttrFields::default();
     let mut at = 0;
     let corrupt = |at: usize, what: String| format!("{path} is corrupt at its byte {at}: {what}");
     while at < b.len() {
         let tag = varint(b, &mut at).map_err(|e| corrupt(at, e))?;
         let (no, wt) = (tag >> 3, tag & 7);
+        let mut scalar = 0;
         let len = match wt {
-            0 => varint(b, &mut at).map(|_| 0),
+            0 => varint(b, &mut at).map(|v| {
+                scalar = v;
+                0
+            }),
             1 => Ok(8),
             5 => Ok(4),
             2 => varint(b, &mut at),
-            _ => Err(format!("field {no} has wire type {wt}, which no ONNX field has")),
+            // a group: no ONNX field is one, readers skip it as an unknown field
+            3 => skip_group(b, &mut at, no, depth).map(|_| 0),
+            _ => Err(format!("field {no} has wire type {wt}")),
         }
         .map_err(|e| corrupt(at, e))?;
         // the decoder reads a message cut short at the end of the file as if it were whole
@@ -129,9 +136,110 @@ fn walk(b: &[u8], m: Msg, path: &str, depth: usize) -> Result<(), String> {
                 walk(&b[at..end], sub, &format!("{path}.{no}"), depth + 1)?;
             }
         }
+        if m == Msg::Attribute {
+            attr.note(no, wt, scalar, &b[at..end]);
+        }
         at = end;
     }
+    if m == Msg::Attribute {
+        attr.check().map_err(|e| format!("{path}: {e}"))?;
+    }
     Ok(())
+}
+
+/// What an AttributeProto holds on the wire: its declared type and the value fields present.
+/// The ONNX checker (and onnxruntime) refuse a value field of another type than the declared one
+/// and more than one value field; the decoder cannot tell a field set to its default from one
+/// left out, so only the wire can say.
+#[derive(Default)]
+struct AttrFields {
+    name: String,
+    declared: Option<u64>,
+    by_reference: bool,
+    /// AttributeType codes of the value fields present, in wire order
+    present: Vec<u64>,
+}
+
+impl AttrFields {
+    fn note(&mut self, no: u64, wt: u64, scalar: u64, body: &[u8]) {
+        let ty = match (no, wt) {
+            (1, 2) => {
+                self.name = String::from_utf8_lossy(body).into_owned();
+                return;
+            }
+            (20, 0) => {
+                self.declared = Some(scalar);
+                return;
+            }
+            (21, 2) => {
+                self.by_reference |= !body.is_empty();
+                return;
+            }
+            (2, 5) => 1,
+            (3, 0) => 2,
+            (4, 2) => 3,
+            (5, 2) => 4,
+            (6, 2) => 5,
+            (22, 2) => 11,
+            (14, 2) => 13,
+            (7, 5) => 6,
+            (7, 2) | (8, 2) if body.is_empty() => return, // a packed list of no values
+            (7, 2) => 6,
+            (8, 0 | 2) => 7,
+            (9, 2) => 8,
+            (10, 2) => 9,
+            (11, 2) => 10,
+            (23, 2) => 12,
+            (15, 2) => 14,
+            _ => return,
+        };
+        if !self.present.contains(&ty) {
+            self.present.push(ty);
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.by_reference {
+            return Ok(());
+        }
+        if let Some(d) = self.declared {
+            if let Some(t) = self.present.iter().find(|&&t| t != d) {
+                return Err(format!(
+                    "attribute '{}' declares type {d} but holds a value of type {t} (type and data field mismatch)",
+                    self.name
+                ));
+            }
+        }
+        if self.present.len() > 1 {
+            return Err(format!("attribute '{}' holds more than one value field", self.name));
+        }
+        Ok(())
+    }
+}
+
+/// Skips a group's fields up to its end tag.
+fn skip_group(b: &[u8], at: &mut usize, no: u64, depth: usize) -> Result<(), String> {
+    if depth > MAX_DEPTH {
+        return Err("groups nest too deep".into());
+    }
+    loop {
+        let tag = varint(b, at)?;
+        let (n, wt) = (tag >> 3, tag & 7);
+        let skip = match wt {
+            0 => varint(b, at).map(|_| 0)?,
+            1 => 8,
+            5 => 4,
+            2 => varint(b, at)?,
+            3 => skip_group(b, at, n, depth + 1).map(|_| 0)?,
+            4 if n == no => return Ok(()),
+            _ => return Err(format!("group {no} holds wire type {wt} of field {n}")),
+        };
+        *at = usize::try_from(skip)
+            .ok()
+            .and_then(|s| at.checked_add(s))
+            .filter(|&e| e <= b.len())
+            .ok_or("truncated group")?;
+    }
 }
 
 #[cfg(test)]
@@ -160,7 +268,18 @@ mod tests {
         // the graph's length says 3 bytes, 1 follows
         let e = check_unambiguous(&one[..one.len() - 2]).unwrap_err();
         assert!(e.contains("field 7 claims 3 bytes, 1 remain (truncated)"), "{e}");
-        let e = check_unambiguous(&[(14 << 3 | 3) as u8]).unwrap_err();
-        assert!(e.contains("wire type 3"), "{e}");
+        // a group (field 14, wire type 3) holding a varint field is skipped whole; one never
+        // closed is truncated
+        // an INT attribute (type 2 = field 20) whose `s` (field 4) is present, empty as it is
+        let node = |attr: &[u8]| field_bytes(7, &field_bytes(1, &field_bytes(5, attr)));
+        let seed = [field_bytes(1, b"seed"), vec![20 << 3 & 0x7f | 0x80, 1, 2], field_bytes(4, b"")].concat();
+        let e = check_unambiguous(&node(&seed)).unwrap_err();
+        assert!(e.contains("attribute 'seed' declares type 2 but holds a value of type 3"), "{e}");
+        let ok = [field_bytes(1, b"seed"), vec![20 << 3 & 0x7f | 0x80, 1, 2], vec![3 << 3, 7]].concat();
+        assert!(check_unambiguous(&node(&ok)).is_ok());
+        let group = [(14 << 3 | 3) as u8, 8, 1, (14 << 3 | 4) as u8];
+        assert!(check_unambiguous(&[&group[..], &one[..]].concat()).is_ok());
+        let e = check_unambiguous(&group[..3]).unwrap_err();
+        assert!(e.contains("truncated"), "{e}");
     }
 }

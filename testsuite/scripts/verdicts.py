@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The importer's accept/refuse verdicts beside onnxruntime's, on a corpus of models.
 
-    python3 testsuite/scripts/verdicts.py [--out REPORT.md] [--tsv ALL.tsv] [--limit N] DIR_OR_FILE...
+    python3 testsuite/scripts/verdicts.py [--out REPORT.md] [--tsv ALL.tsv] [--limit N] [--check] DIR_OR_FILE...
 
 Every `*.onnx` (or any file, inside a fuzz corpus folder) is loaded by onnxruntime (an
 InferenceSession on the CPU provider: its checker, type and shape inference, graph resolution and
@@ -135,6 +135,9 @@ def main():
     ap.add_argument("--limit", type=int, default=0, help="at most N files (an even sample)")
     ap.add_argument("--timeout", type=float, default=20.0)
     ap.add_argument("--examples", type=int, default=6)
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 where xforge panics or accepts a model onnxruntime refuses as invalid "
+                         "(xforge's own com.xforge ops aside, which onnxruntime does not know)")
     a = ap.parse_args()
     paths = gather(a.inputs)
     if a.limit and len(paths) > a.limit:
@@ -180,6 +183,13 @@ def main():
         with open(a.out, "w") as f:
             f.write(text)
     sys.stdout.write(text)
+    if a.check:
+        bad = [r for r in rows if r[1] == "panic" or
+               (r[1] == "accept" and r[4] in ("refuse", "decode") and "com.xforge" not in r[5])]
+        for r in bad:
+            print(f"FAIL {os.path.relpath(r[0], ROOT)}: xforge {r[1]}, onnxruntime: {short(r[5])}")
+        if bad:
+            sys.exit(1)
 
 
 if __name__ == "__main__":

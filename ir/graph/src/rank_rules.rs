@@ -77,9 +77,26 @@ pub fn check(n: &Node, ins: &[Option<Fact>], opset: i64) -> Result<(), String> {
                     }
                 }
             }
+            // the window's attributes agree with each other whatever the input's rank
+            if let Some(k) = ints(n, "kernel_shape").map(|v| v.len()) {
+                if k == 0 {
+                    return Err("kernel_shape is empty".into());
+                }
+                for (key, per) in [("strides", 1), ("dilations", 1), ("pads", 2)] {
+                    if let Some(v) = ints(n, key).filter(|v| v.len() != per * k) {
+                        return Err(format!("{key} {v:?} has {} entries for a {k}-D kernel", v.len()));
+                    }
+                }
+            }
             for k in ["kernel_shape", "strides", "dilations"] {
                 if let Some(v) = ints(n, k).filter(|v| v.iter().any(|&d| d < 1)) {
                     return Err(format!("{k} {v:?} must be positive"));
+                }
+            }
+            // ConvTranspose's input channels split into its groups
+            if let (ConvTranspose, Some(c), Some(g)) = (n.op, x(0).dim(1), int(n, "group")) {
+                if g > 0 && c % g as usize != 0 {
+                    return Err(format!("{c} input channels do not split into {g} groups"));
                 }
             }
             // without kernel_shape the weight's spatial dims are the kernel
