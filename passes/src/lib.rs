@@ -8,6 +8,7 @@ pub mod dce;
 pub mod fold;
 pub mod fusion;
 pub mod gather_split;
+pub mod integer_ops;
 pub mod knobs;
 pub mod memory;
 pub mod noop;
@@ -28,6 +29,7 @@ use xforge_ir::Graph;
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct CanonStats {
     pub inlined: usize,
+    pub integer_ops: usize,
     pub folded: usize,
     pub noops: usize,
     pub batch_norms: usize,
@@ -38,14 +40,15 @@ pub struct CanonStats {
     pub dead: usize,
 }
 
-/// The passes that run before fusion, to a fixed point: control flow inlined, constant folding, no-op removal,
+/// The passes that run before fusion, to a fixed point: control flow inlined, integer contractions written in f64, constant folding, no-op removal,
 /// BatchNorm folding, sibling-GEMM merging, 1-D convolutions as 2-D, patch convolutions as GEMMs, dead-code elimination. Types are re-inferred.
 pub fn canonicalize(g: &mut Graph) -> Result<CanonStats, xforge_ir::infer::InferError> {
     let mut st = CanonStats::default();
     for _ in 0..8 {
         let before = st.clone();
         st.inlined += control::inline_control_flow(g);
-        if st.inlined > before.inlined {
+        st.integer_ops += integer_ops::lower_integer_contractions(g);
+        if st.inlined > before.inlined || st.integer_ops > before.integer_ops {
             xforge_ir::infer::infer_graph(g)?;
         }
         st.folded += fold::fold_constants(g);

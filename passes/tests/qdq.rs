@@ -185,3 +185,104 @@ fn an_fp8_pair_becomes_float_rounding_and_an_fp8_output_stays() {
         assert_eq!(got[0].to_f64(), want[0].to_f64());
     }
 }
+
+/// Integers spread over `dt`'s whole range (seeded).
+fn ints(dt: DType, shape: &[usize], seed: u64) -> Tensor {
+    let (lo, hi) = dt.quantized_range().unwrap_or((-1000.0, 1000.0));
+    let n = shape.iter().product();
+    let v: Vec<f64> = values(n, seed, 1.0).iter().map(|u| ((u + 1.0) / 2.0 * (hi - lo) + lo).round()).collect();
+    Tensor::from_f64(dt, shape.to_vec(), &v)
+}
+
+#[test]
+fn integer_contractions_become_f64_ops_with_the_same_integers() {
+    use xforge_passes::integer_ops::lower_integer_contractions;
+    let f32s = |v: &[f64]| Tensor::from_f64(DType::F32, vec![v.len()], v);
+    let scalar = |dt: DType, v: f64| Tensor::from_f64(dt, vec![], &[v]);
+    let conv_attrs = || vec![("pads", Attr::Ints(vec![1, 1, 1, 1])), ("strides", Attr::Ints(vec![1, 2]))];
+    // (name, graph): per-row/per-column zero points, per-column and per-channel scales, a bias,
+    // outputs that saturate
+    let mut cases = vec![];
+    {
+        let mut b = GraphBuilder::new("mmi", 13);
+        let a = b.input("a", DType::U8, &[3, 4]);
+        let w = b.weight("w", ints(DType::U8, &[4, 5], 1));
+        let za = b.weight("za", ints(DType::U8, &[3], 2));
+        let zb = b.weight("zb", ints(DType::U8, &[5], 3));
+        let y = b.node(Op::MatMulInteger, &[a, w, za, zb], vec![], ValueType::unranked(DType::I32));
+        b.output(y);
+        cases.push(("MatMulInteger", b.finish(), DType::U8));
+    }
+    {
+        let mut b = GraphBuilder::new("qlmm", 13);
+        let a = b.input("a", DType::I8, &[2, 3, 4]);
+        let sa = b.weight("sa", scalar(DType::F32, 0.5));
+        let za = b.weight("za", scalar(DType::I8, 3.0));
+        let w = b.weight("w", ints(DType::I8, &[4, 6], 4));
+        let sb = b.weight("sb", f32s(&[0.01, 0.02, 0.03, 0.04, 0.05, 0.06]));
+        let zb = b.weight("zb", scalar(DType::I8, -2.0));
+        let sy = b.weight("sy", scalar(DType::F32, 0.7));
+        let zy = b.weight("zy", scalar(DType::I8, 5.0));
+        let y = b.node(Op::QLinearMatMul, &[a, sa, za, w, sb, zb, sy, zy], vec![], ValueType::unranked(DType::I8));
+        b.output(y);
+        cases.push(("QLinearMatMul", b.finish(), DType::I8));
+    }
+    {
+        let mut b = GraphBuilder::new("ci", 13);
+        let x = b.input("x", DType::U8, &[1, 2, 5, 5]);
+        let w = b.weight("w", ints(DType::U8, &[3, 2, 3, 3], 5));
+        let zx = b.weight("zx", scalar(DType::U8, 100.0));
+        let zw = b.weight("zw", ints(DType::U8, &[3], 6));
+        let y = b.node(Op::ConvInteger, &[x, w, zx, zw], conv_attrs(), ValueType::unranked(DType::I32));
+        b.output(y);
+        cases.push(("ConvInteger", b.finish(), DType::U8));
+    }
+    {
+        let mut b = GraphBuilder::new("qlc", 13);
+        let x = b.input("x", DType::U8, &[1, 2, 5, 5]);
+        let sx = b.weight("sx", scalar(DType::F32, 0.2));
+        let zx = b.weight("zx", scalar(DType::U8, 128.0));
+        let w = b.weight("w", ints(DType::I8, &[3, 2, 3, 3], 7));
+        let sw = b.weight("sw", f32s(&[0.01, 0.002, 0.03]));
+        let zw = b.weight("zw", Tensor::from_f64(DType::I8, vec![3], &[0.0, 0.0, 0.0]));
+        let sy = b.weight("sy", scalar(DType::F32, 0.5));
+        let zy = b.weight("zy", scalar(DType::U8, 120.0));
+        let bias = b.weight("bias", Tensor::from_f64(DType::I32, vec![3], &[-500.0, 0.0, 9000.0]));
+        let y = b.node(
+            Op::QLinearConv,
+            &[x, sx, zx, w, sw, zw, sy, zy, bias],
+            conv_attrs(),
+            ValueType::unranked(DType::U8),
+        );
+        b.output(y);
+        cases.push(("QLinearConv", b.finish(), DType::U8));
+    }
+    for (name, mut g, input_dt) in cases {
+        xforge_ir::infer::infer_graph(&mut g).unwrap();
+        let mut t = g.clone();
+        assert_eq!(lower_integer_contractions(&mut t), 1, "{name}");
+        xforge_ir::infer::infer_graph(&mut t).unwrap();
+        let ops: Vec<Op> = t.nodes.iter().map(|n| n.op).collect();
+        assert!(
+            !ops.iter().any(|o| matches!(o, Op::MatMulInteger | Op::ConvInteger | Op::QLinearMatMul | Op::QLinearConv)),
+            "{name}: {ops:?}"
+        );
+        assert!(ops.contains(&Op::MatMul) || ops.contains(&Op::Conv), "{name}: {ops:?}");
+        let x = g.name_of(g.inputs[0]).to_string();
+        let shape = g.ty(g.inputs[0]).static_shape().unwrap();
+        let mut saturated = 0;
+        for seed in 10..13 {
+            let feed = HashMap::from([(x.clone(), ints(input_dt, &shape, seed))]);
+            let want = interp::run(&g, &feed).unwrap();
+            let got = interp::run(&t, &feed).unwrap();
+            assert_eq!(want[0].dtype(), got[0].dtype(), "{name}");
+            assert_eq!(want[0].shape(), got[0].shape(), "{name}");
+            assert_eq!(want[0].to_f64(), got[0].to_f64(), "{name}, seed {seed}");
+            if let Some((lo, hi)) = want[0].dtype().quantized_range() {
+                saturated += want[0].to_f64().iter().filter(|&&v| v == lo || v == hi).count();
+            }
+        }
+        // the requantizing cases reach both ends of their type
+        assert!(saturated > 0 || !name.starts_with("QLinear"), "{name}: no output saturates");
+    }
+}

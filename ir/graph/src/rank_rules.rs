@@ -173,6 +173,18 @@ pub fn check(n: &Node, ins: &[Option<Fact>], opset: i64) -> Result<(), String> {
                 }
             }
         }
+        // a body gives the node's outputs (a Loop's also its condition first)
+        Scan | Loop => {
+            if let Some(Attr::Graph(body)) = n.attr("body") {
+                let want = n.outputs.len() + usize::from(n.op == Loop);
+                if body.outputs.len() != want {
+                    return Err(format!("the body has {} outputs, the node needs {want}", body.outputs.len()));
+                }
+            }
+            if let Some(m) = int(n, "num_scan_inputs").filter(|&m| m < 1 || m as usize > n.inputs.len()) {
+                return Err(format!("num_scan_inputs {m} must be between 1 and the node's {} inputs", n.inputs.len()));
+            }
+        }
         Einsum => {
             if let Some(Attr::Str(eq)) = n.attr("equation") {
                 einsum(eq, ins)?;
