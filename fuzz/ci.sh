@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 export CORPUS_ROOT=ci-corpus
 rm -rf ci-corpus
 bash seed.sh
-for tr in onnx_import:600000 onnx_interp:400000 npy:1000000 artifact:200000; do
+for tr in onnx_import:600000 onnx_interp:400000 fusion_diff:200000 npy:1000000 artifact:200000; do
   t=${tr%%:*}; runs=$(( ${tr##*:} * ${FUZZ_SCALE:-1} ))
   echo "fuzz $t: $runs executions"
   log=$(mktemp)

@@ -4,7 +4,7 @@
 # stable takes LLVM's SanitizerCoverage pass through -C passes / -C llvm-args, which is all
 # libFuzzer needs for coverage feedback (no AddressSanitizer: safe Rust; debug assertions and
 # overflow checks are on instead).
-#   bash fuzz/run.sh TARGET SECONDS [LIBFUZZER_ARGS...]   (targets: onnx_import onnx_interp npy artifact)
+#   bash fuzz/run.sh TARGET SECONDS [LIBFUZZER_ARGS...]   (targets: onnx_import onnx_interp fusion_diff npy artifact)
 # The corpus grows in fuzz/corpus/TARGET (CORPUS_ROOT/TARGET if set; seeded by fuzz/seed.sh); crashes land in
 # fuzz/artifacts/TARGET, each one a regression test to write.
 set -euo pipefail

@@ -8,11 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 R=${CORPUS_ROOT:-corpus}
-mkdir -p $R/onnx_import $R/onnx_interp $R/npy $R/artifact
+mkdir -p $R/onnx_import $R/onnx_interp $R/fusion_diff $R/npy $R/artifact
 small() { find "$@" -type f -size -1024k 2>/dev/null; }
 n=0
 for f in $(small ../target/onnx-node-tests -name model.onnx) $(small ../models -name '*.onnx'); do
   cp "$f" $R/onnx_import/seed$n.onnx
+  cp "$f" $R/fusion_diff/seed$n.onnx
   cp "$f" $R/onnx_interp/seed$((n++)).onnx
 done
 n=0

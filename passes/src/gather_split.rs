@@ -54,18 +54,30 @@ pub fn gathers_to_split(g: &mut Graph) -> usize {
         g.weights.insert(axes, Tensor::from_i64(vec![1], vec![axis as i64]));
         let pieces: Vec<ValueId> =
             (0..d).map(|k| g.add_value(format!("{name}_piece{k}"), ValueType::unranked(dt))).collect();
+        // axes and split sizes are inputs from opset 13, attributes before (the interpreter
+        // holds a node to its model's opset)
+        let inputs = g.opset >= 13;
         for (&k, &i) in &by_index {
             let n = &mut g.nodes[i];
             n.op = Op::Squeeze;
             n.attrs.clear();
-            n.inputs = vec![Some(pieces[k]), Some(axes)];
+            n.inputs = vec![Some(pieces[k])];
+            if inputs {
+                n.inputs.push(Some(axes));
+            } else {
+                n.attrs.insert("axes".into(), Attr::Ints(vec![axis as i64]));
+            }
+        }
+        let mut attrs: xforge_ir::Attrs = [("axis".to_string(), Attr::Int(axis as i64))].into_iter().collect();
+        if !inputs {
+            attrs.insert("split".into(), Attr::Ints(vec![1; d]));
         }
         let split = Node {
             name: format!("{name}_split"),
             op: Op::Split,
-            inputs: vec![Some(x), Some(sizes)],
+            inputs: if inputs { vec![Some(x), Some(sizes)] } else { vec![Some(x)] },
             outputs: pieces.into_iter().map(Some).collect(),
-            attrs: [("axis".to_string(), Attr::Int(axis as i64))].into_iter().collect(),
+            attrs,
         };
         inserts.push((*by_index.values().min().unwrap(), split));
         replaced += d;

@@ -5,7 +5,11 @@ use xforge_ir::{infer::infer_graph, print::print, Attr, DType, GraphBuilder, Op,
 use xforge_passes::{dce::dce, gather_split::gathers_to_split};
 
 fn qkv(indices: &[i64]) -> xforge_ir::Graph {
-    let mut b = GraphBuilder::new("qkv", 17);
+    qkv_at(indices, 17)
+}
+
+fn qkv_at(indices: &[i64], opset: i64) -> xforge_ir::Graph {
+    let mut b = GraphBuilder::new("qkv", opset);
     let x = b.input("x", DType::F32, &[3, 5, 4]);
     let u = ValueType::unranked(DType::F32);
     let y = b.node(Op::Relu, &[x], vec![], u.clone());
@@ -32,6 +36,21 @@ fn gathers_of_every_index_become_one_split() {
     assert_eq!(g.nodes.iter().filter(|n| n.op == Op::Split).count(), 1);
     assert!(g.nodes.iter().all(|n| n.op != Op::Gather));
     insta::assert_snapshot!(print(&g));
+    assert_equivalent(&before, &g, 0.0);
+}
+
+#[test]
+fn before_opset_13_axes_and_sizes_are_attributes() {
+    // Squeeze's axes and Split's sizes became inputs in opset 13; an opset-11 model's rewritten
+    // form ran nowhere (the interpreter refused the axes input; found by the fusion_diff fuzz target)
+    let before = qkv_at(&[0, 1, 2], 11);
+    let mut g = before.clone();
+    assert_eq!(gathers_to_split(&mut g), 3);
+    dce(&mut g);
+    infer_graph(&mut g).unwrap();
+    for n in g.nodes.iter().filter(|n| matches!(n.op, Op::Split | Op::Squeeze)) {
+        assert_eq!(n.inputs.len(), 1, "{}", n.name);
+    }
     assert_equivalent(&before, &g, 0.0);
 }
 
