@@ -1047,3 +1047,57 @@ fn models_quantized_by_onnxruntime_run_as_onnxruntime_runs_them() {
         assert_eq!(text.matches("top-1 agreement 100%").count(), models.len(), "{text}");
     }
 }
+
+#[test]
+fn calibration_reads_a_folder_of_images_through_the_zoo_preprocessing() {
+    // two flat-colour images of other sizes than the model's 224×224: stretched, scaled to [0, 1]
+    // and normalized with ImageNet's mean and std, channel c holds (p_c / 255 − mean_c) / std_c
+    // everywhere, so the input's range, and with it the scale and zero point of the QDQ pair
+    // that reads the input, are known exactly. mnasnet0_5 takes batches of 1: two batches
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = dir.path().join("imgs");
+    std::fs::create_dir(&imgs).unwrap();
+    image::RgbImage::from_pixel(50, 30, image::Rgb([255, 0, 0])).save(imgs.join("a.png")).unwrap();
+    image::RgbImage::from_pixel(20, 64, image::Rgb([0, 0, 255])).save(imgs.join("b.jpg")).unwrap();
+    let out = dir.path().join("q.onnx");
+    let (code, _, err) = xforge(&[
+        "quantize",
+        &model("mnasnet0_5.onnx"),
+        "--calibration",
+        imgs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (mean, std) = ([0.485f64, 0.456, 0.406], [0.229f64, 0.224, 0.225]);
+    let v = |p: f64, c: usize| (p / 255.0 - mean[c]) / std[c];
+    // red: (2.249, -2.036, -1.804); blue, through JPEG, close to (-2.118, -2.036, 2.640)
+    let (lo, hi) = (v(0.0, 0).min(v(0.0, 1)), v(255.0, 2));
+    let want = (hi - lo) / 255.0;
+    python(&format!(
+        r#"
+import onnx, onnx.numpy_helper as nh
+m = onnx.load("{q}")
+init = {{t.name: nh.to_array(t) for t in m.graph.initializer}}
+q = [n for n in m.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == m.graph.input[0].name]
+assert len(q) == 1, q
+scale = float(init[q[0].input[1]]); zp = int(init[q[0].input[2]])
+print("input scale", scale, "zero point", zp)
+assert abs(scale - {want}) < 0.02 * {want}, scale
+assert abs(zp - round(-{lo} / scale)) <= 1, zp
+"#,
+        q = out.display()
+    ));
+    // a folder of images and .npy files is refused, and so is --task for .npy batches
+    std::fs::write(imgs.join("x.npy"), xforge_ir::npy::to_bytes(&Tensor::from_f32(vec![1], vec![0.0]))).unwrap();
+    let (code, _, err) = xforge(&[
+        "quantize",
+        &model("mnasnet0_5.onnx"),
+        "--calibration",
+        imgs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("both images and .npy batches"), "{err}");
+}

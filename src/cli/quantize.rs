@@ -31,6 +31,8 @@ pub enum QuantPrecision {
 pub struct Calibration {
     /// Calibration batches: for a model of one input, each `.npy` file in the folder is a batch
     /// of it; for several inputs, each subfolder is a batch holding `<input name>.npy` per input.
+    /// A folder of images is pre-processed as the zoo does (see --task), in batches of the
+    /// model's batch size (8 when it is not fixed).
     #[arg(long, value_name = "DIR")]
     pub calibration: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "minmax")]
@@ -41,6 +43,11 @@ pub struct Calibration {
     /// One weight scale per output channel.
     #[arg(long)]
     per_channel: bool,
+    /// For a folder of images (PNG or JPEG): the pre-processing that makes them the model's
+    /// input, a zoo task configuration (input_size, mean, std, layout, fit). Without it: the
+    /// model's input size, ImageNet's mean and std, stretched, NCHW.
+    #[arg(long, value_name = "TASK.toml")]
+    task: Option<PathBuf>,
     /// Keep the most sensitive layers in float until the quantized model's top-1 (argmax over
     /// the first output's last axis, every row of every calibration batch) differs from the
     /// float model's on at most this many percent of rows.
@@ -66,8 +73,92 @@ impl Calibration {
             MethodArg::Percentile => Method::Percentile(self.percentile),
             MethodArg::Entropy => Method::Entropy,
         };
-        Ok((QuantizeOptions { method, per_channel: self.per_channel, format }, batches(dir, &inputs)?))
+        let batches = if has_images(dir)? {
+            image_batches(dir, &m.graph, self.task.as_deref())?
+        } else {
+            if self.task.is_some() {
+                return Err(BadInput("--task is for a calibration folder of images".into()).into());
+            }
+            batches(dir, &inputs)?
+        };
+        Ok((QuantizeOptions { method, per_channel: self.per_channel, format }, batches))
     }
+}
+
+/// Image files calibration reads.
+const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
+/// Images per batch when the model's batch size is not fixed.
+const IMAGES_PER_BATCH: usize = 8;
+
+fn is_image(p: &Path) -> bool {
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Whether `dir` holds images (and then nothing else calibration would read).
+fn has_images(dir: &Path) -> anyhow::Result<bool> {
+    let entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| BadInput(format!("--calibration {}: {e}", dir.display())))?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let images = entries.iter().filter(|p| is_image(p)).count();
+    let other = entries.iter().filter(|p| p.is_dir() || p.extension().is_some_and(|e| e == "npy")).count();
+    if images > 0 && other > 0 {
+        return Err(
+            BadInput(format!("--calibration {}: both images and .npy batches; give one kind", dir.display())).into()
+        );
+    }
+    Ok(images > 0)
+}
+
+/// The images in `dir` (sorted by name) through the zoo's pre-processing, in batches of the
+/// model's first input.
+fn image_batches(
+    dir: &Path,
+    model: &xforge_ir::Graph,
+    task: Option<&Path>,
+) -> anyhow::Result<Vec<HashMap<String, Tensor>>> {
+    use xforge_zoo::{Layout, Picture, TaskConfig};
+    let &input = model.inputs.first().ok_or_else(|| BadInput("the model has no inputs".into()))?;
+    let shape = model.ty(input).shape.clone().unwrap_or_default();
+    let known = |d: usize| shape.get(d).and_then(|d| d.known());
+    let cfg = match task {
+        Some(t) => TaskConfig::read(t)?,
+        None => {
+            let (h, w) = match (known(1), known(2), known(3)) {
+                (Some(3), Some(h), Some(w)) => (h, w),
+                _ => {
+                    return Err(BadInput(format!(
+                        "calibrating on images: the model's input '{}' is {}, not [N, 3, H, W]; describe its \
+                         pre-processing with --task",
+                        model.name_of(input),
+                        model.ty(input)
+                    ))
+                    .into())
+                }
+            };
+            TaskConfig { input_size: [h, w], layout: Layout::Nchw, ..TaskConfig::default() }
+        }
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?.flatten().map(|e| e.path()).filter(|p| is_image(p)).collect();
+    files.sort();
+    let per = known(0).unwrap_or(IMAGES_PER_BATCH);
+    if files.len() < per {
+        return Err(BadInput(format!(
+            "--calibration {}: {} images, the model takes batches of {per}",
+            dir.display(),
+            files.len()
+        ))
+        .into());
+    }
+    let name = model.name_of(input).to_string();
+    let mut out = vec![];
+    // whole batches only: the model's batch size is fixed or the last few images are left out
+    for chunk in files.chunks_exact(per) {
+        let pictures = chunk.iter().map(|p| Picture::open(p, cfg.max_decoded_pixels)).collect::<Result<Vec<_>, _>>()?;
+        out.push(HashMap::from([(name.clone(), xforge_zoo::pipeline::preprocess(model, &cfg, &pictures)?)]));
+    }
+    Ok(out)
 }
 
 #[derive(clap::Args)]

@@ -112,6 +112,35 @@ pub fn prepend(g: &mut Graph, cfg: &TaskConfig) -> Result<(Vec<Node>, Geometry),
     Ok((nodes, geo))
 }
 
+/// What the task's pre-processing makes of `pictures` for `model`: the model's image input
+/// (batch `pictures.len()`), computed by the interpreter running the pre-processing alone, the
+/// same graph ops a task graph runs. Calibration feeds it to a model that takes images.
+pub fn preprocess(model: &Graph, cfg: &TaskConfig, pictures: &[Picture]) -> Result<Tensor, ZooError> {
+    let mut g = model.clone();
+    let input = model_input(&g, cfg)?;
+    if let Dim::Known(b) = input.batch {
+        if b != pictures.len() {
+            return Err(ZooError::Config(format!("the model takes batches of {b} images, not {}", pictures.len())));
+        }
+    }
+    let (pre, _) = prepend(&mut g, cfg)?;
+    g.nodes = pre;
+    g.outputs = vec![input.id];
+    g.inputs = [PIXELS, EXTENT].iter().filter_map(|n| g.find_value(n)).collect();
+    xforge_ir::infer::infer_graph(&mut g)
+        .map_err(|e| ZooError::Config(format!("the pre-processing does not fit the model: {e}")))?;
+    let fitted: Vec<Picture> = pictures.iter().map(|p| p.clone().fitted(cfg.max_image_size)).collect();
+    let refs: Vec<&Picture> = fitted.iter().collect();
+    let [ch, cw] = cfg.max_image_size;
+    let b = CanvasBatch::pack(&refs, cfg.max_image_size);
+    let feed = HashMap::from([
+        (PIXELS.to_string(), Tensor::new(vec![b.n, ch, cw, 3], TensorData::U8(b.pixels))),
+        (EXTENT.to_string(), Tensor::from_f32(vec![b.n, 2], b.extent)),
+    ]);
+    let mut out = xforge_ir::interp::run(&g, &feed)?;
+    Ok(out.remove(0))
+}
+
 /// Puts pre- and post-processing around the model, makes `outputs` the graph's outputs and
 /// types everything (errors name the node whose shapes do not fit).
 pub fn assemble(g: &mut Graph, pre: Vec<Node>, post: Vec<Node>, outputs: Vec<ValueId>) -> Result<(), ZooError> {
