@@ -64,7 +64,7 @@ const FP8_MAX: f64 = 448.0;
 const SAMPLES: usize = 1 << 16;
 
 /// What calibration saw of one activation.
-#[derive(Default)]
+#[derive(Default, Debug)]
 struct Observed {
     min: f64,
     max: f64,
@@ -160,32 +160,40 @@ fn qdq_node(op: &str, name: String, inputs: [&str; 3], output: String, axis: Opt
     n
 }
 
-/// Observes every activation the targets read over the calibration batches (each a map from
-/// input name to value), on the interpreter.
-fn calibrate(
-    g: &Graph,
-    names: &[String],
-    batches: &[HashMap<String, Tensor>],
-    method: Method,
-) -> Result<Vec<Observed>, QuantizeError> {
-    if batches.is_empty() {
-        return Err(QuantizeError::Calibration("no batches".into()));
-    }
-    // every batch is checked against the model's inputs before any runs
-    for (b, feed) in batches.iter().enumerate() {
-        for &i in &g.inputs {
-            let name = g.name_of(i);
-            let t = feed
-                .get(name)
-                .ok_or_else(|| QuantizeError::Run { batch: b, why: format!("no value for input '{name}'") })?;
-            if t.dtype() != g.ty(i).dtype || !g.ty(i).admits(t.shape()) {
-                return Err(QuantizeError::Run {
-                    batch: b,
-                    why: format!("input '{name}' is {}, the batch holds {} {:?}", g.ty(i), t.dtype(), t.shape()),
-                });
-            }
+/// Checks a calibration batch against the model's inputs (names, types, shapes).
+fn check_batch(g: &Graph, b: usize, feed: &HashMap<String, Tensor>) -> Result<(), QuantizeError> {
+    for &i in &g.inputs {
+        let name = g.name_of(i);
+        let t = feed
+            .get(name)
+            .ok_or_else(|| QuantizeError::Run { batch: b, why: format!("no value for input '{name}'") })?;
+        if t.dtype() != g.ty(i).dtype || !g.ty(i).admits(t.shape()) {
+            return Err(QuantizeError::Run {
+                batch: b,
+                why: format!("input '{name}' is {}, the batch holds {} {:?}", g.ty(i), t.dtype(), t.shape()),
+            });
         }
     }
+    Ok(())
+}
+
+/// Observes every activation the targets read over the calibration batches (each a map from
+/// input name to value), on the interpreter, one batch at a time: each is checked against the
+/// model before it runs. Percentile and entropy keep at most about 2·SAMPLES samples of |x| per
+/// activation, spread evenly over the batches: over a known number of batches, SAMPLES / n of
+/// each; over a stream, all it can and every other one dropped (for the batches to come too)
+/// whenever they pass 2·SAMPLES.
+fn calibrate<B: std::borrow::Borrow<HashMap<String, Tensor>>>(
+    g: &Graph,
+    names: &[String],
+    batches: impl IntoIterator<Item = B>,
+    method: Method,
+) -> Result<Vec<Observed>, QuantizeError> {
+    let batches = batches.into_iter();
+    let known = match batches.size_hint() {
+        (lo, Some(hi)) if lo == hi => Some(lo),
+        _ => None,
+    };
     let mut probe = g.clone();
     probe.outputs = names
         .iter()
@@ -193,7 +201,13 @@ fn calibrate(
         .collect::<Result<_, _>>()?;
     let mut seen: Vec<Observed> =
         names.iter().map(|_| Observed { min: f64::MAX, max: f64::MIN, samples: vec![] }).collect();
-    for (b, feed) in batches.iter().enumerate() {
+    // a stream's sampling stride, doubled at each thinning
+    let mut stride = 1usize;
+    let mut count = 0;
+    for (b, feed) in batches.enumerate() {
+        let feed = feed.borrow();
+        check_batch(g, b, feed)?;
+        count += 1;
         let outs =
             xforge_ir::interp::run(&probe, feed).map_err(|e| QuantizeError::Run { batch: b, why: e.to_string() })?;
         for (o, t) in seen.iter_mut().zip(&outs) {
@@ -206,10 +220,22 @@ fn calibrate(
                 o.max = o.max.max(x);
             }
             if matches!(method, Method::Percentile(_) | Method::Entropy) {
-                let step = (v.len() / (SAMPLES / batches.len()).max(1)).max(1);
+                let step = match known {
+                    Some(n) => (v.len() / (SAMPLES / n.max(1)).max(1)).max(1),
+                    None => (v.len() / SAMPLES).max(1) * stride,
+                };
                 o.samples.extend(v.iter().step_by(step).map(|x| x.abs()));
             }
         }
+        if known.is_none() && seen.iter().any(|o| o.samples.len() > 2 * SAMPLES) {
+            stride *= 2;
+            for o in &mut seen {
+                o.samples = o.samples.iter().step_by(2).copied().collect();
+            }
+        }
+    }
+    if count == 0 {
+        return Err(QuantizeError::Calibration("no batches".into()));
     }
     if method == Method::Entropy {
         for o in &mut seen {
@@ -319,6 +345,32 @@ pub fn calibrate_onnx(
     batches: &[HashMap<String, Tensor>],
     opts: QuantizeOptions,
 ) -> Result<Calibrated, QuantizeError> {
+    calibrate_onnx_with(path, opts, |g, names| {
+        // every batch is checked against the model before any runs
+        for (b, feed) in batches.iter().enumerate() {
+            check_batch(g, b, feed)?;
+        }
+        calibrate(g, names, batches, opts.method)
+    })
+}
+
+/// `calibrate_onnx` over any iterator of batches, read one at a time (the data-loader
+/// calibrator: batches can be made as they are needed, from files, images or a generator). Each
+/// is checked against the model before it runs.
+pub fn calibrate_onnx_stream<B: std::borrow::Borrow<HashMap<String, Tensor>>>(
+    path: &Path,
+    batches: impl IntoIterator<Item = B>,
+    opts: QuantizeOptions,
+) -> Result<Calibrated, QuantizeError> {
+    calibrate_onnx_with(path, opts, |g, names| calibrate(g, names, batches, opts.method))
+}
+
+/// Reads the model, finds what to quantize and has `observe` watch those activations.
+fn calibrate_onnx_with(
+    path: &Path,
+    opts: QuantizeOptions,
+    observe: impl FnOnce(&Graph, &[String]) -> Result<Vec<Observed>, QuantizeError>,
+) -> Result<Calibrated, QuantizeError> {
     let bytes = std::fs::read(path)
         .map_err(|e| QuantizeError::Read { path: path.display().to_string(), why: e.to_string() })?;
     let base = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
@@ -349,7 +401,7 @@ pub fn calibrate_onnx(
     if targets.iter().flatten().next().is_none() {
         return Err(QuantizeError::Model("no Conv, MatMul or Gemm to quantize".into()));
     }
-    let seen = calibrate(&graph, &names, batches, opts.method)?;
+    let seen = observe(&graph, &names)?;
     for (n, o) in names.iter().zip(&seen) {
         tracing::debug!("{n}: [{}, {}]", o.min, o.max);
     }
@@ -645,7 +697,55 @@ pub fn quantize_within(
 
 #[cfg(test)]
 mod tests {
-    use super::entropy_threshold;
+    use super::{calibrate, entropy_threshold, Method, QuantizeError, SAMPLES};
+    use std::collections::HashMap;
+    use xforge_ir::{DType, GraphBuilder, Op, Tensor, ValueType};
+
+    #[test]
+    fn a_stream_of_batches_calibrates_as_the_same_batches_in_a_slice() {
+        // y = Relu(x), x [N]: batch k holds a ramp over [-(k+1), k+1] of 70,000 values (more than
+        // SAMPLES each, so a stream thins its samples on the way)
+        let mut b = GraphBuilder::new("relu", 17);
+        let x = b.input_sym("x", DType::F32, &["n"]);
+        let y = b.node(Op::Relu, &[x], vec![], ValueType::unranked(DType::F32));
+        b.output(y);
+        let mut g = b.finish();
+        xforge_ir::infer::infer_graph(&mut g).unwrap();
+        let n = 70_000;
+        let batch = |k: usize| {
+            let a = (k + 1) as f32;
+            let v: Vec<f32> = (0..n).map(|i| -a + 2.0 * a * i as f32 / (n - 1) as f32).collect();
+            HashMap::from([("x".to_string(), Tensor::from_f32(vec![n], v))])
+        };
+        let slice: Vec<_> = (0..5).map(batch).collect();
+        let names = ["x".to_string(), g.name_of(y).to_string()];
+        for method in [Method::MinMax, Method::Percentile(99.0)] {
+            let a = calibrate(&g, &names, &slice, method).unwrap();
+            // a generator: no length known, batches made as they are asked for
+            let s = calibrate(&g, &names, (0..5).map(batch).filter(|_| true), method).unwrap();
+            for (p, q) in a.iter().zip(&s) {
+                assert!(q.samples.len() <= 2 * SAMPLES);
+                assert!(
+                    (p.min - q.min).abs() < 2e-2 && (p.max - q.max).abs() < 2e-2,
+                    "{method:?}: {} {} / {} {}",
+                    p.min,
+                    p.max,
+                    q.min,
+                    q.max
+                );
+            }
+            if method == Method::MinMax {
+                assert_eq!((a[0].min, a[0].max), (-5.0, 5.0));
+                assert_eq!((s[1].min, s[1].max), (0.0, 5.0));
+            }
+        }
+        // the batch at fault is named, and nothing at all is an error
+        let bad = (0..3).map(|k| if k == 2 { HashMap::new() } else { batch(k) });
+        let e = calibrate(&g, &names, bad, Method::MinMax).unwrap_err();
+        assert!(matches!(&e, QuantizeError::Run { batch: 2, why } if why.contains("no value for input 'x'")), "{e}");
+        let none: Vec<HashMap<String, Tensor>> = vec![];
+        assert!(matches!(calibrate(&g, &names, none, Method::MinMax), Err(QuantizeError::Calibration(_))));
+    }
 
     /// |x| of a standard normal (Box–Muller over a fixed sequence).
     fn normal(n: usize) -> Vec<f64> {
