@@ -746,3 +746,18 @@ fn quantization_scales_and_zero_points_are_checked() {
         .to_string();
     assert!(e.contains("x_zero_point is u8, the quantized data i8"), "{e}");
 }
+
+#[test]
+fn center_crop_pad_of_an_empty_input_is_all_padding() {
+    // x [20, 0, 3] padded to [20, 2, 3] along axis 1 (given as -2): the output is the padding;
+    // the index of the one source element was read from an empty tensor (found by CI's fuzz run)
+    let mut g = GraphBuilder::new("ccp", 18);
+    let x = g.input("x", DType::F32, &[20, 0, 3]);
+    let s = g.weight("shape", Tensor::from_i64(vec![1], vec![2]));
+    let y = g.node(Op::CenterCropPad, &[x, s], vec![("axes", Attr::Ints(vec![-2]))], ValueType::unranked(DType::F32));
+    g.output(y);
+    let g = g.finish();
+    let out = run(&g, &feed(&[("x", Tensor::from_f32(vec![20, 0, 3], vec![]))])).unwrap();
+    assert_eq!(out[0].shape(), &[20, 2, 3]);
+    assert!(out[0].to_f64().iter().all(|&v| v == 0.0));
+}

@@ -669,6 +669,10 @@ pub fn center_crop_pad(a: &NodeAttrs, x: &Tensor, shape: &Tensor) -> OpResult<Te
         shift[ax] = if t <= d { (d - t) / 2 } else { -((t - d) / 2) };
     }
     super::check_size(&out_shape)?;
+    // nothing to crop from: all padding
+    if x.len() == 0 {
+        return Ok(Tensor::zeros(x.dtype(), out_shape));
+    }
     let st = strides(x.shape());
     let mut idx = vec![];
     let mut fill = vec![];
