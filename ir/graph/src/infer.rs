@@ -11,6 +11,9 @@ use crate::tensor::{numel, Tensor};
 
 /// Constants up to this many elements are folded during inference.
 pub const FOLD_LIMIT: usize = 1 << 16;
+/// The highest rank a shape input's declared length may give (a length is a number in the file,
+/// not bytes: 2^40 would be a rank nothing can hold).
+pub const MAX_RANK: usize = 64;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("node '{node}' ({op}): {msg}")]
@@ -1047,6 +1050,9 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
         Reshape => {
             let Some(spec) = f(1).and_then(|f| f.dims.clone()) else {
                 let len = f(1).and_then(|f| f.ty.static_shape()).and_then(|s| s.first().copied());
+                if let Some(n) = len.filter(|&n| n > MAX_RANK) {
+                    return Err(format!("the shape has {n} entries: a rank over {MAX_RANK}"));
+                }
                 return same(len.map(|n| (0..n).map(|_| fresh.dim()).collect()));
             };
             let allowzero = attr_i(node, "allowzero", 0) != 0;
