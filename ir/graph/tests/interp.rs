@@ -761,3 +761,14 @@ fn center_crop_pad_of_an_empty_input_is_all_padding() {
     assert_eq!(out[0].shape(), &[20, 2, 3]);
     assert!(out[0].to_f64().iter().all(|&v| v == 0.0));
 }
+
+#[test]
+fn slices_with_the_largest_steps_take_one_element() {
+    // e − b + s − 1 overflowed i64 for a step of i64::MAX (found by the onnx_interp target; a
+    // release build would have wrapped to an empty slice)
+    use xforge_ir::interp::slice_len;
+    assert_eq!(slice_len(5, 1, 5, i64::MAX), 1);
+    assert_eq!(slice_len(5, 4, -10, i64::MIN), 1);
+    assert_eq!(slice_len(5, 0, 5, 2), 3);
+    assert_eq!(slice_len(0, 0, 5, i64::MAX), 0);
+}

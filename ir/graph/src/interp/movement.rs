@@ -180,8 +180,10 @@ pub fn slice_bounds(d: i64, start: i64, end: i64, s: i64) -> (i64, i64, usize) {
     } else {
         (norm(start).clamp(-1, d - 1), norm(end).clamp(-1, d - 1))
     };
-    let n = if s > 0 { (e - b + s - 1).div_euclid(s) } else { (b - e + (-s) - 1).div_euclid(-s) };
-    (b, e, n.max(0) as usize)
+    // in i128: a step of i64::MAX (or MIN) overflows i64 here
+    let (b2, e2, s2) = (b as i128, e as i128, s as i128);
+    let n = if s2 > 0 { (e2 - b2 + s2 - 1).div_euclid(s2) } else { (b2 - e2 - s2 - 1).div_euclid(-s2) };
+    (b, e, n.clamp(0, d.max(0) as i128) as usize)
 }
 
 /// Slice with starts/ends/axes/steps already read.
