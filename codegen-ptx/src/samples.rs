@@ -480,8 +480,9 @@ pub fn selective_scan(
 
 /// NonMaxSuppression as the compiler lowers a large one: TopK orders each class's scores, and
 /// `Bounded` walks them as one block (the kept rows padded to the bound, and their count).
-/// Boxes [2, n, 4] and scores [2, classes, n]; `per_class` kept at most, `score_th` if any.
-pub fn nms(dt: DType, n: usize, classes: usize, per_class: i64, score_th: Option<f64>) -> Graph {
+/// Boxes [2, n, 4] and scores [2, classes, n]; `per_class` kept at most, `score_th` if any;
+/// with `masked`, the overlap mask of the order is computed first (NmsOverlapMask, input 7).
+pub fn nms(dt: DType, n: usize, classes: usize, per_class: i64, score_th: Option<f64>, masked: bool) -> Graph {
     let mut b = GraphBuilder::new("nms", 17);
     let boxes = b.input("boxes", dt, &[2, n, 4]);
     let scores = b.input("scores", dt, &[2, classes, n]);
@@ -496,6 +497,15 @@ pub fn nms(dt: DType, n: usize, classes: usize, per_class: i64, score_th: Option
     let iou = b.weight("iou", Tensor::from_f64(DType::F32, vec![1], &[0.3]));
     let th = score_th.map(|t| b.weight("score_th", Tensor::from_f64(DType::F32, vec![1], &[t])));
     let bound = 2 * classes * (per_class as usize).min(n);
+    let mask = masked.then(|| {
+        let words = n.div_ceil(32);
+        b.node(
+            Op::NmsOverlapMask,
+            &[boxes, order[1], iou],
+            vec![],
+            ValueType::known(DType::I32, &[2, classes, n, words]),
+        )
+    });
     let attrs = vec![
         ("bounded_op", Attr::Str("NonMaxSuppression".into())),
         ("bounded_axis", Attr::Int(0)),
@@ -503,7 +513,7 @@ pub fn nms(dt: DType, n: usize, classes: usize, per_class: i64, score_th: Option
     ];
     let out = b.node_multi(
         Op::Bounded,
-        &[Some(boxes), Some(scores), Some(max_out), Some(iou), th, None, Some(order[1])],
+        &[Some(boxes), Some(scores), Some(max_out), Some(iou), th, None, Some(order[1]), mask],
         attrs,
         vec![ValueType::known(DType::I64, &[bound, 3]), ValueType::known(DType::I64, &[])],
     );
@@ -540,12 +550,16 @@ pub fn nonzero(dt: DType, rows: usize, cols: usize, valid: Option<i64>) -> Graph
 }
 
 /// NonMaxSuppression cases (several kernels each): many chunks of 32 candidates with every
-/// survivor kept; a per-class limit and a score threshold; one class of 3000 boxes.
+/// survivor kept; a per-class limit and a score threshold; one class of 3000 boxes; each walked
+/// by overlap tests against the kept boxes and from the overlap mask.
 pub fn nms_cases(dt: DType) -> Vec<(&'static str, Graph)> {
     vec![
-        ("nms_block", nms(dt, 700, 3, 700, None)),
-        ("nms_block_limited", nms(dt, 500, 2, 9, Some(0.5))),
-        ("nms_block_wide", nms(dt, 3000, 1, 3000, Some(-1.0))),
+        ("nms_block", nms(dt, 700, 3, 700, None, false)),
+        ("nms_block_limited", nms(dt, 500, 2, 9, Some(0.5), false)),
+        ("nms_block_wide", nms(dt, 3000, 1, 3000, Some(-1.0), false)),
+        ("nms_masked", nms(dt, 700, 3, 700, None, true)),
+        ("nms_masked_limited", nms(dt, 500, 2, 9, Some(0.5), true)),
+        ("nms_masked_wide", nms(dt, 3000, 1, 3000, Some(-1.0), true)),
         // NonZero as one block: runs of 1 and of several elements a thread, a valid length
         ("nonzero_block", nonzero(dt, 3, 700, None)),
         ("nonzero_block_runs", nonzero(dt, 7, 3001, None)),

@@ -39,13 +39,24 @@ fn padded(g: &Graph, n: &Node) -> Option<(usize, usize)> {
     }
 }
 
-/// The TopK that orders each (batch, class)'s scores [B, C, N] from high to low (ties by index,
-/// the greedy walk's order), for a NonMaxSuppression of at least NMS_BLOCK_MIN_BOXES boxes:
-/// (the node, its indices) to run before it and pass as the Bounded node's input 6.
-pub(crate) fn score_order(g: &mut Graph, name: &str, scores: ValueId, s: &[usize]) -> Option<(Node, ValueId)> {
-    if s.len() != 3 || s[2] < crate::knobs::NMS_BLOCK_MIN_BOXES {
+/// What a NonMaxSuppression `n` of at least NMS_BLOCK_MIN_BOXES boxes runs on besides its own
+/// operands: the TopK that orders each (batch, class)'s scores [B, C, N] from high to low (ties
+/// by index, the greedy walk's order) and, where it fits NMS_MASK_MAX_BYTES, the overlap mask
+/// of that order (NmsOverlapMask). Returns the nodes to run before the Bounded node and its
+/// inputs 6 (the order) and 7 (the mask, when there is one). `ins` are the NonMaxSuppression's
+/// operands as the Bounded node takes them, `s` the scores' shape.
+pub(crate) fn nms_helpers(
+    g: &mut Graph,
+    n: &Node,
+    ins: &[Option<ValueId>],
+    s: &[usize],
+) -> Option<(Vec<Node>, Vec<ValueId>)> {
+    use crate::knobs::{NMS_BLOCK_MIN_BOXES, NMS_MASK_MAX_BOXES, NMS_MASK_MAX_BYTES};
+    if s.len() != 3 || s[2] < NMS_BLOCK_MIN_BOXES {
         return None;
     }
+    let (boxes, scores) = (ins.first().copied().flatten()?, ins.get(1).copied().flatten()?);
+    let name = &n.name;
     let dt = g.ty(scores).dtype;
     let k = g.add_value(format!("{name}/order_k"), ValueType::known(DType::I64, &[1]));
     g.weights.insert(k, xforge_ir::Tensor::from_i64(vec![1], vec![s[2] as i64]));
@@ -53,14 +64,32 @@ pub(crate) fn score_order(g: &mut Graph, name: &str, scores: ValueId, s: &[usize
     let idx = g.add_value(format!("{name}/order"), ValueType::known(DType::I64, s));
     let mut a: xforge_ir::Attrs = Default::default();
     a.insert("axis".into(), Attr::Int(-1));
-    let node = Node {
+    let order = Node {
         name: format!("{name}/order"),
         op: Op::TopK,
         inputs: vec![Some(scores), Some(k)],
         outputs: vec![Some(vals), Some(idx)],
         attrs: a,
     };
-    Some((node, idx))
+    let words = s[2].div_ceil(xforge_ir::interp::MASK_WORD_BITS);
+    let bytes = s[0] * s[1] * s[2] * words * 4;
+    if s[2] > NMS_MASK_MAX_BOXES || bytes > NMS_MASK_MAX_BYTES {
+        return Some((vec![order], vec![idx]));
+    }
+    let shape = [s[0], s[1], s[2], words];
+    let mask = g.add_value(format!("{name}/overlaps"), ValueType::known(DType::I32, &shape));
+    let mut a: xforge_ir::Attrs = Default::default();
+    if let Some(c) = n.attrs.get("center_point_box") {
+        a.insert("center_point_box".into(), c.clone());
+    }
+    let overlaps = Node {
+        name: format!("{name}/overlaps"),
+        op: Op::NmsOverlapMask,
+        inputs: vec![Some(boxes), Some(idx), ins.get(3).copied().flatten()],
+        outputs: vec![Some(mask)],
+        attrs: a,
+    };
+    Some((vec![order, overlaps], vec![idx, mask]))
 }
 
 /// Rewrites every NonZero, NonMaxSuppression and Compress whose result has no static shape;
@@ -91,16 +120,17 @@ pub fn bound_data_dependent(g: &mut Graph) -> usize {
         attrs.insert("bounded_axis".into(), Attr::Int(axis as i64));
         attrs.insert("bound".into(), Attr::Int(bound as i64));
         let mut inputs = n.inputs.clone();
-        let order = match (n.op, n.inputs.get(1).copied().flatten()) {
+        let helpers = match (n.op, n.inputs.get(1).copied().flatten()) {
             (Op::NonMaxSuppression, Some(scores)) => {
                 let s = g.ty(scores).static_shape().unwrap_or_default();
-                score_order(g, &n.name, scores, &s)
+                nms_helpers(g, &n, &n.inputs, &s)
             }
             _ => None,
         };
-        if let Some((_, idx)) = &order {
+        let (before, extra) = helpers.unwrap_or_default();
+        if !extra.is_empty() {
             inputs.resize(6, None);
-            inputs.push(Some(*idx));
+            inputs.extend(extra.into_iter().map(Some));
         }
         let bounded = Node { name: n.name.clone(), op: Op::Bounded, inputs, outputs: vec![Some(p), Some(len)], attrs };
         let mut pa: xforge_ir::Attrs = Default::default();
@@ -112,8 +142,8 @@ pub fn bound_data_dependent(g: &mut Graph) -> usize {
             outputs: vec![Some(out)],
             attrs: pa,
         };
-        let added = order.is_some() as usize;
-        let nodes: Vec<Node> = order.map(|(t, _)| t).into_iter().chain([bounded, prefix]).collect();
+        let added = before.len();
+        let nodes: Vec<Node> = before.into_iter().chain([bounded, prefix]).collect();
         g.nodes.splice(i..=i, nodes);
         done += 1;
         i += 2 + added;

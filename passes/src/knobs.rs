@@ -31,6 +31,15 @@ pub const UNROLL_NODE_LIMIT: usize = 20_000;
 /// cooperating block; below it, one thread walks the boxes (kernels the host emulator runs).
 pub const NMS_BLOCK_MIN_BOXES: usize = 256;
 
+/// Largest overlap mask (bytes: batches × classes × boxes² / 8) NonMaxSuppression computes in
+/// parallel before its block walk; larger ones walk by testing each candidate against the
+/// kept boxes instead.
+pub const NMS_MASK_MAX_BYTES: usize = 256 << 20;
+
+/// Most boxes of a masked NonMaxSuppression: the block keeps one bit per box in workgroup
+/// memory (32 KiB here).
+pub const NMS_MASK_MAX_BOXES: usize = 32 * 8192;
+
 /// The most nodes one fusion group takes in (longer elementwise chains become several kernels).
 pub const MAX_GROUP_NODES: usize = 512;
 /// The most values one fusion group reads from outside it (a kernel's parameters are bounded:

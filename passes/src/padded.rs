@@ -1153,9 +1153,9 @@ fn nms(p: &mut Pass, n: &Node, pads: &[(usize, Pad)], inputs: Vec<Option<ValueId
     let mut args = inputs.clone();
     args.resize(5, None);
     args.push(Some(len));
-    if let Some((t, idx)) = crate::bounded::score_order(p.g, &n.name, inputs[1].ok_or("no scores")?, &sc) {
-        p.out.push(t);
-        args.push(Some(idx));
+    if let Some((before, extra)) = crate::bounded::nms_helpers(p.g, n, &inputs, &sc) {
+        p.out.extend(before);
+        args.extend(extra.into_iter().map(Some));
     }
     let mut a = n.attrs.clone();
     a.insert("bounded_op".into(), Attr::Str("NonMaxSuppression".into()));

@@ -205,6 +205,18 @@ generic_cases! {
         check(one(Op::CumSum, &[(d, &[3, 6])], &[Tensor::from_i64(vec![], vec![1])], vec![("exclusive", Attr::Int(1)), ("reverse", Attr::Int(1))], 1), &[]);
         check(one(Op::TopK, &[(d, &[3, 9])], &[Tensor::from_i64(vec![1], vec![4])], vec![("largest", Attr::Int(0))], 2), &[]);
     };
+    nms_overlap_mask: [F32, F16, F64] => |d| {
+        // 70 boxes: three words a row, the last one partial; a shuffled order with entries
+        // past either end (clamped); corner boxes and center boxes
+        let (n, classes) = (70usize, 3usize);
+        let order: Vec<i64> = (0..2 * classes * n).map(|i| ((i * 37 + 11) % (n + 4)) as i64 - 2).collect();
+        let order = Tensor::from_i64(vec![2, classes, n], order);
+        for center in [0, 1] {
+            let iou = Tensor::from_f64(d, vec![1], &[0.2]);
+            let g = one(Op::NmsOverlapMask, &[(d, &[2, n, 4]), (DType::I64, &[2, classes, n])], &[iou], vec![("center_point_box", Attr::Int(center))], 1);
+            check(g, &[(1, order.clone())]);
+        }
+    };
     normalizations: [F32, F16] => |d| {
         check(one(Op::GroupNormalization, &[(d, &[2, 6, 3, 3]), (d, &[6]), (d, &[6])], &[], vec![("num_groups", Attr::Int(3))], 1), &[]);
         check(one(Op::InstanceNormalization, &[(d, &[2, 3, 4, 4]), (d, &[3]), (d, &[3])], &[], vec![], 1), &[]);

@@ -577,6 +577,7 @@ fn out_dtypes(node: &Node, ins: &[Option<Fact>]) -> Result<Vec<DType>, String> {
         }
         Shape | Size | ArgMax | ArgMin | NonZero | NonMaxSuppression => vec![DType::I64],
         TopKBounded => vec![d0, DType::I64],
+        NmsOverlapMask => vec![DType::I32],
         ConcatBounded => vec![d0, DType::I64],
         Choose => vec![ins.get(1).and_then(|f| f.as_ref()).map(|f| f.ty.dtype).unwrap_or(d0)],
         Bounded => match node.attrs.get("bounded_op") {
@@ -827,6 +828,15 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
             out.push(ty(DType::F32, last));
         }
         return Ok(Some(out));
+    }
+    // NonMaxSuppression's overlap mask: order [B, C, N] gives [B, C, N, ⌈N/32⌉] words
+    if op == NmsOverlapMask {
+        let s = shape(1).map(|mut o| {
+            let words = o.get(2).and_then(Dim::known).map(|n| known(n.div_ceil(32))).unwrap_or_else(|| fresh.dim());
+            o.push(words);
+            o
+        });
+        return Ok(Some(vec![ty(DType::I32, s)]));
     }
     // a data-dependent op padded to its bound, with its length; the prefix of the valid entries
     if op == Bounded {

@@ -96,6 +96,9 @@ ops! {
     // the valid entries along `axis`; and the choice of a whole tensor by a condition (an If whose
     // branches differ in shape)
     TopKBounded: Opaque, ConcatBounded: Opaque, ReduceBounded: Opaque, Choose: Opaque,
+    // xforge's own (interp/detection.rs): which later boxes of NonMaxSuppression's score order
+    // each box overlaps, one bit each (the parallel half of a large NonMaxSuppression)
+    NmsOverlapMask: Opaque,
     ConvTranspose: Contraction, Attention: Contraction,
     // data movement and shapes
     Shape: Opaque, Size: Opaque, Reshape: Injective, Flatten: Injective, Expand: Injective,
@@ -127,6 +130,7 @@ impl Op {
                 | Op::ConcatBounded
                 | Op::ReduceBounded
                 | Op::Choose
+                | Op::NmsOverlapMask
         )
     }
 

@@ -47,7 +47,8 @@ pub fn input_arity(op: Op) -> (usize, usize) {
         Split | Squeeze | Unsqueeze | Trilu | TopK | Upsample | ReduceSum | ReduceMean | ReduceMax | ReduceMin
         | ReduceProd | ReduceL1 | ReduceL2 | ReduceLogSum | ReduceLogSumExp | ReduceSumSquare => (1, 2),
         NonMaxSuppression => (2, 5),
-        Bounded => (1, 7),
+        Bounded => (1, 8),
+        NmsOverlapMask => (2, 3),
         Prefix | ReduceBounded => (2, 2),
         TopKBounded | Choose => (3, 3),
         ConcatBounded => (2, V),

@@ -108,6 +108,10 @@ pub fn attn_prefetch() -> bool {
 /// NonZero over at least this many elements runs as one block (each thread a run of the input,
 /// a scan of the counts in workgroup memory); smaller ones stay one host-emulable thread.
 pub const NONZERO_BLOCK_MIN: usize = 1024;
+
+/// Most 32-bit words of the bit set a masked NonMaxSuppression keeps in workgroup memory
+/// (boxes / 32; the passes' NMS_MASK_MAX_BOXES).
+pub const NMS_MASK_MAX_WORDS: usize = 8192;
 /// Threads of that block.
 pub const NONZERO_THREADS: usize = 1024;
 /// Bounded TopK: a thread counts the entries ranked ahead of its own this many at a time, and

@@ -1,7 +1,7 @@
 //! Detection post-processing: NonMaxSuppression and RoiAlign.
 use super::attrs::{opt, req, NodeAttrs};
 use super::OpResult;
-use crate::tensor::Tensor;
+use crate::tensor::{numel, Tensor, TensorData};
 
 fn iou(a: [f64; 4], b: [f64; 4], center: bool) -> f64 {
     let corners = |v: [f64; 4]| {
@@ -64,6 +64,46 @@ pub fn nms(a: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<Tensor> {
     }
     let n = out.len() / 3;
     Ok(Tensor::from_i64(vec![n, 3], out))
+}
+
+/// Bits a word of NmsOverlapMask's rows.
+pub const MASK_WORD_BITS: usize = 32;
+
+/// NmsOverlapMask(boxes [B, N, 4], order [B, C, N], iou_threshold?) (xforge's own): for each
+/// (batch, class) and sorted position r, bit j of word w is set where the position p = 32w + j
+/// comes after r and the boxes at positions r and p overlap by more than the threshold (IoU as
+/// NonMaxSuppression's) → i32 [B, C, N, ⌈N/32⌉]. Order entries are clamped to [0, N).
+pub fn overlap_mask(a: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<Tensor> {
+    let (boxes, order) = (req(ins, 0)?, req(ins, 1)?);
+    let (bs, os) = (boxes.shape(), order.shape());
+    if bs.len() != 3 || bs[2] != 4 || os.len() != 3 || os[0] != bs[0] || os[2] != bs[1] {
+        return Err(format!("boxes {bs:?} must be [B, N, 4] and the order {os:?} [B, C, N]"));
+    }
+    let (nb, nc, n) = (bs[0], os[1], bs[1]);
+    let words = n.div_ceil(MASK_WORD_BITS);
+    let shape = vec![nb, nc, n, words];
+    super::check_size(&shape)?;
+    let iou_th = opt(ins, 2).filter(|t| !t.is_empty()).map(|t| t.to_f64()[0]).unwrap_or(0.0);
+    let center = a.int("center_point_box", 0)? != 0;
+    let (bv, ov) = (boxes.to_f64(), order.to_i64());
+    let mut out = vec![0u32; numel(&shape)];
+    for b in 0..nb {
+        let bx = |k: usize| -> [f64; 4] { bv[(b * n + k) * 4..][..4].try_into().unwrap() };
+        for c in 0..nc {
+            let row = &ov[(b * nc + c) * n..][..n];
+            let at = |r: usize| row[r].clamp(0, n as i64 - 1) as usize;
+            for r in 0..n {
+                let words_r = &mut out[((b * nc + c) * n + r) * words..][..words];
+                for p in r + 1..n {
+                    if iou(bx(at(r)), bx(at(p)), center) > iou_th {
+                        words_r[p / MASK_WORD_BITS] |= 1 << (p % MASK_WORD_BITS);
+                    }
+                }
+            }
+        }
+    }
+    // the words as i32 bit patterns
+    Ok(Tensor::new(shape, TensorData::I32(out.into_iter().map(|w| w as i32).collect())))
 }
 
 fn bilinear(plane: &[f64], h: usize, w: usize, y: f64, x: f64) -> [(usize, f64); 4] {

@@ -26,6 +26,7 @@ use crate::tensor::Tensor;
 pub use attrs::NodeAttrs;
 use attrs::{opt, req, scalar};
 pub use conv::{each_index, transposed_window, TransposedWindow, Window};
+pub use detection::MASK_WORD_BITS;
 pub use linalg::{einsum_plan, EinsumPlan};
 pub use resize::{resize_plan, ResizePlan, Taps};
 use std::collections::HashMap;
@@ -347,6 +348,7 @@ fn eval(node: &Node, ins: &[Option<Tensor>], opset: i64, scope: &Scope) -> OpRes
         Bounded => bounded::bounded(node, ins, opset, scope),
         Prefix => one(bounded::prefix(&a, ins)?),
         TopKBounded => bounded::topk(&a, ins),
+        NmsOverlapMask => one(detection::overlap_mask(&a, ins)?),
         ConcatBounded => bounded::concat(&a, ins),
         ReduceBounded => one(bounded::reduce(&a, opset, ins)?),
         Choose => one(if req(ins, 0)?.to_f64().first().copied().unwrap_or(0.0) != 0.0 {

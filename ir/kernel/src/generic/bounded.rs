@@ -12,6 +12,9 @@ use xforge_ir::tensor::numel;
 pub fn bounded(k: &mut Kern) -> R<usize> {
     let a = k.attrs();
     let op = a.string("bounded_op", "")?;
+    if op == "NonMaxSuppression" && k.in_val(7).is_some() {
+        return nms_masked(k);
+    }
     if op == "NonMaxSuppression" && k.in_val(6).is_some() {
         return nms_block(k);
     }
@@ -246,20 +249,26 @@ fn scalar_in(k: &mut Kern, i: usize, ct: Ty, default: Option<f64>) -> R<Option<V
     Ok(Some(s::cast(&mut k.b, &v, ct)))
 }
 
+/// Boxes [B, N, 4] as NonMaxSuppression reads them, and its overlap test.
+struct Boxes {
+    boxes: usize,
+    n: usize,
+    center: bool,
+    /// the type the corners and IoU are computed in (f64 for f64 boxes, else f32)
+    ct: Ty,
+    iou_th: Val,
+}
+
 /// NonMaxSuppression's operands as the kernel reads them.
 struct Nms {
-    boxes: usize,
+    geo: Boxes,
     scores: usize,
-    /// batches, boxes, classes
+    /// batches, classes
     nb: usize,
-    n: usize,
     nc: usize,
-    center: bool,
-    ct: Ty,
     /// the per-class limit (at most N, 0 when absent) and the valid boxes (input 5), as indices
     max_out: String,
     valid: String,
-    iou_th: Val,
     score_th: Option<Val>,
 }
 
@@ -281,22 +290,27 @@ fn count_in(k: &mut Kern, i: usize, n: usize, absent: usize) -> R<String> {
     Ok(s::to_index(&mut k.b, &v))
 }
 
-fn nms_args(k: &mut Kern) -> R<Nms> {
+/// The boxes (input 0) with `center_point_box` and the IoU threshold (input `iou_at`).
+fn boxes_args(k: &mut Kern, iou_at: usize) -> R<Boxes> {
     let bs = k.in_shape(0)?;
-    let ss = k.in_shape(1)?;
-    let (nb, n, nc) = (bs[0], bs[1], ss[1]);
     let center = k.attrs().int("center_point_box", 0)? != 0;
     let ct = if k.in_dtype(0)? == xforge_ir::DType::F64 { Ty::F64 } else { Ty::F32 };
-    let (boxes, scores) = (k.input(0)?, k.input(1)?);
+    let iou_th = scalar_in(k, iou_at, ct, Some(0.0))?.expect("a default");
+    Ok(Boxes { boxes: k.input(0)?, n: bs[1], center, ct, iou_th })
+}
+
+fn nms_args(k: &mut Kern) -> R<Nms> {
+    let geo = boxes_args(k, 3)?;
+    let (nb, nc, n) = (k.in_shape(0)?[0], k.in_shape(1)?[1], geo.n);
+    let scores = k.input(1)?;
     let max_out = count_in(k, 2, n, 0)?;
     // padded boxes: only the first `valid` (input 5) take part
     let valid = if k.in_val(5).is_some() { count_in(k, 5, n, n)? } else { k.index(n) };
-    let iou_th = scalar_in(k, 3, ct, Some(0.0))?.expect("a default");
-    let score_th = scalar_in(k, 4, ct, None)?;
-    Ok(Nms { boxes, scores, nb, n, nc, center, ct, max_out, valid, iou_th, score_th })
+    let score_th = scalar_in(k, 4, geo.ct, None)?;
+    Ok(Nms { geo, scores, nb, nc, max_out, valid, score_th })
 }
 
-impl Nms {
+impl Boxes {
     /// Corners (y1, x1, y2, x2 ordered low to high) of box `i` of batch `b`.
     fn corners(&self, k: &mut Kern, b: &str, i: &str) -> Vec<Val> {
         let base = k.ixc("muli", b, self.n);
@@ -347,12 +361,14 @@ impl Nms {
         let iou = s::select(bb, &pos, &q, &z);
         s::cmp(bb, "gt", &iou, &self.iou_th)
     }
+}
 
+impl Nms {
     /// The score of box `i` in the scores row starting at `srow`.
     fn score(&self, k: &mut Kern, srow: &str, i: &str) -> Val {
         let at = k.ix("addi", srow, i);
         let v = k.load(self.scores, &at);
-        s::cast(&mut k.b, &v, self.ct)
+        s::cast(&mut k.b, &v, self.geo.ct)
     }
 
     /// Whether box `i` takes part: valid, and above the score threshold if there is one.
@@ -398,14 +414,14 @@ fn keep_row(k: &mut Kern, p: usize, keep: &Val, start: &str, kept: &str, row: [&
 /// thread, no scratch memory: each step scans for the best box ranked below the last one.
 fn nms(k: &mut Kern, p: usize) -> R<String> {
     let a = nms_args(k)?;
-    let (n, nc) = (a.n, a.nc);
+    let (n, nc) = (a.geo.n, a.nc);
     let zero = k.index(0);
     let total = k.fold_n(a.nb * nc, &[Val::new(zero, Ty::Index)], |k, bc, acc| {
         let start = acc[0].v.clone();
         let b = k.ixc("divui", bc, nc);
         let c = k.ixc("remui", bc, nc);
         let srow = k.ixc("muli", bc, n);
-        let inf = konst(&mut k.b, f64::INFINITY, a.ct);
+        let inf = konst(&mut k.b, f64::INFINITY, a.geo.ct);
         let z = k.index(0);
         let none = k.index(n);
         // carried: kept, last score, last index (n before the first), finished
@@ -418,7 +434,7 @@ fn nms(k: &mut Kern, p: usize) -> R<String> {
         let r = k.fold(&z0, &valid, &init, |k, _, st| {
             let (kept, last_s, last_i) = (st[0].v.clone(), st[1].clone(), st[2].v.clone());
             // the best box ranked after (last_s, last_i): lower score, or equal score at a higher index
-            let ninf = konst(&mut k.b, f64::NEG_INFINITY, a.ct);
+            let ninf = konst(&mut k.b, f64::NEG_INFINITY, a.geo.ct);
             let z = k.index(0);
             let nn = k.index(n);
             let found = konst(&mut k.b, 0.0, Ty::Bool);
@@ -451,7 +467,7 @@ fn nms(k: &mut Kern, p: usize) -> R<String> {
             let go = k.and(&bf, &room);
             let go = k.and(&go, &not_fin);
             // suppressed by a kept box of this class?
-            let mine = a.corners(k, &b, &bi);
+            let mine = a.geo.corners(k, &b, &bi);
             let z = k.index(0);
             let no = konst(&mut k.b, 0.0, Ty::Bool);
             let sup = k.fold(&z, &kept, &[no], |k, j, acc| {
@@ -460,8 +476,8 @@ fn nms(k: &mut Kern, p: usize) -> R<String> {
                 let at = k.ixc("addi", &at, 2);
                 let other = k.load(p, &at);
                 let oi = s::to_index(&mut k.b, &other);
-                let theirs = a.corners(k, &b, &oi);
-                let over = a.overlaps(k, &theirs, &mine);
+                let theirs = a.geo.corners(k, &b, &oi);
+                let over = a.geo.overlaps(k, &theirs, &mine);
                 Ok(vec![or(k, &acc[0], &over)])
             })?;
             let keep_it = not(k, &sup[0]);
@@ -482,6 +498,271 @@ fn nms(k: &mut Kern, p: usize) -> R<String> {
     Ok(total[0].v.clone())
 }
 
+/// The box at sorted position `r` of the order row starting at `srow` (an index; order entries
+/// clamped to [0, n), as the interpreter's overlap mask reads them).
+fn sorted_box(k: &mut Kern, order: usize, srow: &str, r: &str, n: usize) -> String {
+    let i64t = Ty::Int(64, true);
+    let at = k.ix("addi", srow, r);
+    let i = k.load(order, &at);
+    let i = s::cast(&mut k.b, &i, i64t);
+    let lo = s::int_konst(&mut k.b, 0, i64t);
+    let hi = s::int_konst(&mut k.b, n as i64 - 1, i64t);
+    let i = s::max(&mut k.b, &i, &lo);
+    let i = s::min(&mut k.b, &i, &hi);
+    s::to_index(&mut k.b, &i)
+}
+
+/// Member `m` of the chunk starting at sorted position `r0`: its box, and whether it is a
+/// candidate (inside the order, valid, above the score threshold).
+fn member(k: &mut Kern, a: &Nms, order: usize, srow: &str, r0: &str, m: &str) -> (String, Val) {
+    let n = a.geo.n;
+    let r = k.ix("addi", r0, m);
+    let nn = k.index(n);
+    let inside = k.icmp("ult", &r, &nn);
+    let z = k.index(0);
+    let rr = k.isel(&inside, &r, &z);
+    let i = sorted_box(k, order, srow, &rr, n);
+    let cand = a.candidate(k, srow, &i);
+    (i, k.and(&inside, &cand))
+}
+
+/// NmsOverlapMask(boxes, order, iou_threshold) (interp/detection.rs): one thread per 32-bit
+/// word of a row: bit j of word w of row r is whether the box at sorted position 32w + j (after
+/// r) overlaps the box at position r. Words at or before the row's own are zero.
+pub fn overlap_mask(k: &mut Kern) -> R<usize> {
+    let geo = boxes_args(k, 2)?;
+    let (bs, os) = (k.in_shape(0)?, k.in_shape(1)?);
+    let n = geo.n;
+    if os.len() != 3 || os[0] != bs[0] || os[2] != n {
+        return Err(format!("the score order has shape {os:?}, not [{}, C, {n}]", bs[0]));
+    }
+    let (nb, nc) = (bs[0], os[1]);
+    let words = n.div_ceil(BITS);
+    let order = k.input(1)?;
+    let out = k.output(0)?;
+    let total = nb * nc * n * words;
+    let i32t = Ty::Int(32, true);
+    k.for_each(total, |k, i| {
+        let row = k.ixc("divui", i, words);
+        let w = k.ixc("remui", i, words);
+        let bc = k.ixc("divui", &row, n);
+        let r = k.ixc("remui", &row, n);
+        let b = k.ixc("divui", &bc, nc);
+        let srow = k.ixc("muli", &bc, n);
+        // positions 32w .. 32w + 31: any after r?
+        let last = k.ixc("muli", &w, BITS);
+        let last = k.ixc("addi", &last, BITS - 1);
+        let any = k.icmp("ugt", &last, &r);
+        let word = k.if_else(
+            &any,
+            &[i32t],
+            |k| {
+                let mine = sorted_box(k, order, &srow, &r, n);
+                let mine = geo.corners(k, &b, &mine);
+                let z32 = s::int_konst(&mut k.b, 0, i32t);
+                let first = k.ixc("muli", &w, BITS);
+                k.fold_n(BITS, &[z32], |k, j, acc| {
+                    let p = k.ix("addi", &first, j);
+                    let after = k.icmp("ugt", &p, &r);
+                    let nn = k.index(n);
+                    let inside = k.icmp("ult", &p, &nn);
+                    let ok = k.and(&after, &inside);
+                    let z = k.index(0);
+                    let pc = k.isel(&inside, &p, &z);
+                    let theirs = sorted_box(k, order, &srow, &pc, n);
+                    let theirs = geo.corners(k, &b, &theirs);
+                    let over = geo.overlaps(k, &mine, &theirs);
+                    let set = k.and(&ok, &over);
+                    let bit = Val::new(k.b.emit(format!("arith.extui {} : i1 to i32", set.v)), i32t);
+                    let j32 = Val::new(k.b.emit(format!("arith.index_cast {j} : index to i32")), i32t);
+                    let bit = Val::new(k.b.emit(format!("arith.shli {}, {} : i32", bit.v, j32.v)), i32t);
+                    Ok(vec![Val::new(k.b.emit(format!("arith.ori {}, {} : i32", acc[0].v, bit.v)), i32t)])
+                })
+            },
+            |k| Ok(vec![s::int_konst(&mut k.b, 0, i32t)]),
+        )?;
+        k.store(out, i, &word[0]);
+        Ok(())
+    })?;
+    Ok(total)
+}
+
+/// Bits a word of the overlap mask (the interpreter's MASK_WORD_BITS).
+const BITS: usize = xforge_ir::interp::MASK_WORD_BITS;
+
+/// NonMaxSuppression from the overlap mask of its score order (input 7; the order is input 6)
+/// as one block of NMS_THREADS threads. The boxes suppressed so far are a bit set over sorted
+/// positions in workgroup memory; candidates go 32 at a time (one word): the chunk's lanes fetch
+/// their box, whether it is a candidate and their row's word of the chunk, thread 0 settles the
+/// chunk in order from those words, and every thread ORs the kept members' rows into the words
+/// after the chunk. Work per chunk: 32 steps of one thread and one pass over the words left —
+/// no overlap test at all (the mask kernel made them all, in parallel).
+fn nms_masked(k: &mut Kern) -> R<usize> {
+    let out_shape = k.out_shape(0)?;
+    let (p, len) = (k.output(0)?, k.output(1)?);
+    let (order, mask) = (k.input(6)?, k.input(7)?);
+    let a = nms_args(k)?;
+    let (n, nc) = (a.geo.n, a.nc);
+    let words = n.div_ceil(BITS);
+    let (os, ms) = (k.in_shape(6)?, k.in_shape(7)?);
+    if os != [a.nb, nc, n] || ms != [a.nb, nc, n, words] {
+        return Err(format!("the score order {os:?} and its overlap mask {ms:?} do not fit [{}, {nc}, {n}]", a.nb));
+    }
+    if words > crate::knobs::NMS_MASK_MAX_WORDS {
+        return Err(format!("{n} boxes are more than a block's bit set holds"));
+    }
+    let nt = NMS_THREADS;
+    // workgroup i32s: [0, words) suppressed bits; then the chunk's boxes, candidate flags and
+    // diagonal words (BITS each); then the kept members' bits and the count
+    let (box0, ok0, diag0) = (words, words + BITS, words + 2 * BITS);
+    let (kept_at, cnt_at) = (words + 3 * BITS, words + 3 * BITS + 1);
+    let wg_ty = format!("memref<{}xi32, #gpu.address_space<workgroup>>", cnt_at + 1);
+    k.one_block = Some((nt as u32, format!("%wg : {wg_ty}")));
+    let (i32t, i64t) = (Ty::Int(32, true), Ty::Int(64, true));
+    let wload = |k: &mut Kern, at: &str| Val::new(k.b.emit(format!("memref.load %wg[{at}] : {wg_ty}")), i32t);
+    let wstore = |k: &mut Kern, v: &Val, at: &str| k.b.stmt(format!("memref.store {}, %wg[{at}] : {wg_ty}", v.v));
+    let i32op = |k: &mut Kern, op: &str, x: &Val, y: &Val| {
+        Val::new(k.b.emit(format!("arith.{op} {}, {} : i32", x.v, y.v)), i32t)
+    };
+    let barrier = |k: &mut Kern| k.b.stmt("gpu.barrier");
+    let tid = k.b.emit("gpu.thread_id x");
+    zero_fill(k, p, numel(&out_shape), &tid, nt);
+    let z32 = s::int_konst(&mut k.b, 0, i32t);
+    let lanes = k.index(BITS);
+    let lead = k.icmp("ult", &tid, &lanes);
+    let z = k.index(0);
+    let is0 = k.icmp("eq", &tid, &z);
+    let zero = k.index(0);
+    let total = k.fold_n(a.nb * nc, &[Val::new(zero, Ty::Index)], |k, bc, acc| {
+        let start = acc[0].v.clone();
+        let b = k.ixc("divui", bc, nc);
+        let c = k.ixc("remui", bc, nc);
+        let srow = k.ixc("muli", bc, n);
+        // nothing suppressed yet
+        let (stepn, end) = (k.index(nt), k.index(words));
+        let zv = k.b.fresh("z");
+        k.b.stmt(format!("scf.for {zv} = {tid} to {end} step {stepn} {{"));
+        wstore(k, &z32, &zv);
+        k.b.stmt("}");
+        barrier(k);
+        let zero = k.index(0);
+        let kept = k.fold_n(words, &[Val::new(zero, Ty::Index)], |k, q, acc| {
+            let kept = acc[0].v.clone();
+            let r0 = k.ixc("muli", q, BITS);
+            // the chunk's lanes: member `tid`'s box, candidacy and word `q` of its mask row
+            k.when(&lead, |k| {
+                let (bx, ok) = member(k, &a, order, &srow, &r0, &tid);
+                let r = k.ix("addi", &r0, &tid);
+                let last = k.index(n - 1);
+                let past = k.icmp("ugt", &r, &last);
+                let r = k.isel(&past, &last, &r);
+                let row = k.ix("addi", &srow, &r);
+                let at = k.ixc("muli", &row, words);
+                let at = k.ix("addi", &at, q);
+                let d = k.load(mask, &at);
+                let d = s::cast(&mut k.b, &d, i32t);
+                let d = s::select(&mut k.b, &ok, &d, &z32);
+                let b32 = Val::new(k.b.emit(format!("arith.index_cast {bx} : index to i32")), i32t);
+                let ok32 = Val::new(k.b.emit(format!("arith.extui {} : i1 to i32", ok.v)), i32t);
+                for (base, v) in [(box0, &b32), (ok0, &ok32), (diag0, &d)] {
+                    let at = k.ixc("addi", &tid, base);
+                    wstore(k, v, &at);
+                }
+                Ok(())
+            })?;
+            barrier(k);
+            // thread 0 settles the chunk in order
+            k.when(&is0, |k| {
+                let rem = wload(k, q);
+                let init = [Val::new(kept.clone(), Ty::Index), rem, z32.clone()];
+                let r = k.fold_n(BITS, &init, |k, m, acc| {
+                    let (cnt, rem, bits) = (acc[0].v.clone(), acc[1].clone(), acc[2].clone());
+                    let at = k.ixc("addi", m, box0);
+                    let bx = wload(k, &at);
+                    let bx = k.b.emit(format!("arith.index_cast {} : i32 to index", bx.v));
+                    let at = k.ixc("addi", m, ok0);
+                    let ok = wload(k, &at);
+                    let at = k.ixc("addi", m, diag0);
+                    let d = wload(k, &at);
+                    let m32 = Val::new(k.b.emit(format!("arith.index_cast {m} : index to i32")), i32t);
+                    let one32 = s::int_konst(&mut k.b, 1, i32t);
+                    let bit = i32op(k, "shli", &one32, &m32);
+                    let hit = i32op(k, "andi", &rem, &bit);
+                    let free = Val::new(k.b.emit(format!("arith.cmpi eq, {}, {} : i32", hit.v, z32.v)), Ty::Bool);
+                    let cand = Val::new(k.b.emit(format!("arith.cmpi ne, {}, {} : i32", ok.v, z32.v)), Ty::Bool);
+                    let room = k.icmp("ult", &cnt, &a.max_out);
+                    let keep = k.and(&cand, &free);
+                    let keep = k.and(&keep, &room);
+                    let cnt2 = keep_row(k, p, &keep, &start, &cnt, [&b, &c, &bx])?;
+                    let rem_or = i32op(k, "ori", &rem, &d);
+                    let rem2 = s::select(&mut k.b, &keep, &rem_or, &rem);
+                    let set = i32op(k, "ori", &bits, &bit);
+                    let bits2 = s::select(&mut k.b, &keep, &set, &bits);
+                    Ok(vec![Val::new(cnt2, Ty::Index), rem2, bits2])
+                })?;
+                let at = k.index(kept_at);
+                wstore(k, &r[2], &at);
+                let c32 = Val::new(k.b.emit(format!("arith.index_cast {} : index to i32", r[0].v)), i32t);
+                let at = k.index(cnt_at);
+                wstore(k, &c32, &at);
+                Ok(())
+            })?;
+            barrier(k);
+            let at = k.index(kept_at);
+            let bits = wload(k, &at);
+            let at = k.index(cnt_at);
+            let c32 = wload(k, &at);
+            let kept2 = k.b.emit(format!("arith.index_cast {} : i32 to index", c32.v));
+            // every thread: the kept members' rows ORed into the words after the chunk
+            let any = Val::new(k.b.emit(format!("arith.cmpi ne, {}, {} : i32", bits.v, z32.v)), Ty::Bool);
+            k.when(&any, |k| {
+                let from = k.ixc("addi", q, 1);
+                let from = k.ix("addi", &from, &tid);
+                let (step, end) = (k.index(nt), k.index(words));
+                let x = k.b.fresh("x");
+                k.b.stmt(format!("scf.for {x} = {from} to {end} step {step} {{"));
+                let acc = k.fold_n(BITS, &[z32.clone()], |k, m, acc| {
+                    let m32 = Val::new(k.b.emit(format!("arith.index_cast {m} : index to i32")), i32t);
+                    let sh = i32op(k, "shrui", &bits, &m32);
+                    let one32 = s::int_konst(&mut k.b, 1, i32t);
+                    let bit = i32op(k, "andi", &sh, &one32);
+                    let set = Val::new(k.b.emit(format!("arith.cmpi ne, {}, {} : i32", bit.v, z32.v)), Ty::Bool);
+                    let v = k.if_else(
+                        &set,
+                        &[i32t],
+                        |k| {
+                            let row = k.ix("addi", &srow, &r0);
+                            let row = k.ix("addi", &row, m);
+                            let at = k.ixc("muli", &row, words);
+                            let at = k.ix("addi", &at, &x);
+                            let v = k.load(mask, &at);
+                            Ok(vec![s::cast(&mut k.b, &v, i32t)])
+                        },
+                        |_| Ok(vec![z32.clone()]),
+                    )?;
+                    Ok(vec![i32op(k, "ori", &acc[0], &v[0])])
+                })?;
+                let old = wload(k, &x);
+                let new = i32op(k, "ori", &old, &acc[0]);
+                wstore(k, &new, &x);
+                k.b.stmt("}");
+                Ok(())
+            })?;
+            barrier(k);
+            Ok(vec![Val::new(kept2, Ty::Index)])
+        })?;
+        let next = k.ix("addi", &start, &kept[0].v);
+        Ok(vec![Val::new(next, Ty::Index)])
+    })?;
+    k.when(&is0, |k| {
+        let t = s::from_index(&mut k.b, &total[0].v, i64t);
+        let z = k.index(0);
+        k.store(len, &z, &t);
+        Ok(())
+    })?;
+    Ok(nt)
+}
+
 /// Candidates a block decides at once (one bit each of an i32 mask).
 const NMS_CHUNK: usize = 32;
 /// Threads of the block: NMS_CHUNK candidates × NMS_CHUNK slices of the kept boxes.
@@ -499,7 +780,7 @@ fn nms_block(k: &mut Kern) -> R<usize> {
     let (p, len) = (k.output(0)?, k.output(1)?);
     let order = k.input(6)?;
     let a = nms_args(k)?;
-    let (n, nc) = (a.n, a.nc);
+    let (n, nc) = (a.geo.n, a.nc);
     let os = k.in_shape(6)?;
     if os != [a.nb, nc, n] {
         return Err(format!("the score order has shape {os:?}, not [{}, {nc}, {n}]", a.nb));
@@ -537,23 +818,7 @@ fn nms_block(k: &mut Kern) -> R<usize> {
         let c = k.ixc("remui", bc, nc);
         let srow = k.ixc("muli", bc, n);
         // the box at sorted position r0 + m of this class, and whether it is a candidate
-        let member = |k: &mut Kern, r0: &str, m: &str| -> (String, Val) {
-            let r = k.ix("addi", r0, m);
-            let nn = k.index(n);
-            let inside = k.icmp("ult", &r, &nn);
-            let z = k.index(0);
-            let rr = k.isel(&inside, &r, &z);
-            let at = k.ix("addi", &srow, &rr);
-            let i = k.load(order, &at);
-            let i = s::cast(&mut k.b, &i, i64t);
-            let lo = s::int_konst(&mut k.b, 0, i64t);
-            let hi = s::int_konst(&mut k.b, n as i64 - 1, i64t);
-            let i = s::max(&mut k.b, &i, &lo);
-            let i = s::min(&mut k.b, &i, &hi);
-            let i = s::to_index(&mut k.b, &i);
-            let cand = a.candidate(k, &srow, &i);
-            (i, k.and(&inside, &cand))
-        };
+        let member = |k: &mut Kern, r0: &str, m: &str| member(k, &a, order, &srow, r0, m);
         let zero = k.index(0);
         let kept = k.fold_n(chunks, &[Val::new(zero, Ty::Index)], |k, q, acc| {
             let kept = acc[0].v.clone();
@@ -563,7 +828,7 @@ fn nms_block(k: &mut Kern) -> R<usize> {
             let test = k.and(&ok, &room);
             // against the kept boxes slice, slice + ch, ...: any overlap marks the candidate
             k.when(&test, |k| {
-                let corners = a.corners(k, &b, &mine);
+                let corners = a.geo.corners(k, &b, &mine);
                 let stepc = k.index(ch);
                 let jv = k.b.fresh("j");
                 k.b.stmt(format!("scf.for {jv} = {slice} to {kept} step {stepc} {{"));
@@ -572,8 +837,8 @@ fn nms_block(k: &mut Kern) -> R<usize> {
                 let at = k.ixc("addi", &at, 2);
                 let other = k.load(p, &at);
                 let oi = s::to_index(&mut k.b, &other);
-                let theirs = a.corners(k, &b, &oi);
-                let over = a.overlaps(k, &theirs, &corners);
+                let theirs = a.geo.corners(k, &b, &oi);
+                let over = a.geo.overlaps(k, &theirs, &corners);
                 k.when(&over, |k| {
                     let one = s::int_konst(&mut k.b, 1, i32t);
                     let at = k.ixc("addi", &lane, sup0);
@@ -592,9 +857,9 @@ fn nms_block(k: &mut Kern) -> R<usize> {
                 &both,
                 &[Ty::Bool],
                 |k| {
-                    let x = a.corners(k, &b, &other);
-                    let y = a.corners(k, &b, &mine);
-                    Ok(vec![a.overlaps(k, &x, &y)])
+                    let x = a.geo.corners(k, &b, &other);
+                    let y = a.geo.corners(k, &b, &mine);
+                    Ok(vec![a.geo.overlaps(k, &x, &y)])
                 },
                 |k| Ok(vec![konst(&mut k.b, 0.0, Ty::Bool)]),
             )?;

@@ -390,6 +390,7 @@ fn build(k: &mut Kern) -> R<usize> {
         TopKBounded => reduce::topk_bounded(k),
         ReduceBounded => reduce::reduce_bounded(k),
         ConcatBounded => bounded::concat(k),
+        NmsOverlapMask => bounded::overlap_mask(k),
         Choose => Err("a choice between results of different shapes runs only where both are padded alike".into()),
         LayerNormalization | RMSNormalization => norm::layer_norm(k),
         InstanceNormalization | GroupNormalization => norm::instance_group_norm(k),
