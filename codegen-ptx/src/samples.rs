@@ -522,6 +522,40 @@ pub fn nms(dt: DType, n: usize, classes: usize, per_class: i64, score_th: Option
     finish(b)
 }
 
+/// TopKBounded over x [lines, n] as the compiler pads a data-dependent TopK: K and the valid
+/// length given, the result padded to `bound`; with `coarse`, x is floor(8x) first (many ties).
+pub fn topk_bounded(
+    dt: DType,
+    lines: usize,
+    n: usize,
+    bound: usize,
+    k: i64,
+    valid: i64,
+    largest: bool,
+    coarse: bool,
+) -> Graph {
+    let mut b = GraphBuilder::new("topk_bounded", 17);
+    let mut x = b.input("x", dt, &[lines, n]);
+    if coarse {
+        let eight = b.weight("eight", Tensor::from_f64(dt, vec![], &[8.0]));
+        let m = b.node(Op::Mul, &[x, eight], vec![], ValueType::unranked(dt));
+        x = b.node(Op::Floor, &[m], vec![], ValueType::unranked(dt));
+    }
+    let kv = b.weight("k", Tensor::from_i64(vec![1], vec![k]));
+    let len = b.weight("valid", Tensor::from_i64(vec![], vec![valid]));
+    let attrs =
+        vec![("axis", Attr::Int(1)), ("bound", Attr::Int(bound as i64)), ("largest", Attr::Int(largest as i64))];
+    let out = b.node_multi(
+        Op::TopKBounded,
+        &[Some(x), Some(kv), Some(len)],
+        attrs,
+        vec![ValueType::known(dt, &[lines, bound]), ValueType::known(DType::I64, &[lines, bound])],
+    );
+    b.output(out[0]);
+    b.output(out[1]);
+    finish(b)
+}
+
 /// NonZero of relu(x − 0.5) over x [rows, cols] as the compiler bounds it (coordinates padded to
 /// every element, and the count); with `valid`, only the first `valid` columns count (padded data).
 pub fn nonzero(dt: DType, rows: usize, cols: usize, valid: Option<i64>) -> Graph {
@@ -560,6 +594,10 @@ pub fn nms_cases(dt: DType) -> Vec<(&'static str, Graph)> {
         ("nms_masked", nms(dt, 700, 3, 700, None, true)),
         ("nms_masked_limited", nms(dt, 500, 2, 9, Some(0.5), true)),
         ("nms_masked_wide", nms(dt, 3000, 1, 3000, Some(-1.0), true)),
+        // TopKBounded by selection: K below the bound and the valid entries, K = bound, ties, smallest
+        ("topk_select", topk_bounded(dt, 3, 5000, 1000, 700, 4100, true, false)),
+        ("topk_select_short", topk_bounded(dt, 2, 3000, 300, 300, 2500, true, false)),
+        ("topk_select_ties", topk_bounded(dt, 2, 9000, 4000, 3900, 9000, false, true)),
         // NonZero as one block: runs of 1 and of several elements a thread, a valid length
         ("nonzero_block", nonzero(dt, 3, 700, None)),
         ("nonzero_block_runs", nonzero(dt, 7, 3001, None)),

@@ -235,7 +235,7 @@ fn main() -> Result<()> {
         write_graph_cases(dir, &format!("random{seed}_{dt}"), &samples::random_graph(seed, dt), chip, tol, false)?;
     }
     // NonMaxSuppression: TopK's order, then the walk as one block; indices compare exactly
-    for dt in [DType::F32, DType::F16] {
+    for dt in [DType::F32, DType::F16, DType::BF16] {
         for (name, g) in samples::nms_cases(dt) {
             write_graph_cases(dir, &format!("{name}_{dt}"), &g, chip, 0.0, false)?;
         }

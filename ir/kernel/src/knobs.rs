@@ -117,3 +117,11 @@ pub const NONZERO_THREADS: usize = 1024;
 /// Bounded TopK: a thread counts the entries ranked ahead of its own this many at a time, and
 /// stops once they are K (its entry is not kept).
 pub const TOPK_RUN: usize = 128;
+
+/// Lines from which TopKBounded over floats runs by selection in one block (generic/select.rs):
+/// a radix select of the K-th key, then the K selected ranked among themselves.
+pub const TOPK_SELECT_MIN: usize = 2048;
+
+/// Largest bound (K at most) of a TopKBounded by selection: the selected keys and positions stay
+/// in workgroup memory (32 KiB here).
+pub const TOPK_SELECT_MAX: usize = 4096;

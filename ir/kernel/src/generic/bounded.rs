@@ -721,29 +721,29 @@ fn nms_masked(k: &mut Kern) -> R<usize> {
                 let (step, end) = (k.index(nt), k.index(words));
                 let x = k.b.fresh("x");
                 k.b.stmt(format!("scf.for {x} = {from} to {end} step {step} {{"));
-                let acc = k.fold_n(BITS, &[z32.clone()], |k, m, acc| {
-                    let m32 = Val::new(k.b.emit(format!("arith.index_cast {m} : index to i32")), i32t);
-                    let sh = i32op(k, "shrui", &bits, &m32);
+                // the 32 rows' words loaded at once (unrolled, each kept or not by its bit): one
+                // load latency a chunk instead of one per kept member
+                let row0 = k.ix("addi", &srow, &r0);
+                let last = k.index(n - 1);
+                let mut acc = z32.clone();
+                for m in 0..BITS {
+                    let row = k.ixc("addi", &row0, m);
+                    let past = k.icmp("ugt", &row, &last);
+                    let row = k.isel(&past, &last, &row);
+                    let at = k.ixc("muli", &row, words);
+                    let at = k.ix("addi", &at, &x);
+                    let v = k.load(mask, &at);
+                    let v = s::cast(&mut k.b, &v, i32t);
+                    let sh = s::int_konst(&mut k.b, m as i64, i32t);
+                    let bit = i32op(k, "shrui", &bits, &sh);
                     let one32 = s::int_konst(&mut k.b, 1, i32t);
-                    let bit = i32op(k, "andi", &sh, &one32);
+                    let bit = i32op(k, "andi", &bit, &one32);
                     let set = Val::new(k.b.emit(format!("arith.cmpi ne, {}, {} : i32", bit.v, z32.v)), Ty::Bool);
-                    let v = k.if_else(
-                        &set,
-                        &[i32t],
-                        |k| {
-                            let row = k.ix("addi", &srow, &r0);
-                            let row = k.ix("addi", &row, m);
-                            let at = k.ixc("muli", &row, words);
-                            let at = k.ix("addi", &at, &x);
-                            let v = k.load(mask, &at);
-                            Ok(vec![s::cast(&mut k.b, &v, i32t)])
-                        },
-                        |_| Ok(vec![z32.clone()]),
-                    )?;
-                    Ok(vec![i32op(k, "ori", &acc[0], &v[0])])
-                })?;
+                    let v = s::select(&mut k.b, &set, &v, &z32);
+                    acc = i32op(k, "ori", &acc, &v);
+                }
                 let old = wload(k, &x);
-                let new = i32op(k, "ori", &old, &acc[0]);
+                let new = i32op(k, "ori", &old, &acc);
                 wstore(k, &new, &x);
                 k.b.stmt("}");
                 Ok(())

@@ -17,6 +17,7 @@ mod movement;
 mod norm;
 mod reduce;
 mod scatter;
+mod select;
 mod window;
 
 use crate::body::Body;

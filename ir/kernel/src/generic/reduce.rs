@@ -481,7 +481,8 @@ pub fn topk(k: &mut Kern) -> R<usize> {
 
 /// TopKBounded(x, K, length) (interp/bounded.rs): TopK of the first `length` entries along
 /// `axis` with K read at run time, both results padded with zeros to `bound`. One thread per
-/// input entry (ranked among the valid ones) and per padded output entry (zeroed past K).
+/// input entry (ranked among the valid ones) and per padded output entry (zeroed past K); long
+/// lines of floats run by selection in one block instead (select.rs).
 pub fn topk_bounded(k: &mut Kern) -> R<usize> {
     let shape = k.in_shape(0)?;
     let a = k.attrs();
@@ -491,6 +492,9 @@ pub fn topk_bounded(k: &mut Kern) -> R<usize> {
     let (_, len, inner) = around(&shape, ax);
     if bound > len {
         return Err(format!("the bound {bound} exceeds the axis length {len}"));
+    }
+    if super::select::selects(k.in_dtype(0)?, len, bound) {
+        return super::select::topk_bounded(k, ax, largest, bound);
     }
     let (x, kp, lp) = (k.input(0)?, k.input(1)?, k.input(2)?);
     let vals = k.output(0)?;
