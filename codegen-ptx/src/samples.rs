@@ -556,6 +556,23 @@ pub fn topk_bounded(
     finish(b)
 }
 
+/// ReduceBounded (`reduce` = ReduceMax or ReduceMin) over `axes` of x with the first `valid`
+/// entries along axis `padded` taking part, keepdims 0.
+pub fn reduce_bounded(dt: DType, shape: &[usize], reduce: &str, axes: &[i64], padded: i64, valid: i64) -> Graph {
+    let mut b = GraphBuilder::new("reduce_bounded", 17);
+    let x = b.input("x", dt, shape);
+    let len = b.weight("valid", Tensor::from_i64(vec![], vec![valid]));
+    let attrs = vec![
+        ("reduce", Attr::Str(reduce.into())),
+        ("axes", Attr::Ints(axes.to_vec())),
+        ("axis", Attr::Int(padded)),
+        ("keepdims", Attr::Int(0)),
+    ];
+    let y = b.node(Op::ReduceBounded, &[x, len], attrs, ValueType::unranked(dt));
+    b.output(y);
+    finish(b)
+}
+
 /// NonZero of relu(x − 0.5) over x [rows, cols] as the compiler bounds it (coordinates padded to
 /// every element, and the count); with `valid`, only the first `valid` columns count (padded data).
 pub fn nonzero(dt: DType, rows: usize, cols: usize, valid: Option<i64>) -> Graph {
@@ -598,6 +615,9 @@ pub fn nms_cases(dt: DType) -> Vec<(&'static str, Graph)> {
         ("topk_select", topk_bounded(dt, 3, 5000, 1000, 700, 4100, true, false)),
         ("topk_select_short", topk_bounded(dt, 2, 3000, 300, 300, 2500, true, false)),
         ("topk_select_ties", topk_bounded(dt, 2, 9000, 4000, 3900, 9000, false, true)),
+        // ReduceBounded's max and min as one block: all of a box table, rows of a matrix
+        ("reduce_block_max", reduce_bounded(dt, &[27000, 4], "ReduceMax", &[0, 1], 0, 26000)),
+        ("reduce_block_min_rows", reduce_bounded(dt, &[3, 5000], "ReduceMin", &[1], 1, 4321)),
         // NonZero as one block: runs of 1 and of several elements a thread, a valid length
         ("nonzero_block", nonzero(dt, 3, 700, None)),
         ("nonzero_block_runs", nonzero(dt, 7, 3001, None)),

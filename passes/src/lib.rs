@@ -4,6 +4,7 @@ pub mod bn_fold;
 pub mod bounded;
 pub mod control;
 pub mod conv1d;
+pub mod cse;
 pub mod dce;
 pub mod fold;
 pub mod fusion;
@@ -37,11 +38,13 @@ pub struct CanonStats {
     pub patch_convs: usize,
     pub conv1d: usize,
     pub attention_blocks: usize,
+    pub common: usize,
     pub dead: usize,
 }
 
 /// The passes that run before fusion, to a fixed point: control flow inlined, integer contractions written in f64, constant folding, no-op removal,
-/// BatchNorm folding, sibling-GEMM merging, 1-D convolutions as 2-D, patch convolutions as GEMMs, dead-code elimination. Types are re-inferred.
+/// BatchNorm folding, sibling-GEMM merging, 1-D convolutions as 2-D, patch convolutions as GEMMs, common subexpressions
+/// merged, dead-code elimination. Types are re-inferred.
 pub fn canonicalize(g: &mut Graph) -> Result<CanonStats, xforge_ir::infer::InferError> {
     let mut st = CanonStats::default();
     for _ in 0..8 {
@@ -62,6 +65,7 @@ pub fn canonicalize(g: &mut Graph) -> Result<CanonStats, xforge_ir::infer::Infer
         st.attention_blocks += window_attention::attention_blocks(g);
         st.noops += slice_concat::concats_of_slices_to_gathers(g);
         st.noops += slice_concat::concats_of_phases_to_transposes(g);
+        st.common += cse::merge_common(g);
         st.dead += dce::dce(g);
         xforge_ir::infer::infer_graph(g)?;
         if st == before {

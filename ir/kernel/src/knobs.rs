@@ -125,3 +125,10 @@ pub const TOPK_SELECT_MIN: usize = 2048;
 /// Largest bound (K at most) of a TopKBounded by selection: the selected keys and positions stay
 /// in workgroup memory (32 KiB here).
 pub const TOPK_SELECT_MAX: usize = 4096;
+
+/// Entries per output from which ReduceBounded's max and min run as one block (a tree in
+/// workgroup memory) rather than one thread per output.
+pub const REDUCE_BLOCK_MIN: usize = 4096;
+
+/// Most outputs of a ReduceBounded run as one block (each reduced by the whole block in turn).
+pub const REDUCE_BLOCK_MAX_OUTPUTS: usize = 16;

@@ -527,7 +527,7 @@ fn member(k: &mut Kern, a: &Nms, order: usize, srow: &str, r0: &str, m: &str) ->
 }
 
 /// NmsOverlapMask(boxes, order, iou_threshold) (interp/detection.rs): one thread per 32-bit
-/// word of a row: bit j of word w of row r is whether the box at sorted position 32w + j (after
+/// word of the mask: bit j of word w of row r is whether the box at sorted position 32w + j (after
 /// r) overlaps the box at position r. Words at or before the row's own are zero.
 pub fn overlap_mask(k: &mut Kern) -> R<usize> {
     let geo = boxes_args(k, 2)?;
@@ -543,10 +543,12 @@ pub fn overlap_mask(k: &mut Kern) -> R<usize> {
     let total = nb * nc * n * words;
     let i32t = Ty::Int(32, true);
     k.for_each(total, |k, i| {
-        let row = k.ixc("divui", i, words);
-        let w = k.ixc("remui", i, words);
-        let bc = k.ixc("divui", &row, n);
-        let r = k.ixc("remui", &row, n);
+        // threads run along the rows (r fastest): a warp's 32 threads test the same 32 later
+        // boxes, so their loads are one broadcast each instead of 32 scattered ones
+        let bc = k.ixc("divui", i, words * n);
+        let rem = k.ixc("remui", i, words * n);
+        let w = k.ixc("divui", &rem, n);
+        let r = k.ixc("remui", &rem, n);
         let b = k.ixc("divui", &bc, nc);
         let srow = k.ixc("muli", &bc, n);
         // positions 32w .. 32w + 31: any after r?
@@ -581,7 +583,11 @@ pub fn overlap_mask(k: &mut Kern) -> R<usize> {
             },
             |k| Ok(vec![s::int_konst(&mut k.b, 0, i32t)]),
         )?;
-        k.store(out, i, &word[0]);
+        let row = k.ixc("muli", &bc, n);
+        let row = k.ix("addi", &row, &r);
+        let at = k.ixc("muli", &row, words);
+        let at = k.ix("addi", &at, &w);
+        k.store(out, &at, &word[0]);
         Ok(())
     })?;
     Ok(total)
@@ -723,13 +729,14 @@ fn nms_masked(k: &mut Kern) -> R<usize> {
                 k.b.stmt(format!("scf.for {x} = {from} to {end} step {step} {{"));
                 // the 32 rows' words loaded at once (unrolled, each kept or not by its bit): one
                 // load latency a chunk instead of one per kept member
-                let row0 = k.ix("addi", &srow, &r0);
                 let last = k.index(n - 1);
                 let mut acc = z32.clone();
                 for m in 0..BITS {
-                    let row = k.ixc("addi", &row0, m);
-                    let past = k.icmp("ugt", &row, &last);
-                    let row = k.isel(&past, &last, &row);
+                    // row r0 + m of this (batch, class), the last one past the end
+                    let r = k.ixc("addi", &r0, m);
+                    let past = k.icmp("ugt", &r, &last);
+                    let r = k.isel(&past, &last, &r);
+                    let row = k.ix("addi", &srow, &r);
                     let at = k.ixc("muli", &row, words);
                     let at = k.ix("addi", &at, &x);
                     let v = k.load(mask, &at);
