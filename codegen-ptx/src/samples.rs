@@ -556,6 +556,26 @@ pub fn topk_bounded(
     finish(b)
 }
 
+/// NonZero of relu(x − 0.5) over x [n] as the compiler bounds a large one (passes/bounded.rs):
+/// the tiles' first columns computed first, then one block a tile.
+pub fn nonzero_tiled(dt: DType, n: usize) -> Graph {
+    let mut b = GraphBuilder::new("nonzero_tiled", 17);
+    let x = b.input("x", dt, &[n]);
+    let th = b.weight("th", Tensor::from_f64(dt, vec![], &[0.5]));
+    let d = b.node(Op::Sub, &[x, th], vec![], ValueType::unranked(dt));
+    let over = b.node(Op::Relu, &[d], vec![], ValueType::unranked(dt));
+    let nz = b.node(Op::NonZero, &[over], vec![], ValueType::unranked(DType::I64));
+    b.output(nz);
+    let mut g = finish(b);
+    xforge_passes::bounded::bound_data_dependent(&mut g);
+    // the padded result and its length are the outputs (the Prefix runs on the host)
+    let bounded = g.nodes.iter().find(|n| n.op == Op::Bounded).expect("NonZero is bounded");
+    g.outputs = bounded.outputs.iter().flatten().copied().collect();
+    xforge_passes::dce::dce(&mut g);
+    infer_graph(&mut g).expect("sample graphs are well typed");
+    g
+}
+
 /// ReduceBounded (`reduce` = ReduceMax or ReduceMin) over `axes` of x with the first `valid`
 /// entries along axis `padded` taking part, keepdims 0.
 pub fn reduce_bounded(dt: DType, shape: &[usize], reduce: &str, axes: &[i64], padded: i64, valid: i64) -> Graph {
@@ -618,6 +638,8 @@ pub fn nms_cases(dt: DType) -> Vec<(&'static str, Graph)> {
         // ReduceBounded's max and min as one block: all of a box table, rows of a matrix
         ("reduce_block_max", reduce_bounded(dt, &[27000, 4], "ReduceMax", &[0, 1], 0, 26000)),
         ("reduce_block_min_rows", reduce_bounded(dt, &[3, 5000], "ReduceMin", &[1], 1, 4321)),
+        // NonZero one block a tile: 11 tiles, the last one short
+        ("nonzero_tiled", nonzero_tiled(dt, 90000)),
         // NonZero as one block: runs of 1 and of several elements a thread, a valid length
         ("nonzero_block", nonzero(dt, 3, 700, None)),
         ("nonzero_block_runs", nonzero(dt, 7, 3001, None)),

@@ -92,6 +92,76 @@ pub(crate) fn nms_helpers(
     Some((vec![order, overlaps], vec![idx, mask]))
 }
 
+/// What a NonZero over at least NONZERO_TILED_MIN elements runs on: each tile of NONZERO_TILE
+/// elements' first result column, as the exclusive prefix sums of the tiles' non-zero counts
+/// (Equal/Not/Cast → Reshape [tiles, tile] → ReduceSum → CumSum, zeros appended to fill the
+/// last tile) — so the Bounded kernel runs one block a tile. Returns the nodes to run before it
+/// and the offsets (its input 2, f32: whole numbers below 2^24). Needs CumSum (opset 11).
+fn nonzero_tiles(g: &mut Graph, n: &Node) -> Option<(Vec<Node>, ValueId)> {
+    use crate::knobs::{NONZERO_TILE, NONZERO_TILED_MIN};
+    let x = n.inputs.first().copied().flatten()?;
+    let (dt, shape) = (g.ty(x).dtype, g.ty(x).static_shape()?);
+    let count: usize = shape.iter().product();
+    // counts in f32 (the fused templates' type; exact below 2^24)
+    if g.opset < 11 || count < NONZERO_TILED_MIN || count > 1 << 24 {
+        return None;
+    }
+    let tiles = count.div_ceil(NONZERO_TILE);
+    let name = format!("{}/tiles", n.name);
+    let mut nodes = vec![];
+    let value = |g: &mut Graph, what: &str, dt: DType, s: &[usize]| {
+        g.add_value(format!("{name}/{what}"), ValueType::known(dt, s))
+    };
+    let mut node = |op: Op, what: &str, inputs: Vec<ValueId>, out: ValueId, attrs: Vec<(&str, Attr)>| {
+        nodes.push(crate::rewrite::node(&name, what, op, &inputs, out, attrs));
+    };
+    let flat = if shape.len() == 1 {
+        x
+    } else {
+        let flat_shape = crate::rewrite::shape_weight(g, format!("{name}/flat_shape"), &[count]);
+        let flat = value(g, "flat", dt, &[count]);
+        node(Op::Reshape, "flat", vec![x, flat_shape], flat, vec![]);
+        flat
+    };
+    let zero = value(g, "zero", dt, &[]);
+    g.weights.insert(zero, xforge_ir::Tensor::from_f64(dt, vec![], &[0.0]));
+    let is0 = value(g, "is_zero", DType::Bool, &[count]);
+    node(Op::Equal, "is_zero", vec![flat, zero], is0, vec![]);
+    let nz = value(g, "non_zero", DType::Bool, &[count]);
+    node(Op::Not, "non_zero", vec![is0], nz, vec![]);
+    let mut ones = value(g, "ones", DType::F32, &[count]);
+    node(Op::Cast, "ones", vec![nz], ones, vec![("to", Attr::Int(DType::F32.onnx_code() as i64))]);
+    let fill = tiles * NONZERO_TILE - count;
+    if fill > 0 {
+        let zeros = value(g, "fill", DType::F32, &[fill]);
+        g.weights.insert(zeros, xforge_ir::Tensor::zeros(DType::F32, vec![fill]));
+        let all = value(g, "filled", DType::F32, &[tiles * NONZERO_TILE]);
+        node(Op::Concat, "filled", vec![ones, zeros], all, vec![("axis", Attr::Int(0))]);
+        ones = all;
+    }
+    let grid_shape = crate::rewrite::shape_weight(g, format!("{name}/grid_shape"), &[tiles, NONZERO_TILE]);
+    let grid = value(g, "grid", DType::F32, &[tiles, NONZERO_TILE]);
+    node(Op::Reshape, "grid", vec![ones, grid_shape], grid, vec![]);
+    let counts = value(g, "counts", DType::F32, &[tiles]);
+    if g.opset >= 13 {
+        let axes = crate::rewrite::ints_weight(g, format!("{name}/axes"), vec![1]);
+        node(Op::ReduceSum, "counts", vec![grid, axes], counts, vec![("keepdims", Attr::Int(0))]);
+    } else {
+        node(
+            Op::ReduceSum,
+            "counts",
+            vec![grid],
+            counts,
+            vec![("axes", Attr::Ints(vec![1])), ("keepdims", Attr::Int(0))],
+        );
+    }
+    let axis = value(g, "axis", DType::I64, &[]);
+    g.weights.insert(axis, xforge_ir::Tensor::scalar_i64(0));
+    let offsets = value(g, "offsets", DType::F32, &[tiles]);
+    node(Op::CumSum, "offsets", vec![counts, axis], offsets, vec![("exclusive", Attr::Int(1))]);
+    Some((nodes, offsets))
+}
+
 /// Rewrites every NonZero, NonMaxSuppression and Compress whose result has no static shape;
 /// returns how many.
 pub fn bound_data_dependent(g: &mut Graph) -> usize {
@@ -127,10 +197,18 @@ pub fn bound_data_dependent(g: &mut Graph) -> usize {
             }
             _ => None,
         };
-        let (before, extra) = helpers.unwrap_or_default();
+        let (mut before, extra) = helpers.unwrap_or_default();
         if !extra.is_empty() {
             inputs.resize(6, None);
             inputs.extend(extra.into_iter().map(Some));
+        }
+        if n.op == Op::NonZero {
+            if let Some((nodes, offsets)) = nonzero_tiles(g, &n) {
+                before = nodes;
+                inputs.resize(2, None);
+                inputs.push(Some(offsets));
+                attrs.insert("nonzero_tile".into(), Attr::Int(crate::knobs::NONZERO_TILE as i64));
+            }
         }
         let bounded = Node { name: n.name.clone(), op: Op::Bounded, inputs, outputs: vec![Some(p), Some(len)], attrs };
         let mut pa: xforge_ir::Attrs = Default::default();

@@ -40,6 +40,13 @@ pub const NMS_MASK_MAX_BYTES: usize = 256 << 20;
 /// memory (32 KiB here).
 pub const NMS_MASK_MAX_BOXES: usize = 32 * 8192;
 
+/// Elements from which NonZero runs one block a tile (its tiles' first result columns computed
+/// before it) instead of one block over everything.
+pub const NONZERO_TILED_MIN: usize = 1 << 16;
+
+/// Elements of a NonZero tile: 8 a thread of the kernel's 1024.
+pub const NONZERO_TILE: usize = 8192;
+
 /// The most nodes one fusion group takes in (longer elementwise chains become several kernels).
 pub const MAX_GROUP_NODES: usize = 512;
 /// The most values one fusion group reads from outside it (a kernel's parameters are bounded:

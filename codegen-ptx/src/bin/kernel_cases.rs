@@ -38,15 +38,24 @@ fn kernels(g: &Graph, split: bool) -> Result<(Graph, Vec<Kernel>)> {
             grp.schedule = Schedule::Generic;
         }
     }
-    let ks = f
-        .partition
-        .groups
-        .iter()
-        .enumerate()
-        // views need no kernel; convolutions are cuDNN calls
-        .filter(|(_, grp)| !matches!(grp.schedule, Schedule::View | Schedule::LibraryConv))
-        .map(|(i, grp)| xforge_kernel::generate(&f.graph, grp, i))
-        .collect::<Result<Vec<_>, _>>()?;
+    // views need no kernel; convolutions are cuDNN calls; a group no template takes runs node
+    // by node as generic kernels, as completion cuts it in the compiler
+    let mut ks = vec![];
+    for (i, grp) in f.partition.groups.iter().enumerate() {
+        if matches!(grp.schedule, Schedule::View | Schedule::LibraryConv) {
+            continue;
+        }
+        match xforge_kernel::generate(&f.graph, grp, i) {
+            Ok(k) => ks.push(k),
+            Err(_) if grp.nodes.len() > 1 => {
+                for &n in &grp.nodes {
+                    let single = xforge_passes::fusion::partition::group_of_nodes(&f.graph, Schedule::Generic, vec![n]);
+                    ks.push(xforge_kernel::generate(&f.graph, &single, i)?);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     Ok((f.graph, ks))
 }
 

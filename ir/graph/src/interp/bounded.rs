@@ -11,7 +11,7 @@ use crate::tensor::TensorData;
 use crate::tensor::{numel, Tensor};
 
 /// The attributes `Bounded` adds to the op it wraps.
-pub const OWN_ATTRS: [&str; 4] = ["bounded_op", "bounded_axis", "bound", "valid_axis"];
+pub const OWN_ATTRS: [&str; 5] = ["bounded_op", "bounded_axis", "bound", "valid_axis", "nonzero_tile"];
 
 pub fn bounded(node: &Node, ins: &[Option<Tensor>], opset: i64, scope: &Scope) -> OpResult<Vec<Tensor>> {
     let a = NodeAttrs(node);

@@ -49,11 +49,14 @@ pub struct Kern<'a> {
     /// One block of this many threads with this workgroup memory, in place of the grid-stride
     /// launch: for the few kernels whose threads cooperate (barriers; not host-emulated).
     pub one_block: Option<(u32, String)>,
+    /// How many such blocks (each its own workgroup memory, no barrier between them): 1 but for
+    /// kernels that split their work into independent tiles (`gpu.block_id x` names the tile).
+    pub blocks: u32,
 }
 
 impl<'a> Kern<'a> {
     fn new(g: &'a Graph, n: &'a Node) -> Kern<'a> {
-        Kern { g, n, b: Body::default(), params: vec![], constants: vec![], one_block: None }
+        Kern { g, n, b: Body::default(), params: vec![], constants: vec![], one_block: None, blocks: 1 }
     }
 
     pub fn attrs(&self) -> NodeAttrs<'a> {
@@ -336,7 +339,7 @@ impl<'a> Kern<'a> {
     /// The kernel: `work` items spread over blocks of BLOCK threads.
     fn finish(self, work: usize) -> Kernel {
         let mut k = match &self.one_block {
-            Some((threads, wg)) => finish(self.params, &self.b, Some(wg), [1, 1, 1], [*threads, 1, 1]),
+            Some((threads, wg)) => finish(self.params, &self.b, Some(wg), [self.blocks, 1, 1], [*threads, 1, 1]),
             None => finish(self.params, &self.b, None, [blocks(work, BLOCK), 1, 1], [BLOCK, 1, 1]),
         };
         k.constants = self.constants;

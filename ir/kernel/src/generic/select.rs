@@ -66,25 +66,35 @@ impl Wg {
         k.b.stmt(format!("memref.store {}, %wg[{a}] : {}", v.v, self.ty));
     }
 
-    /// Inclusive prefix sums of the THREADS counts at `base` (log₂ rounds: read both, then write).
     fn scan(&self, k: &mut Kern, base: usize, tid: &str) {
-        let mut d = 1;
-        while d < THREADS {
-            let dd = k.index(d);
-            let back = k.icmp("uge", tid, &dd);
-            let prev = k.ix("subi", tid, &dd);
-            let z = k.index(0);
-            let prev = k.isel(&back, &prev, &z);
-            let own = self.load(k, base, tid);
-            let other = self.load(k, base, &prev);
-            let z32 = s::int_konst(&mut k.b, 0, Ty::Int(32, true));
-            let other = s::select(&mut k.b, &back, &other, &z32);
-            let sum = i32op(k, "addi", &own, &other);
-            k.b.stmt("gpu.barrier");
-            self.store(k, base, tid, &sum);
-            k.b.stmt("gpu.barrier");
-            d *= 2;
-        }
+        scan_i32(k, &self.ty, base, tid, THREADS);
+    }
+}
+
+/// Inclusive prefix sums of the `threads` i32 counts at `base` of workgroup memory `wg_ty`, one
+/// a thread (log₂ rounds: every thread reads both, then writes).
+pub(super) fn scan_i32(k: &mut Kern, wg_ty: &str, base: usize, tid: &str, threads: usize) {
+    let load = |k: &mut Kern, at: &str| {
+        let a = k.ixc("addi", at, base);
+        Val::new(k.b.emit(format!("memref.load %wg[{a}] : {wg_ty}")), Ty::Int(32, true))
+    };
+    let mut d = 1;
+    while d < threads {
+        let dd = k.index(d);
+        let back = k.icmp("uge", tid, &dd);
+        let prev = k.ix("subi", tid, &dd);
+        let z = k.index(0);
+        let prev = k.isel(&back, &prev, &z);
+        let own = load(k, tid);
+        let other = load(k, &prev);
+        let z32 = s::int_konst(&mut k.b, 0, Ty::Int(32, true));
+        let other = s::select(&mut k.b, &back, &other, &z32);
+        let sum = i32op(k, "addi", &own, &other);
+        k.b.stmt("gpu.barrier");
+        let a = k.ixc("addi", tid, base);
+        k.b.stmt(format!("memref.store {}, %wg[{a}] : {wg_ty}", sum.v));
+        k.b.stmt("gpu.barrier");
+        d *= 2;
     }
 }
 
