@@ -638,7 +638,7 @@ pub fn nms_cases(dt: DType) -> Vec<(&'static str, Graph)> {
         // ReduceBounded's max and min as one block: all of a box table, rows of a matrix
         ("reduce_block_max", reduce_bounded(dt, &[27000, 4], "ReduceMax", &[0, 1], 0, 26000)),
         ("reduce_block_min_rows", reduce_bounded(dt, &[3, 5000], "ReduceMin", &[1], 1, 4321)),
-        // NonZero one block a tile: 11 tiles, the last one short
+        // NonZero one block a tile: 22 tiles, the last one short
         ("nonzero_tiled", nonzero_tiled(dt, 90000)),
         // NonZero as one block: runs of 1 and of several elements a thread, a valid length
         ("nonzero_block", nonzero(dt, 3, 700, None)),

@@ -96,14 +96,14 @@ pub(crate) fn nms_helpers(
 /// elements' first result column, as the exclusive prefix sums of the tiles' non-zero counts
 /// (Equal/Not/Cast → Reshape [tiles, tile] → ReduceSum → CumSum, zeros appended to fill the
 /// last tile) — so the Bounded kernel runs one block a tile. Returns the nodes to run before it
-/// and the offsets (its input 2, f32: whole numbers below 2^24). Needs CumSum (opset 11).
+/// and the offsets (its input 2, i32). Needs CumSum (opset 11).
 fn nonzero_tiles(g: &mut Graph, n: &Node) -> Option<(Vec<Node>, ValueId)> {
     use crate::knobs::{NONZERO_TILE, NONZERO_TILED_MIN};
     let x = n.inputs.first().copied().flatten()?;
     let (dt, shape) = (g.ty(x).dtype, g.ty(x).static_shape()?);
     let count: usize = shape.iter().product();
-    // counts in f32 (the fused templates' type; exact below 2^24)
-    if g.opset < 11 || count < NONZERO_TILED_MIN || count > 1 << 24 {
+    // counts in i32: integers keep their type at any precision (generic kernels run them)
+    if g.opset < 11 || count < NONZERO_TILED_MIN || count > i32::MAX as usize {
         return None;
     }
     let tiles = count.div_ceil(NONZERO_TILE);
@@ -129,20 +129,20 @@ fn nonzero_tiles(g: &mut Graph, n: &Node) -> Option<(Vec<Node>, ValueId)> {
     node(Op::Equal, "is_zero", vec![flat, zero], is0, vec![]);
     let nz = value(g, "non_zero", DType::Bool, &[count]);
     node(Op::Not, "non_zero", vec![is0], nz, vec![]);
-    let mut ones = value(g, "ones", DType::F32, &[count]);
-    node(Op::Cast, "ones", vec![nz], ones, vec![("to", Attr::Int(DType::F32.onnx_code() as i64))]);
+    let mut ones = value(g, "ones", DType::I32, &[count]);
+    node(Op::Cast, "ones", vec![nz], ones, vec![("to", Attr::Int(DType::I32.onnx_code() as i64))]);
     let fill = tiles * NONZERO_TILE - count;
     if fill > 0 {
-        let zeros = value(g, "fill", DType::F32, &[fill]);
-        g.weights.insert(zeros, xforge_ir::Tensor::zeros(DType::F32, vec![fill]));
-        let all = value(g, "filled", DType::F32, &[tiles * NONZERO_TILE]);
+        let zeros = value(g, "fill", DType::I32, &[fill]);
+        g.weights.insert(zeros, xforge_ir::Tensor::zeros(DType::I32, vec![fill]));
+        let all = value(g, "filled", DType::I32, &[tiles * NONZERO_TILE]);
         node(Op::Concat, "filled", vec![ones, zeros], all, vec![("axis", Attr::Int(0))]);
         ones = all;
     }
     let grid_shape = crate::rewrite::shape_weight(g, format!("{name}/grid_shape"), &[tiles, NONZERO_TILE]);
-    let grid = value(g, "grid", DType::F32, &[tiles, NONZERO_TILE]);
+    let grid = value(g, "grid", DType::I32, &[tiles, NONZERO_TILE]);
     node(Op::Reshape, "grid", vec![ones, grid_shape], grid, vec![]);
-    let counts = value(g, "counts", DType::F32, &[tiles]);
+    let counts = value(g, "counts", DType::I32, &[tiles]);
     if g.opset >= 13 {
         let axes = crate::rewrite::ints_weight(g, format!("{name}/axes"), vec![1]);
         node(Op::ReduceSum, "counts", vec![grid, axes], counts, vec![("keepdims", Attr::Int(0))]);
@@ -157,7 +157,7 @@ fn nonzero_tiles(g: &mut Graph, n: &Node) -> Option<(Vec<Node>, ValueId)> {
     }
     let axis = value(g, "axis", DType::I64, &[]);
     g.weights.insert(axis, xforge_ir::Tensor::scalar_i64(0));
-    let offsets = value(g, "offsets", DType::F32, &[tiles]);
+    let offsets = value(g, "offsets", DType::I32, &[tiles]);
     node(Op::CumSum, "offsets", vec![counts, axis], offsets, vec![("exclusive", Attr::Int(1))]);
     Some((nodes, offsets))
 }

@@ -44,8 +44,9 @@ pub const NMS_MASK_MAX_BOXES: usize = 32 * 8192;
 /// before it) instead of one block over everything.
 pub const NONZERO_TILED_MIN: usize = 1 << 16;
 
-/// Elements of a NonZero tile: 8 a thread of the kernel's 1024.
-pub const NONZERO_TILE: usize = 8192;
+/// Elements of a NonZero tile: 4 a thread of the kernel's 1024 (and what one thread of the
+/// generic ReduceSum adds up for the tile's count).
+pub const NONZERO_TILE: usize = 4096;
 
 /// The most nodes one fusion group takes in (longer elementwise chains become several kernels).
 pub const MAX_GROUP_NODES: usize = 512;

@@ -123,7 +123,7 @@ fn an_overlap_mask_over_the_budget_leaves_the_walk_to_overlap_tests() {
 
 #[test]
 fn a_large_nonzero_gets_its_tiles_first_columns() {
-    // 300 × 300 f32 (90000 elements: 11 tiles of 8192, the last one filled with zeros)
+    // 300 × 300 f32 (90000 elements: 22 tiles of 4096, the last one filled with zeros)
     let mut b = GraphBuilder::new("nonzero", 17);
     let x = b.input("x", DType::F32, &[300, 300]);
     let nz = b.node(Op::NonZero, &[x], vec![], ValueType::unranked(DType::I64));
@@ -136,7 +136,7 @@ fn a_large_nonzero_gets_its_tiles_first_columns() {
     xforge_ir::verify::verify(&h).unwrap();
     let bounded = h.nodes.iter().find(|n| n.op == Op::Bounded).unwrap();
     let offsets = bounded.inputs[2].expect("input 2: the tiles' first columns");
-    assert_eq!(h.ty(offsets).static_shape(), Some(vec![11]));
+    assert_eq!(h.ty(offsets).static_shape(), Some(vec![22]));
     let v: Vec<f64> = (0..90000).map(|i| if (i * 7919) % 13 < 4 { 0.0 } else { i as f64 }).collect();
     let feed = HashMap::from([("x".to_string(), Tensor::from_f64(DType::F32, vec![300, 300], &v))]);
     assert_eq!(interp::run(&h, &feed).unwrap()[0].to_i64(), interp::run(&g, &feed).unwrap()[0].to_i64());
@@ -144,7 +144,7 @@ fn a_large_nonzero_gets_its_tiles_first_columns() {
     seen.outputs = vec![offsets];
     let got = interp::run(&seen, &feed).unwrap()[0].to_i64();
     let want: Vec<i64> =
-        (0..11).map(|t| v[..(t * 8192).min(90000)].iter().filter(|&&e| e != 0.0).count() as i64).collect();
+        (0..22).map(|t| v[..(t * 4096).min(90000)].iter().filter(|&&e| e != 0.0).count() as i64).collect();
     assert_eq!(got, want);
     // below NONZERO_TILED_MIN: one block walks it all, no offsets
     let mut b = GraphBuilder::new("nonzero", 17);

@@ -584,8 +584,11 @@ pub fn compute(
         } else if n.op == Op::Where {
             b.emit(format!("arith.select {}, {}, {} : {c}", args[0], args[1], args[2]))
         } else if matches!(n.op, Op::Cast | Op::CastLike) {
-            // round through the target type
+            // round through the target type; a bool operand is an i1 (as Where's condition), 0 or 1
             let to = n.outputs[0].map(|o| g.ty(o).dtype).unwrap_or(dt);
+            if n.inputs[0].is_some_and(|v| g.ty(v).dtype == DType::Bool) {
+                args[0] = b.emit(format!("arith.uitofp {} : i1 to {c}", args[0]));
+            }
             match storage_type(to).filter(|_| to.is_float()) {
                 // widening keeps every value
                 Some("f64") if c == "f32" => args[0].clone(),
