@@ -47,7 +47,7 @@ fn kernels(g: &Graph, split: bool) -> Result<(Graph, Vec<Kernel>)> {
         }
         match xforge_kernel::generate(&f.graph, grp, i) {
             Ok(k) => ks.push(k),
-            Err(_) if grp.nodes.len() > 1 => {
+            Err(_) if grp.schedule != Schedule::Generic => {
                 for &n in &grp.nodes {
                     let single = xforge_passes::fusion::partition::group_of_nodes(&f.graph, Schedule::Generic, vec![n]);
                     ks.push(xforge_kernel::generate(&f.graph, &single, i)?);
