@@ -576,6 +576,17 @@ pub fn nonzero_tiled(dt: DType, n: usize) -> Graph {
     g
 }
 
+/// ReduceSum of an integer x [rows, cols] over its rows (keepdims 0): the generic kernel, one
+/// block a row (templates take floats only).
+pub fn int_row_sums(dt: DType, rows: usize, cols: usize) -> Graph {
+    let mut b = GraphBuilder::new("int_row_sums", 17);
+    let x = b.input("x", dt, &[rows, cols]);
+    let axes = b.weight("axes", Tensor::from_i64(vec![1], vec![1]));
+    let y = b.node(Op::ReduceSum, &[x, axes], vec![("keepdims", Attr::Int(0))], ValueType::unranked(dt));
+    b.output(y);
+    finish(b)
+}
+
 /// ReduceBounded (`reduce` = ReduceMax or ReduceMin) over `axes` of x with the first `valid`
 /// entries along axis `padded` taking part, keepdims 0.
 pub fn reduce_bounded(dt: DType, shape: &[usize], reduce: &str, axes: &[i64], padded: i64, valid: i64) -> Graph {
@@ -638,6 +649,8 @@ pub fn nms_cases(dt: DType) -> Vec<(&'static str, Graph)> {
         // ReduceBounded's max and min as one block: all of a box table, rows of a matrix
         ("reduce_block_max", reduce_bounded(dt, &[27000, 4], "ReduceMax", &[0, 1], 0, 26000)),
         ("reduce_block_min_rows", reduce_bounded(dt, &[3, 5000], "ReduceMin", &[1], 1, 4321)),
+        // integer row sums one block a row (the NonZero tiles' counts)
+        ("int_row_sums", int_row_sums(DType::I32, 22, 4096)),
         // NonZero one block a tile: 22 tiles, the last one short
         ("nonzero_tiled", nonzero_tiled(dt, 90000)),
         // NonZero as one block: runs of 1 and of several elements a thread, a valid length

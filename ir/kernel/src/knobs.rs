@@ -126,9 +126,9 @@ pub const TOPK_SELECT_MIN: usize = 2048;
 /// in workgroup memory (32 KiB here).
 pub const TOPK_SELECT_MAX: usize = 4096;
 
-/// Entries per output from which ReduceBounded's max and min run as one block (a tree in
-/// workgroup memory) rather than one thread per output.
+/// Entries per output from which a max, min or integer sum runs one block an output (a tree in
+/// workgroup memory) rather than one thread an output.
 pub const REDUCE_BLOCK_MIN: usize = 4096;
 
-/// Most outputs of a ReduceBounded run as one block (each reduced by the whole block in turn).
-pub const REDUCE_BLOCK_MAX_OUTPUTS: usize = 16;
+/// Most outputs of a reduction run one block an output (blocks of the grid).
+pub const REDUCE_BLOCK_MAX_OUTPUTS: usize = 1 << 16;

@@ -61,7 +61,25 @@ pub fn reduce(k: &mut Kern) -> R<usize> {
         _ if noop => return super::math::elementwise_copy(k),
         _ => (0..r).collect(),
     };
+    if by_blocks(k, op, &axes)? {
+        return reduce_block(k, op, &axes, None);
+    }
     reduce_over(k, op, axes, None)
+}
+
+/// Whether `op` over `axes` of input 0 runs one block an output (`reduce_block`): many entries
+/// an output, and an order-free result — max and min of any type, sums of integers (wrapping
+/// adds commute); float sums keep the interpreter's sequential order.
+fn by_blocks(k: &Kern, op: Op, axes: &[usize]) -> R<bool> {
+    let (shape, dt) = (k.in_shape(0)?, k.in_dtype(0)?);
+    let count: usize = axes.iter().map(|&d| shape[d]).product();
+    let outs = numel(&shape) / count.max(1);
+    let exact = match op {
+        Op::ReduceMax | Op::ReduceMin => dt != DType::Bool,
+        Op::ReduceSum => !dt.is_float() && dt != DType::Bool,
+        _ => false,
+    };
+    Ok(exact && count >= crate::knobs::REDUCE_BLOCK_MIN && outs <= crate::knobs::REDUCE_BLOCK_MAX_OUTPUTS)
 }
 
 /// ReduceBounded(x, length) (interp/bounded.rs): the reduction named by `reduce` over `axes`,
@@ -81,105 +99,108 @@ pub fn reduce_bounded(k: &mut Kern) -> R<usize> {
     if !axes.contains(&padded) {
         return Err("the padded axis is not reduced".into());
     }
-    let in_shape = k.in_shape(0)?;
-    let count: usize = axes.iter().map(|&d| in_shape[d]).product();
-    let outs = numel(&in_shape) / count.max(1);
-    if matches!(op, Op::ReduceMax | Op::ReduceMin)
-        && k.in_dtype(0)? != DType::Bool
-        && count >= crate::knobs::REDUCE_BLOCK_MIN
-        && outs <= crate::knobs::REDUCE_BLOCK_MAX_OUTPUTS
-    {
-        return reduce_block(k, op, &axes, padded);
+    if by_blocks(k, op, &axes)? {
+        return reduce_block(k, op, &axes, Some(padded));
     }
     reduce_over(k, op, axes, Some((padded, 1)))
 }
 
-/// ReduceMax/ReduceMin over the valid entries (ReduceBounded) of few outputs with many entries
-/// each, as one block: each thread folds every THREADS-th entry, then a tree in workgroup memory
-/// (exact: max and min do not depend on the order). A detector's `boxes.max()` over 27000 boxes
-/// took 1.8 ms as one thread.
-fn reduce_block(k: &mut Kern, op: Op, axes: &[usize], padded: usize) -> R<usize> {
-    const THREADS: usize = 1024;
+/// A max, min or integer sum (`by_blocks`) as one block an output: each thread folds every
+/// THREADS-th entry, then a tree in workgroup memory. With `padded` (ReduceBounded), only the
+/// entries below the length (input 1) along that axis take part. One thread an output took
+/// 1.8 ms for a detector's `boxes.max()` over 27000 boxes, 0.55 ms for a row of 4096 counts.
+fn reduce_block(k: &mut Kern, op: Op, axes: &[usize], padded: Option<usize>) -> R<usize> {
     let in_shape = k.in_shape(0)?;
     let r = in_shape.len();
     let kept: Vec<usize> = (0..r).map(|d| if axes.contains(&d) { 1 } else { in_shape[d] }).collect();
     let red: Vec<usize> = axes.iter().map(|&d| in_shape[d]).collect();
     let st = strides(&in_shape);
-    let (n, count) = (numel(&kept), numel(&red));
+    let n = numel(&kept);
+    let count = numel(&red);
+    // a block of 1024 for a few outputs, of 256 where there are many
+    let threads = if n <= 16 { 1024 } else { 256 };
     let ct = Ty::of(k.in_dtype(0)?);
-    let (x, lp, out) = (k.input(0)?, k.input(1)?, k.output(0)?);
-    let q = axes.iter().position(|&a| a == padded).ok_or("the padded axis is not reduced")?;
-    let wg_ty = format!("memref<{THREADS}x{}, #gpu.address_space<workgroup>>", ct.mlir());
-    k.one_block = Some((THREADS as u32, format!("%wg : {wg_ty}")));
+    let (x, out) = (k.input(0)?, k.output(0)?);
+    let wg_ty = format!("memref<{threads}x{}, #gpu.address_space<workgroup>>", ct.mlir());
+    k.one_block = Some((threads as u32, format!("%wg : {wg_ty}")));
+    k.blocks = u32::try_from(n).map_err(|_| "too many outputs")?;
     let tid = k.b.emit("gpu.thread_id x");
-    let it = Ty::Int(64, true);
-    let z = k.index(0);
-    let l = k.load(lp, &z);
-    let l = s::cast(&mut k.b, &l, it);
-    let lo = s::int_konst(&mut k.b, 0, it);
-    let hi = s::int_konst(&mut k.b, red[q] as i64, it);
-    let l = s::max(&mut k.b, &l, &lo);
-    let l = s::min(&mut k.b, &l, &hi);
-    let limit = s::to_index(&mut k.b, &l);
-    let combine = |k: &mut Kern, a: &Val, c: &Val| {
-        if op == Op::ReduceMax {
-            s::max(&mut k.b, a, c)
-        } else {
-            s::min(&mut k.b, a, c)
+    let i = k.b.emit("gpu.block_id x");
+    // the valid length along the padded axis, within [0, its size]
+    let limit = match padded {
+        Some(d) => {
+            let q = axes.iter().position(|&a| a == d).ok_or("the padded axis is not reduced")?;
+            let lp = k.input(1)?;
+            let it = Ty::Int(64, true);
+            let z = k.index(0);
+            let l = k.load(lp, &z);
+            let l = s::cast(&mut k.b, &l, it);
+            let lo = s::int_konst(&mut k.b, 0, it);
+            let hi = s::int_konst(&mut k.b, red[q] as i64, it);
+            let l = s::max(&mut k.b, &l, &lo);
+            let l = s::min(&mut k.b, &l, &hi);
+            Some((q, s::to_index(&mut k.b, &l)))
         }
+        None => None,
     };
-    k.fold_n(n, &[], |k, i, _| {
-        let kc = k.coords(i, &kept);
-        let base = k.flat(&kc, &in_shape);
-        let init = extreme(&mut k.b, ct, op == Op::ReduceMin);
-        let (step, end) = (k.index(THREADS), k.index(count));
-        let j = k.b.fresh("j");
-        let acc = k.b.fresh("acc");
-        let head =
-            format!("scf.for {j} = {tid} to {end} step {step} iter_args({acc} = {}) -> ({}) {{", init.v, ct.mlir());
-        let part = k.b.emit(head);
-        let rc = k.coords(&j, &red);
-        let mut off = base.clone();
-        for (qq, &d) in axes.iter().enumerate() {
-            let t = k.ixc("muli", &rc[qq], st[d]);
-            off = k.ix("addi", &off, &t);
-        }
-        let v = k.load(x, &off);
-        let v = s::cast(&mut k.b, &v, ct);
-        let a = Val::new(acc.clone(), ct);
-        let m = combine(k, &a, &v);
-        let inside = k.icmp("ult", &rc[q], &limit);
-        let m = s::select(&mut k.b, &inside, &m, &a);
-        k.b.stmt(format!("scf.yield {} : {}", m.v, ct.mlir()));
-        k.b.stmt("}");
-        k.b.stmt(format!("memref.store {part}, %wg[{tid}] : {wg_ty}"));
-        k.b.stmt("gpu.barrier");
-        let mut d = THREADS / 2;
-        while d >= 1 {
-            let dd = k.index(d);
-            let low = k.icmp("ult", &tid, &dd);
-            let mine = Val::new(k.b.emit(format!("memref.load %wg[{tid}] : {wg_ty}")), ct);
-            let other = k.ix("addi", &tid, &dd);
-            k.when(&low, |k| {
-                let o = Val::new(k.b.emit(format!("memref.load %wg[{other}] : {wg_ty}")), ct);
-                let m = combine(k, &mine, &o);
-                k.b.stmt(format!("memref.store {}, %wg[{tid}] : {wg_ty}", m.v));
-                Ok(())
-            })?;
-            k.b.stmt("gpu.barrier");
-            d /= 2;
-        }
-        let z = k.index(0);
-        let is0 = k.icmp("eq", &tid, &z);
-        k.when(&is0, |k| {
-            let v = Val::new(k.b.emit(format!("memref.load %wg[{z}] : {wg_ty}")), ct);
-            k.store(out, i, &v);
+    let combine = |k: &mut Kern, a: &Val, c: &Val| match op {
+        Op::ReduceMax => s::max(&mut k.b, a, c),
+        Op::ReduceMin => s::min(&mut k.b, a, c),
+        _ => s::add(&mut k.b, a, c),
+    };
+    let kc = k.coords(&i, &kept);
+    let base = k.flat(&kc, &in_shape);
+    let init = match op {
+        Op::ReduceMax => extreme(&mut k.b, ct, false),
+        Op::ReduceMin => extreme(&mut k.b, ct, true),
+        _ => konst(&mut k.b, 0.0, ct),
+    };
+    let (step, end) = (k.index(threads), k.index(count));
+    let j = k.b.fresh("j");
+    let acc = k.b.fresh("acc");
+    let head = format!("scf.for {j} = {tid} to {end} step {step} iter_args({acc} = {}) -> ({}) {{", init.v, ct.mlir());
+    let part = k.b.emit(head);
+    let rc = k.coords(&j, &red);
+    let mut off = base.clone();
+    for (qq, &d) in axes.iter().enumerate() {
+        let t = k.ixc("muli", &rc[qq], st[d]);
+        off = k.ix("addi", &off, &t);
+    }
+    let v = k.load(x, &off);
+    let v = s::cast(&mut k.b, &v, ct);
+    let a = Val::new(acc.clone(), ct);
+    let mut m = combine(k, &a, &v);
+    if let Some((q, l)) = &limit {
+        let inside = k.icmp("ult", &rc[*q], l);
+        m = s::select(&mut k.b, &inside, &m, &a);
+    }
+    k.b.stmt(format!("scf.yield {} : {}", m.v, ct.mlir()));
+    k.b.stmt("}");
+    k.b.stmt(format!("memref.store {part}, %wg[{tid}] : {wg_ty}"));
+    k.b.stmt("gpu.barrier");
+    let mut d = threads / 2;
+    while d >= 1 {
+        let dd = k.index(d);
+        let low = k.icmp("ult", &tid, &dd);
+        let mine = Val::new(k.b.emit(format!("memref.load %wg[{tid}] : {wg_ty}")), ct);
+        let other = k.ix("addi", &tid, &dd);
+        k.when(&low, |k| {
+            let o = Val::new(k.b.emit(format!("memref.load %wg[{other}] : {wg_ty}")), ct);
+            let m = combine(k, &mine, &o);
+            k.b.stmt(format!("memref.store {}, %wg[{tid}] : {wg_ty}", m.v));
             Ok(())
         })?;
         k.b.stmt("gpu.barrier");
-        Ok(vec![])
+        d /= 2;
+    }
+    let z = k.index(0);
+    let is0 = k.icmp("eq", &tid, &z);
+    k.when(&is0, |k| {
+        let v = Val::new(k.b.emit(format!("memref.load %wg[{z}] : {wg_ty}")), ct);
+        k.store(out, &i, &v);
+        Ok(())
     })?;
-    Ok(THREADS)
+    Ok(threads * n)
 }
 
 /// `op` over `axes` of input 0; with `valid` = (axis, input), only the entries along that axis
