@@ -77,6 +77,12 @@ fn values(bytes: &[u8], dt: DType) -> Vec<f64> {
             bytes.chunks_exact(2).map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64()).collect()
         }
         DType::F64 => bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
+        // integers as the numbers they are (their bits read as f32 made -1 a NaN)
+        DType::I64 => bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        DType::I32 => bytes.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        DType::I16 => bytes.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as f64).collect(),
+        DType::I8 => bytes.iter().map(|&b| b as i8 as f64).collect(),
+        DType::U8 | DType::Bool => bytes.iter().map(|&b| b as f64).collect(),
         _ => bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
     }
 }
