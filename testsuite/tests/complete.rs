@@ -498,6 +498,31 @@ fn eight_bit_integers_are_numbers_in_the_elementwise_template() {
 }
 
 #[test]
+fn a_bool_mask_cast_to_float_is_a_number_in_the_elementwise_template() {
+    // x > 0.5 cast to f32 and scaled: the comparison is a generic kernel, so the mask reaches the
+    // template as a bool parameter (an i1), and the Cast passed the i1 on as a float — MLIR
+    // refused the kernel
+    let mut b = GraphBuilder::new("mask", 17);
+    let x = b.input("x", DType::F32, &[4, 8]);
+    let th = b_weight(&mut b, "th", 0.5);
+    let m = b.node(Op::Greater, &[x, th], vec![], ValueType::known(DType::Bool, &[4, 8]));
+    let f = b.node(Op::Cast, &[m], vec![("to", Attr::Int(1))], ValueType::known(DType::F32, &[4, 8]));
+    let k = b_weight(&mut b, "k", 3.0);
+    let y = b.node(Op::Mul, &[f, k], vec![], ValueType::known(DType::F32, &[4, 8]));
+    b.output(y);
+    let g = b.finish();
+    let compiler = Compiler::new("sm_90");
+    compiler.compile_graph(&g, "mask".into()).expect("the artifact builds");
+    let fused = compiler.fuse(&g).unwrap();
+    let v: Vec<f64> = (0..32).map(|i| ((i * 5) % 9) as f64 * 0.25).collect();
+    let feed = HashMap::from([("x".to_string(), Tensor::from_f64(DType::F32, vec![4, 8], &v))]);
+    let want = xforge_ir::interp::run(&g, &feed).unwrap();
+    let (got, _) = run_plan(&fused, &kernels(&fused), &feed).unwrap();
+    assert_eq!(got[0].to_f64(), want[0].to_f64());
+    assert!(want[0].to_f64().iter().any(|&e| e == 3.0) && want[0].to_f64().iter().any(|&e| e == 0.0));
+}
+
+#[test]
 fn an_int4_weight_behind_a_dequantize_folds_and_computes_the_same() {
     // weight-only 4-bit quantization: an int4 weight in blocks of 2 rows along axis 0, dequantized
     // into the MatMul; the constant DequantizeLinear folds to an f32 weight, nothing 4-bit is left

@@ -2,8 +2,12 @@
 //! completion falls back to, node by node, where no fused template runs a group, so every op
 //! that computes a tensor of static shape has one. Each is written for plainness, not speed:
 //! one thread per output element in a grid-stride loop (or per row, line or input element where
-//! elements share work), no barriers, no workgroup memory — so the host emulator can run them
-//! (one exception, `Kern::one_block`: NonMaxSuppression's walk, whose threads cooperate).
+//! elements share work), no barriers, no workgroup memory — so the host emulator can run them.
+//! The exceptions set `Kern::one_block` (and `Kern::blocks`): kernels whose threads cooperate
+//! through barriers and workgroup memory where one thread an output would leave the machine idle
+//! — the NonMaxSuppression walks, NonZero's scans, TopKBounded by selection, order-free
+//! reductions of long rows; `gpu_check` runs them, the host emulator leaves them to the
+//! interpreter.
 //! Semantics follow the interpreter op by op (interp/*.rs); attributes are read with its
 //! `NodeAttrs`, so defaults and errors match.
 pub mod scalar;
