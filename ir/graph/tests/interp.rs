@@ -763,6 +763,31 @@ fn center_crop_pad_of_an_empty_input_is_all_padding() {
 }
 
 #[test]
+fn a_slice_with_more_starts_than_axes_of_its_input_is_an_error() {
+    // starts of 3 entries without axes on x [20, 5]: the third indexed past the shape (a panic;
+    // found by the fusion_diff target)
+    let mut g = GraphBuilder::new("slice", 13);
+    let x = g.input("x", DType::F32, &[20, 5]);
+    let starts = g.input("starts", DType::I64, &[3]);
+    let ends = g.input("ends", DType::I64, &[3]);
+    let y = g.node(Op::Slice, &[x, starts, ends], vec![], ValueType::unranked(DType::F32));
+    g.output(y);
+    let g = g.finish();
+    let ints = |v: Vec<i64>| Tensor::from_i64(vec![3], v);
+    let e = run(
+        &g,
+        &feed(&[
+            ("x", Tensor::from_f32(vec![20, 5], vec![0.0; 100])),
+            ("starts", ints(vec![0, 0, 0])),
+            ("ends", ints(vec![1, 1, 1])),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("3 starts without axes for an input of rank 2"), "{e}");
+}
+
+#[test]
 fn slices_with_the_largest_steps_take_one_element() {
     // e − b + s − 1 overflowed i64 for a step of i64::MAX (found by the onnx_interp target; a
     // release build would have wrapped to an empty slice)

@@ -197,6 +197,10 @@ pub fn slice(
     let r = x.rank();
     let axes: Vec<usize> = match axes {
         Some(a) => a.iter().map(|&v| axis(v, r)).collect::<OpResult<_>>()?,
+        // without axes, starts run over the first axes: no more of them than the rank
+        None if starts.len() > r => {
+            return Err(format!("{} starts without axes for an input of rank {r}", starts.len()));
+        }
         None => (0..starts.len()).collect(),
     };
     let steps = steps.unwrap_or(vec![1; starts.len()]);
