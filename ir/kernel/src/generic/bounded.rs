@@ -85,6 +85,34 @@ impl NonZeroIn {
         nz
     }
 
+    /// How many entries of [lo, hi) count (an index).
+    fn count_run(&self, k: &mut Kern, lo: &str, hi: &str) -> R<String> {
+        let zero = k.index(0);
+        let r = k.fold(lo, hi, &[Val::new(zero, Ty::Index)], |k, i, acc| {
+            let nz = self.counts(k, i);
+            let one = k.index(1);
+            let inc = k.ix("addi", &acc[0].v, &one);
+            Ok(vec![Val::new(k.isel(&nz, &inc, &acc[0].v), Ty::Index)])
+        })?;
+        Ok(r[0].v.clone())
+    }
+
+    /// Writes the coordinates of the entries of [lo, hi) that count, from result column `first` on.
+    fn write_run(&self, k: &mut Kern, p: usize, bound: usize, lo: &str, hi: &str, first: String) -> R<()> {
+        k.fold(lo, hi, &[Val::new(first, Ty::Index)], |k, i, acc| {
+            let nz = self.counts(k, i);
+            let at = acc[0].v.clone();
+            k.when(&nz, |k| {
+                self.write(k, p, bound, i, &at);
+                Ok(())
+            })?;
+            let one = k.index(1);
+            let inc = k.ix("addi", &at, &one);
+            Ok(vec![Val::new(k.isel(&nz, &inc, &at), Ty::Index)])
+        })?;
+        Ok(())
+    }
+
     /// Writes element `i`'s coordinates as result column `at`.
     fn write(&self, k: &mut Kern, p: usize, bound: usize, i: &str, at: &str) {
         let c = k.coords(i, &self.shape);
@@ -149,45 +177,13 @@ fn nonzero_block(k: &mut Kern, bound: usize) -> R<usize> {
     let lo = k.b.emit(format!("arith.minui {lo}, {nn} : index"));
     let hi = k.ixc("addi", &lo, run);
     let hi = k.b.emit(format!("arith.minui {hi}, {nn} : index"));
-    let zero = k.index(0);
-    let mine = k.fold(&lo, &hi, &[Val::new(zero, Ty::Index)], |k, i, acc| {
-        let nz = a.counts(k, i);
-        let one = k.index(1);
-        let inc = k.ix("addi", &acc[0].v, &one);
-        Ok(vec![Val::new(k.isel(&nz, &inc, &acc[0].v), Ty::Index)])
-    })?;
-    k.b.stmt(format!("memref.store {}, %wg[{tid}] : {wg_ty}", mine[0].v));
+    let mine = a.count_run(k, &lo, &hi)?;
+    k.b.stmt(format!("memref.store {mine}, %wg[{tid}] : {wg_ty}"));
     k.b.stmt("gpu.barrier");
-    // inclusive scan: round d adds the count d places before (read all, then write all)
-    let mut d = 1;
-    while d < NT {
-        let dd = k.index(d);
-        let back = k.icmp("uge", &tid, &dd);
-        let prev = k.ix("subi", &tid, &dd);
-        let z = k.index(0);
-        let prev = k.isel(&back, &prev, &z);
-        let own = k.b.emit(format!("memref.load %wg[{tid}] : {wg_ty}"));
-        let other = k.b.emit(format!("memref.load %wg[{prev}] : {wg_ty}"));
-        let other = k.isel(&back, &other, &z);
-        let sum = k.ix("addi", &own, &other);
-        k.b.stmt("gpu.barrier");
-        k.b.stmt(format!("memref.store {sum}, %wg[{tid}] : {wg_ty}"));
-        k.b.stmt("gpu.barrier");
-        d *= 2;
-    }
+    k.inclusive_scan(&wg_ty, "index", 0, &tid, NT);
     let incl = k.b.emit(format!("memref.load %wg[{tid}] : {wg_ty}"));
-    let first = k.ix("subi", &incl, &mine[0].v);
-    k.fold(&lo, &hi, &[Val::new(first, Ty::Index)], |k, i, acc| {
-        let nz = a.counts(k, i);
-        let at = acc[0].v.clone();
-        k.when(&nz, |k| {
-            a.write(k, p, bound, i, &at);
-            Ok(())
-        })?;
-        let one = k.index(1);
-        let inc = k.ix("addi", &at, &one);
-        Ok(vec![Val::new(k.isel(&nz, &inc, &at), Ty::Index)])
-    })?;
+    let first = k.ix("subi", &incl, &mine);
+    a.write_run(k, p, bound, &lo, &hi, first)?;
     let last = k.index(NT - 1);
     let is_last = k.icmp("eq", &tid, &last);
     k.when(&is_last, |k| {
@@ -221,7 +217,6 @@ fn nonzero_tiled(k: &mut Kern, bound: usize) -> R<usize> {
     let wg_ty = format!("memref<{NT}xi32, #gpu.address_space<workgroup>>");
     k.one_block = Some((NT as u32, format!("%wg : {wg_ty}")));
     k.blocks = u32::try_from(tiles).map_err(|_| "too many tiles")?;
-    let i32t = Ty::Int(32, true);
     let tid = k.b.emit("gpu.thread_id x");
     let bid = k.b.emit("gpu.block_id x");
     // this thread's run [lo, hi) of its block's tile
@@ -234,35 +229,19 @@ fn nonzero_tiled(k: &mut Kern, bound: usize) -> R<usize> {
     let lo = k.b.emit(format!("arith.minui {lo}, {t1} : index"));
     let hi = k.ixc("addi", &lo, run);
     let hi = k.b.emit(format!("arith.minui {hi}, {t1} : index"));
-    let zero = k.index(0);
-    let mine = k.fold(&lo, &hi, &[Val::new(zero, Ty::Index)], |k, i, acc| {
-        let nz = a.counts(k, i);
-        let one = k.index(1);
-        let inc = k.ix("addi", &acc[0].v, &one);
-        Ok(vec![Val::new(k.isel(&nz, &inc, &acc[0].v), Ty::Index)])
-    })?;
-    let m32 = Val::new(k.b.emit(format!("arith.index_cast {} : index to i32", mine[0].v)), i32t);
-    k.b.stmt(format!("memref.store {}, %wg[{tid}] : {wg_ty}", m32.v));
+    let mine = a.count_run(k, &lo, &hi)?;
+    let m32 = k.b.emit(format!("arith.index_cast {mine} : index to i32"));
+    k.b.stmt(format!("memref.store {m32}, %wg[{tid}] : {wg_ty}"));
     k.b.stmt("gpu.barrier");
-    super::select::scan_i32(k, &wg_ty, 0, &tid, NT);
+    k.inclusive_scan(&wg_ty, "i32", 0, &tid, NT);
     let incl = k.b.emit(format!("memref.load %wg[{tid}] : {wg_ty}"));
     let incl = k.b.emit(format!("arith.index_cast {incl} : i32 to index"));
     let off = k.load(offs, &bid);
     let off = s::cast(&mut k.b, &off, Ty::Int(64, true));
     let off = s::to_index(&mut k.b, &off);
     let first = k.ix("addi", &off, &incl);
-    let first = k.ix("subi", &first, &mine[0].v);
-    k.fold(&lo, &hi, &[Val::new(first, Ty::Index)], |k, i, acc| {
-        let nz = a.counts(k, i);
-        let at = acc[0].v.clone();
-        k.when(&nz, |k| {
-            a.write(k, p, bound, i, &at);
-            Ok(())
-        })?;
-        let one = k.index(1);
-        let inc = k.ix("addi", &at, &one);
-        Ok(vec![Val::new(k.isel(&nz, &inc, &at), Ty::Index)])
-    })?;
+    let first = k.ix("subi", &first, &mine);
+    a.write_run(k, p, bound, &lo, &hi, first)?;
     // the last block: the count, and zeros from it to the bound in every row
     let last = k.index(tiles - 1);
     let is_last = k.icmp("eq", &bid, &last);
@@ -369,7 +348,7 @@ struct Nms {
 }
 
 /// An i64 scalar input clamped to [0, n], as an index; `absent` when the input is not there.
-fn count_in(k: &mut Kern, i: usize, n: usize, absent: usize) -> R<String> {
+pub(super) fn count_in(k: &mut Kern, i: usize, n: usize, absent: usize) -> R<String> {
     let present = k.in_val(i).is_some() && k.in_shape(i).map(|s| numel(&s) > 0).unwrap_or(false);
     if !present {
         return Ok(k.index(absent));

@@ -327,6 +327,30 @@ impl<'a> Kern<'a> {
         Ok(())
     }
 
+    /// Inclusive prefix sums of the `threads` counts (of MLIR type `ty`: `i32`, `index`) at
+    /// `base` of the workgroup memory `%wg : wg_ty`, one a thread (log₂ rounds: every thread
+    /// reads both, then writes). For the cooperating kernels (`one_block`).
+    pub fn inclusive_scan(&mut self, wg_ty: &str, ty: &str, base: usize, tid: &str, threads: usize) {
+        let mut d = 1;
+        while d < threads {
+            let dd = self.index(d);
+            let back = self.icmp("uge", tid, &dd);
+            let prev = self.ix("subi", tid, &dd);
+            let z = self.index(0);
+            let prev = self.isel(&back, &prev, &z);
+            let (own_at, prev_at) = (self.ixc("addi", tid, base), self.ixc("addi", &prev, base));
+            let own = self.b.emit(format!("memref.load %wg[{own_at}] : {wg_ty}"));
+            let other = self.b.emit(format!("memref.load %wg[{prev_at}] : {wg_ty}"));
+            let zero = self.b.emit(format!("arith.constant 0 : {ty}"));
+            let other = self.b.emit(format!("arith.select {}, {other}, {zero} : {ty}", back.v));
+            let sum = self.b.emit(format!("arith.addi {own}, {other} : {ty}"));
+            self.b.stmt("gpu.barrier");
+            self.b.stmt(format!("memref.store {sum}, %wg[{own_at}] : {wg_ty}"));
+            self.b.stmt("gpu.barrier");
+            d *= 2;
+        }
+    }
+
     /// Index comparison as an i1.
     pub fn icmp(&mut self, pred: &str, a: &str, c: &str) -> Val {
         Val::new(self.b.emit(format!("arith.cmpi {pred}, {a}, {c} : index")), Ty::Bool)

@@ -130,16 +130,7 @@ fn reduce_block(k: &mut Kern, op: Op, axes: &[usize], padded: Option<usize>) -> 
     let limit = match padded {
         Some(d) => {
             let q = axes.iter().position(|&a| a == d).ok_or("the padded axis is not reduced")?;
-            let lp = k.input(1)?;
-            let it = Ty::Int(64, true);
-            let z = k.index(0);
-            let l = k.load(lp, &z);
-            let l = s::cast(&mut k.b, &l, it);
-            let lo = s::int_konst(&mut k.b, 0, it);
-            let hi = s::int_konst(&mut k.b, red[q] as i64, it);
-            let l = s::max(&mut k.b, &l, &lo);
-            let l = s::min(&mut k.b, &l, &hi);
-            Some((q, s::to_index(&mut k.b, &l)))
+            Some((q, super::bounded::count_in(k, 1, red[q], red[q])?))
         }
         None => None,
     };
@@ -226,26 +217,17 @@ fn reduce_over(k: &mut Kern, op: Op, axes: Vec<usize>, valid: Option<(usize, usi
     let count = numel(&red);
     // the padded axis's place among the reduced ones, and the length's parameter
     let valid = match valid {
-        Some((d, input)) => {
-            Some((axes.iter().position(|&a| a == d).ok_or("the padded axis is not reduced")?, k.input(input)?))
-        }
+        Some((d, input)) => Some((axes.iter().position(|&a| a == d).ok_or("the padded axis is not reduced")?, input)),
         None => None,
     };
     k.for_each(n, |k, i| {
         let kc = k.coords(i, &kept);
         let base = k.flat(&kc, &in_shape);
         // the valid length along the padded axis, within [0, its size]
-        let limit = valid.map(|(q, p)| {
-            let z = k.index(0);
-            let l = k.load(p, &z);
-            let it = Ty::Int(64, true);
-            let l = s::cast(&mut k.b, &l, it);
-            let lo = s::int_konst(&mut k.b, 0, it);
-            let hi = s::int_konst(&mut k.b, red[q] as i64, it);
-            let l = s::max(&mut k.b, &l, &lo);
-            let l = s::min(&mut k.b, &l, &hi);
-            (q, s::to_index(&mut k.b, &l))
-        });
+        let limit = match valid {
+            Some((q, input)) => Some((q, super::bounded::count_in(k, input, red[q], red[q])?)),
+            None => None,
+        };
         // whether reduced element j lies within the valid length
         let inside = |k: &mut Kern, j: &str| -> Option<Val> {
             let (q, l) = limit.clone()?;
@@ -615,7 +597,7 @@ pub fn topk_bounded(k: &mut Kern) -> R<usize> {
     if super::select::selects(k.in_dtype(0)?, len, bound) {
         return super::select::topk_bounded(k, ax, largest, bound);
     }
-    let (x, kp, lp) = (k.input(0)?, k.input(1)?, k.input(2)?);
+    let x = k.input(0)?;
     let vals = k.output(0)?;
     let idxs = k.output(1)?;
     let n = numel(&shape);
@@ -623,18 +605,8 @@ pub fn topk_bounded(k: &mut Kern) -> R<usize> {
     let it = Ty::Int(64, true);
     k.for_each(n.max(n_out), |k, i| {
         // valid entries: min(length, axis size); results: min(K, valid, bound)
-        let z = k.index(0);
-        let clampv = |k: &mut Kern, p: usize, hi: usize| -> String {
-            let v = k.load(p, &z);
-            let v = s::cast(&mut k.b, &v, it);
-            let lo = s::int_konst(&mut k.b, 0, it);
-            let h = s::int_konst(&mut k.b, hi as i64, it);
-            let v = s::max(&mut k.b, &v, &lo);
-            let v = s::min(&mut k.b, &v, &h);
-            s::to_index(&mut k.b, &v)
-        };
-        let valid = clampv(k, lp, len);
-        let kk = clampv(k, kp, bound);
+        let valid = super::bounded::count_in(k, 2, len, len)?;
+        let kk = super::bounded::count_in(k, 1, bound, bound)?;
         let kk = k.ix("minui", &kk, &valid);
         // a padded output entry past K: zero
         let nov = k.index(n_out);

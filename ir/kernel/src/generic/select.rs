@@ -67,34 +67,7 @@ impl Wg {
     }
 
     fn scan(&self, k: &mut Kern, base: usize, tid: &str) {
-        scan_i32(k, &self.ty, base, tid, THREADS);
-    }
-}
-
-/// Inclusive prefix sums of the `threads` i32 counts at `base` of workgroup memory `wg_ty`, one
-/// a thread (log₂ rounds: every thread reads both, then writes).
-pub(super) fn scan_i32(k: &mut Kern, wg_ty: &str, base: usize, tid: &str, threads: usize) {
-    let load = |k: &mut Kern, at: &str| {
-        let a = k.ixc("addi", at, base);
-        Val::new(k.b.emit(format!("memref.load %wg[{a}] : {wg_ty}")), Ty::Int(32, true))
-    };
-    let mut d = 1;
-    while d < threads {
-        let dd = k.index(d);
-        let back = k.icmp("uge", tid, &dd);
-        let prev = k.ix("subi", tid, &dd);
-        let z = k.index(0);
-        let prev = k.isel(&back, &prev, &z);
-        let own = load(k, tid);
-        let other = load(k, &prev);
-        let z32 = s::int_konst(&mut k.b, 0, Ty::Int(32, true));
-        let other = s::select(&mut k.b, &back, &other, &z32);
-        let sum = i32op(k, "addi", &own, &other);
-        k.b.stmt("gpu.barrier");
-        let a = k.ixc("addi", tid, base);
-        k.b.stmt(format!("memref.store {}, %wg[{a}] : {wg_ty}", sum.v));
-        k.b.stmt("gpu.barrier");
-        d *= 2;
+        k.inclusive_scan(&self.ty, "i32", base, tid, THREADS);
     }
 }
 
@@ -144,7 +117,7 @@ pub fn topk_bounded(k: &mut Kern, ax: usize, largest: bool, bound: usize) -> R<u
     let shape = k.in_shape(0)?;
     let p = passes(k.in_dtype(0)?).ok_or("no selection form for this dtype")?;
     let (outer, len, inner) = (numel(&shape[..ax]), shape[ax], numel(&shape[ax + 1..]));
-    let (x, kp, lp) = (k.input(0)?, k.input(1)?, k.input(2)?);
+    let x = k.input(0)?;
     let (vals, idxs) = (k.output(0)?, k.output(1)?);
     let wg = Wg::new(bound);
     k.one_block = Some((THREADS as u32, format!("%wg : {}", wg.ty)));
@@ -153,18 +126,8 @@ pub fn topk_bounded(k: &mut Kern, ax: usize, largest: bool, bound: usize) -> R<u
     let z = k.index(0);
     let is0 = k.icmp("eq", &tid, &z);
     // valid entries: min(length, axis size); results: min(K, valid, bound)
-    let clampv = |k: &mut Kern, pi: usize, hi: usize| -> String {
-        let z = k.index(0);
-        let v = k.load(pi, &z);
-        let v = s::cast(&mut k.b, &v, it);
-        let lo = s::int_konst(&mut k.b, 0, it);
-        let h = s::int_konst(&mut k.b, hi as i64, it);
-        let v = s::max(&mut k.b, &v, &lo);
-        let v = s::min(&mut k.b, &v, &h);
-        s::to_index(&mut k.b, &v)
-    };
-    let valid = clampv(k, lp, len);
-    let kk = clampv(k, kp, bound);
+    let valid = super::bounded::count_in(k, 2, len, len)?;
+    let kk = super::bounded::count_in(k, 1, bound, bound)?;
     let kk = k.ix("minui", &kk, &valid);
     let kk32 = from_index(k, &kk);
     let (nt, stepv) = (k.index(THREADS), k.index(THREADS));
