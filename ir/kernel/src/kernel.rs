@@ -34,12 +34,15 @@ impl Kernel {
 
     /// Whether its index arithmetic fits 32 bits: every buffer and the launch's threads stay
     /// within NARROW_INDEX_MAX (sums of an index and a stride then stay below 2^31).
-    /// XFORGE_WIDE_INDEX=1 keeps 64-bit indices everywhere (to bisect).
+    /// XFORGE_WIDE_INDEX=1 keeps 64-bit indices everywhere (to bisect). nvgpu's memref
+    /// operations (ldmatrix, cp.async) take 64-bit indices: MLIR's nvgpu lowering has no index
+    /// width of its own, and its memref descriptors would not match 32-bit ones.
     pub fn fits_narrow_index(&self) -> bool {
         let threads = self.grid.iter().chain(&self.block).map(|&d| d as u64).product::<u64>();
         std::env::var("XFORGE_WIDE_INDEX").map_or(true, |v| v != "1")
             && threads <= crate::knobs::NARROW_INDEX_MAX
             && self.params.iter().all(|p| p.elements as u64 <= crate::knobs::NARROW_INDEX_MAX)
+            && !["nvgpu.ldmatrix", "nvgpu.device_async_copy"].iter().any(|op| self.module.contains(op))
     }
 }
 

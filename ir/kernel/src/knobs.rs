@@ -99,12 +99,6 @@ pub fn ssm_knob(var: &str, default: usize) -> usize {
 pub fn attn_knob(var: &str, default: usize) -> usize {
     Some(ssm_knob(var, default)).filter(|v| v % 16 == 0).unwrap_or(default)
 }
-/// Tensor-core attention issues the next key/value tile's loads before this tile's products
-/// (register prefetch) only with XFORGE_ATTN_PREFETCH=1: off until it has been timed and checked
-/// on a GPU (it was written in a session whose device time ran out; BENCH.md).
-pub fn attn_prefetch() -> bool {
-    std::env::var("XFORGE_ATTN_PREFETCH").is_ok_and(|v| v == "1")
-}
 /// NonZero over at least this many elements runs as one block (each thread a run of the input,
 /// a scan of the counts in workgroup memory); smaller ones stay one host-emulable thread.
 pub const NONZERO_BLOCK_MIN: usize = 1024;
