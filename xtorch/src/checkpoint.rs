@@ -1,0 +1,71 @@
+//! Checkpoints as safetensors files (the format of the `safetensors` package; PyTorch's
+//! `safetensors.torch.load_file` reads them). Variables keep their var-store names
+//! ("0.weight", ...). Loading is strict and all-or-nothing: every key is checked (present,
+//! same shape, same dtype, nothing extra) before any variable is written.
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use tch::nn::VarStore;
+use tch::{Kind, Tensor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("checkpoint {path}: {msg}")]
+    Io { path: PathBuf, msg: String },
+    #[error("checkpoint {path}: key {key} is missing (the model has it, shape {shape:?})")]
+    MissingKey { path: PathBuf, key: String, shape: Vec<i64> },
+    #[error("checkpoint {path}: key {key} is not in the model")]
+    UnexpectedKey { path: PathBuf, key: String },
+    #[error("checkpoint {path}: key {key} has shape {got:?}, the model's is {want:?}")]
+    Shape { path: PathBuf, key: String, got: Vec<i64>, want: Vec<i64> },
+    #[error("checkpoint {path}: key {key} has dtype {got:?}, the model's is {want:?}")]
+    DType { path: PathBuf, key: String, got: Kind, want: Kind },
+}
+
+/// Writes every variable of `vs` to `path` (safetensors, whatever the extension).
+pub fn save(vs: &VarStore, path: &Path) -> Result<(), CheckpointError> {
+    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    let named: Vec<(&str, &Tensor)> = vars.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    Tensor::write_safetensors(&named, path).map_err(|e| CheckpointError::Io { path: path.into(), msg: e.to_string() })
+}
+
+/// Reads `path` into the variables of `vs`; on any mismatch nothing is written and the error
+/// names the first offending key (in name order).
+pub fn load(vs: &VarStore, path: &Path) -> Result<(), CheckpointError> {
+    let io = |msg: String| CheckpointError::Io { path: path.into(), msg };
+    let file: HashMap<String, Tensor> =
+        Tensor::read_safetensors(path).map_err(|e| io(e.to_string()))?.into_iter().collect();
+    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    for (key, var) in &vars {
+        let Some(t) = file.get(key) else {
+            return Err(CheckpointError::MissingKey { path: path.into(), key: key.clone(), shape: var.size() });
+        };
+        if t.size() != var.size() {
+            return Err(CheckpointError::Shape {
+                path: path.into(),
+                key: key.clone(),
+                got: t.size(),
+                want: var.size(),
+            });
+        }
+        if t.kind() != var.kind() {
+            return Err(CheckpointError::DType {
+                path: path.into(),
+                key: key.clone(),
+                got: t.kind(),
+                want: var.kind(),
+            });
+        }
+    }
+    let mut extra: Vec<&String> = file.keys().filter(|k| !vars.contains_key(*k)).collect();
+    extra.sort();
+    if let Some(key) = extra.first() {
+        return Err(CheckpointError::UnexpectedKey { path: path.into(), key: (*key).clone() });
+    }
+    tch::no_grad(|| {
+        for (key, var) in &vars {
+            let mut var = var.shallow_clone();
+            var.f_copy_(&file[key]).map_err(|e| io(format!("{key}: {e}")))?;
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,95 @@
+//! Export: a trained `Sequential` straight into xforge's graph IR (no ONNX file in between).
+//! Each layer becomes the ONNX-semantics op the interpreter and the compiler know — Linear →
+//! Gemm (transB = 1, PyTorch's [out, in] weight), Conv2d → Conv, ReLU → Relu, MaxPool2d →
+//! MaxPool, Flatten → Flatten (axis 1); Dropout is the identity at inference and emits nothing.
+//! Weights are copied from the var store under their var-store names ("0.weight", ...); nodes
+//! are named after their layer ("3.Conv2d"); the input is "x" and the output "logits".
+use crate::modules::{Layer, Sequential, ShapeError};
+use tch::{Device, Kind, Tensor};
+use xforge_ir::{Attr, DType, Graph, GraphBuilder, Op, ValueType};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
+    #[error("layer {layer}: parameter {param} is {kind:?}; export takes float32 parameters")]
+    DType { layer: String, param: String, kind: Kind },
+    #[error("the exported graph does not type-check: {0}")]
+    Infer(String),
+}
+
+/// ONNX opset the exported graph declares.
+pub const OPSET: i64 = 17;
+
+/// The inference graph of `net` for a float32 input of `input_shape` (batch first).
+pub fn export(net: &Sequential, input_shape: &[usize]) -> Result<Graph, ExportError> {
+    let shape: Vec<i64> = input_shape.iter().map(|&d| d as i64).collect();
+    net.check(&shape)?;
+    let mut b = GraphBuilder::new("xtorch", OPSET);
+    let mut x = b.input("x", DType::F32, input_shape);
+    let mut names = vec![];
+    let u = || ValueType::unranked(DType::F32);
+    for (name, layer) in net.layers() {
+        let param = |what: &str, t: &Tensor| -> Result<xforge_ir::Tensor, ExportError> {
+            if t.kind() != Kind::Float {
+                return Err(ExportError::DType { layer: name.clone(), param: what.into(), kind: t.kind() });
+            }
+            Ok(to_ir(t))
+        };
+        let node = match layer {
+            Layer::Linear(l) => {
+                let w = b.weight(&format!("{name}.weight"), param("weight", &l.inner.ws)?);
+                let mut ins = vec![x, w];
+                if let Some(bs) = &l.inner.bs {
+                    ins.push(b.weight(&format!("{name}.bias"), param("bias", bs)?));
+                }
+                Some(b.node(Op::Gemm, &ins, vec![("transB", Attr::Int(1))], u()))
+            }
+            Layer::Conv2d(c) => {
+                let w = b.weight(&format!("{name}.weight"), param("weight", &c.inner.ws)?);
+                let mut ins = vec![x, w];
+                if let Some(bs) = &c.inner.bs {
+                    ins.push(b.weight(&format!("{name}.bias"), param("bias", bs)?));
+                }
+                let attrs = vec![
+                    ("kernel_shape", Attr::Ints(vec![c.kernel; 2])),
+                    ("strides", Attr::Ints(vec![c.stride; 2])),
+                    ("pads", Attr::Ints(vec![c.padding; 4])),
+                    ("dilations", Attr::Ints(vec![1; 2])),
+                    ("group", Attr::Int(1)),
+                ];
+                Some(b.node(Op::Conv, &ins, attrs, u()))
+            }
+            Layer::ReLU => Some(b.node(Op::Relu, &[x], vec![], u())),
+            Layer::MaxPool2d { kernel, stride } => {
+                let attrs =
+                    vec![("kernel_shape", Attr::Ints(vec![*kernel; 2])), ("strides", Attr::Ints(vec![*stride; 2]))];
+                Some(b.node(Op::MaxPool, &[x], attrs, u()))
+            }
+            Layer::Flatten => Some(b.node(Op::Flatten, &[x], vec![("axis", Attr::Int(1))], u())),
+            Layer::Dropout { .. } => None,
+        };
+        if let Some(y) = node {
+            names.push(format!("{name}.{}", layer.kind()));
+            x = y;
+        }
+    }
+    b.output(x);
+    let mut g = b.finish();
+    for (node, name) in g.nodes.iter_mut().zip(names) {
+        node.name = name;
+    }
+    let out = g.outputs[0];
+    g.values[out.index()].name = "logits".into();
+    xforge_ir::infer::infer_graph(&mut g).map_err(|e| ExportError::Infer(e.to_string()))?;
+    xforge_ir::verify::verify(&g).map_err(|e| ExportError::Infer(e.to_string()))?;
+    Ok(g)
+}
+
+/// A libtorch float tensor as an IR tensor (copied to the host, row-major).
+pub fn to_ir(t: &Tensor) -> xforge_ir::Tensor {
+    let t = t.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+    let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+    let v = Vec::<f32>::try_from(t.flatten(0, -1)).expect("a float tensor converts to Vec<f32>");
+    xforge_ir::Tensor::from_f32(shape, v)
+}

@@ -1,0 +1,218 @@
+//! Layers wrapping tch, and `Sequential`. Each layer knows its output shape for an input shape,
+//! so a mismatch between layers is reported with the layer's name and both shapes before any
+//! tensor work runs (`Sequential::check`), and `export` reads the layers' parameters directly.
+use tch::nn::{self, Module as _};
+use tch::Tensor;
+
+#[derive(Debug, thiserror::Error)]
+#[error("layer {layer} ({kind}): input shape {got:?}, expected {want}")]
+pub struct ShapeError {
+    pub layer: String,
+    pub kind: &'static str,
+    pub got: Vec<i64>,
+    pub want: String,
+}
+
+/// A fully connected layer: y = x·Wᵀ + b, W of shape [out, in] (PyTorch's layout and names).
+#[derive(Debug)]
+pub struct Linear {
+    pub inner: nn::Linear,
+    pub in_features: i64,
+    pub out_features: i64,
+}
+
+impl Linear {
+    pub fn new(p: nn::Path, in_features: i64, out_features: i64) -> Linear {
+        Linear { inner: nn::linear(p, in_features, out_features, Default::default()), in_features, out_features }
+    }
+}
+
+/// A 2-D convolution, NCHW, weight [out, in, k, k].
+#[derive(Debug)]
+pub struct Conv2d {
+    pub inner: nn::Conv2D,
+    pub in_channels: i64,
+    pub out_channels: i64,
+    pub kernel: i64,
+    pub stride: i64,
+    pub padding: i64,
+}
+
+impl Conv2d {
+    pub fn new(p: nn::Path, in_channels: i64, out_channels: i64, kernel: i64, stride: i64, padding: i64) -> Conv2d {
+        let cfg = nn::ConvConfig { stride, padding, ..Default::default() };
+        Conv2d {
+            inner: nn::conv2d(p, in_channels, out_channels, kernel, cfg),
+            in_channels,
+            out_channels,
+            kernel,
+            stride,
+            padding,
+        }
+    }
+}
+
+/// The layers a `Sequential` holds.
+#[derive(Debug)]
+pub enum Layer {
+    Linear(Linear),
+    Conv2d(Conv2d),
+    ReLU,
+    /// Square window `kernel`, step `stride`, no padding, floor mode.
+    MaxPool2d {
+        kernel: i64,
+        stride: i64,
+    },
+    /// Everything after the first (batch) axis into one.
+    Flatten,
+    /// Zeroes with probability `p` in training (scaled by 1/(1−p)); the identity in evaluation.
+    Dropout {
+        p: f64,
+    },
+}
+
+impl Layer {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Layer::Linear(_) => "Linear",
+            Layer::Conv2d(_) => "Conv2d",
+            Layer::ReLU => "ReLU",
+            Layer::MaxPool2d { .. } => "MaxPool2d",
+            Layer::Flatten => "Flatten",
+            Layer::Dropout { .. } => "Dropout",
+        }
+    }
+
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        match self {
+            Layer::Linear(l) => l.inner.forward(xs),
+            Layer::Conv2d(c) => c.inner.forward(xs),
+            Layer::ReLU => xs.relu(),
+            Layer::MaxPool2d { kernel, stride } => {
+                xs.max_pool2d([*kernel, *kernel], [*stride, *stride], [0, 0], [1, 1], false)
+            }
+            Layer::Flatten => xs.flatten(1, -1),
+            Layer::Dropout { p } => xs.dropout(*p, train),
+        }
+    }
+
+    /// The output shape for an input of `shape`, or why this layer cannot take it.
+    pub fn out_shape(&self, name: &str, shape: &[i64]) -> Result<Vec<i64>, ShapeError> {
+        let err = |want: String| ShapeError { layer: name.to_string(), kind: self.kind(), got: shape.to_vec(), want };
+        match self {
+            Layer::Linear(l) => match shape {
+                [n, f] if *f == l.in_features => Ok(vec![*n, l.out_features]),
+                _ => Err(err(format!("[N, {}]", l.in_features))),
+            },
+            Layer::Conv2d(c) => match shape {
+                [n, ch, h, w] if *ch == c.in_channels => {
+                    let o = |d: i64| (d + 2 * c.padding - c.kernel) / c.stride + 1;
+                    if o(*h) < 1 || o(*w) < 1 {
+                        return Err(err(format!(
+                            "spatial dims of at least {} (kernel {})",
+                            c.kernel - 2 * c.padding,
+                            c.kernel
+                        )));
+                    }
+                    Ok(vec![*n, c.out_channels, o(*h), o(*w)])
+                }
+                _ => Err(err(format!("[N, {}, H, W]", c.in_channels))),
+            },
+            Layer::MaxPool2d { kernel, stride } => match shape {
+                [n, ch, h, w] if *h >= *kernel && *w >= *kernel => {
+                    Ok(vec![*n, *ch, (h - kernel) / stride + 1, (w - kernel) / stride + 1])
+                }
+                _ => Err(err(format!("[N, C, H, W] with H, W ≥ {kernel}"))),
+            },
+            Layer::Flatten => match shape {
+                [n, rest @ ..] => Ok(vec![*n, rest.iter().product()]),
+                [] => Err(err("rank ≥ 1".into())),
+            },
+            Layer::ReLU | Layer::Dropout { .. } => Ok(shape.to_vec()),
+        }
+    }
+}
+
+/// Layers applied in order; layer i's parameters live under the var-store path "i"
+/// ("0.weight", "0.bias", ... as in PyTorch's `nn.Sequential`).
+#[derive(Debug)]
+pub struct Sequential {
+    layers: Vec<(String, Layer)>,
+}
+
+impl Sequential {
+    pub fn new() -> Sequential {
+        Sequential { layers: vec![] }
+    }
+
+    /// Appends a layer built from its var-store path (`p / index`).
+    pub fn push_with(mut self, p: &nn::Path, f: impl FnOnce(nn::Path) -> Layer) -> Sequential {
+        let name = self.layers.len().to_string();
+        let layer = f(p / name.as_str());
+        self.layers.push((name, layer));
+        self
+    }
+
+    /// Appends a layer without parameters.
+    pub fn push(mut self, layer: Layer) -> Sequential {
+        self.layers.push((self.layers.len().to_string(), layer));
+        self
+    }
+
+    pub fn layers(&self) -> &[(String, Layer)] {
+        &self.layers
+    }
+
+    /// The output shape for an input of `shape`; the first layer that cannot take its input is named.
+    pub fn check(&self, shape: &[i64]) -> Result<Vec<i64>, ShapeError> {
+        self.layers.iter().try_fold(shape.to_vec(), |s, (name, l)| l.out_shape(name, &s))
+    }
+
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.layers.iter().fold(xs.shallow_clone(), |x, (_, l)| l.forward_t(&x, train))
+    }
+
+    /// `forward_t` after `check` on the input's shape: a mismatch is an error, not a libtorch panic.
+    pub fn f_forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor, ShapeError> {
+        self.check(&xs.size())?;
+        Ok(self.forward_t(xs, train))
+    }
+}
+
+impl Default for Sequential {
+    fn default() -> Self {
+        Sequential::new()
+    }
+}
+
+/// A multi-layer perceptron on [N, 1, 8, 8]-style inputs: Flatten, then Linear+ReLU(+Dropout) per
+/// hidden width, then a Linear to `classes` logits.
+pub fn mlp(p: &nn::Path, inputs: i64, hidden: &[i64], classes: i64, dropout: f64) -> Sequential {
+    let mut s = Sequential::new().push(Layer::Flatten);
+    let mut width = inputs;
+    for &h in hidden {
+        s = s.push_with(p, |q| Layer::Linear(Linear::new(q, width, h))).push(Layer::ReLU);
+        if dropout > 0.0 {
+            s = s.push(Layer::Dropout { p: dropout });
+        }
+        width = h;
+    }
+    s.push_with(p, |q| Layer::Linear(Linear::new(q, width, classes)))
+}
+
+/// A LeNet-style network for one-channel 8×8 images: two 3×3 convolutions (padding 1) with ReLU
+/// and 2×2 max pooling (8→4→2), then Linear(c2·2·2 → 64), ReLU, Dropout, Linear(64 → classes).
+pub fn lenet8(p: &nn::Path, c1: i64, c2: i64, classes: i64, dropout: f64) -> Sequential {
+    Sequential::new()
+        .push_with(p, |q| Layer::Conv2d(Conv2d::new(q, 1, c1, 3, 1, 1)))
+        .push(Layer::ReLU)
+        .push(Layer::MaxPool2d { kernel: 2, stride: 2 })
+        .push_with(p, |q| Layer::Conv2d(Conv2d::new(q, c1, c2, 3, 1, 1)))
+        .push(Layer::ReLU)
+        .push(Layer::MaxPool2d { kernel: 2, stride: 2 })
+        .push(Layer::Flatten)
+        .push_with(p, |q| Layer::Linear(Linear::new(q, c2 * 4, 64)))
+        .push(Layer::ReLU)
+        .push(Layer::Dropout { p: dropout })
+        .push_with(p, |q| Layer::Linear(Linear::new(q, 64, classes)))
+}

@@ -1,0 +1,298 @@
+//! `Trainer`: epochs of optimizer steps over a `DataLoader`, evaluation after each epoch, and
+//! callbacks (progress bar, early stopping, checkpoints of the best and the last epoch, or your own).
+use crate::checkpoint::{self, CheckpointError};
+use crate::loader::{DataLoader, LoaderError};
+use crate::loss::{correct, cross_entropy};
+use crate::model::Model;
+use crate::modules::ShapeError;
+use crate::optim::Optim;
+use std::path::PathBuf;
+use tch::Kind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error("epoch {epoch} batch {batch}: the loss is {loss} (diverged)")]
+    NonFinite { epoch: usize, batch: usize, loss: f64 },
+    #[error("{0}")]
+    Callback(String),
+}
+
+/// What an epoch measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    /// Mean training loss over the epoch's examples.
+    pub train_loss: f64,
+    pub val_loss: Option<f64>,
+    pub val_accuracy: Option<f64>,
+    pub lr: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    Continue,
+    Stop,
+}
+
+/// Hooks the trainer calls; every method has a default that does nothing.
+pub trait Callback {
+    fn on_fit_start(&mut self, _epochs: usize, _batches_per_epoch: usize) -> Result<(), TrainError> {
+        Ok(())
+    }
+    fn on_batch_end(&mut self, _epoch: usize, _batch: usize, _loss: f64) {}
+    fn on_epoch_end(&mut self, _metrics: &EpochMetrics, _model: &Model) -> Result<Control, TrainError> {
+        Ok(Control::Continue)
+    }
+    fn on_fit_end(&mut self, _history: &[EpochMetrics]) {}
+}
+
+/// A quantity to watch: lower validation loss or higher validation accuracy is better
+/// (the training loss when there is no validation set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Monitor {
+    ValLoss,
+    ValAccuracy,
+}
+
+impl Monitor {
+    fn value(self, m: &EpochMetrics) -> f64 {
+        match self {
+            Monitor::ValLoss => m.val_loss.unwrap_or(m.train_loss),
+            Monitor::ValAccuracy => m.val_accuracy.unwrap_or(f64::NAN),
+        }
+    }
+    /// Whether `v` improves on `best` by more than `min_delta`.
+    fn improves(self, v: f64, best: Option<f64>, min_delta: f64) -> bool {
+        match best {
+            None => !v.is_nan(),
+            Some(b) => match self {
+                Monitor::ValLoss => v < b - min_delta,
+                Monitor::ValAccuracy => v > b + min_delta,
+            },
+        }
+    }
+}
+
+pub struct Trainer {
+    pub max_epochs: usize,
+    callbacks: Vec<Box<dyn Callback>>,
+}
+
+/// What `fit` did.
+#[derive(Debug)]
+pub struct FitReport {
+    pub history: Vec<EpochMetrics>,
+    pub stopped_early: bool,
+}
+
+impl Trainer {
+    pub fn new(max_epochs: usize) -> Trainer {
+        Trainer { max_epochs, callbacks: vec![] }
+    }
+
+    pub fn callback(mut self, c: impl Callback + 'static) -> Trainer {
+        self.callbacks.push(Box::new(c));
+        self
+    }
+
+    /// Trains `model` with `optim` on `train`, evaluating on `val` after each epoch.
+    pub fn fit(
+        &mut self,
+        model: &Model,
+        optim: &Optim,
+        train: &DataLoader,
+        val: Option<&DataLoader>,
+    ) -> Result<FitReport, TrainError> {
+        let mut opt = optim.build(&model.vs)?;
+        for c in &mut self.callbacks {
+            c.on_fit_start(self.max_epochs, train.len())?;
+        }
+        let mut history = vec![];
+        let mut stopped_early = false;
+        for epoch in 0..self.max_epochs {
+            let (mut sum, mut n) = (0.0, 0i64);
+            for (b, batch) in train.epoch(epoch).enumerate() {
+                let batch = batch?;
+                let x = batch.inputs.to_device(model.device());
+                let y = batch.targets.to_device(model.device());
+                let logits = model.net.f_forward_t(&x, true)?;
+                let loss = cross_entropy(&logits, &y);
+                opt.backward_step(&loss);
+                let l = loss.double_value(&[]);
+                if !l.is_finite() {
+                    return Err(TrainError::NonFinite { epoch, batch: b, loss: l });
+                }
+                let rows = y.size()[0];
+                sum += l * rows as f64;
+                n += rows;
+                for c in &mut self.callbacks {
+                    c.on_batch_end(epoch, b, l);
+                }
+            }
+            let (val_loss, val_accuracy) = match val {
+                Some(v) => {
+                    let (l, a) = evaluate(model, v)?;
+                    (Some(l), Some(a))
+                }
+                None => (None, None),
+            };
+            let m = EpochMetrics { epoch, train_loss: sum / n.max(1) as f64, val_loss, val_accuracy, lr: optim.lr() };
+            let mut stop = false;
+            for c in &mut self.callbacks {
+                stop |= c.on_epoch_end(&m, model)? == Control::Stop;
+            }
+            history.push(m);
+            if stop {
+                stopped_early = epoch + 1 < self.max_epochs;
+                break;
+            }
+        }
+        for c in &mut self.callbacks {
+            c.on_fit_end(&history);
+        }
+        Ok(FitReport { history, stopped_early })
+    }
+}
+
+/// Mean cross-entropy and accuracy of `model` (evaluation mode, no gradients) over `data`.
+pub fn evaluate(model: &Model, data: &DataLoader) -> Result<(f64, f64), TrainError> {
+    let _guard = tch::no_grad_guard();
+    let (mut loss, mut right, mut n) = (0.0, 0i64, 0i64);
+    for batch in data.epoch(0) {
+        let batch = batch?;
+        let x = batch.inputs.to_device(model.device());
+        let y = batch.targets.to_device(model.device());
+        let logits = model.net.f_forward_t(&x, false)?;
+        let rows = y.size()[0];
+        loss += logits.cross_entropy_for_logits(&y).to_kind(Kind::Double).double_value(&[]) * rows as f64;
+        right += correct(&logits, &y);
+        n += rows;
+    }
+    Ok((loss / n.max(1) as f64, right as f64 / n.max(1) as f64))
+}
+
+/// A progress bar over all the fit's batches (indicatif; drawn only on a terminal).
+#[derive(Default)]
+pub struct ProgressBar {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl ProgressBar {
+    pub fn new() -> ProgressBar {
+        ProgressBar::default()
+    }
+}
+
+impl Callback for ProgressBar {
+    fn on_fit_start(&mut self, epochs: usize, batches: usize) -> Result<(), TrainError> {
+        let bar = indicatif::ProgressBar::new((epochs * batches) as u64);
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} batches {msg} [{elapsed}]") {
+            bar.set_style(style);
+        }
+        self.bar = Some(bar);
+        Ok(())
+    }
+    fn on_batch_end(&mut self, epoch: usize, _batch: usize, loss: f64) {
+        if let Some(b) = &self.bar {
+            b.inc(1);
+            b.set_message(format!("epoch {epoch} loss {loss:.4}"));
+        }
+    }
+    fn on_epoch_end(&mut self, m: &EpochMetrics, _model: &Model) -> Result<Control, TrainError> {
+        if let Some(b) = &self.bar {
+            let val = match (m.val_loss, m.val_accuracy) {
+                (Some(l), Some(a)) => format!(", val loss {l:.4}, val accuracy {:.2}%", a * 100.0),
+                _ => String::new(),
+            };
+            b.println(format!("epoch {}: train loss {:.4}{val}", m.epoch, m.train_loss));
+        }
+        Ok(Control::Continue)
+    }
+    fn on_fit_end(&mut self, _history: &[EpochMetrics]) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Stops when `monitor` has not improved by more than `min_delta` for `patience` epochs.
+pub struct EarlyStopping {
+    pub monitor: Monitor,
+    pub patience: usize,
+    pub min_delta: f64,
+    best: Option<f64>,
+    waited: usize,
+}
+
+impl EarlyStopping {
+    pub fn new(monitor: Monitor, patience: usize, min_delta: f64) -> EarlyStopping {
+        EarlyStopping { monitor, patience, min_delta, best: None, waited: 0 }
+    }
+}
+
+impl Callback for EarlyStopping {
+    fn on_epoch_end(&mut self, m: &EpochMetrics, _model: &Model) -> Result<Control, TrainError> {
+        let v = self.monitor.value(m);
+        if self.monitor.improves(v, self.best, self.min_delta) {
+            self.best = Some(v);
+            self.waited = 0;
+            return Ok(Control::Continue);
+        }
+        self.waited += 1;
+        Ok(if self.waited >= self.patience { Control::Stop } else { Control::Continue })
+    }
+}
+
+/// Writes `dir/last.safetensors` after every epoch and `dir/best.safetensors` whenever `monitor`
+/// improves; `best_epoch` says which epoch the best file holds.
+pub struct ModelCheckpoint {
+    pub dir: PathBuf,
+    pub monitor: Monitor,
+    best: Option<f64>,
+    best_epoch: std::sync::Arc<std::sync::Mutex<Option<usize>>>,
+}
+
+impl ModelCheckpoint {
+    pub fn new(dir: impl Into<PathBuf>, monitor: Monitor) -> ModelCheckpoint {
+        ModelCheckpoint { dir: dir.into(), monitor, best: None, best_epoch: Default::default() }
+    }
+
+    /// A handle that reads the best epoch after the trainer has taken the callback.
+    pub fn best_epoch_handle(&self) -> std::sync::Arc<std::sync::Mutex<Option<usize>>> {
+        self.best_epoch.clone()
+    }
+
+    pub fn last_path(&self) -> PathBuf {
+        self.dir.join("last.safetensors")
+    }
+
+    pub fn best_path(&self) -> PathBuf {
+        self.dir.join("best.safetensors")
+    }
+}
+
+impl Callback for ModelCheckpoint {
+    fn on_fit_start(&mut self, _epochs: usize, _batches: usize) -> Result<(), TrainError> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| CheckpointError::Io { path: self.dir.clone(), msg: e.to_string() })?;
+        Ok(())
+    }
+    fn on_epoch_end(&mut self, m: &EpochMetrics, model: &Model) -> Result<Control, TrainError> {
+        checkpoint::save(&model.vs, &self.last_path())?;
+        let v = self.monitor.value(m);
+        if self.monitor.improves(v, self.best, 0.0) {
+            self.best = Some(v);
+            checkpoint::save(&model.vs, &self.best_path())?;
+            *self.best_epoch.lock().unwrap() = Some(m.epoch);
+        }
+        Ok(Control::Continue)
+    }
+}

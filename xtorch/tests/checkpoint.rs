@@ -1,0 +1,127 @@
+//! Checkpoints: a bit-for-bit round trip, and strict refusal of mismatched files with the key
+//! named and the model left as it was.
+mod common;
+use std::collections::BTreeMap;
+use std::path::Path;
+use tch::{Kind, Tensor};
+use xtorch::checkpoint::{self, CheckpointError};
+use xtorch::model::Model;
+
+/// Every variable's bits.
+fn snapshot(m: &Model) -> BTreeMap<String, Vec<u32>> {
+    m.vs.variables()
+        .into_iter()
+        .map(|(k, t)| (k, Vec::<f32>::try_from(t.flatten(0, -1)).unwrap().iter().map(|v| v.to_bits()).collect()))
+        .collect()
+}
+
+fn write(path: &Path, tensors: &[(String, Tensor)]) {
+    let named: Vec<(&str, &Tensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    Tensor::write_safetensors(&named, path).unwrap();
+}
+
+fn tensors(m: &Model) -> Vec<(String, Tensor)> {
+    let mut v: Vec<_> = m.vs.variables().into_iter().map(|(k, t)| (k, t.detach().copy())).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn a_trained_model_round_trips_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, _, test) = common::trained(2);
+    let path = dir.path().join("m.safetensors");
+    checkpoint::save(&model.vs, &path).unwrap();
+    let other = common::lenet(123);
+    assert_ne!(snapshot(&other), snapshot(&model));
+    checkpoint::load(&other.vs, &path).unwrap();
+    assert_eq!(snapshot(&other), snapshot(&model));
+    assert_eq!(snapshot(&model).len(), 8, "4 layers with a weight and a bias each");
+    // and the same outputs
+    let batch = test.epoch(0).next().unwrap().unwrap();
+    let (a, b) = (model.net.forward_t(&batch.inputs, false), other.net.forward_t(&batch.inputs, false));
+    assert!(a.equal(&b));
+    // saving the loaded model gives the same file, byte for byte
+    let again = dir.path().join("again.safetensors");
+    checkpoint::save(&other.vs, &again).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(&again).unwrap());
+}
+
+#[test]
+fn the_file_is_plain_safetensors_with_pytorch_names() {
+    // an 8-byte little-endian header length, then a JSON header naming every tensor
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::lenet(0);
+    let path = dir.path().join("m.safetensors");
+    checkpoint::save(&model.vs, &path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + n]).unwrap();
+    for key in ["0.weight", "0.bias", "3.weight", "3.bias", "7.weight", "7.bias", "10.weight", "10.bias"] {
+        assert!(header.contains(&format!("\"{key}\"")), "{key} in {header}");
+    }
+    assert!(header.contains("\"F32\"") && header.contains("[16,1,3,3]"), "{header}");
+}
+
+/// Loads `tensors` written to a file into a fresh LeNet and returns the error; the model must
+/// be unchanged.
+fn refused(tensors: Vec<(String, Tensor)>) -> CheckpointError {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.safetensors");
+    write(&path, &tensors);
+    let model = common::lenet(5);
+    let before = snapshot(&model);
+    let e = checkpoint::load(&model.vs, &path).unwrap_err();
+    assert_eq!(snapshot(&model), before, "the model is left unchanged");
+    e
+}
+
+#[test]
+fn a_missing_key_is_refused_by_name() {
+    let mut t = tensors(&common::lenet(0));
+    t.retain(|(k, _)| k != "7.bias");
+    let e = refused(t);
+    assert!(matches!(&e, CheckpointError::MissingKey { key, .. } if key == "7.bias"), "{e}");
+    assert!(e.to_string().contains("7.bias"), "{e}");
+}
+
+#[test]
+fn a_wrong_shape_is_refused_with_the_key_and_both_shapes() {
+    // a LeNet of other widths: the first conv has 8 filters instead of 16
+    let other = Model::new(tch::Device::Cpu, 0, |p| xtorch::modules::lenet8(p, 8, 32, 10, 0.1));
+    let e = refused(tensors(&other)).to_string();
+    assert!(e.contains("0.bias") && e.contains("[8]") && e.contains("[16]"), "{e}");
+    // and a single tensor of a wrong shape among right ones, even one that would broadcast
+    let mut t = tensors(&common::lenet(0));
+    t.iter_mut().find(|(k, _)| k == "10.bias").unwrap().1 = Tensor::zeros([1], (Kind::Float, tch::Device::Cpu));
+    let e = refused(t);
+    assert!(matches!(&e, CheckpointError::Shape { key, got, .. } if key == "10.bias" && got == &vec![1]), "{e}");
+}
+
+#[test]
+fn a_wrong_dtype_an_extra_key_and_a_corrupt_file_are_refused() {
+    let mut t = tensors(&common::lenet(0));
+    let w = &mut t.iter_mut().find(|(k, _)| k == "3.weight").unwrap().1;
+    *w = w.to_kind(Kind::Double);
+    let e = refused(t);
+    assert!(matches!(&e, CheckpointError::DType { key, .. } if key == "3.weight"), "{e}");
+
+    let mut t = tensors(&common::lenet(0));
+    t.push(("11.weight".into(), Tensor::zeros([2], (Kind::Float, tch::Device::Cpu))));
+    let e = refused(t);
+    assert!(matches!(&e, CheckpointError::UnexpectedKey { key, .. } if key == "11.weight"), "{e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.safetensors");
+    checkpoint::save(&common::lenet(0).vs, &good).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let cut = dir.path().join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let model = common::lenet(5);
+    let before = snapshot(&model);
+    let e = checkpoint::load(&model.vs, &cut).unwrap_err();
+    assert!(matches!(e, CheckpointError::Io { .. }), "{e}");
+    assert_eq!(snapshot(&model), before);
+    let e = checkpoint::load(&model.vs, &dir.path().join("absent.safetensors")).unwrap_err();
+    assert!(e.to_string().contains("absent.safetensors"), "{e}");
+}

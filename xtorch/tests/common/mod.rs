@@ -1,0 +1,41 @@
+//! The digits recipe the tests share: LeNet-8 trained with AdamW on a seeded 80/20 split.
+#![allow(dead_code)]
+use std::sync::Arc;
+use xtorch::data::{train_test_split, Digits, Subset};
+use xtorch::loader::{DataLoader, LoaderConfig};
+use xtorch::model::Model;
+use xtorch::modules::lenet8;
+use xtorch::optim::Optim;
+use xtorch::trainer::{FitReport, Trainer};
+
+/// libtorch's random generator is process-wide (weight initialization, dropout masks): tests
+/// that train hold this lock so that a parallel test cannot draw from it in between.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub type Split = Subset<Arc<Digits>>;
+
+pub fn split() -> (Split, Split) {
+    train_test_split(Digits::load().unwrap(), 0.2, 0)
+}
+
+pub fn loaders() -> (DataLoader, DataLoader) {
+    let (train, test) = split();
+    let train = DataLoader::new(train, LoaderConfig { batch_size: 32, shuffle: true, seed: 1, ..Default::default() });
+    let test = DataLoader::new(test, LoaderConfig { batch_size: 128, ..Default::default() });
+    (train, test)
+}
+
+pub fn lenet(seed: u64) -> Model {
+    Model::new(tch::Device::Cpu, seed, |p| lenet8(p, 16, 32, 10, 0.1))
+}
+
+/// A trained LeNet-8 and its report.
+pub fn trained(epochs: usize) -> (Model, FitReport, DataLoader) {
+    let (train, test) = loaders();
+    let model = lenet(0);
+    let report = Trainer::new(epochs).fit(&model, &Optim::adamw(3e-3), &train, Some(&test)).unwrap();
+    (model, report, test)
+}

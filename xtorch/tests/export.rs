@@ -1,0 +1,85 @@
+//! Export: the trained LeNet as an xforge graph. On xforge's reference interpreter it predicts
+//! the class libtorch predicts for every digits test image, with logits within 1e-5; the
+//! compiler compiles it for sm_90 (no GPU needed to compile).
+mod common;
+use std::collections::HashMap;
+use tch::Tensor;
+use xforge_ir::Op;
+use xtorch::data::Dataset;
+use xtorch::modules::ShapeError;
+
+#[test]
+fn the_exported_lenet_matches_libtorch_on_every_test_image() {
+    let (model, _, test) = common::trained(15);
+    let n = test.dataset().len();
+    // all 359 test images as one batch
+    let examples: Vec<_> = (0..n).map(|i| test.dataset().get(i).unwrap()).collect();
+    let pixels: Vec<f32> = examples.iter().flat_map(|e| e.input.clone()).collect();
+    let x = Tensor::from_slice(&pixels).view([n as i64, 1, 8, 8]);
+    let want = tch::no_grad(|| model.net.forward_t(&x, false));
+    let want_logits = Vec::<f32>::try_from(want.flatten(0, -1)).unwrap();
+    let want_class = Vec::<i64>::try_from(want.argmax(-1, false)).unwrap();
+
+    let g = xtorch::export(&model.net, &[n, 1, 8, 8]).unwrap();
+    let ops: Vec<Op> = g.nodes.iter().map(|n| n.op).collect();
+    assert_eq!(
+        ops,
+        [Op::Conv, Op::Relu, Op::MaxPool, Op::Conv, Op::Relu, Op::MaxPool, Op::Flatten, Op::Gemm, Op::Relu, Op::Gemm]
+    );
+    assert_eq!(g.nodes[0].name, "0.Conv2d");
+    assert_eq!(g.weights.len(), 8);
+    let feed = HashMap::from([("x".to_string(), xtorch::export::to_ir(&x))]);
+    let got = xforge_ir::interp::run(&g, &feed).unwrap();
+    assert_eq!(got[0].shape(), &[n, 10]);
+    let got = got[0].to_f64();
+    let mut worst = 0.0f64;
+    for (a, b) in got.iter().zip(&want_logits) {
+        worst = worst.max((a - *b as f64).abs());
+    }
+    eprintln!("{n} test images: largest logit difference interpreter vs libtorch {worst:.3e}");
+    assert!(worst <= 1e-5, "largest logit difference {worst}");
+    for i in 0..n {
+        let row = &got[i * 10..(i + 1) * 10];
+        let class = (0..10).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap() as i64;
+        assert_eq!(class, want_class[i], "image {i}");
+    }
+    let labels: Vec<i64> = examples.iter().map(|e| e.target).collect();
+    let right = want_class.iter().zip(&labels).filter(|(a, b)| a == b).count();
+    eprintln!("predicted classes agree on all {n} images; {right} of them are right");
+
+    // the compiler takes the exported graph as it is (no GPU needed to compile)
+    let artifact = xforge_compiler::Compiler::new("sm_90").compile_graph(&g, String::new()).unwrap();
+    assert_eq!(artifact.plans.len(), 1);
+}
+
+#[test]
+fn an_mlp_exports_to_gemms_and_dropout_to_nothing() {
+    let model = xtorch::model::Model::new(tch::Device::Cpu, 3, |p| xtorch::modules::mlp(p, 64, &[32], 10, 0.5));
+    let g = xtorch::export(&model.net, &[2, 1, 8, 8]).unwrap();
+    let ops: Vec<Op> = g.nodes.iter().map(|n| n.op).collect();
+    assert_eq!(ops, [Op::Flatten, Op::Gemm, Op::Relu, Op::Gemm]);
+    let x = Tensor::rand([2, 1, 8, 8], (tch::Kind::Float, tch::Device::Cpu));
+    let want = Vec::<f32>::try_from(tch::no_grad(|| model.net.forward_t(&x, false)).flatten(0, -1)).unwrap();
+    let feed = HashMap::from([("x".to_string(), xtorch::export::to_ir(&x))]);
+    let got = xforge_ir::interp::run(&g, &feed).unwrap()[0].to_f64();
+    for (a, b) in got.iter().zip(&want) {
+        assert!((a - *b as f64).abs() <= 1e-5, "{a} vs {b}");
+    }
+}
+
+#[test]
+fn a_wrong_input_shape_names_the_layer_and_both_shapes() {
+    let model = common::lenet(0);
+    // 3 channels into a 1-channel first convolution
+    let e: ShapeError = match xtorch::export(&model.net, &[1, 3, 8, 8]) {
+        Err(xtorch::export::ExportError::Shape(e)) => e,
+        other => panic!("{:?}", other.map(|g| g.name)),
+    };
+    assert_eq!(e.layer, "0");
+    let msg = e.to_string();
+    assert!(msg.contains("Conv2d") && msg.contains("[1, 3, 8, 8]") && msg.contains("[N, 1, H, W]"), "{msg}");
+    // 16×16 images reach the first Linear with 256 features instead of 128, before any libtorch call
+    let x = Tensor::zeros([2, 1, 16, 16], (tch::Kind::Float, tch::Device::Cpu));
+    let e = model.net.f_forward_t(&x, false).unwrap_err().to_string();
+    assert!(e.contains("layer 7 (Linear)") && e.contains("[2, 512]") && e.contains("[N, 128]"), "{e}");
+}
