@@ -763,6 +763,22 @@ fn center_crop_pad_of_an_empty_input_is_all_padding() {
 }
 
 #[test]
+fn gather_nd_with_index_tuples_of_length_zero_is_an_error() {
+    // indices [3, 0] (the spec asks for a last dim of 1..=rank): the interpreter counted tuples
+    // as entries / 0 and built an empty tensor of the output's shape, a panic found by the
+    // onnx_interp target
+    let mut g = GraphBuilder::new("gather_nd", 13);
+    let x = g.input("x", DType::F32, &[2, 2]);
+    let ind = g.input("ind", DType::I64, &[3, 0]);
+    let y = g.node(Op::GatherND, &[x, ind], vec![], ValueType::unranked(DType::F32));
+    g.output(y);
+    let g = g.finish();
+    let x = Tensor::from_f32(vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]);
+    let e = run(&g, &feed(&[("x", x), ("ind", Tensor::from_i64(vec![3, 0], vec![]))])).unwrap_err().to_string();
+    assert!(e.contains("last dim must be at least 1"), "{e}");
+}
+
+#[test]
 fn a_slice_with_more_starts_than_axes_of_its_input_is_an_error() {
     // starts of 3 entries without axes on x [20, 5]: the third indexed past the shape (a panic;
     // found by the fusion_diff target)

@@ -149,13 +149,20 @@ pub fn gather_nd(a: &NodeAttrs, x: &Tensor, ind: &Tensor) -> OpResult<Tensor> {
     if b + k > x.rank() {
         return Err("indices address more dims than data has".into());
     }
+    if k == 0 {
+        return Err("the indices' last dim must be at least 1 (ONNX GatherND)".into());
+    }
     let batch = numel(&x.shape()[..b]);
     let slice_shape = &x.shape()[b + k..];
     let slice_n = numel(slice_shape);
     let st = strides(&x.shape()[b..]);
     let per_batch = numel(&x.shape()[b..]);
+    if b >= q || ind.shape()[..b] != x.shape()[..b] {
+        return Err(format!("indices {:?} and data {:?} do not share {b} batch dims", ind.shape(), x.shape()).into());
+    }
     let iv = ind.to_i64();
-    let tuples = iv.len() / k.max(1);
+    // one tuple of k indices per position of the indices' leading dims
+    let tuples = numel(&ind.shape()[..q - 1]);
     let tuples_per_batch = tuples / batch.max(1);
     super::check_size(&[tuples, slice_n])?;
     let mut idx = Vec::new();
