@@ -125,3 +125,45 @@ fn a_wrong_dtype_an_extra_key_and_a_corrupt_file_are_refused() {
     let e = checkpoint::load(&model.vs, &dir.path().join("absent.safetensors")).unwrap_err();
     assert!(e.to_string().contains("absent.safetensors"), "{e}");
 }
+
+/// PyTorch's side: the same LeNet as a `torch.nn.Sequential`, the checkpoint loaded with
+/// `safetensors.torch.load_file` and `load_state_dict(strict=True)`, logits for `x` written back.
+const PYTORCH_LENET: &str = r#"
+import sys, torch
+from torch import nn
+from safetensors.torch import load_file, save_file
+ckpt, inputs, out = sys.argv[1:4]
+net = nn.Sequential(
+    nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+    nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+    nn.Flatten(), nn.Linear(128, 64), nn.ReLU(), nn.Dropout(0.1), nn.Linear(64, 10))
+net.load_state_dict(load_file(ckpt), strict=True)
+net.eval()
+with torch.no_grad():
+    save_file({"logits": net(load_file(inputs)["x"]).contiguous()}, out)
+"#;
+
+#[test]
+fn pytorch_loads_the_checkpoint_and_computes_the_same_logits() {
+    // needs python3 with torch and safetensors (scripts/setup installs both)
+    let dir = tempfile::tempdir().unwrap();
+    let (model, _, test) = common::trained(3);
+    let ckpt = dir.path().join("lenet.safetensors");
+    checkpoint::save(&model.vs, &ckpt).unwrap();
+    let batch = test.epoch(0).next().unwrap().unwrap();
+    let inputs = dir.path().join("x.safetensors");
+    write(&inputs, &[("x".into(), batch.inputs.shallow_clone())]);
+    let out = dir.path().join("out.safetensors");
+    let run = std::process::Command::new("python3")
+        .args(["-c", PYTORCH_LENET])
+        .args([&ckpt, &inputs, &out])
+        .output()
+        .expect("python3 runs");
+    assert!(run.status.success(), "PyTorch: {}", String::from_utf8_lossy(&run.stderr));
+    let theirs = Tensor::read_safetensors(&out).unwrap().remove(0).1;
+    let ours = tch::no_grad(|| model.net.forward_t(&batch.inputs, false));
+    assert_eq!(theirs.size(), ours.size());
+    let diff = (theirs - &ours).abs().max().double_value(&[]);
+    eprintln!("PyTorch vs xtorch on {} images: largest logit difference {diff:.2e}", ours.size()[0]);
+    assert!(diff <= 1e-5, "{diff}");
+}
