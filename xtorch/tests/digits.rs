@@ -24,6 +24,7 @@ fn lenet_reaches_95_percent_on_the_digits_test_split() {
 fn an_mlp_with_sgd_and_momentum_reaches_95_percent() {
     let _serial = common::serial();
     let (train, test) = common::loaders();
+    common::one_thread();
     let model = Model::new(tch::Device::Cpu, 0, |p| mlp(p, 64, &[128, 64], 10, 0.0));
     Trainer::new(20).fit(&model, &Optim::sgd(0.05, 0.9), &train, None).unwrap();
     let (_, acc) = evaluate(&model, &test).unwrap();

@@ -48,12 +48,46 @@ fn the_exported_lenet_matches_libtorch_on_every_test_image() {
     eprintln!("predicted classes agree on all {n} images; {right} of them are right");
 
     // the compiler takes the exported graph as it is (no GPU needed to compile)
+    let t = std::time::Instant::now();
     let artifact = xforge_compiler::Compiler::new("sm_90").compile_graph(&g, String::new()).unwrap();
     assert_eq!(artifact.plans.len(), 1);
+    eprintln!("compiled for sm_90 in {:.1} s", t.elapsed().as_secs_f64());
+
+    // the compiled plan, its generated kernels run on the host (library calls and kernels with
+    // barriers interpreted: the GEMMs as cuBLASLt calls, the convolutions as cuDNN calls)
+    {
+        let generated_gemm = false;
+        let t = std::time::Instant::now();
+        let c = xforge_compiler::Compiler::new("sm_90").generated_gemm(generated_gemm);
+        let fused = c.fuse(&g).unwrap();
+        let (library, _) = xforge_compiler::build::library_plans(&fused, generated_gemm);
+        let (kernels, missing) = xforge_compiler::build::generate_kernels(&fused, &library);
+        assert!(missing.is_empty(), "{missing:?}");
+        let kernels: HashMap<_, _> = kernels.into_iter().collect();
+        let (out, stats) = xforge_testsuite::host_kernels::run_plan(&fused, &kernels, &feed).unwrap();
+        let out = out[0].to_f64();
+        let worst = out.iter().zip(&want_logits).map(|(a, b)| (a - *b as f64).abs()).fold(0.0, f64::max);
+        eprintln!(
+            "compiled plan (generated GEMM {generated_gemm}): {} groups, {} kernels, {} run on the host, \
+             {} interpreted; largest logit difference {worst:.3e} ({:.1} s)",
+            fused.partition.groups.len(),
+            kernels.len(),
+            stats.host_kernels,
+            stats.interpreted,
+            t.elapsed().as_secs_f64()
+        );
+        assert!(worst <= 1e-5, "generated GEMM {generated_gemm}: largest logit difference {worst}");
+        for i in 0..n {
+            let row = &out[i * 10..(i + 1) * 10];
+            let class = (0..10).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap() as i64;
+            assert_eq!(class, want_class[i], "image {i}, generated GEMM {generated_gemm}");
+        }
+    }
 }
 
 #[test]
 fn an_mlp_exports_to_gemms_and_dropout_to_nothing() {
+    common::one_thread();
     let model = xtorch::model::Model::new(tch::Device::Cpu, 3, |p| xtorch::modules::mlp(p, 64, &[32], 10, 0.5));
     let g = xtorch::export(&model.net, &[2, 1, 8, 8]).unwrap();
     let ops: Vec<Op> = g.nodes.iter().map(|n| n.op).collect();

@@ -11,8 +11,16 @@ use xtorch::trainer::{FitReport, Trainer};
 /// libtorch's random generator is process-wide (weight initialization, dropout masks): tests
 /// that train hold this lock so that a parallel test cannot draw from it in between.
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    one_thread();
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// libtorch on one intra-op thread: its OpenMP threads spin at every parallel region's barrier,
+/// and with the test harness's own threads (or another process) on a 2-core machine that turned
+/// a 1.5 s test into 107 s. The models here are small; one thread loses little.
+pub fn one_thread() {
+    tch::set_num_threads(1);
 }
 
 pub type Split = Subset<Arc<Digits>>;
@@ -29,6 +37,7 @@ pub fn loaders() -> (DataLoader, DataLoader) {
 }
 
 pub fn lenet(seed: u64) -> Model {
+    one_thread();
     Model::new(tch::Device::Cpu, seed, |p| lenet8(p, 16, 32, 10, 0.1))
 }
 
