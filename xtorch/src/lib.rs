@@ -20,6 +20,7 @@ pub mod model;
 pub mod modules;
 pub mod optim;
 pub mod rng;
+pub mod sched;
 pub mod trainer;
 
 pub use export::export;

@@ -2,10 +2,11 @@
 //! callbacks (progress bar, early stopping, checkpoints of the best and the last epoch, or your own).
 use crate::checkpoint::{self, CheckpointError};
 use crate::loader::{DataLoader, LoaderError};
-use crate::loss::{correct, cross_entropy};
+use crate::loss::{correct, cross_entropy_smoothed};
 use crate::model::Model;
 use crate::modules::ShapeError;
 use crate::optim::Optim;
+use crate::sched::{LrSchedule, Scheduler};
 use std::path::PathBuf;
 use tch::Kind;
 
@@ -33,6 +34,7 @@ pub struct EpochMetrics {
     pub train_loss: f64,
     pub val_loss: Option<f64>,
     pub val_accuracy: Option<f64>,
+    /// The learning rate of the epoch's last step.
     pub lr: f64,
 }
 
@@ -84,6 +86,11 @@ impl Monitor {
 pub struct Trainer {
     pub max_epochs: usize,
     callbacks: Vec<Box<dyn Callback>>,
+    schedule: LrSchedule,
+    warmup_steps: usize,
+    clip_grad_norm: Option<f64>,
+    accumulate: usize,
+    label_smoothing: f64,
 }
 
 /// What `fit` did.
@@ -95,7 +102,43 @@ pub struct FitReport {
 
 impl Trainer {
     pub fn new(max_epochs: usize) -> Trainer {
-        Trainer { max_epochs, callbacks: vec![] }
+        Trainer {
+            max_epochs,
+            callbacks: vec![],
+            schedule: LrSchedule::Constant,
+            warmup_steps: 0,
+            clip_grad_norm: None,
+            accumulate: 1,
+            label_smoothing: 0.0,
+        }
+    }
+
+    /// The learning rate along the fit (the optimizer's rate is the base), after `warmup_steps`
+    /// optimizer steps of linear warm-up.
+    pub fn schedule(mut self, schedule: LrSchedule, warmup_steps: usize) -> Trainer {
+        self.schedule = schedule;
+        self.warmup_steps = warmup_steps;
+        self
+    }
+
+    /// Scales the gradients down to a total 2-norm of at most `max` before each step.
+    pub fn clip_grad_norm(mut self, max: f64) -> Trainer {
+        self.clip_grad_norm = Some(max);
+        self
+    }
+
+    /// One optimizer step per `batches` batches, on the mean of their gradients (the last step
+    /// of an epoch takes what is left).
+    pub fn accumulate(mut self, batches: usize) -> Trainer {
+        assert!(batches > 0, "accumulating over 0 batches");
+        self.accumulate = batches;
+        self
+    }
+
+    /// Cross-entropy against targets smoothed by `eps` (`loss::cross_entropy_smoothed`).
+    pub fn label_smoothing(mut self, eps: f64) -> Trainer {
+        self.label_smoothing = eps;
+        self
     }
 
     pub fn callback(mut self, c: impl Callback + 'static) -> Trainer {
@@ -115,20 +158,40 @@ impl Trainer {
         for c in &mut self.callbacks {
             c.on_fit_start(self.max_epochs, train.len())?;
         }
+        let sched = Scheduler::new(optim.lr(), self.schedule.clone(), self.warmup_steps);
+        let steps_per_epoch = train.len().div_ceil(self.accumulate);
+        let total_steps = steps_per_epoch * self.max_epochs;
+        let mut step = 0;
+        let mut lr = optim.lr();
         let mut history = vec![];
         let mut stopped_early = false;
         for epoch in 0..self.max_epochs {
             let (mut sum, mut n) = (0.0, 0i64);
+            let batches = train.len();
+            opt.zero_grad();
             for (b, batch) in train.epoch(epoch).enumerate() {
                 let batch = batch?;
                 let x = batch.inputs.to_device(model.device());
                 let y = batch.targets.to_device(model.device());
                 let logits = model.net.f_forward_t(&x, true)?;
-                let loss = cross_entropy(&logits, &y);
-                opt.backward_step(&loss);
+                let loss = cross_entropy_smoothed(&logits, &y, self.label_smoothing);
                 let l = loss.double_value(&[]);
                 if !l.is_finite() {
                     return Err(TrainError::NonFinite { epoch, batch: b, loss: l });
+                }
+                // the group's batches each carry 1/size of the step's gradient
+                let group = b / self.accumulate;
+                let size = self.accumulate.min(batches - group * self.accumulate);
+                (loss / size as f64).backward();
+                if (b + 1) % self.accumulate == 0 || b + 1 == batches {
+                    if let Some(max) = self.clip_grad_norm {
+                        opt.clip_grad_norm(max);
+                    }
+                    lr = sched.lr(step, epoch, total_steps);
+                    opt.set_lr(lr);
+                    opt.step();
+                    opt.zero_grad();
+                    step += 1;
                 }
                 let rows = y.size()[0];
                 sum += l * rows as f64;
@@ -144,7 +207,7 @@ impl Trainer {
                 }
                 None => (None, None),
             };
-            let m = EpochMetrics { epoch, train_loss: sum / n.max(1) as f64, val_loss, val_accuracy, lr: optim.lr() };
+            let m = EpochMetrics { epoch, train_loss: sum / n.max(1) as f64, val_loss, val_accuracy, lr };
             let mut stop = false;
             for c in &mut self.callbacks {
                 stop |= c.on_epoch_end(&m, model)? == Control::Stop;
@@ -293,6 +356,46 @@ impl Callback for ModelCheckpoint {
             checkpoint::save(&model.vs, &self.best_path())?;
             *self.best_epoch.lock().unwrap() = Some(m.epoch);
         }
+        Ok(Control::Continue)
+    }
+}
+
+/// Appends one JSON object per epoch to a file (JSON Lines): epoch, train_loss, val_loss,
+/// val_accuracy (null without validation) and lr.
+pub struct JsonlLogger {
+    pub path: PathBuf,
+}
+
+impl JsonlLogger {
+    pub fn new(path: impl Into<PathBuf>) -> JsonlLogger {
+        JsonlLogger { path: path.into() }
+    }
+}
+
+fn json_number(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.is_finite() => format!("{v}"),
+        _ => "null".into(),
+    }
+}
+
+impl Callback for JsonlLogger {
+    fn on_epoch_end(&mut self, m: &EpochMetrics, _model: &Model) -> Result<Control, TrainError> {
+        use std::io::Write;
+        let line = format!(
+            "{{\"epoch\":{},\"train_loss\":{},\"val_loss\":{},\"val_accuracy\":{},\"lr\":{}}}\n",
+            m.epoch,
+            json_number(Some(m.train_loss)),
+            json_number(m.val_loss),
+            json_number(m.val_accuracy),
+            json_number(Some(m.lr))
+        );
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .and_then(|mut f| f.write_all(line.as_bytes()))
+            .map_err(|e| TrainError::Callback(format!("{}: {e}", self.path.display())))?;
         Ok(Control::Continue)
     }
 }

@@ -1,0 +1,112 @@
+//! Trainer options: gradient accumulation, clipping, learning-rate schedules with warm-up,
+//! label smoothing, the JSONL logger.
+mod common;
+use xtorch::data::{Dataset, Subset};
+use xtorch::loader::{DataLoader, LoaderConfig};
+use xtorch::model::Model;
+use xtorch::modules::mlp;
+use xtorch::optim::Optim;
+use xtorch::sched::LrSchedule;
+use xtorch::trainer::{evaluate, JsonlLogger, Trainer};
+
+fn weights(m: &Model) -> Vec<(String, Vec<f32>)> {
+    let mut v: Vec<_> =
+        m.vs.variables().into_iter().map(|(k, t)| (k, Vec::<f32>::try_from(t.flatten(0, -1)).unwrap())).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn mlp_model() -> Model {
+    common::one_thread();
+    Model::new(tch::Device::Cpu, 0, |p| mlp(p, 64, &[32], 10, 0.0))
+}
+
+/// The first 1,280 training images (40 batches of 32, 80 of 16), shuffled by seed 1.
+fn loader(batch_size: usize) -> DataLoader {
+    let (train, _) = common::split();
+    let first: Vec<usize> = (0..1280).collect();
+    DataLoader::new(
+        Subset::new(train, first),
+        LoaderConfig { batch_size, shuffle: true, seed: 1, ..Default::default() },
+    )
+}
+
+#[test]
+fn two_accumulated_batches_of_16_step_like_one_batch_of_32() {
+    let _serial = common::serial();
+    let sgd = Optim::sgd(0.1, 0.0);
+    let a = mlp_model();
+    Trainer::new(2).fit(&a, &sgd, &loader(32), None).unwrap();
+    let b = mlp_model();
+    Trainer::new(2).accumulate(2).fit(&b, &sgd, &loader(16), None).unwrap();
+    let c = mlp_model();
+    Trainer::new(2).fit(&c, &sgd, &loader(16), None).unwrap();
+    let diff = |x: &Model, y: &Model| {
+        weights(x)
+            .iter()
+            .zip(weights(y))
+            .flat_map(|((_, p), (_, q))| p.iter().zip(q).map(|(u, v)| (u - v).abs()).collect::<Vec<_>>())
+            .fold(0.0f32, f32::max)
+    };
+    let (same, other) = (diff(&a, &b), diff(&a, &c));
+    eprintln!("batch 32 vs 2×16 accumulated: {same:.2e}; vs 16 without accumulation: {other:.2e}");
+    assert!(same < 1e-5, "{same}");
+    assert!(other > 1e-3, "{other}");
+}
+
+#[test]
+fn clipping_bounds_the_step() {
+    let _serial = common::serial();
+    let m = mlp_model();
+    let before = weights(&m);
+    // plain SGD at rate 1 with gradients clipped to norm 1e-6: each step moves the weights by ≤ 1e-6
+    Trainer::new(1).clip_grad_norm(1e-6).fit(&m, &Optim::sgd(1.0, 0.0), &loader(32), None).unwrap();
+    let moved: f64 = weights(&m)
+        .iter()
+        .zip(&before)
+        .flat_map(|((_, p), (_, q))| p.iter().zip(q).map(|(u, v)| ((u - v) as f64).powi(2)).collect::<Vec<_>>())
+        .sum::<f64>()
+        .sqrt();
+    assert!(moved > 0.0 && moved <= 40.0 * 1e-6 * 1.001, "40 steps moved the weights by {moved}");
+}
+
+#[test]
+fn the_schedule_sets_each_epochs_rate_and_the_logger_records_it() {
+    let _serial = common::serial();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log.jsonl");
+    let m = mlp_model();
+    let r = Trainer::new(3)
+        .schedule(LrSchedule::Step { every: 1, gamma: 0.5 }, 0)
+        .callback(JsonlLogger::new(&log))
+        .fit(&m, &Optim::sgd(0.1, 0.9), &loader(32), None)
+        .unwrap();
+    let lrs: Vec<f64> = r.history.iter().map(|h| h.lr).collect();
+    assert_eq!(lrs, [0.1, 0.05, 0.025]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3);
+    assert!(
+        lines[2].starts_with("{\"epoch\":2,\"train_loss\":")
+            && lines[2].ends_with("\"val_loss\":null,\"val_accuracy\":null,\"lr\":0.025}"),
+        "{}",
+        lines[2]
+    );
+}
+
+#[test]
+fn lenet_with_warm_up_cosine_label_smoothing_and_clipping_reaches_95_percent() {
+    let _serial = common::serial();
+    let (train, test) = common::loaders();
+    let model = common::lenet(0);
+    Trainer::new(15)
+        .schedule(LrSchedule::Cosine { min_lr: 1e-5 }, 45)
+        .label_smoothing(0.1)
+        .clip_grad_norm(5.0)
+        .fit(&model, &Optim::adamw(5e-3), &train, None)
+        .unwrap();
+    let (_, acc) = evaluate(&model, &test).unwrap();
+    eprintln!("LeNet-8, warm-up + cosine, label smoothing 0.1, clip 5: test accuracy {:.2}%", acc * 100.0);
+    assert_eq!(test.dataset().len(), 359);
+    assert!(acc >= 0.95, "{acc}");
+}
