@@ -1,7 +1,9 @@
 //! Export: a trained `Sequential` straight into xforge's graph IR (no ONNX file in between).
 //! Each layer becomes the ONNX-semantics op the interpreter and the compiler know — Linear →
-//! Gemm (transB = 1, PyTorch's [out, in] weight), Conv2d → Conv, ReLU → Relu, MaxPool2d →
-//! MaxPool, Flatten → Flatten (axis 1); Dropout is the identity at inference and emits nothing.
+//! Gemm (transB = 1, PyTorch's [out, in] weight), Conv2d → Conv, BatchNorm2d →
+//! BatchNormalization (inference: the running statistics), LayerNorm → LayerNormalization
+//! (axis −1), ReLU → Relu, MaxPool2d → MaxPool, Flatten → Flatten (axis 1); Dropout is the
+//! identity at inference and emits nothing.
 //! Weights are copied from the var store under their var-store names ("0.weight", ...); nodes
 //! are named after their layer ("3.Conv2d"); the input is "x" and the output "logits".
 use crate::modules::{Layer, Sequential, ShapeError};
@@ -14,6 +16,8 @@ pub enum ExportError {
     Shape(#[from] ShapeError),
     #[error("layer {layer}: parameter {param} is {kind:?}; export takes float32 parameters")]
     DType { layer: String, param: String, kind: Kind },
+    #[error("layer {layer}: {what} is not exported yet")]
+    Unsupported { layer: String, what: String },
     #[error("the exported graph does not type-check: {0}")]
     Infer(String),
 }
@@ -59,6 +63,39 @@ pub fn export(net: &Sequential, input_shape: &[usize]) -> Result<Graph, ExportEr
                     ("group", Attr::Int(1)),
                 ];
                 Some(b.node(Op::Conv, &ins, attrs, u()))
+            }
+            Layer::BatchNorm2d(bn) => {
+                let i = &bn.inner;
+                let (Some(ws), Some(bs)) = (&i.ws, &i.bs) else {
+                    return Err(ExportError::Unsupported {
+                        layer: name.clone(),
+                        what: "BatchNorm2d without affine".into(),
+                    });
+                };
+                let ins = [
+                    x,
+                    b.weight(&format!("{name}.weight"), param("weight", ws)?),
+                    b.weight(&format!("{name}.bias"), param("bias", bs)?),
+                    b.weight(&format!("{name}.running_mean"), param("running_mean", &i.running_mean)?),
+                    b.weight(&format!("{name}.running_var"), param("running_var", &i.running_var)?),
+                ];
+                Some(b.node(Op::BatchNormalization, &ins, vec![("epsilon", Attr::Float(bn.eps as f32))], u()))
+            }
+            Layer::LayerNorm(ln) => {
+                let i = &ln.inner;
+                let (Some(ws), Some(bs)) = (&i.ws, &i.bs) else {
+                    return Err(ExportError::Unsupported {
+                        layer: name.clone(),
+                        what: "LayerNorm without affine".into(),
+                    });
+                };
+                let ins = [
+                    x,
+                    b.weight(&format!("{name}.weight"), param("weight", ws)?),
+                    b.weight(&format!("{name}.bias"), param("bias", bs)?),
+                ];
+                let attrs = vec![("axis", Attr::Int(-1)), ("epsilon", Attr::Float(ln.eps as f32))];
+                Some(b.node(Op::LayerNormalization, &ins, attrs, u()))
             }
             Layer::ReLU => Some(b.node(Op::Relu, &[x], vec![], u())),
             Layer::MaxPool2d { kernel, stride } => {

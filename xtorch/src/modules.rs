@@ -52,11 +52,52 @@ impl Conv2d {
     }
 }
 
+/// Batch normalization over the channels of [N, C, H, W]: batch statistics in training (and
+/// running averages updated with momentum 0.1), the running averages in evaluation.
+#[derive(Debug)]
+pub struct BatchNorm2d {
+    pub inner: nn::BatchNorm,
+    pub features: i64,
+    pub eps: f64,
+}
+
+impl BatchNorm2d {
+    pub fn new(p: nn::Path, features: i64) -> BatchNorm2d {
+        let eps = 1e-5;
+        BatchNorm2d {
+            inner: nn::batch_norm2d(p, features, nn::BatchNormConfig { eps, ..Default::default() }),
+            features,
+            eps,
+        }
+    }
+}
+
+/// Layer normalization over the last axis (of size `features`), with a weight and a bias.
+#[derive(Debug)]
+pub struct LayerNorm {
+    pub inner: nn::LayerNorm,
+    pub features: i64,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(p: nn::Path, features: i64) -> LayerNorm {
+        let eps = 1e-5;
+        LayerNorm {
+            inner: nn::layer_norm(p, vec![features], nn::LayerNormConfig { eps, ..Default::default() }),
+            features,
+            eps,
+        }
+    }
+}
+
 /// The layers a `Sequential` holds.
 #[derive(Debug)]
 pub enum Layer {
     Linear(Linear),
     Conv2d(Conv2d),
+    BatchNorm2d(BatchNorm2d),
+    LayerNorm(LayerNorm),
     ReLU,
     /// Square window `kernel`, step `stride`, no padding, floor mode.
     MaxPool2d {
@@ -76,6 +117,8 @@ impl Layer {
         match self {
             Layer::Linear(_) => "Linear",
             Layer::Conv2d(_) => "Conv2d",
+            Layer::BatchNorm2d(_) => "BatchNorm2d",
+            Layer::LayerNorm(_) => "LayerNorm",
             Layer::ReLU => "ReLU",
             Layer::MaxPool2d { .. } => "MaxPool2d",
             Layer::Flatten => "Flatten",
@@ -87,6 +130,8 @@ impl Layer {
         match self {
             Layer::Linear(l) => l.inner.forward(xs),
             Layer::Conv2d(c) => c.inner.forward(xs),
+            Layer::BatchNorm2d(b) => nn::ModuleT::forward_t(&b.inner, xs, train),
+            Layer::LayerNorm(l) => l.inner.forward(xs),
             Layer::ReLU => xs.relu(),
             Layer::MaxPool2d { kernel, stride } => {
                 xs.max_pool2d([*kernel, *kernel], [*stride, *stride], [0, 0], [1, 1], false)
@@ -117,6 +162,14 @@ impl Layer {
                     Ok(vec![*n, c.out_channels, o(*h), o(*w)])
                 }
                 _ => Err(err(format!("[N, {}, H, W]", c.in_channels))),
+            },
+            Layer::BatchNorm2d(b) => match shape {
+                [_, c, _, _] if *c == b.features => Ok(shape.to_vec()),
+                _ => Err(err(format!("[N, {}, H, W]", b.features))),
+            },
+            Layer::LayerNorm(l) => match shape {
+                [.., f] if *f == l.features => Ok(shape.to_vec()),
+                _ => Err(err(format!("[..., {}]", l.features))),
             },
             Layer::MaxPool2d { kernel, stride } => match shape {
                 [n, ch, h, w] if *h >= *kernel && *w >= *kernel => {

@@ -117,3 +117,40 @@ fn a_wrong_input_shape_names_the_layer_and_both_shapes() {
     let e = model.net.f_forward_t(&x, false).unwrap_err().to_string();
     assert!(e.contains("layer 7 (Linear)") && e.contains("[2, 512]") && e.contains("[N, 128]"), "{e}");
 }
+
+#[test]
+fn batch_norm_and_layer_norm_export_with_their_trained_statistics() {
+    use xtorch::modules::{BatchNorm2d, Conv2d, Layer, LayerNorm, Linear, Sequential};
+    let _serial = common::serial();
+    let (train, test) = common::loaders();
+    let model = xtorch::model::Model::new(tch::Device::Cpu, 4, |p| {
+        Sequential::new()
+            .push_with(p, |q| Layer::Conv2d(Conv2d::new(q, 1, 8, 3, 1, 1)))
+            .push_with(p, |q| Layer::BatchNorm2d(BatchNorm2d::new(q, 8)))
+            .push(Layer::ReLU)
+            .push(Layer::MaxPool2d { kernel: 2, stride: 2 })
+            .push(Layer::Flatten)
+            .push_with(p, |q| Layer::Linear(Linear::new(q, 128, 32)))
+            .push_with(p, |q| Layer::LayerNorm(LayerNorm::new(q, 32)))
+            .push(Layer::ReLU)
+            .push_with(p, |q| Layer::Linear(Linear::new(q, 32, 10)))
+    });
+    xtorch::trainer::Trainer::new(3).fit(&model, &xtorch::optim::Optim::adamw(3e-3), &train, None).unwrap();
+    // training moved the running statistics away from their initial 0 and 1
+    let vars = model.vs.variables();
+    assert!(vars["1.running_mean"].abs().max().double_value(&[]) > 1e-3);
+    let (_, acc) = xtorch::trainer::evaluate(&model, &test).unwrap();
+    eprintln!("Conv-BN-ReLU-Pool-Linear-LN-ReLU-Linear, 3 epochs: test accuracy {:.2}%", acc * 100.0);
+    let batch = test.epoch(0).next().unwrap().unwrap();
+    let want = tch::no_grad(|| model.net.forward_t(&batch.inputs, false));
+    let want = Vec::<f32>::try_from(want.flatten(0, -1)).unwrap();
+    let n = batch.inputs.size()[0] as usize;
+    let g = xtorch::export(&model.net, &[n, 1, 8, 8]).unwrap();
+    let ops: Vec<Op> = g.nodes.iter().map(|n| n.op).collect();
+    assert!(ops.contains(&Op::BatchNormalization) && ops.contains(&Op::LayerNormalization), "{ops:?}");
+    let feed = HashMap::from([("x".to_string(), xtorch::export::to_ir(&batch.inputs))]);
+    let got = xforge_ir::interp::run(&g, &feed).unwrap()[0].to_f64();
+    let worst = got.iter().zip(&want).map(|(a, b)| (a - *b as f64).abs()).fold(0.0, f64::max);
+    eprintln!("{n} images: largest logit difference {worst:.2e}");
+    assert!(worst <= 1e-5, "{worst}");
+}
