@@ -257,6 +257,20 @@ fn main() -> Result<()> {
             write_graph_cases(dir, &format!("{name}_split_{dt}"), &g, chip, tol, true)?;
         }
     }
+    // tensor-core attention fed pipelined (cp.async, ldmatrix; XFORGE_ATTN_PIPELINE=1, off by
+    // default): the attention samples again, and its bench case (this binary is one thread, so
+    // the variable reaches only these kernels)
+    std::env::set_var("XFORGE_ATTN_PIPELINE", "1");
+    for dt in [DType::F16, DType::BF16] {
+        for (name, g) in samples::attentions(dt) {
+            write_case(dir, &format!("{name}_pipelined_{dt}"), &g, chip, 1e-2, false)?;
+        }
+        let shape = [8, 16, 2048, 64];
+        let name = format!("bench_attention_pipelined_{dt}");
+        write_case(dir, &name, &samples::attention(dt, &shape), chip, 0.0, true)?;
+        add_flops(dir, &name, 4.0 * (shape[0] * shape[1] * shape[2] * shape[2] * shape[3]) as f64)?;
+    }
+    std::env::remove_var("XFORGE_ATTN_PIPELINE");
     // softmax and LayerNorm over 4096×4096 f16: 32 MiB in, 32 MiB out
     write_case(dir, "bench_softmax_f16", &samples::reduction("softmax", DType::F16, 4096, 4096), chip, 0.0, true)?;
     write_case(dir, "bench_layernorm_f16", &samples::reduction("layernorm", DType::F16, 4096, 4096), chip, 0.0, true)?;

@@ -8,7 +8,7 @@
 use crate::body::{compute_type, storage_type, Body};
 use crate::elementwise::float_attr;
 use crate::kernel::{finish, input_params, Kernel, KernelError, Param};
-use crate::knobs::{attn_knob, ATTN_KEYS, ATTN_MMA_KEYS, ATTN_MMA_ROWS, ATTN_ROWS};
+use crate::knobs::{attn_knob, attn_pipelined, ATTN_KEYS, ATTN_MMA_KEYS, ATTN_MMA_ROWS, ATTN_ROWS};
 use crate::route::{is_tail, routed_outputs, routes, store_routed, tail_sizes, OutputRoute};
 use crate::tensor_core::{lane, mma, Lane};
 use std::collections::HashMap;
@@ -352,15 +352,17 @@ fn quad(b: &mut Body, v: &str, op: &str) -> String {
     v
 }
 
-/// One 16-byte `cp.async` copy a thread makes of every key/value tile: from operand `param`
-/// (rows of `width`), tile row `row` at column `col`, to offset `to` of workgroup buffer `mem`
-/// (of type `wg`) in the tile's buffer.
+/// One 16-byte copy a thread makes of every key/value tile: from operand `param` (rows of
+/// `width`), tile row `row` at column `col`, to offset `to` of workgroup buffer `mem` (of type
+/// `wg`, tiles of `size` elements); `inside` guards the last round of a synchronous copy, which
+/// may have more threads than copies (a pipelined one repeats the last copy instead).
 struct TileCopy<'a> {
     param: usize,
     width: usize,
     row: String,
     col: String,
     to: String,
+    inside: Option<String>,
     mem: &'static str,
     wg: &'a str,
     size: usize,
@@ -370,27 +372,32 @@ struct TileCopy<'a> {
 const STATIC_WORKGROUP_BYTES: usize = 48 * 1024;
 
 /// Warps of 16 query rows, ATTN_MMA_ROWS per block; ATTN_MMA_KEYS keys and values per tile in
-/// workgroup memory, two tiles deep: the next tile's `cp.async` copies are in flight while this
-/// tile's products run (rows padded by 8 elements, so the eight 16-byte rows of an `ldmatrix`
-/// hit distinct banks). Key fragments come by `ldmatrix`, value fragments by `ldmatrix.trans`
-/// (four 8×8 matrices each: two 8-wide tiles of a 16-deep step). Scores, the online softmax
-/// and the output accumulators stay in mma fragments: a thread holds rows g and g+8
-/// (g = lane/4) at columns 2·(lane%4) + {0, 1} of each 8-wide tile, and the probabilities of
-/// two neighbouring score tiles are exactly the A fragment of the P·V product.
+/// workgroup memory (rows padded by 8 elements, so fragment loads hit distinct banks). Scores,
+/// the online softmax and the output accumulators stay in mma fragments: a thread holds rows g
+/// and g+8 (g = lane/4) at columns 2·(lane%4) + {0, 1} of each 8-wide tile, and the
+/// probabilities of two neighbouring score tiles are exactly the A fragment of the P·V product.
+///
+/// Two ways to feed the tensor cores (`attn_pipelined`): synchronous — each tile loaded into
+/// registers, stored to workgroup memory, fragments read by 32-bit and 16-bit loads — or
+/// pipelined — tiles two deep, the next tile's `cp.async` copies in flight while this tile's
+/// products run, key fragments by `ldmatrix` and value fragments by `ldmatrix.trans` (four 8×8
+/// matrices each: two 8-wide tiles of a 16-deep step).
 fn mma_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -> Result<Kernel, String> {
     let t = storage_type(a.dt).unwrap();
+    let pipelined = attn_pipelined();
     let rows = attn_knob("XFORGE_ATTN_MMA_ROWS", ATTN_MMA_ROWS);
     let (kstride, vstride) = (a.d + 8, a.dv + 8);
-    // two tiles of keys and values within static workgroup memory
     let mut keys = attn_knob("XFORGE_ATTN_MMA_KEYS", ATTN_MMA_KEYS);
-    while keys > 16 && 2 * keys * (kstride + vstride) * 2 > STATIC_WORKGROUP_BYTES {
+    // two tiles of keys and values within static workgroup memory
+    while pipelined && keys > 16 && 2 * keys * (kstride + vstride) * 2 > STATIC_WORKGROUP_BYTES {
         keys -= 16;
     }
+    let depth = if pipelined { 2 } else { 1 };
     // one warp per 16 query rows
     let threads = rows / 16 * 32;
     let (ksize, vsize) = (keys * kstride, keys * vstride);
-    let kwg = format!("memref<{}x{t}, #gpu.address_space<workgroup>>", 2 * ksize);
-    let vwg = format!("memref<{}x{t}, #gpu.address_space<workgroup>>", 2 * vsize);
+    let kwg = format!("memref<{}x{t}, #gpu.address_space<workgroup>>", depth * ksize);
+    let vwg = format!("memref<{}x{t}, #gpu.address_space<workgroup>>", depth * vsize);
     let mref = |p: usize| format!("memref<{}x{t}>", params[p].elements);
     let mut b = Body::default();
     let tid = b.emit("gpu.thread_id x");
@@ -444,8 +451,7 @@ fn mma_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -
     let log2e = b.float(std::f64::consts::LOG2_E, "f32");
     let (c0, ckeys, lastl) = (b.index(0), b.index(keys), b.index(a.l - 1));
     let nacc = a.dv / 8 * 4;
-    // this thread's share of a tile's 16-byte copies; a last round with more threads than
-    // copies repeats the tile's last copy (the same bytes to the same place)
+    // this thread's share of a tile's 16-byte copies (rows past the end repeat the last key)
     let mut copies = vec![];
     for (param, width, stride, mem, wg, size) in
         [(a.k, a.d, kstride, "%ks", &kwg, ksize), (a.v, a.dv, vstride, "%vs", &vwg, vsize)]
@@ -455,8 +461,12 @@ fn mma_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -
         for r in 0..total.div_ceil(threads) {
             let e = b.index(threads * r);
             let e = b.emit(format!("arith.addi {tid}, {e} : index"));
-            let last = b.index(total - 1);
-            let e = b.emit(format!("arith.minui {e}, {last} : index"));
+            let e = if pipelined {
+                let last = b.index(total - 1);
+                b.emit(format!("arith.minui {e}, {last} : index"))
+            } else {
+                e
+            };
             let cpr = b.index(per_row);
             let row = b.emit(format!("arith.divui {e}, {cpr} : index"));
             let cv = b.emit(format!("arith.remui {e}, {cpr} : index"));
@@ -464,21 +474,28 @@ fn mma_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -
             let cst = b.index(stride);
             let to = b.emit(format!("arith.muli {row}, {cst} : index"));
             let to = b.emit(format!("arith.addi {to}, {col} : index"));
-            copies.push(TileCopy { param, width, row, col, to, mem, wg, size });
+            let inside = (!pipelined && (r + 1) * threads > total).then(|| {
+                let cap = b.index(total);
+                b.emit(format!("arith.cmpi ult, {e}, {cap} : index"))
+            });
+            copies.push(TileCopy { param, width, row, col, to, inside, mem, wg, size });
         }
     }
-    // the tile at key `kt` into buffer `buf` (0 or 1), as one cp.async group; every source
-    // in bounds (keys past the end repeat the last key)
-    let load_tile = |b: &mut Body, kt: &str, buf: &str| -> String {
+    // the source offset of a copy of the tile at key `kt` (every load in bounds)
+    let source = |b: &mut Body, c: &TileCopy, kt: &str| {
+        let key = b.emit(format!("arith.addi {kt}, {} : index", c.row));
+        let key = b.emit(format!("arith.minui {key}, {lastl} : index"));
+        let cw = b.index(c.width);
+        let at = b.emit(format!("arith.addi {kvrow}, {key} : index"));
+        let at = b.emit(format!("arith.muli {at}, {cw} : index"));
+        b.emit(format!("arith.addi {at}, {} : index", c.col))
+    };
+    // pipelined: the tile at key `kt` into buffer `buf` (0 or 1) as one cp.async group
+    let copy_tile = |b: &mut Body, kt: &str, buf: &str| -> String {
         let tokens: Vec<String> = copies
             .iter()
             .map(|c| {
-                let key = b.emit(format!("arith.addi {kt}, {} : index", c.row));
-                let key = b.emit(format!("arith.minui {key}, {lastl} : index"));
-                let cw = b.index(c.width);
-                let at = b.emit(format!("arith.addi {kvrow}, {key} : index"));
-                let at = b.emit(format!("arith.muli {at}, {cw} : index"));
-                let at = b.emit(format!("arith.addi {at}, {} : index", c.col));
+                let at = source(b, c, kt);
                 let size = b.index(c.size);
                 let to = b.emit(format!("arith.muli {buf}, {size} : index"));
                 let to = b.emit(format!("arith.addi {to}, {} : index", c.to));
@@ -493,32 +510,37 @@ fn mma_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -
             .collect();
         b.emit(format!("nvgpu.device_async_create_group {}", tokens.join(", ")))
     };
-    // ldmatrix row addresses: lane l gives row l % 8 of matrix l / 8; keys take matrices
-    // (keys +0/+8 by l/16, head columns +0/+8 by (l/8) % 2), values (keys by (l/8) % 2, value
-    // columns by l/16)
-    let (c32, c2) = (b.index(32), b.index(2));
-    let ln = b.emit(format!("arith.remui {tid}, {c32} : index"));
-    let lr = b.emit(format!("arith.remui {ln}, {c8} : index"));
-    let mi = b.emit(format!("arith.divui {ln}, {c8} : index"));
-    let mlo = b.emit(format!("arith.remui {mi}, {c2} : index"));
-    let mhi = b.emit(format!("arith.divui {mi}, {c2} : index"));
-    let lane_at = |b: &mut Body, row_half: &str, col_half: &str, stride: usize| {
-        let r = b.emit(format!("arith.muli {row_half}, {c8} : index"));
-        let r = b.emit(format!("arith.addi {r}, {lr} : index"));
-        let cst = b.index(stride);
-        let r = b.emit(format!("arith.muli {r}, {cst} : index"));
-        let c = b.emit(format!("arith.muli {col_half}, {c8} : index"));
-        b.emit(format!("arith.addi {r}, {c} : index"))
+    // pipelined: ldmatrix row addresses — lane l gives row l % 8 of matrix l / 8; keys take
+    // matrices (keys +0/+8 by l/16, head columns +0/+8 by (l/8) % 2), values (keys by
+    // (l/8) % 2, value columns by l/16)
+    let (c2, lanes) = if pipelined {
+        let (c32, c2) = (b.index(32), b.index(2));
+        let ln = b.emit(format!("arith.remui {tid}, {c32} : index"));
+        let lr = b.emit(format!("arith.remui {ln}, {c8} : index"));
+        let mi = b.emit(format!("arith.divui {ln}, {c8} : index"));
+        let mlo = b.emit(format!("arith.remui {mi}, {c2} : index"));
+        let mhi = b.emit(format!("arith.divui {mi}, {c2} : index"));
+        let mut lane_at = |row_half: &str, col_half: &str, stride: usize| {
+            let r = b.emit(format!("arith.muli {row_half}, {c8} : index"));
+            let r = b.emit(format!("arith.addi {r}, {lr} : index"));
+            let cst = b.index(stride);
+            let r = b.emit(format!("arith.muli {r}, {cst} : index"));
+            let c = b.emit(format!("arith.muli {col_half}, {c8} : index"));
+            b.emit(format!("arith.addi {r}, {c} : index"))
+        };
+        let lanes = (lane_at(&mhi, &mlo, kstride), lane_at(&mlo, &mhi, vstride));
+        copy_tile(&mut b, &c0, &c0);
+        (c2, Some(lanes))
+    } else {
+        (String::new(), None)
     };
-    let klane = lane_at(&mut b, &mhi, &mlo, kstride);
-    let vlane = lane_at(&mut b, &mlo, &mhi, vstride);
     let ldmatrix = |b: &mut Body, mem: &str, wg: &str, at: &str, transpose: bool| -> Vec<String> {
         let m = b.emit(format!(
             "nvgpu.ldmatrix {mem}[{at}] {{numTiles = 4 : i32, transpose = {transpose}}} : {wg} -> vector<4x2x{t}>"
         ));
         (0..4).map(|i| b.emit(format!("vector.extract {m}[{i}] : vector<2x{t}> from vector<4x2x{t}>"))).collect()
     };
-    let _first = load_tile(&mut b, &c0, &c0);
+    let vec8 = format!("vector<8x{t}>");
     let types = vec!["f32"; 4 + nacc].join(", ");
     let mut init =
         vec![format!("%m0 = {ninf}"), format!("%m1 = {ninf}"), format!("%l0 = {zero}"), format!("%l1 = {zero}")];
@@ -528,47 +550,98 @@ fn mma_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -
         4 + nacc,
         format!("scf.for %kt = {c0} to {ltiles} step {ckeys} iter_args({}) -> ({types}) {{", init.join(", ")),
     );
-    // tile i is in buffer i % 2; every warp is done with the other buffer (tile i − 1) before
-    // tile i + 1 goes there
-    let ti = b.emit(format!("arith.divui %kt, {ckeys} : index"));
-    let cur = b.emit(format!("arith.remui {ti}, {c2} : index"));
-    let c1 = b.index(1);
-    let other = b.emit(format!("arith.subi {c1}, {cur} : index"));
-    b.stmt("gpu.barrier");
-    let next_kt = b.emit(format!("arith.addi %kt, {ckeys} : index"));
-    let group = load_tile(&mut b, &next_kt, &other);
-    // this tile's group is complete when at most the next one is in flight
-    b.stmt(format!("nvgpu.device_async_wait {group} {{numGroups = 1 : i32}}"));
-    b.stmt("gpu.barrier");
-    let (cks, cvs) = (b.index(ksize), b.index(vsize));
-    let kbuf = b.emit(format!("arith.muli {cur}, {cks} : index"));
-    let kbuf = b.emit(format!("arith.addi {kbuf}, {klane} : index"));
-    let vbuf = b.emit(format!("arith.muli {cur}, {cvs} : index"));
-    let vbuf = b.emit(format!("arith.addi {vbuf}, {vlane} : index"));
-    // scores: 8-key tiles, fragments s[n][0..4], two tiles per ldmatrix
-    let mut sc: Vec<Vec<String>> = vec![];
-    for np in 0..keys / 16 {
-        let mut accs = [vec![zero.clone(); 4], vec![zero.clone(); 4]];
-        for (ks, qf) in qa.iter().enumerate() {
-            let o = b.index(16 * np * kstride + 16 * ks);
-            let at = b.emit(format!("arith.addi {kbuf}, {o} : index"));
-            let f = ldmatrix(&mut b, "%ks", &kwg, &at, false);
-            accs[0] = mma(&mut b, t, qf, &f[0..2], &accs[0]);
-            accs[1] = mma(&mut b, t, qf, &f[2..4], &accs[1]);
-        }
-        for (half, mut acc) in accs.into_iter().enumerate() {
-            let n = 2 * np + half;
-            // scale, mask, causal and the tile's ragged end
-            for (e, s) in acc.iter_mut().enumerate() {
-                let col = b.index(8 * n + e % 2);
-                let key = b.emit(format!("arith.addi %kt, {col} : index"));
-                let key = b.emit(format!("arith.addi {key}, {t2} : index"));
-                let row = if e < 2 { &r0 } else { &r1 };
-                let bv = bias(&mut b, a, &params, [&bb, &h, row, &key]);
-                let x = b.emit(format!("arith.mulf {s}, {scale} : f32"));
-                let bv = if a.mask.is_some() { b.emit(format!("arith.mulf {bv}, {log2e} : f32")) } else { bv };
-                *s = b.emit(format!("arith.addf {x}, {bv} : f32"));
+    // where this tile's keys and values start in workgroup memory, plus this lane's ldmatrix row
+    let bufs = if let Some((klane, vlane)) = &lanes {
+        // tile i is in buffer i % 2; every warp is done with the other buffer (tile i − 1)
+        // before tile i + 1 goes there, and this tile's group is complete when at most the
+        // next one is in flight
+        let ti = b.emit(format!("arith.divui %kt, {ckeys} : index"));
+        let cur = b.emit(format!("arith.remui {ti}, {c2} : index"));
+        let c1 = b.index(1);
+        let other = b.emit(format!("arith.subi {c1}, {cur} : index"));
+        b.stmt("gpu.barrier");
+        let next_kt = b.emit(format!("arith.addi %kt, {ckeys} : index"));
+        let group = copy_tile(&mut b, &next_kt, &other);
+        b.stmt(format!("nvgpu.device_async_wait {group} {{numGroups = 1 : i32}}"));
+        b.stmt("gpu.barrier");
+        let (cks, cvs) = (b.index(ksize), b.index(vsize));
+        let kbuf = b.emit(format!("arith.muli {cur}, {cks} : index"));
+        let kbuf = b.emit(format!("arith.addi {kbuf}, {klane} : index"));
+        let vbuf = b.emit(format!("arith.muli {cur}, {cvs} : index"));
+        let vbuf = b.emit(format!("arith.addi {vbuf}, {vlane} : index"));
+        Some((kbuf, vbuf))
+    } else {
+        b.stmt("gpu.barrier");
+        let tile: Vec<String> = copies
+            .iter()
+            .map(|c| {
+                let at = source(&mut b, c, "%kt");
+                b.emit(format!("vector.load %arg{}[{at}] {{alignment = 16}} : {}, {vec8}", c.param, mref(c.param)))
+            })
+            .collect();
+        for (c, v) in copies.iter().zip(&tile) {
+            if let Some(inside) = &c.inside {
+                b.stmt(format!("scf.if {inside} {{"));
             }
+            b.stmt(format!("vector.store {v}, {}[{}] {{alignment = 16}} : {}, {vec8}", c.mem, c.to, c.wg));
+            if c.inside.is_some() {
+                b.stmt("}");
+            }
+        }
+        b.stmt("gpu.barrier");
+        None
+    };
+    // scale, mask, causal and the tile's ragged end of score tile n
+    let finish_scores = |b: &mut Body, acc: &mut [String], n: usize| {
+        for (e, s) in acc.iter_mut().enumerate() {
+            let col = b.index(8 * n + e % 2);
+            let key = b.emit(format!("arith.addi %kt, {col} : index"));
+            let key = b.emit(format!("arith.addi {key}, {t2} : index"));
+            let row = if e < 2 { &r0 } else { &r1 };
+            let bv = bias(b, a, &params, [&bb, &h, row, &key]);
+            let x = b.emit(format!("arith.mulf {s}, {scale} : f32"));
+            let bv = if a.mask.is_some() { b.emit(format!("arith.mulf {bv}, {log2e} : f32")) } else { bv };
+            *s = b.emit(format!("arith.addf {x}, {bv} : f32"));
+        }
+    };
+    // scores: 8-key tiles, fragments s[n][0..4]
+    let mut sc: Vec<Vec<String>> = vec![];
+    if let Some((kbuf, _)) = &bufs {
+        // two tiles per ldmatrix
+        for np in 0..keys / 16 {
+            let mut accs = [vec![zero.clone(); 4], vec![zero.clone(); 4]];
+            for (ks, qf) in qa.iter().enumerate() {
+                let o = b.index(16 * np * kstride + 16 * ks);
+                let at = b.emit(format!("arith.addi {kbuf}, {o} : index"));
+                let f = ldmatrix(&mut b, "%ks", &kwg, &at, false);
+                accs[0] = mma(&mut b, t, qf, &f[0..2], &accs[0]);
+                accs[1] = mma(&mut b, t, qf, &f[2..4], &accs[1]);
+            }
+            for (half, mut acc) in accs.into_iter().enumerate() {
+                finish_scores(&mut b, &mut acc, 2 * np + half);
+                sc.push(acc);
+            }
+        }
+    } else {
+        let ckst = b.index(kstride);
+        for n in 0..keys / 8 {
+            let kr = b.index(8 * n);
+            let kr = b.emit(format!("arith.addi {kr}, {gq} : index"));
+            let kr = b.emit(format!("arith.muli {kr}, {ckst} : index"));
+            let kr = b.emit(format!("arith.addi {kr}, {t2} : index"));
+            let mut acc = vec![zero.clone(); 4];
+            for (ks, qf) in qa.iter().enumerate() {
+                let bf: Vec<String> = [0, 8]
+                    .iter()
+                    .map(|extra| {
+                        let o = b.index(16 * ks + extra);
+                        let at = b.emit(format!("arith.addi {kr}, {o} : index"));
+                        pair(&mut b, "%ks", &kwg, &at)
+                    })
+                    .collect();
+                acc = mma(&mut b, t, qf, &bf, &acc);
+            }
+            finish_scores(&mut b, &mut acc, n);
             sc.push(acc);
         }
     }
@@ -617,32 +690,60 @@ fn mma_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -
             ]
         })
         .collect();
-    // the accumulators rescaled, then P·V: value columns 16nv..16nv+15 of keys 16kk.. per
-    // ldmatrix.trans
-    let mut acc: Vec<Vec<String>> = (0..a.dv / 8)
-        .map(|jv| {
-            (0..4)
-                .map(|e| {
-                    let o = format!("%o{}", jv * 4 + e);
-                    b.emit(format!("arith.mulf {o}, {} : f32", corr[e / 2]))
-                })
-                .collect()
-        })
-        .collect();
-    for (kk, pf) in pa.iter().enumerate() {
-        for nv in 0..a.dv / 16 {
-            let o = b.index(16 * kk * vstride + 16 * nv);
-            let at = b.emit(format!("arith.addi {vbuf}, {o} : index"));
-            let f = ldmatrix(&mut b, "%vs", &vwg, &at, true);
-            acc[2 * nv] = mma(&mut b, t, pf, &f[0..2], &acc[2 * nv]);
-            acc[2 * nv + 1] = mma(&mut b, t, pf, &f[2..4], &acc[2 * nv + 1]);
+    // the accumulators of value columns 8jv.. rescaled
+    let rescaled = |b: &mut Body, jv: usize| -> Vec<String> {
+        (0..4)
+            .map(|e| {
+                let o = format!("%o{}", jv * 4 + e);
+                b.emit(format!("arith.mulf {o}, {} : f32", corr[e / 2]))
+            })
+            .collect()
+    };
+    if let Some((_, vbuf)) = &bufs {
+        // value columns 16nv..16nv+15 of keys 16kk.. per ldmatrix.trans
+        let mut acc: Vec<Vec<String>> = (0..a.dv / 8).map(|jv| rescaled(&mut b, jv)).collect();
+        for (kk, pf) in pa.iter().enumerate() {
+            for nv in 0..a.dv / 16 {
+                let o = b.index(16 * kk * vstride + 16 * nv);
+                let at = b.emit(format!("arith.addi {vbuf}, {o} : index"));
+                let f = ldmatrix(&mut b, "%vs", &vwg, &at, true);
+                acc[2 * nv] = mma(&mut b, t, pf, &f[0..2], &acc[2 * nv]);
+                acc[2 * nv + 1] = mma(&mut b, t, pf, &f[2..4], &acc[2 * nv + 1]);
+            }
+        }
+        next.extend(acc.into_iter().flatten());
+    } else {
+        let cvst = b.index(vstride);
+        for jv in 0..a.dv / 8 {
+            let mut acc = rescaled(&mut b, jv);
+            let colv = b.index(8 * jv);
+            let colv = b.emit(format!("arith.addi {colv}, {gq} : index"));
+            for (kk, pf) in pa.iter().enumerate() {
+                // B fragment: keys 16kk + 2t + {0, 1} (and + 8) of column 8jv + g
+                let bf: Vec<String> = [0, 8]
+                    .iter()
+                    .map(|extra| {
+                        let k0 = b.index(16 * kk + extra);
+                        let k0 = b.emit(format!("arith.addi {k0}, {t2} : index"));
+                        let at0 = b.emit(format!("arith.muli {k0}, {cvst} : index"));
+                        let at0 = b.emit(format!("arith.addi {at0}, {colv} : index"));
+                        let at1 = b.emit(format!("arith.addi {at0}, {cvst} : index"));
+                        let x0 = b.emit(format!("memref.load %vs[{at0}] : {vwg}"));
+                        let x1 = b.emit(format!("memref.load %vs[{at1}] : {vwg}"));
+                        b.emit(format!("vector.from_elements {x0}, {x1} : vector<2x{t}>"))
+                    })
+                    .collect();
+                acc = mma(&mut b, t, pf, &bf, &acc);
+            }
+            next.extend(acc);
         }
     }
-    next.extend(acc.into_iter().flatten());
     b.stmt(format!("scf.yield {} : {types}", next.join(", ")));
     b.stmt("}");
-    // the last (unused) tile's copies land before the block ends
-    b.stmt("nvvm.cp.async.wait.group 0");
+    if pipelined {
+        // the last (unused) tile's copies land before the block ends
+        b.stmt("nvvm.cp.async.wait.group 0");
+    }
     let inv: Vec<String> = (0..2)
         .map(|half| {
             let l = quad(&mut b, &format!("{lp}#{}", 2 + half), "addf");
@@ -666,6 +767,7 @@ fn mma_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -
     }
     let grid = [a.s.div_ceil(rows) as u32, (a.batch * a.hq) as u32, 1];
     // cp.async and ldmatrix move 16-byte rows: both buffers aligned to 16
-    let shared = format!("%ks : {kwg} {{llvm.align = 16 : i64}}, %vs : {vwg} {{llvm.align = 16 : i64}}");
+    let align = if pipelined { " {llvm.align = 16 : i64}" } else { "" };
+    let shared = format!("%ks : {kwg}{align}, %vs : {vwg}{align}");
     Ok(finish(params, &b, Some(&shared), grid, [threads as u32, 1, 1]))
 }

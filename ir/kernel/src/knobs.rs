@@ -99,6 +99,12 @@ pub fn ssm_knob(var: &str, default: usize) -> usize {
 pub fn attn_knob(var: &str, default: usize) -> usize {
     Some(ssm_knob(var, default)).filter(|v| v % 16 == 0).unwrap_or(default)
 }
+/// Tensor-core attention feeds its tensor cores pipelined (key/value tiles two deep by
+/// cp.async, fragments by ldmatrix) only with XFORGE_ATTN_PIPELINE=1: off until it has run on
+/// a GPU (written in a session whose device calls found no machine; BENCH.md).
+pub fn attn_pipelined() -> bool {
+    std::env::var("XFORGE_ATTN_PIPELINE").is_ok_and(|v| v == "1")
+}
 /// NonZero over at least this many elements runs as one block (each thread a run of the input,
 /// a scan of the counts in workgroup memory); smaller ones stay one host-emulable thread.
 pub const NONZERO_BLOCK_MIN: usize = 1024;
