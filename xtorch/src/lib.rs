@@ -18,6 +18,7 @@ pub mod loader;
 pub mod loss;
 pub mod model;
 pub mod modules;
+pub mod onnx;
 pub mod optim;
 pub mod rng;
 pub mod sched;

@@ -10,6 +10,7 @@ use xtorch::modules::ShapeError;
 
 #[test]
 fn the_exported_lenet_matches_libtorch_on_every_test_image() {
+    let _serial = common::serial();
     let (model, _, test) = common::trained(15);
     let n = test.dataset().len();
     // all 359 test images as one batch
@@ -152,5 +153,57 @@ fn batch_norm_and_layer_norm_export_with_their_trained_statistics() {
     let got = xforge_ir::interp::run(&g, &feed).unwrap()[0].to_f64();
     let worst = got.iter().zip(&want).map(|(a, b)| (a - *b as f64).abs()).fold(0.0, f64::max);
     eprintln!("{n} images: largest logit difference {worst:.2e}");
+    assert!(worst <= 1e-5, "{worst}");
+}
+
+/// onnxruntime's side: the ONNX file run on raw float32 inputs, logits written back raw.
+const ONNXRUNTIME: &str = r#"
+import sys, numpy as np, onnxruntime as ort
+model, inputs, n, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+x = np.fromfile(inputs, dtype="<f4").reshape(n, 1, 8, 8)
+s = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+(y,) = s.run(["logits"], {"x": x})
+y.astype("<f4").tofile(out)
+"#;
+
+#[test]
+fn the_onnx_file_imports_into_xforge_and_runs_in_onnxruntime_like_libtorch() {
+    // needs python3 with onnxruntime and numpy (scripts/setup installs both)
+    let _serial = common::serial();
+    let (model, _, test) = common::trained(5);
+    let batch = test.epoch(0).next().unwrap().unwrap();
+    let n = batch.inputs.size()[0] as usize;
+    let want = Vec::<f32>::try_from(tch::no_grad(|| model.net.forward_t(&batch.inputs, false)).flatten(0, -1)).unwrap();
+    let g = xtorch::export(&model.net, &[n, 1, 8, 8]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lenet.onnx");
+    xtorch::onnx::write_onnx(&g, &path).unwrap();
+
+    // xforge's importer reads it back to the same graph behaviour
+    let imported = xforge_frontend::load(&path, &Default::default()).unwrap();
+    let feed = HashMap::from([("x".to_string(), xtorch::export::to_ir(&batch.inputs))]);
+    let direct = xforge_ir::interp::run(&g, &feed).unwrap()[0].to_f64();
+    let via_onnx = xforge_ir::interp::run(&imported.graph, &feed).unwrap()[0].to_f64();
+    assert_eq!(direct, via_onnx);
+
+    // onnxruntime runs it like libtorch
+    let inputs = dir.path().join("x.f32");
+    let pixels = Vec::<f32>::try_from(batch.inputs.flatten(0, -1)).unwrap();
+    std::fs::write(&inputs, pixels.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    let out = dir.path().join("y.f32");
+    let run = std::process::Command::new("python3")
+        .args(["-c", ONNXRUNTIME])
+        .arg(&path)
+        .arg(&inputs)
+        .arg(n.to_string())
+        .arg(&out)
+        .output()
+        .expect("python3 runs");
+    assert!(run.status.success(), "onnxruntime: {}", String::from_utf8_lossy(&run.stderr));
+    let theirs: Vec<f32> =
+        std::fs::read(&out).unwrap().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(theirs.len(), want.len());
+    let worst = theirs.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    eprintln!("onnxruntime vs libtorch on {n} images: largest logit difference {worst:.2e}");
     assert!(worst <= 1e-5, "{worst}");
 }
