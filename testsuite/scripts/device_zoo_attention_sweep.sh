@@ -2,8 +2,8 @@
 # Tensor-core attention tiles on zoo models (fp16, batch ZOO_BATCH): each model exported once,
 # compiled for every XFORGE_ATTN_MMA_ROWS × XFORGE_ATTN_MMA_KEYS in ROWS × KEYS (in parallel),
 # then each artifact timed alone; the last line per model is its torch.compile row (zoo_check.py time).
-# A second build carried as /tmp/xforge_old (bins.tar.xz) is compiled at its defaults and timed
-# in the same call as the baseline ("old").
+# With BASELINE=1 each model is also compiled with no XFORGE_ATTN_* variable (the defaults) and
+# timed in the same call ("default").
 #   ZOO_BATCH=32 [ROWS="32 64"] [KEYS="32 64"] bash testsuite/scripts/device_zoo_attention_sweep.sh NAME...
 set -e
 source testsuite/scripts/device_env.sh
@@ -19,7 +19,7 @@ for n in "$@"; do
       XFORGE_ATTN_MMA_ROWS=$r XFORGE_ATTN_MMA_KEYS=$k $X compile $W/$n.onnx --precision fp16 -o $W/$n.$r.$k.xfa > $W/$n.$r.$k.log 2>&1 &
     done
   done
-  [ -x /tmp/xforge_old ] && /tmp/xforge_old compile $W/$n.onnx --precision fp16 -o $W/$n.old.xfa > $W/$n.old.log 2>&1 &
+  [ -n "$BASELINE" ] && env -u XFORGE_ATTN_PIPELINE -u XFORGE_ATTN_MMA_ROWS -u XFORGE_ATTN_MMA_KEYS $X compile $W/$n.onnx --precision fp16 -o $W/$n.default.xfa > $W/$n.default.log 2>&1 &
 done
 wait
 for n in "$@"; do
@@ -28,7 +28,7 @@ for n in "$@"; do
       echo "$n rows $r keys $k: $($X bench $W/$n.$r.$k.xfa --runs 200 --warmup 20 2>&1 | grep -o 'median [0-9.]* ms')"
     done
   done
-  [ -f $W/$n.old.xfa ] && echo "$n old: $(/tmp/xforge_old bench $W/$n.old.xfa --runs 200 --warmup 20 2>&1 | grep -o 'median [0-9.]* ms')"
+  [ -f $W/$n.default.xfa ] && echo "$n default: $($X bench $W/$n.default.xfa --runs 200 --warmup 20 2>&1 | grep -o 'median [0-9.]* ms')"
 done
 if [ -n "$PROFILE" ]; then
   for n in "$@"; do $X bench $W/$n.32.32.xfa --runs 50 --profile 2>&1 | head -12; done
