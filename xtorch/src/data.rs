@@ -29,6 +29,8 @@ pub trait Dataset: Send + Sync {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Told by the `DataLoader` before an epoch's batches are built (random transforms use it).
+    fn set_epoch(&self, _epoch: usize) {}
 }
 
 impl<D: Dataset + ?Sized> Dataset for Arc<D> {
@@ -37,6 +39,9 @@ impl<D: Dataset + ?Sized> Dataset for Arc<D> {
     }
     fn get(&self, index: usize) -> Result<Example, DataError> {
         (**self).get(index)
+    }
+    fn set_epoch(&self, epoch: usize) {
+        (**self).set_epoch(epoch)
     }
 }
 
@@ -62,6 +67,9 @@ impl<D: Dataset> Dataset for Subset<D> {
     fn get(&self, index: usize) -> Result<Example, DataError> {
         let i = *self.indices.get(index).ok_or(DataError::OutOfRange { index, len: self.indices.len() })?;
         self.base.get(i)
+    }
+    fn set_epoch(&self, epoch: usize) {
+        self.base.set_epoch(epoch)
     }
 }
 

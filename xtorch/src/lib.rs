@@ -20,9 +20,11 @@ pub mod model;
 pub mod modules;
 pub mod onnx;
 pub mod optim;
+pub mod readers;
 pub mod rng;
 pub mod sched;
 pub mod trainer;
+pub mod transforms;
 
 pub use export::export;
 

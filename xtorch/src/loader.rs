@@ -92,6 +92,7 @@ impl DataLoader {
 
     /// The batches of `epoch`, in order.
     pub fn epoch(&self, epoch: usize) -> Epoch {
+        self.data.set_epoch(epoch);
         let order = self.order(epoch);
         let batches: Vec<Vec<usize>> = order
             .chunks(self.cfg.batch_size)
