@@ -110,3 +110,24 @@ fn lenet_with_warm_up_cosine_label_smoothing_and_clipping_reaches_95_percent() {
     assert_eq!(test.dataset().len(), 359);
     assert!(acc >= 0.95, "{acc}");
 }
+
+#[test]
+fn a_panicking_dataset_worker_fails_the_fit_with_its_message() {
+    struct Cursed(common::Split);
+    impl Dataset for Cursed {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn get(&self, i: usize) -> Result<xtorch::data::Example, xtorch::data::DataError> {
+            if i == 700 {
+                panic!("example {i} is cursed");
+            }
+            self.0.get(i)
+        }
+    }
+    let (train, _) = common::split();
+    let loader = DataLoader::new(Cursed(train), LoaderConfig { batch_size: 32, workers: 2, ..Default::default() });
+    let m = mlp_model();
+    let e = Trainer::new(2).fit(&m, &Optim::sgd(0.1, 0.0), &loader, None).unwrap_err().to_string();
+    assert!(e.contains("batch 21") && e.contains("panicked") && e.contains("example 700 is cursed"), "{e}");
+}
