@@ -763,6 +763,32 @@ fn center_crop_pad_of_an_empty_input_is_all_padding() {
 }
 
 #[test]
+fn roi_align_over_an_empty_feature_map_is_zeros_and_a_zero_output_size_an_error() {
+    // X [1, 2, 0, 5]: every sample lies outside the map (the interpreter indexed the empty
+    // plane: a panic found by the onnx_interp target)
+    let build = |oh: i64| {
+        let mut g = GraphBuilder::new("roi_align", 16);
+        let x = g.input("x", DType::F32, &[1, 2, 0, 5]);
+        let rois = g.input("rois", DType::F32, &[1, 4]);
+        let bi = g.input("bi", DType::I64, &[1]);
+        let attrs = vec![("output_height", Attr::Int(oh)), ("output_width", Attr::Int(3))];
+        let y = g.node(Op::RoiAlign, &[x, rois, bi], attrs, ValueType::unranked(DType::F32));
+        g.output(y);
+        g.finish()
+    };
+    let inputs = feed(&[
+        ("x", Tensor::from_f32(vec![1, 2, 0, 5], vec![])),
+        ("rois", Tensor::from_f32(vec![1, 4], vec![0.0, 0.0, 2.0, 2.0])),
+        ("bi", Tensor::from_i64(vec![1], vec![0])),
+    ]);
+    let out = run(&build(2), &inputs).unwrap();
+    assert_eq!(out[0].shape(), &[1, 2, 2, 3]);
+    assert!(out[0].to_f64().iter().all(|&v| v == 0.0));
+    let e = run(&build(0), &inputs).unwrap_err().to_string();
+    assert!(e.contains("must be at least 1"), "{e}");
+}
+
+#[test]
 fn gather_nd_with_index_tuples_of_length_zero_is_an_error() {
     // indices [3, 0] (the spec asks for a last dim of 1..=rank): the interpreter counted tuples
     // as entries / 0 and built an empty tensor of the output's shape, a panic found by the

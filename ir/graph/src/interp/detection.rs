@@ -139,8 +139,12 @@ pub fn roi_align(a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>]) -> OpResult<
         return Err(format!("X {:?} must be 4-D and rois {:?} [R, 4]", x.shape(), rois.shape()));
     }
     let (c, h, w) = (x.shape()[1], x.shape()[2], x.shape()[3]);
-    let oh = a.int("output_height", 1)? as usize;
-    let ow = a.int("output_width", 1)? as usize;
+    let (oh, ow) = (a.int("output_height", 1)?, a.int("output_width", 1)?);
+    if oh < 1 || ow < 1 {
+        return Err(format!("output_height {oh} and output_width {ow} must be at least 1"));
+    }
+    let (oh, ow) = (oh as usize, ow as usize);
+    super::check_size(&[rois.shape()[0], c, oh, ow])?;
     let ratio = a.int("sampling_ratio", 0)?;
     let scale = a.float("spatial_scale", 1.0)? as f64;
     let is_max = a.string("mode", "avg")? == "max";
@@ -151,6 +155,10 @@ pub fn roi_align(a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>]) -> OpResult<
     let xv = x.to_f64();
     let nr = rois.shape()[0];
     let mut out = vec![0.0; nr * c * oh * ow];
+    // an empty feature map: every sample lies outside it, and such samples are 0
+    if h == 0 || w == 0 {
+        return Ok(Tensor::from_f64(x.dtype(), vec![nr, c, oh, ow], &out));
+    }
     for r in 0..nr {
         let b =
             bi.get(r).copied().filter(|&b| b >= 0 && (b as usize) < x.shape()[0]).ok_or("batch index out of range")?
