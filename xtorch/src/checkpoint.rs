@@ -1,7 +1,10 @@
 //! Checkpoints as safetensors files (the format of the `safetensors` package; PyTorch's
 //! `safetensors.torch.load_file` reads them). Variables keep their var-store names
 //! ("0.weight", ...). Loading is strict and all-or-nothing: every key is checked (present,
-//! same shape, same dtype, nothing extra) before any variable is written.
+//! same shape, same dtype, nothing extra) before any variable is written. BatchNorm2d's
+//! `num_batches_tracked` (int64 scalar, as in PyTorch's state dict) is written, so PyTorch's
+//! `load_state_dict(strict=True)` takes the file; a file without it still loads (the counter
+//! is then left as it is).
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use tch::nn::VarStore;
@@ -37,6 +40,10 @@ pub fn load(vs: &VarStore, path: &Path) -> Result<(), CheckpointError> {
     let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
     for (key, var) in &vars {
         let Some(t) = file.get(key) else {
+            if key.ends_with(".num_batches_tracked") {
+                // checkpoints from before BatchNorm2d kept the counter: the model's stays
+                continue;
+            }
             return Err(CheckpointError::MissingKey { path: path.into(), key: key.clone(), shape: var.size() });
         };
         if t.size() != var.size() {
@@ -62,7 +69,7 @@ pub fn load(vs: &VarStore, path: &Path) -> Result<(), CheckpointError> {
         return Err(CheckpointError::UnexpectedKey { path: path.into(), key: (*key).clone() });
     }
     tch::no_grad(|| {
-        for (key, var) in &vars {
+        for (key, var) in vars.iter().filter(|(k, _)| file.contains_key(*k)) {
             let mut var = var.shallow_clone();
             var.f_copy_(&file[key]).map_err(|e| io(format!("{key}: {e}")))?;
         }

@@ -59,15 +59,70 @@ pub struct BatchNorm2d {
     pub inner: nn::BatchNorm,
     pub features: i64,
     pub eps: f64,
+    /// PyTorch's `num_batches_tracked`: an int64 scalar in the var store (not trainable), one
+    /// more per training-mode forward, so checkpoints carry the key PyTorch's strict load expects.
+    pub num_batches_tracked: Tensor,
 }
 
 impl BatchNorm2d {
     pub fn new(p: nn::Path, features: i64) -> BatchNorm2d {
         let eps = 1e-5;
+        let num_batches_tracked =
+            p.add("num_batches_tracked", Tensor::zeros([], (tch::Kind::Int64, p.device())), false);
         BatchNorm2d {
             inner: nn::batch_norm2d(p, features, nn::BatchNormConfig { eps, ..Default::default() }),
             features,
             eps,
+            num_batches_tracked,
+        }
+    }
+}
+
+/// A residual block: `body(x) + shortcut(x)` (the identity when there is no shortcut), then a
+/// ReLU if `relu`. The body's parameters live under "body", the shortcut's under "shortcut".
+#[derive(Debug)]
+pub struct Residual {
+    pub body: Sequential,
+    pub shortcut: Option<Sequential>,
+    pub relu: bool,
+}
+
+impl Residual {
+    /// The output shape, or the first body/shortcut layer that cannot take its input (named
+    /// "block.body.i"), or the two branch shapes when they differ (named by the block).
+    pub fn out_shape(&self, name: &str, shape: &[i64]) -> Result<Vec<i64>, ShapeError> {
+        let inner = |branch: &str, s: &Sequential| {
+            s.check(shape).map_err(|mut e| {
+                e.layer = format!("{name}.{branch}.{}", e.layer);
+                e
+            })
+        };
+        let body = inner("body", &self.body)?;
+        let short = match &self.shortcut {
+            Some(s) => inner("shortcut", s)?,
+            None => shape.to_vec(),
+        };
+        if body != short {
+            return Err(ShapeError {
+                layer: name.to_string(),
+                kind: "Residual",
+                got: shape.to_vec(),
+                want: format!("an input for which body ({body:?}) and shortcut ({short:?}) give the same shape"),
+            });
+        }
+        Ok(body)
+    }
+
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let short = match &self.shortcut {
+            Some(s) => s.forward_t(xs, train),
+            None => xs.shallow_clone(),
+        };
+        let y = self.body.forward_t(xs, train) + short;
+        if self.relu {
+            y.relu()
+        } else {
+            y
         }
     }
 }
@@ -110,6 +165,10 @@ pub enum Layer {
     Dropout {
         p: f64,
     },
+    /// `body(x) + shortcut(x)`, then an optional ReLU.
+    Residual(Box<Residual>),
+    /// The mean over H and W of [N, C, H, W], giving [N, C, 1, 1] (`nn.AdaptiveAvgPool2d(1)`).
+    GlobalAvgPool,
 }
 
 impl Layer {
@@ -123,6 +182,8 @@ impl Layer {
             Layer::MaxPool2d { .. } => "MaxPool2d",
             Layer::Flatten => "Flatten",
             Layer::Dropout { .. } => "Dropout",
+            Layer::Residual(_) => "Residual",
+            Layer::GlobalAvgPool => "GlobalAvgPool",
         }
     }
 
@@ -130,7 +191,14 @@ impl Layer {
         match self {
             Layer::Linear(l) => l.inner.forward(xs),
             Layer::Conv2d(c) => c.inner.forward(xs),
-            Layer::BatchNorm2d(b) => nn::ModuleT::forward_t(&b.inner, xs, train),
+            Layer::BatchNorm2d(b) => {
+                if train {
+                    tch::no_grad(|| {
+                        let _ = b.num_batches_tracked.shallow_clone().g_add_scalar_(1);
+                    });
+                }
+                nn::ModuleT::forward_t(&b.inner, xs, train)
+            }
             Layer::LayerNorm(l) => l.inner.forward(xs),
             Layer::ReLU => xs.relu(),
             Layer::MaxPool2d { kernel, stride } => {
@@ -138,6 +206,8 @@ impl Layer {
             }
             Layer::Flatten => xs.flatten(1, -1),
             Layer::Dropout { p } => xs.dropout(*p, train),
+            Layer::Residual(r) => r.forward_t(xs, train),
+            Layer::GlobalAvgPool => xs.mean_dim([-2i64, -1].as_slice(), true, tch::Kind::Float),
         }
     }
 
@@ -182,6 +252,11 @@ impl Layer {
                 [] => Err(err("rank ≥ 1".into())),
             },
             Layer::ReLU | Layer::Dropout { .. } => Ok(shape.to_vec()),
+            Layer::Residual(r) => r.out_shape(name, shape),
+            Layer::GlobalAvgPool => match shape {
+                [n, c, _, _] => Ok(vec![*n, *c, 1, 1]),
+                _ => Err(err("[N, C, H, W]".into())),
+            },
         }
     }
 }
@@ -268,4 +343,63 @@ pub fn lenet8(p: &nn::Path, c1: i64, c2: i64, classes: i64, dropout: f64) -> Seq
         .push(Layer::ReLU)
         .push(Layer::Dropout { p: dropout })
         .push_with(p, |q| Layer::Linear(Linear::new(q, 64, classes)))
+}
+
+/// ResNet's BasicBlock: conv3×3(stride)-BN-ReLU-conv3×3-BN (convolutions without bias) plus the
+/// input, then ReLU; where the stride or the width changes, the shortcut is conv1×1(stride)-BN.
+pub fn basic_block(p: &nn::Path, in_ch: i64, out_ch: i64, stride: i64) -> Residual {
+    let conv = |q: nn::Path, i, o, k, s, pad| {
+        let cfg = nn::ConvConfig { stride: s, padding: pad, bias: false, ..Default::default() };
+        Layer::Conv2d(Conv2d {
+            inner: nn::conv2d(q, i, o, k, cfg),
+            in_channels: i,
+            out_channels: o,
+            kernel: k,
+            stride: s,
+            padding: pad,
+        })
+    };
+    let b = p / "body";
+    let body = Sequential::new()
+        .push_with(&b, |q| conv(q, in_ch, out_ch, 3, stride, 1))
+        .push_with(&b, |q| Layer::BatchNorm2d(BatchNorm2d::new(q, out_ch)))
+        .push(Layer::ReLU)
+        .push_with(&b, |q| conv(q, out_ch, out_ch, 3, 1, 1))
+        .push_with(&b, |q| Layer::BatchNorm2d(BatchNorm2d::new(q, out_ch)));
+    let shortcut = (stride != 1 || in_ch != out_ch).then(|| {
+        let s = p / "shortcut";
+        Sequential::new()
+            .push_with(&s, |q| conv(q, in_ch, out_ch, 1, stride, 0))
+            .push_with(&s, |q| Layer::BatchNorm2d(BatchNorm2d::new(q, out_ch)))
+    });
+    Residual { body, shortcut, relu: true }
+}
+
+/// ResNet-18 with the CIFAR stem: conv3×3(3 → w)-BN-ReLU (no max pool), then two BasicBlocks
+/// at each of the widths w, 2w, 4w, 8w (the first of each later stage with stride 2), global
+/// average pooling, Flatten and Linear(8w → classes). `w` = 64 is the standard network.
+pub fn resnet18_cifar(p: &nn::Path, w: i64, classes: i64) -> Sequential {
+    let cfg = nn::ConvConfig { stride: 1, padding: 1, bias: false, ..Default::default() };
+    let mut s = Sequential::new()
+        .push_with(p, |q| {
+            Layer::Conv2d(Conv2d {
+                inner: nn::conv2d(q, 3, w, 3, cfg),
+                in_channels: 3,
+                out_channels: w,
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+            })
+        })
+        .push_with(p, |q| Layer::BatchNorm2d(BatchNorm2d::new(q, w)))
+        .push(Layer::ReLU);
+    let mut ch = w;
+    for (stage, width) in [w, 2 * w, 4 * w, 8 * w].into_iter().enumerate() {
+        for i in 0..2 {
+            let stride = if stage > 0 && i == 0 { 2 } else { 1 };
+            s = s.push_with(p, |q| Layer::Residual(Box::new(basic_block(&q, ch, width, stride))));
+            ch = width;
+        }
+    }
+    s.push(Layer::GlobalAvgPool).push(Layer::Flatten).push_with(p, |q| Layer::Linear(Linear::new(q, 8 * w, classes)))
 }

@@ -167,3 +167,87 @@ fn pytorch_loads_the_checkpoint_and_computes_the_same_logits() {
     eprintln!("PyTorch vs xtorch on {} images: largest logit difference {diff:.2e}", ours.size()[0]);
     assert!(diff <= 1e-5, "{diff}");
 }
+
+/// PyTorch's side for a Conv-BN-ReLU-Pool-Linear net: strict load of our checkpoint, logits for
+/// `x`, and PyTorch's own state dict written back (for xtorch's strict load).
+const PYTORCH_CONV_BN: &str = r#"
+import sys, torch
+from torch import nn
+from safetensors.torch import load_file, save_file
+ckpt, inputs, out, state = sys.argv[1:5]
+net = nn.Sequential(
+    nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+    nn.Flatten(), nn.Linear(128, 10))
+sd = load_file(ckpt)
+assert sd["1.num_batches_tracked"].dtype == torch.int64 and sd["1.num_batches_tracked"].dim() == 0
+net.load_state_dict(sd, strict=True)
+net.eval()
+with torch.no_grad():
+    save_file({"logits": net(load_file(inputs)["x"]).contiguous()}, out)
+save_file({k: v.contiguous() for k, v in net.state_dict().items()}, state)
+"#;
+
+fn conv_bn(seed: u64) -> Model {
+    use xtorch::modules::{BatchNorm2d, Conv2d, Layer, Linear, Sequential};
+    common::one_thread();
+    Model::new(tch::Device::Cpu, seed, |p| {
+        Sequential::new()
+            .push_with(p, |q| Layer::Conv2d(Conv2d::new(q, 1, 8, 3, 1, 1)))
+            .push_with(p, |q| Layer::BatchNorm2d(BatchNorm2d::new(q, 8)))
+            .push(Layer::ReLU)
+            .push(Layer::MaxPool2d { kernel: 2, stride: 2 })
+            .push(Layer::Flatten)
+            .push_with(p, |q| Layer::Linear(Linear::new(q, 128, 10)))
+    })
+}
+
+#[test]
+fn pytorch_strictly_loads_a_batch_norm_checkpoint_and_xtorch_loads_pytorchs() {
+    // needs python3 with torch and safetensors (scripts/setup installs both)
+    let _serial = common::serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (train, test) = common::loaders();
+    let model = conv_bn(0);
+    xtorch::trainer::Trainer::new(1).fit(&model, &xtorch::optim::Optim::adamw(3e-3), &train, None).unwrap();
+    let vars = model.vs.variables();
+    let batches = train.epoch(0).count() as i64;
+    assert_eq!(vars["1.num_batches_tracked"].int64_value(&[]), batches, "one per training batch");
+    assert!(vars["1.running_mean"].abs().max().double_value(&[]) > 1e-3);
+    let ckpt = dir.path().join("convbn.safetensors");
+    checkpoint::save(&model.vs, &ckpt).unwrap();
+    let batch = test.epoch(0).next().unwrap().unwrap();
+    let inputs = dir.path().join("x.safetensors");
+    write(&inputs, &[("x".into(), batch.inputs.shallow_clone())]);
+    let (out, state) = (dir.path().join("out.safetensors"), dir.path().join("state.safetensors"));
+    let run = std::process::Command::new("python3")
+        .args(["-c", PYTORCH_CONV_BN])
+        .args([&ckpt, &inputs, &out, &state])
+        .output()
+        .expect("python3 runs");
+    assert!(run.status.success(), "PyTorch: {}", String::from_utf8_lossy(&run.stderr));
+    let theirs = Tensor::read_safetensors(&out).unwrap().remove(0).1;
+    let ours = tch::no_grad(|| model.net.forward_t(&batch.inputs, false));
+    assert_eq!(theirs.size(), ours.size());
+    let diff = (theirs - &ours).abs().max().double_value(&[]);
+    eprintln!(
+        "PyTorch vs xtorch (Conv-BN-ReLU-Pool-Linear) on {} images: largest logit difference {diff:.2e}",
+        ours.size()[0]
+    );
+    assert!(diff <= 1e-5, "{diff}");
+
+    // PyTorch's own state dict (with its num_batches_tracked) loads strictly into a fresh model
+    let other = conv_bn(9);
+    checkpoint::load(&other.vs, &state).unwrap();
+    assert_eq!(other.vs.variables()["1.num_batches_tracked"].int64_value(&[]), batches);
+    let again = tch::no_grad(|| other.net.forward_t(&batch.inputs, false));
+    assert!(again.equal(&ours));
+
+    // an older checkpoint without the counter still loads
+    let mut t = tensors(&model);
+    t.retain(|(k, _)| !k.ends_with("num_batches_tracked"));
+    let old = dir.path().join("old.safetensors");
+    write(&old, &t);
+    let third = conv_bn(10);
+    checkpoint::load(&third.vs, &old).unwrap();
+    assert!(tch::no_grad(|| third.net.forward_t(&batch.inputs, false)).equal(&ours));
+}
