@@ -763,7 +763,7 @@ fn center_crop_pad_of_an_empty_input_is_all_padding() {
 }
 
 #[test]
-fn roi_align_over_an_empty_feature_map_is_zeros_and_a_zero_output_size_an_error() {
+fn roi_align_over_an_empty_map_is_zeros_and_bad_sizes_and_huge_rois_are_errors() {
     // X [1, 2, 0, 5]: every sample lies outside the map (the interpreter indexed the empty
     // plane: a panic found by the onnx_interp target)
     let build = |oh: i64| {
@@ -786,6 +786,21 @@ fn roi_align_over_an_empty_feature_map_is_zeros_and_a_zero_output_size_an_error(
     assert!(out[0].to_f64().iter().all(|&v| v == 0.0));
     let e = run(&build(0), &inputs).unwrap_err().to_string();
     assert!(e.contains("must be at least 1"), "{e}");
+    // a roi of 1e30 asks for a sampling grid past the element limit (the product overflowed:
+    // found by the fusion_diff target)
+    let mut g = GraphBuilder::new("roi_align", 16);
+    let x = g.input("x", DType::F32, &[1, 1, 4, 4]);
+    let rois = g.input("rois", DType::F32, &[1, 4]);
+    let bi = g.input("bi", DType::I64, &[1]);
+    let y = g.node(Op::RoiAlign, &[x, rois, bi], vec![], ValueType::unranked(DType::F32));
+    g.output(y);
+    let inputs = feed(&[
+        ("x", Tensor::from_f32(vec![1, 1, 4, 4], vec![1.0; 16])),
+        ("rois", Tensor::from_f32(vec![1, 4], vec![0.0, 0.0, 1e30, 1e30])),
+        ("bi", Tensor::from_i64(vec![1], vec![0])),
+    ]);
+    let e = run(&g.finish(), &inputs).unwrap_err().to_string();
+    assert!(e.contains("sampling grid"), "{e}");
 }
 
 #[test]

@@ -177,6 +177,9 @@ pub fn roi_align(a: &NodeAttrs, opset: i64, ins: &[Option<Tensor>]) -> OpResult<
         let (bh, bw) = (rh / oh as f64, rw / ow as f64);
         let gh = if ratio > 0 { ratio as usize } else { (rh / oh as f64).ceil() as usize };
         let gw = if ratio > 0 { ratio as usize } else { (rw / ow as f64).ceil() as usize };
+        // the sampling work of this roi stays within the element limit (a huge roi or
+        // sampling_ratio would overflow or run for ever)
+        super::check_size(&[c, oh, ow, gh, gw]).map_err(|e| format!("roi {r}'s sampling grid {gh}×{gw}: {e}"))?;
         let count = (gh * gw).max(1) as f64;
         for ch in 0..c {
             let plane = &xv[(b * c + ch) * h * w..][..h * w];
