@@ -403,7 +403,7 @@ fn mma_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -
     let tid = b.emit("gpu.thread_id x");
     let bx = b.emit("gpu.block_id x");
     let (bb, h, kh) = block_heads(&mut b, a);
-    let Lane { warp, g: gq, t2 } = lane(&mut b, &tid);
+    let Lane { warp, lane: ln, g: gq, t2 } = lane(&mut b, &tid);
     let c16 = b.index(16);
     let crows = b.index(rows);
     let r0 = b.emit(format!("arith.muli {bx}, {crows} : index"));
@@ -512,10 +512,9 @@ fn mma_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -
     };
     // pipelined: ldmatrix row addresses — lane l gives row l % 8 of matrix l / 8; keys take
     // matrices (keys +0/+8 by l/16, head columns +0/+8 by (l/8) % 2), values (keys by
-    // (l/8) % 2, value columns by l/16)
+    // (l/8) % 2, value columns by l/16); then the first tile's copies
     let (c2, lanes) = if pipelined {
-        let (c32, c2) = (b.index(32), b.index(2));
-        let ln = b.emit(format!("arith.remui {tid}, {c32} : index"));
+        let c2 = b.index(2);
         let lr = b.emit(format!("arith.remui {ln}, {c8} : index"));
         let mi = b.emit(format!("arith.divui {ln}, {c8} : index"));
         let mlo = b.emit(format!("arith.remui {mi}, {c2} : index"));

@@ -378,7 +378,7 @@ fn tensor_core_gemm(p: &Plan, unsupported: &dyn Fn(String) -> KernelError) -> Re
     let mut b = Body::default();
     let tid = b.emit("gpu.thread_id x");
     let f = frame(&mut b, p, tile_m, tile_n);
-    let Lane { warp, g: gq, t2 } = lane(&mut b, &tid);
+    let Lane { warp, g: gq, t2, .. } = lane(&mut b, &tid);
     let c8 = b.index(8);
     let cwn = b.index(wn);
     let wy = b.emit(format!("arith.divui {warp}, {cwn} : index"));

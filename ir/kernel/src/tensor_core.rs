@@ -43,9 +43,10 @@ pub fn mma(b: &mut Body, t: &str, a: &[String], bf: &[String], c: &[String]) -> 
     }
 }
 
-/// A thread's place in its warp for the fragment layout: the warp, g = lane/4 and 2t.
+/// A thread's place in its warp for the fragment layout: the warp, its lane, g = lane/4 and 2t.
 pub struct Lane {
     pub warp: String,
+    pub lane: String,
     pub g: String,
     pub t2: String,
 }
@@ -57,5 +58,5 @@ pub fn lane(b: &mut Body, tid: &str) -> Lane {
     let g = b.emit(format!("arith.divui {lane}, {c4} : index"));
     let t = b.emit(format!("arith.remui {lane}, {c4} : index"));
     let t2 = b.emit(format!("arith.addi {t}, {t} : index"));
-    Lane { warp, g, t2 }
+    Lane { warp, lane, g, t2 }
 }
