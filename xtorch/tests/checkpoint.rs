@@ -154,12 +154,7 @@ fn pytorch_loads_the_checkpoint_and_computes_the_same_logits() {
     let inputs = dir.path().join("x.safetensors");
     write(&inputs, &[("x".into(), batch.inputs.shallow_clone())]);
     let out = dir.path().join("out.safetensors");
-    let run = std::process::Command::new("python3")
-        .args(["-c", PYTORCH_LENET])
-        .args([&ckpt, &inputs, &out])
-        .output()
-        .expect("python3 runs");
-    assert!(run.status.success(), "PyTorch: {}", String::from_utf8_lossy(&run.stderr));
+    common::python(PYTORCH_LENET, &[&ckpt, &inputs, &out]);
     let theirs = Tensor::read_safetensors(&out).unwrap().remove(0).1;
     let ours = tch::no_grad(|| model.net.forward_t(&batch.inputs, false));
     assert_eq!(theirs.size(), ours.size());
@@ -219,12 +214,7 @@ fn pytorch_strictly_loads_a_batch_norm_checkpoint_and_xtorch_loads_pytorchs() {
     let inputs = dir.path().join("x.safetensors");
     write(&inputs, &[("x".into(), batch.inputs.shallow_clone())]);
     let (out, state) = (dir.path().join("out.safetensors"), dir.path().join("state.safetensors"));
-    let run = std::process::Command::new("python3")
-        .args(["-c", PYTORCH_CONV_BN])
-        .args([&ckpt, &inputs, &out, &state])
-        .output()
-        .expect("python3 runs");
-    assert!(run.status.success(), "PyTorch: {}", String::from_utf8_lossy(&run.stderr));
+    common::python(PYTORCH_CONV_BN, &[&ckpt, &inputs, &out, &state]);
     let theirs = Tensor::read_safetensors(&out).unwrap().remove(0).1;
     let ours = tch::no_grad(|| model.net.forward_t(&batch.inputs, false));
     assert_eq!(theirs.size(), ours.size());

@@ -157,15 +157,6 @@ fn batch_norm_and_layer_norm_export_with_their_trained_statistics() {
 }
 
 /// onnxruntime's side: the ONNX file run on raw float32 inputs, logits written back raw.
-const ONNXRUNTIME: &str = r#"
-import sys, numpy as np, onnxruntime as ort
-model, inputs, n, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-x = np.fromfile(inputs, dtype="<f4").reshape(n, 1, 8, 8)
-s = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-(y,) = s.run(["logits"], {"x": x})
-y.astype("<f4").tofile(out)
-"#;
-
 #[test]
 fn the_onnx_file_imports_into_xforge_and_runs_in_onnxruntime_like_libtorch() {
     // needs python3 with onnxruntime and numpy (scripts/setup installs both)
@@ -187,21 +178,7 @@ fn the_onnx_file_imports_into_xforge_and_runs_in_onnxruntime_like_libtorch() {
     assert_eq!(direct, via_onnx);
 
     // onnxruntime runs it like libtorch
-    let inputs = dir.path().join("x.f32");
-    let pixels = Vec::<f32>::try_from(batch.inputs.flatten(0, -1)).unwrap();
-    std::fs::write(&inputs, pixels.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
-    let out = dir.path().join("y.f32");
-    let run = std::process::Command::new("python3")
-        .args(["-c", ONNXRUNTIME])
-        .arg(&path)
-        .arg(&inputs)
-        .arg(n.to_string())
-        .arg(&out)
-        .output()
-        .expect("python3 runs");
-    assert!(run.status.success(), "onnxruntime: {}", String::from_utf8_lossy(&run.stderr));
-    let theirs: Vec<f32> =
-        std::fs::read(&out).unwrap().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let theirs = common::onnxruntime(&path, &batch.inputs, dir.path());
     assert_eq!(theirs.len(), want.len());
     let worst = theirs.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     eprintln!("onnxruntime vs libtorch on {n} images: largest logit difference {worst:.2e}");

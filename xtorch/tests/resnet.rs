@@ -58,27 +58,7 @@ fn resnet18_exports_and_runs_on_the_interpreter_and_through_onnx_like_libtorch()
     assert_eq!(direct, via_onnx);
 
     // onnxruntime runs the file like libtorch (needs python3 with onnxruntime and numpy)
-    let inputs = dir.path().join("x.f32");
-    let pixels = Vec::<f32>::try_from(x.flatten(0, -1)).unwrap();
-    std::fs::write(&inputs, pixels.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
-    let out = dir.path().join("y.f32");
-    let script = r#"
-import sys, numpy as np, onnxruntime as ort
-x = np.fromfile(sys.argv[2], dtype="<f4").reshape(2, 3, 32, 32)
-s = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
-(y,) = s.run(["logits"], {"x": x})
-y.astype("<f4").tofile(sys.argv[3])
-"#;
-    let run = std::process::Command::new("python3")
-        .args(["-c", script])
-        .arg(&path)
-        .arg(&inputs)
-        .arg(&out)
-        .output()
-        .expect("python3 runs");
-    assert!(run.status.success(), "onnxruntime: {}", String::from_utf8_lossy(&run.stderr));
-    let theirs: Vec<f32> =
-        std::fs::read(&out).unwrap().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let theirs = common::onnxruntime(&path, &x, dir.path());
     assert_eq!(theirs.len(), want.len());
     let ort = theirs.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     eprintln!("ResNet-18 onnxruntime vs libtorch: largest logit difference {ort:.2e}");

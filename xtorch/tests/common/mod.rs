@@ -48,3 +48,29 @@ pub fn trained(epochs: usize) -> (Model, FitReport, DataLoader) {
     let report = Trainer::new(epochs).fit(&model, &Optim::adamw(3e-3), &train, Some(&test)).unwrap();
     (model, report, test)
 }
+
+/// Runs `python3 -c script ARGS…` and fails the test with Python's stderr if it fails (the
+/// scripts need what scripts/setup installs: torch, safetensors, onnxruntime, numpy).
+pub fn python<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S]) {
+    let run = std::process::Command::new("python3").arg("-c").arg(script).args(args).output().expect("python3 runs");
+    assert!(run.status.success(), "python3: {}", String::from_utf8_lossy(&run.stderr));
+}
+
+/// onnxruntime (CPU) on the ONNX file `model`: its output "logits" for input "x" = `x` (f32),
+/// through raw little-endian files in `dir`.
+pub fn onnxruntime(model: &std::path::Path, x: &tch::Tensor, dir: &std::path::Path) -> Vec<f32> {
+    const SCRIPT: &str = r#"
+import sys, numpy as np, onnxruntime as ort
+model, inputs, shape, out = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+x = np.fromfile(inputs, dtype="<f4").reshape([int(d) for d in shape.split(",")])
+s = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+(y,) = s.run(["logits"], {"x": x})
+y.astype("<f4").tofile(out)
+"#;
+    let (inputs, out) = (dir.join("x.f32"), dir.join("y.f32"));
+    let pixels = Vec::<f32>::try_from(x.flatten(0, -1)).unwrap();
+    std::fs::write(&inputs, pixels.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    let shape = x.size().iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",");
+    python(SCRIPT, &[model.as_os_str(), inputs.as_os_str(), shape.as_ref(), out.as_os_str()]);
+    std::fs::read(&out).unwrap().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
