@@ -7,6 +7,16 @@
 //! nothing: the identity), an Add of the two, and a Relu if it has one; GlobalAvgPool →
 //! GlobalAveragePool. Nodes inside a block are named "5.body.0.Conv2d", "5.shortcut.1.BatchNorm2d",
 //! "5.Add", "5.ReLU".
+//! The sequence layers: Linear on rank > 2 → Transpose of the weight and MatMul (+ Add);
+//! Conv1d → Conv (1-D); RMSNorm → Mul, ReduceMean, Add, Sqrt, Div, Mul; GELU → Div, Erf, Add,
+//! Mul, Mul; SiLU → Sigmoid, Mul; Embedding → Gather (the input "x" is then int64 ids);
+//! PositionEmbedding → Add of the table's first T rows (the weight holds only those rows);
+//! MultiheadAttention → MatMul, Add, Split into q, k, v, Reshape/Transpose into heads,
+//! MatMul, Mul by 1/√d, Add of the causal mask (a [T, T] weight, −∞ above the diagonal),
+//! Softmax, MatMul, Transpose/Reshape, and the output projection; Tokens → Reshape,
+//! Transpose; TokenMean → ReduceMean. All of opset 17 (no Gelu or RMSNormalization op), so
+//! the ONNX file runs in onnxruntime as it is. A multi-node layer's nodes are named
+//! "3.MultiheadAttention.q", "3.MultiheadAttention.softmax", ...
 //! Weights are copied from the var store under their var-store names ("0.weight", ...); nodes
 //! are named after their layer ("3.Conv2d"); the input is "x" and the output "logits".
 use crate::modules::{Layer, Sequential, ShapeError};
@@ -33,10 +43,12 @@ pub fn export(net: &Sequential, input_shape: &[usize]) -> Result<Graph, ExportEr
     let shape: Vec<i64> = input_shape.iter().map(|&d| d as i64).collect();
     net.check(&shape)?;
     let mut b = GraphBuilder::new("xtorch", OPSET);
-    let mut x = b.input("x", DType::F32, input_shape);
+    let ids = matches!(net.layers().first(), Some((_, Layer::Embedding(_))));
+    let mut x = b.input("x", if ids { DType::I64 } else { DType::F32 }, input_shape);
     let mut names = vec![];
     for (name, layer) in net.layers() {
-        x = emit(&mut b, &mut names, name, layer, x)?;
+        let shape = net_shape_before(net, name, &shape)?;
+        x = emit(&mut b, &mut names, name, layer, x, &shape)?;
     }
     b.output(x);
     let mut g = b.finish();
@@ -50,14 +62,50 @@ pub fn export(net: &Sequential, input_shape: &[usize]) -> Result<Graph, ExportEr
     Ok(g)
 }
 
-/// Appends the nodes of `layer` (named `name`) applied to `x`; returns its output. Node names
-/// go to `names` in emission order.
+/// The input shape of the layer named `name` of `net` for a net input of `shape`.
+fn net_shape_before(net: &Sequential, name: &str, shape: &[i64]) -> Result<Vec<i64>, ShapeError> {
+    let mut s = shape.to_vec();
+    for (n, l) in net.layers() {
+        if n == name {
+            break;
+        }
+        s = l.out_shape(n, &s)?;
+    }
+    Ok(s)
+}
+
+/// Appends one node named `node_name` and returns its output.
+pub(crate) fn op(
+    b: &mut GraphBuilder,
+    names: &mut Vec<String>,
+    node_name: String,
+    op: Op,
+    ins: &[ValueId],
+    attrs: Vec<(&str, Attr)>,
+) -> ValueId {
+    names.push(node_name);
+    b.node(op, ins, attrs, ValueType::unranked(DType::F32))
+}
+
+/// A float32 scalar constant.
+pub(crate) fn scalar(b: &mut GraphBuilder, name: &str, v: f32) -> ValueId {
+    b.weight(name, xforge_ir::Tensor::scalar_f32(v))
+}
+
+/// An int64 vector constant (shapes, split sizes).
+pub(crate) fn ints(b: &mut GraphBuilder, name: &str, v: &[i64]) -> ValueId {
+    b.weight(name, xforge_ir::Tensor::from_i64(vec![v.len()], v.to_vec()))
+}
+
+/// Appends the nodes of `layer` (named `name`) applied to `x` of `shape`; returns its output.
+/// Node names go to `names` in emission order.
 fn emit(
     b: &mut GraphBuilder,
     names: &mut Vec<String>,
     name: &str,
     layer: &Layer,
     x: ValueId,
+    shape: &[i64],
 ) -> Result<ValueId, ExportError> {
     let u = || ValueType::unranked(DType::F32);
     let param = |what: &str, t: &Tensor| -> Result<xforge_ir::Tensor, ExportError> {
@@ -67,6 +115,26 @@ fn emit(
         Ok(to_ir(t))
     };
     let node = match layer {
+        Layer::Linear(l) if shape.len() > 2 => {
+            let w = b.weight(&format!("{name}.weight"), param("weight", &l.inner.ws)?);
+            let k = layer.kind();
+            let wt = op(
+                b,
+                names,
+                format!("{name}.{k}.transpose"),
+                Op::Transpose,
+                &[w],
+                vec![("perm", Attr::Ints(vec![1, 0]))],
+            );
+            let y = op(b, names, format!("{name}.{k}.matmul"), Op::MatMul, &[x, wt], vec![]);
+            return match &l.inner.bs {
+                Some(bs) => {
+                    let bias = b.weight(&format!("{name}.bias"), param("bias", bs)?);
+                    Ok(op(b, names, format!("{name}.{k}.bias"), Op::Add, &[y, bias], vec![]))
+                }
+                None => Ok(y),
+            };
+        }
         Layer::Linear(l) => {
             let w = b.weight(&format!("{name}.weight"), param("weight", &l.inner.ws)?);
             let mut ins = vec![x, w];
@@ -89,6 +157,77 @@ fn emit(
                 ("group", Attr::Int(1)),
             ];
             Some(b.node(Op::Conv, &ins, attrs, u()))
+        }
+        Layer::Conv1d(c) => {
+            let w = b.weight(&format!("{name}.weight"), param("weight", &c.inner.ws)?);
+            let mut ins = vec![x, w];
+            if let Some(bs) = &c.inner.bs {
+                ins.push(b.weight(&format!("{name}.bias"), param("bias", bs)?));
+            }
+            let attrs = vec![
+                ("kernel_shape", Attr::Ints(vec![c.kernel])),
+                ("strides", Attr::Ints(vec![c.stride])),
+                ("pads", Attr::Ints(vec![c.padding; 2])),
+                ("dilations", Attr::Ints(vec![1])),
+                ("group", Attr::Int(1)),
+            ];
+            Some(b.node(Op::Conv, &ins, attrs, u()))
+        }
+        Layer::RmsNorm(r) => {
+            let k = layer.kind();
+            let sq = op(b, names, format!("{name}.{k}.square"), Op::Mul, &[x, x], vec![]);
+            let attrs = vec![("axes", Attr::Ints(vec![-1])), ("keepdims", Attr::Int(1))];
+            let ms = op(b, names, format!("{name}.{k}.mean"), Op::ReduceMean, &[sq], attrs);
+            let eps = scalar(b, &format!("{name}.eps"), r.eps as f32);
+            let ms = op(b, names, format!("{name}.{k}.eps"), Op::Add, &[ms, eps], vec![]);
+            let rms = op(b, names, format!("{name}.{k}.sqrt"), Op::Sqrt, &[ms], vec![]);
+            let y = op(b, names, format!("{name}.{k}.div"), Op::Div, &[x, rms], vec![]);
+            let w = b.weight(&format!("{name}.weight"), param("weight", &r.weight)?);
+            return Ok(op(b, names, format!("{name}.{k}.scale"), Op::Mul, &[y, w], vec![]));
+        }
+        Layer::GELU => {
+            let k = layer.kind();
+            let root2 = scalar(b, &format!("{name}.sqrt2"), std::f32::consts::SQRT_2);
+            let one = scalar(b, &format!("{name}.one"), 1.0);
+            let half = scalar(b, &format!("{name}.half"), 0.5);
+            let z = op(b, names, format!("{name}.{k}.div"), Op::Div, &[x, root2], vec![]);
+            let e = op(b, names, format!("{name}.{k}.erf"), Op::Erf, &[z], vec![]);
+            let e = op(b, names, format!("{name}.{k}.add"), Op::Add, &[e, one], vec![]);
+            let y = op(b, names, format!("{name}.{k}.mul"), Op::Mul, &[x, e], vec![]);
+            return Ok(op(b, names, format!("{name}.{k}.half"), Op::Mul, &[y, half], vec![]));
+        }
+        Layer::SiLU => {
+            let k = layer.kind();
+            let s = op(b, names, format!("{name}.{k}.sigmoid"), Op::Sigmoid, &[x], vec![]);
+            return Ok(op(b, names, format!("{name}.{k}.mul"), Op::Mul, &[x, s], vec![]));
+        }
+        Layer::Embedding(e) => {
+            let w = b.weight(&format!("{name}.weight"), param("weight", &e.weight)?);
+            Some(b.node(Op::Gather, &[w, x], vec![("axis", Attr::Int(0))], u()))
+        }
+        Layer::PositionEmbedding(e) => {
+            let rows = e.weight.narrow(0, 0, shape[1]);
+            let w = b.weight(&format!("{name}.weight"), param("weight", &rows)?);
+            Some(b.node(Op::Add, &[x, w], vec![], u()))
+        }
+        Layer::Attention(a) => return crate::export_attention::emit(b, names, name, a, x, shape, &param),
+        Layer::Tokens => {
+            let k = layer.kind();
+            let [n, c, ..] = shape[..] else { unreachable!("checked: [N, C, H, W]") };
+            let s = ints(b, &format!("{name}.shape"), &[n, c, -1]);
+            let y = op(b, names, format!("{name}.{k}.reshape"), Op::Reshape, &[x, s], vec![]);
+            return Ok(op(
+                b,
+                names,
+                format!("{name}.{k}.transpose"),
+                Op::Transpose,
+                &[y],
+                vec![("perm", Attr::Ints(vec![0, 2, 1]))],
+            ));
+        }
+        Layer::TokenMean => {
+            let attrs = vec![("axes", Attr::Ints(vec![1])), ("keepdims", Attr::Int(0))];
+            Some(b.node(Op::ReduceMean, &[x], attrs, u()))
         }
         Layer::BatchNorm2d(bn) => {
             let i = &bn.inner;
@@ -133,12 +272,14 @@ fn emit(
         Layer::Residual(r) => {
             let mut y = x;
             for (i, l) in r.body.layers() {
-                y = emit(b, names, &format!("{name}.body.{i}"), l, y)?;
+                let inner = net_shape_before(&r.body, i, shape)?;
+                y = emit(b, names, &format!("{name}.body.{i}"), l, y, &inner)?;
             }
             let mut s = x;
             if let Some(short) = &r.shortcut {
                 for (i, l) in short.layers() {
-                    s = emit(b, names, &format!("{name}.shortcut.{i}"), l, s)?;
+                    let inner = net_shape_before(short, i, shape)?;
+                    s = emit(b, names, &format!("{name}.shortcut.{i}"), l, s, &inner)?;
                 }
             }
             names.push(format!("{name}.Add"));
@@ -160,10 +301,15 @@ fn emit(
     }
 }
 
-/// A libtorch float tensor as an IR tensor (copied to the host, row-major).
+/// A libtorch tensor as an IR tensor (copied to the host, row-major): int64 stays int64 (token
+/// ids), everything else becomes float32.
 pub fn to_ir(t: &Tensor) -> xforge_ir::Tensor {
-    let t = t.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
     let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-    let v = Vec::<f32>::try_from(t.flatten(0, -1)).expect("a float tensor converts to Vec<f32>");
+    let t = t.detach().to_device(Device::Cpu).contiguous();
+    if t.kind() == Kind::Int64 {
+        let v = Vec::<i64>::try_from(t.flatten(0, -1)).expect("an int64 tensor converts to Vec<i64>");
+        return xforge_ir::Tensor::from_i64(shape, v);
+    }
+    let v = Vec::<f32>::try_from(t.to_kind(Kind::Float).flatten(0, -1)).expect("a float tensor converts to Vec<f32>");
     xforge_ir::Tensor::from_f32(shape, v)
 }

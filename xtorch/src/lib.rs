@@ -11,9 +11,13 @@
 //! let graph = xtorch::export(&model.net, &[1, 1, 8, 8])?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+pub mod attention;
 pub mod checkpoint;
+pub mod conv1d;
 pub mod data;
+pub mod embedding;
 pub mod export;
+mod export_attention;
 pub mod loader;
 pub mod loss;
 pub mod model;
@@ -21,6 +25,7 @@ pub mod modules;
 pub mod onnx;
 pub mod optim;
 pub mod readers;
+pub mod rmsnorm;
 pub mod rng;
 pub mod sched;
 pub mod trainer;

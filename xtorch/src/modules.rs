@@ -1,6 +1,10 @@
 //! Layers wrapping tch, and `Sequential`. Each layer knows its output shape for an input shape,
 //! so a mismatch between layers is reported with the layer's name and both shapes before any
 //! tensor work runs (`Sequential::check`), and `export` reads the layers' parameters directly.
+pub use crate::attention::MultiheadAttention;
+pub use crate::conv1d::Conv1d;
+pub use crate::embedding::{Embedding, PositionEmbedding};
+pub use crate::rmsnorm::RmsNorm;
 use tch::nn::{self, Module as _};
 use tch::Tensor;
 
@@ -13,7 +17,8 @@ pub struct ShapeError {
     pub want: String,
 }
 
-/// A fully connected layer: y = x·Wᵀ + b, W of shape [out, in] (PyTorch's layout and names).
+/// A fully connected layer: y = x·Wᵀ + b, W of shape [out, in] (PyTorch's layout and names),
+/// on the last axis of an input of any rank ≥ 2.
 #[derive(Debug)]
 pub struct Linear {
     pub inner: nn::Linear,
@@ -150,10 +155,26 @@ impl LayerNorm {
 #[derive(Debug)]
 pub enum Layer {
     Linear(Linear),
+    Conv1d(Conv1d),
     Conv2d(Conv2d),
     BatchNorm2d(BatchNorm2d),
     LayerNorm(LayerNorm),
+    RmsNorm(RmsNorm),
+    /// Int64 ids [..] → [.., dim]; only as a network's first layer (its input is the ids).
+    Embedding(Embedding),
+    /// [N, T, dim] plus a learned vector per position (T ≤ max_len).
+    PositionEmbedding(PositionEmbedding),
+    /// Self-attention on [N, T, E].
+    Attention(MultiheadAttention),
     ReLU,
+    /// x·Φ(x), the exact (erf) form (PyTorch's `nn.GELU()`).
+    GELU,
+    /// x·σ(x) (PyTorch's `nn.SiLU()`).
+    SiLU,
+    /// [N, C, H, W] → [N, H·W, C]: a feature map as a sequence of tokens (a ViT's patches).
+    Tokens,
+    /// [N, T, E] → [N, E]: the mean over the tokens.
+    TokenMean,
     /// Square window `kernel`, step `stride`, no padding, floor mode.
     MaxPool2d {
         kernel: i64,
@@ -175,10 +196,19 @@ impl Layer {
     pub fn kind(&self) -> &'static str {
         match self {
             Layer::Linear(_) => "Linear",
+            Layer::Conv1d(_) => "Conv1d",
             Layer::Conv2d(_) => "Conv2d",
             Layer::BatchNorm2d(_) => "BatchNorm2d",
             Layer::LayerNorm(_) => "LayerNorm",
+            Layer::RmsNorm(_) => "RMSNorm",
+            Layer::Embedding(_) => "Embedding",
+            Layer::PositionEmbedding(_) => "PositionEmbedding",
+            Layer::Attention(_) => "MultiheadAttention",
             Layer::ReLU => "ReLU",
+            Layer::GELU => "GELU",
+            Layer::SiLU => "SiLU",
+            Layer::Tokens => "Tokens",
+            Layer::TokenMean => "TokenMean",
             Layer::MaxPool2d { .. } => "MaxPool2d",
             Layer::Flatten => "Flatten",
             Layer::Dropout { .. } => "Dropout",
@@ -190,6 +220,7 @@ impl Layer {
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         match self {
             Layer::Linear(l) => l.inner.forward(xs),
+            Layer::Conv1d(c) => c.inner.forward(xs),
             Layer::Conv2d(c) => c.inner.forward(xs),
             Layer::BatchNorm2d(b) => {
                 if train {
@@ -200,7 +231,15 @@ impl Layer {
                 nn::ModuleT::forward_t(&b.inner, xs, train)
             }
             Layer::LayerNorm(l) => l.inner.forward(xs),
+            Layer::RmsNorm(r) => r.forward(xs),
+            Layer::Embedding(e) => e.forward(xs),
+            Layer::PositionEmbedding(e) => e.forward(xs),
+            Layer::Attention(a) => a.forward(xs),
             Layer::ReLU => xs.relu(),
+            Layer::GELU => xs.gelu("none"),
+            Layer::SiLU => xs.silu(),
+            Layer::Tokens => xs.flatten(2, -1).transpose(1, 2),
+            Layer::TokenMean => xs.mean_dim(1, false, tch::Kind::Float),
             Layer::MaxPool2d { kernel, stride } => {
                 xs.max_pool2d([*kernel, *kernel], [*stride, *stride], [0, 0], [1, 1], false)
             }
@@ -217,7 +256,23 @@ impl Layer {
         match self {
             Layer::Linear(l) => match shape {
                 [n, f] if *f == l.in_features => Ok(vec![*n, l.out_features]),
+                [lead @ .., f] if lead.len() >= 2 && *f == l.in_features => {
+                    Ok(lead.iter().copied().chain([l.out_features]).collect())
+                }
                 _ => Err(err(format!("[N, {}]", l.in_features))),
+            },
+            Layer::Conv1d(c) => match shape {
+                [n, ch, len] if *ch == c.in_channels => {
+                    if c.out_len(*len) < 1 {
+                        return Err(err(format!(
+                            "a length of at least {} (kernel {})",
+                            c.kernel - 2 * c.padding,
+                            c.kernel
+                        )));
+                    }
+                    Ok(vec![*n, c.out_channels, c.out_len(*len)])
+                }
+                _ => Err(err(format!("[N, {}, L]", c.in_channels))),
             },
             Layer::Conv2d(c) => match shape {
                 [n, ch, h, w] if *ch == c.in_channels => {
@@ -241,6 +296,30 @@ impl Layer {
                 [.., f] if *f == l.features => Ok(shape.to_vec()),
                 _ => Err(err(format!("[..., {}]", l.features))),
             },
+            Layer::RmsNorm(r) => match shape {
+                [.., f] if *f == r.features => Ok(shape.to_vec()),
+                _ => Err(err(format!("[..., {}]", r.features))),
+            },
+            Layer::Embedding(e) => match shape {
+                [] => Err(err("ids of rank ≥ 1".into())),
+                _ => Ok(shape.iter().copied().chain([e.dim]).collect()),
+            },
+            Layer::PositionEmbedding(e) => match shape {
+                [_, t, d] if *d == e.dim && *t <= e.max_len => Ok(shape.to_vec()),
+                _ => Err(err(format!("[N, T ≤ {}, {}]", e.max_len, e.dim))),
+            },
+            Layer::Attention(a) => match shape {
+                [_, _, e] if *e == a.embed_dim => Ok(shape.to_vec()),
+                _ => Err(err(format!("[N, T, {}]", a.embed_dim))),
+            },
+            Layer::Tokens => match shape {
+                [n, c, h, w] => Ok(vec![*n, h * w, *c]),
+                _ => Err(err("[N, C, H, W]".into())),
+            },
+            Layer::TokenMean => match shape {
+                [n, _, e] => Ok(vec![*n, *e]),
+                _ => Err(err("[N, T, E]".into())),
+            },
             Layer::MaxPool2d { kernel, stride } => match shape {
                 [n, ch, h, w] if *h >= *kernel && *w >= *kernel => {
                     Ok(vec![*n, *ch, (h - kernel) / stride + 1, (w - kernel) / stride + 1])
@@ -251,7 +330,7 @@ impl Layer {
                 [n, rest @ ..] => Ok(vec![*n, rest.iter().product()]),
                 [] => Err(err("rank ≥ 1".into())),
             },
-            Layer::ReLU | Layer::Dropout { .. } => Ok(shape.to_vec()),
+            Layer::ReLU | Layer::GELU | Layer::SiLU | Layer::Dropout { .. } => Ok(shape.to_vec()),
             Layer::Residual(r) => r.out_shape(name, shape),
             Layer::GlobalAvgPool => match shape {
                 [n, c, _, _] => Ok(vec![*n, *c, 1, 1]),

@@ -1,6 +1,7 @@
 //! An exported graph written as an ONNX model (ONNX IR version 8, the graph's opset), so that
 //! other tools (onnxruntime, `xforge compile`) take the trained network too. Covers what
-//! `export` emits: standard ops, float32 initializers, int/ints/float attributes.
+//! `export` emits: standard ops, float32 and int64 initializers (int64: shapes, split sizes) and
+//! inputs (int64: token ids), int/ints/float attributes.
 use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_shape_proto::{dimension, Dimension};
 use onnx_protobuf::{
@@ -15,7 +16,7 @@ use xforge_ir::{Attr, DType, Dim, Graph, ValueId};
 pub enum OnnxError {
     #[error("node {node}: attribute {attr} of kind {kind} is not written to ONNX")]
     Attr { node: String, attr: String, kind: &'static str },
-    #[error("value {0}: only float32 values and weights are written to ONNX")]
+    #[error("value {0}: only float32 and int64 values and weights are written to ONNX")]
     DType(String),
     #[error("{path}: {msg}")]
     Io { path: String, msg: String },
@@ -25,11 +26,11 @@ pub enum OnnxError {
 
 fn value_info(g: &Graph, v: ValueId) -> Result<ValueInfoProto, OnnxError> {
     let ty = g.ty(v);
-    if ty.dtype != DType::F32 {
+    if !matches!(ty.dtype, DType::F32 | DType::I64) {
         return Err(OnnxError::DType(g.name_of(v).into()));
     }
     let mut t = type_proto::Tensor::new();
-    t.elem_type = DType::F32.onnx_code();
+    t.elem_type = ty.dtype.onnx_code();
     if let Some(dims) = &ty.shape {
         let mut shape = TensorShapeProto::new();
         for d in dims {
@@ -61,13 +62,13 @@ pub fn to_onnx(g: &Graph) -> Result<Vec<u8>, OnnxError> {
         gp.output.push(value_info(g, o)?);
     }
     for (&id, t) in &g.weights {
-        if t.dtype() != DType::F32 {
+        if !matches!(t.dtype(), DType::F32 | DType::I64) {
             return Err(OnnxError::DType(g.name_of(id).into()));
         }
         let mut tp = TensorProto::new();
         tp.name = g.name_of(id).into();
         tp.dims = t.shape().iter().map(|&d| d as i64).collect();
-        tp.data_type = DType::F32.onnx_code();
+        tp.data_type = t.dtype().onnx_code();
         tp.raw_data = t.data().to_le_bytes();
         gp.initializer.push(tp);
     }

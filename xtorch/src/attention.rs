@@ -1,0 +1,63 @@
+//! Multi-head self-attention on [N, T, E] with PyTorch's parameters and names
+//! (`nn.MultiheadAttention(E, heads, batch_first=True)` called with query = key = value = x):
+//! `in_proj_weight` [3E, E] and `in_proj_bias` [3E] (q, k, v stacked), `out_proj` a Linear E → E.
+//! With `causal`, position i attends to positions ≤ i only (an additive mask, −∞ above the
+//! diagonal, as `nn.Transformer.generate_square_subsequent_mask` builds it).
+use tch::nn::{self, Init, Module as _};
+use tch::{Kind, Tensor};
+
+#[derive(Debug)]
+pub struct MultiheadAttention {
+    pub in_proj_weight: Tensor,
+    pub in_proj_bias: Tensor,
+    pub out_proj: nn::Linear,
+    pub embed_dim: i64,
+    pub num_heads: i64,
+    pub causal: bool,
+}
+
+impl MultiheadAttention {
+    /// PyTorch's initialization: Xavier-uniform input projection, zero biases.
+    pub fn new(p: nn::Path, embed_dim: i64, num_heads: i64, causal: bool) -> MultiheadAttention {
+        assert!(
+            num_heads > 0 && embed_dim % num_heads == 0,
+            "attention: embed_dim {embed_dim} is not a multiple of num_heads {num_heads}"
+        );
+        let bound = (6.0 / (4 * embed_dim) as f64).sqrt();
+        let in_proj_weight =
+            p.var("in_proj_weight", &[3 * embed_dim, embed_dim], Init::Uniform { lo: -bound, up: bound });
+        let in_proj_bias = p.var("in_proj_bias", &[3 * embed_dim], Init::Const(0.0));
+        let cfg = nn::LinearConfig { bs_init: Some(Init::Const(0.0)), ..Default::default() };
+        let out_proj = nn::linear(&p / "out_proj", embed_dim, embed_dim, cfg);
+        MultiheadAttention { in_proj_weight, in_proj_bias, out_proj, embed_dim, num_heads, causal }
+    }
+
+    pub fn head_dim(&self) -> i64 {
+        self.embed_dim / self.num_heads
+    }
+
+    /// The scores' scale, 1/√head_dim.
+    pub fn scale(&self) -> f64 {
+        1.0 / (self.head_dim() as f64).sqrt()
+    }
+
+    /// The additive causal mask [t, t]: 0 on and below the diagonal, −∞ above.
+    pub fn causal_mask(t: i64, device: tch::Device) -> Tensor {
+        Tensor::full([t, t], f64::NEG_INFINITY, (Kind::Float, device)).triu(1)
+    }
+
+    /// softmax(q·kᵀ/√d (+ mask))·v per head, heads concatenated, then `out_proj`; the same
+    /// operations as the exported graph.
+    pub fn forward(&self, xs: &Tensor) -> Tensor {
+        let (n, t, e) = xs.size3().expect("attention takes [N, T, E]");
+        let (h, d) = (self.num_heads, self.head_dim());
+        let qkv = xs.linear(&self.in_proj_weight, Some(&self.in_proj_bias));
+        let parts = qkv.split(e, -1);
+        let heads = |z: &Tensor| z.reshape([n, t, h, d]).transpose(1, 2);
+        let (q, k, v) = (heads(&parts[0]), heads(&parts[1]), heads(&parts[2]));
+        let scores = q.matmul(&k.transpose(-2, -1)) * self.scale();
+        let scores = if self.causal { scores + Self::causal_mask(t, xs.device()) } else { scores };
+        let y = scores.softmax(-1, Kind::Float).matmul(&v).transpose(1, 2).reshape([n, t, e]);
+        self.out_proj.forward(&y)
+    }
+}
