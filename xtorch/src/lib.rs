@@ -29,6 +29,7 @@ pub mod rmsnorm;
 pub mod rng;
 pub mod sched;
 pub mod trainer;
+pub mod transformer;
 pub mod transforms;
 
 pub use export::export;

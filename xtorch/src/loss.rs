@@ -18,6 +18,12 @@ pub fn cross_entropy_smoothed(logits: &Tensor, targets: &Tensor, eps: f64) -> Te
     nll * (1.0 - eps) + uniform * eps
 }
 
+/// Next-token cross-entropy of a sequence model: `logits` [N, T, V] against ids `targets`
+/// [N, T], the mean over all N·T positions.
+pub fn sequence_cross_entropy(logits: &Tensor, targets: &Tensor) -> Tensor {
+    cross_entropy(&logits.flatten(0, -2), &targets.flatten(0, -1))
+}
+
 /// Mean squared error.
 pub fn mse(pred: &Tensor, target: &Tensor) -> Tensor {
     (pred - target).square().mean(Kind::Float)

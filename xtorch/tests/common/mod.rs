@@ -56,21 +56,27 @@ pub fn python<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S]) {
     assert!(run.status.success(), "python3: {}", String::from_utf8_lossy(&run.stderr));
 }
 
-/// onnxruntime (CPU) on the ONNX file `model`: its output "logits" for input "x" = `x` (f32),
-/// through raw little-endian files in `dir`.
+/// onnxruntime (CPU) on the ONNX file `model`: its output "logits" for input "x" = `x` (f32, or
+/// int64 token ids), through raw little-endian files in `dir`.
 pub fn onnxruntime(model: &std::path::Path, x: &tch::Tensor, dir: &std::path::Path) -> Vec<f32> {
     const SCRIPT: &str = r#"
 import sys, numpy as np, onnxruntime as ort
-model, inputs, shape, out = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-x = np.fromfile(inputs, dtype="<f4").reshape([int(d) for d in shape.split(",")])
+model, inputs, shape, out, dtype = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+x = np.fromfile(inputs, dtype=dtype).reshape([int(d) for d in shape.split(",")])
 s = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
 (y,) = s.run(["logits"], {"x": x})
 y.astype("<f4").tofile(out)
 "#;
     let (inputs, out) = (dir.join("x.f32"), dir.join("y.f32"));
-    let pixels = Vec::<f32>::try_from(x.flatten(0, -1)).unwrap();
-    std::fs::write(&inputs, pixels.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    let (bytes, dtype): (Vec<u8>, &str) = if x.kind() == tch::Kind::Int64 {
+        let ids = Vec::<i64>::try_from(x.flatten(0, -1)).unwrap();
+        (ids.iter().flat_map(|v| v.to_le_bytes()).collect(), "<i8")
+    } else {
+        let pixels = Vec::<f32>::try_from(x.flatten(0, -1)).unwrap();
+        (pixels.iter().flat_map(|v| v.to_le_bytes()).collect(), "<f4")
+    };
+    std::fs::write(&inputs, bytes).unwrap();
     let shape = x.size().iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",");
-    python(SCRIPT, &[model.as_os_str(), inputs.as_os_str(), shape.as_ref(), out.as_os_str()]);
+    python(SCRIPT, &[model.as_os_str(), inputs.as_os_str(), shape.as_ref(), out.as_os_str(), dtype.as_ref()]);
     std::fs::read(&out).unwrap().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
 }
