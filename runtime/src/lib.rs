@@ -8,6 +8,9 @@ pub mod codec;
 mod conv;
 mod cudnn_api;
 mod gemm;
+/// AMD GPUs through HIP (feature `hip`).
+#[cfg(feature = "hip")]
+pub mod hip;
 pub mod library;
 pub mod plan;
 pub mod remap;
@@ -16,7 +19,9 @@ mod timing_cache;
 pub use timing_cache::cache_dir;
 
 pub use artifact::{Artifact, ArtifactError, ArtifactHeader, BatchDim, FORMAT_VERSION, MAGIC};
+#[cfg(feature = "hip")]
+pub use hip::HipSession;
 pub use library::{Activation, ConvDesc, GemmDesc, LibDtype, LibraryDesc};
 pub use plan::{binding_bytes, Arg, Binding, KernelImage, LibraryCall, MemoryPlan, Plan, Step, StepCost};
 pub use remap::Remap;
-pub use session::{device_name, device_target, DeviceBuffer, RuntimeError, Session};
+pub use session::{device_name, device_target, open, AnySession, DeviceBuffer, RuntimeError, Session, ShapedOutputs};

@@ -8,13 +8,14 @@ use crate::artifact::{Artifact, ArtifactError};
 use crate::conv::{ConvStep, Dnn, Epilogue};
 use crate::gemm::{Blas, GemmStep};
 use crate::library::LibraryDesc;
-use crate::plan::{binding_bytes, Arg, Binding, Step};
+use crate::plan::{binding_bytes, Arg, Binding, MemoryPlan, Step};
 use crate::remap::Remap;
 use cudarc::driver::{
     result, sys, CudaContext, CudaEvent, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig,
     PushKernelArg,
 };
 use cudarc::nvrtc::Ptx;
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -30,6 +31,12 @@ pub enum RuntimeError {
     Input { name: String, why: String },
     #[error("{0}")]
     Batch(String),
+    /// An artifact for another GPU vendor or chip than the session's (named in the message).
+    #[error("{0}")]
+    Backend(String),
+    /// The HIP runtime (AMD GPUs, feature `hip`): no device, or a call that failed.
+    #[error("HIP: {0}")]
+    Hip(String),
 }
 
 fn cuda(e: impl std::fmt::Display) -> RuntimeError {
@@ -38,7 +45,7 @@ fn cuda(e: impl std::fmt::Display) -> RuntimeError {
 
 /// The error of library step `i` (a `Step::Library`) of plan `p`, naming its kind, group and
 /// bucket.
-fn library_error(a: &Artifact, p: usize, i: usize, why: String) -> RuntimeError {
+pub(crate) fn library_error(a: &Artifact, p: usize, i: usize, why: String) -> RuntimeError {
     let plan = &a.plans[p];
     let Step::Library(c) = &plan.steps[i] else { unreachable!("step {i} is a library call") };
     let bucket = if a.header.batch.is_some() { format!(", batch {}", plan.memory.batch) } else { String::new() };
@@ -67,6 +74,9 @@ pub struct DeviceBuffer {
     pub bytes: u64,
 }
 
+/// The outputs of a run with their shapes (`run_shaped`): per output, its bytes and its dims.
+pub type ShapedOutputs = Vec<(Vec<u8>, Vec<u64>)>;
+
 /// A library step, ready to enqueue.
 enum LibraryStep {
     Gemm(GemmStep),
@@ -92,6 +102,91 @@ pub struct Session {
     /// stream waits for it (the arena is shared by every run).
     done: CudaEvent,
     last_stream: std::cell::Cell<Option<usize>>,
+}
+
+/// A loaded artifact on the GPU its target names: `sm_…` on an NVIDIA GPU through a CUDA
+/// `Session`, `gfx…` on an AMD GPU through a `HipSession` (runtime feature `hip`; without the
+/// feature a `gfx` artifact is refused by name). For programs that take artifacts of either kind:
+/// `open(path, device)`, then `run`; `Session`/`HipSession` directly for the rest of their API.
+// one per loaded model: the variants' sizes do not matter
+#[allow(clippy::large_enum_variant)]
+pub enum AnySession {
+    Cuda(Session),
+    #[cfg(feature = "hip")]
+    Hip(crate::hip::HipSession),
+}
+
+/// Reads the artifact at `path` and loads it onto GPU `device` (that vendor's device numbering)
+/// with the session its target needs (see `AnySession`).
+pub fn open(path: &Path, device: usize) -> Result<AnySession, RuntimeError> {
+    AnySession::from_artifact(Artifact::read(path)?, device)
+}
+
+impl AnySession {
+    /// `open`.
+    pub fn load(path: &Path, device: usize) -> Result<AnySession, RuntimeError> {
+        open(path, device)
+    }
+
+    /// Loads an artifact already in memory with the session its target needs.
+    pub fn from_artifact(artifact: Artifact, device: usize) -> Result<AnySession, RuntimeError> {
+        #[cfg(feature = "hip")]
+        if artifact.header.target.starts_with("gfx") {
+            return crate::hip::HipSession::from_artifact(artifact, device).map(AnySession::Hip);
+        }
+        Session::from_artifact(artifact, device).map(AnySession::Cuda)
+    }
+
+    /// The loaded artifact.
+    pub fn artifact(&self) -> &Artifact {
+        match self {
+            AnySession::Cuda(s) => &s.artifact,
+            #[cfg(feature = "hip")]
+            AnySession::Hip(s) => &s.artifact,
+        }
+    }
+
+    /// The batch of a set of inputs (`Session::batch_of`).
+    pub fn batch_of(&self, inputs: &[&[u8]]) -> Result<u64, RuntimeError> {
+        let lengths: Vec<u64> = inputs.iter().map(|b| b.len() as u64).collect();
+        batch_of_lengths(self.artifact(), &lengths)
+    }
+
+    /// `Session::run`.
+    pub fn run(&mut self, inputs: &[&[u8]]) -> Result<Vec<Vec<u8>>, RuntimeError> {
+        match self {
+            AnySession::Cuda(s) => s.run(inputs),
+            #[cfg(feature = "hip")]
+            AnySession::Hip(s) => s.run(inputs),
+        }
+    }
+
+    /// `Session::run_batch`.
+    pub fn run_batch(&mut self, n: u64, inputs: &[&[u8]]) -> Result<Vec<Vec<u8>>, RuntimeError> {
+        match self {
+            AnySession::Cuda(s) => s.run_batch(n, inputs),
+            #[cfg(feature = "hip")]
+            AnySession::Hip(s) => s.run_batch(n, inputs),
+        }
+    }
+
+    /// `Session::run_shaped`.
+    pub fn run_shaped(&mut self, inputs: &[&[u8]]) -> Result<ShapedOutputs, RuntimeError> {
+        match self {
+            AnySession::Cuda(s) => s.run_shaped(inputs),
+            #[cfg(feature = "hip")]
+            AnySession::Hip(s) => s.run_shaped(inputs),
+        }
+    }
+
+    /// The GPU's name, as its driver reports it.
+    pub fn device_name(&self) -> String {
+        match self {
+            AnySession::Cuda(s) => s.device_name(),
+            #[cfg(feature = "hip")]
+            AnySession::Hip(s) => s.device_name(),
+        }
+    }
 }
 
 /// The compilation target of GPU `device` (`sm_90` for compute capability 9.0): what to ask the
@@ -124,6 +219,13 @@ impl Session {
     /// Loads an artifact already in memory (built by the compiler library, or checked by
     /// `Artifact::from_bytes`) onto GPU `device`: checks the target first.
     pub fn from_artifact(artifact: Artifact, device: usize) -> Result<Session, RuntimeError> {
+        // an AMD artifact is refused before the CUDA driver is touched
+        let target = &artifact.header.target;
+        if target.starts_with("gfx") {
+            return Err(RuntimeError::Backend(format!(
+                "the artifact targets {target} (AMD): load it with a HIP session (runtime feature `hip`)"
+            )));
+        }
         // SAFETY: only probes whether the driver library can be opened
         if !unsafe { cudarc::driver::sys::is_culib_present() } {
             return Err(RuntimeError::Cuda("no CUDA driver (libcuda.so) on this machine".into()));
@@ -237,38 +339,7 @@ impl Session {
 
     /// `batch_of` from the inputs' byte lengths.
     pub fn batch_of_lengths(&self, inputs: &[u64]) -> Result<u64, RuntimeError> {
-        let first = &self.artifact.plans[0].memory;
-        if inputs.len() != first.inputs.len() {
-            return Err(RuntimeError::Input {
-                name: "*".into(),
-                why: format!("{} inputs given, the model takes {}", inputs.len(), first.inputs.len()),
-            });
-        }
-        if self.artifact.header.batch.is_none() {
-            return Ok(0);
-        }
-        let mut batch: Option<(u64, &str)> = None;
-        for (b, &len) in first.inputs.iter().zip(inputs) {
-            let Some((outer, row)) = b.rows(first.batch) else { continue };
-            let per_item = outer * row;
-            if per_item == 0 || !len.is_multiple_of(per_item) {
-                return Err(RuntimeError::Input {
-                    name: b.name.clone(),
-                    why: format!("{len} bytes given, a multiple of {per_item} (one batch item) expected"),
-                });
-            }
-            let n = len / per_item;
-            match batch {
-                Some((m, other)) if m != n => {
-                    return Err(RuntimeError::Input {
-                        name: b.name.clone(),
-                        why: format!("batch {n}, but input '{other}' has batch {m}"),
-                    })
-                }
-                _ => batch = Some((n, &b.name)),
-            }
-        }
-        batch.map(|(n, _)| n).ok_or_else(|| RuntimeError::Batch("no input has the batch dim".into()))
+        batch_of_lengths(&self.artifact, inputs)
     }
 
     /// Runs the model on raw little-endian input bytes (in the artifact's input order); the
@@ -283,35 +354,12 @@ impl Session {
     pub fn run_batch(&mut self, n: u64, inputs: &[&[u8]]) -> Result<Vec<Vec<u8>>, RuntimeError> {
         let p = self.artifact.plan_for(n).map_err(RuntimeError::Batch)?;
         let mem = &self.artifact.plans[p].memory;
-        if inputs.len() != mem.inputs.len() {
-            return Err(RuntimeError::Input {
-                name: "*".into(),
-                why: format!("{} inputs given, the model takes {}", inputs.len(), mem.inputs.len()),
-            });
-        }
+        let staged = staged_inputs(mem, n, inputs)?;
         self.follow(self.stream.cu_stream())?;
-        for (b, bytes) in mem.inputs.iter().zip(inputs) {
-            let want = b.bytes_at(mem.batch, n).ok_or_else(|| RuntimeError::Input {
-                name: b.name.clone(),
-                why: format!("dtype {} is not known", b.dtype),
-            })?;
-            if bytes.len() as u64 != want {
-                return Err(RuntimeError::Input {
-                    name: b.name.clone(),
-                    why: format!("{} bytes given, {want} expected", bytes.len()),
-                });
-            }
-            let padded;
-            let host: &[u8] = match b.rows(mem.batch).filter(|_| mem.batch != n) {
-                None => bytes,
-                Some((outer, row)) => {
-                    padded = spread_rows(bytes, outer, row * n, row * mem.batch);
-                    &padded
-                }
-            };
+        for (b, host) in mem.inputs.iter().zip(&staged) {
             let at = b.offset as usize;
             let mut view = self.arena.slice_mut(at..at + host.len());
-            self.stream.memcpy_htod(host, &mut view).map_err(cuda)?;
+            self.stream.memcpy_htod(&**host, &mut view).map_err(cuda)?;
         }
         self.replay(p)?;
         let mem = &self.artifact.plans[p].memory;
@@ -328,29 +376,11 @@ impl Session {
                 let view = self.arena.slice(at as usize..at as usize + 8);
                 self.stream.memcpy_dtoh(&view, &mut n8).map_err(cuda)?;
             }
-            outs.push((host, b));
+            outs.push(host);
             lengths.push(n8);
         }
         self.stream.synchronize().map_err(cuda)?;
-        let mut valid = vec![];
-        let outs = outs
-            .into_iter()
-            .zip(lengths)
-            .map(|((host, b), n8)| {
-                let host = first_rows(host, b, mem.batch, n);
-                match b.valid {
-                    Some((axis, _)) => {
-                        let (h, len) = valid_prefix(host, b, axis as usize, i64::from_le_bytes(n8));
-                        valid.push(Some(len));
-                        h
-                    }
-                    None => {
-                        valid.push(None);
-                        host
-                    }
-                }
-            })
-            .collect();
+        let (outs, valid) = finish_outputs(mem, n, outs, lengths);
         self.valid = valid;
         Ok(outs)
     }
@@ -363,31 +393,16 @@ impl Session {
 
     /// `run`, with each output's shape (outputs whose length depends on the data are returned at
     /// their valid length).
-    pub fn run_shaped(&mut self, inputs: &[&[u8]]) -> Result<Vec<(Vec<u8>, Vec<u64>)>, RuntimeError> {
+    pub fn run_shaped(&mut self, inputs: &[&[u8]]) -> Result<ShapedOutputs, RuntimeError> {
         let n = self.batch_of(inputs)?;
         self.run_batch_shaped(n, inputs)
     }
 
     /// `run_batch`, with each output's shape.
-    pub fn run_batch_shaped(&mut self, n: u64, inputs: &[&[u8]]) -> Result<Vec<(Vec<u8>, Vec<u64>)>, RuntimeError> {
+    pub fn run_batch_shaped(&mut self, n: u64, inputs: &[&[u8]]) -> Result<ShapedOutputs, RuntimeError> {
         let outs = self.run_batch(n, inputs)?;
         let p = self.artifact.plan_for(n).map_err(RuntimeError::Batch)?;
-        let mem = &self.artifact.plans[p].memory;
-        Ok(outs
-            .into_iter()
-            .zip(&mem.outputs)
-            .map(|(bytes, b)| {
-                let mut shape = b.shape_at(mem.batch, n);
-                if let Some((axis, _)) = b.valid {
-                    // the valid length: the bytes over the other dims and the element size
-                    let per: u64 =
-                        shape.iter().enumerate().filter(|&(d, _)| d != axis as usize).map(|(_, &s)| s).product();
-                    let size = binding_bytes(b).unwrap_or(0) / b.shape.iter().product::<u64>().max(1);
-                    shape[axis as usize] = (bytes.len() as u64).checked_div(size * per).unwrap_or(0);
-                }
-                (bytes, shape)
-            })
-            .collect())
+        Ok(with_shapes(&self.artifact.plans[p].memory, n, outs))
     }
 
     /// Runs the model on callers' device buffers, enqueued on the caller's `stream` without
@@ -576,13 +591,7 @@ impl Session {
 
     /// Device addresses of a step's buffers (fixed for the session's life), moved by `remap`.
     fn pointers(&self, args: &[Arg], remap: &Remap) -> Vec<u64> {
-        let (arena_base, weight_base) = self.bases;
-        args.iter()
-            .map(|a| match a {
-                Arg::Arena(o) => remap.at(arena_base + o),
-                Arg::Weight(o) => weight_base + o,
-            })
-            .collect()
+        device_pointers(args, self.bases, remap)
     }
 
     /// Enqueues step `i` of plan `p`: a kernel launch or a prepared library call.
@@ -702,15 +711,12 @@ impl Session {
         if self.plans[p].graph.is_none() {
             self.plans[p].graph = self.capture(p, &Remap::none())?;
         }
-        match &self.plans[p].graph {
+        // an empty plan captures no graph
+        if let Some(g) = &self.plans[p].graph {
             // launches too: with cuDNN steps, concurrent sessions' captures were invalidated on
             // an H100 while loads and captures alone were under the lock (BENCH.md)
-            Some(g) => {
-                let _setup = setup_lock();
-                g.launch().map_err(cuda)?;
-            }
-            // an empty plan captures no graph
-            None => {}
+            let _setup = setup_lock();
+            g.launch().map_err(cuda)?;
         }
         self.mark(own)
     }
@@ -816,6 +822,138 @@ fn medians(ms: Vec<Vec<f64>>) -> Vec<f64> {
         .map(|mut v| {
             v.sort_by(|a, b| a.total_cmp(b));
             v.get(v.len() / 2).copied().unwrap_or(0.0)
+        })
+        .collect()
+}
+
+/// The batch of inputs of these byte lengths (in `artifact`'s input order): `Session::batch_of`.
+pub(crate) fn batch_of_lengths(artifact: &Artifact, inputs: &[u64]) -> Result<u64, RuntimeError> {
+    let first = &artifact.plans[0].memory;
+    if inputs.len() != first.inputs.len() {
+        return Err(RuntimeError::Input {
+            name: "*".into(),
+            why: format!("{} inputs given, the model takes {}", inputs.len(), first.inputs.len()),
+        });
+    }
+    if artifact.header.batch.is_none() {
+        return Ok(0);
+    }
+    let mut batch: Option<(u64, &str)> = None;
+    for (b, &len) in first.inputs.iter().zip(inputs) {
+        let Some((outer, row)) = b.rows(first.batch) else { continue };
+        let per_item = outer * row;
+        if per_item == 0 || !len.is_multiple_of(per_item) {
+            return Err(RuntimeError::Input {
+                name: b.name.clone(),
+                why: format!("{len} bytes given, a multiple of {per_item} (one batch item) expected"),
+            });
+        }
+        let n = len / per_item;
+        match batch {
+            Some((m, other)) if m != n => {
+                return Err(RuntimeError::Input {
+                    name: b.name.clone(),
+                    why: format!("batch {n}, but input '{other}' has batch {m}"),
+                })
+            }
+            _ => batch = Some((n, &b.name)),
+        }
+    }
+    batch.map(|(n, _)| n).ok_or_else(|| RuntimeError::Batch("no input has the batch dim".into()))
+}
+
+/// Device addresses of a step's buffers: offsets into the arena (moved by `remap`) and into the
+/// weights, from their bases.
+pub(crate) fn device_pointers(args: &[Arg], (arena_base, weight_base): (u64, u64), remap: &Remap) -> Vec<u64> {
+    args.iter()
+        .map(|a| match a {
+            Arg::Arena(o) => remap.at(arena_base + o),
+            Arg::Weight(o) => weight_base + o,
+        })
+        .collect()
+}
+
+/// Batch `n`'s inputs (in `mem`'s input order) checked against their bindings: per input, the
+/// bytes to copy to its arena offset (padded by zero rows to the plan's batch).
+pub(crate) fn staged_inputs<'a>(
+    mem: &MemoryPlan,
+    n: u64,
+    inputs: &[&'a [u8]],
+) -> Result<Vec<Cow<'a, [u8]>>, RuntimeError> {
+    if inputs.len() != mem.inputs.len() {
+        return Err(RuntimeError::Input {
+            name: "*".into(),
+            why: format!("{} inputs given, the model takes {}", inputs.len(), mem.inputs.len()),
+        });
+    }
+    mem.inputs
+        .iter()
+        .zip(inputs)
+        .map(|(b, &bytes)| {
+            let want = b.bytes_at(mem.batch, n).ok_or_else(|| RuntimeError::Input {
+                name: b.name.clone(),
+                why: format!("dtype {} is not known", b.dtype),
+            })?;
+            if bytes.len() as u64 != want {
+                return Err(RuntimeError::Input {
+                    name: b.name.clone(),
+                    why: format!("{} bytes given, {want} expected", bytes.len()),
+                });
+            }
+            Ok(match b.rows(mem.batch).filter(|_| mem.batch != n) {
+                None => Cow::Borrowed(bytes),
+                Some((outer, row)) => Cow::Owned(spread_rows(bytes, outer, row * n, row * mem.batch)),
+            })
+        })
+        .collect()
+}
+
+/// The outputs as read from the arena (each its binding's bytes, in `mem`'s output order, with
+/// the 8 bytes of its valid length for an output whose length depends on the data) cut to batch
+/// `n`'s rows and to their valid lengths; and per output its valid length (None for a fixed shape).
+pub(crate) fn finish_outputs(
+    mem: &MemoryPlan,
+    n: u64,
+    outs: Vec<Vec<u8>>,
+    lengths: Vec<[u8; 8]>,
+) -> (Vec<Vec<u8>>, Vec<Option<u64>>) {
+    let mut valid = vec![];
+    let outs = outs
+        .into_iter()
+        .zip(&mem.outputs)
+        .zip(lengths)
+        .map(|((host, b), n8)| {
+            let host = first_rows(host, b, mem.batch, n);
+            match b.valid {
+                Some((axis, _)) => {
+                    let (h, len) = valid_prefix(host, b, axis as usize, i64::from_le_bytes(n8));
+                    valid.push(Some(len));
+                    h
+                }
+                None => {
+                    valid.push(None);
+                    host
+                }
+            }
+        })
+        .collect();
+    (outs, valid)
+}
+
+/// Batch `n`'s outputs of plan `mem` with their shapes (an output whose length depends on the
+/// data at its valid length).
+pub(crate) fn with_shapes(mem: &MemoryPlan, n: u64, outs: Vec<Vec<u8>>) -> ShapedOutputs {
+    outs.into_iter()
+        .zip(&mem.outputs)
+        .map(|(bytes, b)| {
+            let mut shape = b.shape_at(mem.batch, n);
+            if let Some((axis, _)) = b.valid {
+                // the valid length: the bytes over the other dims and the element size
+                let per: u64 = shape.iter().enumerate().filter(|&(d, _)| d != axis as usize).map(|(_, &s)| s).product();
+                let size = binding_bytes(b).unwrap_or(0) / b.shape.iter().product::<u64>().max(1);
+                shape[axis as usize] = (bytes.len() as u64).checked_div(size * per).unwrap_or(0);
+            }
+            (bytes, shape)
         })
         .collect()
 }
