@@ -24,6 +24,20 @@ pub enum CheckpointError {
     DType { path: PathBuf, key: String, got: Kind, want: Kind },
 }
 
+impl CheckpointError {
+    /// The same error with `prefix` before the key (a part of a larger file).
+    pub(crate) fn with_prefix(self, prefix: &str) -> CheckpointError {
+        use CheckpointError::*;
+        match self {
+            MissingKey { path, key, shape } => MissingKey { path, key: format!("{prefix}{key}"), shape },
+            UnexpectedKey { path, key } => UnexpectedKey { path, key: format!("{prefix}{key}") },
+            Shape { path, key, got, want } => Shape { path, key: format!("{prefix}{key}"), got, want },
+            DType { path, key, got, want } => DType { path, key: format!("{prefix}{key}"), got, want },
+            Io { path, msg } => Io { path, msg },
+        }
+    }
+}
+
 /// Writes every variable of `vs` to `path` (safetensors, whatever the extension).
 pub fn save(vs: &VarStore, path: &Path) -> Result<(), CheckpointError> {
     let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
@@ -34,9 +48,21 @@ pub fn save(vs: &VarStore, path: &Path) -> Result<(), CheckpointError> {
 /// Reads `path` into the variables of `vs`; on any mismatch nothing is written and the error
 /// names the first offending key (in name order).
 pub fn load(vs: &VarStore, path: &Path) -> Result<(), CheckpointError> {
-    let io = |msg: String| CheckpointError::Io { path: path.into(), msg };
-    let file: HashMap<String, Tensor> =
-        Tensor::read_safetensors(path).map_err(|e| io(e.to_string()))?.into_iter().collect();
+    let file = read(path)?;
+    verify(vs, path, &file)?;
+    assign(vs, path, &file)
+}
+
+/// Every tensor of the safetensors file at `path`, by name.
+pub(crate) fn read(path: &Path) -> Result<HashMap<String, Tensor>, CheckpointError> {
+    let tensors =
+        Tensor::read_safetensors(path).map_err(|e| CheckpointError::Io { path: path.into(), msg: e.to_string() })?;
+    Ok(tensors.into_iter().collect())
+}
+
+/// Whether `file` (read from `path`) fits the variables of `vs`: every key present (but
+/// BatchNorm2d's counter), same shape, same dtype, nothing extra.
+pub(crate) fn verify(vs: &VarStore, path: &Path, file: &HashMap<String, Tensor>) -> Result<(), CheckpointError> {
     let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
     for (key, var) in &vars {
         let Some(t) = file.get(key) else {
@@ -68,10 +94,17 @@ pub fn load(vs: &VarStore, path: &Path) -> Result<(), CheckpointError> {
     if let Some(key) = extra.first() {
         return Err(CheckpointError::UnexpectedKey { path: path.into(), key: (*key).clone() });
     }
+    Ok(())
+}
+
+/// Copies `file`'s tensors into the variables of `vs` (after `verify`).
+pub(crate) fn assign(vs: &VarStore, path: &Path, file: &HashMap<String, Tensor>) -> Result<(), CheckpointError> {
+    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
     tch::no_grad(|| {
         for (key, var) in vars.iter().filter(|(k, _)| file.contains_key(*k)) {
             let mut var = var.shallow_clone();
-            var.f_copy_(&file[key]).map_err(|e| io(format!("{key}: {e}")))?;
+            var.f_copy_(&file[key])
+                .map_err(|e| CheckpointError::Io { path: path.into(), msg: format!("{key}: {e}") })?;
         }
         Ok(())
     })

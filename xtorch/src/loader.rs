@@ -157,12 +157,15 @@ pub fn collate(data: &dyn Dataset, batch: usize, indices: &[usize]) -> Result<Ba
     Ok(Batch { inputs: Tensor::from_slice(&inputs).view(dims.as_slice()), targets: Tensor::from_slice(&targets) })
 }
 
+/// A worker's channel of collated batches and its thread.
+type Worker = (Receiver<Result<Batch, LoaderError>>, Option<JoinHandle<()>>);
+
 /// One epoch's batches; dropping it stops its workers.
 pub struct Epoch {
     data: Arc<dyn Dataset>,
     batches: Arc<Vec<Vec<usize>>>,
     next: usize,
-    workers: Vec<(Receiver<Result<Batch, LoaderError>>, Option<JoinHandle<()>>)>,
+    workers: Vec<Worker>,
     failed: bool,
 }
 

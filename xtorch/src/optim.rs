@@ -23,7 +23,13 @@ impl Optim {
         }
     }
 
-    /// An optimizer over every trainable variable of `vs`.
+    /// xtorch's optimizer over every trainable variable of `vs` (the one the `Trainer` uses;
+    /// its state can be saved and loaded).
+    pub fn optimizer(&self, vs: &nn::VarStore) -> crate::optimizer::Optimizer {
+        crate::optimizer::Optimizer::new(self, vs)
+    }
+
+    /// libtorch's optimizer (through tch) over every trainable variable of `vs`.
     pub fn build(&self, vs: &nn::VarStore) -> Result<nn::Optimizer, tch::TchError> {
         match *self {
             Optim::Sgd { lr, momentum, nesterov, weight_decay } => {

@@ -1,11 +1,18 @@
 //! `Trainer`: epochs of optimizer steps over a `DataLoader`, evaluation after each epoch, and
 //! callbacks (progress bar, early stopping, checkpoints of the best and the last epoch, or your own).
+//! A fit can save its whole state after every epoch (`save_state`: model, optimizer state,
+//! epoch and step) and a later fit can go on from it (`resume`); with `seed`, libtorch's
+//! generator is reseeded at every epoch's start, so dropout draws the same masks in a resumed
+//! fit as in an uninterrupted one, and 1 epoch + resume 1 epoch gives the weights of 2 epochs
+//! bit for bit. The callbacks' own state (early stopping's patience, the best value seen) is
+//! not saved: a resumed fit's callbacks start afresh.
 use crate::checkpoint::{self, CheckpointError};
 use crate::loader::{DataLoader, LoaderError};
 use crate::loss::{correct, cross_entropy_smoothed};
 use crate::model::Model;
 use crate::modules::ShapeError;
 use crate::optim::Optim;
+use crate::resume::{self, Progress};
 use crate::sched::{LrSchedule, Scheduler};
 use std::path::PathBuf;
 use tch::Kind;
@@ -91,6 +98,9 @@ pub struct Trainer {
     clip_grad_norm: Option<f64>,
     accumulate: usize,
     label_smoothing: f64,
+    seed: Option<u64>,
+    save_state: Option<PathBuf>,
+    resume: Option<PathBuf>,
 }
 
 /// What `fit` did.
@@ -110,7 +120,32 @@ impl Trainer {
             clip_grad_norm: None,
             accumulate: 1,
             label_smoothing: 0.0,
+            seed: None,
+            save_state: None,
+            resume: None,
         }
+    }
+
+    /// Reseeds libtorch's (process-wide) generator with `seed` + epoch at the start of every
+    /// epoch, so each epoch's random draws (dropout) depend only on the seed and the epoch.
+    pub fn seed(mut self, seed: u64) -> Trainer {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Writes the fit's state to `path` after every epoch (`resume::save`), before the
+    /// callbacks see the epoch.
+    pub fn save_state(mut self, path: impl Into<PathBuf>) -> Trainer {
+        self.save_state = Some(path.into());
+        self
+    }
+
+    /// Starts the fit from the state in `path` (`resume::load`): the model's weights, the
+    /// optimizer's state, the epoch to go on with and the step count (which the schedule
+    /// follows). Give the same `max_epochs`, schedule, data and seed as the fit that wrote it.
+    pub fn resume(mut self, path: impl Into<PathBuf>) -> Trainer {
+        self.resume = Some(path.into());
+        self
     }
 
     /// The learning rate along the fit (the optimizer's rate is the base), after `warmup_steps`
@@ -154,18 +189,25 @@ impl Trainer {
         train: &DataLoader,
         val: Option<&DataLoader>,
     ) -> Result<FitReport, TrainError> {
-        let mut opt = optim.build(&model.vs)?;
+        let mut opt = optim.optimizer(&model.vs);
+        let start = match &self.resume {
+            Some(path) => resume::load(path, &model.vs, &mut opt)?,
+            None => Progress { epoch: 0, step: 0 },
+        };
         for c in &mut self.callbacks {
             c.on_fit_start(self.max_epochs, train.len())?;
         }
         let sched = Scheduler::new(optim.lr(), self.schedule.clone(), self.warmup_steps);
         let steps_per_epoch = train.len().div_ceil(self.accumulate);
         let total_steps = steps_per_epoch * self.max_epochs;
-        let mut step = 0;
+        let mut step = start.step;
         let mut lr = optim.lr();
         let mut history = vec![];
         let mut stopped_early = false;
-        for epoch in 0..self.max_epochs {
+        for epoch in start.epoch..self.max_epochs {
+            if let Some(seed) = self.seed {
+                tch::manual_seed(seed.wrapping_add(epoch as u64) as i64);
+            }
             let (mut sum, mut n) = (0.0, 0i64);
             let batches = train.len();
             opt.zero_grad();
@@ -208,6 +250,9 @@ impl Trainer {
                 None => (None, None),
             };
             let m = EpochMetrics { epoch, train_loss: sum / n.max(1) as f64, val_loss, val_accuracy, lr };
+            if let Some(path) = &self.save_state {
+                resume::save(path, &model.vs, &opt, Progress { epoch: epoch + 1, step })?;
+            }
             let mut stop = false;
             for c in &mut self.callbacks {
                 stop |= c.on_epoch_end(&m, model)? == Control::Stop;
