@@ -44,6 +44,12 @@ pub fn export(net: &Sequential, input_shape: &[usize]) -> Result<Graph, ExportEr
     net.check(&shape)?;
     let mut b = GraphBuilder::new("xtorch", OPSET);
     let ids = matches!(net.layers().first(), Some((_, Layer::Embedding(_))));
+    if let Some((name, _)) = net.layers().iter().skip(1).find(|(_, l)| matches!(l, Layer::Embedding(_))) {
+        return Err(ExportError::Unsupported {
+            layer: name.clone(),
+            what: "an Embedding after the first layer (its input must be the network's int64 ids)".into(),
+        });
+    }
     let mut x = b.input("x", if ids { DType::I64 } else { DType::F32 }, input_shape);
     let mut names = vec![];
     for (name, layer) in net.layers() {

@@ -120,6 +120,12 @@ fn embedding_takes_int64_ids_and_exports_to_gather() {
     assert_eq!(ops, [Op::Gather]);
     let g = xtorch::export(&m.net, &[2, 5]).unwrap();
     assert_eq!(g.ty(g.inputs[0]).dtype, xforge_ir::DType::I64);
+    // an Embedding further in would take float activations as ids: refused by name
+    let later = Model::new(Device::Cpu, 0, |p| {
+        Sequential::new().push(Layer::ReLU).push_with(p, |q| Layer::Embedding(Embedding::new(q, 10, 16)))
+    });
+    let e = xtorch::export(&later.net, &[2, 5]).unwrap_err().to_string();
+    assert!(e.contains("layer 1") && e.contains("Embedding after the first layer"), "{e}");
 }
 
 #[test]
