@@ -31,41 +31,6 @@ pub enum CodegenError {
     Libdevice { path: String, msg: String },
 }
 
-/// Decodes a string attribute as LLVM's `printEscapedString` writes it: `\\` for a backslash,
-/// `\XX` (hex) for a quote or an unprintable byte, everything else as is.
-fn unescape(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 1 < b.len() {
-            if b[i + 1] == b'\\' {
-                out.push(b'\\');
-                i += 2;
-                continue;
-            }
-            let hex = std::str::from_utf8(&b[i + 1..(i + 3).min(b.len())]).unwrap_or("");
-            if let Ok(v) = u8::from_str_radix(hex, 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    out
-}
-
-/// The bitcode in a printed `gpu.binary` (`offload = "..."`).
-fn offload_bytes(printed: &str) -> Option<Vec<u8>> {
-    let at = printed.find("offload = \"")? + "offload = \"".len();
-    let rest = &printed[at..];
-    // the string ends at the first unescaped quote (quotes inside are escaped as \22)
-    let end = rest.find('"')?;
-    Some(unescape(&rest[..end]))
-}
-
 /// MLIR part: the kernels' `gpu.module`s to LLVM bitcode for `chip`, in order. Kernels that fit
 /// (`Kernel::fits_narrow_index`) are lowered with 32-bit indices, the others with 64-bit ones.
 pub fn to_bitcode(kernels: &[&Kernel], chip: &str) -> Result<Vec<Vec<u8>>, CodegenError> {
@@ -100,16 +65,8 @@ fn lower(kernels: &[&Kernel], chip: &str, bits: u32) -> Result<Vec<Vec<u8>>, Cod
     parse_pass_pipeline(pm.as_operation_pass_manager(), &pipeline)
         .map_err(|e| CodegenError::Lowering(e.to_string()))?;
     pm.run(&mut module).map_err(|e| CodegenError::Lowering(format!("{e:?}")))?;
-    let printed = module.as_operation().to_string();
-    // one gpu.binary per gpu.module, in order
-    let mut out = vec![];
-    let mut rest = printed.as_str();
-    while let Some(at) = rest.find("gpu.binary") {
-        rest = &rest[at + 1..];
-        let end = rest.find("gpu.binary").unwrap_or(rest.len());
-        out.push(offload_bytes(&rest[..end]).ok_or_else(|| CodegenError::Lowering("no bitcode in gpu.binary".into()))?);
-    }
-    Ok(out)
+    mlir::binary_objects(&module.as_operation().to_string(), "offload")
+        .ok_or_else(|| CodegenError::Lowering("no bitcode in gpu.binary".into()))
 }
 
 fn machine(chip: &str) -> Result<TargetMachine, CodegenError> {

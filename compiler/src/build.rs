@@ -22,6 +22,8 @@ pub enum BuildError {
     Symbolic(String),
     #[error(transparent)]
     Codegen(#[from] xforge_codegen_ptx::CodegenError),
+    #[error(transparent)]
+    CodegenAmd(#[from] xforge_codegen_hip::CodegenError),
     /// The plan's memory is beyond any device (a shape bound to 2^40, say).
     #[error(
         "the plan needs {arena} bytes of device memory (value '{value}' alone {bytes}), over the limit of {limit}"
@@ -152,13 +154,20 @@ pub fn library_plans(fused: &Fused, generated_gemm: bool) -> (HashMap<usize, Lib
         if writes_nothing(g, grp) {
             continue;
         }
+        let libraries = xforge_kernel::target::current().libraries;
         match grp.schedule {
-            Schedule::LibraryGemm if !generated_gemm => match library::gemm(g, grp) {
+            Schedule::LibraryGemm if !generated_gemm && libraries => match library::gemm(g, grp) {
                 Ok(p) => {
                     plans.insert(i, p);
                 }
                 Err(why) => tracing::info!("group {i} ({} '{}'): generated GEMM: {why}", anchor.op, anchor.name),
             },
+            Schedule::LibraryConv if !libraries => missing.push(format!(
+                "group {i} ({} '{}'): {} has no convolution library and the group was not cut into generic kernels",
+                anchor.op,
+                anchor.name,
+                xforge_kernel::target::current().chip
+            )),
             Schedule::LibraryConv => match library::conv(g, grp) {
                 Ok(p) => {
                     plans.insert(i, p);
@@ -285,7 +294,13 @@ pub fn build(
         plans.push(Plan { memory, steps, costs });
     }
     let kernels = kernels.kernels;
-    let ptx = if kernels.is_empty() { String::new() } else { xforge_codegen_ptx::compile(&kernels, target)? };
+    let (ptx, code_object) = if xforge_codegen_hip::CHIPS.contains(&target) {
+        (String::new(), xforge_codegen_hip::compile(&kernels, target)?)
+    } else if kernels.is_empty() {
+        (String::new(), vec![])
+    } else {
+        (xforge_codegen_ptx::compile(&kernels, target)?, vec![])
+    };
     let names = kernels.iter().map(|k| k.name.clone()).collect();
     Ok(Artifact {
         header: ArtifactHeader {
@@ -302,7 +317,7 @@ pub fn build(
             model_digest,
             batch: batch.map(|s| BatchDim { symbol: s.symbol.clone(), padding: s.output_axes.clone().map(|_| ()) }),
         },
-        kernels: KernelImage { ptx, names },
+        kernels: KernelImage { ptx, code_object, names },
         weights: weights.bytes,
         plans,
     })

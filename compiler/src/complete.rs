@@ -23,11 +23,13 @@ pub fn runs(g: &Graph, grp: &FusionGroup, gi: usize, generated_gemm: bool) -> Re
     if crate::build::writes_nothing(g, grp) {
         return Ok(());
     }
+    let target = xforge_kernel::target::current();
     match grp.schedule {
         Schedule::View => Ok(()),
+        Schedule::LibraryConv if !target.libraries => Err(format!("{} has no convolution library", target.chip)),
         Schedule::LibraryConv => library::conv(g, grp).map(|_| ()),
         Schedule::GeneratedConv => Err("no fused convolution template".into()),
-        Schedule::LibraryGemm if !generated_gemm && library::gemm(g, grp).is_ok() => Ok(()),
+        Schedule::LibraryGemm if !generated_gemm && target.libraries && library::gemm(g, grp).is_ok() => Ok(()),
         _ => xforge_kernel::generate(g, grp, gi).map(|_| ()).map_err(|e| e.to_string()),
     }
 }

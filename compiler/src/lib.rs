@@ -111,7 +111,7 @@ fn refuse_narrow(g: &Graph) -> Result<(), UnsupportedDtype> {
 impl CompileError {
     /// Whether the input (model, option) is at fault rather than the compiler: the CLI's exit 2.
     pub fn is_input_error(&self) -> bool {
-        !matches!(self, CompileError::Build(BuildError::Codegen(_)))
+        !matches!(self, CompileError::Build(BuildError::Codegen(_) | BuildError::CodegenAmd(_)))
     }
 }
 
@@ -133,7 +133,8 @@ pub struct Compiler {
 }
 
 impl Compiler {
-    /// A compiler for an NVIDIA architecture (`xforge_codegen_ptx::CHIPS`).
+    /// A compiler for a GPU architecture: NVIDIA's (`xforge_codegen_ptx::CHIPS`, PTX) or AMD's
+    /// (`xforge_codegen_hip::CHIPS`, a code object); `xforge_kernel::target::TARGETS` lists both.
     pub fn new(target: &str) -> Compiler {
         Compiler {
             target: target.to_string(),
@@ -211,15 +212,20 @@ impl Compiler {
     }
 
     fn check_target(&self) -> Result<(), CompileError> {
-        if xforge_codegen_ptx::CHIPS.contains(&self.target.as_str()) {
-            Ok(())
-        } else {
-            Err(CompileError::Option(format!(
+        match xforge_kernel::target::find(&self.target) {
+            Some(_) => Ok(()),
+            None => Err(CompileError::Option(format!(
                 "target {}: known targets are {}",
                 self.target,
-                xforge_codegen_ptx::CHIPS.join(", ")
-            )))
+                xforge_kernel::target::TARGETS.iter().map(|t| t.chip).collect::<Vec<_>>().join(", ")
+            ))),
         }
+    }
+
+    /// What the templates assume while this compiler generates (NVIDIA's defaults for a target
+    /// it does not know: `check_target` refuses those before anything is generated).
+    pub fn gpu_target(&self) -> xforge_kernel::target::GpuTarget {
+        xforge_kernel::target::find(&self.target).unwrap_or(xforge_kernel::target::DEFAULT)
     }
 
     /// Imports a model with this compiler's shape bindings (and `extra` ones).
@@ -234,6 +240,10 @@ impl Compiler {
 
     /// A graph at this compiler's precision, fused, with every group given a runner.
     pub fn fuse(&self, graph: &Graph) -> Result<Fused, CompileError> {
+        xforge_kernel::target::with(self.gpu_target(), || self.fuse_for_target(graph))
+    }
+
+    fn fuse_for_target(&self, graph: &Graph) -> Result<Fused, CompileError> {
         let mut fused = self.fuse_groups(graph)?;
         let generated = match &self.tuning {
             Some(t) => tune::apply(&mut fused, t),
@@ -242,7 +252,7 @@ impl Compiler {
         if !generated.is_empty() {
             tracing::info!("{} GEMM groups run generated: measured faster than the library call", generated.len());
         }
-        if !self.generated_gemm {
+        if !self.generated_gemm && self.gpu_target().libraries {
             let n = build::split_library_epilogues(&mut fused, &generated);
             tracing::info!("{n} GEMM epilogues moved after a cuBLASLt call");
         }
@@ -400,7 +410,9 @@ impl Compiler {
         digest: String,
     ) -> Result<Artifact, CompileError> {
         self.report("generating kernels", 0, 1);
-        let mut a = build::build(buckets, spec, &self.target, digest, self.generated_gemm, self.precision.name())?;
+        let mut a = xforge_kernel::target::with(self.gpu_target(), || {
+            build::build(buckets, spec, &self.target, digest, self.generated_gemm, self.precision.name())
+        })?;
         if let Some(t) = &self.tuning {
             a.header.options.push(("tuning".into(), format!("{} measurements on {}", t.len(), t.gpu)));
         }

@@ -31,7 +31,8 @@ pub const MAGIC: [u8; 8] = *b"XFORGEA\0";
 /// 7: the file ends with the sha256 of everything before it; sections lie in table order back
 ///    to back; the header's fields and the kernel table are validated (target, precision, model
 ///    digest, kernel names declared as `.entry` in PTX for the header's target).
-pub const FORMAT_VERSION: u32 = 7;
+/// 8: the kernel section holds an AMDGPU code object after the PTX (one of the two is empty).
+pub const FORMAT_VERSION: u32 = 8;
 /// Bytes of the file digest at the end.
 const DIGEST_LEN: usize = 32;
 /// File alignment of the weights section.
@@ -66,7 +67,8 @@ pub struct BatchDim {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ArtifactHeader {
     pub compiler_version: String,
-    /// `sm_80`, `sm_86`, `sm_89`, `sm_90`, `sm_90a`.
+    /// `sm_80`, `sm_86`, `sm_89`, `sm_90`, `sm_90a` (PTX) or `gfx90a`, `gfx942`, `gfx1100`
+    /// (an AMDGPU code object).
     pub target: String,
     /// `fp32`, `fp16` or `bf16`.
     pub precision: String,
@@ -212,7 +214,8 @@ fn is_target(t: &str) -> bool {
 }
 
 /// The kernel table against the code: distinct names that are identifiers, each declared as an
-/// `.entry` of PTX for the header's target.
+/// `.entry` of PTX for the header's NVIDIA target, or as a `.kd` descriptor of an AMDGPU code
+/// object for the header's `gfx` chip.
 fn check_kernels(k: &KernelImage, target: &str) -> Result<(), String> {
     let mut seen = std::collections::HashSet::new();
     for n in &k.names {
@@ -223,7 +226,19 @@ fn check_kernels(k: &KernelImage, target: &str) -> Result<(), String> {
             return Err(format!("kernel name {n:?} is not an identifier, or given twice"));
         }
     }
-    if k.names.is_empty() || !target.starts_with("sm_") {
+    if target.starts_with("gfx") {
+        if !k.ptx.is_empty() {
+            return Err(format!("an artifact for {target} holds PTX"));
+        }
+        if k.names.is_empty() && k.code_object.is_empty() {
+            return Ok(());
+        }
+        return crate::code_object::check(&k.code_object, target, &k.names);
+    }
+    if !k.code_object.is_empty() {
+        return Err(format!("an artifact for {target} holds an AMDGPU code object"));
+    }
+    if k.names.is_empty() {
         return Ok(());
     }
     let declared: std::collections::HashSet<&str> = k

@@ -4,6 +4,7 @@
 pub mod artifact;
 pub mod c_api;
 pub mod checksum;
+pub mod code_object;
 pub mod codec;
 mod conv;
 mod cudnn_api;

@@ -2,10 +2,13 @@
 //! arena, and the steps of a run (kernel launches and vendor-library calls) in order.
 use crate::codec::{ReadError, Reader, Writer};
 
-/// The kernels of an artifact: one PTX module and the entry names the plan launches by index.
-#[derive(Clone, Debug, PartialEq)]
+/// The kernels of an artifact: one PTX module (NVIDIA targets) or one AMDGPU code object
+/// (HSACO, AMD targets; the other is empty) and the entry names the plan launches by index.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct KernelImage {
     pub ptx: String,
+    /// An ELF code object for the header's `gfx` target holding every kernel (`<name>.kd`).
+    pub code_object: Vec<u8>,
     pub names: Vec<String>,
 }
 
@@ -148,6 +151,7 @@ impl KernelImage {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
         w.str(&self.ptx);
+        w.blob(&self.code_object);
         w.u64(self.names.len() as u64);
         for n in &self.names {
             w.str(n);
@@ -157,10 +161,11 @@ impl KernelImage {
     pub fn decode(bytes: &[u8]) -> Result<Self, ReadError> {
         let mut r = Reader::new(bytes);
         let ptx = r.str("PTX")?;
+        let code_object = r.blob("code object")?.to_vec();
         let n = r.len("kernel count")?;
         let names = (0..n).map(|_| r.str("kernel name")).collect::<Result<_, _>>()?;
         r.done("the kernel section")?;
-        Ok(KernelImage { ptx, names })
+        Ok(KernelImage { ptx, code_object, names })
     }
 }
 

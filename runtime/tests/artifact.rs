@@ -38,6 +38,7 @@ fn sample() -> Artifact {
         },
         kernels: KernelImage {
             ptx: ".version 8.0\n.target sm_90\n.visible .entry k_a(\n)\n{\n}\n.visible .entry k_b()\n{\n}\n".into(),
+            code_object: vec![],
             names: vec!["k_a".into(), "k_b".into()],
         },
         weights: (0..1000u32).map(|i| (i % 251) as u8).collect(),
@@ -373,7 +374,7 @@ fn forged_headers_and_kernel_tables_are_refused_with_their_field() {
     assert!(forged(sample(), |a| a.header.target = "sm_90a".into()).is_err(), "sm_90a PTX must say sm_90a");
     forged(sample(), |a| {
         a.header.target = "gfx942".into();
-        a.kernels = KernelImage { ptx: String::new(), names: vec![] };
+        a.kernels = KernelImage::default();
         a.plans[0].steps.retain(|s| matches!(s, Step::Library(_)));
     })
     .unwrap();

@@ -52,7 +52,7 @@ fn the_c_example_reports_the_runtimes_refusals() {
             model_digest: "0".into(),
             batch: None,
         },
-        kernels: KernelImage { ptx: String::new(), names: vec![] },
+        kernels: KernelImage::default(),
         weights: vec![],
         plans: vec![Plan {
             memory: MemoryPlan {

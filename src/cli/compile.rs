@@ -1,5 +1,5 @@
 //! `xforge compile MODEL.onnx --target sm_90 [-o MODEL.xfa] [--batch 1,8,32]` writes the
-//! artifact; `--emit fused|graph|mlir|llvm|ptx` prints a stage instead.
+//! artifact; `--emit fused|graph|mlir|llvm|ptx|amdgcn` prints a stage instead.
 use super::{BadInput, ShapeArgs};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -15,8 +15,10 @@ enum Emit {
     Mlir,
     /// The generated kernels as LLVM IR (libdevice linked, O3).
     Llvm,
-    /// The generated kernels as one PTX module for `--target`.
+    /// The generated kernels as one PTX module for `--target` (NVIDIA).
     Ptx,
+    /// The generated kernels as AMDGPU assembly for `--target` (AMD: gfx90a, gfx942, gfx1100).
+    Amdgcn,
 }
 
 /// `--precision`: storage precision (`compile`, `tune`).
@@ -189,22 +191,28 @@ pub fn compile(a: Args) -> anyhow::Result<()> {
             print!("{}", xforge_ir::print::print(&fused.graph));
             return Ok(());
         }
-        Emit::Mlir => Stage::Mlir,
-        Emit::Llvm => Stage::Llvm,
-        Emit::Ptx => Stage::Ptx,
+        Emit::Mlir | Emit::Llvm | Emit::Ptx | Emit::Amdgcn => emit,
     };
-    if !xforge_codegen_ptx::CHIPS.contains(&a.target.as_str()) {
-        return Err(BadInput(format!(
-            "--target {}: known targets are {}",
-            a.target,
-            xforge_codegen_ptx::CHIPS.join(", ")
-        ))
-        .into());
+    let Some(target) = xforge_kernel::target::find(&a.target) else {
+        let known: Vec<&str> = xforge_kernel::target::TARGETS.iter().map(|t| t.chip).collect();
+        return Err(BadInput(format!("--target {}: known targets are {}", a.target, known.join(", "))).into());
+    };
+    match (stage, target.is_amd()) {
+        (Emit::Llvm | Emit::Ptx, true) => {
+            return Err(BadInput(format!("--target {} is AMD: emit mlir or amdgcn", a.target)).into())
+        }
+        (Emit::Amdgcn, false) => {
+            return Err(BadInput(format!("--target {} is NVIDIA: emit mlir, llvm or ptx", a.target)).into())
+        }
+        _ => {}
     }
     // library calls (cuBLASLt, cuDNN) and views need no generated kernel
-    let (library, mut missing) = xforge_compiler::build::library_plans(&fused, a.generated_gemm);
-    let (generated, missing_kernels) = xforge_compiler::build::generate_kernels(&fused, &library);
-    missing.extend(missing_kernels);
+    let (missing, generated) = xforge_kernel::target::with(target, || {
+        let (library, mut missing) = xforge_compiler::build::library_plans(&fused, a.generated_gemm);
+        let (generated, missing_kernels) = xforge_compiler::build::generate_kernels(&fused, &library);
+        missing.extend(missing_kernels);
+        (missing, generated)
+    });
     let kernels: Vec<xforge_kernel::Kernel> = generated.into_iter().map(|(_, k)| k).collect();
     if !missing.is_empty() {
         return Err(BadInput(format!("{} groups have no kernel:\n  {}", missing.len(), missing.join("\n  "))).into());
@@ -212,7 +220,16 @@ pub fn compile(a: Args) -> anyhow::Result<()> {
     if kernels.is_empty() {
         return Err(BadInput("no kernel to emit".into()).into());
     }
-    print!("{}", xforge_codegen_ptx::emit(&kernels, &a.target, stage)?);
+    let text = match stage {
+        Emit::Mlir if target.is_amd() => {
+            xforge_codegen_hip::emit(&kernels, &a.target, xforge_codegen_hip::Stage::Mlir)?
+        }
+        Emit::Amdgcn => xforge_codegen_hip::emit(&kernels, &a.target, xforge_codegen_hip::Stage::Amdgcn)?,
+        Emit::Mlir => xforge_codegen_ptx::emit(&kernels, &a.target, Stage::Mlir)?,
+        Emit::Llvm => xforge_codegen_ptx::emit(&kernels, &a.target, Stage::Llvm)?,
+        _ => xforge_codegen_ptx::emit(&kernels, &a.target, Stage::Ptx)?,
+    };
+    print!("{text}");
     Ok(())
 }
 

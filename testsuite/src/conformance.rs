@@ -173,6 +173,8 @@ pub enum Backend {
     Host,
     /// The artifact on the GPU through the runtime.
     Gpu,
+    /// Nothing run: the artifact built (and, with `assemble`, its code checked).
+    Build,
 }
 
 /// What `--compile` found for one case beyond pass/fail.
@@ -247,7 +249,7 @@ pub fn compile_case(dir: &Path, target: &str, assemble: bool, backend: Backend) 
             notes.constants.push(name);
         }
     }
-    let outcome = (|| -> Result<(), Stop> {
+    let outcome = xforge_kernel::target::with(compiler.gpu_target(), || -> Result<(), Stop> {
         let m = compiler.load(&path, &[]).map_err(|e| format!("import: {e}"))?;
         let fused = compiler.fuse(&m.graph).map_err(|e| match e {
             // like an unsupported dtype at import: counted apart from the failures
@@ -259,6 +261,12 @@ pub fn compile_case(dir: &Path, target: &str, assemble: bool, backend: Backend) 
         if assemble && !artifact.kernels.ptx.is_empty() {
             xforge_codegen_ptx::toolchain::assemble(&artifact.kernels.ptx, target)
                 .map_err(|e| format!("ptxas: {e}"))?;
+        }
+        if assemble && compiler.gpu_target().is_amd() {
+            crate::amdgpu::check(&artifact).map_err(|e| format!("code object: {e}"))?;
+        }
+        if backend == Backend::Build {
+            return Ok(());
         }
         let g = &m.graph;
         let feed: HashMap<String, Tensor> = feed
@@ -275,7 +283,8 @@ pub fn compile_case(dir: &Path, target: &str, assemble: bool, backend: Backend) 
             Ok(kernels.into_iter().collect())
         };
         let got = match backend {
-            Backend::Host => {
+            // (a Build run returned after the build)
+            Backend::Host | Backend::Build => {
                 let (outs, stats) = crate::host_kernels::run_plan(&fused, &host_kernels()?, &feed)?;
                 notes.stats = stats;
                 outs
@@ -312,7 +321,7 @@ pub fn compile_case(dir: &Path, target: &str, assemble: bool, backend: Backend) 
             allclose(a, b, rtol, atol).map_err(|e| format!("output {k}: {e}"))?;
         }
         Ok(())
-    })();
+    });
     (
         match outcome {
             Ok(()) => Outcome::Passed,
@@ -326,10 +335,12 @@ pub fn compile_case(dir: &Path, target: &str, assemble: bool, backend: Backend) 
     )
 }
 
-/// `compile_case` over `cases` on `jobs` threads, catching panics as failures.
+/// `compile_case` over `cases` on `jobs` threads, catching panics as failures. A case passes
+/// when it passes on the first of `targets` and builds (with `assemble`, checked) for the rest.
 pub fn compile_all(
     cache: &Path,
     cases: &[(String, String)],
+    targets: &[String],
     backend: Backend,
     assemble: bool,
     jobs: usize,
@@ -349,14 +360,28 @@ pub fn compile_all(
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some((name, op)) = cases.get(i) else { break };
                 let dir: PathBuf = cache.join(name);
-                let outcome = std::panic::catch_unwind(|| compile_case(&dir, "sm_90", assemble, backend).0)
-                    .unwrap_or_else(|p| {
-                        let msg = p
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
-                        Outcome::Failed(format!("panic: {}", msg.unwrap_or_default()))
-                    });
+                // the first target runs the case; the others are built (and checked) only
+                let each = |(k, t): (usize, &String)| -> Outcome {
+                    let b = if k == 0 { backend } else { Backend::Build };
+                    let o = compile_case(&dir, t, assemble, b).0;
+                    match o {
+                        Outcome::Failed(why) if targets.len() > 1 => Outcome::Failed(format!("{t}: {why}")),
+                        o => o,
+                    }
+                };
+                let all = || {
+                    let mut outcomes = targets.iter().enumerate().map(each);
+                    let first = outcomes.next().unwrap_or(Outcome::Skipped("no target".into()));
+                    match first {
+                        Outcome::Passed => outcomes.find(|o| !matches!(o, Outcome::Passed)).unwrap_or(Outcome::Passed),
+                        o => o,
+                    }
+                };
+                let outcome = std::panic::catch_unwind(all).unwrap_or_else(|p| {
+                    let msg =
+                        p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+                    Outcome::Failed(format!("panic: {}", msg.unwrap_or_default()))
+                });
                 slots.lock().unwrap()[i] = Some((name.clone(), op.clone(), outcome));
                 tick();
             });

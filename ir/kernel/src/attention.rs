@@ -196,8 +196,12 @@ pub fn attention(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kern
     if a.batch * a.hq > 65535 {
         return Err(unsupported("more than 65535 heads in one launch".into()));
     }
-    let tensor_cores =
-        matches!(a.dt, DType::F16 | DType::BF16) && a.d % 16 == 0 && a.dv % 16 == 0 && a.d <= 128 && a.dv <= 128;
+    let tensor_cores = crate::target::current().matrix == crate::target::MatrixUnit::MmaSync
+        && matches!(a.dt, DType::F16 | DType::BF16)
+        && a.d % 16 == 0
+        && a.dv % 16 == 0
+        && a.d <= 128
+        && a.dv <= 128;
     if tensor_cores {
         Ok(mma_kernel(&a, params, &outs, y).map_err(unsupported)?)
     } else {
@@ -209,7 +213,9 @@ pub fn attention(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Kern
 fn row_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -> Result<Kernel, String> {
     let c = compute_type(a.dt);
     let st = storage_type(a.dt).unwrap();
-    let (rows, keys) = (ATTN_ROWS, ATTN_KEYS);
+    // a query row and its output in registers: shorter key tiles where registers are tight
+    let keys = if crate::target::current().tight_registers() { ATTN_KEYS / 2 } else { ATTN_KEYS };
+    let rows = ATTN_ROWS;
     let mut b = Body::default();
     let tid = b.emit("gpu.thread_id x");
     let bx = b.emit("gpu.block_id x");

@@ -222,7 +222,8 @@ pub fn gemm(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelErr
     let a_rows = if ct.trans_a { ct.m } else { ct.k };
     let b_rows = if ct.trans_b { ct.k } else { ct.n };
     let half = matches!(p.dt, xforge_ir::DType::F16 | xforge_ir::DType::BF16);
-    if half && a_rows % 8 == 0 && b_rows % 8 == 0 {
+    let mma = crate::target::current().matrix == crate::target::MatrixUnit::MmaSync;
+    if mma && half && a_rows % 8 == 0 && b_rows % 8 == 0 {
         tensor_core_gemm(&p, &unsupported)
     } else {
         simt_gemm(&p, &unsupported)

@@ -83,19 +83,43 @@ pub fn finish_bounded(
     min_blocks: Option<u32>,
 ) -> Kernel {
     let args: Vec<String> = params.iter().enumerate().map(|(k, p)| format!("%arg{k}: {}", memref(p))).collect();
-    let lines: String = body.lines.iter().map(|l| format!("      {l}\n")).collect();
+    let amd = crate::target::current().is_amd();
+    let lines: String = body
+        .lines
+        .iter()
+        .map(|l| if amd { launch_constant(l, grid, block) } else { l.clone() })
+        .map(|l| format!("      {l}\n"))
+        .collect();
     let wg = workgroup.map(|w| format!(" workgroup({w})")).unwrap_or_default();
-    let bounds = min_blocks
-        .map(|m| {
-            let [x, y, z] = block;
-            format!(" attributes {{nvvm.maxntid = array<i32: {x}, {y}, {z}>, nvvm.minctasm = {m} : i32}}")
-        })
-        .unwrap_or_default();
+    let [x, y, z] = block;
+    let bounds = if crate::target::current().is_amd() {
+        // AMD's default workgroup bound is 256 threads: every kernel states its block
+        format!(" attributes {{known_block_size = array<i32: {x}, {y}, {z}>}}")
+    } else {
+        min_blocks
+            .map(|m| format!(" attributes {{nvvm.maxntid = array<i32: {x}, {y}, {z}>, nvvm.minctasm = {m} : i32}}"))
+            .unwrap_or_default()
+    };
     let func =
         format!("    gpu.func @KERNEL({}){wg} kernel{bounds} {{\n{lines}      gpu.return\n    }}\n", args.join(", "));
     let name = content_name(&func);
     let module = format!("  gpu.module @{name} {{\n{}  }}\n", func.replace("@KERNEL", &format!("@{name}")));
     Kernel { name, module, params, grid, block, constants: vec![] }
+}
+
+/// `%v = gpu.block_dim x` (or grid_dim, any axis) as the launch's constant. On AMD, MLIR lowers
+/// those to ockl calls whose 64-bit results do not match 32-bit indices; the constant is
+/// also what they return.
+fn launch_constant(line: &str, grid: [u32; 3], block: [u32; 3]) -> String {
+    let Some((lhs, rhs)) = line.split_once(" = ") else { return line.to_string() };
+    for (op, dims) in [("gpu.block_dim", block), ("gpu.grid_dim", grid)] {
+        for (axis, d) in ["x", "y", "z"].iter().zip(dims) {
+            if rhs == format!("{op} {axis}") {
+                return format!("{lhs} = arith.constant {d} : index");
+            }
+        }
+    }
+    line.to_string()
 }
 
 /// Blocks for `work` items of `block` threads each (at least one, at most 2^20).

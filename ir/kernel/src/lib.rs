@@ -17,6 +17,7 @@ pub mod routed_copy;
 pub mod row_reduction;
 pub mod scan;
 pub mod selective_scan;
+pub mod target;
 pub mod tensor_core;
 pub mod transpose;
 

@@ -40,23 +40,28 @@ fn float_attr(n: &Node, k: &str, d: f64) -> f64 {
     }
 }
 
+/// Threads that combine a row by shuffles alone: the target's wave (32 on NVIDIA, 64 on CDNA).
+fn wave() -> usize {
+    crate::target::current().wave
+}
+
 /// Short rows of a per-row op (normalizations, softmax) of `len` vectors: (threads per row, a
-/// power of two below 32, and rows per block, a power of two dividing `rows` with at most
-/// ROW_BLOCK_MAX threads in all); None where a row takes a block of its own.
+/// power of two below the wave, and rows per block, a power of two dividing `rows` with at
+/// most ROW_BLOCK_MAX threads in all); None where a row takes a block of its own.
 fn packing(len: usize, rows: usize, per_row: bool) -> Option<(usize, usize)> {
     let seg = len.div_ceil(knobs::ROW_VECTORS_PER_THREAD).next_power_of_two();
-    if !per_row || seg >= 32 || std::env::var_os("XFORGE_ROW_PER_BLOCK").is_some() {
+    if !per_row || seg >= wave() || std::env::var_os("XFORGE_ROW_PER_BLOCK").is_some() {
         return None;
     }
     // the most rows per block that divide the rows (no row past the end)
     let most = knobs::ROW_BLOCK_MAX / seg;
     let packed = (0..=most.trailing_zeros()).rev().map(|e| 1usize << e).find(|p| rows.is_multiple_of(*p))?;
-    (packed * seg >= 32).then_some((seg, packed))
+    (packed * seg >= wave()).then_some((seg, packed))
 }
 
-/// Threads per block for rows of `len` vectors: a power of two in 32..=ROW_BLOCK_MAX.
+/// Threads per block for rows of `len` vectors: a power of two in wave..=ROW_BLOCK_MAX.
 fn block_for(len: usize) -> usize {
-    len.div_ceil(knobs::ROW_VECTORS_PER_THREAD).next_power_of_two().clamp(32, knobs::ROW_BLOCK_MAX)
+    len.div_ceil(knobs::ROW_VECTORS_PER_THREAD).next_power_of_two().clamp(wave(), knobs::ROW_BLOCK_MAX)
 }
 
 /// Emits the combination of two partial statistics (`a`, `b`, of `arity` values each).
@@ -152,11 +157,12 @@ fn local(b: &mut Body, stat: Stat, xs: &[String], c: &str) -> Vec<String> {
 }
 
 /// Combines each lane's partial with its xor-shuffle partners at distances seg/2 … 1 (seg a
-/// power of two, at most 32): afterwards every lane holds the statistic of its aligned segment
-/// of `seg` lanes (of the warp, for 32). Shuffles span the whole warp (width 32: MLIR's NVVM
-/// lowering makes a narrower width's mask the warp's first lanes only).
+/// power of two, at most the wave): afterwards every lane holds the statistic of its aligned
+/// segment of `seg` lanes (of the wave, for the wave's size). Shuffles span the whole wave
+/// (`width` is the wave: MLIR's NVVM lowering makes a narrower width's mask the warp's first
+/// lanes only).
 fn warp_combine(b: &mut Body, stat: Stat, mut part: Vec<String>, width: &str, c: &str, seg: usize) -> Vec<String> {
-    for off in [16, 8, 4, 2, 1].into_iter().filter(|&o| o < seg) {
+    for off in [32, 16, 8, 4, 2, 1].into_iter().filter(|&o| o < seg) {
         let o = b.emit(format!("arith.constant {off} : i32"));
         let other: Vec<String> = part
             .iter()
@@ -185,9 +191,9 @@ fn across_warps(
 ) -> Vec<String> {
     let k = part.len();
     // across warps: lane 0 of each warp writes, warp 0 combines, thread 0 publishes
-    let c32 = b.index(32);
-    let lane = b.emit(format!("arith.remui {tid}, {c32} : index"));
-    let warp = b.emit(format!("arith.divui {tid}, {c32} : index"));
+    let cw = b.index(wave());
+    let lane = b.emit(format!("arith.remui {tid}, {cw} : index"));
+    let warp = b.emit(format!("arith.divui {tid}, {cw} : index"));
     let c0 = b.index(0);
     let is_lane0 = b.emit(format!("arith.cmpi eq, {lane}, {c0} : index"));
     let kk = b.index(k);
@@ -215,7 +221,7 @@ fn across_warps(
         let v = b.emit(format!("memref.load %red[{at}] : {red_mem}"));
         wpart.push(b.emit(format!("arith.select {has}, {v}, {id} : {c}")));
     }
-    wpart = warp_combine(b, stat, wpart, width, c, 32);
+    wpart = warp_combine(b, stat, wpart, width, c, wave());
     b.stmt(format!("scf.if {is_t0} {{"));
     for (j, p) in wpart.iter().enumerate() {
         let at = b.index(warps * k + j);
@@ -391,7 +397,7 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
     // with several rows per block (shuffles alone combine a row: no barrier, no shared memory)
     let (seg, packed) = packing(len.div_ceil(lanes), rows, per_row).unwrap_or((block_for(len.div_ceil(lanes)), 1));
     let block = seg * packed;
-    let warps = block / 32;
+    let warps = block / wave();
     let k = arity(stat);
     let mut b = Body::default();
     let (tid, row, bdim) = if packed > 1 {
@@ -511,8 +517,8 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
         }
     };
     // warp reduction with xor shuffles
-    let width = b.emit("arith.constant 32 : i32");
-    part = warp_combine(&mut b, stat, part, &width, c, seg.min(32));
+    let width = b.emit(format!("arith.constant {} : i32", wave()));
+    part = warp_combine(&mut b, stat, part, &width, c, seg.min(wave()));
     let red_mem = format!("memref<{}x{c}, #gpu.address_space<workgroup>>", warps * k + k);
     let total = if packed > 1 { part } else { across_warps(&mut b, stat, part, &tid, &width, warps, &red_mem, c) };
     let lenf = b.float(len as f64, c);

@@ -76,7 +76,8 @@ impl ScanLayout {
         // 16-bit types: shorter vectors where a thread holds a whole state for a whole line (its
         // registers are the scarcest there)
         let whole = parts == 1 && chunks == 1;
-        let vec = if elem >= 4 || !whole { SSM_VECTOR_STEPS_F32 } else { SSM_VECTOR_STEPS_HALF };
+        let tight = crate::target::current().tight_registers();
+        let vec = if elem >= 4 || (!whole && !tight) { SSM_VECTOR_STEPS_F32 } else { SSM_VECTOR_STEPS_HALF };
         let vec = ssm_knob("XFORGE_SSM_VECTOR_STEPS", vec);
         let vector = len.is_multiple_of(vec);
         let unroll = if vector {
@@ -175,11 +176,12 @@ pub fn selective_scan(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel,
         let sv = stored(b, &params[k], v, c);
         b.stmt(format!("memref.store {sv}, %arg{k}[{i}] : {}", memref(&params[k])));
     };
-    // 2^x: the hardware's approximation, subnormal results flushed to 0 (x ≤ 0 here: decays)
-    // f32 math through the hardware's approximations (as mamba_ssm's kernel, built with fast
-    // math): 2^x, log2(x) and 1/x, subnormals flushed to 0; exact forms for other types
+    // f32 math on NVIDIA through the hardware's approximations (as mamba_ssm's kernel, built
+    // with fast math): 2^x, log2(x) and 1/x, subnormals flushed to 0; exact forms for other
+    // types and on AMD (whose math library inlines its own fast forms)
+    let nvidia = !crate::target::current().is_amd();
     let approx = |b: &mut Body, op: &str, x: &str| -> String {
-        if c == "f32" {
+        if c == "f32" && nvidia {
             b.emit(format!("llvm.call_intrinsic \"llvm.nvvm.{op}.approx.ftz.f\"({x}) : (f32) -> f32"))
         } else {
             match op {
