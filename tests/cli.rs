@@ -140,6 +140,44 @@ fn compile_emits_fusion_groups() {
 }
 
 #[test]
+fn compile_for_amd_writes_a_code_object_and_emits_its_assembly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bert_tiny.xfa");
+    let (code, stdout, err) =
+        xforge(&["compile", &model("bert_tiny.onnx"), "--target", "gfx942", "-o", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("0 library calls") && stdout.contains("target gfx942"), "{stdout}");
+    let a = xforge_runtime::Artifact::read(&out).unwrap();
+    assert!(a.kernels.ptx.is_empty());
+    let co = xforge_runtime::code_object::parse(&a.kernels.code_object).unwrap();
+    assert_eq!(co.chip, "gfx942");
+    assert_eq!(co.kernels().count(), a.kernels.names.len());
+    // the CUDA runtime refuses it by name, before any driver call
+    let (code, _, err) = xforge(&["bench", out.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("gfx942 (AMD)"), "{err}");
+    let (code, asm, err) = xforge(&["compile", &model("bert_tiny.onnx"), "--target", "gfx1100", "--emit", "amdgcn"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        asm.contains(".amdgcn_target \"amdgcn-amd-amdhsa--gfx1100") && asm.contains("s_endpgm"),
+        "{}",
+        &asm[..asm.len().min(2000)]
+    );
+    assert!(asm.contains(".wavefront_size: 32"));
+    // stages of the other vendor, and chips LLVM does not know, are refused by name
+    let (code, _, err) = xforge(&["compile", &model("bert_tiny.onnx"), "--target", "gfx942", "--emit", "ptx"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("gfx942 is AMD"), "{err}");
+    let (code, _, err) = xforge(&["compile", &model("bert_tiny.onnx"), "--target", "sm_90", "--emit", "amdgcn"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("sm_90 is NVIDIA"), "{err}");
+    let (code, _, err) =
+        xforge(&["compile", &model("bert_tiny.onnx"), "--target", "gfx940", "-o", out.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("gfx942") && err.contains("known targets"), "{err}");
+}
+
+#[test]
 fn compile_writes_an_artifact_the_runtime_reads() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("bert_tiny.xfa");

@@ -229,7 +229,8 @@ pub fn compile(a: Args) -> anyhow::Result<()> {
         Emit::Llvm => xforge_codegen_ptx::emit(&kernels, &a.target, Stage::Llvm)?,
         _ => xforge_codegen_ptx::emit(&kernels, &a.target, Stage::Ptx)?,
     };
-    print!("{text}");
+    // a closed stdout (`| head`) ends the listing, it is no error
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
     Ok(())
 }
 
