@@ -5,7 +5,9 @@
 //! (axis −1), ReLU → Relu, MaxPool2d → MaxPool, Flatten → Flatten (axis 1); Dropout is the
 //! identity at inference and emits nothing. A Residual block emits its body, its shortcut (or
 //! nothing: the identity), an Add of the two, and a Relu if it has one; GlobalAvgPool →
-//! GlobalAveragePool. Nodes inside a block are named "5.body.0.Conv2d", "5.shortcut.1.BatchNorm2d",
+//! GlobalAveragePool. ConvTranspose2d → ConvTranspose; a Concat block emits its body and a
+//! Concat (axis 1) of the input and the body's output ("4.Concat", "4.body.0.MaxPool2d");
+//! MaxPool2d's padding → pads; GELUTanh → Mul, Mul, Mul, Add, Mul, Tanh, Add, Mul, Mul. Nodes inside a block are named "5.body.0.Conv2d", "5.shortcut.1.BatchNorm2d",
 //! "5.Add", "5.ReLU".
 //! The sequence layers: Linear on rank > 2 → Transpose of the weight and MatMul (+ Add);
 //! Conv1d → Conv (1-D); RMSNorm → Mul, ReduceMean, Add, Sqrt, Div, Mul; GELU → Div, Erf, Add,
@@ -164,6 +166,21 @@ fn emit(
             ];
             Some(b.node(Op::Conv, &ins, attrs, u()))
         }
+        Layer::ConvTranspose2d(c) => {
+            let w = b.weight(&format!("{name}.weight"), param("weight", &c.inner.ws)?);
+            let mut ins = vec![x, w];
+            if let Some(bs) = &c.inner.bs {
+                ins.push(b.weight(&format!("{name}.bias"), param("bias", bs)?));
+            }
+            let attrs = vec![
+                ("kernel_shape", Attr::Ints(vec![c.kernel; 2])),
+                ("strides", Attr::Ints(vec![c.stride; 2])),
+                ("pads", Attr::Ints(vec![c.padding; 4])),
+                ("dilations", Attr::Ints(vec![1; 2])),
+                ("group", Attr::Int(1)),
+            ];
+            Some(b.node(Op::ConvTranspose, &ins, attrs, u()))
+        }
         Layer::Conv1d(c) => {
             let w = b.weight(&format!("{name}.weight"), param("weight", &c.inner.ws)?);
             let mut ins = vec![x, w];
@@ -200,6 +217,22 @@ fn emit(
             let e = op(b, names, format!("{name}.{k}.erf"), Op::Erf, &[z], vec![]);
             let e = op(b, names, format!("{name}.{k}.add"), Op::Add, &[e, one], vec![]);
             let y = op(b, names, format!("{name}.{k}.mul"), Op::Mul, &[x, e], vec![]);
+            return Ok(op(b, names, format!("{name}.{k}.half"), Op::Mul, &[y, half], vec![]));
+        }
+        Layer::GELUTanh => {
+            let k = layer.kind();
+            let c = scalar(b, &format!("{name}.c"), 0.044715);
+            let s2pi = scalar(b, &format!("{name}.sqrt2pi"), (2.0 / std::f64::consts::PI).sqrt() as f32);
+            let one = scalar(b, &format!("{name}.one"), 1.0);
+            let half = scalar(b, &format!("{name}.half"), 0.5);
+            let x2 = op(b, names, format!("{name}.{k}.square"), Op::Mul, &[x, x], vec![]);
+            let x3 = op(b, names, format!("{name}.{k}.cube"), Op::Mul, &[x2, x], vec![]);
+            let cx3 = op(b, names, format!("{name}.{k}.scale"), Op::Mul, &[x3, c], vec![]);
+            let inner = op(b, names, format!("{name}.{k}.add"), Op::Add, &[x, cx3], vec![]);
+            let z = op(b, names, format!("{name}.{k}.mul"), Op::Mul, &[inner, s2pi], vec![]);
+            let t = op(b, names, format!("{name}.{k}.tanh"), Op::Tanh, &[z], vec![]);
+            let t = op(b, names, format!("{name}.{k}.one"), Op::Add, &[t, one], vec![]);
+            let y = op(b, names, format!("{name}.{k}.gate"), Op::Mul, &[x, t], vec![]);
             return Ok(op(b, names, format!("{name}.{k}.half"), Op::Mul, &[y, half], vec![]));
         }
         Layer::SiLU => {
@@ -269,8 +302,12 @@ fn emit(
             Some(b.node(Op::LayerNormalization, &ins, attrs, u()))
         }
         Layer::ReLU => Some(b.node(Op::Relu, &[x], vec![], u())),
-        Layer::MaxPool2d { kernel, stride } => {
-            let attrs = vec![("kernel_shape", Attr::Ints(vec![*kernel; 2])), ("strides", Attr::Ints(vec![*stride; 2]))];
+        Layer::MaxPool2d { kernel, stride, padding } => {
+            let attrs = vec![
+                ("kernel_shape", Attr::Ints(vec![*kernel; 2])),
+                ("strides", Attr::Ints(vec![*stride; 2])),
+                ("pads", Attr::Ints(vec![*padding; 4])),
+            ];
             Some(b.node(Op::MaxPool, &[x], attrs, u()))
         }
         Layer::Flatten => Some(b.node(Op::Flatten, &[x], vec![("axis", Attr::Int(1))], u())),
@@ -297,6 +334,14 @@ fn emit(
             return Ok(sum);
         }
         Layer::GlobalAvgPool => Some(b.node(Op::GlobalAveragePool, &[x], vec![], u())),
+        Layer::Concat(c) => {
+            let mut y = x;
+            for (i, l) in c.body.layers() {
+                let inner = net_shape_before(&c.body, i, shape)?;
+                y = emit(b, names, &format!("{name}.body.{i}"), l, y, &inner)?;
+            }
+            Some(b.node(Op::Concat, &[x, y], vec![("axis", Attr::Int(1))], u()))
+        }
     };
     match node {
         Some(y) => {

@@ -13,7 +13,9 @@
 //! ```
 pub mod attention;
 pub mod checkpoint;
+pub mod concat;
 pub mod conv1d;
+pub mod convtranspose;
 pub mod data;
 pub mod embedding;
 pub mod export;
@@ -26,6 +28,7 @@ pub mod onnx;
 pub mod optim;
 pub mod optimizer;
 pub mod readers;
+pub mod resnet;
 pub mod resume;
 pub mod rmsnorm;
 pub mod rng;
@@ -33,6 +36,7 @@ pub mod sched;
 pub mod trainer;
 pub mod transformer;
 pub mod transforms;
+pub mod unet;
 
 pub use export::export;
 

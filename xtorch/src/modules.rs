@@ -2,9 +2,13 @@
 //! so a mismatch between layers is reported with the layer's name and both shapes before any
 //! tensor work runs (`Sequential::check`), and `export` reads the layers' parameters directly.
 pub use crate::attention::MultiheadAttention;
+pub use crate::concat::Concat;
 pub use crate::conv1d::Conv1d;
+pub use crate::convtranspose::ConvTranspose2d;
 pub use crate::embedding::{Embedding, PositionEmbedding};
+pub use crate::resnet::{resnet, resnet18_imagenet, resnet34_cifar, resnet34_imagenet, Stem};
 pub use crate::rmsnorm::RmsNorm;
+pub use crate::unet::{unet, UNetConfig};
 use tch::nn::{self, Module as _};
 use tch::Tensor;
 
@@ -46,6 +50,26 @@ pub struct Conv2d {
 impl Conv2d {
     pub fn new(p: nn::Path, in_channels: i64, out_channels: i64, kernel: i64, stride: i64, padding: i64) -> Conv2d {
         let cfg = nn::ConvConfig { stride, padding, ..Default::default() };
+        Conv2d {
+            inner: nn::conv2d(p, in_channels, out_channels, kernel, cfg),
+            in_channels,
+            out_channels,
+            kernel,
+            stride,
+            padding,
+        }
+    }
+
+    /// The same without a bias (before a BatchNorm: ResNet's and U-Net's convolutions).
+    pub fn without_bias(
+        p: nn::Path,
+        in_channels: i64,
+        out_channels: i64,
+        kernel: i64,
+        stride: i64,
+        padding: i64,
+    ) -> Conv2d {
+        let cfg = nn::ConvConfig { stride, padding, bias: false, ..Default::default() };
         Conv2d {
             inner: nn::conv2d(p, in_channels, out_channels, kernel, cfg),
             in_channels,
@@ -157,6 +181,8 @@ pub enum Layer {
     Linear(Linear),
     Conv1d(Conv1d),
     Conv2d(Conv2d),
+    /// Upsampling by a learned transposed convolution.
+    ConvTranspose2d(ConvTranspose2d),
     BatchNorm2d(BatchNorm2d),
     LayerNorm(LayerNorm),
     RmsNorm(RmsNorm),
@@ -171,14 +197,18 @@ pub enum Layer {
     GELU,
     /// x·σ(x) (PyTorch's `nn.SiLU()`).
     SiLU,
+    /// The tanh approximation 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) (PyTorch's
+    /// `nn.GELU(approximate="tanh")`, GPT-2's "gelu_new").
+    GELUTanh,
     /// [N, C, H, W] → [N, H·W, C]: a feature map as a sequence of tokens (a ViT's patches).
     Tokens,
     /// [N, T, E] → [N, E]: the mean over the tokens.
     TokenMean,
-    /// Square window `kernel`, step `stride`, no padding, floor mode.
+    /// Square window `kernel`, step `stride`, `padding` on each side (padded with −∞), floor mode.
     MaxPool2d {
         kernel: i64,
         stride: i64,
+        padding: i64,
     },
     /// Everything after the first (batch) axis into one.
     Flatten,
@@ -190,6 +220,8 @@ pub enum Layer {
     Residual(Box<Residual>),
     /// The mean over H and W of [N, C, H, W], giving [N, C, 1, 1] (`nn.AdaptiveAvgPool2d(1)`).
     GlobalAvgPool,
+    /// `cat([x, body(x)], channels)`: a U-Net's skip connection.
+    Concat(Box<Concat>),
 }
 
 impl Layer {
@@ -198,6 +230,7 @@ impl Layer {
             Layer::Linear(_) => "Linear",
             Layer::Conv1d(_) => "Conv1d",
             Layer::Conv2d(_) => "Conv2d",
+            Layer::ConvTranspose2d(_) => "ConvTranspose2d",
             Layer::BatchNorm2d(_) => "BatchNorm2d",
             Layer::LayerNorm(_) => "LayerNorm",
             Layer::RmsNorm(_) => "RMSNorm",
@@ -207,6 +240,7 @@ impl Layer {
             Layer::ReLU => "ReLU",
             Layer::GELU => "GELU",
             Layer::SiLU => "SiLU",
+            Layer::GELUTanh => "GELUTanh",
             Layer::Tokens => "Tokens",
             Layer::TokenMean => "TokenMean",
             Layer::MaxPool2d { .. } => "MaxPool2d",
@@ -214,6 +248,7 @@ impl Layer {
             Layer::Dropout { .. } => "Dropout",
             Layer::Residual(_) => "Residual",
             Layer::GlobalAvgPool => "GlobalAvgPool",
+            Layer::Concat(_) => "Concat",
         }
     }
 
@@ -222,6 +257,7 @@ impl Layer {
             Layer::Linear(l) => l.inner.forward(xs),
             Layer::Conv1d(c) => c.inner.forward(xs),
             Layer::Conv2d(c) => c.inner.forward(xs),
+            Layer::ConvTranspose2d(c) => c.inner.forward(xs),
             Layer::BatchNorm2d(b) => {
                 if train {
                     tch::no_grad(|| {
@@ -238,15 +274,17 @@ impl Layer {
             Layer::ReLU => xs.relu(),
             Layer::GELU => xs.gelu("none"),
             Layer::SiLU => xs.silu(),
+            Layer::GELUTanh => xs.gelu("tanh"),
             Layer::Tokens => xs.flatten(2, -1).transpose(1, 2),
             Layer::TokenMean => xs.mean_dim(1, false, tch::Kind::Float),
-            Layer::MaxPool2d { kernel, stride } => {
-                xs.max_pool2d([*kernel, *kernel], [*stride, *stride], [0, 0], [1, 1], false)
+            Layer::MaxPool2d { kernel, stride, padding } => {
+                xs.max_pool2d([*kernel, *kernel], [*stride, *stride], [*padding, *padding], [1, 1], false)
             }
             Layer::Flatten => xs.flatten(1, -1),
             Layer::Dropout { p } => xs.dropout(*p, train),
             Layer::Residual(r) => r.forward_t(xs, train),
             Layer::GlobalAvgPool => xs.mean_dim([-2i64, -1].as_slice(), true, tch::Kind::Float),
+            Layer::Concat(c) => c.forward_t(xs, train),
         }
     }
 
@@ -288,6 +326,15 @@ impl Layer {
                 }
                 _ => Err(err(format!("[N, {}, H, W]", c.in_channels))),
             },
+            Layer::ConvTranspose2d(c) => match shape {
+                [n, ch, h, w] if *ch == c.in_channels => {
+                    if c.out_len(*h) < 1 || c.out_len(*w) < 1 {
+                        return Err(err(format!("spatial dims giving an output (padding {})", c.padding)));
+                    }
+                    Ok(vec![*n, c.out_channels, c.out_len(*h), c.out_len(*w)])
+                }
+                _ => Err(err(format!("[N, {}, H, W]", c.in_channels))),
+            },
             Layer::BatchNorm2d(b) => match shape {
                 [_, c, _, _] if *c == b.features => Ok(shape.to_vec()),
                 _ => Err(err(format!("[N, {}, H, W]", b.features))),
@@ -320,18 +367,20 @@ impl Layer {
                 [n, _, e] => Ok(vec![*n, *e]),
                 _ => Err(err("[N, T, E]".into())),
             },
-            Layer::MaxPool2d { kernel, stride } => match shape {
-                [n, ch, h, w] if *h >= *kernel && *w >= *kernel => {
-                    Ok(vec![*n, *ch, (h - kernel) / stride + 1, (w - kernel) / stride + 1])
+            Layer::MaxPool2d { kernel, stride, padding } => match shape {
+                [n, ch, h, w] if h + 2 * padding >= *kernel && w + 2 * padding >= *kernel => {
+                    let o = |d: i64| (d + 2 * padding - kernel) / stride + 1;
+                    Ok(vec![*n, *ch, o(*h), o(*w)])
                 }
-                _ => Err(err(format!("[N, C, H, W] with H, W ≥ {kernel}"))),
+                _ => Err(err(format!("[N, C, H, W] with H, W ≥ {}", kernel - 2 * padding))),
             },
             Layer::Flatten => match shape {
                 [n, rest @ ..] => Ok(vec![*n, rest.iter().product()]),
                 [] => Err(err("rank ≥ 1".into())),
             },
-            Layer::ReLU | Layer::GELU | Layer::SiLU | Layer::Dropout { .. } => Ok(shape.to_vec()),
+            Layer::ReLU | Layer::GELU | Layer::GELUTanh | Layer::SiLU | Layer::Dropout { .. } => Ok(shape.to_vec()),
             Layer::Residual(r) => r.out_shape(name, shape),
+            Layer::Concat(c) => c.out_shape(name, shape),
             Layer::GlobalAvgPool => match shape {
                 [n, c, _, _] => Ok(vec![*n, *c, 1, 1]),
                 _ => Err(err("[N, C, H, W]".into())),
@@ -413,10 +462,10 @@ pub fn lenet8(p: &nn::Path, c1: i64, c2: i64, classes: i64, dropout: f64) -> Seq
     Sequential::new()
         .push_with(p, |q| Layer::Conv2d(Conv2d::new(q, 1, c1, 3, 1, 1)))
         .push(Layer::ReLU)
-        .push(Layer::MaxPool2d { kernel: 2, stride: 2 })
+        .push(Layer::MaxPool2d { kernel: 2, stride: 2, padding: 0 })
         .push_with(p, |q| Layer::Conv2d(Conv2d::new(q, c1, c2, 3, 1, 1)))
         .push(Layer::ReLU)
-        .push(Layer::MaxPool2d { kernel: 2, stride: 2 })
+        .push(Layer::MaxPool2d { kernel: 2, stride: 2, padding: 0 })
         .push(Layer::Flatten)
         .push_with(p, |q| Layer::Linear(Linear::new(q, c2 * 4, 64)))
         .push(Layer::ReLU)
@@ -458,27 +507,5 @@ pub fn basic_block(p: &nn::Path, in_ch: i64, out_ch: i64, stride: i64) -> Residu
 /// at each of the widths w, 2w, 4w, 8w (the first of each later stage with stride 2), global
 /// average pooling, Flatten and Linear(8w → classes). `w` = 64 is the standard network.
 pub fn resnet18_cifar(p: &nn::Path, w: i64, classes: i64) -> Sequential {
-    let cfg = nn::ConvConfig { stride: 1, padding: 1, bias: false, ..Default::default() };
-    let mut s = Sequential::new()
-        .push_with(p, |q| {
-            Layer::Conv2d(Conv2d {
-                inner: nn::conv2d(q, 3, w, 3, cfg),
-                in_channels: 3,
-                out_channels: w,
-                kernel: 3,
-                stride: 1,
-                padding: 1,
-            })
-        })
-        .push_with(p, |q| Layer::BatchNorm2d(BatchNorm2d::new(q, w)))
-        .push(Layer::ReLU);
-    let mut ch = w;
-    for (stage, width) in [w, 2 * w, 4 * w, 8 * w].into_iter().enumerate() {
-        for i in 0..2 {
-            let stride = if stage > 0 && i == 0 { 2 } else { 1 };
-            s = s.push_with(p, |q| Layer::Residual(Box::new(basic_block(&q, ch, width, stride))));
-            ch = width;
-        }
-    }
-    s.push(Layer::GlobalAvgPool).push(Layer::Flatten).push_with(p, |q| Layer::Linear(Linear::new(q, 8 * w, classes)))
+    resnet(p, Stem::Cifar, [2, 2, 2, 2], w, classes)
 }

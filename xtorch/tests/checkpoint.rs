@@ -190,7 +190,7 @@ fn conv_bn(seed: u64) -> Model {
             .push_with(p, |q| Layer::Conv2d(Conv2d::new(q, 1, 8, 3, 1, 1)))
             .push_with(p, |q| Layer::BatchNorm2d(BatchNorm2d::new(q, 8)))
             .push(Layer::ReLU)
-            .push(Layer::MaxPool2d { kernel: 2, stride: 2 })
+            .push(Layer::MaxPool2d { kernel: 2, stride: 2, padding: 0 })
             .push(Layer::Flatten)
             .push_with(p, |q| Layer::Linear(Linear::new(q, 128, 10)))
     })

@@ -129,7 +129,7 @@ fn batch_norm_and_layer_norm_export_with_their_trained_statistics() {
             .push_with(p, |q| Layer::Conv2d(Conv2d::new(q, 1, 8, 3, 1, 1)))
             .push_with(p, |q| Layer::BatchNorm2d(BatchNorm2d::new(q, 8)))
             .push(Layer::ReLU)
-            .push(Layer::MaxPool2d { kernel: 2, stride: 2 })
+            .push(Layer::MaxPool2d { kernel: 2, stride: 2, padding: 0 })
             .push(Layer::Flatten)
             .push_with(p, |q| Layer::Linear(Linear::new(q, 128, 32)))
             .push_with(p, |q| Layer::LayerNorm(LayerNorm::new(q, 32)))

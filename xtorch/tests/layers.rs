@@ -1,5 +1,5 @@
 //! The sequence layers (Conv1d, RMSNorm, Embedding, multi-head attention with and without the
-//! causal mask, GELU, SiLU, Linear on [N, T, F]): each one's forward against PyTorch's module
+//! causal mask, GELU (exact and tanh), SiLU, ConvTranspose2d, Linear on [N, T, F]): each one's forward against PyTorch's module
 //! of the same name loaded from the same weights, and its exported graph on xforge's reference
 //! interpreter against libtorch, both within 1e-5.
 mod common;
@@ -8,7 +8,8 @@ use tch::{Device, Kind, Tensor};
 use xforge_ir::Op;
 use xtorch::model::Model;
 use xtorch::modules::{
-    Conv1d, Embedding, Layer, Linear, MultiheadAttention, PositionEmbedding, RmsNorm, Sequential, ShapeError,
+    Conv1d, ConvTranspose2d, Embedding, Layer, Linear, MultiheadAttention, PositionEmbedding, RmsNorm, Sequential,
+    ShapeError,
 };
 
 /// PyTorch's side: `spec` built, the checkpoint's "0." keys loaded strictly (or no checkpoint:
@@ -104,6 +105,16 @@ fn conv1d_matches_pytorch_and_exports_to_conv() {
 }
 
 #[test]
+fn conv_transpose2d_matches_pytorch_and_exports_to_conv_transpose() {
+    let _serial = common::serial();
+    let m = one_layer(|q| Layer::ConvTranspose2d(ConvTranspose2d::new(q, 3, 5, 3, 2, 1)));
+    let x = randn(&[2, 3, 5, 6]);
+    assert_eq!(m.net.check(&[2, 3, 5, 6]).unwrap(), vec![2, 5, 9, 11]);
+    let ops = check(&m, &x, "nn.ConvTranspose2d(3, 5, 3, stride=2, padding=1)", Some("lambda m, x: m(x)"));
+    assert_eq!(ops, [Op::ConvTranspose]);
+}
+
+#[test]
 fn rms_norm_matches_pytorch() {
     let _serial = common::serial();
     let m = one_layer(|q| Layer::RmsNorm(RmsNorm::new(q, 16, 1e-6)));
@@ -162,6 +173,8 @@ fn gelu_silu_and_a_linear_on_tokens_match_pytorch() {
     let x = randn(&[2, 5, 16]) * 3.0;
     check(&one_layer(|_| Layer::GELU), &x, "nn.GELU()", Some("lambda m, x: m(x)"));
     check(&one_layer(|_| Layer::SiLU), &x, "nn.SiLU()", Some("lambda m, x: m(x)"));
+    let ops = check(&one_layer(|_| Layer::GELUTanh), &x, "nn.GELU(approximate='tanh')", Some("lambda m, x: m(x)"));
+    assert!(ops.contains(&Op::Tanh));
     let m = one_layer(|q| Layer::Linear(Linear::new(q, 16, 8)));
     let ops = check(&m, &x, "nn.Linear(16, 8)", Some("lambda m, x: m(x)"));
     assert_eq!(ops, [Op::Transpose, Op::MatMul, Op::Add]);
