@@ -3,7 +3,8 @@
 //! `in_proj_weight` [3E, E] and `in_proj_bias` [3E] (q, k, v stacked), `out_proj` a Linear E → E.
 //! With `causal`, position i attends to positions ≤ i only (an additive mask, −∞ above the
 //! diagonal, as `nn.Transformer.generate_square_subsequent_mask` builds it).
-use tch::nn::{self, Init, Module as _};
+use crate::amp;
+use tch::nn::{self, Init};
 use tch::{Kind, Tensor};
 
 #[derive(Debug)]
@@ -51,13 +52,13 @@ impl MultiheadAttention {
     pub fn forward(&self, xs: &Tensor) -> Tensor {
         let (n, t, e) = xs.size3().expect("attention takes [N, T, E]");
         let (h, d) = (self.num_heads, self.head_dim());
-        let qkv = xs.linear(&self.in_proj_weight, Some(&self.in_proj_bias));
+        let qkv = amp::linear(xs, &self.in_proj_weight, Some(&self.in_proj_bias));
         let parts = qkv.split(e, -1);
         let heads = |z: &Tensor| z.reshape([n, t, h, d]).transpose(1, 2);
         let (q, k, v) = (heads(&parts[0]), heads(&parts[1]), heads(&parts[2]));
-        let scores = q.matmul(&k.transpose(-2, -1)) * self.scale();
+        let scores = amp::matmul(&q, &k.transpose(-2, -1)) * self.scale();
         let scores = if self.causal { scores + Self::causal_mask(t, xs.device()) } else { scores };
-        let y = scores.softmax(-1, Kind::Float).matmul(&v).transpose(1, 2).reshape([n, t, e]);
-        self.out_proj.forward(&y)
+        let y = amp::matmul(&scores.softmax(-1, Kind::Float), &v).transpose(1, 2).reshape([n, t, e]);
+        amp::linear(&y, &self.out_proj.ws, self.out_proj.bs.as_ref())
     }
 }

@@ -11,6 +11,7 @@
 //! let graph = xtorch::export(&model.net, &[1, 1, 8, 8])?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+pub mod amp;
 pub mod attention;
 pub mod checkpoint;
 pub mod concat;
@@ -20,6 +21,7 @@ pub mod data;
 pub mod embedding;
 pub mod export;
 mod export_attention;
+pub mod gradscaler;
 pub mod loader;
 pub mod loss;
 pub mod model;

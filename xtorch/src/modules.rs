@@ -1,6 +1,7 @@
 //! Layers wrapping tch, and `Sequential`. Each layer knows its output shape for an input shape,
 //! so a mismatch between layers is reported with the layer's name and both shapes before any
 //! tensor work runs (`Sequential::check`), and `export` reads the layers' parameters directly.
+use crate::amp;
 pub use crate::attention::MultiheadAttention;
 pub use crate::concat::Concat;
 pub use crate::conv1d::Conv1d;
@@ -254,10 +255,16 @@ impl Layer {
 
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         match self {
-            Layer::Linear(l) => l.inner.forward(xs),
-            Layer::Conv1d(c) => c.inner.forward(xs),
-            Layer::Conv2d(c) => c.inner.forward(xs),
-            Layer::ConvTranspose2d(c) => c.inner.forward(xs),
+            Layer::Linear(l) => amp::linear(xs, &l.inner.ws, l.inner.bs.as_ref()),
+            Layer::Conv1d(c) => amp::lowered(xs, &c.inner.ws, c.inner.bs.as_ref(), |x, w, b| {
+                x.conv1d(w, b, [c.stride], [c.padding], [1], 1)
+            }),
+            Layer::Conv2d(c) => amp::lowered(xs, &c.inner.ws, c.inner.bs.as_ref(), |x, w, b| {
+                x.conv2d(w, b, [c.stride; 2], [c.padding; 2], [1, 1], 1)
+            }),
+            Layer::ConvTranspose2d(c) => amp::lowered(xs, &c.inner.ws, c.inner.bs.as_ref(), |x, w, b| {
+                x.conv_transpose2d(w, b, [c.stride; 2], [c.padding; 2], [0, 0], 1, [1, 1])
+            }),
             Layer::BatchNorm2d(b) => {
                 if train {
                     tch::no_grad(|| {

@@ -49,6 +49,11 @@ impl Optimizer {
         Optimizer { cfg: cfg.clone(), lr: cfg.lr(), params, state }
     }
 
+    /// The parameters it steps (shallow clones: their gradients are the model's).
+    pub fn parameters(&self) -> Vec<Tensor> {
+        self.params.iter().map(|(_, p)| p.shallow_clone()).collect()
+    }
+
     pub fn lr(&self) -> f64 {
         self.lr
     }

@@ -6,7 +6,9 @@
 //! fit as in an uninterrupted one, and 1 epoch + resume 1 epoch gives the weights of 2 epochs
 //! bit for bit. The callbacks' own state (early stopping's patience, the best value seen) is
 //! not saved: a resumed fit's callbacks start afresh.
+use crate::amp::{self, Precision};
 use crate::checkpoint::{self, CheckpointError};
+use crate::gradscaler::GradScaler;
 use crate::loader::{DataLoader, LoaderError};
 use crate::loss::{correct, cross_entropy_smoothed};
 use crate::model::Model;
@@ -101,6 +103,8 @@ pub struct Trainer {
     seed: Option<u64>,
     save_state: Option<PathBuf>,
     resume: Option<PathBuf>,
+    precision: Precision,
+    scaler: Option<GradScaler>,
 }
 
 /// What `fit` did.
@@ -123,7 +127,30 @@ impl Trainer {
             seed: None,
             save_state: None,
             resume: None,
+            precision: Precision::F32,
+            scaler: None,
         }
+    }
+
+    /// The forward passes (training and evaluation) under `amp::autocast(precision)`: the
+    /// matmul-class layers compute in bf16 or fp16, the rest and the weights stay f32.
+    pub fn precision(mut self, precision: Precision) -> Trainer {
+        self.precision = precision;
+        self
+    }
+
+    /// Loss scaling (for `Precision::F16`): the scaled loss is backpropagated, the gradients
+    /// unscaled before clipping, and a step whose gradients hold an inf or NaN is skipped
+    /// (a non-finite loss then skips its step instead of failing the fit). The scaler's state
+    /// after the fit: `scaler()`.
+    pub fn grad_scaler(mut self, scaler: GradScaler) -> Trainer {
+        self.scaler = Some(scaler);
+        self
+    }
+
+    /// The grad scaler (its scale and skipped steps so far), if one was given.
+    pub fn scaler(&self) -> Option<&GradScaler> {
+        self.scaler.as_ref()
     }
 
     /// Reseeds libtorch's (process-wide) generator with `seed` + epoch at the start of every
@@ -215,36 +242,51 @@ impl Trainer {
                 let batch = batch?;
                 let x = batch.inputs.to_device(model.device());
                 let y = batch.targets.to_device(model.device());
-                let logits = model.net.f_forward_t(&x, true)?;
+                let logits = amp::autocast(self.precision, || model.net.f_forward_t(&x, true))?;
                 let loss = cross_entropy_smoothed(&logits, &y, self.label_smoothing);
                 let l = loss.double_value(&[]);
-                if !l.is_finite() {
+                if !l.is_finite() && self.scaler.is_none() {
                     return Err(TrainError::NonFinite { epoch, batch: b, loss: l });
                 }
                 // the group's batches each carry 1/size of the step's gradient
                 let group = b / self.accumulate;
                 let size = self.accumulate.min(batches - group * self.accumulate);
-                (loss / size as f64).backward();
+                let loss = loss / size as f64;
+                match &self.scaler {
+                    Some(s) => s.scale(&loss).backward(),
+                    None => loss.backward(),
+                }
                 if (b + 1) % self.accumulate == 0 || b + 1 == batches {
-                    if let Some(max) = self.clip_grad_norm {
+                    let found_inf = match &self.scaler {
+                        Some(s) => s.unscale(&opt.parameters()),
+                        None => false,
+                    };
+                    if let Some(max) = self.clip_grad_norm.filter(|_| !found_inf) {
                         opt.clip_grad_norm(max);
                     }
                     lr = sched.lr(step, epoch, total_steps);
                     opt.set_lr(lr);
-                    opt.step();
+                    if !found_inf {
+                        opt.step();
+                    }
+                    if let Some(s) = &mut self.scaler {
+                        s.update(found_inf);
+                    }
                     opt.zero_grad();
                     step += 1;
                 }
                 let rows = y.size()[0];
-                sum += l * rows as f64;
-                n += rows;
+                if l.is_finite() {
+                    sum += l * rows as f64;
+                    n += rows;
+                }
                 for c in &mut self.callbacks {
                     c.on_batch_end(epoch, b, l);
                 }
             }
             let (val_loss, val_accuracy) = match val {
                 Some(v) => {
-                    let (l, a) = evaluate(model, v)?;
+                    let (l, a) = amp::autocast(self.precision, || evaluate(model, v))?;
                     (Some(l), Some(a))
                 }
                 None => (None, None),
