@@ -21,6 +21,7 @@ pub mod data;
 pub mod embedding;
 pub mod export;
 mod export_attention;
+pub mod gpt2;
 pub mod gradscaler;
 pub mod loader;
 pub mod loss;

@@ -167,7 +167,11 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     pub fn new(p: nn::Path, features: i64) -> LayerNorm {
-        let eps = 1e-5;
+        LayerNorm::with_eps(p, features, 1e-5)
+    }
+
+    /// With `eps` added to the variance (GPT-2's `layer_norm_epsilon`).
+    pub fn with_eps(p: nn::Path, features: i64, eps: f64) -> LayerNorm {
         LayerNorm {
             inner: nn::layer_norm(p, vec![features], nn::LayerNormConfig { eps, ..Default::default() }),
             features,
