@@ -1,6 +1,6 @@
 #!/bin/bash
 # Tensor-core attention on the GPU machine, in one call: the attention kernel cases carried in
-# .device-carry/cases.tar.xz through gpu_check (synchronous and *_pipelined_*; bench_attention_*
+# .device-carry/cases.tar.xz through gpu_check (pipelined, the default, and *_sync_*; bench_attention_*
 # report TFLOP/s), the zoo's attention models compiled with XFORGE_ATTN_PIPELINE=1 and checked
 # against PyTorch (fp32, fp16), then the tile sweep of device_zoo_attention_sweep.sh with the
 # pipelined feed, beside the defaults (BASELINE=1) in the same call.

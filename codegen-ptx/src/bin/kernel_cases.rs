@@ -257,16 +257,16 @@ fn main() -> Result<()> {
             write_graph_cases(dir, &format!("{name}_split_{dt}"), &g, chip, tol, true)?;
         }
     }
-    // tensor-core attention fed pipelined (cp.async, ldmatrix; XFORGE_ATTN_PIPELINE=1, off by
-    // default): the attention samples again, and its bench case (this binary is one thread, so
-    // the variable reaches only these kernels)
-    std::env::set_var("XFORGE_ATTN_PIPELINE", "1");
+    // tensor-core attention fed synchronously (XFORGE_ATTN_PIPELINE=0, the baseline of the
+    // default pipelined feed): the attention samples again, and its bench case (this binary is
+    // one thread, so the variable reaches only these kernels)
+    std::env::set_var("XFORGE_ATTN_PIPELINE", "0");
     for dt in [DType::F16, DType::BF16] {
         for (name, g) in samples::attentions(dt) {
-            write_case(dir, &format!("{name}_pipelined_{dt}"), &g, chip, 1e-2, false)?;
+            write_case(dir, &format!("{name}_sync_{dt}"), &g, chip, 1e-2, false)?;
         }
         let shape = [8, 16, 2048, 64];
-        let name = format!("bench_attention_pipelined_{dt}");
+        let name = format!("bench_attention_sync_{dt}");
         write_case(dir, &name, &samples::attention(dt, &shape), chip, 0.0, true)?;
         add_flops(dir, &name, 4.0 * (shape[0] * shape[1] * shape[2] * shape[2] * shape[3]) as f64)?;
     }

@@ -8,7 +8,10 @@
 use crate::body::{compute_type, storage_type, Body};
 use crate::elementwise::float_attr;
 use crate::kernel::{finish, input_params, Kernel, KernelError, Param};
-use crate::knobs::{attn_knob, attn_pipelined, ATTN_KEYS, ATTN_MMA_KEYS, ATTN_MMA_ROWS, ATTN_ROWS};
+use crate::knobs::{
+    attn_knob, attn_pipelined, ATTN_KEYS, ATTN_MMA_FILL_BLOCKS, ATTN_MMA_KEYS, ATTN_MMA_ROWS, ATTN_MMA_ROWS_WIDE,
+    ATTN_ROWS,
+};
 use crate::route::{is_tail, routed_outputs, routes, store_routed, tail_sizes, OutputRoute};
 use crate::tensor_core::{lane, mma, Lane};
 use std::collections::HashMap;
@@ -383,15 +386,18 @@ const STATIC_WORKGROUP_BYTES: usize = 48 * 1024;
 /// and g+8 (g = lane/4) at columns 2·(lane%4) + {0, 1} of each 8-wide tile, and the
 /// probabilities of two neighbouring score tiles are exactly the A fragment of the P·V product.
 ///
-/// Two ways to feed the tensor cores (`attn_pipelined`): synchronous — each tile loaded into
-/// registers, stored to workgroup memory, fragments read by 32-bit and 16-bit loads — or
-/// pipelined — tiles two deep, the next tile's `cp.async` copies in flight while this tile's
-/// products run, key fragments by `ldmatrix` and value fragments by `ldmatrix.trans` (four 8×8
-/// matrices each: two 8-wide tiles of a 16-deep step).
+/// Two ways to feed the tensor cores (`attn_pipelined`): pipelined (the default) — tiles two
+/// deep, the next tile's `cp.async` copies in flight while this tile's products run, key
+/// fragments by `ldmatrix` and value fragments by `ldmatrix.trans` (four 8×8 matrices each: two
+/// 8-wide tiles of a 16-deep step) — or synchronous (XFORGE_ATTN_PIPELINE=0, the measured
+/// baseline) — each tile loaded into registers, stored to workgroup memory, fragments read by
+/// 32-bit and 16-bit loads.
 fn mma_kernel(a: &Heads, params: Vec<Param>, outs: &[OutputRoute], y: ValueId) -> Result<Kernel, String> {
     let t = storage_type(a.dt).unwrap();
     let pipelined = attn_pipelined();
-    let rows = attn_knob("XFORGE_ATTN_MMA_ROWS", ATTN_MMA_ROWS);
+    // wider blocks where they still fill the GPU
+    let wide = pipelined && a.batch * a.hq * a.s.div_ceil(ATTN_MMA_ROWS_WIDE) >= ATTN_MMA_FILL_BLOCKS;
+    let rows = attn_knob("XFORGE_ATTN_MMA_ROWS", if wide { ATTN_MMA_ROWS_WIDE } else { ATTN_MMA_ROWS });
     let (kstride, vstride) = (a.d + 8, a.dv + 8);
     let mut keys = attn_knob("XFORGE_ATTN_MMA_KEYS", ATTN_MMA_KEYS);
     // two tiles of keys and values within static workgroup memory

@@ -41,6 +41,12 @@ pub const ATTN_KEYS: usize = 32;
 /// against 3.63 ms for 64 × 64; batch 1 0.567 against 0.588 ms): 197 rows waste less of
 /// the last block, and twice the blocks fill the multiprocessors.
 pub const ATTN_MMA_ROWS: usize = 32;
+/// Pipelined, ATTN_MMA_ROWS_WIDE rows a block where the blocks still number at least
+/// ATTN_MMA_FILL_BLOCKS (about two per multiprocessor of an H100): H100, fp16, batch 8/32
+/// (ms, 32 → 64 rows): Whisper's encoder 1.075 → 0.894 / 3.78 → 3.23, ViT-B/16 1.14 → 1.10 /
+/// 3.59 → 3.48; at batch 1 32 rows stay faster (0.289 against 0.299, 0.528 against 0.537).
+pub const ATTN_MMA_ROWS_WIDE: usize = 64;
+pub const ATTN_MMA_FILL_BLOCKS: usize = 264;
 pub const ATTN_MMA_KEYS: usize = 32;
 /// Pooling: outputs per thread (at most).
 pub const POOL_OUTPUTS: usize = 4;
@@ -100,10 +106,10 @@ pub fn attn_knob(var: &str, default: usize) -> usize {
     Some(ssm_knob(var, default)).filter(|v| v % 16 == 0).unwrap_or(default)
 }
 /// Tensor-core attention feeds its tensor cores pipelined (key/value tiles two deep by
-/// cp.async, fragments by ldmatrix) only with XFORGE_ATTN_PIPELINE=1: off until it has run on
-/// a GPU (written in a session whose device calls found no machine; BENCH.md).
+/// cp.async, fragments by ldmatrix): 117 → 156 TFLOP/s on an H100 (BENCH.md, tenth session).
+/// XFORGE_ATTN_PIPELINE=0 keeps the synchronous feed, the baseline of that comparison.
 pub fn attn_pipelined() -> bool {
-    std::env::var("XFORGE_ATTN_PIPELINE").is_ok_and(|v| v == "1")
+    std::env::var("XFORGE_ATTN_PIPELINE").map_or(true, |v| v != "0")
 }
 /// NonZero over at least this many elements runs as one block (each thread a run of the input,
 /// a scan of the counts in workgroup memory); smaller ones stay one host-emulable thread.
