@@ -28,5 +28,10 @@ if [ -x $X ]; then
     m=../target/onnx-node-tests/$d/model.onnx
     [ -f $m ] && $X compile $m -o $R/artifact/seed$((n++)).xfa >/dev/null 2>&1 || true
   done
+  # AMD artifacts: the kernel section holds an ELF code object the reader parses
+  for d in test_relu test_softmax_axis_1; do
+    m=../target/onnx-node-tests/$d/model.onnx
+    [ -f $m ] && $X compile $m --target gfx942 -o $R/artifact/seed$((n++)).xfa >/dev/null 2>&1 || true
+  done
 fi
 echo "seeds: $(ls $R/onnx_import | wc -l) models, $(ls $R/npy | wc -l) npy, $(ls $R/artifact | wc -l) artifacts"
