@@ -65,12 +65,12 @@ impl KernelUsage {
     pub fn waves_per_simd(&self, l: &ChipLimits) -> u32 {
         let regs = (self.vgprs.next_multiple_of(4) + self.agprs).max(1).next_multiple_of(l.vgpr_granule);
         let by_regs = (l.vgprs / regs).min(l.max_waves);
-        let by_lds = if self.lds_bytes == 0 {
-            l.max_waves
-        } else {
-            let waves_per_block = self.max_block.div_ceil(self.wave.max(1)).max(1);
-            ((l.lds_per_cu / self.lds_bytes) * waves_per_block / l.simds).min(l.max_waves)
-        };
+        let waves_per_block = self.max_block.div_ceil(self.wave.max(1)).max(1);
+        // blocks a compute unit holds by LDS (unbounded without LDS)
+        let by_lds = l
+            .lds_per_cu
+            .checked_div(self.lds_bytes)
+            .map_or(l.max_waves, |blocks| (blocks * waves_per_block / l.simds).min(l.max_waves));
         by_regs.min(by_lds)
     }
 
@@ -175,4 +175,58 @@ pub fn table(chip: &str, kernels: &[KernelUsage]) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two kernels as `llvm-readelf --notes` prints them (argument lists shortened).
+    const NOTES: &str = "amdhsa.kernels:
+  - .agpr_count:     0
+    .args:
+      - .address_space:  generic
+        .offset:         0
+        .size:           8
+    .group_segment_fixed_size: 0
+    .max_flat_workgroup_size: 256
+    .name:           k_a
+    .private_segment_fixed_size: 0
+    .sgpr_count:     28
+    .sgpr_spill_count: 0
+    .vgpr_count:     24
+    .vgpr_spill_count: 0
+    .wavefront_size: 64
+  - .agpr_count:     4
+    .group_segment_fixed_size: 32768
+    .max_flat_workgroup_size: 1024
+    .name:           k_b
+    .private_segment_fixed_size: 16
+    .sgpr_count:     100
+    .sgpr_spill_count: 3
+    .vgpr_count:     130
+    .vgpr_spill_count: 0
+    .wavefront_size: 64
+amdhsa.target:   amdgcn-amd-amdhsa--gfx942
+";
+
+    #[test]
+    fn notes_give_each_kernels_usage_waves_and_problems() {
+        let ks = parse_notes(NOTES).unwrap();
+        assert_eq!(ks.len(), 2);
+        assert_eq!((ks[0].name.as_str(), ks[0].vgprs, ks[0].sgprs, ks[0].wave), ("k_a", 24, 28, 64));
+        assert_eq!((ks[1].agprs, ks[1].lds_bytes, ks[1].scratch_bytes, ks[1].sgpr_spills), (4, 32768, 16, 3));
+        let l = limits("gfx942").unwrap();
+        // 24 VGPRs: 512 / 24 = 21 → the 8 a SIMD holds
+        assert_eq!(ks[0].waves_per_simd(&l), 8);
+        // 132 + 4 → 136 registers: 3 waves; LDS: 2 blocks of 16 waves over 4 SIMDs = 8
+        assert_eq!(ks[1].waves_per_simd(&l), 3);
+        assert_eq!(ks[0].problem(&l), None);
+        assert!(ks[1].problem(&l).unwrap().contains("3 SGPRs"));
+        let big = KernelUsage { lds_bytes: 70000, ..ks[0].clone() };
+        assert!(big.problem(&l).unwrap().contains("LDS"));
+        assert!(parse_notes("amdhsa.kernels:\n  - .vgpr_count: x\n").is_err());
+        assert!(parse_notes("amdhsa.kernels:\n  - .vgpr_count: 3\n").unwrap_err().contains("name"));
+        assert!(table("gfx942", &ks).contains("k_b"));
+    }
 }

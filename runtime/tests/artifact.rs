@@ -413,3 +413,81 @@ fn resign_table(bytes: &mut [u8]) {
     let d = xforge_runtime::artifact::file_digest(&bytes[..n]);
     bytes[n..].copy_from_slice(&d);
 }
+
+/// A minimal AMDGPU ELF: the header (flags = `mach`), a string table and a symbol table naming
+/// `symbols` (defined in section 1).
+fn elf(machine: u16, mach: u32, symbols: &[&str]) -> Vec<u8> {
+    let mut strtab = vec![0u8];
+    let mut syms = vec![0u8; 24];
+    for s in symbols {
+        let at = strtab.len() as u32;
+        strtab.extend_from_slice(s.as_bytes());
+        strtab.push(0);
+        let mut e = [0u8; 24];
+        e[..4].copy_from_slice(&at.to_le_bytes());
+        e[6..8].copy_from_slice(&1u16.to_le_bytes());
+        syms.extend_from_slice(&e);
+    }
+    let (str_at, sym_at) = (64usize, 64 + strtab.len());
+    let sh_at = sym_at + syms.len();
+    let mut b = vec![0u8; 64];
+    b[..4].copy_from_slice(b"\x7fELF");
+    b[4] = 2;
+    b[5] = 1;
+    b[18..20].copy_from_slice(&machine.to_le_bytes());
+    b[40..48].copy_from_slice(&(sh_at as u64).to_le_bytes());
+    b[48..52].copy_from_slice(&mach.to_le_bytes());
+    b[58..60].copy_from_slice(&64u16.to_le_bytes());
+    b[60..62].copy_from_slice(&3u16.to_le_bytes());
+    b.extend_from_slice(&strtab);
+    b.extend_from_slice(&syms);
+    let section = |kind: u32, off: usize, size: usize, link: u32, entsize: u64| {
+        let mut h = [0u8; 64];
+        h[4..8].copy_from_slice(&kind.to_le_bytes());
+        h[24..32].copy_from_slice(&(off as u64).to_le_bytes());
+        h[32..40].copy_from_slice(&(size as u64).to_le_bytes());
+        h[40..44].copy_from_slice(&link.to_le_bytes());
+        h[56..64].copy_from_slice(&entsize.to_le_bytes());
+        h
+    };
+    b.extend_from_slice(&[0u8; 64]);
+    b.extend_from_slice(&section(3, str_at, strtab.len(), 0, 0));
+    b.extend_from_slice(&section(2, sym_at, syms.len(), 1, 24));
+    b
+}
+
+#[test]
+fn amd_code_objects_are_checked_against_the_header_and_the_kernel_table() {
+    use xforge_runtime::code_object;
+    let amd = |code: Vec<u8>| {
+        forged(sample(), |a| {
+            a.header.target = "gfx942".into();
+            a.kernels = KernelImage { ptx: String::new(), code_object: code, names: vec!["k_a".into(), "k_b".into()] };
+        })
+    };
+    let good = elf(224, 0x54c, &["k_a", "k_a.kd", "k_b", "k_b.kd"]);
+    let co = code_object::parse(&good).unwrap();
+    assert_eq!((co.chip.as_str(), co.kernels().collect::<Vec<_>>()), ("gfx942", vec!["k_a", "k_b"]));
+    amd(good.clone()).unwrap();
+    let why = |r: Result<Artifact, ArtifactError>| r.unwrap_err().to_string();
+    let e = why(amd(elf(224, 0x3f, &["k_a.kd", "k_b.kd"])));
+    assert!(e.contains("gfx90a, not gfx942"), "{e}");
+    let e = why(amd(elf(62, 0x4c, &["k_a.kd", "k_b.kd"])));
+    assert!(e.contains("EM_AMDGPU"), "{e}");
+    let e = why(amd(elf(224, 0x4c, &["k_a.kd"])));
+    assert!(e.contains("k_b") && e.contains(".kd"), "{e}");
+    let e = why(amd(b"not an elf".to_vec()));
+    assert!(e.contains("not ELF"), "{e}");
+    // PTX in an AMD artifact, a code object in an NVIDIA one
+    let e = why(forged(sample(), |a| a.kernels.code_object = good.clone()));
+    assert!(e.contains("AMDGPU code object"), "{e}");
+    // every truncation and every byte flipped: an error or a parse, never a panic
+    for n in 0..good.len() {
+        let _ = code_object::parse(&good[..n]);
+        let mut bad = good.clone();
+        bad[n] ^= 0xff;
+        let _ = code_object::parse(&bad);
+        bad[n] = 0x80;
+        let _ = code_object::parse(&bad);
+    }
+}
