@@ -89,11 +89,11 @@ impl Worker {
     pub fn new(cfg: WorkerConfig) -> Result<Worker, HubError> {
         crate::names::check_name("worker", &cfg.name)?;
         crate::names::check_target(&cfg.target)?;
-        if !xforge_codegen_targets().contains(&cfg.target.as_str()) {
+        if !xforge_codegen_targets().any(|t| t == cfg.target) {
             return Err(HubError::Config(format!(
                 "target {}: this worker compiles for {}",
                 cfg.target,
-                xforge_codegen_targets().join(", ")
+                xforge_codegen_targets().collect::<Vec<_>>().join(", ")
             )));
         }
         let client = Client::new(ClientConfig {
@@ -316,7 +316,7 @@ impl Worker {
     }
 }
 
-/// The targets the linked compiler knows.
-fn xforge_codegen_targets() -> &'static [&'static str] {
-    xforge_codegen_ptx::CHIPS
+/// The targets the linked compiler knows: NVIDIA's (PTX) and AMD's (code objects).
+fn xforge_codegen_targets() -> impl Iterator<Item = &'static str> {
+    xforge_codegen_ptx::CHIPS.iter().chain(xforge_codegen_hip::CHIPS).copied()
 }
