@@ -320,3 +320,19 @@ impl Worker {
 fn xforge_codegen_targets() -> impl Iterator<Item = &'static str> {
     xforge_codegen_ptx::CHIPS.iter().chain(xforge_codegen_hip::CHIPS).copied()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_take_the_targets_the_compiler_knows_and_refuse_others_by_name() {
+        // a well-formed token (nothing connects here)
+        let token = format!("xfh_{}", "0".repeat(64));
+        for t in ["sm_90", "sm_80", "gfx90a", "gfx942", "gfx1100"] {
+            Worker::new(WorkerConfig::new("http://127.0.0.1:9", &token, t)).unwrap_or_else(|e| panic!("{t}: {e}"));
+        }
+        let e = Worker::new(WorkerConfig::new("http://127.0.0.1:9", &token, "gfx940")).err().unwrap().to_string();
+        assert!(e.contains("gfx940") && e.contains("gfx942") && e.contains("sm_90"), "{e}");
+    }
+}
