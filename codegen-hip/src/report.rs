@@ -89,16 +89,9 @@ impl KernelUsage {
     }
 }
 
-/// Each kernel's usage, from `llvm-readelf --notes` of the code object.
-pub fn usage(code_object: &[u8]) -> Result<Vec<KernelUsage>, String> {
-    let dir =
-        std::env::temp_dir().join(format!("xforge-hsaco-{}-{:?}", std::process::id(), std::thread::current().id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let file = dir.join("k.hsaco");
-    std::fs::write(&file, code_object).map_err(|e| e.to_string())?;
-    let out = readelf(&file, "--notes");
-    let _ = std::fs::remove_dir_all(&dir);
-    parse_notes(&out?)
+/// Each kernel's usage, from `llvm-readelf --notes` of the code object in `file`.
+pub fn usage(file: &Path) -> Result<Vec<KernelUsage>, String> {
+    parse_notes(&readelf(file, "--notes")?)
 }
 
 /// `llvm-readelf <flag> file`'s output.

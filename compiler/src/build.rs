@@ -149,12 +149,12 @@ pub fn library_plans(fused: &Fused, generated_gemm: bool) -> (HashMap<usize, Lib
     let g = &fused.graph;
     let mut plans = HashMap::new();
     let mut missing = vec![];
+    let libraries = xforge_kernel::target::current().libraries;
     for (i, grp) in fused.partition.groups.iter().enumerate() {
         let anchor = &g.nodes[grp.nodes[0]];
         if writes_nothing(g, grp) {
             continue;
         }
-        let libraries = xforge_kernel::target::current().libraries;
         match grp.schedule {
             Schedule::LibraryGemm if !generated_gemm && libraries => match library::gemm(g, grp) {
                 Ok(p) => {

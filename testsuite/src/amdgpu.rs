@@ -42,7 +42,7 @@ pub fn check_code_object(chip: &str, code: &[u8], names: &[String]) -> Result<Ve
     if let Some(n) = names.iter().find(|n| !asm.contains(&format!("<{n}>:"))) {
         return Err(format!("llvm-objdump shows no code for kernel {n}"));
     }
-    let usage = report::usage(code)?;
+    let usage = report::usage(&file)?;
     if usage.len() != names.len() {
         return Err(format!("metadata for {} kernels, the artifact has {}", usage.len(), names.len()));
     }

@@ -105,6 +105,18 @@ pub(crate) fn ints(b: &mut GraphBuilder, name: &str, v: &[i64]) -> ValueId {
     b.weight(name, xforge_ir::Tensor::from_i64(vec![v.len()], v.to_vec()))
 }
 
+/// A square convolution's attributes over `dims` spatial axes: one kernel size, stride and
+/// padding for every axis, no dilation, one group.
+fn conv_attrs(dims: usize, kernel: i64, stride: i64, padding: i64) -> Vec<(&'static str, Attr)> {
+    vec![
+        ("kernel_shape", Attr::Ints(vec![kernel; dims])),
+        ("strides", Attr::Ints(vec![stride; dims])),
+        ("pads", Attr::Ints(vec![padding; 2 * dims])),
+        ("dilations", Attr::Ints(vec![1; dims])),
+        ("group", Attr::Int(1)),
+    ]
+}
+
 /// Appends the nodes of `layer` (named `name`) applied to `x` of `shape`; returns its output.
 /// Node names go to `names` in emission order.
 fn emit(
@@ -121,6 +133,14 @@ fn emit(
             return Err(ExportError::DType { layer: name.to_string(), param: what.into(), kind: t.kind() });
         }
         Ok(to_ir(t))
+    };
+    // [x, weight, bias?] of a layer with a weight and an optional bias
+    let weighted = |b: &mut GraphBuilder, ws: &Tensor, bs: Option<&Tensor>| -> Result<Vec<ValueId>, ExportError> {
+        let mut ins = vec![x, b.weight(&format!("{name}.weight"), param("weight", ws)?)];
+        if let Some(bs) = bs {
+            ins.push(b.weight(&format!("{name}.bias"), param("bias", bs)?));
+        }
+        Ok(ins)
     };
     let node = match layer {
         Layer::Linear(l) if shape.len() > 2 => {
@@ -144,57 +164,20 @@ fn emit(
             };
         }
         Layer::Linear(l) => {
-            let w = b.weight(&format!("{name}.weight"), param("weight", &l.inner.ws)?);
-            let mut ins = vec![x, w];
-            if let Some(bs) = &l.inner.bs {
-                ins.push(b.weight(&format!("{name}.bias"), param("bias", bs)?));
-            }
+            let ins = weighted(b, &l.inner.ws, l.inner.bs.as_ref())?;
             Some(b.node(Op::Gemm, &ins, vec![("transB", Attr::Int(1))], u()))
         }
         Layer::Conv2d(c) => {
-            let w = b.weight(&format!("{name}.weight"), param("weight", &c.inner.ws)?);
-            let mut ins = vec![x, w];
-            if let Some(bs) = &c.inner.bs {
-                ins.push(b.weight(&format!("{name}.bias"), param("bias", bs)?));
-            }
-            let attrs = vec![
-                ("kernel_shape", Attr::Ints(vec![c.kernel; 2])),
-                ("strides", Attr::Ints(vec![c.stride; 2])),
-                ("pads", Attr::Ints(vec![c.padding; 4])),
-                ("dilations", Attr::Ints(vec![1; 2])),
-                ("group", Attr::Int(1)),
-            ];
-            Some(b.node(Op::Conv, &ins, attrs, u()))
+            let ins = weighted(b, &c.inner.ws, c.inner.bs.as_ref())?;
+            Some(b.node(Op::Conv, &ins, conv_attrs(2, c.kernel, c.stride, c.padding), u()))
         }
         Layer::ConvTranspose2d(c) => {
-            let w = b.weight(&format!("{name}.weight"), param("weight", &c.inner.ws)?);
-            let mut ins = vec![x, w];
-            if let Some(bs) = &c.inner.bs {
-                ins.push(b.weight(&format!("{name}.bias"), param("bias", bs)?));
-            }
-            let attrs = vec![
-                ("kernel_shape", Attr::Ints(vec![c.kernel; 2])),
-                ("strides", Attr::Ints(vec![c.stride; 2])),
-                ("pads", Attr::Ints(vec![c.padding; 4])),
-                ("dilations", Attr::Ints(vec![1; 2])),
-                ("group", Attr::Int(1)),
-            ];
-            Some(b.node(Op::ConvTranspose, &ins, attrs, u()))
+            let ins = weighted(b, &c.inner.ws, c.inner.bs.as_ref())?;
+            Some(b.node(Op::ConvTranspose, &ins, conv_attrs(2, c.kernel, c.stride, c.padding), u()))
         }
         Layer::Conv1d(c) => {
-            let w = b.weight(&format!("{name}.weight"), param("weight", &c.inner.ws)?);
-            let mut ins = vec![x, w];
-            if let Some(bs) = &c.inner.bs {
-                ins.push(b.weight(&format!("{name}.bias"), param("bias", bs)?));
-            }
-            let attrs = vec![
-                ("kernel_shape", Attr::Ints(vec![c.kernel])),
-                ("strides", Attr::Ints(vec![c.stride])),
-                ("pads", Attr::Ints(vec![c.padding; 2])),
-                ("dilations", Attr::Ints(vec![1])),
-                ("group", Attr::Int(1)),
-            ];
-            Some(b.node(Op::Conv, &ins, attrs, u()))
+            let ins = weighted(b, &c.inner.ws, c.inner.bs.as_ref())?;
+            Some(b.node(Op::Conv, &ins, conv_attrs(1, c.kernel, c.stride, c.padding), u()))
         }
         Layer::RmsNorm(r) => {
             let k = layer.kind();

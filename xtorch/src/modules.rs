@@ -50,15 +50,7 @@ pub struct Conv2d {
 
 impl Conv2d {
     pub fn new(p: nn::Path, in_channels: i64, out_channels: i64, kernel: i64, stride: i64, padding: i64) -> Conv2d {
-        let cfg = nn::ConvConfig { stride, padding, ..Default::default() };
-        Conv2d {
-            inner: nn::conv2d(p, in_channels, out_channels, kernel, cfg),
-            in_channels,
-            out_channels,
-            kernel,
-            stride,
-            padding,
-        }
+        Conv2d::with_bias(p, in_channels, out_channels, kernel, stride, padding, true)
     }
 
     /// The same without a bias (before a BatchNorm: ResNet's and U-Net's convolutions).
@@ -70,7 +62,19 @@ impl Conv2d {
         stride: i64,
         padding: i64,
     ) -> Conv2d {
-        let cfg = nn::ConvConfig { stride, padding, bias: false, ..Default::default() };
+        Conv2d::with_bias(p, in_channels, out_channels, kernel, stride, padding, false)
+    }
+
+    fn with_bias(
+        p: nn::Path,
+        in_channels: i64,
+        out_channels: i64,
+        kernel: i64,
+        stride: i64,
+        padding: i64,
+        bias: bool,
+    ) -> Conv2d {
+        let cfg = nn::ConvConfig { stride, padding, bias, ..Default::default() };
         Conv2d {
             inner: nn::conv2d(p, in_channels, out_channels, kernel, cfg),
             in_channels,
