@@ -2,7 +2,10 @@
 //! (`nn.MultiheadAttention(E, heads, batch_first=True)` called with query = key = value = x):
 //! `in_proj_weight` [3E, E] and `in_proj_bias` [3E] (q, k, v stacked), `out_proj` a Linear E → E.
 //! With `causal`, position i attends to positions ≤ i only (an additive mask, −∞ above the
-//! diagonal, as `nn.Transformer.generate_square_subsequent_mask` builds it).
+//! diagonal, as `nn.Transformer.generate_square_subsequent_mask` builds it). `forward_masked`
+//! also takes a key padding mask [N, T] (1 = attend, 0 = padding): a padded key's score gets
+//! f32's lowest value added (Hugging Face BERT's extended attention mask), so no query attends
+//! to it and a row of padding only still has a finite softmax.
 use crate::amp;
 use tch::nn::{self, Init};
 use tch::{Kind, Tensor};
@@ -50,6 +53,11 @@ impl MultiheadAttention {
     /// softmax(q·kᵀ/√d (+ mask))·v per head, heads concatenated, then `out_proj`; the same
     /// operations as the exported graph.
     pub fn forward(&self, xs: &Tensor) -> Tensor {
+        self.forward_masked(xs, None)
+    }
+
+    /// `forward` with the keys where `keep` [N, T] is 0 masked out (see the module docs).
+    pub fn forward_masked(&self, xs: &Tensor, keep: Option<&Tensor>) -> Tensor {
         let (n, t, e) = xs.size3().expect("attention takes [N, T, E]");
         let (h, d) = (self.num_heads, self.head_dim());
         let qkv = amp::linear(xs, &self.in_proj_weight, Some(&self.in_proj_bias));
@@ -58,6 +66,13 @@ impl MultiheadAttention {
         let (q, k, v) = (heads(&parts[0]), heads(&parts[1]), heads(&parts[2]));
         let scores = amp::matmul(&q, &k.transpose(-2, -1)) * self.scale();
         let scores = if self.causal { scores + Self::causal_mask(t, xs.device()) } else { scores };
+        let scores = match keep {
+            Some(keep) => {
+                let pad = (keep.to_kind(Kind::Float).neg() + 1.0) * f64::from(f32::MIN);
+                scores + pad.reshape([n, 1, 1, t])
+            }
+            None => scores,
+        };
         let y = amp::matmul(&scores.softmax(-1, Kind::Float), &v).transpose(1, 2).reshape([n, t, e]);
         amp::linear(&y, &self.out_proj.ws, self.out_proj.bs.as_ref())
     }

@@ -22,6 +22,9 @@ pub enum CheckpointError {
     Shape { path: PathBuf, key: String, got: Vec<i64>, want: Vec<i64> },
     #[error("checkpoint {path}: key {key} has dtype {got:?}, the model's is {want:?}")]
     DType { path: PathBuf, key: String, got: Kind, want: Kind },
+    /// A training state file that does not fit the fit resuming from it (`resume::load`).
+    #[error("training state {path}: {msg}")]
+    State { path: PathBuf, msg: String },
 }
 
 impl CheckpointError {
@@ -34,13 +37,15 @@ impl CheckpointError {
             Shape { path, key, got, want } => Shape { path, key: format!("{prefix}{key}"), got, want },
             DType { path, key, got, want } => DType { path, key: format!("{prefix}{key}"), got, want },
             Io { path, msg } => Io { path, msg },
+            State { path, msg } => State { path, msg },
         }
     }
 }
 
 /// Writes every variable of `vs` to `path` (safetensors, whatever the extension).
 pub fn save(vs: &VarStore, path: &Path) -> Result<(), CheckpointError> {
-    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    // safetensors holds dense row-major data: channels-last weights are written in NCHW order
+    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().map(|(k, v)| (k, v.contiguous())).collect();
     let named: Vec<(&str, &Tensor)> = vars.iter().map(|(k, v)| (k.as_str(), v)).collect();
     Tensor::write_safetensors(&named, path).map_err(|e| CheckpointError::Io { path: path.into(), msg: e.to_string() })
 }
@@ -63,7 +68,8 @@ pub(crate) fn read(path: &Path) -> Result<HashMap<String, Tensor>, CheckpointErr
 /// Whether `file` (read from `path`) fits the variables of `vs`: every key present (but
 /// BatchNorm2d's counter), same shape, same dtype, nothing extra.
 pub(crate) fn verify(vs: &VarStore, path: &Path, file: &HashMap<String, Tensor>) -> Result<(), CheckpointError> {
-    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    // safetensors holds dense row-major data: channels-last weights are written in NCHW order
+    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().map(|(k, v)| (k, v.contiguous())).collect();
     for (key, var) in &vars {
         let Some(t) = file.get(key) else {
             if key.ends_with(".num_batches_tracked") {
@@ -99,7 +105,8 @@ pub(crate) fn verify(vs: &VarStore, path: &Path, file: &HashMap<String, Tensor>)
 
 /// Copies `file`'s tensors into the variables of `vs` (after `verify`).
 pub(crate) fn assign(vs: &VarStore, path: &Path, file: &HashMap<String, Tensor>) -> Result<(), CheckpointError> {
-    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    // safetensors holds dense row-major data: channels-last weights are written in NCHW order
+    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().map(|(k, v)| (k, v.contiguous())).collect();
     tch::no_grad(|| {
         for (key, var) in vars.iter().filter(|(k, _)| file.contains_key(*k)) {
             let mut var = var.shallow_clone();

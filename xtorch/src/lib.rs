@@ -13,6 +13,7 @@
 //! ```
 pub mod amp;
 pub mod attention;
+pub mod bert;
 pub mod checkpoint;
 pub mod concat;
 pub mod conv1d;

@@ -4,8 +4,12 @@
 //! epoch and step) and a later fit can go on from it (`resume`); with `seed`, libtorch's
 //! generator is reseeded at every epoch's start, so dropout draws the same masks in a resumed
 //! fit as in an uninterrupted one, and 1 epoch + resume 1 epoch gives the weights of 2 epochs
-//! bit for bit. The callbacks' own state (early stopping's patience, the best value seen) is
-//! not saved: a resumed fit's callbacks start afresh.
+//! bit for bit. The state file also holds the `GradScaler`'s state (scale, good steps, skipped
+//! steps) and the callbacks' own state (`Callback::state`: early stopping's best value and wait
+//! counter, the checkpoint callback's best value and epoch), so a resumed fit's scaler and
+//! callbacks go on where the interrupted fit's were. A callback's state is JSON; its floats
+//! are written as strings (Rust's exact round trip: `f64_json`), as serde_json's default float
+//! parsing may be off by one unit in the last place.
 use crate::amp::{self, Precision};
 use crate::checkpoint::{self, CheckpointError};
 use crate::gradscaler::GradScaler;
@@ -63,6 +67,48 @@ pub trait Callback {
         Ok(Control::Continue)
     }
     fn on_fit_end(&mut self, _history: &[EpochMetrics]) {}
+    /// The name the callback's state is saved under: its type's name, without the path.
+    fn name(&self) -> String {
+        let full = std::any::type_name::<Self>();
+        let base = full.split('<').next().unwrap_or(full);
+        base.rsplit("::").next().unwrap_or(base).to_string()
+    }
+    /// The state a resumed fit needs (written by `Trainer::save_state` after every epoch,
+    /// once the callbacks have seen it, and handed to `load_state` by `Trainer::resume`), or
+    /// None for a callback without state.
+    fn state(&self) -> Option<serde_json::Value> {
+        None
+    }
+    /// Takes back what `state` returned; an error refuses the resume.
+    fn load_state(&mut self, _state: &serde_json::Value) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// `v` as JSON for a callback's state: a string holding the float (exact both ways), or null.
+pub fn f64_json(v: Option<f64>) -> serde_json::Value {
+    match v {
+        Some(v) => serde_json::Value::String(format!("{v:?}")),
+        None => serde_json::Value::Null,
+    }
+}
+
+/// The float `f64_json` wrote under `key` of `state` (None for null).
+pub fn json_f64(state: &serde_json::Value, key: &str) -> Result<Option<f64>, String> {
+    match state.get(key) {
+        Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => s.parse().map(Some).map_err(|e| format!("{key}: {s:?}: {e}")),
+        other => Err(format!("{key}: a float written as a string or null is required, found {other:?}")),
+    }
+}
+
+/// The count under `key` of `state` (None for null).
+fn json_count(state: &serde_json::Value, key: &str) -> Result<Option<usize>, String> {
+    match state.get(key) {
+        Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| format!("{key}: a count is required, found {v}")),
+        None => Err(format!("{key} is missing")),
+    }
 }
 
 /// A quantity to watch: lower validation loss or higher validation accuracy is better
@@ -160,8 +206,8 @@ impl Trainer {
         self
     }
 
-    /// Writes the fit's state to `path` after every epoch (`resume::save`), before the
-    /// callbacks see the epoch.
+    /// Writes the fit's state to `path` after every epoch (`resume::save`), after the
+    /// callbacks have seen the epoch (so their state includes it).
     pub fn save_state(mut self, path: impl Into<PathBuf>) -> Trainer {
         self.save_state = Some(path.into());
         self
@@ -169,7 +215,9 @@ impl Trainer {
 
     /// Starts the fit from the state in `path` (`resume::load`): the model's weights, the
     /// optimizer's state, the epoch to go on with and the step count (which the schedule
-    /// follows). Give the same `max_epochs`, schedule, data and seed as the fit that wrote it.
+    /// follows), the grad scaler's state and the stateful callbacks' states. Give the same
+    /// `max_epochs`, schedule, data, seed, scaler and stateful callbacks as the fit that wrote
+    /// it (other stateful callbacks, or a scaler present in only one of the fits, are refused).
     pub fn resume(mut self, path: impl Into<PathBuf>) -> Trainer {
         self.resume = Some(path.into());
         self
@@ -208,6 +256,11 @@ impl Trainer {
         self
     }
 
+    /// The callbacks, in the order they were added (their `state()` after a fit).
+    pub fn callbacks(&self) -> &[Box<dyn Callback>] {
+        &self.callbacks
+    }
+
     /// Trains `model` with `optim` on `train`, evaluating on `val` after each epoch.
     pub fn fit(
         &mut self,
@@ -218,7 +271,7 @@ impl Trainer {
     ) -> Result<FitReport, TrainError> {
         let mut opt = optim.optimizer(&model.vs);
         let start = match &self.resume {
-            Some(path) => resume::load(path, &model.vs, &mut opt)?,
+            Some(path) => resume::load(path, &model.vs, &mut opt, self.scaler.as_mut(), &mut self.callbacks)?,
             None => Progress { epoch: 0, step: 0 },
         };
         for c in &mut self.callbacks {
@@ -292,12 +345,14 @@ impl Trainer {
                 None => (None, None),
             };
             let m = EpochMetrics { epoch, train_loss: sum / n.max(1) as f64, val_loss, val_accuracy, lr };
-            if let Some(path) = &self.save_state {
-                resume::save(path, &model.vs, &opt, Progress { epoch: epoch + 1, step })?;
-            }
             let mut stop = false;
             for c in &mut self.callbacks {
                 stop |= c.on_epoch_end(&m, model)? == Control::Stop;
+            }
+            if let Some(path) = &self.save_state {
+                let progress = Progress { epoch: epoch + 1, step };
+                let states = resume::callback_states(&self.callbacks);
+                resume::save(path, &model.vs, &opt, progress, self.scaler.as_ref(), &states)?;
             }
             history.push(m);
             if stop {
@@ -386,6 +441,16 @@ impl EarlyStopping {
     pub fn new(monitor: Monitor, patience: usize, min_delta: f64) -> EarlyStopping {
         EarlyStopping { monitor, patience, min_delta, best: None, waited: 0 }
     }
+
+    /// The best value seen so far.
+    pub fn best(&self) -> Option<f64> {
+        self.best
+    }
+
+    /// Epochs since the last improvement.
+    pub fn waited(&self) -> usize {
+        self.waited
+    }
 }
 
 impl Callback for EarlyStopping {
@@ -398,6 +463,15 @@ impl Callback for EarlyStopping {
         }
         self.waited += 1;
         Ok(if self.waited >= self.patience { Control::Stop } else { Control::Continue })
+    }
+    fn state(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({ "best": f64_json(self.best), "waited": self.waited }))
+    }
+    fn load_state(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        let best = json_f64(state, "best")?;
+        let waited = json_count(state, "waited")?.ok_or("waited: a count is required, found null")?;
+        (self.best, self.waited) = (best, waited);
+        Ok(())
     }
 }
 
@@ -444,6 +518,17 @@ impl Callback for ModelCheckpoint {
             *self.best_epoch.lock().unwrap() = Some(m.epoch);
         }
         Ok(Control::Continue)
+    }
+    fn state(&self) -> Option<serde_json::Value> {
+        let best_epoch = *self.best_epoch.lock().unwrap();
+        Some(serde_json::json!({ "best": f64_json(self.best), "best_epoch": best_epoch }))
+    }
+    fn load_state(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        let best = json_f64(state, "best")?;
+        let best_epoch = json_count(state, "best_epoch")?;
+        self.best = best;
+        *self.best_epoch.lock().unwrap() = best_epoch;
+        Ok(())
     }
 }
 

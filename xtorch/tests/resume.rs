@@ -1,7 +1,10 @@
 //! Resuming a fit: 2 epochs in one fit give the same weights, bit for bit, as 1 epoch saved
 //! with `save_state` and 1 more resumed from the file into a model built from another seed
 //! (dropout, a warm-up + cosine schedule, clipping, shuffled batches, AdamW or SGD with
-//! Nesterov momentum); xtorch's optimizer against libtorch's; refused state files.
+//! Nesterov momentum); xtorch's optimizer against libtorch's; refused state files. An fp16 fit
+//! with a GradScaler and EarlyStopping interrupted after 2 epochs and resumed equals the
+//! uninterrupted fit: weights bit for bit, the scaler's scale and counters, early stopping's
+//! best value and wait counter (so it stops at the same epoch), the checkpoint callback's best.
 mod common;
 use std::collections::BTreeMap;
 use xtorch::checkpoint::CheckpointError;
@@ -11,7 +14,8 @@ use xtorch::model::Model;
 use xtorch::modules::mlp;
 use xtorch::optim::Optim;
 use xtorch::sched::LrSchedule;
-use xtorch::trainer::{Callback, Control, EpochMetrics, TrainError, Trainer};
+use xtorch::trainer::{Callback, Control, EarlyStopping, EpochMetrics, ModelCheckpoint, Monitor, TrainError, Trainer};
+use xtorch::{amp::Precision, gradscaler::GradScaler};
 
 /// Every variable's bits, by name.
 fn bits(m: &Model) -> BTreeMap<String, Vec<u32>> {
@@ -151,4 +155,106 @@ fn a_state_of_another_optimizer_or_model_is_refused_with_the_key_and_nothing_cha
     let m = model(1);
     let r = Trainer::new(2).resume(&state).fit(&m, &sgd, &loader(), None).unwrap();
     assert_eq!(r.history.iter().map(|h| h.epoch).collect::<Vec<_>>(), [1]);
+}
+
+/// Stops the fit after epoch `n - 1` (an interrupted run); it keeps no state, so the resumed
+/// fit may have another one.
+struct StopAt(usize);
+impl Callback for StopAt {
+    fn on_epoch_end(&mut self, m: &EpochMetrics, _: &Model) -> Result<Control, TrainError> {
+        Ok(if m.epoch + 1 == self.0 { Control::Stop } else { Control::Continue })
+    }
+}
+
+/// fp16 with a GradScaler that starts at 2^24 (the first steps' gradients overflow: it backs
+/// off) and grows every 7 good steps (it overflows again, and so on); early stopping on the
+/// training loss with a min_delta no epoch beats (best = epoch 0's loss, then it waits 1, 2,
+/// 3 and stops after epoch 3 of 6); a checkpoint of the best loss; dropout; a cosine schedule.
+fn fp16_trainer(dir: &std::path::Path, stop_at: usize) -> Trainer {
+    Trainer::new(6)
+        .seed(9)
+        .schedule(LrSchedule::Cosine { min_lr: 1e-4 }, 8)
+        .clip_grad_norm(1.0)
+        .precision(Precision::F16)
+        .grad_scaler(GradScaler::new(16777216.0, 7))
+        .callback(EarlyStopping::new(Monitor::ValLoss, 3, 10.0))
+        .callback(ModelCheckpoint::new(dir, Monitor::ValLoss))
+        .callback(StopAt(stop_at))
+}
+
+fn scaler_state(t: &Trainer) -> (f64, usize, usize) {
+    let s = t.scaler().unwrap();
+    (s.scale, s.good_steps, s.skipped)
+}
+
+#[test]
+fn a_resumed_fit_keeps_the_grad_scalers_and_the_callbacks_state() {
+    let _serial = common::serial();
+    let optim = Optim::adamw(3e-3);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.safetensors");
+
+    // 4 epochs uninterrupted: early stopping ends the fit after epoch 3
+    let whole = model(0);
+    let mut full_trainer = fp16_trainer(&dir.path().join("full"), usize::MAX);
+    let full = full_trainer.fit(&whole, &optim, &loader(), None).unwrap();
+    assert!(full.stopped_early);
+    assert_eq!(full.history.iter().map(|h| h.epoch).collect::<Vec<_>>(), [0, 1, 2, 3]);
+
+    // 2 epochs, interrupted, then resumed into a model of other weights
+    let first = model(0);
+    let mut interrupted = fp16_trainer(&dir.path().join("first"), 2).save_state(&state);
+    let r = interrupted.fit(&first, &optim, &loader(), None).unwrap();
+    assert_eq!(r.history.len(), 2);
+    let (scale, good, skipped) = scaler_state(&interrupted);
+    eprintln!("after 2 epochs: scale {scale}, {good} good steps since it last changed, {skipped} skipped steps");
+    assert!(skipped > 0 && scale != 16777216.0 && good > 0, "the scaler's state is not the initial one");
+    let resumed = model(123);
+    let mut rest_trainer = fp16_trainer(&dir.path().join("rest"), usize::MAX).resume(&state);
+    let rest = rest_trainer.fit(&resumed, &optim, &loader(), None).unwrap();
+
+    // the resumed fit stops where the uninterrupted one stopped: early stopping remembered
+    // epoch 0's best and that epoch 1 did not beat it (a fresh one would take epoch 2's loss
+    // as its best and stop after epoch 5)
+    assert!(rest.stopped_early);
+    assert_eq!(rest.history, full.history[2..], "epochs 2 and 3");
+    assert_eq!(bits(&resumed), bits(&whole), "weights after 2 + resumed 2 epochs vs 4 epochs");
+    assert_eq!(scaler_state(&rest_trainer), scaler_state(&full_trainer), "scale, good steps, skipped steps");
+    let states = |t: &Trainer| t.callbacks().iter().map(|c| c.state()).collect::<Vec<_>>();
+    assert_eq!(states(&rest_trainer), states(&full_trainer));
+    let es = full_trainer.callbacks()[0].state().unwrap();
+    eprintln!("early stopping after 4 epochs, uninterrupted and resumed: {es}");
+    assert_eq!(es["waited"], 3);
+    assert_eq!(xtorch::trainer::json_f64(&es, "best").unwrap(), Some(full.history[0].train_loss));
+    assert!(states(&rest_trainer)[1].as_ref().unwrap()["best_epoch"].is_u64(), "the checkpoint's best epoch");
+    assert_eq!(rest_trainer.callbacks()[1].name(), "ModelCheckpoint");
+    eprintln!(
+        "fp16 + GradScaler + EarlyStopping: 2 + resumed 2 epochs = 4 epochs bit for bit, scale {} ({} skipped)",
+        scaler_state(&full_trainer).0,
+        scaler_state(&full_trainer).2
+    );
+
+    // a resume with other stateful callbacks, or without the scaler, is refused; the model
+    // stays as it is
+    let other = model(7);
+    let before = bits(&other);
+    let refused = |t: Trainer| match t.resume(&state).fit(&other, &optim, &loader(), None).unwrap_err() {
+        TrainError::Checkpoint(e) => e.to_string(),
+        e => panic!("{e}"),
+    };
+    let no_es = Trainer::new(6)
+        .seed(9)
+        .precision(Precision::F16)
+        .grad_scaler(GradScaler::new(16777216.0, 7))
+        .callback(ModelCheckpoint::new(dir.path().join("x"), Monitor::ValLoss));
+    let e = refused(no_es);
+    eprintln!("{e}");
+    assert!(e.contains("callback.0.EarlyStopping") && e.contains("callback.0.ModelCheckpoint"), "{e}");
+    let no_scaler = Trainer::new(6)
+        .seed(9)
+        .callback(EarlyStopping::new(Monitor::ValLoss, 3, 10.0))
+        .callback(ModelCheckpoint::new(dir.path().join("y"), Monitor::ValLoss));
+    let e = refused(no_scaler);
+    assert!(e.contains("key scaler.good_steps is not in the model"), "{e}");
+    assert_eq!(bits(&other), before, "the model is left unchanged");
 }
