@@ -41,7 +41,8 @@ pub struct Args {
     /// One JSON object per image instead of text.
     #[arg(long)]
     json: bool,
-    /// Write each image with its boxes or mask drawn (PNG) into this folder.
+    /// Write each image with its boxes or mask drawn (PNG) into this folder; `segment` also
+    /// writes each mask's classes as a 16-bit grayscale PNG (`NNN_stem.mask.png`).
     #[arg(long)]
     out: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "interp")]
@@ -92,7 +93,7 @@ pub fn zoo(a: Args) -> anyhow::Result<()> {
     let decoded: Vec<Result<Picture, ZooError>> = a.images.iter().map(|p| Picture::open(p, max_pixels)).collect();
     let good: Vec<Picture> = decoded.iter().filter_map(|d| d.as_ref().ok().cloned()).collect();
     // per image, in the order given: its text line, its JSON fields and its drawing
-    let mut results: Vec<(String, Value, Option<image::RgbImage>)> = vec![];
+    let mut results: Vec<(String, Value, Option<image::RgbImage>, Option<xforge_zoo::Mask>)> = vec![];
     match &mut w {
         Wrapper::Classifier(c) => {
             for classes in c.classify(&good)? {
@@ -102,7 +103,7 @@ pub fn zoo(a: Args) -> anyhow::Result<()> {
                     .iter()
                     .map(|k| json!({"index": k.index, "label": label(&k.label, k.index), "score": k.score}))
                     .collect();
-                results.push((text.join(", "), json!({ "classes": items }), None));
+                results.push((text.join(", "), json!({ "classes": items }), None, None));
             }
         }
         Wrapper::Detector(d) => {
@@ -119,7 +120,7 @@ pub fn zoo(a: Args) -> anyhow::Result<()> {
                     .map(|k| json!({"class": k.class, "label": label(&k.label, k.class), "score": k.score, "box": k.bbox}))
                     .collect();
                 let line = format!("{} detections: {}", dets.len(), text.join("; "));
-                results.push((line, json!({ "detections": items }), Some(draw::boxes(p, dets))));
+                results.push((line, json!({ "detections": items }), Some(draw::boxes(p, dets)), None));
             }
         }
         Wrapper::Segmenter(s) => {
@@ -142,7 +143,7 @@ pub fn zoo(a: Args) -> anyhow::Result<()> {
                     counts.iter().map(|(c, n)| json!({"class": c, "label": name(*c), "pixels": n})).collect();
                 let line = format!("{}×{} mask: {}", m.width, m.height, text.join(", "));
                 let fields = json!({"width": m.width, "height": m.height, "classes": items});
-                results.push((line, fields, Some(draw::mask(p, m))));
+                results.push((line, fields, Some(draw::mask(p, m)), Some(m.clone())));
             }
         }
     }
@@ -150,11 +151,11 @@ pub fn zoo(a: Args) -> anyhow::Result<()> {
     let mut failed = 0;
     for (k, (path, d)) in a.images.iter().zip(&decoded).enumerate() {
         let shown = path.display().to_string();
-        let (line, mut fields, picture) = match d {
+        let (line, mut fields, picture, mask) = match d {
             Ok(_) => results.next().expect("one result per decoded image"),
             Err(e) => {
                 failed += 1;
-                (format!("error: {e}"), json!({ "error": e.to_string() }), None)
+                (format!("error: {e}"), json!({ "error": e.to_string() }), None, None)
             }
         };
         if a.json {
@@ -165,6 +166,9 @@ pub fn zoo(a: Args) -> anyhow::Result<()> {
         }
         if let (Some(dir), Some(img)) = (&a.out, picture) {
             draw::save_png(&img, &drawn_path(dir, path, k))?;
+        }
+        if let (Some(dir), Some(m)) = (&a.out, mask) {
+            draw::save_mask(&m, &drawn_path(dir, path, k).with_extension("mask.png"))?;
         }
     }
     if failed > 0 {

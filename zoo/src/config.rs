@@ -14,6 +14,10 @@ pub enum Fit {
     Stretch,
     /// One scale for both axes, the rest padded evenly on both sides (YOLO's letterbox).
     Letterbox,
+    /// The shorter side resized to `resize` (the longer one in proportion, rounded down), then
+    /// the centre `input_size` cut out (torchvision's `Resize(256)` + `CenterCrop(224)`, the
+    /// crop's offset rounded half to even as Python's `round`).
+    Crop,
 }
 
 /// The model input's layout.
@@ -45,6 +49,10 @@ pub enum Head {
         /// Outputs by name: (boxes, logits); default the first two.
         #[serde(default)]
         outputs: Option<[String; 2]>,
+        /// Decoded boxes clipped to the model input before the NMS (torchvision's SSD and
+        /// RetinaNet `postprocess_detections`); otherwise only the final boxes are clipped.
+        #[serde(default)]
+        clip: bool,
     },
 }
 
@@ -74,6 +82,9 @@ pub struct TaskConfig {
     pub fit: Fit,
     /// The letterbox's padding value, in pixels (0–255).
     pub pad_value: f32,
+    /// `fit = "crop"`: the length the shorter side is resized to before the centre crop
+    /// (default: the input's longer side, so nothing but the longer axis is cut).
+    pub resize: Option<usize>,
     /// The largest image taken as is [height, width]: the compiled graph's canvas. Larger
     /// images are shrunk on the CPU first (their results still in their own pixels).
     pub max_image_size: [usize; 2],
@@ -109,6 +120,7 @@ impl Default for TaskConfig {
             layout: Layout::Nchw,
             fit: Fit::Stretch,
             pad_value: 114.0,
+            resize: None,
             max_image_size: [1024, 1024],
             max_decoded_pixels: 64 << 20,
             labels: None,
@@ -171,6 +183,14 @@ impl TaskConfig {
         }
         if let Some(i) = self.mean.iter().position(|m| !m.is_finite()) {
             return bad("mean", format!("entry {i} is not finite"));
+        }
+        if let Some(r) = self.resize {
+            if r < h.max(w) || r > 8192 {
+                return bad("resize", format!("{r} must be within {}..=8192 (the crop is {h}×{w})", h.max(w)));
+            }
+            if self.fit != Fit::Crop {
+                return bad("resize", "only fit = \"crop\" resizes the shorter side".into());
+            }
         }
         if !(0.0..=255.0).contains(&self.pad_value) {
             return bad("pad_value", format!("{} is not a pixel value", self.pad_value));

@@ -91,6 +91,7 @@ fn anchored(
     anchors: &Path,
     weights: [f32; 4],
     scores: ScoreFn,
+    clip: Option<[usize; 2]>,
 ) -> Result<Candidates, ZooError> {
     let bytes = std::fs::read(anchors).map_err(|e| ZooError::file(anchors, e))?;
     let t = xforge_ir::npy::from_bytes(&bytes)
@@ -138,7 +139,14 @@ fn anchored(
     let half = a.mul(wh, half);
     let lo = a.sub(centre, half);
     let hi = a.add(centre, half);
-    let boxes = corners(a, lo, hi);
+    let mut boxes = corners(a, lo, hi);
+    // torchvision's SSD and RetinaNet clip the decoded boxes to the input before their NMS
+    if let Some([h, w]) = clip {
+        let zero = a.f32s(&[], vec![0.0]);
+        let limit = a.f32s(&[4], vec![w as f32, h as f32, w as f32, h as f32]);
+        let b = a.max(boxes, zero);
+        boxes = a.min(b, limit);
+    }
     let l = a.cast(logits, DType::F32);
     let (p, class_offset) = match scores {
         ScoreFn::Softmax => {
@@ -173,12 +181,12 @@ impl Detector {
         let mut a = Appender::new(&mut g, "zoo_post");
         let c = match &config.head {
             Head::Yolo => yolo(&mut a, first(0)?)?,
-            Head::Anchors { anchors, weights, scores, outputs: names } => {
+            Head::Anchors { anchors, weights, scores, outputs: names, clip } => {
                 let (d, l) = match names {
                     Some([d, l]) => (output_named(a.graph, d)?, output_named(a.graph, l)?),
                     None => (first(0)?, first(1)?),
                 };
-                anchored(&mut a, d, l, anchors, *weights, *scores)?
+                anchored(&mut a, d, l, anchors, *weights, *scores, clip.then_some(config.input_size))?
             }
         };
         let labels = config.labels_for(c.classes)?;

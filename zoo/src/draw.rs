@@ -63,8 +63,20 @@ pub fn mask(p: &Picture, m: &Mask) -> RgbImage {
     img
 }
 
+/// Writes a mask's classes as a 16-bit grayscale PNG at `path` (classes over 65535 saturate).
+pub fn save_mask(m: &Mask, path: &Path) -> Result<(), ZooError> {
+    let px: Vec<u16> = m.classes.iter().map(|&c| c.min(u16::MAX as u32) as u16).collect();
+    let img = image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_raw(m.width as u32, m.height as u32, px)
+        .expect("a mask holds width × height classes");
+    save(&image::DynamicImage::ImageLuma16(img), path)
+}
+
 /// Writes `img` as PNG at `path`, whole or not at all.
 pub fn save_png(img: &RgbImage, path: &Path) -> Result<(), ZooError> {
+    save(&image::DynamicImage::ImageRgb8(img.clone()), path)
+}
+
+fn save(img: &image::DynamicImage, path: &Path) -> Result<(), ZooError> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| ZooError::file(dir, e))?;
     let failed = |why: String| ZooError::File { path: path.display().to_string(), why };

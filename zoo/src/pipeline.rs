@@ -88,6 +88,21 @@ pub fn prepend(g: &mut Graph, cfg: &TaskConfig) -> Result<(Vec<Node>, Geometry),
             let shift = a.sub(zero, back);
             (Geometry { scale, shift }, Some((offset, fitted)))
         }
+        Fit::Crop => {
+            // torchvision: new = (r, ⌊r·long/short⌋), top-left = round((new − size) / 2)
+            let r = cfg.resize.unwrap_or(h.max(w)) as f32;
+            let short = a.reduce(Op::ReduceMin, extent, &[1]);
+            let r = a.f32s(&[], vec![r]);
+            let long = a.mul(extent, r);
+            let new = a.div(long, short);
+            let new = a.op(Op::Floor, &[new], vec![]);
+            let scale = a.div(extent, new);
+            let spare = a.sub(new, size);
+            let half = a.f32s(&[], vec![0.5]);
+            let top = a.mul(spare, half);
+            let top = a.op(Op::Round, &[top], vec![]);
+            (Geometry { scale, shift: a.mul(top, scale) }, None)
+        }
     };
     let mut x = bilinear(&mut a, pixels, [ch, cw, 3], [h, w], geo, extent);
     if let Some((offset, fitted)) = content {

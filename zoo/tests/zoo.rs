@@ -41,6 +41,15 @@ fn host_geometry(p: &Picture, c: &TaskConfig) -> (f64, f64, f64, f64) {
             let s = (h / hh as f64).max(w / ww as f64);
             (s, s, (hh as f64 - h / s) / 2.0, (ww as f64 - w / s) / 2.0)
         }
+        Fit::Crop => {
+            // torchvision: the shorter side to `resize`, the longer ⌊resize·long/short⌋, then
+            // the centre cut out at round((new − crop) / 2), ties to even (Python's round)
+            let r = c.resize.unwrap_or(hh.max(ww)) as f64;
+            let short = h.min(w);
+            let (nh, nw) = ((r * h / short).floor(), (r * w / short).floor());
+            let (top, left) = (((nh - hh as f64) / 2.0).round_ties_even(), ((nw - ww as f64) / 2.0).round_ties_even());
+            (h / nh, w / nw, -top, -left)
+        }
     }
 }
 
@@ -136,6 +145,37 @@ fn letterboxed_and_shrunk_pictures_match_the_host() {
 }
 
 /// Bilinear upsampling of [classes, lh, lw] logits to an h×w image, then the argmax.
+#[test]
+fn centre_cropped_pictures_match_torchvision_resize_and_crop() {
+    let model = repo_model("batch/classifier.onnx");
+    // the shorter side to 20, the centre 16×16 cut out (odd spare pixels: ties to even)
+    let config = TaskConfig {
+        input_size: [16, 16],
+        fit: Fit::Crop,
+        resize: Some(20),
+        softmax: false,
+        top_k: 10,
+        ..TaskConfig::default()
+    };
+    let mut c = Classifier::new(&model, config.clone(), Device::Interpreter).unwrap();
+    for (i, &(w, h)) in sizes().iter().chain(&[(24, 19), (19, 27)]).enumerate() {
+        let p = picture(w, h, 60 + i as u64);
+        let got = &c.classify(std::slice::from_ref(&p)).unwrap()[0];
+        let probs = host_run(&model, &p, &config)[0].to_f64();
+        for k in got {
+            assert!((k.score as f64 - probs[k.index]).abs() < 1e-5, "{w}×{h}: {} vs {}", k.score, probs[k.index]);
+        }
+    }
+    // 24×19 → 25×20: 9 spare columns, the crop starts at round(4.5) = 4 (ties to even), the
+    // column torchvision's CenterCrop starts at
+    let (_, sx, oy, ox) = host_geometry(&picture(24, 19, 9), &config);
+    assert_eq!((sx, oy, ox), (24.0 / 25.0, -2.0, -4.0));
+    let short = TaskConfig { resize: Some(12), ..config.clone() };
+    assert!(matches!(short.check(), Err(xforge_zoo::ZooError::Config(m)) if m.starts_with("resize")));
+    let wrong = TaskConfig { fit: Fit::Stretch, ..config };
+    assert!(matches!(wrong.check(), Err(xforge_zoo::ZooError::Config(m)) if m.starts_with("resize")));
+}
+
 fn host_mask(logits: &[f64], [classes, lh, lw]: [usize; 3], h: usize, w: usize) -> Vec<u32> {
     let mut out = vec![];
     for y in 0..h {
@@ -273,58 +313,71 @@ fn yolo_detections_match_host_decoding_and_nms() {
 fn anchor_detections_match_host_box_decoding_and_nms() {
     let model = models().join("ssd.onnx");
     let anchors_path = models().join("anchors.npy");
-    let config = TaskConfig {
-        input_size: [32, 32],
-        max_image_size: [80, 80],
-        head: Head::Anchors {
-            anchors: anchors_path.clone(),
-            weights: [10.0, 10.0, 5.0, 5.0],
-            scores: ScoreFn::Softmax,
-            outputs: None,
-        },
-        score_threshold: 0.4,
-        iou_threshold: 0.4,
-        max_detections: 10,
-        max_per_class: 5,
-        labels: Some(vec!["background".into(), "a".into(), "b".into(), "c".into()]),
-        ..TaskConfig::default()
-    };
-    let mut d = Detector::new(&model, config.clone(), Device::Interpreter).unwrap();
-    let anchors = xforge_ir::npy::from_bytes(&std::fs::read(&anchors_path).unwrap()).unwrap().to_f64();
-    let pictures: Vec<Picture> = sizes().iter().enumerate().map(|(i, &(w, h))| picture(w, h, 40 + i as u64)).collect();
-    let got = d.detect(&pictures).unwrap();
-    for (p, dets) in pictures.iter().zip(&got) {
-        let outs = host_run(&model, p, &config);
-        let (reg, cls) = (outs[0].to_f64(), outs[1].to_f64()); // [1, 64, 4] each
-        let boxes: Vec<[f64; 4]> = (0..64)
-            .map(|i| {
-                let an = &anchors[4 * i..4 * i + 4];
-                let (aw, ah) = (an[2] - an[0], an[3] - an[1]);
-                let (acx, acy) = (an[0] + aw / 2.0, an[1] + ah / 2.0);
-                let d = &reg[4 * i..4 * i + 4];
-                let clamp = (1000.0f64 / 16.0).ln();
-                let (cx, cy) = (d[0] / 10.0 * aw + acx, d[1] / 10.0 * ah + acy);
-                let (w, h) = ((d[2] / 5.0).min(clamp).exp() * aw, (d[3] / 5.0).min(clamp).exp() * ah);
-                [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0]
-            })
-            .collect();
-        let probs: Vec<Vec<f64>> = (0..64)
-            .map(|i| {
-                let l = &cls[4 * i..4 * i + 4];
-                let m = l.iter().cloned().fold(f64::MIN, f64::max);
-                let e: Vec<f64> = l.iter().map(|v| (v - m).exp()).collect();
-                let s: f64 = e.iter().sum();
-                e.iter().map(|v| v / s).collect()
-            })
-            .collect();
-        let scores: Vec<Vec<f64>> = (1..4).map(|c| (0..64).map(|i| probs[i][c]).collect()).collect();
-        let want: Vec<_> = host_nms(&boxes, &scores, &config, config.max_detections)
-            .into_iter()
-            .map(|(c, s, b)| (c + 1, s, to_picture(b, p, &config)))
-            .collect();
-        assert_same_detections(dets, &want, &format!("{}×{}", p.width, p.height));
-        assert!(dets.iter().all(|d| d.label.as_deref() == Some(["background", "a", "b", "c"][d.class])));
+    // clip: the decoded boxes clipped to the 32×32 input before the NMS (torchvision's way)
+    let mut outside = 0;
+    for clip in [false, true] {
+        let config = TaskConfig {
+            input_size: [32, 32],
+            max_image_size: [80, 80],
+            head: Head::Anchors {
+                anchors: anchors_path.clone(),
+                weights: [10.0, 10.0, 5.0, 5.0],
+                scores: ScoreFn::Softmax,
+                outputs: None,
+                clip,
+            },
+            score_threshold: 0.4,
+            iou_threshold: 0.4,
+            max_detections: 10,
+            max_per_class: 5,
+            labels: Some(vec!["background".into(), "a".into(), "b".into(), "c".into()]),
+            ..TaskConfig::default()
+        };
+        let mut d = Detector::new(&model, config.clone(), Device::Interpreter).unwrap();
+        let anchors = xforge_ir::npy::from_bytes(&std::fs::read(&anchors_path).unwrap()).unwrap().to_f64();
+        let pictures: Vec<Picture> =
+            sizes().iter().enumerate().map(|(i, &(w, h))| picture(w, h, 40 + i as u64)).collect();
+        let got = d.detect(&pictures).unwrap();
+        for (p, dets) in pictures.iter().zip(&got) {
+            let outs = host_run(&model, p, &config);
+            let (reg, cls) = (outs[0].to_f64(), outs[1].to_f64()); // [1, 64, 4] each
+            let boxes: Vec<[f64; 4]> = (0..64)
+                .map(|i| {
+                    let an = &anchors[4 * i..4 * i + 4];
+                    let (aw, ah) = (an[2] - an[0], an[3] - an[1]);
+                    let (acx, acy) = (an[0] + aw / 2.0, an[1] + ah / 2.0);
+                    let d = &reg[4 * i..4 * i + 4];
+                    let clamp = (1000.0f64 / 16.0).ln();
+                    let (cx, cy) = (d[0] / 10.0 * aw + acx, d[1] / 10.0 * ah + acy);
+                    let (w, h) = ((d[2] / 5.0).min(clamp).exp() * aw, (d[3] / 5.0).min(clamp).exp() * ah);
+                    let b = [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0];
+                    outside += b.iter().any(|&v| !(0.0..=32.0).contains(&v)) as usize;
+                    if clip {
+                        b.map(|v| v.clamp(0.0, 32.0))
+                    } else {
+                        b
+                    }
+                })
+                .collect();
+            let probs: Vec<Vec<f64>> = (0..64)
+                .map(|i| {
+                    let l = &cls[4 * i..4 * i + 4];
+                    let m = l.iter().cloned().fold(f64::MIN, f64::max);
+                    let e: Vec<f64> = l.iter().map(|v| (v - m).exp()).collect();
+                    let s: f64 = e.iter().sum();
+                    e.iter().map(|v| v / s).collect()
+                })
+                .collect();
+            let scores: Vec<Vec<f64>> = (1..4).map(|c| (0..64).map(|i| probs[i][c]).collect()).collect();
+            let want: Vec<_> = host_nms(&boxes, &scores, &config, config.max_detections)
+                .into_iter()
+                .map(|(c, s, b)| (c + 1, s, to_picture(b, p, &config)))
+                .collect();
+            assert_same_detections(dets, &want, &format!("clip {clip} {}×{}", p.width, p.height));
+            assert!(dets.iter().all(|d| d.label.as_deref() == Some(["background", "a", "b", "c"][d.class])));
+        }
     }
+    assert!(outside > 0, "no decoded box reaches outside the input: clipping is untested");
 }
 
 #[test]
@@ -397,7 +450,13 @@ fn task_graphs(canvas: usize) -> Vec<(&'static str, xforge_ir::Graph)> {
     let anchors = models().join("anchors.npy");
     let small = TaskConfig { input_size: [32, 32], max_image_size: [canvas, canvas], ..TaskConfig::default() };
     let ssd = TaskConfig {
-        head: Head::Anchors { anchors, weights: [10.0, 10.0, 5.0, 5.0], scores: ScoreFn::Softmax, outputs: None },
+        head: Head::Anchors {
+            anchors,
+            weights: [10.0, 10.0, 5.0, 5.0],
+            scores: ScoreFn::Softmax,
+            outputs: None,
+            clip: false,
+        },
         score_threshold: 0.4,
         ..small.clone()
     };
