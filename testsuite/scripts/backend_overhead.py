@@ -103,6 +103,28 @@ def main():
             for k, fn in {"backend closure run(*args)": lambda: run(*args), "compiled module f(x)": lambda: f(xh)}.items():
                 ev = median_ms(fn, runs=200, warmup=20)
                 print(f"  {k:32s} event-timed {ev:.3f} ms, host {host_us(fn):7.1f} us per call", flush=True)
+            # what dynamo's own settings change: guards on the modules dropped (the user's
+            # option), and modules traced as attributes (parameters not graph inputs)
+            variants = {
+                "f(x), guards on modules skipped": lambda: torch.compile(
+                    mh, backend=xforge_backend,
+                    options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}),
+                "f(x), inline_inbuilt_nn_modules off": lambda: torch.compile(mh, backend=xforge_backend),
+            }
+            for k, make in variants.items():
+                torch._dynamo.reset()
+                old = torch._dynamo.config.inline_inbuilt_nn_modules
+                torch._dynamo.config.inline_inbuilt_nn_modules = "inline" not in k
+                try:
+                    g = make()
+                    g(xh)
+                    fn = lambda: g(xh)  # noqa: E731
+                    ev = median_ms(fn, runs=200, warmup=20)
+                    print(f"  {k:32s} event-timed {ev:.3f} ms, host {host_us(fn):7.1f} us per call", flush=True)
+                except Exception as e:  # noqa: BLE001 - a variant dynamo refuses is reported, not fatal
+                    print(f"  {k:32s} failed: {type(e).__name__}: {e}", flush=True)
+                finally:
+                    torch._dynamo.config.inline_inbuilt_nn_modules = old
         side = torch.cuda.Stream()
         with torch.cuda.stream(side):
             sc = side.cuda_stream

@@ -8,8 +8,13 @@
 //! other ops (norms, softmax, activations, pooling, the loss) run in f32, where autocast would
 //! run the elementwise ones in the reduced type. Gradients flow through the casts to the f32
 //! master weights. The setting is per thread.
+//!
+//! On a CUDA device `autocast_on` hands the reduced precision to libtorch's own CUDA autocast
+//! instead (its dtype set to bf16 or fp16), which keeps activations in the reduced type
+//! through norms, activations and pooling as PyTorch's `torch.autocast` does: half the
+//! activation traffic, no widening casts between layers.
 use std::cell::Cell;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// The compute type of the matmul-class layers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -48,6 +53,41 @@ pub fn autocast<T>(precision: Precision, f: impl FnOnce() -> T) -> T {
     }
     let _restore = Restore(COMPUTE.with(|c| c.replace(precision)));
     f()
+}
+
+/// `autocast(precision, f)` for a model on `device`: on a CUDA device with a reduced
+/// precision, libtorch's CUDA autocast in that type (the layers' own casting off), elsewhere
+/// xtorch's casting. The caller widens what it needs in f32 (the loss reads f32 logits).
+pub fn autocast_on<T>(device: Device, precision: Precision, f: impl FnOnce() -> T) -> T {
+    match (device.is_cuda(), precision.kind()) {
+        (true, Some(kind)) => {
+            libtorch::set_cuda_autocast_dtype(kind);
+            tch::autocast(true, || autocast(Precision::F32, f))
+        }
+        _ => autocast(precision, f),
+    }
+}
+
+/// The one libtorch call tch does not expose: the reduced type of CUDA autocast (fp16 unless set).
+mod libtorch {
+    use tch::Kind;
+
+    extern "C" {
+        // at::autocast::set_autocast_dtype(c10::DeviceType, c10::ScalarType), in libtorch_cpu;
+        // both enums are int8_t-backed, passed as C passes an int8_t
+        #[link_name = "_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE"]
+        fn set_autocast_dtype(device: i8, dtype: i8);
+    }
+
+    /// c10::DeviceType::CUDA.
+    const CUDA: i8 = 1;
+
+    pub(super) fn set_cuda_autocast_dtype(kind: Kind) {
+        // c10::ScalarType: Half = 5, BFloat16 = 15
+        let dtype = if kind == Kind::BFloat16 { 15 } else { 5 };
+        // SAFETY: a plain setter of libtorch's thread-local autocast state, valid values of both enums
+        unsafe { set_autocast_dtype(CUDA, dtype) }
+    }
 }
 
 /// The precision `autocast` set on this thread.

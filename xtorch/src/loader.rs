@@ -10,7 +10,7 @@ use crate::rng::Rng;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoaderError {
@@ -39,11 +39,22 @@ pub struct LoaderConfig {
     pub workers: usize,
     /// Batches each worker may have ready ahead of the loop.
     pub prefetch: usize,
+    /// Batches in page-locked host memory (built so by the workers, when a CUDA device is
+    /// present), which the `Trainer` copies to the GPU without waiting for it.
+    pub pin_memory: bool,
 }
 
 impl Default for LoaderConfig {
     fn default() -> Self {
-        LoaderConfig { batch_size: 32, shuffle: false, seed: 0, drop_last: false, workers: 2, prefetch: 2 }
+        LoaderConfig {
+            batch_size: 32,
+            shuffle: false,
+            seed: 0,
+            drop_last: false,
+            workers: 2,
+            prefetch: 2,
+            pin_memory: false,
+        }
     }
 }
 
@@ -106,15 +117,17 @@ impl DataLoader {
             let data = self.data.clone();
             let batches = batches.clone();
             let n = self.cfg.workers;
+            let pin = self.cfg.pin_memory;
             let handle = std::thread::Builder::new()
                 .name(format!("xtorch-loader-{w}"))
                 .spawn(move || {
                     for b in (w..batches.len()).step_by(n) {
-                        let r =
-                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| collate(&*data, b, &batches[b])))
-                                .unwrap_or_else(|p| {
-                                    Err(LoaderError::WorkerPanic { batch: b, worker: w, msg: panic_message(&p) })
-                                });
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            batch(&*data, b, &batches[b], pin)
+                        }))
+                        .unwrap_or_else(|p| {
+                            Err(LoaderError::WorkerPanic { batch: b, worker: w, msg: panic_message(&p) })
+                        });
                         let failed = r.is_err();
                         if tx.send(r).is_err() || failed {
                             return; // the epoch was dropped, or this worker's error ends it
@@ -124,7 +137,7 @@ impl DataLoader {
                 .expect("spawning a data loader worker");
             workers.push((rx, Some(handle)));
         }
-        Epoch { data: self.data.clone(), batches, next: 0, workers, failed: false }
+        Epoch { data: self.data.clone(), batches, next: 0, workers, failed: false, pin: self.cfg.pin_memory }
     }
 }
 
@@ -133,6 +146,16 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "(no message)".into())
+}
+
+/// `collate`, then the batch moved to page-locked memory when asked and a GPU is there.
+fn batch(data: &dyn Dataset, b: usize, indices: &[usize], pin: bool) -> Result<Batch, LoaderError> {
+    let batch = collate(data, b, indices)?;
+    if !pin || !tch::Cuda::is_available() {
+        return Ok(batch);
+    }
+    let gpu = Device::Cuda(0);
+    Ok(Batch { inputs: batch.inputs.pin_memory(gpu), targets: batch.targets.pin_memory(gpu) })
 }
 
 /// Stacks the examples at `indices` into one batch.
@@ -167,6 +190,7 @@ pub struct Epoch {
     next: usize,
     workers: Vec<Worker>,
     failed: bool,
+    pin: bool,
 }
 
 impl Iterator for Epoch {
@@ -179,7 +203,7 @@ impl Iterator for Epoch {
         let b = self.next;
         self.next += 1;
         let r = if self.workers.is_empty() {
-            collate(&*self.data, b, &self.batches[b])
+            batch(&*self.data, b, &self.batches[b], self.pin)
         } else {
             let w = b % self.workers.len();
             match self.workers[w].0.recv() {

@@ -23,6 +23,21 @@ impl Model {
         self.vs.device()
     }
 
+    /// Stores every 4-D parameter (the convolutions' weights) with channels-last strides
+    /// (NHWC in memory, still indexed NCHW). libtorch then runs each convolution, its
+    /// batch norm and their gradients in NHWC, the layout cuDNN's tensor-core kernels read
+    /// directly; on the CPU it changes only the memory order. Values are unchanged.
+    pub fn to_channels_last(&self) {
+        tch::no_grad(|| {
+            for mut t in self.vs.trainable_variables() {
+                if t.dim() == 4 {
+                    let nhwc = t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
+                    t.set_data(&nhwc);
+                }
+            }
+        })
+    }
+
     /// The number of parameters (scalars).
     pub fn num_parameters(&self) -> i64 {
         self.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()

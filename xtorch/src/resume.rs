@@ -65,6 +65,8 @@ pub fn save(
         named.push((key.clone(), Tensor::from_slice(state.to_string().as_bytes())));
     }
     named.sort_by(|a, b| a.0.cmp(&b.0));
+    // safetensors holds dense row-major data: channels-last weights and their momentum go in NCHW order
+    let named: Vec<(String, Tensor)> = named.into_iter().map(|(k, t)| (k, t.contiguous())).collect();
     let refs: Vec<(&str, &Tensor)> = named.iter().map(|(k, t)| (k.as_str(), t)).collect();
     Tensor::write_safetensors(&refs, path).map_err(|e| CheckpointError::Io { path: path.into(), msg: e.to_string() })
 }

@@ -21,7 +21,7 @@ use crate::optim::Optim;
 use crate::resume::{self, Progress};
 use crate::sched::{LrSchedule, Scheduler};
 use std::path::PathBuf;
-use tch::Kind;
+use tch::{Device, Kind, Tensor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -288,19 +288,18 @@ impl Trainer {
             if let Some(seed) = self.seed {
                 tch::manual_seed(seed.wrapping_add(epoch as u64) as i64);
             }
-            let (mut sum, mut n) = (0.0, 0i64);
+            let mut seen = LossRecord { epoch, sum: 0.0, n: 0, pending: None };
             let batches = train.len();
             opt.zero_grad();
             for (b, batch) in train.epoch(epoch).enumerate() {
                 let batch = batch?;
-                let x = batch.inputs.to_device(model.device());
-                let y = batch.targets.to_device(model.device());
-                let logits = amp::autocast(self.precision, || model.net.f_forward_t(&x, true))?;
+                let (x, y) = (to_device(&batch.inputs, model.device()), to_device(&batch.targets, model.device()));
+                let logits = amp::autocast_on(model.device(), self.precision, || model.net.f_forward_t(&x, true))?
+                    .to_kind(Kind::Float);
                 let loss = cross_entropy_smoothed(&logits, &y, self.label_smoothing);
-                let l = loss.double_value(&[]);
-                if !l.is_finite() && self.scaler.is_none() {
-                    return Err(TrainError::NonFinite { epoch, batch: b, loss: l });
-                }
+                // the previous batch's loss is read now, once this batch's work is queued:
+                // the host never waits for the GPU to drain
+                seen.push(b, loss.detach(), y.size()[0], self.scaler.is_none(), &mut self.callbacks)?;
                 // the group's batches each carry 1/size of the step's gradient
                 let group = b / self.accumulate;
                 let size = self.accumulate.min(batches - group * self.accumulate);
@@ -328,23 +327,16 @@ impl Trainer {
                     opt.zero_grad();
                     step += 1;
                 }
-                let rows = y.size()[0];
-                if l.is_finite() {
-                    sum += l * rows as f64;
-                    n += rows;
-                }
-                for c in &mut self.callbacks {
-                    c.on_batch_end(epoch, b, l);
-                }
             }
+            seen.flush(self.scaler.is_none(), &mut self.callbacks)?;
             let (val_loss, val_accuracy) = match val {
                 Some(v) => {
-                    let (l, a) = amp::autocast(self.precision, || evaluate(model, v))?;
+                    let (l, a) = amp::autocast_on(model.device(), self.precision, || evaluate(model, v))?;
                     (Some(l), Some(a))
                 }
                 None => (None, None),
             };
-            let m = EpochMetrics { epoch, train_loss: sum / n.max(1) as f64, val_loss, val_accuracy, lr };
+            let m = EpochMetrics { epoch, train_loss: seen.sum / seen.n.max(1) as f64, val_loss, val_accuracy, lr };
             let mut stop = false;
             for c in &mut self.callbacks {
                 stop |= c.on_epoch_end(&m, model)? == Control::Stop;
@@ -364,6 +356,68 @@ impl Trainer {
             c.on_fit_end(&history);
         }
         Ok(FitReport { history, stopped_early })
+    }
+}
+
+/// `t` on `device`; from page-locked memory without waiting for the device (the copy is
+/// ordered on the stream before the work that reads it).
+fn to_device(t: &Tensor, device: Device) -> Tensor {
+    let pinned = device.is_cuda() && t.device() == Device::Cpu && t.is_pinned(device);
+    t.to_device_(device, t.kind(), pinned, false)
+}
+
+/// An epoch's training losses, each read one batch late (while the next batch's work is queued
+/// on the device), summed for the epoch's mean and told to the callbacks in batch order.
+struct LossRecord {
+    epoch: usize,
+    sum: f64,
+    n: i64,
+    /// The batch index, its loss (not yet read from the device) and its rows.
+    pending: Option<(usize, Tensor, i64)>,
+}
+
+impl LossRecord {
+    /// Queues batch `b`'s loss and reads the one before it; with `strict`, a non-finite loss
+    /// stops training (one optimizer step after the batch that produced it).
+    fn push(
+        &mut self,
+        b: usize,
+        loss: Tensor,
+        rows: i64,
+        strict: bool,
+        callbacks: &mut [Box<dyn Callback>],
+    ) -> Result<(), TrainError> {
+        match self.pending.replace((b, loss, rows)) {
+            Some(done) => self.read(done, strict, callbacks),
+            None => Ok(()),
+        }
+    }
+
+    fn flush(&mut self, strict: bool, callbacks: &mut [Box<dyn Callback>]) -> Result<(), TrainError> {
+        match self.pending.take() {
+            Some(done) => self.read(done, strict, callbacks),
+            None => Ok(()),
+        }
+    }
+
+    fn read(
+        &mut self,
+        (b, loss, rows): (usize, Tensor, i64),
+        strict: bool,
+        callbacks: &mut [Box<dyn Callback>],
+    ) -> Result<(), TrainError> {
+        let l = loss.double_value(&[]);
+        if !l.is_finite() && strict {
+            return Err(TrainError::NonFinite { epoch: self.epoch, batch: b, loss: l });
+        }
+        if l.is_finite() {
+            self.sum += l * rows as f64;
+            self.n += rows;
+        }
+        for c in callbacks.iter_mut() {
+            c.on_batch_end(self.epoch, b, l);
+        }
+        Ok(())
     }
 }
 

@@ -241,3 +241,24 @@ fn pytorch_strictly_loads_a_batch_norm_checkpoint_and_xtorch_loads_pytorchs() {
     checkpoint::load(&third.vs, &old).unwrap();
     assert!(tch::no_grad(|| third.net.forward_t(&batch.inputs, false)).equal(&ours));
 }
+
+#[test]
+fn channels_last_weights_compute_the_same_and_save_in_nchw_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, _, test) = common::trained(1);
+    let batch = test.epoch(0).next().unwrap().unwrap();
+    let before = model.net.forward_t(&batch.inputs, false);
+    let nchw = dir.path().join("nchw.safetensors");
+    checkpoint::save(&model.vs, &nchw).unwrap();
+    model.to_channels_last();
+    assert!(
+        model.vs.trainable_variables().iter().any(|t| t.dim() == 4 && !t.is_contiguous()),
+        "a convolution weight with several input channels is NHWC in memory now"
+    );
+    let after = model.net.forward_t(&batch.inputs, false);
+    assert!((&before - &after).abs().max().double_value(&[]) < 1e-5, "same outputs in either layout");
+    // safetensors is row-major NCHW: the file is the NCHW model's, byte for byte
+    let nhwc = dir.path().join("nhwc.safetensors");
+    checkpoint::save(&model.vs, &nhwc).unwrap();
+    assert_eq!(std::fs::read(&nchw).unwrap(), std::fs::read(&nhwc).unwrap());
+}

@@ -51,7 +51,15 @@ fn shuffles_depend_on_seed_and_epoch_not_on_workers() {
     let l = |workers, seed| {
         DataLoader::new(
             numbers(103),
-            LoaderConfig { batch_size: 8, shuffle: true, seed, workers, prefetch: 1, drop_last: false },
+            LoaderConfig {
+                batch_size: 8,
+                shuffle: true,
+                seed,
+                workers,
+                prefetch: 1,
+                drop_last: false,
+                pin_memory: false,
+            },
         )
     };
     let e0 = targets(&l(0, 7), 0);
