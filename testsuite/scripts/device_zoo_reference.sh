@@ -8,7 +8,8 @@
 # (.device-carry/xforge.xz or bins.tar.xz, see device_env.sh). Work folder: /tmp/zoo_ref.
 # ZOO_DRY=1 checks the script on a machine without a GPU: X from the environment (default
 # target/release/xforge), small images and model inputs, the interpreter in place of the GPU.
-# ONLY=name,name limits the models (names in zoo_reference.py's MODELS).
+# ONLY=name,name limits the models (names in zoo_reference.py's MODELS); JOBS (default 8) xforge
+# processes at once, each stopped after ZOO_TIMEOUT seconds (default 170).
 set -e
 D=/tmp/zoo_ref; rm -rf $D
 ARGS=""; [ -n "$ONLY" ] && ARGS="--only $ONLY"
@@ -19,4 +20,4 @@ fi
 . testsuite/scripts/device_env.sh
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 python3 -c "import transformers; print('transformers', transformers.__version__)" || echo "no transformers: plain-torch BERT"
-JOBS=${JOBS:-5} python3 testsuite/scripts/zoo_reference.py all $X $D gpu:fp32 gpu:fp16 $ARGS
+JOBS=${JOBS:-8} python3 testsuite/scripts/zoo_reference.py all $X $D gpu:fp32 gpu:fp16 $ARGS

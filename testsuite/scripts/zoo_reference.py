@@ -744,17 +744,25 @@ def run_one(xforge, work, name, dev):
     if r["task"] == "segment":
         args += ["--out", os.path.join(d, f"out_{dev_tag(dev)}")]
     t0 = time.time()
-    p = subprocess.run(args, capture_output=True, text=True)
-    open(os.path.join(d, f"{dev_tag(dev)}.jsonl"), "w").write(p.stdout)
-    open(os.path.join(d, f"{dev_tag(dev)}.log"), "w").write(p.stderr)
-    tail = "" if p.returncode == 0 else f" rc {p.returncode}: {p.stderr.strip()[-300:]}"
+    limit = float(os.environ.get("ZOO_TIMEOUT", "170"))
+    try:
+        p = subprocess.run(args, capture_output=True, text=True, timeout=limit)
+        out, err, rc = p.stdout, p.stderr, p.returncode
+    except subprocess.TimeoutExpired as e:
+        out, err, rc = "", f"timed out after {limit:.0f} s (ZOO_TIMEOUT)", "timeout"
+    open(os.path.join(d, f"{dev_tag(dev)}.jsonl"), "w").write(out)
+    open(os.path.join(d, f"{dev_tag(dev)}.log"), "w").write(err)
+    tail = "" if rc == 0 else f" rc {rc}: {err.strip()[-300:]}"
     return f"{name} {dev}: xforge zoo {time.time() - t0:.1f} s{tail}"
 
 
 def run(xforge, work, devs, jobs):
     names = json.load(open(os.path.join(work, "plan.json")))["names"]
     with ThreadPoolExecutor(jobs) as ex:
-        for line in ex.map(lambda a: run_one(xforge, work, *a), [(n, d) for d in devs for n in names]):
+        # the slowest first
+        slow = ["retinanet_resnet50_fpn", "deeplabv3_mobilenet_v3_large", "ssdlite320_mobilenet_v3_large"]
+        order = sorted(names, key=lambda n: (n not in slow, slow.index(n) if n in slow else 0))
+        for line in ex.map(lambda a: run_one(xforge, work, *a), [(n, d) for n in order for d in devs]):
             print(line, flush=True)
 
 
