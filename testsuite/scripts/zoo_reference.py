@@ -624,12 +624,14 @@ def bert(name, cfg):
     tok_json = cfg["tokenizer"]
     vocab = max(json.load(open(tok_json))["model"]["vocab"].values()) + 1
     try:
+        if cfg.get("plain_bert"):
+            raise ImportError("transformers' BertModel did not export")
         from transformers import BertConfig, BertModel
         c = BertConfig(vocab_size=vocab, hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
                        intermediate_size=512, max_position_embeddings=128, attn_implementation="eager")
         m, kind = HFBert(BertModel(c, add_pooling_layer=False)), "transformers BertModel"
     except ImportError:
-        m, kind = PlainBert(vocab, 128, 2, 4, 512), "plain-torch BERT (transformers not installed)"
+        m, kind = PlainBert(vocab, 128, 2, 4, 512), "plain-torch BERT (transformers not installed or not exported)"
     m.eval()
     encode, how = wordpiece(tok_json)
     toml = f"tokenizer = \"{os.path.abspath(tok_json)}\"\n"
@@ -681,11 +683,17 @@ def prepare_one(name, work, cfg):
     open(os.path.join(d, "task.toml"), "w").write(toml)
     path = os.path.join(d, "model.onnx")
     if task == "embed":
-        ids = example
-        args = (ids, torch.ones_like(ids), torch.zeros_like(ids))
-        torch.onnx.export(m, args, path, opset_version=17, dynamo=False,
-                          input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["hidden"],
-                          dynamic_axes={k: {0: "batch"} for k in ["input_ids", "attention_mask", "token_type_ids"]})
+        def export(m, ids):
+            args = (ids, (ids != 0).long(), torch.zeros_like(ids))
+            torch.onnx.export(m, args, path, opset_version=17, dynamo=False,
+                              input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["hidden"],
+                              dynamic_axes={k: {0: "batch"} for k in ["input_ids", "attention_mask", "token_type_ids"]})
+        try:
+            export(m, example)
+        except Exception as e:
+            print(f"{name}: export failed ({type(e).__name__}: {str(e)[:200]}), plain-torch BERT instead", flush=True)
+            m, example, toml, reference, spread = make(name, {**cfg, "plain_bert": True})
+            export(m, example)
         inputs = TEXTS
     else:
         names = ["boxes", "logits"] if task == "detect" and name != "yolov8n" else ["out"]
