@@ -131,3 +131,41 @@ fn a_panicking_dataset_worker_fails_the_fit_with_its_message() {
     let e = Trainer::new(2).fit(&m, &Optim::sgd(0.1, 0.0), &loader, None).unwrap_err().to_string();
     assert!(e.contains("batch 21") && e.contains("panicked") && e.contains("example 700 is cursed"), "{e}");
 }
+
+/// 64 inputs of 64 zeros with target 0, except a NaN pixel in example `bad`.
+struct OneBadExample {
+    bad: usize,
+}
+
+impl Dataset for OneBadExample {
+    fn len(&self) -> usize {
+        64
+    }
+
+    fn get(&self, i: usize) -> Result<xtorch::data::Example, xtorch::data::DataError> {
+        let mut input = vec![0.0f32; 64];
+        if i == self.bad {
+            input[5] = f32::NAN;
+        }
+        Ok(xtorch::data::Example { input, shape: vec![64], target: 0 })
+    }
+}
+
+#[test]
+fn a_non_finite_loss_stops_the_fit_naming_its_batch() {
+    let _serial = common::serial();
+    // the loss is read one batch late (the host never waits for the device), yet the error
+    // names the batch that produced it, and the batches before it were told to the callbacks
+    let model = mlp_model();
+    let data = DataLoader::new(OneBadExample { bad: 37 }, LoaderConfig { batch_size: 8, ..Default::default() });
+    let err = Trainer::new(1).fit(&model, &Optim::sgd(0.1, 0.0), &data, None).unwrap_err();
+    match err {
+        xtorch::trainer::TrainError::NonFinite { epoch: 0, batch: 4, loss } => assert!(loss.is_nan()),
+        other => panic!("expected NonFinite at epoch 0 batch 4, got {other}"),
+    }
+    // the last batch too: its loss is read after the loop
+    let model = mlp_model();
+    let data = DataLoader::new(OneBadExample { bad: 63 }, LoaderConfig { batch_size: 8, ..Default::default() });
+    let err = Trainer::new(1).fit(&model, &Optim::sgd(0.1, 0.0), &data, None).unwrap_err();
+    assert!(matches!(err, xtorch::trainer::TrainError::NonFinite { epoch: 0, batch: 7, .. }), "{err}");
+}
