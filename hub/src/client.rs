@@ -21,10 +21,10 @@ use reqwest::header;
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// What to build (and pull): target, precision, batch buckets, options.
@@ -201,6 +201,9 @@ pub struct Client {
     http: reqwest::blocking::Client,
     cache: Cache,
     key: OnceLock<VerifyingKey>,
+    /// Repositories this client pushed to: the next push uploads at once instead of asking for
+    /// the repository first (a 404 goes back to asking: it may have been deleted).
+    pushed_to: Arc<Mutex<HashSet<String>>>,
 }
 
 /// The largest JSON answer the client reads.
@@ -278,7 +281,7 @@ impl Client {
         if let Some(k) = &cfg.server_key {
             let _ = key.set(parse_key(k)?);
         }
-        Ok(Client { cfg, base, http, cache, key })
+        Ok(Client { cfg, base, http, cache, key, pushed_to: Default::default() })
     }
 
     /// A client from the saved configuration and the environment, progress bars on.
@@ -479,13 +482,35 @@ impl Client {
     pub fn push(&self, repo: &str, model: &Path, private: bool) -> Result<Revision, HubError> {
         self.online()?;
         let rn = RepoName::parse(repo)?;
-        match self.repo(repo) {
-            Ok(_) => {}
-            Err(HubError::NotFound(_)) => {
-                self.create_repo(repo, private)?;
+        let key = rn.to_string();
+        let known = self.pushed_to.lock().unwrap_or_else(|e| e.into_inner()).contains(&key);
+        if !known {
+            match self.repo(repo) {
+                Ok(_) => {}
+                Err(HubError::NotFound(_)) => {
+                    self.create_repo(repo, private)?;
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         }
+        match self.upload_revision(&rn, model) {
+            Ok(rev) => {
+                self.pushed_to.lock().unwrap_or_else(|e| e.into_inner()).insert(key);
+                Ok(rev)
+            }
+            Err(e) => {
+                self.pushed_to.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+                match e {
+                    // deleted since the last push: ask (and create it) as for a first push
+                    HubError::NotFound(_) if known => self.push(repo, model, private),
+                    e => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Uploads an ONNX file as the next revision of an existing repository.
+    fn upload_revision(&self, rn: &RepoName, model: &Path) -> Result<Revision, HubError> {
         let file = std::fs::File::open(model).map_err(|e| HubError::io(format!("reading {}", model.display()), e))?;
         let len = file.metadata().map_err(|e| HubError::io(format!("reading {}", model.display()), e))?.len();
         let filename = model

@@ -23,6 +23,7 @@ pub mod cache;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod latency;
 pub mod manifest;
 pub mod meta;
 pub mod names;

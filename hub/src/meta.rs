@@ -346,6 +346,33 @@ pub enum Dialect {
 pub struct SqlMeta {
     pool: AnyPool,
     dialect: Dialect,
+    /// SQLite: one writer at a time, queued here, writing through a connection of its own. SQLite itself lets one connection write and
+    /// makes the others retry in its busy handler, which sleeps (1 ms, 2 ms, 5 ms … 100 ms) while
+    /// holding a pooled connection: under load the readers then waited for connections held by
+    /// sleeping writers. A writer waiting here holds no connection. (Another process writing the
+    /// same file is still waited for by `busy_timeout`.) None on PostgreSQL (row locks).
+    writer: Option<(tokio::sync::Mutex<()>, AnyPool)>,
+}
+
+/// A pool of at most `max` connections (SQLite's pragmas set on each).
+async fn connect(url: &str, dialect: Dialect, max: u32) -> Result<AnyPool, HubError> {
+    Ok(AnyPoolOptions::new()
+        .max_connections(max)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if dialect == Dialect::Sqlite {
+                    sqlx::raw_sql(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; \
+                         PRAGMA foreign_keys = ON;",
+                    )
+                    .execute(conn)
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await?)
 }
 
 fn user_row(r: &AnyRow) -> Result<User, HubError> {
@@ -461,23 +488,7 @@ impl SqlMeta {
         } else {
             return Err(HubError::Config("database: a sqlite:// or postgres:// URL".into()));
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(if dialect == Dialect::Sqlite { 8 } else { 16 })
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
-                        sqlx::raw_sql(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; \
-                             PRAGMA foreign_keys = ON;",
-                        )
-                        .execute(conn)
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(url)
-            .await?;
+        let pool = connect(url, dialect, if dialect == Dialect::Sqlite { 8 } else { 16 }).await?;
         let schema = if dialect == Dialect::Sqlite { SCHEMA_SQLITE } else { SCHEMA_POSTGRES };
         if dialect == Dialect::Postgres {
             // one schema creation at a time (servers starting together)
@@ -488,11 +499,30 @@ impl SqlMeta {
         } else {
             sqlx::raw_sql(schema).execute(&pool).await?;
         }
-        Ok(SqlMeta { pool, dialect })
+        let writer = match dialect {
+            Dialect::Sqlite => Some((tokio::sync::Mutex::new(()), connect(url, dialect, 1).await?)),
+            Dialect::Postgres => None,
+        };
+        Ok(SqlMeta { pool, dialect, writer })
     }
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// The turn to write (SQLite; nothing to wait for on PostgreSQL): held until the write's
+    /// statement or transaction has committed.
+    async fn writing(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.writer {
+            Some((m, _)) => Some(m.lock().await),
+            None => None,
+        }
+    }
+
+    /// Where writes go: SQLite's one writing connection (free whenever `writing` is held, so a
+    /// write never waits for a reader's connection), PostgreSQL's pool.
+    fn wpool(&self) -> &AnyPool {
+        self.writer.as_ref().map_or(&self.pool, |(_, p)| p)
     }
 
     /// The pool, for tests that reach under the API (tampering with stored rows).
@@ -505,14 +535,14 @@ impl SqlMeta {
         let row = sqlx::query("SELECT log FROM jobs WHERE id = $1 AND length(log) > $2")
             .bind(id)
             .bind(MAX_LOG as i64)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.wpool())
             .await?;
         if let Some(r) = row {
             let log: String = r.try_get("log")?;
             sqlx::query("UPDATE jobs SET log = $1 WHERE id = $2")
                 .bind(log_tail(&log))
                 .bind(id)
-                .execute(&self.pool)
+                .execute(self.wpool())
                 .await?;
         }
         Ok(())
@@ -534,13 +564,14 @@ impl SqlMeta {
 #[async_trait]
 impl MetaStore for SqlMeta {
     async fn create_user(&self, name: &str, admin: bool) -> Result<User, HubError> {
+        let _w = self.writing().await;
         let r = sqlx::query(
             "INSERT INTO users (name, admin, created) VALUES ($1, $2, $3) RETURNING id, name, admin, created",
         )
         .bind(name)
         .bind(admin as i64)
         .bind(crate::now_ms())
-        .fetch_one(&self.pool)
+        .fetch_one(self.wpool())
         .await
         .map_err(|e| {
             if unique_violation(&e) {
@@ -565,6 +596,7 @@ impl MetaStore for SqlMeta {
     }
 
     async fn add_token(&self, user_id: i64, hash: &str, scopes: &str, label: &str) -> Result<i64, HubError> {
+        let _w = self.writing().await;
         let r = sqlx::query(
             "INSERT INTO tokens (user_id, hash, scopes, label, created) VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
@@ -573,7 +605,7 @@ impl MetaStore for SqlMeta {
         .bind(scopes)
         .bind(label)
         .bind(crate::now_ms())
-        .fetch_one(&self.pool)
+        .fetch_one(self.wpool())
         .await?;
         Ok(r.try_get("id")?)
     }
@@ -597,10 +629,11 @@ impl MetaStore for SqlMeta {
     }
 
     async fn delete_token(&self, user_id: i64, id: i64) -> Result<bool, HubError> {
+        let _w = self.writing().await;
         let r = sqlx::query("DELETE FROM tokens WHERE user_id = $1 AND id = $2")
             .bind(user_id)
             .bind(id)
-            .execute(&self.pool)
+            .execute(self.wpool())
             .await?;
         Ok(r.rows_affected() > 0)
     }
@@ -619,7 +652,8 @@ impl MetaStore for SqlMeta {
     }
 
     async fn create_org(&self, name: &str, creator: i64) -> Result<User, HubError> {
-        let mut tx = self.pool.begin().await?;
+        let _w = self.writing().await;
+        let mut tx = self.wpool().begin().await?;
         let r = sqlx::query(
             "INSERT INTO users (name, admin, created) VALUES ($1, 0, $2) RETURNING id, name, admin, created",
         )
@@ -652,6 +686,7 @@ impl MetaStore for SqlMeta {
     }
 
     async fn set_member(&self, org: i64, user: i64, role: Role) -> Result<(), HubError> {
+        let _w = self.writing().await;
         sqlx::query(
             "INSERT INTO members (org_id, user_id, role, created) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role",
@@ -660,16 +695,17 @@ impl MetaStore for SqlMeta {
         .bind(user)
         .bind(role.name())
         .bind(crate::now_ms())
-        .execute(&self.pool)
+        .execute(self.wpool())
         .await?;
         Ok(())
     }
 
     async fn remove_member(&self, org: i64, user: i64) -> Result<bool, HubError> {
+        let _w = self.writing().await;
         let r = sqlx::query("DELETE FROM members WHERE org_id = $1 AND user_id = $2")
             .bind(org)
             .bind(user)
-            .execute(&self.pool)
+            .execute(self.wpool())
             .await?;
         Ok(r.rows_affected() > 0)
     }
@@ -694,13 +730,14 @@ impl MetaStore for SqlMeta {
     }
 
     async fn create_repo(&self, owner_id: i64, name: &str, private: bool) -> Result<Repo, HubError> {
+        let _w = self.writing().await;
         let r =
             sqlx::query("INSERT INTO repos (owner_id, name, private, created) VALUES ($1, $2, $3, $4) RETURNING id")
                 .bind(owner_id)
                 .bind(name)
                 .bind(private as i64)
                 .bind(crate::now_ms())
-                .fetch_one(&self.pool)
+                .fetch_one(self.wpool())
                 .await
                 .map_err(|e| {
                     if unique_violation(&e) {
@@ -760,7 +797,8 @@ impl MetaStore for SqlMeta {
     }
 
     async fn delete_repo(&self, id: i64) -> Result<Vec<String>, HubError> {
-        let mut tx = self.pool.begin().await?;
+        let _w = self.writing().await;
+        let mut tx = self.wpool().begin().await?;
         // the write first: the transaction takes SQLite's write lock before it reads
         let digests: Vec<String> = sqlx::query("DELETE FROM revisions WHERE repo_id = $1 RETURNING digest")
             .bind(id)
@@ -808,6 +846,7 @@ impl MetaStore for SqlMeta {
     }
 
     async fn add_revision(&self, repo_id: i64, digest: &str, size: i64, filename: &str) -> Result<Revision, HubError> {
+        let _w = self.writing().await;
         let r = sqlx::query(
             "INSERT INTO revisions (repo_id, number, digest, size, filename, created) \
              VALUES ($1, (SELECT coalesce(max(number), 0) + 1 FROM revisions WHERE repo_id = $1), $2, $3, $4, $5) \
@@ -818,7 +857,7 @@ impl MetaStore for SqlMeta {
         .bind(size)
         .bind(filename)
         .bind(crate::now_ms())
-        .fetch_one(&self.pool)
+        .fetch_one(self.wpool())
         .await?;
         revision_row(&r)
     }
@@ -883,6 +922,7 @@ impl MetaStore for SqlMeta {
     }
 
     async fn enqueue(&self, repo_id: i64, revision_id: i64, key: &ArtifactKey) -> Result<Job, HubError> {
+        let _w = self.writing().await;
         let now = crate::now_ms();
         // one statement: insert unless a live job of the same key exists
         let r = sqlx::query(
@@ -901,7 +941,7 @@ impl MetaStore for SqlMeta {
         .bind(&key.compiler_version)
         .bind(key.options_text())
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.wpool())
         .await;
         let r = match r {
             Err(e) if unique_violation(&e) => None,
@@ -919,7 +959,7 @@ impl MetaStore for SqlMeta {
             .bind(batch_text(&key.batch))
             .bind(&key.compiler_version)
             .bind(key.options_text())
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.wpool())
             .await?
             .ok_or_else(|| HubError::Conflict("the build finished while it was requested: ask again".into()))?
             .try_get("id")?,
@@ -957,6 +997,7 @@ impl MetaStore for SqlMeta {
         lease: Duration,
         max_attempts: u32,
     ) -> Result<Option<Job>, HubError> {
+        let _w = self.writing().await;
         let now = crate::now_ms();
         let expired = sqlx::query(
             "UPDATE jobs SET state = 'failed', error = 'the worker stopped answering ' || attempts || ' times (lease expired)', \
@@ -965,7 +1006,7 @@ impl MetaStore for SqlMeta {
         )
         .bind(now)
         .bind(max_attempts as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(self.wpool())
         .await?;
         for r in &expired {
             let id: i64 = r.try_get("id")?;
@@ -995,7 +1036,7 @@ impl MetaStore for SqlMeta {
             .bind(now)
             .bind(target)
             .bind(compiler_version)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.wpool())
             .await?;
         match r {
             Some(r) => {
@@ -1008,6 +1049,7 @@ impl MetaStore for SqlMeta {
     }
 
     async fn heartbeat(&self, id: i64, worker: &str, lease: Duration, log: &str) -> Result<Job, HubError> {
+        let _w = self.writing().await;
         let now = crate::now_ms();
         let r = sqlx::query(
             "UPDATE jobs SET lease_expires = $1, updated = $2, log = log || $3 WHERE id = $4 AND state = 'running' AND worker = $5 \
@@ -1018,7 +1060,7 @@ impl MetaStore for SqlMeta {
         .bind(log_tail(log))
         .bind(id)
         .bind(worker)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.wpool())
         .await?;
         if r.is_none() {
             return Err(self.job_or_conflict(id, worker).await);
@@ -1036,10 +1078,11 @@ impl MetaStore for SqlMeta {
         manifest: &crate::SignedManifest,
         log: &str,
     ) -> Result<Job, HubError> {
+        let _w = self.writing().await;
         let m: crate::Manifest =
             serde_json::from_str(&manifest.manifest).map_err(|e| HubError::Internal(format!("manifest: {e}")))?;
         let now = crate::now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.wpool().begin().await?;
         let held = sqlx::query(
             "UPDATE jobs SET state = 'done', updated = $1, lease_expires = NULL, log = log || $2 WHERE id = $3 AND state = 'running' \
              AND worker = $4 RETURNING id",
@@ -1100,6 +1143,7 @@ impl MetaStore for SqlMeta {
     }
 
     async fn fail(&self, id: i64, worker: &str, error: &str, log: &str) -> Result<Job, HubError> {
+        let _w = self.writing().await;
         let r = sqlx::query(
             "UPDATE jobs SET state = 'failed', error = $1, updated = $2, lease_expires = NULL, log = log || $3 WHERE id = $4 \
              AND state = 'running' AND worker = $5 RETURNING id",
@@ -1109,7 +1153,7 @@ impl MetaStore for SqlMeta {
         .bind(log_tail(log))
         .bind(id)
         .bind(worker)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.wpool())
         .await?;
         if r.is_none() {
             return Err(self.job_or_conflict(id, worker).await);

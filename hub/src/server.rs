@@ -38,6 +38,8 @@ pub struct Hub {
     pub blobs: Arc<dyn BlobStore>,
     pub signer: Signer,
     pub cfg: ServerConfig,
+    /// Each route's latency as the server sees it (`crate::latency`).
+    pub latency: crate::latency::Latency,
 }
 
 /// The caller: a user and its token's scopes.
@@ -83,7 +85,7 @@ impl Hub {
             crate::manifest::write_private(&cfg.dir.join("admin.token"), format!("{t}\n").as_bytes())?;
             admin_token = Some(t);
         }
-        Ok((Arc::new(Hub { meta, blobs, signer, cfg }), admin_token))
+        Ok((Arc::new(Hub { meta, blobs, signer, cfg, latency: Default::default() }), admin_token))
     }
 
     /// The caller of a request (None: anonymous). A token that is malformed or unknown is
@@ -1080,6 +1082,20 @@ async fn download(
     Ok((status, h, Body::from_stream(stream)).into_response())
 }
 
+/// Records how long the handler took to answer (`Hub::latency`), by method and route pattern.
+async fn timed(
+    State(hub): State<Arc<Hub>>,
+    path: axum::extract::MatchedPath,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let t = std::time::Instant::now();
+    let route = format!("{} {}", req.method(), path.as_str());
+    let r = next.run(req).await;
+    hub.latency.record(&route, t.elapsed());
+    r
+}
+
 async fn not_found() -> ApiError {
     ApiError(HubError::NotFound("no such route".into()))
 }
@@ -1109,6 +1125,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/v1/blobs/{digest}", get(download).head(download))
         .route("/api/v1/admin/gc", post(collect_garbage))
         .merge(crate::web::routes())
+        .route_layer(axum::middleware::from_fn_with_state(hub.clone(), timed))
         .fallback(not_found)
         .with_state(hub)
 }

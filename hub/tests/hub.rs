@@ -973,8 +973,13 @@ fn large_blobs_round_trip_with_ranges(backend: Backend) {
 /// mixed operations in all (`XFORGE_HUB_LOAD_OPS` to change it): pushes of a revision, pulls (every
 /// other one into an empty cache: a download, then the signature, sha256, size and format
 /// checked), build requests for an artifact that exists, listings. Zero errors; p50/p99 per
-/// operation printed (`--nocapture`; BENCH.md keeps them).
+/// operation printed (`--nocapture`; BENCH.md keeps them), as the clients saw them and, per
+/// route, as the server saw them (handler time: no wait for a core before the request is read,
+/// none of the clients' own work). One load at a time: the two back-ends' loads would otherwise
+/// run side by side on the same cores (128 clients, each load measured under the other).
 fn load_of_64_clients(backend: Backend) {
+    static ONE_LOAD_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_LOAD_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let hub = Hub::start(backend, |_| {});
     let model = hub.dir.path().join("relu.onnx");
     relu_model(&model);
@@ -990,6 +995,8 @@ fn load_of_64_clients(backend: Backend) {
         .collect();
     let total: usize = std::env::var("XFORGE_HUB_LOAD_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(5000);
     let (clients, kinds) = (64, ["push", "pull", "build", "list"]);
+    let server_side = &hub.server.as_ref().unwrap().hub.latency;
+    server_side.reset();
     let t0 = std::time::Instant::now();
     let results: Vec<Vec<(usize, Duration, Result<(), String>)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..clients)
@@ -1039,6 +1046,12 @@ fn load_of_64_clients(backend: Backend) {
         line.push_str(&format!("; {name} ×{} p50 {:.1} ms p99 {:.1} ms", ms.len(), q(0.5), q(0.99)));
     }
     eprintln!("{line}");
+    for r in server_side.snapshot() {
+        eprintln!(
+            "  server-side ({backend:?}) {} ×{}: p50 {:.2} ms p99 {:.2} ms max {:.1} ms",
+            r.route, r.count, r.p50_ms, r.p99_ms, r.max_ms
+        );
+    }
     stop.store(true, Ordering::SeqCst);
     worker.join().unwrap();
 }
