@@ -12,6 +12,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The most log a job keeps (its tail).
@@ -351,7 +352,60 @@ pub struct SqlMeta {
     /// holding a pooled connection: under load the readers then waited for connections held by
     /// sleeping writers. A writer waiting here holds no connection. (Another process writing the
     /// same file is still waited for by `busy_timeout`.) None on PostgreSQL (row locks).
-    writer: Option<(tokio::sync::Mutex<()>, AnyPool)>,
+    writer: Option<(Arc<tokio::sync::Mutex<()>>, AnyPool)>,
+    /// SQLite: revisions waiting for the next group commit (see `add_revision`).
+    pending: Arc<std::sync::Mutex<Vec<PendingRevision>>>,
+}
+
+/// A revision to record, and who waits for it.
+struct PendingRevision {
+    repo_id: i64,
+    digest: String,
+    size: i64,
+    filename: String,
+    done: tokio::sync::oneshot::Sender<Result<Revision, HubError>>,
+}
+
+const INSERT_REVISION: &str = "INSERT INTO revisions (repo_id, number, digest, size, filename, created) \
+     VALUES ($1, (SELECT coalesce(max(number), 0) + 1 FROM revisions WHERE repo_id = $1), $2, $3, $4, $5) \
+     RETURNING id, repo_id, number, digest, size, filename, created";
+
+/// Records `batch` in one transaction (one fsync for all) and answers each waiter: its revision,
+/// or the error of its own statement (a failed INSERT undoes only itself), or the commit's.
+async fn write_revisions(pool: AnyPool, batch: Vec<PendingRevision>) {
+    let mut tx = match pool.begin().await {
+        Ok(tx) => tx,
+        Err(e) => {
+            for p in batch {
+                let _ = p.done.send(Err(HubError::Db(e.to_string())));
+            }
+            return;
+        }
+    };
+    let mut results = Vec::with_capacity(batch.len());
+    for p in &batch {
+        let r = sqlx::query(INSERT_REVISION)
+            .bind(p.repo_id)
+            .bind(&p.digest)
+            .bind(p.size)
+            .bind(&p.filename)
+            .bind(crate::now_ms())
+            .fetch_one(&mut *tx)
+            .await;
+        results.push(r.map_err(HubError::from).and_then(|r| revision_row(&r)));
+    }
+    match tx.commit().await {
+        Ok(()) => {
+            for (p, r) in batch.into_iter().zip(results) {
+                let _ = p.done.send(r);
+            }
+        }
+        Err(e) => {
+            for p in batch {
+                let _ = p.done.send(Err(HubError::Db(e.to_string())));
+            }
+        }
+    }
 }
 
 /// A pool of at most `max` connections (SQLite's pragmas set on each).
@@ -500,10 +554,10 @@ impl SqlMeta {
             sqlx::raw_sql(schema).execute(&pool).await?;
         }
         let writer = match dialect {
-            Dialect::Sqlite => Some((tokio::sync::Mutex::new(()), connect(url, dialect, 1).await?)),
+            Dialect::Sqlite => Some((Arc::new(tokio::sync::Mutex::new(())), connect(url, dialect, 1).await?)),
             Dialect::Postgres => None,
         };
-        Ok(SqlMeta { pool, dialect, writer })
+        Ok(SqlMeta { pool, dialect, writer, pending: Default::default() })
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -846,20 +900,41 @@ impl MetaStore for SqlMeta {
     }
 
     async fn add_revision(&self, repo_id: i64, digest: &str, size: i64, filename: &str) -> Result<Revision, HubError> {
-        let _w = self.writing().await;
-        let r = sqlx::query(
-            "INSERT INTO revisions (repo_id, number, digest, size, filename, created) \
-             VALUES ($1, (SELECT coalesce(max(number), 0) + 1 FROM revisions WHERE repo_id = $1), $2, $3, $4, $5) \
-             RETURNING id, repo_id, number, digest, size, filename, created",
-        )
-        .bind(repo_id)
-        .bind(digest)
-        .bind(size)
-        .bind(filename)
-        .bind(crate::now_ms())
-        .fetch_one(self.wpool())
-        .await?;
-        revision_row(&r)
+        let Some((turn, wpool)) = &self.writer else {
+            let r = sqlx::query(INSERT_REVISION)
+                .bind(repo_id)
+                .bind(digest)
+                .bind(size)
+                .bind(filename)
+                .bind(crate::now_ms())
+                .fetch_one(&self.pool)
+                .await?;
+            return revision_row(&r);
+        };
+        // SQLite, group commit: the pushes waiting for the writer's turn are recorded by the
+        // transaction of whichever gets the turn, one fsync for all (synchronous=FULL: each is
+        // durable when answered). The write runs in a task of its own, so that a request
+        // dropped while it writes does not take the others' revisions with it.
+        let (done, mut answer) = tokio::sync::oneshot::channel();
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).push(PendingRevision {
+            repo_id,
+            digest: digest.to_string(),
+            size,
+            filename: filename.to_string(),
+            done,
+        });
+        let turn = turn.clone().lock_owned().await;
+        if let Ok(r) = answer.try_recv() {
+            // written by the commit that held the turn while this one waited
+            return r;
+        }
+        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let wpool = wpool.clone();
+        tokio::spawn(async move {
+            write_revisions(wpool, batch).await;
+            drop(turn);
+        });
+        answer.await.map_err(|_| HubError::Internal("the group commit of revisions stopped".into()))?
     }
 
     async fn revisions(&self, repo_id: i64) -> Result<Vec<Revision>, HubError> {
@@ -1160,5 +1235,44 @@ impl MetaStore for SqlMeta {
         }
         self.job_log_tail(id).await?;
         self.job(id).await?.ok_or_else(|| HubError::NotFound(format!("job {id}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Concurrent pushes to one repository on SQLite, recorded in group commits: every revision
+    /// once, numbered 1..=n without a gap; one for a repository that does not exist fails alone.
+    #[test]
+    fn revisions_are_committed_in_groups() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let m = Arc::new(SqlMeta::open_sqlite(&dir.path().join("hub.db")).await.unwrap());
+            let u = m.create_user("alice", false).await.unwrap();
+            let repo = m.create_repo(u.id, "r", false).await.unwrap();
+            let tasks: Vec<_> = (0..40i64)
+                .map(|i| {
+                    let m = m.clone();
+                    let repo_id = if i == 7 { repo.id + 1000 } else { repo.id };
+                    tokio::spawn(async move { m.add_revision(repo_id, &format!("{i:064x}"), i, "m.onnx").await })
+                })
+                .collect();
+            let mut numbers = vec![];
+            for (i, t) in tasks.into_iter().enumerate() {
+                match t.await.unwrap() {
+                    Ok(r) => {
+                        assert_ne!(i, 7, "a revision of a repository that does not exist");
+                        assert_eq!(r.digest, format!("{i:064x}"));
+                        numbers.push(r.number);
+                    }
+                    Err(e) => assert_eq!(i, 7, "{e}"),
+                }
+            }
+            numbers.sort();
+            assert_eq!(numbers, (1..=39).collect::<Vec<i64>>());
+            assert_eq!(m.revisions(repo.id).await.unwrap().len(), 39);
+        });
     }
 }
