@@ -795,6 +795,7 @@ def compare_detections(ref, got, tol, cap, nms_iou):
     boxes by class × (max coordinate + 1), which moves such IoUs by about 1e-4 in fp32)."""
     n_ref = n_got = matched = cut = edge = 0
     worst_iou, worst_score, binding, most, left = 1.0, 0.0, 0, 0, 0
+    odd = []  # the first few boxes left over: which side, class, score, IoU to a better box of its class
     for r, g in zip(ref, got):
         dets = g.get("detections", [])
         n_ref, n_got = n_ref + len(r["scores"]), n_got + len(dets)
@@ -827,6 +828,7 @@ def compare_detections(ref, got, tol, cap, nms_iou):
                 edge += 1
             else:
                 left += 1
+                odd.append(("ref", l, s, b))
         for k in free:
             x = dets[k]
             if tie(x["score"], [y["score"] for y in dets]):
@@ -835,11 +837,17 @@ def compare_detections(ref, got, tol, cap, nms_iou):
                 edge += 1
             else:
                 left += 1
+                odd.append(("xforge", x["class"], x["score"], x["box"]))
+        odd = [o if len(o) == 5 else (*o, max([iou(o[3], b2) for b2, s2, l2 in every if l2 == o[1] and s2 > o[2]],
+                                               default=0.0)) for o in odd]
     ok = left == 0 and n_ref > 0 and binding == 0
     note = (f"{matched}/{n_ref} ref boxes matched ({cut} more cut by a near-tie at max_detections, {edge} boxes "
             f"either side at IoU within 1e-3 of the NMS threshold), xforge {n_got}; "
             f"min IoU {worst_iou:.4f}, max |dscore| {worst_score:.1e}; top-k cut binding on {binding} images "
             f"(most candidates {most})")
+    if odd:
+        note += "; left over (side, class, score, IoU to a better box of its class): " + ", ".join(
+            f"({side}, {l}, {s:.4f}, {v:.4f})" for side, l, s, b, v in odd[:4])
     return ok, note
 
 
