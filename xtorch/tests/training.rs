@@ -169,3 +169,68 @@ fn a_non_finite_loss_stops_the_fit_naming_its_batch() {
     let err = Trainer::new(1).fit(&model, &Optim::sgd(0.1, 0.0), &data, None).unwrap_err();
     assert!(matches!(err, xtorch::trainer::TrainError::NonFinite { epoch: 0, batch: 7, .. }), "{err}");
 }
+
+#[test]
+fn flat_sgd_steps_bit_for_bit_like_the_per_parameter_step_and_loads_its_state() {
+    use std::collections::HashMap;
+    use xtorch::optimizer::Optimizer;
+    let _serial = common::serial();
+    // the step a CUDA model gets (parameters, gradients and momentum in one buffer each), forced
+    // here on the CPU, against the per-parameter step; channels-last convolution weights
+    // included (their views keep the layout)
+    let (train, _) = common::loaders();
+    let batches: Vec<_> = train.epoch(0).take(6).map(|b| b.unwrap()).collect();
+    let cfg = Optim::Sgd { lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 5e-4 };
+    let steps = |m: &Model, opt: &mut Optimizer, range: std::ops::Range<usize>| {
+        for b in &batches[range] {
+            opt.zero_grad();
+            m.net.forward_t(&b.inputs, false).cross_entropy_for_logits(&b.targets).backward();
+            opt.step();
+        }
+    };
+    let state = |opt: &Optimizer| -> HashMap<String, tch::Tensor> { opt.state().into_iter().collect() };
+    let bits = |s: &HashMap<String, tch::Tensor>| -> Vec<(String, Vec<u32>)> {
+        let mut v: Vec<_> = s
+            .iter()
+            .filter(|(k, _)| k.ends_with("momentum_buffer"))
+            .map(|(k, t)| {
+                (k.clone(), Vec::<f32>::try_from(t.flatten(0, -1)).unwrap().iter().map(|x| x.to_bits()).collect())
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let model = || {
+        let m = common::lenet(3);
+        m.to_channels_last();
+        m
+    };
+    let per_param = model();
+    let mut a = Optimizer::new(&cfg, &per_param.vs);
+    steps(&per_param, &mut a, 0..3);
+    let (half_weights, half_state) = (per_param.vs.variables(), state(&a));
+    let half_weights: HashMap<String, tch::Tensor> = half_weights.into_iter().map(|(k, t)| (k, t.copy())).collect();
+    steps(&per_param, &mut a, 3..6);
+
+    let flat = model();
+    let mut b = Optimizer::new(&cfg, &flat.vs);
+    assert!(b.flatten(), "SGD over f32 parameters flattens");
+    steps(&flat, &mut b, 0..6);
+    assert_eq!(weights(&flat), weights(&per_param), "same weights, bit for bit");
+    assert_eq!(bits(&state(&b)), bits(&state(&a)), "same momentum, bit for bit");
+    assert_eq!(bits(&state(&a)).len(), 8);
+
+    // resumed into a flat optimizer from the per-parameter one's state after 3 steps
+    let resumed = model();
+    let mut c = Optimizer::new(&cfg, &resumed.vs);
+    assert!(c.flatten());
+    tch::no_grad(|| {
+        for (k, mut t) in resumed.vs.variables() {
+            t.copy_(&half_weights[&k]);
+        }
+    });
+    c.load_state(&half_state, std::path::Path::new("state.safetensors")).unwrap();
+    steps(&resumed, &mut c, 3..6);
+    assert_eq!(weights(&resumed), weights(&per_param), "resumed: same weights, bit for bit");
+    assert_eq!(bits(&state(&c)), bits(&state(&a)));
+}
