@@ -814,6 +814,72 @@ fn zoo_commands_print_results_draw_them_and_fail_bad_images_alone() {
 }
 
 #[test]
+fn zoo_bench_times_the_pipeline_end_to_end_and_refuses_bad_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.jpg"), dir.path().join("b.jpg"));
+    test_png(&a, 40, 30);
+    test_png(&b, 23, 57);
+    let bad = dir.path().join("bad.jpg");
+    std::fs::write(&bad, b"\xff\xd8\xff\xe0 not a JPEG after all").unwrap();
+    let task = dir.path().join("task.toml");
+    std::fs::write(&task, "input_size = [32, 32]\nscore_threshold = 0.0\n").unwrap();
+    let (a_s, b_s, bad_s, task_s) =
+        (a.to_str().unwrap(), b.to_str().unwrap(), bad.to_str().unwrap(), task.to_str().unwrap());
+    let det = Path::new(env!("CARGO_MANIFEST_DIR")).join("zoo/tests/models/yolo.onnx");
+    let det = det.to_str().unwrap();
+    let bench = |extra: &[&str]| {
+        let mut args = vec!["zoo", "detect", det, a_s, b_s, "--config", task_s, "--bench", "0.2"];
+        args.extend(extra);
+        xforge(&args)
+    };
+    // JSON: sane fields; the batches cycle over the two images, each decoded again
+    let (code, out, err) = bench(&["--batch", "3", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(r["batch"], 3);
+    assert!(r["batches"].as_u64().unwrap() >= 3, "{out}");
+    let (ips, secs) = (r["images_per_s"].as_f64().unwrap(), r["seconds"].as_f64().unwrap());
+    assert!(secs >= 0.2 && ips > 0.0, "{out}");
+    assert!((ips * secs / 3.0 - r["batches"].as_f64().unwrap()).abs() < 1e-6, "{out}");
+    for k in ["decode_ms", "pack_ms", "device_ms", "post_ms", "first_ms"] {
+        let v = r[k].as_f64().unwrap();
+        assert!(v >= 0.0 && v < 1e4, "{k}: {out}");
+    }
+    assert!(r["decode_ms"].as_f64().unwrap() > 0.0 && r["device_ms"].as_f64().unwrap() > 0.0, "{out}");
+    // the stages fit in a batch's time
+    let per_batch = 1e3 * secs / r["batches"].as_f64().unwrap();
+    let stages: f64 = ["decode_ms", "pack_ms", "device_ms", "post_ms"].iter().map(|k| r[k].as_f64().unwrap()).sum();
+    assert!(stages <= per_batch * 1.01, "{out}");
+    assert!(r["results_per_batch"].as_f64().unwrap() > 0.0, "{out}");
+    // the interpreter has no GPU times
+    assert!(r["gpu_task_ms"].is_null() && r["prepost_gpu_share"].is_null(), "{out}");
+    // text
+    let (code, out, err) = bench(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("images/s") && out.contains("batches of 1") && out.contains("decode"), "{out}");
+    // refused: batch 0, a batch over the interpreter's call, --batch without --bench, a bad image
+    let (code, _, err) = bench(&["--batch", "0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--batch 0"), "{err}");
+    let (code, _, err) = bench(&["--batch", "9"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("at most 8 images"), "{err}");
+    let (code, _, err) = xforge(&["zoo", "detect", det, a_s, "--config", task_s, "--batch", "2"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--bench"), "{err}");
+    let (code, _, err) = xforge(&["zoo", "detect", det, a_s, bad_s, "--config", task_s, "--bench", "0.1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("bad.jpg"), "{err}");
+    // no images at all
+    let (code, _, err) = xforge(&["zoo", "detect", det, "--config", task_s, "--bench", "0.1"]);
+    assert_eq!(code, 2, "{err}");
+    // embed has nothing to time
+    let (code, _, err) = xforge(&["zoo", "embed", det, "text", "--bench", "0.1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--bench"), "{err}");
+}
+
+#[test]
 fn quantize_writes_a_qdq_model_that_onnxruntime_and_the_compiler_read() {
     let dir = tempfile::tempdir().unwrap();
     let cal = dir.path().join("cal");

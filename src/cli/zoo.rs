@@ -2,6 +2,10 @@
 //! [--device interp|gpu]`: a task wrapper over a model, pre- and post-processing in its graph.
 //! Each image's result is printed (a line, or one JSON object per line); an image that cannot
 //! be read gets its error in its place and the exit code is 2, the others still run.
+//! `--bench SECONDS [--batch N]`: instead, the call timed end to end (`xforge_zoo::bench`): the
+//! files read into memory once, then batches of N decoded, run and read back as a user's call
+//! does, for at least SECONDS; images/s and the time per batch by stage (one JSON object with
+//! `--json`), and on the GPU what pre- and post-processing add to the model's GPU time.
 use super::compile::Precision;
 use super::BadInput;
 use serde_json::{json, Value};
@@ -50,6 +54,16 @@ pub struct Args {
     /// Storage precision on the GPU.
     #[arg(long, value_enum, default_value = "fp16")]
     precision: Precision,
+    /// Time the pipeline end to end for at least this many seconds instead of printing results
+    /// (classify, detect, segment; the images taken in turn, decoded again for every batch).
+    #[arg(long)]
+    bench: Option<f64>,
+    /// Images per call with --bench.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Decoding threads with --bench (default: the CPU's cores).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 enum Wrapper {
@@ -81,7 +95,16 @@ pub fn zoo(a: Args) -> anyhow::Result<()> {
         std::fs::create_dir_all(d).map_err(|e| BadInput(format!("--out {}: {e}", d.display())))?;
     }
     if a.task == Task::Embed {
+        if a.bench.is_some() {
+            return Err(BadInput("--bench: classify, detect or segment".into()).into());
+        }
         return embed(&a, config, device);
+    }
+    if let Some(seconds) = a.bench {
+        return bench(&a, config, device, seconds);
+    }
+    if a.batch != 1 || a.threads.is_some() {
+        return Err(BadInput("--batch and --threads go with --bench".into()).into());
     }
     let max_pixels = config.max_decoded_pixels;
     let mut w = match a.task {
@@ -188,6 +211,82 @@ fn embed(a: &Args, config: TaskConfig, device: Device) -> anyhow::Result<()> {
         } else {
             let head: Vec<String> = v.iter().take(4).map(|x| format!("{x:.4}")).collect();
             println!("{t}: [{}, …] ({} dims)", head.join(", "), v.len());
+        }
+    }
+    Ok(())
+}
+
+/// `--bench`: the wrapper timed end to end on the images (see `xforge_zoo::bench`).
+fn bench(a: &Args, config: TaskConfig, device: Device, seconds: f64) -> anyhow::Result<()> {
+    use xforge_zoo::bench::{BenchOptions, Encoded, Task as Timed};
+    if !(seconds.is_finite() && seconds >= 0.0) {
+        return Err(BadInput(format!("--bench {seconds}: seconds, at least 0")).into());
+    }
+    if a.batch == 0 {
+        return Err(BadInput("--batch 0: a batch holds at least 1 image".into()).into());
+    }
+    if a.threads == Some(0) {
+        return Err(BadInput("--threads 0: at least 1".into()).into());
+    }
+    if a.out.is_some() {
+        return Err(BadInput("--out does not go with --bench".into()).into());
+    }
+    let images = a
+        .images
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::read(p).map_err(|e| BadInput(format!("{}: {e}", p.display())))?;
+            Ok(Encoded { name: p.display().to_string(), bytes })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut task = match a.task {
+        Task::Classify => Timed::Classifier(Classifier::new(&a.model, config, device)?),
+        Task::Detect => Timed::Detector(Detector::new(&a.model, config, device)?),
+        Task::Segment => Timed::Segmenter(Segmenter::new(&a.model, config, device)?),
+        Task::Embed => unreachable!("refused above"),
+    };
+    let opts = BenchOptions { batch: a.batch, seconds, min_batches: 3, threads: threads.min(a.batch) };
+    let r = xforge_zoo::bench::bench(&mut task, &a.model, &images, &opts)?;
+    let (task_ms, model_ms, share) = match r.gpu {
+        Some(g) => (json!(g.task_ms), json!(g.model_ms), json!(g.share())),
+        None => (Value::Null, Value::Null, Value::Null),
+    };
+    if a.json {
+        println!(
+            "{}",
+            json!({"batch": r.batch, "batches": r.batches, "seconds": r.seconds, "images_per_s": r.images_per_s,
+                "first_ms": r.first_ms, "decode_ms": r.decode_ms, "pack_ms": r.pack_ms, "device_ms": r.device_ms,
+                "post_ms": r.post_ms, "results_per_batch": r.results, "threads": r.threads,
+                "gpu_task_ms": task_ms, "gpu_model_ms": model_ms, "prepost_gpu_share": share,
+                "gpu_error": r.gpu_error})
+        );
+    } else {
+        println!(
+            "{:.1} images/s: {} batches of {} in {:.2} s (first batch {:.1} ms); per batch: decode {:.2} ms \
+             ({} threads), pack {:.2} ms, device {:.2} ms, results {:.2} ms; {:.1} results a batch",
+            r.images_per_s,
+            r.batches,
+            r.batch,
+            r.seconds,
+            r.first_ms,
+            r.decode_ms,
+            r.threads,
+            r.pack_ms,
+            r.device_ms,
+            r.post_ms,
+            r.results
+        );
+        if let Some(g) = r.gpu {
+            println!(
+                "GPU per batch: task graph {:.3} ms, the model alone {:.3} ms: pre- and post-processing add {:.1}%",
+                g.task_ms,
+                g.model_ms,
+                100.0 * g.share()
+            );
+        }
+        if let Some(e) = &r.gpu_error {
+            println!("GPU times not measured: {e}");
         }
     }
     Ok(())

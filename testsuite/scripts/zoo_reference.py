@@ -176,6 +176,8 @@ def classifier(name, cfg):
                             "margins": (s[:5] - s[1:6]).tolist()})
         return out
 
+    reference.torch = {"model": m, "transform": t}  # the pipeline itself, for zoo_throughput.py
+
     return m, torch.rand(1, 3, crop, crop), toml, reference, f"last linear layer x{gain:.3g} (logit std 2 on image 0)"
 
 
@@ -312,6 +314,7 @@ def tv_detector(name, cfg):
         return out
 
     extra = {"anchors.npy": anchors}
+    reference.torch = {"model": m}  # the whole torchvision detector (transform + postprocess), for zoo_throughput.py
     return raw, images.tensors, toml, reference, how, extra
 
 
@@ -697,9 +700,23 @@ def prepare_one(name, work, cfg):
         inputs = TEXTS
     else:
         names = ["boxes", "logits"] if task == "detect" and name != "yolov8n" else ["out"]
+        # zoo_throughput.py: a symbolic batch, so one model serves every batch size
+        axes = {k: {0: "batch"} for k in ["image", *names]} if cfg.get("dynamic_batch") else None
         with torch.no_grad():
             torch.onnx.export(m, (example,), path, opset_version=17, dynamo=False, input_names=["image"],
-                              output_names=names, do_constant_folding=True)
+                              output_names=names, do_constant_folding=True, dynamic_axes=axes)
+        if axes:  # the exporter names data-independent output sizes symbolically too: fix all but the batch
+            import onnx
+            with torch.no_grad():
+                outs = m(example)
+            outs = outs if isinstance(outs, (tuple, list)) else [outs]
+            g = onnx.load(path)
+            for o, t in zip(g.graph.output, outs):
+                for k, dim in enumerate(o.type.tensor_type.shape.dim):
+                    if k > 0:
+                        dim.Clear()
+                        dim.dim_value = t.shape[k]
+            onnx.save(g, path)
         inputs = cfg["images"]
     # the reference twice: on the pixels xforge decoded (the wrappers' proof) and on PIL's decode
     refs = {"ref": reference(inputs, cfg["load_same"]), "ref_pil": reference(inputs, load)}
@@ -712,7 +729,9 @@ def prepare_one(name, work, cfg):
     return f"{name}: prepared in {time.time() - t0:.1f} s ({spread})"
 
 
-def prepare(xforge, work, dry, only):
+def prepare(xforge, work, dry, only, **extra):
+    """Writes WORK (images, and per model its ONNX file, task.toml, reference results); returns the
+    configuration the model builders take (`extra` added to it)."""
     os.makedirs(work, exist_ok=True)
     sizes = [(64, 48), (48, 64), (40, 40)] if dry else [(640, 480), (480, 640), (800, 600), (500, 375), (400, 400)]
     images = make_images(os.path.join(work, "images"), sizes)
@@ -721,7 +740,7 @@ def prepare(xforge, work, dry, only):
     cfg = {"dry": dry, "images": images, "canvas": canvas, "load": load,
            "load_same": decoded_by_xforge(xforge, work, images, canvas),
            "tokenizer": os.path.join(here, "../../zoo/tests/models/tokenizer.json"),
-           "threads": 2 if dry else 4}
+           "threads": 2 if dry else 4, **extra}
     names = only or list(MODELS)
     workers = 1 if dry else 4
     print("NOTES:\n- " + "\n- ".join(NOTES), flush=True)
@@ -733,6 +752,7 @@ def prepare(xforge, work, dry, only):
             except Exception as e:
                 print(f"{n}: prepare FAILED: {type(e).__name__}: {str(e)[:400]}", flush=True)
     json.dump({"names": names, "images": images}, open(os.path.join(work, "plan.json"), "w"))
+    return cfg
 
 
 # ----------------------------------------------------------------------------------------- run

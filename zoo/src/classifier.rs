@@ -83,4 +83,8 @@ impl Classifier {
     pub fn pipeline(&self) -> &Pipeline {
         &self.pipeline
     }
+
+    pub fn pipeline_mut(&mut self) -> &mut Pipeline {
+        &mut self.pipeline
+    }
 }

@@ -239,6 +239,10 @@ impl Detector {
     pub fn pipeline(&self) -> &Pipeline {
         &self.pipeline
     }
+
+    pub fn pipeline_mut(&mut self) -> &mut Pipeline {
+        &mut self.pipeline
+    }
 }
 
 /// Boxes [K, 4] (x1, y1, x2, y2, model-input pixels) of the images `keep[:, 0]` names, in those

@@ -15,6 +15,7 @@
 //! # Ok::<(), xforge_zoo::ZooError>(())
 //! ```
 pub mod append;
+pub mod bench;
 pub mod classifier;
 pub mod config;
 pub mod detector;

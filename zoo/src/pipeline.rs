@@ -186,6 +186,17 @@ pub struct Pipeline {
     fixed_batch: Option<usize>,
     /// GPU: one session per batch size used.
     sessions: HashMap<usize, Session>,
+    /// Time spent in `run` since the last `take_stages`: packing and running (see `Stages`).
+    stages: Stages,
+}
+
+/// Where a wrapper call's time went inside `Pipeline::run` (wall clock, accumulated until
+/// `Pipeline::take_stages`): fitting and packing the canvas batch on the CPU, and running the
+/// task graph (on the GPU: input copies, the replayed graph, output copies; or the interpreter).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Stages {
+    pub pack: std::time::Duration,
+    pub device: std::time::Duration,
 }
 
 /// Images per interpreter call: bounds the memory of one call.
@@ -199,7 +210,7 @@ impl Pipeline {
             Dim::Known(b) => Some(*b),
             Dim::Sym(_) => None,
         });
-        Pipeline { graph, config, device, fixed_batch, sessions: HashMap::new() }
+        Pipeline { graph, config, device, fixed_batch, sessions: HashMap::new(), stages: Stages::default() }
     }
 
     pub fn device(&self) -> &Device {
@@ -222,6 +233,7 @@ impl Pipeline {
     /// Runs the pictures in chunks (each fitted to the canvas first); a chunk short of a fixed
     /// batch is filled with copies of its last image, whose results are dropped.
     pub fn run(&mut self, pictures: &[Picture]) -> Result<Vec<Chunk>, ZooError> {
+        let (t0, device0) = (std::time::Instant::now(), self.stages.device);
         let step = self.batch_step().max(1);
         let [ch, cw] = self.config.max_image_size;
         let fitted: Vec<Picture> = pictures.iter().map(|p| p.clone().fitted(self.config.max_image_size)).collect();
@@ -236,10 +248,23 @@ impl Pipeline {
             let b = CanvasBatch::pack(&refs, self.config.max_image_size);
             let pixels = Tensor::new(vec![b.n, ch, cw, 3], TensorData::U8(b.pixels));
             let extent = Tensor::from_f32(vec![b.n, 2], b.extent);
+            let t1 = std::time::Instant::now();
             let outputs = self.run_feed(b.n, vec![(PIXELS.into(), pixels), (EXTENT.into(), extent)])?;
+            self.stages.device += t1.elapsed();
             chunks.push(Chunk { first: c * step, outputs });
         }
+        self.stages.pack += t0.elapsed().saturating_sub(self.stages.device - device0);
         Ok(chunks)
+    }
+
+    /// The time `run` spent packing and on the device since the last call (then zeroed).
+    pub fn take_stages(&mut self) -> Stages {
+        std::mem::take(&mut self.stages)
+    }
+
+    /// The GPU session compiled for batches of `n`, once a batch of `n` has run.
+    pub fn session(&mut self, n: usize) -> Option<&mut Session> {
+        self.sessions.get_mut(&n)
     }
 
     /// Runs one batch of `n` items given as (graph input name, value) pairs.

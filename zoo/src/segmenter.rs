@@ -105,4 +105,8 @@ impl Segmenter {
     pub fn pipeline(&self) -> &Pipeline {
         &self.pipeline
     }
+
+    pub fn pipeline_mut(&mut self) -> &mut Pipeline {
+        &mut self.pipeline
+    }
 }
