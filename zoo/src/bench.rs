@@ -227,15 +227,16 @@ fn gpu_share(
     let mut m = Session::from_artifact(artifact, index)?;
     let plan = m.artifact.plan_for(n as u64).map_err(ZooError::Runtime)?;
     let mem = m.artifact.plans[plan].memory.clone();
+    // as `xforge bench` feeds a plan: at the plan's own batch
     let zeros: Vec<Vec<u8>> = mem
         .inputs
         .iter()
         .map(|b| {
-            let bytes = b.bytes_at(mem.batch, n as u64);
+            let bytes = b.bytes_at(mem.batch, mem.batch);
             bytes.map(|k| vec![0u8; k as usize]).ok_or_else(|| ZooError::Runtime(format!("input dtype {}", b.dtype)))
         })
         .collect::<Result<_, _>>()?;
-    m.run_batch(n as u64, &zeros.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
+    m.run_batch(mem.batch, &zeros.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
     let model_ms = median(m.time(plan, WARMUP, RUNS)?);
     Ok(GpuShare { task_ms, model_ms })
 }
