@@ -14,7 +14,7 @@ and precision: what pre- and post-processing add to the GPU's busy time.
 
 PyTorch, two rows per case (the same models, weights and task settings as zoo_reference.py builds):
 - "PIL": PIL decode + torchvision transforms on the CPU (a thread pool of the same size as xforge's
-  decoding threads), the batch copied to the GPU, the model (eval, `.half()` for fp16, CUDA,
+  decoding threads, torch's intra-op threads set to 1 as in DataLoader workers), the batch copied to the GPU, the model (eval, `.half()` for fp16, CUDA,
   torch.inference_mode), torchvision's post-processing (softmax + top-5; the detectors' own
   `postprocess_detections` + NMS + `transform.postprocess`, i.e. `model(list_of_images)`), results
   copied to the host. The detectors take uint8 images to the GPU and make them float there.
@@ -144,6 +144,9 @@ def main():
     images = cfg["images"]
     raw = [open(p, "rb").read() for p in images]
     if not dry:
+        # the thread pool is the CPU side's parallelism (as DataLoader workers of one thread each):
+        # no intra-op threads on top of it; the models run on the GPU
+        torch.set_num_threads(1)
         print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, {threads} CPU threads", flush=True)
     rows = []
     for name in names:
