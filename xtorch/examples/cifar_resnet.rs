@@ -67,12 +67,17 @@ impl Dataset for PatternImages {
 struct EpochClock {
     images: usize,
     last: Instant,
+    /// Shared with `main`, which reads it after the fit.
+    timing: Arc<Mutex<Timing>>,
+}
+
+#[derive(Clone, Default)]
+struct Timing {
+    /// images/s of each epoch.
     rates: Vec<f64>,
     /// Unix seconds at the end of epoch 0 and of the last epoch: the window the GPU-busy
     /// sampler is read over.
     window: (f64, f64),
-    /// Where the rates and the window are handed back when the fit ends.
-    out: Arc<Mutex<(Vec<f64>, (f64, f64))>>,
 }
 
 fn unix_now() -> f64 {
@@ -90,18 +95,13 @@ impl Callback for EpochClock {
         self.last = Instant::now();
         let rate = self.images as f64 / s;
         println!("epoch {}: {:.2} s, {rate:.0} images/s, train loss {:.4}", m.epoch, s, m.train_loss);
-        self.rates.push(rate);
+        let mut t = self.timing.lock().map_err(|_| TrainError::Callback("epoch clock poisoned".into()))?;
+        t.rates.push(rate);
         if m.epoch == 0 {
-            self.window.0 = unix_now();
+            t.window.0 = unix_now();
         }
-        self.window.1 = unix_now();
+        t.window.1 = unix_now();
         Ok(Control::Continue)
-    }
-
-    fn on_fit_end(&mut self, _history: &[EpochMetrics]) {
-        if let Ok(mut o) = self.out.lock() {
-            *o = (self.rates.clone(), self.window);
-        }
     }
 }
 
@@ -154,11 +154,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("ResNet-18 (CIFAR stem): {} parameters, {precision:?}", model.num_parameters());
     let optim = Optim::Sgd { lr: 0.1, momentum: 0.9, nesterov: false, weight_decay: 5e-4 };
     let per_epoch = train.len() * 256;
-    let rates = Arc::new(Mutex::new((vec![], (0.0, 0.0))));
-    let clock =
-        EpochClock { images: per_epoch, last: Instant::now(), rates: vec![], window: (0.0, 0.0), out: rates.clone() };
+    let timing = Arc::new(Mutex::new(Timing::default()));
+    let clock = EpochClock { images: per_epoch, last: Instant::now(), timing: timing.clone() };
     let report = Trainer::new(epochs).precision(precision).seed(3).callback(clock).fit(&model, &optim, &train, None)?;
-    let (rates, window) = rates.lock().map_err(|_| "clock poisoned")?.clone();
+    let Timing { rates, window } = timing.lock().map_err(|_| "clock poisoned")?.clone();
     let timed = &rates[1..];
     let mean = timed.len() as f64 / timed.iter().map(|r| 1.0 / r).sum::<f64>();
     let first = report.history.first().map(|m| m.train_loss).unwrap_or(f64::NAN);

@@ -21,6 +21,7 @@
 //! variable is written; an error names the file's key.
 use crate::amp;
 use crate::checkpoint::{self, CheckpointError};
+use crate::gpt2::config_json;
 pub use crate::gpt2::HfError;
 use crate::modules::{Embedding, LayerNorm, Linear, MultiheadAttention, PositionEmbedding, ShapeError};
 use std::collections::{BTreeMap, HashMap};
@@ -51,10 +52,8 @@ pub struct BertConfig {
 /// type, an activation other than exact "gelu", relative position embeddings, a decoder) is
 /// refused by name.
 pub fn read_config(dir: &Path) -> Result<BertConfig, HfError> {
-    let path = dir.join("config.json");
+    let (path, v) = config_json(dir)?;
     let cfg_err = |msg: String| HfError::Config { path: path.clone(), msg };
-    let text = std::fs::read_to_string(&path).map_err(|e| cfg_err(e.to_string()))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| cfg_err(e.to_string()))?;
     let int =
         |k: &str| v.get(k).and_then(|x| x.as_i64()).ok_or_else(|| cfg_err(format!("{k}: an integer is required")));
     let unsupported = |what: String| HfError::Unsupported { path: path.clone(), what };

@@ -33,6 +33,15 @@ pub enum HfError {
     Checkpoint(#[from] CheckpointError),
 }
 
+/// `dir`/config.json parsed, with its path (for the errors of the config readers).
+pub(crate) fn config_json(dir: &Path) -> Result<(PathBuf, serde_json::Value), HfError> {
+    let path = dir.join("config.json");
+    let err = |msg: String| HfError::Config { path: path.clone(), msg };
+    let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
+    let v = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+    Ok((path, v))
+}
+
 /// The GPT-2 sizes and options xtorch reads from `config.json`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gpt2Config {
@@ -63,10 +72,8 @@ impl Gpt2Config {
 /// model type, unscaled or layer-scaled attention, cross-attention, another activation) are
 /// refused by name.
 pub fn read_config(dir: &Path) -> Result<Gpt2Config, HfError> {
-    let path = dir.join("config.json");
+    let (path, v) = config_json(dir)?;
     let cfg_err = |msg: String| HfError::Config { path: path.clone(), msg };
-    let text = std::fs::read_to_string(&path).map_err(|e| cfg_err(e.to_string()))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| cfg_err(e.to_string()))?;
     let int =
         |k: &str| v.get(k).and_then(|x| x.as_i64()).ok_or_else(|| cfg_err(format!("{k}: an integer is required")));
     let unsupported = |what: String| HfError::Unsupported { path: path.clone(), what };
