@@ -179,6 +179,58 @@ fn rmsnorm_decompositions() {
     }
 }
 
+/// RMSNorm as Hugging Face's T5 and Llama export it — `w · (x · (1 / √(mean(x²) + ε)))` — and
+/// the other spellings of rsqrt and factor orders; `scale` is the weight's shape.
+fn rms_graph(rsqrt: &str, weight_first: bool, x_first: bool, scale: &[usize]) -> Graph {
+    let mut b = GraphBuilder::new("rms", 17);
+    let x = b.input("x", DType::F32, &[2, 3, 8]);
+    let n: usize = scale.iter().product();
+    let w = b.weight("w", Tensor::from_f32(scale.to_vec(), (0..n).map(|i| 0.5 + i as f32 * 0.1).collect()));
+    let (two, eps) = (c(&mut b, "two", 2.0), c(&mut b, "eps", 1e-6));
+    let p = b.node(Op::Pow, &[x, two], vec![], u());
+    let m = b.node(Op::ReduceMean, &[p], vec![("axes", Attr::Ints(vec![-1]))], u());
+    let a = b.node(Op::Add, &[eps, m], vec![], u());
+    let r = match rsqrt {
+        "div" => {
+            let s = b.node(Op::Sqrt, &[a], vec![], u());
+            let one = c(&mut b, "one", 1.0);
+            b.node(Op::Div, &[one, s], vec![], u())
+        }
+        "pow" => {
+            let h = c(&mut b, "neg_half", -0.5);
+            b.node(Op::Pow, &[a, h], vec![], u())
+        }
+        _ => {
+            let s = b.node(Op::Sqrt, &[a], vec![], u());
+            b.node(Op::Reciprocal, &[s], vec![], u())
+        }
+    };
+    let nx = b.node(Op::Mul, &if x_first { [x, r] } else { [r, x] }, vec![], u());
+    let y = b.node(Op::Mul, &if weight_first { [w, nx] } else { [nx, w] }, vec![], u());
+    b.output(y);
+    b.finish()
+}
+
+#[test]
+fn rmsnorm_as_exporters_write_it() {
+    for rsqrt in ["div", "pow", "reciprocal"] {
+        for (weight_first, x_first) in [(true, true), (false, false), (true, false)] {
+            check(rms_graph(rsqrt, weight_first, x_first, &[8]), Op::RMSNormalization, 1e-5);
+        }
+    }
+    check(rms_graph("div", true, true, &[1, 1, 8]), Op::RMSNormalization, 1e-5);
+}
+
+#[test]
+fn rmsnorm_needs_a_scale_per_column() {
+    // a scale per row ([2, 3, 1]) is not RMSNormalization's: the graph fuses otherwise, still equal
+    let mut g = rms_graph("div", true, true, &[2, 3, 1]);
+    infer_graph(&mut g).unwrap();
+    let f = fuse(&g).unwrap();
+    assert!(!f.graph.nodes.iter().any(|n| n.op == Op::RMSNormalization));
+    assert_equivalent(&g, &f.graph, 1e-5);
+}
+
 /// q, k, v: [1, 2, 5, 4] heads; kᵀ comes from a transpose like exporters write it.
 fn attention_graph(form: &str) -> Graph {
     let mut b = GraphBuilder::new("attn", 17);

@@ -45,12 +45,12 @@ fn wave() -> usize {
     crate::target::current().wave
 }
 
-/// Short rows of a per-row op (normalizations, softmax) of `len` vectors: (threads per row, a
-/// power of two below the wave, and rows per block, a power of two dividing `rows` with at
-/// most ROW_BLOCK_MAX threads in all); None where a row takes a block of its own.
-fn packing(len: usize, rows: usize, per_row: bool) -> Option<(usize, usize)> {
+/// Short rows of `len` vectors: (threads per row, a power of two below the wave, and rows per
+/// block, a power of two dividing `rows` with at most ROW_BLOCK_MAX threads in all); None where
+/// a row takes a block of its own.
+fn packing(len: usize, rows: usize) -> Option<(usize, usize)> {
     let seg = len.div_ceil(knobs::ROW_VECTORS_PER_THREAD).next_power_of_two();
-    if !per_row || seg >= wave() || std::env::var_os("XFORGE_ROW_PER_BLOCK").is_some() {
+    if seg >= wave() || std::env::var_os("XFORGE_ROW_PER_BLOCK").is_some() {
         return None;
     }
     // the most rows per block that divide the rows (no row past the end)
@@ -393,9 +393,9 @@ pub fn row_reduction(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, 
         && params.iter().filter(|p| !p.output && p.elements == numel(&in_shape)).all(|p| p.dtype.size() == esize)
         && outs_row_sized(&params, &in_shape, per_row);
     let lanes = if vectorizable { 16 / esize } else { 1 };
-    // threads per row: a block, or, for short rows of a per-row op, an aligned segment of a warp
-    // with several rows per block (shuffles alone combine a row: no barrier, no shared memory)
-    let (seg, packed) = packing(len.div_ceil(lanes), rows, per_row).unwrap_or((block_for(len.div_ceil(lanes)), 1));
+    // threads per row: a block, or, for short rows, an aligned segment of a warp with several
+    // rows per block (shuffles alone combine a row: no barrier, no shared memory)
+    let (seg, packed) = packing(len.div_ceil(lanes), rows).unwrap_or((block_for(len.div_ceil(lanes)), 1));
     let block = seg * packed;
     let warps = block / wave();
     let k = arity(stat);

@@ -275,9 +275,9 @@ pub fn composite_rules() -> Vec<Rewrite<ENode, FusionAnalysis>> {
             let args = [x, s[v("?w")], s[v("?b")]];
             Some(add_op(eg, Op::LayerNormalization, vec![("axis", Attr::Int(-1)), ("epsilon", Attr::Float(eps as f32))], &args))
         }),
-        // x / √(mean(x²) + ε) · w → RMSNormalization
-        rule("rmsnorm", "(Mul (Div ?x (Sqrt (Add ?ms ?eps))) ?w)", |eg, s, _| rms(eg, s)),
-        rule("rmsnorm-recip", "(Mul (Mul ?x (Reciprocal (Sqrt (Add ?ms ?eps)))) ?w)", |eg, s, _| rms(eg, s)),
+        // x / √(mean(x²) + ε) · w and x · rsqrt(mean(x²) + ε) · w → RMSNormalization, the factors
+        // in any order and rsqrt as exporters write it (Reciprocal(√), 1 / √, Pow(·, −½))
+        rule("rmsnorm", "(Mul ?a ?b)", |eg, s, _| rms(eg, s[v("?a")], s[v("?b")])),
         // Softmax(q·kᵀ·scale + mask)·v → Attention (SDPA export: √scale on both sides)
         rule("attention-sdpa", "(MatMul (Softmax (MatMul (Mul ?q ?sq) (Mul ?kt ?sk))) ?v)", |eg, s, root| {
             let scale = konst(eg, s, "?sq")? * konst(eg, s, "?sk")?;
@@ -348,15 +348,70 @@ fn square_of(eg: &FusionGraph, id: Id) -> Option<Id> {
     })
 }
 
-fn rms(eg: &mut FusionGraph, s: &Subst) -> Option<Id> {
-    let x = eg.find(s[v("?x")]);
-    let eps = konst(eg, s, "?eps")?;
-    let sq = mean_of(eg, s[v("?ms")])?;
-    (square_of(eg, sq)? == x).then_some(())?;
-    Some(add_op(
-        eg,
-        Op::RMSNormalization,
-        vec![("axis", Attr::Int(-1)), ("epsilon", Attr::Float(eps as f32))],
-        &[x, s[v("?w")]],
-    ))
+/// RMSNormalization(x, w) where `a · b` is `n · w` (either order) and n normalizes x by the root
+/// mean square of its last axis; w has one element per column (or one in all).
+fn rms(eg: &mut FusionGraph, a: Id, b: Id) -> Option<Id> {
+    let (x, w, eps) = [(a, b), (b, a)].into_iter().find_map(|(n, w)| {
+        let (x, eps) = rms_normalized(eg, n)?;
+        let cols = eg[x].data.ty().shape.as_ref()?.last()?.known()?;
+        let ws = eg[w].data.ty().shape.as_ref()?;
+        // the kernel reads a scale by column, or inlines a one-element constant
+        let per_column =
+            ws.last().is_some_and(|d| d.known() == Some(cols)) && ws.iter().rev().skip(1).all(|d| d.known() == Some(1));
+        ((per_column || eg[w].data.scalar().is_some()) && ws.len() <= rank(eg, x)?).then_some((x, w, eps))
+    })?;
+    Some(add_op(eg, Op::RMSNormalization, vec![("axis", Attr::Int(-1)), ("epsilon", Attr::Float(eps as f32))], &[x, w]))
+}
+
+/// (x, ε) where class `n` holds x / √(mean(x²) + ε) or x · rsqrt(mean(x²) + ε), the product in
+/// either order.
+fn rms_normalized(eg: &FusionGraph, n: Id) -> Option<(Id, f64)> {
+    eg[n].nodes.iter().find_map(|node| match node.head {
+        Head::Op { op: Op::Div, .. } => {
+            let x = eg.find(node.args[0]);
+            let (ms, eps) = sqrt_of_sum(eg, node.args[1])?;
+            mean_square_of(eg, ms, x).then_some((x, eps))
+        }
+        Head::Op { op: Op::Mul, .. } => {
+            [(node.args[0], node.args[1]), (node.args[1], node.args[0])].into_iter().find_map(|(x, r)| {
+                let x = eg.find(x);
+                let (ms, eps) = rsqrt_of_sum(eg, r)?;
+                mean_square_of(eg, ms, x).then_some((x, eps))
+            })
+        }
+        _ => None,
+    })
+}
+
+/// Whether class `ms` is the last-axis mean of x².
+fn mean_square_of(eg: &FusionGraph, ms: Id, x: Id) -> bool {
+    mean_of(eg, ms).and_then(|sq| square_of(eg, sq)).is_some_and(|d| d == eg.find(x))
+}
+
+/// (s, ε) where class `id` holds s + ε (either order) with ε a constant.
+fn sum_with_constant(eg: &FusionGraph, id: Id) -> Option<(Id, f64)> {
+    eg[id].nodes.iter().find_map(|n| match n.head {
+        Head::Op { op: Op::Add, .. } => [(n.args[0], n.args[1]), (n.args[1], n.args[0])]
+            .into_iter()
+            .find_map(|(s, e)| eg[e].data.scalar().map(|eps| (eg.find(s), eps))),
+        _ => None,
+    })
+}
+
+/// (s, ε) where class `id` holds √(s + ε).
+fn sqrt_of_sum(eg: &FusionGraph, id: Id) -> Option<(Id, f64)> {
+    eg[id].nodes.iter().find_map(|n| match n.head {
+        Head::Op { op: Op::Sqrt, .. } => sum_with_constant(eg, n.args[0]),
+        _ => None,
+    })
+}
+
+/// (s, ε) where class `id` holds 1 / √(s + ε): Reciprocal(√), Div(1, √) or Pow(s + ε, −½).
+fn rsqrt_of_sum(eg: &FusionGraph, id: Id) -> Option<(Id, f64)> {
+    eg[id].nodes.iter().find_map(|n| match n.head {
+        Head::Op { op: Op::Reciprocal, .. } => sqrt_of_sum(eg, n.args[0]),
+        Head::Op { op: Op::Div, .. } if near(eg[n.args[0]].data.scalar(), 1.0) => sqrt_of_sum(eg, n.args[1]),
+        Head::Op { op: Op::Pow, .. } if near(eg[n.args[1]].data.scalar(), -0.5) => sum_with_constant(eg, n.args[0]),
+        _ => None,
+    })
 }
