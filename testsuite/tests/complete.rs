@@ -276,6 +276,73 @@ fn a_channel_shuffle_is_the_store_of_the_concat_before_it() {
 }
 
 #[test]
+fn a_rotary_embedding_and_its_key_repeat_are_one_kernel_each() {
+    // Llama's attention inputs as transformers exports them: q·cos + rotate_half(q)·sin, with
+    // rotate_half(q) = Concat(−q[…, h:], q[…, :h]), and for the keys the same, then repeated for
+    // grouped-query attention (Unsqueeze → Expand → Reshape); each chain is one kernel that pulls
+    // its elements through the Slices, the Neg, the Concat and the Expand
+    let (bs, heads, kv, s, d) = (2, 4, 2, 5, 8);
+    let mut b = GraphBuilder::new("rope", 17);
+    let q = b.input("q", DType::F32, &[bs, heads, s, d]);
+    let k = b.input("k", DType::F32, &[bs, kv, s, d]);
+    let u = || ValueType::unranked(DType::F32);
+    let table = |b: &mut GraphBuilder, name: &str, f: fn(f64) -> f64| {
+        let v: Vec<f64> = (0..s * d).map(|i| f(i as f64 * 0.1)).collect();
+        b.weight(name, Tensor::from_f64(DType::F32, vec![1, 1, s, d], &v))
+    };
+    let cos = table(&mut b, "cos", f64::cos);
+    let sin = table(&mut b, "sin", f64::sin);
+    let i64s = |b: &mut GraphBuilder, name: &str, v: Vec<i64>| b.weight(name, Tensor::from_i64(vec![v.len()], v));
+    let (h0, h1, end, axis) = (
+        i64s(&mut b, "h0", vec![0]),
+        i64s(&mut b, "h1", vec![d as i64 / 2]),
+        i64s(&mut b, "end", vec![i64::MAX]),
+        i64s(&mut b, "axis", vec![3]),
+    );
+    let rope = |b: &mut GraphBuilder, x| {
+        let lo = b.node(Op::Slice, &[x, h0, h1, axis], vec![], u());
+        let hi = b.node(Op::Slice, &[x, h1, end, axis], vec![], u());
+        let neg = b.node(Op::Neg, &[hi], vec![], u());
+        let rot = b.node(Op::Concat, &[neg, lo], vec![("axis", Attr::Int(-1))], u());
+        let xc = b.node(Op::Mul, &[x, cos], vec![], u());
+        let rs = b.node(Op::Mul, &[rot, sin], vec![], u());
+        b.node(Op::Add, &[xc, rs], vec![], u())
+    };
+    let qr = rope(&mut b, q);
+    let kr = rope(&mut b, k);
+    let ax2 = i64s(&mut b, "ax2", vec![2]);
+    let k5 = b.node(Op::Unsqueeze, &[kr, ax2], vec![], u());
+    let to5 = i64s(&mut b, "to5", vec![bs as i64, kv as i64, (heads / kv) as i64, s as i64, d as i64]);
+    let ke = b.node(Op::Expand, &[k5, to5], vec![], u());
+    let to4 = i64s(&mut b, "to4", vec![bs as i64, heads as i64, s as i64, d as i64]);
+    let kh = b.node(Op::Reshape, &[ke, to4], vec![], u());
+    b.output(qr);
+    b.output(kh);
+    let mut g = b.finish();
+    xforge_ir::infer::infer_graph(&mut g).unwrap();
+    let fused = Compiler::new("sm_90").fuse(&g).unwrap();
+    let kernels_run: Vec<String> = fused
+        .partition
+        .groups
+        .iter()
+        .filter(|grp| grp.schedule != Schedule::View)
+        .map(|grp| grp.nodes.iter().map(|&n| fused.graph.nodes[n].op.to_string()).collect::<Vec<_>>().join("+"))
+        .collect();
+    assert_eq!(kernels_run.len(), 2, "one kernel for q, one for k and its repeat: {kernels_run:?}");
+    let feed = HashMap::from([
+        ("q".to_string(), xforge_codegen_ptx::samples::random(DType::F32, &[bs, heads, s, d], 1)),
+        ("k".to_string(), xforge_codegen_ptx::samples::random(DType::F32, &[bs, kv, s, d], 2)),
+    ]);
+    let want = xforge_ir::interp::run(&g, &feed).unwrap();
+    let (got, stats) = run_plan(&fused, &kernels(&fused), &feed).unwrap();
+    assert_eq!(stats.interpreted, 0, "every group ran as a kernel");
+    for (o, w) in got.iter().zip(&want) {
+        assert_eq!(o.shape(), w.shape());
+        assert_eq!(o.to_f64(), w.to_f64());
+    }
+}
+
+#[test]
 fn zero_size_values_compile_and_compute_the_same() {
     // valid ONNX that once reached MLIR as memref<0x…> against memref<1x…> (exit 1): a [0, 5]
     // Softmax, LayerNorm over [0, 8] rows, ReduceMax/ReduceSum over an empty axis; they run as

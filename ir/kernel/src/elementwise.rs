@@ -6,7 +6,7 @@ use crate::kernel::{blocks, finish, input_params, Kernel, KernelError, Param};
 use std::collections::HashMap;
 use xforge_ir::group::FusionGroup;
 use xforge_ir::tensor::{numel, strides};
-use xforge_ir::{Attr, DType, Graph, Node, Op, ValueId};
+use xforge_ir::{Attr, DType, Graph, Node, Op, OpKind, ValueId};
 
 /// Threads per block.
 pub use crate::knobs::BLOCK;
@@ -87,8 +87,10 @@ fn load_float(b: &mut Body, params: &[Param], v: ValueId, at: &str, c: &str) -> 
 struct Pull<'a> {
     g: &'a Graph,
     params: &'a [Param],
+    scalars: &'a HashMap<ValueId, f64>,
     group: &'a [&'a Node],
     c: &'a str,
+    dt: DType,
     unsupported: &'a dyn Fn(String) -> KernelError,
 }
 
@@ -118,7 +120,30 @@ impl Pull<'_> {
             let xc = coords(b, &i, &xs);
             return self.value(b, x, &xc, &xs);
         }
+        if matches!(n.op.kind(), OpKind::Elementwise | OpKind::Broadcast) {
+            return self.elementwise(b, n, at);
+        }
         Err(self.bad(n, "its data is computed in the group by work other than data movement"))
+    }
+
+    /// Elementwise node `n`'s output at coordinates `at` (the negated half a rotary embedding
+    /// concatenates): each operand pulled at the same coordinates, broadcast from its own shape.
+    fn elementwise(&self, b: &mut Body, n: &Node, at: &[String]) -> Result<String, KernelError> {
+        let mut args = vec![];
+        for &v in n.inputs.iter().take(arity(n)).flatten() {
+            if let Some(&x) = self.scalars.get(&v) {
+                args.push(b.float(x, self.c));
+                continue;
+            }
+            let shape = self.g.ty(v).static_shape().ok_or_else(|| self.bad(n, "shape is not static"))?;
+            let off = at.len().checked_sub(shape.len()).ok_or_else(|| self.bad(n, "an operand has more axes"))?;
+            let cs: Vec<String> =
+                (0..shape.len()).map(|d| if shape[d] == 1 { b.index(0) } else { at[d + off].clone() }).collect();
+            args.push(self.value(b, v, &cs, &shape)?);
+        }
+        let scalar_vals: Vec<Option<f64>> =
+            n.inputs.iter().map(|v| v.and_then(|v| self.scalars.get(&v).copied())).collect();
+        apply(b, self.g, n, args, self.c, self.dt, &scalar_vals, self.unsupported)
     }
 
     /// Data-movement node `n`'s output at coordinates `oc`.
@@ -321,16 +346,18 @@ fn remapped(
     g: &Graph,
     n: &Node,
     params: &[Param],
+    scalars: &HashMap<ValueId, f64>,
     group: &[&Node],
     i: &str,
     c: &str,
+    dt: DType,
     unsupported: &dyn Fn(String) -> KernelError,
 ) -> Result<String, KernelError> {
     let out_shape = n.outputs[0]
         .and_then(|o| g.ty(o).static_shape())
         .ok_or_else(|| unsupported(format!("node '{}' ({}): shape is not static", n.name, n.op)))?;
     let oc = coords(b, i, &out_shape);
-    Pull { g, params, group, c, unsupported }.node(b, n, &oc)
+    Pull { g, params, scalars, group, c, dt, unsupported }.node(b, n, &oc)
 }
 /// Emits `op` on computed operands `a` (type `c`); `None` when the template lacks it.
 fn scalar_op(b: &mut Body, n: &Node, args: &[String], c: &str, scalars: &[Option<f64>]) -> Option<String> {
@@ -480,13 +507,17 @@ pub fn compute(
     let ostr = strides(space);
     let memref = |p: &Param| format!("memref<{}x{}>", p.elements.max(1), storage_type(p.dtype).unwrap());
     let mut value: HashMap<ValueId, String> = seed;
+    let outputs: Vec<ValueId> = params.iter().filter(|p| p.output).map(|p| p.value).collect();
+    let kept: Vec<ValueId> = also.iter().chain(value.keys()).copied().collect();
+    let pulled = pulled_nodes(nodes, &outputs, &kept);
     // inputs the nodes read, each loaded once
     // operands of data-movement nodes are read at remapped indices by those nodes themselves
     // (a view reads only its data; its shape operand is compiled in)
     let read: std::collections::HashSet<ValueId> = nodes
         .iter()
-        .filter(|n| !is_remap(n.op))
-        .flat_map(|n| n.inputs.iter().take(arity(n)).flatten().copied())
+        .enumerate()
+        .filter(|&(k, n)| !is_remap(n.op) && !pulled[k])
+        .flat_map(|(_, n)| n.inputs.iter().take(arity(n)).flatten().copied())
         .chain(also.iter().copied())
         .collect();
     let seeded: std::collections::HashSet<ValueId> = value.keys().copied().collect();
@@ -546,24 +577,9 @@ pub fn compute(
         };
         value.insert(p.value, v);
     }
-    // data movement whose result only other in-group data movement reads is pulled through by
-    // those readers: evaluating it here too would repeat each chain once per link
-    let pulled_only = |n: &Node| -> bool {
-        let Some(o) = n.outputs.first().copied().flatten() else { return false };
-        let readers: Vec<&&Node> = nodes.iter().filter(|m| m.inputs.iter().flatten().any(|&v| v == o)).collect();
-        is_remap(n.op)
-            && !readers.is_empty()
-            && readers.iter().all(|m| is_remap(m.op))
-            && !params.iter().any(|p| p.value == o && p.output)
-            && !also.contains(&o)
-    };
-    for n in nodes {
-        if pulled_only(n) {
+    for (k, n) in nodes.iter().enumerate() {
+        if pulled[k] {
             continue;
-        }
-        // a Dropout with a training mode is the generic kernel's to judge (random when on)
-        if n.op == Op::Dropout && n.inputs.get(2).copied().flatten().is_some() {
-            return Err(unsupported(format!("node '{}': Dropout with a training_mode input", n.name)));
         }
         let scalar_vals: Vec<Option<f64>> = n.inputs.iter().map(|v| v.and_then(|v| scalars.get(&v).copied())).collect();
         let mut args = vec![];
@@ -578,36 +594,81 @@ pub fn compute(
             args.push(a);
         }
         let out = if is_remap(n.op) {
-            remapped(b, g, n, params, nodes, i, c, unsupported)?
+            remapped(b, g, n, params, scalars, nodes, i, c, dt, unsupported)?
         } else if is_view(n.op) {
             args[0].clone()
-        } else if n.op == Op::Where {
-            b.emit(format!("arith.select {}, {}, {} : {c}", args[0], args[1], args[2]))
-        } else if matches!(n.op, Op::Cast | Op::CastLike) {
-            // round through the target type; a bool operand is an i1 (as Where's condition), 0 or 1
-            let to = n.outputs[0].map(|o| g.ty(o).dtype).unwrap_or(dt);
-            if n.inputs[0].is_some_and(|v| g.ty(v).dtype == DType::Bool) {
-                args[0] = b.emit(format!("arith.uitofp {} : i1 to {c}", args[0]));
-            }
-            match storage_type(to).filter(|_| to.is_float()) {
-                // widening keeps every value
-                Some("f64") if c == "f32" => args[0].clone(),
-                Some(t) if t != c => {
-                    let r = b.emit(format!("arith.truncf {} : {c} to {t}", args[0]));
-                    b.emit(format!("arith.extf {r} : {t} to {c}"))
-                }
-                Some(_) => args[0].clone(),
-                None => return Err(unsupported(format!("Cast to {to} is not supported"))),
-            }
         } else {
-            scalar_op(b, n, &args, c, &scalar_vals)
-                .ok_or_else(|| unsupported(format!("op {} is not in the elementwise template", n.op)))?
+            apply(b, g, n, args, c, dt, &scalar_vals, unsupported)?
         };
         if let Some(o) = n.outputs[0] {
             value.insert(o, out);
         }
     }
     Ok(value)
+}
+
+/// Nodes whose results only in-group data movement reads (directly, or through other such
+/// nodes), and that are not stored (`outputs`) or given (`kept`): data movement, views and
+/// elementwise work that their readers pull through at remapped coordinates. Evaluating them
+/// in the group's space too would repeat each chain once per link, or run work in a space of
+/// another shape (the negated half a rotary embedding concatenates).
+fn pulled_nodes(nodes: &[&Node], outputs: &[ValueId], kept: &[ValueId]) -> Vec<bool> {
+    let mut pulled = vec![false; nodes.len()];
+    for k in (0..nodes.len()).rev() {
+        let n = nodes[k];
+        let Some(o) = n.outputs.first().copied().flatten() else { continue };
+        let readers: Vec<usize> =
+            (0..nodes.len()).filter(|&m| nodes[m].inputs.iter().flatten().any(|&v| v == o)).collect();
+        let pullable =
+            is_remap(n.op) || is_view(n.op) || matches!(n.op.kind(), OpKind::Elementwise | OpKind::Broadcast);
+        pulled[k] = pullable
+            && n.outputs.iter().flatten().count() == 1
+            && !readers.is_empty()
+            && readers.iter().all(|&m| is_remap(nodes[m].op) || pulled[m])
+            && !outputs.contains(&o)
+            && !kept.contains(&o);
+    }
+    pulled
+}
+
+/// Elementwise node `n` on its computed operands `args` (type `c`).
+#[allow(clippy::too_many_arguments)]
+fn apply(
+    b: &mut Body,
+    g: &Graph,
+    n: &Node,
+    mut args: Vec<String>,
+    c: &str,
+    dt: DType,
+    scalar_vals: &[Option<f64>],
+    unsupported: &dyn Fn(String) -> KernelError,
+) -> Result<String, KernelError> {
+    // a Dropout with a training mode is the generic kernel's to judge (random when on)
+    if n.op == Op::Dropout && n.inputs.get(2).copied().flatten().is_some() {
+        return Err(unsupported(format!("node '{}': Dropout with a training_mode input", n.name)));
+    }
+    Ok(if n.op == Op::Where {
+        b.emit(format!("arith.select {}, {}, {} : {c}", args[0], args[1], args[2]))
+    } else if matches!(n.op, Op::Cast | Op::CastLike) {
+        // round through the target type; a bool operand is an i1 (as Where's condition), 0 or 1
+        let to = n.outputs[0].map(|o| g.ty(o).dtype).unwrap_or(dt);
+        if n.inputs[0].is_some_and(|v| g.ty(v).dtype == DType::Bool) {
+            args[0] = b.emit(format!("arith.uitofp {} : i1 to {c}", args[0]));
+        }
+        match storage_type(to).filter(|_| to.is_float()) {
+            // widening keeps every value
+            Some("f64") if c == "f32" => args[0].clone(),
+            Some(t) if t != c => {
+                let r = b.emit(format!("arith.truncf {} : {c} to {t}", args[0]));
+                b.emit(format!("arith.extf {r} : {t} to {c}"))
+            }
+            Some(_) => args[0].clone(),
+            None => return Err(unsupported(format!("Cast to {to} is not supported"))),
+        }
+    } else {
+        scalar_op(b, n, &args, c, scalar_vals)
+            .ok_or_else(|| unsupported(format!("op {} is not in the elementwise template", n.op)))?
+    })
 }
 
 /// The value to store for output parameter `p`, converted to its storage type.
@@ -682,17 +743,20 @@ fn routed_elementwise(
 ) -> Result<Kernel, KernelError> {
     let unsupported = |why: String| KernelError::Unsupported { group: gi, why };
     let (body, tail) = nodes.split_at(split);
-    let space = body[0].outputs[0]
+    let y = body[split - 1].outputs[0].ok_or_else(|| unsupported("no output".into()))?;
+    // the body works in one space: no views in it, every result of that shape (but for work
+    // its data movement pulls through)
+    let pulled = pulled_nodes(body, &[y], &[]);
+    let top: Vec<&&Node> = (0..body.len()).filter(|&k| !pulled[k]).map(|k| &body[k]).collect();
+    let space = top[0].outputs[0]
         .and_then(|o| g.ty(o).static_shape())
         .ok_or_else(|| unsupported("shapes are not static".into()))?;
-    // the body works in one space: no views in it, every result of that shape
-    for n in body {
+    for n in top {
         let same = n.outputs.iter().flatten().all(|&o| g.ty(o).static_shape().as_deref() == Some(space.as_slice()));
         if is_view(n.op) || !same {
             return Err(unsupported(format!("node '{}' leaves the iteration shape before the store tail", n.name)));
         }
     }
-    let y = body[split - 1].outputs[0].ok_or_else(|| unsupported("no output".into()))?;
     if let Some(o) = grp.outputs.iter().find(|o| !tail.iter().any(|n| n.outputs.contains(&Some(**o)))) {
         return Err(unsupported(format!("output '{}' is written before the store tail", g.name_of(*o))));
     }
@@ -722,8 +786,13 @@ pub fn elementwise(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Ke
     if let Some(split) = store_tail_start(&nodes) {
         return routed_elementwise(g, grp, gi, &nodes, split);
     }
-    // the iteration space: every node computes values of one static shape
-    let first_out = nodes.first().and_then(|n| n.outputs[0]).ok_or_else(|| unsupported("empty group".into()))?;
+    // the iteration space: every node not pulled through by data movement computes values of
+    // one static shape
+    let pulled = pulled_nodes(&nodes, &grp.outputs, &[]);
+    let first_out = (0..nodes.len())
+        .find(|&k| !pulled[k])
+        .and_then(|k| nodes[k].outputs[0])
+        .ok_or_else(|| unsupported("empty group".into()))?;
     let space = g.ty(first_out).static_shape().ok_or_else(|| unsupported("shapes are not static".into()))?;
     let n_elems = numel(&space);
     let shapes: Vec<ValueId> =
@@ -731,13 +800,13 @@ pub fn elementwise(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Ke
     let (mut params, scalars) = input_params(g, &grp.inputs, &shapes, false).map_err(unsupported)?;
     // a view to another shape keeps each element's flat index, so it may end the group; work
     // after it would index the wrong shape
-    let reshaped: Vec<ValueId> = nodes
-        .iter()
-        .filter(|n| is_view(n.op))
-        .filter_map(|n| n.outputs[0])
+    let reshaped: Vec<ValueId> = (0..nodes.len())
+        .filter(|&k| is_view(nodes[k].op) && !pulled[k])
+        .filter_map(|k| nodes[k].outputs[0])
         .filter(|&o| g.ty(o).static_shape().as_deref() != Some(space.as_slice()))
         .collect();
-    if let Some(n) = nodes.iter().find(|n| !is_view(n.op) && n.inputs.iter().flatten().any(|v| reshaped.contains(v))) {
+    let top: Vec<&&Node> = (0..nodes.len()).filter(|&k| !pulled[k]).map(|k| &nodes[k]).collect();
+    if let Some(n) = top.iter().find(|n| !is_view(n.op) && n.inputs.iter().flatten().any(|v| reshaped.contains(v))) {
         return Err(unsupported(format!("node '{}' works on a reshaped value inside the group", n.name)));
     }
     for &o in &grp.outputs {

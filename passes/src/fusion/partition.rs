@@ -450,12 +450,25 @@ pub fn partition(g: &Graph) -> Partition {
             }
         };
         // an elementwise node also takes in the elementwise groups that only feed it (side branches
-        // such as sigmoid(x) in x·sigmoid(x) + clip(x)): nothing else reads them, so no cycle
-        if elementwise && target.is_some() {
+        // such as sigmoid(x) in x·sigmoid(x) + clip(x)), and so does data movement that pulls
+        // its operands (Concat, Slice, Expand, Pad); either takes in data movement of that kind
+        // too (the two halves a rotary embedding concatenates, negated, then scales): the
+        // template pulls each element through them. Nothing else reads them, so no cycle.
+        let pulls = matches!(node.op, Op::Concat | Op::Slice | Op::Expand | Op::Pad);
+        if (elementwise && target.is_some()) || pulls {
             let own_reads = reads_outside(node, gid, &group_of);
             for &v in &inputs {
                 let Some(q) = source_group(v, &group_of) else { continue };
-                if q == gid || schedule[q] != Schedule::Elementwise {
+                // pulled data movement reads its own operands: no tiled transposes, no splits
+                let pullable = |q: usize| {
+                    schedule[q] == Schedule::Injective
+                        && members[q].iter().all(|&m| !matches!(g.nodes[m].op, Op::Transpose | Op::Split))
+                };
+                if q == gid
+                    || !(schedule[q] == Schedule::Elementwise || pullable(q))
+                    || !matches!(schedule[gid], Schedule::Elementwise | Schedule::Injective)
+                    || reaches(&deps, q, gid)
+                {
                     continue;
                 }
                 let feeds_only_here = members[q].iter().all(|&m| {
@@ -467,7 +480,12 @@ pub fn partition(g: &Graph) -> Partition {
                                 .all(|(k, c)| !g.node_reads(c).contains(&o) || k == i || group_of[k] == q)
                     })
                 });
-                if feeds_only_here && external[gid] + own_reads + external[q] <= crate::knobs::MAX_GROUP_INPUTS {
+                let bounded = external[gid] + own_reads + external[q] <= crate::knobs::MAX_GROUP_INPUTS
+                    && members[gid].len() + members[q].len() < crate::knobs::MAX_GROUP_NODES;
+                if feeds_only_here && bounded {
+                    if schedule[q] == Schedule::Injective || pulls {
+                        schedule[gid] = Schedule::Injective;
+                    }
                     external[gid] += std::mem::take(&mut external[q]);
                     for m in std::mem::take(&mut members[q]) {
                         group_of[m] = gid;
