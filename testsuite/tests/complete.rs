@@ -343,6 +343,57 @@ fn a_rotary_embedding_and_its_key_repeat_are_one_kernel_each() {
 }
 
 #[test]
+fn constant_resizes_are_unrolled_taps_that_compute_what_the_interpreter_does() {
+    // a segmentation head's bilinear upsampling, nearest doubling, align_corners and cubic, each
+    // with an epilogue: one kernel from the resize template (its tap tables compiled in), run on
+    // the host against the interpreter
+    let cases: Vec<(&str, Vec<(&str, Attr)>, [usize; 4])> = vec![
+        ("linear", vec![("mode", Attr::Str("linear".into()))], [2, 3, 10, 14]),
+        (
+            "nearest",
+            vec![
+                ("mode", Attr::Str("nearest".into())),
+                ("coordinate_transformation_mode", Attr::Str("asymmetric".into())),
+                ("nearest_mode", Attr::Str("floor".into())),
+            ],
+            [2, 3, 10, 14],
+        ),
+        (
+            "align_corners",
+            vec![
+                ("mode", Attr::Str("linear".into())),
+                ("coordinate_transformation_mode", Attr::Str("align_corners".into())),
+            ],
+            [2, 3, 13, 9],
+        ),
+        ("cubic", vec![("mode", Attr::Str("cubic".into()))], [2, 3, 8, 11]),
+    ];
+    for (name, attrs, out) in cases {
+        let mut b = GraphBuilder::new("resize", 19);
+        let x = b.input("x", DType::F32, &[2, 3, 5, 7]);
+        let sizes = b.weight("sizes", Tensor::from_i64(vec![4], out.iter().map(|&d| d as i64).collect()));
+        let u = || ValueType::unranked(DType::F32);
+        let y = b.node_multi(Op::Resize, &[Some(x), None, None, Some(sizes)], attrs, vec![u()])[0];
+        let r = b.node(Op::Relu, &[y], vec![], u());
+        b.output(r);
+        let mut g = b.finish();
+        xforge_ir::infer::infer_graph(&mut g).unwrap();
+        let fused = Compiler::new("sm_90").fuse(&g).unwrap();
+        let groups: Vec<_> = fused.partition.groups.iter().filter(|grp| grp.schedule != Schedule::View).collect();
+        assert_eq!(groups.len(), 1, "{name}: one kernel");
+        assert!(xforge_kernel::resize::applies(&fused.graph, groups[0]), "{name}: the resize template runs it");
+        let feed =
+            HashMap::from([("x".to_string(), xforge_codegen_ptx::samples::random(DType::F32, &[2, 3, 5, 7], 3))]);
+        let want = xforge_ir::interp::run(&g, &feed).unwrap();
+        let (got, stats) = run_plan(&fused, &kernels(&fused), &feed).unwrap();
+        assert_eq!(stats.interpreted, 0, "{name}: every group ran as a kernel");
+        assert_eq!(got[0].shape(), &out[..], "{name}");
+        let worst = got[0].to_f64().iter().zip(want[0].to_f64()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(worst < 1e-5, "{name}: off by {worst}");
+    }
+}
+
+#[test]
 fn zero_size_values_compile_and_compute_the_same() {
     // valid ONNX that once reached MLIR as memref<0x…> against memref<1x…> (exit 1): a [0, 5]
     // Softmax, LayerNorm over [0, 8] rows, ReduceMax/ReduceSum over an empty axis; they run as

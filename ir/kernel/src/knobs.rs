@@ -48,6 +48,10 @@ pub const ATTN_MMA_ROWS: usize = 32;
 pub const ATTN_MMA_ROWS_WIDE: usize = 64;
 pub const ATTN_MMA_FILL_BLOCKS: usize = 264;
 pub const ATTN_MMA_KEYS: usize = 32;
+/// Resize: taps per output coordinate along one axis (cubic's 4), and per element in all;
+/// antialiased downscales (wider taps) stay with the generic kernel.
+pub const RESIZE_MAX_TAPS: usize = 4;
+pub const RESIZE_MAX_TERMS: usize = 16;
 /// Pooling: outputs per thread (at most).
 pub const POOL_OUTPUTS: usize = 4;
 /// Selective scans: the largest state size; states are held in registers, at most

@@ -12,6 +12,7 @@ pub mod kernel;
 pub mod knobs;
 pub mod mlir;
 pub mod pooling;
+pub mod resize;
 pub mod route;
 pub mod routed_copy;
 pub mod row_reduction;
@@ -60,6 +61,8 @@ pub fn generate(g: &xforge_ir::Graph, grp: &FusionGroup, gi: usize) -> Result<Ke
         Schedule::Injective if transpose::batched_swap(g, grp).is_some() => transpose::transpose(g, grp, gi),
         // a store tail alone (a library GEMM's head split): read once, write where it goes
         Schedule::Injective if routed_copy::applies(g, grp) => routed_copy::routed_copy(g, grp, gi),
+        // a constant-shaped Resize or Upsample: unrolled taps from compiled-in tables
+        Schedule::Injective if resize::applies(g, grp) => resize::resize(g, grp, gi),
         Schedule::Elementwise | Schedule::Injective => elementwise::elementwise(g, grp, gi),
         Schedule::RowReduction => row_reduction::row_reduction(g, grp, gi),
         Schedule::Pooling => pooling::pooling(g, grp, gi),

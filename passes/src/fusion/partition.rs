@@ -459,10 +459,16 @@ pub fn partition(g: &Graph) -> Partition {
             let own_reads = reads_outside(node, gid, &group_of);
             for &v in &inputs {
                 let Some(q) = source_group(v, &group_of) else { continue };
-                // pulled data movement reads its own operands: no tiled transposes, no splits
+                // what the template pulls through: data movement that reads its own operands
+                // (no tiled transposes, no splits), views and elementwise work
                 let pullable = |q: usize| {
                     schedule[q] == Schedule::Injective
-                        && members[q].iter().all(|&m| !matches!(g.nodes[m].op, Op::Transpose | Op::Split))
+                        && members[q].iter().all(|&m| {
+                            let op = g.nodes[m].op;
+                            matches!(op, Op::Slice | Op::Concat | Op::Expand | Op::Pad | Op::Gather)
+                                || is_view(op)
+                                || matches!(op.kind(), OpKind::Elementwise | OpKind::Broadcast)
+                        })
                 };
                 if q == gid
                     || !(schedule[q] == Schedule::Elementwise || pullable(q))
