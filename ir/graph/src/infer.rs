@@ -1133,6 +1133,11 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
                     let nr = r + a.len();
                     let mut ax: Vec<usize> = a.iter().map(|&v| norm_axis(v, nr)).collect::<Result<_, _>>()?;
                     ax.sort();
+                    // a repeated axis is an error (the spec's words); inserting it twice would ask
+                    // for a position past the end
+                    if ax.windows(2).any(|w| w[0] == w[1]) {
+                        return Err(format!("axes {a:?} repeat an axis of the rank-{nr} output"));
+                    }
                     let mut d = xs.clone();
                     for a in ax {
                         d.insert(a, known(1));
