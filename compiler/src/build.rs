@@ -130,10 +130,46 @@ pub fn split_library_epilogues(fused: &mut Fused, keep: &std::collections::HashS
         );
         if lib.is_ok() && kernel.is_ok() {
             fused.partition.split(i, head, tail);
+            pull_tail_into_reader(fused, i + 1);
             n += 1;
         }
     }
     n
+}
+
+/// A library GEMM's cut-off tail that only moves data (a merged gate-and-up projection's
+/// Split) and feeds one elementwise group joins it when the template then runs that group:
+/// its readers pull each element from the GEMM's output where it lies (one kernel, and no
+/// copy of the halves). Group `t` is the tail; the groups after it keep their count.
+fn pull_tail_into_reader(fused: &mut Fused, t: usize) {
+    let g = &fused.graph;
+    let tail = &fused.partition.groups[t];
+    if tail.schedule != Schedule::Injective || !tail.nodes.iter().all(|&k| g.nodes[k].op == xforge_ir::Op::Split) {
+        return;
+    }
+    if tail.outputs.iter().any(|o| g.outputs.contains(o)) {
+        return;
+    }
+    let readers: std::collections::BTreeSet<usize> = g
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| g.node_reads(n).iter().any(|v| tail.outputs.contains(v)))
+        .map(|(k, _)| fused.partition.group_of[k])
+        .collect();
+    let [r] = readers.into_iter().collect::<Vec<_>>()[..] else { return };
+    let reader = &fused.partition.groups[r];
+    if r <= t || !matches!(reader.schedule, Schedule::Elementwise | Schedule::Injective) {
+        return;
+    }
+    let mut nodes = reader.nodes.clone();
+    nodes.extend(&tail.nodes);
+    nodes.sort();
+    let merged = xforge_passes::fusion::partition::group_of_nodes(g, Schedule::Injective, nodes);
+    match xforge_kernel::generate(g, &merged, r) {
+        Ok(_) => fused.partition.merge_into(&fused.graph, t, r, Schedule::Injective),
+        Err(e) => tracing::debug!("group {t}: the tail stays a kernel of its own: {e}"),
+    }
 }
 
 /// Whether every value a group writes is empty (zero elements): it needs no step.

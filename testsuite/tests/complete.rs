@@ -394,6 +394,41 @@ fn constant_resizes_are_unrolled_taps_that_compute_what_the_interpreter_does() {
 }
 
 #[test]
+fn a_merged_gate_and_up_projection_feeds_swiglu_without_a_copy() {
+    // Llama's MLP: silu(x·Wg) · (x·Wu). The two projections become one GEMM and a Split; the
+    // Split is not a kernel of its own: SwiGLU's kernel reads both halves where the GEMM wrote them
+    let (rows, d, f) = (6, 16, 24);
+    let mut b = GraphBuilder::new("swiglu", 17);
+    let x = b.input("x", DType::F32, &[rows, d]);
+    let u = || ValueType::unranked(DType::F32);
+    let wg = b.weight("wg", xforge_codegen_ptx::samples::random(DType::F32, &[d, f], 4));
+    let wu = b.weight("wu", xforge_codegen_ptx::samples::random(DType::F32, &[d, f], 5));
+    let gate = b.node(Op::MatMul, &[x, wg], vec![], u());
+    let up = b.node(Op::MatMul, &[x, wu], vec![], u());
+    let s = b.node(Op::Sigmoid, &[gate], vec![], u());
+    let silu = b.node(Op::Mul, &[gate, s], vec![], u());
+    let y = b.node(Op::Mul, &[silu, up], vec![], u());
+    b.output(y);
+    let mut g = b.finish();
+    xforge_ir::infer::infer_graph(&mut g).unwrap();
+    let fused = Compiler::new("sm_90").fuse(&g).unwrap();
+    let groups: Vec<String> = fused
+        .partition
+        .groups
+        .iter()
+        .filter(|grp| grp.schedule != Schedule::View)
+        .map(|grp| grp.nodes.iter().map(|&n| fused.graph.nodes[n].op.to_string()).collect::<Vec<_>>().join("+"))
+        .collect();
+    assert_eq!(groups.len(), 2, "one GEMM, one SwiGLU kernel: {groups:?}");
+    assert!(groups[1].starts_with("Split+"), "the Split is read where it lies: {groups:?}");
+    let feed = HashMap::from([("x".to_string(), xforge_codegen_ptx::samples::random(DType::F32, &[rows, d], 6))]);
+    let want = xforge_ir::interp::run(&g, &feed).unwrap();
+    let (got, _) = run_plan(&fused, &kernels(&fused), &feed).unwrap();
+    let worst = got[0].to_f64().iter().zip(want[0].to_f64()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(worst < 1e-5, "off by {worst}");
+}
+
+#[test]
 fn zero_size_values_compile_and_compute_the_same() {
     // valid ONNX that once reached MLIR as memref<0x…> against memref<1x…> (exit 1): a [0, 5]
     // Softmax, LayerNorm over [0, 8] rows, ReduceMax/ReduceSum over an empty axis; they run as

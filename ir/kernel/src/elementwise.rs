@@ -35,7 +35,7 @@ fn arity(n: &Node) -> usize {
 
 /// Data movement that reads its (parameter) operand at a remapped index.
 fn is_remap(op: Op) -> bool {
-    matches!(op, Op::Transpose | Op::Gather | Op::Slice | Op::Expand | Op::Concat | Op::Pad)
+    matches!(op, Op::Transpose | Op::Gather | Op::Slice | Op::Expand | Op::Concat | Op::Pad | Op::Split)
 }
 
 /// Row-major coordinates of flat index `i` in `shape`, as index values.
@@ -109,6 +109,9 @@ impl Pull<'_> {
         let n = self.group.iter().find(|m| m.outputs.contains(&Some(v))).ok_or_else(|| {
             (self.unsupported)(format!("'{}' is neither an input nor computed in the group", self.g.name_of(v)))
         })?;
+        if n.op == Op::Split {
+            return self.split(b, n, v, at);
+        }
         if is_remap(n.op) {
             return self.node(b, n, at);
         }
@@ -124,6 +127,31 @@ impl Pull<'_> {
             return self.elementwise(b, n, at);
         }
         Err(self.bad(n, "its data is computed in the group by work other than data movement"))
+    }
+
+    /// Output `v` of Split node `n` at coordinates `at`: the input shifted along the axis by
+    /// the outputs before it (a merged GEMM's gate and up halves read where they lie).
+    fn split(&self, b: &mut Body, n: &Node, v: ValueId, at: &[String]) -> Result<String, KernelError> {
+        let data = n.inputs[0].ok_or_else(|| self.bad(n, "no data input"))?;
+        let in_shape = self.g.ty(data).static_shape().ok_or_else(|| self.bad(n, "shape is not static"))?;
+        let r = in_shape.len() as i64;
+        let ax = match n.attr("axis") {
+            Some(Attr::Int(a)) => (if *a < 0 { a + r } else { *a }) as usize,
+            _ => 0,
+        };
+        let mut start = 0;
+        for o in n.outputs.iter() {
+            let o = o.ok_or_else(|| self.bad(n, "an output before this one is unused"))?;
+            if o == v {
+                let mut sc = at.to_vec();
+                let s0 = b.index(start);
+                sc[ax] = b.emit(format!("arith.addi {}, {s0} : index", at[ax]));
+                return self.value(b, data, &sc, &in_shape);
+            }
+            let shape = self.g.ty(o).static_shape().ok_or_else(|| self.bad(n, "shape is not static"))?;
+            start += shape[ax];
+        }
+        Err(self.bad(n, "the value is not one of its outputs"))
     }
 
     /// Elementwise node `n`'s output at coordinates `at` (the negated half a rotary embedding
@@ -577,8 +605,11 @@ pub fn compute(
         };
         value.insert(p.value, v);
     }
+    // a Split's outputs are read where they lie in its input, at their readers' coordinates
+    let pull = Pull { g, params, scalars, group: nodes, c, dt, unsupported };
+    let split_output = |v: &ValueId| nodes.iter().any(|m| m.op == Op::Split && m.outputs.contains(&Some(*v)));
     for (k, n) in nodes.iter().enumerate() {
-        if pulled[k] {
+        if pulled[k] || n.op == Op::Split {
             continue;
         }
         let scalar_vals: Vec<Option<f64>> = n.inputs.iter().map(|v| v.and_then(|v| scalars.get(&v).copied())).collect();
@@ -589,6 +620,13 @@ pub fn compute(
                 (None, Some(&x)) => b.float(x, c),
                 // data-movement nodes load their own operands
                 _ if is_remap(n.op) => String::new(),
+                _ if split_output(v) => {
+                    let shape = g.ty(*v).static_shape().filter(|s| numel(s) == numel(space)).ok_or_else(|| {
+                        unsupported(format!("node '{}' reads a Split output of another size than the group's", n.name))
+                    })?;
+                    let at = coords(b, i, &shape);
+                    pull.value(b, *v, &at, &shape)?
+                }
                 _ => return Err(unsupported(format!("node '{}' reads a value the group cannot see", n.name))),
             };
             args.push(a);
@@ -747,7 +785,11 @@ fn routed_elementwise(
     // the body works in one space: no views in it, every result of that shape (but for work
     // its data movement pulls through)
     let pulled = pulled_nodes(body, &[y], &[]);
-    let top: Vec<&&Node> = (0..body.len()).filter(|&k| !pulled[k]).map(|k| &body[k]).collect();
+    let top: Vec<&&Node> =
+        (0..body.len()).filter(|&k| !pulled[k] && body[k].op != Op::Split).map(|k| &body[k]).collect();
+    if top.is_empty() {
+        return Err(unsupported("no work before the store tail".into()));
+    }
     let space = top[0].outputs[0]
         .and_then(|o| g.ty(o).static_shape())
         .ok_or_else(|| unsupported("shapes are not static".into()))?;
@@ -790,7 +832,7 @@ pub fn elementwise(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Ke
     // one static shape
     let pulled = pulled_nodes(&nodes, &grp.outputs, &[]);
     let first_out = (0..nodes.len())
-        .find(|&k| !pulled[k])
+        .find(|&k| !pulled[k] && nodes[k].op != Op::Split)
         .and_then(|k| nodes[k].outputs[0])
         .ok_or_else(|| unsupported("empty group".into()))?;
     let space = g.ty(first_out).static_shape().ok_or_else(|| unsupported("shapes are not static".into()))?;
@@ -805,7 +847,8 @@ pub fn elementwise(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, Ke
         .filter_map(|k| nodes[k].outputs[0])
         .filter(|&o| g.ty(o).static_shape().as_deref() != Some(space.as_slice()))
         .collect();
-    let top: Vec<&&Node> = (0..nodes.len()).filter(|&k| !pulled[k]).map(|k| &nodes[k]).collect();
+    let top: Vec<&&Node> =
+        (0..nodes.len()).filter(|&k| !pulled[k] && nodes[k].op != Op::Split).map(|k| &nodes[k]).collect();
     if let Some(n) = top.iter().find(|n| !is_view(n.op) && n.inputs.iter().flatten().any(|v| reshaped.contains(v))) {
         return Err(unsupported(format!("node '{}' works on a reshaped value inside the group", n.name)));
     }

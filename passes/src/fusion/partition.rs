@@ -234,6 +234,24 @@ impl Partition {
         self.replace(i, vec![head, tail]);
     }
 
+    /// Moves group `a`'s nodes into group `b` (a < b, and only `b` reads what `a` writes, so
+    /// the order stays valid), which takes `schedule`; the groups after `a` move down by one.
+    pub fn merge_into(&mut self, g: &Graph, a: usize, b: usize, schedule: Schedule) {
+        debug_assert!(a < b);
+        let mut nodes = self.groups[b].nodes.clone();
+        nodes.extend(&self.groups[a].nodes);
+        nodes.sort();
+        self.groups[b] = group_of_nodes(g, schedule, nodes);
+        self.groups.remove(a);
+        for gid in self.group_of.iter_mut() {
+            if *gid == a {
+                *gid = b - 1;
+            } else if *gid > a {
+                *gid -= 1;
+            }
+        }
+    }
+
     /// Replaces group `i` by `parts` (numbered `i`, `i + 1`, ...), which must hold its nodes
     /// and be ordered so that no part reads a later one.
     pub fn replace(&mut self, i: usize, parts: Vec<FusionGroup>) {
@@ -460,12 +478,13 @@ pub fn partition(g: &Graph) -> Partition {
             for &v in &inputs {
                 let Some(q) = source_group(v, &group_of) else { continue };
                 // what the template pulls through: data movement that reads its own operands
-                // (no tiled transposes, no splits), views and elementwise work
+                // (no tiled transposes; a Split's outputs read where they lie), views and
+                // elementwise work
                 let pullable = |q: usize| {
                     schedule[q] == Schedule::Injective
                         && members[q].iter().all(|&m| {
                             let op = g.nodes[m].op;
-                            matches!(op, Op::Slice | Op::Concat | Op::Expand | Op::Pad | Op::Gather)
+                            matches!(op, Op::Slice | Op::Concat | Op::Expand | Op::Pad | Op::Gather | Op::Split)
                                 || is_view(op)
                                 || matches!(op.kind(), OpKind::Elementwise | OpKind::Broadcast)
                         })
