@@ -50,6 +50,10 @@ pub const NONZERO_TILE: usize = 4096;
 
 /// The most nodes one fusion group takes in (longer elementwise chains become several kernels).
 pub const MAX_GROUP_NODES: usize = 512;
+/// An Expand takes in the work that feeds it only where each input element is repeated at most
+/// this many times (the work runs once per output element: grouped-query attention's 4–8 repeats
+/// of a key, not a broadcast to a whole image).
+pub const PULL_MAX_REPEAT: usize = 16;
 /// The most values one fusion group reads from outside it (a kernel's parameters are bounded:
 /// 4 KB on older drivers, two 8-byte words a buffer).
 pub const MAX_GROUP_INPUTS: usize = 256;

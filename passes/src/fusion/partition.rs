@@ -472,7 +472,15 @@ pub fn partition(g: &Graph) -> Partition {
         // its operands (Concat, Slice, Expand, Pad); either takes in data movement of that kind
         // too (the two halves a rotary embedding concatenates, negated, then scales): the
         // template pulls each element through them. Nothing else reads them, so no cycle.
-        let pulls = matches!(node.op, Op::Concat | Op::Slice | Op::Expand | Op::Pad);
+        let repeats = || {
+            let size = |v: Option<ValueId>| v.and_then(|v| g.ty(v).static_shape()).map(|s| s.iter().product::<usize>());
+            match (size(node.inputs.first().copied().flatten()), size(node.outputs.first().copied().flatten())) {
+                (Some(i), Some(o)) if i > 0 => o / i,
+                _ => usize::MAX,
+            }
+        };
+        let pulls = matches!(node.op, Op::Concat | Op::Slice | Op::Pad)
+            || (node.op == Op::Expand && repeats() <= crate::knobs::PULL_MAX_REPEAT);
         if (elementwise && target.is_some()) || pulls {
             let own_reads = reads_outside(node, gid, &group_of);
             for &v in &inputs {
