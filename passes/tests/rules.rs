@@ -44,6 +44,20 @@ fn silu_both_orders() {
 }
 
 #[test]
+fn quick_gelu_is_swish_with_its_alpha() {
+    // CLIP's x·σ(1.702·x), the constant on either side of its product, the product either way
+    for (flip, k_first) in [(false, false), (true, false), (false, true), (true, true)] {
+        let g = unary("quick_gelu", |b, x| {
+            let k = c(b, "k", 1.702);
+            let kx = b.node(Op::Mul, &if k_first { [k, x] } else { [x, k] }, vec![], u());
+            let s = b.node(Op::Sigmoid, &[kx], vec![], u());
+            b.node(Op::Mul, &if flip { [s, x] } else { [x, s] }, vec![], u())
+        });
+        check(g, Op::Swish, 1e-6);
+    }
+}
+
+#[test]
 fn gelu_erf_forms() {
     for form in 0..3 {
         let g = unary("gelu", |b, x| {

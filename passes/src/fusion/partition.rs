@@ -215,7 +215,9 @@ pub fn split_library_epilogue(g: &Graph, grp: &FusionGroup) -> Option<(FusionGro
     let moves = tail.iter().any(|&n| matches!(g.nodes[n].op, Op::Split | Op::Transpose));
     let elementwise_or_view = |n: usize| {
         let op = g.nodes[n].op;
-        is_view(op) || matches!(op.kind(), OpKind::Elementwise) || matches!(op, Op::Split | Op::Transpose)
+        is_view(op)
+            || matches!(op.kind(), OpKind::Elementwise | OpKind::Broadcast)
+            || matches!(op, Op::Split | Op::Transpose)
     };
     if !tail.iter().all(|&n| elementwise_or_view(n)) {
         return None;

@@ -212,6 +212,11 @@ pub fn composite_rules() -> Vec<Rewrite<ENode, FusionAnalysis>> {
         // x·σ(x) → Swish (SiLU)
         rule("silu", "(Mul ?x (Sigmoid ?x))", |eg, s, _| Some(add_op(eg, Op::Swish, vec![], &[s[v("?x")]]))),
         rule("silu-r", "(Mul (Sigmoid ?x) ?x)", |eg, s, _| Some(add_op(eg, Op::Swish, vec![], &[s[v("?x")]]))),
+        // x·σ(k·x) → Swish(alpha = k): CLIP's QuickGELU (k = 1.702), in the orders exporters write it
+        rule("swish-alpha", "(Mul ?x (Sigmoid (Mul ?x ?k)))", |eg, s, _| swish(eg, s)),
+        rule("swish-alpha-r", "(Mul (Sigmoid (Mul ?x ?k)) ?x)", |eg, s, _| swish(eg, s)),
+        rule("swish-alpha-k", "(Mul ?x (Sigmoid (Mul ?k ?x)))", |eg, s, _| swish(eg, s)),
+        rule("swish-alpha-k-r", "(Mul (Sigmoid (Mul ?k ?x)) ?x)", |eg, s, _| swish(eg, s)),
         // x·½(1 + erf(x/√2)) → Gelu, in the orders exporters write it
         rule("gelu-erf", "(Mul (Mul ?x (Add (Erf (Div ?x ?r2)) ?one)) ?half)", |eg, s, _| {
             (near(konst(eg, s, "?r2"), std::f64::consts::SQRT_2) && near(konst(eg, s, "?one"), 1.0) && near(konst(eg, s, "?half"), 0.5))
@@ -346,6 +351,12 @@ fn square_of(eg: &FusionGraph, id: Id) -> Option<Id> {
         Head::Op { op: Op::Mul, .. } if eg.find(n.args[0]) == eg.find(n.args[1]) => Some(eg.find(n.args[0])),
         _ => None,
     })
+}
+
+/// Swish(x) with alpha the one-element constant ?k.
+fn swish(eg: &mut FusionGraph, s: &Subst) -> Option<Id> {
+    let k = konst(eg, s, "?k")?;
+    Some(add_op(eg, Op::Swish, vec![("alpha", Attr::Float(k as f32))], &[s[v("?x")]]))
 }
 
 /// RMSNormalization(x, w) where `a · b` is `n · w` (either order) and n normalizes x by the root
