@@ -429,6 +429,47 @@ fn a_merged_gate_and_up_projection_feeds_swiglu_without_a_copy() {
 }
 
 #[test]
+fn a_concat_with_its_batch_norm_moves_each_operand_in_its_own_loop() {
+    // DenseNet: Concat of earlier features (channels last), then batch norm and ReLU; and an
+    // NCHW Concat of odd sizes (no vectors): the concat template, equal to the interpreter
+    for (dt, shapes, axis) in [
+        (DType::F16, vec![[2, 3, 5, 16], [2, 3, 5, 8], [2, 3, 5, 24]], 3i64),
+        (DType::F32, vec![[2, 3, 5, 7], [2, 1, 5, 7], [2, 5, 5, 7]], 1),
+    ] {
+        let mut b = GraphBuilder::new("cat", 17);
+        let xs: Vec<_> = shapes.iter().enumerate().map(|(k, s)| b.input(&format!("x{k}"), dt, s)).collect();
+        let u = || ValueType::unranked(dt);
+        let cat = b.node(Op::Concat, &xs, vec![("axis", Attr::Int(axis))], u());
+        let c_out: usize = shapes.iter().map(|s| s[axis as usize]).sum();
+        let mut per_channel = vec![1usize; 4];
+        per_channel[axis as usize] = c_out;
+        let scale = b.weight("scale", xforge_codegen_ptx::samples::random(dt, &per_channel, 7));
+        let shift = b.weight("shift", xforge_codegen_ptx::samples::random(dt, &per_channel, 8));
+        let m = b.node(Op::Mul, &[cat, scale], vec![], u());
+        let a = b.node(Op::Add, &[m, shift], vec![], u());
+        let r = b.node(Op::Relu, &[a], vec![], u());
+        b.output(r);
+        let mut g = b.finish();
+        xforge_ir::infer::infer_graph(&mut g).unwrap();
+        let fused = Compiler::new("sm_90").fuse(&g).unwrap();
+        let groups: Vec<_> = fused.partition.groups.iter().filter(|grp| grp.schedule != Schedule::View).collect();
+        assert_eq!(groups.len(), 1, "{dt}: one kernel");
+        assert!(xforge_kernel::concat::applies(&fused.graph, groups[0]), "{dt}: the concat template runs it");
+        let feed: HashMap<String, Tensor> = shapes
+            .iter()
+            .enumerate()
+            .map(|(k, s)| (format!("x{k}"), xforge_codegen_ptx::samples::random(dt, s, k as u64 + 1)))
+            .collect();
+        let want = xforge_ir::interp::run(&g, &feed).unwrap();
+        let (got, stats) = run_plan(&fused, &kernels(&fused), &feed).unwrap();
+        assert_eq!(stats.interpreted, 0, "{dt}: every group ran as a kernel");
+        assert_eq!(got[0].shape(), want[0].shape());
+        let worst = got[0].to_f64().iter().zip(want[0].to_f64()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(worst <= if dt == DType::F16 { 2e-3 } else { 1e-6 }, "{dt}: off by {worst}");
+    }
+}
+
+#[test]
 fn zero_size_values_compile_and_compute_the_same() {
     // valid ONNX that once reached MLIR as memref<0x…> against memref<1x…> (exit 1): a [0, 5]
     // Softmax, LayerNorm over [0, 8] rows, ReduceMax/ReduceSum over an empty axis; they run as

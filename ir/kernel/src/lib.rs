@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod body;
 pub mod column_reduction;
+pub mod concat;
 pub mod depthwise;
 pub mod elementwise;
 pub mod gemm;
@@ -61,6 +62,8 @@ pub fn generate(g: &xforge_ir::Graph, grp: &FusionGroup, gi: usize) -> Result<Ke
         Schedule::Injective if transpose::batched_swap(g, grp).is_some() => transpose::transpose(g, grp, gi),
         // a store tail alone (a library GEMM's head split): read once, write where it goes
         Schedule::Injective if routed_copy::applies(g, grp) => routed_copy::routed_copy(g, grp, gi),
+        // a Concat of inputs: one loop per operand, no per-element test of which holds it
+        Schedule::Injective if concat::applies(g, grp) => concat::concat(g, grp, gi),
         // a constant-shaped Resize or Upsample: unrolled taps from compiled-in tables
         Schedule::Injective if resize::applies(g, grp) => resize::resize(g, grp, gi),
         Schedule::Elementwise | Schedule::Injective => elementwise::elementwise(g, grp, gi),
