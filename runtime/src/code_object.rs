@@ -59,9 +59,11 @@ pub fn parse(b: &[u8]) -> Result<CodeObject, String> {
     }
     let section = |i: usize| -> Result<(u32, usize, usize, usize, usize), String> {
         let at = i.checked_mul(shentsize).and_then(|o| o.checked_add(shoff)).ok_or("section table overflows")?;
-        let field = |o: usize| u64_at(b, at + o).ok_or(format!("section header {i} lies outside the file"));
-        let kind = u32_at(b, at + 4).ok_or(format!("section header {i} lies outside the file"))?;
-        let link = u32_at(b, at + 40).ok_or(format!("section header {i} lies outside the file"))? as usize;
+        // a header near the top of the address space: its fields' offsets overflow, so checked
+        let outside = || format!("section header {i} lies outside the file");
+        let field = |o: usize| at.checked_add(o).and_then(|p| u64_at(b, p)).ok_or_else(outside);
+        let kind = at.checked_add(4).and_then(|p| u32_at(b, p)).ok_or_else(outside)?;
+        let link = at.checked_add(40).and_then(|p| u32_at(b, p)).ok_or_else(outside)? as usize;
         let (offset, size, entsize) = (field(24)?, field(32)?, field(56)?);
         if offset.checked_add(size).is_none_or(|end| end > b.len()) && kind != 8 {
             return Err(format!("section {i} ({size} bytes at {offset}) lies outside the file"));
