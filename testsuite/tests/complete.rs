@@ -343,6 +343,47 @@ fn a_rotary_embedding_and_its_key_repeat_are_one_kernel_each() {
 }
 
 #[test]
+fn a_gather_of_one_column_beside_wider_work_broadcasts_in_its_kernel() {
+    // a letterbox's sample positions: grid[1, W]·scale[N, 1] + offset[N, 1], where the offset is a
+    // Gather of one column of a [N, 2] table; the Gather joins the elementwise kernel and its
+    // [N, 1] result must be read at each row of the [N, W] work (it was read at the work's flat
+    // index, row i % N: the zoo's YOLO graph kept other boxes)
+    let (n, w) = (3, 32);
+    let mut b = GraphBuilder::new("letterbox", 17);
+    let table = b.input("table", DType::F32, &[n, 2]);
+    let scale = b.input("scale", DType::F32, &[n, 1]);
+    let u = || ValueType::unranked(DType::F32);
+    let grid: Vec<f64> = (0..w).map(|i| i as f64 + 0.5).collect();
+    let grid = b.weight("grid", Tensor::from_f64(DType::F32, vec![1, w], &grid));
+    let col = b.weight("col", Tensor::from_i64(vec![1], vec![1]));
+    let lo = b.weight("lo", Tensor::from_f64(DType::F32, vec![], &[0.0]));
+    let at = b.node(Op::Mul, &[grid, scale], vec![], u());
+    let off = b.node(Op::Gather, &[table, col], vec![("axis", Attr::Int(1))], u());
+    let moved = b.node(Op::Add, &[at, off], vec![], u());
+    let clamped = b.node(Op::Max, &[moved, lo], vec![], u());
+    b.output(clamped);
+    let mut g = b.finish();
+    xforge_ir::infer::infer_graph(&mut g).unwrap();
+    let fused = Compiler::new("sm_90").fuse(&g).unwrap();
+    let with_gather = fused
+        .partition
+        .groups
+        .iter()
+        .find(|grp| grp.nodes.iter().any(|&k| fused.graph.nodes[k].op == Op::Gather))
+        .unwrap();
+    assert!(with_gather.nodes.len() > 1, "the Gather is fused with the work that reads it");
+    let feed = HashMap::from([
+        ("table".to_string(), xforge_codegen_ptx::samples::random(DType::F32, &[n, 2], 3)),
+        ("scale".to_string(), xforge_codegen_ptx::samples::random(DType::F32, &[n, 1], 4)),
+    ]);
+    let want = xforge_ir::interp::run(&g, &feed).unwrap();
+    let (got, stats) = run_plan(&fused, &kernels(&fused), &feed).unwrap();
+    assert_eq!(stats.interpreted, 0, "every group ran as a kernel");
+    assert_eq!(got[0].shape(), want[0].shape());
+    assert_eq!(got[0].to_f64(), want[0].to_f64());
+}
+
+#[test]
 fn constant_resizes_are_unrolled_taps_that_compute_what_the_interpreter_does() {
     // a segmentation head's bilinear upsampling, nearest doubling, align_corners and cubic, each
     // with an epilogue: one kernel from the resize template (its tap tables compiled in), run on

@@ -50,6 +50,18 @@ pub(crate) fn coords(b: &mut Body, i: &str, shape: &[usize]) -> Vec<String> {
         .collect()
 }
 
+/// Coordinates in `shape` of the element that flat index `i` of `space` reads: the same flat
+/// index when both hold as many elements (a view), else numpy broadcasting (axes of length 1
+/// read 0; a Gather's `[N, 1]` result beside `[N, 32]` work). `None` if `shape` has more axes.
+fn broadcast_coords(b: &mut Body, i: &str, space: &[usize], shape: &[usize]) -> Option<Vec<String>> {
+    if numel(shape) == numel(space) {
+        return Some(coords(b, i, shape));
+    }
+    let off = space.len().checked_sub(shape.len())?;
+    let sc = coords(b, i, space);
+    Some((0..shape.len()).map(|d| if shape[d] == 1 { b.index(0) } else { sc[d + off].clone() }).collect())
+}
+
 /// Flat index from coordinates in `shape`.
 pub(crate) fn flat(b: &mut Body, cs: &[String], shape: &[usize]) -> String {
     let st = strides(shape);
@@ -376,6 +388,7 @@ fn remapped(
     params: &[Param],
     scalars: &HashMap<ValueId, f64>,
     group: &[&Node],
+    space: &[usize],
     i: &str,
     c: &str,
     dt: DType,
@@ -384,7 +397,8 @@ fn remapped(
     let out_shape = n.outputs[0]
         .and_then(|o| g.ty(o).static_shape())
         .ok_or_else(|| unsupported(format!("node '{}' ({}): shape is not static", n.name, n.op)))?;
-    let oc = coords(b, i, &out_shape);
+    let oc = broadcast_coords(b, i, space, &out_shape)
+        .ok_or_else(|| unsupported(format!("node '{}' ({}): more axes than the group's space", n.name, n.op)))?;
     Pull { g, params, scalars, group, c, dt, unsupported }.node(b, n, &oc)
 }
 /// Emits `op` on computed operands `a` (type `c`); `None` when the template lacks it.
@@ -632,7 +646,7 @@ pub fn compute(
             args.push(a);
         }
         let out = if is_remap(n.op) {
-            remapped(b, g, n, params, scalars, nodes, i, c, dt, unsupported)?
+            remapped(b, g, n, params, scalars, nodes, space, i, c, dt, unsupported)?
         } else if is_view(n.op) {
             args[0].clone()
         } else {
