@@ -48,6 +48,10 @@ pub const NONZERO_TILED_MIN: usize = 1 << 16;
 /// generic ReduceSum adds up for the tile's count).
 pub const NONZERO_TILE: usize = 4096;
 
+/// Largest block of trailing axes (elements) a Transpose may permute and still be the store of
+/// the work before it, read in place by the elementwise template: a channels-last channel
+/// shuffle's [2, C/2]; larger ones move through a tiled transpose kernel of their own.
+pub const SMALL_TRANSPOSE_BLOCK: usize = 1024;
 /// The most nodes one fusion group takes in (longer elementwise chains become several kernels).
 pub const MAX_GROUP_NODES: usize = 512;
 /// An Expand takes in the work that feeds it only where each input element is repeated at most

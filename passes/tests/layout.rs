@@ -325,3 +325,84 @@ fn concat_pools_and_squeeze_excite_stay_channels_last() {
     assert_eq!((count(&f.graph, Op::Transpose), count(&f.graph, Op::ConvNhwc)), (0, 0));
     assert_equivalent(&g, &f.graph, 1e-6);
 }
+
+/// ShuffleNet v2's units over x [1, 16, s, s]: a 1×1 conv, then per unit the channels split in
+/// halves by two Slices, the second half through 1×1 conv → ReLU → depthwise 3×3 → 1×1 conv →
+/// ReLU, the halves concatenated and shuffled (Reshape [N, 2, C/2, H, W] → Transpose [0, 2, 1,
+/// 3, 4] → Reshape [N, C, H, W]); a 1×1 conv at the end. `steps` gives the Slices a steps input.
+fn shuffle_units(dtype: DType, s: usize, units: usize, steps: bool) -> Graph {
+    let (c, h) = (16usize, 8usize);
+    let mut b = GraphBuilder::new("shuffle", 17);
+    let u = || ValueType::unranked(dtype);
+    let mut k = 0;
+    let mut conv = |b: &mut GraphBuilder, x, cin: usize, cout: usize, kk: usize, group: usize| {
+        k += 1;
+        let n = cout * (cin / group) * kk * kk;
+        let v: Vec<f64> = (0..n).map(|i| (((i * 7919 + k * 31) % 97) as f64 - 48.0) / 200.0).collect();
+        let w = b.weight(&format!("w{k}"), Tensor::from_f64(dtype, vec![cout, cin / group, kk, kk], &v));
+        let bias = b.weight(&format!("b{k}"), Tensor::from_f64(dtype, vec![cout], &vec![0.01 * k as f64; cout]));
+        let p = (kk as i64 - 1) / 2;
+        let attrs = vec![("pads", Attr::Ints(vec![p; 4])), ("group", Attr::Int(group as i64))];
+        b.node(Op::Conv, &[x, w, bias], attrs, u())
+    };
+    let ints = |b: &mut GraphBuilder, name: &str, v: Vec<i64>| b.weight(name, Tensor::from_i64(vec![v.len()], v));
+    let (z, half, full, axis, one) = (
+        ints(&mut b, "zero", vec![0]),
+        ints(&mut b, "half", vec![h as i64]),
+        ints(&mut b, "full", vec![c as i64]),
+        ints(&mut b, "axis", vec![1]),
+        ints(&mut b, "one", vec![1]),
+    );
+    let to5 = ints(&mut b, "to5", vec![1, 2, h as i64, s as i64, s as i64]);
+    let to4 = ints(&mut b, "to4", vec![1, c as i64, s as i64, s as i64]);
+    let x = b.input("x", dtype, &[1, c, s, s]);
+    let mut x = conv(&mut b, x, c, c, 1, 1);
+    for _ in 0..units {
+        let slice = |b: &mut GraphBuilder, from, to| {
+            let mut args = vec![x, from, to, axis];
+            if steps {
+                args.push(one);
+            }
+            b.node(Op::Slice, &args, vec![], u())
+        };
+        let (lo, hi) = (slice(&mut b, z, half), slice(&mut b, half, full));
+        let a = conv(&mut b, hi, h, h, 1, 1);
+        let a = b.node(Op::Relu, &[a], vec![], u());
+        let a = conv(&mut b, a, h, h, 3, h);
+        let a = conv(&mut b, a, h, h, 1, 1);
+        let a = b.node(Op::Relu, &[a], vec![], u());
+        let cat = b.node(Op::Concat, &[lo, a], vec![("axis", Attr::Int(1))], u());
+        let r5 = b.node(Op::Reshape, &[cat, to5], vec![], u());
+        let t = b.node(Op::Transpose, &[r5], vec![("perm", Attr::Ints(vec![0, 2, 1, 3, 4]))], u());
+        x = b.node(Op::Reshape, &[t, to4], vec![], u());
+    }
+    let out = conv(&mut b, x, c, c, 1, 1);
+    b.output(out);
+    let mut g = b.finish();
+    infer_graph(&mut g).unwrap();
+    g
+}
+
+#[test]
+fn channel_splits_and_shuffles_stay_channels_last() {
+    // the transposes sink through the Slices (their axes permuted) and the channel shuffle (the
+    // same permutation of the last axis): only the entry's and the exit's transposes stay, with
+    // or without a steps input
+    for steps in [false, true] {
+        let g = shuffle_units(DType::F16, 12, 3, steps);
+        let f = fuse(&g).unwrap();
+        let desc = xforge_passes::fusion::describe(&f);
+        let moves = f.graph.nodes.iter().filter(|n| n.op == Op::Transpose && n.inputs.len() == 1).count();
+        assert_eq!(count(&f.graph, Op::Conv), 0, "{desc}");
+        assert_eq!(count(&f.graph, Op::ConvNhwc), 11, "{desc}");
+        // the entry's and the exit's, and the shuffles' own (on the last two axes)
+        assert_eq!(moves, 2 + 3, "{desc}");
+        // each shuffle is the store of its Concat: one kernel, no tiled transpose of its own
+        for grp in &f.partition.groups {
+            let has = |op: Op| grp.nodes.iter().any(|&k| f.graph.nodes[k].op == op);
+            assert_eq!(has(Op::Concat), has(Op::Transpose) && grp.nodes.len() > 1, "{desc}");
+        }
+        assert_partition_sound(&f);
+        assert_equivalent(&g, &f.graph, 1e-2);
+    }
+}

@@ -384,6 +384,40 @@ fn a_gather_of_one_column_beside_wider_work_broadcasts_in_its_kernel() {
 }
 
 #[test]
+fn a_channels_last_channel_shuffle_is_the_store_of_its_concat() {
+    // ShuffleNet's shuffle on channels-last halves: Concat on the last axis, Reshape [.., 2, C/2],
+    // Transpose of the last two axes (a 2×16 block), Reshape back; one kernel that reads each
+    // element where the Concat's operands hold it, equal to the interpreter
+    let (n, s, h) = (2, 3, 16);
+    let mut b = GraphBuilder::new("shuffle", 17);
+    let a = b.input("a", DType::F16, &[n, s, s, h]);
+    let c = b.input("c", DType::F16, &[n, s, s, h]);
+    let u = || ValueType::unranked(DType::F16);
+    let ints = |b: &mut GraphBuilder, name: &str, v: Vec<i64>| b.weight(name, Tensor::from_i64(vec![v.len()], v));
+    let to5 = ints(&mut b, "to5", vec![n as i64, s as i64, s as i64, 2, h as i64]);
+    let to4 = ints(&mut b, "to4", vec![n as i64, s as i64, s as i64, 2 * h as i64]);
+    let cat = b.node(Op::Concat, &[a, c], vec![("axis", Attr::Int(-1))], u());
+    let r5 = b.node(Op::Reshape, &[cat, to5], vec![], u());
+    let t = b.node(Op::Transpose, &[r5], vec![("perm", Attr::Ints(vec![0, 1, 2, 4, 3]))], u());
+    let out = b.node(Op::Reshape, &[t, to4], vec![], u());
+    b.output(out);
+    let mut g = b.finish();
+    xforge_ir::infer::infer_graph(&mut g).unwrap();
+    let fused = Compiler::new("sm_90").fuse(&g).unwrap();
+    let kernels_run = fused.partition.groups.iter().filter(|grp| grp.schedule != Schedule::View).count();
+    assert_eq!(kernels_run, 1, "{}", xforge_passes::fusion::describe(&fused));
+    let feed = HashMap::from([
+        ("a".to_string(), xforge_codegen_ptx::samples::random(DType::F16, &[n, s, s, h], 5)),
+        ("c".to_string(), xforge_codegen_ptx::samples::random(DType::F16, &[n, s, s, h], 6)),
+    ]);
+    let want = xforge_ir::interp::run(&g, &feed).unwrap();
+    let (got, stats) = run_plan(&fused, &kernels(&fused), &feed).unwrap();
+    assert_eq!(stats.interpreted, 0, "every group ran as a kernel");
+    assert_eq!(got[0].shape(), want[0].shape());
+    assert_eq!(got[0].to_f64(), want[0].to_f64());
+}
+
+#[test]
 fn constant_resizes_are_unrolled_taps_that_compute_what_the_interpreter_does() {
     // a segmentation head's bilinear upsampling, nearest doubling, align_corners and cubic, each
     // with an epilogue: one kernel from the resize template (its tap tables compiled in), run on

@@ -306,6 +306,70 @@ fn sink_max_pool(eg: &mut FusionGraph, s: &Subst, root: Id) -> Option<Id> {
     Some(transpose(eg, p, &TO_NCHW))
 }
 
+/// `Slice(Transpose(y, p), starts, ends, axes[, steps])` → `Transpose(Slice(y, starts, ends,
+/// p[axes][, steps]), p)` for constant axes: a channel split (ShuffleNet's halves, a chunk)
+/// reads channels-last data where it lies instead of forcing NCHW around it.
+fn sink_slice(eg: &mut FusionGraph, s: &Subst, root: Id, steps: bool) -> Option<Id> {
+    let (y, st, en, ax) = (s[var("?y")], s[var("?st")], s[var("?en")], s[var("?ax")]);
+    let arity = if steps { 5 } else { 4 };
+    let n = eg[root]
+        .nodes
+        .iter()
+        .find(|n| matches!(n.head, Head::Op { op: Op::Slice, .. }) && n.args.len() == arity)?
+        .clone();
+    let perm = perm_in(eg, n.args[0], y)?;
+    let (_, axes) = weight_in(eg, ax)?;
+    let r = perm.len() as i64;
+    let moved: Vec<i64> = axes
+        .to_i64()
+        .iter()
+        .map(|&a| if a < 0 { a + r } else { a })
+        .map(|a| (0..r).contains(&a).then(|| perm[a as usize]))
+        .collect::<Option<_>>()?;
+    let k = eg.analysis.rule_weight(format!("slice axes {moved:?}"), "slice_axes", || {
+        xforge_ir::Tensor::from_i64(vec![moved.len()], moved.clone())
+    });
+    let w = eg.add(ENode { head: Head::Weight(k), args: vec![] });
+    let mut args = vec![y, st, en, w];
+    if steps {
+        args.push(n.args[4]);
+    }
+    let inner = add_op(eg, Op::Slice, vec![], &args);
+    Some(transpose(eg, inner, &perm))
+}
+
+/// The channel shuffle `Reshape(Transpose(Reshape(Transpose(y, TO_NCHW), [N, g, C/g, H, W]),
+/// [0, 2, 1, 3, 4]), [N, C, H, W])` → `Transpose(Reshape(Transpose(Reshape(y, [N, H, W, g,
+/// C/g]), [0, 1, 2, 4, 3]), [N, H, W, C]), TO_NCHW)`: the same permutation of the channels, done
+/// on the last axis of the channels-last value (ShuffleNet's units stay channels-last).
+fn sink_channel_shuffle(eg: &mut FusionGraph, s: &Subst, root: Id) -> Option<Id> {
+    let y = s[var("?y")];
+    let is = |n: &ENode, op: Op| matches!(n.head, Head::Op { op: o, .. } if o == op);
+    let outer = eg[root].nodes.iter().find(|n| is(n, Op::Reshape) && n.args.len() == 2)?.args[0];
+    let split = eg[outer].nodes.iter().find(|n| is(n, Op::Transpose))?.args[0];
+    (perm_in(eg, outer, split)? == [0, 2, 1, 3, 4]).then_some(())?;
+    let x = eg[split].nodes.iter().find(|n| is(n, Op::Reshape) && n.args.len() == 2)?.args[0];
+    (perm_in(eg, x, y)? == TO_NCHW).then_some(())?;
+    let shape = |id: Id| eg[id].data.ty().static_shape();
+    let (xs, ss, out) = (shape(x)?, shape(split)?, shape(root)?);
+    let [n, c, h, w] = xs[..] else { return None };
+    let [n1, g, cg, h1, w1] = ss[..] else { return None };
+    if (n1, h1, w1) != (n, h, w) || g * cg != c || out != xs {
+        return None;
+    }
+    let mut shape_weight = |dims: Vec<usize>| {
+        let k = eg.analysis.rule_weight(format!("reshape to {dims:?}"), "shape", || {
+            xforge_ir::Tensor::from_i64(vec![dims.len()], dims.iter().map(|&d| d as i64).collect())
+        });
+        eg.add(ENode { head: Head::Weight(k), args: vec![] })
+    };
+    let (to5, to4) = (shape_weight(vec![n, h, w, g, cg]), shape_weight(vec![n, h, w, c]));
+    let r5 = add_op(eg, Op::Reshape, vec![], &[y, to5]);
+    let t5 = transpose(eg, r5, &[0, 1, 2, 4, 3]);
+    let r4 = add_op(eg, Op::Reshape, vec![], &[t5, to4]);
+    Some(transpose(eg, r4, &TO_NCHW))
+}
+
 /// `Transpose(Transpose(x, p1), p2)` → `x` when the composition is the identity, else one Transpose.
 fn transpose_pair(eg: &mut FusionGraph, s: &Subst, root: Id) -> Option<Id> {
     let x = s[var("?x")];
@@ -355,6 +419,15 @@ pub fn layout_rules() -> Vec<Rewrite<ENode, FusionAnalysis>> {
     }
     sink!(Relu, Sigmoid, HardSigmoid, HardSwish, Swish, LeakyRelu, Tanh, Gelu);
     r.push(rule_any_arity("sink-concat", Op::Concat, sink_concat));
+    r.push(rule("sink-slice", "(Slice (Transpose ?y) ?st ?en ?ax)", |eg, s, root| sink_slice(eg, s, root, false)));
+    r.push(rule("sink-slice-steps", "(Slice (Transpose ?y) ?st ?en ?ax ?sp)", |eg, s, root| {
+        sink_slice(eg, s, root, true)
+    }));
+    r.push(rule(
+        "sink-channel-shuffle",
+        "(Reshape (Transpose (Reshape (Transpose ?y) ?s1)) ?s2)",
+        sink_channel_shuffle,
+    ));
     r.push(rule("sink-average-pool", "(AveragePool (Transpose ?y))", sink_average_pool));
     r.push(rule("sink-max-pool", "(MaxPool (Transpose ?y))", sink_max_pool));
     r.push(rule("sink-global-avg", "(GlobalAveragePool (Transpose ?y))", |eg, s, root| {

@@ -24,15 +24,24 @@ fn reduces_last_axis(g: &Graph, n: &xforge_ir::Node) -> bool {
     }
 }
 
-/// Whether a Transpose leaves the innermost axis where it is.
-fn keeps_last_axis(g: &Graph, n: &xforge_ir::Node) -> bool {
-    let Some(r) = n.inputs.first().copied().flatten().and_then(|x| g.ty(x).shape.as_ref().map(|s| s.len())) else {
+/// Whether a Transpose moves whole rows or small blocks: it leaves the innermost axis where it
+/// is, or it permutes only trailing axes of at most SMALL_TRANSPOSE_BLOCK elements (a channel
+/// shuffle on channels-last data), so that neighbouring outputs read within a few cache lines.
+fn moves_rows(g: &Graph, n: &xforge_ir::Node) -> bool {
+    let Some(shape) = n.inputs.first().copied().flatten().and_then(|x| g.ty(x).shape.clone()) else {
         return false;
     };
-    match n.attr("perm") {
-        Some(Attr::Ints(p)) => r >= 2 && p.len() == r && p.last().is_some_and(|&l| l == r as i64 - 1 || l == -1),
-        _ => false,
+    let r = shape.len();
+    let Some(Attr::Ints(p)) = n.attr("perm") else { return false };
+    if r < 2 || p.len() != r {
+        return false;
     }
+    if p.last().is_some_and(|&l| l == r as i64 - 1 || l == -1) {
+        return true;
+    }
+    let first_moved = (0..r).find(|&i| p[i] != i as i64).unwrap_or(r);
+    let block: Option<usize> = shape[first_moved..].iter().map(|d| d.known()).product();
+    block.is_some_and(|b| b <= crate::knobs::SMALL_TRANSPOSE_BLOCK)
 }
 
 /// The schedule a node gets when it starts a group.
@@ -397,13 +406,13 @@ pub fn partition(g: &Graph) -> Partition {
                 if external[p] + reads_from_outside > crate::knobs::MAX_GROUP_INPUTS {
                     continue;
                 }
-                // a Transpose that keeps the innermost axis last moves whole rows: it can be the
-                // store of data movement or elementwise work before it (ShuffleNet's channel
-                // shuffle after its Concat); others stay lone tiled transposes
+                // a Transpose that moves whole rows or small blocks can be the store of data
+                // movement or elementwise work before it (ShuffleNet's channel shuffle after its
+                // Concat, in either layout); others stay lone tiled transposes
                 let row_store = node.op == Op::Transpose
-                    && keeps_last_axis(g, node)
+                    && moves_rows(g, node)
                     && matches!(schedule[p], Schedule::Injective | Schedule::Elementwise)
-                    && members[p].iter().all(|&m| g.nodes[m].op != Op::Transpose || keeps_last_axis(g, &g.nodes[m]));
+                    && members[p].iter().all(|&m| g.nodes[m].op != Op::Transpose || moves_rows(g, &g.nodes[m]));
                 if movement_epilogue
                     && !row_store
                     && !matches!(schedule[p], Schedule::LibraryGemm | Schedule::Attention)
