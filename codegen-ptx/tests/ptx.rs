@@ -151,8 +151,11 @@ fn tiled_transpose_takes_swaps_of_axis_runs_only() {
         ks[0].block == [32, 8, 1]
     };
     assert!(tiled(&[70, 45], &[1, 0]));
-    assert!(tiled(&[2, 3, 33, 17], &[0, 2, 3, 1]));
-    assert!(tiled(&[2, 3, 33, 17], &[0, 3, 1, 2]));
+    assert!(tiled(&[2, 6, 33, 17], &[0, 2, 3, 1]));
+    assert!(tiled(&[2, 6, 33, 17], &[0, 3, 1, 2]));
+    // an image's 3 channels moved last (or first): runs of 3 would idle most of a tile
+    assert!(!tiled(&[2, 3, 33, 17], &[0, 2, 3, 1]));
+    assert!(!tiled(&[2, 33, 17, 3], &[0, 3, 1, 2]));
     assert!(tiled(&[4, 5, 6], &[2, 0, 1]));
     // the innermost axis stays: the elementwise template's coalesced copy
     assert!(!tiled(&[4, 5, 6], &[1, 0, 2]));

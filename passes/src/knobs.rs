@@ -52,6 +52,10 @@ pub const NONZERO_TILE: usize = 4096;
 /// the work before it, read in place by the elementwise template: a channels-last channel
 /// shuffle's [2, C/2]; larger ones move through a tiled transpose kernel of their own.
 pub const SMALL_TRANSPOSE_BLOCK: usize = 1024;
+/// Longest innermost output run of a Transpose that is the store of the work before it (an
+/// image's channels moved last after its Cast to half precision): neighbouring outputs read
+/// this many streams, each contiguous across the pixels (the kernel crate's TILE_MAX_SHORT_RUN).
+pub const SMALL_TRANSPOSE_RUN: usize = 4;
 /// The most nodes one fusion group takes in (longer elementwise chains become several kernels).
 pub const MAX_GROUP_NODES: usize = 512;
 /// An Expand takes in the work that feeds it only where each input element is repeated at most

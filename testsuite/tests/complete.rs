@@ -418,6 +418,30 @@ fn a_channels_last_channel_shuffle_is_the_store_of_its_concat() {
 }
 
 #[test]
+fn an_image_cast_to_half_and_moved_channels_last_is_one_kernel() {
+    // a network's entry at half precision: Cast of the f32 image, then its 3 channels moved last
+    // for the channels-last convolutions; one elementwise kernel reads the three planes in place
+    // (a tiled transpose would idle most of each tile on runs of 3), equal to the interpreter
+    let mut b = GraphBuilder::new("entry", 17);
+    let x = b.input("x", DType::F32, &[2, 3, 5, 7]);
+    let h =
+        b.node(Op::Cast, &[x], vec![("to", Attr::Int(DType::F16.onnx_code() as i64))], ValueType::unranked(DType::F16));
+    let t = b.node(Op::Transpose, &[h], vec![("perm", Attr::Ints(vec![0, 2, 3, 1]))], ValueType::unranked(DType::F16));
+    b.output(t);
+    let mut g = b.finish();
+    xforge_ir::infer::infer_graph(&mut g).unwrap();
+    let fused = Compiler::new("sm_90").fuse(&g).unwrap();
+    let kernels_run = fused.partition.groups.iter().filter(|grp| grp.schedule != Schedule::View).count();
+    assert_eq!(kernels_run, 1, "{}", xforge_passes::fusion::describe(&fused));
+    let feed = HashMap::from([("x".to_string(), xforge_codegen_ptx::samples::random(DType::F32, &[2, 3, 5, 7], 7))]);
+    let want = xforge_ir::interp::run(&g, &feed).unwrap();
+    let (got, stats) = run_plan(&fused, &kernels(&fused), &feed).unwrap();
+    assert_eq!(stats.interpreted, 0, "every group ran as a kernel");
+    assert_eq!(got[0].shape(), want[0].shape());
+    assert_eq!(got[0].to_f64(), want[0].to_f64());
+}
+
+#[test]
 fn constant_resizes_are_unrolled_taps_that_compute_what_the_interpreter_does() {
     // a segmentation head's bilinear upsampling, nearest doubling, align_corners and cubic, each
     // with an epilogue: one kernel from the resize template (its tap tables compiled in), run on

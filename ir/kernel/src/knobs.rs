@@ -15,6 +15,11 @@ pub const ROW_RESIDENT_VECTORS: usize = 4;
 /// Tiled transpose: TILE×TILE tiles moved by TILE×TILE_ROWS threads.
 pub const TILE: usize = 32;
 pub const TILE_ROWS: usize = 8;
+/// The tiled transpose runs where the input's and the output's innermost runs (B and A) both
+/// hold more than this many elements; a shorter run (an image's 3 channels moved last) would
+/// leave most of each tile's threads idle, and the elementwise template reads it in place
+/// (passes' SMALL_TRANSPOSE_RUN lets such a Transpose join the work before it).
+pub const TILE_MAX_SHORT_RUN: usize = 4;
 /// Column reductions: threads sharing one output's reduced elements (at most).
 pub const COLUMN_SLICES: usize = 32;
 /// Column reductions: independent loads in flight per thread (accumulators of its slice).

@@ -4,7 +4,7 @@
 //! padding column against bank conflicts) so both the loads and the stores coalesce.
 use crate::body::{storage_type, Body};
 use crate::kernel::{finish, input_params, Kernel, KernelError, Param};
-use crate::knobs::{TILE, TILE_ROWS};
+use crate::knobs::{TILE, TILE_MAX_SHORT_RUN, TILE_ROWS};
 use xforge_ir::group::FusionGroup;
 use xforge_ir::tensor::numel;
 use xforge_ir::{Attr, Graph, Op};
@@ -26,7 +26,8 @@ pub fn batched_swap(g: &Graph, grp: &FusionGroup) -> Option<(usize, usize, usize
     let k = (0..rank).find(|&i| perm[i] != i)?;
     let s = perm[k];
     let expect: Vec<usize> = (0..k).chain(s..rank).chain(k..s).collect();
-    (perm == expect).then(|| (numel(&shape[..k]), numel(&shape[k..s]), numel(&shape[s..])))
+    let (a, b) = (numel(&shape[k..s]), numel(&shape[s..]));
+    (perm == expect && a > TILE_MAX_SHORT_RUN && b > TILE_MAX_SHORT_RUN).then(|| (numel(&shape[..k]), a, b))
 }
 
 pub fn transpose(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelError> {

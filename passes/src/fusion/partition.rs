@@ -25,8 +25,9 @@ fn reduces_last_axis(g: &Graph, n: &xforge_ir::Node) -> bool {
 }
 
 /// Whether a Transpose moves whole rows or small blocks: it leaves the innermost axis where it
-/// is, or it permutes only trailing axes of at most SMALL_TRANSPOSE_BLOCK elements (a channel
-/// shuffle on channels-last data), so that neighbouring outputs read within a few cache lines.
+/// is, its innermost output axis is short (an image's 3 channels moved last), or it permutes
+/// only trailing axes of at most SMALL_TRANSPOSE_BLOCK elements (a channel shuffle on
+/// channels-last data), so that neighbouring outputs read within a few cache lines or streams.
 fn moves_rows(g: &Graph, n: &xforge_ir::Node) -> bool {
     let Some(shape) = n.inputs.first().copied().flatten().and_then(|x| g.ty(x).shape.clone()) else {
         return false;
@@ -37,6 +38,10 @@ fn moves_rows(g: &Graph, n: &xforge_ir::Node) -> bool {
         return false;
     }
     if p.last().is_some_and(|&l| l == r as i64 - 1 || l == -1) {
+        return true;
+    }
+    let inner = usize::try_from(p[r - 1]).ok().and_then(|a| shape.get(a)).and_then(|d| d.known());
+    if inner.is_some_and(|d| d <= crate::knobs::SMALL_TRANSPOSE_RUN) {
         return true;
     }
     let first_moved = (0..r).find(|&i| p[i] != i as i64).unwrap_or(r);
