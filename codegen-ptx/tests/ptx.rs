@@ -58,6 +58,16 @@ fn every_sample_is_one_kernel_that_assembles() {
 }
 
 #[test]
+fn half_storage_takes_the_approximate_exp_and_division() {
+    // a σ stored as a half: ex2.approx and rcp.approx (no IEEE-exact reciprocal sequence); as
+    // f32 the exact forms stay
+    let ptx = |dt: DType| compile(&template_kernels(&samples::activation_mix(dt, &[4, 8, 32])), "sm_90").unwrap();
+    let (half, single) = (ptx(DType::F16), ptx(DType::F32));
+    assert!(half.contains("rcp.approx.f32") && !half.contains("rcp.rn.f32"), "{half}");
+    assert!(single.contains("rcp.rn.f32") && !single.contains("rcp.approx"), "{single}");
+}
+
+#[test]
 fn row_reductions_assemble_at_other_lengths() {
     let mut ks = vec![];
     for dt in [DType::F32, DType::F16, DType::BF16] {

@@ -401,24 +401,30 @@ fn remapped(
         .ok_or_else(|| unsupported(format!("node '{}' ({}): more axes than the group's space", n.name, n.op)))?;
     Pull { g, params, scalars, group, c, dt, unsupported }.node(b, n, &oc)
 }
-/// Emits `op` on computed operands `a` (type `c`); `None` when the template lacks it.
-fn scalar_op(b: &mut Body, n: &Node, args: &[String], c: &str, scalars: &[Option<f64>]) -> Option<String> {
+/// Emits `op` on computed operands `a` (type `c`); `None` when the template lacks it. `fast`:
+/// the result is stored at half precision, so exp, log and division may take the hardware's
+/// approximations (ex2.approx, lg2.approx, rcp/div.approx: errors near 2⁻²², far under a
+/// half's 2⁻¹¹) instead of IEEE-exact sequences several times longer (a Swish pass was
+/// compute-bound at 56% of its bandwidth floor).
+fn scalar_op(b: &mut Body, n: &Node, args: &[String], c: &str, scalars: &[Option<f64>], fast: bool) -> Option<String> {
     let x = args.first().cloned()?;
+    let fm = if fast { " fastmath<afn>" } else { "" };
     let bin = |b: &mut Body, op: &str, p: &str, q: &str| b.emit(format!("arith.{op} {p}, {q} : {c}"));
+    let div = |b: &mut Body, p: &str, q: &str| b.emit(format!("arith.divf {p}, {q}{fm} : {c}"));
     let sigmoid = |b: &mut Body, v: &str| {
         let one = b.float(1.0, c);
         let neg = b.emit(format!("arith.negf {v} : {c}"));
-        let e = b.emit(format!("math.exp {neg} : {c}"));
+        let e = b.emit(format!("math.exp {neg}{fm} : {c}"));
         let d = bin(b, "addf", &one, &e);
-        bin(b, "divf", &one, &d)
+        div(b, &one, &d)
     };
     Some(match n.op {
-        Op::Add | Op::Sub | Op::Mul | Op::Div => {
+        Op::Div => div(b, &x, args.get(1)?),
+        Op::Add | Op::Sub | Op::Mul => {
             let op = match n.op {
                 Op::Add => "addf",
                 Op::Sub => "subf",
-                Op::Mul => "mulf",
-                _ => "divf",
+                _ => "mulf",
             };
             bin(b, op, &x, args.get(1)?)
         }
@@ -434,8 +440,8 @@ fn scalar_op(b: &mut Body, n: &Node, args: &[String], c: &str, scalars: &[Option
         Op::Neg => b.emit(format!("arith.negf {x} : {c}")),
         Op::Abs => b.emit(format!("math.absf {x} : {c}")),
         Op::Sqrt => b.emit(format!("math.sqrt {x} : {c}")),
-        Op::Exp => b.emit(format!("math.exp {x} : {c}")),
-        Op::Log => b.emit(format!("math.log {x} : {c}")),
+        Op::Exp => b.emit(format!("math.exp {x}{fm} : {c}")),
+        Op::Log => b.emit(format!("math.log {x}{fm} : {c}")),
         Op::Tanh => b.emit(format!("math.tanh {x} : {c}")),
         Op::Erf => b.emit(format!("math.erf {x} : {c}")),
         Op::Sin => b.emit(format!("math.sin {x} : {c}")),
@@ -446,7 +452,7 @@ fn scalar_op(b: &mut Body, n: &Node, args: &[String], c: &str, scalars: &[Option
         Op::Round => b.emit(format!("math.roundeven {x} : {c}")),
         Op::Reciprocal => {
             let one = b.float(1.0, c);
-            bin(b, "divf", &one, &x)
+            div(b, &one, &x)
         }
         Op::Identity | Op::Dropout => x,
         Op::Relu => {
@@ -718,7 +724,8 @@ fn apply(
             None => return Err(unsupported(format!("Cast to {to} is not supported"))),
         }
     } else {
-        scalar_op(b, n, &args, c, scalar_vals)
+        let half = n.outputs[0].is_some_and(|o| matches!(g.ty(o).dtype, DType::F16 | DType::BF16));
+        scalar_op(b, n, &args, c, scalar_vals, half && c == "f32")
             .ok_or_else(|| unsupported(format!("op {} is not in the elementwise template", n.op)))?
     })
 }
