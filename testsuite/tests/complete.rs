@@ -442,6 +442,54 @@ fn an_image_cast_to_half_and_moved_channels_last_is_one_kernel() {
 }
 
 #[test]
+fn a_rotary_embedding_after_the_head_transpose_is_one_kernel() {
+    // newer transformers exports move the heads first before rotating: q [B, S, H·D] → Reshape
+    // [B, S, H, D] → Transpose [0, 2, 1, 3], then q·cos + Concat(−q[…, h:], q[…, :h])·sin; the
+    // Slices may take the transpose with them (each half transposed alone), and the kernel pulls
+    // every element through the row-moving transposes too: one kernel, equal to the interpreter
+    let (bs, heads, s, d) = (2, 4, 5, 8);
+    let mut b = GraphBuilder::new("rope_t", 17);
+    let q = b.input("q", DType::F16, &[bs, s, heads * d]);
+    let u = || ValueType::unranked(DType::F16);
+    let table = |b: &mut GraphBuilder, name: &str, f: fn(f64) -> f64| {
+        let v: Vec<f64> = (0..s * d).map(|i| f(i as f64 * 0.1)).collect();
+        b.weight(name, Tensor::from_f64(DType::F16, vec![1, 1, s, d], &v))
+    };
+    let cos = table(&mut b, "cos", f64::cos);
+    let sin = table(&mut b, "sin", f64::sin);
+    let i64s = |b: &mut GraphBuilder, name: &str, v: Vec<i64>| b.weight(name, Tensor::from_i64(vec![v.len()], v));
+    let (h0, h1, end, axis) = (
+        i64s(&mut b, "h0", vec![0]),
+        i64s(&mut b, "h1", vec![d as i64 / 2]),
+        i64s(&mut b, "end", vec![i64::MAX]),
+        i64s(&mut b, "axis", vec![3]),
+    );
+    let to4 = i64s(&mut b, "to4", vec![bs as i64, s as i64, heads as i64, d as i64]);
+    let r = b.node(Op::Reshape, &[q, to4], vec![], u());
+    let x = b.node(Op::Transpose, &[r], vec![("perm", Attr::Ints(vec![0, 2, 1, 3]))], u());
+    let lo = b.node(Op::Slice, &[x, h0, h1, axis], vec![], u());
+    let hi = b.node(Op::Slice, &[x, h1, end, axis], vec![], u());
+    let neg = b.node(Op::Neg, &[hi], vec![], u());
+    let rot = b.node(Op::Concat, &[neg, lo], vec![("axis", Attr::Int(-1))], u());
+    let xc = b.node(Op::Mul, &[x, cos], vec![], u());
+    let rs = b.node(Op::Mul, &[rot, sin], vec![], u());
+    let out = b.node(Op::Add, &[xc, rs], vec![], u());
+    b.output(out);
+    let mut g = b.finish();
+    xforge_ir::infer::infer_graph(&mut g).unwrap();
+    let fused = Compiler::new("sm_90").fuse(&g).unwrap();
+    let kernels_run = fused.partition.groups.iter().filter(|grp| grp.schedule != Schedule::View).count();
+    assert_eq!(kernels_run, 1, "{}", xforge_passes::fusion::describe(&fused));
+    let feed =
+        HashMap::from([("q".to_string(), xforge_codegen_ptx::samples::random(DType::F16, &[bs, s, heads * d], 8))]);
+    let want = xforge_ir::interp::run(&g, &feed).unwrap();
+    let (got, stats) = run_plan(&fused, &kernels(&fused), &feed).unwrap();
+    assert_eq!(stats.interpreted, 0, "every group ran as a kernel");
+    assert_eq!(got[0].shape(), want[0].shape());
+    assert!(xforge_ir::tensor::rel_l2(&got[0], &want[0]) < 1e-3);
+}
+
+#[test]
 fn constant_resizes_are_unrolled_taps_that_compute_what_the_interpreter_does() {
     // a segmentation head's bilinear upsampling, nearest doubling, align_corners and cubic, each
     // with an epilogue: one kernel from the resize template (its tap tables compiled in), run on

@@ -502,13 +502,14 @@ pub fn partition(g: &Graph) -> Partition {
             for &v in &inputs {
                 let Some(q) = source_group(v, &group_of) else { continue };
                 // what the template pulls through: data movement that reads its own operands
-                // (no tiled transposes; a Split's outputs read where they lie), views and
-                // elementwise work
+                // (transposes only where they move rows or small blocks; a Split's outputs read
+                // where they lie), views and elementwise work
                 let pullable = |q: usize| {
                     schedule[q] == Schedule::Injective
                         && members[q].iter().all(|&m| {
                             let op = g.nodes[m].op;
                             matches!(op, Op::Slice | Op::Concat | Op::Expand | Op::Pad | Op::Gather | Op::Split)
+                                || (op == Op::Transpose && moves_rows(g, &g.nodes[m]))
                                 || is_view(op)
                                 || matches!(op.kind(), OpKind::Elementwise | OpKind::Broadcast)
                         })
