@@ -158,16 +158,12 @@ fn pull_tail_into_reader(fused: &mut Fused, t: usize) {
         .map(|(k, _)| fused.partition.group_of[k])
         .collect();
     let [r] = readers.into_iter().collect::<Vec<_>>()[..] else { return };
-    let reader = &fused.partition.groups[r];
-    if r <= t || !matches!(reader.schedule, Schedule::Elementwise | Schedule::Injective) {
+    if r <= t || !matches!(fused.partition.groups[r].schedule, Schedule::Elementwise | Schedule::Injective) {
         return;
     }
-    let mut nodes = reader.nodes.clone();
-    nodes.extend(&tail.nodes);
-    nodes.sort();
-    let merged = xforge_passes::fusion::partition::group_of_nodes(g, Schedule::Injective, nodes);
+    let merged = fused.partition.merged(g, t, r, Schedule::Injective);
     match xforge_kernel::generate(g, &merged, r) {
-        Ok(_) => fused.partition.merge_into(&fused.graph, t, r, Schedule::Injective),
+        Ok(_) => fused.partition.merge_into(t, r, merged),
         Err(e) => tracing::debug!("group {t}: the tail stays a kernel of its own: {e}"),
     }
 }

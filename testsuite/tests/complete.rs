@@ -14,6 +14,23 @@ fn kernels(f: &xforge_passes::fusion::Fused) -> HashMap<usize, xforge_kernel::Ke
     k.into_iter().collect()
 }
 
+/// The plan run on the host, every group as a kernel, and the interpreter on the source graph.
+fn host_and_interpreter(
+    g: &xforge_ir::Graph,
+    fused: &xforge_passes::fusion::Fused,
+    feed: &HashMap<String, Tensor>,
+) -> (Vec<Tensor>, Vec<Tensor>) {
+    let want = xforge_ir::interp::run(g, feed).unwrap();
+    let (got, stats) = run_plan(fused, &kernels(fused), feed).unwrap();
+    assert_eq!(stats.interpreted, 0, "every group ran as a kernel");
+    (got, want)
+}
+
+/// Kernels the plan launches (views launch none).
+fn kernels_run(f: &xforge_passes::fusion::Fused) -> usize {
+    f.partition.groups.iter().filter(|grp| grp.schedule != Schedule::View).count()
+}
+
 #[test]
 fn a_group_without_a_template_is_cut_and_still_computes_the_same() {
     // relu(x) → i32 → (mod 3) → f32 → ·0.5: the elementwise template has no integer Mod, so the
@@ -46,9 +63,7 @@ fn a_group_without_a_template_is_cut_and_still_computes_the_same() {
     assert!(schedules.contains(&Schedule::Generic), "{schedules:?}");
     let x_val = Tensor::from_f64(DType::F32, vec![4, 8], &(0..32).map(|i| i as f64 * 0.37 - 4.0).collect::<Vec<_>>());
     let feed = HashMap::from([("x".to_string(), x_val)]);
-    let want = xforge_ir::interp::run(&g, &feed).unwrap();
-    let (got, stats) = run_plan(&fused, &kernels(&fused), &feed).unwrap();
-    assert_eq!(stats.interpreted, 0, "every group ran as a kernel");
+    let (got, want) = host_and_interpreter(&g, &fused, &feed);
     assert_eq!(got[0].to_f64(), want[0].to_f64());
 }
 
@@ -268,9 +283,7 @@ fn a_channel_shuffle_is_the_store_of_the_concat_before_it() {
         ("x".to_string(), xforge_codegen_ptx::samples::random(DType::F32, &[n, c, h, w], 1)),
         ("y".to_string(), xforge_codegen_ptx::samples::random(DType::F32, &[n, c, h, w], 2)),
     ]);
-    let want = xforge_ir::interp::run(&g, &feed).unwrap();
-    let (got, stats) = run_plan(&fused, &kernels(&fused), &feed).unwrap();
-    assert_eq!(stats.interpreted, 0, "every group ran as a kernel");
+    let (got, want) = host_and_interpreter(&g, &fused, &feed);
     assert_eq!(got[0].shape(), want[0].shape());
     assert_eq!(got[0].to_f64(), want[0].to_f64());
 }
@@ -333,9 +346,7 @@ fn a_rotary_embedding_and_its_key_repeat_are_one_kernel_each() {
         ("q".to_string(), xforge_codegen_ptx::samples::random(DType::F32, &[bs, heads, s, d], 1)),
         ("k".to_string(), xforge_codegen_ptx::samples::random(DType::F32, &[bs, kv, s, d], 2)),
     ]);
-    let want = xforge_ir::interp::run(&g, &feed).unwrap();
-    let (got, stats) = run_plan(&fused, &kernels(&fused), &feed).unwrap();
-    assert_eq!(stats.interpreted, 0, "every group ran as a kernel");
+    let (got, want) = host_and_interpreter(&g, &fused, &feed);
     for (o, w) in got.iter().zip(&want) {
         assert_eq!(o.shape(), w.shape());
         assert_eq!(o.to_f64(), w.to_f64());
@@ -376,9 +387,7 @@ fn a_gather_of_one_column_beside_wider_work_broadcasts_in_its_kernel() {
         ("table".to_string(), xforge_codegen_ptx::samples::random(DType::F32, &[n, 2], 3)),
         ("scale".to_string(), xforge_codegen_ptx::samples::random(DType::F32, &[n, 1], 4)),
     ]);
-    let want = xforge_ir::interp::run(&g, &feed).unwrap();
-    let (got, stats) = run_plan(&fused, &kernels(&fused), &feed).unwrap();
-    assert_eq!(stats.interpreted, 0, "every group ran as a kernel");
+    let (got, want) = host_and_interpreter(&g, &fused, &feed);
     assert_eq!(got[0].shape(), want[0].shape());
     assert_eq!(got[0].to_f64(), want[0].to_f64());
 }
@@ -404,15 +413,12 @@ fn a_channels_last_channel_shuffle_is_the_store_of_its_concat() {
     let mut g = b.finish();
     xforge_ir::infer::infer_graph(&mut g).unwrap();
     let fused = Compiler::new("sm_90").fuse(&g).unwrap();
-    let kernels_run = fused.partition.groups.iter().filter(|grp| grp.schedule != Schedule::View).count();
-    assert_eq!(kernels_run, 1, "{}", xforge_passes::fusion::describe(&fused));
+    assert_eq!(kernels_run(&fused), 1, "{}", xforge_passes::fusion::describe(&fused));
     let feed = HashMap::from([
         ("a".to_string(), xforge_codegen_ptx::samples::random(DType::F16, &[n, s, s, h], 5)),
         ("c".to_string(), xforge_codegen_ptx::samples::random(DType::F16, &[n, s, s, h], 6)),
     ]);
-    let want = xforge_ir::interp::run(&g, &feed).unwrap();
-    let (got, stats) = run_plan(&fused, &kernels(&fused), &feed).unwrap();
-    assert_eq!(stats.interpreted, 0, "every group ran as a kernel");
+    let (got, want) = host_and_interpreter(&g, &fused, &feed);
     assert_eq!(got[0].shape(), want[0].shape());
     assert_eq!(got[0].to_f64(), want[0].to_f64());
 }
@@ -431,12 +437,9 @@ fn an_image_cast_to_half_and_moved_channels_last_is_one_kernel() {
     let mut g = b.finish();
     xforge_ir::infer::infer_graph(&mut g).unwrap();
     let fused = Compiler::new("sm_90").fuse(&g).unwrap();
-    let kernels_run = fused.partition.groups.iter().filter(|grp| grp.schedule != Schedule::View).count();
-    assert_eq!(kernels_run, 1, "{}", xforge_passes::fusion::describe(&fused));
+    assert_eq!(kernels_run(&fused), 1, "{}", xforge_passes::fusion::describe(&fused));
     let feed = HashMap::from([("x".to_string(), xforge_codegen_ptx::samples::random(DType::F32, &[2, 3, 5, 7], 7))]);
-    let want = xforge_ir::interp::run(&g, &feed).unwrap();
-    let (got, stats) = run_plan(&fused, &kernels(&fused), &feed).unwrap();
-    assert_eq!(stats.interpreted, 0, "every group ran as a kernel");
+    let (got, want) = host_and_interpreter(&g, &fused, &feed);
     assert_eq!(got[0].shape(), want[0].shape());
     assert_eq!(got[0].to_f64(), want[0].to_f64());
 }
@@ -478,13 +481,10 @@ fn a_rotary_embedding_after_the_head_transpose_is_one_kernel() {
     let mut g = b.finish();
     xforge_ir::infer::infer_graph(&mut g).unwrap();
     let fused = Compiler::new("sm_90").fuse(&g).unwrap();
-    let kernels_run = fused.partition.groups.iter().filter(|grp| grp.schedule != Schedule::View).count();
-    assert_eq!(kernels_run, 1, "{}", xforge_passes::fusion::describe(&fused));
+    assert_eq!(kernels_run(&fused), 1, "{}", xforge_passes::fusion::describe(&fused));
     let feed =
         HashMap::from([("q".to_string(), xforge_codegen_ptx::samples::random(DType::F16, &[bs, s, heads * d], 8))]);
-    let want = xforge_ir::interp::run(&g, &feed).unwrap();
-    let (got, stats) = run_plan(&fused, &kernels(&fused), &feed).unwrap();
-    assert_eq!(stats.interpreted, 0, "every group ran as a kernel");
+    let (got, want) = host_and_interpreter(&g, &fused, &feed);
     assert_eq!(got[0].shape(), want[0].shape());
     assert!(xforge_ir::tensor::rel_l2(&got[0], &want[0]) < 1e-3);
 }

@@ -11,7 +11,7 @@ use crate::pooling::store_run;
 use std::collections::HashMap;
 use xforge_ir::group::FusionGroup;
 use xforge_ir::tensor::numel;
-use xforge_ir::{Attr, Graph, Node, Op, OpKind};
+use xforge_ir::{Graph, Node, Op, OpKind};
 
 /// The Concat's axis (made non-negative) when group `grp` is a Concat of values read from
 /// outside the group, of static shapes, then elementwise work on its output.
@@ -29,11 +29,7 @@ fn concat_axis(g: &Graph, grp: &FusionGroup) -> Option<usize> {
         matches!(m.op.kind(), OpKind::Elementwise | OpKind::Broadcast)
             && m.outputs.iter().flatten().all(|&o| g.ty(o).static_shape().as_deref() == Some(ys.as_slice()))
     });
-    let r = ys.len() as i64;
-    let ax = match n.attr("axis") {
-        Some(Attr::Int(a)) if (-r..r).contains(a) => (if *a < 0 { a + r } else { *a }) as usize,
-        _ => return None,
-    };
+    let ax = crate::elementwise::axis(n, ys.len())?;
     (inputs_outside && rest_elementwise && g.ty(y).dtype.is_float() && numel(&ys) > 0).then_some(ax)
 }
 
@@ -78,10 +74,11 @@ pub fn concat(g: &Graph, grp: &FusionGroup, gi: usize) -> Result<Kernel, KernelE
         v
     };
     // 16-byte runs where every operand's run, offset and the output's run are whole vectors
-    let lanes = if parts.iter().all(|&(_, run, off)| run % (16 / esize) == 0 && off % (16 / esize) == 0)
-        && out_run % (16 / esize) == 0
+    let vector = 16 / esize;
+    let lanes = if parts.iter().all(|&(_, run, off)| run.is_multiple_of(vector) && off.is_multiple_of(vector))
+        && out_run.is_multiple_of(vector)
     {
-        16 / esize
+        vector
     } else {
         1
     };

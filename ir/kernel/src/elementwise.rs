@@ -51,15 +51,32 @@ pub(crate) fn coords(b: &mut Body, i: &str, shape: &[usize]) -> Vec<String> {
 }
 
 /// Coordinates in `shape` of the element that flat index `i` of `space` reads: the same flat
-/// index when both hold as many elements (a view), else numpy broadcasting (axes of length 1
-/// read 0; a Gather's `[N, 1]` result beside `[N, 32]` work). `None` if `shape` has more axes.
+/// index when both hold as many elements (a view), else numpy broadcasting (a Gather's `[N, 1]`
+/// result beside `[N, 32]` work). `None` if `shape` has more axes.
 fn broadcast_coords(b: &mut Body, i: &str, space: &[usize], shape: &[usize]) -> Option<Vec<String>> {
     if numel(shape) == numel(space) {
         return Some(coords(b, i, shape));
     }
-    let off = space.len().checked_sub(shape.len())?;
-    let sc = coords(b, i, space);
-    Some((0..shape.len()).map(|d| if shape[d] == 1 { b.index(0) } else { sc[d + off].clone() }).collect())
+    let at = coords(b, i, space);
+    broadcast_at(b, &at, shape)
+}
+
+/// Coordinates `at` carried into `shape` by numpy broadcasting: trailing axes aligned, axes of
+/// length 1 read 0. `None` if `shape` has more axes.
+fn broadcast_at(b: &mut Body, at: &[String], shape: &[usize]) -> Option<Vec<String>> {
+    let off = at.len().checked_sub(shape.len())?;
+    Some((0..shape.len()).map(|d| if shape[d] == 1 { b.index(0) } else { at[d + off].clone() }).collect())
+}
+
+/// Node `n`'s `axis` attribute (default 0) as an axis of a value of `rank`; `None` when out of
+/// range.
+pub(crate) fn axis(n: &Node, rank: usize) -> Option<usize> {
+    let r = rank as i64;
+    let a = match n.attr("axis") {
+        Some(Attr::Int(a)) => *a,
+        _ => 0,
+    };
+    (-r..r).contains(&a).then(|| (if a < 0 { a + r } else { a }) as usize)
 }
 
 /// Flat index from coordinates in `shape`.
@@ -146,11 +163,7 @@ impl Pull<'_> {
     fn split(&self, b: &mut Body, n: &Node, v: ValueId, at: &[String]) -> Result<String, KernelError> {
         let data = n.inputs[0].ok_or_else(|| self.bad(n, "no data input"))?;
         let in_shape = self.g.ty(data).static_shape().ok_or_else(|| self.bad(n, "shape is not static"))?;
-        let r = in_shape.len() as i64;
-        let ax = match n.attr("axis") {
-            Some(Attr::Int(a)) => (if *a < 0 { a + r } else { *a }) as usize,
-            _ => 0,
-        };
+        let ax = axis(n, in_shape.len()).ok_or_else(|| self.bad(n, "axis out of range"))?;
         let mut start = 0;
         for o in n.outputs.iter() {
             let o = o.ok_or_else(|| self.bad(n, "an output before this one is unused"))?;
@@ -176,9 +189,7 @@ impl Pull<'_> {
                 continue;
             }
             let shape = self.g.ty(v).static_shape().ok_or_else(|| self.bad(n, "shape is not static"))?;
-            let off = at.len().checked_sub(shape.len()).ok_or_else(|| self.bad(n, "an operand has more axes"))?;
-            let cs: Vec<String> =
-                (0..shape.len()).map(|d| if shape[d] == 1 { b.index(0) } else { at[d + off].clone() }).collect();
+            let cs = broadcast_at(b, at, &shape).ok_or_else(|| self.bad(n, "an operand has more axes"))?;
             args.push(self.value(b, v, &cs, &shape)?);
         }
         let scalar_vals: Vec<Option<f64>> =
@@ -213,10 +224,7 @@ impl Pull<'_> {
                 }
                 sc
             }
-            Op::Expand => {
-                let off = oc.len() - in_shape.len();
-                (0..in_shape.len()).map(|d| if in_shape[d] == 1 { b.index(0) } else { oc[d + off].clone() }).collect()
-            }
+            Op::Expand => broadcast_at(b, oc, &in_shape).ok_or_else(|| self.bad(n, "its input has more axes"))?,
             Op::Slice => {
                 let konst =
                     |k: usize| n.inputs.get(k).copied().flatten().and_then(|v| g.weights.get(&v)).map(|t| t.to_i64());
@@ -244,11 +252,7 @@ impl Pull<'_> {
                 sc
             }
             Op::Gather => {
-                let r = in_shape.len() as i64;
-                let ax = match n.attr("axis") {
-                    Some(Attr::Int(a)) => (if *a < 0 { a + r } else { *a }) as usize,
-                    _ => 0,
-                };
+                let ax = axis(n, in_shape.len()).ok_or_else(|| self.bad(n, "axis out of range"))?;
                 let ind = n.inputs[1].ok_or_else(|| self.bad(n, "no indices"))?;
                 let ind_shape = g.ty(ind).static_shape().ok_or_else(|| self.bad(n, "index shape is not static"))?;
                 let q = ind_shape.len();
@@ -283,11 +287,7 @@ impl Pull<'_> {
 
     /// Concat: the operand whose range along the axis holds the coordinate, by nested `scf.if`.
     fn concat(&self, b: &mut Body, n: &Node, oc: &[String]) -> Result<String, KernelError> {
-        let r = oc.len() as i64;
-        let ax = match n.attr("axis") {
-            Some(Attr::Int(a)) => (if *a < 0 { a + r } else { *a }) as usize,
-            _ => 0,
-        };
+        let ax = axis(n, oc.len()).ok_or_else(|| self.bad(n, "axis out of range"))?;
         let parts: Vec<(ValueId, Vec<usize>)> = n
             .inputs
             .iter()

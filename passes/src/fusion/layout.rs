@@ -69,6 +69,12 @@ fn conv_nhwc(eg: &mut FusionGraph, s: &Subst, root: Id, with_bias: bool) -> Opti
     Some(transpose(eg, c, &TO_NCHW))
 }
 
+/// The e-node of a constant i64 vector a rule needs (axes, a shape), made once per `key`.
+fn ints_weight(eg: &mut FusionGraph, key: String, name: &str, values: Vec<i64>) -> Id {
+    let k = eg.analysis.rule_weight(key, name, || xforge_ir::Tensor::from_i64(vec![values.len()], values));
+    eg.add(ENode { head: Head::Weight(k), args: vec![] })
+}
+
 /// `op(Transpose(y, p))` → `Transpose(op(y), p)` for an elementwise `op` (its attributes kept).
 fn sink_unary(eg: &mut FusionGraph, s: &Subst, root: Id, op: Op) -> Option<Id> {
     let y = s[var("?y")];
@@ -222,10 +228,7 @@ fn sink_global_pool(eg: &mut FusionGraph, s: &Subst, root: Id, pool: Op, reduce:
     }
     let axes = Attr::Ints(p[2..].to_vec());
     let r = if eg.analysis.opset >= 18 {
-        let k = eg.analysis.rule_weight(format!("global-pool axes {:?}", &p[2..]), "pool_axes", || {
-            xforge_ir::Tensor::from_i64(vec![p.len() - 2], p[2..].to_vec())
-        });
-        let w = eg.add(ENode { head: Head::Weight(k), args: vec![] });
+        let w = ints_weight(eg, format!("global-pool axes {:?}", &p[2..]), "pool_axes", p[2..].to_vec());
         add_op(eg, reduce, vec![("keepdims", Attr::Int(1))], &[y, w])
     } else {
         add_op(eg, reduce, vec![("axes", axes), ("keepdims", Attr::Int(1))], &[y])
@@ -326,10 +329,7 @@ fn sink_slice(eg: &mut FusionGraph, s: &Subst, root: Id, steps: bool) -> Option<
         .map(|&a| if a < 0 { a + r } else { a })
         .map(|a| (0..r).contains(&a).then(|| perm[a as usize]))
         .collect::<Option<_>>()?;
-    let k = eg.analysis.rule_weight(format!("slice axes {moved:?}"), "slice_axes", || {
-        xforge_ir::Tensor::from_i64(vec![moved.len()], moved.clone())
-    });
-    let w = eg.add(ENode { head: Head::Weight(k), args: vec![] });
+    let w = ints_weight(eg, format!("slice axes {moved:?}"), "slice_axes", moved);
     let mut args = vec![y, st, en, w];
     if steps {
         args.push(n.args[4]);
@@ -357,13 +357,11 @@ fn sink_channel_shuffle(eg: &mut FusionGraph, s: &Subst, root: Id) -> Option<Id>
     if (n1, h1, w1) != (n, h, w) || g * cg != c || out != xs {
         return None;
     }
-    let mut shape_weight = |dims: Vec<usize>| {
-        let k = eg.analysis.rule_weight(format!("reshape to {dims:?}"), "shape", || {
-            xforge_ir::Tensor::from_i64(vec![dims.len()], dims.iter().map(|&d| d as i64).collect())
-        });
-        eg.add(ENode { head: Head::Weight(k), args: vec![] })
+    let mut shape_weight = |dims: &[usize]| {
+        let dims: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
+        ints_weight(eg, format!("reshape to {dims:?}"), "shape", dims)
     };
-    let (to5, to4) = (shape_weight(vec![n, h, w, g, cg]), shape_weight(vec![n, h, w, c]));
+    let (to5, to4) = (shape_weight(&[n, h, w, g, cg]), shape_weight(&[n, h, w, c]));
     let r5 = add_op(eg, Op::Reshape, vec![], &[y, to5]);
     let t5 = transpose(eg, r5, &[0, 1, 2, 4, 3]);
     let r4 = add_op(eg, Op::Reshape, vec![], &[t5, to4]);

@@ -250,14 +250,20 @@ impl Partition {
         self.replace(i, vec![head, tail]);
     }
 
-    /// Moves group `a`'s nodes into group `b` (a < b, and only `b` reads what `a` writes, so
-    /// the order stays valid), which takes `schedule`; the groups after `a` move down by one.
-    pub fn merge_into(&mut self, g: &Graph, a: usize, b: usize, schedule: Schedule) {
-        debug_assert!(a < b);
+    /// Groups `a` and `b` as one group of `schedule` (what `merge_into` would make of them).
+    pub fn merged(&self, g: &Graph, a: usize, b: usize, schedule: Schedule) -> FusionGroup {
         let mut nodes = self.groups[b].nodes.clone();
         nodes.extend(&self.groups[a].nodes);
         nodes.sort();
-        self.groups[b] = group_of_nodes(g, schedule, nodes);
+        group_of_nodes(g, schedule, nodes)
+    }
+
+    /// Replaces group `b` by `merged` (group `a`'s nodes and its own, from `merged`) and drops
+    /// group `a` (a < b, and only `b` reads what `a` writes, so the order stays valid); the
+    /// groups after `a` move down by one.
+    pub fn merge_into(&mut self, a: usize, b: usize, merged: FusionGroup) {
+        debug_assert!(a < b);
+        self.groups[b] = merged;
         self.groups.remove(a);
         for gid in self.group_of.iter_mut() {
             if *gid == a {
