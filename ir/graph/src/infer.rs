@@ -592,6 +592,8 @@ fn out_dtypes(node: &Node, ins: &[Option<Fact>]) -> Result<Vec<DType>, String> {
         CastLike => vec![ins.get(1).and_then(|f| f.as_ref()).map(|f| f.ty.dtype).ok_or("missing input 1")?],
         TopK => vec![d0, DType::I64],
         SelectiveScan => vec![d0, DType::F32],
+        // the state keeps past_state's type (the query's without one)
+        LinearAttention => [d0, ins.get(3).and_then(|f| f.as_ref()).map_or(d0, |f| f.ty.dtype)][..n.min(2)].to_vec(),
         MaxPool => vec![d0, DType::I64],
         Dropout => vec![d0, DType::Bool],
         LayerNormalization => {
@@ -813,6 +815,10 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
         let mut out = vec![ty(dts[0], x.clone())];
         out.extend((1..node.outputs.len()).map(|_| ty(dts[0], Some(vec![c.clone()]))));
         return Ok(Some(out));
+    }
+    if crate::sequence_shapes::is_sequence_op(op) {
+        let shapes = crate::sequence_shapes::output_shapes(node, &shape, &mut || fresh.dim())?;
+        return Ok(Some(dts.iter().zip(shapes).map(|(&d, s)| ty(d, s)).collect()));
     }
     // the selective scan: out is u's shape, the last state (batch, dim, A's state size)
     if op == SelectiveScan {

@@ -12,6 +12,7 @@ pub mod npy;
 pub mod op;
 pub mod print;
 pub mod rank_rules;
+pub mod sequence_shapes;
 pub mod shape;
 pub mod tensor;
 pub mod verify;

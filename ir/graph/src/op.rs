@@ -100,6 +100,11 @@ ops! {
     // each box overlaps, one bit each (the parallel half of a large NonMaxSuppression)
     NmsOverlapMask: Opaque,
     ConvTranspose: Contraction, Attention: Contraction,
+    // sequence models (opsets 23-28; interp/sequence.rs): rotary embeddings, KV-cache writes and
+    // the gated activation (written out as primitive ops before fusion), the stateful causal
+    // convolution and the linear-attention recurrences
+    RotaryEmbedding: Opaque, TensorScatter: Opaque, SwiGLU: Opaque, CausalConvWithState: Opaque,
+    LinearAttention: Opaque,
     // data movement and shapes
     Shape: Opaque, Size: Opaque, Reshape: Injective, Flatten: Injective, Expand: Injective,
     Gather: Injective, GatherElements: Injective, GatherND: Injective, Slice: Injective,

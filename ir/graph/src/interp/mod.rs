@@ -18,6 +18,7 @@ mod quant;
 mod reduce;
 mod resize;
 mod selective_scan;
+mod sequence;
 
 use crate::dtype::DType;
 use crate::graph::{Graph, Node};
@@ -294,6 +295,11 @@ fn eval(node: &Node, ins: &[Option<Tensor>], opset: i64, scope: &Scope) -> OpRes
         ConvTranspose => one(conv::conv_transpose(&a, ins)?),
         Attention => attention::attention(&a, ins, n_out),
         SelectiveScan => selective_scan::selective_scan(&a, ins, n_out),
+        RotaryEmbedding => one(sequence::rotary_embedding(&a, ins)?),
+        TensorScatter => one(sequence::tensor_scatter(&a, ins)?),
+        SwiGLU => one(sequence::swiglu(&a, ins)?),
+        CausalConvWithState => sequence::causal_conv_with_state(&a, ins),
+        LinearAttention => sequence::linear_attention(&a, ins, n_out),
         Shape => one(movement::shape_of(&a, req(ins, 0)?)?),
         Size => one(Tensor::scalar_i64(req(ins, 0)?.len() as i64)),
         Reshape => {
