@@ -213,8 +213,8 @@ fn node_rows(g: &Graph, n: &Node, carried: &[Option<usize>]) -> Result<usize, St
             0 => Ok(0),
             a => Err(format!("runs per sample along axis 0, but the batch rows lie on axis {a}")),
         },
-        // Mamba's scan and attention take (batch, ...) operands
-        SelectiveScan | Attention => match agree(carried.to_vec())? {
+        // Mamba's scan, attention and the linear-attention recurrences take (batch, ...) operands
+        SelectiveScan | Attention | LinearAttention => match agree(carried.to_vec())? {
             0 => Ok(0),
             a => Err(format!("takes the batch on axis 0, but the rows lie on axis {a}")),
         },

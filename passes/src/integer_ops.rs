@@ -13,8 +13,8 @@
 //! `(sa · sb) / sy` stays in the scales' type (as the ONNX reference computes it); a per-row
 //! zero point or scale of A is reshaped to a column, a per-output-channel one of a convolution
 //! to (M, 1, …). A node whose operand ranks or scale sizes are not known stays as it is.
-use crate::rewrite::ints_weight;
-use xforge_ir::{Attr, DType, Graph, Node, Op, Tensor, ValueId, ValueType};
+use crate::rewrite::{ints_weight, Writer};
+use xforge_ir::{Attr, DType, Graph, Node, Op, Tensor, ValueId};
 
 /// Lowers every integer contraction it can; returns how many.
 pub fn lower_integer_contractions(g: &mut Graph) -> usize {
@@ -39,37 +39,14 @@ pub fn lower_integer_contractions(g: &mut Graph) -> usize {
     done
 }
 
-/// The new nodes of one lowering, named after the node they replace.
-struct Writer<'g> {
-    g: &'g mut Graph,
-    base: String,
-    nodes: Vec<Node>,
-}
-
+/// The integer lowering's own steps.
 impl Writer<'_> {
-    fn op(&mut self, op: Op, ins: &[ValueId], dt: DType, attrs: Vec<(&str, Attr)>) -> ValueId {
-        let name = format!("{}/{}{}", self.base, op.name().to_lowercase(), self.nodes.len());
-        let v = self.g.add_value(name.clone(), ValueType::unranked(dt));
-        self.g.undeclared.insert(v);
-        self.nodes.push(Node {
-            name,
-            op,
-            inputs: ins.iter().copied().map(Some).collect(),
-            outputs: vec![Some(v)],
-            attrs: attrs.into_iter().map(|(k, a)| (k.to_string(), a)).collect(),
-        });
-        v
-    }
-
     fn f64(&mut self, x: ValueId) -> ValueId {
         self.op(Op::Cast, &[x], DType::F64, vec![("to", Attr::Int(DType::F64.onnx_code() as i64))])
     }
 
     fn constant(&mut self, v: f64) -> ValueId {
-        let name = format!("{}/const{}", self.base, self.nodes.len());
-        let id = self.g.add_value(name, ValueType::known(DType::F64, &[]));
-        self.g.weights.insert(id, Tensor::from_f64(DType::F64, vec![], &[v]));
-        id
+        self.weight(Tensor::from_f64(DType::F64, vec![], &[v]))
     }
 
     /// `t` of `len` entries laid along axis `ax` of a rank-`rank` operand: (len, 1, …, 1).
@@ -124,7 +101,7 @@ fn lower(g: &mut Graph, n: &Node) -> Option<Vec<Node>> {
     if !ok {
         return None;
     }
-    let mut w = Writer { g, base: n.name.clone(), nodes: vec![] };
+    let mut w = Writer::new(g, &n.name);
     // zero points: a's per row (matmul) or scalar (conv); b's per column (matmul) or per output channel (conv)
     let (za, zb) = if conv { (0, 0) } else { (ra - 2, rb - 1) };
     let af = w.centred(a, azp, za)?;

@@ -6,6 +6,7 @@ pub mod control;
 pub mod conv1d;
 pub mod cse;
 pub mod dce;
+pub mod decompose;
 pub mod fold;
 pub mod fusion;
 pub mod gather_split;
@@ -31,6 +32,7 @@ use xforge_ir::Graph;
 pub struct CanonStats {
     pub inlined: usize,
     pub integer_ops: usize,
+    pub decomposed: usize,
     pub folded: usize,
     pub noops: usize,
     pub batch_norms: usize,
@@ -42,7 +44,8 @@ pub struct CanonStats {
     pub dead: usize,
 }
 
-/// The passes that run before fusion, to a fixed point: control flow inlined, integer contractions written in f64, constant folding, no-op removal,
+/// The passes that run before fusion, to a fixed point: control flow inlined, integer contractions written in f64,
+/// sequence-model ops written as the ops ONNX defines them by, constant folding, no-op removal,
 /// BatchNorm folding, sibling-GEMM merging, 1-D convolutions as 2-D, patch convolutions as GEMMs, common subexpressions
 /// merged, dead-code elimination. Types are re-inferred.
 pub fn canonicalize(g: &mut Graph) -> Result<CanonStats, xforge_ir::infer::InferError> {
@@ -51,7 +54,8 @@ pub fn canonicalize(g: &mut Graph) -> Result<CanonStats, xforge_ir::infer::Infer
         let before = st.clone();
         st.inlined += control::inline_control_flow(g);
         st.integer_ops += integer_ops::lower_integer_contractions(g);
-        if st.inlined > before.inlined || st.integer_ops > before.integer_ops {
+        st.decomposed += decompose::decompose(g);
+        if st.inlined > before.inlined || st.integer_ops > before.integer_ops || st.decomposed > before.decomposed {
             xforge_ir::infer::infer_graph(g)?;
         }
         st.folded += fold::fold_constants(g);

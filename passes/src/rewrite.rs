@@ -89,3 +89,50 @@ pub fn toposort(g: &mut Graph) {
     let mut old: Vec<Option<xforge_ir::Node>> = std::mem::take(&mut g.nodes).into_iter().map(Some).collect();
     g.nodes = order.into_iter().map(|i| old[i].take().unwrap()).collect();
 }
+
+/// The nodes that replace one node, named after it (`{base}/{op}{k}`), collected in order.
+pub struct Writer<'g> {
+    pub g: &'g mut Graph,
+    pub base: String,
+    pub nodes: Vec<Node>,
+}
+
+impl<'g> Writer<'g> {
+    pub fn new(g: &'g mut Graph, base: &str) -> Writer<'g> {
+        Writer { g, base: base.to_string(), nodes: vec![] }
+    }
+
+    /// A node of one new output of `dt` (its shape left to inference).
+    pub fn op(&mut self, op: Op, ins: &[ValueId], dt: DType, attrs: Vec<(&str, Attr)>) -> ValueId {
+        let name = format!("{}/{}{}", self.base, op.name().to_lowercase(), self.nodes.len());
+        let v = self.g.add_value(name, ValueType::unranked(dt));
+        self.g.undeclared.insert(v);
+        self.op_into(op, ins, v, attrs);
+        v
+    }
+
+    /// A node writing the existing value `out` (an output of the node being replaced).
+    pub fn op_into(&mut self, op: Op, ins: &[ValueId], out: ValueId, attrs: Vec<(&str, Attr)>) {
+        let name = format!("{}/{}{}", self.base, op.name().to_lowercase(), self.nodes.len());
+        self.nodes.push(Node {
+            name,
+            op,
+            inputs: ins.iter().copied().map(Some).collect(),
+            outputs: vec![Some(out)],
+            attrs: attrs.into_iter().map(|(k, a)| (k.to_string(), a)).collect(),
+        });
+    }
+
+    /// A new weight holding `t`.
+    pub fn weight(&mut self, t: Tensor) -> ValueId {
+        let name = format!("{}/const{}_{}", self.base, self.nodes.len(), self.g.weights.len());
+        let id = self.g.add_value(name, ValueType::known(t.dtype(), t.shape()));
+        self.g.weights.insert(id, t);
+        id
+    }
+
+    /// A new 1-D i64 weight (axes, starts, shapes).
+    pub fn ints(&mut self, v: &[i64]) -> ValueId {
+        self.weight(Tensor::from_i64(vec![v.len()], v.to_vec()))
+    }
+}

@@ -964,3 +964,95 @@ fn an_fp8_quantize_dequantize_pair_compiles_as_float_rounding_that_matches_the_i
     let bad: Vec<_> = (0..n).filter(|&i| gv[i] != wv[i]).map(|i| (v[i], gv[i], wv[i])).take(5).collect();
     assert!(bad.is_empty(), "(x, compiled, interpreter): {bad:?}");
 }
+
+#[test]
+fn a_native_rotary_embedding_with_position_ids_is_one_kernel() {
+    // opset 23's RotaryEmbedding on a 3-D fp16 input, partial rotation: written out as Slices,
+    // products and a Concat (the cache rows Gathered by position), it fuses into one kernel that
+    // computes what the interpreter computes
+    let (bs, s, heads, d) = (2, 6, 4, 16);
+    let mut b = GraphBuilder::new("rope", 23);
+    let x = b.input("x", DType::F16, &[bs, s, heads * d]);
+    let pos = b.input("pos", DType::I64, &[bs, s]);
+    let table = |b: &mut GraphBuilder, name: &str, f: fn(f64) -> f64| {
+        let v: Vec<f64> = (0..32 * 4).map(|i| f(i as f64 * 0.1)).collect();
+        b.weight(name, Tensor::from_f64(DType::F16, vec![32, 4], &v))
+    };
+    let (cos, sin) = (table(&mut b, "cos", f64::cos), table(&mut b, "sin", f64::sin));
+    let y = b.node(
+        Op::RotaryEmbedding,
+        &[x, cos, sin, pos],
+        vec![("num_heads", Attr::Int(heads as i64)), ("rotary_embedding_dim", Attr::Int(8))],
+        ValueType::unranked(DType::F16),
+    );
+    b.output(y);
+    let mut g = b.finish();
+    xforge_ir::infer::infer_graph(&mut g).unwrap();
+    let fused = Compiler::new("sm_90").fuse(&g).unwrap();
+    assert_eq!(kernels_run(&fused), 1, "{}", xforge_passes::fusion::describe(&fused));
+    let positions: Vec<i64> = (0..(bs * s) as i64).map(|i| (i * 7) % 32).collect();
+    let feed = HashMap::from([
+        ("x".to_string(), xforge_codegen_ptx::samples::random(DType::F16, &[bs, s, heads * d], 3)),
+        ("pos".to_string(), Tensor::from_i64(vec![bs, s], positions)),
+    ]);
+    let (got, want) = host_and_interpreter(&g, &fused, &feed);
+    assert!(xforge_ir::tensor::rel_l2(&got[0], &want[0]) < 1e-3);
+}
+
+#[test]
+fn linear_attention_runs_its_recurrence_in_one_kernel() {
+    // gated delta rule (Qwen3-Next / gated DeltaNet), grouped query heads, per-head decay, a past
+    // state; and GLA-style per-key decay: one kernel each, outputs and the present state equal to
+    // the interpreter's
+    let (bs, t, hq, hk, dk, dv) = (2, 9, 4, 2, 16, 8);
+    for (rule, decay_w, dt) in [("gated_delta", hk, DType::F32), ("gated", hk * dk, DType::F16)] {
+        let mut b = GraphBuilder::new("la", 27);
+        let q = b.input("q", dt, &[bs, t, hq * dk]);
+        let k = b.input("k", dt, &[bs, t, hk * dk]);
+        let v = b.input("v", dt, &[bs, t, hk * dv]);
+        let past = b.input("past", DType::F32, &[bs, hk, dk, dv]);
+        let decay = b.input("decay", dt, &[bs, t, decay_w]);
+        let beta = (rule == "gated_delta").then(|| b.input("beta", dt, &[bs, t, hk]));
+        let o = b.node_multi(
+            Op::LinearAttention,
+            &[Some(q), Some(k), Some(v), Some(past), Some(decay), beta],
+            vec![
+                ("q_num_heads", Attr::Int(hq as i64)),
+                ("kv_num_heads", Attr::Int(hk as i64)),
+                ("update_rule", Attr::Str(rule.into())),
+            ],
+            vec![ValueType::unranked(dt), ValueType::unranked(DType::F32)],
+        );
+        b.output(o[0]);
+        b.output(o[1]);
+        let mut g = b.finish();
+        xforge_ir::infer::infer_graph(&mut g).unwrap();
+        let fused = Compiler::new("sm_90").fuse(&g).unwrap();
+        assert_eq!(kernels_run(&fused), 1, "{rule}: {}", xforge_passes::fusion::describe(&fused));
+        let random = |shape: &[usize], seed, lo: f64, hi: f64| {
+            let r = xforge_codegen_ptx::samples::random(DType::F64, shape, seed);
+            Tensor::from_f64(
+                dt,
+                shape.to_vec(),
+                &r.to_f64().iter().map(|x| lo + (hi - lo) * (x + 2.0) / 4.0).collect::<Vec<_>>(),
+            )
+        };
+        let mut feed = HashMap::from([
+            ("q".to_string(), random(&[bs, t, hq * dk], 1, -1.0, 1.0)),
+            ("k".to_string(), random(&[bs, t, hk * dk], 2, -0.3, 0.3)),
+            ("v".to_string(), random(&[bs, t, hk * dv], 3, -1.0, 1.0)),
+            ("decay".to_string(), random(&[bs, t, decay_w], 4, -0.5, 0.0)),
+        ]);
+        let p = random(&[bs, hk, dk, dv], 5, -0.5, 0.5);
+        feed.insert("past".to_string(), Tensor::from_f64(DType::F32, p.shape().to_vec(), &p.to_f64()));
+        if beta.is_some() {
+            feed.insert("beta".to_string(), random(&[bs, t, hk], 6, 0.0, 1.0));
+        }
+        let (got, want) = host_and_interpreter(&g, &fused, &feed);
+        let tol = if dt == DType::F16 { 2e-3 } else { 1e-5 };
+        for (x, y) in got.iter().zip(&want) {
+            let e = xforge_ir::tensor::rel_l2(x, y);
+            assert!(e < tol, "{rule}: relative L2 {e:.2e}");
+        }
+    }
+}

@@ -817,7 +817,8 @@ fn rule(node: &Node, ins: &[Option<Fact>], opset: i64, fresh: &mut Fresh) -> Res
         return Ok(Some(out));
     }
     if crate::sequence_shapes::is_sequence_op(op) {
-        let shapes = crate::sequence_shapes::output_shapes(node, &shape, &mut || fresh.dim())?;
+        let present = |k: usize| f(k).is_some();
+        let shapes = crate::sequence_shapes::output_shapes(node, &present, &shape, &mut || fresh.dim())?;
         return Ok(Some(dts.iter().zip(shapes).map(|(&d, s)| ty(d, s)).collect()));
     }
     // the selective scan: out is u's shape, the last state (batch, dim, A's state size)

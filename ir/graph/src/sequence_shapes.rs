@@ -9,6 +9,9 @@ use crate::{Node, Op};
 /// An operand's shape by input slot (None: absent or of unknown rank).
 pub type Shapes<'a> = &'a dyn Fn(usize) -> Option<Vec<Dim>>;
 
+/// Whether input slot k is given (an e-graph's node lists every slot; the facts say which are).
+pub type Present<'a> = &'a dyn Fn(usize) -> bool;
+
 /// The ops this module checks.
 pub fn is_sequence_op(op: Op) -> bool {
     matches!(op, Op::RotaryEmbedding | Op::TensorScatter | Op::SwiGLU | Op::CausalConvWithState | Op::LinearAttention)
@@ -62,18 +65,26 @@ fn divided(what: &str, a: &Dim, by: usize, fresh: &mut dyn FnMut() -> Dim) -> Re
     }
 }
 
-fn times(a: &Dim, by: usize, fresh: &mut dyn FnMut() -> Dim) -> Dim {
-    known(a).map(|x| Dim::Known(x * by)).unwrap_or_else(fresh)
+fn times(a: &Dim, by: usize, fresh: &mut dyn FnMut() -> Dim) -> Result<Dim, String> {
+    match known(a) {
+        Some(x) => x.checked_mul(by).map(Dim::Known).ok_or_else(|| format!("{x} · {by} overflows")),
+        None => Ok(fresh()),
+    }
 }
 
 /// Output shapes of sequence op `n` (None where unknown), or what is wrong with it.
-pub fn output_shapes(n: &Node, shape: Shapes, fresh: &mut dyn FnMut() -> Dim) -> Result<Vec<Option<Vec<Dim>>>, String> {
+pub fn output_shapes(
+    n: &Node,
+    present: Present,
+    shape: Shapes,
+    fresh: &mut dyn FnMut() -> Dim,
+) -> Result<Vec<Option<Vec<Dim>>>, String> {
     match n.op {
         Op::RotaryEmbedding => rotary(n, shape).map(|s| vec![s]),
         Op::TensorScatter => tensor_scatter(n, shape).map(|s| vec![s]),
         Op::SwiGLU => swiglu(shape).map(|s| vec![s]),
         Op::CausalConvWithState => causal_conv(n, shape, fresh),
-        Op::LinearAttention => linear_attention(n, shape, fresh),
+        Op::LinearAttention => linear_attention(n, present, shape, fresh),
         op => Err(format!("{op} is not a sequence op")),
     }
 }
@@ -282,11 +293,16 @@ pub fn linear_attention_heads(n: &Node) -> Result<(usize, usize), String> {
     Ok((hq as usize, hk as usize))
 }
 
-fn linear_attention(n: &Node, shape: Shapes, fresh: &mut dyn FnMut() -> Dim) -> Result<Vec<Option<Vec<Dim>>>, String> {
+fn linear_attention(
+    n: &Node,
+    present: Present,
+    shape: Shapes,
+    fresh: &mut dyn FnMut() -> Dim,
+) -> Result<Vec<Option<Vec<Dim>>>, String> {
     let rule = UpdateRule::of(n)?;
     let (hq, hk) = linear_attention_heads(n)?;
     for (k, name, need) in [(4, "decay", rule.gated()), (5, "beta", rule.delta())] {
-        match (n.inputs.get(k).is_some_and(|i| i.is_some()), need) {
+        match (present(k), need) {
             (false, true) => return Err(format!("update_rule {rule:?} needs the {name} input")),
             (true, false) => return Err(format!("update_rule {rule:?} takes no {name} input")),
             _ => {}
@@ -313,7 +329,8 @@ fn linear_attention(n: &Node, shape: Shapes, fresh: &mut dyn FnMut() -> Dim) -> 
             agree(&format!("past_state's {what}"), &p[d], want)?;
         }
     }
-    for (s, name, per_head) in [(&decay, "decay", known(&dk).map(|d| hk * d)), (&beta, "beta", Some(1))] {
+    for (s, name, per_head) in [(&decay, "decay", known(&dk).and_then(|d| hk.checked_mul(d))), (&beta, "beta", Some(1))]
+    {
         let Some(s) = s else { continue };
         agree(&format!("{name}'s batch"), &s[0], &q[0])?;
         agree(&format!("{name}'s sequence"), &s[1], &q[1])?;
@@ -324,7 +341,7 @@ fn linear_attention(n: &Node, shape: Shapes, fresh: &mut dyn FnMut() -> Dim) -> 
             }
         }
     }
-    let out = vec![q[0].clone(), q[1].clone(), times(&dv, hq, fresh)];
+    let out = vec![q[0].clone(), q[1].clone(), times(&dv, hq, fresh)?];
     let state = vec![q[0].clone(), Dim::Known(hk), dk, dv];
     Ok(vec![Some(out), Some(state)])
 }

@@ -505,7 +505,11 @@ pub fn partition(g: &Graph) -> Partition {
             || (node.op == Op::Expand && repeats() <= crate::knobs::PULL_MAX_REPEAT);
         if (elementwise && target.is_some()) || pulls {
             let own_reads = reads_outside(node, gid, &group_of);
-            for &v in &inputs {
+            // the node's operands, then (data movement pulling data movement) what the groups
+            // it took in read: a rotary embedding's Concat takes in the products, and then the
+            // Slices and cache Gathers that only they read
+            let mut work: Vec<(ValueId, bool)> = inputs.iter().rev().map(|&v| (v, false)).collect();
+            while let Some((v, behind)) = work.pop() {
                 let Some(q) = source_group(v, &group_of) else { continue };
                 // what the template pulls through: data movement that reads its own operands
                 // (transposes only where they move rows or small blocks; a Split's outputs read
@@ -522,18 +526,22 @@ pub fn partition(g: &Graph) -> Partition {
                 };
                 if q == gid
                     || !(schedule[q] == Schedule::Elementwise || pullable(q))
+                    || (behind && !pullable(q))
                     || !matches!(schedule[gid], Schedule::Elementwise | Schedule::Injective)
                     || reaches(&deps, q, gid)
                 {
                     continue;
                 }
+                // behind a group taken in, readers already in this group count as here too
                 let feeds_only_here = members[q].iter().all(|&m| {
                     g.nodes[m].output_ids().all(|o| {
                         !g.outputs.contains(&o)
-                            && g.nodes
-                                .iter()
-                                .enumerate()
-                                .all(|(k, c)| !g.node_reads(c).contains(&o) || k == i || group_of[k] == q)
+                            && g.nodes.iter().enumerate().all(|(k, c)| {
+                                !g.node_reads(c).contains(&o)
+                                    || k == i
+                                    || group_of[k] == q
+                                    || (behind && group_of[k] == gid)
+                            })
                     })
                 });
                 let bounded = external[gid] + own_reads + external[q] <= crate::knobs::MAX_GROUP_INPUTS
@@ -546,6 +554,9 @@ pub fn partition(g: &Graph) -> Partition {
                     for m in std::mem::take(&mut members[q]) {
                         group_of[m] = gid;
                         members[gid].push(m);
+                        if pulls {
+                            work.extend(g.node_reads(&g.nodes[m]).into_iter().map(|v| (v, true)));
+                        }
                     }
                     let inherited = std::mem::take(&mut deps[q]);
                     deps[gid].extend(inherited.into_iter().filter(|&d| d != gid));

@@ -12,7 +12,7 @@ use crate::tensor::Tensor;
 /// The shared shape checks on concrete tensors.
 fn check(a: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult<()> {
     let shape = |k: usize| opt(ins, k).map(|t| t.shape().iter().map(|&d| Dim::Known(d)).collect());
-    output_shapes(a.0, &shape, &mut || Dim::Known(0)).map(|_| ())
+    output_shapes(a.0, &|k| opt(ins, k).is_some(), &shape, &mut || Dim::Known(0)).map(|_| ())
 }
 
 fn sigmoid(x: f64) -> f64 {
@@ -161,6 +161,7 @@ pub fn linear_attention(a: &NodeAttrs, ins: &[Option<Tensor>], n_out: usize) -> 
     let decay = opt(ins, 4).map(|d| (d.to_f64(), d.shape()[2]));
     let beta = opt(ins, 5).map(|d| (d.to_f64(), d.shape()[2]));
     check_size(&[b, hk, dk, dv])?;
+    check_size(&[b, t, hq, dv])?;
     let mut state = match opt(ins, 3) {
         Some(p) => p.to_f64(),
         None => vec![0.0; b * hk * dk * dv],

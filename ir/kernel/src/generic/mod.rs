@@ -22,6 +22,7 @@ mod norm;
 mod reduce;
 mod scatter;
 mod select;
+mod sequence;
 mod window;
 
 use crate::body::Body;
@@ -438,6 +439,7 @@ fn build(k: &mut Kern) -> R<usize> {
         MaxPool | AveragePool | LpPool | GlobalAveragePool | GlobalMaxPool => window::pool(k),
         RoiAlign => window::roi_align(k),
         Attention => attention::attention(k),
+        LinearAttention => sequence::linear_attention(k),
         SoftmaxCrossEntropyLoss | NegativeLogLikelihoodLoss => loss::loss(k),
         ScatterElements | Scatter | ScatterND => scatter::scatter(k),
         Transpose | Slice | Expand | Concat | Split | Gather | GatherElements | GatherND | Pad | OneHot | EyeLike
