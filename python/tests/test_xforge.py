@@ -345,3 +345,40 @@ def test_from_hub_downloads_what_a_worker_built_and_verifies_it(tmp_path):
         for p in procs:
             p.kill()
             p.wait()
+
+
+def test_linear_attention_exports_as_onnx_opset_27_and_runs_like_onnx_reference(tmp_path):
+    # xforge.ops' PyTorch references of LinearAttention and CausalConvWithState against ONNX's own
+    # reference evaluator on the exported file, and xforge's interpreter on the same file
+    torch = pytest.importorskip("torch")
+    onnx = pytest.importorskip("onnx")
+    from onnx.reference import ReferenceEvaluator
+    from xforge.ops import causal_conv_with_state, export, linear_attention
+
+    class Layer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.randn(24, 1, 3) * 0.5)
+
+        def forward(self, x, decay, beta):
+            c, _ = causal_conv_with_state(x.transpose(1, 2), self.w, activation="silu")
+            qkv = c.transpose(1, 2)
+            q, k, v = qkv[..., :8], torch.nn.functional.normalize(qkv[..., 8:12], dim=-1), qkv[..., 12:]
+            o, s = linear_attention(q, k, v, decay=decay, beta=beta, q_num_heads=2, kv_num_heads=1)
+            return o, s
+
+    torch.manual_seed(1)
+    m = Layer()
+    args = (torch.randn(2, 5, 24), -torch.rand(2, 5, 1), torch.rand(2, 5, 1))
+    path = str(tmp_path / "la.onnx")
+    export(m, args, path, input_names=["x", "decay", "beta"], output_names=["o", "s"], opset_version=20)
+    model = onnx.load(path)
+    assert [o.version for o in model.opset_import if o.domain == ""] == [27]
+    assert {n.op_type for n in model.graph.node} >= {"LinearAttention", "CausalConvWithState"}
+    with torch.no_grad():
+        want = [t.numpy() for t in m(*args)]
+    feed = {"x": args[0].numpy(), "decay": args[1].numpy(), "beta": args[2].numpy()}
+    for got in (ReferenceEvaluator(model).run(None, feed), xforge.interpret(path, feed)):
+        got = list(got.values()) if isinstance(got, dict) else got
+        for g, w in zip(got, want):
+            assert np.linalg.norm(g - w) / np.linalg.norm(w) < 1e-5

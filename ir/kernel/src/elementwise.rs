@@ -460,6 +460,34 @@ fn scalar_op(b: &mut Body, n: &Node, args: &[String], c: &str, scalars: &[Option
             bin(b, "maximumf", &x, &z)
         }
         Op::Sigmoid => sigmoid(b, &x),
+        // log(1 + eˣ), x itself past 30 (as the interpreter): Gated DeltaNet's and Mamba's Δ
+        Op::Softplus | Op::Mish => {
+            let t = b.float(30.0, c);
+            let big = b.emit(format!("arith.cmpf ogt, {x}, {t} : {c}"));
+            let e = b.emit(format!("math.exp {x}{fm} : {c}"));
+            let l = b.emit(format!("math.log1p {e} : {c}"));
+            let sp = b.emit(format!("arith.select {big}, {x}, {l} : {c}"));
+            if n.op == Op::Mish {
+                let th = b.emit(format!("math.tanh {sp} : {c}"));
+                bin(b, "mulf", &x, &th)
+            } else {
+                sp
+            }
+        }
+        Op::Softsign => {
+            let one = b.float(1.0, c);
+            let ax = b.emit(format!("math.absf {x} : {c}"));
+            let d = bin(b, "addf", &one, &ax);
+            div(b, &x, &d)
+        }
+        Op::Elu => {
+            let (z, one, al) = (b.float(0.0, c), b.float(1.0, c), b.float(float_attr(n, "alpha", 1.0), c));
+            let ge = b.emit(format!("arith.cmpf oge, {x}, {z} : {c}"));
+            let e = b.emit(format!("math.exp {x}{fm} : {c}"));
+            let em1 = bin(b, "subf", &e, &one);
+            let neg = bin(b, "mulf", &al, &em1);
+            b.emit(format!("arith.select {ge}, {x}, {neg} : {c}"))
+        }
         Op::Swish => {
             let k = b.float(float_attr(n, "alpha", 1.0), c);
             let ax = bin(b, "mulf", &k, &x);
