@@ -553,21 +553,24 @@ fn a_mamba_block_matches_pytorch_and_compiles() {
 }
 
 #[test]
-fn linear_attention_layers_match_pytorch_and_compile() {
+fn linear_attention_models_match_pytorch_and_compile() {
     // python/linear_attention_fixture.py: a Gated DeltaNet mixer (short causal convolutions,
-    // the gated delta rule, a gated RMS norm) and a GLA layer (per-key decay, grouped KV heads)
-    // exported from PyTorch as ONNX opset 27's CausalConvWithState and LinearAttention
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/linear_attention");
-    assert_fixture_matches_pytorch(&d, &["hidden"], 1e-5);
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("la.xfa");
-    let (code, _, err) = xforge(&["compile", d.join("model.onnx").to_str().unwrap(), "-o", out.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
-    let (code, fused, err) = xforge(&["compile", d.join("model.onnx").to_str().unwrap(), "--emit", "fused"]);
-    assert_eq!(code, 0, "{err}");
-    // each recurrence one kernel; the causal convolutions written out as depthwise Convs
-    assert_eq!(fused.matches(" LinearAttention ").count(), 2, "{fused}");
-    assert!(!fused.contains("CausalConvWithState ") && fused.matches("library-conv").count() == 3, "{fused}");
+    // the gated delta rule, a gated RMS norm) and a GLA layer (per-key decay, grouped KV heads);
+    // python/mamba2_fixture.py: a Mamba-2 block, its SSD recurrence as the gated rule. Exported
+    // from PyTorch as ONNX opset 27's CausalConvWithState and LinearAttention
+    for (model, recurrences, convs) in [("linear_attention", 2, 3), ("mamba2", 1, 1)] {
+        let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(model);
+        assert_fixture_matches_pytorch(&d, &["hidden"], 1e-5);
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("la.xfa");
+        let (code, _, err) = xforge(&["compile", d.join("model.onnx").to_str().unwrap(), "-o", out.to_str().unwrap()]);
+        assert_eq!(code, 0, "{model}: {err}");
+        let (code, fused, err) = xforge(&["compile", d.join("model.onnx").to_str().unwrap(), "--emit", "fused"]);
+        assert_eq!(code, 0, "{model}: {err}");
+        // each recurrence one kernel; the causal convolutions written out as depthwise Convs
+        assert_eq!(fused.matches(" LinearAttention ").count(), recurrences, "{model}: {fused}");
+        assert!(!fused.contains("CausalConvWithState ") && fused.matches("library-conv").count() == convs, "{fused}");
+    }
 }
 
 /// A plan's steps by what they run (kernel names, library descriptors) and how they launch,
