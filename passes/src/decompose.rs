@@ -10,8 +10,9 @@
 //! TensorScatter(past, upd, w)  → Where(0 ≤ p < T, GatherElements(upd, clamp(p), axis), past),
 //!                                 p = position − w[batch] along the axis (mod its length when circular)
 //! CausalConvWithState(x, w, b, past)
-//!     → padded = Concat(past or zeros, x); Conv(padded, w, b, group = C) [· Sigmoid];
-//!       present = padded's last k − 1 positions
+//!     → Conv(Concat(past, x), w, b, group = C), or without a past the first L outputs of Conv(x)
+//!       padded by k − 1 (as PyTorch's causal conv1d) [· Sigmoid]; present = the last k − 1
+//!       positions of Concat(past or zeros, x)
 //! ```
 //!
 //! A node whose operand shapes are not static stays as it is. Where the interpreter refuses a
@@ -221,32 +222,58 @@ fn causal_conv(g: &mut Graph, n: &Node) -> Option<Vec<Node>> {
     let silu = NodeAttrs(n).string("activation", "none").ok()? != "none";
     let dt = g.ty(x).dtype;
     let mut w = Writer::new(g, &n.name);
-    let padded = if k > 1 {
-        let past = match input(n, 3) {
-            Some(p) => p,
-            None => w.weight(Tensor::zeros(dt, vec![b, c, k - 1])),
-        };
-        w.concat(&[past, x], 2)
-    } else {
-        x
+    // with a past, the convolution reads past + x; without, x padded by k − 1 zeros on the left
+    // (the Concat then only feeds the present state, if that is read)
+    let mut padded = None;
+    let mut padded_of = |w: &mut Writer| {
+        *padded.get_or_insert_with(|| {
+            if k == 1 {
+                return x;
+            }
+            let past = match input(n, 3) {
+                Some(p) => p,
+                None => w.weight(Tensor::zeros(dt, vec![b, c, k - 1])),
+            };
+            w.concat(&[past, x], 2)
+        })
     };
-    let mut ins = vec![padded, wt];
+    // padded by k − 1 on both sides (a symmetric window the convolution libraries take), the
+    // first L outputs are the causal ones
+    let (src, pad) = match input(n, 3) {
+        Some(_) => (padded_of(&mut w), 0),
+        None => (x, k as i64 - 1),
+    };
+    let mut ins = vec![src, wt];
     ins.extend(input(n, 2));
     let attrs = vec![
         ("group", Attr::Int(c as i64)),
         ("kernel_shape", Attr::Ints(vec![k as i64])),
-        ("pads", Attr::Ints(vec![0, 0])),
+        ("pads", Attr::Ints(vec![pad, pad])),
     ];
+    let (last, out) = (silu, if pad == 0 { None } else { Some(l as i64) });
+    let mut v = match (last, out) {
+        (false, None) => {
+            w.op_into(Op::Conv, &ins, y, attrs);
+            y
+        }
+        _ => w.op(Op::Conv, &ins, dt, attrs),
+    };
+    if let Some(l) = out {
+        if silu {
+            v = w.slice(v, 2, 0, l, 1);
+        } else {
+            let (s, e, a) = (w.ints(&[0]), w.ints(&[l]), w.ints(&[2]));
+            w.op_into(Op::Slice, &[v, s, e, a], y, vec![]);
+        }
+    }
     if silu {
-        let conv = w.op(Op::Conv, &ins, dt, attrs);
-        let s = w.op(Op::Sigmoid, &[conv], dt, vec![]);
-        w.op_into(Op::Mul, &[conv, s], y, vec![]);
-    } else {
-        w.op_into(Op::Conv, &ins, y, attrs);
+        let s = w.op(Op::Sigmoid, &[v], dt, vec![]);
+        w.op_into(Op::Mul, &[v, s], y, vec![]);
     }
     if let Some(present) = output(n, 1) {
+        let p = padded_of(&mut w);
         let (s, e, a) = (w.ints(&[l as i64]), w.ints(&[(l + k - 1) as i64]), w.ints(&[2]));
-        w.op_into(Op::Slice, &[padded, s, e, a], present, vec![]);
+        w.op_into(Op::Slice, &[p, s, e, a], present, vec![]);
     }
     w.done()
 }

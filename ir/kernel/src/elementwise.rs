@@ -35,7 +35,7 @@ fn arity(n: &Node) -> usize {
 
 /// Data movement that reads its (parameter) operand at a remapped index.
 fn is_remap(op: Op) -> bool {
-    matches!(op, Op::Transpose | Op::Gather | Op::Slice | Op::Expand | Op::Concat | Op::Pad | Op::Split)
+    matches!(op, Op::Transpose | Op::Gather | Op::Slice | Op::Expand | Op::Tile | Op::Concat | Op::Pad | Op::Split)
 }
 
 /// Row-major coordinates of flat index `i` in `shape`, as index values.
@@ -225,6 +225,18 @@ impl Pull<'_> {
                 sc
             }
             Op::Expand => broadcast_at(b, oc, &in_shape).ok_or_else(|| self.bad(n, "its input has more axes"))?,
+            // repeats: each output coordinate wraps around the input's extent
+            Op::Tile => {
+                if oc.len() != in_shape.len() {
+                    return Err(self.bad(n, "its input has another rank"));
+                }
+                (oc.iter().zip(&in_shape))
+                    .map(|(c, &d)| {
+                        let dd = b.index(d);
+                        b.emit(format!("arith.remui {c}, {dd} : index"))
+                    })
+                    .collect()
+            }
             Op::Slice => {
                 let konst =
                     |k: usize| n.inputs.get(k).copied().flatten().and_then(|v| g.weights.get(&v)).map(|t| t.to_i64());

@@ -502,7 +502,7 @@ pub fn partition(g: &Graph) -> Partition {
             }
         };
         let pulls = matches!(node.op, Op::Concat | Op::Slice | Op::Pad)
-            || (node.op == Op::Expand && repeats() <= crate::knobs::PULL_MAX_REPEAT);
+            || (matches!(node.op, Op::Expand | Op::Tile) && repeats() <= crate::knobs::PULL_MAX_REPEAT);
         if (elementwise && target.is_some()) || pulls {
             let own_reads = reads_outside(node, gid, &group_of);
             // the node's operands, then (data movement pulling data movement) what the groups
@@ -518,8 +518,10 @@ pub fn partition(g: &Graph) -> Partition {
                     schedule[q] == Schedule::Injective
                         && members[q].iter().all(|&m| {
                             let op = g.nodes[m].op;
-                            matches!(op, Op::Slice | Op::Concat | Op::Expand | Op::Pad | Op::Gather | Op::Split)
-                                || (op == Op::Transpose && moves_rows(g, &g.nodes[m]))
+                            matches!(
+                                op,
+                                Op::Slice | Op::Concat | Op::Expand | Op::Tile | Op::Pad | Op::Gather | Op::Split
+                            ) || (op == Op::Transpose && moves_rows(g, &g.nodes[m]))
                                 || is_view(op)
                                 || matches!(op.kind(), OpKind::Elementwise | OpKind::Broadcast)
                         })
