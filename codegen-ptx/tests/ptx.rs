@@ -363,10 +363,41 @@ fn generic_kernels_assemble() {
             &[],
             vec![("q_num_heads", Attr::Int(4)), ("kv_num_heads", Attr::Int(2)), ("is_causal", Attr::Int(1))],
         ),
+        // the gated delta rule with grouped query heads, a past state, per-head decay and β as
+        // constants: one thread a state column
+        generic_kernel(
+            Op::LinearAttention,
+            &[(DType::BF16, &[2, 5, 64]), (DType::BF16, &[2, 5, 32]), (DType::BF16, &[2, 5, 32])],
+            &[
+                Tensor::from_f64(DType::F32, vec![2, 2, 16, 16], &[0.0; 1024]),
+                Tensor::from_f64(DType::BF16, vec![2, 5, 2], &[-0.5; 20]),
+                Tensor::from_f64(DType::BF16, vec![2, 5, 2], &[0.5; 20]),
+            ],
+            vec![("q_num_heads", Attr::Int(4)), ("kv_num_heads", Attr::Int(2))],
+        ),
     ];
     assert!(!ks[2].constants.is_empty(), "the resize taps are compiled in");
     for arch in ["sm_80", "sm_90"] {
         ptxas(&compile(&ks, arch).unwrap(), arch);
     }
     insta::assert_snapshot!("generic_mod_i32", ks[0].module);
+}
+
+#[test]
+fn linear_attention_carries_its_state_column_in_registers() {
+    // the linear rule, one KV head of d_k = d_v = 2 read by two query heads: a thread a state
+    // column j, its two rows loop-carried through the sequence, then each query head's output
+    use xforge_ir::{Attr, Op};
+    let k = generic_kernel(
+        Op::LinearAttention,
+        &[(DType::F32, &[1, 3, 4]), (DType::F32, &[1, 3, 2]), (DType::F32, &[1, 3, 2])],
+        &[],
+        vec![
+            ("q_num_heads", Attr::Int(2)),
+            ("kv_num_heads", Attr::Int(1)),
+            ("update_rule", Attr::Str("linear".into())),
+        ],
+    );
+    ptxas(&compile(std::slice::from_ref(&k), "sm_90").unwrap(), "sm_90");
+    insta::assert_snapshot!("generic_linear_attention", k.module);
 }
