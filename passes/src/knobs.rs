@@ -23,6 +23,10 @@ pub const EGRAPH_TIME_LIMIT_MS: u64 = 1500;
 /// Safety bound on the sweeps of the DAG-aware extractor (it stops when nothing changes).
 pub const EXTRACT_PASSES: usize = 1000;
 
+/// Most steps (sequence length × directions) an RNN, GRU or LSTM is unrolled over before fusion;
+/// longer ones stay whole (and are not compiled yet).
+pub const RECURRENT_UNROLL_STEPS: usize = 1024;
+
 /// Most nodes an unrolled Loop or Scan may add (trip count × body nodes); longer ones stay
 /// control flow.
 pub const UNROLL_NODE_LIMIT: usize = 20_000;

@@ -135,3 +135,95 @@ fn nodes_of_unknown_shape_stay() {
     infer_graph(&mut g).unwrap();
     assert_eq!(decompose(&mut g), 0);
 }
+
+/// An RNN, GRU or LSTM node on f32 operands (sequence lengths i32), every output a graph output.
+fn recurrent(op: Op, direction: &str, layout: i64, lens: bool, attrs: Vec<(&str, Attr)>) -> Graph {
+    let (t, b, i, h) = (5, 3, 4, 6);
+    let gates = match op {
+        Op::RNN => 1,
+        Op::GRU => 3,
+        _ => 4,
+    };
+    let d = if direction == "bidirectional" { 2 } else { 1 };
+    let (x, st) = if layout == 0 { (vec![t, b, i], vec![d, b, h]) } else { (vec![b, t, i], vec![b, d, h]) };
+    let (w, r, bias, p) = (vec![d, gates * h, i], vec![d, gates * h, h], vec![d, 2 * gates * h], vec![d, 3 * h]);
+    let lstm = op == Op::LSTM;
+    let batch = [b];
+    let mut ins: Vec<(DType, Option<&[usize]>)> = vec![
+        (F, Some(&x)),
+        (F, Some(&w)),
+        (F, Some(&r)),
+        (F, Some(&bias)),
+        (DType::I32, lens.then_some(&batch[..])),
+        (F, Some(&st)),
+    ];
+    if lstm {
+        ins.extend([(F, Some(&st[..])), (F, Some(&p[..]))]);
+    }
+    let mut all = vec![
+        ("hidden_size", Attr::Int(h as i64)),
+        ("direction", Attr::Str(direction.into())),
+        ("layout", Attr::Int(layout)),
+    ];
+    all.extend(attrs);
+    one(op, &ins, all, if lstm { 3 } else { 2 })
+}
+
+#[test]
+fn recurrent_networks_unroll_into_gemms_and_gates() {
+    // every direction and layout, sequence lengths (random in 0..4 of 5 steps: empty, partial),
+    // GRU's linear_before_reset, LSTM's clip, coupled gate and peepholes, custom activations
+    let cases: Vec<(Op, &str, i64, bool, Vec<(&str, Attr)>)> = vec![
+        (Op::RNN, "forward", 0, false, vec![]),
+        (Op::RNN, "bidirectional", 1, true, vec![]),
+        (Op::GRU, "reverse", 0, true, vec![]),
+        (Op::GRU, "bidirectional", 0, false, vec![("linear_before_reset", Attr::Int(1))]),
+        (Op::LSTM, "forward", 1, true, vec![("clip", Attr::Float(0.7))]),
+        (Op::LSTM, "bidirectional", 0, true, vec![("input_forget", Attr::Int(1))]),
+        (
+            Op::GRU,
+            "forward",
+            0,
+            false,
+            vec![
+                ("activations", Attr::Strs(vec!["HardSigmoid".into(), "ScaledTanh".into()])),
+                ("activation_alpha", Attr::Floats(vec![0.3, 0.7])),
+                ("activation_beta", Attr::Floats(vec![0.4, 1.3])),
+            ],
+        ),
+    ];
+    for (op, direction, layout, lens, attrs) in cases {
+        let before = recurrent(op, direction, layout, lens, attrs);
+        let g = check(&before, op);
+        assert!(g.nodes.iter().any(|n| n.op == Op::MatMul), "{op} {direction}");
+    }
+}
+
+#[test]
+fn a_reverse_lstm_with_lengths_puts_each_output_at_its_own_step() {
+    // lengths 5, 2 and 0: the second sequence's outputs sit at steps 0 and 1, the third's are
+    // all zero and its final state is the initial one
+    let before = recurrent(Op::LSTM, "reverse", 0, true, vec![]);
+    let mut after = before.clone();
+    decompose(&mut after);
+    dce(&mut after);
+    infer_graph(&mut after).unwrap();
+    let mut feed = random_inputs(&before, 5);
+    let lens_name = before.name_of(before.inputs[4]).to_string();
+    feed.insert(lens_name, xforge_ir::Tensor::from_f64(DType::I32, vec![3], &[5.0, 2.0, 0.0]));
+    let want = interp::run(&before, &feed).unwrap();
+    let got = interp::run(&after, &feed).unwrap();
+    for (x, y) in got.iter().zip(&want) {
+        assert!(xforge_ir::tensor::rel_l2(x, y) < 1e-6);
+    }
+    let y = want[0].to_f64();
+    // Y (5, 1, 3, 6): batch 1 past step 2 and batch 2 everywhere are zero
+    for t in 0..5 {
+        for j in 0..6 {
+            assert_eq!(y[(t * 3 + 2) * 6 + j], 0.0);
+            if t >= 2 {
+                assert_eq!(y[(t * 3 + 1) * 6 + j], 0.0);
+            }
+        }
+    }
+}

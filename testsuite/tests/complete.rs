@@ -1078,3 +1078,44 @@ fn the_linear_attention_models_compile_to_what_the_interpreter_computes() {
         }
     }
 }
+
+#[test]
+fn a_bidirectional_lstm_with_sequence_lengths_compiles_to_what_the_interpreter_computes() {
+    // unrolled before fusion: one GEMM of X·Wᵀ per direction, then per step h·Rᵀ and the gates;
+    // lengths 7, 3 and 0 (steps past a sequence's end keep its state and write zeros)
+    let (t, b, i, h) = (7, 3, 5, 8);
+    let mut gb = GraphBuilder::new("lstm", 14);
+    let x = gb.input("x", DType::F32, &[t, b, i]);
+    let lens = gb.input("lens", DType::I32, &[b]);
+    let w = xforge_codegen_ptx::samples::random(DType::F32, &[2, 4 * h, i], 1);
+    let r = xforge_codegen_ptx::samples::random(DType::F32, &[2, 4 * h, h], 2);
+    let bias = xforge_codegen_ptx::samples::random(DType::F32, &[2, 8 * h], 3);
+    let scaled = |t: Tensor| {
+        Tensor::from_f64(DType::F32, t.shape().to_vec(), &t.to_f64().iter().map(|v| v * 0.2).collect::<Vec<_>>())
+    };
+    let (w, r, bias) = (gb.weight("w", scaled(w)), gb.weight("r", scaled(r)), gb.weight("b", scaled(bias)));
+    let outs = gb.node_multi(
+        Op::LSTM,
+        &[Some(x), Some(w), Some(r), Some(bias), Some(lens)],
+        vec![("hidden_size", Attr::Int(h as i64)), ("direction", Attr::Str("bidirectional".into()))],
+        vec![ValueType::unranked(DType::F32); 3],
+    );
+    for o in outs {
+        gb.output(o);
+    }
+    let mut g = gb.finish();
+    xforge_ir::infer::infer_graph(&mut g).unwrap();
+    let fused = Compiler::new("sm_90").fuse(&g).unwrap();
+    assert!(!fused.graph.nodes.iter().any(|n| n.op == Op::LSTM), "unrolled");
+    let feed = HashMap::from([
+        ("x".to_string(), xforge_codegen_ptx::samples::random(DType::F32, &[t, b, i], 4)),
+        ("lens".to_string(), Tensor::from_f64(DType::I32, vec![b], &[7.0, 3.0, 0.0])),
+    ]);
+    let want = xforge_ir::interp::run(&g, &feed).unwrap();
+    let (got, stats) = run_plan(&fused, &kernels(&fused), &feed).unwrap();
+    assert!(stats.host_kernels > 10, "{} kernels ran", stats.host_kernels);
+    for (k, (a, e)) in got.iter().zip(&want).enumerate() {
+        let err = xforge_ir::tensor::rel_l2(a, e);
+        assert!(err < 1e-6, "output {k}: relative L2 {err:.2e}");
+    }
+}

@@ -105,6 +105,8 @@ ops! {
     // convolution and the linear-attention recurrences
     RotaryEmbedding: Opaque, TensorScatter: Opaque, SwiGLU: Opaque, CausalConvWithState: Opaque,
     LinearAttention: Opaque,
+    // the recurrent networks (interp/recurrent.rs), unrolled into GEMMs and gates before fusion
+    RNN: Opaque, GRU: Opaque, LSTM: Opaque,
     // data movement and shapes
     Shape: Opaque, Size: Opaque, Reshape: Injective, Flatten: Injective, Expand: Injective,
     Gather: Injective, GatherElements: Injective, GatherND: Injective, Slice: Injective,

@@ -1,5 +1,5 @@
 //! The sequence-model ops of opsets 23–28 (RotaryEmbedding, TensorScatter, SwiGLU,
-//! CausalConvWithState, LinearAttention): attributes and operand shapes checked, output shapes
+//! CausalConvWithState, LinearAttention) and the recurrent networks (RNN, GRU, LSTM): attributes and operand shapes checked, output shapes
 //! derived, over dims that may be symbolic. Inference and the interpreter run the same checks,
 //! so a model that `run` refuses is never compiled.
 use crate::attr::Attr;
@@ -14,7 +14,17 @@ pub type Present<'a> = &'a dyn Fn(usize) -> bool;
 
 /// The ops this module checks.
 pub fn is_sequence_op(op: Op) -> bool {
-    matches!(op, Op::RotaryEmbedding | Op::TensorScatter | Op::SwiGLU | Op::CausalConvWithState | Op::LinearAttention)
+    matches!(
+        op,
+        Op::RotaryEmbedding
+            | Op::TensorScatter
+            | Op::SwiGLU
+            | Op::CausalConvWithState
+            | Op::LinearAttention
+            | Op::RNN
+            | Op::GRU
+            | Op::LSTM
+    )
 }
 
 fn int(n: &Node, k: &str) -> Result<Option<i64>, String> {
@@ -85,6 +95,7 @@ pub fn output_shapes(
         Op::SwiGLU => swiglu(shape).map(|s| vec![s]),
         Op::CausalConvWithState => causal_conv(n, shape, fresh),
         Op::LinearAttention => linear_attention(n, present, shape, fresh),
+        Op::RNN | Op::GRU | Op::LSTM => recurrent(n, present, shape),
         op => Err(format!("{op} is not a sequence op")),
     }
 }
@@ -344,4 +355,209 @@ fn linear_attention(
     let out = vec![q[0].clone(), q[1].clone(), times(&dv, hq, fresh)?];
     let state = vec![q[0].clone(), Dim::Known(hk), dk, dv];
     Ok(vec![Some(out), Some(state)])
+}
+
+/// An activation of the recurrent networks' `activations` list.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    Relu,
+    Tanh,
+    Sigmoid,
+    Affine(f64, f64),
+    LeakyRelu(f64),
+    ThresholdedRelu(f64),
+    ScaledTanh(f64, f64),
+    HardSigmoid(f64, f64),
+    Elu(f64),
+    Softsign,
+    Softplus,
+}
+
+impl Activation {
+    pub fn apply(self, x: f64) -> f64 {
+        match self {
+            Activation::Relu => x.max(0.0),
+            Activation::Tanh => x.tanh(),
+            Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Activation::Affine(a, b) => a * x + b,
+            Activation::LeakyRelu(a) => {
+                if x >= 0.0 {
+                    x
+                } else {
+                    a * x
+                }
+            }
+            Activation::ThresholdedRelu(a) => {
+                if x > a {
+                    x
+                } else {
+                    0.0
+                }
+            }
+            Activation::ScaledTanh(a, b) => a * (b * x).tanh(),
+            Activation::HardSigmoid(a, b) => (a * x + b).clamp(0.0, 1.0),
+            Activation::Elu(a) => {
+                if x >= 0.0 {
+                    x
+                } else {
+                    a * (x.exp() - 1.0)
+                }
+            }
+            Activation::Softsign => x / (1.0 + x.abs()),
+            Activation::Softplus => {
+                if x > 30.0 {
+                    x
+                } else {
+                    x.exp().ln_1p()
+                }
+            }
+        }
+    }
+}
+
+/// A recurrent network's geometry and settings, checked.
+pub struct RecurrentDims {
+    pub t: Dim,
+    pub b: Dim,
+    pub input: Dim,
+    pub hidden: usize,
+    pub dirs: usize,
+    /// gates per step: RNN 1, GRU 3, LSTM 4
+    pub gates: usize,
+    pub layout: i64,
+    /// per direction: runs from the last step
+    pub reverse: Vec<bool>,
+    /// per direction: f (RNN); f, g (GRU); f, g, h (LSTM)
+    pub activations: Vec<Vec<Activation>>,
+}
+
+fn floats(n: &Node, k: &str) -> Result<Vec<f64>, String> {
+    match n.attr(k) {
+        None => Ok(vec![]),
+        Some(Attr::Floats(v)) => Ok(v.iter().map(|&x| x as f64).collect()),
+        Some(Attr::Float(v)) => Ok(vec![*v as f64]),
+        Some(a) => Err(format!("attribute '{k}' must be a list of floats, got {}", a.kind())),
+    }
+}
+
+/// RNN, GRU or LSTM node `n` against its operands.
+pub fn recurrent_dims(n: &Node, present: Present, shape: Shapes) -> Result<RecurrentDims, String> {
+    let (gates, defaults): (usize, &[&str]) = match n.op {
+        Op::RNN => (1, &["Tanh"]),
+        Op::GRU => (3, &["Sigmoid", "Tanh"]),
+        Op::LSTM => (4, &["Sigmoid", "Tanh", "Tanh"]),
+        op => return Err(format!("{op} is not a recurrent network")),
+    };
+    let direction = string(n, "direction", "forward", &["forward", "reverse", "bidirectional"])?;
+    let dirs = if direction == "bidirectional" { 2 } else { 1 };
+    let layout = int(n, "layout")?.unwrap_or(0);
+    if !(0..=1).contains(&layout) {
+        return Err(format!("layout {layout} must be 0 or 1"));
+    }
+    if n.op != Op::LSTM && (present(6) || present(7)) {
+        return Err(format!("{} takes no initial_c or P input", n.op));
+    }
+    if int(n, "input_forget")?.is_some_and(|v| !(0..=1).contains(&v))
+        || int(n, "linear_before_reset")?.is_some_and(|v| !(0..=1).contains(&v))
+    {
+        return Err("input_forget and linear_before_reset must be 0 or 1".into());
+    }
+    if let Some(c) = match n.attr("clip") {
+        Some(Attr::Float(c)) => Some(*c),
+        None => None,
+        Some(a) => return Err(format!("attribute 'clip' must be a float, got {}", a.kind())),
+    } {
+        if !(c > 0.0) {
+            return Err(format!("clip {c} must be positive"));
+        }
+    }
+    // activations: one list per direction, each function taking its alpha and beta in turn
+    let names: Vec<String> = match n.attr("activations") {
+        None => defaults.iter().cycle().take(defaults.len() * dirs).map(|s| s.to_string()).collect(),
+        Some(Attr::Strs(v)) => v.clone(),
+        Some(a) => return Err(format!("attribute 'activations' must be a list of strings, got {}", a.kind())),
+    };
+    if names.len() != defaults.len() * dirs {
+        return Err(format!("{} activations given; {} {direction} takes {}", names.len(), n.op, defaults.len() * dirs));
+    }
+    let (mut alphas, mut betas) =
+        (floats(n, "activation_alpha")?.into_iter(), floats(n, "activation_beta")?.into_iter());
+    let mut acts = vec![];
+    for name in &names {
+        let mut al = |d: f64| alphas.next().unwrap_or(d);
+        acts.push(match name.as_str() {
+            "Relu" => Activation::Relu,
+            "Tanh" => Activation::Tanh,
+            "Sigmoid" => Activation::Sigmoid,
+            "Affine" => Activation::Affine(al(1.0), betas.next().unwrap_or(0.0)),
+            "LeakyRelu" => Activation::LeakyRelu(al(0.01)),
+            "ThresholdedRelu" => Activation::ThresholdedRelu(al(1.0)),
+            "ScaledTanh" => Activation::ScaledTanh(al(1.0), betas.next().unwrap_or(1.0)),
+            "HardSigmoid" => Activation::HardSigmoid(al(0.2), betas.next().unwrap_or(0.5)),
+            "Elu" => Activation::Elu(al(1.0)),
+            "Softsign" => Activation::Softsign,
+            "Softplus" => Activation::Softplus,
+            other => return Err(format!("activation '{other}' is not one the recurrent networks take")),
+        });
+    }
+    let activations: Vec<Vec<Activation>> = acts.chunks(defaults.len()).map(|c| c.to_vec()).collect();
+    let reverse = (0..dirs).map(|d| direction == "reverse" || d == 1).collect();
+    let x = ranked(shape, 0, "X", 3)?;
+    let w = ranked(shape, 1, "W (directions, gates · hidden, input)", 3)?;
+    let r = ranked(shape, 2, "R (directions, gates · hidden, hidden)", 3)?;
+    let hidden = match (int(n, "hidden_size")?, r.as_ref().and_then(|r| known(&r[2]))) {
+        (Some(h), Some(rh)) if h != rh as i64 => return Err(format!("hidden_size {h} but R's last dim is {rh}")),
+        (Some(h), _) if h < 1 => return Err(format!("hidden_size {h} must be positive")),
+        (Some(h), _) => h as usize,
+        (None, Some(rh)) => rh,
+        (None, None) => return Err("hidden_size is not given and R's shape is unknown".into()),
+    };
+    let gh = gates * hidden;
+    let (t, b, input) = match &x {
+        Some(x) if layout == 0 => (x[0].clone(), x[1].clone(), x[2].clone()),
+        Some(x) => (x[1].clone(), x[0].clone(), x[2].clone()),
+        None => (Dim::Sym("?t".into()), Dim::Sym("?b".into()), Dim::Sym("?i".into())),
+    };
+    let dk = Dim::Known(dirs);
+    for (s, what, last) in [(&w, "W", &input), (&r, "R", &Dim::Known(hidden))] {
+        if let Some(s) = s {
+            agree(&format!("{what}'s directions"), &s[0], &dk)?;
+            agree(&format!("{what}'s rows against gates · hidden"), &s[1], &Dim::Known(gh))?;
+            agree(&format!("{what}'s last dim"), &s[2], last)?;
+        }
+    }
+    if let Some(bs) = ranked(shape, 3, "B (directions, 2 · gates · hidden)", 2)? {
+        agree("B's directions", &bs[0], &dk)?;
+        agree("B's width against 2 · gates · hidden", &bs[1], &Dim::Known(2 * gh))?;
+    }
+    if let Some(l) = ranked(shape, 4, "sequence_lens (batch)", 1)? {
+        agree("sequence_lens against the batch", &l[0], &b)?;
+    }
+    for (k, what) in [(5, "initial_h"), (6, "initial_c")] {
+        if let Some(s) = ranked(shape, k, what, 3)? {
+            let want = if layout == 0 { [&dk, &b] } else { [&b, &dk] };
+            agree(&format!("{what}'s first dim"), &s[0], want[0])?;
+            agree(&format!("{what}'s second dim"), &s[1], want[1])?;
+            agree(&format!("{what}'s hidden size"), &s[2], &Dim::Known(hidden))?;
+        }
+    }
+    if let Some(p) = ranked(shape, 7, "P (directions, 3 · hidden)", 2)? {
+        agree("P's directions", &p[0], &dk)?;
+        agree("P's width against 3 · hidden", &p[1], &Dim::Known(3 * hidden))?;
+    }
+    Ok(RecurrentDims { t, b, input, hidden, dirs, gates, layout, reverse, activations })
+}
+
+fn recurrent(n: &Node, present: Present, shape: Shapes) -> Result<Vec<Option<Vec<Dim>>>, String> {
+    let r = recurrent_dims(n, present, shape)?;
+    if shape(0).is_none() {
+        return Ok(vec![None; 3]);
+    }
+    let (d, h) = (Dim::Known(r.dirs), Dim::Known(r.hidden));
+    let (y, state) = if r.layout == 0 {
+        (vec![r.t, d.clone(), r.b.clone(), h.clone()], vec![d, r.b, h])
+    } else {
+        (vec![r.b.clone(), r.t, d.clone(), h.clone()], vec![r.b, d, h])
+    };
+    Ok(vec![Some(y), Some(state.clone()), Some(state)])
 }

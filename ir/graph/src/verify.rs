@@ -61,6 +61,8 @@ pub fn input_arity(op: Op) -> (usize, usize) {
         SwiGLU => (2, 2),
         CausalConvWithState => (2, 4),
         LinearAttention => (3, 6),
+        RNN | GRU => (3, 6),
+        LSTM => (3, 8),
         Einsum => (1, V),
         QuantizeLinear | DequantizeLinear => (2, 3),
         DynamicQuantizeLinear => (1, 1),

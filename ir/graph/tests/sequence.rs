@@ -429,3 +429,47 @@ fn symbolic_batch_and_sequence_flow_through() {
     assert_eq!(g.ty(o[0]).shape, Some(vec![sym("batch"), sym("seq"), Dim::Known(96)]));
     assert_eq!(g.ty(o[1]).shape, Some(vec![sym("batch"), Dim::Known(2), Dim::Known(16), Dim::Known(24)]));
 }
+
+#[test]
+fn bad_recurrent_networks_are_refused_naming_the_field() {
+    let (x, w, r) = ([5usize, 2, 3], [1usize, 12, 3], [1usize, 12, 3]);
+    let ins = |extra: &[(&'static str, Option<&'static [usize]>)]| {
+        let mut v: Vec<(&str, Option<&[usize]>)> = vec![("x", Some(&x[..])), ("w", Some(&w[..])), ("r", Some(&r[..]))];
+        v.extend_from_slice(extra);
+        v
+    };
+    let cases: Vec<(Op, Vec<(&str, Option<&[usize]>)>, Vec<(&str, Attr)>, &str)> = vec![
+        (Op::LSTM, ins(&[]), vec![("hidden_size", Attr::Int(4))], "hidden_size 4 but R's last dim is 3"),
+        (Op::LSTM, ins(&[]), vec![("direction", Attr::Str("sideways".into()))], "direction 'sideways'"),
+        (Op::LSTM, ins(&[]), vec![("direction", Attr::Str("bidirectional".into()))], "W's directions: 1 against 2"),
+        (Op::GRU, ins(&[]), vec![], "W's rows against gates · hidden: 12 against 9"),
+        (Op::LSTM, ins(&[]), vec![("activations", Attr::Strs(vec!["Tanh".into()]))], "1 activations given"),
+        (
+            Op::LSTM,
+            ins(&[]),
+            vec![("activations", Attr::Strs(vec!["Tanh".into(), "Gelu".into(), "Tanh".into()]))],
+            "activation 'Gelu'",
+        ),
+        (Op::LSTM, ins(&[]), vec![("clip", Attr::Float(0.0))], "clip 0 must be positive"),
+        (Op::LSTM, ins(&[("b", Some(&[1, 12]))]), vec![], "B's width against 2 · gates · hidden: 12 against 24"),
+        (
+            Op::RNN,
+            vec![
+                ("x", Some(&[5, 2, 3])),
+                ("w", Some(&[1, 3, 3])),
+                ("r", Some(&[1, 3, 3])),
+                ("b", None),
+                ("l", None),
+                ("h", None),
+                ("c", Some(&[1, 2, 3])),
+            ],
+            vec![],
+            "takes no initial_c",
+        ),
+    ];
+    for (op, ins, attrs, want) in cases {
+        let mut g = one_node(op, &ins, attrs, 2);
+        let e = infer_graph(&mut g).expect_err(want).to_string();
+        assert!(e.contains(want), "want '{want}' in: {e}");
+    }
+}

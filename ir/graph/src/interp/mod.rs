@@ -15,6 +15,7 @@ pub(crate) mod movement;
 mod norm;
 mod pool;
 mod quant;
+mod recurrent;
 mod reduce;
 mod resize;
 mod selective_scan;
@@ -300,6 +301,7 @@ fn eval(node: &Node, ins: &[Option<Tensor>], opset: i64, scope: &Scope) -> OpRes
         SwiGLU => one(sequence::swiglu(&a, ins)?),
         CausalConvWithState => sequence::causal_conv_with_state(&a, ins),
         LinearAttention => sequence::linear_attention(&a, ins, n_out),
+        RNN | GRU | LSTM => recurrent::recurrent(node.op, &a, ins, n_out),
         Shape => one(movement::shape_of(&a, req(ins, 0)?)?),
         Size => one(Tensor::scalar_i64(req(ins, 0)?.len() as i64)),
         Reshape => {

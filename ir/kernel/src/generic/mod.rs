@@ -440,6 +440,9 @@ fn build(k: &mut Kern) -> R<usize> {
         RoiAlign => window::roi_align(k),
         Attention => attention::attention(k),
         LinearAttention => sequence::linear_attention(k),
+        RNN | GRU | LSTM => {
+            Err("recurrent networks run unrolled before fusion; this one has more steps than are unrolled".into())
+        }
         SoftmaxCrossEntropyLoss | NegativeLogLikelihoodLoss => loss::loss(k),
         ScatterElements | Scatter | ScatterND => scatter::scatter(k),
         Transpose | Slice | Expand | Concat | Split | Gather | GatherElements | GatherND | Pad | OneHot | EyeLike
