@@ -65,18 +65,54 @@ fn shape(g: &Graph, v: ValueId) -> Option<Vec<usize>> {
     g.ty(v).static_shape()
 }
 
+// The written ops take the forms of the graph's opset (the recurrent networks exist since
+// opset 1): Slice's bounds were attributes before 10, Clip's before 11, Unsqueeze's axes
+// before 13, and GreaterOrEqual came in 12.
 impl Writer<'_> {
     /// `x[..., from..to:step]` along `axis`.
     fn slice(&mut self, x: ValueId, axis: i64, from: i64, to: i64, step: i64) -> ValueId {
         let dt = self.g.ty(x).dtype;
+        if self.g.opset < 10 && step == 1 {
+            let attrs = vec![
+                ("starts", Attr::Ints(vec![from])),
+                ("ends", Attr::Ints(vec![to])),
+                ("axes", Attr::Ints(vec![axis])),
+            ];
+            return self.op(Op::Slice, &[x], dt, attrs);
+        }
         let (s, e, a, st) = (self.ints(&[from]), self.ints(&[to]), self.ints(&[axis]), self.ints(&[step]));
         self.op(Op::Slice, &[x, s, e, a, st], dt, vec![])
     }
 
     fn unsqueeze(&mut self, x: ValueId, axis: i64) -> ValueId {
         let dt = self.g.ty(x).dtype;
+        if self.g.opset < 13 {
+            return self.op(Op::Unsqueeze, &[x], dt, vec![("axes", Attr::Ints(vec![axis]))]);
+        }
         let a = self.ints(&[axis]);
         self.op(Op::Unsqueeze, &[x, a], dt, vec![])
+    }
+
+    /// `x` clamped to [−c, c].
+    fn clip(&mut self, x: ValueId, c: f64) -> ValueId {
+        let dt = self.g.ty(x).dtype;
+        if self.g.opset < 11 {
+            let attrs = vec![("min", Attr::Float(-c as f32)), ("max", Attr::Float(c as f32))];
+            return self.op(Op::Clip, &[x], dt, attrs);
+        }
+        let (lo, hi) =
+            (self.weight(Tensor::from_f64(dt, vec![], &[-c])), self.weight(Tensor::from_f64(dt, vec![], &[c])));
+        self.op(Op::Clip, &[x, lo, hi], dt, vec![])
+    }
+
+    /// `a ≥ b` as a bool tensor.
+    fn at_least(&mut self, a: ValueId, b: ValueId) -> ValueId {
+        let t = xforge_ir::DType::Bool;
+        if self.g.opset < 12 {
+            let lt = self.op(Op::Less, &[a, b], t, vec![]);
+            return self.op(Op::Not, &[lt], t, vec![]);
+        }
+        self.op(Op::GreaterOrEqual, &[a, b], t, vec![])
     }
 
     fn reshape(&mut self, x: ValueId, to: &[usize]) -> ValueId {
@@ -204,7 +240,7 @@ fn tensor_scatter(g: &mut Graph, n: &Node) -> Option<Vec<Node>> {
     }
     let (zero, last, len) = (konst(&mut w, 0), konst(&mut w, t as i64 - 1), konst(&mut w, t as i64));
     let bool_t = xforge_ir::DType::Bool;
-    let lo = w.op(Op::GreaterOrEqual, &[p, zero], bool_t, vec![]);
+    let lo = w.at_least(p, zero);
     let hi = w.op(Op::Less, &[p, len], bool_t, vec![]);
     let valid = w.op(Op::And, &[lo, hi], bool_t, vec![]);
     let idx = w.op(Op::Min, &[p, last], i64t, vec![]);
@@ -344,11 +380,7 @@ fn recurrent(g: &mut Graph, n: &Node) -> Option<Vec<Node>> {
     };
     let cols = |w: &mut Writer, v: ValueId, from: usize, to: usize| w.slice(v, -1, from as i64, to as i64, 1);
     let clipped = |w: &mut Writer, v: ValueId| match clip {
-        Some(c) => {
-            let (lo, hi) =
-                (w.weight(Tensor::from_f64(dt, vec![], &[-c])), w.weight(Tensor::from_f64(dt, vec![], &[c])));
-            w.op(Op::Clip, &[v, lo, hi], dt, vec![])
-        }
+        Some(c) => w.clip(v, c),
         None => v,
     };
     // X as (T, B, I); initial states as (D, B, H)
@@ -412,7 +444,7 @@ fn recurrent(g: &mut Graph, n: &Node) -> Option<Vec<Node>> {
                 Some(lc) => {
                     let s1 = i64s(&mut w, s as i64 + 1);
                     let idx = w.op(Op::Sub, &[lc, s1], i64t, vec![]);
-                    let v = w.op(Op::GreaterOrEqual, &[idx, zero_i], bool_t, vec![]);
+                    let v = w.at_least(idx, zero_i);
                     let idx = w.op(Op::Max, &[idx, zero_i], i64t, vec![]);
                     let idx = w.reshape(idx, &[1, b, 1]);
                     let full = w.ints(&[1, b as i64, gh as i64]);
@@ -515,7 +547,7 @@ fn recurrent(g: &mut Graph, n: &Node) -> Option<Vec<Node>> {
             let last = w.op(Op::Sub, &[lc, one], i64t, vec![]);
             let last = w.reshape(last, &[1, b]);
             let idx = w.op(Op::Sub, &[last, tcol], i64t, vec![]);
-            let v = w.op(Op::GreaterOrEqual, &[idx, zero_i], bool_t, vec![]);
+            let v = w.at_least(idx, zero_i);
             let idx = w.op(Op::Max, &[idx, zero_i], i64t, vec![]);
             let idx = w.unsqueeze(idx, 2);
             let full = w.ints(&[t as i64, b as i64, hd as i64]);

@@ -7,7 +7,12 @@ use xforge_passes::{dce::dce, decompose::decompose};
 
 /// One node of `op` on inputs of the given dtypes and shapes (None: left out).
 fn one(op: Op, ins: &[(DType, Option<&[usize]>)], attrs: Vec<(&str, Attr)>, outs: usize) -> Graph {
-    let mut b = GraphBuilder::new("seq", 28);
+    one_at(28, op, ins, attrs, outs)
+}
+
+/// `one` in a model of opset `opset`.
+fn one_at(opset: i64, op: Op, ins: &[(DType, Option<&[usize]>)], attrs: Vec<(&str, Attr)>, outs: usize) -> Graph {
+    let mut b = GraphBuilder::new("seq", opset);
     let ids: Vec<_> =
         ins.iter().enumerate().map(|(k, (dt, s))| s.map(|s| b.input(&format!("in{k}"), *dt, s))).collect();
     let o = b.node_multi(op, &ids, attrs, vec![ValueType::unranked(ins[0].0); outs]);
@@ -138,6 +143,10 @@ fn nodes_of_unknown_shape_stay() {
 
 /// An RNN, GRU or LSTM node on f32 operands (sequence lengths i32), every output a graph output.
 fn recurrent(op: Op, direction: &str, layout: i64, lens: bool, attrs: Vec<(&str, Attr)>) -> Graph {
+    recurrent_at(28, op, direction, layout, lens, attrs)
+}
+
+fn recurrent_at(opset: i64, op: Op, direction: &str, layout: i64, lens: bool, attrs: Vec<(&str, Attr)>) -> Graph {
     let (t, b, i, h) = (5, 3, 4, 6);
     let gates = match op {
         Op::RNN => 1,
@@ -166,7 +175,7 @@ fn recurrent(op: Op, direction: &str, layout: i64, lens: bool, attrs: Vec<(&str,
         ("layout", Attr::Int(layout)),
     ];
     all.extend(attrs);
-    one(op, &ins, all, if lstm { 3 } else { 2 })
+    one_at(opset, op, &ins, all, if lstm { 3 } else { 2 })
 }
 
 #[test]
@@ -225,5 +234,18 @@ fn a_reverse_lstm_with_lengths_puts_each_output_at_its_own_step() {
                 assert_eq!(y[(t * 3 + 1) * 6 + j], 0.0);
             }
         }
+    }
+}
+
+#[test]
+fn recurrent_networks_of_old_opsets_unroll_into_that_opsets_forms() {
+    // LSTM exists since opset 1: a model of opset 10 got Unsqueezes with axes as inputs (opset
+    // 13's form), which its own interpreter refused (found by the fusion_diff fuzz target);
+    // Slice bounds before 10, Clip bounds before 11 and GreaterOrEqual before 12 likewise
+    for opset in [7, 9, 10, 11, 12] {
+        let before = recurrent_at(opset, Op::LSTM, "reverse", 0, true, vec![("clip", Attr::Float(0.9))]);
+        check(&before, Op::LSTM);
+        let before = recurrent_at(opset, Op::GRU, "bidirectional", 0, false, vec![]);
+        check(&before, Op::GRU);
     }
 }
