@@ -20,7 +20,7 @@
 //! A node whose operand shapes are not static stays as it is. Where the interpreter refuses a
 //! run (a linear TensorScatter writing past the cache's end), the written-out form writes only
 //! the positions inside the cache. LinearAttention keeps its own kernel.
-use crate::rewrite::Writer;
+use crate::rewrite::{replace_nodes, Writer};
 use xforge_ir::interp::NodeAttrs;
 use xforge_ir::sequence_shapes::{recurrent_dims, rotary_dims, Activation};
 use xforge_ir::shape::Dim;
@@ -28,29 +28,14 @@ use xforge_ir::{Attr, Graph, Node, Op, Tensor, ValueId};
 
 /// Writes out every such node it can; returns how many.
 pub fn decompose(g: &mut Graph) -> usize {
-    let mut done = 0;
-    let mut i = 0;
-    while i < g.nodes.len() {
-        let n = g.nodes[i].clone();
-        let made = match n.op {
-            Op::SwiGLU => swiglu(g, &n),
-            Op::RotaryEmbedding => rotary(g, &n),
-            Op::TensorScatter => tensor_scatter(g, &n),
-            Op::CausalConvWithState => causal_conv(g, &n),
-            Op::RNN | Op::GRU | Op::LSTM => recurrent(g, &n),
-            _ => None,
-        };
-        match made {
-            Some(nodes) => {
-                let k = nodes.len();
-                g.nodes.splice(i..=i, nodes);
-                i += k;
-                done += 1;
-            }
-            None => i += 1,
-        }
-    }
-    done
+    replace_nodes(g, |g, n| match n.op {
+        Op::SwiGLU => swiglu(g, n),
+        Op::RotaryEmbedding => rotary(g, n),
+        Op::TensorScatter => tensor_scatter(g, n),
+        Op::CausalConvWithState => causal_conv(g, n),
+        Op::RNN | Op::GRU | Op::LSTM => recurrent(g, n),
+        _ => None,
+    })
 }
 
 fn input(n: &Node, k: usize) -> Option<ValueId> {
@@ -289,8 +274,8 @@ fn causal_conv(g: &mut Graph, n: &Node) -> Option<Vec<Node>> {
         ("kernel_shape", Attr::Ints(vec![k as i64])),
         ("pads", Attr::Ints(vec![pad, pad])),
     ];
-    let (last, out) = (silu, if pad == 0 { None } else { Some(l as i64) });
-    let mut v = match (last, out) {
+    let out = if pad == 0 { None } else { Some(l as i64) };
+    let mut v = match (silu, out) {
         (false, None) => {
             w.op_into(Op::Conv, &ins, y, attrs);
             y

@@ -13,30 +13,15 @@
 //! `(sa · sb) / sy` stays in the scales' type (as the ONNX reference computes it); a per-row
 //! zero point or scale of A is reshaped to a column, a per-output-channel one of a convolution
 //! to (M, 1, …). A node whose operand ranks or scale sizes are not known stays as it is.
-use crate::rewrite::{ints_weight, Writer};
+use crate::rewrite::{ints_weight, replace_nodes, Writer};
 use xforge_ir::{Attr, DType, Graph, Node, Op, Tensor, ValueId};
 
 /// Lowers every integer contraction it can; returns how many.
 pub fn lower_integer_contractions(g: &mut Graph) -> usize {
-    let mut done = 0;
-    let mut i = 0;
-    while i < g.nodes.len() {
-        let n = g.nodes[i].clone();
-        let made = match n.op {
-            Op::MatMulInteger | Op::ConvInteger | Op::QLinearMatMul | Op::QLinearConv => lower(g, &n),
-            _ => None,
-        };
-        match made {
-            Some(nodes) => {
-                let k = nodes.len();
-                g.nodes.splice(i..=i, nodes);
-                i += k;
-                done += 1;
-            }
-            None => i += 1,
-        }
-    }
-    done
+    replace_nodes(g, |g, n| match n.op {
+        Op::MatMulInteger | Op::ConvInteger | Op::QLinearMatMul | Op::QLinearConv => lower(g, n),
+        _ => None,
+    })
 }
 
 /// The integer lowering's own steps.

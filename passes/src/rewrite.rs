@@ -90,6 +90,26 @@ pub fn toposort(g: &mut Graph) {
     g.nodes = order.into_iter().map(|i| old[i].take().unwrap()).collect();
 }
 
+/// Replaces each node for which `rewrite` gives nodes by those nodes, in place (the new nodes are
+/// not visited again); returns how many were replaced.
+pub fn replace_nodes(g: &mut Graph, mut rewrite: impl FnMut(&mut Graph, &Node) -> Option<Vec<Node>>) -> usize {
+    let mut done = 0;
+    let mut i = 0;
+    while i < g.nodes.len() {
+        let n = g.nodes[i].clone();
+        match rewrite(g, &n) {
+            Some(nodes) => {
+                let k = nodes.len();
+                g.nodes.splice(i..=i, nodes);
+                i += k;
+                done += 1;
+            }
+            None => i += 1,
+        }
+    }
+    done
+}
+
 /// The nodes that replace one node, named after it (`{base}/{op}{k}`), collected in order.
 pub struct Writer<'g> {
     pub g: &'g mut Graph,

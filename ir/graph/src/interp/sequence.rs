@@ -5,7 +5,7 @@
 //! are checked by `sequence_shapes`, as inference checks them; computed in f64, rounded once.
 use super::attrs::{opt, req, NodeAttrs};
 use super::{check_size, OpResult};
-use crate::sequence_shapes::{linear_attention_heads, output_shapes, rotary_dims, UpdateRule};
+use crate::sequence_shapes::{linear_attention_heads, output_shapes, rotary_dims};
 use crate::shape::Dim;
 use crate::tensor::Tensor;
 
@@ -145,8 +145,7 @@ pub fn causal_conv_with_state(a: &NodeAttrs, ins: &[Option<Tensor>]) -> OpResult
 
 pub fn linear_attention(a: &NodeAttrs, ins: &[Option<Tensor>], n_out: usize) -> OpResult<Vec<Tensor>> {
     check(a, ins)?;
-    // the rule decides which of decay and beta are present (checked above); they say the rest
-    let _ = UpdateRule::of(a.0)?;
+    // the rule decided which of decay and beta are present (checked above); they say the rest
     let (hq, hk) = linear_attention_heads(a.0)?;
     let (q, k, v) = (req(ins, 0)?, req(ins, 1)?, req(ins, 2)?);
     let [b, t, qw] = *q.shape() else { return Err("query must be (batch, sequence, heads · d_k)".into()) };
